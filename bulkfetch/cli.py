@@ -1,0 +1,163 @@
+"""The command line: parses arguments, builds the config, runs one command, and maps errors to exit codes.
+
+This is the only module that prints to the user or exits. Every command handler is a few lines that
+call into the library; library code raises `BulkfetchError`s carrying their exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bulkfetch import __version__
+from bulkfetch.config import Config, environment, load_config, resolve_config_path
+from bulkfetch.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, BulkfetchError, ConfigError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line and exit 2 like every other bad input."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"bulkfetch: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="bulkfetch",
+        description="Download a whole Strava history under Strava's quotas into raw JSON and Parquet.",
+    )
+    parser.add_argument("--version", action="version", version=f"bulkfetch {__version__}")
+    parser.add_argument("--config", metavar="PATH",
+                        help="config file (default ./config.toml, or $BULKFETCH_CONFIG)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="more detail, e.g. every request")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    fetch = commands.add_parser("fetch", help="download new and changed activities, then compact")
+    _add_fetch_arguments(fetch)
+    fetch.set_defaults(handler=_cmd_fetch)
+
+    compact = commands.add_parser("compact", help="turn the raw JSON into partitioned Parquet")
+    compact.add_argument("--rebuild", action="store_true", help="rewrite every partition from raw")
+    compact.set_defaults(handler=_cmd_compact)
+
+    status = commands.add_parser("status", help="what is downloaded, pending, failed; quota; ETA")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(handler=_cmd_status)
+
+    plan = commands.add_parser("plan", help="how many requests the job needs and when it will finish")
+    _add_filter_arguments(plan)
+    plan.add_argument("--offline", action="store_true", help="use the cached list; send no request")
+    plan.set_defaults(handler=_cmd_plan)
+
+    auth = commands.add_parser("auth", help="connect a Strava account (OAuth in the browser)")
+    auth.add_argument("--port", type=int, default=8765, help="loopback port for the redirect (default 8765)")
+    auth.add_argument("--no-browser", action="store_true", help="print the URL; paste the redirected URL back")
+    auth.set_defaults(handler=_cmd_auth)
+
+    demo = commands.add_parser("demo", help="run the whole pipeline against the embedded simulator")
+    demo.add_argument("--activities", type=int, default=300, help="size of the synthetic history")
+    demo.add_argument("--data-dir", default="demo-data", help="where the demo writes (default ./demo-data)")
+    demo.set_defaults(handler=_cmd_demo, needs_config=False)
+
+    simulate = commands.add_parser("simulate", help="run the Strava simulator in the foreground")
+    simulate.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    simulate.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    simulate.add_argument("--activities", type=int, default=300, help="size of the synthetic history")
+    simulate.add_argument("--seed", type=int, default=1, help="seed of the synthetic history and faults")
+    simulate.add_argument("--short-limit", type=int, default=100, help="read requests per short window")
+    simulate.add_argument("--daily-limit", type=int, default=1000, help="read requests per daily window")
+    simulate.add_argument("--short-window", type=float, default=900, help="short window length, seconds")
+    simulate.add_argument("--daily-window", type=float, default=86400, help="daily window length, seconds")
+    simulate.add_argument("--latency", type=float, default=0.0, help="server latency per request, seconds")
+    simulate.add_argument("--write-config", metavar="PATH", help="write a config.toml for this simulator")
+    simulate.set_defaults(handler=_cmd_simulate, needs_config=False)
+    return parser
+
+
+def _add_filter_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sport", metavar="TYPES", help="only these sport_type values, e.g. Run,TrailRun")
+    parser.add_argument("--since", metavar="DATE", help="only activities starting at or after (UTC)")
+    parser.add_argument("--until", metavar="DATE", help="only activities starting before (UTC)")
+    parser.add_argument("--streams", metavar="TYPES", help="stream types to download, e.g. time,heartrate or all")
+
+
+def _add_fetch_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_filter_arguments(parser)
+    parser.add_argument("--no-wait", action="store_true", help="stop (exit 75) instead of waiting for quota")
+    parser.add_argument("--max-wait", type=float, metavar="SECONDS",
+                        help="wait for quota only while the wait is at most SECONDS, else stop (exit 75)")
+    parser.add_argument("--concurrency", type=int, help="detail requests in flight (default 8)")
+    parser.add_argument("--no-compact", action="store_true", help="skip compaction at the end")
+
+
+def _config(args: argparse.Namespace, overrides: dict[str, dict[str, Any]] | None = None) -> Config:
+    path, named = resolve_config_path(args.config, environment())
+    del named  # every command that reads a config needs the file, named or default
+    return load_config(path, environ=environment(), overrides=overrides)
+
+
+def _not_implemented(name: str) -> int:
+    raise BulkfetchError(f"'{name}' is not implemented yet")
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    return _not_implemented("fetch")
+
+
+def _cmd_compact(args: argparse.Namespace) -> int:
+    return _not_implemented("compact")
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    return _not_implemented("status")
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    return _not_implemented("plan")
+
+
+def _cmd_auth(args: argparse.Namespace) -> int:
+    return _not_implemented("auth")
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    return _not_implemented("demo")
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from bulkfetch.simulator import SimulatorSettings, serve_forever
+
+    settings = SimulatorSettings(
+        seed=args.seed, activities=args.activities,
+        short_limit=args.short_limit, daily_limit=args.daily_limit,
+        short_window_s=args.short_window, daily_window_s=args.daily_window,
+        latency_s=args.latency,
+    )
+    write_config = Path(args.write_config) if args.write_config else None
+    asyncio.run(serve_forever(settings, host=args.host, port=args.port,
+                              write_config=write_config, announce=print))
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except BulkfetchError as error:
+        print(f"bulkfetch: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("bulkfetch: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+__all__ = ["main", "build_parser", "ConfigError"]
