@@ -8,14 +8,31 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import orjson
 
 from bulkfetch import __version__
 from bulkfetch.config import Config, environment, load_config, resolve_config_path
-from bulkfetch.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, BulkfetchError, ConfigError
+from bulkfetch.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    BulkfetchError,
+    Interrupted,
+    WorkLeft,
+)
+from bulkfetch.pipeline import FetchOptions, fetch_history
+from bulkfetch.plan import parse_filters
+from bulkfetch.progress import Reporter
+from bulkfetch.scheduler import WaitPolicy
+from bulkfetch.store import RawStore, ensure_dir, exclusive_lock
+
+T = TypeVar("T")
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -65,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the whole pipeline against the embedded simulator")
     demo.add_argument("--activities", type=int, default=300, help="size of the synthetic history")
     demo.add_argument("--data-dir", default="demo-data", help="where the demo writes (default ./demo-data)")
-    demo.set_defaults(handler=_cmd_demo, needs_config=False)
+    demo.set_defaults(handler=_cmd_demo)
 
     simulate = commands.add_parser("simulate", help="run the Strava simulator in the foreground")
     simulate.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -78,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--daily-window", type=float, default=86400, help="daily window length, seconds")
     simulate.add_argument("--latency", type=float, default=0.0, help="server latency per request, seconds")
     simulate.add_argument("--write-config", metavar="PATH", help="write a config.toml for this simulator")
-    simulate.set_defaults(handler=_cmd_simulate, needs_config=False)
+    simulate.set_defaults(handler=_cmd_simulate)
     return parser
 
 
@@ -99,25 +116,100 @@ def _add_fetch_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace, overrides: dict[str, dict[str, Any]] | None = None) -> Config:
-    path, named = resolve_config_path(args.config, environment())
-    del named  # every command that reads a config needs the file, named or default
-    return load_config(path, environ=environment(), overrides=overrides)
+    return load_config(resolve_config_path(args.config, environment()), environ=environment(),
+                       overrides=overrides)
 
 
 def _not_implemented(name: str) -> int:
     raise BulkfetchError(f"'{name}' is not implemented yet")
 
 
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run, with SIGTERM treated like Ctrl-C: cancel, let checkpoints finish, exit 130."""
+
+    async def guarded() -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        try:
+            return await coroutine
+        except asyncio.CancelledError:
+            raise Interrupted("stopped; everything fetched so far is saved, rerun to continue") from None
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+
+    try:
+        return asyncio.run(guarded())
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted; everything fetched so far is saved, rerun to continue") from None
+
+
+def _reporter(args: argparse.Namespace, config: Config | None = None) -> Reporter:
+    log_path = RawStore(config.storage.data_dir).log_path if config else None
+    return Reporter(quiet=args.quiet, verbose=args.verbose, log_path=log_path)
+
+
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    return _not_implemented("fetch")
+    config = _config(args, {"fetch": {"concurrency": args.concurrency, "streams": args.streams}})
+    config.require_credentials()
+    options = FetchOptions(
+        filters=parse_filters(args.sport, args.since, args.until),
+        policy=WaitPolicy(no_wait=args.no_wait, max_wait_s=args.max_wait),
+    )
+    ensure_dir(config.storage.data_dir)
+    with exclusive_lock(config.storage.data_dir), _reporter(args, config) as reporter:
+        reporter.info(f"fetch into {config.storage.data_dir}")
+        stop: WorkLeft | None = None
+        try:
+            summary = _run(fetch_history(config, options, reporter))
+        except WorkLeft as error:
+            stop, summary = error, None
+        if not args.no_compact:
+            _compact(config, reporter, rebuild=False)
+    if stop is not None:
+        raise stop
+    assert summary is not None
+    reporter.result(
+        f"listed {summary.listed:,} activities; fetched {summary.fetched:,} details "
+        f"({summary.new:,} new, {summary.changed:,} changed); {summary.not_found:,} deleted since listed, "
+        f"{summary.unlisted:,} left the list; {len(summary.failed):,} failed; {summary.requests:,} requests"
+    )
+    if summary.failed or summary.list_failure:
+        raise WorkLeft(f"{len(summary.failed):,} detail(s) failed after their retries"
+                       if summary.failed else f"the listing did not finish ({summary.list_failure})",
+                       hint="rerun 'bulkfetch fetch' to retry them")
+    return EXIT_OK
+
+
+def _compact(config: Config, reporter: Reporter, *, rebuild: bool) -> None:
+    from bulkfetch.compact import compact
+
+    result = compact(RawStore(config.storage.data_dir), config.storage.parquet_dir, rebuild=rebuild,
+                     on_progress=reporter.compact_progress)
+    years = sorted({year for table_years in result.written.values() for year in table_years})
+    reporter.info(f"compacted into {config.storage.parquet_dir}: "
+                  f"{len(years)} year(s) rewritten, {len(result.skipped_years)} unchanged")
 
 
 def _cmd_compact(args: argparse.Namespace) -> int:
-    return _not_implemented("compact")
+    config = _config(args)
+    RawStore(config.storage.data_dir).prepare()
+    with _reporter(args, config) as reporter:
+        _compact(config, reporter, rebuild=args.rebuild)
+    return EXIT_OK
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    return _not_implemented("status")
+    from bulkfetch.status import collect_status, render_status
+
+    config = _config(args)
+    report = collect_status(config)
+    if args.json:
+        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(render_status(report))
+    return EXIT_OK
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
@@ -160,4 +252,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
-__all__ = ["main", "build_parser", "ConfigError"]
+__all__ = ["main", "build_parser"]

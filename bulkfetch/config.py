@@ -114,13 +114,13 @@ MINIMUMS: dict[str, float] = {
 MAXIMUMS: dict[str, float] = {"per_page": 200, "concurrency": 256}
 
 
-def resolve_config_path(flag: str | None, environ: Mapping[str, str]) -> tuple[Path, bool]:
-    """The config path and whether the user named it (a named file must exist; the default may not)."""
+def resolve_config_path(flag: str | None, environ: Mapping[str, str]) -> Path:
+    """`--config`, else $BULKFETCH_CONFIG, else ./config.toml."""
     if flag:
-        return Path(flag), True
+        return Path(flag)
     if environ.get(CONFIG_ENV):
-        return Path(environ[CONFIG_ENV]), True
-    return Path(DEFAULT_CONFIG_NAME), False
+        return Path(environ[CONFIG_ENV])
+    return Path(DEFAULT_CONFIG_NAME)
 
 
 def load_config(

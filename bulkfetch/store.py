@@ -17,17 +17,19 @@ complete, and a SIGKILL at any moment leaves at most a temporary file, which is 
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import secrets
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from bulkfetch.errors import StorageError, WriteError
+from bulkfetch.errors import LockedError, StorageError, WriteError
 
 TEMP_MARK = ".tmp-"
 LISTING_COMPLETE = "complete.json"
@@ -265,6 +267,28 @@ class RawStore:
         keep = {k: v for k, v in current.items() if int(k) not in set(activity_ids)}
         if len(keep) != len(current):
             self.write_state("tombstones", keep)
+
+
+@contextmanager
+def exclusive_lock(data_dir: Path) -> Iterator[None]:
+    """Hold `<data_dir>/fetch.lock` for one run; a second run gets a LockedError naming the first's PID.
+
+    An flock dies with its process, so a lock file left by a killed run is simply taken over.
+    """
+    path = data_dir / "fetch.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise LockedError(f"another bulkfetch fetch (PID {holder}) is using {data_dir}",
+                              hint="wait for it to finish or stop it; two runs would spend the quota twice") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 def ensure_dir(folder: Path, mode: int = 0o755) -> None:

@@ -1,0 +1,120 @@
+"""Pure decisions of a fetch: where the list cursor goes, what changed, what to download, what is gone.
+
+No I/O here: the pipeline feeds these functions what it read and acts on what they return.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from bulkfetch.errors import ConfigError
+
+# The summary fields whose change means the stored detail is stale. Kudos and comment counts change all
+# the time and do not alter the activity's data, so they do not trigger a refetch.
+CHANGE_FIELDS = (
+    "name", "sport_type", "distance", "moving_time", "elapsed_time", "total_elevation_gain",
+    "private", "gear_id", "upload_id",
+)
+# Tombstoning "unlisted" activities is refused when a listing lost more than this share of the history
+# (and more than a handful): that is a lost scope or a wrong token, not a mass deletion.
+UNLIST_GUARD_SHARE = 0.5
+UNLIST_GUARD_MIN = 10
+
+
+def fingerprint(activity: Mapping[str, Any]) -> str:
+    """A short digest of the fields in CHANGE_FIELDS; absent and null are the same."""
+    values = [activity.get(name) for name in CHANGE_FIELDS]
+    return hashlib.blake2b(orjson.dumps(values), digest_size=8).hexdigest()
+
+
+def start_epoch(activity: Mapping[str, Any]) -> int | None:
+    """`start_date` (UTC, e.g. '2025-10-18T12:49:52Z') in epoch seconds, or None if absent/garbled."""
+    value = activity.get("start_date")
+    if not isinstance(value, str):
+        return None
+    try:
+        return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        return None
+
+
+def next_before(page: Iterable[Mapping[str, Any]]) -> int | None:
+    """The keyset cursor after a page: the oldest start second seen, plus one.
+
+    Strava's `before` is strict and activities can share a start second, so the next page repeats the
+    oldest second's activities (deduplicated by id) rather than skipping any of them.
+    """
+    starts = [s for s in (start_epoch(item) for item in page) if s is not None]
+    return min(starts) + 1 if starts else None
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which listed activities get detail requests. The list itself is always kept whole."""
+
+    sports: frozenset[str] | None = None
+    since: int | None = None   # epoch seconds, inclusive
+    until: int | None = None   # epoch seconds, exclusive
+
+    def accepts(self, summary: Mapping[str, Any]) -> bool:
+        if self.sports is not None and summary.get("sport_type") not in self.sports:
+            return False
+        if self.since is None and self.until is None:
+            return True
+        start = start_epoch(summary)
+        if start is None:
+            return False
+        return (self.since is None or start >= self.since) and (self.until is None or start < self.until)
+
+
+def parse_filters(sport: str | None, since: str | None, until: str | None) -> Filters:
+    sports = frozenset(s.strip() for s in sport.split(",") if s.strip()) if sport else None
+    return Filters(sports=sports or None, since=_parse_utc("--since", since), until=_parse_utc("--until", until))
+
+
+def _parse_utc(flag: str, value: str | None) -> int | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"{flag} {value!r} is not an ISO date or datetime",
+                          hint="use e.g. 2024-01-31 or 2024-01-31T06:00 (UTC)") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp())
+
+
+def pending_details(
+    catalog: Mapping[int, Mapping[str, Any]],
+    fetched: Mapping[int, str],
+    filters: Filters,
+) -> tuple[list[int], int, int]:
+    """Ids that need `GET /activities/{id}`, newest first, and how many of them are new / changed.
+
+    `fetched` maps the id of every stored detail to the fingerprint of the summary it was fetched for.
+    """
+    new, changed = [], []
+    for activity_id, summary in catalog.items():
+        if not filters.accepts(summary):
+            continue
+        stored = fetched.get(activity_id)
+        if stored is None:
+            new.append(activity_id)
+        elif stored != fingerprint(summary):
+            changed.append(activity_id)
+    ids = sorted(new + changed, key=lambda i: (start_epoch(catalog[i]) or 0, i), reverse=True)
+    return ids, len(new), len(changed)
+
+
+def unlisted(previous_ids: set[int], listed_ids: set[int]) -> tuple[set[int], bool]:
+    """Activities that left the list, and whether tombstoning them is safe (see UNLIST_GUARD_*)."""
+    gone = previous_ids - listed_ids
+    suspicious = len(gone) > UNLIST_GUARD_MIN and len(gone) > UNLIST_GUARD_SHARE * len(previous_ids)
+    return gone, not suspicious

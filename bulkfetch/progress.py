@@ -1,0 +1,202 @@
+"""What a person sees during long work; the only module that imports rich.
+
+On a terminal: live progress bars (list pages, details, compaction), the quota in both windows and,
+during a quota wait, a countdown with the reset time and an ETA. Elsewhere (CI, cron, a pipe): plain
+timestamped lines. Every line also goes to the run's log file when one is given, so a person can read
+what happened overnight. Nothing here ever sees a secret.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from bulkfetch.quota import estimate_finish
+from bulkfetch.scheduler import QuotaScheduler, WaitInfo
+
+PLAIN_DETAIL_EVERY_S = 10.0
+
+
+def interactive(stream: IO[str]) -> bool:
+    """Rich live display only on a real terminal, and never under CI."""
+    return stream.isatty() and not os.environ.get("CI")
+
+
+def utc_clock(epoch_s: float) -> str:
+    return time.strftime("%H:%M:%S UTC", time.gmtime(epoch_s))
+
+
+def utc_day_clock(epoch_s: float) -> str:
+    return time.strftime("%a %d %b %H:%M UTC", time.gmtime(epoch_s))
+
+
+def human_duration(seconds: float) -> str:
+    """'45 s', '11 min', '3 h 05 min', '1 day 18 h'."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s" if seconds < 600 else f"{seconds // 60} min"
+    if seconds < 86400:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    days = seconds // 86400
+    return f"{days} day{'s' if days > 1 else ''} {seconds % 86400 // 3600} h"
+
+
+class Reporter:
+    """Renders pipeline events (implements `bulkfetch.pipeline.FetchEvents`) and compaction progress."""
+
+    def __init__(self, *, quiet: bool = False, verbose: bool = False, log_path: Path | None = None,
+                 stream: IO[str] | None = None) -> None:
+        self._stream = stream or sys.stderr
+        self._quiet = quiet
+        self._verbose = verbose
+        self._live = interactive(self._stream) and not quiet
+        self._console = Console(file=self._stream, highlight=False, soft_wrap=True)
+        self._log = log_path.open("a", encoding="utf-8") if log_path else None
+        self._progress: Progress | None = None
+        self._tasks: dict[str, TaskID] = {}
+        self._details_total = 0
+        self._details_done = 0
+        self._outcomes: dict[str, int] = {}
+        self._last_plain_s = 0.0
+        self._scheduler: QuotaScheduler | None = None
+        self._waiting: WaitInfo | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def __enter__(self) -> Reporter:
+        if self._live:
+            self._progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[note]}"), TimeElapsedColumn(),
+                console=self._console, transient=False, refresh_per_second=4,
+            )
+            self._progress.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        if self._progress:
+            self._progress.stop()
+        if self._log:
+            self._log.close()
+
+    # -- plain messages ------------------------------------------------------------------------------------
+    def info(self, message: str) -> None:
+        self._line(message, level="info")
+
+    def warn(self, message: str) -> None:
+        self._line(f"warning: {message}", level="warn")
+
+    def debug(self, message: str) -> None:
+        if self._verbose:
+            self._line(message, level="info")
+        else:
+            self._to_log(message)
+
+    def result(self, message: str) -> None:
+        """A final result line: always shown (stdout), even with --quiet."""
+        print(message, file=sys.stdout, flush=True)
+        self._to_log(message)
+
+    # -- listing and details ---------------------------------------------------------------------------------
+    def list_page(self, page: int, new_items: int, total: int) -> None:
+        if self._progress:
+            task = self._task("list", "list pages", total=None)
+            self._progress.update(task, completed=page, note=f"{total:,} activities")
+        self.debug(f"list page {page}: {new_items} new, {total:,} activities listed")
+
+    def details_planned(self, total: int, new: int, changed: int) -> None:
+        self._details_total = total
+        self.info(f"details to fetch: {total:,} ({new:,} new, {changed:,} changed)")
+        if self._progress and total:
+            self._task("details", "details", total=total)
+
+    def detail_done(self, activity_id: int, outcome: str) -> None:
+        self._details_done += 1
+        self._outcomes[outcome] = self._outcomes.get(outcome, 0) + 1
+        if outcome == "failed":
+            self.debug(f"activity {activity_id}: failed (retried next run)")
+        elif outcome == "not_found":
+            self.debug(f"activity {activity_id}: 404, deleted since it was listed")
+        if self._progress:
+            self._progress.update(self._task("details", "details", total=self._details_total),
+                                  completed=self._details_done, note=self._quota_note())
+        elif time.monotonic() - self._last_plain_s >= PLAIN_DETAIL_EVERY_S or \
+                self._details_done == self._details_total:
+            self._last_plain_s = time.monotonic()
+            self.info(f"details {self._details_done:,}/{self._details_total:,} "
+                      f"({self._outcome_text()}) {self._quota_note()}")
+
+    def quota(self, scheduler: QuotaScheduler) -> None:
+        self._scheduler = scheduler
+
+    def waiting(self, info: WaitInfo | None) -> None:
+        self._waiting = info
+        if info is None:
+            return
+        remaining = max(0, self._details_total - self._details_done)
+        wait_s = info.until - self._now()
+        message = (f"waiting {human_duration(wait_s)} for the {info.window} window "
+                   f"(resets {utc_clock(info.until)}): {info.reason}")
+        if remaining and self._scheduler is not None:
+            finish = estimate_finish(remaining, self._now(), self._scheduler.view())
+            message += f"; {remaining:,} requests left, ETA {utc_day_clock(finish)}"
+        self.info(message)
+
+    # -- compaction ------------------------------------------------------------------------------------------
+    def compact_progress(self, done: int, total: int) -> None:
+        if self._progress:
+            self._progress.update(self._task("compact", "compact", total=total), completed=done, note="")
+        elif done == total:
+            self.debug(f"compacted {total} partition(s)")
+
+    # -- helpers ---------------------------------------------------------------------------------------------
+    def _now(self) -> float:
+        return self._scheduler.now() if self._scheduler else time.time()
+
+    def _task(self, key: str, description: str, total: int | None) -> TaskID:
+        assert self._progress is not None
+        if key not in self._tasks:
+            self._tasks[key] = self._progress.add_task(description, total=total, note="")
+        return self._tasks[key]
+
+    def _outcome_text(self) -> str:
+        return ", ".join(f"{count:,} {name.replace('_', ' ')}" for name, count in sorted(self._outcomes.items()))
+
+    def _quota_note(self) -> str:
+        if self._scheduler is None:
+            return ""
+        return quota_text(self._scheduler.view())
+
+    def _line(self, message: str, *, level: str) -> None:
+        self._to_log(message)
+        if self._quiet and level != "warn":
+            return
+        if self._progress:
+            self._progress.console.print(message, markup=False)
+        else:
+            stamp = time.strftime("%H:%M:%S", time.gmtime())
+            print(f"{stamp} {message}", file=self._stream, flush=True)
+
+    def _to_log(self, message: str) -> None:
+        if self._log:
+            self._log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {message}\n")
+            self._log.flush()
+
+
+def quota_text(view: Any) -> str:
+    """'quota read 37/100 short, 412/1000 daily' from a usage view (unknown limits shown as ?)."""
+    parts = []
+    for window in ("short", "daily"):
+        usage = view.read[window]
+        limit = "?" if usage.limit is None else f"{usage.limit:,}"
+        parts.append(f"{usage.used:,}/{limit} {window}")
+    return "quota " + ", ".join(parts)

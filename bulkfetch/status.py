@@ -1,0 +1,89 @@
+"""`bulkfetch status`: what is on disk, what is left, the last seen quota and the ETA. Sends no request."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from bulkfetch.config import Config
+from bulkfetch.pipeline import load_fetched_index
+from bulkfetch.plan import Filters, pending_details
+from bulkfetch.quota import QuotaLedger, estimate_finish
+from bulkfetch.store import RawStore
+
+
+def collect_status(config: Config, now: float | None = None) -> dict[str, Any]:
+    """A JSON-able report of the data_dir (the shape of `status --json`)."""
+    now = time.time() if now is None else now
+    store = RawStore(config.storage.data_dir)
+    catalog = store.catalog()
+    fetched = load_fetched_index(store)
+    pending, _, _ = pending_details(catalog, fetched, Filters())
+    failed = store.read_state("failed", {}) or {}
+    athlete = store.read_state("athlete") or {}
+    unfinished = store.unfinished_listing()
+    latest = store.latest_complete_listing()
+    ledger = _ledger(store, config, now)
+    view = ledger.usage_view(now)
+    return {
+        "data_dir": str(config.storage.data_dir),
+        "athlete_id": athlete.get("athlete_id"),
+        "listed": len(catalog),
+        "fetched": len(set(fetched) & set(catalog)),
+        "pending": len(pending),
+        "failed": len(failed),
+        "deleted": len(store.tombstones()),
+        "listing": {
+            "last_complete": latest.listing_id if latest else None,
+            "unfinished": unfinished.listing_id if unfinished else None,
+        },
+        "quota": _quota_json(view),
+        "remaining_requests": len(pending),
+        "eta": _iso(estimate_finish(len(pending), now, view)) if pending else None,
+    }
+
+
+def _ledger(store: RawStore, config: Config, now: float) -> QuotaLedger:
+    snapshot = store.read_state("quota")
+    if isinstance(snapshot, dict):
+        try:
+            return QuotaLedger.restore(snapshot, config.limits, now)
+        except (KeyError, TypeError, ValueError):
+            pass
+    return QuotaLedger(config.limits)
+
+
+def _quota_json(view: Any) -> dict[str, Any]:
+    return {
+        bucket: {
+            window: {"used": usage.used, "limit": usage.limit, "resets_at": _iso(usage.resets_at)}
+            for window, usage in getattr(view, bucket).items()
+        }
+        for bucket in ("read", "overall")
+    }
+
+
+def _iso(epoch_s: float | None) -> str | None:
+    return None if epoch_s is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch_s))
+
+
+def render_status(report: dict[str, Any]) -> str:
+    lines = [
+        f"data_dir   {report['data_dir']}  (athlete {report['athlete_id'] or 'unknown'})",
+        f"listed     {report['listed']:,}",
+        f"fetched    {report['fetched']:,}",
+        f"pending    {report['pending']:,}",
+        f"failed     {report['failed']:,}",
+        f"deleted    {report['deleted']:,}",
+    ]
+    if report["listing"]["unfinished"]:
+        lines.append(f"listing    {report['listing']['unfinished']} unfinished (the next fetch continues it)")
+    for bucket, windows in report["quota"].items():
+        parts = []
+        for window, usage in windows.items():
+            limit = "?" if usage["limit"] is None else f"{usage['limit']:,}"
+            parts.append(f"{window} {usage['used']:,}/{limit} (resets {usage['resets_at']})")
+        lines.append(f"quota {bucket:<7}" + "; ".join(parts))
+    if report["eta"]:
+        lines.append(f"ETA        {report['eta']} for {report['remaining_requests']:,} requests at the current quota")
+    return "\n".join(lines)
