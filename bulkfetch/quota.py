@@ -1,0 +1,595 @@
+"""Pure quota core: Strava's aligned rate-limit windows, its rate headers, and the ledger that decides
+what may be sent. No I/O, no asyncio; every time is a parameter in epoch seconds (float) on the
+*server's* clock (see `clock_offset`). The only place that waits is `bulkfetch.scheduler`.
+
+Strava's rules, as this module models them (FACTS.md §1):
+
+* Two buckets per application, "read" (default 100 per 15 min / 1,000 per day) and "overall"
+  (200 / 2,000); every GET counts in both.
+* Windows are fixed and aligned: index = floor(t / length_s); 15-minute windows start at
+  :00/:15/:30/:45, the daily one at midnight UTC. Lengths are parameters (tests use 1-2 s).
+* The server counts a request when it arrives; a request that takes a window over its limit is
+  answered 429 and *still counts*. So a 429 means "this window is spent": never retry into it.
+* Responses usually carry `X-RateLimit-*` (overall) and `X-ReadRateLimit-*` (read) headers, each
+  "short,daily", usage after counting the request. Missing headers mean UNKNOWN, never zero. Other
+  programs of the same app spend quota we only see through these headers.
+
+How the ledger estimates a window's usage (per bucket and window kind, at the ledger's time `now`):
+
+    estimate = max(sent + carried + floor,  U_max + in_flight,  min over X of cand(X))
+
+* `sent`: our tickets reserved in this window; `carried`: tickets that were still in flight when the
+  window began (sent at the very end of the previous window, the server may count them in this one);
+  `floor`: usage restored from a snapshot, until the first unambiguous header of the window.
+* `U_max`: the highest usage any unambiguous response reported in this window (server usage is
+  monotone within a window), plus every request still in flight (it may not be counted yet).
+* `cand(X) = u_X + inflight_before(X) + issued_after(X)` for each unambiguous response X: X's reported
+  usage, plus the tickets that were in flight when X was reserved, plus the tickets reserved after X.
+  Every request the server counted after X is in one of those two groups, so cand(X) bounds the
+  window's usage (other programs aside) *even after headerless responses* and requests that were
+  reserved in the previous window settle. This is a deviation from the plain
+  `max(sent, U_max + in_flight)` rule: that rule under-counts once a request settles with no headers
+  (or ambiguously) after having arrived later than the response that set U_max, e.g. a request carried
+  over from the previous window that the server counted in this one, then settled: neither `sent`
+  nor `in_flight` holds it any more and U_max predates it, so the next request could be a 429.
+  The `U_max + in_flight` term is kept because it sees other programs that spend mid-window.
+
+A response is *unambiguous* for a window when its request was reserved and answered in that same
+window index (by the ledger's clock); an ambiguous response's usage is ignored, except that a 429 is
+always obeyed. The ledger's clock is made monotone (`now` never goes back), so a clock-offset
+correction cannot move it into an earlier window.
+
+Assumption: an abandoned request (connection dropped, timeout) has either already been counted by the
+server or never will be; it stays counted in `sent`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import email.utils
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+BUCKETS = ("read", "overall")
+KINDS = ("short", "daily")
+SNAPSHOT_VERSION = 1
+CLOCK_SKEW_DEADBAND_S = 2.0
+
+_HEADER_NAMES = {
+    "x-ratelimit-limit": ("overall", "limit"),
+    "x-ratelimit-usage": ("overall", "usage"),
+    "x-readratelimit-limit": ("read", "limit"),
+    "x-readratelimit-usage": ("read", "usage"),
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# Window math
+
+
+def window_index(t: float, length_s: float) -> int:
+    """The aligned window holding epoch second `t`: floor(t / length_s), exact at the boundaries."""
+    index = math.floor(t / length_s)
+    # t / length_s can round across an integer; make window_start <= t < next_boundary hold exactly.
+    if index * length_s > t:
+        index -= 1
+    elif (index + 1) * length_s <= t:
+        index += 1
+    return index
+
+
+def window_start(t: float, length_s: float) -> float:
+    """Epoch second at which the window holding `t` began (aligned to multiples of `length_s`)."""
+    return window_index(t, length_s) * length_s
+
+
+def next_boundary(t: float, length_s: float) -> float:
+    """Epoch second at which the window holding `t` ends and the next one begins (always > t)."""
+    return (window_index(t, length_s) + 1) * length_s
+
+
+# --------------------------------------------------------------------------------------------------
+# Headers
+
+
+@dataclass(frozen=True)
+class RateHeaders:
+    """Strava's rate headers of one response: each field is `(short, daily)`, or None when the header
+    was missing or garbled (None means UNKNOWN, never zero). Usage includes the request itself."""
+
+    read_limit: tuple[int, int] | None = None
+    read_usage: tuple[int, int] | None = None
+    overall_limit: tuple[int, int] | None = None
+    overall_usage: tuple[int, int] | None = None
+
+    def limit(self, bucket: str) -> tuple[int, int] | None:
+        return self.read_limit if bucket == "read" else self.overall_limit
+
+    def usage(self, bucket: str) -> tuple[int, int] | None:
+        return self.read_usage if bucket == "read" else self.overall_usage
+
+    @property
+    def has_usage(self) -> bool:
+        return self.read_usage is not None or self.overall_usage is not None
+
+
+NO_HEADERS = RateHeaders()
+
+
+def _parse_pair(value: str) -> tuple[int, int] | None:
+    parts = value.split(",")
+    if len(parts) != 2:
+        return None
+    try:
+        short, daily = (int(part.strip()) for part in parts)
+    except ValueError:
+        return None
+    if short < 0 or daily < 0:
+        return None
+    return short, daily
+
+
+def parse_rate_headers(headers: Mapping[str, str]) -> RateHeaders:
+    """Read the four rate headers, matching names case-insensitively and tolerating spaces
+    ("100, 1000"); a missing or garbled header gives None for that pair."""
+    found: dict[str, tuple[int, int] | None] = {}
+    for name, value in headers.items():
+        key = _HEADER_NAMES.get(str(name).strip().lower())
+        if key is not None and isinstance(value, str):
+            found[f"{key[0]}_{key[1]}"] = _parse_pair(value)
+    return RateHeaders(**found)
+
+
+def parse_http_date(value: str | None) -> float | None:
+    """An HTTP `Date` header ("Tue, 15 Nov 1994 08:12:31 GMT") as epoch seconds, or None."""
+    if not value:
+        return None
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if parsed.tzinfo is None:  # "-0000" means UTC with unknown origin
+        return float(parsed.replace(tzinfo=datetime.timezone.utc).timestamp())
+    return float(parsed.timestamp())
+
+
+def clock_offset(server_date_s: float, sent_local_s: float, recv_local_s: float) -> float:
+    """Estimated server-minus-local clock offset in seconds from one response.
+
+    The `Date` header is truncated to whole seconds, so the server's time at the request's midpoint is
+    estimated as `server_date_s + 0.5`; offset = that - (sent_local_s + recv_local_s) / 2. Offsets of
+    at most 2.0 s give 0.0: only a skew beyond the header's own noise is corrected.
+    """
+    offset = (server_date_s + 0.5) - (sent_local_s + recv_local_s) / 2
+    return 0.0 if abs(offset) <= CLOCK_SKEW_DEADBAND_S else offset
+
+
+# --------------------------------------------------------------------------------------------------
+# Ledger
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """One reserved request. `sent_at` is ledger (server-clock) epoch seconds; the indices are the
+    short and daily windows it was reserved in; `inflight_before` is how many tickets were in flight
+    when it was reserved (used to bound usage after its response, see the module docstring)."""
+
+    seq: int
+    sent_at: float
+    short_index: int
+    daily_index: int
+    inflight_before: int
+
+    def index(self, kind: str) -> int:
+        return self.short_index if kind == "short" else self.daily_index
+
+
+@dataclass(frozen=True)
+class Block:
+    """Why `reserve` would refuse now. `until` is the server-clock epoch second at which time alone
+    can lift the block (a window boundary), or None when only in-flight requests block (a settle may
+    free headroom). `window` is "short", "daily" or "inflight"."""
+
+    until: float | None
+    reason: str
+    window: str
+
+
+@dataclass(frozen=True)
+class WindowUsage:
+    """One (bucket, window) for display: `used` is the ledger's estimate (requests), `limit` None when
+    unknown, `resets_at` the next boundary (server-clock epoch s), `spent` set by a 429."""
+
+    bucket: str
+    window: str
+    used: int
+    limit: int | None
+    resets_at: float
+    length_s: float
+    spent: bool
+
+    @property
+    def headroom(self) -> float:
+        if self.spent:
+            return 0
+        return math.inf if self.limit is None else max(0, self.limit - self.used)
+
+
+@dataclass(frozen=True)
+class UsageView:
+    """The four (bucket, window) pairs at server-clock time `now`, plus requests in flight."""
+
+    now: float
+    windows: tuple[WindowUsage, ...]
+    in_flight: int
+
+    def get(self, bucket: str, window: str) -> WindowUsage:
+        return next(w for w in self.windows if w.bucket == bucket and w.window == window)
+
+
+@dataclass
+class _Pair:
+    u_max: int | None = None  # highest unambiguous usage reported in this window
+    best_base: int | None = None  # min over unambiguous X of u_X + inflight_before(X) - seq(X)
+    floor: int = 0  # restored usage, until the first unambiguous header
+
+
+@dataclass
+class _Window:
+    index: int
+    sent: int = 0
+    carried: int = 0
+    informed: bool = False  # an unambiguous usage header arrived in this window
+    spent: bool = False  # a 429 said so
+    pairs: dict[str, _Pair] = field(default_factory=lambda: {bucket: _Pair() for bucket in BUCKETS})
+
+
+def _utc(t: float) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(t)) + " UTC"
+
+
+class QuotaLedger:
+    """The single source of truth for what may be sent.
+
+    Rules (times are server-clock epoch seconds, counts are requests):
+
+    * `reserve(now)` gives a Ticket only if every known (bucket, window) limit keeps headroom >= 1;
+      the request then counts as spent in every window at once (in-flight requests count as spent).
+    * Probe rule: once the server is known to send headers (or after `restore`), while the current
+      short or daily window has had no unambiguous usage header, at most one request is in flight: the
+      first response of a window reveals what other programs already spent there.
+    * A 429 spends the window: the daily one (until the next daily boundary) when its headers show
+      daily usage >= the daily limit and it is unambiguous for the day, else the current short one.
+      Nothing is sent into a spent window.
+    * Limits: the read limits come from the config, the overall ones are unknown (not binding); limits
+      in headers override either.
+    """
+
+    def __init__(
+        self,
+        short_requests: int,
+        daily_requests: int,
+        *,
+        short_window_s: float = 900.0,
+        daily_window_s: float = 86400.0,
+    ) -> None:
+        self.short_window_s = float(short_window_s)
+        self.daily_window_s = float(daily_window_s)
+        self._config_limits: dict[str, list[int | None]] = {
+            "read": [short_requests, daily_requests], "overall": [None, None]}
+        self._header_limits: dict[str, list[int | None]] = {bucket: [None, None] for bucket in BUCKETS}
+        self._in_flight: dict[int, Ticket] = {}
+        self._windows: dict[str, _Window] = {}
+        self._last_seq = 0
+        self._last_now = -math.inf
+        self._probe_mode = False  # headers seen, or restored from a snapshot
+        self.clock_offset_s = 0.0  # kept here only so that it is persisted with the snapshot
+
+    @classmethod
+    def from_config(cls, limits: Any) -> QuotaLedger:
+        """A fresh ledger from a `LimitsConfig`."""
+        return cls(limits.short_requests, limits.daily_requests,
+                   short_window_s=limits.short_window_s, daily_window_s=limits.daily_window_s)
+
+    # -- time ------------------------------------------------------------------------------------
+
+    def _length(self, kind: str) -> float:
+        return self.short_window_s if kind == "short" else self.daily_window_s
+
+    def _advance(self, now: float) -> float:
+        """Make the clock monotone and roll windows forward; returns the ledger's now."""
+        now = max(now, self._last_now)
+        self._last_now = now
+        for kind in KINDS:
+            index = window_index(now, self._length(kind))
+            current = self._windows.get(kind)
+            if current is None or index > current.index:
+                self._windows[kind] = _Window(index, carried=len(self._in_flight))
+        return now
+
+    # -- estimates -------------------------------------------------------------------------------
+
+    def limit(self, bucket: str, kind: str) -> int | None:
+        """The binding limit (headers win over config), or None when unknown."""
+        k = KINDS.index(kind)
+        header = self._header_limits[bucket][k]
+        return header if header is not None else self._config_limits[bucket][k]
+
+    def _estimate(self, kind: str, bucket: str, in_flight: int | None = None) -> int:
+        window = self._windows[kind]
+        pair = window.pairs[bucket]
+        in_flight = len(self._in_flight) if in_flight is None else in_flight
+        estimate = window.sent + window.carried + pair.floor
+        if pair.u_max is not None:
+            estimate = max(estimate, pair.u_max + in_flight)
+        if pair.best_base is not None:
+            estimate = max(estimate, pair.best_base + self._last_seq)
+        return estimate
+
+    def _probe_pending(self) -> bool:
+        return self._probe_mode and not all(self._windows[kind].informed for kind in KINDS)
+
+    def _block(self) -> Block | None:
+        time_blocks: list[Block] = []
+        inflight_reason: str | None = None
+        for kind in KINDS:
+            window = self._windows[kind]
+            until = (window.index + 1) * self._length(kind)
+            if window.spent:
+                time_blocks.append(Block(until, f"{kind} window spent (Strava answered 429), resets "
+                                                f"{_utc(until)}", kind))
+                continue
+            for bucket in BUCKETS:
+                limit = self.limit(bucket, kind)
+                if limit is None:
+                    continue
+                estimate = self._estimate(kind, bucket)
+                if estimate + 1 <= limit:
+                    continue
+                if self._in_flight and self._estimate(kind, bucket, in_flight=0) + 1 <= limit:
+                    inflight_reason = (f"{bucket} {kind} window full ({estimate}/{limit}) until "
+                                       f"{len(self._in_flight)} requests in flight are answered")
+                    continue
+                time_blocks.append(Block(until, f"{bucket} {kind} window full ({min(estimate, limit)}"
+                                                f"/{limit}), resets {_utc(until)}", kind))
+        if time_blocks:
+            return max(time_blocks, key=lambda block: block.until or 0.0)
+        if inflight_reason is not None:
+            return Block(None, inflight_reason, "inflight")
+        if self._probe_pending() and self._in_flight:
+            return Block(None, "waiting for the first response of the window (probe)", "inflight")
+        return None
+
+    # -- public API ------------------------------------------------------------------------------
+
+    def blocked_until(self, now: float) -> Block | None:
+        """None when `reserve(now)` would succeed, else why not (see `Block`). When several windows
+        block, `until` is the latest of their boundaries: the first time it can succeed."""
+        self._advance(now)
+        return self._block()
+
+    def reserve(self, now: float) -> Ticket | None:
+        """Reserve one request at `now`, or None if sending it could overspend any window."""
+        now = self._advance(now)
+        if self._block() is not None:
+            return None
+        self._last_seq += 1
+        ticket = Ticket(self._last_seq, now, self._windows["short"].index, self._windows["daily"].index,
+                        len(self._in_flight))
+        self._in_flight[ticket.seq] = ticket
+        for kind in KINDS:
+            self._windows[kind].sent += 1
+        return ticket
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    def settle(self, ticket: Ticket, now: float, status: int, headers: RateHeaders) -> None:
+        """A response arrived at `now`: the ticket leaves flight; its limits and (if unambiguous) usage
+        are folded in; a 429 spends a window (see the class docstring)."""
+        now = self._advance(now)
+        self._in_flight.pop(ticket.seq, None)
+        for bucket in BUCKETS:
+            limits = headers.limit(bucket)
+            if limits is not None:
+                self._header_limits[bucket] = [max(1, limits[0]), max(1, limits[1])]
+        if headers.has_usage or any(headers.limit(b) for b in BUCKETS):
+            self._probe_mode = True
+        for kind in KINDS:
+            window = self._windows[kind]
+            if ticket.index(kind) != window.index:
+                continue  # ambiguous: the server may have counted it in either window
+            k = KINDS.index(kind)
+            for bucket in BUCKETS:
+                usage = headers.usage(bucket)
+                if usage is None:
+                    continue
+                pair = window.pairs[bucket]
+                used = usage[k]
+                pair.u_max = used if pair.u_max is None else max(pair.u_max, used)
+                base = used + ticket.inflight_before - ticket.seq
+                pair.best_base = base if pair.best_base is None else min(pair.best_base, base)
+                pair.floor = 0
+                window.informed = True
+        if status == 429:
+            daily_exhausted = False
+            for bucket in BUCKETS:
+                usage, daily_limit = headers.usage(bucket), self.limit(bucket, "daily")
+                if usage is not None and daily_limit is not None and usage[1] >= daily_limit:
+                    daily_exhausted = True
+            if daily_exhausted and ticket.daily_index == self._windows["daily"].index:
+                self._windows["daily"].spent = True
+            else:
+                self._windows["short"].spent = True
+
+    def abandon(self, ticket: Ticket, now: float) -> None:
+        """The request failed without a response: it stays counted (the server may have counted it)
+        but is no longer in flight."""
+        self._advance(now)
+        self._in_flight.pop(ticket.seq, None)
+
+    def usage_view(self, now: float) -> UsageView:
+        """Per bucket and window: the used estimate, the limit (None if unknown), the reset time."""
+        now = self._advance(now)
+        windows = []
+        for bucket in BUCKETS:
+            for kind in KINDS:
+                window, limit = self._windows[kind], self.limit(bucket, kind)
+                used = self._estimate(kind, bucket)
+                if window.spent and limit is not None:
+                    used = max(used, limit)
+                windows.append(WindowUsage(bucket, kind, used, limit, (window.index + 1) * self._length(kind),
+                                           self._length(kind), window.spent))
+        return UsageView(now, tuple(windows), len(self._in_flight))
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-able state for a restart: limits from headers, and per window its index, the used
+        estimate (in-flight requests included), U_max and the 429 mark."""
+        windows: dict[str, Any] = {}
+        for kind, window in self._windows.items():
+            windows[kind] = {
+                "index": window.index,
+                "spent": window.spent,
+                "pairs": {bucket: {"used": self._estimate(kind, bucket), "u_max": window.pairs[bucket].u_max}
+                          for bucket in BUCKETS},
+            }
+        return {
+            "version": SNAPSHOT_VERSION,
+            "taken_at": self._last_now if math.isfinite(self._last_now) else None,
+            "short_window_s": self.short_window_s,
+            "daily_window_s": self.daily_window_s,
+            "header_limits": {bucket: list(limits) for bucket, limits in self._header_limits.items()},
+            "headers_seen": self._probe_mode,
+            "clock_offset_s": self.clock_offset_s,
+            "windows": windows,
+        }
+
+    @classmethod
+    def restore(cls, snapshot: Mapping[str, Any] | None, limits: Any, now: float) -> QuotaLedger:
+        """A ledger for a restarted run. Windows of the snapshot that are still current at `now` keep
+        their used estimate as a floor (until the first unambiguous header there replaces it) and
+        their 429 mark; stale windows, or windows of other lengths, are dropped. A restored ledger
+        probes (one request in flight) until each window has an unambiguous header. A malformed
+        snapshot is ignored (the probe rule still applies)."""
+        ledger = cls.from_config(limits)
+        ledger._probe_mode = True
+        ledger._advance(now)
+        if not isinstance(snapshot, Mapping) or snapshot.get("version") != SNAPSHOT_VERSION:
+            return ledger
+        try:
+            offset = float(snapshot.get("clock_offset_s") or 0.0)
+            ledger.clock_offset_s = offset if math.isfinite(offset) else 0.0
+            for bucket in BUCKETS:
+                pair = snapshot.get("header_limits", {}).get(bucket)
+                if isinstance(pair, list) and len(pair) == 2:
+                    ledger._header_limits[bucket] = [
+                        v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None for v in pair]
+            same_lengths = (snapshot.get("short_window_s") == ledger.short_window_s
+                            and snapshot.get("daily_window_s") == ledger.daily_window_s)
+            for kind, saved in (snapshot.get("windows") or {}).items() if same_lengths else ():
+                window = ledger._windows.get(kind)
+                if window is None or saved.get("index") != window.index:
+                    continue  # stale
+                window.spent = bool(saved.get("spent"))
+                for bucket in BUCKETS:
+                    data = (saved.get("pairs") or {}).get(bucket) or {}
+                    used, u_max = data.get("used"), data.get("u_max")
+                    if isinstance(used, int) and used > 0:
+                        window.pairs[bucket].floor = used
+                    if isinstance(u_max, int) and u_max >= 0:
+                        window.pairs[bucket].u_max = u_max
+        except (AttributeError, TypeError, ValueError):
+            return cls.restore(None, limits, now)
+        return ledger
+
+
+# --------------------------------------------------------------------------------------------------
+# ETA
+
+
+def estimate_finish(remaining_requests: int, now: float, ledger_or_view: QuotaLedger | UsageView) -> float:
+    """Earliest epoch second (server clock) at which a perfect scheduler has sent `remaining_requests`
+    starting at `now`: it sends the current short window's headroom at once, then each following
+    short window's full capacity at the window's start, never beyond the daily headroom (then full
+    days). Request latency is ignored. Capacities are the minimum over buckets with a known limit;
+    with no known limit at all the answer is `now`. O(days) in general, O(1) per run of full days
+    when daily windows are whole multiples of short windows, so a million requests is instant."""
+    view = ledger_or_view.usage_view(now) if isinstance(ledger_or_view, QuotaLedger) else ledger_or_view
+    remaining = max(0, int(remaining_requests))
+    if remaining == 0:
+        return now
+
+    def capacity(kind: str) -> tuple[float, float, float]:
+        windows = [w for w in view.windows if w.window == kind]
+        headroom = min((w.headroom for w in windows), default=math.inf)
+        full = min((float(w.limit) for w in windows if w.limit is not None), default=math.inf)
+        return headroom, full, windows[0].length_s if windows else math.inf
+
+    short_head, short_cap, short_len = capacity("short")
+    day_head, day_cap, day_len = capacity("daily")
+    if math.isinf(short_cap) and math.isinf(day_cap):
+        return now
+    if short_cap <= 0 or day_cap <= 0:
+        return math.inf  # a limit of zero: never
+    t = now
+    day_end = next_boundary(t, day_len) if math.isfinite(day_cap) else math.inf
+    aligned = math.isfinite(day_len) and math.isfinite(short_len) and (
+        abs(day_len / short_len - round(day_len / short_len)) < 1e-9)
+    while True:
+        # At t: send what the current short window and the day allow.
+        sent = min(remaining, short_head, day_head)
+        remaining -= sent
+        if remaining == 0:
+            return t
+        short_head -= sent
+        day_head -= sent
+        # Full short windows that start before the day ends.
+        first = next_boundary(t, short_len)
+        if first < day_end:
+            count = math.inf if math.isinf(day_end) else _starts_before(first, day_end, short_len)
+            want = min(remaining, day_head)
+            needed = 1 if math.isinf(short_cap) else math.ceil(want / short_cap)
+            if needed <= count:
+                last_start = first + (needed - 1) * short_len
+                remaining -= want
+                day_head -= want
+                if remaining == 0:
+                    return last_start
+                # the day ran out inside window `needed`; that window may continue past day_end
+                last_used = want - (needed - 1) * short_cap
+                short_head_at_end = short_cap - last_used if needed == count else short_cap
+            else:
+                remaining -= count * short_cap
+                short_head_at_end = 0.0
+        else:
+            short_head_at_end = short_head  # the current short window outlasts the day
+        if math.isinf(day_end):  # pragma: no cover - unbounded days finish above
+            return math.inf
+        # Next day.
+        t = day_end
+        day_end = t + day_len
+        day_head = day_cap
+        if aligned:
+            short_head = short_cap
+            per_day = min(day_cap, short_cap * round(day_len / short_len))
+            skip = (remaining - 1) // per_day if per_day > 0 else 0
+            if skip > 0:
+                remaining -= skip * per_day
+                t += skip * day_len
+                day_end = t + day_len
+        elif window_index(t, short_len) * short_len == t:
+            short_head = short_cap
+        else:
+            short_head = short_head_at_end
+
+
+def _starts_before(first: float, end: float, length_s: float) -> int:
+    """How many aligned windows start in [first, end), `first` being a boundary."""
+    last = window_index(end, length_s)
+    if last * length_s == end:
+        last -= 1
+    return max(0, last - window_index(first, length_s) + 1)
