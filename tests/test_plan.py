@@ -1,0 +1,110 @@
+"""Pure decisions of a fetch: keyset cursor, change detection, filters, the unlisted guard, retry policy."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bulkfetch.errors import ConfigError
+from bulkfetch.plan import (
+    Filters,
+    fingerprint,
+    next_before,
+    parse_filters,
+    pending_details,
+    start_epoch,
+    unlisted,
+)
+from bulkfetch.retry import Verdict, backoff_delay, classify, missing_permission
+
+
+def summary(activity_id: int, start: str, **fields) -> dict:
+    return {"id": activity_id, "start_date": start, "name": "Run", "sport_type": "Run", "distance": 1000.0,
+            **fields}
+
+
+def test_start_epoch_reads_utc_and_tolerates_garbage() -> None:
+    assert start_epoch({"start_date": "1970-01-01T00:01:00Z"}) == 60
+    assert start_epoch({"start_date": "yesterday"}) is None
+    assert start_epoch({}) is None
+
+
+def test_cursor_is_oldest_start_plus_one_second_so_ties_are_repeated_not_skipped() -> None:
+    page = [summary(3, "2024-01-02T00:00:00Z"), summary(2, "2024-01-01T00:00:00Z")]
+    assert next_before(page) == start_epoch(page[1]) + 1
+    assert next_before([]) is None
+
+
+def test_fingerprint_ignores_kudos_but_sees_edits() -> None:
+    base = summary(1, "2024-01-01T00:00:00Z", kudos_count=1)
+    assert fingerprint(base) == fingerprint({**base, "kudos_count": 99})
+    assert fingerprint(base) != fingerprint({**base, "name": "Renamed"})
+    assert fingerprint(base) == fingerprint({**base, "gear_id": None})  # absent == null
+
+
+def test_pending_is_new_plus_changed_newest_first_and_filtered() -> None:
+    catalog = {
+        1: summary(1, "2024-01-01T00:00:00Z"),
+        2: summary(2, "2024-02-01T00:00:00Z"),
+        3: summary(3, "2024-03-01T00:00:00Z", sport_type="Ride"),
+        4: summary(4, "2024-04-01T00:00:00Z"),
+    }
+    fetched = {1: fingerprint(catalog[1]), 2: "stale"}
+    ids, new, changed = pending_details(catalog, fetched, Filters())
+    assert ids == [4, 3, 2] and (new, changed) == (2, 1)
+    ids, _, _ = pending_details(catalog, fetched, parse_filters("Run", "2024-02-01", None))
+    assert ids == [4, 2]
+    ids, _, _ = pending_details(catalog, {}, parse_filters(None, None, "2024-02-01T00:00:00"))
+    assert ids == [1]  # until is exclusive
+
+
+def test_bad_date_filter_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="--since 'last week' is not an ISO date"):
+        parse_filters(None, "last week", None)
+
+
+@given(st.sets(st.integers(1, 1000), max_size=200), st.sets(st.integers(1, 1000), max_size=200))
+def test_unlisted_guard_refuses_mass_disappearance(previous: set[int], listed: set[int]) -> None:
+    gone, safe = unlisted(previous, listed)
+    assert gone == previous - listed
+    if len(gone) > 10 and len(gone) > len(previous) / 2:
+        assert not safe
+    else:
+        assert safe
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "verdict"),
+    [
+        (200, None, Verdict.OK),
+        (401, {"errors": [{"resource": "Athlete", "field": "access_token", "code": "invalid"}]}, Verdict.REFRESH),
+        (401, {"errors": [{"resource": "AccessToken", "field": "activity:read_permission", "code": "missing"}]},
+         Verdict.MISSING_SCOPE),
+        (403, {"message": "Forbidden", "errors": [{"resource": "Application", "field": "", "code": "inactive"}]},
+         Verdict.APP_INACTIVE),
+        (403, {"message": "Limit of connected athletes exceeded"}, Verdict.APP_INACTIVE),
+        (404, None, Verdict.NOT_FOUND),
+        (429, None, Verdict.RATE_LIMITED),
+        (500, {"message": "error"}, Verdict.RETRY),
+        (503, None, Verdict.RETRY),
+        (400, None, Verdict.FAIL),
+    ],
+)
+def test_classify(status: int, body, verdict: Verdict) -> None:
+    assert classify(status, body) is verdict
+
+
+def test_missing_permission_names_the_field() -> None:
+    body = {"errors": [{"resource": "AccessToken", "field": "activity:read_permission", "code": "missing"}]}
+    assert missing_permission(body) == "activity:read_permission"
+    assert missing_permission({"errors": "nope"}) is None
+
+
+@given(st.integers(1, 30), st.floats(0.01, 10), st.floats(0.01, 600), st.integers(0, 2**32))
+def test_backoff_is_bounded_and_jittered(attempt: int, base: float, cap: float, seed: int) -> None:
+    delay = backoff_delay(attempt, base_s=base, cap_s=cap, rng=random.Random(seed))
+    ceiling = min(cap, base * 2 ** (attempt - 1))
+    assert ceiling / 2 <= delay <= ceiling

@@ -1,0 +1,84 @@
+"""Raw store: atomic writes, temp-file sweeping, listings, tombstones, the data_dir lock."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from bulkfetch.errors import LockedError, StorageError
+from bulkfetch.store import RawStore, atomic_write, ensure_dir, exclusive_lock, is_temp_file
+
+
+def test_atomic_write_replaces_and_leaves_no_temp(tmp_path: Path) -> None:
+    target = tmp_path / "a.json"
+    atomic_write(target, b"1")
+    atomic_write(target, b"22")
+    assert target.read_bytes() == b"22"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_temp_files_are_ignored_and_swept(tmp_path: Path) -> None:
+    store = RawStore(tmp_path)
+    store.prepare()
+    store.write_detail(5_000_000_001, b'{"id": 5000000001}')
+    leftover = store.detail_dir / ".6000000000.json.tmp-123-abcd"
+    leftover.write_bytes(b'{"id": 6')
+    assert is_temp_file(leftover)
+    assert store.detail_ids() == {5_000_000_001}
+    assert store.sweep_temp_files() == 1
+    assert not leftover.exists()
+
+
+def test_catalog_overlays_partial_listing_and_drops_tombstones(tmp_path: Path) -> None:
+    store = RawStore(tmp_path)
+    store.prepare()
+    old = store.new_listing(1_000)
+    old.write_page(1, orjson.dumps([{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]))
+    old.mark_complete(2)
+    new = store.new_listing(2_000)
+    new.write_page(1, orjson.dumps([{"id": 1, "name": "a2"}, {"id": "x"}, {"id": -3}]))
+    assert store.unfinished_listing() is not None
+    store.add_tombstones([2], "not_found", 5.0)
+    assert store.catalog() == {1: {"id": 1, "name": "a2"}}
+    new.mark_complete(1)
+    store.prune_listings()
+    assert [listing.listing_id for listing in store.listings()] == [new.listing_id]
+
+
+def test_file_where_a_folder_should_be_is_a_storage_error(tmp_path: Path) -> None:
+    (tmp_path / "data").write_text("not a folder")
+    with pytest.raises(StorageError, match="is a file, not a folder"):
+        ensure_dir(tmp_path / "data")
+    with pytest.raises(StorageError, match="a file stands where a folder should be"):
+        RawStore(tmp_path / "data" / "inner").prepare()
+
+
+def test_unwritable_folder_is_a_storage_error() -> None:
+    # /proc/sys refuses new folders even to root, which CI runs as.
+    with pytest.raises(StorageError, match="cannot create /proc/sys/bulkfetch-data"):
+        RawStore(Path("/proc/sys/bulkfetch-data")).prepare()
+
+
+def test_lock_names_the_holder_and_dies_with_it(tmp_path: Path) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import sys, time; from pathlib import Path; from bulkfetch.store import exclusive_lock\n"
+            f"with exclusive_lock(Path({str(tmp_path)!r})):\n    print('locked', flush=True); time.sleep(30)"
+        )],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(LockedError, match=f"PID {holder.pid}"):
+            with exclusive_lock(tmp_path):
+                pass
+    finally:
+        holder.kill()
+        holder.wait(10)
+    with exclusive_lock(tmp_path):  # a lock left by a dead process is taken over
+        assert (tmp_path / "fetch.lock").read_text() == str(os.getpid())
