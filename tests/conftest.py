@@ -36,3 +36,40 @@ def write_config(tmp_path: Path):
         return path
 
     return write
+
+
+def simulator_config_text(sim, data_dir: Path, *, fetch: dict | None = None, limits: dict | None = None,
+                          refresh_token: str | None = None) -> str:
+    """A config.toml for a running simulator, with its limits and windows and fast retries."""
+    settings = sim.settings
+    limit_values = {
+        "short_requests": settings.short_limit, "daily_requests": settings.daily_limit,
+        "short_window_s": max(1, int(settings.short_window_s)), "daily_window_s": max(1, int(settings.daily_window_s)),
+        **(limits or {}),
+    }
+    fetch_values = {"backoff_base_s": 0.02, "backoff_cap_s": 0.2, "max_rate_per_s": 1000.0,
+                    "request_timeout_s": 10.0, **(fetch or {})}
+    token = sim.current_refresh_token if refresh_token is None else refresh_token
+
+    def toml_value(value) -> str:
+        if isinstance(value, str):
+            return f'"{value}"'
+        if isinstance(value, (list, tuple)):
+            return "[" + ", ".join(toml_value(v) for v in value) + "]"
+        return str(value)
+
+    lines = [
+        "[strava]",
+        f'api_url = "{sim.api_url}"',
+        f'oauth_url = "{sim.oauth_url}"',
+        f'client_id = "{settings.client_id}"',
+        f'client_secret = "{settings.client_secret}"',
+        f'refresh_token = "{token}"',
+        "[limits]",
+        *(f"{k} = {toml_value(v)}" for k, v in limit_values.items()),
+        "[fetch]",
+        *(f"{k} = {toml_value(v)}" for k, v in fetch_values.items()),
+        "[storage]",
+        f'data_dir = "{data_dir}"',
+    ]
+    return "\n".join(lines) + "\n"

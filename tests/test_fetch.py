@@ -1,0 +1,273 @@
+"""The fetch pipeline end to end: real HTTP against the simulator on 127.0.0.1, compressed windows."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from bulkfetch.cli import main
+from bulkfetch.simulator import SimulatorSettings, SimulatorThread
+from bulkfetch.store import RawStore
+from tests.conftest import cli_env, simulator_config_text
+
+API = "/api/v3"
+
+
+def fetch(config: Path, *args: str) -> int:
+    return main(["--config", str(config), "fetch", "--no-compact", *args])
+
+
+def setup(tmp_path: Path, sim, **kwargs) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(simulator_config_text(sim, tmp_path / "data", **kwargs))
+    return path
+
+
+def api_records(sim, *, since: int = 0):
+    return [r for r in sim.request_log[since:] if r.counted and not r.others]
+
+
+def detail_gets(records) -> collections.Counter:
+    return collections.Counter(r.path for r in records if r.path.startswith(f"{API}/activities/") and r.status == 200)
+
+
+def visible_ids(sim) -> set[int]:
+    return set(sim.activity_ids(include_private=True))
+
+
+def assert_matches_ground_truth(sim, data_dir: Path) -> None:
+    store = RawStore(data_dir)
+    ids = visible_ids(sim)
+    assert set(store.catalog()) == ids
+    assert store.detail_ids() == ids
+    for activity_id in ids:
+        assert orjson.loads(store.detail_path(activity_id).read_bytes()) == sim.detail(activity_id)
+
+
+def test_full_download_equals_ground_truth_with_zero_429s(tmp_path: Path) -> None:
+    settings = SimulatorSettings(activities=120, seed=3, short_limit=40, daily_limit=1000, short_window_s=1)
+    with SimulatorThread(settings) as sim:
+        config = setup(tmp_path, sim, fetch={"per_page": 50})
+        assert fetch(config) == 0
+        assert_matches_ground_truth(sim, tmp_path / "data")
+        records = api_records(sim)
+        assert not [r for r in records if r.status == 429]
+        list_pages = [r for r in records if r.path == f"{API}/athlete/activities"]
+        assert len(list_pages) == 3  # 50 + 50 + 20: a short page ends the listing
+        assert all(r.authorization and r.authorization.startswith("Bearer ") for r in records)
+        assert not any("access_token" in r.query for r in records)
+
+
+def test_tight_windows_are_filled_exactly_and_never_overspent(tmp_path: Path) -> None:
+    settings = SimulatorSettings(activities=60, seed=4, short_limit=8, daily_limit=1000, short_window_s=1)
+    with SimulatorThread(settings) as sim:
+        config = setup(tmp_path, sim, fetch={"per_page": 200, "concurrency": 4})
+        assert fetch(config) == 0
+        records = api_records(sim)
+        assert not [r for r in records if r.status == 429]
+        per_window = collections.Counter(r.short_window for r in records)
+        windows = sorted(per_window)
+        # Every window from the first to the one before the last was used to the limit: no idle quota.
+        assert windows == list(range(windows[0], windows[-1] + 1))
+        assert all(per_window[w] == 8 for w in windows[1:-1]), per_window
+        assert max(per_window.values()) <= 8
+
+
+def test_other_program_sharing_the_quota_causes_no_429(tmp_path: Path) -> None:
+    settings = SimulatorSettings(activities=40, seed=5, short_limit=10, daily_limit=1000, short_window_s=1,
+                                 other_usage_per_window=4)
+    with SimulatorThread(settings) as sim:
+        config = setup(tmp_path, sim)
+        assert fetch(config) == 0
+        assert not [r for r in api_records(sim) if r.status == 429]
+        assert_matches_ground_truth(sim, tmp_path / "data")
+
+
+def test_faults_mix_completes_after_reruns(tmp_path: Path) -> None:
+    settings = SimulatorSettings(activities=60, seed=6, error_rate=0.1, drop_rate=0.05, truncate_rate=0.05,
+                                 latency_s=0.002, latency_jitter_s=0.004, short_limit=1000, daily_limit=10000)
+    with SimulatorThread(settings) as sim:
+        config = setup(tmp_path, sim, fetch={"max_attempts": 6})
+        codes = [fetch(config) for _ in range(3)]
+        assert codes[-1] == 0 or codes.count(0) >= 1
+        sim.set_settings(error_rate=0.0, drop_rate=0.0, truncate_rate=0.0)
+        assert fetch(config) == 0
+        assert_matches_ground_truth(sim, tmp_path / "data")
+
+
+def test_rerun_is_incremental_with_exact_request_counts(tmp_path: Path) -> None:
+    settings = SimulatorSettings(activities=90, seed=7, short_limit=1000, daily_limit=10000)
+    with SimulatorThread(settings) as sim:
+        config = setup(tmp_path, sim, fetch={"per_page": 40})
+        assert fetch(config) == 0
+        mark = len(sim.request_log)
+        assert fetch(config) == 0
+        records = api_records(sim, since=mark)
+        assert len(records) == 3 and all(r.path == f"{API}/athlete/activities" for r in records)
+
+        ids = sim.activity_ids()
+        sim.call(sim.edit_activity, ids[5], name="Renamed ✨")
+        sim.call(sim.edit_activity, ids[40], distance=12345.6)
+        added = [sim.call(sim.add_activity) for _ in range(3)]
+        sim.call(sim.delete_activity, ids[60])
+        sim.call(sim.edit_activity, ids[10], kudos_count=999)  # not a change of the activity's data
+        mark = len(sim.request_log)
+        assert fetch(config) == 0
+        records = api_records(sim, since=mark)
+        details = sorted(int(r.path.rsplit("/", 1)[1]) for r in records if r.path.startswith(f"{API}/activities/"))
+        assert details == sorted([ids[5], ids[40], *added])
+        assert len([r for r in records if r.path == f"{API}/athlete/activities"]) == 3  # 92 activities / 40
+        store = RawStore(tmp_path / "data")
+        assert ids[60] in store.tombstones()
+        assert_matches_ground_truth(sim, tmp_path / "data")
+
+
+def test_list_changing_while_paging_loses_and_repeats_nothing(tmp_path: Path) -> None:
+    settings = SimulatorSettings(activities=150, seed=8, mutate_rate=0.6, short_limit=1000, daily_limit=10000)
+    with SimulatorThread(settings) as sim:
+        before = visible_ids(sim)
+        config = setup(tmp_path, sim, fetch={"per_page": 20})
+        assert fetch(config) == 0
+        store = RawStore(tmp_path / "data")
+        listed = [item["id"] for page in store.listings()[-1].pages() for item in page]
+        survivors = before & visible_ids(sim)
+        assert survivors <= set(listed)  # nothing that existed throughout was skipped
+        sim.set_settings(mutate_rate=0.0)
+        assert fetch(config) == 0
+        assert_matches_ground_truth(sim, tmp_path / "data")
+
+
+def test_no_wait_stops_with_75_and_a_restart_does_not_send_into_the_spent_window(tmp_path: Path) -> None:
+    settings = SimulatorSettings(activities=30, seed=9, short_limit=10, daily_limit=15, short_window_s=1,
+                                 daily_window_s=30)
+    with SimulatorThread(settings) as sim:
+        config = setup(tmp_path, sim)
+        assert fetch(config, "--no-wait") == 75
+        spent = len(api_records(sim))
+        assert fetch(config, "--no-wait") == 75
+        # Whatever windows the two runs used, no 429 and the daily limit was never passed.
+        records = api_records(sim)
+        assert not [r for r in records if r.status == 429]
+        per_day = collections.Counter(r.daily_window for r in records)
+        assert max(per_day.values()) <= 15
+        assert spent >= 10
+
+
+def test_max_wait_waits_for_short_windows_then_stops_at_the_daily_one(tmp_path: Path, capsys) -> None:
+    settings = SimulatorSettings(activities=30, seed=10, short_limit=5, daily_limit=12, short_window_s=1,
+                                 daily_window_s=3600)
+    with SimulatorThread(settings) as sim:
+        config = setup(tmp_path, sim)
+        assert fetch(config, "--max-wait", "3") == 75
+        err = capsys.readouterr().err
+        assert "resets" in err and "UTC" in err
+        records = api_records(sim)
+        assert len(records) == 12 and not [r for r in records if r.status == 429]
+
+
+def test_status_json_reports_progress(tmp_path: Path, capsys) -> None:
+    settings = SimulatorSettings(activities=25, seed=11, short_limit=1000, daily_limit=10000)
+    with SimulatorThread(settings) as sim:
+        config = setup(tmp_path, sim, fetch={"per_page": 10})
+        assert fetch(config, "--sport", "Ride") == 0
+        capsys.readouterr()
+        assert main(["--config", str(config), "status", "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        rides = sum(1 for i in sim.activity_ids() if sim.summary(i)["sport_type"] == "Ride")
+        assert report["listed"] == 25
+        assert report["fetched"] == rides
+        assert report["pending"] == 25 - rides
+        assert report["quota"]["read"]["short"]["used"] >= 1
+        assert report["eta"] is not None
+
+
+def test_athlete_mismatch_and_credential_errors_exit_2(tmp_path: Path, capsys) -> None:
+    with SimulatorThread(SimulatorSettings(activities=5, seed=12)) as sim:
+        config = setup(tmp_path, sim)
+        assert fetch(config) == 0
+        (tmp_path / "data" / "state" / "athlete.json").write_text('{"athlete_id": 1}')
+        capsys.readouterr()
+        assert fetch(config) == 2
+        err = capsys.readouterr().err
+        assert "athlete 1" in err and f"athlete {sim.settings.athlete_id}" in err
+
+    with SimulatorThread(SimulatorSettings(activities=5, seed=12, app_inactive=True)) as sim:
+        (tmp_path / "b").mkdir()
+        config = setup(tmp_path / "b", sim)
+        assert fetch(config) == 2
+        assert "subscription" in capsys.readouterr().err
+
+    with SimulatorThread(SimulatorSettings(activities=5, seed=12, scope="read")) as sim:
+        (tmp_path / "c").mkdir()
+        config = setup(tmp_path / "c", sim)
+        assert fetch(config) == 2
+        assert "activity:read_permission" in capsys.readouterr().err
+
+    with SimulatorThread(SimulatorSettings(activities=5, seed=12)) as sim:
+        (tmp_path / "d").mkdir()
+        config = setup(tmp_path / "d", sim, refresh_token="not-a-valid-token")
+        assert fetch(config) == 2
+        err = capsys.readouterr().err
+        assert "run 'bulkfetch auth'" in err and "not-a-valid-token" not in err
+
+
+def _spawn_fetch(config: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "bulkfetch", "--config", str(config), "fetch", "--no-compact"],
+                            env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_sigkill_mid_run_then_rerun_completes_without_refetching_and_keeps_the_token_chain(tmp_path: Path) -> None:
+    settings = SimulatorSettings(activities=80, seed=13, latency_s=0.02, access_token_lifetime_s=1.0,
+                                 short_limit=1000, daily_limit=10000)
+    with SimulatorThread(settings) as sim:
+        config = setup(tmp_path, sim, fetch={"concurrency": 4, "refresh_margin_s": 0})
+        store = RawStore(tmp_path / "data")
+        for _ in range(2):
+            target = len(store.detail_ids()) + 10 if store.detail_dir.exists() else 10
+            process = _spawn_fetch(config)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and (
+                    not store.detail_dir.exists() or len(store.detail_ids()) < target):
+                time.sleep(0.02)
+            process.send_signal(signal.SIGKILL)
+            process.wait(10)
+        done_at_kill = store.detail_ids()
+        mark = len(sim.request_log)
+        result = subprocess.run([sys.executable, "-m", "bulkfetch", "--config", str(config), "fetch",
+                                 "--no-compact"], env=cli_env(), capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        refetched = {int(p.rsplit("/", 1)[1]) for p in detail_gets(api_records(sim, since=mark))}
+        assert not refetched & done_at_kill
+        assert_matches_ground_truth(sim, tmp_path / "data")
+        stored = json.loads((tmp_path / "data" / "auth" / "tokens.json").read_text())
+        assert stored["refresh_token"] == sim.current_refresh_token
+        assert oct(os.stat(tmp_path / "data" / "auth" / "tokens.json").st_mode & 0o777) == "0o600"
+
+
+def test_second_fetch_on_the_same_data_dir_exits_2_naming_the_first(tmp_path: Path) -> None:
+    settings = SimulatorSettings(activities=200, seed=14, latency_s=0.05, short_limit=1000, daily_limit=10000)
+    with SimulatorThread(settings) as sim:
+        config = setup(tmp_path, sim, fetch={"concurrency": 1})
+        first = _spawn_fetch(config)
+        try:
+            deadline = time.monotonic() + 20
+            while not (tmp_path / "data" / "fetch.lock").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.5)
+            second = subprocess.run([sys.executable, "-m", "bulkfetch", "--config", str(config), "fetch"],
+                                    env=cli_env(), capture_output=True, text=True, timeout=30)
+            assert second.returncode == 2
+            assert f"PID {first.pid}" in second.stderr
+            assert "Traceback" not in second.stderr
+        finally:
+            first.send_signal(signal.SIGTERM)
+            assert first.wait(20) == 130
