@@ -143,7 +143,7 @@ class TokenManager:
             "grant_type": "refresh_token",
             "refresh_token": tokens.refresh_token,
         })
-        data = _parse(body)
+        data = parse_body(body)
         if status == 200 and isinstance(data, dict) and isinstance(data.get("access_token"), str):
             new = replace(
                 tokens,
@@ -153,7 +153,7 @@ class TokenManager:
             )
             self._store.save(new)
             return new
-        if status == 400 and _error_resource(data) == "Application":
+        if status == 400 and error_resource(data) == "Application":
             raise CredentialError("Strava rejected the client_id or client_secret",
                                   hint="check [strava] client_id and client_secret (strava.com/settings/api)")
         if status in (400, 401):
@@ -162,14 +162,14 @@ class TokenManager:
                        hint="rerun later; if it persists, run 'bulkfetch auth'")
 
 
-def _parse(body: bytes) -> Any:
+def parse_body(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
 
 
-def _error_resource(data: Any) -> str | None:
+def error_resource(data: Any) -> str | None:
     if isinstance(data, dict) and isinstance(data.get("errors"), list) and data["errors"]:
         first = data["errors"][0]
         return first.get("resource") if isinstance(first, dict) else None

@@ -26,7 +26,8 @@ from bulkfetch.errors import (
     Interrupted,
     WorkLeft,
 )
-from bulkfetch.pipeline import FetchOptions, fetch_history
+from bulkfetch.auth import scope_lacks_read_all
+from bulkfetch.pipeline import FetchOptions, fetch_history, token_store
 from bulkfetch.plan import parse_filters
 from bulkfetch.progress import Reporter
 from bulkfetch.scheduler import WaitPolicy
@@ -217,7 +218,18 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_auth(args: argparse.Namespace) -> int:
-    return _not_implemented("auth")
+    from bulkfetch.oauth import store_authorized_tokens
+
+    config = _config(args)
+    config.require_credentials()
+    tokens = _run(store_authorized_tokens(config, port=args.port, no_browser=args.no_browser,
+                                          announce=lambda line: print(line, flush=True), read_line=input))
+    athlete = f"athlete {tokens.athlete_id}" if tokens.athlete_id else "the athlete"
+    print(f"connected {athlete}; tokens stored in {token_store(config).path} (mode 0600)")
+    if scope_lacks_read_all(tokens):
+        print("bulkfetch: warning: activity:read_all was not granted: private ('Only You') activities "
+              "will be missing; run 'bulkfetch auth' again and tick the private-activities box", file=sys.stderr)
+    return EXIT_OK
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

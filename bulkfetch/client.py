@@ -73,8 +73,6 @@ class StravaClient:
         self._sleep = sleep
         self._on_retry = on_retry or (lambda message: None)
         self._api_origin = _origin(strava.api_url)
-        self._oauth_origin = _origin(strava.oauth_url)
-        self._timeout = aiohttp.ClientTimeout(total=fetch.request_timeout_s)
         self.tokens = TokenManager(token_store, strava, self.post_form, margin_s=fetch.refresh_margin_s)
         self.requests_sent = 0
 
@@ -87,7 +85,7 @@ class StravaClient:
             ticket = await self._scheduler.acquire()
             token = await self.tokens.access_token()
             sent_at = time.time()
-            result = await self._send("GET", url, params=params, token=token)
+            result = await self._send_get(url, params=params, token=token)
             recv_at = time.time()
             self.requests_sent += 1
             if result.status is None:
@@ -119,41 +117,15 @@ class StravaClient:
 
     async def post_form(self, url: str, form: Mapping[str, str]) -> tuple[int, bytes]:
         """POST a form to the OAuth host (no token, not counted against the quota), retrying 5xx/drops."""
-        if _origin(url) != self._oauth_origin:
-            raise ApiError(f"refusing to send credentials to {_origin(url)}: not the configured oauth_url")
-        attempt = 0
-        while True:
-            result = await self._send("POST", url, data=dict(form))
-            if result.status is not None and result.status < 500:
-                return result.status, result.body
-            attempt += 1
-            if attempt >= self._fetch.max_attempts:
-                raise ApiError(f"POST {urlsplit(url).path} failed after {attempt} attempts: "
-                               f"{result.failure or f'HTTP {result.status}'}", hint="rerun later")
-            await self._sleep(backoff_delay(attempt, base_s=self._fetch.backoff_base_s,
-                                            cap_s=self._fetch.backoff_cap_s, rng=self._rng))
+        return await post_form(self._session, self._strava, self._fetch, url, form, rng=self._rng,
+                               sleep=self._sleep)
 
-    async def _send(self, method: str, url: str, *, params: Mapping[str, Any] | None = None,
-                    data: Mapping[str, str] | None = None, token: str | None = None) -> _Attempt:
-        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
-        if token is not None:
-            if _origin(url) != self._api_origin:
-                raise ApiError(f"refusing to send the access token to {_origin(url)}: not the configured api_url")
-            headers["Authorization"] = f"Bearer {token}"
-        try:
-            async with self._session.request(method, url, params=params, data=data, headers=headers,
-                                             allow_redirects=False, timeout=self._timeout) as response:
-                if response.content_length is not None and response.content_length > MAX_BODY_BYTES:
-                    return _Attempt(response.status, b"", response.headers,
-                                    f"response of {response.content_length} bytes is too large")
-                body = await response.content.read(MAX_BODY_BYTES + 1)
-                if len(body) > MAX_BODY_BYTES:
-                    return _Attempt(response.status, b"", response.headers, "response body is too large")
-                return _Attempt(response.status, body, response.headers, None)
-        except asyncio.TimeoutError:
-            return _Attempt(None, b"", {}, f"timed out after {self._fetch.request_timeout_s:g} s")
-        except aiohttp.ClientError as exc:
-            return _Attempt(None, b"", {}, f"connection problem ({type(exc).__name__})")
+    async def _send_get(self, url: str, *, params: Mapping[str, Any] | None, token: str) -> _Attempt:
+        if _origin(url) != self._api_origin:
+            raise ApiError(f"refusing to send the access token to {_origin(url)}: not the configured api_url")
+        return await _send(self._session, "GET", url, params=params, timeout_s=self._fetch.request_timeout_s,
+                           headers={"Authorization": f"Bearer {token}"})
+
 
     def _judge(self, result: _Attempt) -> tuple[Verdict, Any, str]:
         """What to do with one attempt; malformed JSON in a 2xx counts as a transient failure."""
@@ -187,6 +159,46 @@ class StravaClient:
                 f"Strava answered 403 ({message}): the API application is inactive or over its athlete limit",
                 hint="Strava now requires the app owner's active subscription; check strava.com/settings/api",
             )
+
+
+async def post_form(session: aiohttp.ClientSession, strava: StravaConfig, fetch: FetchConfig, url: str,
+                    form: Mapping[str, str], *, rng: random.Random,
+                    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> tuple[int, bytes]:
+    """POST a form to the configured OAuth host; 5xx and dropped connections are retried with backoff."""
+    if _origin(url) != _origin(strava.oauth_url):
+        raise ApiError(f"refusing to send credentials to {_origin(url)}: not the configured oauth_url")
+    attempt = 0
+    while True:
+        result = await _send(session, "POST", url, data=dict(form), timeout_s=fetch.request_timeout_s)
+        if result.status is not None and result.status < 500:
+            return result.status, result.body
+        attempt += 1
+        if attempt >= fetch.max_attempts:
+            raise ApiError(f"POST {urlsplit(url).path} failed after {attempt} attempts: "
+                           f"{result.failure or f'HTTP {result.status}'}", hint="rerun later")
+        await sleep(backoff_delay(attempt, base_s=fetch.backoff_base_s, cap_s=fetch.backoff_cap_s, rng=rng))
+
+
+async def _send(session: aiohttp.ClientSession, method: str, url: str, *, timeout_s: float,
+                params: Mapping[str, Any] | None = None, data: Mapping[str, str] | None = None,
+                headers: Mapping[str, str] | None = None) -> _Attempt:
+    """One HTTP exchange, never following a redirect; a failure without a response is returned, not raised."""
+    all_headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **(headers or {})}
+    try:
+        async with session.request(method, url, params=params, data=data, headers=all_headers,
+                                   allow_redirects=False,
+                                   timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
+            if response.content_length is not None and response.content_length > MAX_BODY_BYTES:
+                return _Attempt(response.status, b"", response.headers,
+                                f"response of {response.content_length} bytes is too large")
+            body = await response.content.read(MAX_BODY_BYTES + 1)
+            if len(body) > MAX_BODY_BYTES:
+                return _Attempt(response.status, b"", response.headers, "response body is too large")
+            return _Attempt(response.status, body, response.headers, None)
+    except asyncio.TimeoutError:
+        return _Attempt(None, b"", {}, f"timed out after {timeout_s:g} s")
+    except aiohttp.ClientError as exc:
+        return _Attempt(None, b"", {}, f"connection problem ({type(exc).__name__})")
 
 
 def _origin(url: str) -> str:
