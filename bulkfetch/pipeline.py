@@ -69,7 +69,7 @@ async def fetch_history(config: Config, options: FetchOptions, events: FetchEven
     store = RawStore(config.storage.data_dir)
     store.prepare()
     tokens = token_store(config)
-    ledger = _restore_ledger(store, config)
+    ledger = restore_ledger(store, config, time.time())
     scheduler = QuotaScheduler(
         ledger, max_rate_per_s=config.fetch.max_rate_per_s, policy=options.policy,
         on_wait=events.waiting, persist=lambda snapshot: store.write_state("quota", snapshot, durable=False),
@@ -91,14 +91,15 @@ async def fetch_history(config: Config, options: FetchOptions, events: FetchEven
     return summary
 
 
-def _restore_ledger(store: RawStore, config: Config) -> QuotaLedger:
+def restore_ledger(store: RawStore, config: Config, now: float) -> QuotaLedger:
+    """The ledger as the last run left it, so a restart never sends into a window it already spent."""
     snapshot = store.read_state("quota")
     if isinstance(snapshot, dict):
         try:
-            return QuotaLedger.restore(snapshot, config.limits, time.time())
+            return QuotaLedger.restore(snapshot, config.limits, now)
         except (KeyError, TypeError, ValueError):
             pass  # a snapshot from another version: start from the config's limits
-    return QuotaLedger(config.limits)
+    return QuotaLedger.from_config(config.limits)
 
 
 # -- listing --------------------------------------------------------------------------------------------

@@ -13,12 +13,12 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from bulkfetch.quota import estimate_finish
+from bulkfetch.quota import KINDS, UsageView, estimate_finish
 from bulkfetch.scheduler import QuotaScheduler, WaitInfo
 
 PLAIN_DETAIL_EVERY_S = 10.0
@@ -192,11 +192,11 @@ class Reporter:
             self._log.flush()
 
 
-def quota_text(view: Any) -> str:
-    """'quota read 37/100 short, 412/1000 daily' from a usage view (unknown limits shown as ?)."""
+def quota_text(view: UsageView) -> str:
+    """'quota 37/100 short, 412/1,000 daily' (the read bucket) from a usage view; unknown limits show ?."""
     parts = []
-    for window in ("short", "daily"):
-        usage = view.read[window]
+    for window in KINDS:
+        usage = view.get("read", window)
         limit = "?" if usage.limit is None else f"{usage.limit:,}"
         parts.append(f"{usage.used:,}/{limit} {window}")
     return "quota " + ", ".join(parts)

@@ -6,9 +6,9 @@ import time
 from typing import Any
 
 from bulkfetch.config import Config
-from bulkfetch.pipeline import load_fetched_index
+from bulkfetch.pipeline import load_fetched_index, restore_ledger
 from bulkfetch.plan import Filters, pending_details
-from bulkfetch.quota import QuotaLedger, estimate_finish
+from bulkfetch.quota import BUCKETS, KINDS, UsageView, estimate_finish
 from bulkfetch.store import RawStore
 
 
@@ -23,7 +23,7 @@ def collect_status(config: Config, now: float | None = None) -> dict[str, Any]:
     athlete = store.read_state("athlete") or {}
     unfinished = store.unfinished_listing()
     latest = store.latest_complete_listing()
-    ledger = _ledger(store, config, now)
+    ledger = restore_ledger(store, config, now)
     view = ledger.usage_view(now)
     return {
         "data_dir": str(config.storage.data_dir),
@@ -43,23 +43,14 @@ def collect_status(config: Config, now: float | None = None) -> dict[str, Any]:
     }
 
 
-def _ledger(store: RawStore, config: Config, now: float) -> QuotaLedger:
-    snapshot = store.read_state("quota")
-    if isinstance(snapshot, dict):
-        try:
-            return QuotaLedger.restore(snapshot, config.limits, now)
-        except (KeyError, TypeError, ValueError):
-            pass
-    return QuotaLedger(config.limits)
-
-
-def _quota_json(view: Any) -> dict[str, Any]:
+def _quota_json(view: UsageView) -> dict[str, Any]:
     return {
         bucket: {
             window: {"used": usage.used, "limit": usage.limit, "resets_at": _iso(usage.resets_at)}
-            for window, usage in getattr(view, bucket).items()
+            for window in KINDS
+            for usage in [view.get(bucket, window)]
         }
-        for bucket in ("read", "overall")
+        for bucket in BUCKETS
     }
 
 
