@@ -27,7 +27,8 @@ from bulkfetch.errors import (
     WorkLeft,
 )
 from bulkfetch.auth import scope_lacks_read_all
-from bulkfetch.pipeline import FetchOptions, fetch_history, token_store
+from bulkfetch.compact import compact
+from bulkfetch.pipeline import FetchOptions, FetchSummary, fetch_history, token_store
 from bulkfetch.plan import parse_filters
 from bulkfetch.progress import Reporter
 from bulkfetch.scheduler import WaitPolicy
@@ -122,7 +123,7 @@ def _config(args: argparse.Namespace, overrides: dict[str, dict[str, Any]] | Non
 
 
 def _not_implemented(name: str) -> int:
-    raise BulkfetchError(f"'{name}' is not implemented yet")
+    raise BulkfetchError(f"'{name}' is not implemented yet", hint="it comes with a later release")
 
 
 def _run(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -158,24 +159,37 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
         filters=parse_filters(args.sport, args.since, args.until),
         policy=WaitPolicy(no_wait=args.no_wait, max_wait_s=args.max_wait),
     )
-    ensure_dir(config.storage.data_dir)
-    with exclusive_lock(config.storage.data_dir), _reporter(args, config) as reporter:
-        reporter.info(f"fetch into {config.storage.data_dir}")
-        stop: WorkLeft | None = None
+    summary = _fetch_then_compact(args, config.storage.data_dir, config.storage.parquet_dir,
+                                  lambda reporter: fetch_history(config, options, reporter),
+                                  compact_after=not args.no_compact)
+    return _finish_fetch(summary)
+
+
+def _fetch_then_compact(args: argparse.Namespace, data_dir: Path, parquet_dir: Path,
+                        fetch: Callable[[Reporter], Coroutine[Any, Any, FetchSummary]],
+                        *, compact_after: bool) -> FetchSummary:
+    """Hold the data_dir lock, fetch, and compact what is there even when the fetch stopped for quota."""
+    ensure_dir(data_dir)
+    with exclusive_lock(data_dir), Reporter(quiet=args.quiet, verbose=args.verbose,
+                                            log_path=RawStore(data_dir).log_path) as reporter:
+        reporter.info(f"fetch into {data_dir}")
         try:
-            summary = _run(fetch_history(config, options, reporter))
-        except WorkLeft as error:
-            stop, summary = error, None
-        if not args.no_compact:
-            _compact(config, reporter, rebuild=False)
-    if stop is not None:
-        raise stop
-    assert summary is not None
-    reporter.result(
+            summary = _run(fetch(reporter))
+        except WorkLeft:
+            if compact_after:
+                _compact(data_dir, parquet_dir, reporter, rebuild=False)
+            raise
+        if compact_after:
+            _compact(data_dir, parquet_dir, reporter, rebuild=False)
+        reporter.result(
         f"listed {summary.listed:,} activities; fetched {summary.fetched:,} details "
         f"({summary.new:,} new, {summary.changed:,} changed); {summary.not_found:,} deleted since listed, "
         f"{summary.unlisted:,} left the list; {len(summary.failed):,} failed; {summary.requests:,} requests"
-    )
+        )
+    return summary
+
+
+def _finish_fetch(summary: FetchSummary) -> int:
     if summary.failed or summary.list_failure:
         raise WorkLeft(f"{len(summary.failed):,} detail(s) failed after their retries"
                        if summary.failed else f"the listing did not finish ({summary.list_failure})",
@@ -183,13 +197,10 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _compact(config: Config, reporter: Reporter, *, rebuild: bool) -> None:
-    from bulkfetch.compact import compact
-
-    result = compact(RawStore(config.storage.data_dir), config.storage.parquet_dir, rebuild=rebuild,
-                     on_progress=reporter.compact_progress)
+def _compact(data_dir: Path, parquet_dir: Path, reporter: Reporter, *, rebuild: bool) -> None:
+    result = compact(RawStore(data_dir), parquet_dir, rebuild=rebuild, on_progress=reporter.compact_progress)
     years = sorted({year for table_years in result.written.values() for year in table_years})
-    reporter.info(f"compacted into {config.storage.parquet_dir}: "
+    reporter.info(f"compacted into {parquet_dir}: "
                   f"{len(years)} year(s) rewritten, {len(result.skipped_years)} unchanged")
 
 
@@ -197,7 +208,7 @@ def _cmd_compact(args: argparse.Namespace) -> int:
     config = _config(args)
     RawStore(config.storage.data_dir).prepare()
     with _reporter(args, config) as reporter:
-        _compact(config, reporter, rebuild=args.rebuild)
+        _compact(config.storage.data_dir, config.storage.parquet_dir, reporter, rebuild=args.rebuild)
     return EXIT_OK
 
 
@@ -233,7 +244,25 @@ def _cmd_auth(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    return _not_implemented("demo")
+    from bulkfetch import report
+    from bulkfetch.demo import run_demo
+
+    if args.activities < 1:
+        raise ConfigError(f"--activities must be at least 1 (got {args.activities})")
+    data_dir = Path(args.data_dir).resolve()
+    parquet_dir = data_dir / "parquet"
+    summary = _fetch_then_compact(args, data_dir, parquet_dir,
+                                  lambda reporter: run_demo(data_dir, args.activities, reporter),
+                                  compact_after=True)
+    show = Reporter(quiet=args.quiet)
+    show.table("Activities by sport and year", ("sport", "year", "activities"),
+               [(sport, str(year), f"{count:,}") for sport, year, count in report.activities_by_sport_and_year(parquet_dir)])
+    show.table("1 km run splits: pace by elevation difference", ("elevation", "splits", "average pace"),
+               [(b.label, f"{b.splits:,}", report.format_pace(b.pace_s_per_km))
+                for b in report.pace_by_elevation(parquet_dir)])
+    show.result(f"Parquet tables: {parquet_dir}/<table>/year=YYYY/part-0.parquet")
+    show.result(f"Query them with DuckDB:\n  {report.duckdb_example(parquet_dir)}")
+    return _finish_fetch(summary)
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from typing import IO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from bulkfetch.quota import KINDS, UsageView, estimate_finish
 from bulkfetch.scheduler import QuotaScheduler, WaitInfo
@@ -100,6 +101,22 @@ class Reporter:
             self._line(message, level="info")
         else:
             self._to_log(message)
+
+    def table(self, title: str, headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+        """A small result table (stdout): rich on a terminal, aligned plain text elsewhere."""
+        if interactive(sys.stdout):
+            table = Table(title=title)
+            for index, header in enumerate(headers):
+                table.add_column(header, justify="left" if index == 0 else "right")
+            for row in rows:
+                table.add_row(*row)
+            Console().print(table)
+            return
+        widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+        print(title)
+        for row in [headers, *rows]:
+            print("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
+        sys.stdout.flush()
 
     def result(self, message: str) -> None:
         """A final result line: always shown (stdout), even with --quiet."""

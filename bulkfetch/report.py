@@ -1,0 +1,93 @@
+"""The demo's report, read back from the Parquet tables with pyarrow alone (no extra install).
+
+It answers the question bulkfetch exists for: how does running pace change with the elevation
+difference of a 1 km split?
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+RUN_SPORTS = ("Run", "TrailRun", "VirtualRun")
+# Bucket edges in metres of elevation difference per split; the outer buckets are open.
+ELEVATION_EDGES = (-20, -10, -5, 0, 5, 10, 20)
+FULL_SPLIT_M = (950.0, 1050.0)
+
+
+@dataclass(frozen=True)
+class PaceBucket:
+    label: str
+    splits: int
+    pace_s_per_km: float | None
+
+
+def read_table(parquet_dir: Path, table: str) -> pa.Table:
+    """One table with its hive `year` partition column."""
+    return ds.dataset(parquet_dir / table, format="parquet", partitioning="hive").to_table()
+
+
+def activities_by_sport_and_year(parquet_dir: Path) -> list[tuple[str, int, int]]:
+    """(sport_type, year, count), most frequent sport first, years ascending."""
+    table = read_table(parquet_dir, "activities").select(["sport_type", "year"])
+    counts = table.group_by(["sport_type", "year"]).aggregate([("sport_type", "count")])
+    rows = [(str(s), int(y), int(c)) for s, y, c in zip(counts["sport_type"].to_pylist(),
+                                                        counts["year"].to_pylist(),
+                                                        counts["sport_type_count"].to_pylist())]
+    totals: dict[str, int] = {}
+    for sport, _, count in rows:
+        totals[sport] = totals.get(sport, 0) + count
+    return sorted(rows, key=lambda row: (-totals[row[0]], row[0], row[1]))
+
+
+def bucket_label(index: int) -> str:
+    edges = ELEVATION_EDGES
+    if index == 0:
+        return f"< {edges[0]:+d} m"
+    if index == len(edges):
+        return f">= {edges[-1]:+d} m"
+    return f"{edges[index - 1]:+d} .. {edges[index]:+d} m"
+
+
+def pace_by_elevation(parquet_dir: Path) -> list[PaceBucket]:
+    """Average pace (total moving time / total distance) of full 1 km run splits per elevation bucket."""
+    splits = read_table(parquet_dir, "splits_metric").select(
+        ["sport_type", "distance", "moving_time", "elevation_difference"])
+    keep = pc.and_(
+        pc.is_in(splits["sport_type"], value_set=pa.array(RUN_SPORTS)),
+        pc.and_(pc.greater_equal(splits["distance"], FULL_SPLIT_M[0]),
+                pc.less_equal(splits["distance"], FULL_SPLIT_M[1])),
+    )
+    splits = splits.filter(pc.and_(keep, pc.is_valid(splits["elevation_difference"])))
+    sums = [[0, 0.0, 0.0] for _ in range(len(ELEVATION_EDGES) + 1)]
+    for elevation, distance, moving in zip(splits["elevation_difference"].to_pylist(),
+                                           splits["distance"].to_pylist(), splits["moving_time"].to_pylist()):
+        index = sum(1 for edge in ELEVATION_EDGES if elevation >= edge)
+        sums[index][0] += 1
+        sums[index][1] += distance
+        sums[index][2] += moving or 0
+    return [PaceBucket(bucket_label(i), int(n), (moving / distance * 1000) if distance else None)
+            for i, (n, distance, moving) in enumerate(sums)]
+
+
+def format_pace(seconds_per_km: float | None) -> str:
+    if seconds_per_km is None:
+        return "-"
+    minutes, seconds = divmod(int(round(seconds_per_km)), 60)
+    return f"{minutes}:{seconds:02d} /km"
+
+
+def duckdb_example(parquet_dir: Path) -> str:
+    """The same pace-vs-elevation question as a DuckDB one-liner over these files."""
+    glob = f"{parquet_dir}/splits_metric/**/*.parquet"
+    return (
+        "duckdb -c \"SELECT round(elevation_difference / 10) * 10 AS elev_m, count(*) AS splits, "
+        "round(sum(moving_time) / sum(distance) * 1000) AS pace_s_per_km "
+        f"FROM read_parquet('{glob}', hive_partitioning = true) "
+        "WHERE sport_type IN ('Run', 'TrailRun') AND distance BETWEEN 950 AND 1050 "
+        "GROUP BY elev_m ORDER BY elev_m\""
+    )
