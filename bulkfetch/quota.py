@@ -57,6 +57,9 @@ BUCKETS = ("read", "overall")
 KINDS = ("short", "daily")
 SNAPSHOT_VERSION = 1
 CLOCK_SKEW_DEADBAND_S = 2.0
+# Our clock may be up to ~2.5 s off the server's (deadband + Date truncation): after a window that ended
+# full, wait this long past the boundary, or the server may still count the request in the full window.
+BOUNDARY_GUARD_MAX_S = 3.0
 
 _HEADER_NAMES = {
     "x-ratelimit-limit": ("overall", "limit"),
@@ -190,7 +193,7 @@ class Ticket:
 @dataclass(frozen=True)
 class Block:
     """Why `reserve` would refuse now. `until` is the server-clock epoch second at which time alone
-    can lift the block (a window boundary), or None when only in-flight requests block (a settle may
+    can lift the block (a window boundary plus the boundary guard), or None when only in-flight requests block (a settle may
     free headroom). `window` is "short", "daily" or "inflight"."""
 
     until: float | None
@@ -244,6 +247,7 @@ class _Window:
     carried: int = 0
     informed: bool = False  # an unambiguous usage header arrived in this window
     spent: bool = False  # a 429 said so
+    guard_until: float = -math.inf  # the previous window ended full: wait out clock skew until then
     pairs: dict[str, _Pair] = field(default_factory=lambda: {bucket: _Pair() for bucket in BUCKETS})
 
 
@@ -264,6 +268,10 @@ class QuotaLedger:
     * A 429 spends the window: the daily one (until the next daily boundary) when its headers show
       daily usage >= the daily limit and it is unambiguous for the day, else the current short one.
       Nothing is sent into a spent window.
+    * Boundary guard: after a window that ended full (or spent), nothing is sent during the first
+      `boundary_guard_s` seconds of the next one (default min(3 s, short_window_s / 100)): our clock
+      may be a second or two off the server's, and a request the server still counts in the full
+      window is a 429 that spends the new window too. Costs 0.3 % of a 15-minute window.
     * Limits: the read limits come from the config, the overall ones are unknown (not binding); limits
       in headers override either.
     """
@@ -275,9 +283,12 @@ class QuotaLedger:
         *,
         short_window_s: float = 900.0,
         daily_window_s: float = 86400.0,
+        boundary_guard_s: float | None = None,
     ) -> None:
         self.short_window_s = float(short_window_s)
         self.daily_window_s = float(daily_window_s)
+        self.boundary_guard_s = (min(BOUNDARY_GUARD_MAX_S, self.short_window_s / 100)
+                                 if boundary_guard_s is None else float(boundary_guard_s))
         self._config_limits: dict[str, list[int | None]] = {
             "read": [short_requests, daily_requests], "overall": [None, None]}
         self._header_limits: dict[str, list[int | None]] = {bucket: [None, None] for bucket in BUCKETS}
@@ -289,10 +300,10 @@ class QuotaLedger:
         self.clock_offset_s = 0.0  # kept here only so that it is persisted with the snapshot
 
     @classmethod
-    def from_config(cls, limits: Any) -> QuotaLedger:
+    def from_config(cls, limits: Any, *, boundary_guard_s: float | None = None) -> QuotaLedger:
         """A fresh ledger from a `LimitsConfig`."""
-        return cls(limits.short_requests, limits.daily_requests,
-                   short_window_s=limits.short_window_s, daily_window_s=limits.daily_window_s)
+        return cls(limits.short_requests, limits.daily_requests, short_window_s=limits.short_window_s,
+                   daily_window_s=limits.daily_window_s, boundary_guard_s=boundary_guard_s)
 
     # -- time ------------------------------------------------------------------------------------
 
@@ -307,7 +318,10 @@ class QuotaLedger:
             index = window_index(now, self._length(kind))
             current = self._windows.get(kind)
             if current is None or index > current.index:
-                self._windows[kind] = _Window(index, carried=len(self._in_flight))
+                fresh = _Window(index, carried=len(self._in_flight))
+                if current is not None and current.index == index - 1 and self._was_full(kind):
+                    fresh.guard_until = index * self._length(kind) + self.boundary_guard_s
+                self._windows[kind] = fresh
         return now
 
     # -- estimates -------------------------------------------------------------------------------
@@ -329,6 +343,13 @@ class QuotaLedger:
             estimate = max(estimate, pair.best_base + self._last_seq)
         return estimate
 
+    def _was_full(self, kind: str) -> bool:
+        """Whether the current window of `kind` is spent or has no headroom for any bucket."""
+        if self._windows[kind].spent:
+            return True
+        return any(limit is not None and self._estimate(kind, bucket) >= limit
+                   for bucket in BUCKETS for limit in [self.limit(bucket, kind)])
+
     def _probe_pending(self) -> bool:
         return self._probe_mode and not all(self._windows[kind].informed for kind in KINDS)
 
@@ -337,7 +358,8 @@ class QuotaLedger:
         inflight_reason: str | None = None
         for kind in KINDS:
             window = self._windows[kind]
-            until = (window.index + 1) * self._length(kind)
+            # a window that is full now is full at its end, so the next one starts with the guard
+            until = (window.index + 1) * self._length(kind) + self.boundary_guard_s
             if window.spent:
                 time_blocks.append(Block(until, f"{kind} window spent (Strava answered 429), resets "
                                                 f"{_utc(until)}", kind))
@@ -355,6 +377,9 @@ class QuotaLedger:
                     continue
                 time_blocks.append(Block(until, f"{bucket} {kind} window full ({min(estimate, limit)}"
                                                 f"/{limit}), resets {_utc(until)}", kind))
+            if self._last_now < window.guard_until:
+                time_blocks.append(Block(window.guard_until, f"previous {kind} window ended full; waiting "
+                                         f"{self.boundary_guard_s:g} s past its boundary for clock skew", kind))
         if time_blocks:
             return max(time_blocks, key=lambda block: block.until or 0.0)
         if inflight_reason is not None:
@@ -469,13 +494,14 @@ class QuotaLedger:
         }
 
     @classmethod
-    def restore(cls, snapshot: Mapping[str, Any] | None, limits: Any, now: float) -> QuotaLedger:
+    def restore(cls, snapshot: Mapping[str, Any] | None, limits: Any, now: float, *,
+                boundary_guard_s: float | None = None) -> QuotaLedger:
         """A ledger for a restarted run. Windows of the snapshot that are still current at `now` keep
         their used estimate as a floor (until the first unambiguous header there replaces it) and
         their 429 mark; stale windows, or windows of other lengths, are dropped. A restored ledger
         probes (one request in flight) until each window has an unambiguous header. A malformed
         snapshot is ignored (the probe rule still applies)."""
-        ledger = cls.from_config(limits)
+        ledger = cls.from_config(limits, boundary_guard_s=boundary_guard_s)
         ledger._probe_mode = True
         ledger._advance(now)
         if not isinstance(snapshot, Mapping) or snapshot.get("version") != SNAPSHOT_VERSION:
@@ -503,7 +529,7 @@ class QuotaLedger:
                     if isinstance(u_max, int) and u_max >= 0:
                         window.pairs[bucket].u_max = u_max
         except (AttributeError, TypeError, ValueError):
-            return cls.restore(None, limits, now)
+            return cls.restore(None, limits, now, boundary_guard_s=boundary_guard_s)
         return ledger
 
 

@@ -97,7 +97,7 @@ def test_http_date_and_clock_offset():
 
 
 def test_in_flight_counts_as_spent_and_block_kinds():
-    ledger = QuotaLedger(3, 100, short_window_s=10, daily_window_s=100)
+    ledger = QuotaLedger(3, 100, short_window_s=10, daily_window_s=100, boundary_guard_s=0)
     tickets = [ledger.reserve(1.0) for _ in range(3)]
     assert all(tickets) and ledger.reserve(1.0) is None
     block = ledger.blocked_until(1.0)
@@ -107,20 +107,20 @@ def test_in_flight_counts_as_spent_and_block_kinds():
     for ticket in tickets:
         ledger.settle(ticket, 10.5, 200, NO_HEADERS)
     assert ledger.blocked_until(10.5).until == 20.0  # settled ambiguously: they stay counted
-    fresh = QuotaLedger(3, 100, short_window_s=10, daily_window_s=100)
+    fresh = QuotaLedger(3, 100, short_window_s=10, daily_window_s=100, boundary_guard_s=0)
     for ticket in [fresh.reserve(1.0) for _ in range(3)]:
         fresh.settle(ticket, 2.0, 200, NO_HEADERS)
     assert fresh.reserve(10.0) is not None  # next window
 
 
 def test_probe_rule_after_headers_seen():
-    ledger = QuotaLedger(10, 100, short_window_s=10, daily_window_s=100)
+    ledger = QuotaLedger(10, 100, short_window_s=10, daily_window_s=100, boundary_guard_s=0)
     first = ledger.reserve(0.0)
     ledger.settle(first, 0.1, 200, headers(read=(1, 1)))
     burst = [t for t in (ledger.reserve(0.2) for _ in range(5)) if t]
     assert len(burst) == 5  # informed: a burst is fine
     assert ledger.reserve(10.0) is None  # next window, 5 in flight: no probe before they settle
-    ledger2 = QuotaLedger(10, 100, short_window_s=10, daily_window_s=100)
+    ledger2 = QuotaLedger(10, 100, short_window_s=10, daily_window_s=100, boundary_guard_s=0)
     t = ledger2.reserve(0.0)
     ledger2.settle(t, 0.1, 200, headers(read=(1, 1)))
     probe = ledger2.reserve(10.0)
@@ -132,7 +132,7 @@ def test_probe_rule_after_headers_seen():
 
 
 def test_headerless_without_history_counts_locally():
-    ledger = QuotaLedger(4, 100, short_window_s=10, daily_window_s=100)
+    ledger = QuotaLedger(4, 100, short_window_s=10, daily_window_s=100, boundary_guard_s=0)
     for _ in range(4):
         t = ledger.reserve(1.0)
         ledger.settle(t, 1.1, 200, NO_HEADERS)
@@ -140,7 +140,7 @@ def test_headerless_without_history_counts_locally():
 
 
 def test_429_spends_short_window_and_daily_when_headers_say_so():
-    ledger = QuotaLedger(10, 100, short_window_s=10, daily_window_s=100)
+    ledger = QuotaLedger(10, 100, short_window_s=10, daily_window_s=100, boundary_guard_s=0)
     t = ledger.reserve(1.0)
     ledger.settle(t, 1.1, 429, NO_HEADERS)
     assert ledger.reserve(1.2) is None
@@ -148,7 +148,7 @@ def test_429_spends_short_window_and_daily_when_headers_say_so():
     assert block.until == 10.0 and "429" in block.reason
     assert ledger.reserve(10.0) is not None
     t = ledger.reserve(10.0) or ledger.in_flight
-    ledger2 = QuotaLedger(10, 100, short_window_s=10, daily_window_s=100)
+    ledger2 = QuotaLedger(10, 100, short_window_s=10, daily_window_s=100, boundary_guard_s=0)
     t = ledger2.reserve(1.0)
     ledger2.settle(t, 1.1, 429, headers(read=(5, 101)))
     assert ledger2.blocked_until(50.0).until == 100.0 and ledger2.blocked_until(50.0).window == "daily"
@@ -156,7 +156,7 @@ def test_429_spends_short_window_and_daily_when_headers_say_so():
 
 
 def test_header_limits_override_config_and_overall_becomes_binding():
-    ledger = QuotaLedger(100, 1000, short_window_s=10, daily_window_s=100)
+    ledger = QuotaLedger(100, 1000, short_window_s=10, daily_window_s=100, boundary_guard_s=0)
     t = ledger.reserve(0.0)
     ledger.settle(t, 0.1, 200, headers(read=(1, 1), overall=(48, 48), read_limit=(100, 1000), overall_limit=(50, 500)))
     got = [t for t in (ledger.reserve(0.2) for _ in range(10)) if t]
@@ -169,7 +169,7 @@ def test_carried_over_request_settled_late_is_not_forgotten():
     """The flaw in a plain max(sent, U_max + in_flight): a request reserved at the end of window 0 is
     counted by the server in window 1 after a window-1 response set U_max, then settles (ambiguous).
     Neither `sent` nor `in_flight` holds it any more; the ledger must still count it."""
-    ledger = QuotaLedger(3, 100, short_window_s=10, daily_window_s=100)
+    ledger = QuotaLedger(3, 100, short_window_s=10, daily_window_s=100, boundary_guard_s=0)
     ledger.settle(ledger.reserve(0.0), 0.1, 200, NO_HEADERS)  # no headers yet: no probe rule
     late = ledger.reserve(9.99)
     a = ledger.reserve(10.0)
@@ -183,7 +183,7 @@ def test_carried_over_request_settled_late_is_not_forgotten():
 def test_headerless_response_after_a_header_is_not_forgotten():
     """`b` arrives after `a` but only `a` reports usage (5 with another program's 4): the estimate must
     include `b` even though it settled without headers."""
-    ledger = QuotaLedger(7, 100, short_window_s=10, daily_window_s=100)
+    ledger = QuotaLedger(7, 100, short_window_s=10, daily_window_s=100, boundary_guard_s=0)
     ledger.settle(ledger.reserve(0.0), 0.1, 200, headers(read=(1, 1)))
     ledger.settle(ledger.reserve(10.0), 10.1, 200, headers(read=(5, 6)))  # probe: others spent 4
     a, b = ledger.reserve(10.2), ledger.reserve(10.2)
@@ -192,8 +192,22 @@ def test_headerless_response_after_a_header_is_not_forgotten():
     assert ledger.reserve(10.5) is None
 
 
+def test_boundary_guard_after_a_full_window():
+    ledger = QuotaLedger(1, 100, short_window_s=900, daily_window_s=86400)
+    assert ledger.boundary_guard_s == 3.0
+    ledger.settle(ledger.reserve(10.0), 10.5, 200, NO_HEADERS)
+    assert ledger.blocked_until(11.0).until == 903.0  # full: the boundary, plus the guard
+    block = ledger.blocked_until(900.0)
+    assert block.until == 903.0 and "clock skew" in block.reason
+    assert ledger.reserve(902.9) is None and ledger.reserve(903.0) is not None
+    assert ledger.reserve(1800.0) is None  # window 2 ended full as well
+    roomy = QuotaLedger(5, 100, short_window_s=900, daily_window_s=86400)
+    roomy.settle(roomy.reserve(10.0), 10.5, 200, NO_HEADERS)
+    assert roomy.reserve(900.0) is not None  # not full: no guard
+
+
 def test_abandoned_stays_counted():
-    ledger = QuotaLedger(2, 100, short_window_s=10, daily_window_s=100)
+    ledger = QuotaLedger(2, 100, short_window_s=10, daily_window_s=100, boundary_guard_s=0)
     a, b = ledger.reserve(0.0), ledger.reserve(0.0)
     ledger.abandon(a, 0.5)
     ledger.settle(b, 0.5, 200, NO_HEADERS)
@@ -201,7 +215,7 @@ def test_abandoned_stays_counted():
 
 
 def test_clock_never_goes_back():
-    ledger = QuotaLedger(1, 100, short_window_s=10, daily_window_s=100)
+    ledger = QuotaLedger(1, 100, short_window_s=10, daily_window_s=100, boundary_guard_s=0)
     assert ledger.reserve(10.5) is not None
     assert ledger.reserve(9.0) is None  # still window 1, not window 0
 
@@ -212,18 +226,18 @@ LIMITS = LimitsConfig(short_requests=5, daily_requests=20, short_window_s=10, da
 
 
 def test_restore_inside_spent_window_refuses_until_boundary():
-    ledger = QuotaLedger.from_config(LIMITS)
+    ledger = QuotaLedger.from_config(LIMITS, boundary_guard_s=0)
     t = ledger.reserve(1.0)
     ledger.settle(t, 1.1, 429, headers(read=(6, 6)))
     snapshot = json.loads(json.dumps(ledger.snapshot()))
-    restored = QuotaLedger.restore(snapshot, LIMITS, 2.0)
+    restored = QuotaLedger.restore(snapshot, LIMITS, 2.0, boundary_guard_s=0)
     assert restored.reserve(2.0) is None
     assert restored.blocked_until(2.0).until == 10.0
     assert restored.reserve(10.0) is not None
 
 
 def test_restore_partly_used_window_is_a_floor_until_a_header():
-    ledger = QuotaLedger.from_config(LIMITS)
+    ledger = QuotaLedger.from_config(LIMITS, boundary_guard_s=0)
     for _ in range(3):
         ledger.settle(ledger.reserve(1.0), 1.1, 200, NO_HEADERS)
     restored = QuotaLedger.restore(ledger.snapshot(), LIMITS, 2.0)
@@ -235,7 +249,7 @@ def test_restore_partly_used_window_is_a_floor_until_a_header():
 
 
 def test_restore_drops_stale_windows_and_garbage():
-    ledger = QuotaLedger.from_config(LIMITS)
+    ledger = QuotaLedger.from_config(LIMITS, boundary_guard_s=0)
     t = ledger.reserve(1.0)
     ledger.settle(t, 1.1, 429, headers(read=(5, 19)))
     stale = QuotaLedger.restore(ledger.snapshot(), LIMITS, 25.0)
@@ -347,7 +361,7 @@ def test_ledger_never_overspends_and_never_idles(data):
             if ledger.in_flight:
                 continue
             view = ledger.usage_view(now)
-            if any(w.spent for w in view.windows):
+            if any(w.spent for w in view.windows) or "clock skew" in ledger.blocked_until(now).reason:
                 continue
             server.touch(now)
             full = any(
@@ -450,7 +464,7 @@ def test_estimate_finish_strava_scale_is_fast():
 
 
 def test_estimate_finish_from_ledger_and_unbounded():
-    ledger = QuotaLedger(10, 100, short_window_s=10, daily_window_s=100)
+    ledger = QuotaLedger(10, 100, short_window_s=10, daily_window_s=100, boundary_guard_s=0)
     assert estimate_finish(25, 0.0, ledger) == 20.0
     unbounded = make_view(0.0, 10, 100, 10, 100, 0, 0)
     unbounded = UsageView(0.0, tuple(w for w in unbounded.windows if w.bucket == "overall"), 0)

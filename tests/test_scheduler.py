@@ -34,11 +34,11 @@ class FakeClock:
         self.t = max(self.t, target)
 
 
-def make(short=2, daily=100, *, policy=WaitPolicy(), t=0.0, **kwargs):
+def make(short=2, daily=100, *, policy=WaitPolicy(), t=0.0, guard_s=0.0, **kwargs):
     clock = FakeClock(t)
     waits: list[WaitInfo | None] = []
     saved: list[dict] = []
-    ledger = QuotaLedger(short, daily, short_window_s=10, daily_window_s=100)
+    ledger = QuotaLedger(short, daily, short_window_s=10, daily_window_s=100, boundary_guard_s=guard_s)
     scheduler = QuotaScheduler(ledger, max_rate_per_s=FAST_RATE, policy=policy, clock=clock, sleep=clock.sleep,
                                on_wait=waits.append, persist=saved.append, **kwargs)
     return scheduler, clock, waits, saved
@@ -61,6 +61,16 @@ def test_waits_until_the_boundary_and_reports_it():
         assert clock.t >= 10.0 and ticket.short_index == 1
         assert waits[0] == WaitInfo(10.0, waits[0].reason, "short") and "2/2" in waits[0].reason
         assert waits[-1] is None and len(waits) == 2
+    run(main())
+
+
+def test_wait_includes_the_boundary_guard():
+    async def main():
+        scheduler, clock, waits, _ = make(short=1, t=1.0, guard_s=0.5)
+        done(scheduler, await scheduler.acquire(), clock)
+        ticket = await scheduler.acquire()
+        assert clock.t >= 10.5 and ticket.short_index == 1
+        assert [info.until if info else None for info in waits] == [10.5, None]
     run(main())
 
 
