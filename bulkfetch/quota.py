@@ -193,8 +193,8 @@ class Ticket:
 @dataclass(frozen=True)
 class Block:
     """Why `reserve` would refuse now. `until` is the server-clock epoch second at which time alone
-    can lift the block (a window boundary plus the boundary guard), or None when only in-flight requests block (a settle may
-    free headroom). `window` is "short", "daily" or "inflight"."""
+    can lift the block (a window boundary plus the boundary guard), or None when only in-flight
+    requests block (a settle may free headroom). `window` is "short", "daily" or "inflight"."""
 
     until: float | None
     reason: str
@@ -378,8 +378,9 @@ class QuotaLedger:
                 time_blocks.append(Block(until, f"{bucket} {kind} window full ({min(estimate, limit)}"
                                                 f"/{limit}), resets {_utc(until)}", kind))
             if self._last_now < window.guard_until:
-                time_blocks.append(Block(window.guard_until, f"previous {kind} window ended full; waiting "
-                                         f"{self.boundary_guard_s:g} s past its boundary for clock skew", kind))
+                reason = (f"previous {kind} window ended full; waiting {self.boundary_guard_s:g} s past "
+                          "its boundary for clock skew")
+                time_blocks.append(Block(window.guard_until, reason, kind))
         if time_blocks:
             return max(time_blocks, key=lambda block: block.until or 0.0)
         if inflight_reason is not None:

@@ -30,14 +30,16 @@ FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCh
 
 
 def headers(read=None, overall=None, read_limit=None, overall_limit=None) -> RateHeaders:
-    return RateHeaders(read_limit=read_limit, read_usage=read, overall_limit=overall_limit, overall_usage=overall)
+    return RateHeaders(read_limit=read_limit, read_usage=read,
+                       overall_limit=overall_limit, overall_usage=overall)
 
 
 # -- window math -----------------------------------------------------------------------------------
 
 
 @FAST
-@given(t=st.floats(-1e10, 1e10, allow_nan=False), length=st.sampled_from([0.1, 0.7, 1.0, 2.0, 900.0, 86400.0]))
+@given(t=st.floats(-1e10, 1e10, allow_nan=False),
+       length=st.sampled_from([0.1, 0.7, 1.0, 2.0, 900.0, 86400.0]))
 def test_window_bounds(t, length):
     start, end = window_start(t, length), next_boundary(t, length)
     assert start <= t < end
@@ -158,7 +160,8 @@ def test_429_spends_short_window_and_daily_when_headers_say_so():
 def test_header_limits_override_config_and_overall_becomes_binding():
     ledger = QuotaLedger(100, 1000, short_window_s=10, daily_window_s=100, boundary_guard_s=0)
     t = ledger.reserve(0.0)
-    ledger.settle(t, 0.1, 200, headers(read=(1, 1), overall=(48, 48), read_limit=(100, 1000), overall_limit=(50, 500)))
+    ledger.settle(t, 0.1, 200, headers(read=(1, 1), overall=(48, 48),
+                                       read_limit=(100, 1000), overall_limit=(50, 500)))
     got = [t for t in (ledger.reserve(0.2) for _ in range(10)) if t]
     assert len(got) == 2
     view = ledger.usage_view(0.3)
@@ -258,12 +261,14 @@ def test_restore_drops_stale_windows_and_garbage():
     for garbage in (None, {}, {"version": 1, "windows": "x"}, {"version": 1, "windows": {"short": 3}}):
         assert QuotaLedger.restore(garbage, LIMITS, 1.0).reserve(1.0) is not None
     other_lengths = LimitsConfig(5, 20, 20, 100)
-    assert QuotaLedger.restore(ledger.snapshot(), other_lengths, 2.0).usage_view(2.0).get("read", "short").used == 0
+    restored = QuotaLedger.restore(ledger.snapshot(), other_lengths, 2.0)
+    assert restored.usage_view(2.0).get("read", "short").used == 0
 
 
 # -- the property: the ledger against a model of Strava's server -----------------------------------
 
 S, D = 1.0, 4.0  # compressed window lengths; D is a whole number of S, like 15 min and a day
+OPS = ["reserve"] * 4 + ["arrive"] * 3 + ["respond"] * 3 + ["advance"] * 2 + ["drop"]
 
 
 class Server:
@@ -300,18 +305,21 @@ class Server:
             for k, (kind, length) in enumerate((("short", S), ("daily", D))):
                 over |= self.count((bucket, kind, window_index(now, length))) > self.limits[bucket][k]
         usage = {bucket: tuple(self.count((bucket, kind, window_index(now, length)))
-                               for kind, length in (("short", S), ("daily", D))) for bucket in ("read", "overall")}
+                               for kind, length in (("short", S), ("daily", D)))
+                 for bucket in ("read", "overall")}
         return (429 if over else 200), usage
 
     def others_today(self, now):
         day = window_index(now, D)
-        return sum(n for index, n in self.others.items() if index <= self.applied and window_index(index * S, D) == day)
+        return sum(n for index, n in self.others.items()
+                   if index <= self.applied and window_index(index * S, D) == day)
 
 
 def raw_headers(usage, limits, variant):
     names = [("X-RateLimit-Limit", "X-RateLimit-Usage", "X-ReadRateLimit-Limit", "X-ReadRateLimit-Usage"),
              ("x-ratelimit-limit", "x-ratelimit-usage", "x-readratelimit-limit", "x-readratelimit-usage"),
-             ("X-Ratelimit-Limit", "X-Ratelimit-Usage", "X-Readratelimit-Limit", "X-Readratelimit-Usage")][variant]
+             ("X-Ratelimit-Limit", "X-Ratelimit-Usage", "X-Readratelimit-Limit", "X-Readratelimit-Usage"),
+             ][variant]
     fmt = "{},{}" if variant != 2 else "{}, {}"
     return {names[0]: fmt.format(*limits["overall"]), names[1]: fmt.format(*usage["overall"]),
             names[2]: fmt.format(*limits["read"]), names[3]: fmt.format(*usage["read"])}
@@ -343,11 +351,12 @@ def test_ledger_never_overspends_and_never_idles(data):
     def slack(kind, length):
         index = window_index(now, length)
         return sum(1 for ticket, settled_at in uncertain
-                   if ticket.index(kind) == index or (ticket.index(kind) < index and settled_at >= index * length))
+                   if ticket.index(kind) == index
+                   or (ticket.index(kind) < index and settled_at >= index * length))
 
     for _ in range(data.draw(st.integers(10, 120), label="steps")):
         step += 1
-        op = data.draw(st.sampled_from(["reserve"] * 4 + ["arrive"] * 3 + ["respond"] * 3 + ["advance"] * 2 + ["drop"]))
+        op = data.draw(st.sampled_from(OPS))
         if op == "reserve":
             in_flight_before = ledger.in_flight
             ticket = ledger.reserve(now)
@@ -365,8 +374,10 @@ def test_ledger_never_overspends_and_never_idles(data):
                 continue
             server.touch(now)
             full = any(
-                server.count((bucket, kind, window_index(now, length))) + slack(kind, length) >= limits[bucket][k]
-                for bucket in ("read", "overall") for k, (kind, length) in enumerate((("short", S), ("daily", D))))
+                server.count((bucket, kind, window_index(now, length))) + slack(kind, length)
+                >= limits[bucket][k]
+                for bucket in ("read", "overall")
+                for k, (kind, length) in enumerate((("short", S), ("daily", D))))
             assert full, f"quota idle: {view}, server {server.counts}"
         elif op == "arrive" and in_transit:
             ticket, reserved_step = in_transit.pop(data.draw(st.integers(0, len(in_transit) - 1)))
@@ -413,12 +424,15 @@ def make_view(now, short_len, daily_len, short_limit, daily_limit, short_used, d
         return WindowUsage("read", kind, used, limit, next_boundary(now, length), length, False)
     return UsageView(now, (usage("short", short_len, short_limit, short_used),
                            usage("daily", daily_len, daily_limit, daily_used),
-                           WindowUsage("overall", "short", 0, None, next_boundary(now, short_len), short_len, False),
-                           WindowUsage("overall", "daily", 0, None, next_boundary(now, daily_len), daily_len, False)),
+                           WindowUsage("overall", "short", 0, None, next_boundary(now, short_len), short_len,
+                                       False),
+                           WindowUsage("overall", "daily", 0, None, next_boundary(now, daily_len), daily_len,
+                                       False)),
                      0)
 
 
-def brute_force_finish(remaining, now, short_len, daily_len, short_limit, daily_limit, short_used, daily_used):
+def brute_force_finish(remaining, now, short_len, daily_len, short_limit, daily_limit, short_used,
+                       daily_used):
     short_head, day_head = max(0, short_limit - short_used), max(0, daily_limit - daily_used)
     t = now
     short_index, day_index = window_index(t, short_len), window_index(t, daily_len)

@@ -39,8 +39,8 @@ def make(short=2, daily=100, *, policy=WaitPolicy(), t=0.0, guard_s=0.0, **kwarg
     waits: list[WaitInfo | None] = []
     saved: list[dict] = []
     ledger = QuotaLedger(short, daily, short_window_s=10, daily_window_s=100, boundary_guard_s=guard_s)
-    scheduler = QuotaScheduler(ledger, max_rate_per_s=FAST_RATE, policy=policy, clock=clock, sleep=clock.sleep,
-                               on_wait=waits.append, persist=saved.append, **kwargs)
+    scheduler = QuotaScheduler(ledger, max_rate_per_s=FAST_RATE, policy=policy, clock=clock,
+                               sleep=clock.sleep, on_wait=waits.append, persist=saved.append, **kwargs)
     return scheduler, clock, waits, saved
 
 
@@ -116,7 +116,8 @@ def test_concurrent_acquirers_with_headers_and_another_program():
             rejected += status == 429
             usage = f"{counts[index]},{sum(counts.values())}"
             await clock.sleep(0.1)
-            done(scheduler, ticket, clock, status, {"X-ReadRateLimit-Usage": usage, "X-ReadRateLimit-Limit": "5,100"})
+            done(scheduler, ticket, clock, status,
+                 {"X-ReadRateLimit-Usage": usage, "X-ReadRateLimit-Limit": "5,100"})
 
         first = await scheduler.acquire()  # window 0 before any header: counted locally (limit 5)
         counts[0] += 3
@@ -160,7 +161,8 @@ def test_daily_429_stops_until_midnight():
     async def main():
         scheduler, clock, _, _ = make(short=5, daily=100, policy=WaitPolicy(max_wait_s=60), t=12.0)
         ticket = await scheduler.acquire()
-        done(scheduler, ticket, clock, 429, {"x-readratelimit-usage": "1,100", "x-readratelimit-limit": "5,100"})
+        done(scheduler, ticket, clock, 429,
+             {"x-readratelimit-usage": "1,100", "x-readratelimit-limit": "5,100"})
         with pytest.raises(QuotaStop) as caught:
             await scheduler.acquire()
         assert caught.value.reset_at == 100.0
