@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -20,7 +20,7 @@ from bulkfetch.auth import TokenStore, scope_lacks_read_all
 from bulkfetch.client import RequestFailed, StravaClient
 from bulkfetch.config import Config
 from bulkfetch.errors import BulkfetchError, CredentialError, Interrupted
-from bulkfetch.plan import Filters, fingerprint, next_before, pending_details, unlisted
+from bulkfetch.plan import Filters, fingerprint, next_before, pending_details, pending_streams, unlisted
 from bulkfetch.quota import QuotaLedger
 from bulkfetch.scheduler import QuotaScheduler, WaitInfo, WaitPolicy
 from bulkfetch.store import Listing, RawStore, read_json
@@ -35,6 +35,7 @@ class FetchEvents(Protocol):
     def warn(self, message: str) -> None: ...
     def list_page(self, page: int, new_items: int, total: int) -> None: ...
     def details_planned(self, total: int, new: int, changed: int) -> None: ...
+    def streams_planned(self, total: int) -> None: ...
     def detail_done(self, activity_id: int, outcome: str) -> None: ...
     def waiting(self, info: WaitInfo | None) -> None: ...
     def quota(self, scheduler: QuotaScheduler) -> None: ...
@@ -54,6 +55,7 @@ class FetchSummary:
     changed: int = 0
     fetched: int = 0
     not_found: int = 0
+    streams: int = 0
     unlisted: int = 0
     requests: int = 0
     failed: dict[int, str] = field(default_factory=dict)
@@ -85,6 +87,8 @@ async def fetch_history(config: Config, options: FetchOptions, events: FetchEven
         try:
             await _list(client, store, config, summary, events)
             await _fetch_details(client, store, config, options.filters, summary, events, scheduler)
+            if config.fetch.streams:
+                await _fetch_streams(client, store, config, options.filters, summary, events, scheduler)
         finally:
             summary.requests = client.requests_sent
             events.quota(scheduler)
@@ -202,22 +206,51 @@ async def _fetch_details(client: StravaClient, store: RawStore, config: Config, 
     fetched = load_fetched_index(store)
     pending, summary.new, summary.changed = pending_details(catalog, fetched, filters)
     events.details_planned(len(pending), summary.new, summary.changed)
-    if not pending:
-        return
-    queue: asyncio.Queue[int | None] = asyncio.Queue(maxsize=config.fetch.concurrency * 2)
-    workers = min(config.fetch.concurrency, len(pending))
     saver = _IndexSaver(store, fetched)
 
+    async def fetch_one(activity_id: int) -> str:
+        outcome = await _fetch_detail(client, store, activity_id, catalog[activity_id], fetched, summary)
+        saver.changed()
+        return outcome
+
+    try:
+        await _run_workers(pending, config.fetch.concurrency, fetch_one, events, scheduler)
+    finally:
+        saver.save()
+        store.write_state("failed", {str(k): v for k, v in summary.failed.items()})
+
+
+async def _fetch_streams(client: StravaClient, store: RawStore, config: Config, filters: Filters,
+                         summary: FetchSummary, events: FetchEvents, scheduler: QuotaScheduler) -> None:
+    """After all details: one streams request per activity that has none yet (newest first)."""
+    keys = ",".join(config.fetch.streams)
+    pending = pending_streams(store.catalog(), store.detail_ids(), store.stream_ids() | store.no_stream_ids(),
+                              filters)
+    events.streams_planned(len(pending))
+
+    async def fetch_one(activity_id: int) -> str:
+        return await _fetch_stream_set(client, store, activity_id, keys, summary)
+
+    await _run_workers(pending, config.fetch.concurrency, fetch_one, events, scheduler)
+
+
+async def _run_workers(ids: list[int], concurrency: int, job: Callable[[int], Awaitable[str]],
+                       events: FetchEvents, scheduler: QuotaScheduler) -> None:
+    """`concurrency` workers take ids from a bounded queue in order; the first real error stops all."""
+    if not ids:
+        return
+    queue: asyncio.Queue[int | None] = asyncio.Queue(maxsize=concurrency * 2)
+    workers = min(concurrency, len(ids))
+
     async def produce() -> None:
-        for activity_id in pending:
+        for activity_id in ids:
             await queue.put(activity_id)
         for _ in range(workers):
             await queue.put(None)
 
     async def work() -> None:
         while (activity_id := await queue.get()) is not None:
-            outcome = await _fetch_one(client, store, activity_id, catalog[activity_id], fetched, summary)
-            saver.changed()
+            outcome = await job(activity_id)
             events.detail_done(activity_id, outcome)
             events.quota(scheduler)
 
@@ -228,13 +261,10 @@ async def _fetch_details(client: StravaClient, store: RawStore, config: Config, 
                 group.create_task(work())
     except BaseExceptionGroup as group_error:
         raise _first_error(group_error) from None
-    finally:
-        saver.save()
-        store.write_state("failed", {str(k): v for k, v in summary.failed.items()})
 
 
-async def _fetch_one(client: StravaClient, store: RawStore, activity_id: int, activity: Mapping[str, Any],
-                     fetched: dict[int, str], summary: FetchSummary) -> str:
+async def _fetch_detail(client: StravaClient, store: RawStore, activity_id: int, activity: Mapping[str, Any],
+                        fetched: dict[int, str], summary: FetchSummary) -> str:
     try:
         response = await client.get(f"/activities/{activity_id}")
     except RequestFailed as error:
@@ -248,11 +278,32 @@ async def _fetch_one(client: StravaClient, store: RawStore, activity_id: int, ac
     if not isinstance(data, dict) or data.get("id") != activity_id:
         summary.failed[activity_id] = f"GET /activities/{activity_id} returned something else than that activity"
         return "failed"
+    if activity_id in fetched:
+        store.forget_streams(activity_id)  # the activity changed: its streams may have too
     store.write_detail(activity_id, response.body)
     fetched[activity_id] = fingerprint(activity)
     summary.fetched += 1
     summary.failed.pop(activity_id, None)
     return "fetched"
+
+
+async def _fetch_stream_set(client: StravaClient, store: RawStore, activity_id: int, keys: str,
+                            summary: FetchSummary) -> str:
+    """Streams always with explicit keys (without them Strava returns only distance)."""
+    try:
+        response = await client.get(f"/activities/{activity_id}/streams", {"keys": keys, "key_by_type": "true"})
+    except RequestFailed as error:
+        summary.failed[activity_id] = str(error)
+        return "failed"
+    if response.not_found or response.data == {} or response.data == []:
+        store.mark_no_streams(activity_id)  # manual activities and the like: never asked again
+        return "no_streams"
+    if not isinstance(response.data, dict):
+        summary.failed[activity_id] = f"GET /activities/{activity_id}/streams did not return a stream set"
+        return "failed"
+    store.write_streams(activity_id, response.body)
+    summary.streams += 1
+    return "streams"
 
 
 class _IndexSaver:

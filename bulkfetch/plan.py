@@ -113,6 +113,20 @@ def pending_details(
     return ids, len(new), len(changed)
 
 
+def pending_streams(
+    catalog: Mapping[int, Mapping[str, Any]],
+    detailed: set[int],
+    streamed: set[int],
+    filters: Filters,
+) -> list[int]:
+    """Ids that need `GET /activities/{id}/streams`, newest first: detailed, accepted, not yet answered.
+
+    `streamed` holds activities with stored streams and those that answered "no streams".
+    """
+    ids = [i for i, s in catalog.items() if i in detailed and i not in streamed and filters.accepts(s)]
+    return sorted(ids, key=lambda i: (start_epoch(catalog[i]) or 0, i), reverse=True)
+
+
 def unlisted(previous_ids: set[int], listed_ids: set[int]) -> tuple[set[int], bool]:
     """Activities that left the list, and whether tombstoning them is safe (see UNLIST_GUARD_*)."""
     gone = previous_ids - listed_ids

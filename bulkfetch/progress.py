@@ -136,6 +136,13 @@ class Reporter:
         if self._progress and total:
             self._task("details", "details", total=total)
 
+    def streams_planned(self, total: int) -> None:
+        """Streams come after all details: the same bar and counters start over for them."""
+        self._details_total, self._details_done, self._outcomes = total, 0, {}
+        self.info(f"streams to fetch: {total:,}")
+        if self._progress and total:
+            self._tasks["details"] = self._progress.add_task("streams", total=total, note="")
+
     def detail_done(self, activity_id: int, outcome: str) -> None:
         self._details_done += 1
         self._outcomes[outcome] = self._outcomes.get(outcome, 0) + 1

@@ -179,6 +179,20 @@ class RawStore:
     def stream_ids(self) -> set[int]:
         return _ids_in(self.stream_dir)
 
+    def no_streams_path(self, activity_id: int) -> Path:
+        return self.stream_dir / f"{activity_id}.none"
+
+    def mark_no_streams(self, activity_id: int) -> None:
+        """The activity has no streams (404 or an empty answer): remembered so it is never asked again."""
+        atomic_write(self.no_streams_path(activity_id), b"")
+
+    def no_stream_ids(self) -> set[int]:
+        return _ids_in(self.stream_dir, suffix=".none")
+
+    def forget_streams(self, activity_id: int) -> None:
+        self.stream_path(activity_id).unlink(missing_ok=True)
+        self.no_streams_path(activity_id).unlink(missing_ok=True)
+
     # -- listings ----------------------------------------------------------------------------------
     def _listing_dirs(self) -> list[Path]:
         return sorted(p for p in _safe_iterdir(self.list_dir) if p.is_dir())
@@ -318,10 +332,10 @@ def _safe_iterdir(folder: Path) -> list[Path]:
         return []
 
 
-def _ids_in(folder: Path) -> set[int]:
+def _ids_in(folder: Path, suffix: str = ".json") -> set[int]:
     ids = set()
     for path in _safe_iterdir(folder):
-        if path.suffix == ".json" and not is_temp_file(path) and path.stem.isdigit():
+        if path.suffix == suffix and not is_temp_file(path) and path.stem.isdigit():
             ids.add(int(path.stem))
     return ids
 
