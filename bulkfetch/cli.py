@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import signal
 import sys
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,9 +29,16 @@ from bulkfetch.errors import (
 )
 from bulkfetch.auth import scope_lacks_read_all
 from bulkfetch.compact import compact
-from bulkfetch.pipeline import FetchOptions, FetchSummary, fetch_history, token_store
+from bulkfetch.pipeline import (
+    FetchOptions,
+    FetchSummary,
+    current_plan,
+    fetch_history,
+    restore_ledger,
+    token_store,
+)
 from bulkfetch.plan import parse_filters
-from bulkfetch.progress import Reporter
+from bulkfetch.progress import Reporter, plan_text
 from bulkfetch.scheduler import WaitPolicy
 from bulkfetch.store import RawStore, ensure_dir, exclusive_lock
 
@@ -120,10 +128,6 @@ def _add_fetch_arguments(parser: argparse.ArgumentParser) -> None:
 def _config(args: argparse.Namespace, overrides: dict[str, dict[str, Any]] | None = None) -> Config:
     return load_config(resolve_config_path(args.config, environment()), environ=environment(),
                        overrides=overrides)
-
-
-def _not_implemented(name: str) -> int:
-    raise BulkfetchError(f"'{name}' is not implemented yet", hint="it comes with a later release")
 
 
 def _run(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -225,7 +229,22 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    return _not_implemented("plan")
+    config = _config(args, {"fetch": {"streams": args.streams}})
+    filters = parse_filters(args.sport, args.since, args.until)
+    store = RawStore(config.storage.data_dir)
+    if args.offline:
+        if store.latest_complete_listing() is None and store.unfinished_listing() is None:
+            raise ConfigError(f"no cached list under {store.data_dir}", hint="run 'bulkfetch plan' without --offline")
+    else:
+        config.require_credentials()
+        _fetch_then_compact(args, store.data_dir, config.storage.parquet_dir,
+                            lambda reporter: fetch_history(config, FetchOptions(filters=filters, list_only=True),
+                                                           reporter),
+                            compact_after=False)
+    now = time.time()
+    view = restore_ledger(store, config, now).usage_view(now)
+    print(plan_text(current_plan(store, config, filters), view))
+    return EXIT_OK
 
 
 def _cmd_auth(args: argparse.Namespace) -> int:

@@ -20,7 +20,16 @@ from bulkfetch.auth import TokenStore, scope_lacks_read_all
 from bulkfetch.client import RequestFailed, StravaClient
 from bulkfetch.config import Config
 from bulkfetch.errors import BulkfetchError, CredentialError, Interrupted
-from bulkfetch.plan import Filters, fingerprint, next_before, pending_details, pending_streams, unlisted
+from bulkfetch.plan import (
+    Filters,
+    RequestPlan,
+    fingerprint,
+    next_before,
+    pending_details,
+    pending_streams,
+    request_plan,
+    unlisted,
+)
 from bulkfetch.quota import QuotaLedger
 from bulkfetch.scheduler import QuotaScheduler, WaitInfo, WaitPolicy
 from bulkfetch.store import Listing, RawStore, read_json
@@ -32,6 +41,7 @@ class FetchEvents(Protocol):
     """What the pipeline tells the user; `bulkfetch.progress` renders it (rich on a TTY, lines otherwise)."""
 
     def info(self, message: str) -> None: ...
+    def plan(self, plan: RequestPlan, scheduler: QuotaScheduler) -> None: ...
     def warn(self, message: str) -> None: ...
     def list_page(self, page: int, new_items: int, total: int) -> None: ...
     def details_planned(self, total: int, new: int, changed: int) -> None: ...
@@ -45,6 +55,7 @@ class FetchEvents(Protocol):
 class FetchOptions:
     filters: Filters = Filters()
     policy: WaitPolicy = WaitPolicy()
+    list_only: bool = False  # `bulkfetch plan`: refresh the list, fetch nothing else
 
 
 @dataclass
@@ -84,8 +95,12 @@ async def fetch_history(config: Config, options: FetchOptions, events: FetchEven
         if scope_lacks_read_all(client.tokens.tokens):
             events.warn("the token lacks activity:read_all: private ('Only You') activities will be missing;"
                         " run 'bulkfetch auth' to grant it")
+        if not options.list_only:
+            events.plan(current_plan(store, config, options.filters), scheduler)
         try:
             await _list(client, store, config, summary, events)
+            if options.list_only:
+                return summary
             await _fetch_details(client, store, config, options.filters, summary, events, scheduler)
             if config.fetch.streams:
                 await _fetch_streams(client, store, config, options.filters, summary, events, scheduler)
@@ -93,6 +108,12 @@ async def fetch_history(config: Config, options: FetchOptions, events: FetchEven
             summary.requests = client.requests_sent
             events.quota(scheduler)
     return summary
+
+
+def current_plan(store: RawStore, config: Config, filters: Filters) -> RequestPlan:
+    """The requests a fetch with `filters` needs, from what is on disk (the cached list)."""
+    return request_plan(store.catalog(), load_fetched_index(store), store.stream_ids() | store.no_stream_ids(),
+                        filters, per_page=config.fetch.per_page, streams=bool(config.fetch.streams))
 
 
 def restore_ledger(store: RawStore, config: Config, now: float) -> QuotaLedger:

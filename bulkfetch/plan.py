@@ -127,6 +127,48 @@ def pending_streams(
     return sorted(ids, key=lambda i: (start_epoch(catalog[i]) or 0, i), reverse=True)
 
 
+@dataclass(frozen=True)
+class RequestPlan:
+    """What a fetch will spend: list pages, detail and stream requests still to do, and what is done."""
+
+    list_pages: int
+    details: int
+    streams: int
+    details_done: int
+    streams_done: int
+
+    @property
+    def total(self) -> int:
+        return self.list_pages + self.details + self.streams
+
+
+def list_pages_needed(activities: int, per_page: int) -> int:
+    """Keyset paging stops at the first short page: a full last page costs one more (empty) request."""
+    return activities // per_page + 1
+
+
+def request_plan(
+    catalog: Mapping[int, Mapping[str, Any]],
+    fetched: Mapping[int, str],
+    streamed: set[int],
+    filters: Filters,
+    *,
+    per_page: int,
+    streams: bool,
+) -> RequestPlan:
+    """The requests a fetch needs given the cached list (a fresh listing lists the same history again)."""
+    details, _, _ = pending_details(catalog, fetched, filters)
+    pending = set(details)
+    accepted = [i for i, summary in catalog.items() if filters.accepts(summary)]
+    return RequestPlan(
+        list_pages=list_pages_needed(len(catalog), per_page),
+        details=len(details),
+        streams=sum(1 for i in accepted if i not in streamed or i in pending) if streams else 0,
+        details_done=sum(1 for i in accepted if i in fetched and i not in pending),
+        streams_done=sum(1 for i in accepted if i in streamed and i not in pending) if streams else 0,
+    )
+
+
 def unlisted(previous_ids: set[int], listed_ids: set[int]) -> tuple[set[int], bool]:
     """Activities that left the list, and whether tombstoning them is safe (see UNLIST_GUARD_*)."""
     gone = previous_ids - listed_ids

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from bulkfetch.plan import RequestPlan
 from bulkfetch.quota import KINDS, UsageView, estimate_finish
 from bulkfetch.scheduler import QuotaScheduler, WaitInfo
 
@@ -123,6 +124,10 @@ class Reporter:
         print(message, file=sys.stdout, flush=True)
         self._to_log(message)
 
+    def plan(self, plan: RequestPlan, scheduler: QuotaScheduler) -> None:
+        self._scheduler = scheduler
+        self.info(plan_text(plan, scheduler.view()))
+
     # -- listing and details ---------------------------------------------------------------------------------
     def list_page(self, page: int, new_items: int, total: int) -> None:
         if self._progress:
@@ -214,6 +219,22 @@ class Reporter:
         if self._log:
             self._log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {message}\n")
             self._log.flush()
+
+
+def plan_text(plan: RequestPlan, view: UsageView) -> str:
+    """'2,412 requests: today 640 left in the daily window, then 1,000 a day — done about Sat 14:00 UTC'."""
+    parts = [f"{plan.list_pages:,} list pages", f"{plan.details:,} details"]
+    if plan.streams or plan.streams_done:
+        parts.append(f"{plan.streams:,} streams")
+    head = f"plan: {plan.total:,} requests ({', '.join(parts)}; {plan.details_done:,} details already done)"
+    daily = view.get("read", "daily")
+    if daily.limit is None:
+        return head
+    finish = estimate_finish(plan.total, view.now, view)
+    left_today = max(0, daily.limit - daily.used)
+    when = "now" if finish <= view.now + 60 else f"about {utc_day_clock(finish)}"
+    return (f"{head}: {left_today:,} left in the current daily window, then {daily.limit:,} a day"
+            f" — done {when}")
 
 
 def quota_text(view: UsageView) -> str:
