@@ -1,0 +1,344 @@
+"""Strava JSON -> Arrow: the explicit schema of every Parquet table and the pure code that fills it.
+
+No I/O here. `build_tables` turns activities (list summary + detail, both parsed JSON) into one Arrow
+table per name in TABLES, column by column: each column is pulled out of the dicts with one list
+comprehension and converted by one `pa.array` call, with no per-row dicts in between.
+
+The schemas are fixed here, never inferred from the data: a field Strava omits is null, a field Strava
+adds is ignored (the raw JSON keeps it), and changing a column is a deliberate act that bumps
+SCHEMA_VERSION, which makes the next compaction rebuild every partition by itself.
+
+Coercion, the same for every value whatever its neighbours (see `coerce`):
+- int64: ints as they are; a float with an integral value becomes that int (314.0 -> 314); a fractional
+  float is rounded half to even (Python's `round`); bool, text, nan/inf or outside int64 -> null.
+- float64: ints and floats as floats; bool and text -> null.
+- bool: only true/false; anything else (0, 1, "true") -> null.
+- string: text as it is; an int or float becomes its decimal text (JSON's form); anything else -> null.
+- start_date (timestamp[us, UTC]): ISO 8601 text with a zone offset (Strava sends `Z`), converted to
+  UTC; text without an offset or that does not parse -> null.
+- start_date_local (naive timestamp[us]): Strava's local wall-clock time. It carries a misleading `Z`,
+  so any zone marker is dropped, never applied; text that does not parse -> null.
+- A missing key, a null, or a value of a wrong kind in a nested path (a list where an object belongs)
+  -> null.
+
+An activity row takes each field from the list summary (the newest copy: it is re-listed on every
+fetch) and, where the summary lacks it or has null, from the detail. Split, lap and effort rows come
+from the detail only; their `activity_id` is the id of the activity they were stored under.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+SCHEMA_VERSION = 1
+
+TABLES = ("activities", "splits_metric", "splits_standard", "laps", "best_efforts", "segment_efforts")
+
+I64 = pa.int64()
+F64 = pa.float64()
+BOOL = pa.bool_()
+STR = pa.string()
+UTC_TIME = pa.timestamp("us", tz="UTC")
+LOCAL_TIME = pa.timestamp("us")
+
+Path_ = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Column:
+    """One Parquet column: its name, Arrow type and where its value sits in the JSON object.
+
+    `path` steps through objects by key and through lists by index (`("start_latlng", 0)`).
+    `from_activity` columns of a child table (a split's `start_date`) come from the activity's row.
+    """
+
+    name: str
+    type: pa.DataType
+    path: Path_
+    from_activity: bool = False
+
+
+def _cols(type_: pa.DataType, *names: str) -> list[Column]:
+    return [Column(name, type_, (name,)) for name in names]
+
+
+def _nested(type_: pa.DataType, prefix: str, *keys: str) -> list[Column]:
+    return [Column(f"{prefix}_{key}", type_, (prefix, key)) for key in keys]
+
+
+ACTIVITY_COLUMNS: tuple[Column, ...] = (
+    Column("id", I64, ("id",)),
+    Column("has_detail", BOOL, ()),  # filled by build_tables: was a detail file there?
+    *_cols(STR, "name", "sport_type", "type"),
+    *_cols(I64, "workout_type"),
+    Column("start_date", UTC_TIME, ("start_date",)),
+    Column("start_date_local", LOCAL_TIME, ("start_date_local",)),
+    *_cols(STR, "timezone"),
+    *_cols(F64, "utc_offset", "distance"),
+    *_cols(I64, "moving_time", "elapsed_time"),
+    *_cols(F64, "total_elevation_gain", "elev_high", "elev_low", "average_speed", "max_speed"),
+    *_cols(BOOL, "has_heartrate"),
+    *_cols(F64, "average_heartrate", "max_heartrate", "average_cadence", "average_temp", "average_watts"),
+    *_cols(I64, "weighted_average_watts", "max_watts"),
+    *_cols(F64, "kilojoules"),
+    *_cols(BOOL, "device_watts"),
+    *_cols(F64, "calories", "suffer_score", "perceived_exertion"),
+    *_cols(BOOL, "prefer_perceived_exertion", "heartrate_opt_out", "display_hide_heartrate_option"),
+    *_cols(STR, "description", "device_name", "gear_id"),
+    Column("gear_name", STR, ("gear", "name")),
+    *_cols(BOOL, "trainer", "commute", "manual", "private", "flagged", "hide_from_home",
+           "from_accepted_tag", "has_kudoed"),
+    *_cols(STR, "visibility"),
+    *_cols(I64, "achievement_count", "kudos_count", "comment_count", "athlete_count", "photo_count",
+           "total_photo_count", "pr_count"),
+    Column("start_lat", F64, ("start_latlng", 0)),
+    Column("start_lng", F64, ("start_latlng", 1)),
+    Column("end_lat", F64, ("end_latlng", 0)),
+    Column("end_lng", F64, ("end_latlng", 1)),
+    *_cols(STR, "location_city", "location_state", "location_country"),
+    Column("athlete_id", I64, ("athlete", "id")),
+    *_nested(STR, "map", "id", "summary_polyline", "polyline"),
+    *_cols(STR, "external_id"),
+    *_cols(I64, "upload_id"),
+    *_cols(STR, "upload_id_str"),
+)
+
+_ACTIVITY_ID = Column("activity_id", I64, ("id",), from_activity=True)
+
+SPLIT_COLUMNS: tuple[Column, ...] = (
+    _ACTIVITY_ID,
+    Column("start_date", UTC_TIME, ("start_date",), from_activity=True),
+    Column("sport_type", STR, ("sport_type",), from_activity=True),
+    *_cols(I64, "split"),
+    *_cols(F64, "distance"),
+    *_cols(I64, "elapsed_time", "moving_time"),
+    *_cols(F64, "elevation_difference", "average_speed", "average_grade_adjusted_speed", "average_heartrate"),
+    *_cols(I64, "pace_zone"),
+)
+
+_EFFORT_HEAD: tuple[Column, ...] = (
+    Column("id", I64, ("id",)),
+    _ACTIVITY_ID,
+    Column("athlete_id", I64, ("athlete", "id")),
+    *_cols(STR, "name"),
+    Column("start_date", UTC_TIME, ("start_date",)),
+    Column("start_date_local", LOCAL_TIME, ("start_date_local",)),
+    *_cols(I64, "elapsed_time", "moving_time"),
+    *_cols(F64, "distance"),
+    *_cols(I64, "start_index", "end_index"),
+)
+
+LAP_COLUMNS: tuple[Column, ...] = (
+    *_EFFORT_HEAD,
+    *_cols(I64, "lap_index", "split"),
+    *_cols(F64, "total_elevation_gain", "average_speed", "max_speed", "average_cadence", "average_watts"),
+    *_cols(BOOL, "device_watts"),
+    *_cols(F64, "average_heartrate", "max_heartrate"),
+    *_cols(I64, "pace_zone"),
+)
+
+BEST_EFFORT_COLUMNS: tuple[Column, ...] = (
+    *_EFFORT_HEAD,
+    *_cols(I64, "pr_rank"),
+)
+
+SEGMENT_EFFORT_COLUMNS: tuple[Column, ...] = (
+    *_EFFORT_HEAD,
+    *_cols(F64, "average_cadence", "average_watts"),
+    *_cols(BOOL, "device_watts"),
+    *_cols(F64, "average_heartrate", "max_heartrate"),
+    *_cols(I64, "pr_rank", "kom_rank"),
+    *_cols(BOOL, "hidden"),
+    *_cols(STR, "visibility"),
+    Column("segment_id", I64, ("segment", "id")),
+    *_nested(STR, "segment", "name", "activity_type"),
+    *_nested(F64, "segment", "distance", "average_grade", "maximum_grade", "elevation_high", "elevation_low"),
+    Column("segment_climb_category", I64, ("segment", "climb_category")),
+    *_nested(STR, "segment", "city", "state", "country"),
+    *_nested(BOOL, "segment", "private", "hazardous"),
+)
+
+COLUMNS: dict[str, tuple[Column, ...]] = {
+    "activities": ACTIVITY_COLUMNS,
+    "splits_metric": SPLIT_COLUMNS,
+    "splits_standard": SPLIT_COLUMNS,
+    "laps": LAP_COLUMNS,
+    "best_efforts": BEST_EFFORT_COLUMNS,
+    "segment_efforts": SEGMENT_EFFORT_COLUMNS,
+}
+
+# The key of each child table's list inside DetailedActivity (all of them are named like the table).
+CHILD_KEYS = {name: name for name in TABLES if name != "activities"}
+
+_METADATA = {b"bulkfetch.schema_version": str(SCHEMA_VERSION).encode()}
+SCHEMAS: dict[str, pa.Schema] = {
+    name: pa.schema([pa.field(c.name, c.type) for c in columns], metadata=_METADATA)
+    for name, columns in COLUMNS.items()
+}
+
+
+# -- coercion ------------------------------------------------------------------------------------------
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def coerce(value: Any, type_: pa.DataType) -> Any:
+    """One JSON value as the Python value of a column of `type_` (or None), per the module's rules.
+
+    Timestamp columns take text only here; parsing it is `to_array`'s job.
+    """
+    kind = type(value)
+    if value is None or kind is bool and type_ != BOOL:
+        return None
+    if type_ == I64:
+        if kind is int:
+            return value if _INT64_MIN <= value <= _INT64_MAX else None
+        if kind is float and math.isfinite(value):
+            rounded = round(value)
+            return rounded if _INT64_MIN <= rounded <= _INT64_MAX else None
+        return None
+    if type_ == F64:
+        if kind is float:
+            return value
+        if kind is int:
+            try:
+                return float(value)
+            except OverflowError:
+                return None
+        return None
+    if type_ == BOOL:
+        return value if kind is bool else None
+    if type_ == STR:
+        if kind is str:
+            return value
+        return repr(value) if kind is float else str(value) if kind is int else None
+    if pa.types.is_timestamp(type_):
+        return value if kind is str else None
+    raise TypeError(f"no coercion rule for {type_}")
+
+
+# What `pa.array(values)` may infer for a column to be taken without looking at each value.
+_FAST_TYPES = {
+    I64: (I64,),
+    F64: (F64, I64),
+    BOOL: (BOOL,),
+    STR: (STR,),
+    UTC_TIME: (STR,),
+    LOCAL_TIME: (STR,),
+}
+_ZONE_SUFFIX = r"(Z|z|[+-]\d\d(:?\d\d)?)$"
+
+
+def to_array(values: Sequence[Any], type_: pa.DataType) -> pa.Array:
+    """A column of `type_` from JSON values, equal to coercing each value with `coerce` (then parsing).
+
+    Fast path: let Arrow infer the list in C; if it inferred a type the column accepts as is, cast it.
+    Only a column with a stray value (a float among ints, a bool, text in a number) goes value by value.
+    """
+    try:
+        inferred = pa.array(values)
+    except (pa.ArrowException, OverflowError, TypeError, ValueError):
+        inferred = None
+    if inferred is not None and (inferred.type == pa.null() or inferred.type in _FAST_TYPES[type_]):
+        if inferred.type == F64 and type_ == F64:
+            array = inferred
+        elif pa.types.is_timestamp(type_) or inferred.type == pa.null():
+            array = inferred.cast(STR if pa.types.is_timestamp(type_) else type_)
+        else:
+            try:
+                array = inferred.cast(type_)
+            except pa.ArrowException:  # e.g. an int beyond 2**53 into float64: take the exact route
+                array = pa.array([coerce(v, type_) for v in values], type=type_)
+    else:
+        array = pa.array([coerce(v, type_) for v in values], type=STR if pa.types.is_timestamp(type_) else type_)
+    if not pa.types.is_timestamp(type_):
+        return array
+    if type_.tz is None:
+        array = pc.replace_substring_regex(array, pattern=_ZONE_SUFFIX, replacement="")
+    return _cast_or_null(array, type_)
+
+
+def _cast_or_null(array: pa.Array, type_: pa.DataType) -> pa.Array:
+    """Cast text to timestamps; a value Arrow cannot parse becomes null (found by halving, so a clean
+    column costs one cast and each bad value about log2(n) more)."""
+    try:
+        return array.cast(type_)
+    except pa.ArrowException:
+        if len(array) <= 1:
+            return pa.nulls(len(array), type_)
+        half = len(array) // 2
+        return pa.concat_arrays([_cast_or_null(array[:half], type_), _cast_or_null(array[half:], type_)])
+
+
+# -- extraction ----------------------------------------------------------------------------------------
+_EMPTY: Mapping[str, Any] = {}
+
+
+def _values(rows: Sequence[Mapping[str, Any]], path: Path_) -> list[Any]:
+    """The value at `path` in each row (rows are dicts); None where any step is missing or of a wrong kind."""
+    first = path[0]
+    level = [row.get(first) for row in rows]
+    for step in path[1:]:
+        if isinstance(step, int):
+            level = [v[step] if type(v) is list and len(v) > step else None for v in level]
+        else:
+            level = [v.get(step) if type(v) is dict else None for v in level]
+    return level
+
+
+ActivityInput = tuple[int, Mapping[str, Any] | None, Mapping[str, Any] | None]
+
+
+def build_tables(activities: Sequence[ActivityInput]) -> dict[str, pa.Table]:
+    """One Arrow table per name in TABLES from `(id, summary, detail)` triples, in the order given.
+
+    `summary` is the list item (None if the activity was never listed), `detail` the DetailedActivity
+    (None if it was not fetched). Tables without rows are returned empty, with their schema.
+    """
+    ids = [activity_id for activity_id, _, _ in activities]
+    summaries = [s if isinstance(s, dict) else _EMPTY for _, s, _ in activities]
+    details = [d if isinstance(d, dict) else _EMPTY for _, _, d in activities]
+    has_detail = [isinstance(d, dict) for _, _, d in activities]
+
+    activity_arrays: dict[str, pa.Array] = {}
+    for column in ACTIVITY_COLUMNS:
+        if column.name == "id":
+            activity_arrays["id"] = pa.array(ids, type=I64)
+        elif column.name == "has_detail":
+            activity_arrays["has_detail"] = pa.array(has_detail, type=BOOL)
+        else:
+            from_summary = _values(summaries, column.path)
+            from_detail = _values(details, column.path)
+            merged = [s if s is not None else d for s, d in zip(from_summary, from_detail)]
+            activity_arrays[column.name] = to_array(merged, column.type)
+    tables = {"activities": pa.Table.from_arrays(list(activity_arrays.values()), schema=SCHEMAS["activities"])}
+
+    for name, key in CHILD_KEYS.items():
+        children: list[Mapping[str, Any]] = []
+        parents: list[int] = []
+        for index, detail in enumerate(details):
+            items = detail.get(key)
+            if type(items) is list and items:
+                kept = [item for item in items if type(item) is dict]
+                children.extend(kept)
+                parents.extend([index] * len(kept))
+        parent_index = pa.array(parents, type=pa.int32())
+        arrays = []
+        for column in COLUMNS[name]:
+            if column.from_activity:
+                arrays.append(activity_arrays[column.path[0]].take(parent_index))
+            else:
+                arrays.append(to_array(_values(children, column.path), column.type) if children
+                              else pa.array([], type=column.type))
+        tables[name] = pa.Table.from_arrays(arrays, schema=SCHEMAS[name])
+    return tables
+
+
+def utc_years(start_dates: Sequence[Any]) -> list[int | None]:
+    """The UTC calendar year of each `start_date` value, parsed as the `start_date` column parses it."""
+    return pc.year(to_array(start_dates, UTC_TIME)).to_pylist()
