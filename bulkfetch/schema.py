@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 import pyarrow as pa
@@ -276,18 +277,28 @@ def _cast_or_null(array: pa.Array, type_: pa.DataType) -> pa.Array:
 
 
 # -- extraction ----------------------------------------------------------------------------------------
-_EMPTY: Mapping[str, Any] = {}
+_EMPTY: dict[str, Any] = {}
+_GET = dict.get
 
 
-def _values(rows: Sequence[Mapping[str, Any]], path: Path_) -> list[Any]:
-    """The value at `path` in each row (rows are dicts); None where any step is missing or of a wrong kind."""
-    first = path[0]
-    level = [row.get(first) for row in rows]
-    for step in path[1:]:
+def _values(rows: Sequence[dict[str, Any]], path: Path_, cache: dict[Path_, list[Any]]) -> list[Any]:
+    """The value at `path` in each row (rows are dicts); None where any step is missing or of a wrong kind.
+
+    `cache` keeps the intermediate levels, so twelve `segment.*` columns look up `segment` once.
+    """
+    if path in cache:
+        return cache[path]
+    if len(path) == 1:
+        level = list(map(_GET, rows, repeat(path[0])))  # a C loop: no bytecode per row
+    else:
+        parent = _values(rows, path[:-1], cache)
+        step = path[-1]
         if isinstance(step, int):
-            level = [v[step] if type(v) is list and len(v) > step else None for v in level]
+            level = [v[step] if type(v) is list and len(v) > step else None for v in parent]
         else:
-            level = [v.get(step) if type(v) is dict else None for v in level]
+            level = [v.get(step) if type(v) is dict else None for v in parent]
+    if len(path) < 2:
+        cache[path] = level
     return level
 
 
@@ -306,20 +317,23 @@ def build_tables(activities: Sequence[ActivityInput]) -> dict[str, pa.Table]:
     has_detail = [isinstance(d, dict) for _, _, d in activities]
 
     activity_arrays: dict[str, pa.Array] = {}
+    summary_cache: dict[Path_, list[Any]] = {}
+    detail_cache: dict[Path_, list[Any]] = {}
     for column in ACTIVITY_COLUMNS:
         if column.name == "id":
             activity_arrays["id"] = pa.array(ids, type=I64)
         elif column.name == "has_detail":
             activity_arrays["has_detail"] = pa.array(has_detail, type=BOOL)
         else:
-            from_summary = _values(summaries, column.path)
-            from_detail = _values(details, column.path)
+            from_summary = _values(summaries, column.path, summary_cache)
+            from_detail = _values(details, column.path, detail_cache)
             merged = [s if s is not None else d for s, d in zip(from_summary, from_detail)]
             activity_arrays[column.name] = to_array(merged, column.type)
     tables = {"activities": pa.Table.from_arrays(list(activity_arrays.values()), schema=SCHEMAS["activities"])}
 
     for name, key in CHILD_KEYS.items():
-        children: list[Mapping[str, Any]] = []
+        children: list[dict[str, Any]] = []
+        cache: dict[Path_, list[Any]] = {}
         parents: list[int] = []
         for index, detail in enumerate(details):
             items = detail.get(key)
@@ -333,7 +347,7 @@ def build_tables(activities: Sequence[ActivityInput]) -> dict[str, pa.Table]:
             if column.from_activity:
                 arrays.append(activity_arrays[column.path[0]].take(parent_index))
             else:
-                arrays.append(to_array(_values(children, column.path), column.type) if children
+                arrays.append(to_array(_values(children, column.path, cache), column.type) if children
                               else pa.array([], type=column.type))
         tables[name] = pa.Table.from_arrays(arrays, schema=SCHEMAS[name])
     return tables

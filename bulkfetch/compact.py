@@ -1,0 +1,447 @@
+"""Compaction: the raw JSON under a RawStore -> hive-partitioned Parquet, one file per table and year.
+
+Layout: `parquet_dir/<table>/year=YYYY/part-0.parquet`, `year` being the UTC year of the activity's
+`start_date` (the summary's; the detail's if the summary has none; 0 if neither parses). `year` lives
+in the folder name only, never inside the files (Spark refuses a column that is in both).
+
+Incremental: each year's inputs get a fingerprint (see `year_fingerprint`); `state/compact.json` keeps
+the fingerprint each partition was written from, and a year whose fingerprint and files are unchanged
+is skipped. A new SCHEMA_VERSION, another parquet_dir or `rebuild=True` rewrite every year.
+
+Atomic: a partition file is written to a hidden temporary name in its folder, fsynced and
+`os.replace`d, so readers see the old file or the new one. The manifest entry for a year is written
+after that year's files, so a crash leaves that year unrecorded and the next run rewrites it.
+
+Bounded memory: a year is read in chunks of CHUNK_ACTIVITIES details, turned into Arrow at once, and
+written as row groups once ROW_GROUP_BYTES of Arrow data are buffered; no step holds a year's raw JSON.
+
+Parallel: when at least two years need writing and they hold enough raw bytes for it to pay (see
+`bench/compact.py`), years are written by PARALLEL_WORKERS processes.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import gc
+import hashlib
+import multiprocessing
+import os
+import secrets
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bulkfetch.errors import LockedError, WriteError
+from bulkfetch.schema import SCHEMA_VERSION, SCHEMAS, TABLES, build_tables, utc_years
+from bulkfetch.store import TEMP_MARK, RawStore, ensure_dir, is_temp_file
+
+MANIFEST = "compact"  # state/compact.json
+PART_FILE = "part-0.parquet"
+UNKNOWN_YEAR = 0
+CHUNK_ACTIVITIES = 256
+ROW_GROUP_BYTES = 64 << 20
+PARALLEL_WORKERS = 2
+# Below this much raw JSON to rewrite, starting worker processes costs more than it saves.
+PARALLEL_MIN_BYTES = 16 << 20
+COMPRESSION = "zstd"
+
+
+@dataclass(frozen=True)
+class CompactResult:
+    written: dict[str, list[int]]  # table -> years whose partition file was rewritten or removed
+    skipped_years: list[int]  # years whose inputs did not change
+    rows: dict[str, int]  # rows written per table in this call
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One activity of a partition: its list summary and, if fetched, its detail file's identity."""
+
+    activity_id: int
+    summary: dict[str, Any]
+    detail_path: Path | None
+    detail_size: int = 0
+    detail_mtime_ns: int = 0
+
+
+@dataclass(frozen=True)
+class YearJob:
+    year: int
+    parquet_dir: Path
+    entries: list[Entry]
+
+
+@dataclass
+class YearOutcome:
+    year: int
+    rows: dict[str, int] = field(default_factory=dict)
+    changed_tables: list[str] = field(default_factory=list)  # written, or removed because now empty
+
+
+def compact(store: RawStore, parquet_dir: Path, *, rebuild: bool = False,
+            on_progress: Callable[[int, int], None] | None = None) -> CompactResult:
+    """Bring `parquet_dir` up to date with the raw JSON in `store`; rewrite only years that changed.
+
+    `on_progress(done_years, total_years)` is called with 0 first and after each year written.
+    Raises WriteError if a file cannot be written (the previous partitions stay intact) and
+    LockedError if another compaction of the same store is running.
+    """
+    ensure_dir(store.state_dir)
+    ensure_dir(parquet_dir)
+    with _compact_lock(store.state_dir):
+        _sweep_temp_files(parquet_dir)
+        by_year = partition_entries(store)
+        fingerprints = {year: year_fingerprint(entries) for year, entries in by_year.items()}
+        manifest = _load_manifest(store, parquet_dir, rebuild=rebuild)
+        recorded = manifest["years"]
+
+        todo = [year for year in sorted(by_year)
+                if not _is_current(recorded.get(str(year)), fingerprints[year], parquet_dir, year)]
+        skipped = [year for year in sorted(by_year) if year not in todo]
+        written: dict[str, set[int]] = {table: set() for table in TABLES}
+        rows = {table: 0 for table in TABLES}
+
+        for year in sorted(_years_on_disk(parquet_dir) | {int(y) for y in recorded}):
+            if year not in by_year:  # every activity of that year is gone: its partitions go too
+                for table in _remove_year(parquet_dir, year):
+                    written[table].add(year)
+                recorded.pop(str(year), None)
+        store.write_state(MANIFEST, manifest)
+
+        if on_progress:
+            on_progress(0, len(todo))
+        jobs = [YearJob(year, parquet_dir, by_year[year]) for year in todo]
+        for done, outcome in enumerate(_run_jobs(jobs), start=1):
+            for table in outcome.changed_tables:
+                written[table].add(outcome.year)
+            for table, count in outcome.rows.items():
+                rows[table] += count
+            recorded[str(outcome.year)] = {
+                "fingerprint": fingerprints[outcome.year],
+                "tables": [t for t in TABLES if outcome.rows.get(t)],
+            }
+            store.write_state(MANIFEST, manifest)
+            if on_progress:
+                on_progress(done, len(todo))
+
+    return CompactResult(written={t: sorted(y) for t, y in written.items()}, skipped_years=skipped, rows=rows)
+
+
+# -- inputs --------------------------------------------------------------------------------------------
+def partition_entries(store: RawStore) -> dict[int, list[Entry]]:
+    """The catalog's activities by partition year, each year ordered by (start_date, id).
+
+    An activity's detail counts if its file is there; its size and mtime_ns are taken now, before
+    anything reads it, so a file replaced later changes the next run's fingerprint.
+    """
+    catalog = store.catalog()
+    detail_ids = store.detail_ids()
+    ids = sorted(catalog)
+    years = utc_years([catalog[i].get("start_date") for i in ids])
+    by_year: dict[int, list[Entry]] = {}
+    for activity_id, year in zip(ids, years):
+        summary = catalog[activity_id]
+        path = store.detail_path(activity_id) if activity_id in detail_ids else None
+        size = mtime_ns = 0
+        if path is not None:
+            try:
+                info = path.stat()
+                size, mtime_ns = info.st_size, info.st_mtime_ns
+            except FileNotFoundError:
+                path = None
+        if year is None:
+            year = _detail_year(path)
+        by_year.setdefault(year, []).append(Entry(activity_id, summary, path, size, mtime_ns))
+    for entries in by_year.values():
+        entries.sort(key=lambda e: (str(e.summary.get("start_date") or ""), e.activity_id))
+    return by_year
+
+
+def _detail_year(path: Path | None) -> int:
+    detail = _read_detail(path)
+    year = utc_years([detail.get("start_date")])[0] if detail else None
+    return UNKNOWN_YEAR if year is None else year
+
+
+def year_fingerprint(entries: Sequence[Entry]) -> str:
+    """A digest of everything a year's partitions are built from.
+
+    It covers SCHEMA_VERSION, the ids in order, each summary's full content (kudos included: they are
+    columns) and each detail file's size and mtime_ns (details are replaced whole, never edited).
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"schema {SCHEMA_VERSION}\n".encode())
+    for entry in entries:
+        digest.update(f"{entry.activity_id} {entry.detail_path is not None} {entry.detail_size} "
+                      f"{entry.detail_mtime_ns}\n".encode())
+        digest.update(orjson.dumps(entry.summary, option=orjson.OPT_SORT_KEYS))
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def _read_detail(path: Path | None) -> dict[str, Any] | None:
+    """A stored detail, or None if it is gone or damaged (written atomically, so damage came from
+    outside): the activity then keeps its summary row with has_detail false, and the run goes on."""
+    if path is None:
+        return None
+    try:
+        detail = orjson.loads(path.read_bytes())
+    except (FileNotFoundError, orjson.JSONDecodeError):
+        return None
+    return detail if isinstance(detail, dict) else None
+
+
+# -- manifest ------------------------------------------------------------------------------------------
+def _load_manifest(store: RawStore, parquet_dir: Path, *, rebuild: bool) -> dict[str, Any]:
+    """The recorded fingerprints, or a fresh manifest (everything gets rewritten) when they cannot be
+    trusted: `rebuild`, another schema version, another parquet_dir, or a damaged file."""
+    fresh = {"schema_version": SCHEMA_VERSION, "parquet_dir": str(parquet_dir.resolve()), "years": {}}
+    manifest = store.read_state(MANIFEST, None)
+    if (rebuild or not isinstance(manifest, dict) or not isinstance(manifest.get("years"), dict)
+            or {k: manifest.get(k) for k in ("schema_version", "parquet_dir")}
+            != {k: fresh[k] for k in ("schema_version", "parquet_dir")}):
+        # Keep the years so that partitions of years no longer in the catalog are still cleaned up.
+        old_years = manifest.get("years") if isinstance(manifest, dict) else None
+        fresh["years"] = {y: {} for y in old_years if str(y).lstrip("-").isdigit()} if isinstance(
+            old_years, dict) else {}
+        return fresh
+    return manifest
+
+
+def _is_current(record: Any, fingerprint: str, parquet_dir: Path, year: int) -> bool:
+    if not isinstance(record, dict) or record.get("fingerprint") != fingerprint:
+        return False
+    tables = record.get("tables")
+    if not isinstance(tables, list):
+        return False
+    return all(partition_path(parquet_dir, table, year).exists() == (table in tables) for table in TABLES)
+
+
+# -- layout --------------------------------------------------------------------------------------------
+def partition_path(parquet_dir: Path, table: str, year: int) -> Path:
+    return parquet_dir / table / f"year={year}" / PART_FILE
+
+
+def _years_on_disk(parquet_dir: Path) -> set[int]:
+    years = set()
+    for table in TABLES:
+        folder = parquet_dir / table
+        if folder.is_dir():
+            for child in folder.iterdir():
+                value = child.name.removeprefix("year=")
+                if child.name.startswith("year=") and value.lstrip("-").isdigit():
+                    years.add(int(value))
+    return years
+
+
+def _remove_year(parquet_dir: Path, year: int) -> list[str]:
+    removed = []
+    for table in TABLES:
+        path = partition_path(parquet_dir, table, year)
+        if path.exists():
+            _unlink(path)
+            removed.append(table)
+        _remove_empty_dir(path.parent)
+    return removed
+
+
+def _sweep_temp_files(parquet_dir: Path) -> None:
+    for path in parquet_dir.glob(f"*/year=*/.*{TEMP_MARK}*"):
+        if is_temp_file(path):
+            path.unlink(missing_ok=True)
+
+
+@contextmanager
+def _compact_lock(state_dir: Path) -> Iterator[None]:
+    """One compaction per store at a time (a second one would sweep the first one's temporary files)."""
+    fd = os.open(state_dir / "compact.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LockedError(f"another compaction is writing Parquet from {state_dir.parent}",
+                              hint="wait for it to finish") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+# -- running -------------------------------------------------------------------------------------------
+def _run_jobs(jobs: list[YearJob]) -> Iterator[YearOutcome]:
+    """Outcomes as years finish: all in this process, or, when it pays, shared with one worker process.
+
+    This process keeps working while the worker starts (its start-up is hidden), and takes the next
+    biggest year whenever it is free; the worker always has two years queued behind its current one.
+    """
+    raw_bytes = sum(e.detail_size for job in jobs for e in job.entries)
+    if len(jobs) < 2 or raw_bytes < PARALLEL_MIN_BYTES:
+        for job in jobs:
+            yield write_year(job)
+        return
+    # forkserver: the worker forks from a clean server process, never from a caller that may hold threads.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["bulkfetch.compact"])
+    queue = sorted(jobs, key=lambda job: -sum(e.detail_size for e in job.entries))
+    with ProcessPoolExecutor(max_workers=PARALLEL_WORKERS - 1, mp_context=context) as pool:
+        in_worker: list[Future[YearOutcome]] = []
+        try:
+            while queue or in_worker:
+                while queue and len(in_worker) < 3:
+                    in_worker.append(pool.submit(write_year, queue.pop()))  # smallest first to the worker
+                for future in [f for f in in_worker if f.done()]:
+                    in_worker.remove(future)
+                    yield future.result()
+                if queue:
+                    yield write_year(queue.pop(0))
+                elif in_worker:
+                    wait(in_worker, return_when=FIRST_COMPLETED)
+        finally:
+            for future in in_worker:
+                future.cancel()
+
+
+def write_year(job: YearJob) -> YearOutcome:
+    """Write every table's partition of one year from its raw JSON; remove a table's file if it has
+    no rows now. All tables are written aside first, then each replaces its old file."""
+    with _gc_paused():
+        return _write_year(job)
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic GC while a year is parsed: parsed JSON holds no cycles, and collections that walk
+    hundreds of thousands of fresh dicts again and again cost more than the parse itself."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _write_year(job: YearJob) -> YearOutcome:
+    outcome = YearOutcome(job.year)
+    writers = {table: _PartitionWriter(partition_path(job.parquet_dir, table, job.year), table)
+               for table in TABLES}
+    try:
+        for start in range(0, len(job.entries), CHUNK_ACTIVITIES):
+            chunk = job.entries[start:start + CHUNK_ACTIVITIES]
+            tables = build_tables([(e.activity_id, e.summary, _read_detail(e.detail_path)) for e in chunk])
+            for table, data in tables.items():
+                if data.num_rows:
+                    writers[table].add(data)
+        for writer in writers.values():
+            writer.close()
+        for table, writer in writers.items():
+            outcome.rows[table] = writer.rows
+            if writer.commit():
+                outcome.changed_tables.append(table)
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+    return outcome
+
+
+class _PartitionWriter:
+    """One partition file, written to a temporary name as row groups and swapped in by `commit`."""
+
+    def __init__(self, target: Path, table: str) -> None:
+        self.target = target
+        self.schema = SCHEMAS[table]
+        self.temp = target.with_name(f".{target.name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
+        self.rows = 0
+        self._buffer: list[pa.Table] = []
+        self._buffered_bytes = 0
+        self._writer: pq.ParquetWriter | None = None
+
+    def add(self, data: pa.Table) -> None:
+        self._buffer.append(data)
+        self._buffered_bytes += data.nbytes
+        self.rows += data.num_rows
+        if self._buffered_bytes >= ROW_GROUP_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._buffer:
+            return
+        try:
+            if self._writer is None:
+                ensure_dir(self.target.parent)
+                self._writer = pq.ParquetWriter(self.temp, self.schema, compression=COMPRESSION)
+            data = pa.concat_tables(self._buffer)
+            self._writer.write_table(data, row_group_size=data.num_rows)
+        except OSError as exc:
+            raise WriteError(f"cannot write {self.target} ({exc})",
+                             hint="check the folder and rerun: the previous Parquet files are intact") from None
+        self._buffer, self._buffered_bytes = [], 0
+
+    def close(self) -> None:
+        """Finish the temporary file and make it durable; nothing is visible to readers yet."""
+        self._flush()
+        if self._writer is None:
+            return
+        try:
+            self._writer.close()
+            fd = os.open(self.temp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise WriteError(f"cannot write {self.target} ({exc})",
+                             hint="check the folder and rerun: the previous Parquet files are intact") from None
+
+    def commit(self) -> bool:
+        """Swap the new file in (or remove the old one if the table has no rows); True if anything changed."""
+        try:
+            if self._writer is not None:
+                os.replace(self.temp, self.target)
+                _fsync_dir(self.target.parent)
+                return True
+            if self.target.exists():
+                _unlink(self.target)
+                _remove_empty_dir(self.target.parent)
+                return True
+            return False
+        except OSError as exc:
+            raise WriteError(f"cannot replace {self.target} ({exc})",
+                             hint="check the folder and rerun: rerunning rewrites this year") from None
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            except Exception:  # noqa: BLE001 - already failing; the temporary file goes either way
+                pass
+        self.temp.unlink(missing_ok=True)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise WriteError(f"cannot remove {path} ({exc.strerror})", hint="check the folder and rerun") from None
+
+
+def _remove_empty_dir(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass  # not empty, or already gone
