@@ -245,6 +245,8 @@ def to_array(values: Sequence[Any], type_: pa.DataType) -> pa.Array:
         inferred = pa.array(values)
     except (pa.ArrowException, OverflowError, TypeError, ValueError):
         inferred = None
+    if inferred is not None and inferred.type in (F64, I64) and bool in set(map(type, values)):
+        inferred = None  # Arrow reads true as 1 in a column it inferred as numbers; the rule says null
     if inferred is not None and (inferred.type == pa.null() or inferred.type in _FAST_TYPES[type_]):
         if inferred.type == F64 and type_ == F64:
             array = inferred
