@@ -1,0 +1,381 @@
+"""compact: values equal raw, DuckDB and Spark answer the pace question, incremental, atomic, bench smoke."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+import bulkfetch.compact as compact_module
+from bench.compact import write_synthetic_store
+from bulkfetch.compact import compact, partition_path
+from bulkfetch.errors import WriteError
+from bulkfetch.schema import TABLES
+from bulkfetch.store import RawStore
+
+REPO = Path(__file__).resolve().parent.parent
+YEARS = (2019, 2021)
+COUNT = 60
+
+
+def read(parquet_dir: Path, table: str) -> list[dict]:
+    return ds.dataset(parquet_dir / table, format="parquet", partitioning="hive").to_table().to_pylist()
+
+
+def snapshot(parquet_dir: Path) -> dict[str, int]:
+    """Every partition file and its mtime_ns: what a run touched."""
+    return {str(p.relative_to(parquet_dir)): p.stat().st_mtime_ns for p in parquet_dir.rglob("*.parquet")}
+
+
+def add_listing(store: RawStore, summaries: list[dict]) -> None:
+    """A new complete listing (what the next fetch would write), newest first."""
+    time.sleep(1.01)  # listing folders are named by the second
+    listing = store.new_listing(time.time())
+    ordered = sorted(summaries, key=lambda s: s["start_date"], reverse=True)
+    for page in range(0, len(ordered), 200):
+        listing.write_page(page // 200 + 1, orjson.dumps(ordered[page:page + 200]))
+    listing.mark_complete(len(ordered))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[RawStore, Path]:
+    """A store of COUNT synthetic activities (some without detail, one deleted) and its compaction."""
+    data = tmp_path_factory.mktemp("built")
+    store = write_synthetic_store(data / "data", COUNT, seed=7, years=YEARS, detail_share=0.85)
+    deleted = sorted(store.catalog())[5]
+    store.add_tombstones([deleted], "not_found", time.time())
+    parquet_dir = data / "parquet"
+    compact(store, parquet_dir)
+    return store, parquet_dir
+
+
+@pytest.fixture
+def fresh(tmp_path) -> tuple[RawStore, Path]:
+    store = write_synthetic_store(tmp_path / "data", 30, seed=3, years=YEARS, detail_share=0.9)
+    return store, tmp_path / "parquet"
+
+
+# -- values ----------------------------------------------------------------------------------------------
+def test_layout_is_one_file_per_table_and_year_without_a_year_column(built):
+    store, parquet_dir = built
+    years = {datetime.fromisoformat(s["start_date"].replace("Z", "+00:00")).year
+             for s in store.catalog().values()}
+    assert years == set(range(YEARS[0], YEARS[1] + 1))
+    for table in TABLES:
+        folders = sorted(p.name for p in (parquet_dir / table).iterdir())
+        assert folders == [f"year={y}" for y in sorted(years)], table
+        for year in years:
+            files = list((parquet_dir / table / f"year={year}").iterdir())
+            assert [f.name for f in files] == ["part-0.parquet"]
+            assert "year" not in pq.read_schema(files[0]).names
+
+
+def test_activities_are_the_catalog_with_has_detail(built):
+    store, parquet_dir = built
+    catalog = store.catalog()
+    rows = {r["id"]: r for r in read(parquet_dir, "activities")}
+    assert set(rows) == set(catalog)  # one row each, the tombstoned one left out
+    assert len(rows) == COUNT - 1
+    details = store.detail_ids()
+    assert 0 < len(details & set(catalog)) < len(catalog)
+    for activity_id, summary in catalog.items():
+        row = rows[activity_id]
+        start = datetime.fromisoformat(summary["start_date"].replace("Z", "+00:00"))
+        assert row["year"] == start.year and row["start_date"] == start
+        assert row["start_date_local"] == datetime.fromisoformat(summary["start_date_local"][:-1])
+        assert row["has_detail"] == (activity_id in details)
+        assert row["name"] == summary["name"] and row["kudos_count"] == summary["kudos_count"]
+        assert row["distance"] == float(summary["distance"])
+        assert row["elapsed_time"] == int(summary["elapsed_time"])
+        if activity_id in details:
+            detail = orjson.loads(store.detail_path(activity_id).read_bytes())
+            assert row["description"] == detail["description"]
+            assert row["map_polyline"] == detail["map"]["polyline"]
+        else:
+            assert row["description"] is None and row["calories"] is None
+
+
+def test_split_rows_and_values_equal_the_raw_json_per_activity(built):
+    store, parquet_dir = built
+    catalog = store.catalog()
+    for table in ("splits_metric", "splits_standard"):
+        by_activity: dict[int, list[dict]] = {}
+        for row in read(parquet_dir, table):
+            by_activity.setdefault(row["activity_id"], []).append(row)
+        checked = 0
+        for activity_id in store.detail_ids() & set(catalog):
+            detail = orjson.loads(store.detail_path(activity_id).read_bytes())
+            raw = detail.get(table, [])
+            rows = sorted(by_activity.get(activity_id, []), key=lambda r: r["split"])
+            assert len(rows) == len(raw), (table, activity_id)
+            for row, split in zip(rows, raw):
+                assert row["sport_type"] == catalog[activity_id]["sport_type"]
+                assert row["split"] == split["split"]
+                assert row["distance"] == float(split["distance"])
+                assert type(row["moving_time"]) is int and row["moving_time"] == split["moving_time"]
+                assert row["elapsed_time"] == split["elapsed_time"]
+                assert row["elevation_difference"] == split["elevation_difference"]
+                assert row["average_speed"] == split["average_speed"]
+                assert row["average_grade_adjusted_speed"] == split["average_grade_adjusted_speed"]
+                assert row["average_heartrate"] == split.get("average_heartrate")
+                assert row["pace_zone"] == split["pace_zone"]
+            checked += len(rows)
+        assert checked > 500
+        assert set(by_activity) <= store.detail_ids() & set(catalog)
+
+
+def test_laps_and_efforts_equal_the_raw_json(built):
+    store, parquet_dir = built
+    live = store.detail_ids() & set(store.catalog())
+    for table in ("laps", "best_efforts", "segment_efforts"):
+        rows = {r["id"]: r for r in read(parquet_dir, table)}
+        expected = {}
+        for activity_id in live:
+            for item in orjson.loads(store.detail_path(activity_id).read_bytes()).get(table, []):
+                expected[item["id"]] = (activity_id, item)
+        assert set(rows) == set(expected), table
+        for effort_id, (activity_id, item) in expected.items():
+            row = rows[effort_id]
+            assert row["activity_id"] == activity_id and row["elapsed_time"] == item["elapsed_time"]
+            assert row["distance"] == float(item["distance"]) and row["name"] == item["name"]
+            if table == "segment_efforts":
+                assert row["segment_id"] == item["segment"]["id"]
+                assert row["segment_average_grade"] == item["segment"]["average_grade"]
+
+
+# -- engines ---------------------------------------------------------------------------------------------
+PACE_SQL = """
+SELECT CAST(floor(s.elevation_difference / 5) * 5 AS INT) AS elevation_bucket_m,
+       count(*) AS splits, sum(s.moving_time) AS moving_time_s, round(sum(s.distance), 1) AS distance_m
+FROM splits_metric s JOIN activities a ON a.id = s.activity_id AND a.year = s.year
+WHERE a.sport_type IN ('Run', 'TrailRun') AND s.distance BETWEEN 950 AND 1050
+GROUP BY 1 ORDER BY 1
+"""
+
+
+def expected_pace(store: RawStore) -> list[tuple]:
+    """The pace-vs-elevation answer computed from the raw JSON in plain Python."""
+    import math
+
+    catalog = store.catalog()
+    buckets: dict[int, list] = {}
+    for activity_id in store.detail_ids() & set(catalog):
+        if catalog[activity_id]["sport_type"] not in ("Run", "TrailRun"):
+            continue
+        for split in orjson.loads(store.detail_path(activity_id).read_bytes()).get("splits_metric", []):
+            if 950 <= split["distance"] <= 1050:
+                bucket = buckets.setdefault(int(math.floor(split["elevation_difference"] / 5) * 5), [0, 0, 0.0])
+                bucket[0] += 1
+                bucket[1] += split["moving_time"]
+                bucket[2] += split["distance"]
+    return [(k, n, int(t), round(d, 1)) for k, (n, t, d) in sorted(buckets.items())]
+
+
+def test_duckdb_reads_every_table_and_answers_the_pace_question(built):
+    duckdb = pytest.importorskip("duckdb")
+    store, parquet_dir = built
+    with duckdb.connect() as db:
+        for table in TABLES:
+            db.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet("
+                       f"'{parquet_dir}/{table}/**/*.parquet', hive_partitioning = true)")
+            assert db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] > 0
+        assert db.execute("SELECT typeof(id), typeof(start_date), typeof(start_date_local) FROM activities "
+                          "LIMIT 1").fetchone() == ("BIGINT", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP")
+        rows = [(int(b), int(n), int(t), float(d)) for b, n, t, d in db.execute(PACE_SQL).fetchall()]
+    assert rows == expected_pace(store)
+    assert sum(n for _, n, _, _ in rows) > 300
+
+
+@pytest.fixture(scope="session")
+def spark():
+    pyspark = pytest.importorskip("pyspark", reason="pyspark is not installed (it is in the dev extra)")
+    from pyspark.sql import SparkSession
+
+    session = (SparkSession.builder.master("local[1]").appName("bulkfetch-tests")
+               .config("spark.ui.enabled", "false").config("spark.sql.session.timeZone", "UTC")
+               .config("spark.driver.memory", "512m").getOrCreate())
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+    del pyspark
+
+
+def test_spark_reads_every_table_and_gets_the_same_answer(built, spark):
+    store, parquet_dir = built
+    for table in TABLES:
+        frame = spark.read.parquet(str(parquet_dir / table))
+        assert "year" in frame.columns and frame.count() > 0
+        frame.createOrReplaceTempView(table)
+    types = dict(spark.table("activities").dtypes)
+    assert types["id"] == "bigint" and types["start_date"] == "timestamp" and types["year"] == "int"
+    rows = [(int(r[0]), int(r[1]), int(r[2]), float(r[3])) for r in spark.sql(PACE_SQL).collect()]
+    assert rows == expected_pace(store)
+
+
+# -- incremental, idempotent, atomic -------------------------------------------------------------------
+def test_rerun_rewrites_nothing_and_duplicates_nothing(fresh):
+    store, parquet_dir = fresh
+    first = compact(store, parquet_dir)
+    assert first.skipped_years == [] and first.rows["activities"] == 30
+    before, rows_before = snapshot(parquet_dir), {t: len(read(parquet_dir, t)) for t in TABLES}
+    again = compact(store, parquet_dir)
+    assert again.written == {t: [] for t in TABLES} and again.rows == {t: 0 for t in TABLES}
+    assert again.skipped_years == sorted(first.written["activities"])
+    assert snapshot(parquet_dir) == before
+    assert {t: len(read(parquet_dir, t)) for t in TABLES} == rows_before
+
+
+def test_new_activities_rewrite_only_their_year(fresh):
+    store, parquet_dir = fresh
+    compact(store, parquet_dir)
+    before = snapshot(parquet_dir)
+    summaries = list(store.catalog().values())
+    template = orjson.loads(store.detail_path(next(iter(store.detail_ids()))).read_bytes())
+    for n in range(5):
+        new_id = 90_000_000_000 + n
+        detail = {**template, "id": new_id, "start_date": f"2020-06-0{n + 1}T10:00:00Z",
+                  "start_date_local": f"2020-06-0{n + 1}T12:00:00Z"}
+        store.write_detail(new_id, orjson.dumps(detail))
+        summaries.append({k: v for k, v in detail.items() if k not in ("splits_metric", "segment_efforts")})
+    add_listing(store, summaries)
+    progress: list[tuple[int, int]] = []
+    result = compact(store, parquet_dir, on_progress=lambda done, total: progress.append((done, total)))
+    assert result.written["activities"] == [2020] and result.written["splits_metric"] == [2020]
+    assert result.skipped_years == [2019, 2021]
+    assert progress == [(0, 1), (1, 1)]
+    after = snapshot(parquet_dir)
+    changed = {path for path in after if after[path] != before.get(path)}
+    assert changed == {f"{t}/year=2020/part-0.parquet" for t in TABLES}
+    assert len(read(parquet_dir, "activities")) == 35
+
+
+def test_tombstones_leave_activities_out_and_empty_years_go(fresh):
+    store, parquet_dir = fresh
+    compact(store, parquet_dir)
+    catalog = store.catalog()
+    in_2021 = [i for i, s in catalog.items() if s["start_date"].startswith("2021")]
+    one_2019 = next(i for i, s in catalog.items() if s["start_date"].startswith("2019"))
+    store.add_tombstones([*in_2021, one_2019], "not_found", time.time())
+    result = compact(store, parquet_dir)
+    assert 2021 in result.written["activities"] and 2019 in result.written["activities"]
+    assert not (parquet_dir / "activities" / "year=2021").exists()
+    ids = {r["id"] for r in read(parquet_dir, "activities")}
+    assert ids == set(catalog) - set(in_2021) - {one_2019}
+    assert one_2019 not in {r["activity_id"] for r in read(parquet_dir, "splits_metric")}
+
+
+def test_changed_detail_or_summary_rewrites_its_year(fresh):
+    store, parquet_dir = fresh
+    compact(store, parquet_dir)
+    activity_id = min(i for i in store.detail_ids() if store.catalog()[i]["start_date"].startswith("2021"))
+    detail = orjson.loads(store.detail_path(activity_id).read_bytes())
+    detail["description"] = "edited"
+    store.write_detail(activity_id, orjson.dumps(detail))
+    assert compact(store, parquet_dir).written["activities"] == [2021]
+    row = next(r for r in read(parquet_dir, "activities") if r["id"] == activity_id)
+    assert row["description"] == "edited"
+    summaries = list(store.catalog().values())
+    next(s for s in summaries if s["id"] == activity_id)["kudos_count"] = 1234
+    add_listing(store, summaries)
+    assert compact(store, parquet_dir).written["activities"] == [2021]
+    assert next(r for r in read(parquet_dir, "activities") if r["id"] == activity_id)["kudos_count"] == 1234
+
+
+def test_rebuild_schema_change_and_lost_files_rewrite(fresh, monkeypatch):
+    store, parquet_dir = fresh
+    first = compact(store, parquet_dir)
+    years = first.written["activities"]
+    assert compact(store, parquet_dir, rebuild=True).written["activities"] == years
+    partition_path(parquet_dir, "laps", 2020).unlink()
+    assert compact(store, parquet_dir).written["laps"] == [2020]
+    monkeypatch.setattr(compact_module, "SCHEMA_VERSION", compact_module.SCHEMA_VERSION + 1)
+    result = compact(store, parquet_dir)
+    assert result.written["activities"] == years and result.skipped_years == []
+
+
+def test_a_crash_mid_compaction_keeps_the_old_partitions_and_the_next_run_heals(fresh, monkeypatch):
+    store, parquet_dir = fresh
+    compact(store, parquet_dir)
+    before = snapshot(parquet_dir)
+    old_rows = read(parquet_dir, "activities")
+    # Change every year, then fail while writing the second year's files.
+    summaries = [{**s, "name": s["name"] + " (renamed)"} for s in store.catalog().values()]
+    add_listing(store, summaries)
+    real_commit = compact_module._PartitionWriter.commit
+    commits = []
+
+    def failing_commit(self):
+        if len(commits) == len(TABLES) + 2:
+            raise WriteError("disk full while writing (simulated)")
+        commits.append(self.target)
+        return real_commit(self)
+
+    monkeypatch.setattr(compact_module._PartitionWriter, "commit", failing_commit)
+    with pytest.raises(WriteError):
+        compact(store, parquet_dir)
+    monkeypatch.undo()
+    after_crash = snapshot(parquet_dir)
+    assert set(after_crash) == set(before)  # no partition lost, no temporary file visible as .parquet
+    assert sum(after_crash[p] != before[p] for p in before) == len(TABLES) + 2
+    assert len(read(parquet_dir, "activities")) == len(old_rows)  # every file readable, nothing doubled
+    assert not [p for p in parquet_dir.rglob("*") if p.name.startswith(".")]
+
+    # A killed process can leave a temporary file; the next run sweeps it and heals every year.
+    (parquet_dir / "laps" / "year=2019" / ".part-0.parquet.tmp-1-dead").write_bytes(b"half")
+    result = compact(store, parquet_dir)
+    # 2019 was finished and recorded before the crash; 2020 crashed half-written, so it is redone.
+    assert result.skipped_years == [2019] and result.written["activities"] == [2020, 2021]
+    assert not [p for p in parquet_dir.rglob("*") if p.name.startswith(".")]
+    assert all(r["name"].endswith("(renamed)") for r in read(parquet_dir, "activities"))
+    assert compact(store, parquet_dir).written == {t: [] for t in TABLES}
+
+
+def test_parallel_output_equals_sequential_output(tmp_path, monkeypatch):
+    store = write_synthetic_store(tmp_path / "data", 40, seed=11, years=(2016, 2020))
+    compact(store, tmp_path / "sequential")
+    monkeypatch.setattr(compact_module, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(compact_module, "CHUNK_ACTIVITIES", 3)  # several row groups per file too
+    result = compact(store, tmp_path / "parallel")
+    assert result.rows["activities"] == 40
+    for table in TABLES:
+        assert read(tmp_path / "parallel", table) == read(tmp_path / "sequential", table), table
+
+
+def test_empty_store_and_missing_details(tmp_path):
+    store = RawStore(tmp_path / "data")
+    store.prepare()
+    result = compact(store, tmp_path / "parquet")
+    assert result.written == {t: [] for t in TABLES} and result.skipped_years == []
+    store = write_synthetic_store(tmp_path / "data2", 10, seed=5, years=(2022, 2022), detail_share=0.0)
+    result = compact(store, tmp_path / "parquet2")
+    assert result.written["activities"] == [2022] and result.written["splits_metric"] == []
+    assert not (tmp_path / "parquet2" / "splits_metric").exists() or not any(
+        (tmp_path / "parquet2" / "splits_metric").rglob("*.parquet"))
+    assert all(not r["has_detail"] for r in read(tmp_path / "parquet2", "activities"))
+
+
+def test_a_damaged_detail_keeps_its_summary_row(fresh):
+    store, parquet_dir = fresh
+    activity_id = next(iter(store.detail_ids()))
+    store.detail_path(activity_id).write_bytes(b"{not json")
+    compact(store, parquet_dir)
+    row = next(r for r in read(parquet_dir, "activities") if r["id"] == activity_id)
+    assert row["has_detail"] is False and row["name"] == store.catalog()[activity_id]["name"]
+
+
+# -- bench -----------------------------------------------------------------------------------------------
+def test_bench_smoke():
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "compact.py"), "--activities", "50", "--repeat", "1"],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "50 activities" in out
+    for name in ("read + orjson.loads (floor)", "bulkfetch compact --rebuild", "DuckDB SQL script"):
+        assert name in out
