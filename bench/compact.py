@@ -227,7 +227,8 @@ def run_duckdb(store: RawStore, out: Path) -> None:
     import duckdb
 
     splits = "".join(SPLITS_SQL.format(table=t, out=out) for t in ("splits_metric", "splits_standard"))
-    script = DUCKDB_SCRIPT.format(raw=store.data_dir / "raw", out=out, splits=splits, threads=os.cpu_count() or 1)
+    script = DUCKDB_SCRIPT.format(raw=store.data_dir / "raw", out=out, splits=splits,
+                                  threads=os.cpu_count() or 1)
     out.mkdir(parents=True, exist_ok=True)
     with duckdb.connect() as connection:
         connection.execute(script)
@@ -249,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--activities", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=3, help="runs per contender; the best counts")
     parser.add_argument("--no-duckdb", action="store_true", help="skip the DuckDB contender")
-    parser.add_argument("--keep", type=Path, help="build the raw store here and keep it (default: a temp dir)")
+    parser.add_argument("--keep", type=Path, help="build the raw store here and keep it (default: temp dir)")
     args = parser.parse_args(argv)
 
     folder = args.keep or Path(tempfile.mkdtemp(prefix="bulkfetch-bench-"))

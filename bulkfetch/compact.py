@@ -15,8 +15,9 @@ after that year's files, so a crash leaves that year unrecorded and the next run
 Bounded memory: a year is read in chunks of CHUNK_ACTIVITIES details, turned into Arrow at once, and
 written as row groups once ROW_GROUP_BYTES of Arrow data are buffered; no step holds a year's raw JSON.
 
-Parallel: when at least two years need writing and they hold enough raw bytes for it to pay (see
-`bench/compact.py`), years are written by PARALLEL_WORKERS processes.
+Parallel: when at least two years need writing and they hold at least PARALLEL_MIN_BYTES of raw JSON
+(see `bench/compact.py`), this process and one forkserver worker (PARALLEL_WORKERS = 2 in all) share
+the years; below that, starting a worker costs more than it saves.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ PARALLEL_WORKERS = 2
 # Below this much raw JSON to rewrite, starting worker processes costs more than it saves.
 PARALLEL_MIN_BYTES = 16 << 20
 COMPRESSION = "zstd"
+_INTACT = "check the folder and rerun: the previous Parquet files are intact"
 
 
 @dataclass(frozen=True)
@@ -381,7 +383,7 @@ class _PartitionWriter:
             self._writer.write_table(data, row_group_size=data.num_rows)
         except OSError as exc:
             raise WriteError(f"cannot write {self.target} ({exc})",
-                             hint="check the folder and rerun: the previous Parquet files are intact") from None
+                             hint=_INTACT) from None
         self._buffer, self._buffered_bytes = [], 0
 
     def close(self) -> None:
@@ -398,7 +400,7 @@ class _PartitionWriter:
                 os.close(fd)
         except OSError as exc:
             raise WriteError(f"cannot write {self.target} ({exc})",
-                             hint="check the folder and rerun: the previous Parquet files are intact") from None
+                             hint=_INTACT) from None
 
     def commit(self) -> bool:
         """Swap the new file in (or remove the old one if the table has no rows); True if anything changed."""
@@ -437,7 +439,8 @@ def _unlink(path: Path) -> None:
     try:
         path.unlink(missing_ok=True)
     except OSError as exc:
-        raise WriteError(f"cannot remove {path} ({exc.strerror})", hint="check the folder and rerun") from None
+        raise WriteError(f"cannot remove {path} ({exc.strerror})",
+                         hint="check the folder and rerun") from None
 
 
 def _remove_empty_dir(folder: Path) -> None:

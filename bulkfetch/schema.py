@@ -258,7 +258,8 @@ def to_array(values: Sequence[Any], type_: pa.DataType) -> pa.Array:
             except pa.ArrowException:  # e.g. an int beyond 2**53 into float64: take the exact route
                 array = pa.array([coerce(v, type_) for v in values], type=type_)
     else:
-        array = pa.array([coerce(v, type_) for v in values], type=STR if pa.types.is_timestamp(type_) else type_)
+        target = STR if pa.types.is_timestamp(type_) else type_
+        array = pa.array([coerce(v, type_) for v in values], type=target)
     if not pa.types.is_timestamp(type_):
         return array
     if type_.tz is None:
@@ -331,7 +332,8 @@ def build_tables(activities: Sequence[ActivityInput]) -> dict[str, pa.Table]:
             from_detail = _values(details, column.path, detail_cache)
             merged = [s if s is not None else d for s, d in zip(from_summary, from_detail)]
             activity_arrays[column.name] = to_array(merged, column.type)
-    tables = {"activities": pa.Table.from_arrays(list(activity_arrays.values()), schema=SCHEMAS["activities"])}
+    tables = {"activities": pa.Table.from_arrays(list(activity_arrays.values()),
+                                                 schema=SCHEMAS["activities"])}
 
     for name, key in CHILD_KEYS.items():
         children: list[dict[str, Any]] = []

@@ -171,7 +171,8 @@ def expected_pace(store: RawStore) -> list[tuple]:
             continue
         for split in orjson.loads(store.detail_path(activity_id).read_bytes()).get("splits_metric", []):
             if 950 <= split["distance"] <= 1050:
-                bucket = buckets.setdefault(int(math.floor(split["elevation_difference"] / 5) * 5), [0, 0, 0.0])
+                key = int(math.floor(split["elevation_difference"] / 5) * 5)
+                bucket = buckets.setdefault(key, [0, 0, 0.0])
                 bucket[0] += 1
                 bucket[1] += split["moving_time"]
                 bucket[2] += split["distance"]
@@ -372,7 +373,8 @@ def test_a_damaged_detail_keeps_its_summary_row(fresh):
 
 # -- bench -----------------------------------------------------------------------------------------------
 def test_bench_smoke():
-    done = subprocess.run([sys.executable, str(REPO / "bench" / "compact.py"), "--activities", "50", "--repeat", "1"],
+    command = [sys.executable, str(REPO / "bench" / "compact.py"), "--activities", "50", "--repeat", "1"]
+    done = subprocess.run(command,
                           capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.returncode == 0, done.stderr
     out = done.stdout

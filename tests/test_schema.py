@@ -70,7 +70,8 @@ def test_child_tables_equal_the_raw_json(detail):
     segment = detail["segment_efforts"][0]["segment"]
     assert (effort["segment_id"], effort["segment_name"], effort["segment_distance"],
             effort["segment_average_grade"], effort["segment_climb_category"]) == (
-        segment["id"], segment["name"], segment["distance"], segment["average_grade"], segment["climb_category"])
+        segment["id"], segment["name"], segment["distance"], segment["average_grade"],
+        segment["climb_category"])
     # 42195 arrives as an int in a float column: it stays 42195.0, typed float64
     marathon = tables["best_efforts"].to_pylist()[0]
     assert marathon["name"] == "Marathon" and marathon["distance"] == 42195.0
@@ -165,7 +166,8 @@ def test_coercion_rules(value, type_, expected):
 
 
 @pytest.mark.parametrize(("text", "utc", "local"), [
-    ("2018-11-04T14:53:46Z", datetime(2018, 11, 4, 14, 53, 46, tzinfo=UTC), datetime(2018, 11, 4, 14, 53, 46)),
+    ("2018-11-04T14:53:46Z", datetime(2018, 11, 4, 14, 53, 46, tzinfo=UTC),
+     datetime(2018, 11, 4, 14, 53, 46)),
     ("2018-11-04T14:53:46+02:00", datetime(2018, 11, 4, 12, 53, 46, tzinfo=UTC),
      datetime(2018, 11, 4, 14, 53, 46)),
     ("2018-11-04T14:53:46.250Z", datetime(2018, 11, 4, 14, 53, 46, 250000, tzinfo=UTC),
