@@ -92,14 +92,6 @@ class TokenManager:
     def tokens(self) -> Tokens | None:
         return self._tokens
 
-    def require_credentials(self) -> None:
-        """Fail before any request when there is no refresh token anywhere."""
-        if self._tokens is None and not self._strava.refresh_token:
-            raise CredentialError(
-                "no Strava token: none stored under data_dir and no [strava] refresh_token",
-                hint="run 'bulkfetch auth', or set STRAVA_REFRESH_TOKEN",
-            )
-
     async def access_token(self) -> str:
         tokens = self._tokens
         if tokens and tokens.access_token and tokens.expires_at - self._margin_s > self._clock():

@@ -34,6 +34,7 @@ from bulkfetch.pipeline import (
     FetchSummary,
     current_plan,
     fetch_history,
+    require_token,
     restore_ledger,
     token_store,
 )
@@ -159,6 +160,7 @@ def _reporter(args: argparse.Namespace, config: Config | None = None) -> Reporte
 def _cmd_fetch(args: argparse.Namespace) -> int:
     config = _config(args, {"fetch": {"concurrency": args.concurrency, "streams": args.streams}})
     config.require_credentials()
+    require_token(config)
     options = FetchOptions(
         filters=parse_filters(args.sport, args.since, args.until),
         policy=WaitPolicy(no_wait=args.no_wait, max_wait_s=args.max_wait),
@@ -237,6 +239,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             raise ConfigError(f"no cached list under {store.data_dir}", hint="run 'bulkfetch plan' without --offline")
     else:
         config.require_credentials()
+        require_token(config)
         _fetch_then_compact(args, store.data_dir, config.storage.parquet_dir,
                             lambda reporter: fetch_history(config, FetchOptions(filters=filters, list_only=True),
                                                            reporter),

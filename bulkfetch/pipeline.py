@@ -77,6 +77,15 @@ def token_store(config: Config) -> TokenStore:
     return TokenStore(RawStore(config.storage.data_dir).auth_dir / "tokens.json")
 
 
+def require_token(config: Config) -> None:
+    """Fail before any work when there is no refresh token anywhere."""
+    if token_store(config).load() is None and not config.strava.refresh_token:
+        raise CredentialError(
+            "no Strava token: none stored under data_dir and no [strava] refresh_token",
+            hint="run 'bulkfetch auth', or set STRAVA_REFRESH_TOKEN",
+        )
+
+
 async def fetch_history(config: Config, options: FetchOptions, events: FetchEvents) -> FetchSummary:
     """One fetch run against `config`'s data_dir (the caller holds the data_dir lock)."""
     store = RawStore(config.storage.data_dir)
@@ -91,7 +100,6 @@ async def fetch_history(config: Config, options: FetchOptions, events: FetchEven
     connector = aiohttp.TCPConnector(limit=config.fetch.concurrency + 2)
     async with aiohttp.ClientSession(connector=connector) as session:
         client = StravaClient(session, config.strava, config.fetch, scheduler, tokens, on_retry=events.info)
-        client.tokens.require_credentials()
         if scope_lacks_read_all(client.tokens.tokens):
             events.warn("the token lacks activity:read_all: private ('Only You') activities will be missing;"
                         " run 'bulkfetch auth' to grant it")

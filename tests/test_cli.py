@@ -1,0 +1,116 @@
+"""The command line as users script it: exit codes, one-line errors, --help for every command."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from bulkfetch.cli import build_parser
+from tests.conftest import REPO, run_cli
+
+COMMANDS = ("fetch", "compact", "status", "plan", "auth", "demo", "simulate")
+
+
+def assert_one_clean_line(stderr: str) -> None:
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("bulkfetch: ")
+
+
+def test_version_and_help_for_every_command() -> None:
+    result = run_cli("--version")
+    assert result.returncode == 0 and result.stdout.startswith("bulkfetch ")
+    for command in COMMANDS:
+        result = run_cli(command, "--help")
+        assert result.returncode == 0, (command, result.stderr)
+        assert f"usage: bulkfetch {command}" in result.stdout
+
+
+def test_unknown_command_and_bad_flag_exit_2() -> None:
+    for args in (("frobnicate",), ("fetch", "--no-such-flag"), ()):
+        result = run_cli(*args)
+        assert result.returncode == 2
+        assert_one_clean_line(result.stderr)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (None, "config file not found"),
+        ("[strava\n", "invalid TOML"),
+        ("[limits]\nshort_requets = 1\n", "unknown key [limits] short_requets"),
+        ("[limits]\nshort_requests = -1\n", "short_requests must be at least 1"),
+        ('[strava]\nclient_id = "1"\n', "client_secret not set"),
+    ],
+)
+def test_config_problems_exit_2_with_one_line(tmp_path: Path, text: str | None, needle: str) -> None:
+    config = tmp_path / "config.toml"
+    if text is not None:
+        config.write_text(text)
+    result = run_cli("--config", str(config), "fetch")
+    assert result.returncode == 2
+    assert needle in result.stderr
+    assert_one_clean_line(result.stderr)
+
+
+def test_config_from_environment_variable_and_secret_from_environment_is_not_echoed(tmp_path: Path) -> None:
+    config = tmp_path / "elsewhere.toml"
+    config.write_text('[storage]\ndata_dir = "d"\n')
+    result = run_cli("fetch", cwd=tmp_path, BULKFETCH_CONFIG=str(config), STRAVA_CLIENT_SECRET="s3cr3t-value")
+    assert result.returncode == 2
+    assert "client_id not set" in result.stderr
+    assert "s3cr3t-value" not in result.stderr + result.stdout
+
+
+def test_missing_token_is_a_credential_error(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[strava]\nclient_id = "1"\nclient_secret = "x"\n[storage]\ndata_dir = "d"\n')
+    result = run_cli("--config", str(config), "fetch")
+    assert result.returncode == 2
+    assert "run 'bulkfetch auth'" in result.stderr
+    assert_one_clean_line(result.stderr)
+
+
+def test_file_where_data_dir_should_be_exits_2(tmp_path: Path) -> None:
+    (tmp_path / "d").write_text("a file")
+    config = tmp_path / "config.toml"
+    config.write_text('[strava]\nclient_id = "1"\nclient_secret = "x"\nrefresh_token = "r"\n'
+                      '[storage]\ndata_dir = "d"\n')
+    result = run_cli("--config", str(config), "fetch")
+    assert result.returncode == 2
+    assert "is a file, not a folder" in result.stderr
+    assert_one_clean_line(result.stderr)
+
+
+def test_status_of_an_empty_data_dir(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[storage]\ndata_dir = "d"\n')
+    result = run_cli("--config", str(config), "status")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"listed\s+0", result.stdout)
+
+
+def test_every_command_and_option_the_readme_shows_exists() -> None:
+    text = (REPO / "README.md").read_text()
+    fenced = re.findall(r"```[a-z]*\n(.*?)```", text, flags=re.S)
+    inline = re.findall(r"`([^`\n]+)`", re.sub(r"```.*?```", "", text, flags=re.S))
+    readme = "\n".join(fenced + inline)
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command").choices  # noqa: SLF001
+    global_options = {s for a in parser._actions for s in a.option_strings}  # noqa: SLF001
+    shown = re.findall(r"\bbulkfetch((?: --?[a-z-]+(?: [^\s`-][^\s`]*)?)*) ([a-z]+)((?: --?[a-z-]+(?: [^\s`-]\S*)?)*)",
+                       readme)
+    assert shown, "the README shows no bulkfetch command"
+    for before, command, options in shown:
+        assert command in subparsers, f"README shows unknown command {command!r}"
+        sub_options = {s for a in subparsers[command]._actions for s in a.option_strings}  # noqa: SLF001
+        for option in re.findall(r"(?<!\S)--?[a-z-]+", before):
+            assert option in global_options, f"README shows unknown global option {option}"
+        for option in re.findall(r"(?<!\S)--?[a-z-]+", options):
+            assert option in sub_options, f"README shows unknown option {option} of {command}"
+    for option in set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", readme)):
+        known = global_options | {s for p in subparsers.values() for a in p._actions for s in a.option_strings}  # noqa: SLF001
+        assert option in known, f"README mentions unknown option {option}"
