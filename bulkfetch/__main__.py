@@ -1,3 +1,5 @@
 from bulkfetch.cli import main
 
-raise SystemExit(main())
+# The guard matters: compaction's worker process re-imports the main module.
+if __name__ == "__main__":
+    raise SystemExit(main())
