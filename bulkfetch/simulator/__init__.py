@@ -1,0 +1,11 @@
+"""An embedded Strava API v3 simulator: seeded synthetic history, Strava's rate limits, OAuth and faults.
+
+Modules: `history` (the synthetic athlete, pure), `ratelimit` (window counting, pure), `tokens` (OAuth
+state, pure), `settings` (the knobs), `app` (the aiohttp server), `run` (thread and foreground runners).
+"""
+
+from bulkfetch.simulator.app import RequestRecord, Simulator
+from bulkfetch.simulator.run import SimulatorThread, serve_forever
+from bulkfetch.simulator.settings import SimulatorSettings
+
+__all__ = ["RequestRecord", "Simulator", "SimulatorSettings", "SimulatorThread", "serve_forever"]

@@ -1,0 +1,124 @@
+"""Ways to run the simulator: on its own loop in a thread (synchronous tests, CLI subprocess tests) and
+in the foreground for `bulkfetch simulate`."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from bulkfetch.simulator.app import Simulator
+from bulkfetch.simulator.settings import SimulatorSettings
+
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+
+
+class SimulatorThread:
+    """`with SimulatorThread(settings) as sim:` a running Simulator served from a daemon thread."""
+
+    def __init__(self, settings: SimulatorSettings | None = None) -> None:
+        self.simulator = Simulator(settings)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._serve, name="strava-simulator", daemon=True)
+        self._started: Future[None] = Future()
+        self._stop: asyncio.Event | None = None
+
+    def __enter__(self) -> Simulator:
+        self._thread.start()
+        self._started.result(timeout=START_TIMEOUT_S)  # re-raises a failed start here
+        return self.simulator
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=STOP_TIMEOUT_S)
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run `fn(*args)` (a plain function or a coroutine function) on the simulator's loop and return its
+        result, so mutations never race a request being served."""
+
+        async def invoke() -> Any:
+            result = fn(*args)
+            return await result if asyncio.iscoroutine(result) else result
+
+        return asyncio.run_coroutine_threadsafe(invoke(), self._loop).result(timeout=STOP_TIMEOUT_S)
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._main())
+        finally:
+            self._loop.close()
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        try:
+            await self.simulator.start()
+        except BaseException as error:
+            self._started.set_exception(error)
+            return
+        self._started.set_result(None)
+        try:
+            await self._stop.wait()
+        finally:
+            await self.simulator.stop()
+
+
+def config_toml(simulator: Simulator, data_dir: str = "data") -> str:
+    """A complete config.toml for this simulator: its URLs, fake credentials, limits and windows."""
+    settings = simulator.settings
+    return "\n".join([
+        strava_section(simulator),
+        "",
+        "[limits]",
+        f"short_requests = {settings.short_limit}",
+        f"daily_requests = {settings.daily_limit}",
+        f"short_window_s = {max(1, int(settings.short_window_s))}",
+        f"daily_window_s = {max(1, int(settings.daily_window_s))}",
+        "",
+        "[storage]",
+        f'data_dir = "{data_dir}"',
+        "",
+    ])
+
+
+def strava_section(simulator: Simulator) -> str:
+    """The [strava] section; the simulator's credentials are fakes, so printing them is harmless."""
+    settings = simulator.settings
+    return "\n".join([
+        "[strava]",
+        f'api_url = "{simulator.api_url}"',
+        f'oauth_url = "{simulator.oauth_url}"',
+        f'client_id = "{settings.client_id}"',
+        f'client_secret = "{settings.client_secret}"',
+        f'refresh_token = "{simulator.current_refresh_token}"',
+    ])
+
+
+async def serve_forever(settings: SimulatorSettings, *, host: str, port: int, write_config: Path | None,
+                        announce: Callable[[str], None]) -> None:
+    """Serve until cancelled (Ctrl-C), after announcing how to point bulkfetch and curl at it."""
+    async with Simulator(settings) as simulator:
+        if write_config is not None:
+            write_config.write_text(config_toml(simulator), encoding="utf-8")
+        access_token = simulator.issue_access_token()
+        settings_line = (f"{settings.activities} activities, seed {settings.seed}, read limits "
+                         f"{settings.short_limit}/{settings.short_window_s:g}s and {settings.daily_limit}/"
+                         f"{settings.daily_window_s:g}s")
+        lines = [
+            f"Strava simulator listening on {simulator.base_url} ({settings_line})",
+            "",
+            "Paste into config.toml:",
+            strava_section(simulator),
+            "",
+            *([f"wrote {write_config}"] if write_config is not None else []),
+            f"access token: {access_token}",
+            f'curl -H "Authorization: Bearer {access_token}" "{simulator.api_url}/athlete/activities?per_page=5"',
+            "Ctrl-C stops it.",
+        ]
+        announce("\n".join(lines))
+        await asyncio.Event().wait()
