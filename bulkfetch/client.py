@@ -191,10 +191,13 @@ async def _send(session: aiohttp.ClientSession, method: str, url: str, *, timeou
             if response.content_length is not None and response.content_length > MAX_BODY_BYTES:
                 return _Attempt(response.status, b"", response.headers,
                                 f"response of {response.content_length} bytes is too large")
-            body = await response.content.read(MAX_BODY_BYTES + 1)
-            if len(body) > MAX_BODY_BYTES:
-                return _Attempt(response.status, b"", response.headers, "response body is too large")
-            return _Attempt(response.status, body, response.headers, None)
+            chunks, size = [], 0
+            async for chunk in response.content.iter_chunked(1 << 16):
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    return _Attempt(response.status, b"", response.headers, "response body is too large")
+                chunks.append(chunk)
+            return _Attempt(response.status, b"".join(chunks), response.headers, None)
     except asyncio.TimeoutError:
         return _Attempt(None, b"", {}, f"timed out after {timeout_s:g} s")
     except aiohttp.ClientError as exc:

@@ -39,6 +39,11 @@ def utc_day_clock(epoch_s: float) -> str:
     return time.strftime("%a %d %b %H:%M UTC", time.gmtime(epoch_s))
 
 
+def count(n: int, noun: str) -> str:
+    """'1 request', '2,412 requests'."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
 def human_duration(seconds: float) -> str:
     """'45 s', '11 min', '3 h 05 min', '1 day 18 h'."""
     seconds = max(0, int(round(seconds)))
@@ -223,10 +228,11 @@ class Reporter:
 
 def plan_text(plan: RequestPlan, view: UsageView) -> str:
     """'2,412 requests: today 640 left in the daily window, then 1,000 a day — done about Sat 14:00 UTC'."""
-    parts = [f"{plan.list_pages:,} list pages", f"{plan.details:,} details"]
+    parts = [count(plan.list_pages, "list page"), count(plan.details, "detail")]
     if plan.streams or plan.streams_done:
-        parts.append(f"{plan.streams:,} streams")
-    head = f"plan: {plan.total:,} requests ({', '.join(parts)}; {plan.details_done:,} details already done)"
+        parts.append(count(plan.streams, "stream set"))
+    head = (f"plan: {count(plan.total, 'request')} ({', '.join(parts)}; "
+            f"{count(plan.details_done, 'detail')} already done)")
     daily = view.get("read", "daily")
     if daily.limit is None:
         return head

@@ -2,7 +2,7 @@
 
 Layout under `data_dir`:
 
-    raw/list/<listing_id>/page-00001.json   list pages, bytes exactly as received
+    raw/list/<listing_id>/page-00001.json   list pages, bytes exactly as received (id: sequence-UTC start)
     raw/list/<listing_id>/complete.json     written when that listing reached the end of the history
     raw/activities/<id>.json                one DetailedActivity, bytes exactly as received
     raw/streams/<id>.json                   one StreamSet (when streams are requested)
@@ -202,12 +202,10 @@ class RawStore:
         return [Listing(folder) for folder in self._listing_dirs()]
 
     def new_listing(self, started_at: float) -> Listing:
+        """A new listing folder, named `<sequence>-<UTC start>` so that names sort in creation order."""
+        existing = [int(p.name.split("-", 1)[0]) for p in self._listing_dirs() if p.name.split("-", 1)[0].isdigit()]
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started_at))
-        folder = self.list_dir / stamp
-        suffix = 1
-        while folder.exists():
-            suffix += 1
-            folder = self.list_dir / f"{stamp}-{suffix}"
+        folder = self.list_dir / f"{max(existing, default=0) + 1:06d}-{stamp}"
         ensure_dir(folder)
         return Listing(folder)
 

@@ -71,10 +71,10 @@ def test_stored_token_wins_and_a_rejected_one_falls_back_to_a_different_seed(tmp
             assert store.load().refresh_token == sim.current_refresh_token != seed
 
             # The seed is now rotated away; with a stored chain it is never needed again.
-            chain = store.load().refresh_token
+            chain = store.load()
             again = manager(sim, session, store, seed=seed)
-            await again.refresh(rejected=None)
-            assert store.load().refresh_token != chain
+            await again.refresh(rejected=chain.access_token)  # as after a 401
+            assert store.load().refresh_token == sim.current_refresh_token != chain.refresh_token
 
             store.save(Tokens(refresh_token="rejected"))
             with pytest.raises(CredentialError, match="run 'bulkfetch auth'"):
