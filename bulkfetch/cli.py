@@ -277,8 +277,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                                   lambda reporter: run_demo(data_dir, args.activities, reporter),
                                   compact_after=True)
     show = Reporter(quiet=args.quiet)
-    show.table("Activities by sport and year", ("sport", "year", "activities"),
-               [(sport, str(year), f"{count:,}") for sport, year, count in report.activities_by_sport_and_year(parquet_dir)])
+    years, by_sport = report.activities_by_sport_and_year(parquet_dir)
+    show.table("Activities by sport and year", ("sport", *map(str, years), "total"),
+               [(sport, *(f"{n:,}" for n in counts), f"{sum(counts):,}") for sport, counts in by_sport])
     show.table("1 km run splits: pace by elevation difference", ("elevation", "splits", "average pace"),
                [(b.label, f"{b.splits:,}", report.format_pace(b.pace_s_per_km))
                 for b in report.pace_by_elevation(parquet_dir)])

@@ -178,8 +178,7 @@ class Reporter:
             return
         remaining = max(0, self._details_total - self._details_done)
         wait_s = info.until - self._now()
-        message = (f"waiting {human_duration(wait_s)} for the {info.window} window "
-                   f"(resets {utc_clock(info.until)}): {info.reason}")
+        message = f"waiting {human_duration(wait_s)} for the {info.window} window: {info.reason}"
         if remaining and self._scheduler is not None:
             finish = estimate_finish(remaining, self._now(), self._scheduler.view())
             message += f"; {remaining:,} requests left, ETA {utc_day_clock(finish)}"

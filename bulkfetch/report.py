@@ -31,17 +31,17 @@ def read_table(parquet_dir: Path, table: str) -> pa.Table:
     return ds.dataset(parquet_dir / table, format="parquet", partitioning="hive").to_table()
 
 
-def activities_by_sport_and_year(parquet_dir: Path) -> list[tuple[str, int, int]]:
-    """(sport_type, year, count), most frequent sport first, years ascending."""
+def activities_by_sport_and_year(parquet_dir: Path) -> tuple[list[int], list[tuple[str, list[int]]]]:
+    """Years, and per sport (most frequent first) its activity count in each of those years."""
     table = read_table(parquet_dir, "activities").select(["sport_type", "year"])
     counts = table.group_by(["sport_type", "year"]).aggregate([("sport_type", "count")])
-    rows = [(str(s), int(y), int(c)) for s, y, c in zip(counts["sport_type"].to_pylist(),
-                                                        counts["year"].to_pylist(),
-                                                        counts["sport_type_count"].to_pylist())]
-    totals: dict[str, int] = {}
-    for sport, _, count in rows:
-        totals[sport] = totals.get(sport, 0) + count
-    return sorted(rows, key=lambda row: (-totals[row[0]], row[0], row[1]))
+    cells = {(str(s), int(y)): int(c) for s, y, c in zip(counts["sport_type"].to_pylist(),
+                                                         counts["year"].to_pylist(),
+                                                         counts["sport_type_count"].to_pylist())}
+    years = sorted({year for _, year in cells})
+    sports = sorted({sport for sport, _ in cells},
+                    key=lambda sport: (-sum(cells.get((sport, y), 0) for y in years), sport))
+    return years, [(sport, [cells.get((sport, year), 0) for year in years]) for sport in sports]
 
 
 def bucket_label(index: int) -> str:

@@ -91,14 +91,20 @@ def _int_param(query: Any, name: str, default: int | None, minimum: int) -> int 
     return value
 
 
+DAY_S = 86400
+
+
 class Simulator:
     """A seeded Strava on 127.0.0.1: start() it (or `async with`), point a client at api_url/oauth_url."""
 
     def __init__(self, settings: SimulatorSettings | None = None) -> None:
         self.settings = settings or SimulatorSettings()
         self.request_log: list[RequestRecord] = []
+        # Anchored to the UTC day, so that the same seed serves the same history all day long: a
+        # rerun of the demo (a new simulator) then finds nothing new, as a real rerun would.
+        today_s = time.time() // DAY_S * DAY_S
         self.history = history.History.build(seed=self.settings.seed, count=self.settings.activities,
-                                             athlete_id=self.settings.athlete_id, now_s=time.time())
+                                             athlete_id=self.settings.athlete_id, now_s=today_s)
         self._tokens = TokenBook(refresh_token=self.settings.refresh_token,
                                  refresh_scope=parse_scope(self.settings.scope),
                                  lifetime_s=self.settings.access_token_lifetime_s,
