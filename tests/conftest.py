@@ -73,3 +73,17 @@ def simulator_config_text(sim, data_dir: Path, *, fetch: dict | None = None, lim
         f'data_dir = "{data_dir}"',
     ]
     return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local SparkSession for the whole test run (starting the JVM costs seconds)."""
+    pytest.importorskip("pyspark", reason="pyspark is not installed (it is in the dev extra)")
+    from pyspark.sql import SparkSession
+
+    session = (SparkSession.builder.master("local[1]").appName("bulkfetch-tests")
+               .config("spark.ui.enabled", "false").config("spark.sql.session.timeZone", "UTC")
+               .config("spark.driver.memory", "512m").getOrCreate())
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()

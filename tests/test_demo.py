@@ -1,0 +1,82 @@
+"""`bulkfetch demo` end to end, and the README's DuckDB and Spark examples run against its output."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from bulkfetch import report
+from tests.conftest import REPO, run_cli
+
+README = (REPO / "README.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> tuple[Path, str, str]:
+    """One demo run big enough to need a second quota window (150 activities, 100 per window)."""
+    folder = tmp_path_factory.mktemp("demo")
+    result = run_cli("demo", "--activities", "150", "--data-dir", str(folder / "demo-data"), timeout=120)
+    assert result.returncode == 0, result.stderr
+    return folder / "demo-data", result.stdout, result.stderr
+
+
+def readme_block(language: str) -> str:
+    blocks = re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
+    assert len(blocks) == 1, f"expected one {language} block in the README"
+    return blocks[0]
+
+
+def test_demo_fetches_compacts_waits_and_reports(demo) -> None:
+    data_dir, out, err = demo
+    assert "waiting" in err and "resets" in err  # at least one quota wait was shown
+    assert "listed 150 activities; fetched 150 details" in out
+    assert "pace by elevation difference" in out and "/km" in out
+    assert "duckdb -c" in out
+    for table in ("activities", "splits_metric", "splits_standard", "laps", "best_efforts", "segment_efforts"):
+        assert list((data_dir / "parquet" / table).glob("year=*/part-0.parquet")), table
+    years, by_sport = report.activities_by_sport_and_year(data_dir / "parquet")
+    assert sum(sum(counts) for _, counts in by_sport) == 150 and years == sorted(years)
+
+
+def test_demo_rerun_is_incremental(demo) -> None:
+    data_dir, _, _ = demo
+    result = run_cli("demo", "--activities", "150", "--data-dir", str(data_dir), timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "fetched 0 details" in result.stdout
+    assert "0 year(s) rewritten" in result.stderr
+
+
+def test_demo_refuses_a_real_runs_data_dir(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "state").mkdir(parents=True)
+    (data / "state" / "athlete.json").write_text('{"athlete_id": 42}')
+    result = run_cli("demo", "--activities", "5", "--data-dir", str(data), timeout=60)
+    assert result.returncode == 2
+    assert "athlete 42" in result.stderr and "Traceback" not in result.stderr
+
+
+def _duckdb_rows(data_dir: Path) -> list[tuple]:
+    sql = readme_block("sql").replace("data/parquet", str(data_dir / "parquet"))
+    return [(float(e), int(n), float(p)) for e, n, p in duckdb.sql(sql).fetchall()]
+
+
+def test_readme_duckdb_example_answers_on_demo_output(demo) -> None:
+    data_dir, _, _ = demo
+    rows = _duckdb_rows(data_dir)
+    assert len(rows) >= 3
+    assert sum(n for _, n, _ in rows) > 100
+    flat = [p for e, _, p in rows if e == 0]
+    steep = [p for e, _, p in rows if e >= 20]
+    assert flat and steep and steep[0] > flat[0]  # uphill splits are slower
+
+
+def test_readme_spark_example_gives_the_same_answer(demo, spark) -> None:
+    data_dir, _, _ = demo
+    code = readme_block("python").replace('"data/parquet', f'"{data_dir}/parquet').replace("pace.show()", "")
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - the README's own example
+    rows = [(float(r["elevation_m"]), int(r["splits"]), float(r["pace_s_per_km"])) for r in namespace["pace"].collect()]
+    assert rows == _duckdb_rows(data_dir)
