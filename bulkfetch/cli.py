@@ -18,17 +18,18 @@ from typing import Any, TypeVar
 import orjson
 
 from bulkfetch import __version__
+from bulkfetch.auth import scope_lacks_read_all
+from bulkfetch.compact import compact
 from bulkfetch.config import Config, environment, load_config, resolve_config_path
 from bulkfetch.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
     BulkfetchError,
+    ConfigError,
     Interrupted,
     WorkLeft,
 )
-from bulkfetch.auth import scope_lacks_read_all
-from bulkfetch.compact import compact
 from bulkfetch.pipeline import (
     FetchOptions,
     FetchSummary,

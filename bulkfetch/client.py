@@ -198,7 +198,7 @@ async def _send(session: aiohttp.ClientSession, method: str, url: str, *, timeou
                     return _Attempt(response.status, b"", response.headers, "response body is too large")
                 chunks.append(chunk)
             return _Attempt(response.status, b"".join(chunks), response.headers, None)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return _Attempt(None, b"", {}, f"timed out after {timeout_s:g} s")
     except aiohttp.ClientError as exc:
         return _Attempt(None, b"", {}, f"connection problem ({type(exc).__name__})")

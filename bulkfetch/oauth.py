@@ -105,7 +105,7 @@ class RedirectListener:
         assert self._arrived is not None
         try:
             query = await asyncio.wait_for(asyncio.shield(self._arrived), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise CredentialError(f"no redirect from Strava within {timeout_s:.0f} s",
                                   hint="run 'bulkfetch auth' again, or use --no-browser") from None
         return parse_redirect(query, self._state)

@@ -49,7 +49,7 @@ import datetime
 import email.utils
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -155,7 +155,7 @@ def parse_http_date(value: str | None) -> float | None:
     except (TypeError, ValueError, IndexError):
         return None
     if parsed.tzinfo is None:  # "-0000" means UTC with unknown origin
-        return float(parsed.replace(tzinfo=datetime.timezone.utc).timestamp())
+        return float(parsed.replace(tzinfo=datetime.UTC).timestamp())
     return float(parsed.timestamp())
 
 

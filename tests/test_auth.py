@@ -15,7 +15,7 @@ import aiohttp
 import orjson
 import pytest
 
-from bulkfetch.auth import Tokens, TokenManager, TokenStore, digest
+from bulkfetch.auth import TokenManager, Tokens, TokenStore, digest
 from bulkfetch.client import post_form
 from bulkfetch.config import FetchConfig, StravaConfig
 from bulkfetch.errors import CredentialError

@@ -13,7 +13,6 @@ from functools import partial
 from pathlib import Path
 
 import orjson
-import pytest
 
 from bulkfetch.cli import main
 from bulkfetch.simulator import SimulatorSettings, SimulatorThread

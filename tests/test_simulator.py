@@ -10,6 +10,7 @@ import sys
 import time
 import tomllib
 import urllib.request
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -223,8 +224,8 @@ def test_paging_order_bounds_clamp_and_end() -> None:
 
 
 def _epoch(text: str) -> float:
-    from datetime import datetime, timezone
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
+    from datetime import datetime
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
 
 
 # ---------------------------------------------------------------- payload shapes

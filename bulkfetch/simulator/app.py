@@ -63,8 +63,8 @@ class Fault(Exception):
     def __init__(self, status: int, message: str, resource: str = "", field: str = "", code: str = "") -> None:
         super().__init__(message)
         self.status = status
-        self.body: dict[str, Any] = {"message": message,
-                                     "errors": [{"resource": resource, "field": field, "code": code}] if resource else []}
+        errors = [{"resource": resource, "field": field, "code": code}] if resource else []
+        self.body: dict[str, Any] = {"message": message, "errors": errors}
 
 
 NOT_FOUND = (404, "Record Not Found", "Activity", "id", "invalid")

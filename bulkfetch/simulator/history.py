@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 JSON = dict[str, Any]
@@ -109,11 +109,11 @@ def iso_z(moment: datetime) -> str:
 
 
 def utc_of(epoch_s: int) -> datetime:
-    return datetime.fromtimestamp(epoch_s, tz=timezone.utc)
+    return datetime.fromtimestamp(epoch_s, tz=UTC)
 
 
 def parse_iso_z(text: str) -> int:
-    return int(datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp())
+    return int(datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp())
 
 
 def encode_polyline(points: list[tuple[float, float]]) -> str:
@@ -536,7 +536,8 @@ def make_segments(seed: int, count: int = 40) -> list[JSON]:
             "id": 8_000_000 + index * 7919, "resource_state": 2,
             "name": rng.choice(("Hill repeat", "Ørsted sprint", 'The "wall"', "Bridge climb 🌉", "Park loop")),
             "activity_type": activity_type, "distance": distance, "average_grade": grade,
-            "maximum_grade": round(abs(grade) * 1.8 + 1, 1), "elevation_high": round(low + distance * max(grade, 0.5) / 100, 1),
+            "maximum_grade": round(abs(grade) * 1.8 + 1, 1),
+            "elevation_high": round(low + distance * max(grade, 0.5) / 100, 1),
             "elevation_low": low, "start_latlng": list(start),
             "end_latlng": [round(start[0] + distance / 111_320 / 2, 6), start[1]],
             "elevation_profile": None, "elevation_profiles": None,
