@@ -299,8 +299,11 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         latency_s=args.latency,
     )
     write_config = Path(args.write_config) if args.write_config else None
-    asyncio.run(serve_forever(settings, host=args.host, port=args.port,
-                              write_config=write_config, announce=print))
+    try:
+        asyncio.run(serve_forever(settings, host=args.host, port=args.port, write_config=write_config,
+                                  announce=lambda text: print(text, flush=True)))
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how a foreground simulator is meant to stop
     return EXIT_OK
 
 

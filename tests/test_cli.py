@@ -114,3 +114,22 @@ def test_every_command_and_option_the_readme_shows_exists() -> None:
     for option in set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", readme)):
         known = global_options | {s for p in subparsers.values() for a in p._actions for s in a.option_strings}  # noqa: SLF001
         assert option in known, f"README mentions unknown option {option}"
+
+
+def test_simulate_listens_on_the_port_asked_for() -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from tests.conftest import cli_env
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-m", "bulkfetch", "simulate", "--port", str(port), "--activities", "3"],
+                               env=cli_env(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert f"listening on http://127.0.0.1:{port} " in process.stdout.readline()
+    finally:
+        process.terminate()
+        process.wait(10)

@@ -102,7 +102,9 @@ def strava_section(simulator: Simulator) -> str:
 async def serve_forever(settings: SimulatorSettings, *, host: str, port: int, write_config: Path | None,
                         announce: Callable[[str], None]) -> None:
     """Serve until cancelled (Ctrl-C), after announcing how to point bulkfetch and curl at it."""
-    async with Simulator(settings) as simulator:
+    simulator = Simulator(settings)
+    await simulator.start(host, port)
+    try:
         if write_config is not None:
             write_config.write_text(config_toml(simulator), encoding="utf-8")
         access_token = simulator.issue_access_token()
@@ -122,3 +124,5 @@ async def serve_forever(settings: SimulatorSettings, *, host: str, port: int, wr
         ]
         announce("\n".join(lines))
         await asyncio.Event().wait()
+    finally:
+        await simulator.stop()
