@@ -222,6 +222,8 @@ def _check_value(where: str, section: str, key: str, value: Any) -> Any:
     if isinstance(default, Path):
         if not isinstance(value, (str, Path)) or not str(value):
             raise ConfigError(f"{label} must be a non-empty path string (got {_kind(value)})")
+        if "\x00" in str(value):  # no file system takes it; os calls would raise ValueError later
+            raise ConfigError(f"{label} must not contain a NUL character (\\u0000)")
         return Path(value)
     if isinstance(default, int):
         if isinstance(value, bool) or not isinstance(value, int):
