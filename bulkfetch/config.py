@@ -161,14 +161,15 @@ def parse_config(
     merged: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
     for section_name, section in document.items():
         if section_name not in SECTIONS:
-            raise ConfigError(f"{where}: unknown section [{section_name}]{_suggest(section_name, SECTIONS)}")
+            raise ConfigError(f"{where}: unknown section [{_shown_name(section_name)}]"
+                              f"{_suggest(section_name, SECTIONS)}")
         if not isinstance(section, Mapping):
             raise ConfigError(f"{where}: [{section_name}] must be a table, not a single value")
         known = {f.name for f in fields(SECTIONS[section_name])}
         for key, value in section.items():
             if key not in known:
                 raise ConfigError(
-                    f"{where}: unknown key [{section_name}] {key}{_suggest(key, known)}",
+                    f"{where}: unknown key [{section_name}] {_shown_name(key)}{_suggest(key, known)}",
                     hint="typos are not ignored; see the commented config.toml",
                 )
             merged[section_name][key] = _check_value(where, section_name, key, value)
@@ -262,6 +263,12 @@ def _resolve(base_dir: Path, value: Path | str) -> Path:
 def _kind(value: Any) -> str:
     return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
             dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def _shown_name(name: str) -> str:
+    """A name from the file as it can be shown on one line: control characters (a newline, a terminal
+    escape) are shown escaped, so the error stays one line and cannot restyle the terminal."""
+    return name if name.isprintable() else repr(name)
 
 
 def _suggest(name: str, known: Any) -> str:
