@@ -16,23 +16,25 @@ Strava's rules, as this module models them (FACTS.md §1):
 
 How the ledger estimates a window's usage (per bucket and window kind, at the ledger's time `now`):
 
-    estimate = max(sent + carried + floor,  U_max + in_flight,  min over X of cand(X))
+    estimate = max(sent + carried + floor,  U_max + unsure)
 
 * `sent`: our tickets reserved in this window; `carried`: tickets that were still in flight when the
   window began (sent at the very end of the previous window, the server may count them in this one);
   `floor`: usage restored from a snapshot, until the first unambiguous header of the window.
-* `U_max`: the highest usage any unambiguous response reported in this window (server usage is
-  monotone within a window), plus every request still in flight (it may not be counted yet).
-* `cand(X) = u_X + inflight_before(X) + issued_after(X)` for each unambiguous response X: X's reported
-  usage, plus the tickets that were in flight when X was reserved, plus the tickets reserved after X.
-  Every request the server counted after X is in one of those two groups, so cand(X) bounds the
-  window's usage (other programs aside) *even after headerless responses* and requests that were
-  reserved in the previous window settle. This is a deviation from the plain
-  `max(sent, U_max + in_flight)` rule: that rule under-counts once a request settles with no headers
-  (or ambiguously) after having arrived later than the response that set U_max, e.g. a request carried
-  over from the previous window that the server counted in this one, then settled: neither `sent`
-  nor `in_flight` holds it any more and U_max predates it, so the next request could be a 429.
-  The `U_max + in_flight` term is kept because it sees other programs that spend mid-window.
+* `U_max`: the highest usage any unambiguous response X* reported in this window (server usage is
+  monotone within a window, so X* is the last of our reporting requests to arrive).
+* `unsure`: our tickets the server may have counted after X* arrived: those in flight when X* was
+  reserved plus those reserved after it, minus X* itself and minus every ticket whose own unambiguous
+  report is in (such a report is < U_max, so that request arrived before X*). Tickets still in flight
+  are always in `unsure`, so this is at least the design's `U_max + in_flight`.
+
+  Deviation from the plain `max(sent, U_max + in_flight)`: that rule forgets a request once it
+  settles without headers (or ambiguously) after having arrived later than X*, e.g. a request carried
+  over from the previous window that the server counted in this one, or a headerless response (the
+  streams endpoint sends none) while another program's usage is in U_max; `sent` alone does not cover
+  other programs, so the next request could be a 429. `unsure` keeps such requests counted, and only
+  those: with every response headered and unambiguous the estimate is exact when nothing is in flight.
+  Other programs that spend after X* are invisible until the next header (the probe rule below).
 
 A response is *unambiguous* for a window when its request was reserved and answered in that same
 window index (by the ledger's clock); an ambiguous response's usage is ignored, except that a 429 is
@@ -177,14 +179,12 @@ def clock_offset(server_date_s: float, sent_local_s: float, recv_local_s: float)
 @dataclass(frozen=True)
 class Ticket:
     """One reserved request. `sent_at` is ledger (server-clock) epoch seconds; the indices are the
-    short and daily windows it was reserved in; `inflight_before` is how many tickets were in flight
-    when it was reserved (used to bound usage after its response, see the module docstring)."""
+    short and daily windows it was reserved in."""
 
     seq: int
     sent_at: float
     short_index: int
     daily_index: int
-    inflight_before: int
 
     def index(self, kind: str) -> int:
         return self.short_index if kind == "short" else self.daily_index
@@ -236,7 +236,10 @@ class UsageView:
 @dataclass
 class _Pair:
     u_max: int | None = None  # highest unambiguous usage reported in this window
-    best_base: int | None = None  # min over unambiguous X of u_X + inflight_before(X) - seq(X)
+    x_seq: int = 0  # the ticket X* that reported u_max
+    x_inflight: frozenset[int] = frozenset()  # tickets in flight when X* was reserved
+    reported: set[int] = field(default_factory=set)  # tickets with an unambiguous report here
+    reported_after: int = 0  # how many of `reported` were reserved after X*
     floor: int = 0  # restored usage, until the first unambiguous header
 
 
@@ -293,6 +296,7 @@ class QuotaLedger:
             "read": [short_requests, daily_requests], "overall": [None, None]}
         self._header_limits: dict[str, list[int | None]] = {bucket: [None, None] for bucket in BUCKETS}
         self._in_flight: dict[int, Ticket] = {}
+        self._inflight_at_reserve: dict[int, frozenset[int]] = {}
         self._windows: dict[str, _Window] = {}
         self._last_seq = 0
         self._last_now = -math.inf
@@ -332,15 +336,18 @@ class QuotaLedger:
         header = self._header_limits[bucket][k]
         return header if header is not None else self._config_limits[bucket][k]
 
-    def _estimate(self, kind: str, bucket: str, in_flight: int | None = None) -> int:
+    def _estimate(self, kind: str, bucket: str, *, settled: bool = False) -> int:
+        """The usage estimate (module docstring); `settled=True`: as if every request in flight came
+        back with an unambiguous report (the best a settle can do)."""
         window = self._windows[kind]
         pair = window.pairs[bucket]
-        in_flight = len(self._in_flight) if in_flight is None else in_flight
         estimate = window.sent + window.carried + pair.floor
         if pair.u_max is not None:
-            estimate = max(estimate, pair.u_max + in_flight)
-        if pair.best_base is not None:
-            estimate = max(estimate, pair.best_base + self._last_seq)
+            unsure = sum(1 for seq in pair.x_inflight if seq not in pair.reported)
+            unsure += self._last_seq - pair.x_seq - pair.reported_after
+            if settled:
+                unsure -= len(self._in_flight)
+            estimate = max(estimate, pair.u_max + unsure)
         return estimate
 
     def _was_full(self, kind: str) -> bool:
@@ -371,7 +378,7 @@ class QuotaLedger:
                 estimate = self._estimate(kind, bucket)
                 if estimate + 1 <= limit:
                     continue
-                if self._in_flight and self._estimate(kind, bucket, in_flight=0) + 1 <= limit:
+                if self._in_flight and self._estimate(kind, bucket, settled=True) + 1 <= limit:
                     inflight_reason = (f"{bucket} {kind} window full ({estimate}/{limit}) until "
                                        f"{len(self._in_flight)} requests in flight are answered")
                     continue
@@ -403,8 +410,8 @@ class QuotaLedger:
         if self._block() is not None:
             return None
         self._last_seq += 1
-        ticket = Ticket(self._last_seq, now, self._windows["short"].index, self._windows["daily"].index,
-                        len(self._in_flight))
+        ticket = Ticket(self._last_seq, now, self._windows["short"].index, self._windows["daily"].index)
+        self._inflight_at_reserve[ticket.seq] = frozenset(self._in_flight)
         self._in_flight[ticket.seq] = ticket
         for kind in KINDS:
             self._windows[kind].sent += 1
@@ -419,6 +426,7 @@ class QuotaLedger:
         are folded in; a 429 spends a window (see the class docstring)."""
         now = self._advance(now)
         self._in_flight.pop(ticket.seq, None)
+        inflight_at_reserve = self._inflight_at_reserve.pop(ticket.seq, frozenset())
         for bucket in BUCKETS:
             limits = headers.limit(bucket)
             if limits is not None:
@@ -436,9 +444,12 @@ class QuotaLedger:
                     continue
                 pair = window.pairs[bucket]
                 used = usage[k]
-                pair.u_max = used if pair.u_max is None else max(pair.u_max, used)
-                base = used + ticket.inflight_before - ticket.seq
-                pair.best_base = base if pair.best_base is None else min(pair.best_base, base)
+                pair.reported.add(ticket.seq)
+                if pair.u_max is None or used > pair.u_max:  # the new X*
+                    pair.u_max, pair.x_seq, pair.x_inflight = used, ticket.seq, inflight_at_reserve
+                    pair.reported_after = sum(1 for seq in pair.reported if seq > ticket.seq)
+                elif ticket.seq > pair.x_seq:
+                    pair.reported_after += 1
                 pair.floor = 0
                 window.informed = True
         if status == 429:
@@ -457,6 +468,7 @@ class QuotaLedger:
         but is no longer in flight."""
         self._advance(now)
         self._in_flight.pop(ticket.seq, None)
+        self._inflight_at_reserve.pop(ticket.seq, None)
 
     def usage_view(self, now: float) -> UsageView:
         """Per bucket and window: the used estimate, the limit (None if unknown), the reset time."""

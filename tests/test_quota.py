@@ -195,6 +195,18 @@ def test_headerless_response_after_a_header_is_not_forgotten():
     assert ledger.reserve(10.5) is None
 
 
+def test_other_program_mid_day_then_headerless_response():
+    """Found by the model: another program spends at a short-window start inside the day. An early
+    report of the day (usage 1) must not hide it, nor may a later headerless response be forgotten."""
+    ledger = QuotaLedger(3, 6, short_window_s=1, daily_window_s=4, boundary_guard_s=0)
+    ledger.settle(ledger.reserve(25.0), 25.0, 200, headers(read=(1, 1)))
+    probe = ledger.reserve(27.0)  # meanwhile another program sent 3 at 26.0
+    ledger.settle(probe, 27.0, 200, headers(read=(1, 5)))
+    ledger.settle(ledger.reserve(27.0), 27.0, 200, NO_HEADERS)  # the server's 6th of the day
+    assert ledger.reserve(27.0) is None
+    assert ledger.blocked_until(27.0).window == "daily"
+
+
 def test_boundary_guard_after_a_full_window():
     ledger = QuotaLedger(1, 100, short_window_s=900, daily_window_s=86400)
     assert ledger.boundary_guard_s == 3.0
