@@ -131,6 +131,7 @@ def pending_streams(
 class RequestPlan:
     """What a fetch will spend: list pages, detail and stream requests still to do, and what is done."""
 
+    listed: int  # activities in the cached list (0 before the first listing)
     list_pages: int
     details: int
     streams: int
@@ -161,6 +162,7 @@ def request_plan(
     pending = set(details)
     accepted = [i for i, summary in catalog.items() if filters.accepts(summary)]
     return RequestPlan(
+        listed=len(catalog),
         list_pages=list_pages_needed(len(catalog), per_page),
         details=len(details),
         streams=sum(1 for i in accepted if i not in streamed or i in pending) if streams else 0,

@@ -16,8 +16,18 @@ from types import TracebackType
 from typing import IO
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 from bulkfetch.plan import RequestPlan
 from bulkfetch.quota import KINDS, UsageView, estimate_finish
@@ -82,7 +92,7 @@ class Reporter:
         if self._live:
             self._progress = Progress(
                 TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[note]}"), TimeElapsedColumn(),
+                TextColumn("{task.fields[note]}"), _LiveNoteColumn(self), TimeElapsedColumn(),
                 console=self._console, transient=False, refresh_per_second=4,
             )
             self._progress.start()
@@ -162,7 +172,7 @@ class Reporter:
             self.debug(f"activity {activity_id}: 404, deleted since it was listed")
         if self._progress:
             self._progress.update(self._task("details", "details", total=self._details_total),
-                                  completed=self._details_done, note=self._quota_note())
+                                  completed=self._details_done, live=True)
         elif time.monotonic() - self._last_plain_s >= PLAIN_DETAIL_EVERY_S or \
                 self._details_done == self._details_total:
             self._last_plain_s = time.monotonic()
@@ -209,6 +219,13 @@ class Reporter:
             return ""
         return quota_text(self._scheduler.view())
 
+    def live_note(self) -> str:
+        """Quota now, or the countdown of a quota wait: rendered at every refresh of the live display."""
+        if self._waiting is not None:
+            left = max(0.0, self._waiting.until - self._now())
+            return f"waiting {human_duration(left)}, resets {utc_clock(self._waiting.until)}"
+        return self._quota_note()
+
     def _line(self, message: str, *, level: str) -> None:
         self._to_log(message)
         if self._quiet and level != "warn":
@@ -225,8 +242,22 @@ class Reporter:
             self._log.flush()
 
 
+class _LiveNoteColumn(ProgressColumn):
+    """The details bar's quota or wait countdown, recomputed at each refresh (4 times a second)."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        super().__init__()
+        self._reporter = reporter
+
+    def render(self, task: Task) -> Text:
+        return Text(self._reporter.live_note() if task.fields.get("live") else "")
+
+
 def plan_text(plan: RequestPlan, view: UsageView) -> str:
     """'2,412 requests: today 640 left in the daily window, then 1,000 a day — done about Sat 14:00 UTC'."""
+    if plan.listed == 0:
+        return ("plan: first run: listing the history first (1 request per 200 activities), "
+                "then 1 request per activity; 'bulkfetch plan' shows the full count once the list is read")
     parts = [count(plan.list_pages, "list page"), count(plan.details, "detail")]
     if plan.streams or plan.streams_done:
         parts.append(count(plan.streams, "stream set"))

@@ -126,8 +126,8 @@ def test_simulate_listens_on_the_port_asked_for() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    process = subprocess.Popen([sys.executable, "-m", "bulkfetch", "simulate", "--port", str(port), "--activities", "3"],
-                               env=cli_env(), stdout=subprocess.PIPE, text=True)
+    command = [sys.executable, "-m", "bulkfetch", "simulate", "--port", str(port), "--activities", "3"]
+    process = subprocess.Popen(command, env=cli_env(), stdout=subprocess.PIPE, text=True)
     try:
         assert f"listening on http://127.0.0.1:{port} " in process.stdout.readline()
     finally:
