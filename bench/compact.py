@@ -2,6 +2,7 @@
 
     python bench/compact.py                  # 2,000 detailed activities, about 75 KB each (~150 MB)
     python bench/compact.py --activities 50  # smoke run (the test suite runs this)
+    python bench/compact.py --streams-activities 3000   # the streams case at full size (~2.5 GB raw)
 
 It writes its own synthetic raw store into a temporary folder (see `write_synthetic_store`: activities
 derived from a real Strava DetailedActivity, with varied ids, dates, sports, split values, missing fields,
@@ -10,14 +11,23 @@ int-vs-float wobble and unknown fields), warms the page cache, then times, best 
 1. floor: read and `orjson`-parse every raw file compaction reads (list pages and details), one process;
 2. bulkfetch: `compact(..., rebuild=True)`;
 3. duckdb: one SQL script that builds the same six tables from the same raw files.
+
+Then the streams case: --streams-activities activities, each with a detail and a StreamSet of all
+eleven types (30 min to 6 h at one point a second, about 75 bytes of JSON a point), compacted once in
+a child process whose peak RSS (ru_maxrss) is reported next to its RSS before compaction and the raw
+size: compaction of streams must stay bounded in memory, whatever the history's size.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
 import random
+import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -114,11 +124,52 @@ def synthetic_activity(rng: random.Random, template: bytes, activity_id: int,
     return summary, detail
 
 
+def synthetic_streams(rng: random.Random, points: int) -> dict[str, Any]:
+    """A StreamSet of all eleven types keyed by type (as `key_by_type=true` answers), `points` long.
+
+    Like real recordings: integers where Strava sends integers, rounded floats elsewhere, and a few
+    dropouts (null points) in latlng, altitude and heartrate.
+    """
+    time_s, distance_m, lat, lng, altitude = 0, 0.0, 40.0 + rng.random(), -74.0 + rng.random(), 30.0
+    series: dict[str, list[Any]] = {kind: [] for kind in (
+        "time", "distance", "latlng", "altitude", "velocity_smooth", "grade_smooth", "heartrate", "cadence",
+        "watts", "temp", "moving")}
+    for index in range(points):
+        step_s = 1 if rng.random() < 0.97 else rng.randint(2, 9)
+        speed = max(0.0, 3.0 + math.sin(index / 200) + rng.uniform(-0.3, 0.3))
+        climb = math.sin(index / 150) * 0.4
+        time_s += step_s if index else 0
+        distance_m += speed * step_s if index else 0.0
+        lat += speed * 6e-6
+        lng += speed * 4e-6
+        altitude += climb
+        series["time"].append(time_s)
+        series["distance"].append(round(distance_m, 1))
+        series["latlng"].append([round(lat, 6), round(lng, 6)])
+        series["altitude"].append(round(altitude, 1))
+        series["velocity_smooth"].append(round(speed, 3))
+        series["grade_smooth"].append(round(100 * climb / max(speed, 0.1), 1))
+        series["heartrate"].append(round(140 + 15 * math.sin(index / 300) + rng.uniform(-3, 3)))
+        series["cadence"].append(rng.randint(84, 92))
+        series["watts"].append(rng.randint(180, 320))
+        series["temp"].append(21 if index < points // 2 else 22)
+        series["moving"].append(speed > 2.2)
+    for index in rng.sample(range(1, points), k=min(3, points - 1)):
+        for kind in ("latlng", "altitude", "heartrate"):
+            series[kind][index] = None
+    return {kind: {"data": data, "series_type": "distance", "original_size": points, "resolution": "high"}
+            for kind, data in series.items()}
+
+
 def write_synthetic_store(data_dir: Path, count: int, *, seed: int = 1, years: tuple[int, int] = (2015, 2024),
-                          detail_share: float = 1.0) -> RawStore:
+                          detail_share: float = 1.0, stream_share: float = 0.0,
+                          stream_points: tuple[int, int] = (20, 200), stream_templates: int = 0) -> RawStore:
     """A raw store of `count` activities spread over `years`, newest first in complete list pages.
 
-    About `detail_share` of them get a detail file (the rest were "filtered out"). Ids exceed 2**32.
+    About `detail_share` of them get a detail file (the rest were "filtered out"), and about
+    `stream_share` of those a streams file of `stream_points` (low, high) points. With
+    `stream_templates` > 0, streams are drawn from that many pre-serialized sets (fast for gigabytes);
+    else each is generated apart. Ids exceed 2**32.
     """
     rng = random.Random(seed)
     template = TEMPLATE.read_bytes()
@@ -127,6 +178,9 @@ def write_synthetic_store(data_dir: Path, count: int, *, seed: int = 1, years: t
     first = datetime(years[0], 1, 1, tzinfo=UTC).timestamp()
     last = datetime(years[1], 12, 31, 23, 0, tzinfo=UTC).timestamp()
     starts = sorted((rng.uniform(first, last) for _ in range(count)), reverse=True)
+    stream_rng = random.Random(seed + 1)  # streams do not shift the other values of a given seed
+    pool = [orjson.dumps(synthetic_streams(stream_rng, stream_rng.randint(*stream_points)))
+            for _ in range(stream_templates)]
     summaries = []
     for number, start_s in enumerate(starts):
         activity_id = 10_000_000_000 + (count - number) * 7919
@@ -135,6 +189,10 @@ def write_synthetic_store(data_dir: Path, count: int, *, seed: int = 1, years: t
         summaries.append(summary)
         if rng.random() < detail_share:
             store.detail_path(activity_id).write_bytes(orjson.dumps(detail))
+            if stream_share and stream_rng.random() < stream_share:
+                raw = stream_rng.choice(pool) if pool else orjson.dumps(
+                    synthetic_streams(stream_rng, stream_rng.randint(*stream_points)))
+                store.stream_path(activity_id).write_bytes(raw)
     listing = store.new_listing(time.time())
     for page in range(0, max(count, 1), PAGE_SIZE):
         listing.write_page(page // PAGE_SIZE + 1, orjson.dumps(summaries[page:page + PAGE_SIZE]))
@@ -234,6 +292,42 @@ def run_duckdb(store: RawStore, out: Path) -> None:
         connection.execute(script)
 
 
+def measure_streams(count: int, folder: Path) -> dict[str, Any]:
+    """Build a store of `count` activities with hour-long-ish streams, compact it in a child process,
+    and return its time, RSS before and at peak (MB), the raw and Parquet sizes (MB) and the rows."""
+    data_dir, out = folder / "streams-data", folder / "streams-parquet"
+    store = write_synthetic_store(data_dir, count, seed=5, stream_share=1.0, stream_points=(1800, 21600),
+                                  stream_templates=min(count, 24))
+    raw_mb = sum(p.stat().st_size for p in store.stream_dir.iterdir()) / 1e6
+    for path in store.stream_dir.iterdir():  # warm the page cache, as for the other cases
+        path.read_bytes()
+    done = subprocess.run([sys.executable, __file__, "--child-compact", str(data_dir), str(out)],
+                          capture_output=True, text=True, check=True)
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    report["raw_mb"] = raw_mb
+    report["parquet_mb"] = sum(p.stat().st_size for p in (out / "streams").rglob("*.parquet")) / 1e6
+    return report
+
+
+def child_compact(data_dir: Path, out: Path) -> None:
+    """In a fresh process: compact once and print one JSON line of time, RSS (MB) and stream rows."""
+    import bulkfetch.compact as compact_module
+
+    # One process, so that its ru_maxrss is the whole peak (a worker would fork from the forkserver,
+    # out of reach of RUSAGE_CHILDREN); with the worker, each of the two processes peaks like this one.
+    compact_module.PARALLEL_MIN_BYTES = 1 << 62
+    before_mb = _rss_mb(resource.RUSAGE_SELF)
+    started = time.perf_counter()
+    result = compact(RawStore(data_dir), out, rebuild=True)
+    seconds = time.perf_counter() - started
+    print(json.dumps({"seconds": seconds, "rss_before_mb": before_mb, "peak_rss_mb": _rss_mb(resource.RUSAGE_SELF),
+                      "rows": result.rows["streams"]}))
+
+
+def _rss_mb(who: int) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024  # Linux reports KiB
+
+
 def best_time(run: Callable[[], object], repeat: int, before: Callable[[], None] | None = None) -> float:
     times = []
     for _ in range(repeat):
@@ -251,7 +345,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs per contender; the best counts")
     parser.add_argument("--no-duckdb", action="store_true", help="skip the DuckDB contender")
     parser.add_argument("--keep", type=Path, help="build the raw store here and keep it (default: temp dir)")
+    parser.add_argument("--streams-activities", type=int, default=200,
+                        help="activities with streams in the streams case (0 skips it; 3000 is ~2.5 GB raw)")
+    parser.add_argument("--child-compact", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child_compact:
+        child_compact(*args.child_compact)
+        return 0
 
     folder = args.keep or Path(tempfile.mkdtemp(prefix="bulkfetch-bench-"))
     try:
@@ -275,6 +375,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'':30} {'seconds':>8} {'x floor':>8} {'x bulkfetch':>12}")
         for name, seconds in results:
             print(f"{name:30} {seconds:8.2f} {seconds / floor:8.2f} {seconds / ours:12.2f}")
+        if args.streams_activities > 0:
+            r = measure_streams(args.streams_activities, folder)
+            print(f"streams: {args.streams_activities:,} activities, {r['raw_mb']:,.1f} MB raw JSON -> "
+                  f"{r['rows']:,} rows, {r['parquet_mb']:,.1f} MB Parquet in {r['seconds']:.2f} s; "
+                  f"peak RSS {r['peak_rss_mb']:,.0f} MB (before compaction {r['rss_before_mb']:,.0f} MB), "
+                  "one process")
     finally:
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)

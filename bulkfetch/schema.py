@@ -24,6 +24,12 @@ Coercion, the same for every value whatever its neighbours (see `coerce`):
 An activity row takes each field from the list summary (the newest copy: it is re-listed on every
 fetch) and, where the summary lacks it or has null, from the detail. Split, lap and effort rows come
 from the detail only; their `activity_id` is the id of the activity they were stored under.
+
+`streams` is in long form, one row per point: `build_streams` turns one StreamSet (as
+`GET /activities/{id}/streams?key_by_type=true` answers it) into rows `seq` 0..n-1, one column per
+stream type (latlng as `lat`, `lng`), plus the activity's `start_date` and `sport_type`. A point that
+is null inside a stream stays null; a stream shorter than the longest is padded with nulls; a type the
+activity lacks is a null column.
 """
 
 from __future__ import annotations
@@ -37,9 +43,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the streams table
 
-TABLES = ("activities", "splits_metric", "splits_standard", "laps", "best_efforts", "segment_efforts")
+# Tables built from list summaries and details (`build_tables`), then the one built from streams.
+DETAIL_TABLES = ("activities", "splits_metric", "splits_standard", "laps", "best_efforts", "segment_efforts")
+STREAMS = "streams"
+TABLES = (*DETAIL_TABLES, STREAMS)
 
 I64 = pa.int64()
 F64 = pa.float64()
@@ -165,6 +174,28 @@ SEGMENT_EFFORT_COLUMNS: tuple[Column, ...] = (
     *_nested(BOOL, "segment", "private", "hazardous"),
 )
 
+# One row per point. `path` is (stream type, index inside the point) for latlng, else (stream type,).
+STREAM_COLUMNS: tuple[Column, ...] = (
+    Column("activity_id", I64, ()),
+    Column("seq", I64, ()),
+    Column("start_date", UTC_TIME, ("start_date",), from_activity=True),
+    Column("sport_type", STR, ("sport_type",), from_activity=True),
+    Column("time", I64, ("time",)),
+    Column("distance", F64, ("distance",)),
+    Column("lat", F64, ("latlng", 0)),
+    Column("lng", F64, ("latlng", 1)),
+    Column("altitude", F64, ("altitude",)),
+    Column("velocity_smooth", F64, ("velocity_smooth",)),
+    Column("grade_smooth", F64, ("grade_smooth",)),
+    Column("heartrate", I64, ("heartrate",)),
+    Column("cadence", I64, ("cadence",)),
+    Column("watts", I64, ("watts",)),
+    Column("temp", I64, ("temp",)),
+    Column("moving", BOOL, ("moving",)),
+)
+# The stream types those columns come from (config.STREAM_TYPES names the same eleven).
+STREAM_KEYS = frozenset(c.path[0] for c in STREAM_COLUMNS if c.path and not c.from_activity)
+
 COLUMNS: dict[str, tuple[Column, ...]] = {
     "activities": ACTIVITY_COLUMNS,
     "splits_metric": SPLIT_COLUMNS,
@@ -172,10 +203,11 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
     "laps": LAP_COLUMNS,
     "best_efforts": BEST_EFFORT_COLUMNS,
     "segment_efforts": SEGMENT_EFFORT_COLUMNS,
+    STREAMS: STREAM_COLUMNS,
 }
 
 # The key of each child table's list inside DetailedActivity (all of them are named like the table).
-CHILD_KEYS = {name: name for name in TABLES if name != "activities"}
+CHILD_KEYS = {name: name for name in DETAIL_TABLES if name != "activities"}
 
 _METADATA = {b"bulkfetch.schema_version": str(SCHEMA_VERSION).encode()}
 SCHEMAS: dict[str, pa.Schema] = {
@@ -309,7 +341,7 @@ ActivityInput = tuple[int, Mapping[str, Any] | None, Mapping[str, Any] | None]
 
 
 def build_tables(activities: Sequence[ActivityInput]) -> dict[str, pa.Table]:
-    """One Arrow table per name in TABLES from `(id, summary, detail)` triples, in the order given.
+    """One Arrow table per name in DETAIL_TABLES from `(id, summary, detail)` triples, in the order given.
 
     `summary` is the list item (None if the activity was never listed), `detail` the DetailedActivity
     (None if it was not fetched). Tables without rows are returned empty, with their schema.
@@ -355,6 +387,68 @@ def build_tables(activities: Sequence[ActivityInput]) -> dict[str, pa.Table]:
                               else pa.array([], type=column.type))
         tables[name] = pa.Table.from_arrays(arrays, schema=SCHEMAS[name])
     return tables
+
+
+def stream_series(stream_set: Any) -> dict[str, list[Any]]:
+    """The `data` list of each stream type in a StreamSet, keyed by type.
+
+    Takes both shapes Strava answers: keyed by type (`{"time": {"data": [...]}, ...}`, key_by_type=true)
+    and a list of streams each naming its `type`. Anything that is not a list of points is left out.
+    """
+    if isinstance(stream_set, list):
+        stream_set = {s.get("type"): s for s in stream_set if isinstance(s, dict)}
+    if not isinstance(stream_set, dict):
+        return {}
+    series = {}
+    for kind, stream in stream_set.items():
+        data = stream.get("data") if isinstance(stream, dict) else None
+        if isinstance(kind, str) and type(data) is list:
+            series[kind] = data
+    return series
+
+
+def build_streams(activity_id: int, start_date: Any, sport_type: Any, stream_set: Any) -> pa.Table:
+    """The `streams` rows of one activity: one per point, `seq` 0..n-1, n the longest stream's length.
+
+    `start_date` and `sport_type` are the activity row's values (Arrow scalars or Python values).
+    Values follow the module's coercion rules; a null point, a missing stream or a point past the end
+    of a shorter stream is null.
+    """
+    series = stream_series(stream_set)
+    length = max((len(data) for kind, data in series.items() if kind in STREAM_KEYS), default=0)
+    arrays: list[pa.Array] = []
+    for column in STREAM_COLUMNS:
+        if column.name == "activity_id":
+            arrays.append(pa.array([activity_id] * length, type=I64))
+        elif column.name == "seq":
+            arrays.append(pa.array(range(length), type=I64))
+        elif column.from_activity:
+            value = start_date if column.name == "start_date" else sport_type
+            if isinstance(value, pa.Scalar):
+                value = value.cast(column.type) if value.is_valid else None
+            arrays.append(_repeat(value, length, column.type))
+        else:
+            data = series.get(column.path[0])
+            if data is None:
+                arrays.append(pa.nulls(length, column.type))
+                continue
+            if len(column.path) > 1:
+                step = column.path[1]
+                data = [p[step] if type(p) is list and len(p) > step else None for p in data]
+            if len(data) < length:
+                data = [*data, *([None] * (length - len(data)))]
+            arrays.append(to_array(data, column.type))
+    return pa.Table.from_arrays(arrays, schema=SCHEMAS[STREAMS])
+
+
+def _repeat(value: Any, length: int, type_: pa.DataType) -> pa.Array:
+    if value is None:
+        return pa.nulls(length, type_)
+    if isinstance(value, pa.Scalar):
+        return pa.repeat(value, length)
+    if pa.types.is_timestamp(type_):
+        return pa.repeat(to_array([value], type_)[0], length)
+    return pa.repeat(pa.scalar(coerce(value, type_), type=type_), length)
 
 
 def utc_years(start_dates: Sequence[Any]) -> list[int | None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -48,7 +49,7 @@ def add_listing(store: RawStore, summaries: list[dict]) -> None:
 def built(tmp_path_factory) -> tuple[RawStore, Path]:
     """A store of COUNT synthetic activities (some without detail, one deleted) and its compaction."""
     data = tmp_path_factory.mktemp("built")
-    store = write_synthetic_store(data / "data", COUNT, seed=7, years=YEARS, detail_share=0.85)
+    store = write_synthetic_store(data / "data", COUNT, seed=7, years=YEARS, detail_share=0.85, stream_share=0.7)
     deleted = sorted(store.catalog())[5]
     store.add_tombstones([deleted], "not_found", time.time())
     parquet_dir = data / "parquet"
@@ -58,7 +59,7 @@ def built(tmp_path_factory) -> tuple[RawStore, Path]:
 
 @pytest.fixture
 def fresh(tmp_path) -> tuple[RawStore, Path]:
-    store = write_synthetic_store(tmp_path / "data", 30, seed=3, years=YEARS, detail_share=0.9)
+    store = write_synthetic_store(tmp_path / "data", 30, seed=3, years=YEARS, detail_share=0.9, stream_share=0.7)
     return store, tmp_path / "parquet"
 
 
@@ -220,6 +221,72 @@ def test_spark_reads_every_table_and_gets_the_same_answer(built, spark):
     assert rows == expected_pace(store)
 
 
+def expected_stream_rows(raw: dict, activity_id: int, summary: dict) -> list[dict]:
+    """The rows a StreamSet should become, from the raw JSON alone (point i of every type is row i)."""
+    series = {kind: stream["data"] for kind, stream in raw.items()}
+    rows = []
+    for seq in range(max(len(data) for data in series.values())):
+        point = {kind: data[seq] if seq < len(data) else None for kind, data in series.items()}
+        latlng = point.pop("latlng", None)
+        rows.append({"activity_id": activity_id, "seq": seq, "sport_type": summary["sport_type"],
+                     "start_date": datetime.fromisoformat(summary["start_date"].replace("Z", "+00:00")),
+                     "lat": latlng[0] if latlng else None, "lng": latlng[1] if latlng else None, **point})
+    return rows
+
+
+def test_stream_rows_equal_the_raw_json_sorted_by_activity_and_seq(built):
+    store, parquet_dir = built
+    catalog = store.catalog()
+    with_streams = store.stream_ids() & store.detail_ids() & set(catalog)
+    assert len(with_streams) > 10
+    for year_dir in sorted((parquet_dir / "streams").iterdir()):
+        path = year_dir / "part-0.parquet"
+        meta = pq.ParquetFile(path).metadata
+        assert [(c.column_index, c.descending) for c in meta.row_group(0).sorting_columns] == [(0, False), (1, False)]
+        keys = [(r["activity_id"], r["seq"]) for r in pq.read_table(path, columns=["activity_id", "seq"]).to_pylist()]
+        assert keys == sorted(keys) and len(set(keys)) == len(keys)
+    rows = read(parquet_dir, "streams")
+    by_activity: dict[int, list[dict]] = {}
+    for row in rows:
+        year = row.pop("year")
+        assert year == row["start_date"].year
+        by_activity.setdefault(row["activity_id"], []).append(row)
+    assert set(by_activity) == with_streams  # the tombstoned activity's streams are left out too
+    for activity_id in with_streams:
+        raw = orjson.loads(store.stream_path(activity_id).read_bytes())
+        assert by_activity[activity_id] == expected_stream_rows(raw, activity_id, catalog[activity_id])
+    assert any(r["heartrate"] is None for r in rows) and any(r["lat"] is None for r in rows)  # nulls kept
+
+
+def test_a_new_or_changed_stream_file_rewrites_only_its_year_and_a_damaged_one_is_skipped(fresh):
+    store, parquet_dir = fresh
+    compact(store, parquet_dir)
+    catalog = store.catalog()
+    without = sorted(store.detail_ids() - store.stream_ids(), key=lambda i: catalog[i]["start_date"])
+    assert len(without) >= 2
+    activity_id = without[0]
+    year = int(catalog[activity_id]["start_date"][:4])
+    raw = {"time": {"data": [0, 1, 2]}, "heartrate": {"data": [100, None, 102]}}
+    store.write_streams(activity_id, orjson.dumps(raw))
+    result = compact(store, parquet_dir)
+    assert result.written["streams"] == [year] and result.written["activities"] == [year]
+    assert result.skipped_years == [y for y in range(YEARS[0], YEARS[1] + 1) if y != year]
+    mine = [r for r in read(parquet_dir, "streams") if r["activity_id"] == activity_id]
+    assert [r["heartrate"] for r in mine] == [100, None, 102]
+
+    store.write_streams(activity_id, orjson.dumps({"time": {"data": [0, 1]}}))  # refetched after an edit
+    assert compact(store, parquet_dir).written["streams"] == [year]
+    assert len([r for r in read(parquet_dir, "streams") if r["activity_id"] == activity_id]) == 2
+
+    store.mark_no_streams(without[1])  # a "no streams" marker adds no rows: nothing to rewrite
+    assert compact(store, parquet_dir).written == {t: [] for t in TABLES}
+
+    store.stream_path(activity_id).write_bytes(b'{"time": {"data": [0, 1')  # damaged from outside
+    compact(store, parquet_dir)
+    assert not [r for r in read(parquet_dir, "streams") if r["activity_id"] == activity_id]
+    assert activity_id in {r["id"] for r in read(parquet_dir, "activities")}
+
+
 # -- incremental, idempotent, atomic -------------------------------------------------------------------
 def test_rerun_rewrites_nothing_and_duplicates_nothing(fresh):
     store, parquet_dir = fresh
@@ -339,7 +406,7 @@ def test_a_crash_mid_compaction_keeps_the_old_partitions_and_the_next_run_heals(
 
 
 def test_parallel_output_equals_sequential_output(tmp_path, monkeypatch):
-    store = write_synthetic_store(tmp_path / "data", 40, seed=11, years=(2016, 2020))
+    store = write_synthetic_store(tmp_path / "data", 40, seed=11, years=(2016, 2020), stream_share=0.5)
     compact(store, tmp_path / "sequential")
     monkeypatch.setattr(compact_module, "PARALLEL_MIN_BYTES", 0)
     monkeypatch.setattr(compact_module, "CHUNK_ACTIVITIES", 3)  # several row groups per file too
@@ -373,7 +440,8 @@ def test_a_damaged_detail_keeps_its_summary_row(fresh):
 
 # -- bench -----------------------------------------------------------------------------------------------
 def test_bench_smoke():
-    command = [sys.executable, str(REPO / "bench" / "compact.py"), "--activities", "50", "--repeat", "1"]
+    command = [sys.executable, str(REPO / "bench" / "compact.py"), "--activities", "50", "--repeat", "1",
+               "--streams-activities", "60"]
     done = subprocess.run(command,
                           capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.returncode == 0, done.stderr
@@ -381,3 +449,10 @@ def test_bench_smoke():
     assert "50 activities" in out
     for name in ("read + orjson.loads (floor)", "bulkfetch compact --rebuild", "DuckDB SQL script"):
         assert name in out
+    streams = re.search(r"streams: 60 activities, ([\d,.]+) MB raw JSON -> ([\d,]+) rows.*peak RSS ([\d,]+) MB "
+                        r"\(before compaction ([\d,]+) MB\)", out)
+    assert streams, out
+    raw_mb, rows, peak_mb, before_mb = (float(g.replace(",", "")) for g in streams.groups())
+    assert raw_mb > 30 and rows > 300_000
+    # Bounded: compaction holds one parsed stream file and one row group, never the year's streams.
+    assert peak_mb - before_mb < raw_mb / 2, out

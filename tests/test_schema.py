@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bulkfetch import schema
-from bulkfetch.schema import BOOL, F64, I64, STR, TABLES, build_tables, coerce, to_array
+from bulkfetch.schema import BOOL, DETAIL_TABLES, F64, I64, STR, TABLES, build_streams, build_tables, coerce, to_array
 
 FIXTURES = Path(__file__).parent / "fixtures_compact"
 
@@ -100,7 +100,7 @@ def test_summary_only_activity_has_null_detail_columns(summaries):
     assert row["description"] is None and row["calories"] is None and row["map_polyline"] is None
     assert row["name"] == summary["name"] and row["kudos_count"] == summary["kudos_count"]
     assert row["map_summary_polyline"] == summary["map"]["summary_polyline"]
-    assert all(len(tables[name]) == 0 for name in TABLES if name != "activities")
+    assert all(len(tables[name]) == 0 for name in DETAIL_TABLES if name != "activities")
 
 
 def test_summary_wins_over_detail_and_detail_fills_the_gaps(detail):
@@ -146,7 +146,7 @@ def test_child_rows_keep_their_activity_order():
 
 def test_empty_input_gives_empty_tables_with_their_schema():
     tables = build_tables([])
-    for name in TABLES:
+    for name in DETAIL_TABLES:
         assert tables[name].schema == schema.SCHEMAS[name] and len(tables[name]) == 0
 
 
@@ -212,3 +212,56 @@ def test_child_row_count_is_the_sum_of_list_lengths(split_counts):
     assert len(tables["activities"]) == len(split_counts)
     assert len(tables["splits_standard"]) == sum(n or 0 for n in split_counts)
     assert tables["activities"]["has_detail"].to_pylist() == [n is not None for n in split_counts]
+
+
+# -- streams ---------------------------------------------------------------------------------------------
+def test_stream_columns_cover_every_configurable_stream_type():
+    from bulkfetch.config import STREAM_TYPES
+
+    assert schema.STREAM_KEYS == set(STREAM_TYPES)
+    names = schema.SCHEMAS["streams"].names
+    assert names[:4] == ["activity_id", "seq", "start_date", "sport_type"]
+    assert "lat" in names and "lng" in names and "latlng" not in names
+
+
+def test_streams_are_long_form_with_nulls_kept_and_short_streams_padded():
+    stream_set = {
+        "time": {"data": [0, 1, 2, 5], "series_type": "distance"},
+        "latlng": {"data": [[40.1, -74.2], None, [40.3, -74.4], [40.4, -74.5]]},
+        "heartrate": {"data": [120, None, 122.0, 123]},  # 122.0: an int column's float is its int
+        "moving": {"data": [True, False, True]},  # shorter than the rest: padded with null
+        "brand_new_type": {"data": [1, 2, 3, 4, 5, 6]},  # unknown: ignored, not even for the length
+    }
+    rows = build_streams(7, "2024-05-01T06:00:00Z", "TrailRun", stream_set).to_pylist()
+    assert [r["seq"] for r in rows] == [0, 1, 2, 3]
+    assert {r["activity_id"] for r in rows} == {7} and {r["sport_type"] for r in rows} == {"TrailRun"}
+    assert {r["start_date"] for r in rows} == {datetime(2024, 5, 1, 6, tzinfo=UTC)}
+    assert [r["time"] for r in rows] == [0, 1, 2, 5]
+    assert [(r["lat"], r["lng"]) for r in rows] == [(40.1, -74.2), (None, None), (40.3, -74.4), (40.4, -74.5)]
+    assert [r["heartrate"] for r in rows] == [120, None, 122, 123]
+    assert [r["moving"] for r in rows] == [True, False, True, None]
+    assert all(r["watts"] is None and r["altitude"] is None for r in rows)  # types the activity lacks
+
+
+def test_streams_take_the_list_shape_and_answer_nothing_for_empty_or_odd_input():
+    listed = [{"type": "time", "data": [0, 1]}, {"type": "distance", "data": [0.0, 2.5]}, "junk"]
+    rows = build_streams(1, None, None, listed).to_pylist()
+    assert [(r["time"], r["distance"]) for r in rows] == [(0, 0.0), (1, 2.5)]
+    assert rows[0]["start_date"] is None and rows[0]["sport_type"] is None
+    for odd in ({}, [], None, "x", {"time": {"data": "not a list"}}, {"time": [1, 2]}):
+        table = build_streams(1, None, None, odd)
+        assert len(table) == 0 and table.schema == schema.SCHEMAS["streams"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.integers(0, 250)), max_size=30),
+       st.lists(st.one_of(st.none(), st.tuples(st.floats(-90, 90), st.floats(-180, 180))), max_size=30))
+def test_stream_rows_equal_the_points_one_by_one(heartrate, latlng):
+    stream_set = {"heartrate": {"data": heartrate}, "latlng": {"data": [list(p) if p else p for p in latlng]}}
+    rows = build_streams(3, "2020-01-01T00:00:00Z", "Run", stream_set).to_pylist()
+    length = max(len(heartrate), len(latlng))
+    assert [r["seq"] for r in rows] == list(range(length))
+    padded_hr = heartrate + [None] * (length - len(heartrate))
+    padded_ll = latlng + [None] * (length - len(latlng))
+    assert [r["heartrate"] for r in rows] == padded_hr
+    assert [(r["lat"], r["lng"]) for r in rows] == [p if p else (None, None) for p in padded_ll]
