@@ -143,9 +143,28 @@ class RequestPlan:
         return self.list_pages + self.details + self.streams
 
 
-def list_pages_needed(activities: int, per_page: int) -> int:
-    """Keyset paging stops at the first short page: a full last page costs one more (empty) request."""
-    return activities // per_page + 1
+def list_pages_needed(starts: Iterable[int | None], per_page: int) -> int:
+    """The list requests a fresh listing of activities starting at `starts` (epoch s) takes.
+
+    It replays the pipeline's keyset paging: each page is the `per_page` newest activities starting
+    before the cursor; the next cursor is the page's oldest start + 1 (so every page after the first
+    repeats at least one activity); paging stops at a short page or a page with nothing new. A full
+    last page therefore costs one more request. Activities without a start count as the oldest.
+    """
+    order = sorted((-1 if s is None else s for s in starts), reverse=True)
+    pages, seen = 0, 0  # seen: order[:seen] were listed (ties at a boundary come back on the next page)
+    first = 0  # index of the newest activity before the cursor
+    while True:
+        page = order[first:first + per_page]
+        pages += 1
+        fresh = max(0, first + len(page) - seen)
+        seen = max(seen, first + len(page))
+        if not fresh or len(page) < per_page:
+            return pages
+        oldest = page[-1]
+        first = first + len(page) - 1
+        while first > 0 and order[first - 1] == oldest:
+            first -= 1  # the cursor is `oldest + 1`: every activity of that second is listed again
 
 
 def request_plan(
@@ -163,7 +182,7 @@ def request_plan(
     accepted = [i for i, summary in catalog.items() if filters.accepts(summary)]
     return RequestPlan(
         listed=len(catalog),
-        list_pages=list_pages_needed(len(catalog), per_page),
+        list_pages=list_pages_needed((start_epoch(s) for s in catalog.values()), per_page),
         details=len(details),
         streams=sum(1 for i in accepted if i not in streamed or i in pending) if streams else 0,
         details_done=sum(1 for i in accepted if i in fetched and i not in pending),
