@@ -288,7 +288,11 @@ def exclusive_lock(data_dir: Path) -> Iterator[None]:
     An flock dies with its process, so a lock file left by a killed run is simply taken over.
     """
     path = data_dir / "fetch.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:  # a read-only file system, or no permission
+        raise StorageError(f"{data_dir} is not writable ({exc.strerror})",
+                           hint="fix its permissions or set [storage] data_dir") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -296,8 +300,11 @@ def exclusive_lock(data_dir: Path) -> Iterator[None]:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
             raise LockedError(f"another bulkfetch fetch (PID {holder}) is using {data_dir}",
                               hint="wait for it to finish or stop it; two runs would spend the quota twice") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+        except OSError as exc:  # the disk is full: say so, as every other write does
+            raise WriteError(_describe_write_error(path, exc), hint=_write_hint(exc)) from None
         yield
     finally:
         os.close(fd)
