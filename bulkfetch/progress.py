@@ -77,7 +77,13 @@ class Reporter:
         self._verbose = verbose
         self._live = interactive(self._stream) and not quiet
         self._console = Console(file=self._stream, highlight=False, soft_wrap=True)
-        self._log = log_path.open("a", encoding="utf-8") if log_path else None
+        self._log_path = log_path
+        self._log: IO[str] | None = None
+        if log_path:
+            try:
+                self._log = log_path.open("a", encoding="utf-8")
+            except OSError as exc:
+                self._log_failed(exc)
         self._progress: Progress | None = None
         self._tasks: dict[str, TaskID] = {}
         self._details_total = 0
@@ -102,8 +108,7 @@ class Reporter:
                  trace: TracebackType | None) -> None:
         if self._progress:
             self._progress.stop()
-        if self._log:
-            self._log.close()
+        self._close_log()
 
     # -- plain messages ------------------------------------------------------------------------------------
     def info(self, message: str) -> None:
@@ -238,8 +243,26 @@ class Reporter:
 
     def _to_log(self, message: str) -> None:
         if self._log:
-            self._log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {message}\n")
-            self._log.flush()
+            try:
+                self._log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {message}\n")
+                self._log.flush()
+            except OSError as exc:
+                self._close_log()
+                self._log_failed(exc)
+
+    def _close_log(self) -> None:
+        log, self._log = self._log, None
+        if log:
+            try:
+                log.close()
+            except OSError:
+                pass  # its last line could not be flushed: _to_log has said so already
+
+    def _log_failed(self, exc: OSError) -> None:
+        """The log is a convenience: a full disk or a read-only folder must not stop the run (a data
+        write that fails the same way stops it, with its own error). Said once, on the terminal."""
+        print(f"bulkfetch: warning: cannot write the log {self._log_path} ({exc.strerror or exc});"
+              " going on without it", file=self._stream, flush=True)
 
 
 class _LiveNoteColumn(ProgressColumn):
