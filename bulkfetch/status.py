@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from bulkfetch.config import Config
+from bulkfetch.errors import StorageError
 from bulkfetch.pipeline import load_fetched_index, restore_ledger
 from bulkfetch.plan import Filters, pending_details
 from bulkfetch.quota import BUCKETS, KINDS, UsageView, estimate_finish
@@ -16,6 +17,7 @@ def collect_status(config: Config, now: float | None = None) -> dict[str, Any]:
     """A JSON-able report of the data_dir (the shape of `status --json`)."""
     now = time.time() if now is None else now
     store = RawStore(config.storage.data_dir)
+    _check_folders(store)
     catalog = store.catalog()
     fetched = load_fetched_index(store)
     pending, _, _ = pending_details(catalog, fetched, Filters())
@@ -41,6 +43,14 @@ def collect_status(config: Config, now: float | None = None) -> dict[str, Any]:
         "remaining_requests": len(pending),
         "eta": _iso(estimate_finish(len(pending), now, view)) if pending else None,
     }
+
+
+def _check_folders(store: RawStore) -> None:
+    """A file where one of the store's folders should be is said in one line (exit 2), not read as empty."""
+    for folder in (store.data_dir, store.data_dir / "raw", store.list_dir, store.detail_dir, store.state_dir):
+        if folder.exists() and not folder.is_dir():
+            raise StorageError(f"{folder} is a file, not a folder",
+                               hint="move it away or point [storage] at another folder")
 
 
 def _quota_json(view: UsageView) -> dict[str, Any]:

@@ -253,7 +253,7 @@ class RawStore:
     def read_state(self, name: str, default: Any = None) -> Any:
         try:
             return read_json(self.state_path(name))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return default
         except orjson.JSONDecodeError:
             # Written atomically, so this is damage from outside: start that state afresh.
