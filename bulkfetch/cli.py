@@ -177,6 +177,8 @@ def _fetch_then_compact(args: argparse.Namespace, data_dir: Path, parquet_dir: P
                         *, compact_after: bool) -> FetchSummary:
     """Hold the data_dir lock, fetch, and compact what is there even when the fetch stopped for quota."""
     ensure_dir(data_dir)
+    if compact_after:
+        ensure_dir(parquet_dir)  # an unusable parquet_dir is said now, not after hours of fetching
     with exclusive_lock(data_dir), Reporter(quiet=args.quiet, verbose=args.verbose,
                                             log_path=RawStore(data_dir).log_path) as reporter:
         reporter.info(f"fetch into {data_dir}")
