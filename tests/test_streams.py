@@ -1,0 +1,222 @@
+"""Streams end to end: the real CLI against the simulator, raw StreamSets, resume, "no streams", the
+`streams` Parquet table read back with DuckDB, and `plan` predicting exactly what `fetch` then spends."""
+
+from __future__ import annotations
+
+import collections
+import re
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime
+from functools import partial
+from pathlib import Path
+
+import orjson
+import pytest
+
+from bulkfetch.cli import main
+from bulkfetch.config import STREAM_TYPES
+from bulkfetch.simulator import SimulatorSettings, SimulatorThread
+from bulkfetch.simulator.history import streams_of
+from bulkfetch.store import RawStore
+from tests.conftest import cli_env, simulator_config_text
+
+API = "/api/v3"
+ALL_KEYS = ",".join(STREAM_TYPES)
+
+
+def setup(tmp_path: Path, sim, **kwargs) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(simulator_config_text(sim, tmp_path / "data", **kwargs))
+    return path
+
+
+def run(config: Path, command: str, *args: str) -> int:
+    return main(["--config", str(config), command, *args])
+
+
+def spent(sim, since: int = 0) -> collections.Counter:
+    """API requests by kind (list, detail, streams) since position `since` of the request log."""
+    kinds: collections.Counter = collections.Counter()
+    for record in sim.request_log[since:]:
+        if not record.counted or record.others:
+            continue
+        if record.path == f"{API}/athlete/activities":
+            kinds["list"] += 1
+        elif record.path.endswith("/streams"):
+            kinds["streams"] += 1
+        elif record.path.startswith(f"{API}/activities/"):
+            kinds["detail"] += 1
+    return kinds
+
+
+def stream_gets(sim, since: int = 0) -> list[int]:
+    return [int(r.path.split("/")[-2]) for r in sim.request_log[since:]
+            if r.counted and not r.others and r.path.endswith("/streams")]
+
+
+def truth(sim, activity_id: int, keys: str = ALL_KEYS) -> dict:
+    return streams_of(sim.history.activities[activity_id], keys)
+
+
+PLAN_LINE = re.compile(r"plan: ([\d,]+) requests? \(([\d,]+) list pages?, ([\d,]+) details?"
+                       r"(?:, ([\d,]+) stream sets?)?; ([\d,]+) details? already done\)")
+
+
+def parse_plan(text: str) -> dict[str, int]:
+    match = PLAN_LINE.search(text)
+    assert match, text
+    total, pages, details, streams, done = (int((g or "0").replace(",", "")) for g in match.groups())
+    return {"total": total, "list": pages, "detail": details, "streams": streams, "details_done": done}
+
+
+# -- download, "no streams", read-back --------------------------------------------------------------------
+def test_streams_all_download_as_received_and_duckdb_reads_back_whole_activities(tmp_path: Path) -> None:
+    duckdb = pytest.importorskip("duckdb")
+    settings = SimulatorSettings(activities=24, seed=21, short_limit=1000, daily_limit=10000)
+    thread = SimulatorThread(settings)
+    with thread as sim:
+        manual = thread.call(partial(sim.add_activity, manual=True))
+        config = setup(tmp_path, sim, fetch={"per_page": 10})
+        assert run(config, "fetch", "--streams", "all") == 0
+        store = RawStore(tmp_path / "data")
+        ids = set(sim.activity_ids())
+        assert store.stream_ids() | store.no_stream_ids() == ids
+        assert manual in store.no_stream_ids() and not store.stream_ids() & store.no_stream_ids()
+        for record in sim.request_log:
+            if record.path.endswith("/streams"):
+                assert record.query == {"keys": ALL_KEYS, "key_by_type": "true"}  # always explicit keys
+        for activity_id in store.stream_ids():  # bytes as received: parse to exactly the server's answer
+            assert orjson.loads(store.stream_path(activity_id).read_bytes()) == truth(sim, activity_id)
+        streams_after_details = [r.path.endswith("/streams") for r in sim.request_log if "/activities/" in r.path]
+        assert streams_after_details == sorted(streams_after_details)  # every detail before any streams
+
+        mark = len(sim.request_log)
+        assert run(config, "fetch", "--streams", "all") == 0  # nothing asked again, manual included
+        assert spent(sim, mark) == {"list": 3}
+
+    with_nulls = [i for i in sorted(store.stream_ids())
+                  if None in orjson.loads(store.stream_path(i).read_bytes()).get("heartrate", {}).get("data", [])]
+    assert with_nulls, "the seed should give an activity with dropouts"
+    parquet = tmp_path / "data" / "parquet" / "streams"
+    with duckdb.connect() as db:
+        db.execute(f"CREATE VIEW streams AS SELECT * FROM read_parquet('{parquet}/**/*.parquet', "
+                   "hive_partitioning = true)")
+        assert db.execute("SELECT count(DISTINCT activity_id) FROM streams").fetchone()[0] == len(store.stream_ids())
+        assert db.execute("SELECT count(*) FROM streams WHERE activity_id = ?", [manual]).fetchone()[0] == 0
+        for activity_id in (with_nulls[0], max(store.stream_ids())):
+            raw = orjson.loads(store.stream_path(activity_id).read_bytes())
+            summary = store.catalog()[activity_id]
+            cursor = db.execute("SELECT * FROM streams WHERE activity_id = ? ORDER BY seq", [activity_id])
+            names = [d[0] for d in cursor.description]
+            rows = [dict(zip(names, row)) for row in cursor.fetchall()]
+            length = len(raw["time"]["data"])
+            assert [r["seq"] for r in rows] == list(range(length))
+            start = datetime.fromisoformat(summary["start_date"].replace("Z", "+00:00"))
+            for seq, row in enumerate(rows):
+                assert row["start_date"] == start and row["sport_type"] == summary["sport_type"]
+                assert row["year"] == start.year
+                for kind in STREAM_TYPES:
+                    value = raw[kind]["data"][seq] if kind in raw else None
+                    if kind == "latlng":
+                        assert (row["lat"], row["lng"]) == (tuple(value) if value else (None, None)), seq
+                    else:
+                        assert row[kind] == value, (activity_id, seq, kind)
+
+
+def test_config_key_streams_and_a_404_recorded_as_no_streams_never_asked_again(tmp_path: Path) -> None:
+    settings = SimulatorSettings(activities=30, seed=22, short_limit=1000, daily_limit=10000)
+    thread = SimulatorThread(settings)
+    with thread as sim:
+        config = setup(tmp_path, sim)
+        assert run(config, "fetch", "--no-compact") == 0  # streams off by default: details only
+        assert spent(sim)["streams"] == 0
+        store = RawStore(tmp_path / "data")
+        assert not store.stream_ids() and not store.no_stream_ids()
+
+        sim.set_settings(missing_rate=0.3)  # from now on some activities answer 404 on their streams
+        config = setup(tmp_path, sim, fetch={"streams": ["time", "heartrate"]})
+        mark = len(sim.request_log)
+        assert run(config, "fetch", "--no-compact") == 0
+        asked = stream_gets(sim, mark)
+        assert sorted(asked) == sorted(sim.activity_ids()) and spent(sim, mark)["detail"] == 0
+        not_found = {int(r.path.split("/")[-2]) for r in sim.request_log[mark:] if r.status == 404}
+        assert not_found and not_found <= store.no_stream_ids()
+        assert not store.tombstones()  # a 404 on streams is not a deleted activity
+        for activity_id in store.stream_ids():
+            raw = orjson.loads(store.stream_path(activity_id).read_bytes())
+            assert raw == truth(sim, activity_id, "time,heartrate")
+            assert set(raw) <= {"time", "heartrate", "distance"}  # Strava adds distance, the base series
+
+        sim.set_settings(missing_rate=0.0)
+        mark = len(sim.request_log)
+        assert run(config, "fetch", "--no-compact") == 0
+        assert stream_gets(sim, mark) == []  # recorded answers, "no streams" included, are final
+
+
+# -- resume -------------------------------------------------------------------------------------------------
+def test_sigkill_and_no_wait_stops_resume_without_asking_any_stream_twice(tmp_path: Path) -> None:
+    settings = SimulatorSettings(activities=40, seed=23, latency_s=0.02, short_limit=15, short_window_s=1,
+                                 daily_limit=10000)
+    with SimulatorThread(settings) as sim:
+        config = setup(tmp_path, sim, fetch={"concurrency": 2, "streams": ["time", "latlng", "heartrate"]})
+        store = RawStore(tmp_path / "data")
+        process = subprocess.Popen([sys.executable, "-m", "bulkfetch", "--config", str(config), "fetch",
+                                    "--no-compact"], env=cli_env(), stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (not store.stream_dir.exists() or len(store.stream_ids()) < 5):
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+        kept = store.stream_ids() | store.no_stream_ids()
+        assert 5 <= len(kept) < 40
+
+        mark = len(sim.request_log)
+        assert run(config, "fetch", "--no-compact", "--no-wait") == 75  # stops at the spent 1-s window
+        first_pass = stream_gets(sim, mark)
+        assert first_pass and not set(first_pass) & kept
+
+        mark = len(sim.request_log)
+        assert run(config, "fetch", "--no-compact") == 0
+        second_pass = stream_gets(sim, mark)
+        assert not set(second_pass) & (kept | set(first_pass))
+        every = stream_gets(sim)
+        assert len(every) - len(set(every)) <= 2  # at most the two requests in flight at the kill repeat
+        assert store.stream_ids() | store.no_stream_ids() == set(sim.activity_ids())
+        for activity_id in store.stream_ids():
+            raw = orjson.loads(store.stream_path(activity_id).read_bytes())
+            assert raw == truth(sim, activity_id, "time,latlng,heartrate")
+        assert not [r for r in sim.request_log if r.status == 429]
+
+
+# -- plan -------------------------------------------------------------------------------------------------------
+def test_plan_online_then_offline_predicts_exactly_what_fetch_spends(tmp_path: Path, capsys) -> None:
+    settings = SimulatorSettings(activities=57, seed=24, short_limit=1000, daily_limit=10000)
+    thread = SimulatorThread(settings)
+    with thread as sim:
+        thread.call(partial(sim.add_activity, manual=True))  # answers "no streams": still one request
+        config = setup(tmp_path, sim, fetch={"per_page": 10})
+        starts = sorted(sim.summary(i)["start_date"] for i in sim.activity_ids())
+        since = starts[len(starts) // 3][:10]
+        runs = [("--sport", "Run", "--since", since, "--streams", "all"),  # first run: filtered
+                ("--streams", "time,heartrate"),  # then the rest, details and streams
+                ("--streams", "all")]  # then nothing but the list
+        for filters in runs:
+            capsys.readouterr()
+            mark = len(sim.request_log)
+            assert run(config, "plan", *filters) == 0
+            online = parse_plan(capsys.readouterr().out)
+            assert spent(sim, mark) == {"list": online["list"]}  # plan spends list requests only
+            mark = len(sim.request_log)
+            assert run(config, "plan", "--offline", *filters) == 0
+            offline = parse_plan(capsys.readouterr().out)
+            assert len(sim.request_log) == mark and offline == online  # offline: no request at all
+            assert run(config, "fetch", "--no-compact", *filters) == 0
+            assert parse_plan(capsys.readouterr().err) == online  # fetch prints the same plan first
+            assert spent(sim, mark) == {k: v for k, v in (("list", online["list"]), ("detail", online["detail"]),
+                                                              ("streams", online["streams"])) if v}, filters
+            assert online["total"] == online["list"] + online["detail"] + online["streams"]
+        assert online["detail"] == online["streams"] == 0
