@@ -15,7 +15,7 @@ after that year's files, so a crash leaves that year unrecorded and the next run
 Bounded memory: a year is read in chunks of CHUNK_ACTIVITIES details, turned into Arrow at once, and
 written as row groups once ROW_GROUP_BYTES of Arrow data are buffered; no step holds a year's raw JSON.
 Streams (about 1 MB of JSON per hour of activity) go one file at a time: parsed, turned into Arrow,
-dropped, so the most this holds is one parsed stream file plus one row group of Arrow data.
+dropped, so the most this holds is one parsed stream file plus STREAM_ROW_GROUP_BYTES of Arrow data.
 
 Streams are written sorted by (activity_id, seq), declared as the file's sorting columns, so row group
 statistics let readers skip straight to one activity. Their encodings suit the columns: delta for the
@@ -65,6 +65,9 @@ PART_FILE = "part-0.parquet"
 UNKNOWN_YEAR = 0
 CHUNK_ACTIVITIES = 256
 ROW_GROUP_BYTES = 64 << 20
+# Streams: about 300,000 points a row group (a few MB of Parquet), so the buffer stays small and readers
+# that look for one activity skip the rest by row group statistics.
+STREAM_ROW_GROUP_BYTES = 32 << 20
 PARALLEL_WORKERS = 2
 # Below this much raw JSON to rewrite, starting worker processes costs more than it saves.
 PARALLEL_MIN_BYTES = 16 << 20
@@ -428,6 +431,7 @@ class _PartitionWriter:
         self.target = target
         self.schema = SCHEMAS[table]
         self.options = WRITE_OPTIONS.get(table, {})
+        self.row_group_bytes = STREAM_ROW_GROUP_BYTES if table == STREAMS else ROW_GROUP_BYTES
         self.temp = target.with_name(f".{target.name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
         self.rows = 0
         self._buffer: list[pa.Table] = []
@@ -438,7 +442,7 @@ class _PartitionWriter:
         self._buffer.append(data)
         self._buffered_bytes += data.nbytes
         self.rows += data.num_rows
-        if self._buffered_bytes >= ROW_GROUP_BYTES:
+        if self._buffered_bytes >= self.row_group_bytes:
             self._flush()
 
     def _flush(self) -> None:
