@@ -32,7 +32,7 @@ from bulkfetch.plan import (
 )
 from bulkfetch.quota import QuotaLedger
 from bulkfetch.scheduler import QuotaScheduler, WaitInfo, WaitPolicy
-from bulkfetch.store import Listing, RawStore, read_json
+from bulkfetch.store import Listing, RawStore, is_activity_id, read_json
 
 FETCHED_INDEX_SAVE_EVERY = 50
 
@@ -204,9 +204,7 @@ def _valid_items(page: Any) -> dict[int, dict[str, Any]]:
     """A page's activities by id; items that are not activities with a positive integer id are dropped."""
     if not isinstance(page, list):
         return {}
-    return {item["id"]: item for item in page
-            if isinstance(item, dict) and isinstance(item.get("id"), int)
-            and not isinstance(item.get("id"), bool) and item["id"] > 0}
+    return {item["id"]: item for item in page if isinstance(item, dict) and is_activity_id(item.get("id"))}
 
 
 def _check_athlete(store: RawStore, client: StravaClient, items: Any) -> None:

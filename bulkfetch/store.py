@@ -241,7 +241,7 @@ class RawStore:
         for listing in listings[start:]:
             for page in listing.pages():
                 for item in page:
-                    if isinstance(item, dict) and _is_activity_id(item.get("id")):
+                    if isinstance(item, dict) and is_activity_id(item.get("id")):
                         summaries[item["id"]] = item
         gone = self.tombstones()
         return {activity_id: s for activity_id, s in summaries.items() if activity_id not in gone}
@@ -345,6 +345,10 @@ def _ids_in(folder: Path, suffix: str = ".json") -> set[int]:
     return ids
 
 
-def _is_activity_id(value: Any) -> bool:
-    """Strava ids are positive integers (beyond 2^32); anything else cannot name a file safely."""
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+MAX_ACTIVITY_ID = 2**63 - 1  # the Parquet id columns are int64
+
+
+def is_activity_id(value: Any) -> bool:
+    """Strava ids are positive integers (beyond 2^32, within int64); anything else cannot name a file
+    safely or be a Parquet id (JSON allows integers up to 2^64 - 1, which int64 cannot hold)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_ACTIVITY_ID
