@@ -13,9 +13,11 @@ int-vs-float wobble and unknown fields), warms the page cache, then times, best 
 3. duckdb: one SQL script that builds the same six tables from the same raw files.
 
 Then the streams case: --streams-activities activities in one year (the worst case: a year is what one
-partition file is written from), each with a detail and a StreamSet of all eleven types (30 min to 6 h at one point a second, about 75 bytes of JSON a point), compacted once in
-a child process whose peak RSS (VmHWM) is reported next to its RSS before compaction and the raw
-size: compaction of streams must stay bounded in memory, whatever the history's size.
+partition file is written from), each with a detail and a StreamSet of all eleven types (30 min to 6 h at
+one point a second, about 75 bytes of JSON a point), compacted once in a child process whose peak RSS
+(VmHWM) is reported next to its RSS before compaction and the raw size: compaction of streams must stay
+bounded in memory, whatever the history's size. Measured here (2 CPUs): 3,000 activities, 2.6 GB raw ->
+36.8 M rows, 623 MB Parquet in 72 s, peak RSS 360 MB (65 MB before compaction).
 """
 
 from __future__ import annotations
