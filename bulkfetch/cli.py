@@ -200,7 +200,9 @@ def _fetch_then_compact(args: argparse.Namespace, data_dir: Path, parquet_dir: P
 
 def _finish_fetch(summary: FetchSummary) -> int:
     if summary.failed or summary.list_failure:
-        raise WorkLeft(f"{len(summary.failed):,} detail(s) failed after their retries"
+        first_id, first_reason = next(iter(summary.failed.items()), (None, ""))
+        raise WorkLeft(f"{len(summary.failed):,} detail(s) failed after their retries "
+                       f"(first: activity {first_id}: {first_reason})"
                        if summary.failed else f"the listing did not finish ({summary.list_failure})",
                        hint="rerun 'bulkfetch fetch' to retry them")
     return EXIT_OK
