@@ -47,6 +47,7 @@ class FakeApi:
 
     pages: Callable[[web.Request], web.StreamResponse]
     details: dict[int, Callable[[web.Request], web.StreamResponse]] = field(default_factory=dict)
+    token: Callable[[web.Request], web.StreamResponse] | None = None
     seen: list[Seen] = field(default_factory=list)
 
 
@@ -100,6 +101,8 @@ class Server:
         self.seen.append(Seen(request.path, dict(request.query), request.headers.get("Authorization")))
         if self.api is None:
             return web.Response(text="stolen")
+        if request.path == "/oauth/token" and self.api.token is not None:
+            return self.api.token(request)
         if request.path == "/oauth/token":
             return json_answer({"access_token": "hostile-access", "refresh_token": "hostile-refresh-2",
                                 "expires_at": int(time.time()) + 3600})(request)
@@ -255,3 +258,15 @@ def test_huge_bodies_redirects_and_impostor_details_fail_that_activity_only(tmp_
     assert len([s for s in server.seen if s.path == "/api/v3/activities/33"]) == 1  # never retried blindly
     assert all(s.authorization == "Bearer hostile-access" for s in server.seen if s.path.startswith("/api/"))
     assert not files_outside_the_store(tmp_path)
+
+
+def test_a_redirect_from_the_token_endpoint_is_not_followed_with_the_client_secret(tmp_path: Path, capsys) -> None:
+    with Server(None) as elsewhere:
+        api = FakeApi(pages=one_page([]), token=lambda request: web.Response(
+            status=307, headers={"Location": f"{elsewhere.url}/oauth/token"}))
+        with Server(api) as server:
+            code, out, err = run_fetch(tmp_path, server, capsys)
+    assert code == 1, err
+    assert err.strip().splitlines()[-1].startswith("bulkfetch: token refresh failed: HTTP 307")
+    assert not elsewhere.seen
+    assert not [s for s in server.seen if s.path.startswith("/api/")]  # no API request without a token
