@@ -6,8 +6,10 @@ import collections
 import json
 import os
 import signal
+import re
 import subprocess
 import sys
+import threading
 import time
 from functools import partial
 from pathlib import Path
@@ -278,3 +280,38 @@ def test_second_fetch_on_the_same_data_dir_exits_2_naming_the_first(tmp_path: Pa
         finally:
             first.send_signal(signal.SIGTERM)
             assert first.wait(20) == 130
+
+
+def test_a_429_spends_the_window_and_is_never_retried_into_it(tmp_path: Path) -> None:
+    # Another program spends each whole short window at its start, so our first request of every window
+    # is refused. Rejected requests still count: the run must wait for the next window, never retry into
+    # a spent one. After a few windows the other program stops and the run completes.
+    settings = SimulatorSettings(activities=12, seed=15, short_limit=6, daily_limit=10000, short_window_s=1,
+                                 other_usage_per_window=6)
+    thread = SimulatorThread(settings)
+    with thread as sim:
+        config = setup(tmp_path, sim)
+        calm_down = threading.Timer(3.0, thread.call, args=(partial(sim.set_settings, other_usage_per_window=0),))
+        calm_down.start()
+        try:
+            assert fetch(config) == 0
+        finally:
+            calm_down.cancel()
+        records = api_records(sim)
+        by_window: dict[int, list] = collections.defaultdict(list)
+        for record in sorted(records, key=lambda r: r.time):
+            by_window[record.short_window].append(record.status)
+        assert any(429 in statuses for statuses in by_window.values()), "the scenario provoked no 429"
+        for window, statuses in by_window.items():
+            if 429 in statuses:
+                assert statuses == [429], (window, statuses)  # the probe was refused; nothing followed it
+        assert_matches_ground_truth(sim, tmp_path / "data")
+
+
+def test_the_log_file_tells_what_happened(tmp_path: Path) -> None:
+    with SimulatorThread(SimulatorSettings(activities=8, seed=16)) as sim:
+        config = setup(tmp_path, sim)
+        assert fetch(config) == 0
+        log = (tmp_path / "data" / "bulkfetch.log").read_text()
+        assert "details to fetch: 8" in log and "listed 8 activities" in log
+        assert re.search(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ", log, flags=re.M)
