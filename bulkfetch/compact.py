@@ -58,7 +58,7 @@ from bulkfetch.schema import (
     build_tables,
     utc_years,
 )
-from bulkfetch.store import TEMP_MARK, RawStore, ensure_dir, is_temp_file
+from bulkfetch.store import TEMP_MARK, RawStore, ensure_dir, fsync_dir, is_temp_file
 
 MANIFEST = "compact"  # state/compact.json
 PART_FILE = "part-0.parquet"
@@ -480,7 +480,7 @@ class _PartitionWriter:
         try:
             if self._writer is not None:
                 os.replace(self.temp, self.target)
-                _fsync_dir(self.target.parent)
+                fsync_dir(self.target.parent)
                 return True
             if self.target.exists():
                 _unlink(self.target)
@@ -498,14 +498,6 @@ class _PartitionWriter:
             except Exception:  # noqa: BLE001 - already failing; the temporary file goes either way
                 pass
         self.temp.unlink(missing_ok=True)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _unlink(path: Path) -> None:

@@ -56,13 +56,14 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = True, mode: int = 0
             os.close(fd)
         os.replace(temp, path)
         if durable:
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
     except OSError as exc:
         temp.unlink(missing_ok=True)
         raise WriteError(_describe_write_error(path, exc), hint=_write_hint(exc)) from None
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Make a rename inside `folder` durable (the folder's entry list is data too)."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)

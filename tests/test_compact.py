@@ -195,20 +195,6 @@ def test_duckdb_reads_every_table_and_answers_the_pace_question(built):
     assert sum(n for _, n, _, _ in rows) > 300
 
 
-@pytest.fixture(scope="session")
-def spark():
-    pyspark = pytest.importorskip("pyspark", reason="pyspark is not installed (it is in the dev extra)")
-    from pyspark.sql import SparkSession
-
-    session = (SparkSession.builder.master("local[1]").appName("bulkfetch-tests")
-               .config("spark.ui.enabled", "false").config("spark.sql.session.timeZone", "UTC")
-               .config("spark.driver.memory", "512m").getOrCreate())
-    session.sparkContext.setLogLevel("ERROR")
-    yield session
-    session.stop()
-    del pyspark
-
-
 def test_spark_reads_every_table_and_gets_the_same_answer(built, spark):
     store, parquet_dir = built
     for table in TABLES:

@@ -5,6 +5,9 @@ windows start at :00/:15/:30/:45 and daily ones at midnight UTC. Every API reque
 the daily counter of both the overall and the read bucket at its arrival, *before* it is judged; if any
 counter then exceeds its limit the request is answered 429, but the count stays (usage can read 101/100).
 Times are Unix seconds; nothing here reads the clock.
+
+The window math is written again here, apart from `bulkfetch.quota`, on purpose: the simulator is the
+reference the client's ledger is tested against, so it must not share the client's code (or its bugs).
 """
 
 from __future__ import annotations
