@@ -267,24 +267,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run(args: argparse.Namespace) -> list[CaseResult]:
+    """Both cases, each against its own simulator and a fresh data_dir (removed afterwards)."""
     limits = Limits(args.short_limit, args.short_window, args.daily_limit, args.daily_window)
     base_target = SMOKE_RATIO_TARGET if args.smoke else RATIO_TARGET
     others_target = SMOKE_RATIO_TARGET if args.smoke else RATIO_TARGET_OTHERS
-    print(f"bench/quota.py: {args.activities:,} activities, read limits {limits.short} per {limits.short_window_s} s"
-          f" and {limits.daily} per {limits.daily_window_s} s, concurrency 8, max_rate_per_s {MAX_RATE_PER_S:g}")
-    print(f"machine: {machine()}")
+    cases = [("alone", 0, base_target), (f"other process {args.other_usage}/window", args.other_usage, others_target)]
     results = []
     work = Path(tempfile.mkdtemp(prefix="bulkfetch-bench-quota-"))
     try:
-        cases = [("alone", 0, base_target), (f"other process {args.other_usage}/window", args.other_usage,
-                                            others_target)]
         for number, (name, other_usage, target) in enumerate(cases):
             results.append(asyncio.run(run_case(name, args.activities, limits, other_usage, target,
                                                 work / f"case-{number}")))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    print(f"bench/quota.py: {args.activities:,} activities, read limits {args.short_limit} per {args.short_window} s"
+          f" and {args.daily_limit} per {args.daily_window} s, concurrency 8, max_rate_per_s {MAX_RATE_PER_S:g}")
+    print(f"machine: {machine()}")
+    results = run(args)
     print(render(results))
     print("ratio = wall / optimum; late 429s = 429s after the first request of their short window "
           "(target 0; case 1 targets 0 429s at all)")

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import requests
 
 REPO = Path(__file__).resolve().parent.parent
@@ -55,6 +56,7 @@ from bulkfetch.simulator import SimulatorSettings, SimulatorThread  # noqa: E402
 SEED = 11
 UNBOUND = 10**9  # limits and rate no run gets near
 BOUND_TARGET = 0.9
+FLOOR_DETAILS = 1000  # the aiohttp floor's sample
 SERVER_START_TIMEOUT_S = 60.0
 REQUEST_TIMEOUT_S = 30.0
 
@@ -88,7 +90,10 @@ class RemoteSimulator:
         if not self._connection.poll(SERVER_START_TIMEOUT_S):
             self._process.kill()
             raise RuntimeError("the simulator process did not start")
-        self.base_url, self.api_url, self.oauth_url = self._connection.recv()
+        try:
+            self.base_url, self.api_url, self.oauth_url = self._connection.recv()
+        except EOFError:
+            raise RuntimeError("the simulator process exited before it served") from None
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -178,22 +183,28 @@ def run_bulkfetch(server: RemoteSimulator, data_dir: Path, activities: int, time
     return summary.fetched / elapsed_s, elapsed_s
 
 
-# -- the baseline ----------------------------------------------------------------------------------------------
-def run_baseline(server: RemoteSimulator, out_dir: Path, details: int, deadline_s: float) -> tuple[float, int]:
-    """(details per second, details fetched): the tutorials' loop, timed over the details only."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+# -- the baseline and the floor --------------------------------------------------------------------------------
+def tutorial_session(server: RemoteSimulator, count: int) -> tuple[str, list[int]]:
+    """(access token, the newest `count` activity ids) the way the tutorials get them: a refresh POST, then
+    list pages by number."""
     token = requests.post(f"{server.oauth_url}/token", timeout=REQUEST_TIMEOUT_S, data={
         "client_id": server.settings.client_id, "client_secret": server.settings.client_secret,
         "grant_type": "refresh_token", "refresh_token": server.current_refresh_token}).json()["access_token"]
-    headers = {"Authorization": f"Bearer {token}"}
     ids: list[int] = []
     for page in range(1, 1000):  # bounded: 200,000 activities
-        batch = requests.get(f"{server.api_url}/athlete/activities", headers=headers, timeout=REQUEST_TIMEOUT_S,
+        batch = requests.get(f"{server.api_url}/athlete/activities", timeout=REQUEST_TIMEOUT_S,
+                             headers={"Authorization": f"Bearer {token}"},
                              params={"per_page": 200, "page": page}).json()
         ids += [activity["id"] for activity in batch]
-        if len(ids) >= details or not batch:
+        if len(ids) >= count or not batch:
             break
-    ids = ids[:details]
+    return token, ids[:count]
+
+
+def run_baseline(server: RemoteSimulator, token: str, ids: list[int], out_dir: Path, deadline_s: float) -> float:
+    """Details per second of the tutorials' loop, timed over the details only."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    headers = {"Authorization": f"Bearer {token}"}
     started = time.perf_counter()
     for activity_id in ids:
         response = requests.get(f"{server.api_url}/activities/{activity_id}", headers=headers,
@@ -203,19 +214,45 @@ def run_baseline(server: RemoteSimulator, out_dir: Path, details: int, deadline_
             json.dump(response.json(), file)
         if time.perf_counter() - started > deadline_s:
             raise RuntimeError(f"baseline slower than {deadline_s:g} s for {len(ids)} details")
-    return len(ids) / (time.perf_counter() - started), len(ids)
+    return len(ids) / (time.perf_counter() - started)
+
+
+def run_floor(server: RemoteSimulator, token: str, ids: list[int], concurrency: int, timeout_s: float) -> float:
+    """Details per second of the least a client can do at this concurrency: `concurrency` aiohttp workers
+    that GET and read each body, nothing else (no quota, no parse, no write). What this server, loopback
+    and aiohttp allow; bulkfetch's distance to it is ours."""
+
+    async def fetch_all() -> float:
+        queue = list(reversed(ids))
+        headers = {"Authorization": f"Bearer {token}"}
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency + 2)) as session:
+
+            async def work() -> None:
+                while queue:
+                    async with session.get(f"{server.api_url}/activities/{queue.pop()}", headers=headers) as response:
+                        response.raise_for_status()
+                        await response.read()
+
+            started = time.perf_counter()
+            await asyncio.wait_for(asyncio.gather(*(work() for _ in range(concurrency))), timeout=timeout_s)
+            return len(ids) / (time.perf_counter() - started)
+
+    return asyncio.run(fetch_all())
 
 
 # -- one latency --------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Row:
     latency_s: float
+    jitter_s: float
     activities: int
     concurrency: int
     bulkfetch_per_s: float
     bulkfetch_s: float
     baseline_per_s: float
     baseline_details: int
+    floor_per_s: float
+    floor_details: int
 
     @property
     def bound_per_s(self) -> float:
@@ -224,6 +261,10 @@ class Row:
     @property
     def of_bound(self) -> float:
         return self.bulkfetch_per_s / self.bound_per_s
+
+    @property
+    def of_floor(self) -> float:
+        return self.bulkfetch_per_s / self.floor_per_s
 
     @property
     def speedup(self) -> float:
@@ -236,27 +277,34 @@ class Row:
         return self.of_bound >= BOUND_TARGET and self.speedup > 1
 
 
-def server_settings(latency_s: float, activities: int) -> SimulatorSettings:
-    return SimulatorSettings(seed=SEED, activities=activities, rate_limits=False, latency_s=latency_s)
+def server_settings(latency_s: float, activities: int, jitter_s: float = 0.0) -> SimulatorSettings:
+    """No quota; each API answer waits latency_s - jitter_s / 2 + uniform(0, jitter_s): a mean of latency_s."""
+    return SimulatorSettings(seed=SEED, activities=activities, rate_limits=False,
+                             latency_s=max(0.0, latency_s - jitter_s / 2), latency_jitter_s=jitter_s)
 
 
 def timeout_for(latency_s: float, activities: int) -> float:
     return 60 + activities * (latency_s + 0.01)
 
 
-def measure(latency_s: float, activities: int, baseline_details: int, work: Path) -> Row:
+def measure(latency_s: float, jitter_s: float, activities: int, baseline_details: int, work: Path) -> Row:
     timeout_s = timeout_for(latency_s, activities)
-    with RemoteSimulator(server_settings(latency_s, activities)) as server:
+    concurrency = FetchConfig().concurrency
+    with RemoteSimulator(server_settings(latency_s, activities, jitter_s)) as server:
         per_s, elapsed_s = run_bulkfetch(server, work / "bulkfetch", activities, timeout_s)
-        baseline_per_s, done = run_baseline(server, work / "baseline", min(baseline_details, activities),
-                                            deadline_s=timeout_s)
-    return Row(latency_s, activities, FetchConfig().concurrency, per_s, elapsed_s, baseline_per_s, done)
+        token, ids = tutorial_session(server, max(baseline_details, FLOOR_DETAILS))
+        baseline_ids = ids[:baseline_details]
+        baseline_per_s = run_baseline(server, token, baseline_ids, work / "baseline", deadline_s=timeout_s)
+        floor_ids = ids[:FLOOR_DETAILS]
+        floor_per_s = run_floor(server, token, floor_ids, concurrency, timeout_s)
+    return Row(latency_s, jitter_s, activities, concurrency, per_s, elapsed_s, baseline_per_s, len(baseline_ids),
+               floor_per_s, len(floor_ids))
 
 
-def profiled_run(latency_s: float, activities: int, work: Path) -> cProfile.Profile:
+def profiled_run(latency_s: float, jitter_s: float, activities: int, work: Path) -> cProfile.Profile:
     """One more bulkfetch run, under cProfile (its own rate is not reported: the profiler slows it)."""
     profile = cProfile.Profile()
-    with RemoteSimulator(server_settings(latency_s, activities)) as server:
+    with RemoteSimulator(server_settings(latency_s, activities, jitter_s)) as server:
         run_bulkfetch(server, work / "profiled", activities, timeout_for(latency_s, activities) * 3, profile)
     return profile
 
@@ -275,16 +323,17 @@ def machine() -> str:
 
 def render(rows: list[Row]) -> str:
     headers = ("latency", "activities", "bulkfetch details/s", "baseline details/s", "speedup",
-               "bound (concurrency/latency)", "of bound", "target")
+               "bound (concurrency/latency)", "of bound", "aiohttp floor details/s", "of floor", "target")
     cells = []
     for r in rows:
         bound = f"{r.bound_per_s:,.0f}/s" if math.isfinite(r.bound_per_s) else "none"
         of_bound = f"{r.of_bound:.3f}" if math.isfinite(r.bound_per_s) else "n/a"
         target = (f">= {BOUND_TARGET:g} of bound {'met' if r.met else 'MISSED'}" if r.latency_s >= 0.01
                   else "see profile")
-        cells.append((f"{r.latency_s * 1000:g} ms", f"{r.activities:,}", f"{r.bulkfetch_per_s:,.1f}",
+        latency = f"{r.latency_s * 1000:g} ms" + (f" ±{r.jitter_s * 500:g}" if r.jitter_s else "")
+        cells.append((latency, f"{r.activities:,}", f"{r.bulkfetch_per_s:,.1f}",
                       f"{r.baseline_per_s:,.1f} ({r.baseline_details:,})", f"{r.speedup:.1f}x", bound, of_bound,
-                      target))
+                      f"{r.floor_per_s:,.1f} ({r.floor_details:,})", f"{r.of_floor:.3f}", target))
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
 
     def line(row: tuple[str, ...]) -> str:
@@ -335,12 +384,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="server latency in seconds, one row each (default 0.05 0)")
     parser.add_argument("--baseline-details", type=int, default=300,
                         help="details the sequential baseline fetches (default 300)")
-    parser.add_argument("--profile", action="store_true", help="one more bulkfetch run under cProfile, at the last latency")
+    parser.add_argument("--jitter", type=float, default=0.0,
+                        help="spread of the latency in seconds, mean kept (default 0: every answer exactly --latency)")
+    parser.add_argument("--profile", action="store_true",
+                        help="one more bulkfetch run under cProfile, at the last latency")
     parser.add_argument("--smoke", action="store_true", help="tiny history, a few seconds")
     args = parser.parse_args(argv)
     if args.smoke:
         args.activities, args.baseline_details = 80, 20
     return args
+
+
+def run(args: argparse.Namespace) -> tuple[list[Row], cProfile.Profile | None]:
+    """One row per latency (and the profile of one more run with --profile); every server is stopped."""
+    rows = []
+    profile: cProfile.Profile | None = None
+    work = Path(tempfile.mkdtemp(prefix="bulkfetch-bench-throughput-"))
+    try:
+        for number, latency_s in enumerate(args.latency):
+            rows.append(measure(latency_s, args.jitter, args.activities, args.baseline_details, work / str(number)))
+        if args.profile:
+            profile = profiled_run(args.latency[-1], args.jitter, args.activities, work / "profile")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return rows, profile
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -349,18 +416,10 @@ def main(argv: list[str] | None = None) -> int:
           f"child process, bulkfetch read limits and max_rate_per_s {UNBOUND:.0e} (not binding), "
           f"concurrency {FetchConfig().concurrency}")
     print(f"machine: {machine()}")
-    rows = []
-    profile: cProfile.Profile | None = None
-    work = Path(tempfile.mkdtemp(prefix="bulkfetch-bench-throughput-"))
-    try:
-        for number, latency_s in enumerate(args.latency):
-            rows.append(measure(latency_s, args.activities, args.baseline_details, work / str(number)))
-        if args.profile:
-            profile = profiled_run(args.latency[-1], args.activities, work / "profile")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    rows, profile = run(args)
     print(render(rows))
-    print("speedup = bulkfetch / baseline details per second; the baseline column shows (details it fetched)")
+    print("speedup = bulkfetch / baseline details per second; (n) = details that reference fetched; aiohttp floor ="
+          f" {FetchConfig().concurrency} aiohttp workers that only GET and read, the most this server and loop allow")
     if profile is not None:
         print(profile_report(profile))
     return 0 if all(r.met for r in rows) else 1

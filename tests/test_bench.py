@@ -1,0 +1,78 @@
+"""Benchmarks cannot rot: a smoke run of each (seconds), the optimum's model, the scripts run standalone."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bench import quota as bench_quota
+from bench import throughput as bench_throughput
+from tests.conftest import REPO, cli_env
+
+
+# -- the optimum ------------------------------------------------------------------------------------------------
+@settings(max_examples=200, deadline=None)
+@given(requests=st.integers(0, 600), start=st.floats(0, 400, allow_nan=False),
+       short=st.integers(1, 30), short_s=st.integers(1, 5), per_day=st.integers(1, 12), daily=st.integers(1, 200))
+def test_optimum_without_others_is_the_library_model(requests, start, short, short_s, per_day, daily):
+    limits = bench_quota.Limits(short, short_s, daily, short_s * per_day)
+    assert bench_quota.optimal_finish_s(requests, start, limits) == bench_quota.library_optimum_s(requests, start,
+                                                                                                   limits)
+
+
+def test_optimum_charges_the_other_process_in_each_window_used():
+    limits = bench_quota.Limits(short=20, short_window_s=2, daily=100, daily_window_s=20)
+    # From a day's start: 5 windows of 15 fill the day (5 * (15 + 5) = 100), so 75 a day.
+    assert bench_quota.optimal_finish_s(75, 0.0, limits, 5) == 8.0
+    assert bench_quota.optimal_finish_s(76, 0.0, limits, 5) == 20.0
+    assert bench_quota.optimal_finish_s(76, 0.0, limits) == 6.0
+    with pytest.raises(ValueError):
+        bench_quota.optimal_finish_s(1, 0.0, limits, 20)
+
+
+def test_needed_requests_counts_the_last_short_or_empty_page():
+    assert bench_quota.needed_requests(300) == 2 + 300
+    assert bench_quota.needed_requests(400) == 3 + 400
+    assert bench_quota.needed_requests(20) == 1 + 20
+
+
+# -- smoke runs -------------------------------------------------------------------------------------------------
+def test_quota_smoke():
+    results = bench_quota.run(bench_quota.parse_args(["--smoke"]))
+    table = bench_quota.render(results)
+    assert "| case" in table and "| alone" in table and "| other process 3/window" in table
+    for result in results:
+        assert result.met, table
+        assert result.rejected_late == 0
+        assert result.sent == result.needed + result.rejected
+        assert result.peak_short <= result.limits.short
+        assert 0 < result.optimum_s and math.isfinite(result.ratio)
+        # never earlier than a perfect scheduler (a millisecond of slack: arrival vs send time)
+        assert result.wall_s >= result.optimum_s - 0.001
+
+
+def test_throughput_smoke():
+    rows, profile = bench_throughput.run(bench_throughput.parse_args(["--smoke", "--profile"]))
+    assert [row.latency_s for row in rows] == [0.05, 0.0]
+    slow = rows[0]
+    assert slow.bulkfetch_per_s > slow.baseline_per_s
+    assert 0 < slow.of_bound < 1.2 and math.isfinite(slow.of_floor)
+    assert all(math.isfinite(row.speedup) and row.floor_per_s > 0 for row in rows)
+    table = bench_throughput.render(rows)
+    assert "bulkfetch details/s" in table and "50 ms" in table and "0 ms" in table
+    assert profile is not None and "file writes" in bench_throughput.profile_report(profile)
+
+
+@pytest.mark.parametrize("script", ["quota.py", "throughput.py"])
+def test_scripts_run_standalone(script):
+    """From a fresh clone: `python bench/<script>` finds the package without an install or PYTHONPATH."""
+    env = {k: v for k, v in cli_env().items() if k != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, str(REPO / "bench" / script), "--help"], cwd=REPO / "bench", env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "--smoke" in result.stdout
