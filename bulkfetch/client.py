@@ -29,6 +29,18 @@ MAX_BODY_BYTES = 256 * 1024 * 1024  # a detail is ~100 KB and streams a few MB; 
 USER_AGENT = "bulkfetch (+https://github.com/bulkfetch)"
 
 
+def open_session(concurrency: int) -> aiohttp.ClientSession:
+    """The HTTP session for API requests: a connection per worker, and no hidden retries.
+
+    aiohttp silently resends an idempotent request once when a reused connection drops. Strava counts
+    both, the quota ledger would see one: every request must go through the retry loop here instead.
+    `_retry_connection` is the switch aiohttp's own test client uses; there is no public one.
+    """
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency + 2))
+    session._retry_connection = False  # noqa: SLF001 - see the docstring
+    return session
+
+
 class RequestFailed(ApiError):
     """One request failed for this run (after its retries); the run goes on without it."""
 

@@ -14,10 +14,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import aiohttp
-
 from bulkfetch.auth import TokenStore, scope_lacks_read_all
-from bulkfetch.client import RequestFailed, StravaClient
+from bulkfetch.client import RequestFailed, StravaClient, open_session
 from bulkfetch.config import Config
 from bulkfetch.errors import BulkfetchError, CredentialError, Interrupted
 from bulkfetch.plan import (
@@ -97,8 +95,7 @@ async def fetch_history(config: Config, options: FetchOptions, events: FetchEven
         on_wait=events.waiting, persist=lambda snapshot: store.write_state("quota", snapshot, durable=False),
     )
     summary = FetchSummary()
-    connector = aiohttp.TCPConnector(limit=config.fetch.concurrency + 2)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    async with open_session(config.fetch.concurrency) as session:
         client = StravaClient(session, config.strava, config.fetch, scheduler, tokens, on_retry=events.info)
         if scope_lacks_read_all(client.tokens.tokens):
             events.warn("the token lacks activity:read_all: private ('Only You') activities will be missing;"

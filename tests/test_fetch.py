@@ -315,3 +315,16 @@ def test_the_log_file_tells_what_happened(tmp_path: Path) -> None:
         log = (tmp_path / "data" / "bulkfetch.log").read_text()
         assert "details to fetch: 8" in log and "listed 8 activities" in log
         assert re.search(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ", log, flags=re.M)
+
+
+def test_dropped_connections_cause_no_hidden_resend(tmp_path: Path, capsys) -> None:
+    # aiohttp resends a GET once by itself when a reused connection drops; Strava would count both
+    # while the quota ledger saw one. Every request the server counts must be one the client sent.
+    settings = SimulatorSettings(activities=60, seed=17, drop_rate=0.3, short_limit=1000, daily_limit=10000)
+    with SimulatorThread(settings) as sim:
+        config = setup(tmp_path, sim, fetch={"max_attempts": 8})
+        fetch(config)
+        sent = int(re.search(r"; ([\d,]+) requests", capsys.readouterr().out).group(1).replace(",", ""))
+        dropped = [r for r in api_records(sim) if r.status == 0]
+        assert dropped, "the scenario dropped no connection"
+        assert len(api_records(sim)) == sent
