@@ -19,10 +19,11 @@ from typing import Any
 import orjson
 
 from bulkfetch.config import StravaConfig
-from bulkfetch.errors import ApiError, CredentialError
+from bulkfetch.errors import ApiError, CredentialError, WriteError
 from bulkfetch.store import atomic_write, ensure_dir
 
 READ_ALL_SCOPE = "activity:read_all"
+TOKEN_RESERVE_BYTES = 64 * 1024  # room for many token files (each well under 1 KB)
 # (status, body bytes) of a form POST; the client's retry loop stands behind it.
 PostForm = Callable[[str, Mapping[str, str]], Awaitable[tuple[int, bytes]]]
 
@@ -63,9 +64,32 @@ class TokenStore:
         return Tokens(**known)
 
     def save(self, tokens: Tokens) -> None:
+        """Replace the stored tokens. A rotated refresh token exists nowhere else (Strava has already
+        dropped the old one), so on a full disk the spare file kept beside the store gives way for it."""
         ensure_dir(self.path.parent, mode=0o700)
         self.path.parent.chmod(0o700)
-        atomic_write(self.path, orjson.dumps(asdict(tokens)), mode=0o600)
+        data = orjson.dumps(asdict(tokens))
+        try:
+            atomic_write(self.path, data, mode=0o600)
+        except WriteError:
+            if not self._reserve.exists():
+                raise
+            self._reserve.unlink()
+            atomic_write(self.path, data, mode=0o600)
+        self._keep_reserve()
+
+    @property
+    def _reserve(self) -> Path:
+        return self.path.with_name(".space-reserve")
+
+    def _keep_reserve(self) -> None:
+        """Best effort: a disk that is full now simply gets its reserve back on a later save."""
+        if self._reserve.exists():
+            return
+        try:
+            self._reserve.write_bytes(bytes(TOKEN_RESERVE_BYTES))
+        except OSError:
+            self._reserve.unlink(missing_ok=True)
 
 
 class TokenManager:

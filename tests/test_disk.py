@@ -244,3 +244,19 @@ def test_leftover_temp_files_are_never_read_as_data_and_are_swept(tmp_path: Path
         assert_matches_ground_truth(sim, data_dir)
         assert not (data_dir / "parquet" / "activities" / "year=2001").exists() or not any(
             (data_dir / "parquet" / "activities" / "year=2001").iterdir())
+
+
+def test_a_rotated_token_is_saved_even_when_the_disk_is_full(tmp_path: Path) -> None:
+    # Strava drops the old refresh token the moment it answers: the new one must reach the disk.
+    from bulkfetch.auth import Tokens, TokenStore
+    from bulkfetch.errors import WriteError
+
+    with tmpfs(tmp_path / "small", "256k") as small:
+        store = TokenStore(small / "auth" / "tokens.json")
+        store.save(Tokens(refresh_token="first"))
+        fill(small)
+        store.save(Tokens(refresh_token="rotated"))  # the spare file gives way
+        assert store.load().refresh_token == "rotated"
+        with pytest.raises(WriteError, match="disk full"):
+            store.save(Tokens(refresh_token="again", access_token="x" * 200_000))
+        assert store.load().refresh_token == "rotated"
