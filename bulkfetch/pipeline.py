@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from bulkfetch.auth import TokenStore, scope_lacks_read_all
 from bulkfetch.client import RequestFailed, StravaClient, open_session
 from bulkfetch.config import Config
-from bulkfetch.errors import BulkfetchError, CredentialError, Interrupted
+from bulkfetch.errors import BulkfetchError, CredentialError, Interrupted, QuotaStop
 from bulkfetch.plan import (
     Filters,
     RequestPlan,
@@ -111,6 +111,7 @@ async def fetch_history(config: Config, options: FetchOptions, events: FetchEven
                 await _fetch_streams(client, store, config, options.filters, summary, events, scheduler)
         finally:
             summary.requests = client.requests_sent
+            scheduler.flush()
             events.quota(scheduler)
     return summary
 
@@ -260,21 +261,34 @@ async def _fetch_streams(client: StravaClient, store: RawStore, config: Config, 
 
 async def _run_workers(ids: list[int], concurrency: int, job: Callable[[int], Awaitable[str]],
                        events: FetchEvents, scheduler: QuotaScheduler) -> None:
-    """`concurrency` workers take ids from a bounded queue in order; the first real error stops all."""
+    """`concurrency` workers take ids in order from a bounded queue.
+
+    When the quota stops the run (--no-wait, --max-wait), the requests already in flight finish and are
+    saved before the stop is raised: Strava counts them either way. Any other error stops all at once.
+    """
     if not ids:
         return
-    queue: asyncio.Queue[int | None] = asyncio.Queue(maxsize=concurrency * 2)
+    queue: asyncio.Queue[int | None] = asyncio.Queue(maxsize=concurrency)
     workers = min(concurrency, len(ids))
+    stops: list[QuotaStop] = []
 
     async def produce() -> None:
         for activity_id in ids:
+            if stops:
+                break
             await queue.put(activity_id)
         for _ in range(workers):
             await queue.put(None)
 
     async def work() -> None:
         while (activity_id := await queue.get()) is not None:
-            outcome = await job(activity_id)
+            if stops:
+                continue  # drain, so that the producer never waits on a full queue
+            try:
+                outcome = await job(activity_id)
+            except QuotaStop as stop:
+                stops.append(stop)
+                continue
             events.detail_done(activity_id, outcome)
             events.quota(scheduler)
 
@@ -285,6 +299,8 @@ async def _run_workers(ids: list[int], concurrency: int, job: Callable[[int], Aw
                 group.create_task(work())
     except BaseExceptionGroup as group_error:
         raise _first_error(group_error) from None
+    if stops:
+        raise stops[0]
 
 
 async def _fetch_detail(client: StravaClient, store: RawStore, activity_id: int, activity: Mapping[str, Any],
@@ -304,7 +320,8 @@ async def _fetch_detail(client: StravaClient, store: RawStore, activity_id: int,
         return "failed"
     if activity_id in fetched:
         store.forget_streams(activity_id)  # the activity changed: its streams may have too
-    store.write_detail(activity_id, response.body)
+    # The durable write (fsync) runs off the event loop; a cancelled await still lets it finish.
+    await asyncio.to_thread(store.write_detail, activity_id, response.body)
     fetched[activity_id] = fingerprint(activity)
     summary.fetched += 1
     summary.failed.pop(activity_id, None)
@@ -325,7 +342,7 @@ async def _fetch_stream_set(client: StravaClient, store: RawStore, activity_id: 
     if not isinstance(response.data, dict):
         summary.failed[activity_id] = f"GET /activities/{activity_id}/streams did not return a stream set"
         return "failed"
-    store.write_streams(activity_id, response.body)
+    await asyncio.to_thread(store.write_streams, activity_id, response.body)
     summary.streams += 1
     return "streams"
 

@@ -447,7 +447,9 @@ class QuotaLedger:
                 pair.reported.add(ticket.seq)
                 if pair.u_max is None or used > pair.u_max:  # the new X*
                     pair.u_max, pair.x_seq, pair.x_inflight = used, ticket.seq, inflight_at_reserve
-                    pair.reported_after = sum(1 for seq in pair.reported if seq > ticket.seq)
+                    # Every reported seq is <= _last_seq: walk the few seqs after X, not every report.
+                    pair.reported_after = sum(1 for seq in range(ticket.seq + 1, self._last_seq + 1)
+                                              if seq in pair.reported)
                 elif ticket.seq > pair.x_seq:
                     pair.reported_after += 1
                 pair.floor = 0

@@ -48,6 +48,7 @@ from bulkfetch.quota import (
 
 BOUNDARY_EPSILON_S = 0.05  # sleep this far past a boundary, so the server has surely rolled over
 INFLIGHT_RECHECK_S = 1.0  # longest wait for a settle before re-checking the ledger
+PERSIST_EVERY_S = 1.0  # the quota snapshot is written at most this often, unless a window closes
 OFFSET_SAMPLES = 9  # the clock offset is the median of this many recent responses
 
 
@@ -100,6 +101,7 @@ class QuotaScheduler:
         self._sleep = sleep
         self._on_wait = on_wait
         self._persist = persist
+        self._persisted_at = -math.inf
         # AsyncLimiter refuses an acquisition larger than max_rate, so express slow rates as 1 per period.
         self._limiter = (AsyncLimiter(max_rate_per_s, 1.0) if max_rate_per_s >= 1
                          else AsyncLimiter(1, 1.0 / max_rate_per_s))
@@ -204,7 +206,7 @@ class QuotaScheduler:
             self._offset_s = statistics.median(self._offset_samples)
             self.ledger.clock_offset_s = self._offset_s
         self.ledger.settle(ticket, self.now(), status, parse_rate_headers(headers))
-        self._save()
+        self._save(urgent=status == 429)
         self._wake()
 
     def abandon(self, ticket: Ticket) -> None:
@@ -213,6 +215,21 @@ class QuotaScheduler:
         self._save()
         self._wake()
 
-    def _save(self) -> None:
-        if self._persist is not None:
+    def _save(self, *, urgent: bool = False) -> None:
+        """Persist the ledger at most once a second, and at once when a window fills or is spent.
+
+        A restarted run trusts the snapshot only as a floor and sends a single probe until the server's
+        headers speak, so a second of lost counts costs nothing; a full window is never lost.
+        """
+        if self._persist is None:
+            return
+        now = self._clock()
+        block = self.ledger.blocked_until(self.now())
+        window_closed = block is not None and block.until is not None
+        if urgent or window_closed or now - self._persisted_at >= PERSIST_EVERY_S:
             self._persist(self.ledger.snapshot())
+            self._persisted_at = now
+
+    def flush(self) -> None:
+        """Persist now (the end of a run)."""
+        self._save(urgent=True)

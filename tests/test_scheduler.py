@@ -185,15 +185,30 @@ def test_inflight_wait_ignores_policy_and_wakes_on_settle():
     run(main())
 
 
-def test_persist_after_every_reserve_and_settle():
+def test_persist_at_most_once_a_second_but_at_once_when_a_window_closes():
     async def main():
-        scheduler, clock, _, saved = make()
+        scheduler, clock, _, saved = make(short=3, t=1.0)
         ticket = await scheduler.acquire()
         assert len(saved) == 1 and saved[-1]["windows"]["short"]["pairs"]["read"]["used"] == 1
         done(scheduler, ticket, clock)
+        assert len(saved) == 1  # within the second: not written again
+        clock.t += 1.0
+        done(scheduler, await scheduler.acquire(), clock)
         assert len(saved) == 2
-        scheduler.abandon(await scheduler.acquire())
+        await scheduler.acquire()  # the third of three: the window is full, written at once
+        assert len(saved) == 3 and saved[-1]["windows"]["short"]["pairs"]["read"]["used"] == 3
+        scheduler.flush()
         assert len(saved) == 4
+    run(main())
+
+
+def test_a_429_is_persisted_at_once():
+    async def main():
+        scheduler, clock, _, saved = make(short=5, t=1.0)
+        done(scheduler, await scheduler.acquire(), clock)
+        before = len(saved)
+        done(scheduler, await scheduler.acquire(), clock, status=429)
+        assert len(saved) == before + 1
     run(main())
 
 
