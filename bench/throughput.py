@@ -71,6 +71,7 @@ def _serve(settings: SimulatorSettings, connection: Any) -> None:
     """Child process: run the simulator on its own thread; answer 'token' with the current refresh token,
     stop on 'stop' (or when the parent goes away)."""
     with SimulatorThread(settings) as simulator:
+        simulator.prepare_details()  # before serving: the server's loop is not yet busy
         connection.send((simulator.base_url, simulator.api_url, simulator.oauth_url))
         while connection.poll(3600):
             message = connection.recv()

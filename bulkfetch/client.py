@@ -85,6 +85,8 @@ class StravaClient:
         self._sleep = sleep
         self._on_retry = on_retry or (lambda message: None)
         self._api_origin = _origin(strava.api_url)
+        # `concurrency` is requests in flight: callers may outnumber it (to write while others fetch).
+        self._slots = asyncio.Semaphore(fetch.concurrency)
         self.tokens = TokenManager(token_store, strava, self.post_form, margin_s=fetch.refresh_margin_s)
         self.requests_sent = 0
 
@@ -94,17 +96,18 @@ class StravaClient:
         refreshed = False
         attempt = 0
         while True:
-            ticket = await self._scheduler.acquire()
-            token = await self.tokens.access_token()
-            sent_at = time.time()
-            result = await self._send_get(url, params=params, token=token)
-            recv_at = time.time()
-            self.requests_sent += 1
-            if result.status is None:
-                self._scheduler.abandon(ticket)
-            else:
-                self._scheduler.settle(ticket, result.status, result.headers,
-                                       sent_at_local=sent_at, recv_at_local=recv_at)
+            async with self._slots:
+                ticket = await self._scheduler.acquire()
+                token = await self.tokens.access_token()
+                sent_at = time.time()
+                result = await self._send_get(url, params=params, token=token)
+                recv_at = time.time()
+                self.requests_sent += 1
+                if result.status is None:
+                    self._scheduler.abandon(ticket)
+                else:
+                    self._scheduler.settle(ticket, result.status, result.headers,
+                                           sent_at_local=sent_at, recv_at_local=recv_at)
             verdict, data, failure = self._judge(result)
             if verdict is Verdict.OK:
                 return ApiResponse(result.status or 200, result.body, data)

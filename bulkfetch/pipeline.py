@@ -168,6 +168,9 @@ async def _list(client: StravaClient, store: RawStore, config: Config, summary: 
         elif gone:
             events.warn(f"{len(gone):,} of {len(previous_ids):,} activities left the list at once;"
                         " not marking them deleted (lost scope or another account's token?)")
+    # Listed again after its tombstone: made visible again, or its 404 was not a deletion. Its detail is
+    # fetched again (a real deletion then tombstones it again, one request later).
+    store.lift_tombstones(seen)
     listing.mark_complete(len(seen))
     store.prune_listings()
 
@@ -261,7 +264,8 @@ async def _fetch_streams(client: StravaClient, store: RawStore, config: Config, 
 
 async def _run_workers(ids: list[int], concurrency: int, job: Callable[[int], Awaitable[str]],
                        events: FetchEvents, scheduler: QuotaScheduler) -> None:
-    """`concurrency` workers take ids in order from a bounded queue.
+    """Workers take ids in order from a bounded queue; the client lets `concurrency` requests be in
+    flight, and twice as many workers keep them busy while others write their checkpoints.
 
     When the quota stops the run (--no-wait, --max-wait), the requests already in flight finish and are
     saved before the stop is raised: Strava counts them either way. Any other error stops all at once.
@@ -269,7 +273,7 @@ async def _run_workers(ids: list[int], concurrency: int, job: Callable[[int], Aw
     if not ids:
         return
     queue: asyncio.Queue[int | None] = asyncio.Queue(maxsize=concurrency)
-    workers = min(concurrency, len(ids))
+    workers = min(2 * concurrency, len(ids))
     stops: list[QuotaStop] = []
 
     async def produce() -> None:

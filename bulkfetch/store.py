@@ -277,7 +277,8 @@ class RawStore:
     def lift_tombstones(self, activity_ids: Iterable[int]) -> None:
         """An activity listed again (e.g. made public again, or a 404 that was transient) is alive."""
         current = self.read_state("tombstones", {})
-        keep = {k: v for k, v in current.items() if int(k) not in set(activity_ids)}
+        alive = set(activity_ids)
+        keep = {k: v for k, v in current.items() if int(k) not in alive}
         if len(keep) != len(current):
             self.write_state("tombstones", keep)
 

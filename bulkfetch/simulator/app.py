@@ -100,6 +100,7 @@ class Simulator:
     def __init__(self, settings: SimulatorSettings | None = None) -> None:
         self.settings = settings or SimulatorSettings()
         self.request_log: list[RequestRecord] = []
+        self._detail_bodies: dict[int, tuple[bytes, bytes]] = {}
         # Anchored to the UTC day, so that the same seed serves the same history all day long: a
         # rerun of the demo (a new simulator) then finds nothing new, as a real rerun would.
         today_s = time.time() // DAY_S * DAY_S
@@ -315,7 +316,23 @@ class Simulator:
         return json_response([history.summary_of(a) for a in activities])
 
     async def _detail(self, request: web.Request) -> web.Response:
-        return json_response(history.detail_of(self._visible_activity(request), self.history.segments))
+        body = self.detail_body(self._visible_activity(request))
+        return web.Response(body=body, content_type="application/json")
+
+    def detail_body(self, activity: history.Activity) -> bytes:
+        """The DetailedActivity as served, encoded once per version of the activity: building a detail
+        (splits, efforts, polyline) is the simulator's most expensive work."""
+        version = orjson.dumps(activity.record)
+        cached = self._detail_bodies.get(activity.record["id"])
+        if cached is None or cached[0] != version:
+            cached = (version, orjson.dumps(history.detail_of(activity, self.history.segments)))
+            self._detail_bodies[activity.record["id"]] = cached
+        return cached[1]
+
+    def prepare_details(self) -> None:
+        """Build every detail ahead, so that a benchmark measures the client, not the synthetic data."""
+        for activity in self.history.activities.values():
+            self.detail_body(activity)
 
     async def _streams(self, request: web.Request) -> web.Response:
         activity = self._visible_activity(request)
