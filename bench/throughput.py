@@ -19,9 +19,9 @@ latency, same server, same run:
    steady, so a sample suffices; the full history would take minutes at 50 ms).
 
 3. aiohttp floor: `concurrency` bare aiohttp workers that GET and read the first 1,000 details, nothing
-   else: what this server, loopback and event loop allow. The simulator is one thread: with every answer
-   exactly 50 ms late, 8 requests sent together come back together and are encoded one after another, so
-   the floor itself sits near 0.83 of the bound; `--jitter 0.01` (mean kept) breaks that lockstep.
+   else: what this server, loopback and event loop allow. The simulator builds every detail before it
+   serves (`prepare_details`), so its one thread only sends bytes; the floor sits near 0.95 of the bound
+   at 50 ms; `--jitter 0.01` (mean kept) varies the latency.
 
 Physical bound for bulkfetch: concurrency / latency details per second (infinite at 0 ms). Exit status 1
 when bulkfetch reaches less than 0.9 of it at 50 ms, or is not faster than the baseline there.
