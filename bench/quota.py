@@ -45,7 +45,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bulkfetch.config import with_overrides  # noqa: E402 - after the path fix, so the script runs from anywhere
+from bench.events import TimingEvents  # noqa: E402 - after the path fix, so the script runs from anywhere
+from bulkfetch.config import with_overrides  # noqa: E402
 from bulkfetch.demo import demo_config  # noqa: E402
 from bulkfetch.pipeline import FetchOptions, fetch_history  # noqa: E402
 from bulkfetch.quota import QuotaLedger, estimate_finish, next_boundary, window_index  # noqa: E402
@@ -95,43 +96,6 @@ class CaseResult:
     def met(self) -> bool:
         late = self.rejected_late if self.other_usage else self.rejected
         return late == 0 and self.sent == self.needed + self.rejected and self.ratio <= self.target
-
-
-class SilentEvents:
-    """FetchEvents that print nothing and remember when the last detail was written."""
-
-    def __init__(self) -> None:
-        self.last_detail_s = 0.0
-        self.details = 0
-        self.warnings: list[str] = []
-
-    def info(self, message: str) -> None:
-        pass
-
-    def warn(self, message: str) -> None:
-        self.warnings.append(message)
-
-    def plan(self, plan: object, scheduler: object) -> None:
-        pass
-
-    def list_page(self, page: int, new_items: int, total: int) -> None:
-        pass
-
-    def details_planned(self, total: int, new: int, changed: int) -> None:
-        pass
-
-    def streams_planned(self, total: int) -> None:
-        pass
-
-    def detail_done(self, activity_id: int, outcome: str) -> None:
-        self.details += 1
-        self.last_detail_s = time.time()
-
-    def waiting(self, info: object) -> None:
-        pass
-
-    def quota(self, scheduler: object) -> None:
-        pass
 
 
 # -- the optimum -------------------------------------------------------------------------------------------
@@ -187,7 +151,7 @@ async def run_case(name: str, activities: int, limits: Limits, other_usage: int,
         other_usage_per_window=other_usage,
     )
     needed = needed_requests(activities)
-    events = SilentEvents()
+    events = TimingEvents()
     async with Simulator(settings) as simulator:
         config = with_overrides(demo_config(simulator, data_dir), fetch={"max_rate_per_s": MAX_RATE_PER_S})
         # Bounded: twice the optimum from now, plus slack for a slow machine.

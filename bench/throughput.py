@@ -53,7 +53,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bulkfetch.config import FetchConfig, with_overrides  # noqa: E402 - after the path fix
+from bench.events import TimingEvents  # noqa: E402 - after the path fix
+from bulkfetch.config import FetchConfig, with_overrides  # noqa: E402
 from bulkfetch.demo import demo_config  # noqa: E402
 from bulkfetch.pipeline import FetchOptions, fetch_history  # noqa: E402
 from bulkfetch.simulator import SimulatorSettings, SimulatorThread  # noqa: E402
@@ -121,44 +122,6 @@ class RemoteSimulator:
 
 
 # -- bulkfetch --------------------------------------------------------------------------------------------------
-class TimingEvents:
-    """FetchEvents that print nothing and time the detail phase."""
-
-    def __init__(self) -> None:
-        self.planned_s = 0.0
-        self.last_detail_s = 0.0
-        self.outcomes: dict[str, int] = {}
-        self.warnings: list[str] = []
-
-    def info(self, message: str) -> None:
-        pass
-
-    def warn(self, message: str) -> None:
-        self.warnings.append(message)
-
-    def plan(self, plan: object, scheduler: object) -> None:
-        pass
-
-    def list_page(self, page: int, new_items: int, total: int) -> None:
-        pass
-
-    def details_planned(self, total: int, new: int, changed: int) -> None:
-        self.planned_s = time.perf_counter()
-
-    def streams_planned(self, total: int) -> None:
-        pass
-
-    def detail_done(self, activity_id: int, outcome: str) -> None:
-        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
-        self.last_detail_s = time.perf_counter()
-
-    def waiting(self, info: object) -> None:
-        pass
-
-    def quota(self, scheduler: object) -> None:
-        pass
-
-
 def bulkfetch_config(server: RemoteSimulator, data_dir: Path) -> Any:
     """The demo's config for this server, with limits and rate that never bind."""
     return with_overrides(demo_config(server, data_dir),  # type: ignore[arg-type]  # duck-typed Simulator

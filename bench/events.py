@@ -1,0 +1,47 @@
+"""The benchmarks' FetchEvents: print nothing, time the detail phase, keep warnings for the report."""
+
+from __future__ import annotations
+
+import time
+
+
+class TimingEvents:
+    """Times are `time.time()`, comparable with the simulator's request log."""
+
+    def __init__(self) -> None:
+        self.planned_s = 0.0
+        self.last_detail_s = 0.0
+        self.outcomes: dict[str, int] = {}
+        self.warnings: list[str] = []
+
+    @property
+    def details(self) -> int:
+        return sum(self.outcomes.values())
+
+    def info(self, message: str) -> None:
+        pass
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+
+    def plan(self, plan: object, scheduler: object) -> None:
+        pass
+
+    def list_page(self, page: int, new_items: int, total: int) -> None:
+        pass
+
+    def details_planned(self, total: int, new: int, changed: int) -> None:
+        self.planned_s = time.time()
+
+    def streams_planned(self, total: int) -> None:
+        pass
+
+    def detail_done(self, activity_id: int, outcome: str) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        self.last_detail_s = time.time()
+
+    def waiting(self, info: object) -> None:
+        pass
+
+    def quota(self, scheduler: object) -> None:
+        pass
