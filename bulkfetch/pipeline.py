@@ -59,7 +59,6 @@ class FetchOptions:
 @dataclass
 class FetchSummary:
     listed: int = 0
-    listing_complete: bool = False
     new: int = 0
     changed: int = 0
     fetched: int = 0
@@ -158,7 +157,6 @@ async def _list(client: StravaClient, store: RawStore, config: Config, summary: 
         summary.listed = len(seen)
         return
     summary.listed = len(seen)
-    summary.listing_complete = True
     if previous is not None:
         previous_ids = {i for page in previous.pages() for i in _valid_items(page)}
         gone, safe = unlisted(previous_ids, set(seen))
