@@ -48,7 +48,8 @@ from bulkfetch.quota import (
 
 BOUNDARY_EPSILON_S = 0.05  # sleep this far past a boundary, so the server has surely rolled over
 INFLIGHT_RECHECK_S = 1.0  # longest wait for a settle before re-checking the ledger
-PERSIST_EVERY_S = 1.0  # the quota snapshot is written at most this often, unless a window closes
+PERSIST_EVERY_S = 1.0  # the quota snapshot is written at most this often while every window has room
+PERSIST_ALWAYS_BELOW_HEADROOM = 64  # ... and at every change once a window has no more room than this
 OFFSET_SAMPLES = 9  # the clock offset is the median of this many recent responses
 
 
@@ -216,17 +217,20 @@ class QuotaScheduler:
         self._wake()
 
     def _save(self, *, urgent: bool = False) -> None:
-        """Persist the ledger at most once a second, and at once when a window fills or is spent.
+        """Persist the ledger at most once a second while every window has room, and at every change
+        once one is close to full (or spent).
 
-        A restarted run trusts the snapshot only as a floor and sends a single probe until the server's
-        headers speak, so a second of lost counts costs nothing; a full window is never lost.
+        A restarted run takes the snapshot as a floor and sends one probe until the server's headers
+        speak. A snapshot up to a second old is harmless while the window had more room than a second of
+        requests could use; close to the limit every request is written, so the probe never lands in a
+        window its killed predecessor filled.
         """
         if self._persist is None:
             return
         now = self._clock()
-        block = self.ledger.blocked_until(self.now())
-        window_closed = block is not None and block.until is not None
-        if urgent or window_closed or now - self._persisted_at >= PERSIST_EVERY_S:
+        view = self.ledger.usage_view(self.now())
+        near_full = min(usage.headroom for usage in view.windows) <= PERSIST_ALWAYS_BELOW_HEADROOM
+        if urgent or near_full or now - self._persisted_at >= PERSIST_EVERY_S:
             self._persist(self.ledger.snapshot())
             self._persisted_at = now
 

@@ -347,3 +347,25 @@ def test_a_404_that_was_not_a_deletion_is_fetched_again_while_listed(tmp_path: P
         assert refetched == gone
         assert not RawStore(tmp_path / "data").tombstones()
         assert_matches_ground_truth(sim, tmp_path / "data")
+
+
+def test_a_run_killed_right_after_filling_a_window_is_not_followed_by_a_429(tmp_path: Path) -> None:
+    # The quota snapshot is throttled while windows have room; close to full every request is written,
+    # so the restarted run knows its killed predecessor filled the window and waits instead of probing.
+    settings = SimulatorSettings(activities=40, seed=19, short_limit=10, daily_limit=10000, short_window_s=4,
+                                 latency_s=0.05)
+    with SimulatorThread(settings) as sim:
+        config = setup(tmp_path, sim, limits={"short_window_s": 4})
+        while time.time() % 4 > 0.3:  # start at the beginning of a window: it fills well before its end
+            time.sleep(0.02)
+        process = _spawn_fetch(config)
+        window = int(time.time() // 4)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and sum(
+                1 for r in api_records(sim) if r.short_window == window) < settings.short_limit:
+            time.sleep(0.002)
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+        assert fetch(config, "--no-wait") == 75
+        assert int(time.time() // 4) == window, "the machine was too slow to restart inside the window"
+        assert not [r for r in api_records(sim) if r.status == 429]

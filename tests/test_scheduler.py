@@ -185,26 +185,30 @@ def test_inflight_wait_ignores_policy_and_wakes_on_settle():
     run(main())
 
 
-def test_persist_at_most_once_a_second_but_at_once_when_a_window_closes():
+def test_persist_at_most_once_a_second_while_there_is_room_and_always_when_close_to_full():
     async def main():
-        scheduler, clock, _, saved = make(short=3, t=1.0)
-        ticket = await scheduler.acquire()
+        roomy, clock, _, saved = make(short=500, daily=5000, t=1.0)
+        ticket = await roomy.acquire()
         assert len(saved) == 1 and saved[-1]["windows"]["short"]["pairs"]["read"]["used"] == 1
-        done(scheduler, ticket, clock)
+        done(roomy, ticket, clock)
+        done(roomy, await roomy.acquire(), clock)
         assert len(saved) == 1  # within the second: not written again
         clock.t += 1.0
-        done(scheduler, await scheduler.acquire(), clock)
+        done(roomy, await roomy.acquire(), clock)
         assert len(saved) == 2
-        await scheduler.acquire()  # the third of three: the window is full, written at once
-        assert len(saved) == 3 and saved[-1]["windows"]["short"]["pairs"]["read"]["used"] == 3
-        scheduler.flush()
-        assert len(saved) == 4
+        roomy.flush()
+        assert len(saved) == 3
+
+        tight, clock, _, saved = make(short=3, daily=5000, t=1.0)
+        for used in (1, 2, 3):
+            await tight.acquire()  # no more room than a second of requests: every change is written
+            assert saved[-1]["windows"]["short"]["pairs"]["read"]["used"] == used
     run(main())
 
 
 def test_a_429_is_persisted_at_once():
     async def main():
-        scheduler, clock, _, saved = make(short=5, t=1.0)
+        scheduler, clock, _, saved = make(short=500, daily=5000, t=1.0)
         done(scheduler, await scheduler.acquire(), clock)
         before = len(saved)
         done(scheduler, await scheduler.acquire(), clock, status=429)
