@@ -174,7 +174,7 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 
 def _fetch_then_compact(args: argparse.Namespace, data_dir: Path, parquet_dir: Path,
                         fetch: Callable[[Reporter], Coroutine[Any, Any, FetchSummary]],
-                        *, compact_after: bool) -> FetchSummary:
+                        *, compact_after: bool, report: bool = True) -> FetchSummary:
     """Hold the data_dir lock, fetch, and compact what is there even when the fetch stopped for quota."""
     ensure_dir(data_dir)
     if compact_after:
@@ -190,12 +190,17 @@ def _fetch_then_compact(args: argparse.Namespace, data_dir: Path, parquet_dir: P
             raise
         if compact_after:
             _compact(data_dir, parquet_dir, reporter, rebuild=False)
-        reporter.result(
-        f"listed {summary.listed:,} activities; fetched {summary.fetched:,} details "
-        f"({summary.new:,} new, {summary.changed:,} changed); {summary.not_found:,} deleted since listed, "
-        f"{summary.unlisted:,} left the list; {len(summary.failed):,} failed; {summary.requests:,} requests"
-        )
+        if report:
+            reporter.result(_summary_line(summary))
     return summary
+
+
+def _summary_line(summary: FetchSummary) -> str:
+    streams = f"{summary.streams:,} stream sets; " if summary.streams else ""
+    return (f"listed {summary.listed:,} activities; fetched {summary.fetched:,} details "
+            f"({summary.new:,} new, {summary.changed:,} changed); {streams}{summary.not_found:,} deleted since "
+            f"listed, {summary.unlisted:,} left the list; {len(summary.failed):,} failed; "
+            f"{summary.requests:,} requests")
 
 
 def _finish_fetch(summary: FetchSummary) -> int:
@@ -248,7 +253,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         _fetch_then_compact(args, store.data_dir, config.storage.parquet_dir,
                             lambda reporter: fetch_history(config, FetchOptions(filters=filters, list_only=True),
                                                            reporter),
-                            compact_after=False)
+                            compact_after=False, report=False)
     now = time.time()
     view = restore_ledger(store, config, now).usage_view(now)
     print(plan_text(current_plan(store, config, filters), view))

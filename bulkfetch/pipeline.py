@@ -21,6 +21,7 @@ from bulkfetch.errors import BulkfetchError, CredentialError, Interrupted, Quota
 from bulkfetch.plan import (
     Filters,
     RequestPlan,
+    filters_to_json,
     fingerprint,
     next_before,
     pending_details,
@@ -100,6 +101,7 @@ async def fetch_history(config: Config, options: FetchOptions, events: FetchEven
             events.warn("the token lacks activity:read_all: private ('Only You') activities will be missing;"
                         " run 'bulkfetch auth' to grant it")
         if not options.list_only:
+            store.write_state("filters", filters_to_json(options.filters))  # what `status` counts as pending
             events.plan(current_plan(store, config, options.filters), scheduler)
         try:
             await _list(client, store, config, summary, events)

@@ -73,6 +73,24 @@ class Filters:
         return (self.since is None or start >= self.since) and (self.until is None or start < self.until)
 
 
+def filters_to_json(filters: Filters) -> dict[str, Any]:
+    return {"sports": sorted(filters.sports) if filters.sports is not None else None,
+            "since": filters.since, "until": filters.until}
+
+
+def filters_from_json(value: Any) -> Filters:
+    """The filters a previous fetch recorded; anything unreadable means no filters."""
+    if not isinstance(value, dict):
+        return Filters()
+    sports = value.get("sports")
+    since, until = value.get("since"), value.get("until")
+    return Filters(
+        sports=frozenset(str(s) for s in sports) if isinstance(sports, list) else None,
+        since=since if isinstance(since, int) else None,
+        until=until if isinstance(until, int) else None,
+    )
+
+
 def parse_filters(sport: str | None, since: str | None, until: str | None) -> Filters:
     sports = frozenset(s.strip() for s in sport.split(",") if s.strip()) if sport else None
     return Filters(sports=sports or None, since=_parse_utc("--since", since), until=_parse_utc("--until", until))

@@ -8,7 +8,7 @@ from typing import Any
 from bulkfetch.config import Config
 from bulkfetch.errors import StorageError
 from bulkfetch.pipeline import load_fetched_index, restore_ledger
-from bulkfetch.plan import Filters, pending_details
+from bulkfetch.plan import filters_from_json, filters_to_json, pending_details
 from bulkfetch.quota import BUCKETS, KINDS, UsageView, estimate_finish
 from bulkfetch.store import RawStore
 
@@ -20,7 +20,8 @@ def collect_status(config: Config, now: float | None = None) -> dict[str, Any]:
     _check_folders(store)
     catalog = store.catalog()
     fetched = load_fetched_index(store)
-    pending, _, _ = pending_details(catalog, fetched, Filters())
+    filters = filters_from_json(store.read_state("filters"))
+    pending, _, _ = pending_details(catalog, fetched, filters)
     failed = store.read_state("failed", {}) or {}
     athlete = store.read_state("athlete") or {}
     unfinished = store.unfinished_listing()
@@ -40,6 +41,7 @@ def collect_status(config: Config, now: float | None = None) -> dict[str, Any]:
             "unfinished": unfinished.listing_id if unfinished else None,
         },
         "quota": _quota_json(view),
+        "filters": filters_to_json(filters),
         "remaining_requests": len(pending),
         "eta": _iso(estimate_finish(len(pending), now, view)) if pending else None,
     }

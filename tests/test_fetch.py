@@ -194,9 +194,13 @@ def test_status_json_reports_progress(tmp_path: Path, capsys) -> None:
         rides = sum(1 for i in sim.activity_ids() if sim.summary(i)["sport_type"] == "Ride")
         assert report["listed"] == 25
         assert report["fetched"] == rides
-        assert report["pending"] == 25 - rides
+        assert report["filters"]["sports"] == ["Ride"]
+        assert report["pending"] == 0 and report["eta"] is None  # pending for the filters fetch used
         assert report["quota"]["read"]["short"]["used"] >= 1
-        assert report["eta"] is not None
+        (tmp_path / "data" / "state" / "filters.json").unlink()  # no recorded filters: all are pending
+        assert main(["--config", str(config), "status", "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["pending"] == 25 - rides and report["eta"] is not None
 
 
 def test_athlete_mismatch_and_credential_errors_exit_2(tmp_path: Path, capsys) -> None:
