@@ -204,13 +204,22 @@ def _summary_line(summary: FetchSummary) -> str:
 
 
 def _finish_fetch(summary: FetchSummary) -> int:
-    if summary.failed or summary.list_failure:
-        first_id, first_reason = next(iter(summary.failed.items()), (None, ""))
-        raise WorkLeft(f"{len(summary.failed):,} detail(s) failed after their retries "
-                       f"(first: activity {first_id}: {first_reason})"
-                       if summary.failed else f"the listing did not finish ({summary.list_failure})",
-                       hint="rerun 'bulkfetch fetch' to retry them")
+    if summary.failed or summary.failed_streams or summary.list_failure:
+        raise WorkLeft(_work_left(summary), hint="rerun 'bulkfetch fetch' to retry them")
     return EXIT_OK
+
+
+def _work_left(summary: FetchSummary) -> str:
+    """Why a run left work: the listing, or the failed details and stream sets with the first reason."""
+    if summary.list_failure:
+        return f"the listing did not finish ({summary.list_failure})"
+    parts = []
+    for failures, what in ((summary.failed, "detail(s)"), (summary.failed_streams, "stream set(s)")):
+        if failures:
+            first_id, first_reason = next(iter(failures.items()))
+            parts.append(f"{len(failures):,} {what} failed after their retries "
+                         f"(first: activity {first_id}: {first_reason})")
+    return "; ".join(parts)
 
 
 def _compact(data_dir: Path, parquet_dir: Path, reporter: Reporter, *, rebuild: bool) -> None:

@@ -12,28 +12,38 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from bulkfetch.auth import TokenStore, scope_lacks_read_all
 from bulkfetch.client import RequestFailed, StravaClient, open_session
-from bulkfetch.config import Config
+from bulkfetch.config import STREAM_TYPES, Config
 from bulkfetch.errors import BulkfetchError, CredentialError, Interrupted, QuotaStop
 from bulkfetch.plan import (
+    CHANGE_FIELDS,
     Filters,
     RequestPlan,
+    StreamRecord,
     filters_to_json,
     fingerprint,
+    legacy_stream_types,
     next_before,
     pending_details,
     pending_streams,
+    recording_fingerprint,
     request_plan,
+    stream_keys,
     unlisted,
 )
 from bulkfetch.quota import QuotaLedger
 from bulkfetch.scheduler import QuotaScheduler, WaitInfo, WaitPolicy
 from bulkfetch.store import Listing, RawStore, is_activity_id, read_json
 
-FETCHED_INDEX_SAVE_EVERY = 50
+INDEX_SAVE_EVERY = 50  # completions between saves of the fetched and streams indexes
+# State files (under data_dir/state/) this module keeps.
+FETCHED = "fetched"
+STREAM_RECORDS = "streams"
+FAILED = "failed"
 
 
 class FetchEvents(Protocol):
@@ -67,7 +77,8 @@ class FetchSummary:
     streams: int = 0
     unlisted: int = 0
     requests: int = 0
-    failed: dict[int, str] = field(default_factory=dict)
+    failed: dict[int, str] = field(default_factory=dict)  # details that failed, with why
+    failed_streams: dict[int, str] = field(default_factory=dict)
     list_failure: str | None = None
 
 
@@ -119,8 +130,9 @@ async def fetch_history(config: Config, options: FetchOptions, events: FetchEven
 
 def current_plan(store: RawStore, config: Config, filters: Filters) -> RequestPlan:
     """The requests a fetch with `filters` needs, from what is on disk (the cached list)."""
-    return request_plan(store.catalog(), load_fetched_index(store), store.stream_ids() | store.no_stream_ids(),
-                        filters, per_page=config.fetch.per_page, streams=bool(config.fetch.streams))
+    catalog = store.catalog()
+    return request_plan(catalog, load_fetched_index(store), load_stream_records(store), filters,
+                        per_page=config.fetch.per_page, streams=frozenset(config.fetch.streams))
 
 
 def restore_ledger(store: RawStore, config: Config, now: float) -> QuotaLedger:
@@ -234,7 +246,7 @@ async def _fetch_details(client: StravaClient, store: RawStore, config: Config, 
     fetched = load_fetched_index(store)
     pending, summary.new, summary.changed = pending_details(catalog, fetched, filters)
     events.details_planned(len(pending), summary.new, summary.changed)
-    saver = _IndexSaver(store, fetched)
+    saver = _IndexSaver(store, FETCHED, lambda: _fetched_to_json(fetched))
 
     async def fetch_one(activity_id: int) -> str:
         outcome = await _fetch_detail(client, store, activity_id, catalog[activity_id], fetched, summary)
@@ -245,21 +257,36 @@ async def _fetch_details(client: StravaClient, store: RawStore, config: Config, 
         await _run_workers(pending, config.fetch.concurrency, fetch_one, events, scheduler)
     finally:
         saver.save()
-        store.write_state("failed", {str(k): v for k, v in summary.failed.items()})
+        _save_failures(store, "details", summary.failed)
 
 
 async def _fetch_streams(client: StravaClient, store: RawStore, config: Config, filters: Filters,
                          summary: FetchSummary, events: FetchEvents, scheduler: QuotaScheduler) -> None:
-    """After all details: one streams request per activity that has none yet (newest first)."""
-    keys = ",".join(config.fetch.streams)
-    pending = pending_streams(store.catalog(), store.detail_ids(), store.stream_ids() | store.no_stream_ids(),
-                              filters)
+    """After all details: one streams request per activity whose stored streams are stale (newest first).
+
+    A stale file is replaced by the new answer, never deleted first: see `streams_stale` for when it is.
+    """
+    wanted = frozenset(config.fetch.streams)
+    order = (*config.fetch.streams, *(kind for kind in STREAM_TYPES if kind not in wanted))
+    catalog = store.catalog()
+    records = load_stream_records(store)
+    pending = pending_streams(catalog, store.detail_ids(), records, wanted, filters)
     events.streams_planned(len(pending))
+    saver = _IndexSaver(store, STREAM_RECORDS, lambda: {str(k): v.to_json() for k, v in records.items()})
 
     async def fetch_one(activity_id: int) -> str:
-        return await _fetch_stream_set(client, store, activity_id, keys, summary)
+        asked = stream_keys(records.get(activity_id), wanted, order)
+        outcome = await _fetch_stream_set(client, store, activity_id, asked, summary)
+        if outcome != "failed":
+            records[activity_id] = StreamRecord(frozenset(asked), recording_fingerprint(catalog[activity_id]))
+            saver.changed()
+        return outcome
 
-    await _run_workers(pending, config.fetch.concurrency, fetch_one, events, scheduler)
+    try:
+        await _run_workers(pending, config.fetch.concurrency, fetch_one, events, scheduler)
+    finally:
+        saver.save()
+        _save_failures(store, "streams", summary.failed_streams)
 
 
 async def _run_workers(ids: list[int], concurrency: int, job: Callable[[int], Awaitable[str]],
@@ -322,8 +349,6 @@ async def _fetch_detail(client: StravaClient, store: RawStore, activity_id: int,
     if not isinstance(data, dict) or data.get("id") != activity_id:
         summary.failed[activity_id] = f"GET /activities/{activity_id} returned something else than that activity"
         return "failed"
-    if activity_id in fetched:
-        store.forget_streams(activity_id)  # the activity changed: its streams may have too
     # The durable write (fsync) runs off the event loop; a cancelled await still lets it finish.
     await asyncio.to_thread(store.write_detail, activity_id, response.body)
     fetched[activity_id] = fingerprint(activity)
@@ -332,58 +357,121 @@ async def _fetch_detail(client: StravaClient, store: RawStore, activity_id: int,
     return "fetched"
 
 
-async def _fetch_stream_set(client: StravaClient, store: RawStore, activity_id: int, keys: str,
+async def _fetch_stream_set(client: StravaClient, store: RawStore, activity_id: int, keys: list[str],
                             summary: FetchSummary) -> str:
     """Streams always with explicit keys (without them Strava returns only distance)."""
     try:
-        response = await client.get(f"/activities/{activity_id}/streams", {"keys": keys, "key_by_type": "true"})
+        response = await client.get(f"/activities/{activity_id}/streams",
+                                    {"keys": ",".join(keys), "key_by_type": "true"})
     except RequestFailed as error:
-        summary.failed[activity_id] = str(error)
+        summary.failed_streams[activity_id] = str(error)
         return "failed"
     if response.not_found or response.data == {} or response.data == []:
-        store.mark_no_streams(activity_id)  # manual activities and the like: never asked again
+        # Manual activities and the like. Streams stored for an earlier recording are raw data: kept.
+        if activity_id not in store.stream_ids():
+            store.mark_no_streams(activity_id)
+        summary.failed_streams.pop(activity_id, None)
         return "no_streams"
     if not isinstance(response.data, dict):
-        summary.failed[activity_id] = f"GET /activities/{activity_id}/streams did not return a stream set"
+        summary.failed_streams[activity_id] = f"GET /activities/{activity_id}/streams did not return a stream set"
         return "failed"
     await asyncio.to_thread(store.write_streams, activity_id, response.body)
     summary.streams += 1
+    summary.failed_streams.pop(activity_id, None)
     return "streams"
 
 
 class _IndexSaver:
-    """Saves the fetched-details index every few completions, and once more at the end."""
+    """Saves an index (a state file) every few completions, and once more at the end."""
 
-    def __init__(self, store: RawStore, fetched: dict[int, str]) -> None:
+    def __init__(self, store: RawStore, name: str, to_json: Callable[[], Any]) -> None:
         self._store = store
-        self._fetched = fetched
+        self._name = name
+        self._to_json = to_json
         self._unsaved = 0
 
     def changed(self) -> None:
         self._unsaved += 1
-        if self._unsaved >= FETCHED_INDEX_SAVE_EVERY:
+        if self._unsaved >= INDEX_SAVE_EVERY:
             self.save()
 
     def save(self) -> None:
-        self._store.write_state("fetched", {str(k): v for k, v in self._fetched.items()})
+        self._store.write_state(self._name, self._to_json())
         self._unsaved = 0
+
+
+def _save_failures(store: RawStore, kind: str, failures: Mapping[int, str]) -> None:
+    """state/failed.json: {"details": {id: why}, "streams": {id: why}}; each part is this run's, once its
+    phase ran."""
+    saved = load_failures(store)
+    saved[kind] = dict(failures)
+    store.write_state(FAILED, {part: {str(k): v for k, v in ids.items()} for part, ids in saved.items()})
+
+
+def load_failures(store: RawStore) -> dict[str, dict[int, str]]:
+    """The failures the last runs recorded, by kind ("details", "streams")."""
+    raw = store.read_state(FAILED, {})
+    if not isinstance(raw, dict):
+        return {"details": {}, "streams": {}}
+    if not {"details", "streams"} & raw.keys():  # before stream failures were kept: details only
+        raw = {"details": raw}
+    return {kind: {int(k): str(v) for k, v in part.items() if str(k).isdigit()}
+            if isinstance(part := raw.get(kind), dict) else {} for kind in ("details", "streams")}
+
+
+def _fetched_to_json(fetched: Mapping[int, str]) -> dict[str, Any]:
+    return {"fields": list(CHANGE_FIELDS), "fingerprints": {str(k): v for k, v in fetched.items()}}
 
 
 def load_fetched_index(store: RawStore) -> dict[int, str]:
     """id -> fingerprint of the summary each stored detail was fetched for.
 
-    The index is a cache: details written after its last save (a killed run) get their fingerprint
-    from the detail file itself, whose CHANGE_FIELDS match the summary's.
+    The index is a cache: details written after its last save (a killed run), and every detail when the
+    index was saved for other CHANGE_FIELDS (an older version), get their fingerprint from the detail file
+    itself, whose CHANGE_FIELDS match the summary's. That reads files; it never sends a request.
     """
-    saved = store.read_state("fetched", {})
+    saved = store.read_state(FETCHED, {})
+    fingerprints = saved.get("fingerprints") if isinstance(saved, dict) else None
+    if not isinstance(fingerprints, dict) or saved.get("fields") != list(CHANGE_FIELDS):
+        fingerprints = {}
     on_disk = store.detail_ids()
-    index = {int(k): v for k, v in saved.items() if int(k) in on_disk} if isinstance(saved, dict) else {}
+    index = {int(k): v for k, v in fingerprints.items() if str(k).isdigit() and int(k) in on_disk}
     for activity_id in on_disk - index.keys():
         try:
             index[activity_id] = fingerprint(read_json(store.detail_path(activity_id)))
         except (OSError, ValueError):
             continue  # unreadable: treated as not fetched, so it is fetched again
     return index
+
+
+def load_stream_records(store: RawStore) -> dict[int, StreamRecord]:
+    """id -> what each stored streams answer (file or "no streams" marker) was asked for.
+
+    Answers stored without a record (before records existed, or by a killed run) get one from
+    `legacy_stream_types` and the detail; a "no streams" marker without one is taken as final, as it was.
+    """
+    saved = store.read_state(STREAM_RECORDS, {})
+    files, markers = store.stream_ids(), store.no_stream_ids()
+    records = {int(k): record for k, v in (saved.items() if isinstance(saved, dict) else ())
+               if str(k).isdigit() and (record := StreamRecord.from_json(v)) is not None
+               and int(k) in files | markers}
+    for activity_id in (files | markers) - records.keys():
+        detail = _read_object(store.detail_path(activity_id))
+        if detail is None:
+            continue  # no detail to tell the recording: asked again once the detail is there
+        present = () if activity_id not in files else (_read_object(store.stream_path(activity_id)) or {})
+        types = frozenset(STREAM_TYPES) if activity_id not in files else \
+            legacy_stream_types(present, detail, STREAM_TYPES)
+        records[activity_id] = StreamRecord(types, recording_fingerprint(detail))
+    return records
+
+
+def _read_object(path: Path) -> dict[str, Any] | None:
+    try:
+        value = read_json(path)
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _first_error(group_error: BaseExceptionGroup) -> BaseException:

@@ -6,7 +6,7 @@ No I/O here: the pipeline feeds these functions what it read and acts on what th
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -16,21 +16,29 @@ import orjson
 from bulkfetch.errors import ConfigError
 
 # The summary fields whose change means the stored detail is stale. Kudos and comment counts change all
-# the time and do not alter the activity's data, so they do not trigger a refetch.
+# the time and do not alter the activity's data, so they do not trigger a refetch. start_date is one:
+# users fix wrong device clocks, and the detail's laps and efforts carry their own start times.
 CHANGE_FIELDS = (
-    "name", "sport_type", "distance", "moving_time", "elapsed_time", "total_elevation_gain",
+    "name", "sport_type", "start_date", "distance", "moving_time", "elapsed_time", "total_elevation_gain",
     "private", "gear_id", "upload_id",
 )
+# The summary fields whose change means the recording itself may have changed (a new upload, a corrected
+# clock, a cropped or trimmed file), so the stored streams are stale. A new name, gear or privacy is not one.
+RECORDING_FIELDS = ("start_date", "distance", "moving_time", "elapsed_time", "upload_id")
 # Tombstoning "unlisted" activities is refused when a listing lost more than this share of the history
 # (and more than a handful): that is a lost scope or a wrong token, not a mass deletion.
 UNLIST_GUARD_SHARE = 0.5
 UNLIST_GUARD_MIN = 10
 
 
-def fingerprint(activity: Mapping[str, Any]) -> str:
-    """A short digest of the fields in CHANGE_FIELDS; absent and null are the same."""
-    values = [activity.get(name) for name in CHANGE_FIELDS]
+def fingerprint(activity: Mapping[str, Any], fields: Sequence[str] = CHANGE_FIELDS) -> str:
+    """A short digest of `fields` (by default CHANGE_FIELDS); absent and null are the same."""
+    values = [activity.get(name) for name in fields]
     return hashlib.blake2b(orjson.dumps(values), digest_size=8).hexdigest()
+
+
+def recording_fingerprint(activity: Mapping[str, Any]) -> str:
+    return fingerprint(activity, RECORDING_FIELDS)
 
 
 def start_epoch(activity: Mapping[str, Any]) -> int | None:
@@ -131,17 +139,69 @@ def pending_details(
     return ids, len(new), len(changed)
 
 
+@dataclass(frozen=True)
+class StreamRecord:
+    """What a stored stream answer (a StreamSet file, or "no streams") was asked for: the stream types
+    requested, and the recording_fingerprint of the activity at the time."""
+
+    types: frozenset[str]
+    recording: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"types": sorted(self.types), "recording": self.recording}
+
+    @staticmethod
+    def from_json(value: Any) -> StreamRecord | None:
+        if not isinstance(value, dict) or not isinstance(value.get("types"), list):
+            return None
+        recording = value.get("recording")
+        return StreamRecord(frozenset(str(t) for t in value["types"]), recording) if isinstance(recording, str) \
+            else None
+
+
+def streams_stale(record: StreamRecord | None, wanted: frozenset[str], summary: Mapping[str, Any]) -> bool:
+    """Whether an activity needs a streams request: nothing stored yet, a wanted type never asked for, or
+    the recording changed since (see RECORDING_FIELDS)."""
+    return record is None or not wanted <= record.types or record.recording != recording_fingerprint(summary)
+
+
+def stream_keys(record: StreamRecord | None, wanted: frozenset[str], order: Sequence[str]) -> list[str]:
+    """The types to ask for: the wanted ones plus every type the stored answer was asked for, so that the
+    one answer that replaces the stored file keeps every type (in `order`, the config's type order)."""
+    asked = wanted | (record.types if record else frozenset())
+    return [kind for kind in order if kind in asked]
+
+
+def legacy_stream_types(present: Iterable[str], detail: Mapping[str, Any], every: Sequence[str]) -> frozenset[str]:
+    """The types a stream file without a record (written before records existed, or by a run killed before
+    it saved them) was most likely asked for: the types it holds, plus those the detail says the activity
+    cannot have (Strava leaves out types an activity lacks). A wrong guess costs one request, once."""
+    if detail.get("manual") is True:
+        return frozenset(every)
+    lacking = set()
+    if not detail.get("start_latlng"):
+        lacking.add("latlng")
+    if detail.get("has_heartrate") is False:
+        lacking.add("heartrate")
+    for kind, field in (("cadence", "average_cadence"), ("watts", "average_watts"), ("temp", "average_temp")):
+        if detail.get(field) is None:
+            lacking.add(kind)
+    if not detail.get("distance"):
+        lacking.update(("distance", "velocity_smooth"))
+    return frozenset(present) | (lacking & set(every))
+
+
 def pending_streams(
     catalog: Mapping[int, Mapping[str, Any]],
     detailed: set[int],
-    streamed: set[int],
+    records: Mapping[int, StreamRecord],
+    wanted: frozenset[str],
     filters: Filters,
 ) -> list[int]:
-    """Ids that need `GET /activities/{id}/streams`, newest first: detailed, accepted, not yet answered.
-
-    `streamed` holds activities with stored streams and those that answered "no streams".
-    """
-    ids = [i for i, s in catalog.items() if i in detailed and i not in streamed and filters.accepts(s)]
+    """Ids that need `GET /activities/{id}/streams`, newest first: detailed, accepted, and stale by
+    `streams_stale` (`records` holds the stored answers, "no streams" included)."""
+    ids = [i for i, s in catalog.items()
+           if i in detailed and filters.accepts(s) and streams_stale(records.get(i), wanted, s)]
     return sorted(ids, key=lambda i: (start_epoch(catalog[i]) or 0, i), reverse=True)
 
 
@@ -188,23 +248,28 @@ def list_pages_needed(starts: Iterable[int | None], per_page: int) -> int:
 def request_plan(
     catalog: Mapping[int, Mapping[str, Any]],
     fetched: Mapping[int, str],
-    streamed: set[int],
+    records: Mapping[int, StreamRecord],
     filters: Filters,
     *,
     per_page: int,
-    streams: bool,
+    streams: frozenset[str],
 ) -> RequestPlan:
-    """The requests a fetch needs given the cached list (a fresh listing lists the same history again)."""
+    """The requests a fetch needs given the cached list (a fresh listing lists the same history again).
+
+    A stream request is counted for every accepted activity that has or will get a detail and whose
+    stored streams are stale (`streams_stale`); activities whose detail turns out deleted cost less.
+    """
     details, _, _ = pending_details(catalog, fetched, filters)
     pending = set(details)
     accepted = [i for i, summary in catalog.items() if filters.accepts(summary)]
+    stale = {i for i in accepted if streams_stale(records.get(i), streams, catalog[i])} if streams else set()
     return RequestPlan(
         listed=len(catalog),
         list_pages=list_pages_needed((start_epoch(s) for s in catalog.values()), per_page),
         details=len(details),
-        streams=sum(1 for i in accepted if i not in streamed or i in pending) if streams else 0,
+        streams=sum(1 for i in stale if i in fetched or i in pending),
         details_done=sum(1 for i in accepted if i in fetched and i not in pending),
-        streams_done=sum(1 for i in accepted if i in streamed and i not in pending) if streams else 0,
+        streams_done=sum(1 for i in accepted if i in records and i not in stale) if streams else 0,
     )
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from bulkfetch.config import Config
 from bulkfetch.errors import StorageError
-from bulkfetch.pipeline import load_fetched_index, restore_ledger
+from bulkfetch.pipeline import load_failures, load_fetched_index, restore_ledger
 from bulkfetch.plan import filters_from_json, filters_to_json, pending_details
 from bulkfetch.quota import BUCKETS, KINDS, UsageView, estimate_finish
 from bulkfetch.store import RawStore
@@ -22,7 +22,7 @@ def collect_status(config: Config, now: float | None = None) -> dict[str, Any]:
     fetched = load_fetched_index(store)
     filters = filters_from_json(store.read_state("filters"))
     pending, _, _ = pending_details(catalog, fetched, filters)
-    failed = store.read_state("failed", {}) or {}
+    failed = load_failures(store)
     athlete = store.read_state("athlete") or {}
     unfinished = store.unfinished_listing()
     latest = store.latest_complete_listing()
@@ -34,7 +34,8 @@ def collect_status(config: Config, now: float | None = None) -> dict[str, Any]:
         "listed": len(catalog),
         "fetched": len(set(fetched) & set(catalog)),
         "pending": len(pending),
-        "failed": len(failed),
+        "failed": len(failed["details"]) + len(failed["streams"]),
+        "failed_streams": len(failed["streams"]),
         "deleted": len(store.tombstones()),
         "listing": {
             "last_complete": latest.listing_id if latest else None,
@@ -76,7 +77,8 @@ def render_status(report: dict[str, Any]) -> str:
         f"listed     {report['listed']:,}",
         f"fetched    {report['fetched']:,}",
         f"pending    {report['pending']:,}",
-        f"failed     {report['failed']:,}",
+        f"failed     {report['failed']:,}" + (f" ({report['failed_streams']:,} of them stream sets)"
+                                              if report["failed_streams"] else ""),
         f"deleted    {report['deleted']:,}",
     ]
     if report["listing"]["unfinished"]:

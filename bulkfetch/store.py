@@ -5,7 +5,7 @@ Layout under `data_dir`:
     raw/list/<listing_id>/page-00001.json   list pages, bytes exactly as received (id: sequence-UTC start)
     raw/list/<listing_id>/complete.json     written when that listing reached the end of the history
     raw/activities/<id>.json                one DetailedActivity, bytes exactly as received
-    raw/streams/<id>.json                   one StreamSet (when streams are requested)
+    raw/streams/<id>.json                   one StreamSet (when streams are requested); <id>.none: it has none
     state/*.json                            small state files (tombstones, quota snapshot, last run, ...)
     auth/tokens.json                        the token store (see bulkfetch.auth), mode 0600
     bulkfetch.log                           plain log lines of every run, no secrets
@@ -175,7 +175,9 @@ class RawStore:
         return self.stream_dir / f"{activity_id}.json"
 
     def write_streams(self, activity_id: int, raw: bytes) -> None:
+        """Store (or replace) a StreamSet; an earlier "no streams" answer is superseded by it."""
         atomic_write(self.stream_path(activity_id), raw)
+        self.no_streams_path(activity_id).unlink(missing_ok=True)
 
     def stream_ids(self) -> set[int]:
         return _ids_in(self.stream_dir)
@@ -184,15 +186,11 @@ class RawStore:
         return self.stream_dir / f"{activity_id}.none"
 
     def mark_no_streams(self, activity_id: int) -> None:
-        """The activity has no streams (404 or an empty answer): remembered so it is never asked again."""
+        """The activity has no streams (404 or an empty answer): remembered so it is not asked again."""
         atomic_write(self.no_streams_path(activity_id), b"")
 
     def no_stream_ids(self) -> set[int]:
         return _ids_in(self.stream_dir, suffix=".none")
-
-    def forget_streams(self, activity_id: int) -> None:
-        self.stream_path(activity_id).unlink(missing_ok=True)
-        self.no_streams_path(activity_id).unlink(missing_ok=True)
 
     # -- listings ----------------------------------------------------------------------------------
     def _listing_dirs(self) -> list[Path]:

@@ -246,7 +246,7 @@ def test_huge_bodies_redirects_and_impostor_details_fail_that_activity_only(tmp_
     assert not elsewhere.seen  # the redirect was not followed, with or without the token
     store = RawStore(tmp_path / "data")
     assert store.detail_ids() == {31}
-    failed = store.read_state("failed")
+    failed = store.read_state("failed")["details"]
     assert set(failed) == {"32", "33", "34", "35", "36", "37"}
     assert "too large" in failed["32"]
     assert "redirect" in failed["33"] and "redirect" in failed["34"]

@@ -194,7 +194,8 @@ def test_sigkill_and_no_wait_stops_resume_without_asking_any_stream_twice(tmp_pa
 
 # -- plan -------------------------------------------------------------------------------------------------------
 def test_plan_online_then_offline_predicts_exactly_what_fetch_spends(tmp_path: Path, capsys) -> None:
-    settings = SimulatorSettings(activities=57, seed=24, short_limit=1000, daily_limit=10000)
+    settings = SimulatorSettings(activities=57, seed=24, short_limit=1000, daily_limit=10000,
+                                 overall_short_limit=2000, overall_daily_limit=20000)
     thread = SimulatorThread(settings)
     with thread as sim:
         thread.call(partial(sim.add_activity, manual=True))  # answers "no streams": still one request
@@ -203,7 +204,9 @@ def test_plan_online_then_offline_predicts_exactly_what_fetch_spends(tmp_path: P
         since = starts[len(starts) // 3][:10]
         runs = [("--sport", "Run", "--since", since, "--streams", "all"),  # first run: filtered
                 ("--streams", "time,heartrate"),  # then the rest, details and streams
+                ("--streams", "all"),  # then the types those lack, one request each
                 ("--streams", "all")]  # then nothing but the list
+        plans = []
         for filters in runs:
             capsys.readouterr()
             mark = len(sim.request_log)
@@ -219,4 +222,6 @@ def test_plan_online_then_offline_predicts_exactly_what_fetch_spends(tmp_path: P
             assert spent(sim, mark) == {k: v for k, v in (("list", online["list"]), ("detail", online["detail"]),
                                                               ("streams", online["streams"])) if v}, filters
             assert online["total"] == online["list"] + online["detail"] + online["streams"]
+            plans.append(online)
+        assert plans[2]["detail"] == 0 and plans[2]["streams"] == plans[1]["streams"] > 0
         assert online["detail"] == online["streams"] == 0
