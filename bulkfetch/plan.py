@@ -181,6 +181,8 @@ def legacy_stream_types(present: Iterable[str], detail: Mapping[str, Any], every
     lacking = set()
     if not detail.get("start_latlng"):
         lacking.add("latlng")
+    if detail.get("elev_high") is None:  # Strava gives the elevation range when there is an altitude series
+        lacking.update(("altitude", "grade_smooth"))
     if detail.get("has_heartrate") is False:
         lacking.add("heartrate")
     for kind, field in (("cadence", "average_cadence"), ("watts", "average_watts"), ("temp", "average_temp")):

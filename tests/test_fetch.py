@@ -373,3 +373,34 @@ def test_a_run_killed_right_after_filling_a_window_is_not_followed_by_a_429(tmp_
         assert fetch(config, "--no-wait") == 75
         assert int(time.time() // 4) == window, "the machine was too slow to restart inside the window"
         assert not [r for r in api_records(sim) if r.status == 429]
+
+
+def test_a_corrected_start_time_moves_every_table_of_the_activity(tmp_path: Path) -> None:
+    """Users fix wrong device clocks: the detail is fetched again, and laps, best and segment efforts
+    follow the activity and its splits into the new year, with the new start times."""
+    import pyarrow.dataset as ds
+
+    settings = SimulatorSettings(activities=30, seed=12, short_limit=1000, daily_limit=10000)
+    thread = SimulatorThread(settings)
+    with thread as sim:
+        config = setup(tmp_path, sim)
+        assert main(["--config", str(config), "fetch"]) == 0
+        moved = next(i for i in sim.activity_ids()
+                     if all(sim.detail(i).get(key) for key in ("laps", "best_efforts", "segment_efforts")))
+        old_start = sim.summary(moved)["start_date"]
+        new_start = f"{int(old_start[:4]) - 3}{old_start[4:]}"
+        thread.call(partial(sim.edit_activity, moved, start_date=new_start))
+        mark = len(sim.request_log)
+        assert main(["--config", str(config), "fetch"]) == 0
+        assert detail_gets(api_records(sim, since=mark)) == {f"{API}/activities/{moved}": 1}
+        detail = sim.detail(moved)
+
+    for table, key, children in (("activities", "id", None), ("splits_metric", "activity_id", "splits_metric"),
+                                 ("laps", "activity_id", "laps"), ("best_efforts", "activity_id", "best_efforts"),
+                                 ("segment_efforts", "activity_id", "segment_efforts")):
+        rows = ds.dataset(tmp_path / "data" / "parquet" / table, format="parquet", partitioning="hive").to_table(
+            filter=ds.field(key) == moved).to_pylist()
+        assert rows and {row["year"] for row in rows} == {int(new_start[:4])}, table
+        if children in ("laps", "best_efforts", "segment_efforts"):
+            expected = sorted(item["start_date"] for item in detail[children])
+            assert sorted(row["start_date"].strftime("%Y-%m-%dT%H:%M:%SZ") for row in rows) == expected, table

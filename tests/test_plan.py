@@ -11,11 +11,16 @@ from hypothesis import strategies as st
 from bulkfetch.errors import ConfigError
 from bulkfetch.plan import (
     Filters,
+    StreamRecord,
     fingerprint,
+    legacy_stream_types,
     next_before,
     parse_filters,
     pending_details,
+    recording_fingerprint,
     start_epoch,
+    stream_keys,
+    streams_stale,
     unlisted,
 )
 from bulkfetch.retry import Verdict, backoff_delay, classify, missing_permission
@@ -43,6 +48,36 @@ def test_fingerprint_ignores_kudos_but_sees_edits() -> None:
     assert fingerprint(base) == fingerprint({**base, "kudos_count": 99})
     assert fingerprint(base) != fingerprint({**base, "name": "Renamed"})
     assert fingerprint(base) == fingerprint({**base, "gear_id": None})  # absent == null
+    assert fingerprint(base) != fingerprint({**base, "start_date": "2023-01-01T00:00:00Z"})  # a fixed clock
+
+
+def test_streams_go_stale_only_when_a_type_is_missing_or_the_recording_changed() -> None:
+    base = summary(1, "2024-01-01T00:00:00Z", distance=5000.0, moving_time=1500, upload_id=7)
+    record = StreamRecord(frozenset({"time", "heartrate"}), recording_fingerprint(base))
+    wanted = frozenset({"time"})
+    assert not streams_stale(record, wanted, base)
+    for metadata in ({"name": "Renamed"}, {"gear_id": "g1"}, {"private": True}, {"kudos_count": 5}):
+        assert not streams_stale(record, wanted, {**base, **metadata}), metadata
+    for recording in ({"distance": 4000.0}, {"moving_time": 1}, {"elapsed_time": 9}, {"upload_id": 8},
+                      {"start_date": "2024-01-02T00:00:00Z"}):
+        assert streams_stale(record, wanted, {**base, **recording}), recording
+    assert streams_stale(record, frozenset({"time", "watts"}), base)
+    assert streams_stale(None, wanted, base)
+    assert stream_keys(record, frozenset({"watts", "time"}), ("watts", "time", "heartrate", "cadence")) == [
+        "watts", "time", "heartrate"]  # one request keeps every type the stored file had
+    assert StreamRecord.from_json(record.to_json()) == record
+    assert StreamRecord.from_json({"types": "time"}) is None and StreamRecord.from_json([]) is None
+
+
+def test_a_legacy_stream_file_counts_as_asked_for_what_it_holds_and_what_the_activity_lacks() -> None:
+    every = ("time", "distance", "latlng", "altitude", "velocity_smooth", "heartrate", "cadence", "watts", "temp",
+             "moving", "grade_smooth")
+    run = {"start_latlng": [1.0, 2.0], "elev_high": 30.0, "has_heartrate": True, "average_cadence": 80.0,
+           "distance": 5000.0}
+    assert legacy_stream_types({"time", "heartrate"}, run, every) == {"time", "heartrate", "watts", "temp"}
+    treadmill = {"has_heartrate": False, "distance": 0.0}
+    assert legacy_stream_types({"time"}, treadmill, every) == set(every) - {"moving"}
+    assert legacy_stream_types((), {"manual": True}, every) == set(every)
 
 
 def test_pending_is_new_plus_changed_newest_first_and_filtered() -> None:

@@ -225,3 +225,100 @@ def test_plan_online_then_offline_predicts_exactly_what_fetch_spends(tmp_path: P
             plans.append(online)
         assert plans[2]["detail"] == 0 and plans[2]["streams"] == plans[1]["streams"] > 0
         assert online["detail"] == online["streams"] == 0
+
+
+# -- what a change of the activity does to its streams ------------------------------------------------------
+def _stream_rows(data_dir: Path, activity_id: int) -> int:
+    import pyarrow.dataset as ds
+
+    table = ds.dataset(data_dir / "parquet" / "streams", format="parquet", partitioning="hive").to_table(
+        filter=ds.field("activity_id") == activity_id, columns=["seq"])
+    return table.num_rows
+
+
+def test_a_rename_keeps_the_streams_and_only_a_changed_recording_replaces_them(tmp_path: Path) -> None:
+    settings = SimulatorSettings(activities=12, seed=25, short_limit=1000, daily_limit=10000)
+    thread = SimulatorThread(settings)
+    with thread as sim:
+        config = setup(tmp_path, sim)
+        assert run(config, "fetch", "--streams", "all") == 0
+        store = RawStore(tmp_path / "data")
+        renamed, recut = sorted(store.stream_ids())[:2]
+        kept = store.stream_path(renamed).read_bytes()
+        rows = _stream_rows(tmp_path / "data", renamed)
+        assert rows > 0
+
+        thread.call(partial(sim.edit_activity, renamed, name="Renamed", gear_id="g42", private=True))
+        mark = len(sim.request_log)
+        assert run(config, "fetch") == 0  # a plain fetch: no streams asked for
+        assert spent(sim, mark) == {"list": 1, "detail": 1}
+        assert store.stream_path(renamed).read_bytes() == kept  # raw data survives the new name
+        assert _stream_rows(tmp_path / "data", renamed) == rows
+
+        mark = len(sim.request_log)
+        assert run(config, "fetch", "--streams", "all") == 0
+        assert stream_gets(sim, mark) == []  # a new name is not a new recording
+
+        thread.call(partial(sim.edit_activity, recut, distance=4321.0, moving_time=1500))
+        mark = len(sim.request_log)
+        assert run(config, "fetch", "--streams", "all") == 0
+        assert spent(sim, mark) == {"list": 1, "detail": 1, "streams": 1} and stream_gets(sim, mark) == [recut]
+        assert orjson.loads(store.stream_path(recut).read_bytes()) == truth(sim, recut)  # replaced, not lost
+        assert _stream_rows(tmp_path / "data", recut) == len(truth(sim, recut)["time"]["data"])
+
+
+def test_asking_for_more_stream_types_fetches_what_is_missing_once(tmp_path: Path) -> None:
+    settings = SimulatorSettings(activities=10, seed=26, short_limit=1000, daily_limit=10000)
+    thread = SimulatorThread(settings)
+    with thread as sim:
+        config = setup(tmp_path, sim)
+        assert run(config, "fetch", "--no-compact", "--streams", "time,heartrate") == 0
+        store = RawStore(tmp_path / "data")
+        streamed = store.stream_ids()
+        assert streamed
+
+        mark = len(sim.request_log)
+        assert run(config, "fetch", "--streams", "all") == 0
+        assert sorted(stream_gets(sim, mark)) == sorted(store.stream_ids() | store.no_stream_ids())
+        for record in sim.request_log[mark:]:
+            if record.path.endswith("/streams"):
+                assert record.query == {"keys": ALL_KEYS, "key_by_type": "true"}  # one request, every type
+        for activity_id in store.stream_ids():
+            assert orjson.loads(store.stream_path(activity_id).read_bytes()) == truth(sim, activity_id)
+
+        mark = len(sim.request_log)
+        assert run(config, "fetch", "--no-compact", "--streams", "time") == 0  # fewer types: nothing to do
+        assert run(config, "fetch", "--no-compact", "--streams", "all") == 0
+        assert stream_gets(sim, mark) == []
+
+        # Adding types to a narrower stored file asks for both sets, so the one file keeps every type.
+        assert run(config, "fetch", "--no-compact") == 0
+        thread.call(partial(sim.edit_activity, min(streamed), elapsed_time=4000))
+        mark = len(sim.request_log)
+        assert run(config, "fetch", "--no-compact", "--streams", "heartrate") == 0
+        assert [r.query["keys"] for r in sim.request_log[mark:] if r.path.endswith("/streams")] == [
+            "heartrate," + ",".join(k for k in STREAM_TYPES if k != "heartrate")]
+
+
+def test_a_data_dir_from_before_stream_records_spends_no_request(tmp_path: Path) -> None:
+    """An older version kept no stream records and fingerprinted fewer fields: nothing is fetched again."""
+    from bulkfetch.plan import fingerprint
+
+    settings = SimulatorSettings(activities=15, seed=27, short_limit=1000, daily_limit=10000)
+    thread = SimulatorThread(settings)
+    with thread as sim:
+        manual = thread.call(partial(sim.add_activity, manual=True))
+        config = setup(tmp_path, sim)
+        assert run(config, "fetch", "--no-compact", "--streams", "all") == 0
+        store = RawStore(tmp_path / "data")
+        old_fields = ("name", "sport_type", "distance", "moving_time", "elapsed_time", "total_elevation_gain",
+                      "private", "gear_id", "upload_id")
+        store.state_path("streams").unlink()
+        store.write_state("fetched", {str(i): fingerprint(s, old_fields) for i, s in store.catalog().items()})
+        assert manual in store.no_stream_ids()
+
+        mark = len(sim.request_log)
+        assert run(config, "fetch", "--no-compact", "--streams", "all") == 0
+        assert spent(sim, mark) == {"list": 1}
+        assert run(config, "fetch", "--no-compact", "--streams", "all") == 0
+        assert spent(sim, mark) == {"list": 2}
