@@ -43,10 +43,11 @@ class Seen:
 
 @dataclass
 class FakeApi:
-    """Routes: `pages` answers the list (by `before` cursor: None first), `details` answers by id."""
+    """Routes: `pages` answers the list (by `before` cursor: None first), `details` and `streams` by id."""
 
     pages: Callable[[web.Request], web.StreamResponse]
     details: dict[int, Callable[[web.Request], web.StreamResponse]] = field(default_factory=dict)
+    streams: dict[int, Callable[[web.Request], web.StreamResponse]] = field(default_factory=dict)
     token: Callable[[web.Request], web.StreamResponse] | None = None
     seen: list[Seen] = field(default_factory=list)
 
@@ -111,6 +112,9 @@ class Server:
         tail = request.path.removeprefix("/api/v3/activities/")
         if tail.isdigit() and int(tail) in self.api.details:
             return await _maybe_async(self.api.details[int(tail)](request))
+        activity, _, kind = tail.partition("/")
+        if kind == "streams" and activity.isdigit() and int(activity) in self.api.streams:
+            return await _maybe_async(self.api.streams[int(activity)](request))
         return json_answer({"message": "Record Not Found", "errors": []}, 404)(request)
 
 
@@ -225,6 +229,27 @@ class HugeBody:
         except (ConnectionError, RuntimeError):
             pass
         return response
+
+
+def test_a_failed_stream_set_is_reported_and_kept_as_a_stream_failure(tmp_path: Path, capsys) -> None:
+    items = [summary(41, 2), summary(42, 1)]
+    time_stream = {"time": {"data": [0, 1], "series_type": "time", "original_size": 2, "resolution": "high"}}
+    api = FakeApi(pages=one_page(items), details={41: json_answer(detail(41)), 42: json_answer(detail(42))},
+                  streams={41: raw_answer(b"<html>oops</html>", content_type="text/html"),
+                           42: json_answer(time_stream)})
+    with Server(api) as server:
+        code, out, err = run_fetch(tmp_path, server, capsys, "--streams", "time")
+    assert code == 75, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("bulkfetch: 1 stream set(s) failed") and "activity 41" in last, last
+    assert "detail" not in last
+    store = RawStore(tmp_path / "data")
+    assert store.detail_ids() == {41, 42} and store.stream_ids() == {42}
+    failed = store.read_state("failed")
+    assert failed["details"] == {} and set(failed["streams"]) == {"41"}
+    assert main(["--config", str(tmp_path / "config.toml"), "status", "--json"]) == 0
+    report = orjson.loads(capsys.readouterr().out)
+    assert report["failed"] == 1 and report["failed_streams"] == 1
 
 
 def test_huge_bodies_redirects_and_impostor_details_fail_that_activity_only(tmp_path: Path, capsys) -> None:
