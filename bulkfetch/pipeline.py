@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -253,11 +254,8 @@ async def _fetch_details(client: StravaClient, store: RawStore, config: Config, 
         saver.changed()
         return outcome
 
-    try:
+    with _saved_at_the_end(saver, store, "details", summary.failed):
         await _run_workers(pending, config.fetch.concurrency, fetch_one, events, scheduler)
-    finally:
-        saver.save()
-        _save_failures(store, "details", summary.failed)
 
 
 async def _fetch_streams(client: StravaClient, store: RawStore, config: Config, filters: Filters,
@@ -282,11 +280,8 @@ async def _fetch_streams(client: StravaClient, store: RawStore, config: Config, 
             saver.changed()
         return outcome
 
-    try:
+    with _saved_at_the_end(saver, store, "streams", summary.failed_streams):
         await _run_workers(pending, config.fetch.concurrency, fetch_one, events, scheduler)
-    finally:
-        saver.save()
-        _save_failures(store, "streams", summary.failed_streams)
 
 
 async def _run_workers(ids: list[int], concurrency: int, job: Callable[[int], Awaitable[str]],
@@ -400,12 +395,19 @@ class _IndexSaver:
         self._unsaved = 0
 
 
-def _save_failures(store: RawStore, kind: str, failures: Mapping[int, str]) -> None:
-    """state/failed.json: {"details": {id: why}, "streams": {id: why}}; each part is this run's, once its
-    phase ran."""
-    saved = load_failures(store)
-    saved[kind] = dict(failures)
-    store.write_state(FAILED, {part: {str(k): v for k, v in ids.items()} for part, ids in saved.items()})
+@contextmanager
+def _saved_at_the_end(saver: _IndexSaver, store: RawStore, kind: str, failures: Mapping[int, str]) -> Iterator[None]:
+    """Whatever stops a phase (done, quota, Ctrl-C), its index and its failures are saved.
+
+    state/failed.json is {"details": {id: why}, "streams": {id: why}}; each part is the last run's of that phase.
+    """
+    try:
+        yield
+    finally:
+        saver.save()
+        saved = load_failures(store)
+        saved[kind] = dict(failures)
+        store.write_state(FAILED, {part: {str(k): v for k, v in ids.items()} for part, ids in saved.items()})
 
 
 def load_failures(store: RawStore) -> dict[str, dict[int, str]]:
