@@ -29,7 +29,8 @@ On the bench's streams that is about a fifth smaller, and faster, than pyarrow's
 
 Parallel: when at least two years need writing and they hold at least PARALLEL_MIN_BYTES of raw JSON
 (see `bench/compact.py`), this process and one forkserver worker (PARALLEL_WORKERS = 2 in all) share
-the years; below that, starting a worker costs more than it saves.
+the years; below that, starting a worker costs more than it saves. Stopped early (Ctrl-C, SIGTERM, an
+error), `compact` stops the worker and waits for it: nothing is written after it has returned.
 """
 
 from __future__ import annotations
@@ -40,10 +41,13 @@ import hashlib
 import multiprocessing
 import os
 import secrets
+import signal
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
+from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
 
@@ -180,20 +184,21 @@ def compact(store: RawStore, parquet_dir: Path, *, rebuild: bool = False,
         if on_progress:
             on_progress(0, len(todo))
         jobs = [YearJob(year, parquet_dir, by_year[year], stale[year]) for year in todo]
-        for done, outcome in enumerate(_run_jobs(jobs), start=1):
-            for table in outcome.changed_tables:
-                written[table].add(outcome.year)
-            for table, count in outcome.rows.items():
-                rows[table] += count
-            # A group left alone was current, so its fingerprint is today's too; a table's file exists
-            # exactly when it has rows (one without rows is removed).
-            recorded[str(outcome.year)] = {
-                "fingerprints": fingerprints[outcome.year],
-                "tables": [t for t in TABLES if partition_path(parquet_dir, t, outcome.year).exists()],
-            }
-            store.write_state(MANIFEST, manifest)
-            if on_progress:
-                on_progress(done, len(todo))
+        with closing(_run_jobs(jobs)) as outcomes:  # closed at once if this stops early: the worker stops
+            for done, outcome in enumerate(outcomes, start=1):
+                for table in outcome.changed_tables:
+                    written[table].add(outcome.year)
+                for table, count in outcome.rows.items():
+                    rows[table] += count
+                # A group left alone was current, so its fingerprint is today's too; a table's file exists
+                # exactly when it has rows (one without rows is removed).
+                recorded[str(outcome.year)] = {
+                    "fingerprints": fingerprints[outcome.year],
+                    "tables": [t for t in TABLES if partition_path(parquet_dir, t, outcome.year).exists()],
+                }
+                store.write_state(MANIFEST, manifest)
+                if on_progress:
+                    on_progress(done, len(todo))
 
     return CompactResult(written={t: sorted(y) for t, y in written.items()}, skipped_years=skipped, rows=rows)
 
@@ -422,6 +427,7 @@ def _run_jobs(jobs: list[YearJob]) -> Iterator[YearOutcome]:
 
     This process keeps working while the worker starts (its start-up is hidden), and takes the next
     biggest year whenever it is free; the worker always has two years queued behind its current one.
+    Closed early (Ctrl-C, SIGTERM, an error), it stops the worker and waits until it has exited.
     """
     raw_bytes = sum(job.raw_bytes for job in jobs)
     if len(jobs) < 2 or raw_bytes < PARALLEL_MIN_BYTES:
@@ -432,12 +438,15 @@ def _run_jobs(jobs: list[YearJob]) -> Iterator[YearOutcome]:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["bulkfetch.compact"])
     queue = sorted(jobs, key=lambda job: -job.raw_bytes)
-    with ProcessPoolExecutor(max_workers=PARALLEL_WORKERS - 1, mp_context=context) as pool:
+    stop = context.Event()
+    with ProcessPoolExecutor(max_workers=PARALLEL_WORKERS - 1, mp_context=context,
+                             initializer=_start_worker, initargs=(stop,)) as pool:
         in_worker: list[Future[YearOutcome]] = []
         try:
             while queue or in_worker:
                 while queue and len(in_worker) < 3:
-                    in_worker.append(pool.submit(write_year, queue.pop()))  # smallest first to the worker
+                    with _interrupts_deferred():
+                        in_worker.append(pool.submit(write_year, queue.pop()))  # smallest first to the worker
                 for future in [f for f in in_worker if f.done()]:
                     in_worker.remove(future)
                     yield future.result()
@@ -446,8 +455,56 @@ def _run_jobs(jobs: list[YearJob]) -> Iterator[YearOutcome]:
                 elif in_worker:
                     wait(in_worker, return_when=FIRST_COMPLETED)
         finally:
+            # The worker drops its year at its next check (a chunk or a stream file away) and the pool's
+            # exit waits for it: no partition is committed after this returns.
+            stop.set()
             for future in in_worker:
                 future.cancel()
+
+
+@contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait for the end of the block, then take effect as usual.
+
+    Around `submit`, which starts the worker: stopped half-way, the pool would forget a worker that is
+    still starting, and that worker would fail with a traceback instead of being stopped and waited for.
+    Python runs signal handlers in the main thread only, so elsewhere there is nothing to defer.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, lambda signum, frame: pending.append(signum)) for signum in signals}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if pending:
+            signal.raise_signal(pending[0])
+
+
+class _Stopped(Exception):
+    """A worker's year was dropped because the parent process stopped."""
+
+
+# A worker process's stop signal from its parent (see `_run_jobs`); None in the parent, which stops by
+# KeyboardInterrupt instead.
+_stop_event: Event | None = None
+
+
+def _start_worker(stop: Event) -> None:
+    """Ctrl-C reaches every process of the terminal's process group: a worker ignores it and leaves the
+    decision to its parent, which sets `stop`."""
+    global _stop_event
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _stop_event = stop
+
+
+def _check_stop() -> None:
+    if _stop_event is not None and _stop_event.is_set():
+        raise _Stopped
 
 
 def write_year(job: YearJob) -> YearOutcome:
@@ -476,6 +533,7 @@ def _write_year(job: YearJob) -> YearOutcome:
                for table in job.tables}
     try:
         for start in range(0, len(job.entries) if "details" in job.groups else 0, CHUNK_ACTIVITIES):
+            _check_stop()
             chunk = job.entries[start:start + CHUNK_ACTIVITIES]
             tables = build_tables([(e.activity_id, e.summary, _read_detail(e.detail_path)) for e in chunk])
             for table, data in tables.items():
@@ -483,6 +541,7 @@ def _write_year(job: YearJob) -> YearOutcome:
                     writers[table].add(data)
         streamed = [e for e in job.entries if e.stream_path is not None] if "streams" in job.groups else []
         for entry in sorted(streamed, key=lambda e: e.activity_id):
+            _check_stop()
             stream_set = _read_streams(entry.stream_path)
             if stream_set is not None:
                 data = build_streams(entry.activity_id, *_copied_from_activity(entry), stream_set)
@@ -491,6 +550,7 @@ def _write_year(job: YearJob) -> YearOutcome:
                     writers[STREAMS].add(data)
         for writer in writers.values():
             writer.close()
+        _check_stop()  # the last check: a worker commits all of a year's tables, or none
         for table, writer in writers.items():
             outcome.rows[table] = writer.rows
             if writer.commit():
