@@ -85,7 +85,7 @@ def tables(parquet_dir: Path) -> dict[str, object]:
 def big_store(data_dir: Path) -> RawStore:
     """Two years of activities with hour-long streams: over PARALLEL_MIN_BYTES (a worker process is used)
     and a few seconds of compaction, written in a fraction of a second."""
-    return write_synthetic_store(data_dir, 140, seed=21, years=(2020, 2021), stream_share=1.0,
+    return write_synthetic_store(data_dir, 100, seed=21, years=(2020, 2021), stream_share=1.0,
                                  stream_points=(3000, 3000), stream_templates=2)
 
 
