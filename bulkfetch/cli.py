@@ -11,7 +11,8 @@ import asyncio
 import signal
 import sys
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -139,6 +140,7 @@ def _run(coroutine: Coroutine[Any, Any, T]) -> T:
         task = asyncio.current_task()
         assert task is not None
         loop = asyncio.get_running_loop()
+        previous = signal.getsignal(signal.SIGTERM)
         loop.add_signal_handler(signal.SIGTERM, task.cancel)
         try:
             return await coroutine
@@ -146,6 +148,7 @@ def _run(coroutine: Coroutine[Any, Any, T]) -> T:
             raise Interrupted("stopped; everything fetched so far is saved, rerun to continue") from None
         finally:
             loop.remove_signal_handler(signal.SIGTERM)
+            signal.signal(signal.SIGTERM, previous)  # asyncio leaves the default (die with 143) behind
 
     try:
         return asyncio.run(guarded())
@@ -166,25 +169,26 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
         filters=parse_filters(args.sport, args.since, args.until),
         policy=WaitPolicy(no_wait=args.no_wait, max_wait_s=args.max_wait),
     )
-    summary = _fetch_then_compact(args, config.storage.data_dir, config.storage.parquet_dir,
-                                  lambda reporter: fetch_history(config, options, reporter),
-                                  compact_after=not args.no_compact)
-    return _finish_fetch(summary)
+    _fetch_then_compact(args, config.storage.data_dir, config.storage.parquet_dir,
+                        lambda reporter: fetch_history(config, options, reporter), compact_after=not args.no_compact)
+    return EXIT_OK
 
 
 def _fetch_then_compact(args: argparse.Namespace, data_dir: Path, parquet_dir: Path,
                         fetch: Callable[[Reporter], Coroutine[Any, Any, FetchSummary]],
                         *, compact_after: bool, report: bool = True) -> FetchSummary:
-    """Hold the data_dir lock, fetch, and compact what is there even when the fetch stopped for quota."""
+    """Hold the data_dir lock, fetch, and compact what is there even when the fetch stopped for quota
+    or was interrupted (a second Ctrl-C or SIGTERM stops that compaction at once). With `report`, say
+    the summary and raise WorkLeft for what failed: inside, so that the log's last line is the outcome."""
     ensure_dir(data_dir)
     if compact_after:
         ensure_dir(parquet_dir)  # an unusable parquet_dir is said now, not after hours of fetching
-    with exclusive_lock(data_dir), Reporter(quiet=args.quiet, verbose=args.verbose,
-                                            log_path=RawStore(data_dir).log_path) as reporter:
+    with exclusive_lock(data_dir), _sigterm_as_ctrl_c(), Reporter(
+            quiet=args.quiet, verbose=args.verbose, log_path=RawStore(data_dir).log_path) as reporter:
         reporter.info(f"fetch into {data_dir}")
         try:
             summary = _run(fetch(reporter))
-        except WorkLeft:
+        except (WorkLeft, Interrupted):
             if compact_after:
                 _compact(data_dir, parquet_dir, reporter, rebuild=False)
             raise
@@ -192,7 +196,23 @@ def _fetch_then_compact(args: argparse.Namespace, data_dir: Path, parquet_dir: P
             _compact(data_dir, parquet_dir, reporter, rebuild=False)
         if report:
             reporter.result(_summary_line(summary))
+            _finish_fetch(summary)
     return summary
+
+
+@contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """Outside the event loop (see `_run`), SIGTERM raises KeyboardInterrupt as Ctrl-C does, so that the
+    work in progress stops cleanly (compaction stops its worker) and the exit code is 130, not 143."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _summary_line(summary: FetchSummary) -> str:
@@ -203,10 +223,9 @@ def _summary_line(summary: FetchSummary) -> str:
             f"{summary.requests:,} requests")
 
 
-def _finish_fetch(summary: FetchSummary) -> int:
+def _finish_fetch(summary: FetchSummary) -> None:
     if summary.failed or summary.failed_streams or summary.list_failure:
         raise WorkLeft(_work_left(summary), hint="rerun 'bulkfetch fetch' to retry them")
-    return EXIT_OK
 
 
 def _work_left(summary: FetchSummary) -> str:
@@ -223,7 +242,11 @@ def _work_left(summary: FetchSummary) -> str:
 
 
 def _compact(data_dir: Path, parquet_dir: Path, reporter: Reporter, *, rebuild: bool) -> None:
-    result = compact(RawStore(data_dir), parquet_dir, rebuild=rebuild, on_progress=reporter.compact_progress)
+    try:
+        result = compact(RawStore(data_dir), parquet_dir, rebuild=rebuild, on_progress=reporter.compact_progress)
+    except KeyboardInterrupt:
+        raise Interrupted("compaction stopped; the raw data is saved and every Parquet file is whole "
+                          "(old or new), rerun 'bulkfetch compact' to finish it") from None
     years = sorted({year for table_years in result.written.values() for year in table_years})
     reporter.info(f"compacted into {parquet_dir}: "
                   f"{len(years)} year(s) rewritten, {len(result.skipped_years)} unchanged")
@@ -231,9 +254,12 @@ def _compact(data_dir: Path, parquet_dir: Path, reporter: Reporter, *, rebuild: 
 
 def _cmd_compact(args: argparse.Namespace) -> int:
     config = _config(args)
-    RawStore(config.storage.data_dir).prepare()
-    with _reporter(args, config) as reporter:
-        _compact(config.storage.data_dir, config.storage.parquet_dir, reporter, rebuild=args.rebuild)
+    data_dir = config.storage.data_dir
+    ensure_dir(data_dir)
+    # The lock: a running fetch's temporary files are not swept, and its own compaction is not raced.
+    with exclusive_lock(data_dir), _sigterm_as_ctrl_c(), _reporter(args, config) as reporter:
+        RawStore(data_dir).prepare()
+        _compact(data_dir, config.storage.parquet_dir, reporter, rebuild=args.rebuild)
     return EXIT_OK
 
 
@@ -292,9 +318,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         raise ConfigError(f"--activities must be at least 1 (got {args.activities})")
     data_dir = Path(args.data_dir).resolve()
     parquet_dir = data_dir / "parquet"
-    summary = _fetch_then_compact(args, data_dir, parquet_dir,
-                                  lambda reporter: run_demo(data_dir, args.activities, reporter),
-                                  compact_after=True)
+    _fetch_then_compact(args, data_dir, parquet_dir, lambda reporter: run_demo(data_dir, args.activities, reporter),
+                        compact_after=True)
     show = Reporter(quiet=args.quiet)
     years, by_sport = report.activities_by_sport_and_year(parquet_dir)
     show.table("Activities by sport and year", ("sport", *map(str, years), "total"),
@@ -304,7 +329,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                 for b in report.pace_by_elevation(parquet_dir)])
     show.result(f"Parquet tables: {parquet_dir}/<table>/year=YYYY/part-0.parquet")
     show.result(f"Query them with DuckDB:\n  {report.duckdb_example(parquet_dir)}")
-    return _finish_fetch(summary)
+    return EXIT_OK
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:

@@ -4,9 +4,12 @@ Layout: `parquet_dir/<table>/year=YYYY/part-0.parquet`, `year` being the UTC yea
 `start_date` (the summary's; the detail's if the summary has none; 0 if neither parses). `year` lives
 in the folder name only, never inside the files (Spark refuses a column that is in both).
 
-Incremental: each year's inputs get a fingerprint (see `year_fingerprint`); `state/compact.json` keeps
-the fingerprint each partition was written from, and a year whose fingerprint and files are unchanged
-is skipped. A new SCHEMA_VERSION, another parquet_dir or `rebuild=True` rewrite every year.
+Incremental, per table group: the detail tables (activities and what a detail holds) and the streams
+table of a year are built from different inputs, so each group gets its own fingerprint (see
+`details_fingerprint`, `streams_fingerprint`); `state/compact.json` keeps the fingerprints each year's
+partitions were written from, and a group whose fingerprint and files are unchanged is skipped: a kudos
+count that changed rewrites a year's activities, not its streams. A new SCHEMA_VERSION, another
+parquet_dir or `rebuild=True` rewrite every year.
 
 Atomic: a partition file is written to a hidden temporary name in its folder, fsynced and
 `os.replace`d, so readers see the old file or the new one. The manifest entry for a year is written
@@ -26,7 +29,8 @@ On the bench's streams that is about a fifth smaller, and faster, than pyarrow's
 
 Parallel: when at least two years need writing and they hold at least PARALLEL_MIN_BYTES of raw JSON
 (see `bench/compact.py`), this process and one forkserver worker (PARALLEL_WORKERS = 2 in all) share
-the years; below that, starting a worker costs more than it saves.
+the years; below that, starting a worker costs more than it saves. Stopped early (Ctrl-C, SIGTERM, an
+error), `compact` stops the worker and waits for it: nothing is written after it has returned.
 """
 
 from __future__ import annotations
@@ -37,10 +41,13 @@ import hashlib
 import multiprocessing
 import os
 import secrets
+import signal
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
+from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +57,7 @@ import pyarrow.parquet as pq
 
 from bulkfetch.errors import LockedError, WriteError
 from bulkfetch.schema import (
+    DETAIL_TABLES,
     SCHEMA_VERSION,
     SCHEMAS,
     STREAMS,
@@ -61,6 +69,10 @@ from bulkfetch.schema import (
 from bulkfetch.store import TEMP_MARK, RawStore, ensure_dir, fsync_dir, is_temp_file
 
 MANIFEST = "compact"  # state/compact.json
+# The tables of a year that are written together, from the same inputs (see the module docstring).
+GROUPS: dict[str, tuple[str, ...]] = {"details": DETAIL_TABLES, "streams": (STREAMS,)}
+# What stream rows copy from their activity's row.
+FROM_ACTIVITY = ("start_date", "sport_type")
 PART_FILE = "part-0.parquet"
 UNKNOWN_YEAR = 0
 CHUNK_ACTIVITIES = 256
@@ -108,16 +120,23 @@ class Entry:
     stream_size: int = 0
     stream_mtime_ns: int = 0
 
-    @property
-    def raw_bytes(self) -> int:
-        return self.detail_size + self.stream_size
-
 
 @dataclass(frozen=True)
 class YearJob:
     year: int
     parquet_dir: Path
     entries: list[Entry]
+    groups: tuple[str, ...] = tuple(GROUPS)  # the table groups to rewrite: those whose inputs changed
+
+    @property
+    def tables(self) -> list[str]:
+        return [table for group in self.groups for table in GROUPS[group]]
+
+    @property
+    def raw_bytes(self) -> int:
+        """The raw JSON this job reads."""
+        details = sum(e.detail_size for e in self.entries) if "details" in self.groups else 0
+        return details + (sum(e.stream_size for e in self.entries) if "streams" in self.groups else 0)
 
 
 @dataclass
@@ -129,7 +148,8 @@ class YearOutcome:
 
 def compact(store: RawStore, parquet_dir: Path, *, rebuild: bool = False,
             on_progress: Callable[[int, int], None] | None = None) -> CompactResult:
-    """Bring `parquet_dir` up to date with the raw JSON in `store`; rewrite only years that changed.
+    """Bring `parquet_dir` up to date with the raw JSON in `store`; rewrite only the table groups of the
+    years whose inputs changed.
 
     `on_progress(done_years, total_years)` is called with 0 first and after each year written.
     Raises WriteError if a file cannot be written (the previous partitions stay intact) and
@@ -140,12 +160,16 @@ def compact(store: RawStore, parquet_dir: Path, *, rebuild: bool = False,
     with _compact_lock(store.state_dir):
         _sweep_temp_files(parquet_dir)
         by_year = partition_entries(store)
-        fingerprints = {year: year_fingerprint(entries) for year, entries in by_year.items()}
+        fingerprints = {year: year_fingerprints(entries) for year, entries in by_year.items()}
         manifest = _load_manifest(store, parquet_dir, rebuild=rebuild)
         recorded = manifest["years"]
+        for year, entries in by_year.items():
+            _carry_over(recorded, year, entries, fingerprints[year])
 
-        todo = [year for year in sorted(by_year)
-                if not _is_current(recorded.get(str(year)), fingerprints[year], parquet_dir, year)]
+        stale = {year: tuple(group for group in GROUPS if not _is_current(
+                     recorded.get(str(year)), group, fingerprints[year][group], parquet_dir, year))
+                 for year in by_year}
+        todo = [year for year in sorted(by_year) if stale[year]]
         skipped = [year for year in sorted(by_year) if year not in todo]
         written: dict[str, set[int]] = {table: set() for table in TABLES}
         rows = {table: 0 for table in TABLES}
@@ -159,19 +183,22 @@ def compact(store: RawStore, parquet_dir: Path, *, rebuild: bool = False,
 
         if on_progress:
             on_progress(0, len(todo))
-        jobs = [YearJob(year, parquet_dir, by_year[year]) for year in todo]
-        for done, outcome in enumerate(_run_jobs(jobs), start=1):
-            for table in outcome.changed_tables:
-                written[table].add(outcome.year)
-            for table, count in outcome.rows.items():
-                rows[table] += count
-            recorded[str(outcome.year)] = {
-                "fingerprint": fingerprints[outcome.year],
-                "tables": [t for t in TABLES if outcome.rows.get(t)],
-            }
-            store.write_state(MANIFEST, manifest)
-            if on_progress:
-                on_progress(done, len(todo))
+        jobs = [YearJob(year, parquet_dir, by_year[year], stale[year]) for year in todo]
+        with closing(_run_jobs(jobs)) as outcomes:  # closed at once if this stops early: the worker stops
+            for done, outcome in enumerate(outcomes, start=1):
+                for table in outcome.changed_tables:
+                    written[table].add(outcome.year)
+                for table, count in outcome.rows.items():
+                    rows[table] += count
+                # A group left alone was current, so its fingerprint is today's too; a table's file exists
+                # exactly when it has rows (one without rows is removed).
+                recorded[str(outcome.year)] = {
+                    "fingerprints": fingerprints[outcome.year],
+                    "tables": [t for t in TABLES if partition_path(parquet_dir, t, outcome.year).exists()],
+                }
+                store.write_state(MANIFEST, manifest)
+                if on_progress:
+                    on_progress(done, len(todo))
 
     return CompactResult(written={t: sorted(y) for t, y in written.items()}, skipped_years=skipped, rows=rows)
 
@@ -218,22 +245,62 @@ def _detail_year(path: Path | None) -> int:
     return UNKNOWN_YEAR if year is None else year
 
 
-def year_fingerprint(entries: Sequence[Entry]) -> str:
-    """A digest of everything a year's partitions are built from.
+def year_fingerprints(entries: Sequence[Entry]) -> dict[str, str]:
+    """The fingerprint of each table group of a year (keys of GROUPS)."""
+    return {"details": details_fingerprint(entries), "streams": streams_fingerprint(entries)}
+
+
+def details_fingerprint(entries: Sequence[Entry]) -> str:
+    """A digest of everything a year's detail tables are built from.
 
     It covers SCHEMA_VERSION, the ids in order, each summary's full content (kudos included: they are
-    columns) and each detail and streams file's size and mtime_ns (both are replaced whole, never
-    edited). "No streams" markers are not in it: they add no rows.
+    columns) and each detail file's size and mtime_ns (replaced whole, never edited).
     """
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(f"schema {SCHEMA_VERSION}\n".encode())
+    return _summaries_and_files(entries, with_streams=False)
+
+
+def streams_fingerprint(entries: Sequence[Entry]) -> str:
+    """A digest of everything a year's streams partition is built from, and nothing else.
+
+    It covers SCHEMA_VERSION and, for each activity of the year with a streams file, its id, the file's
+    size and mtime_ns (replaced whole, never edited) and the FROM_ACTIVITY values its rows copy (the
+    summary's; where the summary has none they come from the detail, so its file's identity stands in).
+    "No streams" markers are not in it: they add no rows.
+    """
+    digest = _digest()
     for entry in entries:
+        if entry.stream_path is None:
+            continue
+        copied = [entry.summary.get(key) for key in FROM_ACTIVITY]
+        detail = f" {entry.detail_size} {entry.detail_mtime_ns}" if None in copied else ""
+        digest.update(f"{entry.activity_id} {entry.stream_size} {entry.stream_mtime_ns}{detail}\n".encode())
+        digest.update(orjson.dumps(copied))
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def legacy_fingerprint(entries: Sequence[Entry]) -> str:
+    """The one fingerprint per year that manifests recorded before there was one per table group: it
+    lets `_carry_over` keep an unchanged year of such a manifest instead of rewriting it."""
+    return _summaries_and_files(entries, with_streams=True)
+
+
+def _summaries_and_files(entries: Sequence[Entry], *, with_streams: bool) -> str:
+    digest = _digest()
+    for entry in entries:
+        streams = (f" {entry.stream_path is not None} {entry.stream_size} {entry.stream_mtime_ns}"
+                   if with_streams else "")
         digest.update(f"{entry.activity_id} {entry.detail_path is not None} {entry.detail_size} "
-                      f"{entry.detail_mtime_ns} {entry.stream_path is not None} {entry.stream_size} "
-                      f"{entry.stream_mtime_ns}\n".encode())
+                      f"{entry.detail_mtime_ns}{streams}\n".encode())
         digest.update(orjson.dumps(entry.summary, option=orjson.OPT_SORT_KEYS))
         digest.update(b"\n")
     return digest.hexdigest()
+
+
+def _digest() -> hashlib.blake2b:
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"schema {SCHEMA_VERSION}\n".encode())
+    return digest
 
 
 def _read_detail(path: Path | None) -> dict[str, Any] | None:
@@ -246,6 +313,16 @@ def _read_detail(path: Path | None) -> dict[str, Any] | None:
     except (FileNotFoundError, orjson.JSONDecodeError):
         return None
     return detail if isinstance(detail, dict) else None
+
+
+def _copied_from_activity(entry: Entry) -> list[Any]:
+    """The FROM_ACTIVITY values of the activity's row: the summary's, else the detail's (as
+    `build_tables` merges them); the detail is read only when the summary lacks one."""
+    values = [entry.summary.get(key) for key in FROM_ACTIVITY]
+    if None in values:
+        detail = _read_detail(entry.detail_path) or {}
+        values = [detail.get(key) if value is None else value for key, value in zip(FROM_ACTIVITY, values)]
+    return values
 
 
 def _read_streams(path: Path | None) -> Any:
@@ -275,13 +352,24 @@ def _load_manifest(store: RawStore, parquet_dir: Path, *, rebuild: bool) -> dict
     return manifest
 
 
-def _is_current(record: Any, fingerprint: str, parquet_dir: Path, year: int) -> bool:
-    if not isinstance(record, dict) or record.get("fingerprint") != fingerprint:
+def _carry_over(recorded: dict[str, Any], year: int, entries: Sequence[Entry], fingerprints: dict[str, str]) -> None:
+    """Turn a year recorded with the single fingerprint of earlier versions into one fingerprint per
+    group: all current if nothing changed since (no rewrite), else none (that year is rewritten once)."""
+    record = recorded.get(str(year))
+    if not isinstance(record, dict) or "fingerprints" in record or "fingerprint" not in record:
+        return
+    current = record.pop("fingerprint") == legacy_fingerprint(entries)
+    record["fingerprints"] = fingerprints if current else {}
+
+
+def _is_current(record: Any, group: str, fingerprint: str, parquet_dir: Path, year: int) -> bool:
+    if not isinstance(record, dict) or not isinstance(record.get("fingerprints"), dict) \
+            or record["fingerprints"].get(group) != fingerprint:
         return False
     tables = record.get("tables")
     if not isinstance(tables, list):
         return False
-    return all(partition_path(parquet_dir, table, year).exists() == (table in tables) for table in TABLES)
+    return all(partition_path(parquet_dir, table, year).exists() == (table in tables) for table in GROUPS[group])
 
 
 # -- layout --------------------------------------------------------------------------------------------
@@ -339,8 +427,9 @@ def _run_jobs(jobs: list[YearJob]) -> Iterator[YearOutcome]:
 
     This process keeps working while the worker starts (its start-up is hidden), and takes the next
     biggest year whenever it is free; the worker always has two years queued behind its current one.
+    Closed early (Ctrl-C, SIGTERM, an error), it stops the worker and waits until it has exited.
     """
-    raw_bytes = sum(e.raw_bytes for job in jobs for e in job.entries)
+    raw_bytes = sum(job.raw_bytes for job in jobs)
     if len(jobs) < 2 or raw_bytes < PARALLEL_MIN_BYTES:
         for job in jobs:
             yield write_year(job)
@@ -348,13 +437,16 @@ def _run_jobs(jobs: list[YearJob]) -> Iterator[YearOutcome]:
     # forkserver: the worker forks from a clean server process, never from a caller that may hold threads.
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["bulkfetch.compact"])
-    queue = sorted(jobs, key=lambda job: -sum(e.raw_bytes for e in job.entries))
-    with ProcessPoolExecutor(max_workers=PARALLEL_WORKERS - 1, mp_context=context) as pool:
+    queue = sorted(jobs, key=lambda job: -job.raw_bytes)
+    stop = context.Event()
+    with ProcessPoolExecutor(max_workers=PARALLEL_WORKERS - 1, mp_context=context,
+                             initializer=_start_worker, initargs=(stop,)) as pool:
         in_worker: list[Future[YearOutcome]] = []
         try:
             while queue or in_worker:
                 while queue and len(in_worker) < 3:
-                    in_worker.append(pool.submit(write_year, queue.pop()))  # smallest first to the worker
+                    with _interrupts_deferred():
+                        in_worker.append(pool.submit(write_year, queue.pop()))  # smallest first to the worker
                 for future in [f for f in in_worker if f.done()]:
                     in_worker.remove(future)
                     yield future.result()
@@ -363,13 +455,61 @@ def _run_jobs(jobs: list[YearJob]) -> Iterator[YearOutcome]:
                 elif in_worker:
                     wait(in_worker, return_when=FIRST_COMPLETED)
         finally:
+            # The worker drops its year at its next check (a chunk or a stream file away) and the pool's
+            # exit waits for it: no partition is committed after this returns.
+            stop.set()
             for future in in_worker:
                 future.cancel()
 
 
+@contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait for the end of the block, then take effect as usual.
+
+    Around `submit`, which starts the worker: stopped half-way, the pool would forget a worker that is
+    still starting, and that worker would fail with a traceback instead of being stopped and waited for.
+    Python runs signal handlers in the main thread only, so elsewhere there is nothing to defer.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, lambda signum, frame: pending.append(signum)) for signum in signals}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if pending:
+            signal.raise_signal(pending[0])
+
+
+class _Stopped(Exception):
+    """A worker's year was dropped because the parent process stopped."""
+
+
+# A worker process's stop signal from its parent (see `_run_jobs`); None in the parent, which stops by
+# KeyboardInterrupt instead.
+_stop_event: Event | None = None
+
+
+def _start_worker(stop: Event) -> None:
+    """Ctrl-C reaches every process of the terminal's process group: a worker ignores it and leaves the
+    decision to its parent, which sets `stop`."""
+    global _stop_event
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _stop_event = stop
+
+
+def _check_stop() -> None:
+    if _stop_event is not None and _stop_event.is_set():
+        raise _Stopped
+
+
 def write_year(job: YearJob) -> YearOutcome:
-    """Write every table's partition of one year from its raw JSON; remove a table's file if it has
-    no rows now. All tables are written aside first, then each replaces its old file."""
+    """Write the job's tables' partitions of one year from its raw JSON; remove a table's file if it
+    has no rows now. All of them are written aside first, then each replaces its old file."""
     with _gc_paused():
         return _write_year(job)
 
@@ -390,29 +530,27 @@ def _gc_paused() -> Iterator[None]:
 def _write_year(job: YearJob) -> YearOutcome:
     outcome = YearOutcome(job.year)
     writers = {table: _PartitionWriter(partition_path(job.parquet_dir, table, job.year), table)
-               for table in TABLES}
+               for table in job.tables}
     try:
-        # The activity row's start_date and sport_type of each activity with streams, for their rows.
-        streamed: dict[int, tuple[pa.Scalar, pa.Scalar]] = {}
-        for start in range(0, len(job.entries), CHUNK_ACTIVITIES):
+        for start in range(0, len(job.entries) if "details" in job.groups else 0, CHUNK_ACTIVITIES):
+            _check_stop()
             chunk = job.entries[start:start + CHUNK_ACTIVITIES]
             tables = build_tables([(e.activity_id, e.summary, _read_detail(e.detail_path)) for e in chunk])
             for table, data in tables.items():
                 if data.num_rows:
                     writers[table].add(data)
-            activities = tables["activities"]
-            for index, entry in enumerate(chunk):
-                if entry.stream_path is not None:
-                    streamed[entry.activity_id] = (activities["start_date"][index], activities["sport_type"][index])
-        for entry in sorted((e for e in job.entries if e.stream_path is not None), key=lambda e: e.activity_id):
+        streamed = [e for e in job.entries if e.stream_path is not None] if "streams" in job.groups else []
+        for entry in sorted(streamed, key=lambda e: e.activity_id):
+            _check_stop()
             stream_set = _read_streams(entry.stream_path)
             if stream_set is not None:
-                data = build_streams(entry.activity_id, *streamed[entry.activity_id], stream_set)
+                data = build_streams(entry.activity_id, *_copied_from_activity(entry), stream_set)
                 del stream_set  # the parsed JSON is the big part: gone before the next file is read
                 if data.num_rows:
                     writers[STREAMS].add(data)
         for writer in writers.values():
             writer.close()
+        _check_stop()  # the last check: a worker commits all of a year's tables, or none
         for table, writer in writers.items():
             outcome.rows[table] = writer.rows
             if writer.commit():

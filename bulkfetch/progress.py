@@ -29,6 +29,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from bulkfetch.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, BulkfetchError
 from bulkfetch.plan import RequestPlan
 from bulkfetch.quota import KINDS, UsageView, estimate_finish
 from bulkfetch.scheduler import QuotaScheduler, WaitInfo
@@ -106,8 +107,10 @@ class Reporter:
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
+        """Close the run; the log's last line says how it ended (the error line is printed later)."""
         if self._progress:
             self._progress.stop()
+        self._to_log(outcome_line(error))
         self._close_log()
 
     # -- plain messages ------------------------------------------------------------------------------------
@@ -201,6 +204,8 @@ class Reporter:
 
     # -- compaction ------------------------------------------------------------------------------------------
     def compact_progress(self, done: int, total: int) -> None:
+        if done == 0 and total:
+            self.info(f"compacting {count(total, 'year')} into Parquet")
         if self._progress:
             self._progress.update(self._task("compact", "compact", total=total), completed=done, note="")
         elif done == total:
@@ -274,6 +279,17 @@ class _LiveNoteColumn(ProgressColumn):
 
     def render(self, task: Task) -> Text:
         return Text(self._reporter.live_note() if task.fields.get("live") else "")
+
+
+def outcome_line(error: BaseException | None) -> str:
+    """How a run ended, with the exit code the command line gives it: 'exit 75: the daily window ...'."""
+    if error is None:
+        return f"exit {EXIT_OK}: done"
+    if isinstance(error, BulkfetchError):
+        return f"exit {error.exit_code}: {error}"
+    if isinstance(error, KeyboardInterrupt):
+        return f"exit {EXIT_INTERRUPTED}: interrupted"
+    return f"exit {EXIT_FAILURE}: stopped by an unexpected {type(error).__name__} (a bug: please report it)"
 
 
 def plan_text(plan: RequestPlan, view: UsageView) -> str:

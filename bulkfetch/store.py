@@ -11,7 +11,8 @@ Layout under `data_dir`:
     bulkfetch.log                           plain log lines of every run, no secrets
 
 Every file is written to a temporary name in the same folder, then `os.replace`d: a file that exists is
-complete, and a SIGKILL at any moment leaves at most a temporary file, which is ignored and swept.
+complete, and a SIGKILL at any moment leaves at most a temporary file, which is ignored, and swept by
+the next run that takes the data_dir lock (see `exclusive_lock`).
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ class RawStore:
 
     # -- setup -------------------------------------------------------------------------------------
     def prepare(self) -> None:
-        """Create the folders, check they are writable, and sweep temporary files a crash left."""
+        """Create the folders and check they are writable (temporary files are swept by `exclusive_lock`)."""
         for folder in (self.list_dir, self.detail_dir, self.stream_dir, self.state_dir):
             ensure_dir(folder)
         ensure_dir(self.auth_dir, mode=0o700)
@@ -150,7 +151,6 @@ class RawStore:
         except OSError as exc:
             raise StorageError(f"{self.state_dir} is not writable ({exc.strerror})",
                                hint="fix its permissions or set [storage] data_dir") from None
-        self.sweep_temp_files()
 
     def sweep_temp_files(self) -> int:
         removed = 0
@@ -285,6 +285,8 @@ class RawStore:
 def exclusive_lock(data_dir: Path) -> Iterator[None]:
     """Hold `<data_dir>/fetch.lock` for one run; a second run gets a LockedError naming the first's PID.
 
+    The holder sweeps the temporary files killed runs left, and only the holder may: another process's
+    temporary file can be a write in progress (a rotated token exists nowhere else until it is renamed).
     An flock dies with its process, so a lock file left by a killed run is simply taken over.
     """
     path = data_dir / "fetch.lock"
@@ -298,13 +300,15 @@ def exclusive_lock(data_dir: Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            raise LockedError(f"another bulkfetch fetch (PID {holder}) is using {data_dir}",
-                              hint="wait for it to finish or stop it; two runs would spend the quota twice") from None
+            raise LockedError(f"another bulkfetch run (PID {holder}) is using {data_dir}",
+                              hint="wait for it to finish or stop it: one run at a time may use a data_dir "
+                                   "(a fetch compacts when it ends)") from None
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, str(os.getpid()).encode(), 0)
         except OSError as exc:  # the disk is full: say so, as every other write does
             raise WriteError(_describe_write_error(path, exc), hint=_write_hint(exc)) from None
+        RawStore(data_dir).sweep_temp_files()
         yield
     finally:
         os.close(fd)

@@ -255,7 +255,7 @@ def test_a_new_or_changed_stream_file_rewrites_only_its_year_and_a_damaged_one_i
     raw = {"time": {"data": [0, 1, 2]}, "heartrate": {"data": [100, None, 102]}}
     store.write_streams(activity_id, orjson.dumps(raw))
     result = compact(store, parquet_dir)
-    assert result.written["streams"] == [year] and result.written["activities"] == [year]
+    assert result.written["streams"] == [year] and result.written["activities"] == []  # only what changed
     assert result.skipped_years == [y for y in range(YEARS[0], YEARS[1] + 1) if y != year]
     mine = [r for r in read(parquet_dir, "streams") if r["activity_id"] == activity_id]
     assert [r["heartrate"] for r in mine] == [100, None, 102]
@@ -306,7 +306,7 @@ def test_new_activities_rewrite_only_their_year(fresh):
     assert progress == [(0, 1), (1, 1)]
     after = snapshot(parquet_dir)
     changed = {path for path in after if after[path] != before.get(path)}
-    assert changed == {f"{t}/year=2020/part-0.parquet" for t in TABLES}
+    assert changed == {f"{t}/year=2020/part-0.parquet" for t in TABLES if t != "streams"}  # none has streams
     assert len(read(parquet_dir, "activities")) == 35
 
 
@@ -340,6 +340,91 @@ def test_changed_detail_or_summary_rewrites_its_year(fresh):
     add_listing(store, summaries)
     assert compact(store, parquet_dir).written["activities"] == [2021]
     assert next(r for r in read(parquet_dir, "activities") if r["id"] == activity_id)["kudos_count"] == 1234
+
+
+def file_identity(path: Path) -> tuple[int, int]:
+    info = path.stat()
+    return info.st_ino, info.st_mtime_ns
+
+
+def streamed_activity(store: RawStore, year: int) -> int:
+    catalog = store.catalog()
+    return min(i for i in store.stream_ids() & store.detail_ids() if catalog[i]["start_date"].startswith(str(year)))
+
+
+def test_a_kudos_or_detail_change_leaves_the_streams_partition_alone(fresh):
+    store, parquet_dir = fresh
+    compact(store, parquet_dir)
+    activity_id = streamed_activity(store, 2020)
+    streams_file, activities_file = (partition_path(parquet_dir, t, 2020) for t in ("streams", "activities"))
+    streams_before, activities_before = file_identity(streams_file), file_identity(activities_file)
+
+    summaries = list(store.catalog().values())
+    next(s for s in summaries if s["id"] == activity_id)["kudos_count"] = 4321
+    add_listing(store, summaries)
+    result = compact(store, parquet_dir)
+    assert result.written == {**{t: [2020] for t in TABLES}, "streams": []}
+    assert file_identity(streams_file) == streams_before
+    assert file_identity(activities_file) != activities_before
+    assert next(r for r in read(parquet_dir, "activities") if r["id"] == activity_id)["kudos_count"] == 4321
+
+    detail = orjson.loads(store.detail_path(activity_id).read_bytes())
+    detail["description"] = "edited"
+    store.write_detail(activity_id, orjson.dumps(detail))
+    assert compact(store, parquet_dir).written["streams"] == []
+    assert file_identity(streams_file) == streams_before
+    assert compact(store, parquet_dir).written == {t: [] for t in TABLES}
+
+
+def test_a_changed_stream_file_rewrites_only_the_streams_partition(fresh):
+    store, parquet_dir = fresh
+    compact(store, parquet_dir)
+    activity_id = streamed_activity(store, 2021)
+    before = snapshot(parquet_dir)
+    store.write_streams(activity_id, orjson.dumps({"time": {"data": [0, 1, 2]}, "heartrate": {"data": [90, 91, 92]}}))
+    result = compact(store, parquet_dir)
+    assert result.written == {**{t: [] for t in TABLES}, "streams": [2021]}
+    after = snapshot(parquet_dir)
+    assert {p for p in after if after[p] != before.get(p)} == {"streams/year=2021/part-0.parquet"}
+    rows = [r for r in read(parquet_dir, "streams") if r["activity_id"] == activity_id]
+    assert [(r["seq"], r["heartrate"]) for r in rows] == [(0, 90), (1, 91), (2, 92)]
+
+
+def test_what_stream_rows_copy_from_the_activity_rewrites_them(fresh):
+    store, parquet_dir = fresh
+    compact(store, parquet_dir)
+    activity_id = streamed_activity(store, 2019)
+    summaries = list(store.catalog().values())
+    next(s for s in summaries if s["id"] == activity_id)["sport_type"] = "Kayaking"
+    add_listing(store, summaries)
+    result = compact(store, parquet_dir)
+    assert result.written == {t: [2019] for t in TABLES}
+    assert {r["sport_type"] for r in read(parquet_dir, "streams") if r["activity_id"] == activity_id} == {"Kayaking"}
+
+    # An activity without streams leaving the year changes no stream row.
+    without_streams = [i for i, s in store.catalog().items()
+                       if s["start_date"].startswith("2019") and i not in store.stream_ids()]
+    store.add_tombstones(without_streams[:2], "not_found", time.time())
+    result = compact(store, parquet_dir)
+    assert result.written == {**{t: [2019] for t in TABLES}, "streams": []}
+
+
+def test_a_manifest_of_the_single_fingerprint_era_carries_over_without_a_rewrite(fresh):
+    store, parquet_dir = fresh
+    compact(store, parquet_dir)
+    by_year = compact_module.partition_entries(store)
+    manifest = store.read_state(compact_module.MANIFEST)
+    for year, record in manifest["years"].items():  # the shape that version wrote
+        manifest["years"][year] = {"fingerprint": compact_module.legacy_fingerprint(by_year[int(year)]),
+                                   "tables": record["tables"]}
+    manifest["years"]["2020"]["fingerprint"] = "changed since"
+    store.write_state(compact_module.MANIFEST, manifest)
+    before = snapshot(parquet_dir)
+    result = compact(store, parquet_dir)
+    assert result.written == {t: [2020] for t in TABLES} and result.skipped_years == [2019, 2021]
+    after = snapshot(parquet_dir)
+    assert {p for p in after if after[p] != before[p]} == {f"{t}/year=2020/part-0.parquet" for t in TABLES}
+    assert compact(store, parquet_dir).written == {t: [] for t in TABLES}
 
 
 def test_rebuild_schema_change_and_lost_files_rewrite(fresh, monkeypatch):

@@ -1,0 +1,254 @@
+"""How runs start and end as processes: the data_dir lock and who sweeps, signals during compaction and
+after an interrupted fetch, child processes, and the log's last line. Real CLI processes throughout."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from bench.compact import write_synthetic_store
+from bulkfetch.cli import main
+from bulkfetch.compact import MANIFEST, partition_entries
+from bulkfetch.simulator import SimulatorSettings, SimulatorThread
+from bulkfetch.store import RawStore
+from tests.conftest import cli_env, run_cli, simulator_config_text
+from tests.test_compact import add_listing
+
+
+def spawn(config: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "bulkfetch", "--config", str(config), *args],
+                            env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 30, what: str = "") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def descendants(pid: int) -> dict[int, int]:
+    """Every live process below `pid` (children, their children, ...) and its parent, from /proc."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()
+            if fields[0] != "Z":
+                parents[int(entry.name)] = int(fields[1])
+    found: dict[int, int] = {}
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - set(found)
+        found.update({child: parents[child] for child in frontier})
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return state[state.rindex(")") + 2] != "Z"
+
+
+def error_line(stderr: str) -> str:
+    """The one line a run that failed ends its stderr with, without the 'bulkfetch: ' prefix."""
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("bulkfetch: "), stderr
+    return last.removeprefix("bulkfetch: ")
+
+
+def log_lines(data_dir: Path) -> list[str]:
+    return (data_dir / "bulkfetch.log").read_text().splitlines()
+
+
+def snapshot(parquet_dir: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(parquet_dir)): (p.stat().st_ino, p.stat().st_mtime_ns)
+            for p in parquet_dir.rglob("*") if p.is_file()}
+
+
+def tables(parquet_dir: Path) -> dict[str, object]:
+    return {str(p.relative_to(parquet_dir)): pq.read_table(p) for p in parquet_dir.rglob("*.parquet")}
+
+
+def big_store(data_dir: Path) -> RawStore:
+    """Two years of activities with hour-long streams: over PARALLEL_MIN_BYTES (a worker process is used)
+    and a few seconds of compaction, written in a fraction of a second."""
+    return write_synthetic_store(data_dir, 100, seed=21, years=(2020, 2021), stream_share=1.0,
+                                 stream_points=(3000, 3000), stream_templates=2)
+
+
+def storage_config(tmp_path: Path, data_dir: Path) -> Path:
+    path = tmp_path / "storage.toml"
+    path.write_text(f'[storage]\ndata_dir = "{data_dir}"\n')
+    return path
+
+
+# -- item 2: only the holder of the data_dir lock sweeps -------------------------------------------------
+def test_compact_refuses_while_a_fetch_runs_and_nobody_sweeps_its_temporary_files(tmp_path: Path) -> None:
+    settings = SimulatorSettings(activities=200, seed=31, latency_s=0.05, short_limit=1000, daily_limit=10000)
+    with SimulatorThread(settings) as sim:
+        config = tmp_path / "config.toml"
+        config.write_text(simulator_config_text(sim, tmp_path / "data", fetch={"concurrency": 1}))
+        store = RawStore(tmp_path / "data")
+        fetch = spawn(config, "fetch", "--no-compact")
+        try:
+            wait_until(lambda: store.detail_dir.is_dir() and len(store.detail_ids()) >= 2, what="the fetch")
+            # Writes in progress of the running fetch: a rotated token, a detail, a state file.
+            in_progress = [store.auth_dir / f".tokens.json.tmp-{fetch.pid}-abcd",
+                           store.detail_dir / f".9000000001.json.tmp-{fetch.pid}-abcd",
+                           store.state_dir / f".quota.json.tmp-{fetch.pid}-abcd"]
+            for path in in_progress:
+                path.write_bytes(b'{"half": ')
+
+            compact = run_cli("--config", str(config), "compact", timeout=30)
+            assert compact.returncode == 2, compact.stderr
+            assert f"PID {fetch.pid}" in compact.stderr and len(compact.stderr.strip().splitlines()) == 1
+            assert "Traceback" not in compact.stderr
+
+            status = run_cli("--config", str(config), "status", timeout=30)
+            assert status.returncode == 0, status.stderr
+            assert "listed" in status.stdout
+            assert all(path.exists() for path in in_progress)
+        finally:
+            fetch.send_signal(signal.SIGTERM)
+            assert fetch.wait(30) == 130
+        # The fetch has ended: its leftovers are a killed run's now, and the next holder of the lock sweeps.
+        assert run_cli("--config", str(config), "compact", timeout=60).returncode == 0
+        assert not any(path.exists() for path in in_progress)
+
+
+# -- item 9: SIGTERM during compaction --------------------------------------------------------------------
+def test_sigterm_during_compaction_exits_130_after_its_worker_and_leaves_whole_files(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    store = big_store(data_dir)
+    config = storage_config(tmp_path, data_dir)
+    parquet_dir = data_dir / "parquet"
+    assert run_cli("--config", str(config), "compact", timeout=120).returncode == 0
+    old = tables(parquet_dir)
+    # Every table changes: the sport type is a column of each.
+    add_listing(store, [{**s, "sport_type": "Kayaking"} for s in store.catalog().values()])
+
+    process = spawn(config, "compact", "--rebuild")
+    family: dict[int, int] = {}
+
+    def worker_started() -> bool:
+        family.update(descendants(process.pid))
+        return any(parent != process.pid for parent in family.values()) or process.poll() is not None
+
+    wait_until(worker_started, what="the compaction worker")
+    time.sleep(0.3)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    workers = [pid for pid, parent in family.items() if parent != process.pid]  # forked by the forkserver
+    assert workers and not any(alive(pid) for pid in workers), "a worker outlived the command"
+    assert error_line(stderr).startswith("compaction stopped") and "Traceback" not in stderr
+    assert log_lines(data_dir)[-1].endswith("exit 130: " + error_line(stderr))
+    # The forkserver and the resource tracker end as soon as they see this process gone.
+    wait_until(lambda: not any(alive(pid) for pid in family), timeout_s=5, what="the children to exit")
+
+    after_exit = snapshot(parquet_dir)
+    time.sleep(1.0)
+    assert snapshot(parquet_dir) == after_exit  # nothing is committed after the command has exited
+    assert not [name for name in after_exit if Path(name).name.startswith(".")]  # no temporary file left
+    interrupted = tables(parquet_dir)
+
+    assert run_cli("--config", str(config), "compact", timeout=120).returncode == 0
+    new = tables(parquet_dir)
+    assert set(interrupted) == set(old) == set(new)
+    for name, table in interrupted.items():
+        assert table.equals(old[name]) or table.equals(new[name]), name
+    assert any(not new[name].equals(old[name]) for name in new)
+
+
+# -- item 12: an interrupted fetch compacts what it fetched ------------------------------------------------
+def test_an_interrupted_fetch_compacts_what_it_fetched_then_exits_130(tmp_path: Path) -> None:
+    settings = SimulatorSettings(activities=150, seed=32, latency_s=0.03, short_limit=1000, daily_limit=10000)
+    with SimulatorThread(settings) as sim:
+        config = tmp_path / "config.toml"
+        config.write_text(simulator_config_text(sim, tmp_path / "data", fetch={"concurrency": 1}))
+        store = RawStore(tmp_path / "data")
+        fetch = spawn(config, "fetch")
+        wait_until(lambda: store.detail_dir.is_dir() and len(store.detail_ids()) >= 10, what="10 details")
+        fetch.send_signal(signal.SIGTERM)
+        _, stderr = fetch.communicate(timeout=60)
+    assert fetch.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    fetched = store.detail_ids()
+    assert 10 <= len(fetched) < 150
+    rows = pq.ParquetDataset(tmp_path / "data" / "parquet" / "activities").read().to_pylist()
+    assert {r["id"] for r in rows if r["has_detail"]} == fetched
+    assert log_lines(tmp_path / "data")[-1].endswith("exit 130: " + error_line(stderr))
+
+
+def test_a_second_signal_stops_the_compaction_of_an_interrupted_fetch_at_once(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    big_store(data_dir)  # what earlier runs fetched: a few seconds of compaction
+    settings = SimulatorSettings(activities=50, seed=33, latency_s=0.2, short_limit=1000, daily_limit=10000)
+    with SimulatorThread(settings) as sim:
+        config = tmp_path / "config.toml"
+        config.write_text(simulator_config_text(sim, data_dir, fetch={"concurrency": 1}))
+        fetch = spawn(config, "fetch")
+        wait_until(lambda: len(sim.request_log) >= 1, what="the first request")
+        fetch.send_signal(signal.SIGINT)
+        wait_until(lambda: any("compacting" in line for line in log_lines(data_dir)) or fetch.poll() is not None,
+                   what="the compaction")
+        family = descendants(fetch.pid)
+        fetch.send_signal(signal.SIGINT)
+        stopped_at = time.monotonic()
+        _, stderr = fetch.communicate(timeout=30)
+        took_s = time.monotonic() - stopped_at
+    assert fetch.returncode == 130, stderr
+    assert "compaction stopped" in stderr and "Traceback" not in stderr
+    assert took_s < 3, took_s
+    store = RawStore(data_dir)
+    recorded = store.read_state(MANIFEST, {}).get("years", {})
+    years = {str(year) for year in partition_entries(store)}
+    assert not years <= set(recorded), "the compaction ran to its end: the second signal did nothing"
+    parquet_dir = data_dir / "parquet"
+    assert not [p for p in parquet_dir.rglob("*") if p.name.startswith(".")]
+    tables(parquet_dir)  # every file that is there is whole
+    wait_until(lambda: not any(alive(pid) for pid in family), timeout_s=5, what="the children to exit")
+    assert log_lines(data_dir)[-1].endswith("exit 130: " + error_line(stderr))
+    assert run_cli("--config", str(config), "compact", timeout=120).returncode == 0
+
+
+# -- item 10: the log's last line is the outcome (exit 130: see the tests above) ---------------------------
+def test_every_run_ends_its_log_with_its_outcome_and_exit_code(tmp_path: Path) -> None:
+    settings = SimulatorSettings(activities=30, seed=34, short_limit=1000, daily_limit=10000)
+    with SimulatorThread(settings) as sim:
+        data_dir = tmp_path / "data"
+        config = tmp_path / "config.toml"
+        config.write_text(simulator_config_text(sim, data_dir))
+        for command in ("fetch", "plan", "compact"):
+            assert main(["--config", str(config), command]) == 0
+            assert log_lines(data_dir)[-1].endswith(" exit 0: done"), command
+
+        revoked_dir = tmp_path / "revoked"
+        revoked = tmp_path / "revoked.toml"
+        revoked.write_text(simulator_config_text(sim, revoked_dir, refresh_token="revoked-long-ago"))
+        result = run_cli("--config", str(revoked), "fetch", timeout=60)
+        assert result.returncode == 2, result.stderr
+        assert log_lines(revoked_dir)[-1].endswith(" exit 2: " + error_line(result.stderr))
+        assert "revoked-long-ago" not in (revoked_dir / "bulkfetch.log").read_text()
+
+    settings = SimulatorSettings(activities=30, seed=35, short_limit=12, daily_limit=10000, short_window_s=600)
+    with SimulatorThread(settings) as sim:
+        data_dir = tmp_path / "quota"
+        config = tmp_path / "quota.toml"
+        config.write_text(simulator_config_text(sim, data_dir))
+        result = run_cli("--config", str(config), "fetch", "--no-wait", timeout=60)
+        assert result.returncode == 75, result.stderr
+        assert log_lines(data_dir)[-1].endswith(" exit 75: " + error_line(result.stderr))
