@@ -1,4 +1,4 @@
-"""Pure decisions of a fetch: where the list cursor goes, what changed, what to download, what is gone.
+"""Pure decisions of a fetch: what changed, what to download, what is gone (paging: `bulkfetch.paging`).
 
 No I/O here: the pipeline feeds these functions what it read and acts on what they return.
 """
@@ -6,7 +6,7 @@ No I/O here: the pipeline feeds these functions what it read and acts on what th
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -42,16 +42,6 @@ def start_epoch(activity: Mapping[str, Any]) -> int | None:
         return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
     except ValueError:
         return None
-
-
-def next_before(page: Iterable[Mapping[str, Any]]) -> int | None:
-    """The keyset cursor after a page: the oldest start second seen, plus one.
-
-    Strava's `before` is strict and activities can share a start second, so the next page repeats the
-    oldest second's activities (deduplicated by id) rather than skipping any of them.
-    """
-    starts = [s for s in (start_epoch(item) for item in page) if s is not None]
-    return min(starts) + 1 if starts else None
 
 
 @dataclass(frozen=True)
@@ -113,14 +103,17 @@ def pending_details(
     catalog: Mapping[int, Mapping[str, Any]],
     fetched: Mapping[int, str],
     filters: Filters,
+    not_found: Mapping[int, str | None] | None = None,
 ) -> tuple[list[int], int, int]:
     """Ids that need `GET /activities/{id}`, newest first, and how many of them are new / changed.
 
-    `fetched` maps the id of every stored detail to the fingerprint of the summary it was fetched for.
+    `fetched` maps the id of every stored detail to the fingerprint of the summary it was fetched for;
+    `not_found` those whose detail answered 404 to the fingerprint of the summary it answered for
+    (see `detail_unavailable`).
     """
     new, changed = [], []
     for activity_id, summary in catalog.items():
-        if not filters.accepts(summary):
+        if not filters.accepts(summary) or detail_unavailable(activity_id, summary, not_found or {}):
             continue
         stored = fetched.get(activity_id)
         if stored is None:
@@ -129,6 +122,22 @@ def pending_details(
             changed.append(activity_id)
     ids = sorted(new + changed, key=lambda i: (start_epoch(catalog[i]) or 0, i), reverse=True)
     return ids, len(new), len(changed)
+
+
+def detail_unavailable(activity_id: int, summary: Mapping[str, Any], not_found: Mapping[int, str | None]) -> bool:
+    """The detail answered 404 while the activity is listed as `summary` is: asked again only when the
+    summary changes (or at a full re-list, which clears `not_found`), not at every run. A 404 recorded
+    without a fingerprint (by an older bulkfetch) counts as one for the current summary."""
+    return activity_id in not_found and not_found[activity_id] in (None, fingerprint(summary))
+
+
+def unavailable_details(
+    catalog: Mapping[int, Mapping[str, Any]],
+    fetched: Mapping[int, str],
+    not_found: Mapping[int, str | None],
+) -> list[int]:
+    """Listed activities without a current detail because it answered 404 (what `pending_details` skips)."""
+    return [i for i, s in catalog.items() if fetched.get(i) != fingerprint(s) and detail_unavailable(i, s, not_found)]
 
 
 def pending_streams(
@@ -146,43 +155,32 @@ def pending_streams(
 
 
 @dataclass(frozen=True)
+class ListingPlan:
+    """The list requests the next fetch makes, and whether it re-lists the whole history."""
+
+    pages: int
+    full: bool
+    full_due_at: float | None  # when routine runs become a full re-list again (None: no full listing yet)
+
+
+@dataclass(frozen=True)
 class RequestPlan:
     """What a fetch will spend: list pages, detail and stream requests still to do, and what is done."""
 
     listed: int  # activities in the cached list (0 before the first listing)
-    list_pages: int
+    listing: ListingPlan
     details: int
     streams: int
     details_done: int
     streams_done: int
 
     @property
+    def list_pages(self) -> int:
+        return self.listing.pages
+
+    @property
     def total(self) -> int:
         return self.list_pages + self.details + self.streams
-
-
-def list_pages_needed(starts: Iterable[int | None], per_page: int) -> int:
-    """The list requests a fresh listing of activities starting at `starts` (epoch s) takes.
-
-    It replays the pipeline's keyset paging: each page is the `per_page` newest activities starting
-    before the cursor; the next cursor is the page's oldest start + 1 (so every page after the first
-    repeats at least one activity); paging stops at a short page or a page with nothing new. A full
-    last page therefore costs one more request. Activities without a start count as the oldest.
-    """
-    order = sorted((-1 if s is None else s for s in starts), reverse=True)
-    pages, seen = 0, 0  # seen: order[:seen] were listed (ties at a boundary come back on the next page)
-    first = 0  # index of the newest activity before the cursor
-    while True:
-        page = order[first:first + per_page]
-        pages += 1
-        fresh = max(0, first + len(page) - seen)
-        seen = max(seen, first + len(page))
-        if not fresh or len(page) < per_page:
-            return pages
-        oldest = page[-1]
-        first = first + len(page) - 1
-        while first > 0 and order[first - 1] == oldest:
-            first -= 1  # the cursor is `oldest + 1`: every activity of that second is listed again
 
 
 def request_plan(
@@ -191,18 +189,21 @@ def request_plan(
     streamed: set[int],
     filters: Filters,
     *,
-    per_page: int,
+    listing: ListingPlan,
+    not_found: Mapping[int, str | None],
     streams: bool,
 ) -> RequestPlan:
-    """The requests a fetch needs given the cached list (a fresh listing lists the same history again)."""
-    details, _, _ = pending_details(catalog, fetched, filters)
+    """The requests a fetch needs given the cached list (the listing finds the same history again)."""
+    details, _, _ = pending_details(catalog, fetched, filters, not_found)
     pending = set(details)
     accepted = [i for i, summary in catalog.items() if filters.accepts(summary)]
+    # Streams are asked for activities with a detail: none for those whose detail answers 404.
+    detailed = [i for i in accepted if i in fetched or i in pending]
     return RequestPlan(
         listed=len(catalog),
-        list_pages=list_pages_needed((start_epoch(s) for s in catalog.values()), per_page),
+        listing=listing,
         details=len(details),
-        streams=sum(1 for i in accepted if i not in streamed or i in pending) if streams else 0,
+        streams=sum(1 for i in detailed if i not in streamed or i in pending) if streams else 0,
         details_done=sum(1 for i in accepted if i in fetched and i not in pending),
         streams_done=sum(1 for i in accepted if i in streamed and i not in pending) if streams else 0,
     )

@@ -195,7 +195,10 @@ def test_status_json_reports_progress(tmp_path: Path, capsys) -> None:
         assert report["listed"] == 25
         assert report["fetched"] == rides
         assert report["filters"]["sports"] == ["Ride"]
-        assert report["pending"] == 0 and report["eta"] is None  # pending for the filters fetch used
+        assert report["pending"] == 0  # pending for the filters fetch used
+        # The next routine listing's requests still count: back to the 200 newest, here all 25, 10 a page.
+        assert report["remaining_requests"] == report["listing"]["next"]["list_pages"] == 3
+        assert report["eta"] is not None
         assert report["quota"]["read"]["short"]["used"] >= 1
         (tmp_path / "data" / "state" / "filters.json").unlink()  # no recorded filters: all are pending
         assert main(["--config", str(config), "status", "--json"]) == 0
