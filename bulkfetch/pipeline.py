@@ -34,7 +34,7 @@ from bulkfetch.plan import (
 )
 from bulkfetch.quota import QuotaLedger
 from bulkfetch.scheduler import QuotaScheduler, WaitInfo, WaitPolicy
-from bulkfetch.store import FULL_LISTING, NOT_FOUND, UNLISTED, Listing, RawStore, is_activity_id, read_json
+from bulkfetch.store import FULL_LISTING, NOT_FOUND, UNLISTED, Listing, RawStore, page_items, read_json
 
 FETCHED_INDEX_SAVE_EVERY = 50
 
@@ -179,10 +179,13 @@ def next_listing(store: RawStore, catalog: Mapping[int, Mapping[str, Any]], conf
     history = [(i, start_epoch(s)) for i, s in catalog.items()]
     listed = _listed_starts(choice.unfinished) if choice.unfinished else None
     pages = list_pages_needed(history, config.fetch.per_page, boundary=choice.boundary, listed=listed)
+    return ListingPlan(pages=pages, full=choice.full, full_due_at=_full_relist_due_at(store, config))
+
+
+def _full_relist_due_at(store: RawStore, config: Config) -> float | None:
     base = store.latest_full_listing()
     last_full = base.finished_at if base else None
-    due_at = None if last_full is None else last_full + config.fetch.full_relist_days * DAY_S
-    return ListingPlan(pages=pages, full=choice.full, full_due_at=due_at)
+    return None if last_full is None else last_full + config.fetch.full_relist_days * DAY_S
 
 
 async def _list(client: StravaClient, store: RawStore, config: Config, choice: ListingChoice,
@@ -201,10 +204,11 @@ async def _list(client: StravaClient, store: RawStore, config: Config, choice: L
     except RequestFailed as error:
         summary.list_failure = str(error)
         events.warn(f"listing stopped: {error}; a rerun continues it")
-        summary.listed = len(paging.seen)
         return
-    summary.listed = len(paging.seen)
+    finally:
+        summary.listed = len(paging.seen)
     _settle_listing(store, listing, choice, set(paging.seen), summary, events)
+    events.info(_listing_note(store, config, choice.full, summary.listed))
 
 
 def _listing_meta(choice: ListingChoice) -> dict[str, Any]:
@@ -214,7 +218,7 @@ def _listing_meta(choice: ListingChoice) -> dict[str, Any]:
 
 
 def _listed_starts(listing: Listing) -> dict[int, int | None]:
-    return {i: start_epoch(s) for page in listing.pages() for i, s in _valid_items(page).items()}
+    return {i: start_epoch(s) for page in listing.pages() for i, s in page_items(page).items()}
 
 
 async def _page_through(client: StravaClient, store: RawStore, listing: Listing, paging: Paging,
@@ -225,7 +229,7 @@ async def _page_through(client: StravaClient, store: RawStore, listing: Listing,
         response = await client.get("/athlete/activities", paging.cursor.params(per_page))
         if not isinstance(response.data, list):
             raise RequestFailed("GET /athlete/activities did not return a list")
-        items = _valid_items(response.data)
+        items = page_items(response.data)
         if len(items) != len(response.data):
             events.warn(f"skipped {len(response.data) - len(items)} list item(s) without a valid activity id")
         _check_athlete(store, client, items.values())
@@ -254,16 +258,15 @@ def _settle_listing(store: RawStore, listing: Listing, choice: ListingChoice, li
     store.lift_tombstones(listed, (UNLISTED, NOT_FOUND) if choice.full else (UNLISTED,))
     listing.mark_complete(len(listed))
     store.prune_listings()
-    if not choice.full:
-        events.info(f"routine listing: the newest {len(listed):,} activities listed again; the whole"
-                    " history is listed again every [fetch] full_relist_days, or with 'fetch --full-relist'")
 
 
-def _valid_items(page: Any) -> dict[int, dict[str, Any]]:
-    """A page's activities by id; items that are not activities with a positive integer id are dropped."""
-    if not isinstance(page, list):
-        return {}
-    return {item["id"]: item for item in page if isinstance(item, dict) and is_activity_id(item.get("id"))}
+def _listing_note(store: RawStore, config: Config, full: bool, listed: int) -> str:
+    """What the listing was, and when the whole history is listed again (the rule, for the log)."""
+    due_at = _full_relist_due_at(store, config)
+    due = "" if due_at is None else time.strftime(" from %Y-%m-%d %H:%M UTC", time.gmtime(due_at))
+    which = "full listing: the whole history" if full else "routine listing: the newest activities"
+    return (f"{which} ({listed:,} listed); the whole history is listed again{due} ([fetch] full_relist_days"
+            f" = {config.fetch.full_relist_days}) or with 'fetch --full-relist'")
 
 
 def _check_athlete(store: RawStore, client: StravaClient, items: Any) -> None:

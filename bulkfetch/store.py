@@ -399,10 +399,16 @@ def ensure_dir(folder: Path, mode: int = 0o755) -> None:
                            hint="move it away or point [storage] at another folder")
 
 
+def page_items(page: Any) -> dict[int, dict[str, Any]]:
+    """A list page's activities by id; items that are not activities with a valid id are dropped."""
+    if not isinstance(page, list):
+        return {}
+    return {item["id"]: item for item in page if isinstance(item, dict) and is_activity_id(item.get("id"))}
+
+
 def _listed(listing: Listing) -> dict[int, dict[str, Any]]:
-    """A listing's activities by id (the last page wins); items that are not activities are skipped."""
-    return {item["id"]: item for page in listing.pages() if isinstance(page, list)
-            for item in page if isinstance(item, dict) and is_activity_id(item.get("id"))}
+    """A listing's activities by id (a later page wins)."""
+    return {i: item for page in listing.pages() for i, item in page_items(page).items()}
 
 
 def _remove_listing(listing: Listing) -> None:
