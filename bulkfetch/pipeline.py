@@ -110,9 +110,13 @@ async def fetch_history(config: Config, options: FetchOptions, events: FetchEven
             events.plan(current_plan(store, config, options.filters, full_relist=options.full_relist, now=now),
                         scheduler)
         try:
-            await _list(client, store, config, choose_listing(store, store.catalog(), config, now,
-                                                              forced=options.full_relist,
-                                                              routine_only=options.list_only), summary, events)
+            choice = choose_listing(store, store.catalog(), config, now, forced=options.full_relist,
+                                    routine_only=options.list_only)
+            if options.list_only and choice.full and choice.unfinished is not None:
+                events.info(f"the full listing {choice.unfinished.listing_id} is unfinished: the next fetch"
+                            " continues it (plan lists no more than a routine run)")
+                return summary
+            await _list(client, store, config, choice, summary, events)
             if options.list_only:
                 return summary
             await _fetch_details(client, store, config, options.filters, summary, events, scheduler)

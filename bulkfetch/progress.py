@@ -313,6 +313,8 @@ def listing_text(full: bool, pages: int, full_relist_due: str | None) -> str:
 
 def listed_text(listed: int, requests: int) -> str:
     """What an online `plan` spent: it lists what a routine run lists, the whole history only at first."""
+    if not requests:
+        return "plan: sent no request; the list on disk is as the last fetch left it"
     return (f"plan: listed {listed:,} activities with {count(requests, 'request')}"
             " (the newest ones; the whole history only when none was listed yet)")
 

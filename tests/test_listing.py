@@ -321,6 +321,10 @@ def test_plan_spends_at_most_a_routine_listing_and_counts_the_next_fetchs_list_r
         assert list_history(config) == 0
         assert list_requests(sim, mark) == 4  # what plan and status said
 
+        (store.latest_full_listing().folder / "complete.json").unlink()  # as if that re-list was killed
+        spent, out = plan()
+        assert spent == 0 and "sent no request" in out  # finishing it is the next fetch's work
+
 
 def test_a_data_dir_from_before_routine_listings_lists_routinely_and_spends_nothing_again(tmp_path: Path) -> None:
     # Listings had no listing.json (all were full) and 404 tombstones had no fingerprint.
