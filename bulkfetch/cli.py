@@ -263,7 +263,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     plan = current_plan(store, config, filters, now=now)
     print(plan_text(plan, view))
     due = plan.listing.full_due_at
-    print(listing_text(plan.listing.full, plan.list_pages, None if due is None else utc_day_clock(due)))
+    print("listing: " + listing_text(plan.listing.full, plan.list_pages, None if due is None else utc_day_clock(due)))
     return EXIT_OK
 
 

@@ -305,7 +305,7 @@ def listing_text(full: bool, pages: int, full_relist_due: str | None) -> str:
         which = "the whole history again (a full re-list)"
     else:
         which = f"the newest activities (a full re-list is due {full_relist_due})"
-    return (f"listing: the next fetch lists {which}: {count(pages, 'request')}. Routine runs list back to the"
+    return (f"the next fetch lists {which}: {count(pages, 'request')}. Routine runs list back to the"
             f" {RECENT_ACTIVITIES} newest activities of the run before (new, edited or deleted recent ones);"
             " the whole history, which shows edits and deletions of older ones, is listed again every"
             " [fetch] full_relist_days days or with 'fetch --full-relist'")

@@ -90,7 +90,7 @@ def render_status(report: dict[str, Any]) -> str:
     if report["listing"]["unfinished"]:
         lines.append(f"listing    {report['listing']['unfinished']} unfinished (the next fetch continues it)")
     upcoming = report["listing"]["next"]
-    lines.append(listing_text(upcoming["full"], upcoming["list_pages"], upcoming["full_relist_due"]))
+    lines.append("listing    " + listing_text(upcoming["full"], upcoming["list_pages"], upcoming["full_relist_due"]))
     for bucket, windows in report["quota"].items():
         parts = []
         for window, usage in windows.items():
