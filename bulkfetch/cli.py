@@ -41,7 +41,7 @@ from bulkfetch.pipeline import (
     token_store,
 )
 from bulkfetch.plan import parse_filters
-from bulkfetch.progress import Reporter, plan_text
+from bulkfetch.progress import Reporter, listed_text, listing_text, plan_text, utc_day_clock
 from bulkfetch.scheduler import WaitPolicy
 from bulkfetch.store import RawStore, ensure_dir, exclusive_lock
 
@@ -125,6 +125,8 @@ def _add_fetch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-wait", type=float, metavar="SECONDS",
                         help="wait for quota only while the wait is at most SECONDS, else stop (exit 75)")
     parser.add_argument("--concurrency", type=int, help="detail requests in flight (default 8)")
+    parser.add_argument("--full-relist", action="store_true",
+                        help="list the whole history again now (else only every [fetch] full_relist_days)")
     parser.add_argument("--no-compact", action="store_true", help="skip compaction at the end")
 
 
@@ -168,6 +170,7 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     options = FetchOptions(
         filters=parse_filters(args.sport, args.since, args.until),
         policy=WaitPolicy(no_wait=args.no_wait, max_wait_s=args.max_wait),
+        full_relist=args.full_relist,
     )
     _fetch_then_compact(args, config.storage.data_dir, config.storage.parquet_dir,
                         lambda reporter: fetch_history(config, options, reporter), compact_after=not args.no_compact)
@@ -285,13 +288,17 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     else:
         config.require_credentials()
         require_token(config)
-        _fetch_then_compact(args, store.data_dir, config.storage.parquet_dir,
-                            lambda reporter: fetch_history(config, FetchOptions(filters=filters, list_only=True),
-                                                           reporter),
-                            compact_after=False, report=False)
+        listed = _fetch_then_compact(args, store.data_dir, config.storage.parquet_dir,
+                                     lambda reporter: fetch_history(config, FetchOptions(filters=filters,
+                                                                                         list_only=True), reporter),
+                                     compact_after=False, report=False)
+        print(listed_text(listed.listed, listed.requests))
     now = time.time()
     view = restore_ledger(store, config, now).usage_view(now)
-    print(plan_text(current_plan(store, config, filters), view))
+    plan = current_plan(store, config, filters, now=now)
+    print(plan_text(plan, view))
+    due = plan.listing.full_due_at
+    print("listing: " + listing_text(plan.listing.full, plan.list_pages, None if due is None else utc_day_clock(due)))
     return EXIT_OK
 
 

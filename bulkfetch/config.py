@@ -62,6 +62,9 @@ class FetchConfig:
     # Refresh the access token this long before Strava says it expires.
     refresh_margin_s: int = 300
     streams: tuple[str, ...] = ()
+    # Routine runs list only the newest activities; the whole history (which shows edits and deletions
+    # of older ones) is listed again when the last full listing is this many days old.
+    full_relist_days: int = 7
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,7 @@ MINIMUMS: dict[str, float] = {
     "short_requests": 1, "daily_requests": 1, "short_window_s": 1, "daily_window_s": 1,
     "concurrency": 1, "per_page": 1, "max_rate_per_s": 0.001, "max_attempts": 1,
     "backoff_base_s": 0, "backoff_cap_s": 0, "request_timeout_s": 0.001, "refresh_margin_s": 0,
+    "full_relist_days": 0,
 }
 MAXIMUMS: dict[str, float] = {"per_page": 200, "concurrency": 256}
 

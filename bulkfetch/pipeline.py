@@ -3,7 +3,8 @@
     lister --(catalog)--> pending_details (pure) --> bounded queue --> N detail workers (TaskGroup)
 
 Every response is checkpointed as raw JSON before it counts as done, so a killed run resumes where it
-stopped, and a rerun fetches only new and changed activities.
+stopped, and a rerun fetches only new and changed activities. A routine run lists only the newest
+activities; the whole history is listed again when `[fetch] full_relist_days` have passed.
 """
 
 from __future__ import annotations
@@ -20,25 +21,27 @@ from bulkfetch.auth import TokenStore, scope_lacks_read_all
 from bulkfetch.client import RequestFailed, StravaClient, open_session
 from bulkfetch.config import STREAM_TYPES, Config
 from bulkfetch.errors import BulkfetchError, CredentialError, Interrupted, QuotaStop
+from bulkfetch.paging import DAY_S, Boundary, Paging, full_relist_due, list_pages_needed, recent_boundary
 from bulkfetch.plan import (
     CHANGE_FIELDS,
     Filters,
+    ListingPlan,
     RequestPlan,
     StreamRecord,
     filters_to_json,
     fingerprint,
     legacy_stream_types,
-    next_before,
     pending_details,
     pending_streams,
     recording_fingerprint,
     request_plan,
+    start_epoch,
     stream_keys,
     unlisted,
 )
 from bulkfetch.quota import QuotaLedger
 from bulkfetch.scheduler import QuotaScheduler, WaitInfo, WaitPolicy
-from bulkfetch.store import Listing, RawStore, is_activity_id, read_json
+from bulkfetch.store import FULL_LISTING, NOT_FOUND, UNLISTED, Listing, RawStore, page_items, read_json
 
 INDEX_SAVE_EVERY = 50  # completions between saves of the fetched and streams indexes
 # State files (under data_dir/state/) this module keeps.
@@ -65,7 +68,8 @@ class FetchEvents(Protocol):
 class FetchOptions:
     filters: Filters = Filters()
     policy: WaitPolicy = WaitPolicy()
-    list_only: bool = False  # `bulkfetch plan`: refresh the list, fetch nothing else
+    list_only: bool = False  # `bulkfetch plan`: refresh the list (never a due full re-list), fetch nothing else
+    full_relist: bool = False  # `fetch --full-relist`: list the whole history whether or not it is due
 
 
 @dataclass
@@ -107,6 +111,7 @@ async def fetch_history(config: Config, options: FetchOptions, events: FetchEven
         on_wait=events.waiting, persist=lambda snapshot: store.write_state("quota", snapshot, durable=False),
     )
     summary = FetchSummary()
+    now = time.time()
     async with open_session(config.fetch.concurrency) as session:
         client = StravaClient(session, config.strava, config.fetch, scheduler, tokens, on_retry=events.info)
         if scope_lacks_read_all(client.tokens.tokens):
@@ -114,9 +119,16 @@ async def fetch_history(config: Config, options: FetchOptions, events: FetchEven
                         " run 'bulkfetch auth' to grant it")
         if not options.list_only:
             store.write_state("filters", filters_to_json(options.filters))  # what `status` counts as pending
-            events.plan(current_plan(store, config, options.filters), scheduler)
+            events.plan(current_plan(store, config, options.filters, full_relist=options.full_relist, now=now),
+                        scheduler)
         try:
-            await _list(client, store, config, summary, events)
+            choice = choose_listing(store, store.catalog(), config, now, forced=options.full_relist,
+                                    routine_only=options.list_only)
+            if options.list_only and choice.full and choice.unfinished is not None:
+                events.info(f"the full listing {choice.unfinished.listing_id} is unfinished: the next fetch"
+                            " continues it (plan lists no more than a routine run)")
+                return summary
+            await _list(client, store, config, choice, summary, events)
             if options.list_only:
                 return summary
             await _fetch_details(client, store, config, options.filters, summary, events, scheduler)
@@ -129,11 +141,13 @@ async def fetch_history(config: Config, options: FetchOptions, events: FetchEven
     return summary
 
 
-def current_plan(store: RawStore, config: Config, filters: Filters) -> RequestPlan:
+def current_plan(store: RawStore, config: Config, filters: Filters, *, full_relist: bool = False,
+                 now: float | None = None) -> RequestPlan:
     """The requests a fetch with `filters` needs, from what is on disk (the cached list)."""
     catalog = store.catalog()
-    return request_plan(catalog, load_fetched_index(store), load_stream_records(store), filters,
-                        per_page=config.fetch.per_page, streams=frozenset(config.fetch.streams))
+    listing = next_listing(store, catalog, config, time.time() if now is None else now, forced=full_relist)
+    return request_plan(catalog, load_fetched_index(store), load_stream_records(store), filters, listing=listing,
+                        not_found=store.not_found(), streams=frozenset(config.fetch.streams))
 
 
 def restore_ledger(store: RawStore, config: Config, now: float) -> QuotaLedger:
@@ -149,76 +163,126 @@ def restore_ledger(store: RawStore, config: Config, now: float) -> QuotaLedger:
 
 # -- listing --------------------------------------------------------------------------------------------
 
-async def _list(client: StravaClient, store: RawStore, config: Config, summary: FetchSummary,
-                events: FetchEvents) -> None:
-    listing = store.unfinished_listing()
-    resumed = listing is not None
-    listing = listing or store.new_listing(time.time())
-    previous = store.latest_complete_listing()
-    seen: dict[int, dict[str, Any]] = {}
-    for page in listing.pages():
-        seen.update(_valid_items(page))
-    page_number = len(listing.page_paths())
+@dataclass(frozen=True)
+class ListingChoice:
+    """The listing a run makes: a killed one continued (`unfinished`), or a new full or routine one."""
+
+    full: bool
+    boundary: Boundary | None  # where a routine listing may stop
+    unfinished: Listing | None = None
+
+
+def choose_listing(store: RawStore, catalog: Mapping[int, Mapping[str, Any]], config: Config, now: float, *,
+                   forced: bool = False, routine_only: bool = False) -> ListingChoice:
+    """Full when there is no full listing yet, when forced, or when one is due (unless `routine_only`:
+    `plan` spends at most a routine listing). A killed listing is continued, unless it is a routine one
+    and a full one is wanted."""
+    base = store.latest_full_listing()
+    full = base is None or forced or (
+        not routine_only and full_relist_due(base.finished_at, now, config.fetch.full_relist_days))
+    unfinished = store.unfinished_listing()
+    if unfinished is not None and unfinished.page_paths() and (unfinished.is_full or not full):
+        boundary = None if unfinished.is_full else Boundary.from_json(unfinished.meta.get("boundary"))
+        return ListingChoice(unfinished.is_full, boundary, unfinished)
+    boundary = None if full else recent_boundary(catalog)
+    return ListingChoice(boundary is None, boundary)
+
+
+def next_listing(store: RawStore, catalog: Mapping[int, Mapping[str, Any]], config: Config, now: float, *,
+                 forced: bool = False) -> ListingPlan:
+    """What the next fetch's listing costs: `Paging` replayed against the history as it is known."""
+    choice = choose_listing(store, catalog, config, now, forced=forced)
+    history = [(i, start_epoch(s)) for i, s in catalog.items()]
+    listed = _listed_starts(choice.unfinished) if choice.unfinished else None
+    pages = list_pages_needed(history, config.fetch.per_page, boundary=choice.boundary, listed=listed)
+    return ListingPlan(pages=pages, full=choice.full, full_due_at=_full_relist_due_at(store, config))
+
+
+def _full_relist_due_at(store: RawStore, config: Config) -> float | None:
+    base = store.latest_full_listing()
+    last_full = base.finished_at if base else None
+    return None if last_full is None else last_full + config.fetch.full_relist_days * DAY_S
+
+
+async def _list(client: StravaClient, store: RawStore, config: Config, choice: ListingChoice,
+                summary: FetchSummary, events: FetchEvents) -> None:
+    listing = choice.unfinished or store.new_listing(time.time(), _listing_meta(choice))
+    paging = Paging(config.fetch.per_page, choice.boundary, _listed_starts(listing))
+    resumed = bool(paging.seen)
     if resumed:
-        events.info(f"resuming the listing {listing.listing_id} after {len(seen):,} activities")
-    # A resumed listing continues from its cursor to the end, then looks again at the newest activities.
-    starts = [next_before(seen.values()), None] if resumed else [None]
+        events.info(f"resuming the listing {listing.listing_id} after {len(paging.seen):,} activities")
+        paging.resume()
     try:
-        for before in starts:
-            page_number = await _page_through(client, store, listing, before, page_number, seen, config, events)
+        await _page_through(client, store, listing, paging, events)
+        if resumed:
+            paging.top_up()
+            await _page_through(client, store, listing, paging, events)
     except RequestFailed as error:
         summary.list_failure = str(error)
         events.warn(f"listing stopped: {error}; a rerun continues it")
-        summary.listed = len(seen)
         return
-    summary.listed = len(seen)
-    if previous is not None:
-        previous_ids = {i for page in previous.pages() for i in _valid_items(page)}
-        gone, safe = unlisted(previous_ids, set(seen))
-        if gone and safe:
-            store.add_tombstones(gone, "unlisted", time.time())
-            summary.unlisted = len(gone)
-        elif gone:
-            events.warn(f"{len(gone):,} of {len(previous_ids):,} activities left the list at once;"
-                        " not marking them deleted (lost scope or another account's token?)")
-    # Listed again after its tombstone: made visible again, or its 404 was not a deletion. Its detail is
-    # fetched again (a real deletion then tombstones it again, one request later).
-    store.lift_tombstones(seen)
-    listing.mark_complete(len(seen))
-    store.prune_listings()
+    finally:
+        summary.listed = len(paging.seen)
+    _settle_listing(store, listing, choice, set(paging.seen), summary, events)
+    events.info(_listing_note(store, config, choice.full, summary.listed))
 
 
-async def _page_through(client: StravaClient, store: RawStore, listing: Listing, before: int | None,
-                        page_number: int, seen: dict[int, dict[str, Any]], config: Config,
-                        events: FetchEvents) -> int:
-    """Keyset paging from `before` until a short page or a page with nothing new; returns the page count."""
-    per_page = config.fetch.per_page
-    while True:
-        params: dict[str, int] = {"per_page": per_page}
-        if before is not None:
-            params["before"] = before
-        response = await client.get("/athlete/activities", params)
+def _listing_meta(choice: ListingChoice) -> dict[str, Any]:
+    if choice.boundary is None:
+        return dict(FULL_LISTING)
+    return {"kind": "routine", "boundary": choice.boundary.to_json()}
+
+
+def _listed_starts(listing: Listing) -> dict[int, int | None]:
+    return {i: start_epoch(s) for page in listing.pages() for i, s in page_items(page).items()}
+
+
+async def _page_through(client: StravaClient, store: RawStore, listing: Listing, paging: Paging,
+                        events: FetchEvents) -> None:
+    """One pass of keyset paging (see `Paging`), each page checkpointed before it counts."""
+    per_page = paging.per_page
+    while paging.cursor is not None:
+        response = await client.get("/athlete/activities", paging.cursor.params(per_page))
         if not isinstance(response.data, list):
             raise RequestFailed("GET /athlete/activities did not return a list")
-        items = _valid_items(response.data)
+        items = page_items(response.data)
         if len(items) != len(response.data):
             events.warn(f"skipped {len(response.data) - len(items)} list item(s) without a valid activity id")
         _check_athlete(store, client, items.values())
-        page_number += 1
+        page_number = len(listing.page_paths()) + 1
         listing.write_page(page_number, response.body)
-        fresh = [i for i in items if i not in seen]
-        seen.update(items)
-        events.list_page(page_number, len(fresh), len(seen))
-        before = next_before(items.values())
-        if not fresh or len(response.data) < per_page or before is None:
-            return page_number
+        fresh = paging.take({i: start_epoch(s) for i, s in items.items()}, short=len(response.data) < per_page)
+        events.list_page(page_number, fresh, len(paging.seen))
 
 
-def _valid_items(page: Any) -> dict[int, dict[str, Any]]:
-    """A page's activities by id; items that are not activities with a positive integer id are dropped."""
-    if not isinstance(page, list):
-        return {}
-    return {item["id"]: item for item in page if isinstance(item, dict) and is_activity_id(item.get("id"))}
+def _settle_listing(store: RawStore, listing: Listing, choice: ListingChoice, listed: set[int],
+                    summary: FetchSummary, events: FetchEvents) -> None:
+    """A listing got as far as it had to: what left the range it covered is deleted, what came back is
+    alive, and the listing becomes part of the catalog."""
+    catalog = store.catalog()  # the known activities, this listing included
+    covered = choice.boundary
+    previous = {i for i, s in catalog.items() if covered is None or covered.holds(i, start_epoch(s))}
+    gone, safe = unlisted(previous, listed)
+    if gone and safe:
+        store.add_tombstones(gone, UNLISTED, time.time())
+        summary.unlisted = len(gone)
+    elif gone:
+        events.warn(f"{len(gone):,} of {len(previous):,} activities left the list at once;"
+                    " not marking them deleted (lost scope or another account's token?)")
+    # Listed again after "unlisted": made visible again. A full re-list also asks 404'd details again
+    # (a 404 that was transient, or made visible again); a routine one only when their summary changed.
+    store.lift_tombstones(listed, (UNLISTED, NOT_FOUND) if choice.full else (UNLISTED,))
+    listing.mark_complete(len(listed))
+    store.prune_listings()
+
+
+def _listing_note(store: RawStore, config: Config, full: bool, listed: int) -> str:
+    """What the listing was, and when the whole history is listed again (the rule, for the log)."""
+    due_at = _full_relist_due_at(store, config)
+    due = "" if due_at is None else time.strftime(" from %Y-%m-%d %H:%M UTC", time.gmtime(due_at))
+    which = "full listing: the whole history" if full else "routine listing: the newest activities"
+    return (f"{which} ({listed:,} listed); the whole history is listed again{due} ([fetch] full_relist_days"
+            f" = {config.fetch.full_relist_days}) or with 'fetch --full-relist'")
 
 
 def _check_athlete(store: RawStore, client: StravaClient, items: Any) -> None:
@@ -245,7 +309,7 @@ async def _fetch_details(client: StravaClient, store: RawStore, config: Config, 
                          summary: FetchSummary, events: FetchEvents, scheduler: QuotaScheduler) -> None:
     catalog = store.catalog()
     fetched = load_fetched_index(store)
-    pending, summary.new, summary.changed = pending_details(catalog, fetched, filters)
+    pending, summary.new, summary.changed = pending_details(catalog, fetched, filters, store.not_found())
     events.details_planned(len(pending), summary.new, summary.changed)
     saver = _IndexSaver(store, FETCHED, lambda: _fetched_to_json(fetched))
 
@@ -337,7 +401,7 @@ async def _fetch_detail(client: StravaClient, store: RawStore, activity_id: int,
         summary.failed[activity_id] = str(error)
         return "failed"
     if response.not_found:
-        store.add_tombstones([activity_id], "not_found", time.time())
+        store.add_tombstones([activity_id], NOT_FOUND, time.time(), fingerprint(activity))
         summary.not_found += 1
         return "not_found"
     data = response.data

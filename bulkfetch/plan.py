@@ -1,4 +1,4 @@
-"""Pure decisions of a fetch: where the list cursor goes, what changed, what to download, what is gone.
+"""Pure decisions of a fetch: what changed, what to download, what is gone (paging: `bulkfetch.paging`).
 
 No I/O here: the pipeline feeds these functions what it read and acts on what they return.
 """
@@ -50,16 +50,6 @@ def start_epoch(activity: Mapping[str, Any]) -> int | None:
         return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
     except ValueError:
         return None
-
-
-def next_before(page: Iterable[Mapping[str, Any]]) -> int | None:
-    """The keyset cursor after a page: the oldest start second seen, plus one.
-
-    Strava's `before` is strict and activities can share a start second, so the next page repeats the
-    oldest second's activities (deduplicated by id) rather than skipping any of them.
-    """
-    starts = [s for s in (start_epoch(item) for item in page) if s is not None]
-    return min(starts) + 1 if starts else None
 
 
 @dataclass(frozen=True)
@@ -121,14 +111,17 @@ def pending_details(
     catalog: Mapping[int, Mapping[str, Any]],
     fetched: Mapping[int, str],
     filters: Filters,
+    not_found: Mapping[int, str | None] | None = None,
 ) -> tuple[list[int], int, int]:
     """Ids that need `GET /activities/{id}`, newest first, and how many of them are new / changed.
 
-    `fetched` maps the id of every stored detail to the fingerprint of the summary it was fetched for.
+    `fetched` maps the id of every stored detail to the fingerprint of the summary it was fetched for;
+    `not_found` those whose detail answered 404 to the fingerprint of the summary it answered for
+    (see `detail_unavailable`).
     """
     new, changed = [], []
     for activity_id, summary in catalog.items():
-        if not filters.accepts(summary):
+        if not filters.accepts(summary) or detail_unavailable(activity_id, summary, not_found or {}):
             continue
         stored = fetched.get(activity_id)
         if stored is None:
@@ -193,6 +186,22 @@ def legacy_stream_types(present: Iterable[str], detail: Mapping[str, Any], every
     return frozenset(present) | (lacking & set(every))
 
 
+def detail_unavailable(activity_id: int, summary: Mapping[str, Any], not_found: Mapping[int, str | None]) -> bool:
+    """The detail answered 404 while the activity is listed as `summary` is: asked again only when the
+    summary changes (or at a full re-list, which clears `not_found`), not at every run. A 404 recorded
+    without a fingerprint (by an older bulkfetch) counts as one for the current summary."""
+    return activity_id in not_found and not_found[activity_id] in (None, fingerprint(summary))
+
+
+def unavailable_details(
+    catalog: Mapping[int, Mapping[str, Any]],
+    fetched: Mapping[int, str],
+    not_found: Mapping[int, str | None],
+) -> list[int]:
+    """Listed activities without a current detail because it answered 404 (what `pending_details` skips)."""
+    return [i for i, s in catalog.items() if fetched.get(i) != fingerprint(s) and detail_unavailable(i, s, not_found)]
+
+
 def pending_streams(
     catalog: Mapping[int, Mapping[str, Any]],
     detailed: set[int],
@@ -208,43 +217,32 @@ def pending_streams(
 
 
 @dataclass(frozen=True)
+class ListingPlan:
+    """The list requests the next fetch makes, and whether it re-lists the whole history."""
+
+    pages: int
+    full: bool
+    full_due_at: float | None  # when routine runs become a full re-list again (None: no full listing yet)
+
+
+@dataclass(frozen=True)
 class RequestPlan:
     """What a fetch will spend: list pages, detail and stream requests still to do, and what is done."""
 
     listed: int  # activities in the cached list (0 before the first listing)
-    list_pages: int
+    listing: ListingPlan
     details: int
     streams: int
     details_done: int
     streams_done: int
 
     @property
+    def list_pages(self) -> int:
+        return self.listing.pages
+
+    @property
     def total(self) -> int:
         return self.list_pages + self.details + self.streams
-
-
-def list_pages_needed(starts: Iterable[int | None], per_page: int) -> int:
-    """The list requests a fresh listing of activities starting at `starts` (epoch s) takes.
-
-    It replays the pipeline's keyset paging: each page is the `per_page` newest activities starting
-    before the cursor; the next cursor is the page's oldest start + 1 (so every page after the first
-    repeats at least one activity); paging stops at a short page or a page with nothing new. A full
-    last page therefore costs one more request. Activities without a start count as the oldest.
-    """
-    order = sorted((-1 if s is None else s for s in starts), reverse=True)
-    pages, seen = 0, 0  # seen: order[:seen] were listed (ties at a boundary come back on the next page)
-    first = 0  # index of the newest activity before the cursor
-    while True:
-        page = order[first:first + per_page]
-        pages += 1
-        fresh = max(0, first + len(page) - seen)
-        seen = max(seen, first + len(page))
-        if not fresh or len(page) < per_page:
-            return pages
-        oldest = page[-1]
-        first = first + len(page) - 1
-        while first > 0 and order[first - 1] == oldest:
-            first -= 1  # the cursor is `oldest + 1`: every activity of that second is listed again
 
 
 def request_plan(
@@ -253,23 +251,26 @@ def request_plan(
     records: Mapping[int, StreamRecord],
     filters: Filters,
     *,
-    per_page: int,
+    listing: ListingPlan,
+    not_found: Mapping[int, str | None],
     streams: frozenset[str],
 ) -> RequestPlan:
-    """The requests a fetch needs given the cached list (a fresh listing lists the same history again).
+    """The requests a fetch needs given the cached list (the listing finds the same history again).
 
     A stream request is counted for every accepted activity that has or will get a detail and whose
-    stored streams are stale (`streams_stale`); activities whose detail turns out deleted cost less.
+    stored streams are stale (`streams_stale`).
     """
-    details, _, _ = pending_details(catalog, fetched, filters)
+    details, _, _ = pending_details(catalog, fetched, filters, not_found)
     pending = set(details)
     accepted = [i for i, summary in catalog.items() if filters.accepts(summary)]
-    stale = {i for i in accepted if streams_stale(records.get(i), streams, catalog[i])} if streams else set()
+    # Streams are asked for activities with a detail: none for those whose detail answers 404.
+    detailed = [i for i in accepted if i in fetched or i in pending]
+    stale = {i for i in detailed if streams_stale(records.get(i), streams, catalog[i])} if streams else set()
     return RequestPlan(
         listed=len(catalog),
-        list_pages=list_pages_needed((start_epoch(s) for s in catalog.values()), per_page),
+        listing=listing,
         details=len(details),
-        streams=sum(1 for i in stale if i in fetched or i in pending),
+        streams=len(stale),
         details_done=sum(1 for i in accepted if i in fetched and i not in pending),
         streams_done=sum(1 for i in accepted if i in records and i not in stale) if streams else 0,
     )

@@ -30,6 +30,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bulkfetch.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, BulkfetchError
+from bulkfetch.paging import RECENT_ACTIVITIES
 from bulkfetch.plan import RequestPlan
 from bulkfetch.quota import KINDS, UsageView, estimate_finish
 from bulkfetch.scheduler import QuotaScheduler, WaitInfo
@@ -310,6 +311,28 @@ def plan_text(plan: RequestPlan, view: UsageView) -> str:
     when = "now" if finish <= view.now + 60 else f"about {utc_day_clock(finish)}"
     return (f"{head}: {left_today:,} left in the current daily window, then {daily.limit:,} a day"
             f" — done {when}")
+
+
+def listing_text(full: bool, pages: int, full_relist_due: str | None) -> str:
+    """Which listing the next fetch makes, and the rule that decides it (`plan` and `status` say it)."""
+    if full_relist_due is None:
+        which = "the whole history (the first full listing)"
+    elif full:
+        which = "the whole history again (a full re-list)"
+    else:
+        which = f"the newest activities (a full re-list is due {full_relist_due})"
+    return (f"the next fetch lists {which}: {count(pages, 'request')}. Routine runs list back to the"
+            f" {RECENT_ACTIVITIES} newest activities of the run before (new, edited or deleted recent ones);"
+            " the whole history, which shows edits and deletions of older ones, is listed again every"
+            " [fetch] full_relist_days days or with 'fetch --full-relist'")
+
+
+def listed_text(listed: int, requests: int) -> str:
+    """What an online `plan` spent: it lists what a routine run lists, the whole history only at first."""
+    if not requests:
+        return "plan: sent no request; the list on disk is as the last fetch left it"
+    return (f"plan: listed {listed:,} activities with {count(requests, 'request')}"
+            " (the newest ones; the whole history only when none was listed yet)")
 
 
 def quota_text(view: UsageView) -> str:

@@ -7,10 +7,11 @@ from typing import Any
 
 from bulkfetch.config import Config
 from bulkfetch.errors import StorageError
-from bulkfetch.pipeline import load_failures, load_fetched_index, restore_ledger
-from bulkfetch.plan import filters_from_json, filters_to_json, pending_details
+from bulkfetch.pipeline import load_failures, load_fetched_index, next_listing, restore_ledger
+from bulkfetch.plan import filters_from_json, filters_to_json, pending_details, unavailable_details
+from bulkfetch.progress import listing_text
 from bulkfetch.quota import BUCKETS, KINDS, UsageView, estimate_finish
-from bulkfetch.store import RawStore
+from bulkfetch.store import UNLISTED, RawStore
 
 
 def collect_status(config: Config, now: float | None = None) -> dict[str, Any]:
@@ -21,13 +22,16 @@ def collect_status(config: Config, now: float | None = None) -> dict[str, Any]:
     catalog = store.catalog()
     fetched = load_fetched_index(store)
     filters = filters_from_json(store.read_state("filters"))
-    pending, _, _ = pending_details(catalog, fetched, filters)
+    not_found = store.not_found()
+    pending, _, _ = pending_details(catalog, fetched, filters, not_found)
     failed = load_failures(store)
     athlete = store.read_state("athlete") or {}
     unfinished = store.unfinished_listing()
     latest = store.latest_complete_listing()
     ledger = restore_ledger(store, config, now)
     view = ledger.usage_view(now)
+    listing = next_listing(store, catalog, config, now)
+    remaining = listing.pages + len(pending)  # like `plan`: the next run's list requests count too
     return {
         "data_dir": str(config.storage.data_dir),
         "athlete_id": athlete.get("athlete_id"),
@@ -36,15 +40,18 @@ def collect_status(config: Config, now: float | None = None) -> dict[str, Any]:
         "pending": len(pending),
         "failed": len(failed["details"]) + len(failed["streams"]),
         "failed_streams": len(failed["streams"]),
-        "deleted": len(store.tombstones()),
+        "deleted": sum(1 for t in store.tombstones().values() if t.reason == UNLISTED),
+        "unavailable": len(unavailable_details(catalog, fetched, not_found)),
         "listing": {
             "last_complete": latest.listing_id if latest else None,
             "unfinished": unfinished.listing_id if unfinished else None,
+            "next": {"full": listing.full, "list_pages": listing.pages,
+                     "full_relist_due": _iso(listing.full_due_at)},
         },
         "quota": _quota_json(view),
         "filters": filters_to_json(filters),
-        "remaining_requests": len(pending),
-        "eta": _iso(estimate_finish(len(pending), now, view)) if pending else None,
+        "remaining_requests": remaining,
+        "eta": _iso(estimate_finish(remaining, now, view)) if remaining else None,
     }
 
 
@@ -80,9 +87,12 @@ def render_status(report: dict[str, Any]) -> str:
         f"failed     {report['failed']:,}" + (f" ({report['failed_streams']:,} of them stream sets)"
                                               if report["failed_streams"] else ""),
         f"deleted    {report['deleted']:,}",
+        f"no detail  {report['unavailable']:,} (404; asked again when the summary changes or at a full re-list)",
     ]
     if report["listing"]["unfinished"]:
         lines.append(f"listing    {report['listing']['unfinished']} unfinished (the next fetch continues it)")
+    upcoming = report["listing"]["next"]
+    lines.append("listing    " + listing_text(upcoming["full"], upcoming["list_pages"], upcoming["full_relist_due"]))
     for bucket, windows in report["quota"].items():
         parts = []
         for window, usage in windows.items():
@@ -90,5 +100,6 @@ def render_status(report: dict[str, Any]) -> str:
             parts.append(f"{window} {usage['used']:,}/{limit} (resets {usage['resets_at']})")
         lines.append(f"quota {bucket:<7}" + "; ".join(parts))
     if report["eta"]:
-        lines.append(f"ETA        {report['eta']} for {report['remaining_requests']:,} requests at the current quota")
+        lines.append(f"ETA        {report['eta']} for {report['remaining_requests']:,} requests at the current quota"
+                     f" ({report['listing']['next']['list_pages']:,} of them list pages)")
     return "\n".join(lines)

@@ -2,8 +2,9 @@
 
 Layout under `data_dir`:
 
+    raw/list/<listing_id>/listing.json      what the listing is: full, or routine (and where it may stop)
     raw/list/<listing_id>/page-00001.json   list pages, bytes exactly as received (id: sequence-UTC start)
-    raw/list/<listing_id>/complete.json     written when that listing reached the end of the history
+    raw/list/<listing_id>/complete.json     written when that listing got as far as it had to
     raw/activities/<id>.json                one DetailedActivity, bytes exactly as received
     raw/streams/<id>.json                   one StreamSet (when streams are requested); <id>.none: it has none
     state/*.json                            small state files (tombstones, quota snapshot, last run, ...)
@@ -34,7 +35,13 @@ from bulkfetch.errors import LockedError, StorageError, WriteError
 
 TEMP_MARK = ".tmp-"
 LISTING_COMPLETE = "complete.json"
+LISTING_META = "listing.json"
 PAGE_PREFIX = "page-"
+FULL_LISTING = {"kind": "full"}
+# Tombstone reasons: "unlisted" is a deletion (gone from a listing that covered it) and leaves the
+# catalog; "not_found" is a listed activity whose detail answered 404: it stays in the catalog.
+UNLISTED = "unlisted"
+NOT_FOUND = "not_found"
 
 
 def atomic_write(path: Path, data: bytes, *, durable: bool = True, mode: int = 0o644) -> None:
@@ -94,18 +101,42 @@ def read_json(path: Path) -> Any:
 
 @dataclass(frozen=True)
 class Tombstone:
-    """An activity that is gone: 404 on its detail, or no longer in a complete listing."""
+    """An activity that is gone (UNLISTED), or whose detail is (NOT_FOUND)."""
 
-    reason: str  # "not_found" or "unlisted"
+    reason: str
     at: float
+    # NOT_FOUND: the fingerprint of the summary the 404 answered (None: recorded before they were).
+    fingerprint: str | None = None
 
 
 class Listing:
-    """One pass over `GET /athlete/activities`: its raw pages, in order."""
+    """One pass over `GET /athlete/activities`: its raw pages, in order.
+
+    A full listing lists the whole history; a routine one only the newest activities (its meta says
+    where it may stop). Listings from before routine ones existed have no meta: they are full.
+    """
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.listing_id = folder.name
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        try:
+            meta = read_json(self.folder / LISTING_META)
+        except FileNotFoundError:
+            return dict(FULL_LISTING)
+        except (OSError, orjson.JSONDecodeError):
+            meta = None
+        # Damaged from outside: never taken for a whole history, which would hide every older activity.
+        return meta if isinstance(meta, dict) else {"kind": "unknown"}
+
+    @property
+    def is_full(self) -> bool:
+        return self.meta.get("kind") == FULL_LISTING["kind"]
+
+    def write_meta(self, meta: dict[str, Any]) -> None:
+        atomic_write(self.folder / LISTING_META, orjson.dumps(meta))
 
     def page_paths(self) -> list[Path]:
         return sorted(p for p in self.folder.glob(f"{PAGE_PREFIX}*.json") if not is_temp_file(p))
@@ -124,6 +155,15 @@ class Listing:
     def mark_complete(self, activity_count: int) -> None:
         info = {"activities": activity_count, "pages": len(self.page_paths()), "finished_at": time.time()}
         atomic_write(self.folder / LISTING_COMPLETE, orjson.dumps(info))
+
+    @property
+    def finished_at(self) -> float | None:
+        """When the listing completed (epoch s), None if it did not (or the record is damaged)."""
+        try:
+            finished = read_json(self.folder / LISTING_COMPLETE).get("finished_at")
+        except (OSError, orjson.JSONDecodeError, AttributeError):
+            return None
+        return float(finished) if isinstance(finished, (int, float)) else None
 
 
 class RawStore:
@@ -200,13 +240,23 @@ class RawStore:
         """All listings on disk, oldest first (listing ids sort by their start time)."""
         return [Listing(folder) for folder in self._listing_dirs()]
 
-    def new_listing(self, started_at: float) -> Listing:
-        """A new listing folder, named `<sequence>-<UTC start>` so that names sort in creation order."""
+    def new_listing(self, started_at: float, meta: dict[str, Any] = FULL_LISTING) -> Listing:
+        """A new listing folder, named `<sequence>-<UTC start>` so that names sort in creation order.
+
+        An unfinished newest listing without a page (a run killed as it began) is taken over instead:
+        its meta may be missing, and nothing in it is worth resuming.
+        """
+        empty = self.unfinished_listing()
+        if empty is not None and not empty.page_paths():
+            empty.write_meta(meta)
+            return empty
         existing = [int(p.name.split("-", 1)[0]) for p in self._listing_dirs() if p.name.split("-", 1)[0].isdigit()]
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started_at))
         folder = self.list_dir / f"{max(existing, default=0) + 1:06d}-{stamp}"
         ensure_dir(folder)
-        return Listing(folder)
+        listing = Listing(folder)
+        listing.write_meta(meta)
+        return listing
 
     def unfinished_listing(self) -> Listing | None:
         """The newest listing if it never completed (a killed run): the next run continues it."""
@@ -217,32 +267,38 @@ class RawStore:
         complete = [listing for listing in self.listings() if listing.is_complete]
         return complete[-1] if complete else None
 
-    def prune_listings(self) -> None:
-        """Keep the newest complete listing and anything newer; older ones are superseded."""
+    def latest_full_listing(self) -> Listing | None:
+        """The newest complete full listing: the base of the catalog."""
+        full = [listing for listing in self.listings() if listing.is_complete and listing.is_full]
+        return full[-1] if full else None
+
+    def _catalog_listings(self) -> list[Listing]:
+        """The newest complete full listing and every listing after it, oldest first."""
         listings = self.listings()
-        complete = [i for i, listing in enumerate(listings) if listing.is_complete]
-        if not complete:
-            return
-        for listing in listings[: complete[-1]]:
-            for path in _safe_iterdir(listing.folder):
-                path.unlink(missing_ok=True)
-            listing.folder.rmdir()
+        full = [i for i, listing in enumerate(listings) if listing.is_complete and listing.is_full]
+        return listings[full[-1]:] if full else listings
+
+    def prune_listings(self) -> None:
+        """Drop what the catalog does not read: listings before the newest complete full one, and
+        complete routine listings whose every activity a newer listing lists again."""
+        listings = self.listings()
+        needed = self._catalog_listings()
+        later: set[int] = set()
+        for listing in reversed(needed[1:]):
+            ids = set(_listed(listing))
+            if listing.is_complete and not listing.is_full and ids <= later:
+                _remove_listing(listing)
+            later |= ids
+        for listing in listings[: len(listings) - len(needed)]:
+            _remove_listing(listing)
 
     def catalog(self) -> dict[int, dict[str, Any]]:
-        """Every known activity summary by id: the newest complete listing, overlaid by a newer partial one.
-
-        Tombstoned activities are left out.
-        """
+        """Every known activity summary by id: the newest complete full listing, overlaid by every newer
+        (routine or unfinished) listing. Deleted ("unlisted") activities are left out."""
         summaries: dict[int, dict[str, Any]] = {}
-        listings = self.listings()
-        complete = [i for i, listing in enumerate(listings) if listing.is_complete]
-        start = complete[-1] if complete else 0
-        for listing in listings[start:]:
-            for page in listing.pages():
-                for item in page:
-                    if isinstance(item, dict) and is_activity_id(item.get("id")):
-                        summaries[item["id"]] = item
-        gone = self.tombstones()
+        for listing in self._catalog_listings():
+            summaries.update(_listed(listing))
+        gone = {i for i, tombstone in self.tombstones().items() if tombstone.reason == UNLISTED}
         return {activity_id: s for activity_id, s in summaries.items() if activity_id not in gone}
 
     # -- state files -------------------------------------------------------------------------------
@@ -264,19 +320,30 @@ class RawStore:
 
     def tombstones(self) -> dict[int, Tombstone]:
         raw = self.read_state("tombstones", {})
-        return {int(k): Tombstone(reason=v["reason"], at=v["at"]) for k, v in raw.items()}
+        return {int(k): Tombstone(reason=v["reason"], at=v["at"], fingerprint=v.get("fingerprint"))
+                for k, v in raw.items()}
 
-    def add_tombstones(self, activity_ids: Iterable[int], reason: str, at: float) -> None:
+    def not_found(self) -> dict[int, str | None]:
+        """Listed activities whose detail answered 404: id -> fingerprint of the summary it answered."""
+        return {i: t.fingerprint for i, t in self.tombstones().items() if t.reason == NOT_FOUND}
+
+    def add_tombstones(self, activity_ids: Iterable[int], reason: str, at: float,
+                       fingerprint: str | None = None) -> None:
+        """Record (or replace: a 404'd activity may be deleted later, or 404 again for a new summary)."""
         current = self.read_state("tombstones", {})
-        added = {str(i): {"reason": reason, "at": at} for i in activity_ids if str(i) not in current}
+        entry: dict[str, Any] = {"reason": reason, "at": at}
+        if fingerprint is not None:
+            entry["fingerprint"] = fingerprint
+        added = {str(i): entry for i in activity_ids}
         if added:
             self.write_state("tombstones", {**current, **added})
 
-    def lift_tombstones(self, activity_ids: Iterable[int]) -> None:
-        """An activity listed again (e.g. made public again, or a 404 that was transient) is alive."""
+    def lift_tombstones(self, activity_ids: Iterable[int], reasons: Iterable[str]) -> None:
+        """Listed again: an "unlisted" activity is alive (e.g. made public again); a full re-list also
+        lifts "not_found", so that a 404 that was transient is asked again."""
         current = self.read_state("tombstones", {})
-        alive = set(activity_ids)
-        keep = {k: v for k, v in current.items() if int(k) not in alive}
+        alive, lifted = set(activity_ids), set(reasons)
+        keep = {k: v for k, v in current.items() if int(k) not in alive or v.get("reason") not in lifted}
         if len(keep) != len(current):
             self.write_state("tombstones", keep)
 
@@ -332,6 +399,24 @@ def ensure_dir(folder: Path, mode: int = 0o755) -> None:
     if not folder.is_dir():
         raise StorageError(f"{folder} is a file, not a folder",
                            hint="move it away or point [storage] at another folder")
+
+
+def page_items(page: Any) -> dict[int, dict[str, Any]]:
+    """A list page's activities by id; items that are not activities with a valid id are dropped."""
+    if not isinstance(page, list):
+        return {}
+    return {item["id"]: item for item in page if isinstance(item, dict) and is_activity_id(item.get("id"))}
+
+
+def _listed(listing: Listing) -> dict[int, dict[str, Any]]:
+    """A listing's activities by id (a later page wins)."""
+    return {i: item for page in listing.pages() for i, item in page_items(page).items()}
+
+
+def _remove_listing(listing: Listing) -> None:
+    for path in _safe_iterdir(listing.folder):
+        path.unlink(missing_ok=True)
+    listing.folder.rmdir()
 
 
 def _safe_iterdir(folder: Path) -> list[Path]:

@@ -51,7 +51,7 @@ def built(tmp_path_factory) -> tuple[RawStore, Path]:
     data = tmp_path_factory.mktemp("built")
     store = write_synthetic_store(data / "data", COUNT, seed=7, years=YEARS, detail_share=0.85, stream_share=0.7)
     deleted = sorted(store.catalog())[5]
-    store.add_tombstones([deleted], "not_found", time.time())
+    store.add_tombstones([deleted], "unlisted", time.time())
     parquet_dir = data / "parquet"
     compact(store, parquet_dir)
     return store, parquet_dir
@@ -316,7 +316,7 @@ def test_tombstones_leave_activities_out_and_empty_years_go(fresh):
     catalog = store.catalog()
     in_2021 = [i for i, s in catalog.items() if s["start_date"].startswith("2021")]
     one_2019 = next(i for i, s in catalog.items() if s["start_date"].startswith("2019"))
-    store.add_tombstones([*in_2021, one_2019], "not_found", time.time())
+    store.add_tombstones([*in_2021, one_2019], "unlisted", time.time())
     result = compact(store, parquet_dir)
     assert 2021 in result.written["activities"] and 2019 in result.written["activities"]
     assert not (parquet_dir / "activities" / "year=2021").exists()

@@ -1,4 +1,4 @@
-"""Pure decisions of a fetch: keyset cursor, change detection, filters, the unlisted guard, retry policy."""
+"""Pure decisions of a fetch: change detection, filters, the unlisted guard, retry policy (paging: test_listing)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from bulkfetch.plan import (
     StreamRecord,
     fingerprint,
     legacy_stream_types,
-    next_before,
     parse_filters,
     pending_details,
     recording_fingerprint,
@@ -35,12 +34,6 @@ def test_start_epoch_reads_utc_and_tolerates_garbage() -> None:
     assert start_epoch({"start_date": "1970-01-01T00:01:00Z"}) == 60
     assert start_epoch({"start_date": "yesterday"}) is None
     assert start_epoch({}) is None
-
-
-def test_cursor_is_oldest_start_plus_one_second_so_ties_are_repeated_not_skipped() -> None:
-    page = [summary(3, "2024-01-02T00:00:00Z"), summary(2, "2024-01-01T00:00:00Z")]
-    assert next_before(page) == start_epoch(page[1]) + 1
-    assert next_before([]) is None
 
 
 def test_fingerprint_ignores_kudos_but_sees_edits() -> None:

@@ -43,7 +43,7 @@ def test_catalog_overlays_partial_listing_and_drops_tombstones(tmp_path: Path) -
     new = store.new_listing(2_000)
     new.write_page(1, orjson.dumps([{"id": 1, "name": "a2"}, {"id": "x"}, {"id": -3}]))
     assert store.unfinished_listing() is not None
-    store.add_tombstones([2], "not_found", 5.0)
+    store.add_tombstones([2], "unlisted", 5.0)
     assert store.catalog() == {1: {"id": 1, "name": "a2"}}
     new.mark_complete(1)
     store.prune_listings()
