@@ -19,7 +19,7 @@ from bench.compact import write_synthetic_store
 from bulkfetch.compact import compact, partition_path
 from bulkfetch.errors import WriteError
 from bulkfetch.schema import TABLES
-from bulkfetch.store import RawStore
+from bulkfetch.store import UNLISTED, RawStore
 
 REPO = Path(__file__).resolve().parent.parent
 YEARS = (2019, 2021)
@@ -404,7 +404,7 @@ def test_what_stream_rows_copy_from_the_activity_rewrites_them(fresh):
     # An activity without streams leaving the year changes no stream row.
     without_streams = [i for i, s in store.catalog().items()
                        if s["start_date"].startswith("2019") and i not in store.stream_ids()]
-    store.add_tombstones(without_streams[:2], "not_found", time.time())
+    store.add_tombstones(without_streams[:2], UNLISTED, time.time())
     result = compact(store, parquet_dir)
     assert result.written == {**{t: [2019] for t in TABLES}, "streams": []}
 
