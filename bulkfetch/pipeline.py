@@ -223,7 +223,7 @@ async def _list(client: StravaClient, store: RawStore, config: Config, choice: L
         return
     finally:
         summary.listed = len(paging.seen)
-    _settle_listing(store, listing, choice, set(paging.seen), summary, events)
+    await _settle_listing(client, store, listing, choice, paging, summary, events)
     events.info(_listing_note(store, config, choice.full, summary.listed))
 
 
@@ -255,15 +255,18 @@ async def _page_through(client: StravaClient, store: RawStore, listing: Listing,
         events.list_page(page_number, fresh, len(paging.seen))
 
 
-def _settle_listing(store: RawStore, listing: Listing, choice: ListingChoice, listed: set[int],
-                    summary: FetchSummary, events: FetchEvents) -> None:
+async def _settle_listing(client: StravaClient, store: RawStore, listing: Listing, choice: ListingChoice,
+                          paging: Paging, summary: FetchSummary, events: FetchEvents) -> None:
     """A listing got as far as it had to: what left the range it covered is deleted, what came back is
     alive, and the listing becomes part of the catalog."""
+    listed = set(paging.seen)
     catalog = store.catalog()  # the known activities, this listing included
     covered = choice.boundary
     previous = {i for i, s in catalog.items() if covered is None or covered.holds(i, start_epoch(s))}
     gone, safe = unlisted(previous, listed)
     if gone and safe:
+        if covered is not None:  # a routine listing: what left its range may only have moved back in time
+            gone = await _look_up_vanished(client, listing, gone, paging.per_page, events)
         store.add_tombstones(gone, UNLISTED, time.time())
         summary.unlisted = len(gone)
     elif gone:
@@ -274,6 +277,36 @@ def _settle_listing(store: RawStore, listing: Listing, choice: ListingChoice, li
     store.lift_tombstones(listed, (UNLISTED, NOT_FOUND) if choice.full else (UNLISTED,))
     listing.mark_complete(len(listed))
     store.prune_listings()
+
+
+async def _look_up_vanished(client: StravaClient, listing: Listing, gone: set[int], per_page: int,
+                            events: FetchEvents) -> set[int]:
+    """Which of the activities that left a routine listing's range are deleted.
+
+    An activity whose start time was corrected to an older one (a wrong device clock) leaves the range
+    too, without being deleted: its detail tells (404: deleted) and where it went, and one list page
+    from there records its new summary in this listing, so it keeps its rows until a full re-list.
+    Two requests each, for the rare activity that left the newest ones. One that cannot be looked up
+    now stays as it is and is looked up again by the next run.
+    """
+    deleted = set()
+    for activity_id in sorted(gone):
+        try:
+            detail = await client.get(f"/activities/{activity_id}")
+            if detail.not_found:
+                deleted.add(activity_id)
+                continue
+            start = start_epoch(detail.data) if isinstance(detail.data, dict) else None
+            if start is None or detail.data.get("id") != activity_id:
+                continue
+            page = await client.get("/athlete/activities", {"before": start + 1, "per_page": per_page})
+        except RequestFailed as error:
+            events.warn(f"activity {activity_id} left the newest activities; looking it up failed ({error})")
+            continue
+        if isinstance(page.data, list) and activity_id in page_items(page.data):
+            listing.write_lookup(len(listing.lookups()) + 1, page.body)
+            events.info(f"activity {activity_id} moved to {detail.data.get('start_date')}: listed at its new place")
+    return deleted
 
 
 def _listing_note(store: RawStore, config: Config, full: bool, listed: int) -> str:

@@ -37,6 +37,8 @@ TEMP_MARK = ".tmp-"
 LISTING_COMPLETE = "complete.json"
 LISTING_META = "listing.json"
 PAGE_PREFIX = "page-"
+# Pages a routine listing asked for to find activities that left its range (see pipeline._look_up_vanished).
+LOOKUP_PREFIX = "lookup-"
 FULL_LISTING = {"kind": "full"}
 # Tombstone reasons: "unlisted" is a deletion (gone from a listing that covered it) and leaves the
 # catalog; "not_found" is a listed activity whose detail answered 404: it stays in the catalog.
@@ -147,6 +149,14 @@ class Listing:
     def pages(self) -> Iterator[list[dict[str, Any]]]:
         for path in self.page_paths():
             yield read_json(path)
+
+    def write_lookup(self, number: int, raw: bytes) -> None:
+        """A page listed to find one activity at its new place: part of the catalog, not of the paging."""
+        atomic_write(self.folder / f"{LOOKUP_PREFIX}{number:05d}.json", raw)
+
+    def lookups(self) -> list[list[dict[str, Any]]]:
+        paths = sorted(p for p in self.folder.glob(f"{LOOKUP_PREFIX}*.json") if not is_temp_file(p))
+        return [read_json(path) for path in paths]
 
     @property
     def is_complete(self) -> bool:
@@ -409,8 +419,8 @@ def page_items(page: Any) -> dict[int, dict[str, Any]]:
 
 
 def _listed(listing: Listing) -> dict[int, dict[str, Any]]:
-    """A listing's activities by id (a later page wins)."""
-    return {i: item for page in listing.pages() for i, item in page_items(page).items()}
+    """A listing's activities by id (a later page wins; lookups come after the paging)."""
+    return {i: item for page in (*listing.pages(), *listing.lookups()) for i, item in page_items(page).items()}
 
 
 def _remove_listing(listing: Listing) -> None:

@@ -388,3 +388,43 @@ def test_a_corrected_start_time_moves_every_table_of_the_activity(tmp_path: Path
         if children in ("laps", "best_efforts", "segment_efforts"):
             expected = sorted(item["start_date"] for item in detail[children])
             assert sorted(row["start_date"].strftime("%Y-%m-%dT%H:%M:%SZ") for row in rows) == expected, table
+
+
+def test_an_activity_moved_back_past_the_newest_ones_is_followed_not_deleted(tmp_path: Path) -> None:
+    """A routine listing covers only the newest activities: one whose clock was fixed to years earlier
+    leaves that range without being deleted. It keeps its rows, in its new year, before any full re-list."""
+    import pyarrow.dataset as ds
+
+    settings = SimulatorSettings(activities=260, seed=13, short_limit=1000, daily_limit=10000,
+                                 overall_short_limit=2000, overall_daily_limit=20000)
+    thread = SimulatorThread(settings)
+    with thread as sim:
+        config = setup(tmp_path, sim)
+        assert main(["--config", str(config), "fetch"]) == 0
+        ids = sim.activity_ids()
+        moved = next(i for i in ids[:20] if sim.detail(i).get("splits_metric") and sim.detail(i).get("laps"))
+        deleted = next(i for i in ids[:20] if i != moved)
+        oldest_start = min(sim.summary(i)["start_date"] for i in ids)
+        new_start = f"{int(oldest_start[:4]) - 1}{oldest_start[4:]}"
+        thread.call(partial(sim.edit_activity, moved, start_date=new_start))
+        thread.call(sim.delete_activity, deleted)
+        mark = len(sim.request_log)
+        assert main(["--config", str(config), "fetch"]) == 0
+        records = api_records(sim, since=mark)
+        # One routine list page, a look at each activity that left it, a page at the moved one's new
+        # place, and the moved activity's detail again.
+        assert [r.path for r in records].count(f"{API}/athlete/activities") == 2
+        assert [r.path for r in records].count(f"{API}/activities/{moved}") == 2
+        assert [r.path for r in records].count(f"{API}/activities/{deleted}") == 1
+        store = RawStore(tmp_path / "data")
+        assert store.catalog()[moved]["start_date"] == new_start and moved not in store.tombstones()
+        assert deleted not in store.catalog() and store.tombstones()[deleted].reason == "unlisted"
+
+        mark = len(sim.request_log)
+        assert main(["--config", str(config), "fetch"]) == 0
+        assert len(api_records(sim, since=mark)) == 1  # settled: nothing to look up again
+
+    for table, key in (("activities", "id"), ("laps", "activity_id"), ("splits_metric", "activity_id")):
+        rows = ds.dataset(tmp_path / "data" / "parquet" / table, format="parquet", partitioning="hive").to_table(
+            filter=ds.field(key) == moved).to_pylist()
+        assert rows and {row["year"] for row in rows} == {int(new_start[:4])}, table
