@@ -160,12 +160,12 @@ def _reporter(args: argparse.Namespace, config: Config | None = None) -> Reporte
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
     config = _config(args, {"fetch": {"concurrency": args.concurrency, "streams": args.streams}})
-    config.require_credentials()
-    require_token(config)
     options = FetchOptions(
         filters=parse_filters(args.sport, args.since, args.until),
         policy=WaitPolicy(no_wait=args.no_wait, max_wait_s=args.max_wait),
     )
+    config.require_credentials()
+    require_token(config)
     summary = _fetch_then_compact(args, config.storage.data_dir, config.storage.parquet_dir,
                                   lambda reporter: fetch_history(config, options, reporter),
                                   compact_after=not args.no_compact)

@@ -85,6 +85,24 @@ def test_file_where_data_dir_should_be_exits_2(tmp_path: Path) -> None:
     assert_one_clean_line(result.stderr)
 
 
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (("--since", "2025-01-01", "--until", "2024-01-01"), "must be before --until"),
+        (("--sport", "Jogging"), "unknown --sport value 'Jogging'"),
+    ],
+)
+@pytest.mark.parametrize("command", ["fetch", "plan"])
+def test_bad_filters_exit_2_with_one_line_before_anything_else(tmp_path: Path, command: str, flags: tuple[str, ...],
+                                                               needle: str) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[storage]\ndata_dir = "d"\n')  # no credentials: the filters are judged first
+    result = run_cli("--config", str(config), command, *flags)
+    assert result.returncode == 2
+    assert needle in result.stderr
+    assert_one_clean_line(result.stderr)
+
+
 def test_status_of_an_empty_data_dir(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text('[storage]\ndata_dir = "d"\n')
