@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
+import os
 import signal
 import sys
 import time
@@ -45,6 +47,7 @@ from bulkfetch.scheduler import WaitPolicy
 from bulkfetch.store import RawStore, ensure_dir, exclusive_lock
 
 T = TypeVar("T")
+N = TypeVar("N", int, float)
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -98,14 +101,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     simulate = commands.add_parser("simulate", help="run the Strava simulator in the foreground")
     simulate.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    simulate.add_argument("--port", type=int, default=0, help="port (default: a free one)")
-    simulate.add_argument("--activities", type=int, default=300, help="size of the synthetic history")
+    simulate.add_argument("--port", type=_bounded(int, low=0, high=65535), default=0,
+                          help="port (default: a free one)")
+    simulate.add_argument("--activities", type=_bounded(int, low=0), default=300,
+                          help="size of the synthetic history")
     simulate.add_argument("--seed", type=int, default=1, help="seed of the synthetic history and faults")
-    simulate.add_argument("--short-limit", type=int, default=100, help="read requests per short window")
-    simulate.add_argument("--daily-limit", type=int, default=1000, help="read requests per daily window")
-    simulate.add_argument("--short-window", type=float, default=900, help="short window length, seconds")
-    simulate.add_argument("--daily-window", type=float, default=86400, help="daily window length, seconds")
-    simulate.add_argument("--latency", type=float, default=0.0, help="server latency per request, seconds")
+    simulate.add_argument("--short-limit", type=_bounded(int, low=1), default=100,
+                          help="read requests per short window")
+    simulate.add_argument("--daily-limit", type=_bounded(int, low=1), default=1000,
+                          help="read requests per daily window")
+    simulate.add_argument("--overall-short-limit", type=_bounded(int, low=1), default=200,
+                          help="requests of any kind per short window (Strava's overall bucket)")
+    simulate.add_argument("--overall-daily-limit", type=_bounded(int, low=1), default=2000,
+                          help="requests of any kind per daily window (Strava's overall bucket)")
+    simulate.add_argument("--short-window", type=_bounded(float, low=0.0, strict=True), default=900,
+                          help="short window length, seconds")
+    simulate.add_argument("--daily-window", type=_bounded(float, low=0.0, strict=True), default=86400,
+                          help="daily window length, seconds")
+    simulate.add_argument("--latency", type=_bounded(float, low=0.0), default=0.0,
+                          help="server latency per request, seconds")
     simulate.add_argument("--write-config", metavar="PATH", help="write a config.toml for this simulator")
     simulate.set_defaults(handler=_cmd_simulate)
     return parser
@@ -121,10 +135,29 @@ def _add_filter_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_fetch_arguments(parser: argparse.ArgumentParser) -> None:
     _add_filter_arguments(parser)
     parser.add_argument("--no-wait", action="store_true", help="stop (exit 75) instead of waiting for quota")
-    parser.add_argument("--max-wait", type=float, metavar="SECONDS",
+    parser.add_argument("--max-wait", type=_bounded(float, low=0.0), metavar="SECONDS",
                         help="wait for quota only while the wait is at most SECONDS, else stop (exit 75)")
     parser.add_argument("--concurrency", type=int, help="detail requests in flight (default 8)")
     parser.add_argument("--no-compact", action="store_true", help="skip compaction at the end")
+
+
+def _bounded(kind: Callable[[str], N], *, low: N, high: N | None = None,
+             strict: bool = False) -> Callable[[str], N]:
+    """An argparse type for a finite number within bounds (argparse's own float takes nan, inf and -1)."""
+    noun = "a whole number" if kind is int else "a finite number"
+    wanted = f"{noun} from {low:g} to {high:g}" if high is not None else f"{noun} {'>' if strict else '>='} {low:g}"
+
+    def parse(text: str) -> N:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or value < low or (strict and value == low) or \
+                (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {wanted} (got {text!r})")
+        return value
+
+    return parse
 
 
 def _config(args: argparse.Namespace, overrides: dict[str, dict[str, Any]] | None = None) -> Config:
@@ -301,9 +334,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from bulkfetch.simulator import SimulatorSettings, serve_forever
 
+    if args.daily_window < args.short_window:  # the config it writes would be refused
+        raise ConfigError(f"--daily-window {args.daily_window:g} must be at least --short-window {args.short_window:g}")
     settings = SimulatorSettings(
         seed=args.seed, activities=args.activities,
         short_limit=args.short_limit, daily_limit=args.daily_limit,
+        overall_short_limit=args.overall_short_limit, overall_daily_limit=args.overall_daily_limit,
         short_window_s=args.short_window, daily_window_s=args.daily_window,
         latency_s=args.latency,
     )
@@ -313,7 +349,18 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
                                   announce=lambda text: print(text, flush=True)))
     except KeyboardInterrupt:
         pass  # Ctrl-C is how a foreground simulator is meant to stop
+    except OSError as error:
+        if error.filename:
+            raise ConfigError(f"cannot write {error.filename} ({error.strerror})",
+                              hint="pass another --write-config path") from None
+        raise ConfigError(f"cannot listen on {args.host}:{args.port} ({_os_reason(error)})",
+                          hint="pass another --host or --port (without --port a free one is taken)") from None
     return EXIT_OK
+
+
+def _os_reason(error: OSError) -> str:
+    """'Address already in use', not aiohttp's sentence that repeats the address."""
+    return os.strerror(error.errno) if error.errno and error.errno > 0 else str(error.strerror or error)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

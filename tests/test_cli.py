@@ -103,6 +103,52 @@ def test_bad_filters_exit_2_with_one_line_before_anything_else(tmp_path: Path, c
     assert_one_clean_line(result.stderr)
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "soon"])
+def test_max_wait_must_be_a_finite_number_of_seconds(tmp_path: Path, value: str) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[storage]\ndata_dir = "d"\n')
+    result = run_cli("--config", str(config), "fetch", f"--max-wait={value}")
+    assert result.returncode == 2
+    assert "--max-wait" in result.stderr and ">= 0" in result.stderr
+    assert_one_clean_line(result.stderr)
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (("--short-window", "0"), "--short-window"),
+        (("--daily-window", "-5"), "--daily-window"),
+        (("--short-window", "nan"), "--short-window"),
+        (("--short-limit", "0"), "--short-limit"),
+        (("--daily-limit", "-1"), "--daily-limit"),
+        (("--overall-short-limit", "0"), "--overall-short-limit"),
+        (("--overall-daily-limit", "1.5"), "--overall-daily-limit"),
+        (("--latency", "-0.1"), "--latency"),
+        (("--activities", "-3"), "--activities"),
+        (("--port", "70000"), "--port"),
+        (("--short-window", "600", "--daily-window", "60"), "--daily-window"),
+    ],
+)
+def test_simulate_rejects_bad_knobs_with_one_line(flags: tuple[str, ...], needle: str) -> None:
+    result = run_cli("simulate", *flags, timeout=20)
+    assert result.returncode == 2, result.stdout
+    assert needle in result.stderr
+    assert_one_clean_line(result.stderr)
+
+
+def test_simulate_on_a_port_in_use_is_one_line() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("simulate", "--port", str(port), "--activities", "3", timeout=20)
+    assert result.returncode == 2
+    assert f"127.0.0.1:{port}" in result.stderr and "in use" in result.stderr and "--port" in result.stderr
+    assert_one_clean_line(result.stderr)
+
+
 def test_status_of_an_empty_data_dir(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text('[storage]\ndata_dir = "d"\n')
