@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bulkfetch.auth import TokenStore, scope_lacks_read_all
-from bulkfetch.client import RequestFailed, StravaClient, open_session
+from bulkfetch.client import RequestDone, RequestFailed, StravaClient, open_session
 from bulkfetch.config import Config
 from bulkfetch.errors import BulkfetchError, CredentialError, Interrupted, QuotaStop
 from bulkfetch.plan import (
@@ -46,6 +46,7 @@ class FetchEvents(Protocol):
     def details_planned(self, total: int, new: int, changed: int) -> None: ...
     def streams_planned(self, total: int) -> None: ...
     def detail_done(self, activity_id: int, outcome: str) -> None: ...
+    def request(self, done: RequestDone) -> None: ...
     def waiting(self, info: WaitInfo | None) -> None: ...
     def quota(self, scheduler: QuotaScheduler) -> None: ...
 
@@ -96,7 +97,8 @@ async def fetch_history(config: Config, options: FetchOptions, events: FetchEven
     )
     summary = FetchSummary()
     async with open_session(config.fetch.concurrency) as session:
-        client = StravaClient(session, config.strava, config.fetch, scheduler, tokens, on_retry=events.info)
+        client = StravaClient(session, config.strava, config.fetch, scheduler, tokens, on_retry=events.info,
+                              on_request=events.request)
         if scope_lacks_read_all(client.tokens.tokens):
             events.warn("the token lacks activity:read_all: private ('Only You') activities will be missing;"
                         " run 'bulkfetch auth' to grant it")

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import (
@@ -32,6 +32,9 @@ from rich.text import Text
 from bulkfetch.plan import RequestPlan
 from bulkfetch.quota import KINDS, UsageView, estimate_finish
 from bulkfetch.scheduler import QuotaScheduler, WaitInfo
+
+if TYPE_CHECKING:
+    from bulkfetch.client import RequestDone
 
 PLAIN_DETAIL_EVERY_S = 10.0
 
@@ -186,6 +189,12 @@ class Reporter:
 
     def quota(self, scheduler: QuotaScheduler) -> None:
         self._scheduler = scheduler
+
+    def request(self, done: RequestDone) -> None:
+        """Every request with its status and the quota after it: in the log, and on the terminal with -v."""
+        outcome = str(done.status) if done.status is not None else f"no response ({done.failure})"
+        quota = f"; {quota_text(done.quota)}" if done.quota is not None else ""
+        self.debug(f"{done.method} {done.path} -> {outcome}{quota}")
 
     def waiting(self, info: WaitInfo | None) -> None:
         self._waiting = info

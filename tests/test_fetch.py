@@ -373,3 +373,21 @@ def test_a_run_killed_right_after_filling_a_window_is_not_followed_by_a_429(tmp_
         assert fetch(config, "--no-wait") == 75
         assert int(time.time() // 4) == window, "the machine was too slow to restart inside the window"
         assert not [r for r in api_records(sim) if r.status == 429]
+
+
+def test_verbose_logs_every_request_with_its_status_and_the_quota_after_it(tmp_path: Path, capsys) -> None:
+    settings = SimulatorSettings(activities=7, seed=18, missing_rate=0.3, short_limit=1000, daily_limit=10000)
+    with SimulatorThread(settings) as sim:
+        config = setup(tmp_path, sim, fetch={"per_page": 3})
+        assert main(["--config", str(config), "-v", "fetch", "--no-compact", "--streams", "time"]) == 0
+        err = capsys.readouterr().err
+        line = r"(GET) (/\S+) -> (\d{3}); quota (\d+)/1,000 short, (\d+)/10,000 daily$"
+        shown = re.findall(rf"^\d\d:\d\d:\d\d {line}", err, flags=re.M)
+        sent = api_records(sim)
+        assert {int(status) for _, _, status, _, _ in shown} == {200, 404}
+        as_sent = [(r.method, r.path + ("?" + "&".join(f"{k}={v}" for k, v in r.query.items()) if r.query else ""),
+                    r.status) for r in sent]
+        assert sorted((method, API + path, int(status)) for method, path, status, _, _ in shown) == sorted(as_sent)
+        assert int(shown[-1][3]) == len(sent)  # every request settled: the ledger's count is the server's
+        logged = (tmp_path / "data" / "bulkfetch.log").read_text()
+        assert len(re.findall(rf"^\S+Z {line}", logged, flags=re.M)) == len(sent)
