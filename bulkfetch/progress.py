@@ -89,6 +89,7 @@ class Reporter:
                 self._log_failed(exc)
         self._progress: Progress | None = None
         self._tasks: dict[str, TaskID] = {}
+        self._phase = "details"  # what the counters below count: "details", then "streams"
         self._details_total = 0
         self._details_done = 0
         self._outcomes: dict[str, int] = {}
@@ -166,7 +167,7 @@ class Reporter:
 
     def streams_planned(self, total: int) -> None:
         """Streams come after all details: the same bar and counters start over for them."""
-        self._details_total, self._details_done, self._outcomes = total, 0, {}
+        self._phase, self._details_total, self._details_done, self._outcomes = "streams", total, 0, {}
         self.info(f"streams to fetch: {total:,}")
         if self._progress and total:
             self._tasks["details"] = self._progress.add_task("streams", total=total, note="")
@@ -184,7 +185,7 @@ class Reporter:
         elif time.monotonic() - self._last_plain_s >= PLAIN_DETAIL_EVERY_S or \
                 self._details_done == self._details_total:
             self._last_plain_s = time.monotonic()
-            self.info(f"details {self._details_done:,}/{self._details_total:,} "
+            self.info(f"{self._phase} {self._details_done:,}/{self._details_total:,} "
                       f"({self._outcome_text()}) {self._quota_note()}")
 
     def quota(self, scheduler: QuotaScheduler) -> None:

@@ -220,3 +220,16 @@ def test_plan_online_then_offline_predicts_exactly_what_fetch_spends(tmp_path: P
                                                               ("streams", online["streams"])) if v}, filters
             assert online["total"] == online["list"] + online["detail"] + online["streams"]
         assert online["detail"] == online["streams"] == 0
+
+
+# -- what a person sees --------------------------------------------------------------------------------------
+
+def test_progress_lines_name_streams_as_streams(tmp_path: Path, capsys) -> None:
+    with SimulatorThread(SimulatorSettings(activities=4, seed=46, short_limit=1000, daily_limit=10000)) as sim:
+        config = setup(tmp_path, sim)
+        assert run(config, "fetch", "--no-compact", "--streams", "time") == 0
+        err = capsys.readouterr().err
+        assert re.search(r"^\S+ details 4/4 \(4 fetched\)", err, flags=re.M), err
+        assert re.search(r"^\S+ streams 4/4 \([^)]*\bstreams?\b[^)]*\)", err, flags=re.M), err
+        assert not re.search(r"^\S+ details \d+/\d+ \([^)]*streams", err, flags=re.M), err
+
