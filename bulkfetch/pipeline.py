@@ -103,7 +103,8 @@ async def fetch_history(config: Config, options: FetchOptions, events: FetchEven
             events.warn("the token lacks activity:read_all: private ('Only You') activities will be missing;"
                         " run 'bulkfetch auth' to grant it")
         if not options.list_only:
-            store.write_state("filters", filters_to_json(options.filters))  # what `status` counts as pending
+            # what `status` counts as pending
+            store.write_state("filters", filters_to_json(options.filters, config.fetch.streams))
             events.plan(current_plan(store, config, options.filters), scheduler)
         try:
             await _list(client, store, config, summary, events)

@@ -75,9 +75,10 @@ class Filters:
         return (self.since is None or start >= self.since) and (self.until is None or start < self.until)
 
 
-def filters_to_json(filters: Filters) -> dict[str, Any]:
+def filters_to_json(filters: Filters, streams: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The filters and stream types of a fetch, as recorded for `status` (what it counts as pending)."""
     return {"sports": sorted(filters.sports) if filters.sports is not None else None,
-            "since": filters.since, "until": filters.until}
+            "since": filters.since, "until": filters.until, "streams": list(streams)}
 
 
 def filters_from_json(value: Any) -> Filters:
@@ -91,6 +92,12 @@ def filters_from_json(value: Any) -> Filters:
         since=since if isinstance(since, int) else None,
         until=until if isinstance(until, int) else None,
     )
+
+
+def streams_from_json(value: Any) -> tuple[str, ...]:
+    """The stream types a previous fetch recorded; none when it recorded none (or an older version wrote it)."""
+    streams = value.get("streams") if isinstance(value, dict) else None
+    return tuple(s for s in streams if isinstance(s, str)) if isinstance(streams, list) else ()
 
 
 def parse_filters(sport: str | None, since: str | None, until: str | None) -> Filters:

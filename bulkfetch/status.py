@@ -8,7 +8,7 @@ from typing import Any
 from bulkfetch.config import Config
 from bulkfetch.errors import StorageError
 from bulkfetch.pipeline import load_fetched_index, restore_ledger
-from bulkfetch.plan import filters_from_json, filters_to_json, pending_details
+from bulkfetch.plan import filters_from_json, filters_to_json, request_plan, streams_from_json
 from bulkfetch.quota import BUCKETS, KINDS, UsageView, estimate_finish
 from bulkfetch.store import RawStore
 
@@ -20,8 +20,11 @@ def collect_status(config: Config, now: float | None = None) -> dict[str, Any]:
     _check_folders(store)
     catalog = store.catalog()
     fetched = load_fetched_index(store)
-    filters = filters_from_json(store.read_state("filters"))
-    pending, _, _ = pending_details(catalog, fetched, filters)
+    recorded = store.read_state("filters")
+    filters, streams = filters_from_json(recorded), streams_from_json(recorded)
+    work = request_plan(catalog, fetched, store.stream_ids() | store.no_stream_ids(), filters,
+                        per_page=config.fetch.per_page, streams=bool(streams))
+    remaining = work.details + work.streams
     failed = store.read_state("failed", {}) or {}
     athlete = store.read_state("athlete") or {}
     unfinished = store.unfinished_listing()
@@ -33,7 +36,8 @@ def collect_status(config: Config, now: float | None = None) -> dict[str, Any]:
         "athlete_id": athlete.get("athlete_id"),
         "listed": len(catalog),
         "fetched": len(set(fetched) & set(catalog)),
-        "pending": len(pending),
+        "pending": work.details,
+        "pending_streams": work.streams,
         "failed": len(failed),
         "deleted": len(store.tombstones()),
         "listing": {
@@ -41,9 +45,9 @@ def collect_status(config: Config, now: float | None = None) -> dict[str, Any]:
             "unfinished": unfinished.listing_id if unfinished else None,
         },
         "quota": _quota_json(view),
-        "filters": filters_to_json(filters),
-        "remaining_requests": len(pending),
-        "eta": _iso(estimate_finish(len(pending), now, view)) if pending else None,
+        "filters": filters_to_json(filters, streams),
+        "remaining_requests": remaining,
+        "eta": _iso(estimate_finish(remaining, now, view)) if remaining else None,
     }
 
 
@@ -75,9 +79,10 @@ def render_status(report: dict[str, Any]) -> str:
         f"data_dir   {report['data_dir']}  (athlete {report['athlete_id'] or 'unknown'})",
         f"listed     {report['listed']:,}",
         f"fetched    {report['fetched']:,}",
-        f"pending    {report['pending']:,}",
+        f"pending    {_pending_text(report)}",
         f"failed     {report['failed']:,}",
         f"deleted    {report['deleted']:,}",
+        f"filters    {_filters_text(report['filters'])}",
     ]
     if report["listing"]["unfinished"]:
         lines.append(f"listing    {report['listing']['unfinished']} unfinished (the next fetch continues it)")
@@ -86,7 +91,25 @@ def render_status(report: dict[str, Any]) -> str:
         for window, usage in windows.items():
             limit = "?" if usage["limit"] is None else f"{usage['limit']:,}"
             parts.append(f"{window} {usage['used']:,}/{limit} (resets {usage['resets_at']})")
-        lines.append(f"quota {bucket:<7}" + "; ".join(parts))
+        lines.append(f"quota {bucket:<8}" + "; ".join(parts))
     if report["eta"]:
         lines.append(f"ETA        {report['eta']} for {report['remaining_requests']:,} requests at the current quota")
     return "\n".join(lines)
+
+
+def _pending_text(report: dict[str, Any]) -> str:
+    details = f"{report['pending']:,} details"
+    return f"{details}, {report['pending_streams']:,} stream sets" if report["filters"]["streams"] else details
+
+
+def _filters_text(filters: dict[str, Any]) -> str:
+    """The last fetch's filters as its flags read: 'sport Run,TrailRun; since 2024-01-01T00:00:00Z'."""
+    parts = []
+    if filters["sports"] is not None:
+        parts.append("sport " + ",".join(filters["sports"]))
+    for name in ("since", "until"):
+        if filters[name] is not None:
+            parts.append(f"{name} {_iso(filters[name])}")
+    if filters["streams"]:
+        parts.append("streams " + ",".join(filters["streams"]))
+    return "; ".join(parts) or "none: every listed activity, no streams"
