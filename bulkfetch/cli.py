@@ -327,7 +327,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                [(b.label, f"{b.splits:,}", report.format_pace(b.pace_s_per_km))
                 for b in report.pace_by_elevation(parquet_dir)])
     show.result(f"Parquet tables: {parquet_dir}/<table>/year=YYYY/part-0.parquet")
-    show.result(f"Query them with DuckDB:\n  {report.duckdb_example(parquet_dir)}")
+    show.result(f"Query them with DuckDB (pip install duckdb):\n  {report.duckdb_example(parquet_dir)}")
     return _finish_fetch(summary)
 
 
