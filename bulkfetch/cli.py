@@ -1,7 +1,8 @@
 """The command line: parses arguments, builds the config, runs one command, and maps errors to exit codes.
 
 This is the only module that prints to the user or exits. Every command handler is a few lines that
-call into the library; library code raises `BulkfetchError`s carrying their exit code.
+call into the library; library code raises `BulkfetchError`s carrying their exit code. The handlers
+import what needs pyarrow, aiohttp or rich themselves, so `--version` and `--help` answer at once.
 """
 
 from __future__ import annotations
@@ -15,13 +16,12 @@ import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
 from bulkfetch import __version__
 from bulkfetch.auth import scope_lacks_read_all
-from bulkfetch.compact import compact
 from bulkfetch.config import Config, environment, load_config, resolve_config_path
 from bulkfetch.errors import (
     EXIT_INTERRUPTED,
@@ -32,19 +32,13 @@ from bulkfetch.errors import (
     Interrupted,
     WorkLeft,
 )
-from bulkfetch.pipeline import (
-    FetchOptions,
-    FetchSummary,
-    current_plan,
-    fetch_history,
-    require_token,
-    restore_ledger,
-    token_store,
-)
 from bulkfetch.plan import parse_filters
-from bulkfetch.progress import Reporter, plan_text
 from bulkfetch.scheduler import WaitPolicy
 from bulkfetch.store import RawStore, ensure_dir, exclusive_lock
+
+if TYPE_CHECKING:
+    from bulkfetch.pipeline import FetchSummary
+    from bulkfetch.progress import Reporter
 
 T = TypeVar("T")
 N = TypeVar("N", int, float)
@@ -187,11 +181,15 @@ def _run(coroutine: Coroutine[Any, Any, T]) -> T:
 
 
 def _reporter(args: argparse.Namespace, config: Config | None = None) -> Reporter:
+    from bulkfetch.progress import Reporter
+
     log_path = RawStore(config.storage.data_dir).log_path if config else None
     return Reporter(quiet=args.quiet, verbose=args.verbose, log_path=log_path)
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
+    from bulkfetch.pipeline import FetchOptions, fetch_history, require_token
+
     config = _config(args, {"fetch": {"concurrency": args.concurrency, "streams": args.streams}})
     options = FetchOptions(
         filters=parse_filters(args.sport, args.since, args.until),
@@ -209,6 +207,8 @@ def _fetch_then_compact(args: argparse.Namespace, data_dir: Path, parquet_dir: P
                         fetch: Callable[[Reporter], Coroutine[Any, Any, FetchSummary]],
                         *, compact_after: bool, report: bool = True) -> FetchSummary:
     """Hold the data_dir lock, fetch, and compact what is there even when the fetch stopped for quota."""
+    from bulkfetch.progress import Reporter
+
     ensure_dir(data_dir)
     if compact_after:
         ensure_dir(parquet_dir)  # an unusable parquet_dir is said now, not after hours of fetching
@@ -247,6 +247,8 @@ def _finish_fetch(summary: FetchSummary) -> int:
 
 
 def _compact(data_dir: Path, parquet_dir: Path, reporter: Reporter, *, rebuild: bool) -> None:
+    from bulkfetch.compact import compact
+
     result = compact(RawStore(data_dir), parquet_dir, rebuild=rebuild, on_progress=reporter.compact_progress)
     years = sorted({year for table_years in result.written.values() for year in table_years})
     reporter.info(f"compacted into {parquet_dir}: "
@@ -274,6 +276,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
+    from bulkfetch.pipeline import FetchOptions, current_plan, fetch_history, require_token, restore_ledger
+    from bulkfetch.progress import plan_text
+
     config = _config(args, {"fetch": {"streams": args.streams}})
     filters = parse_filters(args.sport, args.since, args.until)
     store = RawStore(config.storage.data_dir)
@@ -295,6 +300,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 def _cmd_auth(args: argparse.Namespace) -> int:
     from bulkfetch.oauth import store_authorized_tokens
+    from bulkfetch.pipeline import token_store
 
     config = _config(args)
     config.require_credentials()
@@ -311,6 +317,7 @@ def _cmd_auth(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from bulkfetch import report
     from bulkfetch.demo import run_demo
+    from bulkfetch.progress import Reporter
 
     if args.activities < 1:
         raise ConfigError(f"--activities must be at least 1 (got {args.activities})")

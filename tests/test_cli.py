@@ -29,6 +29,24 @@ def test_version_and_help_for_every_command() -> None:
         assert f"usage: bulkfetch {command}" in result.stdout
 
 
+@pytest.mark.parametrize("args", [("--version",), ("--help",), ("fetch", "--help"), ("simulate", "--help")])
+def test_version_and_help_import_no_heavy_library(args: tuple[str, ...]) -> None:
+    """They answer at once: pyarrow, aiohttp and rich are imported only by the commands that use them."""
+    import subprocess
+    import sys
+
+    from tests.conftest import cli_env
+
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "bulkfetch", *args], env=cli_env(),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "bulkfetch.cli" in imported
+    heavy = sorted(name for name in imported if name.split(".")[0] in ("pyarrow", "aiohttp", "rich"))
+    assert not heavy, heavy
+
+
 def test_unknown_command_and_bad_flag_exit_2() -> None:
     for args in (("frobnicate",), ("fetch", "--no-such-flag"), ()):
         result = run_cli(*args)
