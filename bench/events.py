@@ -45,3 +45,6 @@ class TimingEvents:
 
     def quota(self, scheduler: object) -> None:
         pass
+
+    def request(self, done: object) -> None:
+        pass

@@ -1,26 +1,28 @@
 """The command line: parses arguments, builds the config, runs one command, and maps errors to exit codes.
 
 This is the only module that prints to the user or exits. Every command handler is a few lines that
-call into the library; library code raises `BulkfetchError`s carrying their exit code.
+call into the library; library code raises `BulkfetchError`s carrying their exit code. The handlers
+import what needs pyarrow, aiohttp or rich themselves, so `--version` and `--help` answer at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
+import os
 import signal
 import sys
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
 from bulkfetch import __version__
 from bulkfetch.auth import scope_lacks_read_all
-from bulkfetch.compact import compact
 from bulkfetch.config import Config, environment, load_config, resolve_config_path
 from bulkfetch.errors import (
     EXIT_INTERRUPTED,
@@ -31,21 +33,16 @@ from bulkfetch.errors import (
     Interrupted,
     WorkLeft,
 )
-from bulkfetch.pipeline import (
-    FetchOptions,
-    FetchSummary,
-    current_plan,
-    fetch_history,
-    require_token,
-    restore_ledger,
-    token_store,
-)
 from bulkfetch.plan import parse_filters
-from bulkfetch.progress import Reporter, listed_text, listing_text, plan_text, utc_day_clock
 from bulkfetch.scheduler import WaitPolicy
 from bulkfetch.store import RawStore, ensure_dir, exclusive_lock
 
+if TYPE_CHECKING:
+    from bulkfetch.pipeline import FetchSummary
+    from bulkfetch.progress import Reporter
+
 T = TypeVar("T")
+N = TypeVar("N", int, float)
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -99,14 +96,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     simulate = commands.add_parser("simulate", help="run the Strava simulator in the foreground")
     simulate.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    simulate.add_argument("--port", type=int, default=0, help="port (default: a free one)")
-    simulate.add_argument("--activities", type=int, default=300, help="size of the synthetic history")
+    simulate.add_argument("--port", type=_bounded(int, low=0, high=65535), default=0,
+                          help="port (default: a free one)")
+    simulate.add_argument("--activities", type=_bounded(int, low=0), default=300,
+                          help="size of the synthetic history")
     simulate.add_argument("--seed", type=int, default=1, help="seed of the synthetic history and faults")
-    simulate.add_argument("--short-limit", type=int, default=100, help="read requests per short window")
-    simulate.add_argument("--daily-limit", type=int, default=1000, help="read requests per daily window")
-    simulate.add_argument("--short-window", type=float, default=900, help="short window length, seconds")
-    simulate.add_argument("--daily-window", type=float, default=86400, help="daily window length, seconds")
-    simulate.add_argument("--latency", type=float, default=0.0, help="server latency per request, seconds")
+    simulate.add_argument("--short-limit", type=_bounded(int, low=1), default=100,
+                          help="read requests per short window")
+    simulate.add_argument("--daily-limit", type=_bounded(int, low=1), default=1000,
+                          help="read requests per daily window")
+    simulate.add_argument("--overall-short-limit", type=_bounded(int, low=1), default=200,
+                          help="requests of any kind per short window (Strava's overall bucket)")
+    simulate.add_argument("--overall-daily-limit", type=_bounded(int, low=1), default=2000,
+                          help="requests of any kind per daily window (Strava's overall bucket)")
+    simulate.add_argument("--short-window", type=_bounded(float, low=0.0, strict=True), default=900,
+                          help="short window length, seconds")
+    simulate.add_argument("--daily-window", type=_bounded(float, low=0.0, strict=True), default=86400,
+                          help="daily window length, seconds")
+    simulate.add_argument("--latency", type=_bounded(float, low=0.0), default=0.0,
+                          help="server latency per request, seconds")
     simulate.add_argument("--write-config", metavar="PATH", help="write a config.toml for this simulator")
     simulate.set_defaults(handler=_cmd_simulate)
     return parser
@@ -122,12 +130,31 @@ def _add_filter_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_fetch_arguments(parser: argparse.ArgumentParser) -> None:
     _add_filter_arguments(parser)
     parser.add_argument("--no-wait", action="store_true", help="stop (exit 75) instead of waiting for quota")
-    parser.add_argument("--max-wait", type=float, metavar="SECONDS",
+    parser.add_argument("--max-wait", type=_bounded(float, low=0.0), metavar="SECONDS",
                         help="wait for quota only while the wait is at most SECONDS, else stop (exit 75)")
     parser.add_argument("--concurrency", type=int, help="detail requests in flight (default 8)")
     parser.add_argument("--full-relist", action="store_true",
                         help="list the whole history again now (else only every [fetch] full_relist_days)")
     parser.add_argument("--no-compact", action="store_true", help="skip compaction at the end")
+
+
+def _bounded(kind: Callable[[str], N], *, low: N, high: N | None = None,
+             strict: bool = False) -> Callable[[str], N]:
+    """An argparse type for a finite number within bounds (argparse's own float takes nan, inf and -1)."""
+    noun = "a whole number" if kind is int else "a finite number"
+    wanted = f"{noun} from {low:g} to {high:g}" if high is not None else f"{noun} {'>' if strict else '>='} {low:g}"
+
+    def parse(text: str) -> N:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or value < low or (strict and value == low) or \
+                (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {wanted} (got {text!r})")
+        return value
+
+    return parse
 
 
 def _config(args: argparse.Namespace, overrides: dict[str, dict[str, Any]] | None = None) -> Config:
@@ -159,19 +186,23 @@ def _run(coroutine: Coroutine[Any, Any, T]) -> T:
 
 
 def _reporter(args: argparse.Namespace, config: Config | None = None) -> Reporter:
+    from bulkfetch.progress import Reporter
+
     log_path = RawStore(config.storage.data_dir).log_path if config else None
     return Reporter(quiet=args.quiet, verbose=args.verbose, log_path=log_path)
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
+    from bulkfetch.pipeline import FetchOptions, fetch_history, require_token
+
     config = _config(args, {"fetch": {"concurrency": args.concurrency, "streams": args.streams}})
-    config.require_credentials()
-    require_token(config)
     options = FetchOptions(
         filters=parse_filters(args.sport, args.since, args.until),
         policy=WaitPolicy(no_wait=args.no_wait, max_wait_s=args.max_wait),
         full_relist=args.full_relist,
     )
+    config.require_credentials()
+    require_token(config)
     _fetch_then_compact(args, config.storage.data_dir, config.storage.parquet_dir,
                         lambda reporter: fetch_history(config, options, reporter), compact_after=not args.no_compact)
     return EXIT_OK
@@ -183,6 +214,8 @@ def _fetch_then_compact(args: argparse.Namespace, data_dir: Path, parquet_dir: P
     """Hold the data_dir lock, fetch, and compact what is there even when the fetch stopped for quota
     or was interrupted (a second Ctrl-C or SIGTERM stops that compaction at once). With `report`, say
     the summary and raise WorkLeft for what failed: inside, so that the log's last line is the outcome."""
+    from bulkfetch.progress import Reporter
+
     ensure_dir(data_dir)
     if compact_after:
         ensure_dir(parquet_dir)  # an unusable parquet_dir is said now, not after hours of fetching
@@ -245,6 +278,8 @@ def _work_left(summary: FetchSummary) -> str:
 
 
 def _compact(data_dir: Path, parquet_dir: Path, reporter: Reporter, *, rebuild: bool) -> None:
+    from bulkfetch.compact import compact
+
     try:
         result = compact(RawStore(data_dir), parquet_dir, rebuild=rebuild, on_progress=reporter.compact_progress)
     except KeyboardInterrupt:
@@ -279,6 +314,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
+    from bulkfetch.pipeline import FetchOptions, current_plan, fetch_history, require_token, restore_ledger
+    from bulkfetch.progress import listed_text, listing_text, plan_text, utc_day_clock
+
     config = _config(args, {"fetch": {"streams": args.streams}})
     filters = parse_filters(args.sport, args.since, args.until)
     store = RawStore(config.storage.data_dir)
@@ -304,6 +342,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 def _cmd_auth(args: argparse.Namespace) -> int:
     from bulkfetch.oauth import store_authorized_tokens
+    from bulkfetch.pipeline import token_store
 
     config = _config(args)
     config.require_credentials()
@@ -320,6 +359,7 @@ def _cmd_auth(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from bulkfetch import report
     from bulkfetch.demo import run_demo
+    from bulkfetch.progress import Reporter
 
     if args.activities < 1:
         raise ConfigError(f"--activities must be at least 1 (got {args.activities})")
@@ -335,16 +375,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                [(b.label, f"{b.splits:,}", report.format_pace(b.pace_s_per_km))
                 for b in report.pace_by_elevation(parquet_dir)])
     show.result(f"Parquet tables: {parquet_dir}/<table>/year=YYYY/part-0.parquet")
-    show.result(f"Query them with DuckDB:\n  {report.duckdb_example(parquet_dir)}")
+    show.result(f"Query them with DuckDB (pip install duckdb):\n  {report.duckdb_example(parquet_dir)}")
     return EXIT_OK
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from bulkfetch.simulator import SimulatorSettings, serve_forever
 
+    if args.daily_window < args.short_window:  # the config it writes would be refused
+        raise ConfigError(f"--daily-window {args.daily_window:g} must be at least --short-window {args.short_window:g}")
     settings = SimulatorSettings(
         seed=args.seed, activities=args.activities,
         short_limit=args.short_limit, daily_limit=args.daily_limit,
+        overall_short_limit=args.overall_short_limit, overall_daily_limit=args.overall_daily_limit,
         short_window_s=args.short_window, daily_window_s=args.daily_window,
         latency_s=args.latency,
     )
@@ -354,7 +397,18 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
                                   announce=lambda text: print(text, flush=True)))
     except KeyboardInterrupt:
         pass  # Ctrl-C is how a foreground simulator is meant to stop
+    except OSError as error:
+        if error.filename:
+            raise ConfigError(f"cannot write {error.filename} ({error.strerror})",
+                              hint="pass another --write-config path") from None
+        raise ConfigError(f"cannot listen on {args.host}:{args.port} ({_os_reason(error)})",
+                          hint="pass another --host or --port (without --port a free one is taken)") from None
     return EXIT_OK
+
+
+def _os_reason(error: OSError) -> str:
+    """'Address already in use', not aiohttp's sentence that repeats the address."""
+    return os.strerror(error.errno) if error.errno and error.errno > 0 else str(error.strerror or error)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 import orjson
@@ -22,6 +22,7 @@ import orjson
 from bulkfetch.auth import TokenManager, TokenStore
 from bulkfetch.config import FetchConfig, StravaConfig
 from bulkfetch.errors import ApiError, CredentialError
+from bulkfetch.quota import UsageView
 from bulkfetch.retry import Verdict, backoff_delay, classify, missing_permission
 from bulkfetch.scheduler import QuotaScheduler
 
@@ -57,6 +58,18 @@ class ApiResponse:
 
 
 @dataclass(frozen=True)
+class RequestDone:
+    """One HTTP exchange as the verbose log shows it: what was asked and how it ended, never a header or a
+    body, so never a token or a secret."""
+
+    method: str
+    path: str  # path and query as sent, without the host
+    status: int | None  # None: no response (`failure` says why)
+    failure: str | None
+    quota: UsageView | None  # the ledger right after it; None for OAuth requests, which Strava does not count
+
+
+@dataclass(frozen=True)
 class _Attempt:
     status: int | None
     body: bytes
@@ -76,6 +89,7 @@ class StravaClient:
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_retry: Callable[[str], None] | None = None,
+        on_request: Callable[[RequestDone], None] | None = None,
     ) -> None:
         self._session = session
         self._strava = strava
@@ -84,6 +98,7 @@ class StravaClient:
         self._rng = rng or random.Random()
         self._sleep = sleep
         self._on_retry = on_retry or (lambda message: None)
+        self._on_request = on_request or (lambda done: None)
         self._api_origin = _origin(strava.api_url)
         # `concurrency` is requests in flight: callers may outnumber it (to write while others fetch).
         self._slots = asyncio.Semaphore(fetch.concurrency)
@@ -108,6 +123,8 @@ class StravaClient:
                 else:
                     self._scheduler.settle(ticket, result.status, result.headers,
                                            sent_at_local=sent_at, recv_at_local=recv_at)
+                self._on_request(RequestDone("GET", _path_and_query(path, params), result.status, result.failure,
+                                             self._scheduler.view()))
             verdict, data, failure = self._judge(result)
             if verdict is Verdict.OK:
                 return ApiResponse(result.status or 200, result.body, data)
@@ -132,8 +149,10 @@ class StravaClient:
 
     async def post_form(self, url: str, form: Mapping[str, str]) -> tuple[int, bytes]:
         """POST a form to the OAuth host (no token, not counted against the quota), retrying 5xx/drops."""
-        return await post_form(self._session, self._strava, self._fetch, url, form, rng=self._rng,
-                               sleep=self._sleep)
+        status, body = await post_form(self._session, self._strava, self._fetch, url, form, rng=self._rng,
+                                       sleep=self._sleep)
+        self._on_request(RequestDone("POST", urlsplit(url).path, status, None, None))  # the form holds secrets
+        return status, body
 
     async def _send_get(self, url: str, *, params: Mapping[str, Any] | None, token: str) -> _Attempt:
         if _origin(url) != self._api_origin:
@@ -217,6 +236,10 @@ async def _send(session: aiohttp.ClientSession, method: str, url: str, *, timeou
         return _Attempt(None, b"", {}, f"timed out after {timeout_s:g} s")
     except aiohttp.ClientError as exc:
         return _Attempt(None, b"", {}, f"connection problem ({type(exc).__name__})")
+
+
+def _path_and_query(path: str, params: Mapping[str, str | int] | None) -> str:
+    return f"{path}?{urlencode(params, safe=',')}" if params else path
 
 
 def _origin(url: str) -> str:

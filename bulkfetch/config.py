@@ -45,8 +45,9 @@ class LimitsConfig:
 
     short_requests: int = 100
     daily_requests: int = 1000
-    short_window_s: int = 900
-    daily_window_s: int = 86400
+    # Strava's are 15 minutes and a day; a simulator's may be fractional seconds.
+    short_window_s: float = 900.0
+    daily_window_s: float = 86400.0
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ ENV_KEYS = {
 }
 # Lower bounds for numbers; every number must also be finite and of the right kind.
 MINIMUMS: dict[str, float] = {
-    "short_requests": 1, "daily_requests": 1, "short_window_s": 1, "daily_window_s": 1,
+    "short_requests": 1, "daily_requests": 1, "short_window_s": 0.001, "daily_window_s": 0.001,
     "concurrency": 1, "per_page": 1, "max_rate_per_s": 0.001, "max_attempts": 1,
     "backoff_base_s": 0, "backoff_cap_s": 0, "request_timeout_s": 0.001, "refresh_margin_s": 0,
     "full_relist_days": 0,

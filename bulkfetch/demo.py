@@ -37,7 +37,7 @@ def demo_config(simulator: Simulator, data_dir: Path) -> Config:
                             client_id=settings.client_id, client_secret=settings.client_secret,
                             refresh_token=simulator.current_refresh_token),
         limits=LimitsConfig(short_requests=settings.short_limit, daily_requests=settings.daily_limit,
-                            short_window_s=int(settings.short_window_s), daily_window_s=int(settings.daily_window_s)),
+                            short_window_s=settings.short_window_s, daily_window_s=settings.daily_window_s),
         fetch=FetchConfig(max_rate_per_s=500.0, backoff_base_s=0.1, backoff_cap_s=2.0),
         storage=StorageConfig(data_dir=data_dir, parquet_dir=data_dir / "parquet"),
     )

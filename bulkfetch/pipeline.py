@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bulkfetch.auth import TokenStore, scope_lacks_read_all
-from bulkfetch.client import RequestFailed, StravaClient, open_session
+from bulkfetch.client import RequestDone, RequestFailed, StravaClient, open_session
 from bulkfetch.config import STREAM_TYPES, Config
 from bulkfetch.errors import BulkfetchError, CredentialError, Interrupted, QuotaStop
 from bulkfetch.paging import DAY_S, Boundary, Paging, full_relist_due, list_pages_needed, recent_boundary
@@ -60,6 +60,7 @@ class FetchEvents(Protocol):
     def details_planned(self, total: int, new: int, changed: int) -> None: ...
     def streams_planned(self, total: int) -> None: ...
     def detail_done(self, activity_id: int, outcome: str) -> None: ...
+    def request(self, done: RequestDone) -> None: ...
     def waiting(self, info: WaitInfo | None) -> None: ...
     def quota(self, scheduler: QuotaScheduler) -> None: ...
 
@@ -113,12 +114,14 @@ async def fetch_history(config: Config, options: FetchOptions, events: FetchEven
     summary = FetchSummary()
     now = time.time()
     async with open_session(config.fetch.concurrency) as session:
-        client = StravaClient(session, config.strava, config.fetch, scheduler, tokens, on_retry=events.info)
+        client = StravaClient(session, config.strava, config.fetch, scheduler, tokens, on_retry=events.info,
+                              on_request=events.request)
         if scope_lacks_read_all(client.tokens.tokens):
             events.warn("the token lacks activity:read_all: private ('Only You') activities will be missing;"
                         " run 'bulkfetch auth' to grant it")
         if not options.list_only:
-            store.write_state("filters", filters_to_json(options.filters))  # what `status` counts as pending
+            # what `status` counts as pending
+            store.write_state("filters", filters_to_json(options.filters, config.fetch.streams))
             events.plan(current_plan(store, config, options.filters, full_relist=options.full_relist, now=now),
                         scheduler)
         try:

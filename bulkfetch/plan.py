@@ -5,6 +5,7 @@ No I/O here: the pipeline feeds these functions what it read and acts on what th
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import Any
 import orjson
 
 from bulkfetch.errors import ConfigError
+from bulkfetch.sports import SPORT_TYPES
 
 # The summary fields whose change means the stored detail is stale. Kudos and comment counts change all
 # the time and do not alter the activity's data, so they do not trigger a refetch. start_date is one:
@@ -71,9 +73,10 @@ class Filters:
         return (self.since is None or start >= self.since) and (self.until is None or start < self.until)
 
 
-def filters_to_json(filters: Filters) -> dict[str, Any]:
+def filters_to_json(filters: Filters, streams: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The filters and stream types of a fetch, as recorded for `status` (what it counts as pending)."""
     return {"sports": sorted(filters.sports) if filters.sports is not None else None,
-            "since": filters.since, "until": filters.until}
+            "since": filters.since, "until": filters.until, "streams": list(streams)}
 
 
 def filters_from_json(value: Any) -> Filters:
@@ -89,9 +92,31 @@ def filters_from_json(value: Any) -> Filters:
     )
 
 
+def streams_from_json(value: Any) -> tuple[str, ...]:
+    """The stream types a previous fetch recorded; none when it recorded none (or an older version wrote it)."""
+    streams = value.get("streams") if isinstance(value, dict) else None
+    return tuple(s for s in streams if isinstance(s, str)) if isinstance(streams, list) else ()
+
+
 def parse_filters(sport: str | None, since: str | None, until: str | None) -> Filters:
     sports = frozenset(s.strip() for s in sport.split(",") if s.strip()) if sport else None
-    return Filters(sports=sports or None, since=_parse_utc("--since", since), until=_parse_utc("--until", until))
+    for name in sorted(sports or ()):
+        _check_sport(name)
+    filters = Filters(sports=sports or None, since=_parse_utc("--since", since), until=_parse_utc("--until", until))
+    if filters.since is not None and filters.until is not None and filters.since >= filters.until:
+        # since is inclusive and until exclusive: such a range holds no activity at all
+        raise ConfigError(f"--since {since} must be before --until {until}", hint="swap them or drop one")
+    return filters
+
+
+def _check_sport(name: str) -> None:
+    """A misspelt sport would silently select nothing; Strava's values are CamelCase and case-sensitive."""
+    if name in SPORT_TYPES:
+        return
+    same_but_case = [known for known in SPORT_TYPES if known.lower() == name.lower()]
+    close = same_but_case or difflib.get_close_matches(name, SPORT_TYPES, n=1)
+    suggestion = f" (did you mean {close[0]}?)" if close else ""
+    raise ConfigError(f"unknown --sport value {name!r}{suggestion}; Strava's sport types: {', '.join(SPORT_TYPES)}")
 
 
 def _parse_utc(flag: str, value: str | None) -> int | None:

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import (
@@ -34,6 +34,9 @@ from bulkfetch.paging import RECENT_ACTIVITIES
 from bulkfetch.plan import RequestPlan
 from bulkfetch.quota import KINDS, UsageView, estimate_finish
 from bulkfetch.scheduler import QuotaScheduler, WaitInfo
+
+if TYPE_CHECKING:
+    from bulkfetch.client import RequestDone
 
 PLAIN_DETAIL_EVERY_S = 10.0
 
@@ -88,6 +91,7 @@ class Reporter:
                 self._log_failed(exc)
         self._progress: Progress | None = None
         self._tasks: dict[str, TaskID] = {}
+        self._phase = "details"  # what the counters below count: "details", then "streams"
         self._details_total = 0
         self._details_done = 0
         self._outcomes: dict[str, int] = {}
@@ -167,7 +171,7 @@ class Reporter:
 
     def streams_planned(self, total: int) -> None:
         """Streams come after all details: the same bar and counters start over for them."""
-        self._details_total, self._details_done, self._outcomes = total, 0, {}
+        self._phase, self._details_total, self._details_done, self._outcomes = "streams", total, 0, {}
         self.info(f"streams to fetch: {total:,}")
         if self._progress and total:
             self._tasks["details"] = self._progress.add_task("streams", total=total, note="")
@@ -185,11 +189,17 @@ class Reporter:
         elif time.monotonic() - self._last_plain_s >= PLAIN_DETAIL_EVERY_S or \
                 self._details_done == self._details_total:
             self._last_plain_s = time.monotonic()
-            self.info(f"details {self._details_done:,}/{self._details_total:,} "
+            self.info(f"{self._phase} {self._details_done:,}/{self._details_total:,} "
                       f"({self._outcome_text()}) {self._quota_note()}")
 
     def quota(self, scheduler: QuotaScheduler) -> None:
         self._scheduler = scheduler
+
+    def request(self, done: RequestDone) -> None:
+        """Every request with its status and the quota after it: in the log, and on the terminal with -v."""
+        outcome = str(done.status) if done.status is not None else f"no response ({done.failure})"
+        quota = f"; {quota_text(done.quota)}" if done.quota is not None else ""
+        self.debug(f"{done.method} {done.path} -> {outcome}{quota}")
 
     def waiting(self, info: WaitInfo | None) -> None:
         self._waiting = info

@@ -2,7 +2,7 @@
 what may be sent. No I/O, no asyncio; every time is a parameter in epoch seconds (float) on the
 *server's* clock (see `clock_offset`). The only place that waits is `bulkfetch.scheduler`.
 
-Strava's rules, as this module models them (FACTS.md §1):
+Strava's rules (https://developers.strava.com/docs/rate-limits/), as this module models them:
 
 * Two buckets per application, "read" (default 100 per 15 min / 1,000 per day) and "overall"
   (200 / 2,000); every GET counts in both.

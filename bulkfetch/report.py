@@ -82,12 +82,16 @@ def format_pace(seconds_per_km: float | None) -> str:
 
 
 def duckdb_example(parquet_dir: Path) -> str:
-    """The same pace-vs-elevation question as a DuckDB one-liner over these files."""
-    glob = f"{parquet_dir}/splits_metric/**/*.parquet"
-    return (
-        "duckdb -c \"SELECT round(elevation_difference / 10) * 10 AS elev_m, count(*) AS splits, "
-        "round(sum(moving_time) / sum(distance) * 1000) AS pace_s_per_km "
-        f"FROM read_parquet('{glob}', hive_partitioning = true) "
-        "WHERE sport_type IN ('Run', 'TrailRun') AND distance BETWEEN 950 AND 1050 "
-        "GROUP BY elev_m ORDER BY elev_m\""
-    )
+    """The same pace-vs-elevation question as a shell one-liner over these files.
+
+    Python with `pip install duckdb` rather than `duckdb -c`: the DuckDB command-line program is a
+    separate download that few people have, the Python package is one pip away.
+    """
+    glob = f"{parquet_dir}/splits_metric/**/*.parquet".replace("'", "''")  # quoted as an SQL string
+    sql = ("SELECT round(elevation_difference / 10) * 10 AS elev_m, count(*) AS splits, "
+           "round(sum(moving_time) / sum(distance) * 1000) AS pace_s_per_km "
+           f"FROM read_parquet('{glob}', hive_partitioning = true) "
+           "WHERE sport_type IN ('Run', 'TrailRun') AND distance BETWEEN 950 AND 1050 "
+           "GROUP BY elev_m ORDER BY elev_m")
+    code = f"import duckdb; duckdb.sql({sql!r}).show()"
+    return 'python3 -c "' + "".join(f"\\{c}" if c in '\\"$`' else c for c in code) + '"'

@@ -7,8 +7,8 @@ from typing import Any
 
 from bulkfetch.config import Config
 from bulkfetch.errors import StorageError
-from bulkfetch.pipeline import load_failures, load_fetched_index, next_listing, restore_ledger
-from bulkfetch.plan import filters_from_json, filters_to_json, pending_details, unavailable_details
+from bulkfetch.pipeline import load_failures, load_fetched_index, load_stream_records, next_listing, restore_ledger
+from bulkfetch.plan import filters_from_json, filters_to_json, request_plan, streams_from_json, unavailable_details
 from bulkfetch.progress import listing_text
 from bulkfetch.quota import BUCKETS, KINDS, UsageView, estimate_finish
 from bulkfetch.store import UNLISTED, RawStore
@@ -21,23 +21,26 @@ def collect_status(config: Config, now: float | None = None) -> dict[str, Any]:
     _check_folders(store)
     catalog = store.catalog()
     fetched = load_fetched_index(store)
-    filters = filters_from_json(store.read_state("filters"))
+    recorded = store.read_state("filters")
+    filters, streams = filters_from_json(recorded), streams_from_json(recorded)
     not_found = store.not_found()
-    pending, _, _ = pending_details(catalog, fetched, filters, not_found)
+    listing = next_listing(store, catalog, config, now)
+    work = request_plan(catalog, fetched, load_stream_records(store), filters, listing=listing,
+                        not_found=not_found, streams=frozenset(streams))
+    remaining = work.total  # like `plan`: the next run's list requests count too
     failed = load_failures(store)
     athlete = store.read_state("athlete") or {}
     unfinished = store.unfinished_listing()
     latest = store.latest_complete_listing()
     ledger = restore_ledger(store, config, now)
     view = ledger.usage_view(now)
-    listing = next_listing(store, catalog, config, now)
-    remaining = listing.pages + len(pending)  # like `plan`: the next run's list requests count too
     return {
         "data_dir": str(config.storage.data_dir),
         "athlete_id": athlete.get("athlete_id"),
         "listed": len(catalog),
         "fetched": len(set(fetched) & set(catalog)),
-        "pending": len(pending),
+        "pending": work.details,
+        "pending_streams": work.streams,
         "failed": len(failed["details"]) + len(failed["streams"]),
         "failed_streams": len(failed["streams"]),
         "deleted": sum(1 for t in store.tombstones().values() if t.reason == UNLISTED),
@@ -49,7 +52,7 @@ def collect_status(config: Config, now: float | None = None) -> dict[str, Any]:
                      "full_relist_due": _iso(listing.full_due_at)},
         },
         "quota": _quota_json(view),
-        "filters": filters_to_json(filters),
+        "filters": filters_to_json(filters, streams),
         "remaining_requests": remaining,
         "eta": _iso(estimate_finish(remaining, now, view)) if remaining else None,
     }
@@ -83,11 +86,12 @@ def render_status(report: dict[str, Any]) -> str:
         f"data_dir   {report['data_dir']}  (athlete {report['athlete_id'] or 'unknown'})",
         f"listed     {report['listed']:,}",
         f"fetched    {report['fetched']:,}",
-        f"pending    {report['pending']:,}",
+        f"pending    {_pending_text(report)}",
         f"failed     {report['failed']:,}" + (f" ({report['failed_streams']:,} of them stream sets)"
                                               if report["failed_streams"] else ""),
         f"deleted    {report['deleted']:,}",
         f"no detail  {report['unavailable']:,} (404; asked again when the summary changes or at a full re-list)",
+        f"filters    {_filters_text(report['filters'])}",
     ]
     if report["listing"]["unfinished"]:
         lines.append(f"listing    {report['listing']['unfinished']} unfinished (the next fetch continues it)")
@@ -98,8 +102,26 @@ def render_status(report: dict[str, Any]) -> str:
         for window, usage in windows.items():
             limit = "?" if usage["limit"] is None else f"{usage['limit']:,}"
             parts.append(f"{window} {usage['used']:,}/{limit} (resets {usage['resets_at']})")
-        lines.append(f"quota {bucket:<7}" + "; ".join(parts))
+        lines.append(f"quota {bucket:<8}" + "; ".join(parts))
     if report["eta"]:
         lines.append(f"ETA        {report['eta']} for {report['remaining_requests']:,} requests at the current quota"
                      f" ({report['listing']['next']['list_pages']:,} of them list pages)")
     return "\n".join(lines)
+
+
+def _pending_text(report: dict[str, Any]) -> str:
+    details = f"{report['pending']:,} details"
+    return f"{details}, {report['pending_streams']:,} stream sets" if report["filters"]["streams"] else details
+
+
+def _filters_text(filters: dict[str, Any]) -> str:
+    """The last fetch's filters as its flags read: 'sport Run,TrailRun; since 2024-01-01T00:00:00Z'."""
+    parts = []
+    if filters["sports"] is not None:
+        parts.append("sport " + ",".join(filters["sports"]))
+    for name in ("since", "until"):
+        if filters[name] is not None:
+            parts.append(f"{name} {_iso(filters[name])}")
+    if filters["streams"]:
+        parts.append("streams " + ",".join(filters["streams"]))
+    return "; ".join(parts) or "none: every listed activity, no streams"

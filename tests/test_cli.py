@@ -29,6 +29,24 @@ def test_version_and_help_for_every_command() -> None:
         assert f"usage: bulkfetch {command}" in result.stdout
 
 
+@pytest.mark.parametrize("args", [("--version",), ("--help",), ("fetch", "--help"), ("simulate", "--help")])
+def test_version_and_help_import_no_heavy_library(args: tuple[str, ...]) -> None:
+    """They answer at once: pyarrow, aiohttp and rich are imported only by the commands that use them."""
+    import subprocess
+    import sys
+
+    from tests.conftest import cli_env
+
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "bulkfetch", *args], env=cli_env(),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "bulkfetch.cli" in imported
+    heavy = sorted(name for name in imported if name.split(".")[0] in ("pyarrow", "aiohttp", "rich"))
+    assert not heavy, heavy
+
+
 def test_unknown_command_and_bad_flag_exit_2() -> None:
     for args in (("frobnicate",), ("fetch", "--no-such-flag"), ()):
         result = run_cli(*args)
@@ -82,6 +100,70 @@ def test_file_where_data_dir_should_be_exits_2(tmp_path: Path) -> None:
     result = run_cli("--config", str(config), "fetch")
     assert result.returncode == 2
     assert "is a file, not a folder" in result.stderr
+    assert_one_clean_line(result.stderr)
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (("--since", "2025-01-01", "--until", "2024-01-01"), "must be before --until"),
+        (("--sport", "Jogging"), "unknown --sport value 'Jogging'"),
+    ],
+)
+@pytest.mark.parametrize("command", ["fetch", "plan"])
+def test_bad_filters_exit_2_with_one_line_before_anything_else(tmp_path: Path, command: str, flags: tuple[str, ...],
+                                                               needle: str) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[storage]\ndata_dir = "d"\n')  # no credentials: the filters are judged first
+    result = run_cli("--config", str(config), command, *flags)
+    assert result.returncode == 2
+    assert needle in result.stderr
+    assert_one_clean_line(result.stderr)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "soon"])
+def test_max_wait_must_be_a_finite_number_of_seconds(tmp_path: Path, value: str) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[storage]\ndata_dir = "d"\n')
+    result = run_cli("--config", str(config), "fetch", f"--max-wait={value}")
+    assert result.returncode == 2
+    assert "--max-wait" in result.stderr and ">= 0" in result.stderr
+    assert_one_clean_line(result.stderr)
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (("--short-window", "0"), "--short-window"),
+        (("--daily-window", "-5"), "--daily-window"),
+        (("--short-window", "nan"), "--short-window"),
+        (("--short-limit", "0"), "--short-limit"),
+        (("--daily-limit", "-1"), "--daily-limit"),
+        (("--overall-short-limit", "0"), "--overall-short-limit"),
+        (("--overall-daily-limit", "1.5"), "--overall-daily-limit"),
+        (("--latency", "-0.1"), "--latency"),
+        (("--activities", "-3"), "--activities"),
+        (("--port", "70000"), "--port"),
+        (("--short-window", "600", "--daily-window", "60"), "--daily-window"),
+    ],
+)
+def test_simulate_rejects_bad_knobs_with_one_line(flags: tuple[str, ...], needle: str) -> None:
+    result = run_cli("simulate", *flags, timeout=20)
+    assert result.returncode == 2, result.stdout
+    assert needle in result.stderr
+    assert_one_clean_line(result.stderr)
+
+
+def test_simulate_on_a_port_in_use_is_one_line() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("simulate", "--port", str(port), "--activities", "3", timeout=20)
+    assert result.returncode == 2
+    assert f"127.0.0.1:{port}" in result.stderr and "in use" in result.stderr and "--port" in result.stderr
     assert_one_clean_line(result.stderr)
 
 

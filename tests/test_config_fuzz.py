@@ -116,9 +116,11 @@ def names_the_problem(message: str, document: dict) -> bool:
 def check_loaded(config: Config) -> None:
     """A loaded config holds values of the declared types within their bounds."""
     assert 1 <= config.fetch.per_page <= 200 and 1 <= config.fetch.concurrency <= 256
-    for value in (config.fetch.max_rate_per_s, config.fetch.backoff_base_s, config.fetch.request_timeout_s):
+    for value in (config.fetch.max_rate_per_s, config.fetch.backoff_base_s, config.fetch.request_timeout_s,
+                  config.limits.short_window_s, config.limits.daily_window_s):
         assert isinstance(value, float) and math.isfinite(value)
-    for value in (config.limits.short_requests, config.limits.daily_window_s, config.fetch.max_attempts):
+    assert config.limits.short_window_s > 0
+    for value in (config.limits.short_requests, config.limits.daily_requests, config.fetch.max_attempts):
         assert isinstance(value, int) and not isinstance(value, bool) and value >= 1
     assert config.limits.daily_window_s >= config.limits.short_window_s
     assert isinstance(config.strava.client_id, str) and config.strava.api_url.startswith(("http://", "https://"))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
@@ -34,11 +37,22 @@ def test_demo_fetches_compacts_waits_and_reports(demo) -> None:
     assert "waiting" in err and "resets" in err  # at least one quota wait was shown
     assert "listed 150 activities; fetched 150 details" in out
     assert "pace by elevation difference" in out and "/km" in out
-    assert "duckdb -c" in out
     for table in ("activities", "splits_metric", "splits_standard", "laps", "best_efforts", "segment_efforts"):
         assert list((data_dir / "parquet" / table).glob("year=*/part-0.parquet")), table
     years, by_sport = report.activities_by_sport_and_year(data_dir / "parquet")
     assert sum(sum(counts) for _, counts in by_sport) == 150 and years == sorted(years)
+
+
+def test_demo_query_hint_runs_as_printed(demo) -> None:
+    """The hint needs only what `pip install duckdb` gives (no DuckDB command-line program)."""
+    data_dir, out, _ = demo
+    hint = out.split("Query them with DuckDB (pip install duckdb):\n", 1)[1].splitlines()[0].strip()
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    result = subprocess.run(["sh", "-c", hint], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PATH": path})
+    assert result.returncode == 0, result.stderr
+    assert "pace_s_per_km" in result.stdout and "elev_m" in result.stdout
+    assert len(re.findall(r"^│\s+-?\d+\.0 │", result.stdout, flags=re.M)) >= 3  # one row per elevation bucket
 
 
 def test_demo_rerun_is_incremental(demo) -> None:

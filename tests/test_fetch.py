@@ -428,3 +428,21 @@ def test_an_activity_moved_back_past_the_newest_ones_is_followed_not_deleted(tmp
         rows = ds.dataset(tmp_path / "data" / "parquet" / table, format="parquet", partitioning="hive").to_table(
             filter=ds.field(key) == moved).to_pylist()
         assert rows and {row["year"] for row in rows} == {int(new_start[:4])}, table
+
+
+def test_verbose_logs_every_request_with_its_status_and_the_quota_after_it(tmp_path: Path, capsys) -> None:
+    settings = SimulatorSettings(activities=7, seed=18, missing_rate=0.3, short_limit=1000, daily_limit=10000)
+    with SimulatorThread(settings) as sim:
+        config = setup(tmp_path, sim, fetch={"per_page": 3})
+        assert main(["--config", str(config), "-v", "fetch", "--no-compact", "--streams", "time"]) == 0
+        err = capsys.readouterr().err
+        line = r"(GET) (/\S+) -> (\d{3}); quota (\d+)/1,000 short, (\d+)/10,000 daily$"
+        shown = re.findall(rf"^\d\d:\d\d:\d\d {line}", err, flags=re.M)
+        sent = api_records(sim)
+        assert {int(status) for _, _, status, _, _ in shown} == {200, 404}
+        as_sent = [(r.method, r.path + ("?" + "&".join(f"{k}={v}" for k, v in r.query.items()) if r.query else ""),
+                    r.status) for r in sent]
+        assert sorted((method, API + path, int(status)) for method, path, status, _, _ in shown) == sorted(as_sent)
+        assert int(shown[-1][3]) == len(sent)  # every request settled: the ledger's count is the server's
+        logged = (tmp_path / "data" / "bulkfetch.log").read_text()
+        assert len(re.findall(rf"^\S+Z {line}", logged, flags=re.M)) == len(sent)

@@ -94,6 +94,21 @@ def test_bad_date_filter_is_a_config_error() -> None:
         parse_filters(None, "last week", None)
 
 
+@pytest.mark.parametrize(("since", "until"), [("2025-01-01", "2024-01-01"), ("2024-06-01T12:00", "2024-06-01T12:00")])
+def test_since_not_before_until_is_a_config_error(since: str, until: str) -> None:
+    with pytest.raises(ConfigError, match="--since .* must be before --until"):
+        parse_filters(None, since, until)
+
+
+def test_unknown_sport_is_a_config_error_listing_stravas_sport_types() -> None:
+    with pytest.raises(ConfigError, match=r"unknown --sport value 'Running'.*\bRun\b.*TrailRun") as caught:
+        parse_filters("Run,Running", None, None)
+    assert "\n" not in str(caught.value)
+    with pytest.raises(ConfigError, match="did you mean TrailRun"):
+        parse_filters("trailrun", None, None)
+    assert parse_filters("Run, TrailRun,MountainBikeRide", None, None).sports == {"Run", "TrailRun", "MountainBikeRide"}
+
+
 @given(st.sets(st.integers(1, 1000), max_size=200), st.sets(st.integers(1, 1000), max_size=200))
 def test_unlisted_guard_refuses_mass_disappearance(previous: set[int], listed: set[int]) -> None:
     gone, safe = unlisted(previous, listed)

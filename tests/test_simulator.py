@@ -508,21 +508,25 @@ def test_simulator_thread_call_runs_on_the_loop() -> None:
         assert runner.call(asyncio.sleep, 0, "done") == "done"
 
 
+def start_simulate(*args: str) -> tuple[subprocess.Popen, str]:
+    """`bulkfetch simulate ARGS` in a subprocess, and what it announced up to its curl line."""
+    process = subprocess.Popen([sys.executable, "-m", "bulkfetch", "simulate", "--port", "0", *args],
+                               env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               stdin=subprocess.DEVNULL)
+    lines: list[str] = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not any(line.startswith("curl") for line in lines):
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line.strip())
+    return process, "\n".join(lines)
+
+
 def test_simulate_command_writes_config_and_serves(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bulkfetch", "simulate", "--port", "0", "--activities", "40",
-         "--short-window", "2", "--write-config", str(config)],
-        env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    process, text = start_simulate("--activities", "40", "--short-window", "2", "--write-config", str(config))
     try:
-        lines = []
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not any(line.startswith("curl") for line in lines):
-            line = process.stdout.readline()
-            if not line:
-                break
-            lines.append(line.strip())
-        text = "\n".join(lines)
         base_url = re.search(r"http://127\.0\.0\.1:\d+", text).group(0)
         token = re.search(r"access token: (\S+)", text).group(1)
         written = tomllib.loads(config.read_text())
@@ -538,6 +542,29 @@ def test_simulate_command_writes_config_and_serves(tmp_path: Path) -> None:
             with urllib.request.urlopen(request, timeout=5) as response:
                 ids += [a["id"] for a in orjson.loads(response.read())]
         assert len(ids) == 40 == len(set(ids))
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)
+
+
+def test_simulate_keeps_fractional_windows_exact_and_takes_the_overall_limits(tmp_path: Path) -> None:
+    from bulkfetch.config import load_config
+
+    config = tmp_path / "config.toml"
+    process, text = start_simulate("--activities", "3", "--short-window", "1.25", "--daily-window", "7200.5",
+                                   "--overall-short-limit", "7", "--overall-daily-limit", "70",
+                                   "--write-config", str(config))
+    try:
+        assert "1.25s" in text and "7200.5s" in text, text
+        limits = load_config(config).limits  # the written config is one bulkfetch accepts, windows unchanged
+        assert (limits.short_window_s, limits.daily_window_s) == (1.25, 7200.5)
+        base_url = re.search(r"http://127\.0\.0\.1:\d+", text).group(0)
+        token = re.search(r"access token: (\S+)", text).group(1)
+        request = urllib.request.Request(f"{base_url}/api/v3/athlete/activities",
+                                         headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.headers["X-RateLimit-Limit"] == "7,70"
+            assert response.headers["X-ReadRateLimit-Limit"] == "100,1000"
     finally:
         process.terminate()
         process.communicate(timeout=10)

@@ -322,3 +322,40 @@ def test_a_data_dir_from_before_stream_records_spends_no_request(tmp_path: Path)
         assert spent(sim, mark) == {"list": 1}
         assert run(config, "fetch", "--no-compact", "--streams", "all") == 0
         assert spent(sim, mark) == {"list": 2}
+
+
+# -- what a person sees --------------------------------------------------------------------------------------
+
+def test_progress_lines_name_streams_as_streams(tmp_path: Path, capsys) -> None:
+    with SimulatorThread(SimulatorSettings(activities=4, seed=46, short_limit=1000, daily_limit=10000)) as sim:
+        config = setup(tmp_path, sim)
+        assert run(config, "fetch", "--no-compact", "--streams", "time") == 0
+        err = capsys.readouterr().err
+        assert re.search(r"^\S+ details 4/4 \(4 fetched\)", err, flags=re.M), err
+        assert re.search(r"^\S+ streams 4/4 \([^)]*\bstreams?\b[^)]*\)", err, flags=re.M), err
+        assert not re.search(r"^\S+ details \d+/\d+ \([^)]*streams", err, flags=re.M), err
+
+
+def test_status_counts_pending_streams_and_shows_the_last_fetchs_filters(tmp_path: Path, capsys) -> None:
+    # The short window holds the list page, every detail and 3 stream sets; --no-wait stops there.
+    settings = SimulatorSettings(activities=10, seed=47, short_limit=1 + 10 + 3, daily_limit=10000,
+                                 short_window_s=3600)
+    with SimulatorThread(settings) as sim:
+        config = setup(tmp_path, sim)
+        assert run(config, "fetch", "--no-compact", "--no-wait", "--until", "2100-01-01",
+                   "--streams", "time,heartrate") == 75
+        store = RawStore(tmp_path / "data")
+        left = len(store.catalog()) - len(store.stream_ids() | store.no_stream_ids())
+        assert left == 7
+        capsys.readouterr()
+        assert run(config, "status", "--json") == 0
+        report = orjson.loads(capsys.readouterr().out)
+        assert (report["pending"], report["pending_streams"]) == (0, left)
+        assert report["filters"]["streams"] == ["time", "heartrate"]
+        assert report["remaining_requests"] >= left and report["eta"] is not None
+        assert run(config, "status") == 0
+        text = capsys.readouterr().out
+        assert re.search(rf"^pending\s+0 details, {left} stream sets$", text, flags=re.M), text
+        assert re.search(r"^filters\s+until 2100-01-01T00:00:00Z; streams time,heartrate$", text, flags=re.M), text
+        assert re.search(r"^quota overall short ", text, flags=re.M) and re.search(r"^quota read\s+short ", text,
+                                                                                     flags=re.M), text

@@ -1,9 +1,10 @@
 """Strava's request counting, as pure code: clock-aligned windows, two buckets, rejected requests still count.
 
-Rules (FACTS.md §1): a window of length L seconds has index floor(t / L) for a Unix time t, so 15-minute
-windows start at :00/:15/:30/:45 and daily ones at midnight UTC. Every API request adds 1 to the short and
-the daily counter of both the overall and the read bucket at its arrival, *before* it is judged; if any
-counter then exceeds its limit the request is answered 429, but the count stays (usage can read 101/100).
+Rules (Strava's https://developers.strava.com/docs/rate-limits/): a window of length L seconds has index
+floor(t / L) for a Unix time t, so 15-minute windows start at :00/:15/:30/:45 and daily ones at midnight
+UTC. Every API request adds 1 to the short and the daily counter of both the overall and the read bucket
+at its arrival, *before* it is judged; if any counter then exceeds its limit the request is answered 429,
+but the count stays (usage can read 101/100).
 Times are Unix seconds; nothing here reads the clock.
 
 The window math is written again here, apart from `bulkfetch.quota`, on purpose: the simulator is the

@@ -77,13 +77,18 @@ def config_toml(simulator: Simulator, data_dir: str = "data") -> str:
         "[limits]",
         f"short_requests = {settings.short_limit}",
         f"daily_requests = {settings.daily_limit}",
-        f"short_window_s = {max(1, int(settings.short_window_s))}",
-        f"daily_window_s = {max(1, int(settings.daily_window_s))}",
+        f"short_window_s = {seconds_text(settings.short_window_s)}",
+        f"daily_window_s = {seconds_text(settings.daily_window_s)}",
         "",
         "[storage]",
         f'data_dir = "{data_dir}"',
         "",
     ])
+
+
+def seconds_text(seconds: float) -> str:
+    """A window length exactly as TOML reads it back: '900', or '1.25' (repr round-trips every float)."""
+    return str(int(seconds)) if float(seconds).is_integer() else repr(float(seconds))
 
 
 def strava_section(simulator: Simulator) -> str:
@@ -109,8 +114,9 @@ async def serve_forever(settings: SimulatorSettings, *, host: str, port: int, wr
             write_config.write_text(config_toml(simulator), encoding="utf-8")
         access_token = simulator.issue_access_token()
         settings_line = (f"{settings.activities} activities, seed {settings.seed}, read limits "
-                         f"{settings.short_limit}/{settings.short_window_s:g}s and {settings.daily_limit}/"
-                         f"{settings.daily_window_s:g}s")
+                         f"{settings.short_limit}/{seconds_text(settings.short_window_s)}s and {settings.daily_limit}/"
+                         f"{seconds_text(settings.daily_window_s)}s, overall limits {settings.overall_short_limit} "
+                         f"and {settings.overall_daily_limit}")
         lines = [
             f"Strava simulator listening on {simulator.base_url} ({settings_line})",
             "",
