@@ -66,7 +66,7 @@ from bulkfetch.schema import (
     build_tables,
     utc_years,
 )
-from bulkfetch.store import TEMP_MARK, RawStore, ensure_dir, fsync_dir, is_temp_file
+from bulkfetch.store import TEMP_MARK, RawStore, ensure_dir, fsync_dir, is_orphaned_temp
 
 MANIFEST = "compact"  # state/compact.json
 # The tables of a year that are written together, from the same inputs (see the module docstring).
@@ -402,7 +402,7 @@ def _remove_year(parquet_dir: Path, year: int) -> list[str]:
 
 def _sweep_temp_files(parquet_dir: Path) -> None:
     for path in parquet_dir.glob(f"*/year=*/.*{TEMP_MARK}*"):
-        if is_temp_file(path):
+        if is_orphaned_temp(path):
             path.unlink(missing_ok=True)
 
 

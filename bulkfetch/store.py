@@ -97,6 +97,23 @@ def is_temp_file(path: Path) -> bool:
     return path.name.startswith(".") and TEMP_MARK in path.name
 
 
+def is_orphaned_temp(path: Path) -> bool:
+    """A temporary file whose writer (the PID in its name) is gone: safe to sweep. One a live process
+    is writing is never touched, whoever sweeps (e.g. `auth` saving a rotated token during a fetch)."""
+    if not is_temp_file(path):
+        return False
+    writer = path.name.rsplit(TEMP_MARK, 1)[1].split("-", 1)[0]
+    if not writer.isdigit():
+        return True
+    try:
+        os.kill(int(writer), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
+
+
 def read_json(path: Path) -> Any:
     return orjson.loads(path.read_bytes())
 
@@ -206,7 +223,7 @@ class RawStore:
         removed = 0
         for folder in (self.detail_dir, self.stream_dir, self.state_dir, self.auth_dir, *self._listing_dirs()):
             for path in _safe_iterdir(folder):
-                if is_temp_file(path):
+                if is_orphaned_temp(path):
                     path.unlink(missing_ok=True)
                     removed += 1
         return removed

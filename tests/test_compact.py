@@ -467,7 +467,7 @@ def test_a_crash_mid_compaction_keeps_the_old_partitions_and_the_next_run_heals(
     assert not [p for p in parquet_dir.rglob("*") if p.name.startswith(".")]
 
     # A killed process can leave a temporary file; the next run sweeps it and heals every year.
-    (parquet_dir / "laps" / "year=2019" / ".part-0.parquet.tmp-1-dead").write_bytes(b"half")
+    (parquet_dir / "laps" / "year=2019" / ".part-0.parquet.tmp-999999999-dead").write_bytes(b"half")
     result = compact(store, parquet_dir)
     # 2019 was finished and recorded before the crash; 2020 crashed half-written, so it is redone.
     assert result.skipped_years == [2019] and result.written["activities"] == [2020, 2021]

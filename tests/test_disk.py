@@ -220,12 +220,12 @@ def test_leftover_temp_files_are_never_read_as_data_and_are_swept(tmp_path: Path
         fake = orjson.dumps([{**sim.summary(some_id), "id": fake_id}])
         listing = store.listings()[-1].folder
         planted = [
-            listing / f".page-00099.json.tmp-4242-{'a' * 8}",  # valid JSON naming an activity that is not there
-            store.detail_dir / f".{fake_id}.json.tmp-4242-{'b' * 8}",
-            store.detail_dir / f".{some_id}.json.tmp-4242-{'c' * 8}",  # half a detail
-            store.state_dir / f".fetched.json.tmp-4242-{'d' * 8}",
-            store.auth_dir / f".tokens.json.tmp-4242-{'e' * 8}",
-            data_dir / "parquet" / "activities" / "year=2001" / f".part-0.parquet.tmp-4242-{'f' * 8}",
+            listing / f".page-00099.json.tmp-999999999-{'a' * 8}",  # valid JSON naming an activity that is not there
+            store.detail_dir / f".{fake_id}.json.tmp-999999999-{'b' * 8}",
+            store.detail_dir / f".{some_id}.json.tmp-999999999-{'c' * 8}",  # half a detail
+            store.state_dir / f".fetched.json.tmp-999999999-{'d' * 8}",
+            store.auth_dir / f".tokens.json.tmp-999999999-{'e' * 8}",
+            data_dir / "parquet" / "activities" / "year=2001" / f".part-0.parquet.tmp-999999999-{'f' * 8}",
         ]
         for path in planted:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -26,12 +26,14 @@ def test_temp_files_are_ignored_and_swept(tmp_path: Path) -> None:
     store = RawStore(tmp_path)
     store.prepare()
     store.write_detail(5_000_000_001, b'{"id": 5000000001}')
-    leftover = store.detail_dir / ".6000000000.json.tmp-123-abcd"
+    leftover = store.detail_dir / ".6000000000.json.tmp-999999999-abcd"
     leftover.write_bytes(b'{"id": 6')
     assert is_temp_file(leftover)
     assert store.detail_ids() == {5_000_000_001}
+    in_progress = store.auth_dir / f".tokens.json.tmp-{os.getpid()}-abcd"  # a live writer's: never swept
+    in_progress.write_bytes(b"{")
     assert store.sweep_temp_files() == 1
-    assert not leftover.exists()
+    assert not leftover.exists() and in_progress.exists()
 
 
 def test_catalog_overlays_partial_listing_and_drops_tombstones(tmp_path: Path) -> None:
