@@ -254,8 +254,8 @@ def _sigterm_as_ctrl_c() -> Iterator[None]:
 def _summary_line(summary: FetchSummary) -> str:
     streams = f"{summary.streams:,} stream sets; " if summary.streams else ""
     return (f"listed {summary.listed:,} activities; fetched {summary.fetched:,} details "
-            f"({summary.new:,} new, {summary.changed:,} changed); {streams}{summary.not_found:,} deleted since "
-            f"listed, {summary.unlisted:,} left the list; {len(summary.failed):,} failed; "
+            f"({summary.new:,} new, {summary.changed:,} changed); {streams}{summary.not_found:,} without a "
+            f"detail (404), {summary.unlisted:,} deleted (left the list); {len(summary.failed):,} failed; "
             f"{summary.requests:,} requests")
 
 

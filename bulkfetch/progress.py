@@ -182,7 +182,7 @@ class Reporter:
         if outcome == "failed":
             self.debug(f"activity {activity_id}: failed (retried next run)")
         elif outcome == "not_found":
-            self.debug(f"activity {activity_id}: 404, deleted since it was listed")
+            self.debug(f"activity {activity_id}: no detail (404); asked again when its summary changes")
         if self._progress:
             self._progress.update(self._task("details", "details", total=self._details_total),
                                   completed=self._details_done, live=True)

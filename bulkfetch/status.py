@@ -104,8 +104,9 @@ def render_status(report: dict[str, Any]) -> str:
             parts.append(f"{window} {usage['used']:,}/{limit} (resets {usage['resets_at']})")
         lines.append(f"quota {bucket:<8}" + "; ".join(parts))
     if report["eta"]:
-        lines.append(f"ETA        {report['eta']} for {report['remaining_requests']:,} requests at the current quota"
-                     f" ({report['listing']['next']['list_pages']:,} of them list pages)")
+        remaining, pages = report["remaining_requests"], report["listing"]["next"]["list_pages"]
+        lines.append(f"ETA        {report['eta']} for {remaining:,} request{'' if remaining == 1 else 's'} at the"
+                     f" current quota ({pages:,} of them list page{'' if pages == 1 else 's'})")
     return "\n".join(lines)
 
 
