@@ -136,7 +136,8 @@ def run_bulkfetch(server: RemoteSimulator, data_dir: Path, activities: int, time
     config = bulkfetch_config(server, data_dir)
 
     async def fetch() -> Any:
-        return await asyncio.wait_for(fetch_history(config, FetchOptions(), events), timeout=timeout_s)
+        return await asyncio.wait_for(fetch_history(config, FetchOptions(ledger_dir=data_dir), events),
+                                      timeout=timeout_s)
 
     if profile is not None:
         profile.enable()
