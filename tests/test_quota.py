@@ -241,15 +241,18 @@ LIMITS = LimitsConfig(short_requests=5, daily_requests=20, short_window_s=10, da
 
 
 def v1_snapshot(read_used: tuple[int, int], overall_used: tuple[int, int], *, spent: bool,
-                read_u_max: tuple[int, int] | None) -> dict:
-    """A snapshot as version 1 wrote it at t = 1.1 in window 0 of LIMITS' windows (the format it had)."""
+                read_u_max: tuple[int, int] | None, at: float = 1.1, lengths: tuple[float, float] = (10.0, 100.0),
+                read_limits: tuple[int, int] | None = None) -> dict:
+    """A snapshot in the format version 1 wrote (`state/quota.json`), taken at `at`, in the windows holding it
+    (LIMITS' by default)."""
     def window(kind: int, window_spent: bool) -> dict:
-        return {"index": 0, "spent": window_spent, "pairs": {
+        return {"index": window_index(at, lengths[kind]), "spent": window_spent, "pairs": {
             "read": {"used": read_used[kind], "u_max": read_u_max[kind] if read_u_max else None},
             "overall": {"used": overall_used[kind], "u_max": None}}}
-    return {"version": 1, "taken_at": 1.1, "short_window_s": 10.0, "daily_window_s": 100.0,
-            "header_limits": {"read": [None, None], "overall": [None, None]}, "headers_seen": read_u_max is not None,
-            "clock_offset_s": 0.0, "windows": {"short": window(0, spent), "daily": window(1, False)}}
+    return {"version": 1, "taken_at": at, "short_window_s": lengths[0], "daily_window_s": lengths[1],
+            "header_limits": {"read": list(read_limits or (None, None)), "overall": [None, None]},
+            "headers_seen": read_u_max is not None, "clock_offset_s": 0.0,
+            "windows": {"short": window(0, spent), "daily": window(1, False)}}
 
 
 SPENT_BY_429 = v1_snapshot((6, 6), (1, 1), spent=True, read_u_max=(6, 6))  # a 429 reported 6,6
