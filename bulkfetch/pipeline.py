@@ -20,7 +20,7 @@ from bulkfetch.auth import TokenStore, scope_lacks_read_all
 from bulkfetch.client import RequestFailed, StravaClient, open_session
 from bulkfetch.config import Config, environment
 from bulkfetch.errors import BulkfetchError, CredentialError, Interrupted, QuotaStop
-from bulkfetch.ledger_file import App, SharedLedger, read_ledger, state_folder
+from bulkfetch.ledger_file import App, state_folder
 from bulkfetch.plan import (
     Filters,
     RequestPlan,
@@ -34,6 +34,7 @@ from bulkfetch.plan import (
 )
 from bulkfetch.quota import QuotaLedger
 from bulkfetch.scheduler import QuotaScheduler, WaitInfo, WaitPolicy
+from bulkfetch.shared_ledger import SharedLedger, read_ledger
 from bulkfetch.store import Listing, RawStore, is_activity_id, read_json
 
 FETCHED_INDEX_SAVE_EVERY = 50

@@ -64,6 +64,7 @@ BUCKETS = ("read", "overall")
 KINDS = ("short", "daily")
 LEGACY_SNAPSHOT_VERSION = 1  # `state/quota.json`, kept per data_dir by versions before the per-app ledger
 STATE_VERSION = 2
+REPORTS_BEFORE_PRUNING = 64  # per window and bucket, in a state: more, and those no one can consult go
 CLOCK_SKEW_DEADBAND_S = 2.0
 # Our clock may be up to ~2.5 s off the server's (deadband + Date truncation): after a window that ended
 # full, wait this long past the boundary, or the server may still count the request in the full window.
@@ -507,9 +508,14 @@ class QuotaLedger:
 
     def state(self) -> dict[str, Any]:
         """Everything needed to go on with this ledger, JSON-able: `from_state` (in another process of the
-        same app, say) gives a ledger that decides exactly as this one would. Reports that no later settle
-        or estimate can look up are left out, so the state stays small however many requests a day holds."""
-        oldest = self._oldest_consulted_seq()
+        same app, say) gives a ledger that decides exactly as this one would. Once they are many, reports
+        that no later settle or estimate can look up are dropped first (here too), so the state stays small
+        however many requests a day holds."""
+        for window in self._windows.values():
+            for pair in window.pairs.values():
+                if len(pair.reported) > REPORTS_BEFORE_PRUNING:
+                    oldest = self._oldest_consulted_seq()
+                    pair.reported = {seq for seq in pair.reported if seq >= oldest}
         return {
             "version": STATE_VERSION,
             "short_window_s": self.short_window_s,
@@ -519,19 +525,24 @@ class QuotaLedger:
             "clock_offset_s": self.clock_offset_s,
             "last_seq": self._last_seq,
             "last_now": self._last_now if math.isfinite(self._last_now) else None,
-            "in_flight": [[t.seq, t.sent_at, t.short_index, t.daily_index, sorted(self._inflight_at_reserve[t.seq])]
+            "in_flight": [[t.seq, t.sent_at, t.short_index, t.daily_index, list(self._inflight_at_reserve[t.seq])]
                           for t in self._in_flight.values()],
-            "windows": {kind: _window_state(window, oldest) for kind, window in self._windows.items()},
+            "windows": {kind: _window_state(window) for kind, window in self._windows.items()},
         }
 
     def _oldest_consulted_seq(self) -> int:
         """The lowest seq whose report can still be looked up: a settle looks at the reports after its own
         ticket (one in flight) and at those in flight when it was reserved; an estimate at those in flight
         when X* was reserved."""
-        seqs = [*self._in_flight, *(seq for before in self._inflight_at_reserve.values() for seq in before),
-                *(seq for window in self._windows.values() for pair in window.pairs.values()
-                  for seq in pair.x_inflight)]
-        return min(seqs, default=self._last_seq + 1)
+        oldest = min(self._in_flight, default=self._last_seq + 1)
+        for before in self._inflight_at_reserve.values():
+            if before:
+                oldest = min(oldest, min(before))
+        for window in self._windows.values():
+            for pair in window.pairs.values():
+                if pair.x_inflight:
+                    oldest = min(oldest, min(pair.x_inflight))
+        return oldest
 
     @classmethod
     def from_state(cls, state: Any, limits: Any, *, boundary_guard_s: float | None = None) -> QuotaLedger:
@@ -629,12 +640,12 @@ def _legacy_snapshot(snapshot: Any, short_window_s: float, daily_window_s: float
     return _LegacySnapshot(header_limits, offset if math.isfinite(offset) else 0.0, windows)
 
 
-def _window_state(window: _Window, oldest: int) -> dict[str, Any]:
+def _window_state(window: _Window) -> dict[str, Any]:
     return {
         "index": window.index, "sent": window.sent, "carried": window.carried, "informed": window.informed,
         "spent": window.spent, "guard_until": window.guard_until if math.isfinite(window.guard_until) else None,
-        "pairs": {bucket: {"u_max": pair.u_max, "x_seq": pair.x_seq, "x_inflight": sorted(pair.x_inflight),
-                           "reported": sorted(seq for seq in pair.reported if seq >= oldest),
+        "pairs": {bucket: {"u_max": pair.u_max, "x_seq": pair.x_seq, "x_inflight": list(pair.x_inflight),
+                           "reported": list(pair.reported),
                            "reported_after": pair.reported_after, "floor": pair.floor}
                   for bucket, pair in window.pairs.items()},
     }

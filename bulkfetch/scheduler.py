@@ -18,7 +18,7 @@ in the limiter, and concurrent acquirers can never together exceed the ledger. T
 window gate (a leaky bucket of 10/s lets 13 requests into one aligned second); the ledger is.
 
 The ledger is a `QuotaLedger`, or the app's ledger shared with its other processes
-(`bulkfetch.ledger_file.SharedLedger`, which saves every reservation before its request is sent).
+(`bulkfetch.shared_ledger.SharedLedger`, which saves every reservation before its request is sent).
 
 Times: `clock()` is local epoch seconds; `now()` is the server-clock estimate `clock() + offset`,
 where the offset comes from the responses' `Date` headers (see `quota.clock_offset`). All ledger

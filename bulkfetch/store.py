@@ -6,7 +6,7 @@ Layout under `data_dir`:
     raw/list/<listing_id>/complete.json     written when that listing reached the end of the history
     raw/activities/<id>.json                one DetailedActivity, bytes exactly as received
     raw/streams/<id>.json                   one StreamSet (when streams are requested)
-    state/*.json                            small state files (tombstones, quota snapshot, last run, ...)
+    state/*.json                            small state files (tombstones, fetched index, failures, ...)
     auth/tokens.json                        the token store (see bulkfetch.auth), mode 0600
     bulkfetch.log                           plain log lines of every run, no secrets
 
@@ -40,7 +40,7 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = True, mode: int = 0
     """Write `data` to `path` so that readers see the old file or the new one, never a part.
 
     `durable` adds fsync of the file and its folder (survives power loss, not only a killed process);
-    skip it only for state that is cheap to lose, like the quota snapshot written before every request.
+    skip it only for state that is cheap to lose, like the quota ledger written at every request.
     A failed write (disk full, I/O error) removes its temporary file and raises WriteError.
     """
     temp = path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")

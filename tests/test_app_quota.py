@@ -21,6 +21,7 @@ from bulkfetch.simulator import SimulatorSettings, SimulatorThread
 from bulkfetch.store import RawStore
 from tests.conftest import cli_env, run_cli, simulator_config_text
 from tests.test_fetch import api_records
+from tests.test_ledger_file import newest
 from tests.test_quota import v1_snapshot
 
 WINDOW_S = 2
@@ -70,8 +71,7 @@ def test_a_second_data_dir_waits_for_the_window_the_first_one_spent(tmp_path: Pa
         assert min(r.short_window for r in api_records(sim, since=mark)) > window  # it waited instead
         assert RawStore(data_dir_of(second)).detail_ids() == set(sim.activity_ids())
     folder = state_folder({"XDG_STATE_HOME": str(state_home)})
-    assert [p.name for p in folder.iterdir() if not p.name.endswith(".lock")] == \
-        [ledger_path(folder, App(sim.api_url, settings.client_id)).name]
+    assert [p.name for p in folder.iterdir()] == [ledger_path(folder, App(sim.api_url, settings.client_id)).name]
     blob = b"".join(p.read_bytes() for p in folder.iterdir())
     assert settings.client_secret.encode() not in blob
     assert b"sim-access" not in blob and b"sim-refresh" not in blob and b"unused-seed" not in blob
@@ -137,3 +137,19 @@ def test_an_unusable_state_folder_is_one_line_and_exit_2(tmp_path: Path) -> None
         assert error.startswith("bulkfetch: cannot use /proc/sys/bulkfetch-state/bulkfetch for the quota ledger")
         assert error.endswith("set XDG_STATE_HOME to a writable folder")
         assert api_records(sim) == []
+
+
+def test_a_damaged_app_ledger_is_a_warning_and_the_fetch_goes_on(tmp_path: Path, state_home: Path,
+                                                                  capsys) -> None:
+    settings = SimulatorSettings(activities=5, seed=35, short_limit=1000, daily_limit=10_000)
+    thread = SimulatorThread(settings)
+    with thread as sim:
+        config = data_dir_config(tmp_path, thread, "athlete-a")
+        path = ledger_path(state_home / "bulkfetch", App(sim.api_url, settings.client_id))
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b'{"app": {}, "ledger": {"version": 2, "windows": [')
+        assert main(["--config", str(config), "fetch", "--no-compact"]) == 0
+        err = capsys.readouterr().err
+        assert f"warning: the quota ledger {path} is unusable" in err and "Traceback" not in err
+        assert RawStore(data_dir_of(config)).detail_ids() == set(sim.activity_ids())
+        assert newest(path)[0] > 0  # repaired
