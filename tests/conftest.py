@@ -5,12 +5,24 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 STATE_HOME_MARK = "PYTEST_STATE_HOME"  # set beside XDG_STATE_HOME by `state_home`
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Fixtures wider than a test (a module's demo run) keep the apps' quota ledgers out of the real
+    ~/.local/state too."""
+    folder = tmp_path_factory.mktemp("state-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_STATE_HOME", str(folder))
+        patch.setenv(STATE_HOME_MARK, str(folder))
+        yield folder
 
 
 @pytest.fixture(autouse=True)
