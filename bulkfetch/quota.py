@@ -46,7 +46,7 @@ Assumption: an abandoned request (connection dropped, timeout) has either alread
 server or never will be; it stays counted in `sent`.
 
 "Our" requests are those of every process of the app on this machine: they share one ledger, each
-change made on its newest `state()` (`bulkfetch.ledger_file` keeps it in a file under a lock), so the
+change made on its newest `state()` (`bulkfetch.shared_ledger` keeps it in a file under a lock), so the
 tickets, their seqs and X* are the app's, exactly as for the workers of one process.
 """
 
