@@ -156,7 +156,8 @@ async def run_case(name: str, activities: int, limits: Limits, other_usage: int,
         config = with_overrides(demo_config(simulator, data_dir), fetch={"max_rate_per_s": MAX_RATE_PER_S})
         # Bounded: twice the optimum from now, plus slack for a slow machine.
         budget_s = 2 * (optimal_finish_s(needed, time.time(), limits, other_usage) - time.time()) + 30
-        summary = await asyncio.wait_for(fetch_history(config, FetchOptions(), events), timeout=budget_s)
+        summary = await asyncio.wait_for(fetch_history(config, FetchOptions(ledger_dir=data_dir), events),
+                                         timeout=budget_s)
         log = list(simulator.request_log)
     if summary.fetched != activities or summary.failed:
         raise RuntimeError(f"{name}: fetched {summary.fetched} of {activities} details ({len(summary.failed)} "

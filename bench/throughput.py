@@ -136,7 +136,8 @@ def run_bulkfetch(server: RemoteSimulator, data_dir: Path, activities: int, time
     config = bulkfetch_config(server, data_dir)
 
     async def fetch() -> Any:
-        return await asyncio.wait_for(fetch_history(config, FetchOptions(), events), timeout=timeout_s)
+        return await asyncio.wait_for(fetch_history(config, FetchOptions(ledger_dir=data_dir), events),
+                                      timeout=timeout_s)
 
     if profile is not None:
         profile.enable()
@@ -317,7 +318,8 @@ CATEGORIES = (  # (label, substrings of "file:function"), first match wins
                                                               "posix.open", "posix.write", "posix.close",
                                                               "token_hex", "pathlib")),
     ("JSON parse (orjson.loads)", ("orjson.loads",)),
-    ("quota ledger (quota.py)", ("quota.py",)),
+    ("quota ledger (quota.py, shared_ledger.py, ledger_file.py, its flock)",
+     ("quota.py", "shared_ledger.py", "ledger_file.py", "fcntl.flock")),
     ("scheduler + aiolimiter", ("scheduler.py", "aiolimiter")),
     ("HTTP client (aiohttp, yarl, multidict)", ("aiohttp", "yarl", "multidict", "http_parser")),
     ("waiting for the server (epoll)", ("poll' of 'select", "select.epoll")),

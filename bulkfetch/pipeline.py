@@ -19,8 +19,9 @@ from typing import Any, Protocol
 
 from bulkfetch.auth import TokenStore, scope_lacks_read_all
 from bulkfetch.client import RequestDone, RequestFailed, StravaClient, open_session
-from bulkfetch.config import STREAM_TYPES, Config
+from bulkfetch.config import STREAM_TYPES, Config, environment
 from bulkfetch.errors import BulkfetchError, CredentialError, Interrupted, QuotaStop
+from bulkfetch.ledger_file import App, state_folder
 from bulkfetch.paging import DAY_S, Boundary, Paging, full_relist_due, list_pages_needed, recent_boundary
 from bulkfetch.plan import (
     CHANGE_FIELDS,
@@ -41,6 +42,7 @@ from bulkfetch.plan import (
 )
 from bulkfetch.quota import QuotaLedger
 from bulkfetch.scheduler import QuotaScheduler, WaitInfo, WaitPolicy
+from bulkfetch.shared_ledger import SharedLedger, read_ledger
 from bulkfetch.store import FULL_LISTING, NOT_FOUND, UNLISTED, Listing, RawStore, page_items, read_json
 
 INDEX_SAVE_EVERY = 50  # completions between saves of the fetched and streams indexes
@@ -48,6 +50,7 @@ INDEX_SAVE_EVERY = 50  # completions between saves of the fetched and streams in
 FETCHED = "fetched"
 STREAM_RECORDS = "streams"
 FAILED = "failed"
+LEGACY_QUOTA_STATE = "quota"  # state/quota.json: the data_dir's own quota snapshot, before ledgers were per app
 
 
 class FetchEvents(Protocol):
@@ -71,6 +74,7 @@ class FetchOptions:
     policy: WaitPolicy = WaitPolicy()
     list_only: bool = False  # `bulkfetch plan`: refresh the list (never a due full re-list), fetch nothing else
     full_relist: bool = False  # `fetch --full-relist`: list the whole history whether or not it is due
+    ledger_dir: Path | None = None  # the app's quota ledger; None: the per-user state folder
 
 
 @dataclass
@@ -105,12 +109,16 @@ async def fetch_history(config: Config, options: FetchOptions, events: FetchEven
     """One fetch run against `config`'s data_dir (the caller holds the data_dir lock)."""
     store = RawStore(config.storage.data_dir)
     store.prepare()
+    with app_ledger(config, store, options.ledger_dir, events.warn) as ledger:
+        return await _fetch_with(ledger, store, config, options, events)
+
+
+async def _fetch_with(ledger: SharedLedger, store: RawStore, config: Config, options: FetchOptions,
+                      events: FetchEvents) -> FetchSummary:
+    """The run itself, with the app's quota ledger open."""
     tokens = token_store(config)
-    ledger = restore_ledger(store, config, time.time())
-    scheduler = QuotaScheduler(
-        ledger, max_rate_per_s=config.fetch.max_rate_per_s, policy=options.policy,
-        on_wait=events.waiting, persist=lambda snapshot: store.write_state("quota", snapshot, durable=False),
-    )
+    scheduler = QuotaScheduler(ledger, max_rate_per_s=config.fetch.max_rate_per_s, policy=options.policy,
+                               on_wait=events.waiting)
     summary = FetchSummary()
     now = time.time()
     async with open_session(config.fetch.concurrency) as session:
@@ -139,7 +147,6 @@ async def fetch_history(config: Config, options: FetchOptions, events: FetchEven
                 await _fetch_streams(client, store, config, options.filters, summary, events, scheduler)
         finally:
             summary.requests = client.requests_sent
-            scheduler.flush()
             events.quota(scheduler)
     return summary
 
@@ -153,15 +160,32 @@ def current_plan(store: RawStore, config: Config, filters: Filters, *, full_reli
                         not_found=store.not_found(), streams=frozenset(config.fetch.streams))
 
 
+def app_of(config: Config) -> App:
+    return App(config.strava.api_url, config.strava.client_id)
+
+
+@contextmanager
+def app_ledger(config: Config, store: RawStore, folder: Path | None,
+               warn: Callable[[str], None]) -> Iterator[SharedLedger]:
+    """The quota ledger of `config`'s app, shared with its other data_dirs and processes. The snapshot
+    this data_dir kept before ledgers were per app is merged into it once (then removed): a restart never
+    sends into a window a killed run of an older version filled, and spends nothing to learn it."""
+    with SharedLedger(folder or state_folder(environment()), app_of(config), config.limits, warn=warn) as ledger:
+        legacy = store.read_state(LEGACY_QUOTA_STATE)
+        if legacy is not None:
+            ledger.absorb_snapshot(legacy, time.time() + ledger.clock_offset_s)
+            store.state_path(LEGACY_QUOTA_STATE).unlink(missing_ok=True)
+        yield ledger
+
+
 def restore_ledger(store: RawStore, config: Config, now: float) -> QuotaLedger:
-    """The ledger as the last run left it, so a restart never sends into a window it already spent."""
-    snapshot = store.read_state("quota")
-    if isinstance(snapshot, dict):
-        try:
-            return QuotaLedger.restore(snapshot, config.limits, now)
-        except (KeyError, TypeError, ValueError):
-            pass  # a snapshot from another version: start from the config's limits
-    return QuotaLedger.from_config(config.limits)
+    """The app's ledger as its processes left it (plus this data_dir's snapshot of an older version, not
+    merged yet), for `status` and `plan`: reads only, sends and writes nothing."""
+    ledger = read_ledger(state_folder(environment()), app_of(config), config.limits, now)
+    legacy = store.read_state(LEGACY_QUOTA_STATE)
+    if legacy is not None:
+        ledger.absorb_snapshot(legacy, now)
+    return ledger
 
 
 # -- listing --------------------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ How the ledger estimates a window's usage (per bucket and window kind, at the le
 
 * `sent`: our tickets reserved in this window; `carried`: tickets that were still in flight when the
   window began (sent at the very end of the previous window, the server may count them in this one);
-  `floor`: usage restored from a snapshot, until the first unambiguous header of the window.
+  `floor`: usage absorbed from an older version's snapshot, until the first unambiguous header of the
+  window.
 * `U_max`: the highest usage any unambiguous response X* reported in this window (server usage is
   monotone within a window, so X* is the last of our reporting requests to arrive).
 * `unsure`: our tickets the server may have counted after X* arrived: those in flight when X* was
@@ -43,6 +44,10 @@ correction cannot move it into an earlier window.
 
 Assumption: an abandoned request (connection dropped, timeout) has either already been counted by the
 server or never will be; it stays counted in `sent`.
+
+"Our" requests are those of every process of the app on this machine: they share one ledger, each
+change made on its newest `state()` (`bulkfetch.shared_ledger` keeps it in a file under a lock), so the
+tickets, their seqs and X* are the app's, exactly as for the workers of one process.
 """
 
 from __future__ import annotations
@@ -57,7 +62,9 @@ from typing import Any
 
 BUCKETS = ("read", "overall")
 KINDS = ("short", "daily")
-SNAPSHOT_VERSION = 1
+LEGACY_SNAPSHOT_VERSION = 1  # `state/quota.json`, kept per data_dir by versions before the per-app ledger
+STATE_VERSION = 2
+REPORTS_BEFORE_PRUNING = 64  # per window and bucket, in a state: more, and those no one can consult go
 CLOCK_SKEW_DEADBAND_S = 2.0
 # Our clock may be up to ~2.5 s off the server's (deadband + Date truncation): after a window that ended
 # full, wait this long past the boundary, or the server may still count the request in the full window.
@@ -300,8 +307,8 @@ class QuotaLedger:
         self._windows: dict[str, _Window] = {}
         self._last_seq = 0
         self._last_now = -math.inf
-        self._probe_mode = False  # headers seen, or restored from a snapshot
-        self.clock_offset_s = 0.0  # kept here only so that it is persisted with the snapshot
+        self._probe_mode = False  # headers seen, or usage this ledger did not see may exist
+        self.clock_offset_s = 0.0  # kept here only so that it is saved with the state
 
     @classmethod
     def from_config(cls, limits: Any, *, boundary_guard_s: float | None = None) -> QuotaLedger:
@@ -425,7 +432,7 @@ class QuotaLedger:
         """A response arrived at `now`: the ticket leaves flight; its limits and (if unambiguous) usage
         are folded in; a 429 spends a window (see the class docstring)."""
         now = self._advance(now)
-        self._in_flight.pop(ticket.seq, None)
+        known = self._in_flight.pop(ticket.seq, None) is not None
         inflight_at_reserve = self._inflight_at_reserve.pop(ticket.seq, frozenset())
         for bucket in BUCKETS:
             limits = headers.limit(bucket)
@@ -435,8 +442,11 @@ class QuotaLedger:
             self._probe_mode = True
         for kind in KINDS:
             window = self._windows[kind]
-            if ticket.index(kind) != window.index:
-                continue  # ambiguous: the server may have counted it in either window
+            if not known or ticket.index(kind) != window.index:
+                # ambiguous: the server may have counted it in either window; or abandoned before (its
+                # owner looked dead), which forgot what was in flight at its reservation: its report
+                # cannot be placed
+                continue
             k = KINDS.index(kind)
             for bucket in BUCKETS:
                 usage = headers.usage(bucket)
@@ -486,66 +496,200 @@ class QuotaLedger:
                                            self._length(kind), window.spent))
         return UsageView(now, tuple(windows), len(self._in_flight))
 
-    def snapshot(self) -> dict[str, Any]:
-        """JSON-able state for a restart: limits from headers, and per window its index, the used
-        estimate (in-flight requests included), U_max and the 429 mark."""
-        windows: dict[str, Any] = {}
-        for kind, window in self._windows.items():
-            windows[kind] = {
-                "index": window.index,
-                "spent": window.spent,
-                "pairs": {bucket: {"used": self._estimate(kind, bucket), "u_max": window.pairs[bucket].u_max}
-                          for bucket in BUCKETS},
-            }
+    # -- sharing, and what older versions kept ----------------------------------------------------
+
+    def tickets_in_flight(self) -> tuple[Ticket, ...]:
+        return tuple(self._in_flight.values())
+
+    def expect_other_usage(self) -> None:
+        """Usage this ledger did not see may exist (a lost record, or one an older version kept): from now
+        on the first request of each window is a probe that learns it from the headers."""
+        self._probe_mode = True
+
+    def state(self) -> dict[str, Any]:
+        """Everything needed to go on with this ledger, JSON-able: `from_state` (in another process of the
+        same app, say) gives a ledger that decides exactly as this one would. Once they are many, reports
+        that no later settle or estimate can look up are dropped first (here too), so the state stays small
+        however many requests a day holds."""
+        for window in self._windows.values():
+            for pair in window.pairs.values():
+                if len(pair.reported) > REPORTS_BEFORE_PRUNING:
+                    oldest = self._oldest_consulted_seq()
+                    pair.reported = {seq for seq in pair.reported if seq >= oldest}
         return {
-            "version": SNAPSHOT_VERSION,
-            "taken_at": self._last_now if math.isfinite(self._last_now) else None,
+            "version": STATE_VERSION,
             "short_window_s": self.short_window_s,
             "daily_window_s": self.daily_window_s,
             "header_limits": {bucket: list(limits) for bucket, limits in self._header_limits.items()},
-            "headers_seen": self._probe_mode,
+            "probe_mode": self._probe_mode,
             "clock_offset_s": self.clock_offset_s,
-            "windows": windows,
+            "last_seq": self._last_seq,
+            "last_now": self._last_now if math.isfinite(self._last_now) else None,
+            "in_flight": [[t.seq, t.sent_at, t.short_index, t.daily_index, list(self._inflight_at_reserve[t.seq])]
+                          for t in self._in_flight.values()],
+            "windows": {kind: _window_state(window) for kind, window in self._windows.items()},
         }
 
+    def _oldest_consulted_seq(self) -> int:
+        """The lowest seq whose report can still be looked up: a settle looks at the reports after its own
+        ticket (one in flight) and at those in flight when it was reserved; an estimate at those in flight
+        when X* was reserved."""
+        oldest = min(self._in_flight, default=self._last_seq + 1)
+        for before in self._inflight_at_reserve.values():
+            if before:
+                oldest = min(oldest, min(before))
+        for window in self._windows.values():
+            for pair in window.pairs.values():
+                if pair.x_inflight:
+                    oldest = min(oldest, min(pair.x_inflight))
+        return oldest
+
     @classmethod
-    def restore(cls, snapshot: Mapping[str, Any] | None, limits: Any, now: float, *,
-                boundary_guard_s: float | None = None) -> QuotaLedger:
-        """A ledger for a restarted run. Windows of the snapshot that are still current at `now` keep
-        their used estimate as a floor (until the first unambiguous header there replaces it) and
-        their 429 mark; stale windows, or windows of other lengths, are dropped. A restored ledger
-        probes (one request in flight) until each window has an unambiguous header. A malformed
-        snapshot is ignored (the probe rule still applies)."""
+    def from_state(cls, state: Any, limits: Any, *, boundary_guard_s: float | None = None) -> QuotaLedger:
+        """The ledger `state()` described, with this process's config limits (header limits still win).
+        Raises ValueError when `state` is not one: damaged, of another version, or kept for other window
+        lengths (by a process of the same app with another [limits] config)."""
         ledger = cls.from_config(limits, boundary_guard_s=boundary_guard_s)
-        ledger._probe_mode = True
-        ledger._advance(now)
-        if not isinstance(snapshot, Mapping) or snapshot.get("version") != SNAPSHOT_VERSION:
-            return ledger
+        if not isinstance(state, Mapping) or state.get("version") != STATE_VERSION:
+            raise ValueError(f"not a version {STATE_VERSION} ledger")
         try:
-            offset = float(snapshot.get("clock_offset_s") or 0.0)
-            ledger.clock_offset_s = offset if math.isfinite(offset) else 0.0
-            for bucket in BUCKETS:
-                pair = snapshot.get("header_limits", {}).get(bucket)
-                if isinstance(pair, list) and len(pair) == 2:
-                    ledger._header_limits[bucket] = [
-                        v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None for v in pair]
-            same_lengths = (snapshot.get("short_window_s") == ledger.short_window_s
-                            and snapshot.get("daily_window_s") == ledger.daily_window_s)
-            for kind, saved in (snapshot.get("windows") or {}).items() if same_lengths else ():
-                window = ledger._windows.get(kind)
-                if window is None or saved.get("index") != window.index:
-                    continue  # stale
-                window.spent = bool(saved.get("spent"))
-                for bucket in BUCKETS:
-                    data = (saved.get("pairs") or {}).get(bucket) or {}
-                    used, u_max = data.get("used"), data.get("u_max")
-                    if isinstance(used, int) and used > 0:
-                        window.pairs[bucket].floor = used
-                    if isinstance(u_max, int) and u_max >= 0:
-                        window.pairs[bucket].u_max = u_max
-        except (AttributeError, TypeError, ValueError):
-            return cls.restore(None, limits, now, boundary_guard_s=boundary_guard_s)
+            lengths = (_number(state["short_window_s"]), _number(state["daily_window_s"]))
+            if lengths != (ledger.short_window_s, ledger.daily_window_s):
+                raise ValueError(f"kept for windows of {lengths[0]:g} s and {lengths[1]:g} s, but [limits] says "
+                                 f"{ledger.short_window_s:g} s and {ledger.daily_window_s:g} s")
+            ledger._header_limits = {bucket: [None if v is None else _int(v) for v in state["header_limits"][bucket]]
+                                     for bucket in BUCKETS}
+            ledger._probe_mode = _bool(state["probe_mode"])
+            ledger.clock_offset_s = _number(state["clock_offset_s"])
+            ledger._last_seq = _int(state["last_seq"])
+            ledger._last_now = -math.inf if state["last_now"] is None else _number(state["last_now"])
+            for seq, sent_at, short_index, daily_index, before in state["in_flight"]:
+                ticket = Ticket(_int(seq), _number(sent_at), _int(short_index), _int(daily_index))
+                ledger._in_flight[ticket.seq] = ticket
+                ledger._inflight_at_reserve[ticket.seq] = frozenset(map(_int, before))
+            ledger._windows = {_kind(kind): _window_from_state(saved) for kind, saved in state["windows"].items()}
+        except (KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"malformed ({type(error).__name__}: {error})") from None
         return ledger
+
+    def absorb_snapshot(self, snapshot: Any, now: float) -> None:
+        """Fold in what an older version kept per data_dir (`state/quota.json`, version 1), so that no usage
+        it recorded is lost: its used estimate of each window still current at `now` is added as a floor
+        (until the window's first unambiguous header), its 429 marks are kept, and its header limits fill
+        those unknown here. Stale windows, other window lengths and malformed snapshots add nothing. The
+        run that wrote it may have sent more afterwards, so each window starts with a probe from now on."""
+        self.expect_other_usage()
+        self._advance(now)
+        try:
+            legacy = _legacy_snapshot(snapshot, self.short_window_s, self.daily_window_s)
+        except (AttributeError, TypeError, ValueError):
+            return
+        if legacy is None:
+            return
+        for bucket, limits in legacy.header_limits.items():
+            self._header_limits[bucket] = [mine if mine is not None else theirs
+                                           for mine, theirs in zip(self._header_limits[bucket], limits, strict=True)]
+        if self.clock_offset_s == 0.0:
+            self.clock_offset_s = legacy.clock_offset_s
+        for kind, saved in legacy.windows.items():
+            window = self._windows[kind]
+            if saved.index != window.index:
+                continue  # stale
+            window.spent = window.spent or saved.spent
+            for bucket, used in saved.used.items():
+                window.pairs[bucket].floor += used
+
+
+@dataclass(frozen=True)
+class _LegacyWindow:
+    index: int
+    spent: bool
+    used: dict[str, int]  # by bucket
+
+
+@dataclass(frozen=True)
+class _LegacySnapshot:
+    header_limits: dict[str, list[int | None]]
+    clock_offset_s: float
+    windows: dict[str, _LegacyWindow]
+
+
+def _legacy_snapshot(snapshot: Any, short_window_s: float, daily_window_s: float) -> _LegacySnapshot | None:
+    """A version 1 snapshot, or None when it is none or was kept for other window lengths."""
+    if not isinstance(snapshot, Mapping) or snapshot.get("version") != LEGACY_SNAPSHOT_VERSION:
+        return None
+    if (snapshot.get("short_window_s"), snapshot.get("daily_window_s")) != (short_window_s, daily_window_s):
+        return None
+    offset = float(snapshot.get("clock_offset_s") or 0.0)
+    header_limits = {}
+    for bucket in BUCKETS:
+        pair = (snapshot.get("header_limits") or {}).get(bucket)
+        if isinstance(pair, list) and len(pair) == 2:
+            header_limits[bucket] = [v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
+                                     for v in pair]
+    windows = {}
+    for kind, saved in (snapshot.get("windows") or {}).items():
+        if kind not in KINDS:
+            continue
+        used = {}
+        for bucket in BUCKETS:
+            value = ((saved.get("pairs") or {}).get(bucket) or {}).get("used")
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                used[bucket] = value
+        windows[kind] = _LegacyWindow(_int(saved.get("index")), bool(saved.get("spent")), used)
+    return _LegacySnapshot(header_limits, offset if math.isfinite(offset) else 0.0, windows)
+
+
+def _window_state(window: _Window) -> dict[str, Any]:
+    return {
+        "index": window.index, "sent": window.sent, "carried": window.carried, "informed": window.informed,
+        "spent": window.spent, "guard_until": window.guard_until if math.isfinite(window.guard_until) else None,
+        "pairs": {bucket: {"u_max": pair.u_max, "x_seq": pair.x_seq, "x_inflight": list(pair.x_inflight),
+                           "reported": list(pair.reported),
+                           "reported_after": pair.reported_after, "floor": pair.floor}
+                  for bucket, pair in window.pairs.items()},
+    }
+
+
+def _window_from_state(saved: Mapping[str, Any]) -> _Window:
+    guard_until = saved["guard_until"]
+    return _Window(
+        index=_int(saved["index"]), sent=_int(saved["sent"]), carried=_int(saved["carried"]),
+        informed=_bool(saved["informed"]), spent=_bool(saved["spent"]),
+        guard_until=-math.inf if guard_until is None else _number(guard_until),
+        pairs={bucket: _pair_from_state(saved["pairs"][bucket]) for bucket in BUCKETS},
+    )
+
+
+def _pair_from_state(saved: Mapping[str, Any]) -> _Pair:
+    u_max = saved["u_max"]
+    return _Pair(u_max=None if u_max is None else _int(u_max), x_seq=_int(saved["x_seq"]),
+                 x_inflight=frozenset(map(_int, saved["x_inflight"])), reported=set(map(_int, saved["reported"])),
+                 reported_after=_int(saved["reported_after"]), floor=_int(saved["floor"]))
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{value!r} is not an integer")
+    return value
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TypeError(f"{value!r} is not a finite number")
+    return float(value)
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{value!r} is not a boolean")
+    return value
+
+
+def _kind(value: Any) -> str:
+    if value not in KINDS:
+        raise TypeError(f"{value!r} is not a window kind")
+    return str(value)
 
 
 # --------------------------------------------------------------------------------------------------

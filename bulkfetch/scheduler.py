@@ -17,6 +17,9 @@ acquired *before* the ledger reserves, with no await in between, so no ticket is
 in the limiter, and concurrent acquirers can never together exceed the ledger. The limiter is not a
 window gate (a leaky bucket of 10/s lets 13 requests into one aligned second); the ledger is.
 
+The ledger is a `QuotaLedger`, or the app's ledger shared with its other processes
+(`bulkfetch.shared_ledger.SharedLedger`, which saves every reservation before its request is sent).
+
 Times: `clock()` is local epoch seconds; `now()` is the server-clock estimate `clock() + offset`,
 where the offset comes from the responses' `Date` headers (see `quota.clock_offset`). All ledger
 times, `WaitInfo.until` and `QuotaStop.reset_at` are server-clock epoch seconds.
@@ -31,14 +34,14 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
 from aiolimiter import AsyncLimiter
 
 from bulkfetch.errors import QuotaStop
 from bulkfetch.quota import (
     Block,
-    QuotaLedger,
+    RateHeaders,
     Ticket,
     UsageView,
     clock_offset,
@@ -48,9 +51,19 @@ from bulkfetch.quota import (
 
 BOUNDARY_EPSILON_S = 0.05  # sleep this far past a boundary, so the server has surely rolled over
 INFLIGHT_RECHECK_S = 1.0  # longest wait for a settle before re-checking the ledger
-PERSIST_EVERY_S = 1.0  # the quota snapshot is written at most this often while every window has room
-PERSIST_ALWAYS_BELOW_HEADROOM = 64  # ... and at every change once a window has no more room than this
 OFFSET_SAMPLES = 9  # the clock offset is the median of this many recent responses
+
+
+class Ledger(Protocol):
+    """What the scheduler needs of a ledger (see `bulkfetch.quota.QuotaLedger` for the rules)."""
+
+    clock_offset_s: float
+
+    def blocked_until(self, now: float) -> Block | None: ...
+    def reserve(self, now: float) -> Ticket | None: ...
+    def settle(self, ticket: Ticket, now: float, status: int, headers: RateHeaders) -> None: ...
+    def abandon(self, ticket: Ticket, now: float) -> None: ...
+    def usage_view(self, now: float) -> UsageView: ...
 
 
 @dataclass(frozen=True)
@@ -85,14 +98,13 @@ class QuotaScheduler:
 
     def __init__(
         self,
-        ledger: QuotaLedger,
+        ledger: Ledger,
         *,
         max_rate_per_s: float,
         policy: WaitPolicy = WaitPolicy(),
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_wait: Callable[[WaitInfo | None], None] | None = None,
-        persist: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         if not max_rate_per_s > 0:
             raise ValueError("max_rate_per_s must be positive")
@@ -101,8 +113,6 @@ class QuotaScheduler:
         self._clock = clock
         self._sleep = sleep
         self._on_wait = on_wait
-        self._persist = persist
-        self._persisted_at = -math.inf
         # AsyncLimiter refuses an acquisition larger than max_rate, so express slow rates as 1 per period.
         self._limiter = (AsyncLimiter(max_rate_per_s, 1.0) if max_rate_per_s >= 1
                          else AsyncLimiter(1, 1.0 / max_rate_per_s))
@@ -139,7 +149,6 @@ class QuotaScheduler:
                     if ticket is None:
                         continue  # another acquirer took the last headroom while we were smoothed
                     self._end_wait()
-                    self._save()
                     return ticket
                 if block.until is None:
                     await self._wait_for_change(INFLIGHT_RECHECK_S)
@@ -200,40 +209,16 @@ class QuotaScheduler:
     def settle(self, ticket: Ticket, status: int, headers: Mapping[str, str], *,
                sent_at_local: float, recv_at_local: float) -> None:
         """A response came back: learn the clock offset from `Date`, fold the rate headers into the
-        ledger, persist, and wake waiters. `sent_at_local`/`recv_at_local` are `clock()` readings."""
+        ledger, and wake waiters. `sent_at_local`/`recv_at_local` are `clock()` readings."""
         server_date = parse_http_date(_header(headers, "date"))
         if server_date is not None:
             self._offset_samples.append(clock_offset(server_date, sent_at_local, recv_at_local))
             self._offset_s = statistics.median(self._offset_samples)
             self.ledger.clock_offset_s = self._offset_s
         self.ledger.settle(ticket, self.now(), status, parse_rate_headers(headers))
-        self._save(urgent=status == 429)
         self._wake()
 
     def abandon(self, ticket: Ticket) -> None:
         """The request got no response (dropped, timed out): it stays counted, leaves flight."""
         self.ledger.abandon(ticket, self.now())
-        self._save()
         self._wake()
-
-    def _save(self, *, urgent: bool = False) -> None:
-        """Persist the ledger at most once a second while every window has room, and at every change
-        once one is close to full (or spent).
-
-        A restarted run takes the snapshot as a floor and sends one probe until the server's headers
-        speak. A snapshot up to a second old is harmless while the window had more room than a second of
-        requests could use; close to the limit every request is written, so the probe never lands in a
-        window its killed predecessor filled.
-        """
-        if self._persist is None:
-            return
-        now = self._clock()
-        view = self.ledger.usage_view(self.now())
-        near_full = min(usage.headroom for usage in view.windows) <= PERSIST_ALWAYS_BELOW_HEADROOM
-        if urgent or near_full or now - self._persisted_at >= PERSIST_EVERY_S:
-            self._persist(self.ledger.snapshot())
-            self._persisted_at = now
-
-    def flush(self) -> None:
-        """Persist now (the end of a run)."""
-        self._save(urgent=True)

@@ -7,7 +7,7 @@ Layout under `data_dir`:
     raw/list/<listing_id>/complete.json     written when that listing got as far as it had to
     raw/activities/<id>.json                one DetailedActivity, bytes exactly as received
     raw/streams/<id>.json                   one StreamSet (when streams are requested); <id>.none: it has none
-    state/*.json                            small state files (tombstones, quota snapshot, last run, ...)
+    state/*.json                            small state files (tombstones, fetched index, failures, ...)
     auth/tokens.json                        the token store (see bulkfetch.auth), mode 0600
     bulkfetch.log                           plain log lines of every run, no secrets
 
@@ -46,11 +46,10 @@ UNLISTED = "unlisted"
 NOT_FOUND = "not_found"
 
 
-def atomic_write(path: Path, data: bytes, *, durable: bool = True, mode: int = 0o644) -> None:
+def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     """Write `data` to `path` so that readers see the old file or the new one, never a part.
 
-    `durable` adds fsync of the file and its folder (survives power loss, not only a killed process);
-    skip it only for state that is cheap to lose, like the quota snapshot written before every request.
+    The file and its folder are fsynced: the write survives power loss, not only a killed process.
     A failed write (disk full, I/O error) removes its temporary file and raises WriteError.
     """
     temp = path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
@@ -60,13 +59,11 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = True, mode: int = 0
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
-            if durable:
-                os.fsync(fd)
+            os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(temp, path)
-        if durable:
-            fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except OSError as exc:
         temp.unlink(missing_ok=True)
         raise WriteError(_describe_write_error(path, exc), hint=_write_hint(exc)) from None
@@ -341,9 +338,8 @@ class RawStore:
             # Written atomically, so this is damage from outside: start that state afresh.
             return default
 
-    def write_state(self, name: str, value: Any, *, durable: bool = True) -> None:
-        atomic_write(self.state_path(name), orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS),
-                     durable=durable)
+    def write_state(self, name: str, value: Any) -> None:
+        atomic_write(self.state_path(name), orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS))
 
     def tombstones(self) -> dict[int, Tombstone]:
         raw = self.read_state("tombstones", {})

@@ -5,15 +5,41 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+STATE_HOME_MARK = "PYTEST_STATE_HOME"  # set beside XDG_STATE_HOME by `state_home`
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Fixtures wider than a test (a module's demo run) keep the apps' quota ledgers out of the real
+    ~/.local/state too."""
+    folder = tmp_path_factory.mktemp("state-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_STATE_HOME", str(folder))
+        patch.setenv(STATE_HOME_MARK, str(folder))
+        yield folder
+
+
+@pytest.fixture(autouse=True)
+def state_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test keeps the apps' quota ledgers in a folder of its own, never in the real
+    ~/.local/state: a test's ledgers start empty, and CLI subprocesses inherit it (see `cli_env`)."""
+    folder = tmp_path_factory.mktemp("state-home")
+    monkeypatch.setenv("XDG_STATE_HOME", str(folder))
+    monkeypatch.setenv(STATE_HOME_MARK, str(folder))
+    return folder
 
 
 def cli_env(**extra: str) -> dict[str, str]:
-    """The environment for a CLI subprocess: the repo importable, no Strava secrets from the caller."""
+    """The environment for a CLI subprocess: the repo importable, no Strava secrets from the caller, and
+    the test's own state folder (refused without one, so that no subprocess writes to the real one)."""
+    if not os.environ.get("XDG_STATE_HOME") or os.environ.get("XDG_STATE_HOME") != os.environ.get(STATE_HOME_MARK):
+        raise RuntimeError("cli_env outside a test: XDG_STATE_HOME is not a test's own folder")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STRAVA_", "BULKFETCH_"))}
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env["CI"] = "true"

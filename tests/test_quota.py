@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import math
 import time
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bulkfetch import quota
 from bulkfetch.config import LimitsConfig
 from bulkfetch.quota import (
     NO_HEADERS,
@@ -235,46 +237,142 @@ def test_clock_never_goes_back():
     assert ledger.reserve(9.0) is None  # still window 1, not window 0
 
 
-# -- restore ---------------------------------------------------------------------------------------
+# -- what older versions kept per data_dir (state/quota.json, version 1) ------------------------------
 
 LIMITS = LimitsConfig(short_requests=5, daily_requests=20, short_window_s=10, daily_window_s=100)
 
 
-def test_restore_inside_spent_window_refuses_until_boundary():
-    ledger = QuotaLedger.from_config(LIMITS, boundary_guard_s=0)
-    t = ledger.reserve(1.0)
-    ledger.settle(t, 1.1, 429, headers(read=(6, 6)))
-    snapshot = json.loads(json.dumps(ledger.snapshot()))
-    restored = QuotaLedger.restore(snapshot, LIMITS, 2.0, boundary_guard_s=0)
+def v1_snapshot(read_used: tuple[int, int], overall_used: tuple[int, int], *, spent: bool,
+                read_u_max: tuple[int, int] | None, at: float = 1.1, lengths: tuple[float, float] = (10.0, 100.0),
+                read_limits: tuple[int, int] | None = None) -> dict:
+    """A snapshot in the format version 1 wrote (`state/quota.json`), taken at `at`, in the windows holding it
+    (LIMITS' by default)."""
+    def window(kind: int, window_spent: bool) -> dict:
+        return {"index": window_index(at, lengths[kind]), "spent": window_spent, "pairs": {
+            "read": {"used": read_used[kind], "u_max": read_u_max[kind] if read_u_max else None},
+            "overall": {"used": overall_used[kind], "u_max": None}}}
+    return {"version": 1, "taken_at": at, "short_window_s": lengths[0], "daily_window_s": lengths[1],
+            "header_limits": {"read": list(read_limits or (None, None)), "overall": [None, None]},
+            "headers_seen": read_u_max is not None, "clock_offset_s": 0.0,
+            "windows": {"short": window(0, spent), "daily": window(1, False)}}
+
+
+SPENT_BY_429 = v1_snapshot((6, 6), (1, 1), spent=True, read_u_max=(6, 6))  # a 429 reported 6,6
+THREE_SENT = v1_snapshot((3, 3), (3, 3), spent=False, read_u_max=None)  # 3 requests without headers
+
+
+def absorbed(snapshot, now: float, limits: LimitsConfig = LIMITS) -> QuotaLedger:
+    ledger = QuotaLedger.from_config(limits, boundary_guard_s=0)
+    ledger.absorb_snapshot(json.loads(json.dumps(snapshot)), now)
+    return ledger
+
+
+def test_absorbed_snapshot_inside_spent_window_refuses_until_boundary():
+    restored = absorbed(SPENT_BY_429, 2.0)
     assert restored.reserve(2.0) is None
     assert restored.blocked_until(2.0).until == 10.0
     assert restored.reserve(10.0) is not None
 
 
-def test_restore_partly_used_window_is_a_floor_until_a_header():
-    ledger = QuotaLedger.from_config(LIMITS, boundary_guard_s=0)
-    for _ in range(3):
-        ledger.settle(ledger.reserve(1.0), 1.1, 200, NO_HEADERS)
-    restored = QuotaLedger.restore(ledger.snapshot(), LIMITS, 2.0)
+def test_absorbed_partly_used_window_is_a_floor_until_a_header():
+    restored = absorbed(THREE_SENT, 2.0)
     assert restored.usage_view(2.0).get("read", "short").used == 3
     probe = restored.reserve(2.0)
-    assert probe is not None and restored.reserve(2.0) is None  # restored ledger probes
+    assert probe is not None and restored.reserve(2.0) is None  # what the old run sent later is unknown: probe
     restored.settle(probe, 2.1, 200, headers(read=(4, 4)))
     assert len([t for t in (restored.reserve(2.2) for _ in range(5)) if t]) == 1  # 5 - 4
 
 
-def test_restore_drops_stale_windows_and_garbage():
+def test_absorbed_snapshot_adds_to_what_the_ledger_counted():
+    """Migrating a data_dir into an app ledger that other data_dirs already use: both counts stand (their
+    requests were different ones), so no usage is lost."""
     ledger = QuotaLedger.from_config(LIMITS, boundary_guard_s=0)
-    t = ledger.reserve(1.0)
-    ledger.settle(t, 1.1, 429, headers(read=(5, 19)))
-    stale = QuotaLedger.restore(ledger.snapshot(), LIMITS, 25.0)
+    ledger.settle(ledger.reserve(1.0), 1.05, 200, NO_HEADERS)
+    ledger.absorb_snapshot(THREE_SENT, 2.0)
+    assert ledger.usage_view(2.0).get("read", "short").used == 4
+    assert ledger.usage_view(2.0).get("read", "daily").used == 4
+
+
+def test_absorbing_ignores_stale_windows_other_lengths_and_garbage():
+    stale = absorbed(SPENT_BY_429, 25.0)
     assert stale.usage_view(25.0).get("read", "short").used == 0
     assert stale.reserve(25.0) is not None
-    for garbage in (None, {}, {"version": 1, "windows": "x"}, {"version": 1, "windows": {"short": 3}}):
-        assert QuotaLedger.restore(garbage, LIMITS, 1.0).reserve(1.0) is not None
+    for garbage in (None, {}, [], "x", {"version": 1, "windows": "x"}, {"version": 1, "windows": {"short": 3}},
+                    {**THREE_SENT, "clock_offset_s": "soon"}):
+        assert absorbed(garbage, 1.0).reserve(1.0) is not None
     other_lengths = LimitsConfig(5, 20, 20, 100)
-    restored = QuotaLedger.restore(ledger.snapshot(), other_lengths, 2.0)
-    assert restored.usage_view(2.0).get("read", "short").used == 0
+    assert absorbed(SPENT_BY_429, 2.0, other_lengths).usage_view(2.0).get("read", "short").used == 0
+
+
+# -- the shared state: saved and loaded between every operation, nothing changes -------------------
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_state_round_trip_decides_exactly_as_the_ledger_it_came_from(data):
+    """Processes of one app take turns on the ledger through `state()`/`from_state` (the shared file):
+    a ledger rebuilt from JSON before every operation must reserve, block, count and report exactly as
+    one that stayed in memory, though its reports are pruned (here at every state, not only once many)."""
+    with mock.patch.object(quota, "REPORTS_BEFORE_PRUNING", 0):
+        round_trip_against_memory(data)
+
+
+def round_trip_against_memory(data) -> None:
+    limits = LimitsConfig(short_requests=data.draw(st.integers(1, 6)), daily_requests=data.draw(st.integers(6, 15)),
+                          short_window_s=1, daily_window_s=4)
+    kept = QuotaLedger.from_config(limits)
+    shared = QuotaLedger.from_config(limits)
+    now = 0.0
+    in_flight = []
+    for _ in range(data.draw(st.integers(5, 80))):
+        shared = QuotaLedger.from_state(json.loads(json.dumps(shared.state())), limits)
+        op = data.draw(st.sampled_from(["reserve"] * 3 + ["settle"] * 3 + ["abandon", "advance"]))
+        if op == "reserve":
+            ticket = kept.reserve(now)
+            assert shared.reserve(now) == ticket
+            if ticket is not None:
+                in_flight.append(ticket)
+        elif op in ("settle", "abandon") and in_flight:
+            ticket = in_flight.pop(data.draw(st.integers(0, len(in_flight) - 1)))
+            if op == "abandon":
+                kept.abandon(ticket, now)
+                shared.abandon(ticket, now)
+                continue
+            usage = data.draw(st.one_of(st.none(), st.tuples(st.integers(0, 20), st.integers(0, 40))))
+            status = data.draw(st.sampled_from([200, 200, 200, 429]))
+            kept.settle(ticket, now, status, headers(read=usage, overall=usage))
+            shared.settle(ticket, now, status, headers(read=usage, overall=usage))
+        elif op == "advance":
+            now += data.draw(st.sampled_from([0.1, 0.4, 1.0, 2.5]))
+        assert shared.usage_view(now) == kept.usage_view(now)
+        assert shared.blocked_until(now) == kept.blocked_until(now)
+
+
+def test_state_keeps_only_the_reports_that_can_still_matter():
+    ledger = QuotaLedger(10_000, 100_000, short_window_s=10, daily_window_s=100, boundary_guard_s=0)
+    for used in range(1, 2001):
+        ledger.settle(ledger.reserve(1.0), 1.0, 200, headers(read=(used, used)))
+    state = ledger.state()
+    assert all(len(pair["reported"]) <= 1 for window in state["windows"].values()
+               for pair in window["pairs"].values())
+    assert len(json.dumps(state)) < 2_000
+
+
+@pytest.mark.parametrize("damage", [
+    None, [], {"version": 1}, {"version": 2}, "garbage",
+    {**QuotaLedger(1, 2).state(), "last_seq": "7"},
+    {**QuotaLedger(1, 2).state(), "windows": {"weekly": {}}},
+    {**QuotaLedger(1, 2).state(), "in_flight": [[1, 2.0]]},
+])
+def test_from_state_refuses_what_is_not_a_ledger(damage):
+    with pytest.raises(ValueError):
+        QuotaLedger.from_state(damage, LimitsConfig(1, 2, 900, 86400))
+
+
+def test_from_state_refuses_other_window_lengths():
+    state = QuotaLedger(5, 20, short_window_s=60, daily_window_s=86400).state()
+    with pytest.raises(ValueError, match="windows of 60 s and 86400 s, but .limits. says 900 s and 86400 s"):
+        QuotaLedger.from_state(state, LimitsConfig(5, 20, 900, 86400))
 
 
 # -- the property: the ledger against a model of Strava's server -----------------------------------

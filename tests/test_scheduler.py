@@ -37,11 +37,10 @@ class FakeClock:
 def make(short=2, daily=100, *, policy=WaitPolicy(), t=0.0, guard_s=0.0, **kwargs):
     clock = FakeClock(t)
     waits: list[WaitInfo | None] = []
-    saved: list[dict] = []
     ledger = QuotaLedger(short, daily, short_window_s=10, daily_window_s=100, boundary_guard_s=guard_s)
     scheduler = QuotaScheduler(ledger, max_rate_per_s=FAST_RATE, policy=policy, clock=clock,
-                               sleep=clock.sleep, on_wait=waits.append, persist=saved.append, **kwargs)
-    return scheduler, clock, waits, saved
+                               sleep=clock.sleep, on_wait=waits.append, **kwargs)
+    return scheduler, clock, waits
 
 
 def done(scheduler, ticket, clock, status=200, headers=None):
@@ -54,7 +53,7 @@ def run(coro):
 
 def test_waits_until_the_boundary_and_reports_it():
     async def main():
-        scheduler, clock, waits, _ = make(short=2, t=1.0)
+        scheduler, clock, waits = make(short=2, t=1.0)
         for _ in range(2):
             done(scheduler, await scheduler.acquire(), clock)
         ticket = await scheduler.acquire()
@@ -66,7 +65,7 @@ def test_waits_until_the_boundary_and_reports_it():
 
 def test_wait_includes_the_boundary_guard():
     async def main():
-        scheduler, clock, waits, _ = make(short=1, t=1.0, guard_s=0.5)
+        scheduler, clock, waits = make(short=1, t=1.0, guard_s=0.5)
         done(scheduler, await scheduler.acquire(), clock)
         ticket = await scheduler.acquire()
         assert clock.t >= 10.5 and ticket.short_index == 1
@@ -76,7 +75,7 @@ def test_wait_includes_the_boundary_guard():
 
 def test_concurrent_acquirers_never_exceed_a_window():
     async def main():
-        scheduler, clock, waits, _ = make(short=3, daily=8)
+        scheduler, clock, waits = make(short=3, daily=8)
         sent = Counter()
 
         async def worker():
@@ -99,7 +98,7 @@ def test_concurrent_acquirers_never_exceed_a_window():
 def test_concurrent_acquirers_with_headers_and_another_program():
     """The server's usage headers reveal 2 requests of another program in each window."""
     async def main():
-        scheduler, clock, _, _ = make(short=5, daily=100)
+        scheduler, clock, _ = make(short=5, daily=100)
         counts = Counter()
         seen_windows = set()
         rejected = 0
@@ -133,7 +132,7 @@ def test_concurrent_acquirers_with_headers_and_another_program():
 
 def test_no_wait_raises_quota_stop_with_reset_time():
     async def main():
-        scheduler, clock, waits, _ = make(short=1, policy=WaitPolicy(no_wait=True), t=3.0)
+        scheduler, clock, waits = make(short=1, policy=WaitPolicy(no_wait=True), t=3.0)
         done(scheduler, await scheduler.acquire(), clock)
         with pytest.raises(QuotaStop) as caught:
             await scheduler.acquire()
@@ -146,7 +145,7 @@ def test_no_wait_raises_quota_stop_with_reset_time():
 @pytest.mark.parametrize("max_wait_s, raises", [(5.0, True), (7.0, False)])
 def test_max_wait(max_wait_s, raises):
     async def main():
-        scheduler, clock, _, _ = make(short=1, policy=WaitPolicy(max_wait_s=max_wait_s), t=3.5)
+        scheduler, clock, _ = make(short=1, policy=WaitPolicy(max_wait_s=max_wait_s), t=3.5)
         done(scheduler, await scheduler.acquire(), clock)
         if raises:
             with pytest.raises(QuotaStop) as caught:
@@ -159,7 +158,7 @@ def test_max_wait(max_wait_s, raises):
 
 def test_daily_429_stops_until_midnight():
     async def main():
-        scheduler, clock, _, _ = make(short=5, daily=100, policy=WaitPolicy(max_wait_s=60), t=12.0)
+        scheduler, clock, _ = make(short=5, daily=100, policy=WaitPolicy(max_wait_s=60), t=12.0)
         ticket = await scheduler.acquire()
         done(scheduler, ticket, clock, 429,
              {"x-readratelimit-usage": "1,100", "x-readratelimit-limit": "5,100"})
@@ -171,7 +170,7 @@ def test_daily_429_stops_until_midnight():
 
 def test_inflight_wait_ignores_policy_and_wakes_on_settle():
     async def main():
-        scheduler, clock, waits, _ = make(short=5, policy=WaitPolicy(no_wait=True))
+        scheduler, clock, waits = make(short=5, policy=WaitPolicy(no_wait=True))
         done(scheduler, await scheduler.acquire(), clock, 200, {"X-ReadRateLimit-Usage": "1,1"})
         clock.t = 10.0
         probe = await scheduler.acquire()  # first request of window 1: the probe
@@ -185,40 +184,9 @@ def test_inflight_wait_ignores_policy_and_wakes_on_settle():
     run(main())
 
 
-def test_persist_at_most_once_a_second_while_there_is_room_and_always_when_close_to_full():
-    async def main():
-        roomy, clock, _, saved = make(short=500, daily=5000, t=1.0)
-        ticket = await roomy.acquire()
-        assert len(saved) == 1 and saved[-1]["windows"]["short"]["pairs"]["read"]["used"] == 1
-        done(roomy, ticket, clock)
-        done(roomy, await roomy.acquire(), clock)
-        assert len(saved) == 1  # within the second: not written again
-        clock.t += 1.0
-        done(roomy, await roomy.acquire(), clock)
-        assert len(saved) == 2
-        roomy.flush()
-        assert len(saved) == 3
-
-        tight, clock, _, saved = make(short=3, daily=5000, t=1.0)
-        for used in (1, 2, 3):
-            await tight.acquire()  # no more room than a second of requests: every change is written
-            assert saved[-1]["windows"]["short"]["pairs"]["read"]["used"] == used
-    run(main())
-
-
-def test_a_429_is_persisted_at_once():
-    async def main():
-        scheduler, clock, _, saved = make(short=500, daily=5000, t=1.0)
-        done(scheduler, await scheduler.acquire(), clock)
-        before = len(saved)
-        done(scheduler, await scheduler.acquire(), clock, status=429)
-        assert len(saved) == before + 1
-    run(main())
-
-
 def test_clock_offset_from_date_header():
     async def main():
-        scheduler, clock, _, _ = make(t=1000.0)
+        scheduler, clock, _ = make(t=1000.0)
         ticket = await scheduler.acquire()
         date = email.utils.formatdate(1100.0, usegmt=True)
         scheduler.settle(ticket, 200, {"Date": date}, sent_at_local=1000.0, recv_at_local=1001.0)
