@@ -157,6 +157,16 @@ def test_config_key_streams_and_a_404_recorded_as_no_streams_never_asked_again(t
 
 
 # -- resume -------------------------------------------------------------------------------------------------
+def wait_until_the_log_settles(sim, quiet_s: float = 0.3, timeout_s: float = 5.0) -> None:
+    """Until the simulator's request log has not grown for `quiet_s` (bounded by `timeout_s`)."""
+    deadline = time.monotonic() + timeout_s
+    seen, since = len(sim.request_log), time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - since < quiet_s:
+        time.sleep(0.02)
+        if len(sim.request_log) != seen:
+            seen, since = len(sim.request_log), time.monotonic()
+
+
 def test_sigkill_and_no_wait_stops_resume_without_asking_any_stream_twice(tmp_path: Path) -> None:
     settings = SimulatorSettings(activities=40, seed=23, latency_s=0.02, short_limit=15, short_window_s=1,
                                  daily_limit=10000)
@@ -173,6 +183,7 @@ def test_sigkill_and_no_wait_stops_resume_without_asking_any_stream_twice(tmp_pa
         process.wait(10)
         kept = store.stream_ids() | store.no_stream_ids()
         assert 5 <= len(kept) < 40
+        wait_until_the_log_settles(sim)  # a request the killed run sent may reach the simulator later
 
         mark = len(sim.request_log)
         assert run(config, "fetch", "--no-compact", "--no-wait") == 75  # stops at the spent 1-s window
