@@ -255,6 +255,10 @@ def test_sigkill_mid_run_then_rerun_completes_without_refetching_and_keeps_the_t
             while time.monotonic() < deadline and (
                     not store.detail_dir.exists() or len(store.detail_ids()) < target):
                 time.sleep(0.02)
+            # Not while a refresh is answered but not yet stored: no client can close that window (Strava
+            # invalidates the old token as it answers), so the test kills outside it.
+            while time.monotonic() < deadline and stored_refresh_token(store) != sim.current_refresh_token:
+                time.sleep(0.001)
             process.send_signal(signal.SIGKILL)
             process.wait(10)
         done_at_kill = store.detail_ids()
@@ -268,6 +272,13 @@ def test_sigkill_mid_run_then_rerun_completes_without_refetching_and_keeps_the_t
         stored = json.loads((tmp_path / "data" / "auth" / "tokens.json").read_text())
         assert stored["refresh_token"] == sim.current_refresh_token
         assert oct(os.stat(tmp_path / "data" / "auth" / "tokens.json").st_mode & 0o777) == "0o600"
+
+
+def stored_refresh_token(store: RawStore) -> str | None:
+    try:
+        return json.loads((store.auth_dir / "tokens.json").read_text())["refresh_token"]
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def test_second_fetch_on_the_same_data_dir_exits_2_naming_the_first(tmp_path: Path) -> None:
