@@ -50,6 +50,9 @@ INDEX_SAVE_EVERY = 50  # completions between saves of the fetched and streams in
 FETCHED = "fetched"
 STREAM_RECORDS = "streams"
 FAILED = "failed"
+# A full listing that lost most of the history at once: kept as an overlay of what it did list, never the
+# base of the catalog (which would drop every activity it missed) until a full listing looks whole again.
+SUSPECT_LISTING = {"kind": "suspect"}
 LEGACY_QUOTA_STATE = "quota"  # state/quota.json: the data_dir's own quota snapshot, before ledgers were per app
 
 
@@ -299,6 +302,8 @@ async def _settle_listing(client: StravaClient, store: RawStore, listing: Listin
     elif gone:
         events.warn(f"{len(gone):,} of {len(previous):,} activities left the list at once;"
                     " not marking them deleted (lost scope or another account's token?)")
+        if choice.full:  # not a whole history: the previous full listing stays the catalog's base
+            listing.write_meta(SUSPECT_LISTING)
     # Listed again after "unlisted": made visible again. A full re-list also asks 404'd details again
     # (a 404 that was transient, or made visible again); a routine one only when their summary changed.
     store.lift_tombstones(listed, (UNLISTED, NOT_FOUND) if choice.full else (UNLISTED,))

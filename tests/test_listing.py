@@ -440,3 +440,29 @@ def test_listing_kinds_and_an_empty_unfinished_listing(tmp_path: Path) -> None:
     assert again.folder == damaged.folder and again.is_full
     counts = collections.Counter(x.is_full for x in store.listings())
     assert counts == {True: 2}
+
+
+def test_a_full_listing_that_lost_most_of_the_history_keeps_every_row_and_raw_page(tmp_path: Path, capsys) -> None:
+    """The guard against a lost scope: nothing is marked deleted, and nothing is dropped either: the
+    suspect listing overlays what it listed, the previous full listing stays the catalog's base."""
+    settings_ = SimulatorSettings(activities=32, seed=44, short_limit=1000, daily_limit=10000)
+    thread = SimulatorThread(settings_)
+    with thread as sim:
+        config = setup(tmp_path, sim)
+        assert main(["--config", str(config), "fetch"]) == 0
+        store = RawStore(tmp_path / "data")
+        base_pages = store.latest_full_listing().page_paths()
+        ids = sim.activity_ids()
+        for activity_id in ids[:20]:
+            thread.call(sim.delete_activity, activity_id)
+        thread.call(partial(sim.edit_activity, ids[25], name="Renamed during the loss"))
+        capsys.readouterr()
+        assert main(["--config", str(config), "fetch", "--full-relist"]) == 0
+        assert "20 of 32 activities left the list at once" in capsys.readouterr().err
+        assert set(store.catalog()) == set(ids) and not store.tombstones()
+        assert store.catalog()[ids[25]]["name"] == "Renamed during the loss"  # what it listed is used
+        assert all(page.exists() for page in base_pages)  # the last whole listing is kept
+        rows = pq.read_table(tmp_path / "data" / "parquet" / "activities").num_rows
+        assert rows == 32
+        assert main(["--config", str(config), "fetch"]) == 0  # a routine run after it keeps them too
+        assert set(store.catalog()) == set(ids) and not store.tombstones()
