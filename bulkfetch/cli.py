@@ -253,10 +253,13 @@ def _sigterm_as_ctrl_c() -> Iterator[None]:
 
 def _summary_line(summary: FetchSummary) -> str:
     streams = f"{summary.streams:,} stream sets; " if summary.streams else ""
+    failed = len(summary.failed) + len(summary.failed_streams)
+    failed_streams = f" ({len(summary.failed_streams):,} of them stream sets)" if summary.failed_streams else ""
+    requests = f"{summary.requests:,} request{'' if summary.requests == 1 else 's'}"
     return (f"listed {summary.listed:,} activities; fetched {summary.fetched:,} details "
             f"({summary.new:,} new, {summary.changed:,} changed); {streams}{summary.not_found:,} without a "
-            f"detail (404), {summary.unlisted:,} deleted (left the list); {len(summary.failed):,} failed; "
-            f"{summary.requests:,} requests")
+            f"detail (404), {summary.unlisted:,} deleted (left the list); {failed:,} failed{failed_streams}; "
+            f"{requests}")
 
 
 def _finish_fetch(summary: FetchSummary) -> None:
