@@ -242,7 +242,7 @@ def test_a_failed_stream_set_is_reported_and_kept_as_a_stream_failure(tmp_path: 
     assert code == 75, err
     last = err.strip().splitlines()[-1]
     assert last.startswith("bulkfetch: 1 stream set(s) failed") and "activity 41" in last, last
-    assert "; 1 failed (1 of them stream sets); " in err  # the summary line counts them too
+    assert "; 1 failed (1 of them stream sets); " in out  # the summary line counts them too
     assert "detail" not in last
     store = RawStore(tmp_path / "data")
     assert store.detail_ids() == {41, 42} and store.stream_ids() == {42}
