@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bulkfetch.auth import TokenStore, scope_lacks_read_all
-from bulkfetch.client import RequestDone, RequestFailed, StravaClient, open_session
+from bulkfetch.client import ApiResponse, RequestDone, RequestFailed, StravaClient, open_session
 from bulkfetch.config import STREAM_TYPES, Config, environment
 from bulkfetch.errors import BulkfetchError, CredentialError, Interrupted, QuotaStop
 from bulkfetch.ledger_file import App, state_folder
@@ -53,6 +53,7 @@ FAILED = "failed"
 # A full listing that lost most of the history at once: kept as an overlay of what it did list, never the
 # base of the catalog (which would drop every activity it missed) until a full listing looks whole again.
 SUSPECT_LISTING = {"kind": "suspect"}
+MAX_LOOKUP_PAGES = 20  # list pages one look-up of a moved activity may take (ties in one start second)
 LEGACY_QUOTA_STATE = "quota"  # state/quota.json: the data_dir's own quota snapshot, before ledgers were per app
 
 
@@ -296,7 +297,7 @@ async def _settle_listing(client: StravaClient, store: RawStore, listing: Listin
     gone, safe = unlisted(previous, listed)
     if gone and safe:
         if covered is not None:  # a routine listing: what left its range may only have moved back in time
-            gone = await _look_up_vanished(client, listing, gone, paging.per_page, events)
+            gone = await _look_up_vanished(client, store, listing, gone, paging.per_page, events)
         store.add_tombstones(gone, UNLISTED, time.time())
         summary.unlisted = len(gone)
     elif gone:
@@ -311,15 +312,15 @@ async def _settle_listing(client: StravaClient, store: RawStore, listing: Listin
     store.prune_listings()
 
 
-async def _look_up_vanished(client: StravaClient, listing: Listing, gone: set[int], per_page: int,
-                            events: FetchEvents) -> set[int]:
+async def _look_up_vanished(client: StravaClient, store: RawStore, listing: Listing, gone: set[int],
+                            per_page: int, events: FetchEvents) -> set[int]:
     """Which of the activities that left a routine listing's range are deleted.
 
     An activity whose start time was corrected to an older one (a wrong device clock) leaves the range
-    too, without being deleted: its detail tells (404: deleted) and where it went, and one list page
-    from there records its new summary in this listing, so it keeps its rows until a full re-list.
-    Two requests each, for the rare activity that left the newest ones. One that cannot be looked up
-    now stays as it is and is looked up again by the next run.
+    too, without being deleted: its detail tells (404: deleted) and where it went, and the list page
+    holding it there records its new summary in this listing, so it keeps its rows until a full
+    re-list. The detail is kept: it is the activity's current one. One that cannot be looked up now
+    stays as it is and is looked up again by the next run.
     """
     deleted = set()
     for activity_id in sorted(gone):
@@ -331,14 +332,36 @@ async def _look_up_vanished(client: StravaClient, listing: Listing, gone: set[in
             start = start_epoch(detail.data) if isinstance(detail.data, dict) else None
             if start is None or detail.data.get("id") != activity_id:
                 continue
-            page = await client.get("/athlete/activities", {"before": start + 1, "per_page": per_page})
+            page = await _page_holding(client, activity_id, start, per_page)
         except RequestFailed as error:
             events.warn(f"activity {activity_id} left the newest activities; looking it up failed ({error})")
             continue
-        if isinstance(page.data, list) and activity_id in page_items(page.data):
-            listing.write_lookup(len(listing.lookups()) + 1, page.body)
-            events.info(f"activity {activity_id} moved to {detail.data.get('start_date')}: listed at its new place")
+        if page is None:
+            events.warn(f"activity {activity_id} left the newest activities but is not listed at its new start"
+                        " time; the next full re-list looks again")
+            continue
+        listing.write_lookup(len(listing.lookups()) + 1, page.body)
+        await asyncio.to_thread(store.write_detail, activity_id, detail.body)
+        fetched = load_fetched_index(store)
+        fetched[activity_id] = fingerprint(page_items(page.data)[activity_id])
+        store.write_state(FETCHED, _fetched_to_json(fetched))
+        events.info(f"activity {activity_id} moved to {detail.data.get('start_date')}: listed at its new place")
     return deleted
+
+
+async def _page_holding(client: StravaClient, activity_id: int, start: int, per_page: int) -> ApiResponse | None:
+    """The list page that holds the activity starting at `start`: the newest before `start + 1`, and, when
+    more than a page's worth share that second, the next pages by number (bounded: MAX_LOOKUP_PAGES)."""
+    for number in range(1, MAX_LOOKUP_PAGES + 1):
+        params = {"per_page": per_page, "before": start + 1, **({"page": number} if number > 1 else {})}
+        response = await client.get("/athlete/activities", params)
+        items = page_items(response.data) if isinstance(response.data, list) else {}
+        if activity_id in items:
+            return response
+        starts = [start_epoch(s) for s in items.values()]
+        if len(items) < per_page or any(s is None or s < start for s in starts):
+            return None  # past its second: it is not listed there
+    return None
 
 
 def _listing_note(store: RawStore, config: Config, full: bool, listed: int) -> str:
