@@ -43,6 +43,7 @@ import os
 import secrets
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import closing, contextmanager
@@ -81,6 +82,7 @@ ROW_GROUP_BYTES = 64 << 20
 # that look for one activity skip the rest by row group statistics.
 STREAM_ROW_GROUP_BYTES = 32 << 20
 PARALLEL_WORKERS = 2
+PARENT_CHECK_S = 0.25  # how often a worker checks that the process it works for is alive
 # Below this much raw JSON to rewrite, starting worker processes costs more than it saves.
 PARALLEL_MIN_BYTES = 16 << 20
 COMPRESSION = "zstd"
@@ -440,7 +442,7 @@ def _run_jobs(jobs: list[YearJob]) -> Iterator[YearOutcome]:
     queue = sorted(jobs, key=lambda job: -job.raw_bytes)
     stop = context.Event()
     with ProcessPoolExecutor(max_workers=PARALLEL_WORKERS - 1, mp_context=context,
-                             initializer=_start_worker, initargs=(stop,)) as pool:
+                             initializer=_start_worker, initargs=(stop, os.getpid())) as pool:
         in_worker: list[Future[YearOutcome]] = []
         try:
             while queue or in_worker:
@@ -494,12 +496,39 @@ class _Stopped(Exception):
 _stop_event: Event | None = None
 
 
-def _start_worker(stop: Event) -> None:
+def _start_worker(stop: Event, parent_pid: int) -> None:
     """Ctrl-C reaches every process of the terminal's process group: a worker ignores it and leaves the
-    decision to its parent, which sets `stop`."""
+    decision to its parent, which sets `stop`. A parent killed outright (SIGKILL) sets nothing: the
+    worker then ends by itself, or it, the forkserver it holds and the resource tracker would live on
+    holding the command's stdout (`bulkfetch compact | tee` would never end)."""
     global _stop_event
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _stop_event = stop
+    threading.Thread(target=_exit_with, args=(parent_pid,), name="parent-watch", daemon=True).start()
+
+
+def _exit_with(parent_pid: int) -> None:
+    """End this worker at once when the process it works for is gone (a half-written partition is a
+    temporary file, swept by the next compaction)."""
+    while _alive(parent_pid):
+        time.sleep(PARENT_CHECK_S)
+    os._exit(1)
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs: a killed process stays a zombie until its own parent reaps it, and that parent
+    may be waiting for this worker to close the pipes first, so a zombie counts as gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc (not Linux): a zombie then counts as alive
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    return stat[stat.rindex(")") + 2] != "Z"
 
 
 def _check_stop() -> None:

@@ -173,6 +173,25 @@ def test_sigterm_during_compaction_exits_130_after_its_worker_and_leaves_whole_f
     assert any(not new[name].equals(old[name]) for name in new)
 
 
+def test_a_killed_compaction_leaves_no_process_behind(tmp_path: Path) -> None:
+    """SIGKILL cannot be caught: the worker and its helpers notice the command is gone and end by
+    themselves (left running, they would hold its stdout open: `bulkfetch compact | tee log` would hang)."""
+    data_dir = tmp_path / "data"
+    big_store(data_dir)
+    process = spawn(storage_config(tmp_path, data_dir), "compact", "--rebuild")
+    family: dict[int, int] = {}
+
+    def worker_started() -> bool:
+        family.update(descendants(process.pid))
+        return any(parent != process.pid for parent in family.values()) or process.poll() is not None
+
+    wait_until(worker_started, what="the compaction worker")
+    family.update(descendants(process.pid))
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=30)  # returns only once no process holds the pipes
+    wait_until(lambda: not any(alive(pid) for pid in family), timeout_s=10, what="the children to exit")
+
+
 # -- item 12: an interrupted fetch compacts what it fetched ------------------------------------------------
 def test_an_interrupted_fetch_compacts_what_it_fetched_then_exits_130(tmp_path: Path) -> None:
     settings = SimulatorSettings(activities=150, seed=32, latency_s=0.03, short_limit=1000, daily_limit=10000)
