@@ -180,6 +180,7 @@ class Simulator:
 
     @property
     def _tokens(self) -> TokenBook:
+        """The first athlete's token book, where the secrets tests look for every token issued."""
         return self.athletes[0].tokens
 
     @property
