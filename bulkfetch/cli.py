@@ -99,7 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--port", type=_bounded(int, low=0, high=65535), default=0,
                           help="port (default: a free one)")
     simulate.add_argument("--activities", type=_bounded(int, low=0), default=300,
-                          help="size of the synthetic history")
+                          help="size of the synthetic history (of each athlete)")
+    simulate.add_argument("--athletes", type=_bounded(int, low=1, high=100), default=1,
+                          help="athletes of the simulated app, sharing its quota (default 1)")
+    simulate.add_argument("--athlete-capacity", type=_bounded(int, low=1), default=None,
+                          help="connected athletes the app accepts (Strava: 1 single-player, 10 upgraded; "
+                               "default no limit)")
     simulate.add_argument("--seed", type=int, default=1, help="seed of the synthetic history and faults")
     simulate.add_argument("--short-limit", type=_bounded(int, low=1), default=100,
                           help="read requests per short window")
@@ -388,7 +393,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     if args.daily_window < args.short_window:  # the config it writes would be refused
         raise ConfigError(f"--daily-window {args.daily_window:g} must be at least --short-window {args.short_window:g}")
     settings = SimulatorSettings(
-        seed=args.seed, activities=args.activities,
+        seed=args.seed, activities=args.activities, athletes=args.athletes, athlete_capacity=args.athlete_capacity,
         short_limit=args.short_limit, daily_limit=args.daily_limit,
         overall_short_limit=args.overall_short_limit, overall_daily_limit=args.overall_daily_limit,
         short_window_s=args.short_window, daily_window_s=args.daily_window,

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import tomllib
+import urllib.parse
 import urllib.request
 from datetime import UTC
 from pathlib import Path
@@ -21,6 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bulkfetch.simulator import RequestRecord, Simulator, SimulatorSettings, SimulatorThread
+from bulkfetch.simulator.athletes import approving_athlete, has_room_for
 from bulkfetch.simulator.history import History, split_distances
 from bulkfetch.simulator.ratelimit import Limits, RateCounter, Usage, Windows, window_end_s, window_index
 from bulkfetch.simulator.tokens import grant_scope, parse_scope
@@ -568,3 +570,233 @@ def test_simulate_keeps_fractional_windows_exact_and_takes_the_overall_limits(tm
     finally:
         process.terminate()
         process.communicate(timeout=10)
+
+
+# ---------------------------------------------------------------- several athletes of one app
+
+
+def test_approval_and_capacity_rules() -> None:
+    athletes = Simulator(SimulatorSettings(activities=2, athletes=3, athlete_capacity=2)).athletes
+    first, second, third = athletes
+    assert [a.connected for a in athletes] == [True, True, False] and third.tokens.refresh_token is None
+    assert has_room_for(athletes, first, 2) and not has_room_for(athletes, third, 2)
+    assert has_room_for(athletes, third, 3) and has_room_for(athletes, third, None)
+    assert approving_athlete(first, None, force=True) is first
+    assert approving_athlete(first, second, force=False) is first  # no prompt: the signed-in one again
+    assert approving_athlete(first, second, force=True) is second
+    assert approving_athlete(third, second, force=False) is second  # new to the app: the prompt shows
+    for bad, needle in (({"athletes": 0}, "athletes must"), ({"athletes": 2, "athlete_activities": (1, 2, 3)},
+                                                               "athlete_activities has 3"),
+                        ({"athlete_capacity": 0}, "athlete_capacity must")):
+        with pytest.raises(ValueError, match=needle):
+            Simulator(SimulatorSettings(activities=1, **bad))
+
+
+async def token_post(session: aiohttp.ClientSession, sim: Simulator, **fields: str) -> tuple[int, Any]:
+    async with session.post(sim.oauth_url + "/token", data={**CLIENT, **fields}) as response:
+        return response.status, await response.json()
+
+
+async def authorize(session: aiohttp.ClientSession, sim: Simulator, **params: str) -> tuple[int, str, str | None]:
+    """(status, body, code from the redirect or None) of the authorize page."""
+    query = {"client_id": "12345", "redirect_uri": "http://127.0.0.1:8765/exchange_token", "response_type": "code",
+             "scope": "read,activity:read_all", "state": "s", **params}
+    async with session.get(sim.oauth_url + "/authorize", params=query, allow_redirects=False) as response:
+        location = response.headers.get("Location")
+        code = aiohttp.client.URL(location).query.get("code") if location else None
+        return response.status, await response.text(), code
+
+
+def test_athletes_have_their_own_histories_ids_tokens_and_log() -> None:
+    async def scenario() -> None:
+        settings = SimulatorSettings(activities=40, athletes=3, athlete_activities=(40, 9, 25), rate_limits=False)
+        async with Simulator(settings) as sim, aiohttp.ClientSession() as session:
+            alone = Simulator(SimulatorSettings(activities=40))  # the first athlete is today's only one
+            assert sim.activity_ids() == alone.activity_ids() and sim.athlete_ids[0] == alone.settings.athlete_id
+            assert sim.current_refresh_token == alone.current_refresh_token
+            assert len(set(sim.athlete_ids)) == 3
+            tokens = {athlete_id: sim.issue_access_token(athlete_id) for athlete_id in sim.athlete_ids}
+            seen: set[int] = set()
+            for athlete_id, size in zip(sim.athlete_ids, (40, 9, 25)):
+                status, me, _ = await get(session, sim, "/athlete", tokens[athlete_id])
+                assert status == 200 and me["id"] == athlete_id
+                _, listed, _ = await get(session, sim, "/athlete/activities", tokens[athlete_id], per_page=200)
+                ids = [a["id"] for a in listed]
+                assert ids == sim.activity_ids(athlete_id=athlete_id) and len(ids) == size
+                assert {a["athlete"]["id"] for a in listed} == {athlete_id} and min(ids) > 2**32
+                assert not seen & set(ids)
+                seen |= set(ids)
+            names = {(await get(session, sim, "/athlete", t))[1]["firstname"] for t in tokens.values()}
+            assert len(names) == 3
+
+            first, second, _ = sim.athlete_ids
+            mine = sim.activity_ids(athlete_id=first)
+            private = next(i for i in mine if sim.summary(i)["private"])
+            public = next(i for i in mine if not sim.summary(i)["private"])
+            for path in (f"/activities/{private}", f"/activities/{public}", f"/activities/{public}/laps",
+                         f"/activities/{public}/streams"):
+                assert (await get(session, sim, path, tokens[second]))[0] == 404, path
+                assert (await get(session, sim, path, tokens[first]))[0] == 200, path
+
+            added = sim.add_activity(athlete_id=second, name="Only hers")
+            assert sim.activity_ids(athlete_id=second)[0] == added and added not in sim.activity_ids()
+            sim.edit_activity(added, name="Renamed")
+            _, listed, _ = await get(session, sim, "/athlete/activities", tokens[second])
+            assert listed[0]["name"] == "Renamed"
+            sim.delete_activity(added)
+            assert added not in sim.activity_ids(athlete_id=second)
+
+            api = [r for r in sim.request_log if r.path.startswith("/api/v3")]
+            by_token = {f"Bearer {token}": athlete_id for athlete_id, token in tokens.items()}
+            assert api and all(r.athlete_id == by_token[r.authorization] for r in api)
+
+            before = {athlete_id: sim.refresh_token_of(athlete_id) for athlete_id in sim.athlete_ids}
+            status, body = await token_post(session, sim, grant_type="refresh_token", refresh_token=before[second])
+            assert status == 200 and sim.refresh_token_of(second) == body["refresh_token"] != before[second]
+            assert (await get(session, sim, "/athlete", body["access_token"]))[1]["id"] == second
+            assert sim.refresh_token_of(first) == before[first]  # the others' tokens are untouched
+            assert (await token_post(session, sim, grant_type="refresh_token", refresh_token=before[second]))[0] == 400
+            assert [r.athlete_id for r in sim.request_log if r.path == "/oauth/token"] == [second, None]
+
+    run(scenario())
+
+
+def test_one_quota_for_all_athletes() -> None:
+    async def scenario() -> None:
+        settings = SimulatorSettings(activities=3, athletes=2, short_limit=3, daily_limit=100, short_window_s=2)
+        async with Simulator(settings) as sim, aiohttp.ClientSession() as session:
+            first, second = (sim.issue_access_token(athlete_id) for athlete_id in sim.athlete_ids)
+            await sleep_past_boundary(2)
+            answers = [await get(session, sim, "/athlete", token) for token in (first, second, first, second, first)]
+            assert [status for status, _, _ in answers] == [200, 200, 200, 429, 429]
+            assert [headers["X-ReadRateLimit-Usage"] for _, _, headers in answers] == [f"{n},{n}" for n in range(1, 6)]
+            assert answers[1][1]["id"] == sim.athlete_ids[1]  # B's answer counts A's request before it
+            assert sim.usage()["read"] == (5, 5)
+            rejected = [r.athlete_id for r in sim.request_log if r.status == 429]
+            assert rejected == [sim.athlete_ids[1], sim.athlete_ids[0]]
+
+    run(scenario())
+
+
+def test_capacity_refuses_without_redirect_and_deauthorize_frees_the_slot() -> None:
+    async def scenario() -> None:
+        async with Simulator(SimulatorSettings(activities=4, athletes=3, athlete_capacity=2)) as sim, \
+                aiohttp.ClientSession() as session:
+            first, second, third = sim.athlete_ids
+            assert sim.connected_athlete_ids() == [first, second] and sim.refresh_token_of(third) == ""
+            status, page, code = await authorize(session, sim, approval_prompt="force", sim_athlete_id=str(third))
+            assert (status, code) == (403, None) and "Limit of connected athletes exceeded" in page
+            refused = sim.request_log[-1]
+            assert refused.athlete_id == third and refused.query["approval_prompt"] == "force"
+            status, _, code = await authorize(session, sim, approval_prompt="force", sim_athlete_id=str(second))
+            assert status == 302 and code  # a connected athlete re-authorizes whatever the capacity
+
+            token = sim.issue_access_token(first)
+            refresh = sim.refresh_token_of(first)
+            async with session.post(sim.oauth_url + "/deauthorize", data={"access_token": token}) as response:
+                assert response.status == 200 and await response.json() == {"access_token": token}
+            assert sim.request_log[-1].athlete_id == first and not sim.request_log[-1].counted
+            assert (await get(session, sim, "/athlete", token))[0] == 401
+            assert (await token_post(session, sim, grant_type="refresh_token", refresh_token=refresh))[0] == 400
+            assert sim.connected_athlete_ids() == [second]
+            async with session.post(sim.oauth_url + "/deauthorize", data={"access_token": token}) as response:
+                assert response.status == 401  # its tokens are gone
+
+            status, _, code = await authorize(session, sim, approval_prompt="force", sim_athlete_id=str(third))
+            assert status == 302 and code
+            status, granted = await token_post(session, sim, grant_type="authorization_code", code=code)
+            assert status == 200 and granted["athlete"]["id"] == third
+            assert granted["refresh_token"] == sim.refresh_token_of(third)
+            _, listed, _ = await get(session, sim, "/athlete/activities", granted["access_token"])
+            assert [a["id"] for a in listed] == sim.activity_ids(athlete_id=third)
+            assert sim.connected_athlete_ids() == [second, third]
+            assert (await authorize(session, sim, approval_prompt="force", sim_athlete_id=str(first)))[0] == 403
+
+            bearer = {"Authorization": f"Bearer {granted['access_token']}"}  # as strava-ruby-client sends it
+            async with session.post(sim.oauth_url + "/deauthorize", headers=bearer) as response:
+                assert response.status == 200
+            assert sim.connected_athlete_ids() == [second]
+
+    run(scenario())
+
+
+def test_approval_prompt_decides_who_authorizes() -> None:
+    async def scenario() -> None:
+        async with Simulator(SimulatorSettings(activities=2, athletes=2)) as sim, aiohttp.ClientSession() as session:
+            first, second = sim.athlete_ids
+
+            async def authorized_by(**params: str) -> int:
+                _, _, code = await authorize(session, sim, **params)
+                return (await token_post(session, sim, grant_type="authorization_code", code=code))[1]["athlete"]["id"]
+
+            # Without the prompt a browser signed in as the (connected) first athlete re-authorizes it.
+            assert await authorized_by(approval_prompt="auto", sim_athlete_id=str(second)) == first
+            assert await authorized_by(approval_prompt="force", sim_athlete_id=str(second)) == second
+            sim.sign_in(second)
+            assert await authorized_by() == second
+            prompts = [r.query.get("approval_prompt") for r in sim.request_log if r.path == "/oauth/authorize"]
+            assert prompts == ["auto", "force", None]
+            status, body, code = await authorize(session, sim, approval_prompt="force", sim_athlete_id="42")
+            assert status == 400 and code is None and "sim_athlete_id" in body
+
+    run(scenario())
+
+
+def test_athlete_side_revocation_and_a_dropped_scope() -> None:
+    async def scenario() -> None:
+        async with Simulator(SimulatorSettings(activities=5, athletes=2)) as sim, aiohttp.ClientSession() as session:
+            first, second = sim.athlete_ids
+            first_token, second_token = sim.issue_access_token(first), sim.issue_access_token(second)
+            refresh = sim.refresh_token_of(second)
+            sim.revoke_athlete(second)
+            status, body = await token_post(session, sim, grant_type="refresh_token", refresh_token=refresh)
+            assert status == 400 and body["errors"][0] == {"resource": "RefreshToken", "field": "refresh_token",
+                                                           "code": "invalid"}
+            status, body, _ = await get(session, sim, "/athlete/activities", second_token)
+            assert status == 401 and body["errors"][0]["field"] == "access_token"
+            assert sim.request_log[-1].athlete_id == second  # a dead token is still known to be hers
+            assert sim.connected_athlete_ids() == [first]
+            assert (await get(session, sim, "/athlete/activities", first_token))[0] == 200
+
+            sim.set_athlete_scope("read", first)
+            status, body, _ = await get(session, sim, "/athlete/activities", first_token)
+            assert status == 401 and body["errors"][0] == {"resource": "AccessToken",
+                                                           "field": "activity:read_permission", "code": "missing"}
+            assert (await get(session, sim, "/athlete", first_token))[0] == 200
+            _, fresh = await token_post(session, sim, grant_type="refresh_token",
+                                        refresh_token=sim.refresh_token_of(first))
+            assert (await get(session, sim, "/athlete/activities", fresh["access_token"]))[0] == 401  # still missing
+
+    run(scenario())
+
+
+def test_simulate_command_serves_several_athletes(tmp_path: Path) -> None:
+    config = tmp_path / "my config.toml"
+    process, text = start_simulate("--activities", "4", "--athletes", "3", "--athlete-capacity", "2",
+                                   "--write-config", str(config))
+    try:
+        base_url = re.search(r"http://127\.0\.0\.1:\d+", text).group(0)
+        assert tomllib.loads(config.read_text())["strava"]["refresh_token"] == "sim-refresh-0"
+        connect = re.findall(r"(\d+) .*: echo (\S+) \| bulkfetch --config '.*my config\.toml' auth --refresh-token -",
+                             text)
+        assert [token for _, token in connect][0] == "sim-refresh-0" and len(connect) == 2, text
+        assert "not connected yet" in text and "sim_athlete_id=" in text
+        athlete_id, token = connect[1]
+        form = urllib.parse.urlencode({**CLIENT, "grant_type": "refresh_token", "refresh_token": token}).encode()
+        with urllib.request.urlopen(base_url + "/oauth/token", data=form, timeout=5) as response:
+            access = orjson.loads(response.read())["access_token"]
+        request = urllib.request.Request(f"{base_url}/api/v3/athlete/activities",
+                                         headers={"Authorization": f"Bearer {access}"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert {a["athlete"]["id"] for a in orjson.loads(response.read())} == {int(athlete_id)}
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)
+
+
+@pytest.mark.parametrize("flags", [("--athletes", "0"), ("--athletes", "101"), ("--athlete-capacity", "0")])
+def test_simulate_rejects_bad_athlete_knobs_with_one_line(flags: tuple[str, ...]) -> None:
+    result = subprocess.run([sys.executable, "-m", "bulkfetch", "simulate", *flags], env=cli_env(),
+                            capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL)
+    assert result.returncode == 2 and flags[0] in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr

@@ -1,7 +1,8 @@
 """An embedded Strava API v3 simulator: seeded synthetic history, Strava's rate limits, OAuth and faults.
 
 Modules: `history` (the synthetic athlete, pure), `ratelimit` (window counting, pure), `tokens` (OAuth
-state, pure), `settings` (the knobs), `app` (the aiohttp server), `run` (thread and foreground runners).
+state, pure), `athletes` (the app's athletes and its athlete capacity, pure), `settings` (the knobs), `app`
+(the aiohttp server), `run` (thread and foreground runners).
 """
 
 from bulkfetch.simulator.app import RequestRecord, Simulator

@@ -347,9 +347,10 @@ def _place_on_map(activity: Activity) -> None:
     record["elev_low"] = round(route.base_altitude_m - route.hill_m, 1)
 
 
-def build_activities(*, seed: int, count: int, athlete_id: int, now_s: float) -> list[Activity]:
+def build_activities(*, seed: int, count: int, athlete_id: int, now_s: float,
+                     first_id: int = FIRST_ACTIVITY_ID) -> list[Activity]:
     """`count` activities over about HISTORY_YEARS years, newest a few hours before `now_s`, ids rising
-    with start time (with gaps), a few pairs starting in the same second."""
+    from `first_id` with start time (with gaps), a few pairs starting in the same second."""
     rng = random.Random(seed)
     span_s = HISTORY_YEARS * 365 * 86400
     mean_gap_s = span_s / max(count, 1)
@@ -360,7 +361,7 @@ def build_activities(*, seed: int, count: int, athlete_id: int, now_s: float) ->
         if rng.random() >= SHARED_START_SHARE:
             start_s -= max(1, int(mean_gap_s * rng.uniform(0.2, 1.8)))
     activities = []
-    activity_id = FIRST_ACTIVITY_ID
+    activity_id = first_id
     for start_s in reversed(starts):  # oldest first, so ids grow with time
         activity_id += rng.randint(1_000, 20_000_000)
         activities.append(make_activity(rng, activity_id=activity_id, start_s=start_s, athlete_id=athlete_id,
@@ -662,13 +663,19 @@ def stream_points(activity: Activity, kinds: list[str]) -> dict[str, list[Any]]:
 
 # ---------------------------------------------------------------- the athlete
 
+# Non-ASCII and quotes on purpose, like the activity names: they reach tables and terminal output.
+ATHLETE_NAMES = (("Søren", "O'Brien"), ("Ingrid", "Nuñez"), ("Kenji", "Møller-Sato"), ("Aïcha", "D'Souza"),
+                 ("Zoë", "Łukasiewicz"))
 
-def athlete_of(athlete_id: int) -> JSON:
-    """Summary athlete, as /athlete answers without profile:read_all and as the code grant embeds it."""
+
+def athlete_of(athlete_id: int, index: int = 0) -> JSON:
+    """Summary athlete, as /athlete answers without profile:read_all and as the code grant embeds it;
+    `index` is the athlete's place among the simulated app's athletes (it picks the name)."""
+    firstname, lastname = ATHLETE_NAMES[index % len(ATHLETE_NAMES)]
     return {
-        "id": athlete_id, "username": "sim_athlete", "resource_state": 2, "firstname": "Søren",
-        "lastname": "O'Brien", "bio": "", "city": "New York", "state": "NY", "country": "United States",
-        "sex": "M", "premium": True, "summit": True, "created_at": "2017-11-28T19:05:35Z",
+        "id": athlete_id, "username": "sim_athlete" + (str(index + 1) if index else ""), "resource_state": 2,
+        "firstname": firstname, "lastname": lastname, "bio": "", "city": "New York", "state": "NY",
+        "country": "United States", "sex": "M", "premium": True, "summit": True, "created_at": "2017-11-28T19:05:35Z",
         "updated_at": "2025-10-19T01:44:15Z", "badge_type_id": 1, "weight": 70.0,
         "profile_medium": "avatar/athlete/medium.png", "profile": "avatar/athlete/large.png",
         "friend": None, "follower": None,
@@ -683,13 +690,15 @@ class History:
     athlete_id: int
     activities: dict[int, Activity]
     segments: list[JSON]
+    first_id: int = FIRST_ACTIVITY_ID  # the athlete's ids start above it (each athlete has its own range)
     _order: list[Activity] | None = field(default=None, repr=False)
 
     @staticmethod
-    def build(*, seed: int, count: int, athlete_id: int, now_s: float) -> History:
-        activities = build_activities(seed=seed, count=count, athlete_id=athlete_id, now_s=now_s)
+    def build(*, seed: int, count: int, athlete_id: int, now_s: float,
+              first_id: int = FIRST_ACTIVITY_ID) -> History:
+        activities = build_activities(seed=seed, count=count, athlete_id=athlete_id, now_s=now_s, first_id=first_id)
         return History(seed=seed, athlete_id=athlete_id, activities={a.id: a for a in activities},
-                       segments=make_segments(seed))
+                       segments=make_segments(seed), first_id=first_id)
 
     def ordered(self) -> list[Activity]:
         """Newest first by start time, ties by id descending (stable)."""
@@ -710,7 +719,7 @@ class History:
         """A new activity, by default the newest: it starts after every other one and before `now_s`."""
         newest = self.ordered()[0] if self.activities else None
         start_s = int(now_s) - 3600 if newest is None else max(int(now_s) - 3600, newest.start_s + 60)
-        activity_id = max(self.activities, default=FIRST_ACTIVITY_ID) + rng.randint(1_000, 5_000_000)
+        activity_id = max(self.activities, default=self.first_id) + rng.randint(1_000, 5_000_000)
         sport = next((s for s in SPORTS if s.sport_type == overrides.get("sport_type")), None)
         activity = make_activity(rng, activity_id=activity_id, start_s=start_s, athlete_id=self.athlete_id,
                                  seed=self.seed, sport=sport, manual=overrides.get("manual"),

@@ -4,13 +4,15 @@ in the foreground for `bulkfetch simulate`."""
 from __future__ import annotations
 
 import asyncio
+import shlex
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from bulkfetch.simulator.app import Simulator
+from bulkfetch.simulator.app import SIGN_IN_PARAM, Simulator
+from bulkfetch.simulator.history import athlete_of
 from bulkfetch.simulator.settings import SimulatorSettings
 
 START_TIMEOUT_S = 30.0
@@ -104,6 +106,28 @@ def strava_section(simulator: Simulator) -> str:
     ])
 
 
+def connect_lines(simulator: Simulator, config: Path | None) -> list[str]:
+    """With several athletes: how to connect each one with bulkfetch (the first is also the config's seed).
+    The refresh token goes in on stdin, never on the command line, where `ps` would show it."""
+    if len(simulator.athletes) == 1:
+        return []
+    command = "bulkfetch" + (f" --config {shlex.quote(str(config))}" if config is not None else "")
+    capacity = simulator.settings.athlete_capacity
+    lines = [f"{len(simulator.athletes)} athletes share the app's quota"
+             + (f"; it accepts {capacity} connected" if capacity is not None else "") + ". Connect each:"]
+    for athlete in simulator.athletes:
+        about = athlete_of(athlete.athlete_id, athlete.index)
+        token = simulator.refresh_token_of(athlete.athlete_id)
+        how = (f"echo {token} | {command} auth --refresh-token -" if token
+               else f"not connected yet: {command} auth --no-browser, then open its link with "
+                    f"&{SIGN_IN_PARAM}={athlete.athlete_id} added")
+        lines.append(f"  {athlete.athlete_id} {about['firstname']} {about['lastname']} "
+                     f"({len(athlete.history.activities)} activities): {how}")
+    lines.append(f"Or in the browser: {command} auth --no-browser, then open its link with &{SIGN_IN_PARAM}=<id> "
+                 "added (the simulated browser is signed in as the first athlete).")
+    return lines
+
+
 async def serve_forever(settings: SimulatorSettings, *, host: str, port: int, write_config: Path | None,
                         announce: Callable[[str], None]) -> None:
     """Serve until cancelled (Ctrl-C), after announcing how to point bulkfetch and curl at it."""
@@ -113,7 +137,8 @@ async def serve_forever(settings: SimulatorSettings, *, host: str, port: int, wr
         if write_config is not None:
             write_config.write_text(config_toml(simulator), encoding="utf-8")
         access_token = simulator.issue_access_token()
-        settings_line = (f"{settings.activities} activities, seed {settings.seed}, read limits "
+        athletes = f"{settings.athletes} athletes, " if settings.athletes > 1 else ""
+        settings_line = (f"{athletes}{settings.activities} activities, seed {settings.seed}, read limits "
                          f"{settings.short_limit}/{seconds_text(settings.short_window_s)}s and {settings.daily_limit}/"
                          f"{seconds_text(settings.daily_window_s)}s, overall limits {settings.overall_short_limit} "
                          f"and {settings.overall_daily_limit}")
@@ -124,6 +149,7 @@ async def serve_forever(settings: SimulatorSettings, *, host: str, port: int, wr
             strava_section(simulator),
             "",
             *([f"wrote {write_config}"] if write_config is not None else []),
+            *connect_lines(simulator, write_config),
             f"access token: {access_token}",
             f'curl -H "Authorization: Bearer {access_token}" "{simulator.api_url}/athlete/activities?per_page=5"',
             "Ctrl-C stops it.",

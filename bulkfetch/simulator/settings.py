@@ -11,13 +11,20 @@ class SimulatorSettings:
     fault is drawn from a `random.Random(seed)`, so a run with the same requests is reproducible."""
 
     seed: int = 1
-    activities: int = 300  # size of the synthetic history
-    athlete_id: int = 26462176
+    activities: int = 300  # size of the synthetic history (of every athlete athlete_activities leaves out)
+    athlete_id: int = 26462176  # the first athlete's; the others follow it: athlete_id + 1, + 2, ...
     client_id: str = "12345"
     client_secret: str = "sim-client-secret"
-    refresh_token: str = "sim-refresh-0"  # the initial valid refresh token
+    refresh_token: str = "sim-refresh-0"  # the first athlete's initial valid refresh token
     # Scope the athlete grants: "read,activity:read" hides private activities; "read" -> 401 on activities.
+    # Every athlete's, unless Simulator.set_athlete_scope gave one its own.
     scope: str = "read,activity:read_all"
+    # Athletes of the one app: each with its own history, ids, tokens and scope; all share its quota.
+    athletes: int = 1
+    athlete_activities: tuple[int, ...] = ()  # history sizes of athletes 1, 2, ...; `activities` for the rest
+    # Connected athletes the app accepts (Strava: 1 in single-player mode, 10 once upgraded); None: no cap.
+    # The first `athlete_capacity` athletes start connected, the others must authorize when a slot is free.
+    athlete_capacity: int | None = None
     access_token_lifetime_s: float = 21600
     short_limit: int = 100  # read ("non-upload") bucket
     daily_limit: int = 1000

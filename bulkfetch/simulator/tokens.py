@@ -1,8 +1,10 @@
-"""OAuth state as Strava keeps it: one valid refresh token that rotates on every use, single-use codes,
-access tokens with an expiry and the scope they were granted. Pure: times are passed in (Unix seconds)."""
+"""OAuth state as Strava keeps it for one athlete of the app: one valid refresh token that rotates on every
+use, single-use codes, access tokens with an expiry and the scope they were granted, and deauthorization
+that invalidates them all. Pure: times are passed in (Unix seconds)."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass, field
 
@@ -59,7 +61,7 @@ class TokenError(Exception):
 
 @dataclass
 class TokenBook:
-    refresh_token: str
+    refresh_token: str | None  # None: the athlete has not authorized the app, or revoked it
     refresh_scope: frozenset[str]
     lifetime_s: float
     rng: random.Random
@@ -81,6 +83,24 @@ class TokenBook:
         found = self.access.get(token)
         return found if found is not None and found.expires_at > now_s else None
 
+    def issued_access(self, token: str) -> bool:
+        """Whether `token` was ever issued here, live or not (to know whose request a 401 answered)."""
+        return token in self.access
+
+    def revoke(self) -> None:
+        """Deauthorization: every token and code of the athlete stops working at once. Access tokens stay
+        known (expired) so that a later request with one is still attributed to its athlete."""
+        self.refresh_token = None
+        self.codes.clear()
+        self.access = {key: dataclasses.replace(token, expires_at=0.0) for key, token in self.access.items()}
+
+    def narrow(self, allowed: frozenset[str]) -> None:
+        """The athlete now allows only `allowed` (re-authorized with boxes unticked): the refresh grant and
+        every access token keep just that part of their scope."""
+        self.refresh_scope = grant_scope(self.refresh_scope, allowed)
+        self.access = {key: dataclasses.replace(token, scope=grant_scope(token.scope, allowed))
+                       for key, token in self.access.items()}
+
     def authorize(self, requested: frozenset[str], allowed: frozenset[str]) -> tuple[str, frozenset[str]]:
         """A single-use code for the scope the athlete grants."""
         granted = grant_scope(requested, allowed)
@@ -90,7 +110,7 @@ class TokenBook:
 
     def use_refresh_token(self, token: str, now_s: float) -> dict:
         """The refresh grant: a new access token, and a new refresh token that replaces `token` at once."""
-        if token != self.refresh_token:
+        if self.refresh_token is None or token != self.refresh_token:
             raise TokenError("RefreshToken", "refresh_token")
         return self._token_response(now_s, self.refresh_scope)
 
