@@ -299,6 +299,7 @@ def _cmd_compact(args: argparse.Namespace) -> int:
     config = _config(args)
     data_dir = config.storage.data_dir
     ensure_dir(data_dir)
+    ensure_dir(config.storage.parquet_dir)  # an unusable one is said even while there is nothing to compact
     # The lock: a running fetch's temporary files are not swept, and its own compaction is not raced.
     with exclusive_lock(data_dir), _sigterm_as_ctrl_c(), _reporter(args, config) as reporter:
         RawStore(data_dir).prepare()
