@@ -18,8 +18,8 @@ import pytest
 import bulkfetch.compact as compact_module
 from bench.compact import ATHLETE_ID, write_synthetic_store
 from bulkfetch.compact import compact
-from bulkfetch.parquet_layout import PARTITION_SCHEMA, partition_path
 from bulkfetch.errors import WriteError
+from bulkfetch.parquet_layout import PARTITION_SCHEMA, partition_path
 from bulkfetch.schema import TABLES
 from bulkfetch.store import UNLISTED, RawStore
 
@@ -444,7 +444,8 @@ def test_a_kudos_or_detail_change_leaves_the_streams_partition_alone(fresh):
     store, parquet_dir = fresh
     compact(store, parquet_dir, ATHLETE_ID)
     activity_id = streamed_activity(store, 2020)
-    streams_file, activities_file = (partition_path(parquet_dir, t, ATHLETE_ID, 2020) for t in ("streams", "activities"))
+    streams_file, activities_file = (partition_path(parquet_dir, t, ATHLETE_ID, 2020)
+                                     for t in ("streams", "activities"))
     streams_before, activities_before = file_identity(streams_file), file_identity(activities_file)
 
     summaries = list(store.catalog().values())
