@@ -16,6 +16,7 @@ apart).
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from bulkfetch.errors import WriteError
-from bulkfetch.store import TEMP_MARK, fsync_dir, is_orphaned_temp
+from bulkfetch.store import fsync_dir, is_orphaned_temp
 
 PART_FILE = "part-0.parquet"
 STAGING = ".migrating"  # a leading dot: pyarrow and Spark skip it, and no `<table>/**` glob reaches it
@@ -98,9 +99,9 @@ def publish(layout: AthleteLayout, tables: Iterable[str]) -> None:
                 os.rename(source, target)  # fails, rather than merging, if the target is already there
                 fsync_dir(target.parent)
             except OSError as exc:
-                raise WriteError(f"cannot move {source} to {target} ({exc.strerror})",
-                                 hint="remove whichever of the two is incomplete and rerun 'bulkfetch compact'"
-                                 ) from None
+                hint = (f"remove {target} (the staged copy replaces it) and rerun 'bulkfetch compact'"
+                        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST) else "check the folders and rerun")
+                raise WriteError(f"cannot move {source} to {target} ({exc.strerror})", hint=hint) from None
         for folder in legacy_folders(layout.parquet_dir, table):
             _remove_legacy(folder)
     _remove_empty_folders(layout.parquet_dir / STAGING)
@@ -109,7 +110,7 @@ def publish(layout: AthleteLayout, tables: Iterable[str]) -> None:
 def _remove_legacy(folder: Path) -> None:
     """A legacy year folder: its partition file and dead writers' temporary files, then the folder."""
     for path in folder.iterdir():
-        if path.name == PART_FILE or TEMP_MARK in path.name and is_orphaned_temp(path):
+        if path.name == PART_FILE or is_orphaned_temp(path):
             try:
                 path.unlink(missing_ok=True)
             except OSError as exc:

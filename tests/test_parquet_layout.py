@@ -49,9 +49,8 @@ def write_legacy(store: RawStore, parquet_dir: Path, scratch: Path) -> None:
 
 def folders(parquet_dir: Path, table: str) -> set[str]:
     """The kinds of folder a table's folder holds: "legacy" (year=), "athlete" (athlete_id=)."""
-    kinds = {"legacy" if year_of_folder(p.name) is not None else "athlete" if p.name.startswith("athlete_id=")
-             else p.name for p in (parquet_dir / table).iterdir()}
-    return kinds
+    return {"legacy" if year_of_folder(p.name) is not None else "athlete" if p.name.startswith("athlete_id=")
+            else p.name for p in (parquet_dir / table).iterdir()}
 
 
 def rows(parquet_dir: Path, table: str, partitioning: ds.Partitioning | str) -> list[bytes]:
