@@ -54,13 +54,14 @@ DETAIL_ONLY = (
     "splits_metric", "splits_standard", "laps", "best_efforts", "gear", "photos", "stats_visibility",
     "hide_from_home", "device_name", "embed_token", "similar_activities", "available_zones",
 )
+ATHLETE_ID = 26462176  # the template's athlete: the synthetic stores' default
 SPORTS = (("Run", 0.65), ("TrailRun", 0.1), ("Ride", 0.15), ("Walk", 0.1))
 PAGE_SIZE = 200
 
 
 # -- synthetic raw data ----------------------------------------------------------------------------------
-def synthetic_activity(rng: random.Random, template: bytes, activity_id: int,
-                       start: datetime) -> tuple[dict[str, Any], dict[str, Any]]:
+def synthetic_activity(rng: random.Random, template: bytes, activity_id: int, start: datetime,
+                       athlete_id: int = ATHLETE_ID) -> tuple[dict[str, Any], dict[str, Any]]:
     """(summary, detail) shaped like the real template, with values that differ per activity.
 
     Wobbles on purpose, as real histories do: some ints arrive as floats and some floats as ints,
@@ -80,6 +81,7 @@ def synthetic_activity(rng: random.Random, template: bytes, activity_id: int,
     )
     detail["elapsed_time"] = detail["moving_time"] + rng.randint(0, 400)
     detail["map"]["id"] = f"a{activity_id}"
+    detail["athlete"]["id"] = athlete_id
     if rng.random() < 0.1:
         detail["elapsed_time"] = float(detail["elapsed_time"])  # int-vs-float wobble
     if rng.random() < 0.1:
@@ -112,6 +114,7 @@ def synthetic_activity(rng: random.Random, template: bytes, activity_id: int,
         for number, item in enumerate(detail[key]):
             item["id"] = activity_id * 1000 + number
             item["activity"]["id"] = activity_id
+            item["athlete"]["id"] = athlete_id
             item["start_date"] = detail["start_date"]
             item["start_date_local"] = detail["start_date_local"]
             item["elapsed_time"] = max(1, round(item["elapsed_time"] * rng.uniform(0.8, 1.2)))
@@ -165,8 +168,10 @@ def synthetic_streams(rng: random.Random, points: int) -> dict[str, Any]:
 
 def write_synthetic_store(data_dir: Path, count: int, *, seed: int = 1, years: tuple[int, int] = (2015, 2024),
                           detail_share: float = 1.0, stream_share: float = 0.0,
-                          stream_points: tuple[int, int] = (20, 200), stream_templates: int = 0) -> RawStore:
-    """A raw store of `count` activities spread over `years`, newest first in complete list pages.
+                          stream_points: tuple[int, int] = (20, 200), stream_templates: int = 0,
+                          athlete_id: int = ATHLETE_ID) -> RawStore:
+    """A raw store of `count` activities of `athlete_id` spread over `years`, newest first in complete
+    list pages, with the athlete recorded as a fetch records it.
 
     About `detail_share` of them get a detail file (the rest were "filtered out"), and about
     `stream_share` of those a streams file of `stream_points` (low, high) points. With
@@ -187,7 +192,7 @@ def write_synthetic_store(data_dir: Path, count: int, *, seed: int = 1, years: t
     for number, start_s in enumerate(starts):
         activity_id = 10_000_000_000 + (count - number) * 7919
         summary, detail = synthetic_activity(rng, template, activity_id,
-                                             datetime.fromtimestamp(int(start_s), UTC))
+                                             datetime.fromtimestamp(int(start_s), UTC), athlete_id)
         summaries.append(summary)
         if rng.random() < detail_share:
             store.detail_path(activity_id).write_bytes(orjson.dumps(detail))
@@ -199,6 +204,7 @@ def write_synthetic_store(data_dir: Path, count: int, *, seed: int = 1, years: t
     for page in range(0, max(count, 1), PAGE_SIZE):
         listing.write_page(page // PAGE_SIZE + 1, orjson.dumps(summaries[page:page + PAGE_SIZE]))
     listing.mark_complete(count)
+    store.write_state("athlete", {"athlete_id": athlete_id})
     return store
 
 
@@ -216,7 +222,7 @@ def read_and_parse(store: RawStore) -> int:
 
 
 def run_compact(store: RawStore, out: Path) -> None:
-    compact(store, out, rebuild=True)
+    compact(store, out, ATHLETE_ID, rebuild=True)
 
 
 DUCKDB_SCRIPT = """
@@ -242,7 +248,7 @@ COPY (
          s.external_id, s.upload_id, s.upload_id_str,
          year(CAST(s.start_date AS TIMESTAMPTZ)) AS year
   FROM summaries s LEFT JOIN details d ON d.id = s.id
-) TO '{out}/activities' (FORMAT parquet, PARTITION_BY (year), OVERWRITE_OR_IGNORE);
+) TO '{out}/activities' (FORMAT parquet, PARTITION_BY (athlete_id, year), OVERWRITE_OR_IGNORE);
 {splits}
 COPY (
   SELECT e.id, d.id AS activity_id, e.athlete.id AS athlete_id, e.name,
@@ -251,14 +257,14 @@ COPY (
          e.total_elevation_gain, e.average_speed, e.max_speed, e.device_watts, e.average_heartrate,
          e.max_heartrate, e.pace_zone, year(CAST(d.start_date AS TIMESTAMPTZ)) AS year
   FROM details d, unnest(d.laps) AS t(e)
-) TO '{out}/laps' (FORMAT parquet, PARTITION_BY (year), OVERWRITE_OR_IGNORE);
+) TO '{out}/laps' (FORMAT parquet, PARTITION_BY (athlete_id, year), OVERWRITE_OR_IGNORE);
 COPY (
   SELECT e.id, d.id AS activity_id, e.athlete.id AS athlete_id, e.name,
          CAST(e.start_date AS TIMESTAMPTZ) AS start_date, e.elapsed_time, e.moving_time,
          CAST(e.distance AS DOUBLE) AS distance, e.start_index, e.end_index, e.pr_rank,
          year(CAST(d.start_date AS TIMESTAMPTZ)) AS year
   FROM details d, unnest(d.best_efforts) AS t(e)
-) TO '{out}/best_efforts' (FORMAT parquet, PARTITION_BY (year), OVERWRITE_OR_IGNORE);
+) TO '{out}/best_efforts' (FORMAT parquet, PARTITION_BY (athlete_id, year), OVERWRITE_OR_IGNORE);
 COPY (
   SELECT e.id, d.id AS activity_id, e.athlete.id AS athlete_id, e.name,
          CAST(e.start_date AS TIMESTAMPTZ) AS start_date, e.elapsed_time, e.moving_time,
@@ -268,18 +274,19 @@ COPY (
          e.segment.average_grade AS segment_average_grade, e.segment.climb_category AS segment_climb_category,
          e.segment.city AS segment_city, year(CAST(d.start_date AS TIMESTAMPTZ)) AS year
   FROM details d, unnest(d.segment_efforts) AS t(e)
-) TO '{out}/segment_efforts' (FORMAT parquet, PARTITION_BY (year), OVERWRITE_OR_IGNORE);
+) TO '{out}/segment_efforts' (FORMAT parquet, PARTITION_BY (athlete_id, year), OVERWRITE_OR_IGNORE);
 """
 
 SPLITS_SQL = """
 COPY (
-  SELECT d.id AS activity_id, CAST(d.start_date AS TIMESTAMPTZ) AS start_date, d.sport_type,
+  SELECT d.id AS activity_id, d.athlete.id AS athlete_id, CAST(d.start_date AS TIMESTAMPTZ) AS start_date,
+         d.sport_type,
          CAST(s.split AS BIGINT) AS split, CAST(s.distance AS DOUBLE) AS distance,
          CAST(s.elapsed_time AS BIGINT) AS elapsed_time, CAST(s.moving_time AS BIGINT) AS moving_time,
          s.elevation_difference, s.average_speed, s.average_grade_adjusted_speed, s.average_heartrate,
          s.pace_zone, year(CAST(d.start_date AS TIMESTAMPTZ)) AS year
   FROM details d, unnest(d.{table}) AS t(s)
-) TO '{out}/{table}' (FORMAT parquet, PARTITION_BY (year), OVERWRITE_OR_IGNORE);
+) TO '{out}/{table}' (FORMAT parquet, PARTITION_BY (athlete_id, year), OVERWRITE_OR_IGNORE);
 """
 
 
@@ -322,7 +329,7 @@ def child_compact(data_dir: Path, out: Path) -> None:
     before_mb = _memory_mb("VmRSS")
     _reset_peak()
     started = time.perf_counter()
-    result = compact(RawStore(data_dir), out, rebuild=True)
+    result = compact(RawStore(data_dir), out, ATHLETE_ID, rebuild=True)
     seconds = time.perf_counter() - started
     print(json.dumps({"seconds": seconds, "rss_before_mb": before_mb, "peak_rss_mb": _memory_mb("VmHWM"),
                       "rows": result.rows["streams"]}))

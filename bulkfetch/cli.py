@@ -288,8 +288,13 @@ def _work_left(summary: FetchSummary) -> str:
 def _compact(data_dir: Path, parquet_dir: Path, reporter: Reporter, *, rebuild: bool) -> None:
     from bulkfetch.compact import compact
 
+    store = RawStore(data_dir)
+    athlete_id = (store.read_state("athlete") or {}).get("athlete_id")
+    if not isinstance(athlete_id, int):  # no list page yet: nothing to compact either
+        reporter.info(f"nothing to compact into {parquet_dir} yet: no activity has been listed")
+        return
     try:
-        result = compact(RawStore(data_dir), parquet_dir, rebuild=rebuild, on_progress=reporter.compact_progress)
+        result = compact(store, parquet_dir, athlete_id, rebuild=rebuild, on_progress=reporter.compact_progress)
     except KeyboardInterrupt:
         raise Interrupted("compaction stopped; the raw data is saved and every Parquet file is whole "
                           "(old or new), rerun 'bulkfetch compact' to finish it") from None
@@ -302,6 +307,7 @@ def _cmd_compact(args: argparse.Namespace) -> int:
     config = _config(args)
     data_dir = config.storage.data_dir
     ensure_dir(data_dir)
+    ensure_dir(config.storage.parquet_dir)  # an unusable one is said even while there is nothing to compact
     # The lock: a running fetch's temporary files are not swept, and its own compaction is not raced.
     with exclusive_lock(data_dir), _sigterm_as_ctrl_c(), _reporter(args, config) as reporter:
         RawStore(data_dir).prepare()
@@ -382,7 +388,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     show.table("1 km run splits: pace by elevation difference", ("elevation", "splits", "average pace"),
                [(b.label, f"{b.splits:,}", report.format_pace(b.pace_s_per_km))
                 for b in report.pace_by_elevation(parquet_dir)])
-    show.result(f"Parquet tables: {parquet_dir}/<table>/year=YYYY/part-0.parquet")
+    show.result(f"Parquet tables: {parquet_dir}/<table>/athlete_id=<id>/year=YYYY/part-0.parquet")
     show.result(f"Query them with DuckDB (pip install duckdb):\n  {report.duckdb_example(parquet_dir)}")
     return EXIT_OK
 

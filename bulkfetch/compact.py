@@ -1,15 +1,20 @@
-"""Compaction: the raw JSON under a RawStore -> hive-partitioned Parquet, one file per table and year.
+"""Compaction: one athlete's raw JSON (a RawStore) -> hive-partitioned Parquet, one file per table and year.
 
-Layout: `parquet_dir/<table>/year=YYYY/part-0.parquet`, `year` being the UTC year of the activity's
-`start_date` (the summary's; the detail's if the summary has none; 0 if neither parses). `year` lives
-in the folder name only, never inside the files (Spark refuses a column that is in both).
+Layout (see bulkfetch.parquet_layout): `parquet_dir/<table>/athlete_id=<id>/year=YYYY/part-0.parquet`,
+`<id>` being the athlete the caller names (the store's own: a store holds one athlete) and `year` the
+UTC year of the activity's `start_date` (the summary's; the detail's if the summary has none; 0 if
+neither parses). Both live in the folder names only, never inside the files (Spark refuses a column
+that is in both). A compaction touches its athlete's folders only, so athletes compact independently.
 
 Incremental, per table group: the detail tables (activities and what a detail holds) and the streams
 table of a year are built from different inputs, so each group gets its own fingerprint (see
-`details_fingerprint`, `streams_fingerprint`); `state/compact.json` keeps the fingerprints each year's
-partitions were written from, and a group whose fingerprint and files are unchanged is skipped: a kudos
-count that changed rewrites a year's activities, not its streams. A new SCHEMA_VERSION, another
-parquet_dir or `rebuild=True` rewrite every year.
+`details_fingerprint`, `streams_fingerprint`); the store's `state/compact.json` keeps the fingerprints
+each year's partitions were written from, and a group whose fingerprint and files are unchanged is
+skipped: a kudos count that changed rewrites a year's activities, not its streams. A new SCHEMA_VERSION,
+another parquet_dir or athlete id, or `rebuild=True` rewrite every year.
+
+A table whose folder still holds the one-athlete layout of schema versions before 3 is written aside
+and swapped in once every year is written (see bulkfetch.parquet_layout): readers never see both.
 
 Atomic: a partition file is written to a hidden temporary name in its folder, fsynced and
 `os.replace`d, so readers see the old file or the new one. The manifest entry for a year is written
@@ -57,6 +62,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bulkfetch.errors import LockedError, WriteError
+from bulkfetch.parquet_layout import AthleteLayout, publish, staged_tables, year_of_folder
 from bulkfetch.schema import (
     DETAIL_TABLES,
     SCHEMA_VERSION,
@@ -74,7 +80,6 @@ MANIFEST = "compact"  # state/compact.json
 GROUPS: dict[str, tuple[str, ...]] = {"details": DETAIL_TABLES, "streams": (STREAMS,)}
 # What stream rows copy from their activity's row.
 FROM_ACTIVITY = ("start_date", "sport_type")
-PART_FILE = "part-0.parquet"
 UNKNOWN_YEAR = 0
 CHUNK_ACTIVITIES = 256
 ROW_GROUP_BYTES = 64 << 20
@@ -126,7 +131,7 @@ class Entry:
 @dataclass(frozen=True)
 class YearJob:
     year: int
-    parquet_dir: Path
+    layout: AthleteLayout
     entries: list[Entry]
     groups: tuple[str, ...] = tuple(GROUPS)  # the table groups to rewrite: those whose inputs changed
 
@@ -148,10 +153,10 @@ class YearOutcome:
     changed_tables: list[str] = field(default_factory=list)  # written, or removed because now empty
 
 
-def compact(store: RawStore, parquet_dir: Path, *, rebuild: bool = False,
+def compact(store: RawStore, parquet_dir: Path, athlete_id: int, *, rebuild: bool = False,
             on_progress: Callable[[int, int], None] | None = None) -> CompactResult:
-    """Bring `parquet_dir` up to date with the raw JSON in `store`; rewrite only the table groups of the
-    years whose inputs changed.
+    """Bring athlete `athlete_id`'s partitions in `parquet_dir` up to date with the raw JSON in `store`
+    (that athlete's); rewrite only the table groups of the years whose inputs changed.
 
     `on_progress(done_years, total_years)` is called with 0 first and after each year written.
     Raises WriteError if a file cannot be written (the previous partitions stay intact) and
@@ -160,32 +165,33 @@ def compact(store: RawStore, parquet_dir: Path, *, rebuild: bool = False,
     ensure_dir(store.state_dir)
     ensure_dir(parquet_dir)
     with _compact_lock(store.state_dir):
-        _sweep_temp_files(parquet_dir)
+        layout = AthleteLayout(parquet_dir, athlete_id, staged_tables(parquet_dir, athlete_id, TABLES))
+        _sweep_temp_files(layout)
         by_year = partition_entries(store)
         fingerprints = {year: year_fingerprints(entries) for year, entries in by_year.items()}
-        manifest = _load_manifest(store, parquet_dir, rebuild=rebuild)
+        manifest = _load_manifest(store, parquet_dir, athlete_id, rebuild=rebuild)
         recorded = manifest["years"]
         for year, entries in by_year.items():
             _carry_over(recorded, year, entries, fingerprints[year])
 
         stale = {year: tuple(group for group in GROUPS if not _is_current(
-                     recorded.get(str(year)), group, fingerprints[year][group], parquet_dir, year))
+                     recorded.get(str(year)), group, fingerprints[year][group], layout, year))
                  for year in by_year}
         todo = [year for year in sorted(by_year) if stale[year]]
         skipped = [year for year in sorted(by_year) if year not in todo]
         written: dict[str, set[int]] = {table: set() for table in TABLES}
         rows = {table: 0 for table in TABLES}
 
-        for year in sorted(_years_on_disk(parquet_dir) | {int(y) for y in recorded}):
+        for year in sorted(_years_on_disk(layout) | {int(y) for y in recorded}):
             if year not in by_year:  # every activity of that year is gone: its partitions go too
-                for table in _remove_year(parquet_dir, year):
+                for table in _remove_year(layout, year):
                     written[table].add(year)
                 recorded.pop(str(year), None)
         store.write_state(MANIFEST, manifest)
 
         if on_progress:
             on_progress(0, len(todo))
-        jobs = [YearJob(year, parquet_dir, by_year[year], stale[year]) for year in todo]
+        jobs = [YearJob(year, layout, by_year[year], stale[year]) for year in todo]
         with closing(_run_jobs(jobs)) as outcomes:  # closed at once if this stops early: the worker stops
             for done, outcome in enumerate(outcomes, start=1):
                 for table in outcome.changed_tables:
@@ -196,11 +202,12 @@ def compact(store: RawStore, parquet_dir: Path, *, rebuild: bool = False,
                 # exactly when it has rows (one without rows is removed).
                 recorded[str(outcome.year)] = {
                     "fingerprints": fingerprints[outcome.year],
-                    "tables": [t for t in TABLES if partition_path(parquet_dir, t, outcome.year).exists()],
+                    "tables": [t for t in TABLES if layout.partition_path(t, outcome.year).exists()],
                 }
                 store.write_state(MANIFEST, manifest)
                 if on_progress:
                     on_progress(done, len(todo))
+        publish(layout, TABLES)  # every year is written: staged tables replace the legacy ones
 
     return CompactResult(written={t: sorted(y) for t, y in written.items()}, skipped_years=skipped, rows=rows)
 
@@ -338,14 +345,15 @@ def _read_streams(path: Path | None) -> Any:
 
 
 # -- manifest ------------------------------------------------------------------------------------------
-def _load_manifest(store: RawStore, parquet_dir: Path, *, rebuild: bool) -> dict[str, Any]:
+def _load_manifest(store: RawStore, parquet_dir: Path, athlete_id: int, *, rebuild: bool) -> dict[str, Any]:
     """The recorded fingerprints, or a fresh manifest (everything gets rewritten) when they cannot be
-    trusted: `rebuild`, another schema version, another parquet_dir, or a damaged file."""
-    fresh = {"schema_version": SCHEMA_VERSION, "parquet_dir": str(parquet_dir.resolve()), "years": {}}
+    trusted: `rebuild`, another schema version, parquet_dir or athlete, or a damaged file."""
+    fresh = {"schema_version": SCHEMA_VERSION, "parquet_dir": str(parquet_dir.resolve()),
+             "athlete_id": athlete_id, "years": {}}
+    keys = ("schema_version", "parquet_dir", "athlete_id")
     manifest = store.read_state(MANIFEST, None)
     if (rebuild or not isinstance(manifest, dict) or not isinstance(manifest.get("years"), dict)
-            or {k: manifest.get(k) for k in ("schema_version", "parquet_dir")}
-            != {k: fresh[k] for k in ("schema_version", "parquet_dir")}):
+            or {k: manifest.get(k) for k in keys} != {k: fresh[k] for k in keys}):
         # Keep the years so that partitions of years no longer in the catalog are still cleaned up.
         old_years = manifest.get("years") if isinstance(manifest, dict) else None
         fresh["years"] = {y: {} for y in old_years if str(y).lstrip("-").isdigit()} if isinstance(
@@ -364,37 +372,30 @@ def _carry_over(recorded: dict[str, Any], year: int, entries: Sequence[Entry], f
     record["fingerprints"] = fingerprints if current else {}
 
 
-def _is_current(record: Any, group: str, fingerprint: str, parquet_dir: Path, year: int) -> bool:
+def _is_current(record: Any, group: str, fingerprint: str, layout: AthleteLayout, year: int) -> bool:
     if not isinstance(record, dict) or not isinstance(record.get("fingerprints"), dict) \
             or record["fingerprints"].get(group) != fingerprint:
         return False
     tables = record.get("tables")
     if not isinstance(tables, list):
         return False
-    return all(partition_path(parquet_dir, table, year).exists() == (table in tables) for table in GROUPS[group])
+    return all(layout.partition_path(table, year).exists() == (table in tables) for table in GROUPS[group])
 
 
 # -- layout --------------------------------------------------------------------------------------------
-def partition_path(parquet_dir: Path, table: str, year: int) -> Path:
-    return parquet_dir / table / f"year={year}" / PART_FILE
-
-
-def _years_on_disk(parquet_dir: Path) -> set[int]:
+def _years_on_disk(layout: AthleteLayout) -> set[int]:
     years = set()
     for table in TABLES:
-        folder = parquet_dir / table
+        folder = layout.athlete_dir(table)
         if folder.is_dir():
-            for child in folder.iterdir():
-                value = child.name.removeprefix("year=")
-                if child.name.startswith("year=") and value.lstrip("-").isdigit():
-                    years.add(int(value))
+            years.update(year for year in map(year_of_folder, (c.name for c in folder.iterdir())) if year is not None)
     return years
 
 
-def _remove_year(parquet_dir: Path, year: int) -> list[str]:
+def _remove_year(layout: AthleteLayout, year: int) -> list[str]:
     removed = []
     for table in TABLES:
-        path = partition_path(parquet_dir, table, year)
+        path = layout.partition_path(table, year)
         if path.exists():
             _unlink(path)
             removed.append(table)
@@ -402,10 +403,11 @@ def _remove_year(parquet_dir: Path, year: int) -> list[str]:
     return removed
 
 
-def _sweep_temp_files(parquet_dir: Path) -> None:
-    for path in parquet_dir.glob(f"*/year=*/.*{TEMP_MARK}*"):
-        if is_orphaned_temp(path):
-            path.unlink(missing_ok=True)
+def _sweep_temp_files(layout: AthleteLayout) -> None:
+    for table in TABLES:
+        for path in layout.athlete_dir(table).glob(f"year=*/.*{TEMP_MARK}*"):
+            if is_orphaned_temp(path):
+                path.unlink(missing_ok=True)
 
 
 @contextmanager
@@ -558,7 +560,7 @@ def _gc_paused() -> Iterator[None]:
 
 def _write_year(job: YearJob) -> YearOutcome:
     outcome = YearOutcome(job.year)
-    writers = {table: _PartitionWriter(partition_path(job.parquet_dir, table, job.year), table)
+    writers = {table: _PartitionWriter(job.layout.partition_path(table, job.year), table)
                for table in job.tables}
     try:
         for start in range(0, len(job.entries) if "details" in job.groups else 0, CHUNK_ACTIVITIES):

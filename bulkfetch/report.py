@@ -13,6 +13,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from bulkfetch.parquet_layout import PARTITION_SCHEMA
+
 RUN_SPORTS = ("Run", "TrailRun", "VirtualRun")
 # Bucket edges in metres of elevation difference per split; the outer buckets are open.
 ELEVATION_EDGES = (-20, -10, -5, 0, 5, 10, 20)
@@ -27,8 +29,9 @@ class PaceBucket:
 
 
 def read_table(parquet_dir: Path, table: str) -> pa.Table:
-    """One table with its hive `year` partition column."""
-    return ds.dataset(parquet_dir / table, format="parquet", partitioning="hive").to_table()
+    """One table with its hive partition columns, `athlete_id` and `year`."""
+    partitioning = ds.partitioning(PARTITION_SCHEMA, flavor="hive")
+    return ds.dataset(parquet_dir / table, format="parquet", partitioning=partitioning).to_table()
 
 
 def activities_by_sport_and_year(parquet_dir: Path) -> tuple[list[int], list[tuple[str, list[int]]]]:

@@ -21,6 +21,9 @@ Coercion, the same for every value whatever its neighbours (see `coerce`):
 - A missing key, a null, or a value of a wrong kind in a nested path (a list where an object belongs)
   -> null.
 
+No table has an `athlete_id` column: the athlete's id is in the partition folders' names (see
+bulkfetch.parquet_layout), which readers turn into that column.
+
 An activity row takes each field from the list summary (the newest copy: it is re-listed on every
 fetch) and, where the summary lacks it or has null, from the detail. Split, lap and effort rows come
 from the detail only; their `activity_id` is the id of the activity they were stored under.
@@ -43,7 +46,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-SCHEMA_VERSION = 2  # 2: the streams table
+# 2: the streams table; 3: `athlete_id` left the files for the folder names (bulkfetch.parquet_layout)
+SCHEMA_VERSION = 3
 
 # Tables built from list summaries and details (`build_tables`), then the one built from streams.
 DETAIL_TABLES = ("activities", "splits_metric", "splits_standard", "laps", "best_efforts", "segment_efforts")
@@ -112,7 +116,6 @@ ACTIVITY_COLUMNS: tuple[Column, ...] = (
     Column("end_lat", F64, ("end_latlng", 0)),
     Column("end_lng", F64, ("end_latlng", 1)),
     *_cols(STR, "location_city", "location_state", "location_country"),
-    Column("athlete_id", I64, ("athlete", "id")),
     *_nested(STR, "map", "id", "summary_polyline", "polyline"),
     *_cols(STR, "external_id"),
     *_cols(I64, "upload_id"),
@@ -135,7 +138,6 @@ SPLIT_COLUMNS: tuple[Column, ...] = (
 _EFFORT_HEAD: tuple[Column, ...] = (
     Column("id", I64, ("id",)),
     _ACTIVITY_ID,
-    Column("athlete_id", I64, ("athlete", "id")),
     *_cols(STR, "name"),
     Column("start_date", UTC_TIME, ("start_date",)),
     Column("start_date_local", LOCAL_TIME, ("start_date_local",)),

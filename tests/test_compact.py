@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -15,19 +16,28 @@ import pyarrow.parquet as pq
 import pytest
 
 import bulkfetch.compact as compact_module
-from bench.compact import write_synthetic_store
-from bulkfetch.compact import compact, partition_path
+from bench.compact import ATHLETE_ID, write_synthetic_store
+from bulkfetch.compact import compact
 from bulkfetch.errors import WriteError
+from bulkfetch.parquet_layout import PARTITION_SCHEMA, partition_path
 from bulkfetch.schema import TABLES
 from bulkfetch.store import UNLISTED, RawStore
 
 REPO = Path(__file__).resolve().parent.parent
 YEARS = (2019, 2021)
 COUNT = 60
+ATHLETE = f"athlete_id={ATHLETE_ID}"
+OTHER_ID = 7_000_000_001  # beyond int32: the README's cast to int64 matters
+OTHER_YEARS = (2021, 2022)
+PARTITIONING = ds.partitioning(PARTITION_SCHEMA, flavor="hive")  # inferred, OTHER_ID would make it text
 
 
-def read(parquet_dir: Path, table: str) -> list[dict]:
-    return ds.dataset(parquet_dir / table, format="parquet", partitioning="hive").to_table().to_pylist()
+def read(parquet_dir: Path, table: str, athlete_id: int = ATHLETE_ID) -> list[dict]:
+    """One athlete's rows of a table, read as hive partitions filtered by `athlete_id` (which is dropped)."""
+    dataset = ds.dataset(parquet_dir / table, format="parquet", partitioning=PARTITIONING)
+    rows = dataset.to_table(filter=ds.field("athlete_id") == athlete_id).to_pylist()
+    assert {row.pop("athlete_id") for row in rows} <= {athlete_id}
+    return rows
 
 
 def snapshot(parquet_dir: Path) -> dict[str, int]:
@@ -46,14 +56,24 @@ def add_listing(store: RawStore, summaries: list[dict]) -> None:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory) -> tuple[RawStore, Path]:
-    """A store of COUNT synthetic activities (some without detail, one deleted) and its compaction."""
+def two_athletes(tmp_path_factory) -> tuple[RawStore, RawStore, Path]:
+    """Two athletes' stores compacted into one parquet_dir: ATHLETE_ID's COUNT synthetic activities
+    (some without detail, one deleted) and OTHER_ID's smaller history, which shares a year with it."""
     data = tmp_path_factory.mktemp("built")
     store = write_synthetic_store(data / "data", COUNT, seed=7, years=YEARS, detail_share=0.85, stream_share=0.7)
     deleted = sorted(store.catalog())[5]
     store.add_tombstones([deleted], "unlisted", time.time())
+    other = write_synthetic_store(data / "other", 12, seed=9, years=OTHER_YEARS, detail_share=0.9,
+                                  stream_share=0.5, athlete_id=OTHER_ID)
     parquet_dir = data / "parquet"
-    compact(store, parquet_dir)
+    compact(store, parquet_dir, ATHLETE_ID)
+    compact(other, parquet_dir, OTHER_ID)
+    return store, other, parquet_dir
+
+
+@pytest.fixture(scope="module")
+def built(two_athletes) -> tuple[RawStore, Path]:
+    store, _, parquet_dir = two_athletes
     return store, parquet_dir
 
 
@@ -64,18 +84,55 @@ def fresh(tmp_path) -> tuple[RawStore, Path]:
 
 
 # -- values ----------------------------------------------------------------------------------------------
-def test_layout_is_one_file_per_table_and_year_without_a_year_column(built):
-    store, parquet_dir = built
-    years = {datetime.fromisoformat(s["start_date"].replace("Z", "+00:00")).year
-             for s in store.catalog().values()}
-    assert years == set(range(YEARS[0], YEARS[1] + 1))
-    for table in TABLES:
-        folders = sorted(p.name for p in (parquet_dir / table).iterdir())
-        assert folders == [f"year={y}" for y in sorted(years)], table
-        for year in years:
-            files = list((parquet_dir / table / f"year={year}").iterdir())
-            assert [f.name for f in files] == ["part-0.parquet"]
-            assert "year" not in pq.read_schema(files[0]).names
+def test_layout_is_one_file_per_athlete_table_and_year_without_those_columns(two_athletes):
+    store, other, parquet_dir = two_athletes
+    for athlete_id, athlete_store, span in ((ATHLETE_ID, store, YEARS), (OTHER_ID, other, OTHER_YEARS)):
+        years = {datetime.fromisoformat(s["start_date"].replace("Z", "+00:00")).year
+                 for s in athlete_store.catalog().values()}
+        assert years == set(range(span[0], span[1] + 1))
+        for table in TABLES:
+            assert sorted(p.name for p in (parquet_dir / table).iterdir()) == [f"athlete_id={ATHLETE_ID}",
+                                                                              f"athlete_id={OTHER_ID}"]
+            folders = sorted(p.name for p in (parquet_dir / table / f"athlete_id={athlete_id}").iterdir())
+            assert folders == [f"year={y}" for y in sorted(years)], table
+            for year in years:
+                files = list(partition_path(parquet_dir, table, athlete_id, year).parent.iterdir())
+                assert [f.name for f in files] == ["part-0.parquet"]
+                names = pq.read_schema(files[0]).names
+                assert "year" not in names and "athlete_id" not in names  # Spark refuses a column in both
+    assert not (parquet_dir / ".migrating").exists()
+
+
+def test_each_athletes_rows_are_its_own_raw_json(two_athletes):
+    store, other, parquet_dir = two_athletes
+    for athlete_id, athlete_store in ((ATHLETE_ID, store), (OTHER_ID, other)):
+        rows = read(parquet_dir, "activities", athlete_id)
+        assert sorted(r["id"] for r in rows) == sorted(athlete_store.catalog())
+        assert {r["name"] for r in rows} == {s["name"] for s in athlete_store.catalog().values()}
+        efforts = {r["id"] for r in read(parquet_dir, "segment_efforts", athlete_id)}
+        assert efforts == {e["id"] for i in athlete_store.detail_ids() & set(athlete_store.catalog())
+                           for e in orjson.loads(athlete_store.detail_path(i).read_bytes())["segment_efforts"]}
+
+
+def test_compacting_one_athlete_leaves_the_others_files_alone(tmp_path):
+    store = write_synthetic_store(tmp_path / "a", 12, seed=3, years=YEARS, stream_share=0.5)
+    other = write_synthetic_store(tmp_path / "b", 8, seed=4, years=YEARS, athlete_id=OTHER_ID)
+    parquet_dir = tmp_path / "parquet"
+    compact(store, parquet_dir, ATHLETE_ID)
+    mine = snapshot(parquet_dir)
+    assert compact(other, parquet_dir, OTHER_ID).written["activities"] == list(range(YEARS[0], YEARS[1] + 1))
+    assert {p: t for p, t in snapshot(parquet_dir).items() if p.split("/")[1] == ATHLETE} == mine
+    # Incremental per (athlete, year): a change in one of OTHER_ID's years rewrites that partition only.
+    summaries = list(other.catalog().values())
+    changed = next(s for s in summaries if s["start_date"].startswith("2020"))
+    changed["kudos_count"] = 999
+    add_listing(other, summaries)
+    before = snapshot(parquet_dir)
+    assert compact(other, parquet_dir, OTHER_ID).written["activities"] == [2020]
+    after = snapshot(parquet_dir)
+    assert {p for p in after if after[p] != before[p]} == {
+        f"{t}/athlete_id={OTHER_ID}/year=2020/part-0.parquet" for t in TABLES if t != "streams"}
+    assert compact(store, parquet_dir, ATHLETE_ID).written == {t: [] for t in TABLES}
 
 
 def test_activities_are_the_catalog_with_has_detail(built):
@@ -155,8 +212,8 @@ def test_laps_and_efforts_equal_the_raw_json(built):
 PACE_SQL = """
 SELECT CAST(floor(s.elevation_difference / 5) * 5 AS INT) AS elevation_bucket_m,
        count(*) AS splits, sum(s.moving_time) AS moving_time_s, round(sum(s.distance), 1) AS distance_m
-FROM splits_metric s JOIN activities a ON a.id = s.activity_id AND a.year = s.year
-WHERE a.sport_type IN ('Run', 'TrailRun') AND s.distance BETWEEN 950 AND 1050
+FROM splits_metric s JOIN activities a ON a.id = s.activity_id AND a.athlete_id = s.athlete_id AND a.year = s.year
+WHERE a.sport_type IN ('Run', 'TrailRun') AND s.distance BETWEEN 950 AND 1050 AND s.athlete_id = {athlete_id}
 GROUP BY 1 ORDER BY 1
 """
 
@@ -180,31 +237,62 @@ def expected_pace(store: RawStore) -> list[tuple]:
     return [(k, n, int(t), round(d, 1)) for k, (n, t, d) in sorted(buckets.items())]
 
 
-def test_duckdb_reads_every_table_and_answers_the_pace_question(built):
+def test_duckdb_reads_every_table_and_answers_the_pace_question_per_athlete(two_athletes, tmp_path):
     duckdb = pytest.importorskip("duckdb")
-    store, parquet_dir = built
+    store, other, parquet_dir = two_athletes
     with duckdb.connect() as db:
         for table in TABLES:
-            db.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet("
-                       f"'{parquet_dir}/{table}/**/*.parquet', hive_partitioning = true)")
-            assert db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] > 0
-        assert db.execute("SELECT typeof(id), typeof(start_date), typeof(start_date_local) FROM activities "
-                          "LIMIT 1").fetchone() == ("BIGINT", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP")
-        rows = [(int(b), int(n), int(t), float(d)) for b, n, t, d in db.execute(PACE_SQL).fetchall()]
-    assert rows == expected_pace(store)
-    assert sum(n for _, n, _, _ in rows) > 300
+            db.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{parquet_dir}/{table}/**/*.parquet', "
+                       "hive_partitioning = true, hive_types = {'athlete_id': BIGINT})")
+            counts = dict(db.execute(f"SELECT athlete_id, count(*) FROM {table} GROUP BY 1").fetchall())
+            assert set(counts) == {ATHLETE_ID, OTHER_ID}, table
+        assert db.execute("SELECT typeof(id), typeof(athlete_id), typeof(start_date), typeof(start_date_local) "
+                          "FROM activities LIMIT 1").fetchone() == ("BIGINT", "BIGINT", "TIMESTAMP WITH TIME ZONE",
+                                                                    "TIMESTAMP")
+        for athlete_id, athlete_store in ((ATHLETE_ID, store), (OTHER_ID, other)):
+            rows = [(int(b), int(n), int(t), float(d))
+                    for b, n, t, d in db.execute(PACE_SQL.format(athlete_id=athlete_id)).fetchall()]
+            assert rows == expected_pace(athlete_store)
+            assert sum(n for _, n, _, _ in rows) > (300 if athlete_id == ATHLETE_ID else 10)
 
 
-def test_spark_reads_every_table_and_gets_the_same_answer(built, spark):
-    store, parquet_dir = built
+def test_a_filter_on_athlete_id_reads_only_that_athletes_folders(two_athletes, tmp_path):
+    """Pruned by the folder names: the other athlete's files, made unreadable here, are never opened."""
+    duckdb = pytest.importorskip("duckdb")
+    _, _, built_dir = two_athletes
+    parquet_dir = tmp_path / "parquet"
+    shutil.copytree(built_dir, parquet_dir)
+    for path in parquet_dir.glob(f"splits_metric/athlete_id={OTHER_ID}/*/part-0.parquet"):
+        path.write_bytes(b"not parquet")
+    glob = f"{parquet_dir}/splits_metric/**/*.parquet"
+    with duckdb.connect() as db:
+        count = db.execute(f"SELECT count(*) FROM read_parquet('{glob}', hive_partitioning = true) "
+                           f"WHERE athlete_id = {ATHLETE_ID}").fetchone()[0]
+        assert count == len(read(built_dir, "splits_metric"))
+        with pytest.raises(duckdb.Error):
+            db.execute(f"SELECT count(*) FROM read_parquet('{glob}', hive_partitioning = true)").fetchone()
+    dataset = ds.dataset(parquet_dir / "splits_metric", format="parquet", partitioning=PARTITIONING)
+    assert dataset.count_rows(filter=ds.field("athlete_id") == ATHLETE_ID) == count
+
+
+def test_spark_reads_every_table_and_gets_the_same_answer(two_athletes, spark):
+    from pyspark.sql import functions as F
+
+    store, other, parquet_dir = two_athletes
     for table in TABLES:
         frame = spark.read.parquet(str(parquet_dir / table))
-        assert "year" in frame.columns and frame.count() > 0
-        frame.createOrReplaceTempView(table)
+        assert {"year", "athlete_id"} <= set(frame.columns) and frame.count() > 0
+        frame.withColumn("athlete_id", F.col("athlete_id").cast("long")).createOrReplaceTempView(table)
     types = dict(spark.table("activities").dtypes)
     assert types["id"] == "bigint" and types["start_date"] == "timestamp" and types["year"] == "int"
-    rows = [(int(r[0]), int(r[1]), int(r[2]), float(r[3])) for r in spark.sql(PACE_SQL).collect()]
-    assert rows == expected_pace(store)
+    assert types["athlete_id"] == "bigint"
+    for athlete_id, athlete_store in ((ATHLETE_ID, store), (OTHER_ID, other)):
+        rows = [(int(r[0]), int(r[1]), int(r[2]), float(r[3]))
+                for r in spark.sql(PACE_SQL.format(athlete_id=athlete_id)).collect()]
+        assert rows == expected_pace(athlete_store)
+    plan = spark.table("splits_metric").where(f"athlete_id = {ATHLETE_ID}")._jdf.queryExecution() \
+        .executedPlan().toString()
+    assert "athlete_id" in plan.split("PartitionFilters: [", 1)[1].split("]", 1)[0]  # pruned by folder
 
 
 def expected_stream_rows(raw: dict, activity_id: int, summary: dict) -> list[dict]:
@@ -225,7 +313,7 @@ def test_stream_rows_equal_the_raw_json_sorted_by_activity_and_seq(built):
     catalog = store.catalog()
     with_streams = store.stream_ids() & store.detail_ids() & set(catalog)
     assert len(with_streams) > 10
-    for year_dir in sorted((parquet_dir / "streams").iterdir()):
+    for year_dir in sorted((parquet_dir / "streams" / ATHLETE).iterdir()):
         path = year_dir / "part-0.parquet"
         meta = pq.ParquetFile(path).metadata
         assert [(c.column_index, c.descending) for c in meta.row_group(0).sorting_columns] == [(0, False), (1, False)]
@@ -246,7 +334,7 @@ def test_stream_rows_equal_the_raw_json_sorted_by_activity_and_seq(built):
 
 def test_a_new_or_changed_stream_file_rewrites_only_its_year_and_a_damaged_one_is_skipped(fresh):
     store, parquet_dir = fresh
-    compact(store, parquet_dir)
+    compact(store, parquet_dir, ATHLETE_ID)
     catalog = store.catalog()
     without = sorted(store.detail_ids() - store.stream_ids(), key=lambda i: catalog[i]["start_date"])
     assert len(without) >= 2
@@ -254,21 +342,21 @@ def test_a_new_or_changed_stream_file_rewrites_only_its_year_and_a_damaged_one_i
     year = int(catalog[activity_id]["start_date"][:4])
     raw = {"time": {"data": [0, 1, 2]}, "heartrate": {"data": [100, None, 102]}}
     store.write_streams(activity_id, orjson.dumps(raw))
-    result = compact(store, parquet_dir)
+    result = compact(store, parquet_dir, ATHLETE_ID)
     assert result.written["streams"] == [year] and result.written["activities"] == []  # only what changed
     assert result.skipped_years == [y for y in range(YEARS[0], YEARS[1] + 1) if y != year]
     mine = [r for r in read(parquet_dir, "streams") if r["activity_id"] == activity_id]
     assert [r["heartrate"] for r in mine] == [100, None, 102]
 
     store.write_streams(activity_id, orjson.dumps({"time": {"data": [0, 1]}}))  # refetched after an edit
-    assert compact(store, parquet_dir).written["streams"] == [year]
+    assert compact(store, parquet_dir, ATHLETE_ID).written["streams"] == [year]
     assert len([r for r in read(parquet_dir, "streams") if r["activity_id"] == activity_id]) == 2
 
     store.mark_no_streams(without[1])  # a "no streams" marker adds no rows: nothing to rewrite
-    assert compact(store, parquet_dir).written == {t: [] for t in TABLES}
+    assert compact(store, parquet_dir, ATHLETE_ID).written == {t: [] for t in TABLES}
 
     store.stream_path(activity_id).write_bytes(b'{"time": {"data": [0, 1')  # damaged from outside
-    compact(store, parquet_dir)
+    compact(store, parquet_dir, ATHLETE_ID)
     assert not [r for r in read(parquet_dir, "streams") if r["activity_id"] == activity_id]
     assert activity_id in {r["id"] for r in read(parquet_dir, "activities")}
 
@@ -276,10 +364,10 @@ def test_a_new_or_changed_stream_file_rewrites_only_its_year_and_a_damaged_one_i
 # -- incremental, idempotent, atomic -------------------------------------------------------------------
 def test_rerun_rewrites_nothing_and_duplicates_nothing(fresh):
     store, parquet_dir = fresh
-    first = compact(store, parquet_dir)
+    first = compact(store, parquet_dir, ATHLETE_ID)
     assert first.skipped_years == [] and first.rows["activities"] == 30
     before, rows_before = snapshot(parquet_dir), {t: len(read(parquet_dir, t)) for t in TABLES}
-    again = compact(store, parquet_dir)
+    again = compact(store, parquet_dir, ATHLETE_ID)
     assert again.written == {t: [] for t in TABLES} and again.rows == {t: 0 for t in TABLES}
     assert again.skipped_years == sorted(first.written["activities"])
     assert snapshot(parquet_dir) == before
@@ -288,7 +376,7 @@ def test_rerun_rewrites_nothing_and_duplicates_nothing(fresh):
 
 def test_new_activities_rewrite_only_their_year(fresh):
     store, parquet_dir = fresh
-    compact(store, parquet_dir)
+    compact(store, parquet_dir, ATHLETE_ID)
     before = snapshot(parquet_dir)
     summaries = list(store.catalog().values())
     template = orjson.loads(store.detail_path(next(iter(store.detail_ids()))).read_bytes())
@@ -300,26 +388,26 @@ def test_new_activities_rewrite_only_their_year(fresh):
         summaries.append({k: v for k, v in detail.items() if k not in ("splits_metric", "segment_efforts")})
     add_listing(store, summaries)
     progress: list[tuple[int, int]] = []
-    result = compact(store, parquet_dir, on_progress=lambda done, total: progress.append((done, total)))
+    result = compact(store, parquet_dir, ATHLETE_ID, on_progress=lambda done, total: progress.append((done, total)))
     assert result.written["activities"] == [2020] and result.written["splits_metric"] == [2020]
     assert result.skipped_years == [2019, 2021]
     assert progress == [(0, 1), (1, 1)]
     after = snapshot(parquet_dir)
     changed = {path for path in after if after[path] != before.get(path)}
-    assert changed == {f"{t}/year=2020/part-0.parquet" for t in TABLES if t != "streams"}  # none has streams
+    assert changed == {f"{t}/{ATHLETE}/year=2020/part-0.parquet" for t in TABLES if t != "streams"}  # none has streams
     assert len(read(parquet_dir, "activities")) == 35
 
 
 def test_tombstones_leave_activities_out_and_empty_years_go(fresh):
     store, parquet_dir = fresh
-    compact(store, parquet_dir)
+    compact(store, parquet_dir, ATHLETE_ID)
     catalog = store.catalog()
     in_2021 = [i for i, s in catalog.items() if s["start_date"].startswith("2021")]
     one_2019 = next(i for i, s in catalog.items() if s["start_date"].startswith("2019"))
     store.add_tombstones([*in_2021, one_2019], "unlisted", time.time())
-    result = compact(store, parquet_dir)
+    result = compact(store, parquet_dir, ATHLETE_ID)
     assert 2021 in result.written["activities"] and 2019 in result.written["activities"]
-    assert not (parquet_dir / "activities" / "year=2021").exists()
+    assert not (parquet_dir / "activities" / ATHLETE / "year=2021").exists()
     ids = {r["id"] for r in read(parquet_dir, "activities")}
     assert ids == set(catalog) - set(in_2021) - {one_2019}
     assert one_2019 not in {r["activity_id"] for r in read(parquet_dir, "splits_metric")}
@@ -327,18 +415,18 @@ def test_tombstones_leave_activities_out_and_empty_years_go(fresh):
 
 def test_changed_detail_or_summary_rewrites_its_year(fresh):
     store, parquet_dir = fresh
-    compact(store, parquet_dir)
+    compact(store, parquet_dir, ATHLETE_ID)
     activity_id = min(i for i in store.detail_ids() if store.catalog()[i]["start_date"].startswith("2021"))
     detail = orjson.loads(store.detail_path(activity_id).read_bytes())
     detail["description"] = "edited"
     store.write_detail(activity_id, orjson.dumps(detail))
-    assert compact(store, parquet_dir).written["activities"] == [2021]
+    assert compact(store, parquet_dir, ATHLETE_ID).written["activities"] == [2021]
     row = next(r for r in read(parquet_dir, "activities") if r["id"] == activity_id)
     assert row["description"] == "edited"
     summaries = list(store.catalog().values())
     next(s for s in summaries if s["id"] == activity_id)["kudos_count"] = 1234
     add_listing(store, summaries)
-    assert compact(store, parquet_dir).written["activities"] == [2021]
+    assert compact(store, parquet_dir, ATHLETE_ID).written["activities"] == [2021]
     assert next(r for r in read(parquet_dir, "activities") if r["id"] == activity_id)["kudos_count"] == 1234
 
 
@@ -354,15 +442,16 @@ def streamed_activity(store: RawStore, year: int) -> int:
 
 def test_a_kudos_or_detail_change_leaves_the_streams_partition_alone(fresh):
     store, parquet_dir = fresh
-    compact(store, parquet_dir)
+    compact(store, parquet_dir, ATHLETE_ID)
     activity_id = streamed_activity(store, 2020)
-    streams_file, activities_file = (partition_path(parquet_dir, t, 2020) for t in ("streams", "activities"))
+    streams_file, activities_file = (partition_path(parquet_dir, t, ATHLETE_ID, 2020)
+                                     for t in ("streams", "activities"))
     streams_before, activities_before = file_identity(streams_file), file_identity(activities_file)
 
     summaries = list(store.catalog().values())
     next(s for s in summaries if s["id"] == activity_id)["kudos_count"] = 4321
     add_listing(store, summaries)
-    result = compact(store, parquet_dir)
+    result = compact(store, parquet_dir, ATHLETE_ID)
     assert result.written == {**{t: [2020] for t in TABLES}, "streams": []}
     assert file_identity(streams_file) == streams_before
     assert file_identity(activities_file) != activities_before
@@ -371,33 +460,33 @@ def test_a_kudos_or_detail_change_leaves_the_streams_partition_alone(fresh):
     detail = orjson.loads(store.detail_path(activity_id).read_bytes())
     detail["description"] = "edited"
     store.write_detail(activity_id, orjson.dumps(detail))
-    assert compact(store, parquet_dir).written["streams"] == []
+    assert compact(store, parquet_dir, ATHLETE_ID).written["streams"] == []
     assert file_identity(streams_file) == streams_before
-    assert compact(store, parquet_dir).written == {t: [] for t in TABLES}
+    assert compact(store, parquet_dir, ATHLETE_ID).written == {t: [] for t in TABLES}
 
 
 def test_a_changed_stream_file_rewrites_only_the_streams_partition(fresh):
     store, parquet_dir = fresh
-    compact(store, parquet_dir)
+    compact(store, parquet_dir, ATHLETE_ID)
     activity_id = streamed_activity(store, 2021)
     before = snapshot(parquet_dir)
     store.write_streams(activity_id, orjson.dumps({"time": {"data": [0, 1, 2]}, "heartrate": {"data": [90, 91, 92]}}))
-    result = compact(store, parquet_dir)
+    result = compact(store, parquet_dir, ATHLETE_ID)
     assert result.written == {**{t: [] for t in TABLES}, "streams": [2021]}
     after = snapshot(parquet_dir)
-    assert {p for p in after if after[p] != before.get(p)} == {"streams/year=2021/part-0.parquet"}
+    assert {p for p in after if after[p] != before.get(p)} == {f"streams/{ATHLETE}/year=2021/part-0.parquet"}
     rows = [r for r in read(parquet_dir, "streams") if r["activity_id"] == activity_id]
     assert [(r["seq"], r["heartrate"]) for r in rows] == [(0, 90), (1, 91), (2, 92)]
 
 
 def test_what_stream_rows_copy_from_the_activity_rewrites_them(fresh):
     store, parquet_dir = fresh
-    compact(store, parquet_dir)
+    compact(store, parquet_dir, ATHLETE_ID)
     activity_id = streamed_activity(store, 2019)
     summaries = list(store.catalog().values())
     next(s for s in summaries if s["id"] == activity_id)["sport_type"] = "Kayaking"
     add_listing(store, summaries)
-    result = compact(store, parquet_dir)
+    result = compact(store, parquet_dir, ATHLETE_ID)
     assert result.written == {t: [2019] for t in TABLES}
     assert {r["sport_type"] for r in read(parquet_dir, "streams") if r["activity_id"] == activity_id} == {"Kayaking"}
 
@@ -405,13 +494,13 @@ def test_what_stream_rows_copy_from_the_activity_rewrites_them(fresh):
     without_streams = [i for i, s in store.catalog().items()
                        if s["start_date"].startswith("2019") and i not in store.stream_ids()]
     store.add_tombstones(without_streams[:2], UNLISTED, time.time())
-    result = compact(store, parquet_dir)
+    result = compact(store, parquet_dir, ATHLETE_ID)
     assert result.written == {**{t: [2019] for t in TABLES}, "streams": []}
 
 
 def test_a_manifest_of_the_single_fingerprint_era_carries_over_without_a_rewrite(fresh):
     store, parquet_dir = fresh
-    compact(store, parquet_dir)
+    compact(store, parquet_dir, ATHLETE_ID)
     by_year = compact_module.partition_entries(store)
     manifest = store.read_state(compact_module.MANIFEST)
     for year, record in manifest["years"].items():  # the shape that version wrote
@@ -420,28 +509,28 @@ def test_a_manifest_of_the_single_fingerprint_era_carries_over_without_a_rewrite
     manifest["years"]["2020"]["fingerprint"] = "changed since"
     store.write_state(compact_module.MANIFEST, manifest)
     before = snapshot(parquet_dir)
-    result = compact(store, parquet_dir)
+    result = compact(store, parquet_dir, ATHLETE_ID)
     assert result.written == {t: [2020] for t in TABLES} and result.skipped_years == [2019, 2021]
     after = snapshot(parquet_dir)
-    assert {p for p in after if after[p] != before[p]} == {f"{t}/year=2020/part-0.parquet" for t in TABLES}
-    assert compact(store, parquet_dir).written == {t: [] for t in TABLES}
+    assert {p for p in after if after[p] != before[p]} == {f"{t}/{ATHLETE}/year=2020/part-0.parquet" for t in TABLES}
+    assert compact(store, parquet_dir, ATHLETE_ID).written == {t: [] for t in TABLES}
 
 
 def test_rebuild_schema_change_and_lost_files_rewrite(fresh, monkeypatch):
     store, parquet_dir = fresh
-    first = compact(store, parquet_dir)
+    first = compact(store, parquet_dir, ATHLETE_ID)
     years = first.written["activities"]
-    assert compact(store, parquet_dir, rebuild=True).written["activities"] == years
-    partition_path(parquet_dir, "laps", 2020).unlink()
-    assert compact(store, parquet_dir).written["laps"] == [2020]
+    assert compact(store, parquet_dir, ATHLETE_ID, rebuild=True).written["activities"] == years
+    partition_path(parquet_dir, "laps", ATHLETE_ID, 2020).unlink()
+    assert compact(store, parquet_dir, ATHLETE_ID).written["laps"] == [2020]
     monkeypatch.setattr(compact_module, "SCHEMA_VERSION", compact_module.SCHEMA_VERSION + 1)
-    result = compact(store, parquet_dir)
+    result = compact(store, parquet_dir, ATHLETE_ID)
     assert result.written["activities"] == years and result.skipped_years == []
 
 
 def test_a_crash_mid_compaction_keeps_the_old_partitions_and_the_next_run_heals(fresh, monkeypatch):
     store, parquet_dir = fresh
-    compact(store, parquet_dir)
+    compact(store, parquet_dir, ATHLETE_ID)
     before = snapshot(parquet_dir)
     old_rows = read(parquet_dir, "activities")
     # Change every year, then fail while writing the second year's files.
@@ -458,7 +547,7 @@ def test_a_crash_mid_compaction_keeps_the_old_partitions_and_the_next_run_heals(
 
     monkeypatch.setattr(compact_module._PartitionWriter, "commit", failing_commit)
     with pytest.raises(WriteError):
-        compact(store, parquet_dir)
+        compact(store, parquet_dir, ATHLETE_ID)
     monkeypatch.undo()
     after_crash = snapshot(parquet_dir)
     assert set(after_crash) == set(before)  # no partition lost, no temporary file visible as .parquet
@@ -467,21 +556,21 @@ def test_a_crash_mid_compaction_keeps_the_old_partitions_and_the_next_run_heals(
     assert not [p for p in parquet_dir.rglob("*") if p.name.startswith(".")]
 
     # A killed process can leave a temporary file; the next run sweeps it and heals every year.
-    (parquet_dir / "laps" / "year=2019" / ".part-0.parquet.tmp-999999999-dead").write_bytes(b"half")
-    result = compact(store, parquet_dir)
+    (parquet_dir / "laps" / ATHLETE / "year=2019" / ".part-0.parquet.tmp-999999999-dead").write_bytes(b"half")
+    result = compact(store, parquet_dir, ATHLETE_ID)
     # 2019 was finished and recorded before the crash; 2020 crashed half-written, so it is redone.
     assert result.skipped_years == [2019] and result.written["activities"] == [2020, 2021]
     assert not [p for p in parquet_dir.rglob("*") if p.name.startswith(".")]
     assert all(r["name"].endswith("(renamed)") for r in read(parquet_dir, "activities"))
-    assert compact(store, parquet_dir).written == {t: [] for t in TABLES}
+    assert compact(store, parquet_dir, ATHLETE_ID).written == {t: [] for t in TABLES}
 
 
 def test_parallel_output_equals_sequential_output(tmp_path, monkeypatch):
     store = write_synthetic_store(tmp_path / "data", 40, seed=11, years=(2016, 2020), stream_share=0.5)
-    compact(store, tmp_path / "sequential")
+    compact(store, tmp_path / "sequential", ATHLETE_ID)
     monkeypatch.setattr(compact_module, "PARALLEL_MIN_BYTES", 0)
     monkeypatch.setattr(compact_module, "CHUNK_ACTIVITIES", 3)  # several row groups per file too
-    result = compact(store, tmp_path / "parallel")
+    result = compact(store, tmp_path / "parallel", ATHLETE_ID)
     assert result.rows["activities"] == 40
     for table in TABLES:
         assert read(tmp_path / "parallel", table) == read(tmp_path / "sequential", table), table
@@ -490,10 +579,10 @@ def test_parallel_output_equals_sequential_output(tmp_path, monkeypatch):
 def test_empty_store_and_missing_details(tmp_path):
     store = RawStore(tmp_path / "data")
     store.prepare()
-    result = compact(store, tmp_path / "parquet")
+    result = compact(store, tmp_path / "parquet", ATHLETE_ID)
     assert result.written == {t: [] for t in TABLES} and result.skipped_years == []
     store = write_synthetic_store(tmp_path / "data2", 10, seed=5, years=(2022, 2022), detail_share=0.0)
-    result = compact(store, tmp_path / "parquet2")
+    result = compact(store, tmp_path / "parquet2", ATHLETE_ID)
     assert result.written["activities"] == [2022] and result.written["splits_metric"] == []
     assert not (tmp_path / "parquet2" / "splits_metric").exists() or not any(
         (tmp_path / "parquet2" / "splits_metric").rglob("*.parquet"))
@@ -504,7 +593,7 @@ def test_a_damaged_detail_keeps_its_summary_row(fresh):
     store, parquet_dir = fresh
     activity_id = next(iter(store.detail_ids()))
     store.detail_path(activity_id).write_bytes(b"{not json")
-    compact(store, parquet_dir)
+    compact(store, parquet_dir, ATHLETE_ID)
     row = next(r for r in read(parquet_dir, "activities") if r["id"] == activity_id)
     assert row["has_detail"] is False and row["name"] == store.catalog()[activity_id]["name"]
 

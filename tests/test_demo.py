@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import duckdb
+import orjson
 import pytest
 
 from bulkfetch import report
@@ -38,7 +39,7 @@ def test_demo_fetches_compacts_waits_and_reports(demo) -> None:
     assert "listed 150 activities; fetched 150 details" in out
     assert "pace by elevation difference" in out and "/km" in out
     for table in ("activities", "splits_metric", "splits_standard", "laps", "best_efforts", "segment_efforts"):
-        assert list((data_dir / "parquet" / table).glob("year=*/part-0.parquet")), table
+        assert list((data_dir / "parquet" / table).glob("athlete_id=*/year=*/part-0.parquet")), table
     years, by_sport = report.activities_by_sport_and_year(data_dir / "parquet")
     assert sum(sum(counts) for _, counts in by_sport) == 150 and years == sorted(years)
 
@@ -74,16 +75,20 @@ def test_demo_refuses_a_real_runs_data_dir(tmp_path: Path) -> None:
 
 def _duckdb_rows(data_dir: Path) -> list[tuple]:
     sql = readme_block("sql").replace("data/parquet", str(data_dir / "parquet"))
-    return [(float(e), int(n), float(p)) for e, n, p in duckdb.sql(sql).fetchall()]
+    result = duckdb.sql(sql)
+    assert dict(zip(result.columns, map(str, result.types)))["athlete_id"] == "BIGINT"
+    return [(a, float(e), int(n), float(p)) for a, e, n, p in result.fetchall()]
 
 
 def test_readme_duckdb_example_answers_on_demo_output(demo) -> None:
     data_dir, _, _ = demo
     rows = _duckdb_rows(data_dir)
+    athlete_id = orjson.loads((data_dir / "state" / "athlete.json").read_bytes())["athlete_id"]
+    assert {a for a, _, _, _ in rows} == {athlete_id}  # from the folder names, as int64
     assert len(rows) >= 3
-    assert sum(n for _, n, _ in rows) > 100
-    flat = [p for e, _, p in rows if e == 0]
-    steep = [p for e, _, p in rows if e >= 20]
+    assert sum(n for _, _, n, _ in rows) > 100
+    flat = [p for _, e, _, p in rows if e == 0]
+    steep = [p for _, e, _, p in rows if e >= 20]
     assert flat and steep and steep[0] > flat[0]  # uphill splits are slower
 
 
@@ -92,5 +97,7 @@ def test_readme_spark_example_gives_the_same_answer(demo, spark) -> None:
     code = readme_block("python").replace('"data/parquet', f'"{data_dir}/parquet').replace("pace.show()", "")
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - the README's own example
-    rows = [(float(r["elevation_m"]), int(r["splits"]), float(r["pace_s_per_km"])) for r in namespace["pace"].collect()]
+    assert dict(namespace["pace"].dtypes)["athlete_id"] == "bigint"
+    rows = [(r["athlete_id"], float(r["elevation_m"]), int(r["splits"]), float(r["pace_s_per_km"]))
+            for r in namespace["pace"].collect()]
     assert rows == _duckdb_rows(data_dir)

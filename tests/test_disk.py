@@ -111,7 +111,7 @@ def test_disk_full_mid_run_exits_1_leaves_nothing_partial_and_the_next_run_recov
         assert_matches_ground_truth(sim, data_dir)
         refetched = {int(p.rsplit("/", 1)[1]) for p in detail_gets(api_records(sim, since=mark))}
         assert not refetched & (done - set(RawStore(data_dir).tombstones()))
-        assert parquet_rows(f"{data_dir}/parquet/activities/*/*.parquet") == 60
+        assert parquet_rows(f"{data_dir}/parquet/activities/*/*/*.parquet") == 60
 
 
 def test_a_run_on_a_disk_that_is_already_full_exits_1_with_one_line(tmp_path: Path) -> None:
@@ -150,7 +150,7 @@ def test_parquet_dir_full_exits_1_keeps_no_partial_file_and_compact_recovers(tmp
             pq.read_table(path)
         grow(parquet_dir, "16m")
         assert run_cli("--config", str(config), "compact", cwd=tmp_path).returncode == 0
-        assert parquet_rows(f"{parquet_dir}/activities/*/*.parquet") == 40
+        assert parquet_rows(f"{parquet_dir}/activities/*/*/*.parquet") == 40
 
 
 @pytest.fixture
@@ -218,6 +218,7 @@ def test_leftover_temp_files_are_never_read_as_data_and_are_swept(tmp_path: Path
         some_id = sorted(store.detail_ids())[0]
         fake_id = 999_999_999
         fake = orjson.dumps([{**sim.summary(some_id), "id": fake_id}])
+        year_2001 = data_dir / "parquet" / "activities" / f"athlete_id={sim.settings.athlete_id}" / "year=2001"
         listing = store.listings()[-1].folder
         planted = [
             listing / f".page-00099.json.tmp-999999999-{'a' * 8}",  # valid JSON naming an activity that is not there
@@ -225,7 +226,7 @@ def test_leftover_temp_files_are_never_read_as_data_and_are_swept(tmp_path: Path
             store.detail_dir / f".{some_id}.json.tmp-999999999-{'c' * 8}",  # half a detail
             store.state_dir / f".fetched.json.tmp-999999999-{'d' * 8}",
             store.auth_dir / f".tokens.json.tmp-999999999-{'e' * 8}",
-            data_dir / "parquet" / "activities" / "year=2001" / f".part-0.parquet.tmp-999999999-{'f' * 8}",
+            year_2001 / f".part-0.parquet.tmp-999999999-{'f' * 8}",
         ]
         for path in planted:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -234,7 +235,7 @@ def test_leftover_temp_files_are_never_read_as_data_and_are_swept(tmp_path: Path
         assert main(["--config", str(config), "status", "--json"]) == 0
         report = orjson.loads(capsys.readouterr().out)
         assert report["listed"] == 12 and report["fetched"] == 12 and report["pending"] == 0
-        assert parquet_rows(f"{data_dir}/parquet/activities/*/*.parquet") == 12
+        assert parquet_rows(f"{data_dir}/parquet/activities/*/*/*.parquet") == 12
 
         mark = len(sim.request_log)
         assert main(["--config", str(config), "fetch"]) == 0
@@ -242,8 +243,7 @@ def test_leftover_temp_files_are_never_read_as_data_and_are_swept(tmp_path: Path
         assert fake_id not in store.catalog() and fake_id not in store.detail_ids()
         assert not detail_gets(api_records(sim, since=mark))  # nothing was taken for a new or changed activity
         assert_matches_ground_truth(sim, data_dir)
-        assert not (data_dir / "parquet" / "activities" / "year=2001").exists() or not any(
-            (data_dir / "parquet" / "activities" / "year=2001").iterdir())
+        assert not year_2001.exists() or not any(year_2001.iterdir())
 
 
 def test_a_rotated_token_is_saved_even_when_the_disk_is_full(tmp_path: Path) -> None:

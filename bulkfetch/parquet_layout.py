@@ -1,0 +1,138 @@
+"""Where one athlete's Parquet partitions live, and the move away from the one-athlete layout.
+
+Layout: `parquet_dir/<table>/athlete_id=<id>/year=YYYY/part-0.parquet`. Hive partitioning gives readers
+`athlete_id` and `year` as columns from the folder names, so neither is inside the files (Spark refuses a
+column that is in both), and a query on one athlete reads that athlete's folders only.
+
+Before schema version 3 a parquet_dir held one athlete: `parquet_dir/<table>/year=YYYY/part-0.parquet`
+(the "legacy" folders). A table folder that holds both kinds breaks DuckDB and Spark, so the first
+compaction after the upgrade writes such a table aside, under `parquet_dir/.migrating/<table>/
+athlete_id=<id>/` (readers of `<table>/` never look there, and go on reading the legacy files whole),
+and `publish` then swaps it in with one rename and removes the legacy folders right after. Every step
+can be killed: the staged years are recorded in the manifest as they are written, so the next run
+resumes the staging; and `publish` is idempotent (see `staged_tables` for how a run tells the states
+apart).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from bulkfetch.errors import WriteError
+from bulkfetch.store import fsync_dir, is_orphaned_temp
+
+PART_FILE = "part-0.parquet"
+STAGING = ".migrating"  # a leading dot: pyarrow and Spark skip it, and no `<table>/**` glob reaches it
+YEAR_PREFIX = "year="
+# The partition columns' types for readers that take them (pyarrow, DuckDB's hive_types): inferred,
+# an athlete id becomes int32, or text when one id in the folder is beyond int32.
+PARTITION_SCHEMA = pa.schema([("athlete_id", pa.int64()), ("year", pa.int32())])
+
+
+def athlete_folder(athlete_id: int) -> str:
+    return f"athlete_id={athlete_id}"
+
+
+def partition_path(root: Path, table: str, athlete_id: int, year: int) -> Path:
+    return root / table / athlete_folder(athlete_id) / f"{YEAR_PREFIX}{year}" / PART_FILE
+
+
+def year_of_folder(name: str) -> int | None:
+    """The year a `year=YYYY` folder name stands for, or None for any other name."""
+    value = name.removeprefix(YEAR_PREFIX)
+    return int(value) if name.startswith(YEAR_PREFIX) and value.lstrip("-").isdigit() else None
+
+
+@dataclass(frozen=True)
+class AthleteLayout:
+    """One athlete's partitions in one parquet_dir; `staged` tables are written aside until `publish`."""
+
+    parquet_dir: Path
+    athlete_id: int
+    staged: frozenset[str] = frozenset()
+
+    def root(self, table: str) -> Path:
+        return self.parquet_dir / STAGING if table in self.staged else self.parquet_dir
+
+    def athlete_dir(self, table: str) -> Path:
+        return self.root(table) / table / athlete_folder(self.athlete_id)
+
+    def partition_path(self, table: str, year: int) -> Path:
+        return partition_path(self.root(table), table, self.athlete_id, year)
+
+
+def staged_tables(parquet_dir: Path, athlete_id: int, tables: Iterable[str]) -> frozenset[str]:
+    """The tables to write aside: those already being staged, and those whose folder still holds legacy
+    partitions while this athlete's folder is not there yet. A table whose athlete folder sits beside
+    legacy ones was swapped in by a run killed before it removed them: `publish` finishes that."""
+    staging = AthleteLayout(parquet_dir, athlete_id, frozenset(tables))
+    final = AthleteLayout(parquet_dir, athlete_id)
+    return frozenset(table for table in tables if staging.athlete_dir(table).is_dir() or (
+        legacy_folders(parquet_dir, table) and not final.athlete_dir(table).is_dir()))
+
+
+def legacy_folders(parquet_dir: Path, table: str) -> list[Path]:
+    folder = parquet_dir / table
+    if not folder.is_dir():
+        return []
+    return sorted(child for child in folder.iterdir() if year_of_folder(child.name) is not None)
+
+
+def publish(layout: AthleteLayout, tables: Iterable[str]) -> None:
+    """Swap each staged table's athlete folder in (one rename), then remove that table's legacy folders.
+
+    The two steps follow each other at once, so a reader sees both kinds for the time of a few unlinks;
+    killed in between, the next run's `publish` removes what is left.
+    """
+    final = AthleteLayout(layout.parquet_dir, layout.athlete_id)
+    for table in tables:
+        if table in layout.staged:
+            source, target = layout.athlete_dir(table), final.athlete_dir(table)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(source, target)  # fails, rather than merging, if the target is already there
+                fsync_dir(target.parent)
+            except OSError as exc:
+                hint = (f"remove {target} (the staged copy replaces it) and rerun 'bulkfetch compact'"
+                        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST) else "check the folders and rerun")
+                raise WriteError(f"cannot move {source} to {target} ({exc.strerror})", hint=hint) from None
+        for folder in legacy_folders(layout.parquet_dir, table):
+            _remove_legacy(folder)
+    _remove_empty_folders(layout.parquet_dir / STAGING)
+
+
+def _remove_legacy(folder: Path) -> None:
+    """A legacy year folder: its partition file and dead writers' temporary files, then the folder."""
+    for path in folder.iterdir():
+        if path.name == PART_FILE or is_orphaned_temp(path):
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                raise WriteError(f"cannot remove {path} ({exc.strerror})",
+                                 hint="check the folder and rerun 'bulkfetch compact'") from None
+    try:
+        folder.rmdir()
+    except OSError:
+        pass  # something else is in it: left alone, as any file bulkfetch did not write
+
+
+def _remove_empty_folders(folder: Path) -> None:
+    """`folder` and the folders under it that are empty, deepest first (another athlete's staging stays)."""
+    if not folder.is_dir():
+        return
+    for path in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if path.is_dir():
+            try:
+                path.rmdir()
+            except OSError:
+                pass  # not empty
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
