@@ -754,9 +754,9 @@ def estimate_finish(remaining_requests: int, now: float, ledger_or_view: QuotaLe
             short_head_at_end = short_head  # the current short window outlasts the day
         if math.isinf(day_end):  # pragma: no cover - unbounded days finish above
             return math.inf
-        # Next day.
+        # Next day. Boundaries are multiples of the length, never sums of lengths (which drift).
         t = day_end
-        day_end = t + day_len
+        day_end = next_boundary(t, day_len)
         day_head = day_cap
         if aligned:
             short_head = short_cap
@@ -764,8 +764,8 @@ def estimate_finish(remaining_requests: int, now: float, ledger_or_view: QuotaLe
             skip = (remaining - 1) // per_day if per_day > 0 else 0
             if skip > 0:
                 remaining -= skip * per_day
-                t += skip * day_len
-                day_end = t + day_len
+                t = (window_index(t, day_len) + skip) * day_len
+                day_end = next_boundary(t, day_len)
         elif window_index(t, short_len) * short_len == t:
             short_head = short_cap
         else:
