@@ -249,6 +249,12 @@ class ListingPlan:
     full: bool
     full_due_at: float | None  # when routine runs become a full re-list again (None: no full listing yet)
 
+    @property
+    def history_known(self) -> bool:
+        """False until a full listing reached the end of the history (a first one may have been killed):
+        until then every count is only what the part listed so far needs, a lower bound."""
+        return self.full_due_at is not None
+
 
 @dataclass(frozen=True)
 class RequestPlan:

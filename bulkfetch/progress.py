@@ -311,8 +311,11 @@ def plan_text(plan: RequestPlan, view: UsageView) -> str:
     parts = [count(plan.list_pages, "list page"), count(plan.details, "detail")]
     if plan.streams or plan.streams_done:
         parts.append(count(plan.streams, "stream set"))
-    head = (f"plan: {count(plan.total, 'request')} ({', '.join(parts)}; "
+    at_least = "" if plan.listing.history_known else "at least "
+    head = (f"plan: {at_least}{count(plan.total, 'request')} ({', '.join(parts)}; "
             f"{count(plan.details_done, 'detail')} already done)")
+    if at_least:
+        head += "; the first listing has not reached the end of the history yet: more follow"
     daily = view.get("read", "daily")
     if daily.limit is None:
         return head
@@ -325,13 +328,14 @@ def plan_text(plan: RequestPlan, view: UsageView) -> str:
 
 def listing_text(full: bool, pages: int, full_relist_due: str | None) -> str:
     """Which listing the next fetch makes, and the rule that decides it (`plan` and `status` say it)."""
-    if full_relist_due is None:
-        which = "the whole history (the first full listing)"
+    cost = count(pages, "request")
+    if full_relist_due is None:  # how far the history reaches is not known yet
+        which, cost = "the whole history (the first full listing)", f"at least {cost}"
     elif full:
         which = "the whole history again (a full re-list)"
     else:
         which = f"the newest activities (a full re-list is due {full_relist_due})"
-    return (f"the next fetch lists {which}: {count(pages, 'request')}. Routine runs list back to the"
+    return (f"the next fetch lists {which}: {cost}. Routine runs list back to the"
             f" {RECENT_ACTIVITIES} newest activities of the run before (new, edited or deleted recent ones);"
             " the whole history, which shows edits and deletions of older ones, is listed again every"
             " [fetch] full_relist_days days or with 'fetch --full-relist'")

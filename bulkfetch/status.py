@@ -105,8 +105,9 @@ def render_status(report: dict[str, Any]) -> str:
         lines.append(f"quota {bucket:<8}" + "; ".join(parts))
     if report["eta"]:
         remaining, pages = report["remaining_requests"], report["listing"]["next"]["list_pages"]
-        lines.append(f"ETA        {report['eta']} for {remaining:,} request{'' if remaining == 1 else 's'} at the"
-                     f" current quota ({pages:,} of them list page{'' if pages == 1 else 's'})")
+        at_least = "" if report["listing"]["next"]["full_relist_due"] else "at least "  # history not all listed
+        lines.append(f"ETA        {report['eta']} for {at_least}{remaining:,} request{'' if remaining == 1 else 's'}"
+                     f" at the current quota ({pages:,} of them list page{'' if pages == 1 else 's'})")
     return "\n".join(lines)
 
 

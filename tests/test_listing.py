@@ -466,3 +466,22 @@ def test_a_full_listing_that_lost_most_of_the_history_keeps_every_row_and_raw_pa
         assert rows == 32
         assert main(["--config", str(config), "fetch"]) == 0  # a routine run after it keeps them too
         assert set(store.catalog()) == set(ids) and not store.tombstones()
+
+
+def test_after_a_killed_first_listing_plan_and_status_give_lower_bounds(tmp_path: Path, capsys) -> None:
+    """Only part of the history is known until a first full listing reaches its end: the counts are
+    what that part needs, and say so."""
+    settings_ = SimulatorSettings(activities=30, seed=45, short_limit=1000, daily_limit=10000)
+    with SimulatorThread(settings_) as sim:
+        config = setup(tmp_path, sim, fetch={"per_page": 10})
+        store = RawStore(tmp_path / "data")
+        store.prepare()
+        listing = store.new_listing(time.time())  # what a run killed after its first page leaves
+        listing.write_page(1, orjson.dumps([sim.summary(i) for i in sim.activity_ids()[:10]]))
+        capsys.readouterr()
+        assert main(["--config", str(config), "plan", "--offline"]) == 0
+        out = capsys.readouterr().out
+        assert "plan: at least " in out and "has not reached the end of the history yet" in out, out
+        assert "the whole history (the first full listing): at least " in out, out
+        assert main(["--config", str(config), "status"]) == 0
+        assert " for at least " in capsys.readouterr().out
