@@ -145,13 +145,14 @@ def pending_details(
     (see `detail_unavailable`).
     """
     new, changed = [], []
+    not_found = not_found or {}
     for activity_id, summary in catalog.items():
-        if not filters.accepts(summary) or detail_unavailable(activity_id, summary, not_found or {}):
+        if not filters.accepts(summary) or detail_unavailable(activity_id, summary, not_found):
             continue
         stored = fetched.get(activity_id)
-        if stored is None:
+        if stored is None and activity_id not in not_found:
             new.append(activity_id)
-        elif stored != fingerprint(summary):
+        elif stored != fingerprint(summary):  # changed since fetched, or since its detail answered 404
             changed.append(activity_id)
     ids = sorted(new + changed, key=lambda i: (start_epoch(catalog[i]) or 0, i), reverse=True)
     return ids, len(new), len(changed)

@@ -397,7 +397,7 @@ def test_pending_details_skip_a_404_for_the_same_summary_but_not_for_a_changed_o
     catalog = {i: {"id": i, "start_date": iso(1_700_000_000 + i), "name": f"Run {i}"} for i in (1, 2, 3, 4)}
     not_found = {1: fingerprint(catalog[1]), 2: fingerprint({**catalog[2], "name": "before"}), 3: None}
     ids, new, changed = pending_details(catalog, {}, Filters(), not_found)
-    assert ids == [4, 2] and (new, changed) == (2, 0)  # 3: recorded by an older version, taken as current
+    assert ids == [4, 2] and (new, changed) == (1, 1)  # 2 changed since its 404; 3: an older version's 404
 
 
 def test_prune_keeps_what_the_catalog_needs(tmp_path: Path) -> None:
