@@ -20,9 +20,10 @@ README = (REPO / "README.md").read_text()
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> tuple[Path, str, str]:
-    """One demo run big enough to need a second quota window (150 activities, 100 per window)."""
+    """One demo run that must wait for a quota window wherever in a window it starts: 251 requests at 100
+    per window need a third window, which no run of a second or so reaches without waiting."""
     folder = tmp_path_factory.mktemp("demo")
-    result = run_cli("demo", "--activities", "150", "--data-dir", str(folder / "demo-data"), timeout=120)
+    result = run_cli("demo", "--activities", "250", "--data-dir", str(folder / "demo-data"), timeout=120)
     assert result.returncode == 0, result.stderr
     return folder / "demo-data", result.stdout, result.stderr
 
@@ -36,12 +37,12 @@ def readme_block(language: str) -> str:
 def test_demo_fetches_compacts_waits_and_reports(demo) -> None:
     data_dir, out, err = demo
     assert "waiting" in err and "resets" in err  # at least one quota wait was shown
-    assert "listed 150 activities; fetched 150 details" in out
+    assert "listed 250 activities; fetched 250 details" in out
     assert "pace by elevation difference" in out and "/km" in out
     for table in ("activities", "splits_metric", "splits_standard", "laps", "best_efforts", "segment_efforts"):
         assert list((data_dir / "parquet" / table).glob("athlete_id=*/year=*/part-0.parquet")), table
     years, by_sport = report.activities_by_sport_and_year(data_dir / "parquet")
-    assert sum(sum(counts) for _, counts in by_sport) == 150 and years == sorted(years)
+    assert sum(sum(counts) for _, counts in by_sport) == 250 and years == sorted(years)
 
 
 def test_demo_query_hint_runs_as_printed(demo) -> None:
@@ -58,7 +59,7 @@ def test_demo_query_hint_runs_as_printed(demo) -> None:
 
 def test_demo_rerun_is_incremental(demo) -> None:
     data_dir, _, _ = demo
-    result = run_cli("demo", "--activities", "150", "--data-dir", str(data_dir), timeout=120)
+    result = run_cli("demo", "--activities", "250", "--data-dir", str(data_dir), timeout=120)
     assert result.returncode == 0, result.stderr
     assert "fetched 0 details" in result.stdout
     assert "0 year(s) rewritten" in result.stderr
