@@ -89,6 +89,18 @@ def big_store(data_dir: Path) -> RawStore:
                                  stream_points=(3000, 3000), stream_templates=2)
 
 
+def wait_for_the_worker(process: subprocess.Popen) -> dict[int, int]:
+    """Until `process` has a compaction worker (a grandchild, forked by the forkserver); its family then."""
+    family: dict[int, int] = {}
+
+    def worker_started() -> bool:
+        family.update(descendants(process.pid))
+        return any(parent != process.pid for parent in family.values()) or process.poll() is not None
+
+    wait_until(worker_started, what="the compaction worker")
+    return family
+
+
 def storage_config(tmp_path: Path, data_dir: Path) -> Path:
     path = tmp_path / "storage.toml"
     path.write_text(f'[storage]\ndata_dir = "{data_dir}"\n')
@@ -141,13 +153,7 @@ def test_sigterm_during_compaction_exits_130_after_its_worker_and_leaves_whole_f
     add_listing(store, [{**s, "sport_type": "Kayaking"} for s in store.catalog().values()])
 
     process = spawn(config, "compact", "--rebuild")
-    family: dict[int, int] = {}
-
-    def worker_started() -> bool:
-        family.update(descendants(process.pid))
-        return any(parent != process.pid for parent in family.values()) or process.poll() is not None
-
-    wait_until(worker_started, what="the compaction worker")
+    family = wait_for_the_worker(process)
     time.sleep(0.3)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=30)
@@ -179,13 +185,7 @@ def test_a_killed_compaction_leaves_no_process_behind(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     big_store(data_dir)
     process = spawn(storage_config(tmp_path, data_dir), "compact", "--rebuild")
-    family: dict[int, int] = {}
-
-    def worker_started() -> bool:
-        family.update(descendants(process.pid))
-        return any(parent != process.pid for parent in family.values()) or process.poll() is not None
-
-    wait_until(worker_started, what="the compaction worker")
+    family = wait_for_the_worker(process)
     family.update(descendants(process.pid))
     process.send_signal(signal.SIGKILL)
     process.communicate(timeout=30)  # returns only once no process holds the pipes
