@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--offline", action="store_true", help="use the cached list; send no request")
     plan.set_defaults(handler=_cmd_plan)
 
-    auth = commands.add_parser("auth", help="connect a Strava account (OAuth in the browser)")
+    auth = commands.add_parser("auth", help="connect a Strava account (OAuth in a browser, or a refresh token)")
     auth.add_argument("--port", type=int, default=8765, help="loopback port for the redirect (default 8765)")
     how = auth.add_mutually_exclusive_group()
     how.add_argument("--no-browser", action="store_true",
