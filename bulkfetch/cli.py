@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import math
 import os
 import signal
@@ -84,9 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--offline", action="store_true", help="use the cached list; send no request")
     plan.set_defaults(handler=_cmd_plan)
 
-    auth = commands.add_parser("auth", help="connect a Strava account (OAuth in the browser)")
+    auth = commands.add_parser("auth", help="connect a Strava account (OAuth in a browser, or a refresh token)")
     auth.add_argument("--port", type=int, default=8765, help="loopback port for the redirect (default 8765)")
-    auth.add_argument("--no-browser", action="store_true", help="print the URL; paste the redirected URL back")
+    how = auth.add_mutually_exclusive_group()
+    how.add_argument("--no-browser", action="store_true",
+                     help="print the URL for the athlete to open on any device (it always asks them to approve); "
+                          "paste the address their browser landed on back")
+    how.add_argument("--refresh-token", metavar="SOURCE",
+                     help="connect from a refresh token another tool obtained, read from standard input ('-') or "
+                          "from $STRAVA_REFRESH_TOKEN ('env'), never from the command line; it rotates that token")
     auth.set_defaults(handler=_cmd_auth)
 
     demo = commands.add_parser("demo", help="run the whole pipeline against the embedded simulator")
@@ -358,6 +365,8 @@ def _cmd_auth(args: argparse.Namespace) -> int:
     from bulkfetch.oauth import store_authorized_tokens
     from bulkfetch.pipeline import token_store
 
+    if args.refresh_token is not None:
+        return _auth_from_refresh_token(args)
     config = _config(args)
     config.require_credentials()
     tokens = _run(store_authorized_tokens(config, port=args.port, no_browser=args.no_browser,
@@ -367,6 +376,26 @@ def _cmd_auth(args: argparse.Namespace) -> int:
     if scope_lacks_read_all(tokens):
         print("bulkfetch: warning: activity:read_all was not granted: private ('Only You') activities "
               "will be missing; run 'bulkfetch auth' again and tick the private-activities box", file=sys.stderr)
+    return EXIT_OK
+
+
+def _auth_from_refresh_token(args: argparse.Namespace) -> int:
+    from bulkfetch import token_connect as connect
+
+    source = connect.token_source(args.refresh_token)  # first: a token in argv is refused before anything else
+    config = _config(args)
+    config.require_credentials()
+    if source == connect.FROM_ENV:
+        text = environment().get(connect.ENV_NAME, "")
+    elif sys.stdin.isatty():
+        text = getpass.getpass("refresh token (not shown): ")
+    else:
+        text = sys.stdin.readline()
+    token = connect.clean_token(text, source)
+    with _reporter(args) as reporter:
+        reporter.warn(connect.ROTATION_WARNING)
+        athlete = _run(connect.connect_refresh_token(config, token, warn=reporter.warn, on_wait=reporter.waiting))
+    print(f"connected athlete {athlete.athlete_id} ({athlete.name})")
     return EXIT_OK
 
 

@@ -29,6 +29,11 @@ from bulkfetch.store import RawStore
 
 AUTH_SCOPE = "read,activity:read_all"
 REDIRECT_PATH = "/exchange_token"
+# Beyond its athlete capacity Strava shows its error page in the browser and never redirects, so the
+# command sees only a missing redirect or code: name the likely cause there.
+CAPACITY_HINT = ("the likely cause is the app's athlete capacity: Strava shows 'Limit of connected athletes "
+                 "exceeded' only in the browser: a new app accepts only its owner until upgraded on "
+                 "strava.com/settings/api, then up to 10 athletes; else run 'bulkfetch auth' again")
 
 
 @dataclass(frozen=True)
@@ -39,10 +44,12 @@ class Authorization:
     scope: str
 
 
-def authorize_url(strava: StravaConfig, redirect_uri: str, state: str) -> str:
+def authorize_url(strava: StravaConfig, redirect_uri: str, state: str, *, force_prompt: bool) -> str:
+    """`force_prompt`: Strava shows the approval page even to an athlete who already authorized the app;
+    without it a browser signed in as such an athlete (the owner) is authorized again without a word."""
     query = urlencode({
         "client_id": strava.client_id, "redirect_uri": redirect_uri, "response_type": "code",
-        "approval_prompt": "auto", "scope": AUTH_SCOPE, "state": state,
+        "approval_prompt": "force" if force_prompt else "auto", "scope": AUTH_SCOPE, "state": state,
     })
     return f"{strava.oauth_url.rstrip('/')}/authorize?{query}"
 
@@ -56,7 +63,7 @@ def parse_redirect(query: Mapping[str, str], expected_state: str) -> Authorizati
         raise CredentialError("the OAuth redirect carried a different state (not the request bulkfetch made)",
                               hint="run 'bulkfetch auth' again and use the URL it prints")
     if not query.get("code"):
-        raise CredentialError("the OAuth redirect carried no code", hint="run 'bulkfetch auth' again")
+        raise CredentialError("the OAuth redirect carried no code", hint=CAPACITY_HINT)
     return Authorization(code=query["code"], scope=query.get("scope", ""))
 
 
@@ -65,7 +72,8 @@ def parse_pasted_url(text: str, expected_state: str) -> Authorization:
     query = dict(parse_qsl(urlsplit(text.strip()).query))
     if not query:
         raise CredentialError("that is not the redirected URL (it has no query string)",
-                              hint="paste the whole address from the browser's address bar")
+                              hint="paste the whole address from the browser's address bar; if the browser "
+                                   f"never left Strava, {CAPACITY_HINT}")
     return parse_redirect(query, expected_state)
 
 
@@ -106,8 +114,7 @@ class RedirectListener:
         try:
             query = await asyncio.wait_for(asyncio.shield(self._arrived), timeout_s)
         except TimeoutError:
-            raise CredentialError(f"no redirect from Strava within {timeout_s:.0f} s",
-                                  hint="run 'bulkfetch auth' again, or use --no-browser") from None
+            raise CredentialError(f"no redirect from Strava within {timeout_s:g} s", hint=CAPACITY_HINT) from None
         return parse_redirect(query, self._state)
 
 
@@ -153,7 +160,10 @@ async def connect_account(
 ) -> Tokens:
     """The whole flow up to the tokens; the caller checks the athlete and stores them."""
     state = new_state()
-    url = authorize_url(strava, f"http://127.0.0.1:{port}{REDIRECT_PATH}", state)
+    # --no-browser serves a coach: the athlete opens the link on their own device, where a browser signed in
+    # as the owner must not re-authorize the owner unasked. The browser flow opens this machine's browser
+    # for whoever sits at it, so `auto` spares a returning athlete the prompt.
+    url = authorize_url(strava, f"http://127.0.0.1:{port}{REDIRECT_PATH}", state, force_prompt=no_browser)
     if no_browser:
         announce(f"Open this URL in any browser and press Authorize:\n{url}")
         announce("The browser then fails to load a http://127.0.0.1 address: paste that address here:")
@@ -192,13 +202,16 @@ async def store_authorized_tokens(config: Config, *, port: int, no_browser: bool
 
         tokens = await connect_account(config.strava, post, port=port, no_browser=no_browser,
                                        announce=announce, read_line=read_line)
-    recorded = (store.read_state("athlete") or {}).get("athlete_id")
-    if recorded is not None and tokens.athlete_id is not None and recorded != tokens.athlete_id:
-        raise CredentialError(
-            f"{store.data_dir} holds athlete {recorded}, but Strava authorized athlete {tokens.athlete_id}",
-            hint="use another [storage] data_dir for another athlete",
-        )
     if tokens.athlete_id is not None:
-        store.write_state("athlete", {"athlete_id": tokens.athlete_id})
+        bind_athlete(store, tokens.athlete_id, hint="use another [storage] data_dir for another athlete")
     TokenStore(store.auth_dir / "tokens.json").save(tokens)
     return tokens
+
+
+def bind_athlete(store: RawStore, athlete_id: int, *, hint: str) -> None:
+    """A data_dir holds one athlete: record `athlete_id`, or refuse another one than it holds."""
+    recorded = (store.read_state("athlete") or {}).get("athlete_id")
+    if recorded is not None and recorded != athlete_id:
+        raise CredentialError(f"{store.data_dir} holds athlete {recorded}, but the token is for athlete {athlete_id}",
+                              hint=hint)
+    store.write_state("athlete", {"athlete_id": athlete_id})

@@ -180,3 +180,175 @@ def test_auth_no_browser_takes_the_pasted_url(tmp_path: Path) -> None:
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args, **kwargs):
         return None
+
+
+def _authorize_without_following(url: str) -> tuple[int, str | None]:
+    """Play the athlete's browser on the authorize page: (status, the redirect's Location or None)."""
+    try:
+        urllib.request.build_opener(_NoRedirect).open(url, timeout=10)
+    except urllib.error.HTTPError as answer:
+        return answer.code, answer.headers.get("Location")
+    raise AssertionError("the authorize page neither redirected nor refused")
+
+
+def _auth_no_browser_as(sim, config: Path, athlete_id: int) -> tuple[subprocess.Popen, str, str | None]:
+    """`auth --no-browser`, with the link opened by `athlete_id` in a browser still signed in as the owner."""
+    process = _auth_process(config, "--no-browser")
+    url = _read_url(process)
+    status, location = _authorize_without_following(f"{url}&sim_athlete_id={athlete_id}")
+    return process, url, location
+
+
+def test_no_browser_forces_the_prompt_so_the_coach_connects_the_athlete_not_the_owner(tmp_path: Path) -> None:
+    from bulkfetch.simulator import SimulatorThread
+
+    with SimulatorThread(SimulatorSettings(activities=3, athletes=2)) as sim:
+        owner, athlete = (a.athlete_id for a in sim.athletes)
+        config = tmp_path / "config.toml"
+        config.write_text(simulator_config_text(sim, tmp_path / "data", refresh_token=""))
+        process, url, location = _auth_no_browser_as(sim, config, athlete)
+        try:
+            assert "approval_prompt=force" in url and location is not None
+            out, err = process.communicate(location + "\n", timeout=20)
+        finally:
+            process.kill()
+        assert process.returncode == 0, err
+        assert [r.query.get("approval_prompt") for r in sim.request_log if r.path == "/oauth/authorize"] == ["force"]
+        stored = orjson.loads((tmp_path / "data" / "auth" / "tokens.json").read_bytes())
+        assert stored["athlete_id"] == athlete != owner and f"connected athlete {athlete}" in out
+
+
+def test_beyond_the_athlete_capacity_the_pasted_address_has_no_code_and_the_error_says_why(tmp_path: Path) -> None:
+    from bulkfetch.simulator import SimulatorThread
+
+    with SimulatorThread(SimulatorSettings(activities=3, athletes=2, athlete_capacity=1)) as sim:
+        config = tmp_path / "config.toml"
+        config.write_text(simulator_config_text(sim, tmp_path / "data", refresh_token=""))
+        process, url, location = _auth_no_browser_as(sim, config, sim.athletes[1].athlete_id)
+        try:
+            assert location is None  # Strava's error page, no redirect: the athlete sends the address they see
+            out, err = process.communicate(url + "\n", timeout=20)
+        finally:
+            process.kill()
+        assert process.returncode == 2
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        assert "Limit of connected athletes exceeded" in err and "strava.com/settings/api" in err
+        assert not (tmp_path / "data" / "auth" / "tokens.json").exists()
+
+
+def test_the_browser_flow_times_out_with_the_capacity_explanation(tmp_path: Path) -> None:
+    from bulkfetch.oauth import connect_account
+    from bulkfetch.simulator import SimulatorThread
+
+    with SimulatorThread(SimulatorSettings(activities=3, athletes=2, athlete_capacity=1)) as sim:
+        sim.sign_in(sim.athletes[1].athlete_id)  # this machine's browser: an athlete new to the app
+        opened: list[int] = []
+
+        def browser(url: str) -> bool:  # the newcomer approves; Strava answers with its error page
+            assert "approval_prompt=auto" in url
+            opened.append(_authorize_without_following(url)[0])
+            return True
+
+        async def scenario() -> None:
+            async with aiohttp.ClientSession() as session:
+                async def post(url, form):
+                    return await post_form(session, strava_config(sim), FetchConfig(), url, form,
+                                           rng=random.Random(1))
+
+                with pytest.raises(CredentialError, match="within 0.3 s.*Limit of connected athletes exceeded"):
+                    await connect_account(strava_config(sim), post, port=_free_port(), no_browser=False,
+                                          announce=lambda line: None, read_line=input, timeout_s=0.3,
+                                          open_browser=browser)
+
+        asyncio.run(scenario())
+        assert opened == [403]
+
+
+def _auth_refresh_token(config: Path, source: str, stdin: str = "", **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bulkfetch", "--config", str(config), "auth", "--refresh-token",
+                           source], env=cli_env(**env), input=stdin, capture_output=True, text=True, timeout=60)
+
+
+def test_refresh_token_from_stdin_connects_that_athlete_once_and_never_shows_the_token(tmp_path: Path) -> None:
+    from bulkfetch.simulator import SimulatorThread
+    from bulkfetch.simulator.history import athlete_of
+    from tests.conftest import run_cli
+
+    with SimulatorThread(SimulatorSettings(activities=3, athletes=2)) as sim:
+        other = sim.athletes[1]
+        given = sim.refresh_token_of(other.athlete_id)
+        config = tmp_path / "config.toml"
+        config.write_text(simulator_config_text(sim, tmp_path / "data", refresh_token=""))
+        result = _auth_refresh_token(config, "-", given + "\n")
+        assert result.returncode == 0, result.stderr
+        profile = athlete_of(other.athlete_id, other.index)
+        assert result.stdout == f"connected athlete {other.athlete_id} ({profile['firstname']} {profile['lastname']})\n"
+        assert "rotates" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+        stored_path = tmp_path / "data" / "auth" / "tokens.json"
+        stored = orjson.loads(stored_path.read_bytes())
+        assert stored["athlete_id"] == other.athlete_id and oct(os.stat(stored_path).st_mode & 0o777) == "0o600"
+        assert stored["refresh_token"] == sim.refresh_token_of(other.athlete_id) != given  # rotated, kept
+        assert orjson.loads((tmp_path / "data" / "state" / "athlete.json").read_bytes()) == \
+            {"athlete_id": other.athlete_id}
+        assert not (tmp_path / "data" / "auth" / "tokens.pending.json").exists()
+        sent = [(r.method, r.path) for r in sim.request_log]
+        assert sent == [("POST", "/oauth/token"), ("GET", "/api/v3/athlete")]
+        for secret in (given, stored["refresh_token"], stored["access_token"]):
+            assert secret not in result.stdout + result.stderr
+
+        fetched = run_cli("--config", str(config), "fetch", "--no-compact", cwd=tmp_path)
+        assert fetched.returncode == 0, fetched.stderr  # the stored chain serves the fetch: that athlete's list
+        listed = {r.athlete_id for r in sim.request_log if r.path == "/api/v3/athlete/activities"}
+        assert listed == {other.athlete_id}
+
+
+def test_refresh_token_of_another_athlete_is_refused_and_its_rotation_kept(tmp_path: Path) -> None:
+    from bulkfetch.simulator import SimulatorThread
+
+    with SimulatorThread(SimulatorSettings(activities=3, athletes=2)) as sim:
+        first, second = sim.athletes
+        config = tmp_path / "config.toml"
+        config.write_text(simulator_config_text(sim, tmp_path / "data", refresh_token=""))
+        assert _auth_refresh_token(config, "env", STRAVA_REFRESH_TOKEN=sim.refresh_token_of(first.athlete_id)) \
+            .returncode == 0
+        held = (tmp_path / "data" / "auth" / "tokens.json").read_bytes()
+        result = _auth_refresh_token(config, "-", sim.refresh_token_of(second.athlete_id))
+        assert result.returncode == 2
+        assert f"holds athlete {first.athlete_id}" in result.stderr and f"athlete {second.athlete_id}" in result.stderr
+        assert (tmp_path / "data" / "auth" / "tokens.json").read_bytes() == held
+        pending = tmp_path / "data" / "auth" / "tokens.pending.json"
+        assert orjson.loads(pending.read_bytes())["refresh_token"] == sim.refresh_token_of(second.athlete_id)
+        assert oct(os.stat(pending).st_mode & 0o777) == "0o600"
+
+        rejected = _auth_refresh_token(config, "-", "rt-not-a-token\n")
+        assert rejected.returncode == 2 and "rejected the refresh token" in rejected.stderr
+        assert (tmp_path / "data" / "auth" / "tokens.json").read_bytes() == held
+
+
+@pytest.mark.parametrize(("source", "stdin", "wanted"), [
+    ("rt-0123456789abcdef", "", "pipe it"),
+    ("-", "\n", "no refresh token in standard input"),
+    ("env", "", "no refresh token in $STRAVA_REFRESH_TOKEN"),
+])
+def test_refresh_token_refuses_argv_and_empty_input_in_one_line(tmp_path: Path, source: str, stdin: str,
+                                                                 wanted: str) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[strava]\nclient_id = "1"\nclient_secret = "s"\n[storage]\ndata_dir = "d"\n')
+    result = _auth_refresh_token(config, source, stdin)
+    assert result.returncode == 2 and wanted in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "rt-0123" not in result.stderr + result.stdout
+    assert not (tmp_path / "d").exists()
+
+
+def test_the_config_seed_is_bound_to_the_athlete_it_turns_out_to_be(tmp_path: Path) -> None:
+    from bulkfetch.simulator import SimulatorThread
+    from tests.conftest import run_cli
+
+    with SimulatorThread(SimulatorSettings(activities=3, athletes=2)) as sim:
+        second = sim.athletes[1].athlete_id
+        config = tmp_path / "config.toml"
+        config.write_text(simulator_config_text(sim, tmp_path / "data", refresh_token=sim.refresh_token_of(second)))
+        result = run_cli("--config", str(config), "fetch", "--no-compact", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert orjson.loads((tmp_path / "data" / "auth" / "tokens.json").read_bytes())["athlete_id"] == second
+        assert orjson.loads((tmp_path / "data" / "state" / "athlete.json").read_bytes()) == {"athlete_id": second}
