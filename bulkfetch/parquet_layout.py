@@ -92,8 +92,8 @@ def publish(layout: AthleteLayout, tables: Iterable[str]) -> None:
     """
     final = AthleteLayout(layout.parquet_dir, layout.athlete_id)
     for table in tables:
-        if table in layout.staged:
-            source, target = layout.athlete_dir(table), final.athlete_dir(table)
+        source, target = layout.athlete_dir(table), final.athlete_dir(table)
+        if table in layout.staged and source.exists():  # a table with no rows for this athlete stages nothing
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.rename(source, target)  # fails, rather than merging, if the target is already there

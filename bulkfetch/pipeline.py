@@ -161,7 +161,7 @@ def current_plan(store: RawStore, config: Config, filters: Filters, *, full_reli
     catalog = store.catalog()
     listing = next_listing(store, catalog, config, time.time() if now is None else now, forced=full_relist)
     return request_plan(catalog, load_fetched_index(store), load_stream_records(store), filters, listing=listing,
-                        not_found=store.not_found(), streams=frozenset(config.fetch.streams))
+                        not_found=not_found_until(store, listing), streams=frozenset(config.fetch.streams))
 
 
 def app_of(config: Config) -> App:
@@ -180,6 +180,12 @@ def app_ledger(config: Config, store: RawStore, folder: Path | None,
             ledger.absorb_snapshot(legacy, time.time() + ledger.clock_offset_s)
             store.state_path(LEGACY_QUOTA_STATE).unlink(missing_ok=True)
         yield ledger
+
+
+def not_found_until(store: RawStore, listing: ListingPlan) -> dict[int, str | None]:
+    """The 404'd details the next fetch leaves alone: none when it lists the whole history (a full re-list
+    asks every one of them again), so that plans count those requests."""
+    return {} if listing.full else store.not_found()
 
 
 def restore_ledger(store: RawStore, config: Config, now: float) -> QuotaLedger:

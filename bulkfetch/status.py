@@ -7,7 +7,14 @@ from typing import Any
 
 from bulkfetch.config import Config
 from bulkfetch.errors import StorageError
-from bulkfetch.pipeline import load_failures, load_fetched_index, load_stream_records, next_listing, restore_ledger
+from bulkfetch.pipeline import (
+    load_failures,
+    load_fetched_index,
+    load_stream_records,
+    next_listing,
+    not_found_until,
+    restore_ledger,
+)
 from bulkfetch.plan import filters_from_json, filters_to_json, request_plan, streams_from_json, unavailable_details
 from bulkfetch.progress import listing_text
 from bulkfetch.quota import BUCKETS, KINDS, UsageView, estimate_finish
@@ -23,8 +30,8 @@ def collect_status(config: Config, now: float | None = None) -> dict[str, Any]:
     fetched = load_fetched_index(store)
     recorded = store.read_state("filters")
     filters, streams = filters_from_json(recorded), streams_from_json(recorded)
-    not_found = store.not_found()
     listing = next_listing(store, catalog, config, now)
+    not_found = not_found_until(store, listing)
     work = request_plan(catalog, fetched, load_stream_records(store), filters, listing=listing,
                         not_found=not_found, streams=frozenset(streams))
     remaining = work.total  # like `plan`: the next run's list requests count too
@@ -44,7 +51,7 @@ def collect_status(config: Config, now: float | None = None) -> dict[str, Any]:
         "failed": len(failed["details"]) + len(failed["streams"]),
         "failed_streams": len(failed["streams"]),
         "deleted": sum(1 for t in store.tombstones().values() if t.reason == UNLISTED),
-        "unavailable": len(unavailable_details(catalog, fetched, not_found)),
+        "unavailable": len(unavailable_details(catalog, fetched, store.not_found())),
         "listing": {
             "last_complete": latest.listing_id if latest else None,
             "unfinished": unfinished.listing_id if unfinished else None,

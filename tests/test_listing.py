@@ -386,6 +386,13 @@ def test_a_404_on_a_listed_activity_is_asked_again_only_when_its_summary_changes
         assert asked == {renamed}
 
         thread.call(partial(sim.set_settings, missing_rate=0.0))  # the 404s were not deletions
+        config = setup(tmp_path, sim, fetch={"full_relist_days": 0})  # a full re-list is due: plans count them
+        capsys.readouterr()
+        assert main(["--config", str(config), "plan", "--offline"]) == 0
+        assert f", {len(missing)} details;" in capsys.readouterr().out
+        assert main(["--config", str(config), "status", "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["pending"] == len(missing) and report["unavailable"] == len(missing)
         mark = len(sim.request_log)
         assert fetch(config, "--full-relist") == 0
         assert set(detail_gets(api_records(sim, since=mark))) == {f"{API}/activities/{i}" for i in missing}
