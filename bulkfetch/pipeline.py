@@ -34,6 +34,7 @@ from bulkfetch.plan import (
     legacy_stream_types,
     pending_details,
     pending_streams,
+    private_hidden,
     recording_fingerprint,
     request_plan,
     start_epoch,
@@ -301,6 +302,12 @@ async def _settle_listing(client: StravaClient, store: RawStore, listing: Listin
     covered = choice.boundary
     previous = {i for i, s in catalog.items() if covered is None or covered.holds(i, start_epoch(s))}
     gone, safe = unlisted(previous, listed)
+    hidden = private_hidden(catalog, previous, listed)
+    if hidden & gone:
+        events.warn(f"{len(hidden & gone):,} private activities are missing from the list, and it holds no private"
+                    " one: the token seems to have lost activity:read_all; they are kept, not marked deleted"
+                    " (run 'bulkfetch auth' and tick the private-activities box)")
+        gone -= hidden
     if gone and safe:
         if covered is not None:  # a routine listing: what left its range may only have moved back in time
             gone = await _look_up_vanished(client, store, listing, gone, paging.per_page, events)

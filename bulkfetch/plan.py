@@ -308,6 +308,16 @@ def request_plan(
     )
 
 
+def private_hidden(catalog: Mapping[int, Mapping[str, Any]], previous: set[int], listed: set[int]) -> set[int]:
+    """The private activities of `previous` when the listing shows no private activity at all although it
+    covered some: the token lost activity:read_all (Strava then lists and shows only the others), which
+    says nothing about whether they still exist."""
+    private = {i for i in previous if catalog.get(i, {}).get("private") is True}
+    if not private or any(catalog.get(i, {}).get("private") is True for i in listed):
+        return set()
+    return private
+
+
 def unlisted(previous_ids: set[int], listed_ids: set[int]) -> tuple[set[int], bool]:
     """Activities that left the list, and whether tombstoning them is safe (see UNLIST_GUARD_*)."""
     gone = previous_ids - listed_ids

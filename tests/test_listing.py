@@ -492,3 +492,22 @@ def test_after_a_killed_first_listing_plan_and_status_give_lower_bounds(tmp_path
         assert "the whole history (the first full listing): at least " in out, out
         assert main(["--config", str(config), "status"]) == 0
         assert " for at least " in capsys.readouterr().out
+
+
+def test_a_token_that_lost_read_all_keeps_the_private_activities(tmp_path: Path, capsys) -> None:
+    """Without activity:read_all Strava lists only the non-private activities: a few missing private ones
+    would pass the mass-disappearance guard, yet they are hidden, not deleted."""
+    settings_ = SimulatorSettings(activities=60, seed=46, short_limit=1000, daily_limit=10000)
+    thread = SimulatorThread(settings_)
+    with thread as sim:
+        config = setup(tmp_path, sim)
+        assert main(["--config", str(config), "fetch"]) == 0
+        store = RawStore(tmp_path / "data")
+        private = {i for i, s in store.catalog().items() if s.get("private")}
+        assert private and len(private) < 30, "the scenario needs a few private activities"
+        thread.call(partial(sim.set_athlete_scope, "read,activity:read"))
+        capsys.readouterr()
+        assert main(["--config", str(config), "fetch"]) == 0
+        assert "the token seems to have lost activity:read_all" in capsys.readouterr().err
+        assert not store.tombstones() and private <= set(store.catalog())
+        assert pq.read_table(tmp_path / "data" / "parquet" / "activities").num_rows == 60
