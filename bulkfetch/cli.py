@@ -231,7 +231,7 @@ def _fetch_then_compact(args: argparse.Namespace, data_dir: Path, parquet_dir: P
     ensure_dir(data_dir)
     if compact_after:
         ensure_dir(parquet_dir)  # an unusable parquet_dir is said now, not after hours of fetching
-    with exclusive_lock(data_dir), _sigterm_as_ctrl_c(), Reporter(
+    with exclusive_lock(data_dir, args.command), _sigterm_as_ctrl_c(), Reporter(
             quiet=args.quiet, verbose=args.verbose, log_path=RawStore(data_dir).log_path) as reporter:
         reporter.info(f"fetch into {data_dir}")
         try:
@@ -316,7 +316,7 @@ def _cmd_compact(args: argparse.Namespace) -> int:
     ensure_dir(data_dir)
     ensure_dir(config.storage.parquet_dir)  # an unusable one is said even while there is nothing to compact
     # The lock: a running fetch's temporary files are not swept, and its own compaction is not raced.
-    with exclusive_lock(data_dir), _sigterm_as_ctrl_c(), _reporter(args, config) as reporter:
+    with exclusive_lock(data_dir, "compact"), _sigterm_as_ctrl_c(), _reporter(args, config) as reporter:
         RawStore(data_dir).prepare()
         _compact(data_dir, config.storage.parquet_dir, reporter, rebuild=args.rebuild)
     return EXIT_OK

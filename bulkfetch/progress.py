@@ -161,7 +161,8 @@ class Reporter:
         if self._progress:
             task = self._task("list", "list pages", total=None)
             self._progress.update(task, completed=page, note=f"{total:,} activities")
-        self.debug(f"list page {page}: {new_items} new, {total:,} activities listed")
+        # +N: activities this listing had not listed yet (not "new": they may be known from earlier runs)
+        self.debug(f"list page {page}: +{new_items:,}, {total:,} activities listed")
 
     def details_planned(self, total: int, new: int, changed: int) -> None:
         self._details_total = total

@@ -372,7 +372,7 @@ class RawStore:
 
 
 @contextmanager
-def exclusive_lock(data_dir: Path) -> Iterator[None]:
+def exclusive_lock(data_dir: Path, command: str = "run") -> Iterator[None]:
     """Hold `<data_dir>/fetch.lock` for one run; a second run gets a LockedError naming the first's PID.
 
     The holder sweeps the temporary files killed runs left, and only the holder may: another process's
@@ -389,13 +389,15 @@ def exclusive_lock(data_dir: Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            raise LockedError(f"another bulkfetch run (PID {holder}) is using {data_dir}",
-                              hint="wait for it to finish or stop it: one run at a time may use a data_dir "
-                                   "(a fetch compacts when it ends)") from None
+            pid, _, holder = os.pread(fd, 128, 0).decode(errors="replace").strip().partition(" ")
+            holder = holder if holder.isidentifier() else "run"
+            also = " (a fetch compacts when it ends)" if holder == "fetch" else ""
+            raise LockedError(f"another bulkfetch {holder} (PID {pid or 'unknown'}) is using {data_dir}",
+                              hint=f"wait for it to finish or stop it: one run at a time may use a data_dir{also}"
+                              ) from None
         try:
             os.ftruncate(fd, 0)
-            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            os.pwrite(fd, f"{os.getpid()} {command}".encode(), 0)
         except OSError as exc:  # the disk is full: say so, as every other write does
             raise WriteError(_describe_write_error(path, exc), hint=_write_hint(exc)) from None
         RawStore(data_dir).sweep_temp_files()
