@@ -114,6 +114,7 @@ async def fetch_history(config: Config, options: FetchOptions, events: FetchEven
     """One fetch run against `config`'s data_dir (the caller holds the data_dir lock)."""
     store = RawStore(config.storage.data_dir)
     store.prepare()
+    settle_stream_records(store)
     with app_ledger(config, store, options.ledger_dir, events.warn) as ledger:
         return await _fetch_with(ledger, store, config, options, events)
 
@@ -631,6 +632,16 @@ def load_stream_records(store: RawStore) -> dict[int, StreamRecord]:
             legacy_stream_types(present, detail, STREAM_TYPES)
         records[activity_id] = StreamRecord(types, recording_fingerprint(detail))
     return records
+
+
+def settle_stream_records(store: RawStore) -> None:
+    """Save the records `load_stream_records` infers for answers stored without one, once (the caller
+    holds the data_dir lock): later runs, `plan` and `status` then open no stream file to know them."""
+    saved = store.read_state(STREAM_RECORDS, {})
+    records = load_stream_records(store)
+    known = {int(k) for k in saved if str(k).isdigit()} if isinstance(saved, dict) else set()
+    if records.keys() - known:
+        store.write_state(STREAM_RECORDS, {str(k): v.to_json() for k, v in records.items()})
 
 
 def _read_object(path: Path) -> dict[str, Any] | None:

@@ -329,10 +329,13 @@ def test_a_data_dir_from_before_stream_records_spends_no_request(tmp_path: Path)
         assert manual in store.no_stream_ids()
 
         mark = len(sim.request_log)
-        assert run(config, "fetch", "--no-compact", "--streams", "all") == 0
-        assert spent(sim, mark) == {"list": 1}
+        assert run(config, "fetch", "--no-compact") == 0  # without streams, it still records what they hold
+        saved = store.read_state("streams")
+        assert {int(k) for k in saved} == store.stream_ids() | store.no_stream_ids()
         assert run(config, "fetch", "--no-compact", "--streams", "all") == 0
         assert spent(sim, mark) == {"list": 2}
+        assert run(config, "fetch", "--no-compact", "--streams", "all") == 0
+        assert spent(sim, mark) == {"list": 3}
 
 
 # -- what a person sees --------------------------------------------------------------------------------------
