@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan = commands.add_parser("plan", help="how many requests the job needs and when it will finish")
     _add_filter_arguments(plan)
     plan.add_argument("--offline", action="store_true", help="use the cached list; send no request")
+    plan.add_argument("--full-relist", action="store_true",
+                      help="count what 'fetch --full-relist' would spend (plan itself still lists only the newest)")
     plan.set_defaults(handler=_cmd_plan)
 
     auth = commands.add_parser("auth", help="connect a Strava account (OAuth in a browser, or a refresh token)")
@@ -354,7 +356,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         print(listed_text(listed.listed, listed.requests))
     now = time.time()
     view = restore_ledger(store, config, now).usage_view(now)
-    plan = current_plan(store, config, filters, now=now)
+    plan = current_plan(store, config, filters, full_relist=args.full_relist, now=now)
     print(plan_text(plan, view))
     due = plan.listing.full_due_at
     print("listing: " + listing_text(plan.listing.full, plan.list_pages, None if due is None else utc_day_clock(due)))

@@ -511,3 +511,20 @@ def test_a_token_that_lost_read_all_keeps_the_private_activities(tmp_path: Path,
         assert "the token seems to have lost activity:read_all" in capsys.readouterr().err
         assert not store.tombstones() and private <= set(store.catalog())
         assert pq.read_table(tmp_path / "data" / "parquet" / "activities").num_rows == 60
+
+
+def test_plan_full_relist_counts_what_a_forced_full_listing_spends(tmp_path: Path, capsys) -> None:
+    settings_ = SimulatorSettings(activities=450, seed=47, short_limit=1000, daily_limit=10000,
+                                  overall_short_limit=2000, overall_daily_limit=20000)
+    with SimulatorThread(settings_) as sim:
+        config = setup(tmp_path, sim)
+        assert list_history(config) == 0
+        capsys.readouterr()
+        assert main(["--config", str(config), "plan", "--offline"]) == 0
+        assert "(1 list page," in capsys.readouterr().out
+        assert main(["--config", str(config), "plan", "--offline", "--full-relist"]) == 0
+        pages = list_pages_needed(truth(sim), 200)
+        assert f"({pages} list pages," in capsys.readouterr().out and pages > 1
+        mark = len(sim.request_log)
+        assert list_history(config, "--full-relist") == 0
+        assert list_requests(sim, mark) == pages
