@@ -336,7 +336,8 @@ async def _look_up_vanished(client: StravaClient, store: RawStore, listing: List
     re-list. The detail is kept: it is the activity's current one. One that cannot be looked up now
     stays as it is and is looked up again by the next run.
     """
-    deleted = set()
+    deleted: set[int] = set()
+    moved: dict[int, str] = {}  # id -> fingerprint of the summary listed at its new place
     for activity_id in sorted(gone):
         try:
             detail = await client.get(f"/activities/{activity_id}")
@@ -356,10 +357,10 @@ async def _look_up_vanished(client: StravaClient, store: RawStore, listing: List
             continue
         listing.write_lookup(len(listing.lookups()) + 1, page.body)
         await asyncio.to_thread(store.write_detail, activity_id, detail.body)
-        fetched = load_fetched_index(store)
-        fetched[activity_id] = fingerprint(page_items(page.data)[activity_id])
-        store.write_state(FETCHED, _fetched_to_json(fetched))
+        moved[activity_id] = fingerprint(page_items(page.data)[activity_id])
         events.info(f"activity {activity_id} moved to {detail.data.get('start_date')}: listed at its new place")
+    if moved:  # their details are current: indexed once for all (a kill before costs one request each)
+        store.write_state(FETCHED, _fetched_to_json({**load_fetched_index(store), **moved}))
     return deleted
 
 

@@ -101,6 +101,13 @@ def wait_for_the_worker(process: subprocess.Popen) -> dict[int, int]:
     return family
 
 
+def one_at_a_time(tmp_path: Path, sim) -> Path:
+    """A config for `sim` that fetches one request at a time (a run slow enough to act on while it runs)."""
+    config = tmp_path / "config.toml"
+    config.write_text(simulator_config_text(sim, tmp_path / "data", fetch={"concurrency": 1}))
+    return config
+
+
 def storage_config(tmp_path: Path, data_dir: Path) -> Path:
     path = tmp_path / "storage.toml"
     path.write_text(f'[storage]\ndata_dir = "{data_dir}"\n')
@@ -111,8 +118,7 @@ def storage_config(tmp_path: Path, data_dir: Path) -> Path:
 def test_compact_refuses_while_a_fetch_runs_and_nobody_sweeps_its_temporary_files(tmp_path: Path) -> None:
     settings = SimulatorSettings(activities=200, seed=31, latency_s=0.05, short_limit=1000, daily_limit=10000)
     with SimulatorThread(settings) as sim:
-        config = tmp_path / "config.toml"
-        config.write_text(simulator_config_text(sim, tmp_path / "data", fetch={"concurrency": 1}))
+        config = one_at_a_time(tmp_path, sim)
         store = RawStore(tmp_path / "data")
         fetch = spawn(config, "fetch", "--no-compact")
         try:
@@ -197,8 +203,7 @@ def test_a_killed_compaction_leaves_no_process_behind(tmp_path: Path) -> None:
 def test_an_interrupted_fetch_compacts_what_it_fetched_then_exits_130(tmp_path: Path) -> None:
     settings = SimulatorSettings(activities=150, seed=32, latency_s=0.03, short_limit=1000, daily_limit=10000)
     with SimulatorThread(settings) as sim:
-        config = tmp_path / "config.toml"
-        config.write_text(simulator_config_text(sim, tmp_path / "data", fetch={"concurrency": 1}))
+        config = one_at_a_time(tmp_path, sim)
         store = RawStore(tmp_path / "data")
         fetch = spawn(config, "fetch")
         wait_until(lambda: store.detail_dir.is_dir() and len(store.detail_ids()) >= 10, what="10 details")
