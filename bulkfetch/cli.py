@@ -29,6 +29,7 @@ from bulkfetch.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
+    AthletesBlocked,
     BulkfetchError,
     ConfigError,
     Interrupted,
@@ -83,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan = commands.add_parser("plan", help="how many requests the job needs and when it will finish")
     _add_filter_arguments(plan)
     plan.add_argument("--offline", action="store_true", help="use the cached list; send no request")
+    _add_athlete_argument(plan)
     plan.add_argument("--full-relist", action="store_true",
                       help="count what 'fetch --full-relist' would spend (plan itself still lists only the newest)")
     plan.set_defaults(handler=_cmd_plan)
@@ -150,6 +152,19 @@ def _add_fetch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--full-relist", action="store_true",
                         help="list the whole history again now (else only every [fetch] full_relist_days)")
     parser.add_argument("--no-compact", action="store_true", help="skip compaction at the end")
+    _add_athlete_argument(parser)
+
+
+def _add_athlete_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--athlete", metavar="IDS", type=_athlete_ids,
+                        help="only these connected athletes, e.g. 123,456 (default: every one)")
+
+
+def _athlete_ids(text: str) -> frozenset[int]:
+    parts = [part.strip() for part in text.split(",")]
+    if not parts or not all(part.isdigit() and int(part) > 0 for part in parts):
+        raise argparse.ArgumentTypeError(f"must be athlete ids separated by commas, e.g. 123,456 (got {text!r})")
+    return frozenset(int(part) for part in parts)
 
 
 def _bounded(kind: Callable[[str], N], *, low: N, high: N | None = None,
@@ -214,6 +229,7 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
         filters=parse_filters(args.sport, args.since, args.until),
         policy=WaitPolicy(no_wait=args.no_wait, max_wait_s=args.max_wait),
         full_relist=args.full_relist,
+        athletes=args.athlete,
     )
     config.require_credentials()
     require_token(config)
@@ -238,6 +254,12 @@ def _fetch_then_compact(args: argparse.Namespace, data_dir: Path, parquet_dir: P
         reporter.info(f"fetch into {data_dir}")
         try:
             summary = _run(fetch(reporter))
+        except AthletesBlocked as blocked:  # the others' work is done: compacted and reported as usual
+            if compact_after:
+                _compact(data_dir, parquet_dir, reporter, rebuild=False)
+            if report and blocked.summary is not None:
+                reporter.result(_summary_line(blocked.summary))
+            raise
         except (WorkLeft, Interrupted):
             if compact_after:
                 _compact(data_dir, parquet_dir, reporter, rebuild=False)
@@ -295,21 +317,29 @@ def _work_left(summary: FetchSummary) -> str:
 
 
 def _compact(data_dir: Path, parquet_dir: Path, reporter: Reporter, *, rebuild: bool) -> None:
+    """Compact every athlete of the data_dir (the caller holds its lock: the layout is migrated first)."""
     from bulkfetch.compact import compact
+    from bulkfetch.roster import Roster
 
-    store = RawStore(data_dir)
-    athlete_id = (store.read_state("athlete") or {}).get("athlete_id")
-    if not isinstance(athlete_id, int):  # no list page yet: nothing to compact either
+    roster = Roster(data_dir)
+    roster.migrate()
+    athletes = [a for a in roster.athletes() if a.athlete_id is not None and a.store.listings()]
+    if not athletes:  # no list page yet: nothing to compact either
         reporter.info(f"nothing to compact into {parquet_dir} yet: no activity has been listed")
         return
+    rewritten = unchanged = 0
     try:
-        result = compact(store, parquet_dir, athlete_id, rebuild=rebuild, on_progress=reporter.compact_progress)
+        for athlete in athletes:
+            assert athlete.athlete_id is not None
+            result = compact(athlete.store, parquet_dir, athlete.athlete_id, rebuild=rebuild,
+                             on_progress=reporter.compact_progress)
+            rewritten += len({year for table_years in result.written.values() for year in table_years})
+            unchanged += len(result.skipped_years)
     except KeyboardInterrupt:
         raise Interrupted("compaction stopped; the raw data is saved and every Parquet file is whole "
                           "(old or new), rerun 'bulkfetch compact' to finish it") from None
-    years = sorted({year for table_years in result.written.values() for year in table_years})
-    reporter.info(f"compacted into {parquet_dir}: "
-                  f"{len(years)} year(s) rewritten, {len(result.skipped_years)} unchanged")
+    who = f" ({len(athletes)} athletes)" if len(athletes) > 1 else ""
+    reporter.info(f"compacted into {parquet_dir}{who}: {rewritten} year(s) rewritten, {unchanged} unchanged")
 
 
 def _cmd_compact(args: argparse.Namespace) -> int:
@@ -319,7 +349,6 @@ def _cmd_compact(args: argparse.Namespace) -> int:
     ensure_dir(config.storage.parquet_dir)  # an unusable one is said even while there is nothing to compact
     # The lock: a running fetch's temporary files are not swept, and its own compaction is not raced.
     with exclusive_lock(data_dir, "compact"), _sigterm_as_ctrl_c(), _reporter(args, config) as reporter:
-        RawStore(data_dir).prepare()
         _compact(data_dir, config.storage.parquet_dir, reporter, rebuild=args.rebuild)
     return EXIT_OK
 
@@ -337,26 +366,32 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from bulkfetch.pipeline import FetchOptions, current_plan, fetch_history, require_token, restore_ledger
+    from bulkfetch.pipeline import FetchOptions, athlete_plans, fetch_history, require_token, restore_ledger
+    from bulkfetch.plan import combined_plan
     from bulkfetch.progress import listed_text, listing_text, plan_text, utc_day_clock
 
     config = _config(args, {"fetch": {"streams": args.streams}})
     filters = parse_filters(args.sport, args.since, args.until)
-    store = RawStore(config.storage.data_dir)
+    data_dir = config.storage.data_dir
     if args.offline:
-        if store.latest_complete_listing() is None and store.unfinished_listing() is None:
-            raise ConfigError(f"no cached list under {store.data_dir}", hint="run 'bulkfetch plan' without --offline")
+        if not athlete_plans(config, filters, args.athlete, listed_only=True):
+            raise ConfigError(f"no cached list under {data_dir}", hint="run 'bulkfetch plan' without --offline")
     else:
         config.require_credentials()
         require_token(config)
-        listed = _fetch_then_compact(args, store.data_dir, config.storage.parquet_dir,
-                                     lambda reporter: fetch_history(config, FetchOptions(filters=filters,
-                                                                                         list_only=True), reporter),
+        options = FetchOptions(filters=filters, list_only=True, athletes=args.athlete)
+        listed = _fetch_then_compact(args, data_dir, config.storage.parquet_dir,
+                                     lambda reporter: fetch_history(config, options, reporter),
                                      compact_after=False, report=False)
         print(listed_text(listed.listed, listed.requests))
     now = time.time()
-    view = restore_ledger(store, config, now).usage_view(now)
-    plan = current_plan(store, config, filters, full_relist=args.full_relist, now=now)
+    plans = athlete_plans(config, filters, args.athlete, full_relist=args.full_relist, now=now)
+    view = restore_ledger([athlete.store for athlete, _ in plans], config, now).usage_view(now)
+    plan = combined_plan([p for _, p in plans])
+    if len(plans) > 1:
+        for athlete, part in plans:
+            print(f"{athlete.label}: {part.total:,} requests ({part.list_pages:,} list, {part.details:,} details, "
+                  f"{part.streams:,} streams)")
     print(plan_text(plan, view))
     due = plan.listing.full_due_at
     print("listing: " + listing_text(plan.listing.full, plan.list_pages, None if due is None else utc_day_clock(due)))
@@ -365,17 +400,16 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 def _cmd_auth(args: argparse.Namespace) -> int:
     from bulkfetch.oauth import store_authorized_tokens
-    from bulkfetch.pipeline import token_store
 
     if args.refresh_token is not None:
         return _auth_from_refresh_token(args)
     config = _config(args)
     config.require_credentials()
-    tokens = _run(store_authorized_tokens(config, port=args.port, no_browser=args.no_browser,
-                                          announce=lambda line: print(line, flush=True), read_line=input))
-    athlete = f"athlete {tokens.athlete_id}" if tokens.athlete_id else "the athlete"
-    print(f"connected {athlete}; tokens stored in {token_store(config).path} (mode 0600)")
-    if scope_lacks_read_all(tokens):
+    _migrate_layout(config.storage.data_dir)
+    athlete = _run(store_authorized_tokens(config, port=args.port, no_browser=args.no_browser,
+                                           announce=lambda line: print(line, flush=True), read_line=input))
+    print(f"connected {athlete.label}; tokens stored in {athlete.tokens.path} (mode 0600)")
+    if scope_lacks_read_all(athlete.tokens.load()):
         print("bulkfetch: warning: activity:read_all was not granted: private ('Only You') activities "
               "will be missing; run 'bulkfetch auth' again and tick the private-activities box", file=sys.stderr)
     return EXIT_OK
@@ -394,11 +428,23 @@ def _auth_from_refresh_token(args: argparse.Namespace) -> int:
     else:
         text = sys.stdin.readline()
     token = connect.clean_token(text, source)
+    _migrate_layout(config.storage.data_dir)
     with _reporter(args) as reporter:
         reporter.warn(connect.ROTATION_WARNING)
         athlete = _run(connect.connect_refresh_token(config, token, warn=reporter.warn, on_wait=reporter.waiting))
     print(f"connected athlete {athlete.athlete_id} ({athlete.name})")
     return EXIT_OK
+
+
+def _migrate_layout(data_dir: Path) -> None:
+    """A one-athlete data_dir moves to the per-athlete layout before an athlete is added beside it. A
+    running fetch (holding the lock) has moved it already, and `auth` may run beside a fetch."""
+    from bulkfetch.roster import Roster
+
+    roster = Roster(data_dir)
+    if roster.needs_migration():
+        with exclusive_lock(data_dir, "auth"):
+            roster.migrate()
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -21,7 +22,7 @@ import orjson
 
 from bulkfetch.auth import TokenManager, TokenStore
 from bulkfetch.config import FetchConfig, StravaConfig
-from bulkfetch.errors import ApiError, CredentialError
+from bulkfetch.errors import ApiError, AppInactive, AthleteRevoked, ScopeMissing
 from bulkfetch.quota import UsageView
 from bulkfetch.retry import Verdict, backoff_delay, classify, missing_permission
 from bulkfetch.scheduler import QuotaScheduler
@@ -90,6 +91,7 @@ class StravaClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_retry: Callable[[str], None] | None = None,
         on_request: Callable[[RequestDone], None] | None = None,
+        slots: AbstractAsyncContextManager[Any] | None = None,
     ) -> None:
         self._session = session
         self._strava = strava
@@ -101,7 +103,8 @@ class StravaClient:
         self._on_request = on_request or (lambda done: None)
         self._api_origin = _origin(strava.api_url)
         # `concurrency` is requests in flight: callers may outnumber it (to write while others fetch).
-        self._slots = asyncio.Semaphore(fetch.concurrency)
+        # Several athletes' clients share their slots (`bulkfetch.fairness`): one app, one concurrency.
+        self._slots = slots or asyncio.Semaphore(fetch.concurrency)
         self.tokens = TokenManager(token_store, strava, self.post_form, margin_s=fetch.refresh_margin_s)
         self.requests_sent = 0
 
@@ -180,16 +183,16 @@ class StravaClient:
 
     def _raise_if_fatal(self, verdict: Verdict, data: Any, path: str) -> None:
         if verdict is Verdict.MISSING_SCOPE:
-            raise CredentialError(
+            raise ScopeMissing(
                 f"the Strava token lacks a permission ({missing_permission(data)}) needed for {path}",
                 hint="run 'bulkfetch auth' and allow 'View data about your activities'",
             )
         if verdict is Verdict.REFRESH:
-            raise CredentialError("Strava rejected a freshly refreshed access token",
+            raise AthleteRevoked("Strava rejected a freshly refreshed access token",
                                   hint="run 'bulkfetch auth' to connect the account again")
         if verdict is Verdict.APP_INACTIVE:
             message = data.get("message", "Forbidden") if isinstance(data, dict) else "Forbidden"
-            raise CredentialError(
+            raise AppInactive(
                 f"Strava answered 403 ({message}): the API application is inactive or over its athlete limit",
                 hint="Strava now requires the app owner's active subscription; check strava.com/settings/api",
             )

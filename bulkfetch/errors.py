@@ -36,6 +36,27 @@ class CredentialError(BulkfetchError):
     exit_code = EXIT_USAGE
 
 
+class AthleteRevoked(CredentialError):
+    """One athlete's tokens are rejected (access revoked): that athlete stops, the others go on."""
+
+
+class ScopeMissing(CredentialError):
+    """One athlete's token lacks a permission the run needs: re-authorizing with it ticked fixes it."""
+
+
+class AppInactive(CredentialError):
+    """The API application itself cannot read (403 Application Inactive): every athlete stops."""
+
+
+class AthletesBlocked(CredentialError):
+    """The run did what it could, but some athletes could not be served (revoked, missing scope).
+    `summary` is the run's (a `bulkfetch.pipeline.FetchSummary`): the caller still reports it."""
+
+    def __init__(self, message: str, *, hint: str | None = None, summary: object = None) -> None:
+        super().__init__(message, hint=hint)
+        self.summary = summary
+
+
 class LockedError(BulkfetchError):
     """Another `fetch` holds this data_dir (exit 2)."""
 

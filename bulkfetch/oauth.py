@@ -21,11 +21,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import aiohttp
 from aiohttp import web
 
-from bulkfetch.auth import PostForm, Tokens, TokenStore, error_resource, parse_body
+from bulkfetch.auth import PostForm, Tokens, error_resource, parse_body
 from bulkfetch.client import post_form
 from bulkfetch.config import Config, StravaConfig
 from bulkfetch.errors import CredentialError
-from bulkfetch.store import RawStore
+from bulkfetch.roster import AthleteDir, Roster
 
 AUTH_SCOPE = "read,activity:read_all"
 REDIRECT_PATH = "/exchange_token"
@@ -192,26 +192,13 @@ def open_graphical_browser(url: str) -> bool:
 
 
 async def store_authorized_tokens(config: Config, *, port: int, no_browser: bool,
-                                  announce: Callable[[str], None], read_line: Callable[[], str]) -> Tokens:
-    """`bulkfetch auth`: run the flow, refuse another athlete's account, store the tokens (0600)."""
-    store = RawStore(config.storage.data_dir)
-    store.prepare()
+                                  announce: Callable[[str], None], read_line: Callable[[], str]) -> AthleteDir:
+    """`bulkfetch auth`: run the flow and store the tokens (0600) as the athlete who authorized: a new
+    athlete of the data_dir, or new tokens for one it has."""
     async with aiohttp.ClientSession() as session:
         async def post(url: str, form: Mapping[str, str]) -> tuple[int, bytes]:
             return await post_form(session, config.strava, config.fetch, url, form, rng=random.Random())
 
         tokens = await connect_account(config.strava, post, port=port, no_browser=no_browser,
                                        announce=announce, read_line=read_line)
-    if tokens.athlete_id is not None:
-        bind_athlete(store, tokens.athlete_id, hint="use another [storage] data_dir for another athlete")
-    TokenStore(store.auth_dir / "tokens.json").save(tokens)
-    return tokens
-
-
-def bind_athlete(store: RawStore, athlete_id: int, *, hint: str) -> None:
-    """A data_dir holds one athlete: record `athlete_id`, or refuse another one than it holds."""
-    recorded = (store.read_state("athlete") or {}).get("athlete_id")
-    if recorded is not None and recorded != athlete_id:
-        raise CredentialError(f"{store.data_dir} holds athlete {recorded}, but the token is for athlete {athlete_id}",
-                              hint=hint)
-    store.write_state("athlete", {"athlete_id": athlete_id})
+    return Roster(config.storage.data_dir).connect(tokens)

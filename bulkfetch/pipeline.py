@@ -13,14 +13,26 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from bulkfetch.auth import TokenStore, scope_lacks_read_all
+from aiohttp import ClientSession
+
+from bulkfetch.auth import scope_lacks_read_all
 from bulkfetch.client import ApiResponse, RequestDone, RequestFailed, StravaClient, open_session
 from bulkfetch.config import STREAM_TYPES, Config, environment
-from bulkfetch.errors import BulkfetchError, CredentialError, Interrupted, QuotaStop
+from bulkfetch.errors import (
+    AthleteRevoked,
+    AthletesBlocked,
+    BulkfetchError,
+    ConfigError,
+    CredentialError,
+    Interrupted,
+    QuotaStop,
+    ScopeMissing,
+)
+from bulkfetch.fairness import FairSlots
 from bulkfetch.ledger_file import App, state_folder
 from bulkfetch.paging import DAY_S, Boundary, Paging, full_relist_due, list_pages_needed, recent_boundary
 from bulkfetch.plan import (
@@ -29,6 +41,7 @@ from bulkfetch.plan import (
     ListingPlan,
     RequestPlan,
     StreamRecord,
+    combined_plan,
     filters_to_json,
     fingerprint,
     legacy_stream_types,
@@ -42,6 +55,7 @@ from bulkfetch.plan import (
     unlisted,
 )
 from bulkfetch.quota import QuotaLedger
+from bulkfetch.roster import OK, REVOKED, SCOPE_MISSING, AthleteDir, Roster, record_access
 from bulkfetch.scheduler import QuotaScheduler, WaitInfo, WaitPolicy
 from bulkfetch.shared_ledger import SharedLedger, read_ledger
 from bulkfetch.store import FULL_LISTING, NOT_FOUND, UNLISTED, Listing, RawStore, page_items, read_json
@@ -80,6 +94,7 @@ class FetchOptions:
     list_only: bool = False  # `bulkfetch plan`: refresh the list (never a due full re-list), fetch nothing else
     full_relist: bool = False  # `fetch --full-relist`: list the whole history whether or not it is due
     ledger_dir: Path | None = None  # the app's quota ledger; None: the per-user state folder
+    athletes: frozenset[int] | None = None  # `--athlete`: only these; None: every connected athlete
 
 
 @dataclass
@@ -95,66 +110,209 @@ class FetchSummary:
     failed: dict[int, str] = field(default_factory=dict)  # details that failed, with why
     failed_streams: dict[int, str] = field(default_factory=dict)
     list_failure: str | None = None
+    athletes: list[AthleteResult] = field(default_factory=list)  # a run's total: each athlete's part
+
+    @classmethod
+    def total(cls, results: list[AthleteResult]) -> FetchSummary:
+        parts = [result.summary for result in results]
+        total = cls(athletes=results)
+        for name in ("listed", "new", "changed", "fetched", "not_found", "streams", "unlisted", "requests"):
+            setattr(total, name, sum(getattr(part, name) for part in parts))
+        for part in parts:
+            total.failed.update(part.failed)
+            total.failed_streams.update(part.failed_streams)
+        total.list_failure = next((part.list_failure for part in parts if part.list_failure), None)
+        return total
 
 
-def token_store(config: Config) -> TokenStore:
-    return TokenStore(RawStore(config.storage.data_dir).auth_dir / "tokens.json")
+@dataclass
+class AthleteResult:
+    """One athlete's part of a run, and the state it left the athlete in (see `bulkfetch.roster`)."""
+
+    athlete: AthleteDir
+    summary: FetchSummary = field(default_factory=FetchSummary)
+    state: str = OK
+    why: str | None = None
+    stop: QuotaStop | None = None
 
 
 def require_token(config: Config) -> None:
     """Fail before any work when there is no refresh token anywhere."""
-    if token_store(config).load() is None and not config.strava.refresh_token:
+    if not config.strava.refresh_token and not any(a.tokens.load() for a in Roster(config.storage.data_dir).athletes()):
         raise CredentialError(
-            "no Strava token: none stored under data_dir and no [strava] refresh_token",
+            "no Strava token: no athlete connected under data_dir and no [strava] refresh_token",
             hint="run 'bulkfetch auth', or set STRAVA_REFRESH_TOKEN",
         )
 
 
+def chosen_athletes(roster: Roster, wanted: frozenset[int] | None, *, connected_only: bool = True) -> list[AthleteDir]:
+    """The athletes a run serves: every connected one, or those `--athlete` names (each must be known)."""
+    connected = [athlete for athlete in roster.athletes() if not connected_only or athlete.tokens.load() is not None]
+    if wanted is None:
+        return connected
+    known = {athlete.athlete_id for athlete in connected}
+    if unknown := sorted(wanted - known):
+        listed = ", ".join(str(i) for i in sorted(i for i in known if i is not None)) or "none"
+        raise ConfigError(f"--athlete {','.join(map(str, unknown))}: not connected to this data_dir "
+                          f"(connected: {listed})", hint="see 'bulkfetch athletes', or connect with 'bulkfetch auth'")
+    return [athlete for athlete in connected if athlete.athlete_id in wanted]
+
+
 async def fetch_history(config: Config, options: FetchOptions, events: FetchEvents) -> FetchSummary:
-    """One fetch run against `config`'s data_dir (the caller holds the data_dir lock)."""
-    store = RawStore(config.storage.data_dir)
-    store.prepare()
-    settle_stream_records(store)
-    with app_ledger(config, store, options.ledger_dir, events.warn) as ledger:
-        return await _fetch_with(ledger, store, config, options, events)
+    """One fetch run against `config`'s data_dir, every chosen athlete in turn, one request at a time
+    (see `bulkfetch.fairness`), under one quota ledger (the caller holds the data_dir lock).
 
-
-async def _fetch_with(ledger: SharedLedger, store: RawStore, config: Config, options: FetchOptions,
-                      events: FetchEvents) -> FetchSummary:
-    """The run itself, with the app's quota ledger open."""
-    tokens = token_store(config)
-    scheduler = QuotaScheduler(ledger, max_rate_per_s=config.fetch.max_rate_per_s, policy=options.policy,
-                               on_wait=events.waiting)
-    summary = FetchSummary()
-    now = time.time()
-    async with open_session(config.fetch.concurrency) as session:
-        client = StravaClient(session, config.strava, config.fetch, scheduler, tokens, on_retry=events.info,
-                              on_request=events.request)
-        if scope_lacks_read_all(client.tokens.tokens):
-            events.warn("the token lacks activity:read_all: private ('Only You') activities will be missing;"
-                        " run 'bulkfetch auth' to grant it")
-        if not options.list_only:
-            # what `status` counts as pending
-            store.write_state("filters", filters_to_json(options.filters, config.fetch.streams))
-            events.plan(current_plan(store, config, options.filters, full_relist=options.full_relist, now=now),
-                        scheduler)
-        try:
-            choice = choose_listing(store, store.catalog(), config, now, forced=options.full_relist,
-                                    routine_only=options.list_only)
-            if options.list_only and choice.full and choice.unfinished is not None:
-                events.info(f"the full listing {choice.unfinished.listing_id} is unfinished: the next fetch"
-                            " continues it (plan lists no more than a routine run)")
-                return summary
-            await _list(client, store, config, choice, summary, events)
-            if options.list_only:
-                return summary
-            await _fetch_details(client, store, config, options.filters, summary, events, scheduler)
-            if config.fetch.streams:
-                await _fetch_streams(client, store, config, options.filters, summary, events, scheduler)
-        finally:
-            summary.requests = client.requests_sent
+    An athlete whose access is revoked or lacks a scope stops alone; the others go on. The run raises
+    AthletesBlocked (exit 2) for them at its end, else a QuotaStop, else returns the total.
+    """
+    roster = Roster(config.storage.data_dir)
+    roster.migrate()
+    roster.add_seed(config.strava.refresh_token)
+    athletes = chosen_athletes(roster, options.athletes)
+    for athlete in athletes:
+        athlete.store.prepare()
+        settle_stream_records(athlete.store)
+    with app_ledger(config, [a.store for a in athletes], options.ledger_dir, events.warn) as ledger:
+        scheduler = QuotaScheduler(ledger, max_rate_per_s=config.fetch.max_rate_per_s, policy=options.policy,
+                                   on_wait=events.waiting)
+        async with open_session(config.fetch.concurrency) as session:
+            run = _Run(roster, config, options, events, scheduler, session, FairSlots(config.fetch.concurrency))
             events.quota(scheduler)
+            if not options.list_only:
+                plans = [current_plan(a.store, config, options.filters, full_relist=options.full_relist)
+                         for a in athletes]
+                events.plan(combined_plan(plans), scheduler)
+            try:
+                async with asyncio.TaskGroup() as group:
+                    tasks = [group.create_task(run.serve(athlete)) for athlete in athletes]
+            except BaseExceptionGroup as group_error:
+                raise _first_error(group_error) from None
+            finally:
+                events.quota(scheduler)
+    results = [task.result() for task in tasks]
+    summary = FetchSummary.total(results)
+    if blocked := [r for r in results if r.state != OK]:
+        raise AthletesBlocked(_blocked_text(blocked), hint=_blocked_hint(blocked), summary=summary)
+    if stops := [r.stop for r in results if r.stop is not None]:
+        raise stops[0]
     return summary
+
+
+def _blocked_text(blocked: list[AthleteResult]) -> str:
+    parts = [f"{r.athlete.label} {'revoked access' if r.state == REVOKED else 'lacks a permission'} ({r.why})"
+             for r in blocked]
+    return "; ".join(parts) + "; everything else was fetched"
+
+
+def _blocked_hint(blocked: list[AthleteResult]) -> str:
+    return ("have each of them run 'bulkfetch auth' again (ticking 'View data about your activities'),"
+            " or 'bulkfetch athletes remove ID' to stop serving them")
+
+
+class _Run:
+    """What a run's athletes share: the roster, the HTTP session, the quota, the fair slots."""
+
+    def __init__(self, roster: Roster, config: Config, options: FetchOptions, events: FetchEvents,
+                 scheduler: QuotaScheduler, session: ClientSession, slots: FairSlots) -> None:
+        self.roster = roster
+        self.config = config
+        self.options = options
+        self.events = events
+        self.scheduler = scheduler
+        self.session = session
+        self.slots = slots
+        self.many = False
+
+    def client(self, athlete: AthleteDir, events: FetchEvents) -> StravaClient:
+        # The seed is the roster's business (Roster.add_seed): a client only uses its athlete's tokens.
+        strava = replace(self.config.strava, refresh_token="")
+        return StravaClient(self.session, strava, self.config.fetch, self.scheduler, athlete.tokens,
+                            on_retry=events.info, on_request=events.request, slots=self.slots.lane(athlete.folder.name))
+
+    async def serve(self, athlete: AthleteDir) -> AthleteResult:
+        """One athlete's whole run: its listing, details, streams (learning who it is first, if unknown)."""
+        result = AthleteResult(athlete)
+        events = self.events
+        try:
+            listed = False
+            if athlete.athlete_id is None:
+                athlete, listed = await self._bind(athlete, result.summary)
+                result.athlete = athlete
+            client = self.client(athlete, events)
+            try:
+                await _fetch_athlete(client, athlete.store, self.config, self.options, result.summary, events,
+                                     list_first=not listed)
+            finally:
+                result.summary.requests += client.requests_sent
+        except (AthleteRevoked, ScopeMissing) as error:
+            result.state = REVOKED if isinstance(error, AthleteRevoked) else SCOPE_MISSING
+            result.why = error.message
+            events.warn(f"{athlete.label}: {error}; the other athletes go on")
+        except QuotaStop as stop:
+            result.stop = stop
+        if athlete.athlete_id is not None:
+            record_access(athlete, result.state, result.why, time.time())
+        return result
+
+    async def _bind(self, unbound: AthleteDir, summary: FetchSummary) -> tuple[AthleteDir, bool]:
+        """Learn whose tokens an unbound folder holds and move them to that athlete's folder; True when
+        the listing this needed was this run's listing of the athlete.
+
+        Its first list page names the athlete (no extra request); an empty history costs one `GET /athlete`.
+        The listing is made before any detail is fetched, so tokens of an athlete the data_dir holds already
+        join that athlete's data without fetching it again.
+        """
+        athlete_id = _recorded_athlete(unbound.store)
+        listed = False
+        if athlete_id is None:
+            client = self.client(unbound, self.events)
+            try:
+                choice = choose_listing(unbound.store, unbound.store.catalog(), self.config, time.time(),
+                                        forced=self.options.full_relist, routine_only=self.options.list_only)
+                await _list(client, unbound.store, self.config, choice, summary, self.events)
+                listed = summary.list_failure is None
+                athlete_id = _recorded_athlete(unbound.store)
+                if athlete_id is None and listed:
+                    response = await client.get("/athlete")
+                    athlete_id = response.data.get("id") if isinstance(response.data, dict) else None
+            finally:
+                summary.requests += client.requests_sent
+        if not isinstance(athlete_id, int):
+            raise RequestFailed(f"could not learn whose tokens {unbound.folder} holds; a rerun tries again")
+        moved = not self.roster.athlete(athlete_id).folder.exists()  # else it joins the athlete's own listing
+        bound = self.roster.bind(unbound, athlete_id)
+        self.events.info(f"{unbound.folder.name} is athlete {athlete_id}: its data is in {bound.folder}")
+        return bound, listed and moved
+
+
+def _recorded_athlete(store: RawStore) -> int | None:
+    athlete_id = (store.read_state("athlete") or {}).get("athlete_id")
+    return athlete_id if isinstance(athlete_id, int) else None
+
+
+async def _fetch_athlete(client: StravaClient, store: RawStore, config: Config, options: FetchOptions,
+                         summary: FetchSummary, events: FetchEvents, *, list_first: bool = True) -> None:
+    """One athlete: its list check (unless this run listed it already), then its details (new ones first,
+    then backfill newest first), then its streams."""
+    if scope_lacks_read_all(client.tokens.tokens):
+        events.warn("the token lacks activity:read_all: private ('Only You') activities will be missing;"
+                    " run 'bulkfetch auth' to grant it")
+    if not options.list_only:
+        # what `status` counts as pending
+        store.write_state("filters", filters_to_json(options.filters, config.fetch.streams))
+    if list_first:
+        choice = choose_listing(store, store.catalog(), config, time.time(), forced=options.full_relist,
+                                routine_only=options.list_only)
+        if options.list_only and choice.full and choice.unfinished is not None:
+            events.info(f"the full listing {choice.unfinished.listing_id} is unfinished: the next fetch"
+                        " continues it (plan lists no more than a routine run)")
+            return
+        await _list(client, store, config, choice, summary, events)
+    if options.list_only:
+        return
+    await _fetch_details(client, store, config, options.filters, summary, events)
+    if config.fetch.streams:
+        await _fetch_streams(client, store, config, options.filters, summary, events)
 
 
 def current_plan(store: RawStore, config: Config, filters: Filters, *, full_relist: bool = False,
@@ -166,21 +324,31 @@ def current_plan(store: RawStore, config: Config, filters: Filters, *, full_reli
                         not_found=not_found_until(store, listing), streams=frozenset(config.fetch.streams))
 
 
+def athlete_plans(config: Config, filters: Filters, wanted: frozenset[int] | None, *, full_relist: bool = False,
+                  now: float | None = None, listed_only: bool = False) -> list[tuple[AthleteDir, RequestPlan]]:
+    """Each athlete's plan from what is on disk (reads only: the layout may not be migrated yet);
+    `listed_only`: only athletes with a cached list."""
+    athletes = [a for a in chosen_athletes(Roster(config.storage.data_dir), wanted, connected_only=False)
+                if not listed_only or a.store.listings()]
+    return [(a, current_plan(a.store, config, filters, full_relist=full_relist, now=now)) for a in athletes]
+
+
 def app_of(config: Config) -> App:
     return App(config.strava.api_url, config.strava.client_id)
 
 
 @contextmanager
-def app_ledger(config: Config, store: RawStore, folder: Path | None,
+def app_ledger(config: Config, stores: list[RawStore], folder: Path | None,
                warn: Callable[[str], None]) -> Iterator[SharedLedger]:
     """The quota ledger of `config`'s app, shared with its other data_dirs and processes. The snapshot
-    this data_dir kept before ledgers were per app is merged into it once (then removed): a restart never
+    an athlete's store kept before ledgers were per app is merged into it once (then removed): a restart never
     sends into a window a killed run of an older version filled, and spends nothing to learn it."""
     with SharedLedger(folder or state_folder(environment()), app_of(config), config.limits, warn=warn) as ledger:
-        legacy = store.read_state(LEGACY_QUOTA_STATE)
-        if legacy is not None:
-            ledger.absorb_snapshot(legacy, time.time() + ledger.clock_offset_s)
-            store.state_path(LEGACY_QUOTA_STATE).unlink(missing_ok=True)
+        for store in stores:
+            legacy = store.read_state(LEGACY_QUOTA_STATE)
+            if legacy is not None:
+                ledger.absorb_snapshot(legacy, time.time() + ledger.clock_offset_s)
+                store.state_path(LEGACY_QUOTA_STATE).unlink(missing_ok=True)
         yield ledger
 
 
@@ -190,13 +358,14 @@ def not_found_until(store: RawStore, listing: ListingPlan) -> dict[int, str | No
     return {} if listing.full else store.not_found()
 
 
-def restore_ledger(store: RawStore, config: Config, now: float) -> QuotaLedger:
+def restore_ledger(stores: list[RawStore], config: Config, now: float) -> QuotaLedger:
     """The app's ledger as its processes left it (plus this data_dir's snapshot of an older version, not
     merged yet), for `status` and `plan`: reads only, sends and writes nothing."""
     ledger = read_ledger(state_folder(environment()), app_of(config), config.limits, now)
-    legacy = store.read_state(LEGACY_QUOTA_STATE)
-    if legacy is not None:
-        ledger.absorb_snapshot(legacy, now)
+    for store in stores:
+        legacy = store.read_state(LEGACY_QUOTA_STATE)
+        if legacy is not None:
+            ledger.absorb_snapshot(legacy, now)
     return ledger
 
 
@@ -409,7 +578,7 @@ def _check_athlete(store: RawStore, client: StravaClient, items: Any) -> None:
 # -- details ----------------------------------------------------------------------------------------------
 
 async def _fetch_details(client: StravaClient, store: RawStore, config: Config, filters: Filters,
-                         summary: FetchSummary, events: FetchEvents, scheduler: QuotaScheduler) -> None:
+                         summary: FetchSummary, events: FetchEvents) -> None:
     catalog = store.catalog()
     fetched = load_fetched_index(store)
     pending, summary.new, summary.changed = pending_details(catalog, fetched, filters, store.not_found())
@@ -422,11 +591,11 @@ async def _fetch_details(client: StravaClient, store: RawStore, config: Config, 
         return outcome
 
     with _saved_at_the_end(saver, store, "details", summary.failed):
-        await _run_workers(pending, config.fetch.concurrency, fetch_one, events, scheduler)
+        await _run_workers(pending, config.fetch.concurrency, fetch_one, events)
 
 
 async def _fetch_streams(client: StravaClient, store: RawStore, config: Config, filters: Filters,
-                         summary: FetchSummary, events: FetchEvents, scheduler: QuotaScheduler) -> None:
+                         summary: FetchSummary, events: FetchEvents) -> None:
     """After all details: one streams request per activity whose stored streams are stale (newest first).
 
     A stale file is replaced by the new answer, never deleted first: see `streams_stale` for when it is.
@@ -448,11 +617,11 @@ async def _fetch_streams(client: StravaClient, store: RawStore, config: Config, 
         return outcome
 
     with _saved_at_the_end(saver, store, "streams", summary.failed_streams):
-        await _run_workers(pending, config.fetch.concurrency, fetch_one, events, scheduler)
+        await _run_workers(pending, config.fetch.concurrency, fetch_one, events)
 
 
 async def _run_workers(ids: list[int], concurrency: int, job: Callable[[int], Awaitable[str]],
-                       events: FetchEvents, scheduler: QuotaScheduler) -> None:
+                       events: FetchEvents) -> None:
     """Workers take ids in order from a bounded queue; the client lets `concurrency` requests be in
     flight, and twice as many workers keep them busy while others write their checkpoints.
 
@@ -483,7 +652,6 @@ async def _run_workers(ids: list[int], concurrency: int, job: Callable[[int], Aw
                 stops.append(stop)
                 continue
             events.detail_done(activity_id, outcome)
-            events.quota(scheduler)
 
     try:
         async with asyncio.TaskGroup() as group:

@@ -277,6 +277,16 @@ class RequestPlan:
         return self.list_pages + self.details + self.streams
 
 
+def combined_plan(plans: list[RequestPlan]) -> RequestPlan:
+    """Several athletes' plans as one: their requests add up; a full re-list is due when any is."""
+    dues = [p.listing.full_due_at for p in plans]
+    listing = ListingPlan(pages=sum(p.list_pages for p in plans), full=any(p.listing.full for p in plans),
+                          full_due_at=None if not plans or None in dues else min(d for d in dues if d is not None))
+    return RequestPlan(listed=sum(p.listed for p in plans), listing=listing, details=sum(p.details for p in plans),
+                       streams=sum(p.streams for p in plans), details_done=sum(p.details_done for p in plans),
+                       streams_done=sum(p.streams_done for p in plans))
+
+
 def request_plan(
     catalog: Mapping[int, Mapping[str, Any]],
     fetched: Mapping[int, str],

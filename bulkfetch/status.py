@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from bulkfetch.config import Config
@@ -15,35 +16,74 @@ from bulkfetch.pipeline import (
     not_found_until,
     restore_ledger,
 )
-from bulkfetch.plan import filters_from_json, filters_to_json, request_plan, streams_from_json, unavailable_details
+from bulkfetch.plan import (
+    Filters,
+    ListingPlan,
+    RequestPlan,
+    combined_plan,
+    filters_from_json,
+    filters_to_json,
+    request_plan,
+    streams_from_json,
+    unavailable_details,
+)
 from bulkfetch.progress import listing_text
 from bulkfetch.quota import BUCKETS, KINDS, UsageView, estimate_finish
+from bulkfetch.roster import AthleteDir, Roster, access_of
 from bulkfetch.store import UNLISTED, RawStore
+
+COUNTS = ("listed", "fetched", "pending", "pending_streams", "failed", "failed_streams", "deleted", "unavailable")
 
 
 def collect_status(config: Config, now: float | None = None) -> dict[str, Any]:
-    """A JSON-able report of the data_dir (the shape of `status --json`)."""
+    """A JSON-able report of the data_dir (the shape of `status --json`): its totals, with each athlete's
+    part in `athletes`."""
     now = time.time() if now is None else now
-    store = RawStore(config.storage.data_dir)
+    data_dir = config.storage.data_dir
+    _check_folder(data_dir)
+    athletes = Roster(data_dir).athletes()
+    parts = [_athlete_status(athlete, config, now) for athlete in athletes]
+    plan = combined_plan([work for _, work, _ in parts])
+    reports = [report for report, _, _ in parts]
+    view = restore_ledger([a.store for a in athletes], config, now).usage_view(now)
+    remaining = plan.total  # like `plan`: the next run's list requests count too
+    return {
+        "data_dir": str(data_dir),
+        "athlete_id": reports[0]["athlete_id"] if len(reports) == 1 else None,
+        **{name: sum(report[name] for report in reports) for name in COUNTS},
+        "listing": {
+            "last_complete": max((r["listing"]["last_complete"] for r in reports if r["listing"]["last_complete"]),
+                                 default=None),
+            "unfinished": next((r["listing"]["unfinished"] for r in reports if r["listing"]["unfinished"]), None),
+            "next": _next_listing_json(plan.listing),
+        },
+        "quota": _quota_json(view),
+        "filters": next((filters for _, _, filters in parts), filters_to_json(Filters(), ())),
+        "remaining_requests": remaining,
+        "eta": _iso(estimate_finish(remaining, now, view)) if remaining else None,
+        "athletes": reports,
+    }
+
+
+def _athlete_status(athlete: AthleteDir, config: Config, now: float) -> tuple[dict[str, Any], RequestPlan, Any]:
+    store = athlete.store
     _check_folders(store)
     catalog = store.catalog()
     fetched = load_fetched_index(store)
     recorded = store.read_state("filters")
     filters, streams = filters_from_json(recorded), streams_from_json(recorded)
     listing = next_listing(store, catalog, config, now)
-    not_found = not_found_until(store, listing)
     work = request_plan(catalog, fetched, load_stream_records(store), filters, listing=listing,
-                        not_found=not_found, streams=frozenset(streams))
-    remaining = work.total  # like `plan`: the next run's list requests count too
+                        not_found=not_found_until(store, listing), streams=frozenset(streams))
     failed = load_failures(store)
-    athlete = store.read_state("athlete") or {}
     unfinished = store.unfinished_listing()
     latest = store.latest_complete_listing()
-    ledger = restore_ledger(store, config, now)
-    view = ledger.usage_view(now)
-    return {
-        "data_dir": str(config.storage.data_dir),
-        "athlete_id": athlete.get("athlete_id"),
+    access = access_of(athlete)
+    report = {
+        "athlete_id": athlete.athlete_id or (store.read_state("athlete") or {}).get("athlete_id"),
+        "state": access["state"],
+        "why": access["why"],
+        "last_fetch": _iso(access["at"] if isinstance(access["at"], (int, float)) else None),
         "listed": len(catalog),
         "fetched": len(set(fetched) & set(catalog)),
         "pending": work.details,
@@ -55,22 +95,27 @@ def collect_status(config: Config, now: float | None = None) -> dict[str, Any]:
         "listing": {
             "last_complete": latest.listing_id if latest else None,
             "unfinished": unfinished.listing_id if unfinished else None,
-            "next": {"full": listing.full, "list_pages": listing.pages,
-                     "full_relist_due": _iso(listing.full_due_at)},
+            "next": _next_listing_json(listing),
         },
-        "quota": _quota_json(view),
-        "filters": filters_to_json(filters, streams),
-        "remaining_requests": remaining,
-        "eta": _iso(estimate_finish(remaining, now, view)) if remaining else None,
+        "remaining_requests": work.total,
     }
+    return report, work, filters_to_json(filters, streams) if recorded is not None else None
+
+
+def _next_listing_json(listing: ListingPlan) -> dict[str, Any]:
+    return {"full": listing.full, "list_pages": listing.pages, "full_relist_due": _iso(listing.full_due_at)}
+
+
+def _check_folder(folder: Path) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise StorageError(f"{folder} is a file, not a folder",
+                           hint="move it away or point [storage] at another folder")
 
 
 def _check_folders(store: RawStore) -> None:
     """A file where one of the store's folders should be is said in one line (exit 2), not read as empty."""
     for folder in (store.data_dir, store.data_dir / "raw", store.list_dir, store.detail_dir, store.state_dir):
-        if folder.exists() and not folder.is_dir():
-            raise StorageError(f"{folder} is a file, not a folder",
-                               hint="move it away or point [storage] at another folder")
+        _check_folder(folder)
 
 
 def _quota_json(view: UsageView) -> dict[str, Any]:
@@ -90,7 +135,7 @@ def _iso(epoch_s: float | None) -> str | None:
 
 def render_status(report: dict[str, Any]) -> str:
     lines = [
-        f"data_dir   {report['data_dir']}  (athlete {report['athlete_id'] or 'unknown'})",
+        f"data_dir   {report['data_dir']}  ({_athletes_text(report)})",
         f"listed     {report['listed']:,}",
         f"fetched    {report['fetched']:,}",
         f"pending    {_pending_text(report)}",
@@ -110,12 +155,27 @@ def render_status(report: dict[str, Any]) -> str:
             limit = "?" if usage["limit"] is None else f"{usage['limit']:,}"
             parts.append(f"{window} {usage['used']:,}/{limit} (resets {usage['resets_at']})")
         lines.append(f"quota {bucket:<8}" + "; ".join(parts))
+    if len(report["athletes"]) > 1:
+        lines.extend(_athlete_line(athlete) for athlete in report["athletes"])
     if report["eta"]:
         remaining, pages = report["remaining_requests"], report["listing"]["next"]["list_pages"]
         at_least = "" if report["listing"]["next"]["full_relist_due"] else "at least "  # history not all listed
         lines.append(f"ETA        {report['eta']} for {at_least}{remaining:,} request{'' if remaining == 1 else 's'}"
                      f" at the current quota ({pages:,} of them list page{'' if pages == 1 else 's'})")
     return "\n".join(lines)
+
+
+def _athletes_text(report: dict[str, Any]) -> str:
+    if len(report["athletes"]) > 1:
+        return f"{len(report['athletes'])} athletes"
+    return f"athlete {report['athlete_id'] or 'unknown'}"
+
+
+def _athlete_line(athlete: dict[str, Any]) -> str:
+    state = "" if athlete["state"] == "ok" else f"  {athlete['state'].upper()}: {athlete['why']}"
+    return (f"athlete    {athlete['athlete_id'] or 'unknown'}: {athlete['listed']:,} listed, "
+            f"{athlete['fetched']:,} fetched, {athlete['pending']:,} pending, last fetch "
+            f"{athlete['last_fetch'] or 'never'}{state}")
 
 
 def _pending_text(report: dict[str, Any]) -> str:

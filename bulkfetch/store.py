@@ -1,6 +1,7 @@
 """Raw checkpoints on disk: the source of truth every later step (resume, compaction) reads.
 
-Layout under `data_dir`:
+Layout under an athlete's folder, `data_dir/athletes/<athlete_id>/` (see bulkfetch.roster; the
+data_dir itself holds `fetch.lock` and `bulkfetch.log`):
 
     raw/list/<listing_id>/listing.json      what the listing is: full, or routine (and where it may stop)
     raw/list/<listing_id>/page-00001.json   list pages, bytes exactly as received (id: sequence-UTC start)
@@ -9,7 +10,6 @@ Layout under `data_dir`:
     raw/streams/<id>.json                   one StreamSet (when streams are requested); <id>.none: it has none
     state/*.json                            small state files (tombstones, fetched index, failures, ...)
     auth/tokens.json                        the token store (see bulkfetch.auth), mode 0600
-    bulkfetch.log                           plain log lines of every run, no secrets
 
 Every file is written to a temporary name in the same folder, then `os.replace`d: a file that exists is
 complete, and a SIGKILL at any moment leaves at most a temporary file, which is ignored, and swept by
@@ -44,6 +44,7 @@ FULL_LISTING = {"kind": "full"}
 # catalog; "not_found" is a listed activity whose detail answered 404: it stays in the catalog.
 UNLISTED = "unlisted"
 NOT_FOUND = "not_found"
+ATHLETES_FOLDER = "athletes"  # data_dir/athletes/<id>/: one RawStore per athlete (see bulkfetch.roster)
 
 
 def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
@@ -400,7 +401,9 @@ def exclusive_lock(data_dir: Path, command: str = "run") -> Iterator[None]:
             os.pwrite(fd, f"{os.getpid()} {command}".encode(), 0)
         except OSError as exc:  # the disk is full: say so, as every other write does
             raise WriteError(_describe_write_error(path, exc), hint=_write_hint(exc)) from None
-        RawStore(data_dir).sweep_temp_files()
+        for root in (data_dir, *_safe_iterdir(data_dir / ATHLETES_FOLDER)):
+            if root.is_dir():
+                RawStore(root).sweep_temp_files()
         yield
     finally:
         os.close(fd)

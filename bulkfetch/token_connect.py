@@ -1,9 +1,9 @@
 """`bulkfetch auth --refresh-token -`: connect an athlete from a refresh token another tool obtained.
 
 Strava rotates a refresh token when it is used, so the one refresh this makes is the last use of the
-other tool's copy. The rotated token is on disk (0600) before anything else happens, in a pending store
-beside the data_dir's own: only once one `GET /athlete` has said whose it is does it replace the tokens
-of the athlete the data_dir holds (a token of another athlete must not overwrite them).
+other tool's copy. The rotated token is on disk (0600) before anything else happens, in a pending folder
+beside the athletes' (`athletes/.pending/`): only once one `GET /athlete` has said whose it is does it
+become that athlete's tokens (a new athlete's, or newer ones of a connected athlete).
 """
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from bulkfetch.auth import Tokens, TokenStore
+from bulkfetch.auth import Tokens
 from bulkfetch.client import StravaClient, open_session
 from bulkfetch.config import Config
 from bulkfetch.errors import ApiError, ConfigError
-from bulkfetch.oauth import bind_athlete
-from bulkfetch.pipeline import app_ledger, token_store
+from bulkfetch.pipeline import app_ledger
+from bulkfetch.roster import AthleteDir, Roster
 from bulkfetch.scheduler import QuotaScheduler, WaitInfo
-from bulkfetch.store import RawStore
 
+PENDING = ".pending"  # under athletes/: a connected token whose athlete is not known yet
 FROM_STDIN = "-"
 FROM_ENV = "env"
 ENV_NAME = "STRAVA_REFRESH_TOKEN"
@@ -60,30 +60,25 @@ def athlete_name(athlete: dict[str, Any]) -> str:
 
 async def connect_refresh_token(config: Config, refresh_token: str, *, warn: Callable[[str], None],
                                 on_wait: Callable[[WaitInfo | None], None]) -> ConnectedAthlete:
-    """Refresh once (persisting the rotation), ask `GET /athlete` who it is, bind the data_dir to it."""
-    store = RawStore(config.storage.data_dir)
-    store.prepare()
-    pending = TokenStore(store.auth_dir / "tokens.pending.json")
-    pending.save(Tokens(refresh_token=refresh_token))
+    """Refresh once (persisting the rotation), ask `GET /athlete` who it is, make it that athlete's tokens."""
+    roster = Roster(config.storage.data_dir)
+    pending = AthleteDir(roster.folder / PENDING, None)
+    pending.tokens.save(Tokens(refresh_token=refresh_token))
     # No seed to fall back on: a rejected token must not connect the config's athlete instead.
     strava = replace(config.strava, refresh_token="")
-    with app_ledger(config, store, None, warn) as ledger:
+    with app_ledger(config, [], None, warn) as ledger:
         scheduler = QuotaScheduler(ledger, max_rate_per_s=config.fetch.max_rate_per_s, on_wait=on_wait)
         async with open_session(1) as session:
-            client = StravaClient(session, strava, config.fetch, scheduler, pending)
+            client = StravaClient(session, strava, config.fetch, scheduler, pending.tokens)
             await client.tokens.refresh(rejected=None)
             response = await client.get("/athlete")
     athlete = response.data if isinstance(response.data, dict) else {}
     athlete_id = athlete.get("id")
     if not isinstance(athlete_id, int):
         raise ApiError(f"GET /athlete answered no athlete id (HTTP {response.status})",
-                       hint=f"rerun later; the rotated token is kept in {pending.path}")
-    bind_athlete(store, athlete_id,
-                 hint=f"use another [storage] data_dir for another athlete (the rotated token is kept in "
-                      f"{pending.path}: pipe its refresh_token into 'auth --refresh-token -' there)")
-    tokens = pending.load()
+                       hint=f"rerun later; the rotated token is kept in {pending.tokens.path}")
+    tokens = pending.tokens.load()
     assert tokens is not None  # saved by the refresh above
-    token_store(config).save(replace(tokens, athlete_id=athlete_id, seed_digest=None))
-    pending.path.unlink()
+    pending.tokens.save(replace(tokens, athlete_id=athlete_id, seed_digest=None))
+    roster.bind(pending, athlete_id)
     return ConnectedAthlete(athlete_id, athlete_name(athlete))
-

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from bulkfetch.roster import Roster
+from bulkfetch.store import RawStore
+
 REPO = Path(__file__).resolve().parent.parent
 STATE_HOME_MARK = "PYTEST_STATE_HOME"  # set beside XDG_STATE_HOME by `state_home`
 
@@ -113,3 +116,13 @@ def spark():
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
+
+
+def athlete_store(data_dir: Path) -> RawStore:
+    """The store of a data_dir's one athlete (a fetch keeps each athlete in data_dir/athletes/<id>/); before
+    any fetch, the data_dir itself (the one-athlete layout that a fetch migrates)."""
+    athletes = [a for a in Roster(data_dir).athletes() if a.folder != data_dir]
+    if not athletes:
+        return RawStore(data_dir)
+    assert len(athletes) == 1, f"{data_dir} holds {len(athletes)} athletes"
+    return athletes[0].store

@@ -18,8 +18,7 @@ from bulkfetch.auth import Tokens, TokenStore
 from bulkfetch.cli import main
 from bulkfetch.ledger_file import App, ledger_path, state_folder
 from bulkfetch.simulator import SimulatorSettings, SimulatorThread
-from bulkfetch.store import RawStore
-from tests.conftest import cli_env, run_cli, simulator_config_text
+from tests.conftest import athlete_store, cli_env, run_cli, simulator_config_text
 from tests.test_fetch import api_records
 from tests.test_ledger_file import newest
 from tests.test_quota import v1_snapshot
@@ -69,7 +68,7 @@ def test_a_second_data_dir_waits_for_the_window_the_first_one_spent(tmp_path: Pa
         assert fetch(second) == 0
         assert not [r for r in api_records(sim) if r.status == 429]
         assert min(r.short_window for r in api_records(sim, since=mark)) > window  # it waited instead
-        assert RawStore(data_dir_of(second)).detail_ids() == set(sim.activity_ids())
+        assert athlete_store(data_dir_of(second)).detail_ids() == set(sim.activity_ids())
     folder = state_folder({"XDG_STATE_HOME": str(state_home)})
     assert [p.name for p in folder.iterdir()] == [ledger_path(folder, App(sim.api_url, settings.client_id)).name]
     blob = b"".join(p.read_bytes() for p in folder.iterdir())
@@ -93,7 +92,7 @@ def test_two_processes_of_the_app_fetching_at_once_get_no_429(tmp_path: Path, st
         assert max(collections.Counter(r.short_window for r in records).values()) <= settings.short_limit
         assert len(records) == 2 * (1 + settings.activities)
         for config in configs:
-            assert RawStore(data_dir_of(config)).detail_ids() == set(sim.activity_ids())
+            assert athlete_store(data_dir_of(config)).detail_ids() == set(sim.activity_ids())
         app = App(sim.api_url, settings.client_id)
     assert ledger_path(state_home / "bulkfetch", app).exists()  # the subprocesses used the test's folder
     assert not ledger_path(state_folder({"HOME": str(Path.home())}), app).exists()
@@ -151,5 +150,5 @@ def test_a_damaged_app_ledger_is_a_warning_and_the_fetch_goes_on(tmp_path: Path,
         assert main(["--config", str(config), "fetch", "--no-compact"]) == 0
         err = capsys.readouterr().err
         assert f"warning: the quota ledger {path} is unusable" in err and "Traceback" not in err
-        assert RawStore(data_dir_of(config)).detail_ids() == set(sim.activity_ids())
+        assert athlete_store(data_dir_of(config)).detail_ids() == set(sim.activity_ids())
         assert newest(path)[0] > 0  # repaired

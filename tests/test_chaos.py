@@ -26,8 +26,7 @@ import pyarrow.parquet as pq
 from bulkfetch.cli import main
 from bulkfetch.schema import TABLES
 from bulkfetch.simulator import SimulatorSettings, SimulatorThread
-from bulkfetch.store import RawStore
-from tests.conftest import cli_env, simulator_config_text
+from tests.conftest import athlete_store, cli_env, simulator_config_text
 from tests.test_fetch import api_records, detail_gets
 
 KILLS = 4
@@ -107,7 +106,7 @@ def test_sigkill_chaos_then_finish_equals_a_clean_run(tmp_path: Path) -> None:
         seed_token = sim.current_refresh_token
         config.write_text(simulator_config_text(sim, data_dir, fetch={
             "per_page": 20, "concurrency": 4, "refresh_margin_s": 0, "max_attempts": 4, "request_timeout_s": 3}))
-        store = RawStore(data_dir)
+        store = athlete_store(data_dir)
         refetched: dict[int, set[int]] = {}
         outcomes: list[int] = []
         progress: list[int] = []  # details on disk after each run
@@ -178,7 +177,7 @@ def test_sigkill_chaos_then_finish_equals_a_clean_run(tmp_path: Path) -> None:
         clean_config.write_text(simulator_config_text(sim, clean_dir, fetch={"per_page": 50}))
         assert main(["--config", str(clean_config), "-q", "fetch"]) == 0
 
-    assert set(RawStore(clean_dir).catalog()) == set(store.catalog())
+    assert set(athlete_store(clean_dir).catalog()) == set(store.catalog())
     for table in TABLES:
         chaos_rows, clean_rows = parquet_rows(data_dir / "parquet", table), parquet_rows(clean_dir / "parquet", table)
         assert chaos_rows == clean_rows, table

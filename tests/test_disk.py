@@ -17,8 +17,7 @@ import pytest
 
 from bulkfetch.cli import main
 from bulkfetch.simulator import SimulatorSettings, SimulatorThread
-from bulkfetch.store import RawStore
-from tests.conftest import run_cli, simulator_config_text
+from tests.conftest import athlete_store, run_cli, simulator_config_text
 from tests.test_fetch import api_records, assert_matches_ground_truth, detail_gets
 
 OFFLINE_STRAVA = """[strava]
@@ -96,7 +95,7 @@ def test_disk_full_mid_run_exits_1_leaves_nothing_partial_and_the_next_run_recov
         line = one_error_line(first.stderr)
         assert line.startswith("bulkfetch: disk full while writing ") and "free some space and rerun" in line
         assert_nothing_partial(data_dir)
-        done = RawStore(data_dir).detail_ids()
+        done = athlete_store(data_dir).detail_ids()
         assert 0 < len(done) < 60
 
         again = run_cli("--config", str(config), "fetch", cwd=tmp_path)  # space not freed yet: same answer
@@ -110,7 +109,7 @@ def test_disk_full_mid_run_exits_1_leaves_nothing_partial_and_the_next_run_recov
         assert_nothing_partial(data_dir)
         assert_matches_ground_truth(sim, data_dir)
         refetched = {int(p.rsplit("/", 1)[1]) for p in detail_gets(api_records(sim, since=mark))}
-        assert not refetched & (done - set(RawStore(data_dir).tombstones()))
+        assert not refetched & (done - set(athlete_store(data_dir).tombstones()))
         assert parquet_rows(f"{data_dir}/parquet/activities/*/*/*.parquet") == 60
 
 
@@ -214,7 +213,7 @@ def test_leftover_temp_files_are_never_read_as_data_and_are_swept(tmp_path: Path
         config = tmp_path / "config.toml"
         config.write_text(simulator_config_text(sim, data_dir, fetch={"per_page": 5}))
         assert main(["--config", str(config), "fetch"]) == 0
-        store = RawStore(data_dir)
+        store = athlete_store(data_dir)
         some_id = sorted(store.detail_ids())[0]
         fake_id = 999_999_999
         fake = orjson.dumps([{**sim.summary(some_id), "id": fake_id}])

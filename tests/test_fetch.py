@@ -19,7 +19,7 @@ import orjson
 from bulkfetch.cli import main
 from bulkfetch.simulator import SimulatorSettings, SimulatorThread
 from bulkfetch.store import RawStore
-from tests.conftest import cli_env, simulator_config_text
+from tests.conftest import athlete_store, cli_env, simulator_config_text
 
 API = "/api/v3"
 
@@ -48,7 +48,7 @@ def visible_ids(sim) -> set[int]:
 
 def assert_matches_ground_truth(sim, data_dir: Path, *, not_refetched: tuple[str, ...] = ()) -> None:
     """Raw files equal the simulator's truth; `not_refetched` fields may be stale by design (kudos)."""
-    store = RawStore(data_dir)
+    store = athlete_store(data_dir)
     ids = visible_ids(sim)
     assert set(store.catalog()) == ids
     assert store.detail_ids() - set(store.tombstones()) == ids  # a deleted activity keeps its raw file
@@ -136,7 +136,7 @@ def test_rerun_is_incremental_with_exact_request_counts(tmp_path: Path) -> None:
         # The deleted one left the listing: one look at its detail (404) tells it was deleted, not moved.
         assert details == sorted([ids[5], ids[40], ids[60], *added])
         assert len([r for r in records if r.path == f"{API}/athlete/activities"]) == 3  # 92 activities / 40
-        store = RawStore(tmp_path / "data")
+        store = athlete_store(tmp_path / "data")
         assert ids[60] in store.tombstones()
         assert_matches_ground_truth(sim, tmp_path / "data", not_refetched=("kudos_count",))
 
@@ -147,7 +147,7 @@ def test_list_changing_while_paging_loses_and_repeats_nothing(tmp_path: Path) ->
         before = visible_ids(sim)
         config = setup(tmp_path, sim, fetch={"per_page": 20})
         assert fetch(config) == 0
-        store = RawStore(tmp_path / "data")
+        store = athlete_store(tmp_path / "data")
         listed = [item["id"] for page in store.listings()[-1].pages() for item in page]
         survivors = before & visible_ids(sim)
         assert survivors <= set(listed)  # nothing that existed throughout was skipped
@@ -247,7 +247,7 @@ def test_sigkill_mid_run_then_rerun_completes_without_refetching_and_keeps_the_t
                                  short_limit=1000, daily_limit=10000)
     with SimulatorThread(settings) as sim:
         config = setup(tmp_path, sim, fetch={"concurrency": 4, "refresh_margin_s": 0})
-        store = RawStore(tmp_path / "data")
+        store = athlete_store(tmp_path / "data")
         for _ in range(2):
             target = len(store.detail_ids()) + 10 if store.detail_dir.exists() else 10
             process = _spawn_fetch(config)
@@ -428,7 +428,7 @@ def test_an_activity_moved_back_past_the_newest_ones_is_followed_not_deleted(tmp
         assert [r.path for r in records].count(f"{API}/athlete/activities") == 2
         assert [r.path for r in records].count(f"{API}/activities/{moved}") == 1
         assert [r.path for r in records].count(f"{API}/activities/{deleted}") == 1
-        store = RawStore(tmp_path / "data")
+        store = athlete_store(tmp_path / "data")
         assert store.catalog()[moved]["start_date"] == new_start and moved not in store.tombstones()
         assert deleted not in store.catalog() and store.tombstones()[deleted].reason == "unlisted"
 
@@ -460,7 +460,7 @@ def test_a_moved_activity_is_found_among_many_that_share_its_new_start_second(tm
         mark = len(sim.request_log)
         assert fetch(config) == 0
         assert any(r.query.get("page") == "2" for r in api_records(sim, since=mark))  # paged within the second
-        store = RawStore(tmp_path / "data")
+        store = athlete_store(tmp_path / "data")
         assert store.catalog()[moved]["start_date"] == crowded and moved not in store.tombstones()
         mark = len(sim.request_log)
         assert fetch(config) == 0

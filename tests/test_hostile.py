@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 
 from bulkfetch.cli import main
-from bulkfetch.store import RawStore
+from tests.conftest import athlete_store
 
 ATHLETE = {"id": 7, "resource_state": 1}
 
@@ -168,7 +168,7 @@ def test_ids_that_are_not_positive_integers_are_skipped_and_never_name_a_file(tm
         code, out, err = run_fetch(tmp_path, server, capsys)
     assert code == 0, err
     assert f"skipped {len(items) - 2} list item(s) without a valid activity id" in err
-    store = RawStore(tmp_path / "data")
+    store = athlete_store(tmp_path / "data")
     assert store.detail_ids() == {11, 12} and set(store.catalog()) == {11, 12}
     assert sorted(p.name for p in store.detail_dir.iterdir()) == ["11.json", "12.json"]
     asked = {s.path for s in server.seen if s.path.startswith("/api/v3/activities/")}
@@ -189,7 +189,7 @@ def test_a_page_that_is_not_a_list_stops_the_listing_with_exit_75_and_a_message(
         code, out, err = run_fetch(tmp_path, server, capsys)
     assert code == 75, err
     assert reason in err and "listing" in err
-    assert not RawStore(tmp_path / "data").detail_ids() and not files_outside_the_store(tmp_path)
+    assert not athlete_store(tmp_path / "data").detail_ids() and not files_outside_the_store(tmp_path)
     if reason == "malformed JSON":  # retried (a transient fault) before giving up
         assert len([s for s in server.seen if s.path == "/api/v3/athlete/activities"]) == 3
 
@@ -206,7 +206,7 @@ def test_fields_of_the_wrong_type_are_stored_raw_and_become_nulls(tmp_path: Path
     with Server(api) as server:
         code, out, err = run_fetch(tmp_path, server, capsys)
     assert code == 0, err
-    store = RawStore(tmp_path / "data")
+    store = athlete_store(tmp_path / "data")
     assert orjson.loads(store.detail_path(21).read_bytes()) == odd_detail  # raw bytes kept as received
     table = pq.read_table(tmp_path / "data" / "parquet" / "activities")
     rows = {row["id"]: row for row in table.to_pylist()}
@@ -244,7 +244,7 @@ def test_a_failed_stream_set_is_reported_and_kept_as_a_stream_failure(tmp_path: 
     assert last.startswith("bulkfetch: 1 stream set(s) failed") and "activity 41" in last, last
     assert "; 1 failed (1 of them stream sets); " in out  # the summary line counts them too
     assert "detail" not in last
-    store = RawStore(tmp_path / "data")
+    store = athlete_store(tmp_path / "data")
     assert store.detail_ids() == {41, 42} and store.stream_ids() == {42}
     failed = store.read_state("failed")
     assert failed["details"] == {} and set(failed["streams"]) == {"41"}
@@ -270,7 +270,7 @@ def test_huge_bodies_redirects_and_impostor_details_fail_that_activity_only(tmp_
             code, out, err = run_fetch(tmp_path, server, capsys)
     assert code == 75, err
     assert not elsewhere.seen  # the redirect was not followed, with or without the token
-    store = RawStore(tmp_path / "data")
+    store = athlete_store(tmp_path / "data")
     assert store.detail_ids() == {31}
     failed = store.read_state("failed")["details"]
     assert set(failed) == {"32", "33", "34", "35", "36", "37"}

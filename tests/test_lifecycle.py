@@ -17,7 +17,7 @@ from bulkfetch.cli import main
 from bulkfetch.compact import MANIFEST, partition_entries
 from bulkfetch.simulator import SimulatorSettings, SimulatorThread
 from bulkfetch.store import RawStore
-from tests.conftest import cli_env, run_cli, simulator_config_text
+from tests.conftest import athlete_store, cli_env, run_cli, simulator_config_text
 from tests.test_compact import add_listing
 
 
@@ -119,7 +119,7 @@ def test_compact_refuses_while_a_fetch_runs_and_nobody_sweeps_its_temporary_file
     settings = SimulatorSettings(activities=200, seed=31, latency_s=0.05, short_limit=1000, daily_limit=10000)
     with SimulatorThread(settings) as sim:
         config = one_at_a_time(tmp_path, sim)
-        store = RawStore(tmp_path / "data")
+        store = athlete_store(tmp_path / "data")
         fetch = spawn(config, "fetch", "--no-compact")
         try:
             wait_until(lambda: store.detail_dir.is_dir() and len(store.detail_ids()) >= 2, what="the fetch")
@@ -204,7 +204,7 @@ def test_an_interrupted_fetch_compacts_what_it_fetched_then_exits_130(tmp_path: 
     settings = SimulatorSettings(activities=150, seed=32, latency_s=0.03, short_limit=1000, daily_limit=10000)
     with SimulatorThread(settings) as sim:
         config = one_at_a_time(tmp_path, sim)
-        store = RawStore(tmp_path / "data")
+        store = athlete_store(tmp_path / "data")
         fetch = spawn(config, "fetch")
         wait_until(lambda: store.detail_dir.is_dir() and len(store.detail_ids()) >= 10, what="10 details")
         fetch.send_signal(signal.SIGTERM)
@@ -238,7 +238,7 @@ def test_a_second_signal_stops_the_compaction_of_an_interrupted_fetch_at_once(tm
     assert fetch.returncode == 130, stderr
     assert "compaction stopped" in stderr and "Traceback" not in stderr
     assert took_s < 3, took_s
-    store = RawStore(data_dir)
+    store = athlete_store(data_dir)
     recorded = store.read_state(MANIFEST, {}).get("years", {})
     years = {str(year) for year in partition_entries(store)}
     assert not years <= set(recorded), "the compaction ran to its end: the second signal did nothing"

@@ -28,7 +28,7 @@ from bulkfetch.paging import RECENT_ACTIVITIES, Boundary, Paging, full_relist_du
 from bulkfetch.plan import Filters, fingerprint, pending_details, start_epoch
 from bulkfetch.simulator import SimulatorSettings, SimulatorThread
 from bulkfetch.store import RawStore
-from tests.conftest import cli_env
+from tests.conftest import athlete_store, cli_env
 from tests.test_fetch import API, api_records, assert_matches_ground_truth, detail_gets, fetch, setup, visible_ids
 
 NO_DETAILS = ("--since", "2100-01-01")  # accepts no activity: the run only lists
@@ -174,7 +174,7 @@ def test_small_per_page_with_shared_start_seconds_lists_the_whole_history(tmp_pa
             config = setup(folder, sim, fetch={"per_page": per_page})
             mark = len(sim.request_log)
             assert fetch(config) == 0
-            assert set(RawStore(folder / "data").catalog()) == visible_ids(sim)
+            assert set(athlete_store(folder / "data").catalog()) == visible_ids(sim)
             assert_matches_ground_truth(sim, folder / "data")
             assert list_requests(sim, mark) == list_pages_needed(truth(sim), per_page)
         assert list_pages_needed(truth(sim), 1) == 13  # one new activity a request, then the empty page
@@ -196,7 +196,7 @@ def test_a_routine_rerun_costs_one_list_request_plus_one_per_200_new(tmp_path: P
             assert list_history(config) == 0
             # (new + 200) / 200 pages, rounded up; each page repeats its predecessor's oldest activity.
             assert list_requests(sim, mark) == expected, new
-            assert set(RawStore(tmp_path / "data").catalog()) == visible_ids(sim)
+            assert set(athlete_store(tmp_path / "data").catalog()) == visible_ids(sim)
 
 
 def test_a_routine_run_sees_recent_edits_and_deletions_a_full_relist_old_ones(tmp_path: Path) -> None:
@@ -215,7 +215,7 @@ def test_a_routine_run_sees_recent_edits_and_deletions_a_full_relist_old_ones(tm
         mark = len(sim.request_log)
         assert list_history(config) == 0
         assert list_requests(sim, mark) == 1
-        store = RawStore(tmp_path / "data")
+        store = athlete_store(tmp_path / "data")
         catalog = store.catalog()
         assert catalog[recent_renamed]["name"] == "Renamed recent"
         assert recent_deleted not in catalog and store.tombstones()[recent_deleted].reason == "unlisted"
@@ -236,7 +236,7 @@ def test_the_whole_history_is_listed_again_when_full_relist_days_have_passed(tmp
     thread = SimulatorThread(settings_)
     with thread as sim:
         config = setup(tmp_path, sim, fetch={"full_relist_days": 3})
-        store = RawStore(tmp_path / "data")
+        store = athlete_store(tmp_path / "data")
         assert list_history(config) == 0
         old = sim.activity_ids()[500]
         thread.call(partial(sim.edit_activity, old, name="Renamed old"))
@@ -260,7 +260,7 @@ def test_a_killed_routine_listing_resumes_where_it_stopped_with_its_own_boundary
     thread = SimulatorThread(settings_)
     with thread as sim:
         config = setup(tmp_path, sim)
-        store = RawStore(tmp_path / "data")
+        store = athlete_store(tmp_path / "data")
         assert list_history(config) == 0
         deleted = sim.activity_ids()[120]  # among the 200 newest of that run
         thread.call(sim.delete_activity, deleted)
@@ -294,7 +294,7 @@ def test_plan_spends_at_most_a_routine_listing_and_counts_the_next_fetchs_list_r
     settings_ = SimulatorSettings(activities=600, seed=45, short_limit=1000, daily_limit=10000)
     with SimulatorThread(settings_) as sim:
         config = setup(tmp_path, sim)
-        store = RawStore(tmp_path / "data")
+        store = athlete_store(tmp_path / "data")
 
         def plan() -> tuple[int, str]:
             capsys.readouterr()
@@ -332,7 +332,7 @@ def test_a_data_dir_from_before_routine_listings_lists_routinely_and_spends_noth
     with SimulatorThread(settings_) as sim:
         config = setup(tmp_path, sim)
         assert fetch(config) == 0
-        store = RawStore(tmp_path / "data")
+        store = athlete_store(tmp_path / "data")
         (store.listings()[-1].folder / "listing.json").unlink(missing_ok=True)
         tombstones = store.state_path("tombstones")
         old_style = {k: {"reason": v["reason"], "at": v["at"]}
@@ -359,7 +359,7 @@ def test_a_404_on_a_listed_activity_is_asked_again_only_when_its_summary_changes
     thread = SimulatorThread(settings_)
     with thread as sim:
         config = setup(tmp_path, sim)
-        store = RawStore(tmp_path / "data")
+        store = athlete_store(tmp_path / "data")
         assert main(["--config", str(config), "fetch"]) == 0
         missing = {i for i, t in store.tombstones().items() if t.reason == "not_found"}
         assert missing, "the scenario produced no 404"
@@ -457,7 +457,7 @@ def test_a_full_listing_that_lost_most_of_the_history_keeps_every_row_and_raw_pa
     with thread as sim:
         config = setup(tmp_path, sim)
         assert main(["--config", str(config), "fetch"]) == 0
-        store = RawStore(tmp_path / "data")
+        store = athlete_store(tmp_path / "data")
         base_pages = store.latest_full_listing().page_paths()
         ids = sim.activity_ids()
         for activity_id in ids[:20]:
@@ -481,7 +481,7 @@ def test_after_a_killed_first_listing_plan_and_status_give_lower_bounds(tmp_path
     settings_ = SimulatorSettings(activities=30, seed=45, short_limit=1000, daily_limit=10000)
     with SimulatorThread(settings_) as sim:
         config = setup(tmp_path, sim, fetch={"per_page": 10})
-        store = RawStore(tmp_path / "data")
+        store = athlete_store(tmp_path / "data")
         store.prepare()
         listing = store.new_listing(time.time())  # what a run killed after its first page leaves
         listing.write_page(1, orjson.dumps([sim.summary(i) for i in sim.activity_ids()[:10]]))
@@ -502,7 +502,7 @@ def test_a_token_that_lost_read_all_keeps_the_private_activities(tmp_path: Path,
     with thread as sim:
         config = setup(tmp_path, sim)
         assert main(["--config", str(config), "fetch"]) == 0
-        store = RawStore(tmp_path / "data")
+        store = athlete_store(tmp_path / "data")
         private = {i for i, s in store.catalog().items() if s.get("private")}
         assert private and len(private) < 30, "the scenario needs a few private activities"
         thread.call(partial(sim.set_athlete_scope, "read,activity:read"))

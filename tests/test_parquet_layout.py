@@ -119,7 +119,7 @@ KILLER = textwrap.dedent("""
         kill_on("write_year", compact_module, 2)
     else:  # between swapping the first table in and removing its legacy folders
         kill_on("_remove_legacy", layout_module, 1)
-    compact_module.compact(RawStore(data_dir), parquet_dir, athlete_id)
+    compact_module.compact(athlete_store(data_dir), parquet_dir, athlete_id)
 """)
 
 

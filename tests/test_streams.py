@@ -20,8 +20,7 @@ from bulkfetch.cli import main
 from bulkfetch.config import STREAM_TYPES
 from bulkfetch.simulator import SimulatorSettings, SimulatorThread
 from bulkfetch.simulator.history import streams_of
-from bulkfetch.store import RawStore
-from tests.conftest import cli_env, simulator_config_text
+from tests.conftest import athlete_store, cli_env, simulator_config_text
 
 API = "/api/v3"
 ALL_KEYS = ",".join(STREAM_TYPES)
@@ -81,7 +80,7 @@ def test_streams_all_download_as_received_and_duckdb_reads_back_whole_activities
         manual = thread.call(partial(sim.add_activity, manual=True))
         config = setup(tmp_path, sim, fetch={"per_page": 10})
         assert run(config, "fetch", "--streams", "all") == 0
-        store = RawStore(tmp_path / "data")
+        store = athlete_store(tmp_path / "data")
         ids = set(sim.activity_ids())
         assert store.stream_ids() | store.no_stream_ids() == ids
         assert manual in store.no_stream_ids() and not store.stream_ids() & store.no_stream_ids()
@@ -133,7 +132,7 @@ def test_config_key_streams_and_a_404_recorded_as_no_streams_never_asked_again(t
         config = setup(tmp_path, sim)
         assert run(config, "fetch", "--no-compact") == 0  # streams off by default: details only
         assert spent(sim)["streams"] == 0
-        store = RawStore(tmp_path / "data")
+        store = athlete_store(tmp_path / "data")
         assert not store.stream_ids() and not store.no_stream_ids()
 
         sim.set_settings(missing_rate=0.3)  # from now on some activities answer 404 on their streams
@@ -172,7 +171,7 @@ def test_sigkill_and_no_wait_stops_resume_without_asking_any_stream_twice(tmp_pa
                                  daily_limit=10000)
     with SimulatorThread(settings) as sim:
         config = setup(tmp_path, sim, fetch={"concurrency": 2, "streams": ["time", "latlng", "heartrate"]})
-        store = RawStore(tmp_path / "data")
+        store = athlete_store(tmp_path / "data")
         process = subprocess.Popen([sys.executable, "-m", "bulkfetch", "--config", str(config), "fetch",
                                     "--no-compact"], env=cli_env(), stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, text=True)
@@ -253,7 +252,7 @@ def test_a_rename_keeps_the_streams_and_only_a_changed_recording_replaces_them(t
     with thread as sim:
         config = setup(tmp_path, sim)
         assert run(config, "fetch", "--streams", "all") == 0
-        store = RawStore(tmp_path / "data")
+        store = athlete_store(tmp_path / "data")
         renamed, recut = sorted(store.stream_ids())[:2]
         kept = store.stream_path(renamed).read_bytes()
         rows = _stream_rows(tmp_path / "data", renamed)
@@ -284,7 +283,7 @@ def test_asking_for_more_stream_types_fetches_what_is_missing_once(tmp_path: Pat
     with thread as sim:
         config = setup(tmp_path, sim)
         assert run(config, "fetch", "--no-compact", "--streams", "time,heartrate") == 0
-        store = RawStore(tmp_path / "data")
+        store = athlete_store(tmp_path / "data")
         streamed = store.stream_ids()
         assert streamed
 
@@ -321,7 +320,7 @@ def test_a_data_dir_from_before_stream_records_spends_no_request(tmp_path: Path)
         manual = thread.call(partial(sim.add_activity, manual=True))
         config = setup(tmp_path, sim)
         assert run(config, "fetch", "--no-compact", "--streams", "all") == 0
-        store = RawStore(tmp_path / "data")
+        store = athlete_store(tmp_path / "data")
         old_fields = ("name", "sport_type", "distance", "moving_time", "elapsed_time", "total_elevation_gain",
                       "private", "gear_id", "upload_id")
         store.state_path("streams").unlink()
@@ -358,7 +357,7 @@ def test_status_counts_pending_streams_and_shows_the_last_fetchs_filters(tmp_pat
         config = setup(tmp_path, sim)
         assert run(config, "fetch", "--no-compact", "--no-wait", "--until", "2100-01-01",
                    "--streams", "time,heartrate") == 75
-        store = RawStore(tmp_path / "data")
+        store = athlete_store(tmp_path / "data")
         left = len(store.catalog()) - len(store.stream_ids() | store.no_stream_ids())
         assert left == 7
         capsys.readouterr()

@@ -1,0 +1,95 @@
+"""Fair shares of one app's requests among its athletes: round-robin, one request at a time.
+
+Every request holds one of `concurrency` slots from before it asks the quota for a ticket until its
+response is read. A freed slot goes to the athlete after the one served last, in the athletes' fixed
+order, that has a request waiting: each athlete with work gets every k-th request (k athletes with
+work), and an athlete with little work never waits behind another's backfill (max-min fairness).
+Within one athlete, its requests go in the order they asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Hashable, Sequence
+from types import TracebackType
+
+
+def next_lane(order: Sequence[Hashable], last: Hashable | None, waiting: set[Hashable]) -> Hashable | None:
+    """The lane to serve next: the first in `order` after `last` (cyclically) with a request waiting."""
+    if not waiting:
+        return None
+    start = order.index(last) + 1 if last in order else 0
+    for step in range(len(order)):
+        lane = order[(start + step) % len(order)]
+        if lane in waiting:
+            return lane
+    return None
+
+
+class FairSlots:
+    """`concurrency` request slots, handed out round-robin over lanes (athletes) with waiters."""
+
+    def __init__(self, concurrency: int) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self._free = concurrency
+        self._order: list[Hashable] = []
+        self._waiters: dict[Hashable, deque[asyncio.Future[None]]] = {}
+        self._last: Hashable | None = None
+        self.granted: dict[Hashable, int] = {}  # slots each lane got: the fairness bench reads it
+
+    def lane(self, key: Hashable) -> Lane:
+        if key not in self._waiters:
+            self._order.append(key)
+            self._waiters[key] = deque()
+            self.granted[key] = 0
+        return Lane(self, key)
+
+    async def _acquire(self, key: Hashable) -> None:
+        if self._free > 0 and not any(self._waiters.values()):
+            self._grant(key)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters[key].append(future)
+        self._hand_out()
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self._release()  # granted in the same instant it was cancelled: give the slot back
+            else:
+                self._waiters[key].remove(future)
+            raise
+
+    def _release(self) -> None:
+        self._free += 1
+        self._hand_out()
+
+    def _grant(self, key: Hashable) -> None:
+        self._free -= 1
+        self._last = key
+        self.granted[key] += 1
+
+    def _hand_out(self) -> None:
+        while self._free > 0:
+            key = next_lane(self._order, self._last, {k for k, queue in self._waiters.items() if queue})
+            if key is None:
+                return
+            self._grant(key)
+            self._waiters[key].popleft().set_result(None)
+
+
+class Lane:
+    """One athlete's way to a slot: `async with lane:` around a request."""
+
+    def __init__(self, slots: FairSlots, key: Hashable) -> None:
+        self._slots = slots
+        self.key = key
+
+    async def __aenter__(self) -> None:
+        await self._slots._acquire(self.key)  # noqa: SLF001 - Lane is FairSlots' own handle
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                        traceback: TracebackType | None) -> None:
+        self._slots._release()  # noqa: SLF001

@@ -1,0 +1,192 @@
+"""The athletes of a data_dir: a folder each, and the move there from the one-athlete layout.
+
+    data_dir/athletes/<athlete_id>/raw, state, auth   one athlete's RawStore (see bulkfetch.store)
+    data_dir/athletes/unbound/                          an older data_dir that never learned its athlete
+    data_dir/athletes/seed-<digest>/auth/               the config's refresh_token seed, not used yet
+    data_dir/fetch.lock, data_dir/bulkfetch.log         the data_dir's lock and log
+
+A folder without an athlete id ("unbound") holds tokens whose athlete the next fetch learns with one
+`GET /athlete`, then `bind` renames it. Before this layout a data_dir held one athlete at its top
+(`raw/`, `state/`, `auth/`): `migrate` moves those folders into the athlete's, one rename each, under
+the data_dir lock. A kill between renames leaves a marker naming the destination, so the next run
+finishes the move; nothing is copied, nothing is requested.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from bulkfetch.auth import Tokens, TokenStore, digest
+from bulkfetch.errors import StorageError
+from bulkfetch.store import ATHLETES_FOLDER, RawStore, atomic_write, ensure_dir, fsync_dir, read_json
+
+UNBOUND = "unbound"
+SEED_PREFIX = "seed-"
+LEGACY_FOLDERS = ("raw", "auth", "state")  # a data_dir's top-level folders before this layout
+MIGRATING = ".migrating"  # the destination of an unfinished move, under athletes/
+TOKENS = "tokens.json"
+
+
+@dataclass(frozen=True)
+class AthleteDir:
+    """One athlete's folder; `athlete_id` is None until its athlete is known (see `Roster.bind`)."""
+
+    folder: Path
+    athlete_id: int | None
+
+    @property
+    def store(self) -> RawStore:
+        return RawStore(self.folder)
+
+    @property
+    def tokens(self) -> TokenStore:
+        return TokenStore(self.folder / "auth" / TOKENS)
+
+    @property
+    def label(self) -> str:
+        return f"athlete {self.athlete_id}" if self.athlete_id is not None else f"the account in {self.folder.name}"
+
+
+class Roster:
+    """The athlete folders under `data_dir`. Reading never writes; `migrate` and `bind` need the lock."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.folder = data_dir / ATHLETES_FOLDER
+
+    # -- reading -------------------------------------------------------------------------------------
+    def athletes(self) -> list[AthleteDir]:
+        """Every athlete folder, by id, the unbound ones last. A data_dir not migrated yet shows its one
+        athlete at its top, so that read-only commands (`status`) need not move anything."""
+        if self.needs_migration():
+            return [AthleteDir(self.data_dir, _legacy_athlete_id(self.data_dir))]
+        found = []
+        for path in _subfolders(self.folder):
+            if path.name.isdigit():
+                found.append(AthleteDir(path, int(path.name)))
+            elif path.name == UNBOUND or path.name.startswith(SEED_PREFIX):
+                found.append(AthleteDir(path, None))
+        return sorted(found, key=lambda a: (a.athlete_id is None, a.athlete_id or 0, a.folder.name))
+
+    def athlete(self, athlete_id: int) -> AthleteDir:
+        return AthleteDir(self.folder / str(athlete_id), athlete_id)
+
+    def needs_migration(self) -> bool:
+        return (self.folder / MIGRATING).exists() or any((self.data_dir / name).is_dir() for name in LEGACY_FOLDERS)
+
+    # -- changing (the caller holds the data_dir lock) -----------------------------------------------
+    def migrate(self) -> AthleteDir | None:
+        """Move a one-athlete data_dir's folders into its athlete's folder (resumably); the athlete
+        moved, or None when there was nothing to move."""
+        if not self.needs_migration():
+            return None
+        ensure_dir(self.folder)
+        marker = self.folder / MIGRATING
+        if marker.exists():
+            name = marker.read_text(encoding="utf-8").strip()
+        else:
+            athlete_id = _legacy_athlete_id(self.data_dir)
+            name = UNBOUND if athlete_id is None else str(athlete_id)
+            atomic_write(marker, name.encode())
+        target = self.folder / name
+        ensure_dir(target)
+        for folder_name in LEGACY_FOLDERS:
+            source, destination = self.data_dir / folder_name, target / folder_name
+            if not source.is_dir():
+                continue
+            if destination.exists():
+                raise StorageError(f"both {source} and {destination} exist: the move to the per-athlete layout"
+                                   " cannot tell which to keep",
+                                   hint=f"move one of them aside, then rerun (the other stays in {target})")
+            os.replace(source, destination)
+        fsync_dir(self.data_dir)
+        fsync_dir(target)
+        marker.unlink()
+        return AthleteDir(target, None if name == UNBOUND else int(name))
+
+    def add_seed(self, seed: str) -> AthleteDir | None:
+        """The config's refresh_token, when no athlete's tokens came from it: a folder of its own, bound
+        at the next fetch. A seed once used is not used again (its digest stays in the rotated tokens)."""
+        if not seed:
+            return None
+        seed_digest = digest(seed)
+        for athlete in self.athletes():
+            tokens = athlete.tokens.load()
+            if tokens is not None and (tokens.seed_digest == seed_digest or tokens.refresh_token == seed):
+                return None
+        # An older data_dir that never learned its athlete and kept no tokens ran on this seed: it is theirs.
+        tokenless = [a for a in self.athletes() if a.folder.name == UNBOUND and a.tokens.load() is None]
+        unbound = tokenless[0] if tokenless else AthleteDir(self.folder / f"{SEED_PREFIX}{seed_digest}", None)
+        unbound.tokens.save(Tokens(refresh_token=seed, seed_digest=seed_digest))
+        return unbound
+
+    def connect(self, tokens: Tokens) -> AthleteDir:
+        """Store an authorized athlete's tokens (a new athlete, or new tokens for a connected one)."""
+        athlete = self.athlete(tokens.athlete_id) if tokens.athlete_id is not None else \
+            AthleteDir(self.folder / UNBOUND, None)
+        athlete.tokens.save(tokens)
+        athlete.store.state_path(ACCESS_STATE).unlink(missing_ok=True)  # re-authorized: not revoked any more
+        return athlete
+
+    def bind(self, unbound: AthleteDir, athlete_id: int) -> AthleteDir:
+        """`unbound`'s athlete is `athlete_id`: rename its folder, or, when that athlete has a folder
+        already, give it `unbound`'s newer tokens (a re-connection) and drop `unbound` if it holds no data."""
+        bound = self.athlete(athlete_id)
+        if not bound.folder.exists():
+            os.replace(unbound.folder, bound.folder)
+            fsync_dir(self.folder)
+            return bound
+        if _holds_data(unbound):
+            raise StorageError(f"{unbound.folder} and {bound.folder} both hold athlete {athlete_id}'s data",
+                               hint=f"remove the older of the two (the newer tokens are in {unbound.folder})")
+        tokens = unbound.tokens.load()
+        if tokens is not None:
+            bound.tokens.save(replace(tokens, athlete_id=athlete_id))
+        shutil.rmtree(unbound.folder)
+        return bound
+
+
+def _legacy_athlete_id(data_dir: Path) -> int | None:
+    """The athlete a one-athlete data_dir recorded (its first list page), else its tokens' (after `auth`)."""
+    for path, key in ((data_dir / "state" / "athlete.json", "athlete_id"), (data_dir / "auth" / TOKENS, "athlete_id")):
+        try:
+            value = read_json(path).get(key)
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def _holds_data(athlete: AthleteDir) -> bool:
+    """Details are what costs requests; a listing is cheap to make again."""
+    return bool(athlete.store.detail_ids())
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    try:
+        return [path for path in folder.iterdir() if path.is_dir() and not path.name.startswith(".")]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+# -- what the last run could do for an athlete -----------------------------------------------------------
+OK = "ok"
+REVOKED = "revoked"  # the refresh token (or a fresh access token) is rejected: access was revoked
+SCOPE_MISSING = "scope_missing"  # the token lacks activity:read: re-authorize with the box ticked
+ACCESS_STATE = "access"  # state/access.json: {"state": ..., "why": ..., "at": epoch s} of the last run
+
+
+def record_access(athlete: AthleteDir, state: str, why: str | None, at: float) -> None:
+    athlete.store.write_state(ACCESS_STATE, {"state": state, "why": why, "at": at})
+
+
+def access_of(athlete: AthleteDir) -> dict[str, object]:
+    """The athlete's state after its last run ({"state": "ok", ...} when it never ran)."""
+    saved = athlete.store.read_state(ACCESS_STATE)
+    if isinstance(saved, dict) and saved.get("state") in (OK, REVOKED, SCOPE_MISSING):
+        return saved
+    return {"state": OK, "why": None, "at": None}
