@@ -2,8 +2,9 @@
 
 Strava rotates refresh tokens: every refresh may return a new one and invalidates the old one at once.
 So the new refresh token is persisted (atomically, mode 0600) *before* the new access token is used,
-and refreshes are single-flight under a lock. The config's refresh_token seed never enters here: it
-becomes an athlete's stored tokens first (see `bulkfetch.roster.Roster.add_seed`).
+and refreshes are single-flight under a lock. The stored token wins over the config's seed; the seed is
+tried only when nothing is stored, or when the stored token is rejected and the seed differs (the caller
+passes a seed only where it can be this athlete's: see `bulkfetch.pipeline`).
 """
 
 from __future__ import annotations
@@ -129,13 +130,11 @@ class TokenManager:
             if (tokens and tokens.access_token and tokens.access_token != rejected
                     and tokens.expires_at - self._margin_s > self._clock()):
                 return tokens.access_token
-            if tokens is None:
-                raise CredentialError(f"no Strava token in {self._store.path}",
-                                      hint="run 'bulkfetch auth' to connect the account")
-            refreshed = await self._exchange(tokens)
-            if refreshed is not None:
-                self._tokens = refreshed
-                return refreshed.access_token
+            for candidate in self._candidates():
+                refreshed = await self._exchange(candidate)
+                if refreshed is not None:
+                    self._tokens = refreshed
+                    return refreshed.access_token
             raise AthleteRevoked("Strava rejected the refresh token",
                                   hint="run 'bulkfetch auth' to connect the account again")
 
@@ -143,6 +142,15 @@ class TokenManager:
         if self._tokens and self._tokens.athlete_id != athlete_id:
             self._tokens = replace(self._tokens, athlete_id=athlete_id)
             self._store.save(self._tokens)
+
+    def _candidates(self) -> list[Tokens]:
+        """The stored chain first; then the config seed, if it is a different token."""
+        seed = self._strava.refresh_token
+        stored = self._tokens
+        candidates = [stored] if stored else []
+        if seed and (stored is None or stored.refresh_token != seed):
+            candidates.append(Tokens(refresh_token=seed, seed_digest=digest(seed)))
+        return candidates
 
     async def _exchange(self, tokens: Tokens) -> Tokens | None:
         """One refresh_token grant; the rotated token is on disk before this returns. None: rejected."""

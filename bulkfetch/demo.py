@@ -48,5 +48,5 @@ async def run_demo(data_dir: Path, activities: int, events: FetchEvents) -> Fetc
         events.info(f"simulated Strava on {simulator.base_url}: {activities:,} activities, "
                     f"{DEMO_SHORT_LIMIT} requests per {DEMO_SHORT_WINDOW_S}-second window")
         # The simulated app lives for this run only: its quota ledger stays with the demo's data.
-        return await fetch_history(demo_config(simulator, data_dir), FetchOptions(ledger_dir=data_dir / "state"),
+        return await fetch_history(demo_config(simulator, data_dir), FetchOptions(ledger_dir=data_dir / "quota"),
                                    events)

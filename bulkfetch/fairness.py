@@ -58,7 +58,7 @@ class FairSlots:
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
                 self._release()  # granted in the same instant it was cancelled: give the slot back
-            else:
+            elif future in self._waiters[key]:
                 self._waiters[key].remove(future)
             raise
 
@@ -73,6 +73,9 @@ class FairSlots:
 
     def _hand_out(self) -> None:
         while self._free > 0:
+            for queue in self._waiters.values():
+                while queue and queue[0].done():  # cancelled, its task not resumed yet: it takes no slot
+                    queue.popleft()
             key = next_lane(self._order, self._last, {k for k, queue in self._waiters.items() if queue})
             if key is None:
                 return

@@ -221,11 +221,11 @@ class _Run:
         self.scheduler = scheduler
         self.session = session
         self.slots = slots
-        self.many = False
+        self.alone = len([a for a in roster.athletes() if a.tokens.load() is not None]) == 1
 
     def client(self, athlete: AthleteDir, events: FetchEvents) -> StravaClient:
-        # The seed is the roster's business (Roster.add_seed): a client only uses its athlete's tokens.
-        strava = replace(self.config.strava, refresh_token="")
+        # The config's seed may stand in for a rejected stored token only where it can be no other athlete's.
+        strava = self.config.strava if self.alone else replace(self.config.strava, refresh_token="")
         return StravaClient(self.session, strava, self.config.fetch, self.scheduler, athlete.tokens,
                             on_retry=events.info, on_request=events.request, slots=self.slots.lane(athlete.folder.name))
 
@@ -236,7 +236,10 @@ class _Run:
         try:
             listed = False
             if athlete.athlete_id is None:
-                athlete, listed = await self._bind(athlete, result.summary)
+                bound = await self._bind(athlete, result.summary)
+                if bound is None:
+                    return result  # its listing stopped (summary.list_failure): a rerun continues it
+                athlete, listed = bound
                 result.athlete = athlete
             client = self.client(athlete, events)
             try:
@@ -254,9 +257,9 @@ class _Run:
             record_access(athlete, result.state, result.why, time.time())
         return result
 
-    async def _bind(self, unbound: AthleteDir, summary: FetchSummary) -> tuple[AthleteDir, bool]:
+    async def _bind(self, unbound: AthleteDir, summary: FetchSummary) -> tuple[AthleteDir, bool] | None:
         """Learn whose tokens an unbound folder holds and move them to that athlete's folder; True when
-        the listing this needed was this run's listing of the athlete.
+        the listing this needed was this run's listing of the athlete. None: the listing stopped.
 
         Its first list page names the athlete (no extra request); an empty history costs one `GET /athlete`.
         The listing is made before any detail is fetched, so tokens of an athlete the data_dir holds already
@@ -270,9 +273,11 @@ class _Run:
                 choice = choose_listing(unbound.store, unbound.store.catalog(), self.config, time.time(),
                                         forced=self.options.full_relist, routine_only=self.options.list_only)
                 await _list(client, unbound.store, self.config, choice, summary, self.events)
-                listed = summary.list_failure is None
+                if summary.list_failure is not None:
+                    return None
+                listed = True
                 athlete_id = _recorded_athlete(unbound.store)
-                if athlete_id is None and listed:
+                if athlete_id is None:
                     response = await client.get("/athlete")
                     athlete_id = response.data.get("id") if isinstance(response.data, dict) else None
             finally:

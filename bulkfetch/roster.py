@@ -75,6 +75,10 @@ class Roster:
         return AthleteDir(self.folder / str(athlete_id), athlete_id)
 
     def needs_migration(self) -> bool:
+        for name in LEGACY_FOLDERS:  # a stray file there is said, not silently left beside the athletes
+            if (self.data_dir / name).exists() and not (self.data_dir / name).is_dir():
+                raise StorageError(f"{self.data_dir / name} is a file, not a folder",
+                                   hint="move it away or point [storage] at another folder")
         return (self.folder / MIGRATING).exists() or any((self.data_dir / name).is_dir() for name in LEGACY_FOLDERS)
 
     # -- changing (the caller holds the data_dir lock) -----------------------------------------------
@@ -108,18 +112,16 @@ class Roster:
         return AthleteDir(target, None if name == UNBOUND else int(name))
 
     def add_seed(self, seed: str) -> AthleteDir | None:
-        """The config's refresh_token, when no athlete's tokens came from it: a folder of its own, bound
-        at the next fetch. A seed once used is not used again (its digest stays in the rotated tokens)."""
-        if not seed:
+        """The config's refresh_token, when no athlete is connected yet: a folder of its own, bound at the
+        next fetch. Once an athlete is connected the stored chain wins; the seed is only that athlete's
+        fallback, in a data_dir of one athlete (see `bulkfetch.auth.TokenManager`)."""
+        athletes = self.athletes()
+        if not seed or any(athlete.tokens.load() is not None for athlete in athletes):
             return None
         seed_digest = digest(seed)
-        for athlete in self.athletes():
-            tokens = athlete.tokens.load()
-            if tokens is not None and (tokens.seed_digest == seed_digest or tokens.refresh_token == seed):
-                return None
-        # An older data_dir that never learned its athlete and kept no tokens ran on this seed: it is theirs.
-        tokenless = [a for a in self.athletes() if a.folder.name == UNBOUND and a.tokens.load() is None]
-        unbound = tokenless[0] if tokenless else AthleteDir(self.folder / f"{SEED_PREFIX}{seed_digest}", None)
+        # A one-athlete data_dir that kept no tokens ran on this seed: the seed is its athlete's (a fetch
+        # refuses it, before writing anything, if its list names another athlete).
+        unbound = athletes[0] if len(athletes) == 1 else AthleteDir(self.folder / f"{SEED_PREFIX}{seed_digest}", None)
         unbound.tokens.save(Tokens(refresh_token=seed, seed_digest=seed_digest))
         return unbound
 

@@ -58,7 +58,7 @@ def collect_status(config: Config, now: float | None = None) -> dict[str, Any]:
             "next": _next_listing_json(plan.listing),
         },
         "quota": _quota_json(view),
-        "filters": next((filters for _, _, filters in parts), filters_to_json(Filters(), ())),
+        "filters": next((filters for _, _, filters in parts if filters is not None), filters_to_json(Filters(), ())),
         "remaining_requests": remaining,
         "eta": _iso(estimate_finish(remaining, now, view)) if remaining else None,
         "athletes": reports,

@@ -119,10 +119,16 @@ def spark():
 
 
 def athlete_store(data_dir: Path) -> RawStore:
-    """The store of a data_dir's one athlete (a fetch keeps each athlete in data_dir/athletes/<id>/); before
-    any fetch, the data_dir itself (the one-athlete layout that a fetch migrates)."""
-    athletes = [a for a in Roster(data_dir).athletes() if a.folder != data_dir]
-    if not athletes:
-        return RawStore(data_dir)
-    assert len(athletes) == 1, f"{data_dir} holds {len(athletes)} athletes"
-    return athletes[0].store
+    """The store of a data_dir's one athlete, found again at every use: a fetch keeps each athlete in
+    data_dir/athletes/<id>/ (moving a one-athlete data_dir there), so a test may take it before that."""
+    return _OneAthleteStore(data_dir)  # type: ignore[return-value]
+
+
+class _OneAthleteStore:
+    def __init__(self, data_dir: Path) -> None:
+        self._data_dir = data_dir
+
+    def __getattr__(self, name: str):
+        athletes = [a for a in Roster(self._data_dir).athletes() if a.folder != self._data_dir]
+        assert len(athletes) <= 1, f"{self._data_dir} holds {len(athletes)} athletes"
+        return getattr(athletes[0].store if athletes else RawStore(self._data_dir), name)

@@ -31,7 +31,7 @@ def data_dir_config(tmp_path: Path, thread: SimulatorThread, name: str, **config
     sim = thread.simulator
     data_dir = tmp_path / name
     access = thread.call(sim.issue_access_token)
-    TokenStore(data_dir / "auth" / "tokens.json").save(
+    TokenStore(athlete_store(data_dir).auth_dir / "tokens.json").save(
         Tokens(refresh_token="unused-seed", access_token=access, expires_at=time.time() + 3600))
     path = tmp_path / f"{name}.toml"
     path.write_text(simulator_config_text(sim, data_dir, refresh_token="unused-seed", **config))
@@ -111,7 +111,7 @@ def test_an_older_versions_snapshot_is_merged_into_the_app_ledger_once(tmp_path:
         at_window_start(window_s, within_s=window_s - 5)  # not at a window's very end
         snapshot = v1_snapshot((8, 8), (8, 8), spent=False, read_u_max=(8, 8), at=time.time(),
                                lengths=(window_s, 86400), read_limits=(8, 10_000))
-        legacy = data_dir_of(first) / "state" / "quota.json"
+        legacy = athlete_store(data_dir_of(first)).state_dir / "quota.json"
         legacy.parent.mkdir(parents=True)
         legacy.write_text(json.dumps(snapshot))
         assert fetch(first, "--no-wait") == 75

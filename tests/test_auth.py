@@ -21,7 +21,7 @@ from bulkfetch.config import FetchConfig, StravaConfig
 from bulkfetch.errors import CredentialError
 from bulkfetch.oauth import parse_pasted_url, parse_redirect
 from bulkfetch.simulator import Simulator, SimulatorSettings
-from tests.conftest import cli_env, simulator_config_text
+from tests.conftest import athlete_store, cli_env, simulator_config_text
 
 
 def strava_config(sim: Simulator, refresh_token: str = "") -> StravaConfig:
@@ -147,7 +147,7 @@ def test_auth_command_end_to_end_with_a_test_playing_the_browser(tmp_path: Path,
         finally:
             process.kill()
         assert process.returncode == 0, err
-        stored = orjson.loads((tmp_path / "data" / "auth" / "tokens.json").read_bytes())
+        stored = orjson.loads((athlete_store(tmp_path / "data").auth_dir / "tokens.json").read_bytes())
         assert stored["athlete_id"] == sim.settings.athlete_id
         assert stored["scope"] == scope
         assert ("activity:read_all was not granted" in err) == (scope == "read,activity:read")
@@ -214,7 +214,7 @@ def test_no_browser_forces_the_prompt_so_the_coach_connects_the_athlete_not_the_
             process.kill()
         assert process.returncode == 0, err
         assert [r.query.get("approval_prompt") for r in sim.request_log if r.path == "/oauth/authorize"] == ["force"]
-        stored = orjson.loads((tmp_path / "data" / "auth" / "tokens.json").read_bytes())
+        stored = orjson.loads((athlete_store(tmp_path / "data").auth_dir / "tokens.json").read_bytes())
         assert stored["athlete_id"] == athlete != owner and f"connected athlete {athlete}" in out
 
 
@@ -233,7 +233,7 @@ def test_beyond_the_athlete_capacity_the_pasted_address_has_no_code_and_the_erro
         assert process.returncode == 2
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
         assert "Limit of connected athletes exceeded" in err and "strava.com/settings/api" in err
-        assert not (tmp_path / "data" / "auth" / "tokens.json").exists()
+        assert not (athlete_store(tmp_path / "data").auth_dir / "tokens.json").exists()
 
 
 def test_the_browser_flow_times_out_with_the_capacity_explanation(tmp_path: Path) -> None:
@@ -284,13 +284,11 @@ def test_refresh_token_from_stdin_connects_that_athlete_once_and_never_shows_the
         profile = athlete_of(other.athlete_id, other.index)
         assert result.stdout == f"connected athlete {other.athlete_id} ({profile['firstname']} {profile['lastname']})\n"
         assert "rotates" in result.stderr and len(result.stderr.strip().splitlines()) == 1
-        stored_path = tmp_path / "data" / "auth" / "tokens.json"
+        stored_path = tmp_path / "data" / "athletes" / str(other.athlete_id) / "auth" / "tokens.json"
         stored = orjson.loads(stored_path.read_bytes())
         assert stored["athlete_id"] == other.athlete_id and oct(os.stat(stored_path).st_mode & 0o777) == "0o600"
         assert stored["refresh_token"] == sim.refresh_token_of(other.athlete_id) != given  # rotated, kept
-        assert orjson.loads((tmp_path / "data" / "state" / "athlete.json").read_bytes()) == \
-            {"athlete_id": other.athlete_id}
-        assert not (tmp_path / "data" / "auth" / "tokens.pending.json").exists()
+        assert not (tmp_path / "data" / "athletes" / ".pending").exists()
         sent = [(r.method, r.path) for r in sim.request_log]
         assert sent == [("POST", "/oauth/token"), ("GET", "/api/v3/athlete")]
         for secret in (given, stored["refresh_token"], stored["access_token"]):
@@ -302,8 +300,9 @@ def test_refresh_token_from_stdin_connects_that_athlete_once_and_never_shows_the
         assert listed == {other.athlete_id}
 
 
-def test_refresh_token_of_another_athlete_is_refused_and_its_rotation_kept(tmp_path: Path) -> None:
+def test_a_refresh_token_of_another_athlete_adds_that_athlete_and_leaves_the_first_alone(tmp_path: Path) -> None:
     from bulkfetch.simulator import SimulatorThread
+    from tests.conftest import run_cli
 
     with SimulatorThread(SimulatorSettings(activities=3, athletes=2)) as sim:
         first, second = sim.athletes
@@ -311,18 +310,25 @@ def test_refresh_token_of_another_athlete_is_refused_and_its_rotation_kept(tmp_p
         config.write_text(simulator_config_text(sim, tmp_path / "data", refresh_token=""))
         assert _auth_refresh_token(config, "env", STRAVA_REFRESH_TOKEN=sim.refresh_token_of(first.athlete_id)) \
             .returncode == 0
-        held = (tmp_path / "data" / "auth" / "tokens.json").read_bytes()
+        athletes = tmp_path / "data" / "athletes"
+        held = (athletes / str(first.athlete_id) / "auth" / "tokens.json").read_bytes()
         result = _auth_refresh_token(config, "-", sim.refresh_token_of(second.athlete_id))
-        assert result.returncode == 2
-        assert f"holds athlete {first.athlete_id}" in result.stderr and f"athlete {second.athlete_id}" in result.stderr
-        assert (tmp_path / "data" / "auth" / "tokens.json").read_bytes() == held
-        pending = tmp_path / "data" / "auth" / "tokens.pending.json"
-        assert orjson.loads(pending.read_bytes())["refresh_token"] == sim.refresh_token_of(second.athlete_id)
-        assert oct(os.stat(pending).st_mode & 0o777) == "0o600"
+        assert result.returncode == 0, result.stderr
+        assert f"connected athlete {second.athlete_id}" in result.stdout
+        assert (athletes / str(first.athlete_id) / "auth" / "tokens.json").read_bytes() == held
+        assert orjson.loads((athletes / str(second.athlete_id) / "auth" / "tokens.json").read_bytes())[
+            "refresh_token"] == sim.refresh_token_of(second.athlete_id)
 
         rejected = _auth_refresh_token(config, "-", "rt-not-a-token\n")
         assert rejected.returncode == 2 and "rejected the refresh token" in rejected.stderr
-        assert (tmp_path / "data" / "auth" / "tokens.json").read_bytes() == held
+        assert (athletes / str(first.athlete_id) / "auth" / "tokens.json").read_bytes() == held
+        assert sorted(p.name for p in athletes.iterdir() if not p.name.startswith(".")) == \
+            sorted([str(first.athlete_id), str(second.athlete_id)])
+
+        fetched = run_cli("--config", str(config), "fetch", "--no-compact", cwd=tmp_path)
+        assert fetched.returncode == 0, fetched.stderr  # one run serves both
+        listed = {r.athlete_id for r in sim.request_log if r.path == "/api/v3/athlete/activities"}
+        assert listed == {first.athlete_id, second.athlete_id}
 
 
 @pytest.mark.parametrize(("source", "stdin", "wanted"), [
@@ -350,5 +356,7 @@ def test_the_config_seed_is_bound_to_the_athlete_it_turns_out_to_be(tmp_path: Pa
         config.write_text(simulator_config_text(sim, tmp_path / "data", refresh_token=sim.refresh_token_of(second)))
         result = run_cli("--config", str(config), "fetch", "--no-compact", cwd=tmp_path)
         assert result.returncode == 0, result.stderr
-        assert orjson.loads((tmp_path / "data" / "auth" / "tokens.json").read_bytes())["athlete_id"] == second
-        assert orjson.loads((tmp_path / "data" / "state" / "athlete.json").read_bytes()) == {"athlete_id": second}
+        store = athlete_store(tmp_path / "data")
+        assert store.data_dir.name == str(second)  # the athlete's own folder
+        assert orjson.loads((store.auth_dir / "tokens.json").read_bytes())["athlete_id"] == second
+        assert orjson.loads((store.state_dir / "athlete.json").read_bytes()) == {"athlete_id": second}

@@ -48,7 +48,7 @@ def spawn_fetch(config: Path) -> subprocess.Popen:
 
 def stored_refresh_token(data_dir: Path, seed_token: str) -> str:
     try:
-        return json.loads((data_dir / "auth" / "tokens.json").read_bytes())["refresh_token"]
+        return json.loads((athlete_store(data_dir).auth_dir / "tokens.json").read_bytes())["refresh_token"]
     except FileNotFoundError:
         return seed_token
 

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from bulkfetch import report
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, athlete_store, run_cli
 
 README = (REPO / "README.md").read_text()
 
@@ -68,7 +68,7 @@ def test_demo_rerun_is_incremental(demo) -> None:
 def test_demo_refuses_a_real_runs_data_dir(tmp_path: Path) -> None:
     data = tmp_path / "data"
     (data / "state").mkdir(parents=True)
-    (data / "state" / "athlete.json").write_text('{"athlete_id": 42}')
+    (athlete_store(data).state_dir / "athlete.json").write_text('{"athlete_id": 42}')
     result = run_cli("demo", "--activities", "5", "--data-dir", str(data), timeout=60)
     assert result.returncode == 2
     assert "athlete 42" in result.stderr and "Traceback" not in result.stderr
@@ -84,7 +84,7 @@ def _duckdb_rows(data_dir: Path) -> list[tuple]:
 def test_readme_duckdb_example_answers_on_demo_output(demo) -> None:
     data_dir, _, _ = demo
     rows = _duckdb_rows(data_dir)
-    athlete_id = orjson.loads((data_dir / "state" / "athlete.json").read_bytes())["athlete_id"]
+    athlete_id = orjson.loads((athlete_store(data_dir).state_dir / "athlete.json").read_bytes())["athlete_id"]
     assert {a for a, _, _, _ in rows} == {athlete_id}  # from the folder names, as int64
     assert len(rows) >= 3
     assert sum(n for _, _, n, _ in rows) > 100

@@ -200,8 +200,8 @@ def test_a_file_where_a_folder_should_be_is_one_line_and_exit_2(tmp_path: Path, 
         assert code == 2, (command, err)
         assert str(tmp_path / file_at) in one_error_line(err), err
     code, err = run_main(capsys, config, "status")
-    if file_at in ("data/parquet", "data/auth"):
-        assert code == 0, err  # status reads neither
+    if file_at == "data/parquet":
+        assert code == 0, err  # status does not read it
     else:
         assert code == 2 and str(tmp_path / file_at) in one_error_line(err), err
 
@@ -251,7 +251,7 @@ def test_a_rotated_token_is_saved_even_when_the_disk_is_full(tmp_path: Path) -> 
     from bulkfetch.errors import WriteError
 
     with tmpfs(tmp_path / "small", "256k") as small:
-        store = TokenStore(small / "auth" / "tokens.json")
+        store = TokenStore(athlete_store(small).auth_dir / "tokens.json")
         store.save(Tokens(refresh_token="first"))
         fill(small)
         store.save(Tokens(refresh_token="rotated"))  # the spare file gives way

@@ -201,7 +201,7 @@ def test_status_json_reports_progress(tmp_path: Path, capsys) -> None:
         assert report["remaining_requests"] == report["listing"]["next"]["list_pages"] == 3
         assert report["eta"] is not None
         assert report["quota"]["read"]["short"]["used"] >= 1
-        (tmp_path / "data" / "state" / "filters.json").unlink()  # no recorded filters: all are pending
+        (athlete_store(tmp_path / "data").state_dir / "filters.json").unlink()  # no recorded filters: all are pending
         assert main(["--config", str(config), "status", "--json"]) == 0
         report = json.loads(capsys.readouterr().out)
         assert report["pending"] == 25 - rides and report["eta"] is not None
@@ -211,7 +211,7 @@ def test_athlete_mismatch_and_credential_errors_exit_2(tmp_path: Path, capsys) -
     with SimulatorThread(SimulatorSettings(activities=5, seed=12)) as sim:
         config = setup(tmp_path, sim)
         assert fetch(config) == 0
-        (tmp_path / "data" / "state" / "athlete.json").write_text('{"athlete_id": 1}')
+        (athlete_store(tmp_path / "data").state_dir / "athlete.json").write_text('{"athlete_id": 1}')
         capsys.readouterr()
         assert fetch(config) == 2
         err = capsys.readouterr().err
@@ -269,9 +269,9 @@ def test_sigkill_mid_run_then_rerun_completes_without_refetching_and_keeps_the_t
         refetched = {int(p.rsplit("/", 1)[1]) for p in detail_gets(api_records(sim, since=mark))}
         assert not refetched & done_at_kill
         assert_matches_ground_truth(sim, tmp_path / "data")
-        stored = json.loads((tmp_path / "data" / "auth" / "tokens.json").read_text())
+        stored = json.loads((athlete_store(tmp_path / "data").auth_dir / "tokens.json").read_text())
         assert stored["refresh_token"] == sim.current_refresh_token
-        assert oct(os.stat(tmp_path / "data" / "auth" / "tokens.json").st_mode & 0o777) == "0o600"
+        assert oct(os.stat(athlete_store(tmp_path / "data").auth_dir / "tokens.json").st_mode & 0o777) == "0o600"
 
 
 def stored_refresh_token(store: RawStore) -> str | None:

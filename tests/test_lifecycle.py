@@ -151,7 +151,8 @@ def test_compact_refuses_while_a_fetch_runs_and_nobody_sweeps_its_temporary_file
 # -- item 9: SIGTERM during compaction --------------------------------------------------------------------
 def test_sigterm_during_compaction_exits_130_after_its_worker_and_leaves_whole_files(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    store = big_store(data_dir)
+    big_store(data_dir)
+    store = athlete_store(data_dir)  # the compaction below moves it to its athlete's folder
     config = storage_config(tmp_path, data_dir)
     parquet_dir = data_dir / "parquet"
     assert run_cli("--config", str(config), "compact", timeout=120).returncode == 0

@@ -20,7 +20,7 @@ from bulkfetch.compact import MANIFEST, compact
 from bulkfetch.parquet_layout import PARTITION_SCHEMA, STAGING, year_of_folder
 from bulkfetch.schema import TABLES
 from bulkfetch.store import RawStore
-from tests.conftest import cli_env, run_cli
+from tests.conftest import athlete_store, cli_env, run_cli
 
 YEARS = (2018, 2021)
 # Schema version 2 had `athlete_id` in the files, right after these columns.
@@ -119,7 +119,7 @@ KILLER = textwrap.dedent("""
         kill_on("write_year", compact_module, 2)
     else:  # between swapping the first table in and removing its legacy folders
         kill_on("_remove_legacy", layout_module, 1)
-    compact_module.compact(athlete_store(data_dir), parquet_dir, athlete_id)
+    compact_module.compact(RawStore(data_dir), parquet_dir, athlete_id)
 """)
 
 
@@ -157,7 +157,8 @@ def test_cli_compact_migrates_a_legacy_data_dir_and_says_nothing_to_do_before_th
     config = write_config(f'[storage]\ndata_dir = "{store.data_dir}"\n')
     result = run_cli("--config", str(config), "compact", timeout=60)
     assert result.returncode == 0, result.stderr
-    assert_migrated(store, parquet_dir, reference)
+    assert not (store.data_dir / "raw").exists()  # the raw data moved to its athlete's folder too
+    assert_migrated(athlete_store(store.data_dir), parquet_dir, reference)
 
     empty = write_config(f'[storage]\ndata_dir = "{tmp_path / "empty"}"\n', name="empty.toml")
     result = run_cli("--config", str(empty), "compact", timeout=60)

@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from bulkfetch.simulator import SimulatorSettings, SimulatorThread
-from tests.conftest import cli_env, run_cli, simulator_config_text
+from tests.conftest import athlete_store, cli_env, run_cli, simulator_config_text
 
 CLIENT_SECRET = "cs-7f3a9e1b2c4d5e6f-client-secret"
 SEED_REFRESH = "rt-seed-0d1e2f3a4b5c6d7e"
@@ -114,7 +114,7 @@ def test_no_secret_in_output_files_urls_or_other_hosts(tmp_path: Path) -> None:
 
         written = files_under(tmp_path / "data") | files_under(tmp_path / "stale-data") | \
             files_under(tmp_path / "wrong-data")
-        token_store = data_dir / "auth" / "tokens.json"
+        token_store = athlete_store(data_dir).auth_dir / "tokens.json"
         assert token_store in written and (data_dir / "bulkfetch.log") in written
         assert any(p.suffix == ".parquet" for p in written)
         for path, blob in written.items():
