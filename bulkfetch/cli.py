@@ -222,7 +222,8 @@ def _reporter(args: argparse.Namespace, config: Config | None = None) -> Reporte
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    from bulkfetch.pipeline import FetchOptions, fetch_history, require_token
+    from bulkfetch.pipeline import FetchOptions, chosen_athletes, fetch_history, require_token
+    from bulkfetch.roster import Roster
 
     config = _config(args, {"fetch": {"concurrency": args.concurrency, "streams": args.streams}})
     options = FetchOptions(
@@ -233,6 +234,7 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     )
     config.require_credentials()
     require_token(config)
+    chosen_athletes(Roster(config.storage.data_dir), args.athlete)  # an unknown --athlete: said before any work
     _fetch_then_compact(args, config.storage.data_dir, config.storage.parquet_dir,
                         lambda reporter: fetch_history(config, options, reporter), compact_after=not args.no_compact)
     return EXIT_OK

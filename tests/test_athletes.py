@@ -1,0 +1,198 @@
+"""Many athletes under one app: one run serves them all, fairly, under one quota ledger; an athlete that
+revoked access or lacks a permission stops alone; `--athlete` restricts a run; an older one-athlete
+data_dir moves to the per-athlete layout without a request. Real CLI, real HTTP, the simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import shutil
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from bulkfetch.cli import main
+from bulkfetch.fairness import FairSlots, next_lane
+from bulkfetch.roster import MIGRATING, Roster
+from bulkfetch.simulator import SimulatorSettings, SimulatorThread
+from bulkfetch.store import RawStore
+from tests.conftest import simulator_config_text
+
+API = "/api/v3"
+
+
+def connect(config: Path, token: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STRAVA_REFRESH_TOKEN", token)
+    try:
+        assert main(["--config", str(config), "-q", "auth", "--refresh-token", "env"]) == 0
+    finally:
+        monkeypatch.delenv("STRAVA_REFRESH_TOKEN")
+
+
+def team(tmp_path: Path, sim, monkeypatch: pytest.MonkeyPatch, **config) -> Path:
+    """A data_dir with every simulated athlete connected (as a coach would: `auth --refresh-token`)."""
+    path = tmp_path / "config.toml"
+    path.write_text(simulator_config_text(sim, tmp_path / "data", refresh_token="", **config))
+    for athlete in sim.athletes:
+        connect(path, sim.refresh_token_of(athlete.athlete_id), monkeypatch)
+    return path
+
+
+def fetch(config: Path, *args: str) -> int:
+    return main(["--config", str(config), "fetch", "--no-compact", *args])
+
+
+def athlete_dir(tmp_path: Path, athlete_id: int) -> RawStore:
+    return RawStore(tmp_path / "data" / "athletes" / str(athlete_id))
+
+
+def api_records(sim, since: int = 0):
+    return [r for r in sim.request_log[since:] if r.counted and not r.others]
+
+
+def status(config: Path, capsys: pytest.CaptureFixture) -> dict:
+    capsys.readouterr()
+    assert main(["--config", str(config), "status", "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+# -- the fair order (pure) ------------------------------------------------------------------------------
+
+def test_next_lane_goes_round_robin_over_the_lanes_with_work() -> None:
+    order = ["a", "b", "c"]
+    assert next_lane(order, None, {"b", "c"}) == "b"
+    assert next_lane(order, "b", {"a", "b", "c"}) == "c"
+    assert next_lane(order, "c", {"a", "b", "c"}) == "a"
+    assert next_lane(order, "a", {"a"}) == "a"  # alone with work: every slot is its
+    assert next_lane(order, "a", set()) is None
+
+
+def test_fair_slots_hand_out_one_request_at_a_time_in_turn() -> None:
+    slots = FairSlots(1)
+    served: list[str] = []
+
+    async def requests(lane_key: str, count: int) -> None:
+        lane = slots.lane(lane_key)
+        for _ in range(count):
+            async with lane:
+                served.append(lane_key)
+                await asyncio.sleep(0)
+
+    async def all_of_them() -> None:
+        await asyncio.gather(requests("big", 9), requests("small", 2), requests("mid", 4))
+
+    asyncio.run(all_of_them())
+    assert served[:6] == ["big", "small", "mid", "big", "small", "mid"]
+    assert served.count("big") == 9 and slots.granted == {"big": 9, "small": 2, "mid": 4}
+
+
+# -- one run, many athletes -----------------------------------------------------------------------------
+
+def test_athletes_share_the_quota_fairly_and_the_smallest_is_done_first(tmp_path, monkeypatch) -> None:
+    settings = SimulatorSettings(athletes=3, athlete_activities=(90, 30, 6), seed=51, short_limit=30,
+                                 daily_limit=10_000, short_window_s=1)
+    with SimulatorThread(settings) as sim:
+        config = team(tmp_path, sim, monkeypatch, fetch={"per_page": 50, "concurrency": 2})
+        mark = len(sim.request_log)
+        assert fetch(config) == 0
+        records = api_records(sim, mark)
+        assert not [r for r in records if r.status == 429]
+        for athlete in sim.athletes:
+            store = athlete_dir(tmp_path, athlete.athlete_id)
+            assert store.detail_ids() == set(sim.activity_ids(athlete_id=athlete.athlete_id))
+        # Each window: every athlete with work left gets its share (round-robin, one request at a time).
+        windows: dict[int, collections.Counter] = collections.defaultdict(collections.Counter)
+        for record in records:
+            windows[record.short_window][record.athlete_id] += 1
+        last_of = {a.athlete_id: max(i for i, r in enumerate(records) if r.athlete_id == a.athlete_id)
+                   for a in sim.athletes}
+        for window, counts in windows.items():
+            # Busy: work left after the window. One that finishes within it takes what it needs, less.
+            busy = [a for a in last_of if any(r.short_window > window and r.athlete_id == a for r in records)]
+            shared = sum(counts[a] for a in busy)
+            for athlete_id in busy:
+                assert counts[athlete_id] >= shared // len(busy) - 1, (window, counts)
+        assert len(windows) >= 4  # several windows, the quota waited for
+        small = sim.athletes[2].athlete_id
+        assert last_of[small] < 3 * 8, "the smallest athlete waited behind the others' backfill"
+
+
+def test_a_revoked_athlete_stops_alone_and_the_run_exits_2_naming_it(tmp_path, monkeypatch, capsys) -> None:
+    settings = SimulatorSettings(athletes=3, athlete_activities=(12, 8, 5), seed=52, short_limit=1000,
+                                 daily_limit=10_000)
+    thread = SimulatorThread(settings)
+    with thread as sim:
+        config = team(tmp_path, sim, monkeypatch)
+        revoked, scopeless, fine = (a.athlete_id for a in sim.athletes)
+        thread.call(partial(sim.revoke_athlete, revoked))
+        thread.call(partial(sim.set_athlete_scope, "read", scopeless))
+        capsys.readouterr()
+        assert fetch(config) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert f"athlete {revoked} revoked access" in err[-1] and f"athlete {scopeless} lacks a permission" in err[-1]
+        assert "bulkfetch auth" in err[-1] and "Traceback" not in "\n".join(err)
+        assert athlete_dir(tmp_path, fine).detail_ids() == set(sim.activity_ids(athlete_id=fine))
+        report = status(config, capsys)
+        states = {a["athlete_id"]: a["state"] for a in report["athletes"]}
+        assert states == {revoked: "revoked", scopeless: "scope_missing", fine: "ok"}
+        assert report["fetched"] == sum(a["fetched"] for a in report["athletes"]) == 5
+
+        mark = len(sim.request_log)
+        assert fetch(config, "--athlete", str(fine)) == 0  # the others are not asked at all
+        assert {r.athlete_id for r in api_records(sim, mark)} == {fine}
+
+
+def test_athlete_flag_names_an_unknown_athlete_in_one_line(tmp_path, monkeypatch, capsys) -> None:
+    with SimulatorThread(SimulatorSettings(athletes=2, activities=3, seed=53)) as sim:
+        config = team(tmp_path, sim, monkeypatch)
+        mark = len(sim.request_log)
+        capsys.readouterr()
+        assert fetch(config, "--athlete", "12345") == 2
+        err = capsys.readouterr().err
+        assert "12345" in err and "not connected" in err and len(err.strip().splitlines()) == 1
+        assert not api_records(sim, mark)  # refused before any request
+
+
+# -- an older data_dir ------------------------------------------------------------------------------------
+
+def test_a_one_athlete_data_dir_moves_to_its_athletes_folder_without_a_request(tmp_path, capsys) -> None:
+    with SimulatorThread(SimulatorSettings(activities=20, seed=54, short_limit=1000, daily_limit=10_000)) as sim:
+        config = tmp_path / "config.toml"
+        config.write_text(simulator_config_text(sim, tmp_path / "data"))
+        assert fetch(config) == 0
+        data = tmp_path / "data"
+        athlete = sim.settings.athlete_id
+        # What the version before this layout left: one athlete's raw/, state/ and auth/ at the top.
+        for name in ("raw", "state", "auth"):
+            shutil.move(data / "athletes" / str(athlete) / name, data / name)
+        shutil.rmtree(data / "athletes")
+        before = status(config, capsys)
+        assert before["fetched"] == 20 and before["athlete_id"] == athlete  # read in place: nothing moved
+        assert (data / "raw").is_dir()
+
+        mark = len(sim.request_log)
+        assert main(["--config", str(config), "compact"]) == 0
+        assert not api_records(sim, mark)
+        assert not (data / "raw").exists() and athlete_dir(tmp_path, athlete).detail_ids() == set(sim.activity_ids())
+        assert fetch(config) == 0
+        assert [r.path for r in api_records(sim, mark)] == [f"{API}/athlete/activities"]  # a routine list check
+
+
+def test_a_killed_move_is_finished_by_the_next_run(tmp_path) -> None:
+    data = tmp_path / "data"
+    for name in ("raw/activities", "state", "auth"):
+        (data / name).mkdir(parents=True)
+    (data / "state" / "athlete.json").write_text('{"athlete_id": 77}')
+    (data / "raw" / "activities" / "5.json").write_text('{"id": 5}')
+    roster = Roster(data)
+    # Killed after the marker and the first rename.
+    (roster.folder / "77").mkdir(parents=True)
+    (roster.folder / MIGRATING).write_text("77")
+    shutil.move(data / "raw", roster.folder / "77" / "raw")
+    assert roster.needs_migration()
+    moved = roster.migrate()
+    assert moved is not None and moved.athlete_id == 77
+    assert not roster.needs_migration() and [a.athlete_id for a in roster.athletes()] == [77]
+    assert moved.store.detail_ids() == {5} and (moved.folder / "state" / "athlete.json").exists()
