@@ -149,7 +149,8 @@ def _add_fetch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", type=int, help="detail requests in flight (default 8)")
     parser.add_argument("--full-relist", action="store_true",
                         help="list the whole history again now (else only every [fetch] full_relist_days)")
-    parser.add_argument("--no-compact", action="store_true", help="skip compaction at the end")
+    parser.add_argument("--no-compact", action="store_true",
+                        help="skip compaction (during long quota waits and at the end)")
 
 
 def _bounded(kind: Callable[[str], N], *, low: N, high: N | None = None,
@@ -214,6 +215,7 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
         filters=parse_filters(args.sport, args.since, args.until),
         policy=WaitPolicy(no_wait=args.no_wait, max_wait_s=args.max_wait),
         full_relist=args.full_relist,
+        compact_in_waits=not args.no_compact,
     )
     config.require_credentials()
     require_token(config)

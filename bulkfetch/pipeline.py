@@ -21,6 +21,7 @@ from bulkfetch.auth import TokenStore, scope_lacks_read_all
 from bulkfetch.client import ApiResponse, RequestDone, RequestFailed, StravaClient, open_session
 from bulkfetch.config import STREAM_TYPES, Config, environment
 from bulkfetch.errors import BulkfetchError, CredentialError, Interrupted, QuotaStop
+from bulkfetch.idle_compaction import MIN_WAIT_SHARE, IdleCompactor, Target
 from bulkfetch.ledger_file import App, state_folder
 from bulkfetch.paging import DAY_S, Boundary, Paging, full_relist_due, list_pages_needed, recent_boundary
 from bulkfetch.plan import (
@@ -80,6 +81,7 @@ class FetchOptions:
     list_only: bool = False  # `bulkfetch plan`: refresh the list (never a due full re-list), fetch nothing else
     full_relist: bool = False  # `fetch --full-relist`: list the whole history whether or not it is due
     ledger_dir: Path | None = None  # the app's quota ledger; None: the per-user state folder
+    compact_in_waits: bool = False  # compact into [storage] parquet_dir during long quota waits
 
 
 @dataclass
@@ -123,9 +125,10 @@ async def _fetch_with(ledger: SharedLedger, store: RawStore, config: Config, opt
                       events: FetchEvents) -> FetchSummary:
     """The run itself, with the app's quota ledger open."""
     tokens = token_store(config)
-    scheduler = QuotaScheduler(ledger, max_rate_per_s=config.fetch.max_rate_per_s, policy=options.policy,
-                               on_wait=events.waiting)
     summary = FetchSummary()
+    idle = _idle_compactor(store, config, options, summary, events)
+    scheduler = QuotaScheduler(ledger, max_rate_per_s=config.fetch.max_rate_per_s, policy=options.policy,
+                               on_wait=lambda info: _waiting(info, events, idle, scheduler))
     now = time.time()
     async with open_session(config.fetch.concurrency) as session:
         client = StravaClient(session, config.strava, config.fetch, scheduler, tokens, on_retry=events.info,
@@ -152,9 +155,34 @@ async def _fetch_with(ledger: SharedLedger, store: RawStore, config: Config, opt
             if config.fetch.streams:
                 await _fetch_streams(client, store, config, options.filters, summary, events, scheduler)
         finally:
+            if idle is not None:
+                idle.close()  # before the run's own compaction, which would meet the child's lock
             summary.requests = client.requests_sent
             events.quota(scheduler)
     return summary
+
+
+# -- compaction during quota waits (see bulkfetch.idle_compaction) -------------------------------------------
+
+def _idle_compactor(store: RawStore, config: Config, options: FetchOptions, summary: FetchSummary,
+                    events: FetchEvents) -> IdleCompactor | None:
+    if not options.compact_in_waits:
+        return None
+    return IdleCompactor(config.storage.parquet_dir, lambda: _compaction_targets(store),
+                         config.limits.short_window_s * MIN_WAIT_SHARE,
+                         fetched=lambda: summary.fetched + summary.streams, on_info=events.info)
+
+
+def _compaction_targets(store: RawStore) -> list[Target]:
+    athlete_id = (store.read_state("athlete") or {}).get("athlete_id")
+    return [(store.data_dir, athlete_id)] if isinstance(athlete_id, int) else []
+
+
+def _waiting(info: WaitInfo | None, events: FetchEvents, idle: IdleCompactor | None,
+             scheduler: QuotaScheduler) -> None:
+    if idle is not None:
+        idle.on_wait(info, scheduler.now())
+    events.waiting(info)
 
 
 def current_plan(store: RawStore, config: Config, filters: Filters, *, full_relist: bool = False,
