@@ -3,10 +3,10 @@
 When a quota wait of at least `min_wait_s` starts (`MIN_WAIT_SHARE` of the short window: 60 s of Strava's
 15 minutes) and something was fetched since the last idle compaction began, `IdleCompactor` compacts every
 target (an athlete's raw store) into the dataset in a child process. When the wait ends the child is
-killed, and nothing waits for it: compaction replaces each Parquet file atomically and is incremental
-(see bulkfetch.compact), so a killed one leaves every file whole, old or new, and the next compaction,
-in the next long wait or at the end of the run, goes on from the years it recorded. `close()` stops the
-child and waits for it (bounded), so that the run's own compaction never meets its lock.
+killed, and the event loop does not wait for it: compaction replaces each Parquet file atomically and is
+incremental (see bulkfetch.compact), so a killed one leaves every file whole, old or new, and the next
+compaction, in the next long wait or at the end of the run, goes on from the years it recorded. `close()`
+stops the child and waits for it (bounded), so that the run's own compaction never meets its lock.
 
 The event loop never waits: one thread per idle compaction starts the child (the first start of the
 forkserver takes a fraction of a second while it imports pyarrow), watches it, kills it when told, and
@@ -96,7 +96,8 @@ class IdleCompactor:
         run = self._run
         if run is not None and run.busy:
             run.abandon()
-            self._unfinished = True  # the next long wait goes on with it (a finished one did nothing then)
+            # The next long wait goes on with it (had it just finished, that one finds every year current).
+            self._unfinished = True
 
     def _report(self, outcome: str) -> None:
         """Called by a run's thread: `outcome` is said on the loop's thread (or by `close`)."""
@@ -116,7 +117,7 @@ def outcome_line(outcome: str) -> str:
     if outcome == FINISHED:
         return "idle compaction finished: the Parquet holds what was fetched before the wait"
     if outcome == ABANDONED:
-        return "idle compaction stopped for the next window; the next long wait or the end of the run goes on with it"
+        return "idle compaction stopped; the next long wait or the compaction at the end of the run goes on with it"
     return f"idle compaction {outcome}; the compaction at the end of the run tries again and says why"
 
 

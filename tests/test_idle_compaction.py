@@ -4,10 +4,8 @@ child harmless (every file whole, the next compaction finishes), and no child ou
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,8 +21,8 @@ from bulkfetch.scheduler import WaitInfo
 from bulkfetch.schema import TABLES
 from bulkfetch.simulator import SimulatorSettings, SimulatorThread
 from bulkfetch.store import RawStore
-from tests.conftest import cli_env
 from tests.test_fetch import api_records, setup
+from tests.test_lifecycle import alive, descendants, spawn, wait_until
 
 WINDOW_S = 2
 # The scheduler sends a window's first request BOUNDARY_EPSILON_S (0.05 s) after its boundary; this leaves
@@ -47,11 +45,6 @@ def partition_files(parquet_dir: Path) -> list[Path]:
     return sorted(parquet_dir.rglob("*.parquet"))
 
 
-def start_fetch(config: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "bulkfetch", "--config", str(config), "fetch"], env=cli_env(),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
 def first_time(fetch: subprocess.Popen, condition: Callable[[], bool], timeout_s: float = 60) -> float | None:
     """Poll `condition` while `fetch` runs: when it first held (time.time()), or None."""
     deadline = time.monotonic() + timeout_s
@@ -68,7 +61,7 @@ def test_parquet_appears_during_a_quota_wait_and_the_next_window_starts_on_time(
     parquet_dir = tmp_path / "data" / "parquet"
     with SimulatorThread(settings) as sim:
         config = setup(tmp_path, sim)
-        fetch = start_fetch(config)
+        fetch = spawn(config, "fetch")
         appeared = first_time(fetch, lambda: bool(list(parquet_dir.glob("activities/*/*/part-0.parquet"))))
         _, err = fetch.communicate(timeout=60)
         records = api_records(sim)
@@ -109,49 +102,21 @@ def test_no_compact_compacts_in_no_wait_either(tmp_path: Path) -> None:
     assert not (tmp_path / "data" / "parquet").exists()
 
 
-def descendants(pid: int, depth: int) -> set[int]:
-    """The processes `depth` generations below `pid` (from /proc)."""
-    level = {pid}
-    for _ in range(depth):
-        level = {child for child in map(int, filter(str.isdigit, os.listdir("/proc"))) if parent_of(child) in level}
-    return level
-
-
-def parent_of(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat[stat.rindex(")") + 2:].split()[1])
-
-
-def running(pid: int) -> bool:
-    """Alive and not a zombie (a killed process's zombie may wait for a parent that does not reap)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"
-
-
 def test_a_killed_fetch_leaves_no_compaction_running(tmp_path: Path) -> None:
     settings = SimulatorSettings(activities=120, seed=14, short_limit=40, daily_limit=10_000, short_window_s=WINDOW_S)
     with SimulatorThread(settings) as sim:
-        fetch = start_fetch(setup(tmp_path, sim))
+        fetch = spawn(setup(tmp_path, sim), "fetch")
         children: set[int] = set()  # the fetch's forkserver forks them: two generations below it
 
         def compacting() -> bool:
-            children.update(descendants(fetch.pid, 2))
+            children.update(pid for pid, parent in descendants(fetch.pid).items() if parent != fetch.pid)
             return bool(children)
 
         seen = first_time(fetch, compacting)
         fetch.kill()  # SIGKILL: nothing of the fetch runs after it
         fetch.communicate(timeout=30)
     assert seen is not None, "no idle compaction ran"
-    deadline = time.monotonic() + 5
-    while any(map(running, children)) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not any(map(running, children))
+    wait_until(lambda: not any(map(alive, children)), timeout_s=5, what="the idle compaction to end")
 
 
 # -- the child, killed at any point ---------------------------------------------------------------------
