@@ -1,4 +1,4 @@
-"""The benchmarks' FetchEvents: print nothing, time the detail phase, keep warnings for the report."""
+"""The benchmarks' FetchEvents: print nothing, time the detail phase, keep messages for the report."""
 
 from __future__ import annotations
 
@@ -13,13 +13,14 @@ class TimingEvents:
         self.last_detail_s = 0.0
         self.outcomes: dict[str, int] = {}
         self.warnings: list[str] = []
+        self.infos: list[str] = []
 
     @property
     def details(self) -> int:
         return sum(self.outcomes.values())
 
     def info(self, message: str) -> None:
-        pass
+        self.infos.append(message)
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)

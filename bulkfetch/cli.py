@@ -151,7 +151,8 @@ def _add_fetch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", type=int, help="detail requests in flight (default 8)")
     parser.add_argument("--full-relist", action="store_true",
                         help="list the whole history again now (else only every [fetch] full_relist_days)")
-    parser.add_argument("--no-compact", action="store_true", help="skip compaction at the end")
+    parser.add_argument("--no-compact", action="store_true",
+                        help="skip compaction (during long quota waits and at the end)")
     _add_athlete_argument(parser)
 
 
@@ -231,6 +232,7 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
         policy=WaitPolicy(no_wait=args.no_wait, max_wait_s=args.max_wait),
         full_relist=args.full_relist,
         athletes=args.athlete,
+        compact_in_waits=not args.no_compact,
     )
     config.require_credentials()
     require_token(config)

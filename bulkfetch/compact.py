@@ -154,11 +154,12 @@ class YearOutcome:
 
 
 def compact(store: RawStore, parquet_dir: Path, athlete_id: int, *, rebuild: bool = False,
-            on_progress: Callable[[int, int], None] | None = None) -> CompactResult:
+            on_progress: Callable[[int, int], None] | None = None, parallel: bool = True) -> CompactResult:
     """Bring athlete `athlete_id`'s partitions in `parquet_dir` up to date with the raw JSON in `store`
     (that athlete's); rewrite only the table groups of the years whose inputs changed.
 
     `on_progress(done_years, total_years)` is called with 0 first and after each year written.
+    `parallel=False` writes every year in this process, never with a worker (see `_run_jobs`).
     Raises WriteError if a file cannot be written (the previous partitions stay intact) and
     LockedError if another compaction of the same store is running.
     """
@@ -192,7 +193,8 @@ def compact(store: RawStore, parquet_dir: Path, athlete_id: int, *, rebuild: boo
         if on_progress:
             on_progress(0, len(todo))
         jobs = [YearJob(year, layout, by_year[year], stale[year]) for year in todo]
-        with closing(_run_jobs(jobs)) as outcomes:  # closed at once if this stops early: the worker stops
+        # Closed at once if this stops early: the worker stops.
+        with closing(_run_jobs(jobs, parallel=parallel)) as outcomes:
             for done, outcome in enumerate(outcomes, start=1):
                 for table in outcome.changed_tables:
                     written[table].add(outcome.year)
@@ -426,15 +428,16 @@ def _compact_lock(state_dir: Path) -> Iterator[None]:
 
 
 # -- running -------------------------------------------------------------------------------------------
-def _run_jobs(jobs: list[YearJob]) -> Iterator[YearOutcome]:
-    """Outcomes as years finish: all in this process, or, when it pays, shared with one worker process.
+def _run_jobs(jobs: list[YearJob], *, parallel: bool) -> Iterator[YearOutcome]:
+    """Outcomes as years finish: all in this process, or, when it pays and `parallel`, shared with one
+    worker process.
 
     This process keeps working while the worker starts (its start-up is hidden), and takes the next
     biggest year whenever it is free; the worker always has two years queued behind its current one.
     Closed early (Ctrl-C, SIGTERM, an error), it stops the worker and waits until it has exited.
     """
     raw_bytes = sum(job.raw_bytes for job in jobs)
-    if len(jobs) < 2 or raw_bytes < PARALLEL_MIN_BYTES:
+    if not parallel or len(jobs) < 2 or raw_bytes < PARALLEL_MIN_BYTES:
         for job in jobs:
             yield write_year(job)
         return
@@ -506,6 +509,11 @@ def _start_worker(stop: Event, parent_pid: int) -> None:
     global _stop_event
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _stop_event = stop
+    exit_with_parent(parent_pid)
+
+
+def exit_with_parent(parent_pid: int) -> None:
+    """End this process at once when `parent_pid` is gone, killed outright included (see `_exit_with`)."""
     threading.Thread(target=_exit_with, args=(parent_pid,), name="parent-watch", daemon=True).start()
 
 

@@ -33,6 +33,7 @@ from bulkfetch.errors import (
     ScopeMissing,
 )
 from bulkfetch.fairness import FairSlots
+from bulkfetch.idle_compaction import MIN_WAIT_SHARE, IdleCompactor, Target
 from bulkfetch.ledger_file import App, state_folder
 from bulkfetch.paging import DAY_S, Boundary, Paging, full_relist_due, list_pages_needed, recent_boundary
 from bulkfetch.plan import (
@@ -95,6 +96,7 @@ class FetchOptions:
     full_relist: bool = False  # `fetch --full-relist`: list the whole history whether or not it is due
     ledger_dir: Path | None = None  # the app's quota ledger; None: the per-user state folder
     athletes: frozenset[int] | None = None  # `--athlete`: only these; None: every connected athlete
+    compact_in_waits: bool = False  # compact into [storage] parquet_dir during long quota waits
 
 
 @dataclass
@@ -172,9 +174,11 @@ async def fetch_history(config: Config, options: FetchOptions, events: FetchEven
     for athlete in athletes:
         athlete.store.prepare()
         settle_stream_records(athlete.store)
+    results: list[AthleteResult] = []
+    idle = _idle_compactor(roster, config, options, lambda: FetchSummary.total(results), events)
     with app_ledger(config, [a.store for a in athletes], options.ledger_dir, events.warn) as ledger:
         scheduler = QuotaScheduler(ledger, max_rate_per_s=config.fetch.max_rate_per_s, policy=options.policy,
-                                   on_wait=events.waiting)
+                                   on_wait=lambda info: _waiting(info, events, idle, scheduler))
         async with open_session(config.fetch.concurrency) as session:
             run = _Run(roster, config, options, events, scheduler, session, FairSlots(config.fetch.concurrency))
             events.quota(scheduler)
@@ -184,12 +188,14 @@ async def fetch_history(config: Config, options: FetchOptions, events: FetchEven
                 events.plan(combined_plan(plans), scheduler)
             try:
                 async with asyncio.TaskGroup() as group:
-                    tasks = [group.create_task(run.serve(athlete)) for athlete in athletes]
+                    for athlete in athletes:
+                        group.create_task(run.serve(athlete, results))
             except BaseExceptionGroup as group_error:
                 raise _first_error(group_error) from None
             finally:
+                if idle is not None:
+                    idle.close()  # before the run's own compaction, which would meet the child's lock
                 events.quota(scheduler)
-    results = [task.result() for task in tasks]
     summary = FetchSummary.total(results)
     if blocked := [r for r in results if r.state != OK]:
         raise AthletesBlocked(_blocked_text(blocked), hint=_blocked_hint(blocked), summary=summary)
@@ -229,16 +235,18 @@ class _Run:
         return StravaClient(self.session, strava, self.config.fetch, self.scheduler, athlete.tokens,
                             on_retry=events.info, on_request=events.request, slots=self.slots.lane(athlete.folder.name))
 
-    async def serve(self, athlete: AthleteDir) -> AthleteResult:
-        """One athlete's whole run: its listing, details, streams (learning who it is first, if unknown)."""
+    async def serve(self, athlete: AthleteDir, results: list[AthleteResult]) -> None:
+        """One athlete's whole run: its listing, details, streams (learning who it is first, if unknown).
+        Its result joins `results` at once, so that what it fetched counts while it runs."""
         result = AthleteResult(athlete)
+        results.append(result)
         events = self.events
         try:
             listed = False
             if athlete.athlete_id is None:
                 bound = await self._bind(athlete, result.summary)
                 if bound is None:
-                    return result  # its listing stopped (summary.list_failure): a rerun continues it
+                    return  # its listing stopped (summary.list_failure): a rerun continues it
                 athlete, listed = bound
                 result.athlete = athlete
             client = self.client(athlete, events)
@@ -255,7 +263,6 @@ class _Run:
             result.stop = stop
         if athlete.athlete_id is not None:
             record_access(athlete, result.state, result.why, time.time())
-        return result
 
     async def _bind(self, unbound: AthleteDir, summary: FetchSummary) -> tuple[AthleteDir, bool] | None:
         """Learn whose tokens an unbound folder holds and move them to that athlete's folder; True when
@@ -318,6 +325,29 @@ async def _fetch_athlete(client: StravaClient, store: RawStore, config: Config, 
     await _fetch_details(client, store, config, options.filters, summary, events)
     if config.fetch.streams:
         await _fetch_streams(client, store, config, options.filters, summary, events)
+
+
+# -- compaction during quota waits (see bulkfetch.idle_compaction) -------------------------------------------
+
+def _idle_compactor(roster: Roster, config: Config, options: FetchOptions, progress: Callable[[], FetchSummary],
+                    events: FetchEvents) -> IdleCompactor | None:
+    if not options.compact_in_waits:
+        return None
+    return IdleCompactor(config.storage.parquet_dir, lambda: _compaction_targets(roster),
+                         config.limits.short_window_s * MIN_WAIT_SHARE,
+                         fetched=lambda: (done := progress()).fetched + done.streams, on_info=events.info)
+
+
+def _compaction_targets(roster: Roster) -> list[Target]:
+    return [(athlete.folder, athlete.athlete_id) for athlete in roster.athletes()
+            if athlete.athlete_id is not None and athlete.store.listings()]
+
+
+def _waiting(info: WaitInfo | None, events: FetchEvents, idle: IdleCompactor | None,
+             scheduler: QuotaScheduler) -> None:
+    if idle is not None:
+        idle.on_wait(info, scheduler.now())
+    events.waiting(info)
 
 
 def current_plan(store: RawStore, config: Config, filters: Filters, *, full_relist: bool = False,

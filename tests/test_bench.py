@@ -46,6 +46,12 @@ def test_quota_smoke():
     results = bench_quota.run(bench_quota.parse_args(["--smoke"]))
     table = bench_quota.render(results)
     assert "| case" in table and "| alone" in table and "| other process 3/window" in table
+    idle = {result.name: result.idle for result in results}
+    assert "| alone, compacting in waits" in table and "idle compactions" in table
+    assert idle["alone"] is None and idle["other process 3/window"] is None
+    compacted = idle["alone, compacting in waits"]
+    assert compacted is not None and compacted.finished >= 1
+    assert 0 < compacted.details_in_parquet <= 20  # compacted during the waits, before the run ended
     for result in results:
         assert result.met, table
         assert result.rejected_late == 0
