@@ -154,6 +154,9 @@ def _add_fetch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-compact", action="store_true",
                         help="skip compaction (during long quota waits and at the end)")
     _add_athlete_argument(parser)
+    parser.add_argument("--follow", action="store_true",
+                        help="after the backlog keep running: check for new activities every few quota windows "
+                             "and fetch them, until stopped (Ctrl-C or SIGTERM, exit 130)")
 
 
 def _add_athlete_argument(parser: argparse.ArgumentParser) -> None:
@@ -233,6 +236,7 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
         full_relist=args.full_relist,
         athletes=args.athlete,
         compact_in_waits=not args.no_compact,
+        follow=args.follow,
     )
     config.require_credentials()
     require_token(config)

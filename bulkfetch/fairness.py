@@ -4,7 +4,8 @@ Every request holds one of `concurrency` slots from before it asks the quota for
 response is read. A freed slot goes to the athlete after the one served last, in the athletes' fixed
 order, that has a request waiting: each athlete with work gets every k-th request (k athletes with
 work), and an athlete with little work never waits behind another's backfill (max-min fairness).
-Within one athlete, its requests go in the order they asked.
+Within one athlete, its requests go in the order they asked, an urgent one (a check for new uploads
+during a long backfill) first.
 """
 
 from __future__ import annotations
@@ -39,19 +40,24 @@ class FairSlots:
         self._last: Hashable | None = None
         self.granted: dict[Hashable, int] = {}  # slots each lane got: the fairness bench reads it
 
-    def lane(self, key: Hashable) -> Lane:
+    def lane(self, key: Hashable, *, urgent: bool = False) -> Lane:
+        """`key`'s way to a slot; an `urgent` lane's requests go before the same key's other waiting ones
+        (never before another key's turn)."""
         if key not in self._waiters:
             self._order.append(key)
             self._waiters[key] = deque()
             self.granted[key] = 0
-        return Lane(self, key)
+        return Lane(self, key, urgent)
 
-    async def _acquire(self, key: Hashable) -> None:
+    async def _acquire(self, key: Hashable, urgent: bool) -> None:
         if self._free > 0 and not any(self._waiters.values()):
             self._grant(key)
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters[key].append(future)
+        if urgent:
+            self._waiters[key].appendleft(future)
+        else:
+            self._waiters[key].append(future)
         self._hand_out()
         try:
             await future
@@ -86,12 +92,13 @@ class FairSlots:
 class Lane:
     """One athlete's way to a slot: `async with lane:` around a request."""
 
-    def __init__(self, slots: FairSlots, key: Hashable) -> None:
+    def __init__(self, slots: FairSlots, key: Hashable, urgent: bool) -> None:
         self._slots = slots
         self.key = key
+        self.urgent = urgent
 
     async def __aenter__(self) -> None:
-        await self._slots._acquire(self.key)  # noqa: SLF001 - Lane is FairSlots' own handle
+        await self._slots._acquire(self.key, self.urgent)  # noqa: SLF001 - Lane is FairSlots' own handle
 
     async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
                         traceback: TracebackType | None) -> None:

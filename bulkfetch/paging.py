@@ -71,13 +71,14 @@ class Boundary:
         return Boundary(start, frozenset(ids))
 
 
-def recent_boundary(catalog: Mapping[int, Mapping[str, Any]]) -> Boundary | None:
-    """Where a routine listing may stop: past the RECENT_ACTIVITIES newest known activities."""
+def recent_boundary(catalog: Mapping[int, Mapping[str, Any]], newest: int = RECENT_ACTIVITIES) -> Boundary | None:
+    """Where a routine listing may stop: past the `newest` known activities (all of the last one's second).
+    `newest=1` is a check of the list head: what was uploaded since (1 request unless a page's worth)."""
     dated = sorted(((s, i) for i, s in ((i, start_epoch(a)) for i, a in catalog.items()) if s is not None),
                    reverse=True)
     if not dated:
         return None
-    oldest = dated[:RECENT_ACTIVITIES][-1][0]
+    oldest = dated[:newest][-1][0]
     return Boundary(oldest, frozenset(i for s, i in dated if s == oldest))
 
 

@@ -62,6 +62,9 @@ from bulkfetch.shared_ledger import SharedLedger, read_ledger
 from bulkfetch.store import FULL_LISTING, NOT_FOUND, UNLISTED, Listing, RawStore, page_items, read_json
 
 INDEX_SAVE_EVERY = 50  # completions between saves of the fetched and streams indexes
+# A long run lists each athlete's newest activities again this often (in short windows): an activity
+# uploaded meanwhile is fetched within a window of being seen, not after days of backfill.
+HEAD_CHECK_WINDOWS = 4
 # State files (under data_dir/state/) this module keeps.
 FETCHED = "fetched"
 STREAM_RECORDS = "streams"
@@ -97,6 +100,7 @@ class FetchOptions:
     ledger_dir: Path | None = None  # the app's quota ledger; None: the per-user state folder
     athletes: frozenset[int] | None = None  # `--athlete`: only these; None: every connected athlete
     compact_in_waits: bool = False  # compact into [storage] parquet_dir during long quota waits
+    follow: bool = False  # `fetch --follow`: after the backlog, keep checking the list heads until stopped
 
 
 @dataclass
@@ -171,9 +175,6 @@ async def fetch_history(config: Config, options: FetchOptions, events: FetchEven
     roster.migrate()
     roster.add_seed(config.strava.refresh_token)
     athletes = chosen_athletes(roster, options.athletes)
-    for athlete in athletes:
-        athlete.store.prepare()
-        settle_stream_records(athlete.store)
     results: list[AthleteResult] = []
     idle = _idle_compactor(roster, config, options, lambda: FetchSummary.total(results), events)
     with app_ledger(config, [a.store for a in athletes], options.ledger_dir, events.warn) as ledger:
@@ -181,6 +182,7 @@ async def fetch_history(config: Config, options: FetchOptions, events: FetchEven
                                    on_wait=lambda info: _waiting(info, events, idle, scheduler))
         async with open_session(config.fetch.concurrency) as session:
             run = _Run(roster, config, options, events, scheduler, session, FairSlots(config.fetch.concurrency))
+            run.idle = idle
             events.quota(scheduler)
             if not options.list_only:
                 plans = [current_plan(a.store, config, options.filters, full_relist=options.full_relist)
@@ -188,8 +190,11 @@ async def fetch_history(config: Config, options: FetchOptions, events: FetchEven
                 events.plan(combined_plan(plans), scheduler)
             try:
                 async with asyncio.TaskGroup() as group:
+                    run.group, run.results = group, results
                     for athlete in athletes:
-                        group.create_task(run.serve(athlete, results))
+                        run.start(athlete)
+                    if not options.list_only:
+                        group.create_task(run.watch())
             except BaseExceptionGroup as group_error:
                 raise _first_error(group_error) from None
             finally:
@@ -228,12 +233,91 @@ class _Run:
         self.session = session
         self.slots = slots
         self.alone = len([a for a in roster.athletes() if a.tokens.load() is not None]) == 1
+        self.group: asyncio.TaskGroup | None = None
+        self.results: list[AthleteResult] = []
+        self.serving: set[str] = set()  # athlete folders whose run is going on
+        self.finished = asyncio.Event()  # set whenever no athlete's run is going on
+        self.finished.set()
+        self.idle: IdleCompactor | None = None
 
-    def client(self, athlete: AthleteDir, events: FetchEvents) -> StravaClient:
+    def start(self, athlete: AthleteDir) -> None:
+        assert self.group is not None
+        self.serving.add(athlete.folder.name)
+        self.finished.clear()
+        self.group.create_task(self.serve(athlete, self.results))
+
+    async def watch(self) -> None:
+        """Every HEAD_CHECK_WINDOWS short windows: start athletes `auth` connected meanwhile (unless the run
+        is restricted to some), and check every athlete's list head, fetching what was uploaded since at
+        once. Ends with the athletes' runs, or, following, never (until the run is stopped)."""
+        interval = HEAD_CHECK_WINDOWS * self.config.limits.short_window_s
+        while True:
+            try:
+                await asyncio.wait_for(self.finished.wait(), timeout=interval)
+                if not self.options.follow:
+                    return
+                await self._pause(interval)  # following: the backlog is done, check again later
+            except TimeoutError:
+                pass
+            if self.options.athletes is None:
+                known = {r.athlete.folder.name for r in self.results} | self.serving
+                for athlete in chosen_athletes(self.roster, None):
+                    if athlete.folder.name not in known:
+                        self.events.info(f"{athlete.label} was connected: fetching it too")
+                        self.start(athlete)
+            for result in list(self.results):
+                if result.state == OK and result.athlete.athlete_id is not None:
+                    try:
+                        await self._check_head(result)
+                    except QuotaStop:
+                        return  # the athletes' own runs stop for it too
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait between the checks of a following run; what it fetched is compacted meanwhile."""
+        if self.idle is not None:
+            now = self.scheduler.now()
+            self.idle.on_wait(WaitInfo(now + seconds, "following: the next check of new activities", "short"), now)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            if self.idle is not None:
+                self.idle.on_wait(None, self.scheduler.now())
+
+    async def _check_head(self, result: AthleteResult) -> None:
+        """List the newest activities again (1 request unless a page's worth is new) and fetch the new
+        ones' details now, before the rest of the backlog; an athlete whose run ended gets their streams too."""
+        athlete, summary = result.athlete, result.summary
+        store = athlete.store
+        if store.unfinished_listing() is not None:
+            return  # its own listing is going on (or was killed): that one is the check
+        known = store.catalog()
+        boundary = recent_boundary(known, newest=1)
+        if boundary is None:
+            return
+        client = self.client(athlete, self.events, urgent=True)
+        try:
+            await _list(client, store, self.config, ListingChoice(False, boundary), FetchSummary(), self.events)
+            catalog = store.catalog()
+            new = sorted(catalog.keys() - known.keys(), key=lambda i: start_epoch(catalog[i]) or 0, reverse=True)
+            if new:
+                self.events.info(f"{athlete.label}: {len(new):,} new since the run began, fetched first")
+                summary.new += len(new)
+            for activity_id in new:
+                await _fetch_detail(client, store, activity_id, catalog[activity_id], {}, summary)
+            if new and self.config.fetch.streams and athlete.folder.name not in self.serving:
+                await _fetch_streams(client, store, self.config, self.options.filters, summary, self.events)
+        except (AthleteRevoked, ScopeMissing, RequestFailed) as error:
+            self.events.warn(f"{athlete.label}: checking for new activities failed ({error}); the next check"
+                             " tries again")
+        finally:
+            summary.requests += client.requests_sent
+
+    def client(self, athlete: AthleteDir, events: FetchEvents, *, urgent: bool = False) -> StravaClient:
         # The config's seed may stand in for a rejected stored token only where it can be no other athlete's.
         strava = self.config.strava if self.alone else replace(self.config.strava, refresh_token="")
+        lane = self.slots.lane(athlete.folder.name, urgent=urgent)
         return StravaClient(self.session, strava, self.config.fetch, self.scheduler, athlete.tokens,
-                            on_retry=events.info, on_request=events.request, slots=self.slots.lane(athlete.folder.name))
+                            on_retry=events.info, on_request=events.request, slots=lane)
 
     async def serve(self, athlete: AthleteDir, results: list[AthleteResult]) -> None:
         """One athlete's whole run: its listing, details, streams (learning who it is first, if unknown).
@@ -241,6 +325,9 @@ class _Run:
         result = AthleteResult(athlete)
         results.append(result)
         events = self.events
+        started_as = athlete.folder.name  # `start`'s name for it, before a bind renames it
+        athlete.store.prepare()
+        settle_stream_records(athlete.store)
         try:
             listed = False
             if athlete.athlete_id is None:
@@ -261,6 +348,10 @@ class _Run:
             events.warn(f"{athlete.label}: {error}; the other athletes go on")
         except QuotaStop as stop:
             result.stop = stop
+        finally:
+            self.serving.discard(started_as)
+            if not self.serving:
+                self.finished.set()
         if athlete.athlete_id is not None:
             record_access(athlete, result.state, result.why, time.time())
 

@@ -8,6 +8,10 @@ import asyncio
 import collections
 import json
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from functools import partial
 from pathlib import Path
 
@@ -18,7 +22,7 @@ from bulkfetch.fairness import FairSlots, next_lane
 from bulkfetch.roster import MIGRATING, Roster
 from bulkfetch.simulator import SimulatorSettings, SimulatorThread
 from bulkfetch.store import RawStore
-from tests.conftest import simulator_config_text
+from tests.conftest import cli_env, simulator_config_text
 
 API = "/api/v3"
 
@@ -196,3 +200,82 @@ def test_a_killed_move_is_finished_by_the_next_run(tmp_path) -> None:
     assert moved is not None and moved.athlete_id == 77
     assert not roster.needs_migration() and [a.athlete_id for a in roster.athletes()] == [77]
     assert moved.store.detail_ids() == {5} and (moved.folder / "state" / "athlete.json").exists()
+
+
+# -- a long run: new uploads, new athletes, following -----------------------------------------------------
+
+def spawn_fetch(config: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "bulkfetch", "--config", str(config), "fetch", "--no-compact",
+                             *args], env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+
+
+def wait_until(condition, timeout_s: float = 30, what: str = "") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def detail_index(records, activity_id: int) -> int:
+    return next(i for i, r in enumerate(records) if r.path == f"{API}/activities/{activity_id}")
+
+
+def test_an_activity_uploaded_mid_run_is_fetched_within_a_window_of_the_next_head_check(tmp_path, monkeypatch):
+    settings = SimulatorSettings(athletes=2, athlete_activities=(70, 40), seed=55, short_limit=10,
+                                 daily_limit=10_000, short_window_s=1)
+    thread = SimulatorThread(settings)
+    with thread as sim:
+        config = team(tmp_path, sim, monkeypatch)
+        mark = len(sim.request_log)
+        process = spawn_fetch(config)
+        wait_until(lambda: len(sim.request_log) - mark >= 20, what="the backfill to be under way")
+        first = sim.athletes[0].athlete_id
+        new = thread.call(partial(sim.add_activity, first))
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode == 0, stderr
+    records = api_records(sim, mark)
+    assert not [r for r in records if r.status == 429]
+    fetched_at = detail_index(records, new)
+    seen_at = max(i for i, r in enumerate(records[:fetched_at]) if r.path == f"{API}/athlete/activities")
+    assert records[fetched_at].short_window - records[seen_at].short_window <= 1  # within a window of being seen
+    backlog_after = [r for r in records[fetched_at:] if r.path.startswith(f"{API}/activities/")]
+    assert backlog_after, "the new activity waited for the whole backfill"
+    assert new in athlete_dir(tmp_path, first).detail_ids() and "new since the run began" in stderr
+
+
+def test_an_athlete_connected_during_a_run_is_fetched_by_that_run(tmp_path, monkeypatch):
+    settings = SimulatorSettings(athletes=2, athlete_activities=(60, 5), seed=56, short_limit=10,
+                                 daily_limit=10_000, short_window_s=1)
+    with SimulatorThread(settings) as sim:
+        first, second = (a.athlete_id for a in sim.athletes)
+        config = tmp_path / "config.toml"
+        config.write_text(simulator_config_text(sim, tmp_path / "data", refresh_token=""))
+        connect(config, sim.refresh_token_of(first), monkeypatch)
+        process = spawn_fetch(config)
+        wait_until(lambda: len(sim.request_log) >= 10, what="the run to be under way")
+        connect(config, sim.refresh_token_of(second), monkeypatch)  # `auth` beside a running fetch
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode == 0, stderr
+        assert athlete_dir(tmp_path, second).detail_ids() == set(sim.activity_ids(athlete_id=second))
+        assert f"athlete {second} was connected" in stderr
+
+
+def test_follow_fetches_what_appears_after_the_backlog_until_sigterm(tmp_path):
+    settings = SimulatorSettings(activities=8, seed=57, short_limit=100, daily_limit=10_000, short_window_s=1)
+    thread = SimulatorThread(settings)
+    with thread as sim:
+        config = tmp_path / "config.toml"
+        config.write_text(simulator_config_text(sim, tmp_path / "data"))
+        process = spawn_fetch(config, "--follow")
+        try:
+            store = lambda: Roster(tmp_path / "data").athletes()  # noqa: E731 - found once the run binds it
+            wait_until(lambda: any(len(a.store.detail_ids()) == 8 for a in store()), what="the backlog")
+            new = thread.call(sim.add_activity)
+            wait_until(lambda: new in store()[0].store.detail_ids(), timeout_s=20, what="the new activity")
+            assert process.poll() is None  # still following
+        finally:
+            process.send_signal(signal.SIGTERM)
+            _, stderr = process.communicate(timeout=30)
+        assert process.returncode == 130, stderr
+        assert not [r for r in api_records(sim) if r.status == 429] and "Traceback" not in stderr
