@@ -41,6 +41,9 @@ class TimingEvents:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
         self.last_detail_s = time.time()
 
+    def stream_done(self, activity_id: int, outcome: str) -> None:
+        self.detail_done(activity_id, outcome)
+
     def waiting(self, info: object) -> None:
         pass
 

@@ -86,6 +86,7 @@ class FetchEvents(Protocol):
     def details_planned(self, total: int, new: int, changed: int) -> None: ...
     def streams_planned(self, total: int) -> None: ...
     def detail_done(self, activity_id: int, outcome: str) -> None: ...
+    def stream_done(self, activity_id: int, outcome: str) -> None: ...
     def request(self, done: RequestDone) -> None: ...
     def waiting(self, info: WaitInfo | None) -> None: ...
     def quota(self, scheduler: QuotaScheduler) -> None: ...
@@ -240,6 +241,10 @@ class _Run:
         self.finished.set()
         self.idle: IdleCompactor | None = None
 
+    def labelled(self, athlete: AthleteDir) -> FetchEvents:
+        """The events, their messages naming the athlete when the data_dir serves several."""
+        return self.events if self.alone else _Labelled(self.events, athlete.label)
+
     def start(self, athlete: AthleteDir) -> None:
         assert self.group is not None
         self.serving.add(athlete.folder.name)
@@ -324,7 +329,7 @@ class _Run:
         Its result joins `results` at once, so that what it fetched counts while it runs."""
         result = AthleteResult(athlete)
         results.append(result)
-        events = self.events
+        events = self.labelled(athlete)
         started_as = athlete.folder.name  # `start`'s name for it, before a bind renames it
         athlete.store.prepare()
         settle_stream_records(athlete.store)
@@ -345,7 +350,7 @@ class _Run:
         except (AthleteRevoked, ScopeMissing) as error:
             result.state = REVOKED if isinstance(error, AthleteRevoked) else SCOPE_MISSING
             result.why = error.message
-            events.warn(f"{athlete.label}: {error}; the other athletes go on")
+            self.events.warn(f"{athlete.label}: {error}; the other athletes go on")
         except QuotaStop as stop:
             result.stop = stop
         finally:
@@ -366,11 +371,11 @@ class _Run:
         athlete_id = _recorded_athlete(unbound.store)
         listed = False
         if athlete_id is None:
-            client = self.client(unbound, self.events)
+            client = self.client(unbound, self.labelled(unbound))
             try:
                 choice = choose_listing(unbound.store, unbound.store.catalog(), self.config, time.time(),
                                         forced=self.options.full_relist, routine_only=self.options.list_only)
-                await _list(client, unbound.store, self.config, choice, summary, self.events)
+                await _list(client, unbound.store, self.config, choice, summary, self.labelled(unbound))
                 if summary.list_failure is not None:
                     return None
                 listed = True
@@ -386,6 +391,23 @@ class _Run:
         bound = self.roster.bind(unbound, athlete_id)
         self.events.info(f"{unbound.folder.name} is athlete {athlete_id}: its data is in {bound.folder}")
         return bound, listed and moved
+
+
+class _Labelled:
+    """FetchEvents whose messages start with the athlete they are about."""
+
+    def __init__(self, events: FetchEvents, label: str) -> None:
+        self._events = events
+        self._label = label
+
+    def info(self, message: str) -> None:
+        self._events.info(f"{self._label}: {message}")
+
+    def warn(self, message: str) -> None:
+        self._events.warn(f"{self._label}: {message}")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._events, name)  # the counts and the display are the run's, not the athlete's
 
 
 def _recorded_athlete(store: RawStore) -> int | None:
@@ -717,7 +739,7 @@ async def _fetch_details(client: StravaClient, store: RawStore, config: Config, 
         return outcome
 
     with _saved_at_the_end(saver, store, "details", summary.failed):
-        await _run_workers(pending, config.fetch.concurrency, fetch_one, events)
+        await _run_workers(pending, config.fetch.concurrency, fetch_one, events.detail_done)
 
 
 async def _fetch_streams(client: StravaClient, store: RawStore, config: Config, filters: Filters,
@@ -743,11 +765,11 @@ async def _fetch_streams(client: StravaClient, store: RawStore, config: Config, 
         return outcome
 
     with _saved_at_the_end(saver, store, "streams", summary.failed_streams):
-        await _run_workers(pending, config.fetch.concurrency, fetch_one, events)
+        await _run_workers(pending, config.fetch.concurrency, fetch_one, events.stream_done)
 
 
 async def _run_workers(ids: list[int], concurrency: int, job: Callable[[int], Awaitable[str]],
-                       events: FetchEvents) -> None:
+                       on_done: Callable[[int, str], None]) -> None:
     """Workers take ids in order from a bounded queue; the client lets `concurrency` requests be in
     flight, and twice as many workers keep them busy while others write their checkpoints.
 
@@ -777,7 +799,7 @@ async def _run_workers(ids: list[int], concurrency: int, job: Callable[[int], Aw
             except QuotaStop as stop:
                 stops.append(stop)
                 continue
-            events.detail_done(activity_id, outcome)
+            on_done(activity_id, outcome)
 
     try:
         async with asyncio.TaskGroup() as group:

@@ -91,10 +91,10 @@ class Reporter:
                 self._log_failed(exc)
         self._progress: Progress | None = None
         self._tasks: dict[str, TaskID] = {}
-        self._phase = "details"  # what the counters below count: "details", then "streams"
-        self._details_total = 0
-        self._details_done = 0
-        self._outcomes: dict[str, int] = {}
+        # Per phase ("details", "streams"), summed over the athletes of a run (they run side by side).
+        self._planned = {"details": 0, "streams": 0}
+        self._done = {"details": 0, "streams": 0}
+        self._outcomes: dict[str, dict[str, int]] = {"details": {}, "streams": {}}
         self._last_plain_s = 0.0
         self._scheduler: QuotaScheduler | None = None
         self._waiting: WaitInfo | None = None
@@ -165,33 +165,41 @@ class Reporter:
         self.debug(f"list page {page}: +{new_items:,}, {total:,} activities listed")
 
     def details_planned(self, total: int, new: int, changed: int) -> None:
-        self._details_total = total
         self.info(f"details to fetch: {total:,} ({new:,} new, {changed:,} changed)")
-        if self._progress and total:
-            self._task("details", "details", total=total)
+        self._planned_more("details", total)
 
     def streams_planned(self, total: int) -> None:
-        """Streams come after all details: the same bar and counters start over for them."""
-        self._phase, self._details_total, self._details_done, self._outcomes = "streams", total, 0, {}
+        """Streams come after an athlete's details (another athlete's may still be going on): a bar of their own."""
         self.info(f"streams to fetch: {total:,}")
-        if self._progress and total:
-            self._tasks["details"] = self._progress.add_task("streams", total=total, note="")
+        self._planned_more("streams", total)
 
     def detail_done(self, activity_id: int, outcome: str) -> None:
-        self._details_done += 1
-        self._outcomes[outcome] = self._outcomes.get(outcome, 0) + 1
         if outcome == "failed":
             self.debug(f"activity {activity_id}: failed (retried next run)")
         elif outcome == "not_found":
             self.debug(f"activity {activity_id}: no detail (404); asked again when its summary changes")
+        self._one_done("details", outcome)
+
+    def stream_done(self, activity_id: int, outcome: str) -> None:
+        if outcome == "failed":
+            self.debug(f"activity {activity_id}: stream set failed (retried next run)")
+        self._one_done("streams", outcome)
+
+    def _planned_more(self, phase: str, total: int) -> None:
+        self._planned[phase] += total
+        if self._progress and total:
+            self._progress.update(self._task(phase, phase, total=None), total=self._planned[phase])
+
+    def _one_done(self, phase: str, outcome: str) -> None:
+        self._done[phase] += 1
+        outcomes = self._outcomes[phase]
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        done, planned = self._done[phase], self._planned[phase]
         if self._progress:
-            self._progress.update(self._task("details", "details", total=self._details_total),
-                                  completed=self._details_done, live=True)
-        elif time.monotonic() - self._last_plain_s >= PLAIN_DETAIL_EVERY_S or \
-                self._details_done == self._details_total:
+            self._progress.update(self._task(phase, phase, total=planned), completed=done, live=True)
+        elif time.monotonic() - self._last_plain_s >= PLAIN_DETAIL_EVERY_S or done == planned:
             self._last_plain_s = time.monotonic()
-            self.info(f"{self._phase} {self._details_done:,}/{self._details_total:,} "
-                      f"({self._outcome_text()}) {self._quota_note()}")
+            self.info(f"{phase} {done:,}/{planned:,} ({self._outcome_text(phase)}) {self._quota_note()}")
 
     def quota(self, scheduler: QuotaScheduler) -> None:
         self._scheduler = scheduler
@@ -206,7 +214,7 @@ class Reporter:
         self._waiting = info
         if info is None:
             return
-        remaining = max(0, self._details_total - self._details_done)
+        remaining = sum(max(0, self._planned[phase] - self._done[phase]) for phase in self._planned)
         wait_s = info.until - self._now()
         message = f"waiting {human_duration(wait_s)} for the {info.window} window: {info.reason}"
         if remaining and self._scheduler is not None:
@@ -233,8 +241,9 @@ class Reporter:
             self._tasks[key] = self._progress.add_task(description, total=total, note="")
         return self._tasks[key]
 
-    def _outcome_text(self) -> str:
-        return ", ".join(f"{count:,} {name.replace('_', ' ')}" for name, count in sorted(self._outcomes.items()))
+    def _outcome_text(self, phase: str) -> str:
+        return ", ".join(f"{count:,} {name.replace('_', ' ')}"
+                         for name, count in sorted(self._outcomes[phase].items()))
 
     def _quota_note(self) -> str:
         if self._scheduler is None:
