@@ -279,3 +279,35 @@ def test_follow_fetches_what_appears_after_the_backlog_until_sigterm(tmp_path):
             _, stderr = process.communicate(timeout=30)
         assert process.returncode == 130, stderr
         assert not [r for r in api_records(sim) if r.status == 429] and "Traceback" not in stderr
+
+
+def test_exit_2_for_a_revoked_athlete_wins_over_75_for_the_quota(tmp_path, monkeypatch, capsys):
+    settings = SimulatorSettings(athletes=2, athlete_activities=(30, 5), seed=58, short_limit=10,
+                                 daily_limit=10_000, short_window_s=60)
+    thread = SimulatorThread(settings)
+    with thread as sim:
+        config = team(tmp_path, sim, monkeypatch)
+        thread.call(partial(sim.revoke_athlete, sim.athletes[1].athlete_id))
+        capsys.readouterr()
+        assert fetch(config, "--no-wait") == 2  # the quota stopped the run too (75), but a revoked athlete needs you
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert f"athlete {sim.athletes[1].athlete_id} revoked access" in err
+
+
+def test_a_data_dir_that_never_recorded_its_athlete_is_named_by_its_next_list_page(tmp_path, capsys):
+    with SimulatorThread(SimulatorSettings(activities=12, seed=59, short_limit=1000, daily_limit=10_000)) as sim:
+        config = tmp_path / "config.toml"
+        config.write_text(simulator_config_text(sim, tmp_path / "data"))
+        assert fetch(config) == 0
+        data, athlete = tmp_path / "data", sim.settings.athlete_id
+        for name in ("raw", "state", "auth"):  # an old layout without state/athlete.json or the id in the tokens
+            shutil.move(data / "athletes" / str(athlete) / name, data / name)
+        shutil.rmtree(data / "athletes")
+        (data / "state" / "athlete.json").unlink()
+        tokens = json.loads((data / "auth" / "tokens.json").read_text())
+        (data / "auth" / "tokens.json").write_text(json.dumps({**tokens, "athlete_id": None}))
+        mark = len(sim.request_log)
+        assert fetch(config) == 0
+        assert [r.path for r in api_records(sim, mark)] == [f"{API}/athlete/activities"]  # no detail again
+        assert [a.athlete_id for a in Roster(data).athletes()] == [athlete]
+        assert athlete_dir(tmp_path, athlete).detail_ids() == set(sim.activity_ids())
