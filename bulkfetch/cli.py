@@ -376,7 +376,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_plan(args: argparse.Namespace) -> int:
     from bulkfetch.pipeline import FetchOptions, athlete_plans, fetch_history, require_token, restore_ledger
     from bulkfetch.plan import combined_plan
-    from bulkfetch.progress import listed_text, listing_text, plan_text, utc_day_clock
+    from bulkfetch.progress import count, listed_text, listing_text, plan_text, utc_day_clock
 
     config = _config(args, {"fetch": {"streams": args.streams}})
     filters = parse_filters(args.sport, args.since, args.until)
@@ -398,8 +398,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     plan = combined_plan([p for _, p in plans])
     if len(plans) > 1:
         for athlete, part in plans:
-            print(f"{athlete.label}: {part.total:,} requests ({part.list_pages:,} list, {part.details:,} details, "
-                  f"{part.streams:,} streams)")
+            print(f"{athlete.label}: {count(part.total, 'request')} ({part.list_pages:,} list, {part.details:,} "
+                  f"details, {part.streams:,} streams)")
     print(plan_text(plan, view))
     due = plan.listing.full_due_at
     print("listing: " + listing_text(plan.listing.full, plan.list_pages, None if due is None else utc_day_clock(due)))

@@ -311,3 +311,22 @@ def test_a_data_dir_that_never_recorded_its_athlete_is_named_by_its_next_list_pa
         assert [r.path for r in api_records(sim, mark)] == [f"{API}/athlete/activities"]  # no detail again
         assert [a.athlete_id for a in Roster(data).athletes()] == [athlete]
         assert athlete_dir(tmp_path, athlete).detail_ids() == set(sim.activity_ids())
+
+
+def test_plan_and_status_show_each_athlete_and_the_total(tmp_path, monkeypatch, capsys):
+    settings = SimulatorSettings(athletes=2, athlete_activities=(9, 4), seed=60, short_limit=1000, daily_limit=10_000)
+    with SimulatorThread(settings) as sim:
+        config = team(tmp_path, sim, monkeypatch)
+        first, second = (a.athlete_id for a in sim.athletes)
+        assert fetch(config, "--athlete", str(second)) == 0
+        capsys.readouterr()
+        mark = len(sim.request_log)
+        assert main(["--config", str(config), "plan", "--offline"]) == 0
+        out = capsys.readouterr().out
+        assert f"athlete {second}: 1 request (1 list, 0 details, 0 streams)" in out  # the next routine check
+        assert f"athlete {first}: " in out and not api_records(sim, mark)
+        assert main(["--config", str(config), "status"]) == 0
+        out = capsys.readouterr().out
+        assert "(2 athletes)" in out
+        assert f"athlete    {second}: 4 listed, 4 fetched, 0 pending" in out
+        assert f"athlete    {first}: 0 listed, 0 fetched, 0 pending, last fetch never" in out
