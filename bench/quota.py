@@ -55,8 +55,9 @@ from bench.events import TimingEvents  # noqa: E402 - after the path fix, so the
 from bulkfetch.config import with_overrides  # noqa: E402
 from bulkfetch.demo import demo_config  # noqa: E402
 from bulkfetch.idle_compaction import FINISHED, outcome_line  # noqa: E402
-from bulkfetch.pipeline import FetchOptions, fetch_history  # noqa: E402
+from bulkfetch.pipeline import FetchOptions  # noqa: E402
 from bulkfetch.quota import QuotaLedger, estimate_finish, next_boundary, window_index  # noqa: E402
+from bulkfetch.run import fetch_history  # noqa: E402
 from bulkfetch.simulator import Simulator, SimulatorSettings  # noqa: E402
 
 SEED = 7

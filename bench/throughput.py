@@ -56,7 +56,8 @@ if str(REPO) not in sys.path:
 from bench.events import TimingEvents  # noqa: E402 - after the path fix
 from bulkfetch.config import FetchConfig, with_overrides  # noqa: E402
 from bulkfetch.demo import demo_config  # noqa: E402
-from bulkfetch.pipeline import FetchOptions, fetch_history  # noqa: E402
+from bulkfetch.pipeline import FetchOptions  # noqa: E402
+from bulkfetch.run import fetch_history  # noqa: E402
 from bulkfetch.simulator import SimulatorSettings, SimulatorThread  # noqa: E402
 
 SEED = 11

@@ -226,8 +226,9 @@ def _reporter(args: argparse.Namespace, config: Config | None = None) -> Reporte
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    from bulkfetch.pipeline import FetchOptions, chosen_athletes, fetch_history, require_token
+    from bulkfetch.pipeline import FetchOptions
     from bulkfetch.roster import Roster
+    from bulkfetch.run import chosen_athletes, fetch_history, require_token
 
     config = _config(args, {"fetch": {"concurrency": args.concurrency, "streams": args.streams}})
     options = FetchOptions(
@@ -374,9 +375,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from bulkfetch.pipeline import FetchOptions, athlete_plans, fetch_history, require_token, restore_ledger
+    from bulkfetch.pipeline import FetchOptions, restore_ledger
     from bulkfetch.plan import combined_plan
     from bulkfetch.progress import count, listed_text, listing_text, plan_text, utc_day_clock
+    from bulkfetch.run import athlete_plans, fetch_history, require_token
 
     config = _config(args, {"fetch": {"streams": args.streams}})
     filters = parse_filters(args.sport, args.since, args.until)

@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from bulkfetch.config import Config, FetchConfig, LimitsConfig, StorageConfig, StravaConfig
-from bulkfetch.pipeline import FetchEvents, FetchOptions, FetchSummary, fetch_history
+from bulkfetch.pipeline import FetchEvents, FetchOptions, FetchSummary
+from bulkfetch.run import fetch_history
 from bulkfetch.simulator import Simulator, SimulatorSettings
 
 DEMO_SEED = 2026

@@ -1,6 +1,8 @@
-"""The fetch pipeline: list the history with a keyset cursor, then fetch details concurrently.
+"""One athlete's fetch pipeline: list the history with a keyset cursor, then fetch details concurrently.
 
     lister --(catalog)--> pending_details (pure) --> bounded queue --> N detail workers (TaskGroup)
+
+(`bulkfetch.run` runs it for every athlete of a data_dir at once, under one quota.)
 
 Every response is checkpointed as raw JSON before it counts as done, so a killed run resumes where it
 stopped, and a rerun fetches only new and changed activities. A routine run lists only the newest
@@ -13,27 +15,19 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from aiohttp import ClientSession
-
 from bulkfetch.auth import scope_lacks_read_all
-from bulkfetch.client import ApiResponse, RequestDone, RequestFailed, StravaClient, open_session
+from bulkfetch.client import ApiResponse, RequestDone, RequestFailed, StravaClient
 from bulkfetch.config import STREAM_TYPES, Config, environment
 from bulkfetch.errors import (
-    AthleteRevoked,
-    AthletesBlocked,
     BulkfetchError,
-    ConfigError,
     CredentialError,
     Interrupted,
     QuotaStop,
-    ScopeMissing,
 )
-from bulkfetch.fairness import FairSlots
-from bulkfetch.idle_compaction import MIN_WAIT_SHARE, IdleCompactor, Target
 from bulkfetch.ledger_file import App, state_folder
 from bulkfetch.paging import DAY_S, Boundary, Paging, full_relist_due, list_pages_needed, recent_boundary
 from bulkfetch.plan import (
@@ -42,7 +36,6 @@ from bulkfetch.plan import (
     ListingPlan,
     RequestPlan,
     StreamRecord,
-    combined_plan,
     filters_to_json,
     fingerprint,
     legacy_stream_types,
@@ -56,15 +49,12 @@ from bulkfetch.plan import (
     unlisted,
 )
 from bulkfetch.quota import QuotaLedger
-from bulkfetch.roster import OK, REVOKED, SCOPE_MISSING, AthleteDir, Roster, record_access
+from bulkfetch.roster import OK, AthleteDir
 from bulkfetch.scheduler import QuotaScheduler, WaitInfo, WaitPolicy
 from bulkfetch.shared_ledger import SharedLedger, read_ledger
 from bulkfetch.store import FULL_LISTING, NOT_FOUND, UNLISTED, Listing, RawStore, page_items, read_json
 
 INDEX_SAVE_EVERY = 50  # completions between saves of the fetched and streams indexes
-# A long run lists each athlete's newest activities again this often (in short windows): an activity
-# uploaded meanwhile is fetched within a window of being seen, not after days of backfill.
-HEAD_CHECK_WINDOWS = 4
 # State files (under data_dir/state/) this module keeps.
 FETCHED = "fetched"
 STREAM_RECORDS = "streams"
@@ -143,279 +133,7 @@ class AthleteResult:
     stop: QuotaStop | None = None
 
 
-def require_token(config: Config) -> None:
-    """Fail before any work when there is no refresh token anywhere."""
-    if not config.strava.refresh_token and not any(a.tokens.load() for a in Roster(config.storage.data_dir).athletes()):
-        raise CredentialError(
-            "no Strava token: no athlete connected under data_dir and no [strava] refresh_token",
-            hint="run 'bulkfetch auth', or set STRAVA_REFRESH_TOKEN",
-        )
-
-
-def chosen_athletes(roster: Roster, wanted: frozenset[int] | None, *, connected_only: bool = True) -> list[AthleteDir]:
-    """The athletes a run serves: every connected one, or those `--athlete` names (each must be known)."""
-    connected = [athlete for athlete in roster.athletes() if not connected_only or athlete.tokens.load() is not None]
-    if wanted is None:
-        return connected
-    known = {athlete.athlete_id for athlete in connected}
-    if unknown := sorted(wanted - known):
-        listed = ", ".join(str(i) for i in sorted(i for i in known if i is not None)) or "none"
-        raise ConfigError(f"--athlete {','.join(map(str, unknown))}: not connected to this data_dir "
-                          f"(connected: {listed})", hint="see 'bulkfetch athletes', or connect with 'bulkfetch auth'")
-    return [athlete for athlete in connected if athlete.athlete_id in wanted]
-
-
-async def fetch_history(config: Config, options: FetchOptions, events: FetchEvents) -> FetchSummary:
-    """One fetch run against `config`'s data_dir, every chosen athlete in turn, one request at a time
-    (see `bulkfetch.fairness`), under one quota ledger (the caller holds the data_dir lock).
-
-    An athlete whose access is revoked or lacks a scope stops alone; the others go on. The run raises
-    AthletesBlocked (exit 2) for them at its end, else a QuotaStop, else returns the total.
-    """
-    roster = Roster(config.storage.data_dir)
-    roster.migrate()
-    roster.add_seed(config.strava.refresh_token)
-    athletes = chosen_athletes(roster, options.athletes)
-    results: list[AthleteResult] = []
-    idle = _idle_compactor(roster, config, options, lambda: FetchSummary.total(results), events)
-    with app_ledger(config, [a.store for a in athletes], options.ledger_dir, events.warn) as ledger:
-        scheduler = QuotaScheduler(ledger, max_rate_per_s=config.fetch.max_rate_per_s, policy=options.policy,
-                                   on_wait=lambda info: _waiting(info, events, idle, scheduler))
-        async with open_session(config.fetch.concurrency) as session:
-            run = _Run(roster, config, options, events, scheduler, session, FairSlots(config.fetch.concurrency))
-            run.idle = idle
-            events.quota(scheduler)
-            if not options.list_only:
-                plans = [current_plan(a.store, config, options.filters, full_relist=options.full_relist)
-                         for a in athletes]
-                events.plan(combined_plan(plans), scheduler)
-            try:
-                async with asyncio.TaskGroup() as group:
-                    run.group, run.results = group, results
-                    for athlete in athletes:
-                        run.start(athlete)
-                    if not options.list_only:
-                        group.create_task(run.watch())
-            except BaseExceptionGroup as group_error:
-                raise _first_error(group_error) from None
-            finally:
-                if idle is not None:
-                    idle.close()  # before the run's own compaction, which would meet the child's lock
-                events.quota(scheduler)
-    summary = FetchSummary.total(results)
-    if blocked := [r for r in results if r.state != OK]:
-        raise AthletesBlocked(_blocked_text(blocked), hint=_blocked_hint(blocked), summary=summary)
-    if stops := [r.stop for r in results if r.stop is not None]:
-        raise stops[0]
-    return summary
-
-
-def _blocked_text(blocked: list[AthleteResult]) -> str:
-    parts = [f"{r.athlete.label} {'revoked access' if r.state == REVOKED else 'lacks a permission'} ({r.why})"
-             for r in blocked]
-    return "; ".join(parts) + "; everything else was fetched"
-
-
-def _blocked_hint(blocked: list[AthleteResult]) -> str:
-    return ("have each of them run 'bulkfetch auth' again (ticking 'View data about your activities'),"
-            " or 'bulkfetch athletes remove ID' to stop serving them")
-
-
-class _Run:
-    """What a run's athletes share: the roster, the HTTP session, the quota, the fair slots."""
-
-    def __init__(self, roster: Roster, config: Config, options: FetchOptions, events: FetchEvents,
-                 scheduler: QuotaScheduler, session: ClientSession, slots: FairSlots) -> None:
-        self.roster = roster
-        self.config = config
-        self.options = options
-        self.events = events
-        self.scheduler = scheduler
-        self.session = session
-        self.slots = slots
-        self.alone = len([a for a in roster.athletes() if a.tokens.load() is not None]) == 1
-        self.group: asyncio.TaskGroup | None = None
-        self.results: list[AthleteResult] = []
-        self.serving: set[str] = set()  # athlete folders whose run is going on
-        self.finished = asyncio.Event()  # set whenever no athlete's run is going on
-        self.finished.set()
-        self.idle: IdleCompactor | None = None
-
-    def labelled(self, athlete: AthleteDir) -> FetchEvents:
-        """The events, their messages naming the athlete when the data_dir serves several."""
-        return self.events if self.alone else _Labelled(self.events, athlete.label)
-
-    def start(self, athlete: AthleteDir) -> None:
-        assert self.group is not None
-        self.serving.add(athlete.folder.name)
-        self.finished.clear()
-        self.group.create_task(self.serve(athlete, self.results))
-
-    async def watch(self) -> None:
-        """Every HEAD_CHECK_WINDOWS short windows: start athletes `auth` connected meanwhile (unless the run
-        is restricted to some), and check every athlete's list head, fetching what was uploaded since at
-        once. Ends with the athletes' runs, or, following, never (until the run is stopped)."""
-        interval = HEAD_CHECK_WINDOWS * self.config.limits.short_window_s
-        while True:
-            try:
-                await asyncio.wait_for(self.finished.wait(), timeout=interval)
-                if not self.options.follow:
-                    return
-                await self._pause(interval)  # following: the backlog is done, check again later
-            except TimeoutError:
-                pass
-            if self.options.athletes is None:
-                known = {r.athlete.folder.name for r in self.results} | self.serving
-                for athlete in chosen_athletes(self.roster, None):
-                    if athlete.folder.name not in known:
-                        self.events.info(f"{athlete.label} was connected: fetching it too")
-                        self.start(athlete)
-            for result in list(self.results):
-                if result.state == OK and result.athlete.athlete_id is not None:
-                    try:
-                        await self._check_head(result)
-                    except QuotaStop:
-                        return  # the athletes' own runs stop for it too
-
-    async def _pause(self, seconds: float) -> None:
-        """Wait between the checks of a following run; what it fetched is compacted meanwhile."""
-        if self.idle is not None:
-            now = self.scheduler.now()
-            self.idle.on_wait(WaitInfo(now + seconds, "following: the next check of new activities", "short"), now)
-        try:
-            await asyncio.sleep(seconds)
-        finally:
-            if self.idle is not None:
-                self.idle.on_wait(None, self.scheduler.now())
-
-    async def _check_head(self, result: AthleteResult) -> None:
-        """List the newest activities again (1 request unless a page's worth is new) and fetch the new
-        ones' details now, before the rest of the backlog; an athlete whose run ended gets their streams too."""
-        athlete, summary = result.athlete, result.summary
-        store = athlete.store
-        if store.unfinished_listing() is not None:
-            return  # its own listing is going on (or was killed): that one is the check
-        known = store.catalog()
-        boundary = recent_boundary(known, newest=1)
-        if boundary is None:
-            return
-        client = self.client(athlete, self.events, urgent=True)
-        try:
-            await _list(client, store, self.config, ListingChoice(False, boundary), FetchSummary(), self.events)
-            catalog = store.catalog()
-            new = sorted(catalog.keys() - known.keys(), key=lambda i: start_epoch(catalog[i]) or 0, reverse=True)
-            if new:
-                self.events.info(f"{athlete.label}: {len(new):,} new since the run began, fetched first")
-                summary.new += len(new)
-            for activity_id in new:
-                await _fetch_detail(client, store, activity_id, catalog[activity_id], {}, summary)
-            if new and self.config.fetch.streams and athlete.folder.name not in self.serving:
-                await _fetch_streams(client, store, self.config, self.options.filters, summary, self.events)
-        except (AthleteRevoked, ScopeMissing, RequestFailed) as error:
-            self.events.warn(f"{athlete.label}: checking for new activities failed ({error}); the next check"
-                             " tries again")
-        finally:
-            summary.requests += client.requests_sent
-
-    def client(self, athlete: AthleteDir, events: FetchEvents, *, urgent: bool = False) -> StravaClient:
-        # The config's seed may stand in for a rejected stored token only where it can be no other athlete's.
-        strava = self.config.strava if self.alone else replace(self.config.strava, refresh_token="")
-        lane = self.slots.lane(athlete.folder.name, urgent=urgent)
-        return StravaClient(self.session, strava, self.config.fetch, self.scheduler, athlete.tokens,
-                            on_retry=events.info, on_request=events.request, slots=lane)
-
-    async def serve(self, athlete: AthleteDir, results: list[AthleteResult]) -> None:
-        """One athlete's whole run: its listing, details, streams (learning who it is first, if unknown).
-        Its result joins `results` at once, so that what it fetched counts while it runs."""
-        result = AthleteResult(athlete)
-        results.append(result)
-        events = self.labelled(athlete)
-        started_as = athlete.folder.name  # `start`'s name for it, before a bind renames it
-        athlete.store.prepare()
-        settle_stream_records(athlete.store)
-        try:
-            listed = False
-            if athlete.athlete_id is None:
-                bound = await self._bind(athlete, result.summary)
-                if bound is None:
-                    return  # its listing stopped (summary.list_failure): a rerun continues it
-                athlete, listed = bound
-                result.athlete = athlete
-            client = self.client(athlete, events)
-            try:
-                await _fetch_athlete(client, athlete.store, self.config, self.options, result.summary, events,
-                                     list_first=not listed)
-            finally:
-                result.summary.requests += client.requests_sent
-        except (AthleteRevoked, ScopeMissing) as error:
-            result.state = REVOKED if isinstance(error, AthleteRevoked) else SCOPE_MISSING
-            result.why = error.message
-            self.events.warn(f"{athlete.label}: {error}; the other athletes go on")
-        except QuotaStop as stop:
-            result.stop = stop
-        finally:
-            self.serving.discard(started_as)
-            if not self.serving:
-                self.finished.set()
-        if athlete.athlete_id is not None:
-            record_access(athlete, result.state, result.why, time.time())
-
-    async def _bind(self, unbound: AthleteDir, summary: FetchSummary) -> tuple[AthleteDir, bool] | None:
-        """Learn whose tokens an unbound folder holds and move them to that athlete's folder; True when
-        the listing this needed was this run's listing of the athlete. None: the listing stopped.
-
-        Its first list page names the athlete (no extra request); an empty history costs one `GET /athlete`.
-        The listing is made before any detail is fetched, so tokens of an athlete the data_dir holds already
-        join that athlete's data without fetching it again.
-        """
-        athlete_id = _recorded_athlete(unbound.store)
-        listed = False
-        if athlete_id is None:
-            client = self.client(unbound, self.labelled(unbound))
-            try:
-                choice = choose_listing(unbound.store, unbound.store.catalog(), self.config, time.time(),
-                                        forced=self.options.full_relist, routine_only=self.options.list_only)
-                await _list(client, unbound.store, self.config, choice, summary, self.labelled(unbound))
-                if summary.list_failure is not None:
-                    return None
-                listed = True
-                athlete_id = _recorded_athlete(unbound.store)
-                if athlete_id is None:
-                    response = await client.get("/athlete")
-                    athlete_id = response.data.get("id") if isinstance(response.data, dict) else None
-            finally:
-                summary.requests += client.requests_sent
-        if not isinstance(athlete_id, int):
-            raise RequestFailed(f"could not learn whose tokens {unbound.folder} holds; a rerun tries again")
-        moved = not self.roster.athlete(athlete_id).folder.exists()  # else it joins the athlete's own listing
-        bound = self.roster.bind(unbound, athlete_id)
-        self.events.info(f"{unbound.folder.name} is athlete {athlete_id}: its data is in {bound.folder}")
-        return bound, listed and moved
-
-
-class _Labelled:
-    """FetchEvents whose messages start with the athlete they are about."""
-
-    def __init__(self, events: FetchEvents, label: str) -> None:
-        self._events = events
-        self._label = label
-
-    def info(self, message: str) -> None:
-        self._events.info(f"{self._label}: {message}")
-
-    def warn(self, message: str) -> None:
-        self._events.warn(f"{self._label}: {message}")
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._events, name)  # the counts and the display are the run's, not the athlete's
-
-
-def _recorded_athlete(store: RawStore) -> int | None:
-    athlete_id = (store.read_state("athlete") or {}).get("athlete_id")
-    return athlete_id if isinstance(athlete_id, int) else None
-
-
-async def _fetch_athlete(client: StravaClient, store: RawStore, config: Config, options: FetchOptions,
+async def fetch_athlete(client: StravaClient, store: RawStore, config: Config, options: FetchOptions,
                          summary: FetchSummary, events: FetchEvents, *, list_first: bool = True) -> None:
     """One athlete: its list check (unless this run listed it already), then its details (new ones first,
     then backfill newest first), then its streams."""
@@ -432,35 +150,12 @@ async def _fetch_athlete(client: StravaClient, store: RawStore, config: Config, 
             events.info(f"the full listing {choice.unfinished.listing_id} is unfinished: the next fetch"
                         " continues it (plan lists no more than a routine run)")
             return
-        await _list(client, store, config, choice, summary, events)
+        await list_activities(client, store, config, choice, summary, events)
     if options.list_only:
         return
     await _fetch_details(client, store, config, options.filters, summary, events)
     if config.fetch.streams:
-        await _fetch_streams(client, store, config, options.filters, summary, events)
-
-
-# -- compaction during quota waits (see bulkfetch.idle_compaction) -------------------------------------------
-
-def _idle_compactor(roster: Roster, config: Config, options: FetchOptions, progress: Callable[[], FetchSummary],
-                    events: FetchEvents) -> IdleCompactor | None:
-    if not options.compact_in_waits:
-        return None
-    return IdleCompactor(config.storage.parquet_dir, lambda: _compaction_targets(roster),
-                         config.limits.short_window_s * MIN_WAIT_SHARE,
-                         fetched=lambda: (done := progress()).fetched + done.streams, on_info=events.info)
-
-
-def _compaction_targets(roster: Roster) -> list[Target]:
-    return [(athlete.folder, athlete.athlete_id) for athlete in roster.athletes()
-            if athlete.athlete_id is not None and athlete.store.listings()]
-
-
-def _waiting(info: WaitInfo | None, events: FetchEvents, idle: IdleCompactor | None,
-             scheduler: QuotaScheduler) -> None:
-    if idle is not None:
-        idle.on_wait(info, scheduler.now())
-    events.waiting(info)
+        await fetch_streams(client, store, config, options.filters, summary, events)
 
 
 def current_plan(store: RawStore, config: Config, filters: Filters, *, full_relist: bool = False,
@@ -470,15 +165,6 @@ def current_plan(store: RawStore, config: Config, filters: Filters, *, full_reli
     listing = next_listing(store, catalog, config, time.time() if now is None else now, forced=full_relist)
     return request_plan(catalog, load_fetched_index(store), load_stream_records(store), filters, listing=listing,
                         not_found=not_found_until(store, listing), streams=frozenset(config.fetch.streams))
-
-
-def athlete_plans(config: Config, filters: Filters, wanted: frozenset[int] | None, *, full_relist: bool = False,
-                  now: float | None = None, listed_only: bool = False) -> list[tuple[AthleteDir, RequestPlan]]:
-    """Each athlete's plan from what is on disk (reads only: the layout may not be migrated yet);
-    `listed_only`: only athletes with a cached list."""
-    athletes = [a for a in chosen_athletes(Roster(config.storage.data_dir), wanted, connected_only=False)
-                if not listed_only or a.store.listings()]
-    return [(a, current_plan(a.store, config, filters, full_relist=full_relist, now=now)) for a in athletes]
 
 
 def app_of(config: Config) -> App:
@@ -560,7 +246,7 @@ def _full_relist_due_at(store: RawStore, config: Config) -> float | None:
     return None if last_full is None else last_full + config.fetch.full_relist_days * DAY_S
 
 
-async def _list(client: StravaClient, store: RawStore, config: Config, choice: ListingChoice,
+async def list_activities(client: StravaClient, store: RawStore, config: Config, choice: ListingChoice,
                 summary: FetchSummary, events: FetchEvents) -> None:
     listing = choice.unfinished or store.new_listing(time.time(), _listing_meta(choice))
     paging = Paging(config.fetch.per_page, choice.boundary, _listed_starts(listing))
@@ -734,7 +420,7 @@ async def _fetch_details(client: StravaClient, store: RawStore, config: Config, 
     saver = _IndexSaver(store, FETCHED, lambda: _fetched_to_json(fetched))
 
     async def fetch_one(activity_id: int) -> str:
-        outcome = await _fetch_detail(client, store, activity_id, catalog[activity_id], fetched, summary)
+        outcome = await fetch_detail(client, store, activity_id, catalog[activity_id], fetched, summary)
         saver.changed()
         return outcome
 
@@ -742,7 +428,7 @@ async def _fetch_details(client: StravaClient, store: RawStore, config: Config, 
         await _run_workers(pending, config.fetch.concurrency, fetch_one, events.detail_done)
 
 
-async def _fetch_streams(client: StravaClient, store: RawStore, config: Config, filters: Filters,
+async def fetch_streams(client: StravaClient, store: RawStore, config: Config, filters: Filters,
                          summary: FetchSummary, events: FetchEvents) -> None:
     """After all details: one streams request per activity whose stored streams are stale (newest first).
 
@@ -807,12 +493,12 @@ async def _run_workers(ids: list[int], concurrency: int, job: Callable[[int], Aw
             for _ in range(workers):
                 group.create_task(work())
     except BaseExceptionGroup as group_error:
-        raise _first_error(group_error) from None
+        raise first_error(group_error) from None
     if stops:
         raise stops[0]
 
 
-async def _fetch_detail(client: StravaClient, store: RawStore, activity_id: int, activity: Mapping[str, Any],
+async def fetch_detail(client: StravaClient, store: RawStore, activity_id: int, activity: Mapping[str, Any],
                         fetched: dict[int, str], summary: FetchSummary) -> str:
     try:
         response = await client.get(f"/activities/{activity_id}")
@@ -969,7 +655,7 @@ def _read_object(path: Path) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _first_error(group_error: BaseExceptionGroup) -> BaseException:
+def first_error(group_error: BaseExceptionGroup) -> BaseException:
     """The error to report from a TaskGroup: a user-facing one if any, else the first."""
     flat: list[BaseException] = []
 
