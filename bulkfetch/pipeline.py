@@ -56,7 +56,7 @@ from bulkfetch.plan import (
     unlisted,
 )
 from bulkfetch.quota import QuotaLedger
-from bulkfetch.roster import OK, REVOKED, SCOPE_MISSING, AthleteDir, Roster, record_access
+from bulkfetch.roster import OK, REVOKED, SCOPE_MISSING, AthleteDir, Roster, is_removed, record_access
 from bulkfetch.scheduler import QuotaScheduler, WaitInfo, WaitPolicy
 from bulkfetch.shared_ledger import SharedLedger, read_ledger
 from bulkfetch.store import FULL_LISTING, NOT_FOUND, UNLISTED, Listing, RawStore, page_items, read_json
@@ -256,6 +256,9 @@ class _Run:
             finally:
                 result.summary.requests += client.requests_sent
         except (AthleteRevoked, ScopeMissing) as error:
+            if is_removed(athlete):  # `athletes remove` ran meanwhile: the deauthorization ended its tokens
+                events.info(f"{athlete.label} was removed from this data_dir: no longer served")
+                return
             result.state = REVOKED if isinstance(error, AthleteRevoked) else SCOPE_MISSING
             result.why = error.message
             events.warn(f"{athlete.label}: {error}; the other athletes go on")

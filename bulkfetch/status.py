@@ -65,6 +65,11 @@ def collect_status(config: Config, now: float | None = None) -> dict[str, Any]:
     }
 
 
+def athlete_report(athlete: AthleteDir, config: Config, now: float | None = None) -> dict[str, Any]:
+    """One athlete's part of `status --json` (what `bulkfetch athletes` lists)."""
+    return _athlete_status(athlete, config, time.time() if now is None else now)[0]
+
+
 def _athlete_status(athlete: AthleteDir, config: Config, now: float) -> tuple[dict[str, Any], RequestPlan, Any]:
     store = athlete.store
     _check_folders(store)
