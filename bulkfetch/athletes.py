@@ -95,6 +95,7 @@ def table_cells(rows: list[AthleteRow]) -> list[tuple[str, ...]]:
 class Removed:
     athlete: AthleteDir
     name: str | None
+    had_tokens: bool  # False: removed already (or never connected here)
     deauthorized: bool  # False: it had no tokens, or Strava had dropped the app already
     purged: bool
 
@@ -115,8 +116,9 @@ async def remove(config: Config, athlete: AthleteDir, *, purge: bool, warn: Call
     assert athlete.athlete_id is not None
     roster = Roster(config.storage.data_dir)
     name = _name_of(athlete, roster)
+    had_tokens = athlete.tokens.load() is not None
     deauthorized = False
-    if athlete.tokens.load() is not None:
+    if had_tokens:
         deauthorized = await deauthorize(config, athlete, warn)
         roster.record_removal(athlete.athlete_id, Removal(time.time(), _seed_digests(roster, athlete, config), name))
         athlete.tokens.path.unlink(missing_ok=True)
@@ -124,7 +126,7 @@ async def remove(config: Config, athlete: AthleteDir, *, purge: bool, warn: Call
         roster.record_removal(athlete.athlete_id, Removal(time.time(), (), name))
     if purge:
         purge_athlete(roster, athlete, config.storage.parquet_dir)
-    return Removed(athlete, name, deauthorized, purge)
+    return Removed(athlete, name, had_tokens, deauthorized, purge)
 
 
 def _seed_digests(roster: Roster, athlete: AthleteDir, config: Config) -> tuple[str, ...]:

@@ -365,9 +365,9 @@ def current_plan(store: RawStore, config: Config, filters: Filters, *, full_reli
 def athlete_plans(config: Config, filters: Filters, wanted: frozenset[int] | None, *, full_relist: bool = False,
                   now: float | None = None, listed_only: bool = False) -> list[tuple[AthleteDir, RequestPlan]]:
     """Each athlete's plan from what is on disk (reads only: the layout may not be migrated yet);
-    `listed_only`: only athletes with a cached list."""
+    `listed_only`: only athletes with a cached list. A removed athlete has none: no run fetches for it."""
     athletes = [a for a in chosen_athletes(Roster(config.storage.data_dir), wanted, connected_only=False)
-                if not listed_only or a.store.listings()]
+                if (not listed_only or a.store.listings()) and not is_removed(a)]
     return [(a, current_plan(a.store, config, filters, full_relist=full_relist, now=now)) for a in athletes]
 
 

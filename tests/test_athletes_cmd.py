@@ -22,7 +22,7 @@ from bulkfetch.roster import Roster
 from bulkfetch.schema import TABLES
 from bulkfetch.simulator import SimulatorSettings, SimulatorThread
 from tests.conftest import run_cli, simulator_config_text
-from tests.test_athletes import athlete_dir, connect, team
+from tests.test_athletes import athlete_dir, connect, status, team
 from tests.test_auth import _auth_no_browser_as
 from tests.test_lifecycle import error_line, spawn, wait_until
 
@@ -140,6 +140,10 @@ def test_remove_deauthorizes_forgets_the_tokens_and_no_fetch_asks_for_it_again(t
         assert athlete_dir(tmp_path, removed).detail_ids() == set(sim.activity_ids(athlete_id=removed)[1:])
         assert parquet_rows(tmp_path / "data" / "parquet") == {kept: 5, removed: 3}  # still queryable
 
+        mark = len(sim.request_log)
+        capsys.readouterr()
+        assert athletes_cmd(config, "remove", str(removed)) == 0  # again: nothing to do, nothing asked
+        assert "removed already" in capsys.readouterr().out and sim.request_log[mark:] == []
         assert athletes_cmd(config, "remove", "999") == 2  # not one of them: one line, nothing asked
         assert "athlete 999 is not in" in capsys.readouterr().err
 
@@ -154,6 +158,9 @@ def test_a_removed_athletes_config_seed_does_not_connect_it_again(tmp_path, caps
         assert main(["--config", str(config), "fetch", "--no-compact"]) == 0
         assert sim.request_log[mark:] == []  # the config still names the seed: it is not tried
         assert athletes_json(config, capsys)[sim.settings.athlete_id]["state"] == "removed"
+        report = status(config, capsys)  # nothing is left to fetch: no run would fetch it
+        assert report["athletes"][0]["state"] == "removed" and report["remaining_requests"] == 0
+        assert report["eta"] is None
 
 
 def test_an_athlete_that_revoked_the_app_is_removed_with_a_warning(tmp_path, monkeypatch, capsys) -> None:
