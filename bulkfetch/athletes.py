@@ -206,7 +206,7 @@ def check_adoptable(roster: Roster, other: Roster) -> None:
     if not incoming and not _unfinished(other):
         raise ConfigError(f"{other_dir} holds no athlete (no raw/, state/ or athletes/<id>/ folder)",
                           hint="name a data_dir that 'bulkfetch fetch' or 'bulkfetch auth' has written")
-    present = {athlete.folder.name for athlete in roster.athletes()}
+    present = {_name_here(athlete, roster) for athlete in roster.athletes()}
     if clashes := sorted(name for name in incoming if name in present):
         raise ConfigError(f"athlete {', '.join(clashes)} is already in {data_dir}",
                           hint="remove it here first ('bulkfetch athletes remove ID --purge'), or keep both data_dirs")
@@ -225,10 +225,11 @@ def adopt(roster: Roster, other: Roster) -> list[AthleteDir]:
     return finished + moved
 
 
-def _name_here(athlete: AthleteDir, other: Roster) -> str:
-    if athlete.folder != other.data_dir:
+def _name_here(athlete: AthleteDir, roster: Roster) -> str:
+    """The athlete's folder name under `athletes/`, also in a data_dir not moved to that layout yet."""
+    if athlete.folder != roster.data_dir:
         return athlete.folder.name
-    return UNBOUND if athlete.athlete_id is None else str(athlete.athlete_id)  # the one-athlete layout
+    return UNBOUND if athlete.athlete_id is None else str(athlete.athlete_id)  # as `Roster.migrate` names it
 
 
 def _unfinished(other: Roster) -> list[Path]:
