@@ -276,11 +276,16 @@ def connected(data_dir: Path, athlete_id: int) -> None:
     Roster(data_dir).connect(Tokens(refresh_token=f"token-{athlete_id}", athlete_id=athlete_id))
 
 
-@pytest.mark.parametrize("case", ["already here", "this data_dir", "inside it", "not a folder", "empty"])
+@pytest.mark.parametrize("case", ["already here", "already here, old layout", "this data_dir", "inside it",
+                                  "not a folder", "empty"])
 def test_adopt_refusals_are_one_line_and_change_nothing(tmp_path, case) -> None:
     data, other = tmp_path / "data", tmp_path / "other"
-    connected(data, 5)
-    connected(other, 5 if case == "already here" else 6)
+    if case.endswith("old layout"):  # this data_dir still in the layout before many athletes
+        (data / "state").mkdir(parents=True)
+        (data / "state" / "athlete.json").write_text('{"athlete_id": 5}')
+    else:
+        connected(data, 5)
+    connected(other, 5 if case.startswith("already here") else 6)
     target = {"this data_dir": data, "inside it": data / "athletes" / "5", "not a folder": tmp_path / "nowhere",
               "empty": tmp_path / "empty"}.get(case, other)
     (tmp_path / "empty").mkdir()
@@ -291,7 +296,8 @@ def test_adopt_refusals_are_one_line_and_change_nothing(tmp_path, case) -> None:
     assert result.returncode == 2
     line = error_line(result.stderr)
     assert len(result.stderr.strip().splitlines()) == 1
-    assert {"already here": "athlete 5 is already in", "this data_dir": "is this data_dir",
+    assert {"already here": "athlete 5 is already in", "already here, old layout": "athlete 5 is already in",
+            "this data_dir": "is this data_dir",
             "inside it": "inside one another", "not a folder": "is not a folder",
             "empty": "holds no athlete"}[case] in line
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
