@@ -37,9 +37,16 @@ class Tokens:
     scope: str | None = None       # known after `bulkfetch auth`; a refresh does not report it
     athlete_id: int | None = None
     seed_digest: str | None = None  # which config seed this chain started from (a digest, never the seed)
+    athlete_name: str | None = None  # "first last" as Strava said when connected; None from a config seed
 
     def __repr__(self) -> str:  # never show a token, not even in a traceback
         return f"Tokens(expires_at={self.expires_at}, scope={self.scope!r}, athlete_id={self.athlete_id})"
+
+
+def athlete_name(athlete: Mapping[str, Any]) -> str | None:
+    """'First Last' of a Strava athlete object (`GET /athlete`, or the one the code grant embeds)."""
+    parts = (athlete.get("firstname"), athlete.get("lastname"))
+    return " ".join(p.strip() for p in parts if isinstance(p, str) and p.strip()) or None
 
 
 def digest(secret: str) -> str:

@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -100,6 +100,19 @@ def build_parser() -> argparse.ArgumentParser:
                           "from $STRAVA_REFRESH_TOKEN ('env'), never from the command line; it rotates that token")
     auth.set_defaults(handler=_cmd_auth)
 
+    athletes = commands.add_parser("athletes", help="list the connected athletes; remove one; adopt another data_dir")
+    athletes.add_argument("--json", action="store_true", help="machine-readable list")
+    actions = athletes.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    remove = actions.add_parser("remove", help="deauthorize an athlete at Strava and stop fetching it; "
+                                               "its data stays queryable")
+    remove.add_argument("athlete_id", metavar="ID", type=_athlete_id)
+    remove.add_argument("--purge", action="store_true",
+                        help="also delete its raw data and its Parquet partitions (needs the data_dir lock)")
+    adopt = actions.add_parser("adopt", help="move the athletes of another data_dir into this one (no request), "
+                                             "then compact them into this parquet_dir")
+    adopt.add_argument("other", metavar="OTHER_DATA_DIR", type=Path)
+    athletes.set_defaults(handler=_cmd_athletes)
+
     demo = commands.add_parser("demo", help="run the whole pipeline against the embedded simulator")
     demo.add_argument("--activities", type=int, default=300, help="size of the synthetic history")
     demo.add_argument("--data-dir", default="demo-data", help="where the demo writes (default ./demo-data)")
@@ -169,6 +182,12 @@ def _athlete_ids(text: str) -> frozenset[int]:
     if not parts or not all(part.isdigit() and int(part) > 0 for part in parts):
         raise argparse.ArgumentTypeError(f"must be athlete ids separated by commas, e.g. 123,456 (got {text!r})")
     return frozenset(int(part) for part in parts)
+
+
+def _athlete_id(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be an athlete id, a whole number (got {text!r})")
+    return int(text)
 
 
 def _bounded(kind: Callable[[str], N], *, low: N, high: N | None = None,
@@ -442,7 +461,7 @@ def _auth_from_refresh_token(args: argparse.Namespace) -> int:
     with _reporter(args) as reporter:
         reporter.warn(connect.ROTATION_WARNING)
         athlete = _run(connect.connect_refresh_token(config, token, warn=reporter.warn, on_wait=reporter.waiting))
-    print(f"connected athlete {athlete.athlete_id} ({athlete.name})")
+    print(f"connected athlete {athlete.athlete_id} ({athlete.name or 'no name'})")
     return EXIT_OK
 
 
@@ -455,6 +474,85 @@ def _migrate_layout(data_dir: Path) -> None:
     if roster.needs_migration():
         with exclusive_lock(data_dir, "auth"):
             roster.migrate()
+
+
+def _cmd_athletes(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if args.action is not None and args.json:
+        raise ConfigError(f"--json lists the athletes; it does not go with '{args.action}'",
+                          hint="run 'bulkfetch athletes --json' on its own")
+    if args.action == "remove":
+        return _remove_athlete(args, config)
+    if args.action == "adopt":
+        return _adopt_data_dir(args, config)
+    return _list_athletes(args, config)
+
+
+def _list_athletes(args: argparse.Namespace, config: Config) -> int:
+    from dataclasses import asdict
+
+    from bulkfetch.athletes import HEADERS, athlete_rows, table_cells
+    from bulkfetch.progress import Reporter
+
+    rows = athlete_rows(config)
+    data_dir = config.storage.data_dir
+    if args.json:
+        print(orjson.dumps([asdict(row) for row in rows], option=orjson.OPT_INDENT_2).decode())
+    elif not rows:
+        print(f"no athlete in {data_dir}: connect one with 'bulkfetch auth'")
+    else:
+        Reporter(quiet=args.quiet).table(f"athletes in {data_dir}", HEADERS, table_cells(rows))
+    return EXIT_OK
+
+
+def _remove_athlete(args: argparse.Namespace, config: Config) -> int:
+    """Plain remove takes no lock (it works while a fetch runs); --purge deletes files a run may be using."""
+    from bulkfetch import athletes
+    from bulkfetch.roster import Roster
+
+    data_dir = config.storage.data_dir
+    athletes.find_athlete(Roster(data_dir), args.athlete_id)  # an unknown id: said before anything else
+    config.require_credentials()
+    with exclusive_lock(data_dir, "athletes") if args.purge else nullcontext(), _reporter(args, config) as reporter:
+        if args.purge:
+            Roster(data_dir).migrate()
+        else:
+            _migrate_layout(data_dir)
+        athlete = athletes.find_athlete(Roster(data_dir), args.athlete_id)
+        removed = _run(athletes.remove(config, athlete, purge=args.purge, warn=reporter.warn))
+        name = f" ({removed.name})" if removed.name else ""
+        strava = "deauthorized at Strava, " if removed.deauthorized else ""
+        if removed.had_tokens:
+            reporter.result(f"removed {athlete.label}{name}: {strava}tokens forgotten; no fetch serves it again")
+        else:
+            reporter.result(f"{athlete.label}{name} has no tokens here (removed already): no fetch serves it")
+        if removed.purged:
+            reporter.result(f"deleted its raw data ({athlete.folder}) and its Parquet partitions "
+                            f"({config.storage.parquet_dir}/<table>/athlete_id={args.athlete_id}/)")
+        else:
+            reporter.result(f"its data stays in {athlete.folder} and {config.storage.parquet_dir} "
+                            f"('bulkfetch athletes remove {args.athlete_id} --purge' deletes it)")
+    return EXIT_OK
+
+
+def _adopt_data_dir(args: argparse.Namespace, config: Config) -> int:
+    from bulkfetch import athletes
+    from bulkfetch.roster import Roster
+
+    data_dir, parquet_dir, other = config.storage.data_dir, config.storage.parquet_dir, args.other
+    athletes.check_adoptable(Roster(data_dir), Roster(other))  # refused before either lock is taken
+    ensure_dir(data_dir)
+    ensure_dir(parquet_dir)
+    with exclusive_lock(data_dir, "athletes"), exclusive_lock(other, "athletes"), _sigterm_as_ctrl_c(), \
+            _reporter(args, config) as reporter:
+        roster = Roster(data_dir)
+        for athlete in athletes.adopt(roster, Roster(other)):
+            row = athletes.athlete_row(athlete, config, roster)
+            reporter.result(f"adopted {athlete.label} ({row.name or 'name unknown'}) from {other}: "
+                            f"{row.listed:,} listed, {row.fetched:,} fetched, {row.pending:,} pending")
+        _compact(data_dir, parquet_dir, reporter, rebuild=False)
+        reporter.result(f"their Parquet is in {parquet_dir} now ({other}'s own Parquet files were left as they are)")
+    return EXIT_OK
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

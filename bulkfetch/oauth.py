@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import aiohttp
 from aiohttp import web
 
-from bulkfetch.auth import PostForm, Tokens, error_resource, parse_body
+from bulkfetch.auth import PostForm, Tokens, athlete_name, error_resource, parse_body
 from bulkfetch.client import post_form
 from bulkfetch.config import Config, StravaConfig
 from bulkfetch.errors import CredentialError
@@ -120,7 +120,7 @@ class RedirectListener:
 
 async def exchange_code(strava: StravaConfig, post_form: PostForm, authorization: Authorization,
                         clock: Callable[[], float] = time.time) -> Tokens:
-    """The authorization_code grant; returns the tokens with the granted scope and the athlete id."""
+    """The authorization_code grant; returns the tokens with the granted scope, the athlete's id and name."""
     status, body = await post_form(strava.token_url, {
         "client_id": strava.client_id, "client_secret": strava.client_secret,
         "code": authorization.code, "grant_type": "authorization_code",
@@ -140,6 +140,7 @@ async def exchange_code(strava: StravaConfig, post_form: PostForm, authorization
         expires_at=float(data.get("expires_at") or clock() + float(data.get("expires_in") or 0)),
         scope=authorization.scope,
         athlete_id=athlete.get("id") if isinstance(athlete.get("id"), int) else None,
+        athlete_name=athlete_name(athlete),
     )
 
 

@@ -3,6 +3,7 @@
     data_dir/athletes/<athlete_id>/raw, state, auth   one athlete's RawStore (see bulkfetch.store)
     data_dir/athletes/unbound/                          an older data_dir that never learned its athlete
     data_dir/athletes/seed-<digest>/auth/               the config's refresh_token seed, not used yet
+    data_dir/athletes/removed.json                      athletes `bulkfetch athletes remove` disconnected
     data_dir/fetch.lock, data_dir/bulkfetch.log         the data_dir's lock and log
 
 A folder without an athlete id ("unbound") holds tokens whose athlete the next fetch learns with one
@@ -19,6 +20,8 @@ import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import orjson
+
 from bulkfetch.auth import Tokens, TokenStore, digest
 from bulkfetch.errors import StorageError
 from bulkfetch.store import ATHLETES_FOLDER, RawStore, atomic_write, ensure_dir, fsync_dir, read_json
@@ -28,6 +31,17 @@ SEED_PREFIX = "seed-"
 LEGACY_FOLDERS = ("raw", "auth", "state")  # a data_dir's top-level folders before this layout
 MIGRATING = ".migrating"  # the destination of an unfinished move, under athletes/
 TOKENS = "tokens.json"
+REMOVALS = "removed.json"  # under athletes/: {"<athlete id>": {"at": epoch s, "seed_digests": [...], "name": ...}}
+
+
+@dataclass(frozen=True)
+class Removal:
+    """An athlete `bulkfetch athletes remove` disconnected. Kept beside the folders, so that it outlives
+    a purged folder: `seed_digests` are the config seeds that led to its tokens, never bound again."""
+
+    at: float
+    seed_digests: tuple[str, ...] = ()
+    name: str | None = None  # the name its tokens had, still shown by `bulkfetch athletes`
 
 
 @dataclass(frozen=True)
@@ -74,6 +88,9 @@ class Roster:
     def athlete(self, athlete_id: int) -> AthleteDir:
         return AthleteDir(self.folder / str(athlete_id), athlete_id)
 
+    def removals(self) -> dict[int, Removal]:
+        return read_removals(self.folder)
+
     def needs_migration(self) -> bool:
         for name in LEGACY_FOLDERS:  # a stray file there is said, not silently left beside the athletes
             if (self.data_dir / name).exists() and not (self.data_dir / name).is_dir():
@@ -119,9 +136,13 @@ class Roster:
         if not seed or any(athlete.tokens.load() is not None for athlete in athletes):
             return None
         seed_digest = digest(seed)
+        removals = self.removals()
+        if any(seed_digest in removal.seed_digests for removal in removals.values()):
+            return None  # a removed athlete's seed: the config still names it, the athlete stays removed
         # A one-athlete data_dir that kept no tokens ran on this seed: the seed is its athlete's (a fetch
         # refuses it, before writing anything, if its list names another athlete).
-        unbound = athletes[0] if len(athletes) == 1 else AthleteDir(self.folder / f"{SEED_PREFIX}{seed_digest}", None)
+        alone = len(athletes) == 1 and athletes[0].athlete_id not in removals
+        unbound = athletes[0] if alone else AthleteDir(self.folder / f"{SEED_PREFIX}{seed_digest}", None)
         unbound.tokens.save(Tokens(refresh_token=seed, seed_digest=seed_digest))
         return unbound
 
@@ -132,6 +153,13 @@ class Roster:
         athlete.tokens.save(tokens)
         athlete.store.state_path(ACCESS_STATE).unlink(missing_ok=True)  # re-authorized: not revoked any more
         return athlete
+
+    def record_removal(self, athlete_id: int, removal: Removal) -> None:
+        removals = {**self.removals(), athlete_id: removal}
+        ensure_dir(self.folder)
+        atomic_write(self.folder / REMOVALS, orjson.dumps(
+            {str(i): {"at": r.at, "seed_digests": list(r.seed_digests), "name": r.name}
+             for i, r in sorted(removals.items())}))
 
     def bind(self, unbound: AthleteDir, athlete_id: int) -> AthleteDir:
         """`unbound`'s athlete is `athlete_id`: rename its folder, or, when that athlete has a folder
@@ -149,6 +177,28 @@ class Roster:
             bound.tokens.save(replace(tokens, athlete_id=athlete_id))
         shutil.rmtree(unbound.folder)
         return bound
+
+
+def read_removals(athletes_folder: Path) -> dict[int, Removal]:
+    try:
+        data = read_json(athletes_folder / REMOVALS)
+    except (OSError, ValueError):  # none yet (or damaged from outside: nobody is removed then)
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    found = {}
+    for key, value in data.items():
+        if key.isdigit() and isinstance(value, dict) and isinstance(value.get("at"), (int, float)):
+            digests = value.get("seed_digests") if isinstance(value.get("seed_digests"), list) else []
+            name = value.get("name") if isinstance(value.get("name"), str) else None
+            found[int(key)] = Removal(float(value["at"]), tuple(d for d in digests if isinstance(d, str)), name)
+    return found
+
+
+def is_removed(athlete: AthleteDir) -> bool:
+    """Removed, and not connected again since (`auth` stores new tokens; the record may stay)."""
+    in_roster = athlete.folder.parent.name == ATHLETES_FOLDER  # else a one-athlete data_dir's top
+    return in_roster and athlete.athlete_id in read_removals(athlete.folder.parent) and athlete.tokens.load() is None
 
 
 def _legacy_athlete_id(data_dir: Path) -> int | None:
@@ -179,6 +229,7 @@ def _subfolders(folder: Path) -> list[Path]:
 OK = "ok"
 REVOKED = "revoked"  # the refresh token (or a fresh access token) is rejected: access was revoked
 SCOPE_MISSING = "scope_missing"  # the token lacks activity:read: re-authorize with the box ticked
+REMOVED = "removed"  # `bulkfetch athletes remove` forgot its tokens: no run serves it, its data is kept
 ACCESS_STATE = "access"  # state/access.json: {"state": ..., "why": ..., "at": epoch s} of the last run
 
 
@@ -187,8 +238,11 @@ def record_access(athlete: AthleteDir, state: str, why: str | None, at: float) -
 
 
 def access_of(athlete: AthleteDir) -> dict[str, object]:
-    """The athlete's state after its last run ({"state": "ok", ...} when it never ran)."""
+    """The athlete's state after its last run ({"state": "ok", ...} when it never ran), or REMOVED (with
+    the time of its last run) once `bulkfetch athletes remove` has forgotten its tokens."""
     saved = athlete.store.read_state(ACCESS_STATE)
-    if isinstance(saved, dict) and saved.get("state") in (OK, REVOKED, SCOPE_MISSING):
-        return saved
-    return {"state": OK, "why": None, "at": None}
+    if not (isinstance(saved, dict) and saved.get("state") in (OK, REVOKED, SCOPE_MISSING)):
+        saved = {"state": OK, "why": None, "at": None}
+    if is_removed(athlete):
+        return {**saved, "state": REMOVED, "why": "removed with 'bulkfetch athletes remove'"}
+    return saved

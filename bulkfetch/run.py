@@ -40,7 +40,7 @@ from bulkfetch.pipeline import (
     settle_stream_records,
 )
 from bulkfetch.plan import Filters, RequestPlan, combined_plan, start_epoch
-from bulkfetch.roster import OK, REVOKED, SCOPE_MISSING, AthleteDir, Roster, record_access
+from bulkfetch.roster import OK, REVOKED, SCOPE_MISSING, AthleteDir, Roster, is_removed, record_access
 from bulkfetch.scheduler import QuotaScheduler, WaitInfo
 from bulkfetch.store import RawStore
 
@@ -255,6 +255,9 @@ class _Run:
             finally:
                 result.summary.requests += client.requests_sent
         except (AthleteRevoked, ScopeMissing) as error:
+            if is_removed(athlete):  # `athletes remove` ran meanwhile: the deauthorization ended its tokens
+                events.info(f"{athlete.label} was removed from this data_dir: no longer served")
+                return
             result.state = REVOKED if isinstance(error, AthleteRevoked) else SCOPE_MISSING
             result.why = error.message
             self.events.warn(f"{athlete.label}: {error}; the other athletes go on")
@@ -325,9 +328,9 @@ def _recorded_athlete(store: RawStore) -> int | None:
 def athlete_plans(config: Config, filters: Filters, wanted: frozenset[int] | None, *, full_relist: bool = False,
                   now: float | None = None, listed_only: bool = False) -> list[tuple[AthleteDir, RequestPlan]]:
     """Each athlete's plan from what is on disk (reads only: the layout may not be migrated yet);
-    `listed_only`: only athletes with a cached list."""
+    `listed_only`: only athletes with a cached list. A removed athlete has none: no run fetches for it."""
     athletes = [a for a in chosen_athletes(Roster(config.storage.data_dir), wanted, connected_only=False)
-                if not listed_only or a.store.listings()]
+                if (not listed_only or a.store.listings()) and not is_removed(a)]
     return [(a, current_plan(a.store, config, filters, full_relist=full_relist, now=now)) for a in athletes]
 
 

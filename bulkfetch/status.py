@@ -29,7 +29,7 @@ from bulkfetch.plan import (
 )
 from bulkfetch.progress import listing_text
 from bulkfetch.quota import BUCKETS, KINDS, UsageView, estimate_finish
-from bulkfetch.roster import AthleteDir, Roster, access_of
+from bulkfetch.roster import REMOVED, AthleteDir, Roster, access_of
 from bulkfetch.store import UNLISTED, RawStore
 
 COUNTS = ("listed", "fetched", "pending", "pending_streams", "failed", "failed_streams", "deleted", "unavailable")
@@ -43,7 +43,7 @@ def collect_status(config: Config, now: float | None = None) -> dict[str, Any]:
     _check_folder(data_dir)
     athletes = Roster(data_dir).athletes()
     parts = [_athlete_status(athlete, config, now) for athlete in athletes]
-    plan = combined_plan([work for _, work, _ in parts])
+    plan = combined_plan([work for report, work, _ in parts if report["state"] != REMOVED])  # never fetched again
     reports = [report for report, _, _ in parts]
     view = restore_ledger([a.store for a in athletes], config, now).usage_view(now)
     remaining = plan.total  # like `plan`: the next run's list requests count too
@@ -63,6 +63,11 @@ def collect_status(config: Config, now: float | None = None) -> dict[str, Any]:
         "eta": _iso(estimate_finish(remaining, now, view)) if remaining else None,
         "athletes": reports,
     }
+
+
+def athlete_report(athlete: AthleteDir, config: Config, now: float | None = None) -> dict[str, Any]:
+    """One athlete's part of `status --json` (what `bulkfetch athletes` lists)."""
+    return _athlete_status(athlete, config, time.time() if now is None else now)[0]
 
 
 def _athlete_status(athlete: AthleteDir, config: Config, now: float) -> tuple[dict[str, Any], RequestPlan, Any]:
@@ -97,7 +102,7 @@ def _athlete_status(athlete: AthleteDir, config: Config, now: float) -> tuple[di
             "unfinished": unfinished.listing_id if unfinished else None,
             "next": _next_listing_json(listing),
         },
-        "remaining_requests": work.total,
+        "remaining_requests": 0 if access["state"] == REMOVED else work.total,
     }
     return report, work, filters_to_json(filters, streams) if recorded is not None else None
 

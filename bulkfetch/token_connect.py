@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
 
-from bulkfetch.auth import Tokens
+from bulkfetch.auth import Tokens, athlete_name
 from bulkfetch.client import StravaClient, open_session
 from bulkfetch.config import Config
 from bulkfetch.errors import ApiError, ConfigError
@@ -31,7 +30,7 @@ ROTATION_WARNING = ("the refresh rotates this token: the other tool's copy stops
 @dataclass(frozen=True)
 class ConnectedAthlete:
     athlete_id: int
-    name: str
+    name: str | None
 
 
 def token_source(argument: str) -> str:
@@ -51,11 +50,6 @@ def clean_token(text: str, source: str) -> str:
         raise ConfigError(f"no refresh token in {where} (expected one token on one line)",
                           hint="pipe exactly the refresh token, e.g. from a password manager")
     return token
-
-
-def athlete_name(athlete: dict[str, Any]) -> str:
-    parts = (athlete.get("firstname"), athlete.get("lastname"))
-    return " ".join(p.strip() for p in parts if isinstance(p, str) and p.strip()) or "no name"
 
 
 async def connect_refresh_token(config: Config, refresh_token: str, *, warn: Callable[[str], None],
@@ -79,6 +73,7 @@ async def connect_refresh_token(config: Config, refresh_token: str, *, warn: Cal
                        hint=f"rerun later; the rotated token is kept in {pending.tokens.path}")
     tokens = pending.tokens.load()
     assert tokens is not None  # saved by the refresh above
-    pending.tokens.save(replace(tokens, athlete_id=athlete_id, seed_digest=None))
+    name = athlete_name(athlete)
+    pending.tokens.save(replace(tokens, athlete_id=athlete_id, seed_digest=None, athlete_name=name))
     roster.bind(pending, athlete_id)
-    return ConnectedAthlete(athlete_id, athlete_name(athlete))
+    return ConnectedAthlete(athlete_id, name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from bulkfetch.cli import build_parser
 from tests.conftest import REPO, run_cli
 
-COMMANDS = ("fetch", "compact", "status", "plan", "auth", "demo", "simulate")
+COMMANDS = ("fetch", "compact", "status", "plan", "auth", "athletes", "demo", "simulate")
 
 
 def assert_one_clean_line(stderr: str) -> None:
@@ -29,7 +30,8 @@ def test_version_and_help_for_every_command() -> None:
         assert f"usage: bulkfetch {command}" in result.stdout
 
 
-@pytest.mark.parametrize("args", [("--version",), ("--help",), ("fetch", "--help"), ("simulate", "--help")])
+@pytest.mark.parametrize("args", [("--version",), ("--help",), ("fetch", "--help"), ("simulate", "--help"),
+                                  ("athletes", "remove", "--help")])
 def test_version_and_help_import_no_heavy_library(args: tuple[str, ...]) -> None:
     """They answer at once: pyarrow, aiohttp and rich are imported only by the commands that use them."""
     import subprocess
@@ -194,9 +196,19 @@ def test_every_command_and_option_the_readme_shows_exists() -> None:
         for option in re.findall(r"(?<!\S)--?[a-z-]+", options):
             assert option in sub_options, f"README shows unknown option {option} of {command}"
     ours = "\n".join(line for line in readme.splitlines() if not re.search(r"bench/|pytest|pip |venv", line))
+    known = global_options | {s for p in _parsers_below(parser) for a in p._actions for s in a.option_strings}  # noqa: SLF001
     for option in set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", ours)):
-        known = global_options | {s for p in subparsers.values() for a in p._actions for s in a.option_strings}  # noqa: SLF001
         assert option in known, f"README mentions unknown option {option}"
+
+
+def _parsers_below(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every command's parser, and its actions' (`athletes remove`)."""
+    found = []
+    for action in parser._actions:  # noqa: SLF001
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+            for child in action.choices.values():
+                found += [child, *_parsers_below(child)]
+    return found
 
 
 def test_simulate_listens_on_the_port_asked_for() -> None:
