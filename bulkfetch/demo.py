@@ -57,11 +57,13 @@ def demo_settings(activities: int, athletes: int = 1) -> SimulatorSettings:
 
 
 def demo_config(simulator: Simulator, data_dir: Path) -> Config:
-    """No refresh_token seed: the demo connects its athletes itself (see `connect_demo_athletes`)."""
+    """A config for this simulator, seeded with its first athlete's refresh token (the benches fetch with
+    it alone; the demo connects every athlete itself, which makes the seed unused)."""
     settings = simulator.settings
     return Config(
         strava=StravaConfig(api_url=simulator.api_url, oauth_url=simulator.oauth_url,
-                            client_id=settings.client_id, client_secret=settings.client_secret),
+                            client_id=settings.client_id, client_secret=settings.client_secret,
+                            refresh_token=simulator.current_refresh_token),
         limits=LimitsConfig(short_requests=settings.short_limit, daily_requests=settings.daily_limit,
                             short_window_s=settings.short_window_s, daily_window_s=settings.daily_window_s),
         fetch=FetchConfig(max_rate_per_s=500.0, backoff_base_s=0.1, backoff_cap_s=2.0),
