@@ -12,6 +12,7 @@ import duckdb
 import orjson
 import pytest
 
+from bench import demo as bench_demo
 from bulkfetch import report
 from bulkfetch.demo import athlete_sizes
 from bulkfetch.interleaving import interleave
@@ -202,3 +203,13 @@ def test_demo_refuses_a_bad_size_in_one_line(tmp_path: Path, flags: tuple[str, .
     assert result.returncode == 2 and needle in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert not (tmp_path / "demo-data").exists()
+
+
+def test_bench_demo_smoke() -> None:
+    """bench/demo.py cannot rot: both trees' demos run (it stops unless each exits 0 having fetched all)."""
+    args = bench_demo.parse_args(["--smoke"])
+    results = bench_demo.run(args)
+    assert [r.name for r in results] == ["first run", "rerun"]
+    assert all(len(r.baseline_s) == len(r.current_s) == 1 and min(r.baseline_s + r.current_s) > 0 for r in results)
+    table = bench_demo.render(results, args.baseline)
+    assert f"| baseline {bench_demo.BASELINE_REV} s (median) |" in table and "| first run | " in table
