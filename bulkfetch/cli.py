@@ -40,6 +40,7 @@ from bulkfetch.scheduler import WaitPolicy
 from bulkfetch.store import RawStore, ensure_dir, exclusive_lock
 
 if TYPE_CHECKING:
+    from bulkfetch.demo import DemoRun
     from bulkfetch.pipeline import FetchSummary
     from bulkfetch.progress import Reporter
 
@@ -114,7 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     athletes.set_defaults(handler=_cmd_athletes)
 
     demo = commands.add_parser("demo", help="run the whole pipeline against the embedded simulator")
-    demo.add_argument("--activities", type=int, default=300, help="size of the synthetic history")
+    demo.add_argument("--activities", type=int, default=300,
+                      help="size of the synthetic history (of the first athlete; each next one has half as many)")
+    demo.add_argument("--athletes", type=int, default=1,
+                      help="athletes of the simulated app, sharing its quota fairly in one run (1 to 10, default 1)")
     demo.add_argument("--data-dir", default="demo-data", help="where the demo writes (default ./demo-data)")
     demo.set_defaults(handler=_cmd_demo)
 
@@ -557,16 +561,17 @@ def _adopt_data_dir(args: argparse.Namespace, config: Config) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from bulkfetch import report
-    from bulkfetch.demo import run_demo
+    from bulkfetch.demo import DemoRun, check_demo_size
     from bulkfetch.progress import Reporter
 
-    if args.activities < 1:
-        raise ConfigError(f"--activities must be at least 1 (got {args.activities})")
+    check_demo_size(args.activities, args.athletes)
     data_dir = Path(args.data_dir).resolve()
     parquet_dir = data_dir / "parquet"
-    _fetch_then_compact(args, data_dir, parquet_dir, lambda reporter: run_demo(data_dir, args.activities, reporter),
-                        compact_after=True)
+    demo = DemoRun(data_dir, args.activities, args.athletes)
+    summary = _fetch_then_compact(args, data_dir, parquet_dir, demo.fetch, compact_after=True)
     show = Reporter(quiet=args.quiet)
+    if args.athletes > 1:
+        _show_demo_athletes(show, demo, summary, parquet_dir)
     years, by_sport = report.activities_by_sport_and_year(parquet_dir)
     show.table("Activities by sport and year", ("sport", *map(str, years), "total"),
                [(sport, *(f"{n:,}" for n in counts), f"{sum(counts):,}") for sport, counts in by_sport])
@@ -576,6 +581,29 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     show.result(f"Parquet tables: {parquet_dir}/<table>/athlete_id=<id>/year=YYYY/part-0.parquet")
     show.result(f"Query them with DuckDB (pip install duckdb):\n  {report.duckdb_example(parquet_dir)}")
     return EXIT_OK
+
+
+def _show_demo_athletes(show: Reporter, demo: DemoRun, summary: FetchSummary, parquet_dir: Path) -> None:
+    """Several athletes: how their requests shared each quota window, and what each one got."""
+    from bulkfetch import report
+    from bulkfetch.demo import DEMO_SHORT_LIMIT, DEMO_SHORT_WINDOW_S
+
+    shares = demo.requests
+    windows = tuple(f"w{i + 1}" for i in range(shares.windows))
+    show.table(f"Requests per {DEMO_SHORT_WINDOW_S}-second quota window of {DEMO_SHORT_LIMIT} (w1: the run's first), "
+               "shared in turn by the athletes with work left",
+               ("athlete", *windows, "done in"),
+               [*((str(athlete), *(f"{n:,}" if n else "." for n in row), f"w{shares.finished_in(athlete)}")
+                  for athlete, row in shares.counts.items()),
+                ("all", *(f"{n:,}" for n in shares.totals()), "")])
+    activities = report.rows_per_athlete(parquet_dir, "activities")
+    splits = report.rows_per_athlete(parquet_dir, "splits_metric")
+    show.table("Per athlete", ("athlete", "listed", "details fetched", "requests", "Parquet activities",
+                               "Parquet 1 km splits"),
+               [(str(part.athlete.athlete_id), f"{part.summary.listed:,}", f"{part.summary.fetched:,}",
+                 f"{part.summary.requests:,}", f"{activities.get(part.athlete.athlete_id, 0):,}",
+                 f"{splits.get(part.athlete.athlete_id, 0):,}")
+                for part in sorted(summary.athletes, key=lambda p: p.athlete.athlete_id or 0)])
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:

@@ -1,18 +1,24 @@
 """`bulkfetch demo`: the real pipeline against the embedded simulator, no Strava account needed.
 
-The simulator runs in the same event loop on 127.0.0.1 (a free port) with a seeded synthetic athlete
+The simulator runs in the same event loop on 127.0.0.1 (a free port) with seeded synthetic athletes
 and compressed quota windows, so a one-minute run shows what a multi-day real run does: listing,
-details, at least one quota wait, compaction. The same seed makes a rerun incremental.
+details, at least one quota wait, compaction. With `--athletes N` one app serves N athletes of very
+different sizes under its one quota, in one run, fairly. The same seed makes a rerun incremental.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from bulkfetch.auth import Tokens
 from bulkfetch.config import Config, FetchConfig, LimitsConfig, StorageConfig, StravaConfig
+from bulkfetch.errors import ConfigError
+from bulkfetch.interleaving import Interleaving, interleave
 from bulkfetch.pipeline import FetchEvents, FetchOptions, FetchSummary
+from bulkfetch.roster import Roster
 from bulkfetch.run import fetch_history
-from bulkfetch.simulator import Simulator, SimulatorSettings
+from bulkfetch.simulator import RequestRecord, Simulator, SimulatorSettings
 
 DEMO_SEED = 2026
 # 100 requests per 6-second window: a few hundred activities need several windows, so the demo waits
@@ -20,11 +26,31 @@ DEMO_SEED = 2026
 DEMO_SHORT_LIMIT = 100
 DEMO_SHORT_WINDOW_S = 6
 DEMO_DAILY_LIMIT = 100_000
+# The athletes an upgraded Strava app accepts (a new one accepts only its owner; more than 10 only after
+# Strava's review): a demo beyond it would show what no real app can do.
+DEMO_MAX_ATHLETES = 10
 
 
-def demo_settings(activities: int) -> SimulatorSettings:
+def check_demo_size(activities: int, athletes: int) -> None:
+    """ConfigError (exit 2) naming the flag when the demo cannot be that size."""
+    if activities < 1:
+        raise ConfigError(f"--activities must be at least 1 (got {activities})")
+    if not 1 <= athletes <= DEMO_MAX_ATHLETES:
+        raise ConfigError(f"--athletes must be from 1 to {DEMO_MAX_ATHLETES}, the athletes an upgraded Strava app "
+                          f"accepts (got {athletes})")
+
+
+def athlete_sizes(activities: int, athletes: int) -> tuple[int, ...]:
+    """The first athlete has `activities`, each next one half of the one before (at least 1): a big
+    backfill beside small histories, the case fairness is about. A size never depends on how many
+    athletes the demo has, so a rerun with another --athletes finds the same histories."""
+    return tuple(max(1, activities >> index) for index in range(athletes))
+
+
+def demo_settings(activities: int, athletes: int = 1) -> SimulatorSettings:
     return SimulatorSettings(
-        seed=DEMO_SEED, activities=activities,
+        seed=DEMO_SEED, activities=activities, athletes=athletes,
+        athlete_activities=athlete_sizes(activities, athletes),
         short_limit=DEMO_SHORT_LIMIT, daily_limit=DEMO_DAILY_LIMIT,
         overall_short_limit=2 * DEMO_SHORT_LIMIT, overall_daily_limit=2 * DEMO_DAILY_LIMIT,
         short_window_s=DEMO_SHORT_WINDOW_S, latency_s=0.02, latency_jitter_s=0.02,
@@ -32,6 +58,8 @@ def demo_settings(activities: int) -> SimulatorSettings:
 
 
 def demo_config(simulator: Simulator, data_dir: Path) -> Config:
+    """A config for this simulator, seeded with its first athlete's refresh token (the benches fetch with
+    it alone; the demo connects every athlete itself, which makes the seed unused)."""
     settings = simulator.settings
     return Config(
         strava=StravaConfig(api_url=simulator.api_url, oauth_url=simulator.oauth_url,
@@ -44,10 +72,55 @@ def demo_config(simulator: Simulator, data_dir: Path) -> Config:
     )
 
 
-async def run_demo(data_dir: Path, activities: int, events: FetchEvents) -> FetchSummary:
-    async with Simulator(demo_settings(activities)) as simulator:
-        events.info(f"simulated Strava on {simulator.base_url}: {activities:,} activities, "
-                    f"{DEMO_SHORT_LIMIT} requests per {DEMO_SHORT_WINDOW_S}-second window")
-        # The simulated app lives for this run only: its quota ledger stays with the demo's data.
-        return await fetch_history(demo_config(simulator, data_dir), FetchOptions(ledger_dir=data_dir / "quota"),
-                                   events)
+def connect_demo_athletes(simulator: Simulator, data_dir: Path) -> None:
+    """Store each simulated athlete's first refresh token, as `auth` would (the caller holds the lock).
+
+    The simulator is new each run, so the token chain a previous run stored is one it never issued: the
+    fresh tokens replace it, for every athlete alike. A data_dir holding any other athlete is a real
+    one: refused before anything in it moves."""
+    roster = Roster(data_dir)
+    first = simulator.settings.athlete_id
+    demo_ids = range(first, first + DEMO_MAX_ATHLETES)
+    if foreign := [a for a in roster.athletes() if a.athlete_id not in demo_ids]:
+        raise ConfigError(f"{data_dir} holds {foreign[0].label}, not one of the demo's simulated athletes",
+                          hint="pass another --data-dir (the demo writes into a folder of its own, default "
+                               "./demo-data)")
+    roster.migrate()
+    for athlete in simulator.athletes:
+        roster.connect(Tokens(refresh_token=simulator.refresh_token_of(athlete.athlete_id),
+                              athlete_id=athlete.athlete_id))
+
+
+def demo_requests(log: list[RequestRecord]) -> Interleaving:
+    """The requests the app's quota counted, athlete by athlete, window by window."""
+    return interleave((r.athlete_id, r.short_window) for r in log
+                      if r.counted and not r.others and r.athlete_id is not None)
+
+
+@dataclass
+class DemoRun:
+    """One demo: its simulated app, and what the simulator saw (for the interleaving table)."""
+
+    data_dir: Path
+    activities: int
+    athletes: int = 1
+    requests: Interleaving = field(default_factory=lambda: interleave([]))
+
+    @property
+    def settings(self) -> SimulatorSettings:
+        return demo_settings(self.activities, self.athletes)
+
+    async def fetch(self, events: FetchEvents) -> FetchSummary:
+        async with Simulator(self.settings) as simulator:
+            sizes = ", ".join(f"{n:,}" for n in athlete_sizes(self.activities, self.athletes))
+            who = f"{self.athletes} athletes ({sizes} activities)" if self.athletes > 1 else f"{sizes} activities"
+            events.info(f"simulated Strava on {simulator.base_url}: {who}, "
+                        f"{DEMO_SHORT_LIMIT} requests per {DEMO_SHORT_WINDOW_S}-second window")
+            connect_demo_athletes(simulator, self.data_dir)
+            # The simulated app lives for this run only: its quota ledger stays with the demo's data. Only
+            # this run's athletes: a previous demo with more of them left tokens nobody accepts now.
+            options = FetchOptions(ledger_dir=self.data_dir / "quota", athletes=frozenset(simulator.athlete_ids))
+            try:
+                return await fetch_history(demo_config(simulator, self.data_dir), options, events)
+            finally:
+                self.requests = demo_requests(simulator.request_log)

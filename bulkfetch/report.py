@@ -28,10 +28,14 @@ class PaceBucket:
     pace_s_per_km: float | None
 
 
-def read_table(parquet_dir: Path, table: str) -> pa.Table:
+def dataset(parquet_dir: Path, table: str) -> ds.Dataset:
     """One table with its hive partition columns, `athlete_id` and `year`."""
     partitioning = ds.partitioning(PARTITION_SCHEMA, flavor="hive")
-    return ds.dataset(parquet_dir / table, format="parquet", partitioning=partitioning).to_table()
+    return ds.dataset(parquet_dir / table, format="parquet", partitioning=partitioning)
+
+
+def read_table(parquet_dir: Path, table: str) -> pa.Table:
+    return dataset(parquet_dir, table).to_table()
 
 
 def activities_by_sport_and_year(parquet_dir: Path) -> tuple[list[int], list[tuple[str, list[int]]]]:
@@ -45,6 +49,13 @@ def activities_by_sport_and_year(parquet_dir: Path) -> tuple[list[int], list[tup
     sports = sorted({sport for sport, _ in cells},
                     key=lambda sport: (-sum(cells.get((sport, y), 0) for y in years), sport))
     return years, [(sport, [cells.get((sport, year), 0) for year in years]) for sport in sports]
+
+
+def rows_per_athlete(parquet_dir: Path, table: str) -> dict[int, int]:
+    """How many rows of `table` each athlete has (from the `athlete_id=` folders; no data column is read)."""
+    ids = dataset(parquet_dir, table).to_table(columns=["athlete_id"])
+    counts = ids.group_by("athlete_id").aggregate([("athlete_id", "count")])
+    return dict(zip(counts["athlete_id"].to_pylist(), counts["athlete_id_count"].to_pylist()))
 
 
 def bucket_label(index: int) -> str:

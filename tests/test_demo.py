@@ -12,7 +12,10 @@ import duckdb
 import orjson
 import pytest
 
+from bench import demo as bench_demo
 from bulkfetch import report
+from bulkfetch.demo import athlete_sizes
+from bulkfetch.interleaving import interleave
 from tests.conftest import REPO, athlete_store, run_cli
 
 README = (REPO / "README.md").read_text()
@@ -39,6 +42,7 @@ def test_demo_fetches_compacts_waits_and_reports(demo) -> None:
     assert "waiting" in err and "resets" in err  # at least one quota wait was shown
     assert "listed 250 activities; fetched 250 details" in out
     assert "pace by elevation difference" in out and "/km" in out
+    assert "Per athlete" not in out and "quota window" not in out  # one athlete: the tables of before
     for table in ("activities", "splits_metric", "splits_standard", "laps", "best_efforts", "segment_efforts"):
         assert list((data_dir / "parquet" / table).glob("athlete_id=*/year=*/part-0.parquet")), table
     years, by_sport = report.activities_by_sport_and_year(data_dir / "parquet")
@@ -71,7 +75,8 @@ def test_demo_refuses_a_real_runs_data_dir(tmp_path: Path) -> None:
     (athlete_store(data).state_dir / "athlete.json").write_text('{"athlete_id": 42}')
     result = run_cli("demo", "--activities", "5", "--data-dir", str(data), timeout=60)
     assert result.returncode == 2
-    assert "athlete 42" in result.stderr and "Traceback" not in result.stderr
+    assert "athlete 42" in result.stderr and "--data-dir" in result.stderr and "Traceback" not in result.stderr
+    assert (data / "state" / "athlete.json").exists() and not (data / "athletes").exists()  # nothing moved
 
 
 def _duckdb_rows(data_dir: Path) -> list[tuple]:
@@ -102,3 +107,113 @@ def test_readme_spark_example_gives_the_same_answer(demo, spark) -> None:
     rows = [(r["athlete_id"], float(r["elevation_m"]), int(r["splits"]), float(r["pace_s_per_km"]))
             for r in namespace["pace"].collect()]
     assert rows == _duckdb_rows(data_dir)
+
+
+# -- several athletes -----------------------------------------------------------------------------------------
+
+TEAM_SIZES = (120, 60, 30)
+
+
+@pytest.fixture(scope="module")
+def team_demo(tmp_path_factory) -> tuple[Path, str]:
+    """Three athletes, 213 requests at 100 per window: the small ones finish while the big one goes on."""
+    folder = tmp_path_factory.mktemp("team-demo") / "demo-data"
+    result = run_cli("demo", "--athletes", "3", "--activities", "120", "--data-dir", str(folder), timeout=120)
+    assert result.returncode == 0, result.stderr
+    return folder, result.stdout
+
+
+def plain_table(out: str, title_start: str) -> list[list[str]]:
+    """The rows (header first) of a table the demo printed without a terminal."""
+    lines = out.split(title_start, 1)[1].splitlines()[1:]
+    rows = []
+    for line in lines:
+        if not line.strip() or not (line.startswith(("athlete", "all")) or line.split()[0].isdigit()):
+            break
+        rows.append(line.split())
+    return rows
+
+
+def test_athlete_sizes_halve_and_never_depend_on_the_count() -> None:
+    assert athlete_sizes(300, 3) == (300, 150, 75)
+    assert athlete_sizes(5, 5) == (5, 2, 1, 1, 1)  # every athlete has at least one activity
+    assert athlete_sizes(300, 10)[:3] == athlete_sizes(300, 3)  # a rerun with other --athletes: same histories
+
+
+def test_interleave_counts_each_athletes_requests_per_window() -> None:
+    shares = interleave([(7, 100), (8, 100), (7, 100), (7, 103), (8, 101)])
+    assert shares.first_window == 100 and shares.windows == 4
+    assert shares.counts == {7: (2, 0, 0, 1), 8: (1, 1, 0, 0)}  # a window nobody used is there, empty
+    assert shares.totals() == (3, 1, 0, 1)
+    assert (shares.finished_in(7), shares.finished_in(8)) == (4, 2)
+    assert interleave([]).windows == 0
+
+
+def test_team_demo_shows_the_fair_interleaving(team_demo) -> None:
+    _, out = team_demo
+    header, *rows = plain_table(out, "Requests per 6-second quota window")
+    assert header[0] == "athlete" and header[-2:] == ["done", "in"]
+    counts = {int(row[0]): [int(n.replace(",", "")) if n != "." else 0 for n in row[1:-1]]
+              for row in rows if row[0] != "all"}
+    done = {int(row[0]): int(row[-1].lstrip("w")) for row in rows if row[0] != "all"}
+    big, mid, small = sorted(counts)
+    # Every request the quota counted: one list page and one detail per activity, each athlete its own.
+    assert [sum(counts[a]) for a in (big, mid, small)] == [n + 1 for n in TEAM_SIZES]
+    assert len(counts[big]) >= 3 and done[small] < done[big] and done[mid] < done[big]
+    for window in range(len(counts[big])):  # each athlete with work left after a window had its turn in it
+        busy = [a for a in counts if done[a] > window + 1]
+        shared = sum(counts[a][window] for a in busy)
+        # In the first window the athlete whose list page answers first may fill the free request slots
+        # (the demo's concurrency, 8) before the others have a detail to ask: a lead of at most that.
+        slack = 8 if window == 0 else 1
+        for athlete in busy:
+            assert counts[athlete][window] >= shared // len(busy) - slack, (window, counts)
+
+
+def test_team_demo_reports_each_athlete_and_its_parquet(team_demo) -> None:
+    data_dir, out = team_demo
+    _, *rows = plain_table(out, "Per athlete")
+    by_athlete = {int(row[0]): [int(n.replace(",", "")) for n in row[1:]] for row in rows}
+    assert [by_athlete[a][:4] for a in sorted(by_athlete)] == [[n, n, n + 1, n] for n in TEAM_SIZES]
+    assert report.rows_per_athlete(data_dir / "parquet", "activities") == dict(zip(sorted(by_athlete), TEAM_SIZES))
+    splits = report.rows_per_athlete(data_dir / "parquet", "splits_metric")
+    assert [by_athlete[a][4] for a in sorted(by_athlete)] == [splits[a] for a in sorted(by_athlete)]
+    assert "listed 210 activities; fetched 210 details" in out
+
+
+def test_team_demo_rerun_reconnects_its_athletes(team_demo) -> None:
+    """The rerun's simulator is new: the token chains stored last time are ones it never issued."""
+    data_dir, _ = team_demo
+    result = run_cli("demo", "--athletes", "3", "--activities", "120", "--data-dir", str(data_dir), timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "fetched 0 details" in result.stdout and "0 year(s) rewritten" in result.stderr
+    _, *rows = plain_table(result.stdout, "Per athlete")
+    assert [row[3] for row in rows] == ["1", "1", "1"]  # a list check each, no refresh refused
+    # Fewer athletes than the data_dir holds: the others are left alone, not reported revoked (exit 2).
+    fewer = run_cli("demo", "--activities", "120", "--data-dir", str(data_dir), timeout=120)
+    assert fewer.returncode == 0, fewer.stderr
+    assert "fetched 0 details" in fewer.stdout and re.search(r"; 1 request$", fewer.stdout, flags=re.M)
+
+
+@pytest.mark.parametrize(("flags", "needle"), [(("--athletes", "11"), "--athletes must be from 1 to 10"),
+                                               (("--athletes", "0"), "--athletes must be from 1 to 10"),
+                                               (("--activities", "0"), "--activities must be at least 1")])
+def test_demo_refuses_a_bad_size_in_one_line(tmp_path: Path, flags: tuple[str, ...], needle: str) -> None:
+    result = run_cli("demo", *flags, "--data-dir", str(tmp_path / "demo-data"), timeout=60)
+    assert result.returncode == 2 and needle in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert not (tmp_path / "demo-data").exists()
+
+
+def test_bench_demo_smoke() -> None:
+    """bench/demo.py cannot rot: both trees' demos run (it stops unless each exits 0 having fetched all)."""
+    has_baseline = subprocess.run(["git", "-C", str(REPO), "cat-file", "-e", f"{bench_demo.BASELINE_REV}^{{commit}}"],
+                                  capture_output=True).returncode == 0
+    if not has_baseline:  # a shallow clone: the baseline's code is not there to compare with
+        pytest.skip(f"this checkout lacks {bench_demo.BASELINE_REV}, the baseline bench/demo.py compares with")
+    args = bench_demo.parse_args(["--smoke"])
+    results = bench_demo.run(args)
+    assert [r.name for r in results] == ["first run", "rerun"]
+    assert all(len(r.baseline_s) == len(r.current_s) == 1 and min(r.baseline_s + r.current_s) > 0 for r in results)
+    table = bench_demo.render(results, args.baseline)
+    assert f"| baseline {bench_demo.BASELINE_REV} s (median) |" in table and "| first run | " in table

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import re
 import subprocess
 import sys
@@ -770,18 +771,24 @@ def test_athlete_side_revocation_and_a_dropped_scope() -> None:
     run(scenario())
 
 
+# "  <id> <name> (<n> activities): printf '%s\n' <token> | bulkfetch ... auth --refresh-token -"
+CONNECT_LINE = re.compile(r"^\s*(\d+) .*\((\d+) activities\): "
+                          r"(printf '%s\\n' (\S+) \| bulkfetch .* auth --refresh-token -)$", flags=re.M)
+
+
 def test_simulate_command_serves_several_athletes(tmp_path: Path) -> None:
     config = tmp_path / "my config.toml"
     process, text = start_simulate("--activities", "4", "--athletes", "3", "--athlete-capacity", "2",
                                    "--write-config", str(config))
     try:
         base_url = re.search(r"http://127\.0\.0\.1:\d+", text).group(0)
-        assert tomllib.loads(config.read_text())["strava"]["refresh_token"] == "sim-refresh-0"
-        connect = re.findall(r"(\d+) .*: echo (\S+) \| bulkfetch --config '.*my config\.toml' auth --refresh-token -",
-                             text)
-        assert [token for _, token in connect][0] == "sim-refresh-0" and len(connect) == 2, text
-        assert "not connected yet" in text and "sim_athlete_id=" in text
-        athlete_id, token = connect[1]
+        assert "refresh_token" not in tomllib.loads(config.read_text())["strava"]  # connects nobody by itself
+        connect = CONNECT_LINE.findall(text)
+        assert [token for *_, token in connect] == ["sim-refresh-0", "sim-refresh-0.26462177"], text
+        assert all("bulkfetch --config '" in line and "my config.toml' auth" in line for _, _, line, _ in connect)
+        assert "not connected yet" in text and "sim_athlete_id=26462178" in text
+        assert "not secrets" in text and "fetch them all in one run" in text
+        athlete_id, _, _, token = connect[1]
         form = urllib.parse.urlencode({**CLIENT, "grant_type": "refresh_token", "refresh_token": token}).encode()
         with urllib.request.urlopen(base_url + "/oauth/token", data=form, timeout=5) as response:
             access = orjson.loads(response.read())["access_token"]
@@ -789,6 +796,33 @@ def test_simulate_command_serves_several_athletes(tmp_path: Path) -> None:
                                          headers={"Authorization": f"Bearer {access}"})
         with urllib.request.urlopen(request, timeout=5) as response:
             assert {a["athlete"]["id"] for a in orjson.loads(response.read())} == {int(athlete_id)}
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)
+
+
+def test_simulate_prints_the_commands_that_connect_every_athlete_and_they_work(tmp_path: Path) -> None:
+    """The announcement's own lines, run by a shell as printed, connect the athletes; one fetch gets them all."""
+    config = tmp_path / "sim.toml"
+    process, text = start_simulate("--activities", "6", "--athletes", "3", "--write-config", str(config))
+    try:
+        connect = CONNECT_LINE.findall(text)
+        assert len(connect) == 3, text
+        env = cli_env(PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+        for athlete_id, _, line, _ in connect:
+            result = subprocess.run(["sh", "-c", line], cwd=tmp_path, env=env, capture_output=True, text=True,
+                                    timeout=60)
+            assert result.returncode == 0, result.stderr
+            assert f"connected athlete {athlete_id}" in result.stdout
+        fetch_line = re.search(r"fetch them all in one run: (.+)$", text, flags=re.M).group(1)
+        result = subprocess.run(["sh", "-c", f"{fetch_line} --no-compact"], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        status = subprocess.run(["sh", "-c", f"bulkfetch --config {config} status --json"], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=60)
+        fetched = {a["athlete_id"]: a["fetched"] for a in orjson.loads(status.stdout)["athletes"]}
+        assert fetched == {int(athlete_id): int(size) for athlete_id, size, _, _ in connect}
+        assert sum(fetched.values()) == 18
     finally:
         process.terminate()
         process.communicate(timeout=10)

@@ -94,37 +94,44 @@ def seconds_text(seconds: float) -> str:
 
 
 def strava_section(simulator: Simulator) -> str:
-    """The [strava] section; the simulator's credentials are fakes, so printing them is harmless."""
+    """The [strava] section; the simulator's credentials are fakes, so printing them is harmless. With
+    several athletes it has no refresh_token: a seed would connect the first athlete behind the user's
+    back, and its printed `auth` line would then fail on a token already rotated (see `connect_lines`)."""
     settings = simulator.settings
+    seed = [f'refresh_token = "{simulator.current_refresh_token}"'] if len(simulator.athletes) == 1 else []
     return "\n".join([
         "[strava]",
         f'api_url = "{simulator.api_url}"',
         f'oauth_url = "{simulator.oauth_url}"',
         f'client_id = "{settings.client_id}"',
         f'client_secret = "{settings.client_secret}"',
-        f'refresh_token = "{simulator.current_refresh_token}"',
+        *seed,
     ])
 
 
 def connect_lines(simulator: Simulator, config: Path | None) -> list[str]:
-    """With several athletes: how to connect each one with bulkfetch (the first is also the config's seed).
-    The refresh token goes in on stdin, never on the command line, where `ps` would show it."""
+    """With several athletes: the command that connects each one (the config connects nobody), then the
+    fetch. The refresh token goes in on stdin, as a real one must (never in argv, which `ps` shows);
+    printf is a shell builtin, so not even it puts the token in a process's arguments."""
     if len(simulator.athletes) == 1:
         return []
     command = "bulkfetch" + (f" --config {shlex.quote(str(config))}" if config is not None else "")
     capacity = simulator.settings.athlete_capacity
     lines = [f"{len(simulator.athletes)} athletes share the app's quota"
-             + (f"; it accepts {capacity} connected" if capacity is not None else "") + ". Connect each:"]
+             + (f"; it accepts {capacity} connected" if capacity is not None else "")
+             + ". The config connects none of them; connect each with its line (the simulator's refresh tokens"
+             " are made up, not secrets):"]
     for athlete in simulator.athletes:
         about = athlete_of(athlete.athlete_id, athlete.index)
         token = simulator.refresh_token_of(athlete.athlete_id)
-        how = (f"echo {token} | {command} auth --refresh-token -" if token
+        how = (f"printf '%s\\n' {shlex.quote(token)} | {command} auth --refresh-token -" if token
                else f"not connected yet: {command} auth --no-browser, then open its link with "
                     f"&{SIGN_IN_PARAM}={athlete.athlete_id} added")
         lines.append(f"  {athlete.athlete_id} {about['firstname']} {about['lastname']} "
                      f"({len(athlete.history.activities)} activities): {how}")
     lines.append(f"Or in the browser: {command} auth --no-browser, then open its link with &{SIGN_IN_PARAM}=<id> "
                  "added (the simulated browser is signed in as the first athlete).")
+    lines.append(f"Then fetch them all in one run: {command} fetch")
     return lines
 
 
