@@ -1,43 +1,53 @@
-"""Fair shares of one app's requests among its athletes: round-robin, one request at a time.
+"""Fair shares of one app's requests among its athletes: least served first, one request at a time.
 
 Every request holds one of `concurrency` slots from before it asks the quota for a ticket until its
-response is read. A freed slot goes to the athlete after the one served last, in the athletes' fixed
-order, that has a request waiting: each athlete with work gets every k-th request (k athletes with
-work), and an athlete with little work never waits behind another's backfill (max-min fairness).
-Within one athlete, its requests go in the order they asked.
+response is read. A freed slot goes to the athlete, among those with a request waiting, that was served
+least in the current quota window; ties go round-robin, to the first after the one served last in the
+athletes' fixed order. While all of them wait, that is plain round-robin: each athlete with work gets
+every k-th request (k athletes with work), and an athlete with little work never waits behind another's
+backfill (max-min fairness). Counting per window matters because the window's quota, not the slots, is
+what runs out: an athlete that could not ask for a while (its list pages go one at a time, each waiting
+for the one before) catches up within the window instead of finding the quota spent by the others; the
+count starts again at each window, so one that was away long never starves the rest. Within one
+athlete, its requests go in the order they asked.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
-from collections.abc import Hashable, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from types import TracebackType
 
 
-def next_lane(order: Sequence[Hashable], last: Hashable | None, waiting: set[Hashable]) -> Hashable | None:
-    """The lane to serve next: the first in `order` after `last` (cyclically) with a request waiting."""
-    if not waiting:
-        return None
+def next_lane(order: Sequence[Hashable], last: Hashable | None, waiting: set[Hashable],
+              served: Mapping[Hashable, int] | None = None) -> Hashable | None:
+    """The lane to serve next: of those with a request `waiting`, the least `served` (none given: all
+    equal), ties to the first in `order` after `last` (cyclically)."""
     start = order.index(last) + 1 if last in order else 0
-    for step in range(len(order)):
-        lane = order[(start + step) % len(order)]
-        if lane in waiting:
-            return lane
-    return None
+    turn = [lane for step in range(len(order)) if (lane := order[(start + step) % len(order)]) in waiting]
+    counts = served or {}
+    return min(turn, key=lambda lane: counts.get(lane, 0), default=None)  # min keeps the first of equals
 
 
 class FairSlots:
-    """`concurrency` request slots, handed out round-robin over lanes (athletes) with waiters."""
+    """`concurrency` request slots, handed out least-served-first over lanes (athletes) with waiters.
 
-    def __init__(self, concurrency: int) -> None:
+    `window()` names the current quota window (e.g. the short window's index): the served counts restart
+    when it changes. Without it every lane counts as equally served: plain round-robin."""
+
+    def __init__(self, concurrency: int, window: Callable[[], int] | None = None) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self._free = concurrency
         self._order: list[Hashable] = []
         self._waiters: dict[Hashable, deque[asyncio.Future[None]]] = {}
         self._last: Hashable | None = None
-        self.granted: dict[Hashable, int] = {}  # slots each lane got: the fairness bench reads it
+        self._window = window
+        self._current: int | None = None
+        self._served: Counter[Hashable] = Counter()  # slots granted in the current window
+        self._held: Counter[Hashable] = Counter()  # slots held now
+        self.granted: dict[Hashable, int] = {}  # slots each lane got in all
 
     def lane(self, key: Hashable) -> Lane:
         if key not in self._waiters:
@@ -57,26 +67,42 @@ class FairSlots:
             await future
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
-                self._release()  # granted in the same instant it was cancelled: give the slot back
+                self._release(key)  # granted in the same instant it was cancelled: give the slot back
             elif future in self._waiters[key]:
                 self._waiters[key].remove(future)
             raise
 
-    def _release(self) -> None:
+    def _release(self, key: Hashable) -> None:
         self._free += 1
+        self._held[key] -= 1
         self._hand_out()
 
     def _grant(self, key: Hashable) -> None:
+        self._roll()
         self._free -= 1
         self._last = key
+        self._served[key] += 1
+        self._held[key] += 1
         self.granted[key] += 1
+
+    def _roll(self) -> None:
+        """A new window: what each lane holds counts as served in it, for a request waiting for quota at
+        the boundary (or in flight across it) is sent in the new window."""
+        if self._window is None:
+            return
+        window = self._window()
+        if window != self._current:
+            self._current = window
+            self._served = +self._held
 
     def _hand_out(self) -> None:
         while self._free > 0:
             for queue in self._waiters.values():
                 while queue and queue[0].done():  # cancelled, its task not resumed yet: it takes no slot
                     queue.popleft()
-            key = next_lane(self._order, self._last, {k for k, queue in self._waiters.items() if queue})
+            self._roll()
+            waiting = {k for k, queue in self._waiters.items() if queue}
+            key = next_lane(self._order, self._last, waiting, self._served if self._window is not None else None)
             if key is None:
                 return
             self._grant(key)
@@ -95,4 +121,4 @@ class Lane:
 
     async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
                         traceback: TracebackType | None) -> None:
-        self._slots._release()  # noqa: SLF001
+        self._slots._release(self.key)  # noqa: SLF001

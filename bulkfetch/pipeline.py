@@ -55,7 +55,7 @@ from bulkfetch.plan import (
     stream_keys,
     unlisted,
 )
-from bulkfetch.quota import QuotaLedger
+from bulkfetch.quota import QuotaLedger, window_index
 from bulkfetch.roster import OK, REVOKED, SCOPE_MISSING, AthleteDir, Roster, record_access
 from bulkfetch.scheduler import QuotaScheduler, WaitInfo, WaitPolicy
 from bulkfetch.shared_ledger import SharedLedger, read_ledger
@@ -180,7 +180,10 @@ async def fetch_history(config: Config, options: FetchOptions, events: FetchEven
         scheduler = QuotaScheduler(ledger, max_rate_per_s=config.fetch.max_rate_per_s, policy=options.policy,
                                    on_wait=lambda info: _waiting(info, events, idle, scheduler))
         async with open_session(config.fetch.concurrency) as session:
-            run = _Run(roster, config, options, events, scheduler, session, FairSlots(config.fetch.concurrency))
+            # Fair per short window: its quota is what the athletes share (see bulkfetch.fairness).
+            slots = FairSlots(config.fetch.concurrency,
+                              window=lambda: window_index(scheduler.now(), config.limits.short_window_s))
+            run = _Run(roster, config, options, events, scheduler, session, slots)
             events.quota(scheduler)
             if not options.list_only:
                 plans = [current_plan(a.store, config, options.filters, full_relist=options.full_relist)
