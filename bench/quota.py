@@ -42,6 +42,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -242,9 +243,14 @@ def render(results: list[CaseResult]) -> str:
                      str(r.rejected_late), f"{r.peak_short}/{r.limits.short}", f"{r.peak_daily}/{r.limits.daily}",
                      *idle, f"{r.wall_s:.2f}", f"{r.optimum_s:.2f}", f"{r.ratio:.4f}",
                      f"<= {r.target:g} {'met' if r.met else 'MISSED'}"))
+    return markdown_table(headers, rows)
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A Markdown table, the first column left-aligned, the others right-aligned (bench/fairness.py's too)."""
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
 
-    def line(cells: tuple[str, ...]) -> str:
+    def line(cells: Sequence[str]) -> str:
         return "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w)
                                  for i, (c, w) in enumerate(zip(cells, widths))) + " |"
 

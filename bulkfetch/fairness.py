@@ -1,55 +1,54 @@
-"""Fair shares of one app's requests among its athletes: round-robin, one request at a time.
+"""Fair shares of one app's requests among its athletes: least served first, one request at a time.
 
 Every request holds one of `concurrency` slots from before it asks the quota for a ticket until its
-response is read. A freed slot goes to the athlete after the one served last, in the athletes' fixed
-order, that has a request waiting: each athlete with work gets every k-th request (k athletes with
-work), and an athlete with little work never waits behind another's backfill (max-min fairness). An
-athlete holds at most its share of the slots (concurrency / athletes with requests waiting or in
-flight), so one whose list page came back first cannot fill every slot while the others' are on the way.
-Within one athlete, its requests go in the order they asked, an urgent one (a check for new uploads
-during a long backfill) first.
+response is read. A freed slot goes to the athlete, among those with a request waiting, that was served
+least in the current quota window; ties go round-robin, to the first after the one served last in the
+athletes' fixed order. While all of them wait, that is plain round-robin: each athlete with work gets
+every k-th request (k athletes with work), and an athlete with little work never waits behind another's
+backfill (max-min fairness). Counting per window matters because the window's quota, not the slots, is
+what runs out: an athlete that could not ask for a while (its list pages go one at a time, each waiting
+for the one before) catches up within the window instead of finding the quota spent by the others; the
+count starts again at each window, so one that was away long never starves the rest. Within one
+athlete, its requests go in the order they asked, an urgent one (a check for new uploads during a long
+backfill) first.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
-from collections import deque
-from collections.abc import Hashable, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from types import TracebackType
 
 
-def next_lane(order: Sequence[Hashable], last: Hashable | None, waiting: set[Hashable]) -> Hashable | None:
-    """The lane to serve next: the first in `order` after `last` (cyclically) with a request waiting."""
-    if not waiting:
-        return None
+def next_lane(order: Sequence[Hashable], last: Hashable | None, waiting: set[Hashable],
+              served: Mapping[Hashable, int] | None = None) -> Hashable | None:
+    """The lane to serve next: of those with a request `waiting`, the least `served` (none given: all
+    equal), ties to the first in `order` after `last` (cyclically)."""
     start = order.index(last) + 1 if last in order else 0
-    for step in range(len(order)):
-        lane = order[(start + step) % len(order)]
-        if lane in waiting:
-            return lane
-    return None
-
-
-def fair_share(capacity: int, active: int) -> int:
-    """Slots one lane may hold while `active` lanes wait or have requests in flight (at least one)."""
-    return max(1, math.ceil(capacity / max(1, active)))
+    turn = [lane for step in range(len(order)) if (lane := order[(start + step) % len(order)]) in waiting]
+    counts = served or {}
+    return min(turn, key=lambda lane: counts.get(lane, 0), default=None)  # min keeps the first of equals
 
 
 class FairSlots:
-    """`concurrency` request slots, handed out round-robin over lanes (athletes) with waiters; no lane
-    holds more than its fair share of them while other lanes have requests waiting or in flight."""
+    """`concurrency` request slots, handed out least-served-first over lanes (athletes) with waiters.
 
-    def __init__(self, concurrency: int) -> None:
+    `window()` names the current quota window (e.g. the short window's index): the served counts restart
+    when it changes. Without it every lane counts as equally served: plain round-robin."""
+
+    def __init__(self, concurrency: int, window: Callable[[], int] | None = None) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-        self._capacity = concurrency
         self._free = concurrency
         self._order: list[Hashable] = []
         self._waiters: dict[Hashable, deque[asyncio.Future[None]]] = {}
-        self._held: dict[Hashable, int] = {}
         self._last: Hashable | None = None
-        self.granted: dict[Hashable, int] = {}  # slots each lane got: the fairness bench reads it
+        self._window = window
+        self._current: int | None = None
+        self._served: Counter[Hashable] = Counter()  # slots granted in the current window
+        self._held: Counter[Hashable] = Counter()  # slots held now
+        self.granted: dict[Hashable, int] = {}  # slots each lane got in all
 
     def lane(self, key: Hashable, *, urgent: bool = False) -> Lane:
         """`key`'s way to a slot; an `urgent` lane's requests go before the same key's other waiting ones
@@ -57,7 +56,6 @@ class FairSlots:
         if key not in self._waiters:
             self._order.append(key)
             self._waiters[key] = deque()
-            self._held[key] = 0
             self.granted[key] = 0
         return Lane(self, key, urgent)
 
@@ -82,21 +80,35 @@ class FairSlots:
         self._held[key] -= 1
         self._hand_out()
 
+    def _grant(self, key: Hashable) -> None:
+        self._roll()
+        self._free -= 1
+        self._last = key
+        self._served[key] += 1
+        self._held[key] += 1
+        self.granted[key] += 1
+
+    def _roll(self) -> None:
+        """A new window: what each lane holds counts as served in it, for a request waiting for quota at
+        the boundary (or in flight across it) is sent in the new window."""
+        if self._window is None:
+            return
+        window = self._window()
+        if window != self._current:
+            self._current = window
+            self._served = +self._held
+
     def _hand_out(self) -> None:
         while self._free > 0:
             for queue in self._waiters.values():
                 while queue and queue[0].done():  # cancelled, its task not resumed yet: it takes no slot
                     queue.popleft()
+            self._roll()
             waiting = {k for k, queue in self._waiters.items() if queue}
-            active = waiting | {k for k, held in self._held.items() if held}
-            share = fair_share(self._capacity, len(active))
-            key = next_lane(self._order, self._last, {k for k in waiting if self._held[k] < share})
+            key = next_lane(self._order, self._last, waiting, self._served if self._window is not None else None)
             if key is None:
-                return  # the lanes that wait hold their share: the next slot freed goes round again
-            self._free -= 1
-            self._held[key] += 1
-            self._last = key
-            self.granted[key] += 1
+                return
+            self._grant(key)
             self._waiters[key].popleft().set_result(None)
 
 

@@ -40,6 +40,7 @@ from bulkfetch.pipeline import (
     settle_stream_records,
 )
 from bulkfetch.plan import Filters, RequestPlan, combined_plan, start_epoch
+from bulkfetch.quota import window_index
 from bulkfetch.roster import OK, REVOKED, SCOPE_MISSING, AthleteDir, Roster, is_removed, record_access
 from bulkfetch.scheduler import QuotaScheduler, WaitInfo
 from bulkfetch.store import RawStore
@@ -88,7 +89,10 @@ async def fetch_history(config: Config, options: FetchOptions, events: FetchEven
         scheduler = QuotaScheduler(ledger, max_rate_per_s=config.fetch.max_rate_per_s, policy=options.policy,
                                    on_wait=lambda info: _waiting(info, events, idle, scheduler))
         async with open_session(config.fetch.concurrency) as session:
-            run = _Run(roster, config, options, events, scheduler, session, FairSlots(config.fetch.concurrency))
+            # Fair per short window: its quota is what the athletes share (see bulkfetch.fairness).
+            slots = FairSlots(config.fetch.concurrency,
+                              window=lambda: window_index(scheduler.now(), config.limits.short_window_s))
+            run = _Run(roster, config, options, events, scheduler, session, slots)
             run.idle = idle
             events.quota(scheduler)
             if not options.list_only:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from bulkfetch.cli import main
-from bulkfetch.fairness import FairSlots, fair_share, next_lane
+from bulkfetch.fairness import FairSlots, next_lane
 from bulkfetch.roster import MIGRATING, Roster
 from bulkfetch.simulator import SimulatorSettings, SimulatorThread
 from bulkfetch.store import RawStore
@@ -90,29 +90,6 @@ def test_fair_slots_hand_out_one_request_at_a_time_in_turn() -> None:
     asyncio.run(all_of_them())
     assert served[:6] == ["big", "small", "mid", "big", "small", "mid"]
     assert served.count("big") == 9 and slots.granted == {"big": 9, "small": 2, "mid": 4}
-
-
-def test_a_lane_holds_no_more_than_its_share_while_another_lane_has_a_request_in_flight() -> None:
-    assert [fair_share(8, n) for n in (0, 1, 2, 3, 8, 9)] == [8, 8, 4, 3, 1, 1]
-
-    async def scene() -> tuple[int, int]:
-        slots = FairSlots(4)
-        release = asyncio.Event()
-
-        async def hold(key: str) -> None:
-            async with slots.lane(key):
-                await release.wait()
-
-        slow = asyncio.create_task(hold("slow"))  # its list page is on the way
-        await asyncio.sleep(0)
-        fast = [asyncio.create_task(hold("fast")) for _ in range(4)]  # its details are all waiting
-        await asyncio.sleep(0)
-        held = slots.granted["fast"], slots.granted["slow"]
-        release.set()
-        await asyncio.gather(slow, *fast)
-        return held
-
-    assert asyncio.run(scene()) == (2, 1)
 
 
 # -- one run, many athletes -----------------------------------------------------------------------------

@@ -10,8 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench import fairness as bench_fairness
 from bench import quota as bench_quota
 from bench import throughput as bench_throughput
+from bulkfetch.simulator import RequestRecord
 from tests.conftest import REPO, cli_env
 
 
@@ -41,6 +43,44 @@ def test_needed_requests_counts_the_last_short_or_empty_page():
     assert bench_quota.needed_requests(20) == 1 + 20
 
 
+# -- the fairness conditions, from a request log -----------------------------------------------------------------
+def record(window: int, athlete_id: int, path: str = "/api/v3/athlete/activities", status: int = 200) -> RequestRecord:
+    return RequestRecord(time=float(window), method="GET", path=path, query={}, status=status, counted=True,
+                         short_window=window, daily_window=0, authorization=None, athlete_id=athlete_id)
+
+
+def test_worst_share_counts_the_athletes_with_work_left_after_the_window():
+    log = ([record(10, 1)] * 5 + [record(10, 2)] * 2 + [record(10, 3)] * 3  # 3 finishes in window 10
+           + [record(11, 1)] * 4 + [record(11, 2)] * 4 + [record(12, 1)])
+    worst = bench_fairness.worst_share(log)
+    # window 10: athletes 1 and 2 have work left, 7 requests between them: floor(7/2) - 1 = 2, athlete 2 got 2
+    assert worst is not None and (worst.window, worst.athlete_id, worst.got, worst.floor) == (0, 2, 2, 2)
+    assert worst.margin == 0 and worst.counts == {1: 5, 2: 2, 3: 3}
+    # window 11 has one athlete with work left (2 finished in it): nothing to share, never the worst
+    waiting = log + [record(11, 4), record(13, 4)]  # athlete 4 has work from window 10 on and sent nothing then
+    worst = bench_fairness.worst_share(waiting)
+    assert worst is not None and (worst.window, worst.athlete_id, worst.got, worst.floor) == (0, 4, 0, 1)
+    assert worst.margin == -1
+    assert bench_fairness.worst_share([record(10, 1), record(11, 1)]) is None
+
+
+def test_windows_until_done_counts_from_the_first_requests_window():
+    detail = bench_fairness.DETAIL_PATH.format
+    log = [record(10, 1), record(10, 1, detail(7)), record(11, 2), record(12, 1, detail(8)),
+           record(13, 1, detail(9), status=429), record(14, 1, detail(9))]
+    assert bench_fairness.windows_until_done(log, [7]) == 1
+    assert bench_fairness.windows_until_done(log, [8, 7]) == 3
+    assert bench_fairness.windows_until_done(log, [9]) == 5  # the 429 did not do it
+    assert bench_fairness.windows_until_done(log, [7, 99]) == 6  # never answered: later than the run
+    assert bench_fairness.newest_window_limit(100) == 3 and bench_fairness.newest_window_limit(20) == 9
+
+
+def test_fairness_bench_refuses_sizes_not_biggest_first(capsys):
+    with pytest.raises(SystemExit):
+        bench_fairness.parse_args(["--athletes", "30,200,1000"])
+    assert "biggest first" in capsys.readouterr().err
+
+
 # -- smoke runs -------------------------------------------------------------------------------------------------
 def test_quota_smoke():
     results = bench_quota.run(bench_quota.parse_args(["--smoke"]))
@@ -62,6 +102,20 @@ def test_quota_smoke():
         assert result.wall_s >= result.optimum_s - 0.001
 
 
+def test_fairness_smoke():
+    verdict = bench_fairness.run(bench_fairness.parse_args(["--smoke"]))
+    table = bench_fairness.render(verdict)
+    assert "| baseline: one athlete after another" in table and "| fair: one run for all" in table, table
+    assert verdict.met, table
+    fair, baseline = verdict.fair, verdict.baseline
+    assert fair.sent == baseline.sent == verdict.bench.needed and fair.rejected == baseline.rejected == 0
+    assert fair.worst_share is not None and fair.worst_share.margin >= 0
+    # the measure tells the two apart: one after another, the athletes waiting their turn get nothing
+    assert baseline.worst_share is not None and baseline.worst_share.margin < 0 and baseline.worst_share.got == 0
+    assert fair.newest_windows == 1 < baseline.newest_windows
+    assert fair.windows == baseline.windows and 0 < verdict.ratio <= verdict.ratio_target
+
+
 def test_throughput_smoke():
     rows, profile = bench_throughput.run(bench_throughput.parse_args(["--smoke", "--profile"]))
     assert [row.latency_s for row in rows] == [0.05, 0.0]
@@ -74,7 +128,7 @@ def test_throughput_smoke():
     assert profile is not None and "file writes" in bench_throughput.profile_report(profile)
 
 
-@pytest.mark.parametrize("script", ["quota.py", "throughput.py"])
+@pytest.mark.parametrize("script", ["quota.py", "throughput.py", "fairness.py"])
 def test_scripts_run_standalone(script):
     """From a fresh clone: `python bench/<script>` finds the package without an install or PYTHONPATH."""
     env = {k: v for k, v in cli_env().items() if k != "PYTHONPATH"}
