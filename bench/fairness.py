@@ -67,6 +67,7 @@ from bulkfetch.simulator import RequestRecord, Simulator, SimulatorSettings  # n
 
 SEED = 12
 DETAIL_PATH = "/api/v3/activities/{}"
+ACTIVITY_PATH = "/api/v3/activities/"  # details and streams: the work a backlog is made of
 NEWEST = 50  # the smallest athlete's newest activities that must be done early (issue 12)
 NEWEST_BUDGET = 150  # ... within ceil(NEWEST_BUDGET / W) + 1 windows: 50 each for three athletes
 RATIO_TARGET = 1.02
@@ -158,15 +159,17 @@ def newest_window_limit(short_limit: int) -> int:
 
 def worst_share(records: Sequence[RequestRecord]) -> WindowShare | None:
     """The lowest margin over the run's windows of an athlete with work left against floor(W'/k) - 1,
-    where k athletes have requests in a later window and sent W' requests in this one. An athlete
+    where k athletes have detail or stream requests in a later window and sent W' requests in this one
+    (the list-head checks a long run makes every few windows are not work left). An athlete
     with work left may have sent nothing in the window (it waited its turn): it counts with 0."""
     counts: dict[int, Counter[int]] = defaultdict(Counter)
     last_window: dict[int, int] = {}
     for record in records:
         if record.athlete_id is not None:
             counts[record.short_window][record.athlete_id] += 1
-            last_window[record.athlete_id] = max(last_window.get(record.athlete_id, record.short_window),
-                                                 record.short_window)
+            if ACTIVITY_PATH in record.path:  # a check for new uploads every few windows is not work left
+                last_window[record.athlete_id] = max(last_window.get(record.athlete_id, record.short_window),
+                                                     record.short_window)
     first = min(counts, default=0)
     worst: WindowShare | None = None
     for window in sorted(counts):

@@ -12,7 +12,7 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -23,6 +23,7 @@ import orjson
 from bulkfetch.auth import TokenManager, TokenStore
 from bulkfetch.config import FetchConfig, StravaConfig
 from bulkfetch.errors import ApiError, AppInactive, AthleteRevoked, ScopeMissing
+from bulkfetch.fairness import FairSlots, Lane
 from bulkfetch.quota import UsageView
 from bulkfetch.retry import Verdict, backoff_delay, classify, missing_permission
 from bulkfetch.scheduler import QuotaScheduler
@@ -91,7 +92,7 @@ class StravaClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_retry: Callable[[str], None] | None = None,
         on_request: Callable[[RequestDone], None] | None = None,
-        slots: AbstractAsyncContextManager[Any] | None = None,
+        slots: Lane | None = None,
     ) -> None:
         self._session = session
         self._strava = strava
@@ -104,7 +105,7 @@ class StravaClient:
         self._api_origin = _origin(strava.api_url)
         # `concurrency` is requests in flight: callers may outnumber it (to write while others fetch).
         # Several athletes' clients share their slots (`bulkfetch.fairness`): one app, one concurrency.
-        self._slots = slots or asyncio.Semaphore(fetch.concurrency)
+        self._slots = slots or FairSlots(fetch.concurrency).lane("requests")
         self.tokens = TokenManager(token_store, strava, self.post_form, margin_s=fetch.refresh_margin_s)
         self.requests_sent = 0
 
@@ -148,7 +149,12 @@ class StravaClient:
             delay = backoff_delay(attempt, base_s=self._fetch.backoff_base_s,
                                   cap_s=self._fetch.backoff_cap_s, rng=self._rng)
             self._on_retry(f"GET {path}: {failure}; retry {attempt} in {delay:.1f} s")
-            await self._sleep(delay)
+            with self._slots.resting():  # other athletes need not wait for a page that is not on the way
+                await self._sleep(delay)
+
+    def one_at_a_time(self) -> AbstractContextManager[None]:
+        """Around requests that each wait for the one before (list pages): see `bulkfetch.fairness`."""
+        return self._slots.one_at_a_time()
 
     async def post_form(self, url: str, form: Mapping[str, str]) -> tuple[int, bytes]:
         """POST a form to the OAuth host (no token, not counted against the quota), retrying 5xx/drops."""

@@ -8,8 +8,10 @@ every k-th request (k athletes with work), and an athlete with little work never
 backfill (max-min fairness). Counting per window matters because the window's quota, not the slots, is
 what runs out: an athlete that could not ask for a while (its list pages go one at a time, each waiting
 for the one before) catches up within the window instead of finding the quota spent by the others; the
-count starts again at each window, so one that was away long never starves the rest. Within one
-athlete, its requests go in the order they asked, an urgent one (a check for new uploads during a long
+count starts again at each window, so one that was away long never starves the rest. And a slot is not
+handed to an athlete AHEAD_LIMIT requests ahead of one paging through its list (its next page is asked
+when this one is back and written): the quota waits for it instead of being spent meanwhile. Within
+one athlete, its requests go in the order they asked, an urgent one (a check for new uploads during a long
 backfill) first.
 """
 
@@ -17,8 +19,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, deque
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from types import TracebackType
+
+# How far (in requests this window) an athlete may run ahead of one whose only request is on the way:
+# two keeps the one-page-at-a-time lister within floor(W/k) - 1 of a window's W requests.
+AHEAD_LIMIT = 2
 
 
 def next_lane(order: Sequence[Hashable], last: Hashable | None, waiting: set[Hashable],
@@ -29,6 +36,13 @@ def next_lane(order: Sequence[Hashable], last: Hashable | None, waiting: set[Has
     turn = [lane for step in range(len(order)) if (lane := order[(start + step) % len(order)]) in waiting]
     counts = served or {}
     return min(turn, key=lambda lane: counts.get(lane, 0), default=None)  # min keeps the first of equals
+
+
+def ahead_of_one_on_the_way(key: Hashable, on_the_way: set[Hashable], served: Mapping[Hashable, int]) -> bool:
+    """Whether `key` was served AHEAD_LIMIT or more requests more in this window than a lane `on_the_way`:
+    one paging through its list, a page at a time, each asked when the one before is back (and written).
+    Without this hold the others spend the window's quota while its page is on the way."""
+    return any(served.get(key, 0) - served.get(other, 0) >= AHEAD_LIMIT for other in on_the_way if other != key)
 
 
 class FairSlots:
@@ -48,6 +62,7 @@ class FairSlots:
         self._current: int | None = None
         self._served: Counter[Hashable] = Counter()  # slots granted in the current window
         self._held: Counter[Hashable] = Counter()  # slots held now
+        self._sequential: Counter[Hashable] = Counter()  # lanes paging one request after the other
         self.granted: dict[Hashable, int] = {}  # slots each lane got in all
 
     def lane(self, key: Hashable, *, urgent: bool = False) -> Lane:
@@ -98,6 +113,10 @@ class FairSlots:
             self._current = window
             self._served = +self._held
 
+    def _pace(self, key: Hashable, change: int) -> None:
+        self._sequential[key] += change
+        self._hand_out()  # a lane that stops paging frees the slots held back for it
+
     def _hand_out(self) -> None:
         while self._free > 0:
             for queue in self._waiters.values():
@@ -106,14 +125,17 @@ class FairSlots:
             self._roll()
             waiting = {k for k, queue in self._waiters.items() if queue}
             key = next_lane(self._order, self._last, waiting, self._served if self._window is not None else None)
-            if key is None:
-                return
+            on_the_way = {k for k, n in self._sequential.items() if n and k not in waiting}
+            if key is None or self._window is not None and ahead_of_one_on_the_way(key, on_the_way, self._served):
+                return  # the slot waits for the athlete whose page is on the way: it asks again or stops paging
             self._grant(key)
             self._waiters[key].popleft().set_result(None)
 
 
 class Lane:
-    """One athlete's way to a slot: `async with lane:` around a request."""
+    """One athlete's way to a slot: `async with lane:` around a request; `with lane.one_at_a_time():`
+    around requests that each wait for the one before (paging), `with lane.resting():` around a pause
+    within them (a retry's backoff), when the others need not wait."""
 
     def __init__(self, slots: FairSlots, key: Hashable, urgent: bool) -> None:
         self._slots = slots
@@ -126,3 +148,20 @@ class Lane:
     async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
                         traceback: TracebackType | None) -> None:
         self._slots._release(self.key)  # noqa: SLF001
+
+    @contextmanager
+    def one_at_a_time(self) -> Iterator[None]:
+        self._slots._pace(self.key, +1)  # noqa: SLF001
+        try:
+            yield
+        finally:
+            self._slots._pace(self.key, -1)  # noqa: SLF001
+
+    @contextmanager
+    def resting(self) -> Iterator[None]:
+        paced = self._slots._sequential[self.key]  # noqa: SLF001
+        self._slots._pace(self.key, -paced)  # noqa: SLF001
+        try:
+            yield
+        finally:
+            self._slots._pace(self.key, paced)  # noqa: SLF001

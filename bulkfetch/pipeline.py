@@ -255,10 +255,11 @@ async def list_activities(client: StravaClient, store: RawStore, config: Config,
         events.info(f"resuming the listing {listing.listing_id} after {len(paging.seen):,} activities")
         paging.resume()
     try:
-        await _page_through(client, store, listing, paging, events)
-        if resumed:
-            paging.top_up()
+        with client.one_at_a_time():
             await _page_through(client, store, listing, paging, events)
+            if resumed:
+                paging.top_up()
+                await _page_through(client, store, listing, paging, events)
     except RequestFailed as error:
         summary.list_failure = str(error)
         events.warn(f"listing stopped: {error}; a rerun continues it")

@@ -44,7 +44,7 @@ def test_needed_requests_counts_the_last_short_or_empty_page():
 
 
 # -- the fairness conditions, from a request log -----------------------------------------------------------------
-def record(window: int, athlete_id: int, path: str = "/api/v3/athlete/activities", status: int = 200) -> RequestRecord:
+def record(window: int, athlete_id: int, path: str = "/api/v3/activities/1", status: int = 200) -> RequestRecord:
     return RequestRecord(time=float(window), method="GET", path=path, query={}, status=status, counted=True,
                          short_window=window, daily_window=0, authorization=None, athlete_id=athlete_id)
 
@@ -62,6 +62,9 @@ def test_worst_share_counts_the_athletes_with_work_left_after_the_window():
     assert worst is not None and (worst.window, worst.athlete_id, worst.got, worst.floor) == (0, 4, 0, 1)
     assert worst.margin == -1
     assert bench_fairness.worst_share([record(10, 1), record(11, 1)]) is None
+    # a check for new uploads windows later (a list request) is not work left: athlete 3 is done in window 10
+    head_check = log + [record(14, 3, path="/api/v3/athlete/activities")]
+    assert bench_fairness.worst_share(head_check) == bench_fairness.worst_share(log)
 
 
 def test_windows_until_done_counts_from_the_first_requests_window():

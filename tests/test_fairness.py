@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bulkfetch.fairness import FairSlots, Lane, next_lane
+from bulkfetch.fairness import AHEAD_LIMIT, FairSlots, Lane, next_lane
 
 
 def test_next_lane_serves_the_least_served_first_and_ties_in_turn() -> None:
@@ -99,3 +99,38 @@ def test_without_a_window_the_slots_go_round_robin() -> None:
 
     asyncio.run(run())
     assert served == ["big", "late"] * 4  # no catch-up: nothing counts the earlier slots
+
+
+def test_a_lane_paging_one_request_at_a_time_is_not_outrun_between_its_pages() -> None:
+    """While 'lister' writes a page before asking for the next, 'fast' may run at most AHEAD_LIMIT
+    requests ahead in the window; it goes on once the lister asks again, rests, or stops paging."""
+    slots = FairSlots(4, window=lambda: 0)
+    lister, fast = slots.lane("lister"), slots.lane("fast")
+    served: list[str] = []
+
+    async def run() -> list[list[str]]:
+        phases = []
+        with lister.one_at_a_time():
+            async with lister:
+                served.append("lister")
+            busy = asyncio.create_task(_requests(fast, 8, served))  # 'lister' writes its page meanwhile
+            for _ in range(10):
+                await asyncio.sleep(0)
+            phases.append(list(served))
+            async with lister:  # the next page
+                served.append("lister")
+            for _ in range(10):
+                await asyncio.sleep(0)
+            phases.append(list(served))
+            with lister.resting():  # a retry's backoff: nothing is on the way
+                for _ in range(10):
+                    await asyncio.sleep(0)
+            phases.append(list(served))
+        await busy
+        phases.append(list(served))
+        return phases
+
+    between_pages, next_page, resting, done = asyncio.run(run())
+    assert between_pages == ["lister"] + ["fast"] * (1 + AHEAD_LIMIT)  # 1 + the limit ahead, then held
+    assert next_page == between_pages + ["lister"] + ["fast"]  # one more page: one more for 'fast'
+    assert resting.count("fast") == 8 and done.count("fast") == 8  # resting: 'fast' runs freely
