@@ -169,23 +169,31 @@ class _Run:
         while True:
             try:
                 await asyncio.wait_for(self.finished.wait(), timeout=interval)
+                if self._start_new_athletes():
+                    continue  # connected while the others ran: served before the run ends
                 if not self.options.follow:
                     return
                 await self._pause(interval)  # following: the backlog is done, check again later
             except TimeoutError:
                 pass
-            if self.options.athletes is None:
-                known = {r.athlete.folder.name for r in self.results} | self.serving
-                for athlete in chosen_athletes(self.roster, None):
-                    if athlete.folder.name not in known:
-                        self.events.info(f"{athlete.label} was connected: fetching it too")
-                        self.start(athlete)
+            self._start_new_athletes()
             for result in list(self.results):
                 if result.state == OK and result.athlete.athlete_id is not None:
                     try:
                         await self._check_head(result)
                     except QuotaStop:
                         return  # the athletes' own runs stop for it too
+
+    def _start_new_athletes(self) -> bool:
+        """Start the athletes `auth` connected since the run began (unless it serves only some)."""
+        if self.options.athletes is not None:
+            return False
+        known = {r.athlete.folder.name for r in self.results} | self.serving
+        new = [athlete for athlete in chosen_athletes(self.roster, None) if athlete.folder.name not in known]
+        for athlete in new:
+            self.events.info(f"{athlete.label} was connected: fetching it too")
+            self.start(athlete)
+        return bool(new)
 
     async def _pause(self, seconds: float) -> None:
         """Wait between the checks of a following run; what it fetched is compacted meanwhile."""
