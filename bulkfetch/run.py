@@ -83,6 +83,9 @@ async def fetch_history(config: Config, options: FetchOptions, events: FetchEven
     roster.migrate()
     roster.add_seed(config.strava.refresh_token)
     athletes = chosen_athletes(roster, options.athletes)
+    if not athletes:  # e.g. every athlete removed, and the config's seed was one of theirs
+        raise CredentialError(f"no athlete to serve: none is connected to {config.storage.data_dir}",
+                              hint="connect one with 'bulkfetch auth' (see 'bulkfetch athletes')")
     results: list[AthleteResult] = []
     idle = _idle_compactor(roster, config, options, lambda: FetchSummary.total(results), events)
     with app_ledger(config, [a.store for a in athletes], options.ledger_dir, events.warn) as ledger:

@@ -155,7 +155,9 @@ def test_a_removed_athletes_config_seed_does_not_connect_it_again(tmp_path, caps
         assert main(["--config", str(config), "fetch", "--no-compact"]) == 0
         assert athletes_cmd(config, "remove", str(sim.settings.athlete_id)) == 0
         mark = len(sim.request_log)
-        assert main(["--config", str(config), "fetch", "--no-compact"]) == 0
+        capsys.readouterr()
+        assert main(["--config", str(config), "fetch", "--no-compact"]) == 2  # nobody to serve: said, not "done"
+        assert "no athlete to serve" in capsys.readouterr().err
         assert sim.request_log[mark:] == []  # the config still names the seed: it is not tried
         assert athletes_json(config, capsys)[sim.settings.athlete_id]["state"] == "removed"
         report = status(config, capsys)  # nothing is left to fetch: no run would fetch it
