@@ -133,12 +133,17 @@ class TokenManager:
     async def refresh(self, rejected: str | None) -> str:
         """Refresh unless another task already replaced the `rejected` access token (single flight)."""
         async with self._lock:
+            stored = self._store.load()
+            if stored is not None and (self._tokens is None or stored.refresh_token != self._tokens.refresh_token):
+                self._tokens = stored  # rotated or reconnected by another process (`auth` beside a fetch)
             tokens = self._tokens
             if (tokens and tokens.access_token and tokens.access_token != rejected
                     and tokens.expires_at - self._margin_s > self._clock()):
                 return tokens.access_token
             for candidate in self._candidates():
-                refreshed = await self._exchange(candidate)
+                # Shielded: once the POST is out Strava rotates the token; a cancellation must not drop
+                # the answer that holds the new one before it is saved.
+                refreshed = await asyncio.shield(self._exchange(candidate))
                 if refreshed is not None:
                     self._tokens = refreshed
                     return refreshed.access_token

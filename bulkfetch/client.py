@@ -93,6 +93,7 @@ class StravaClient:
         on_retry: Callable[[str], None] | None = None,
         on_request: Callable[[RequestDone], None] | None = None,
         slots: Lane | None = None,
+        tokens: TokenManager | None = None,
     ) -> None:
         self._session = session
         self._strava = strava
@@ -106,7 +107,8 @@ class StravaClient:
         # `concurrency` is requests in flight: callers may outnumber it (to write while others fetch).
         # Several athletes' clients share their slots (`bulkfetch.fairness`): one app, one concurrency.
         self._slots = slots or FairSlots(fetch.concurrency).lane("requests")
-        self.tokens = TokenManager(token_store, strava, self.post_form, margin_s=fetch.refresh_margin_s)
+        # One manager per athlete and run (`tokens`): two would rotate the refresh token under each other.
+        self.tokens = tokens or TokenManager(token_store, strava, self.post_form, margin_s=fetch.refresh_margin_s)
         self.requests_sent = 0
 
     async def get(self, path: str, params: Mapping[str, str | int] | None = None) -> ApiResponse:
@@ -117,9 +119,13 @@ class StravaClient:
         while True:
             async with self._slots:
                 ticket = await self._scheduler.acquire()
-                token = await self.tokens.access_token()
-                sent_at = time.time()
-                result = await self._send_get(url, params=params, token=token)
+                try:
+                    token = await self.tokens.access_token()
+                    sent_at = time.time()
+                    result = await self._send_get(url, params=params, token=token)
+                except BaseException:  # a rejected refresh, a cancellation: the ticket must leave flight,
+                    self._scheduler.abandon(ticket)  # or the app's ledger waits for its answer forever
+                    raise
                 recv_at = time.time()
                 self.requests_sent += 1
                 if result.status is None:

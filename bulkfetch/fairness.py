@@ -125,7 +125,7 @@ class FairSlots:
             self._roll()
             waiting = {k for k, queue in self._waiters.items() if queue}
             key = next_lane(self._order, self._last, waiting, self._served if self._window is not None else None)
-            on_the_way = {k for k, n in self._sequential.items() if n and k not in waiting}
+            on_the_way = {k for k, n in self._sequential.items() if n > 0 and k not in waiting}
             if key is None or self._window is not None and ahead_of_one_on_the_way(key, on_the_way, self._served):
                 return  # the slot waits for the athlete whose page is on the way: it asks again or stops paging
             self._grant(key)
@@ -159,7 +159,7 @@ class Lane:
 
     @contextmanager
     def resting(self) -> Iterator[None]:
-        paced = self._slots._sequential[self.key]  # noqa: SLF001
+        paced = max(0, self._slots._sequential[self.key])  # noqa: SLF001
         self._slots._pace(self.key, -paced)  # noqa: SLF001
         try:
             yield

@@ -61,7 +61,11 @@ class AthleteDir:
 
     @property
     def label(self) -> str:
-        return f"athlete {self.athlete_id}" if self.athlete_id is not None else f"the account in {self.folder.name}"
+        if self.athlete_id is not None:
+            return f"athlete {self.athlete_id}"
+        if self.folder.name.startswith(SEED_PREFIX):
+            return "the config's refresh_token"
+        return f"the account in {self.folder.name}"
 
 
 class Roster:
@@ -151,7 +155,7 @@ class Roster:
         athlete = self.athlete(tokens.athlete_id) if tokens.athlete_id is not None else \
             AthleteDir(self.folder / UNBOUND, None)
         athlete.tokens.save(tokens)
-        athlete.store.state_path(ACCESS_STATE).unlink(missing_ok=True)  # re-authorized: not revoked any more
+        forget_access(athlete)  # re-authorized: not revoked any more
         return athlete
 
     def record_removal(self, athlete_id: int, removal: Removal) -> None:
@@ -160,6 +164,12 @@ class Roster:
         atomic_write(self.folder / REMOVALS, orjson.dumps(
             {str(i): {"at": r.at, "seed_digests": list(r.seed_digests), "name": r.name}
              for i, r in sorted(removals.items())}))
+
+    def drop_rejected_seed(self, unbound: AthleteDir) -> None:
+        """A seed Strava rejects (an old token, rotated long ago) goes, unless its folder holds data: it is
+        made again, and tried once more, only while no athlete is connected (see `add_seed`)."""
+        if unbound.folder.name.startswith(SEED_PREFIX) and not _holds_data(unbound):
+            shutil.rmtree(unbound.folder, ignore_errors=True)
 
     def bind(self, unbound: AthleteDir, athlete_id: int) -> AthleteDir:
         """`unbound`'s athlete is `athlete_id`: rename its folder, or, when that athlete has a folder
@@ -175,6 +185,7 @@ class Roster:
         tokens = unbound.tokens.load()
         if tokens is not None:
             bound.tokens.save(replace(tokens, athlete_id=athlete_id))
+            forget_access(bound)  # connected again: not revoked any more
         shutil.rmtree(unbound.folder)
         return bound
 
@@ -246,3 +257,7 @@ def access_of(athlete: AthleteDir) -> dict[str, object]:
     if is_removed(athlete):
         return {**saved, "state": REMOVED, "why": "removed with 'bulkfetch athletes remove'"}
     return saved
+
+
+def forget_access(athlete: AthleteDir) -> None:
+    athlete.store.state_path(ACCESS_STATE).unlink(missing_ok=True)

@@ -13,16 +13,26 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from aiohttp import ClientSession
 
+from bulkfetch.auth import TokenManager
 from bulkfetch.client import RequestFailed, StravaClient, open_session
 from bulkfetch.config import Config
-from bulkfetch.errors import AthleteRevoked, AthletesBlocked, ConfigError, CredentialError, QuotaStop, ScopeMissing
+from bulkfetch.errors import (
+    AthleteRevoked,
+    AthletesBlocked,
+    ConfigError,
+    CredentialError,
+    QuotaStop,
+    ScopeMissing,
+    StorageError,
+)
 from bulkfetch.fairness import FairSlots
 from bulkfetch.idle_compaction import MIN_WAIT_SHARE, IdleCompactor, Target
-from bulkfetch.paging import recent_boundary
+from bulkfetch.paging import Boundary, recent_boundary
 from bulkfetch.pipeline import (
     AthleteResult,
     FetchEvents,
@@ -118,7 +128,7 @@ async def fetch_history(config: Config, options: FetchOptions, events: FetchEven
     summary = FetchSummary.total(results)
     if blocked := [r for r in results if r.state != OK]:
         raise AthletesBlocked(_blocked_text(blocked), hint=_blocked_hint(blocked), summary=summary)
-    if stops := [r.stop for r in results if r.stop is not None]:
+    if stops := [r.stop for r in results if r.stop is not None] + ([run.stop] if run.stop else []):
         raise stops[0]
     return summary
 
@@ -153,6 +163,8 @@ class _Run:
         self.finished = asyncio.Event()  # set whenever no athlete's run is going on
         self.finished.set()
         self.idle: IdleCompactor | None = None
+        self.token_managers: dict[Path, TokenManager] = {}
+        self.stop: QuotaStop | None = None  # one the list-head checks met (the athletes' runs keep theirs)
 
     def labelled(self, athlete: AthleteDir) -> FetchEvents:
         """The events, their messages naming the athlete when the data_dir serves several."""
@@ -184,8 +196,9 @@ class _Run:
                 if result.state == OK and result.athlete.athlete_id is not None:
                     try:
                         await self._check_head(result)
-                    except QuotaStop:
-                        return  # the athletes' own runs stop for it too
+                    except QuotaStop as stop:
+                        self.stop = stop  # the athletes' own runs stop for it too
+                        return
 
     def _start_new_athletes(self) -> bool:
         """Start the athletes `auth` connected since the run began (unless it serves only some)."""
@@ -211,19 +224,25 @@ class _Run:
 
     async def _check_head(self, result: AthleteResult) -> None:
         """List the newest activities again (1 request unless a page's worth is new) and fetch the new
-        ones' details now, before the rest of the backlog; an athlete whose run ended gets their streams too."""
+        ones' details now, before the rest of the backlog; an athlete whose run ended gets their streams too.
+        A check that stopped (a dropped connection) is continued by the next one."""
         athlete, summary = result.athlete, result.summary
         store = athlete.store
-        if store.unfinished_listing() is not None:
-            return  # its own listing is going on (or was killed): that one is the check
+        unfinished = store.unfinished_listing()
+        if unfinished is not None and (athlete.folder.name in self.serving or unfinished.is_full):
+            return  # its own listing is going on, or a killed full one that its next run continues
         known = store.catalog()
-        boundary = recent_boundary(known, newest=1)
+        boundary = recent_boundary(known, newest=1) if unfinished is None else \
+            Boundary.from_json(unfinished.meta.get("boundary"))
         if boundary is None:
             return
         client = self.client(athlete, self.events, urgent=True)
+        listed = FetchSummary()
         try:
-            await list_activities(client, store, self.config, ListingChoice(False, boundary), FetchSummary(),
+            await list_activities(client, store, self.config, ListingChoice(False, boundary, unfinished), listed,
                                   self.events)
+            if listed.list_failure is not None:
+                return  # said by the listing; the next check continues it
             catalog = store.catalog()
             new = sorted(catalog.keys() - known.keys(), key=lambda i: start_epoch(catalog[i]) or 0, reverse=True)
             if new:
@@ -233,18 +252,32 @@ class _Run:
                 await fetch_detail(client, store, activity_id, catalog[activity_id], {}, summary)
             if new and self.config.fetch.streams and athlete.folder.name not in self.serving:
                 await fetch_streams(client, store, self.config, self.options.filters, summary, self.events)
-        except (AthleteRevoked, ScopeMissing, RequestFailed) as error:
+        except (AthleteRevoked, ScopeMissing) as error:
+            if not is_removed(athlete):  # removed meanwhile: its tokens are gone on purpose
+                self._blocked(result, error)
+        except RequestFailed as error:
             self.events.warn(f"{athlete.label}: checking for new activities failed ({error}); the next check"
                              " tries again")
         finally:
             summary.requests += client.requests_sent
 
+    def _blocked(self, result: AthleteResult, error: AthleteRevoked | ScopeMissing) -> None:
+        """The athlete revoked access or lacks a permission: it stops, the others go on (exit 2 at the end)."""
+        result.state = REVOKED if isinstance(error, AthleteRevoked) else SCOPE_MISSING
+        result.why = error.message
+        self.events.warn(f"{result.athlete.label}: {error}; the other athletes go on")
+        record_access(result.athlete, result.state, result.why, time.time())
+
     def client(self, athlete: AthleteDir, events: FetchEvents, *, urgent: bool = False) -> StravaClient:
         # The config's seed may stand in for a rejected stored token only where it can be no other athlete's.
         strava = self.config.strava if self.alone else replace(self.config.strava, refresh_token="")
         lane = self.slots.lane(athlete.folder.name, urgent=urgent)
-        return StravaClient(self.session, strava, self.config.fetch, self.scheduler, athlete.tokens,
-                            on_retry=events.info, on_request=events.request, slots=lane)
+        client = StravaClient(self.session, strava, self.config.fetch, self.scheduler, athlete.tokens,
+                              on_retry=events.info, on_request=events.request, slots=lane,
+                              tokens=self.token_managers.get(athlete.folder))
+        # Every client of the athlete (its run, its head checks) shares one manager: one refresh chain.
+        self.token_managers.setdefault(athlete.folder, client.tokens)
+        return client
 
     async def serve(self, athlete: AthleteDir, results: list[AthleteResult]) -> None:
         """One athlete's whole run: its listing, details, streams (learning who it is first, if unknown).
@@ -273,9 +306,12 @@ class _Run:
             if is_removed(athlete):  # `athletes remove` ran meanwhile: the deauthorization ended its tokens
                 events.info(f"{athlete.label} was removed from this data_dir: no longer served")
                 return
-            result.state = REVOKED if isinstance(error, AthleteRevoked) else SCOPE_MISSING
-            result.why = error.message
-            self.events.warn(f"{athlete.label}: {error}; the other athletes go on")
+            self._blocked(result, error)
+            if athlete.athlete_id is None:  # a rejected seed is not tried again beside connected athletes
+                self.roster.drop_rejected_seed(athlete)
+        except (RequestFailed, StorageError) as error:  # this athlete's alone (e.g. who it is, not learned)
+            result.summary.list_failure = str(error)
+            events.warn(f"{error}; the other athletes go on, a rerun tries again")
         except QuotaStop as stop:
             result.stop = stop
         finally:

@@ -2,8 +2,8 @@
 
 Strava rotates a refresh token when it is used, so the one refresh this makes is the last use of the
 other tool's copy. The rotated token is on disk (0600) before anything else happens, in a pending folder
-beside the athletes' (`athletes/.pending/`): only once one `GET /athlete` has said whose it is does it
-become that athlete's tokens (a new athlete's, or newer ones of a connected athlete).
+beside the athletes' (`athletes/.pending-<digest of the given token>/`): only once one `GET /athlete` has
+said whose it is does it become that athlete's tokens (a new athlete's, or newer ones of a connected one).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from bulkfetch.auth import Tokens, athlete_name
+from bulkfetch.auth import Tokens, athlete_name, digest
 from bulkfetch.client import StravaClient, open_session
 from bulkfetch.config import Config
 from bulkfetch.errors import ApiError, ConfigError
@@ -19,7 +19,7 @@ from bulkfetch.pipeline import app_ledger
 from bulkfetch.roster import AthleteDir, Roster
 from bulkfetch.scheduler import QuotaScheduler, WaitInfo
 
-PENDING = ".pending"  # under athletes/: a connected token whose athlete is not known yet
+PENDING = ".pending"  # under athletes/, + "-<digest>": a connected token whose athlete is not known yet
 FROM_STDIN = "-"
 FROM_ENV = "env"
 ENV_NAME = "STRAVA_REFRESH_TOKEN"
@@ -56,8 +56,12 @@ async def connect_refresh_token(config: Config, refresh_token: str, *, warn: Cal
                                 on_wait: Callable[[WaitInfo | None], None]) -> ConnectedAthlete:
     """Refresh once (persisting the rotation), ask `GET /athlete` who it is, make it that athlete's tokens."""
     roster = Roster(config.storage.data_dir)
-    pending = AthleteDir(roster.folder / PENDING, None)
-    pending.tokens.save(Tokens(refresh_token=refresh_token))
+    # One pending folder per given token: after the refresh it holds the only live copy, so a second
+    # `auth` (another token) never overwrites it, and the same command run again after a stop (Ctrl-C
+    # while waiting for quota) goes on with the rotated token instead of the dead one it was given.
+    pending = AthleteDir(roster.folder / f"{PENDING}-{digest(refresh_token)}", None)
+    if pending.tokens.load() is None:
+        pending.tokens.save(Tokens(refresh_token=refresh_token))
     # No seed to fall back on: a rejected token must not connect the config's athlete instead.
     strava = replace(config.strava, refresh_token="")
     with app_ledger(config, [], None, warn) as ledger:

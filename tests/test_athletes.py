@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -332,3 +333,47 @@ def test_plan_and_status_show_each_athlete_and_the_total(tmp_path, monkeypatch, 
         assert "(2 athletes)" in out
         assert f"athlete    {second}: 4 listed, 4 fetched, 0 pending" in out
         assert f"athlete    {first}: 0 listed, 0 fetched, 0 pending, last fetch never" in out
+
+
+def test_a_revoked_athlete_whose_access_token_expired_does_not_stall_the_others(tmp_path, monkeypatch):
+    """Its refresh is rejected after it took a quota ticket: the ticket must leave the app's ledger."""
+    settings = SimulatorSettings(athletes=2, athlete_activities=(5, 30), seed=61, short_limit=10,
+                                 daily_limit=10_000, short_window_s=1)
+    thread = SimulatorThread(settings)
+    with thread as sim:
+        config = team(tmp_path, sim, monkeypatch, fetch={"concurrency": 1})
+        revoked, fine = (a.athlete_id for a in sim.athletes)
+        thread.call(partial(sim.revoke_athlete, revoked))
+        tokens = Roster(tmp_path / "data").athlete(revoked).tokens
+        tokens.save(replace(tokens.load(), expires_at=0.0))  # expired: refreshed first, which Strava rejects
+        result = subprocess.run([sys.executable, "-m", "bulkfetch", "--config", str(config), "fetch",
+                                 "--no-compact"], env=cli_env(), capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2, result.stderr
+        assert athlete_dir(tmp_path, fine).detail_ids() == set(sim.activity_ids(athlete_id=fine))
+
+
+def test_head_checks_and_the_athletes_run_share_one_token_chain(tmp_path, monkeypatch):
+    """Access tokens expiring during a long run: the list-head check and the run refresh one chain (two
+    would rotate the refresh token under each other, and the athlete would look revoked)."""
+    settings = SimulatorSettings(athletes=2, athlete_activities=(60, 20), seed=62, short_limit=10,
+                                 daily_limit=10_000, short_window_s=1, access_token_lifetime_s=2.0)
+    with SimulatorThread(settings) as sim:
+        config = team(tmp_path, sim, monkeypatch, fetch={"refresh_margin_s": 1})
+        result = subprocess.run([sys.executable, "-m", "bulkfetch", "--config", str(config), "fetch",
+                                 "--no-compact"], env=cli_env(), capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        for athlete in sim.athletes:
+            assert athlete_dir(tmp_path, athlete.athlete_id).detail_ids() == \
+                set(sim.activity_ids(athlete_id=athlete.athlete_id))
+
+
+def test_a_rejected_config_seed_is_not_tried_again_once_an_athlete_is_connected(tmp_path, monkeypatch, capsys):
+    with SimulatorThread(SimulatorSettings(activities=4, seed=63, short_limit=1000, daily_limit=10_000)) as sim:
+        config = tmp_path / "config.toml"
+        config.write_text(simulator_config_text(sim, tmp_path / "data", refresh_token="rotated-long-ago"))
+        capsys.readouterr()
+        assert fetch(config) == 2
+        assert "the config's refresh_token revoked access" in capsys.readouterr().err
+        connect(config, sim.refresh_token_of(sim.settings.athlete_id), monkeypatch)
+        assert fetch(config) == 0  # the stale seed stays in the config: it is not tried again
+        assert [a.athlete_id for a in Roster(tmp_path / "data").athletes()] == [sim.settings.athlete_id]

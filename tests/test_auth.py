@@ -288,7 +288,7 @@ def test_refresh_token_from_stdin_connects_that_athlete_once_and_never_shows_the
         stored = orjson.loads(stored_path.read_bytes())
         assert stored["athlete_id"] == other.athlete_id and oct(os.stat(stored_path).st_mode & 0o777) == "0o600"
         assert stored["refresh_token"] == sim.refresh_token_of(other.athlete_id) != given  # rotated, kept
-        assert not (tmp_path / "data" / "athletes" / ".pending").exists()
+        assert not list((tmp_path / "data" / "athletes").glob(".pending*"))
         sent = [(r.method, r.path) for r in sim.request_log]
         assert sent == [("POST", "/oauth/token"), ("GET", "/api/v3/athlete")]
         for secret in (given, stored["refresh_token"], stored["access_token"]):
