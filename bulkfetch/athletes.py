@@ -203,7 +203,7 @@ def check_adoptable(roster: Roster, other: Roster) -> None:
         raise ConfigError(f"{other_dir} and this data_dir ({data_dir}) are inside one another",
                           hint="name a data_dir of its own to adopt")
     incoming = [_name_here(athlete, other) for athlete in other.athletes()]
-    if not incoming and not _unfinished(other):
+    if not incoming and not _unfinished(other) and not adopted_from(roster, other):
         raise ConfigError(f"{other_dir} holds no athlete (no raw/, state/ or athletes/<id>/ folder)",
                           hint="name a data_dir that 'bulkfetch fetch' or 'bulkfetch auth' has written")
     present = {_name_here(athlete, roster) for athlete in roster.athletes()}
@@ -222,7 +222,16 @@ def adopt(roster: Roster, other: Roster) -> list[AthleteDir]:
     ensure_dir(roster.folder)
     moved = [_land(_hide(athlete, other), roster) for athlete in other.athletes()]
     _carry_removals(other, roster, finished + moved)
-    return finished + moved
+    # A killed adopt may have moved them all and been stopped before its compaction: the same command
+    # finds them here and compacts them again.
+    return finished + moved or adopted_from(roster, other)
+
+
+def adopted_from(roster: Roster, other: Roster) -> list[AthleteDir]:
+    """The athletes here that an adopt (maybe killed before it compacted) moved from `other`."""
+    there = other.data_dir.resolve()
+    return [athlete for athlete in roster.athletes() if athlete.folder != roster.data_dir
+            and (source := _adopted_from(athlete.folder)) is not None and Path(source).resolve().is_relative_to(there)]
 
 
 def _name_here(athlete: AthleteDir, roster: Roster) -> str:

@@ -79,7 +79,7 @@ class Roster:
     def athletes(self) -> list[AthleteDir]:
         """Every athlete folder, by id, the unbound ones last. A data_dir not migrated yet shows its one
         athlete at its top, so that read-only commands (`status`) need not move anything."""
-        if self.needs_migration():
+        if self.needs_migration() and any((self.data_dir / name).is_dir() for name in LEGACY_FOLDERS):
             return [AthleteDir(self.data_dir, _legacy_athlete_id(self.data_dir))]
         found = []
         for path in _subfolders(self.folder):

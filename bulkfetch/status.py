@@ -88,7 +88,9 @@ def _athlete_status(athlete: AthleteDir, config: Config, now: float) -> tuple[di
         "athlete_id": athlete.athlete_id or (store.read_state("athlete") or {}).get("athlete_id"),
         "state": access["state"],
         "why": access["why"],
-        "last_fetch": _iso(access["at"] if isinstance(access["at"], (int, float)) else None),
+        # A run of this version records when; before it, the last complete listing tells.
+        "last_fetch": _iso(access["at"] if isinstance(access["at"], (int, float)) else
+                           latest.finished_at if latest else None),
         "listed": len(catalog),
         "fetched": len(set(fetched) & set(catalog)),
         "pending": work.details,

@@ -203,9 +203,11 @@ def test_a_killed_move_is_finished_by_the_next_run(tmp_path) -> None:
     assert moved is not None and moved.athlete_id == 77
     assert not roster.needs_migration() and [a.athlete_id for a in roster.athletes()] == [77]
     assert moved.store.detail_ids() == {5} and (moved.folder / "state" / "athlete.json").exists()
+    # Killed after the last rename, before the marker went: readers see the athlete where it is now.
+    (roster.folder / MIGRATING).write_text("77")
+    assert [a.folder for a in roster.athletes()] == [moved.folder] and roster.needs_migration()
+    assert roster.migrate() is not None and not roster.needs_migration()
 
-
-# -- a long run: new uploads, new athletes, following -----------------------------------------------------
 
 def spawn_fetch(config: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "bulkfetch", "--config", str(config), "fetch", "--no-compact",
