@@ -205,6 +205,12 @@ def error_resource(data: Any) -> str | None:
     return None
 
 
+def scope_lacks_activities(tokens: Tokens | None) -> bool:
+    """True when the granted scope is known and lacks every activity permission: nothing can be fetched."""
+    return bool(tokens and tokens.scope is not None
+                and not {"activity:read", READ_ALL_SCOPE} & set(tokens.scope.split(",")))
+
+
 def scope_lacks_read_all(tokens: Tokens | None) -> bool:
     """True when the granted scope is known and lacks activity:read_all (private activities missing)."""
     return bool(tokens and tokens.scope is not None and READ_ALL_SCOPE not in tokens.scope.split(","))

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import orjson
 
 from bulkfetch import __version__
-from bulkfetch.auth import scope_lacks_read_all
+from bulkfetch.auth import scope_lacks_activities, scope_lacks_read_all
 from bulkfetch.config import Config, environment, load_config, resolve_config_path
 from bulkfetch.errors import (
     EXIT_INTERRUPTED,
@@ -442,7 +442,11 @@ def _cmd_auth(args: argparse.Namespace) -> int:
     athlete = _run(store_authorized_tokens(config, port=args.port, no_browser=args.no_browser,
                                            announce=lambda line: print(line, flush=True), read_line=input))
     print(f"connected {athlete.label}; tokens stored in {athlete.tokens.path} (mode 0600)")
-    if scope_lacks_read_all(athlete.tokens.load()):
+    if scope_lacks_activities(athlete.tokens.load()):
+        print("bulkfetch: warning: no activity permission was granted: no activity can be fetched (the next fetch "
+              "marks the athlete scope_missing); run 'bulkfetch auth' again and tick 'View data about your "
+              "activities'", file=sys.stderr)
+    elif scope_lacks_read_all(athlete.tokens.load()):
         print("bulkfetch: warning: activity:read_all was not granted: private ('Only You') activities "
               "will be missing; run 'bulkfetch auth' again and tick the private-activities box", file=sys.stderr)
     return EXIT_OK

@@ -126,17 +126,21 @@ async def fetch_history(config: Config, options: FetchOptions, events: FetchEven
                     idle.close()  # before the run's own compaction, which would meet the child's lock
                 events.quota(scheduler)
     summary = FetchSummary.total(results)
+    stops = [r.stop for r in results if r.stop is not None] + ([run.stop] if run.stop else [])
     if blocked := [r for r in results if r.state != OK]:
-        raise AthletesBlocked(_blocked_text(blocked), hint=_blocked_hint(blocked), summary=summary)
-    if stops := [r.stop for r in results if r.stop is not None] + ([run.stop] if run.stop else []):
+        raise AthletesBlocked(_blocked_text(blocked, stopped=bool(stops)), hint=_blocked_hint(blocked),
+                              summary=summary)
+    if stops:
         raise stops[0]
     return summary
 
 
-def _blocked_text(blocked: list[AthleteResult]) -> str:
+def _blocked_text(blocked: list[AthleteResult], *, stopped: bool) -> str:
     parts = [f"{r.athlete.label} {'revoked access' if r.state == REVOKED else 'lacks a permission'} ({r.why})"
              for r in blocked]
-    return "; ".join(parts) + "; everything else was fetched"
+    rest = ("the quota stopped the others' run too: rerun 'bulkfetch fetch' for the rest" if stopped
+            else "everything else was fetched")
+    return "; ".join(parts) + "; " + rest
 
 
 def _blocked_hint(blocked: list[AthleteResult]) -> str:

@@ -51,6 +51,8 @@ def collect_status(config: Config, now: float | None = None) -> dict[str, Any]:
         "data_dir": str(data_dir),
         "athlete_id": reports[0]["athlete_id"] if len(reports) == 1 else None,
         **{name: sum(report[name] for report in reports) for name in COUNTS},
+        # A removed athlete's work is never done: not pending in the totals (its own entry still says it).
+        **{name: sum(r[name] for r in reports if r["state"] != REMOVED) for name in ("pending", "pending_streams")},
         "listing": {
             "last_complete": max((r["listing"]["last_complete"] for r in reports if r["listing"]["last_complete"]),
                                  default=None),

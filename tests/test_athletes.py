@@ -297,6 +297,7 @@ def test_exit_2_for_a_revoked_athlete_wins_over_75_for_the_quota(tmp_path, monke
         assert fetch(config, "--no-wait") == 2  # the quota stopped the run too (75), but a revoked athlete needs you
         err = capsys.readouterr().err.strip().splitlines()[-1]
         assert f"athlete {sim.athletes[1].athlete_id} revoked access" in err
+        assert "the quota stopped the others' run too" in err and "everything else was fetched" not in err
 
 
 def test_a_data_dir_that_never_recorded_its_athlete_is_named_by_its_next_list_page(tmp_path, capsys):

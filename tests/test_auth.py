@@ -130,7 +130,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.parametrize("scope", ["read,activity:read_all", "read,activity:read"])
+@pytest.mark.parametrize("scope", ["read,activity:read_all", "read,activity:read", "read"])
 def test_auth_command_end_to_end_with_a_test_playing_the_browser(tmp_path: Path, scope: str) -> None:
     from bulkfetch.simulator import SimulatorThread
 
@@ -151,6 +151,7 @@ def test_auth_command_end_to_end_with_a_test_playing_the_browser(tmp_path: Path,
         assert stored["athlete_id"] == sim.settings.athlete_id
         assert stored["scope"] == scope
         assert ("activity:read_all was not granted" in err) == (scope == "read,activity:read")
+        assert ("no activity permission was granted" in err) == (scope == "read")  # nothing can be fetched
         assert stored["refresh_token"] not in out + err and stored["access_token"] not in out + err
 
 
