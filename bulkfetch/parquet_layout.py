@@ -8,7 +8,7 @@ Before schema version 3 a parquet_dir held one athlete: `parquet_dir/<table>/yea
 (the "legacy" folders). A table folder that holds both kinds breaks DuckDB and Spark, so the first
 compaction after the upgrade writes such a table aside, under `parquet_dir/.migrating/<table>/
 athlete_id=<id>/` (readers of `<table>/` never look there, and go on reading the legacy files whole),
-and `publish` then swaps it in with one rename and removes the legacy folders right after. Every step
+and `publish` then swaps it in (in one atomic step where the system can) and removes the legacy folders. Every step
 can be killed: the staged years are recorded in the manifest as they are written, so the next run
 resumes the staging; and `publish` is idempotent (see `staged_tables` for how a run tells the states
 apart).
@@ -16,6 +16,7 @@ apart).
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 from collections.abc import Iterable
@@ -85,15 +86,21 @@ def legacy_folders(parquet_dir: Path, table: str) -> list[Path]:
 
 
 def publish(layout: AthleteLayout, tables: Iterable[str]) -> None:
-    """Swap each staged table's athlete folder in (one rename), then remove that table's legacy folders.
+    """Swap each staged table in, then remove that table's legacy folders.
 
-    The two steps follow each other at once, so a reader sees both kinds for the time of a few unlinks;
-    killed in between, the next run's `publish` removes what is left.
+    Where the system can (Linux), the staged table folder and the live one trade places in one atomic
+    step: a reader sees the legacy table or the new one, never both; the legacy one, now aside under
+    `.migrating/`, is removed after. Elsewhere the athlete folder is renamed in and the legacy folders
+    removed right after: a reader may see both kinds for the time of a few unlinks. Killed anywhere, the
+    next run's `publish` finishes (it removes legacy folders both in the table and aside).
     """
     final = AthleteLayout(layout.parquet_dir, layout.athlete_id)
     for table in tables:
         source, target = layout.athlete_dir(table), final.athlete_dir(table)
-        if table in layout.staged and source.exists():  # a table with no rows for this athlete stages nothing
+        if table in layout.staged and source.exists() and _swap_whole_table(layout, table):
+            fsync_dir(layout.parquet_dir)
+            fsync_dir(layout.parquet_dir / STAGING)
+        elif table in layout.staged and source.exists():  # a table with no rows for this athlete stages nothing
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.rename(source, target)  # fails, rather than merging, if the target is already there
@@ -102,9 +109,37 @@ def publish(layout: AthleteLayout, tables: Iterable[str]) -> None:
                 hint = (f"remove {target} (the staged copy replaces it) and rerun 'bulkfetch compact'"
                         if exc.errno in (errno.ENOTEMPTY, errno.EEXIST) else "check the folders and rerun")
                 raise WriteError(f"cannot move {source} to {target} ({exc.strerror})", hint=hint) from None
-        for folder in legacy_folders(layout.parquet_dir, table):
+        for folder in legacy_folders(layout.parquet_dir, table) + legacy_folders(layout.parquet_dir / STAGING, table):
             _remove_legacy(folder)
     _remove_empty_folders(layout.parquet_dir / STAGING)
+
+
+def _swap_whole_table(layout: AthleteLayout, table: str) -> bool:
+    """Trade the staged table folder (this athlete's folder only) and the live one (legacy folders only)
+    in one step; False, touching nothing, when either holds anything else or the system cannot."""
+    staged, live = layout.parquet_dir / STAGING / table, layout.parquet_dir / table
+    if not live.is_dir() or [p.name for p in staged.iterdir()] != [athlete_folder(layout.athlete_id)]:
+        return False
+    if any(year_of_folder(p.name) is None for p in live.iterdir()):
+        return False  # another athlete's partitions (or a stranger's file) would vanish for a moment
+    return exchange(staged, live)
+
+
+RENAME_EXCHANGE = 2  # renameat2's flag: swap two existing paths atomically (Linux 3.15+)
+AT_FDCWD = -100
+_renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+
+
+def exchange(first: Path, second: Path) -> bool:
+    """Swap two paths in one atomic step; False where the system or file system cannot."""
+    if _renameat2 is None:
+        return False
+    if _renameat2(AT_FDCWD, os.fsencode(first), AT_FDCWD, os.fsencode(second), RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
+        return False
+    raise WriteError(f"cannot swap {first} and {second} ({os.strerror(code)})", hint="check the folders and rerun")
 
 
 def _remove_legacy(folder: Path) -> None:
