@@ -240,22 +240,23 @@ class _Run:
             Boundary.from_json(unfinished.meta.get("boundary"))
         if boundary is None:
             return
-        client = self.client(athlete, self.events, urgent=True)
+        events = self.labelled(athlete)
+        client = self.client(athlete, events, urgent=True)
         listed = FetchSummary()
         try:
             await list_activities(client, store, self.config, ListingChoice(False, boundary, unfinished), listed,
-                                  self.events)
+                                  events)
             if listed.list_failure is not None:
                 return  # said by the listing; the next check continues it
             catalog = store.catalog()
             new = sorted(catalog.keys() - known.keys(), key=lambda i: start_epoch(catalog[i]) or 0, reverse=True)
             if new:
-                self.events.info(f"{athlete.label}: {len(new):,} new since the run began, fetched first")
+                events.info(f"{len(new):,} new since the run began, fetched first")
                 summary.new += len(new)
             for activity_id in new:
                 await fetch_detail(client, store, activity_id, catalog[activity_id], {}, summary)
             if new and self.config.fetch.streams and athlete.folder.name not in self.serving:
-                await fetch_streams(client, store, self.config, self.options.filters, summary, self.events)
+                await fetch_streams(client, store, self.config, self.options.filters, summary, events)
         except (AthleteRevoked, ScopeMissing) as error:
             if not is_removed(athlete):  # removed meanwhile: its tokens are gone on purpose
                 self._blocked(result, error)
