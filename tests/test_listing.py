@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -449,15 +450,21 @@ def test_listing_kinds_and_an_empty_unfinished_listing(tmp_path: Path) -> None:
     assert counts == {True: 2}
 
 
-def test_a_full_listing_that_lost_most_of_the_history_keeps_every_row_and_raw_page(tmp_path: Path, capsys) -> None:
-    """The guard against a lost scope: nothing is marked deleted, and nothing is dropped either: the
-    suspect listing overlays what it listed, the previous full listing stays the catalog's base."""
-    settings_ = SimulatorSettings(activities=32, seed=44, short_limit=1000, daily_limit=10000)
-    thread = SimulatorThread(settings_)
+@contextmanager
+def fetched_once(tmp_path: Path, *, activities: int, seed: int):
+    """A simulator with a history that one fetch (and compaction) has downloaded whole: (thread, sim, config,
+    the athlete's store)."""
+    thread = SimulatorThread(SimulatorSettings(activities=activities, seed=seed, short_limit=1000, daily_limit=10000))
     with thread as sim:
         config = setup(tmp_path, sim)
         assert main(["--config", str(config), "fetch"]) == 0
-        store = athlete_store(tmp_path / "data")
+        yield thread, sim, config, athlete_store(tmp_path / "data")
+
+
+def test_a_full_listing_that_lost_most_of_the_history_keeps_every_row_and_raw_page(tmp_path: Path, capsys) -> None:
+    """The guard against a lost scope: nothing is marked deleted, and nothing is dropped either: the
+    suspect listing overlays what it listed, the previous full listing stays the catalog's base."""
+    with fetched_once(tmp_path, activities=32, seed=44) as (thread, sim, config, store):
         base_pages = store.latest_full_listing().page_paths()
         ids = sim.activity_ids()
         for activity_id in ids[:20]:
@@ -497,12 +504,7 @@ def test_after_a_killed_first_listing_plan_and_status_give_lower_bounds(tmp_path
 def test_a_token_that_lost_read_all_keeps_the_private_activities(tmp_path: Path, capsys) -> None:
     """Without activity:read_all Strava lists only the non-private activities: a few missing private ones
     would pass the mass-disappearance guard, yet they are hidden, not deleted."""
-    settings_ = SimulatorSettings(activities=60, seed=46, short_limit=1000, daily_limit=10000)
-    thread = SimulatorThread(settings_)
-    with thread as sim:
-        config = setup(tmp_path, sim)
-        assert main(["--config", str(config), "fetch"]) == 0
-        store = athlete_store(tmp_path / "data")
+    with fetched_once(tmp_path, activities=60, seed=46) as (thread, sim, config, store):
         private = {i for i, s in store.catalog().items() if s.get("private")}
         assert private and len(private) < 30, "the scenario needs a few private activities"
         thread.call(partial(sim.set_athlete_scope, "read,activity:read"))
