@@ -31,10 +31,10 @@ class TimingEvents:
     def list_page(self, page: int, new_items: int, total: int) -> None:
         pass
 
-    def details_planned(self, total: int, new: int, changed: int) -> None:
+    def details_planned(self, total: int, new: int, changed: int, *, who: str = "") -> None:
         self.planned_s = time.time()
 
-    def streams_planned(self, total: int) -> None:
+    def streams_planned(self, total: int, *, who: str = "") -> None:
         pass
 
     def detail_done(self, activity_id: int, outcome: str) -> None:

@@ -164,13 +164,13 @@ class Reporter:
         # +N: activities this listing had not listed yet (not "new": they may be known from earlier runs)
         self.debug(f"list page {page}: +{new_items:,}, {total:,} activities listed")
 
-    def details_planned(self, total: int, new: int, changed: int) -> None:
-        self.info(f"details to fetch: {total:,} ({new:,} new, {changed:,} changed)")
+    def details_planned(self, total: int, new: int, changed: int, *, who: str = "") -> None:
+        self.info(f"{who}{': ' if who else ''}details to fetch: {total:,} ({new:,} new, {changed:,} changed)")
         self._planned_more("details", total)
 
-    def streams_planned(self, total: int) -> None:
+    def streams_planned(self, total: int, *, who: str = "") -> None:
         """Streams come after an athlete's details (another athlete's may still be going on): a bar of their own."""
-        self.info(f"streams to fetch: {total:,}")
+        self.info(f"{who}{': ' if who else ''}streams to fetch: {total:,}")
         self._planned_more("streams", total)
 
     def detail_done(self, activity_id: int, outcome: str) -> None:

@@ -372,6 +372,12 @@ class _Labelled:
     def warn(self, message: str) -> None:
         self._events.warn(f"{self._label}: {message}")
 
+    def details_planned(self, total: int, new: int, changed: int, *, who: str = "") -> None:
+        self._events.details_planned(total, new, changed, who=self._label)
+
+    def streams_planned(self, total: int, *, who: str = "") -> None:
+        self._events.streams_planned(total, who=self._label)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._events, name)  # the counts and the display are the run's, not the athlete's
 
