@@ -94,7 +94,7 @@ COMPRESSION = "zstd"
 # Parquet options per table beyond COMPRESSION (see the module docstring for the streams choices).
 WRITE_OPTIONS: dict[str, dict[str, Any]] = {
     STREAMS: {
-        "use_dictionary": ["start_date", "sport_type", "heartrate", "cadence", "watts", "temp", "moving",
+        "use_dictionary": ["start_date", "sport_type", "source", "heartrate", "cadence", "watts", "temp", "moving",
                            "altitude", "velocity_smooth", "grade_smooth"],
         "column_encoding": {"activity_id": "DELTA_BINARY_PACKED", "seq": "DELTA_BINARY_PACKED",
                             "time": "DELTA_BINARY_PACKED", "distance": "BYTE_STREAM_SPLIT",
@@ -172,8 +172,6 @@ def compact(store: RawStore, parquet_dir: Path, athlete_id: int, *, rebuild: boo
         fingerprints = {year: year_fingerprints(entries) for year, entries in by_year.items()}
         manifest = _load_manifest(store, parquet_dir, athlete_id, rebuild=rebuild)
         recorded = manifest["years"]
-        for year, entries in by_year.items():
-            _carry_over(recorded, year, entries, fingerprints[year])
 
         stale = {year: tuple(group for group in GROUPS if not _is_current(
                      recorded.get(str(year)), group, fingerprints[year][group], layout, year))
@@ -267,7 +265,13 @@ def details_fingerprint(entries: Sequence[Entry]) -> str:
     It covers SCHEMA_VERSION, the ids in order, each summary's full content (kudos included: they are
     columns) and each detail file's size and mtime_ns (replaced whole, never edited).
     """
-    return _summaries_and_files(entries, with_streams=False)
+    digest = _digest()
+    for entry in entries:
+        digest.update(f"{entry.activity_id} {entry.detail_path is not None} {entry.detail_size} "
+                      f"{entry.detail_mtime_ns}\n".encode())
+        digest.update(orjson.dumps(entry.summary, option=orjson.OPT_SORT_KEYS))
+        digest.update(b"\n")
+    return digest.hexdigest()
 
 
 def streams_fingerprint(entries: Sequence[Entry]) -> str:
@@ -286,24 +290,6 @@ def streams_fingerprint(entries: Sequence[Entry]) -> str:
         detail = f" {entry.detail_size} {entry.detail_mtime_ns}" if None in copied else ""
         digest.update(f"{entry.activity_id} {entry.stream_size} {entry.stream_mtime_ns}{detail}\n".encode())
         digest.update(orjson.dumps(copied))
-        digest.update(b"\n")
-    return digest.hexdigest()
-
-
-def legacy_fingerprint(entries: Sequence[Entry]) -> str:
-    """The one fingerprint per year that manifests recorded before there was one per table group: it
-    lets `_carry_over` keep an unchanged year of such a manifest instead of rewriting it."""
-    return _summaries_and_files(entries, with_streams=True)
-
-
-def _summaries_and_files(entries: Sequence[Entry], *, with_streams: bool) -> str:
-    digest = _digest()
-    for entry in entries:
-        streams = (f" {entry.stream_path is not None} {entry.stream_size} {entry.stream_mtime_ns}"
-                   if with_streams else "")
-        digest.update(f"{entry.activity_id} {entry.detail_path is not None} {entry.detail_size} "
-                      f"{entry.detail_mtime_ns}{streams}\n".encode())
-        digest.update(orjson.dumps(entry.summary, option=orjson.OPT_SORT_KEYS))
         digest.update(b"\n")
     return digest.hexdigest()
 
@@ -362,16 +348,6 @@ def _load_manifest(store: RawStore, parquet_dir: Path, athlete_id: int, *, rebui
             old_years, dict) else {}
         return fresh
     return manifest
-
-
-def _carry_over(recorded: dict[str, Any], year: int, entries: Sequence[Entry], fingerprints: dict[str, str]) -> None:
-    """Turn a year recorded with the single fingerprint of earlier versions into one fingerprint per
-    group: all current if nothing changed since (no rewrite), else none (that year is rewritten once)."""
-    record = recorded.get(str(year))
-    if not isinstance(record, dict) or "fingerprints" in record or "fingerprint" not in record:
-        return
-    current = record.pop("fingerprint") == legacy_fingerprint(entries)
-    record["fingerprints"] = fingerprints if current else {}
 
 
 def _is_current(record: Any, group: str, fingerprint: str, layout: AthleteLayout, year: int) -> bool:

@@ -33,21 +33,27 @@ from the detail only; their `activity_id` is the id of the activity they were st
 stream type (latlng as `lat`, `lng`), plus the activity's `start_date` and `sport_type`. A point that
 is null inside a stream stays null; a stream shorter than the longest is padded with nulls; a type the
 activity lacks is a null column.
+
+`source` says where a row came from: `activities` rows from the API ("api") or, for an activity only the
+athlete's account export knows, from its activities.csv ("csv"); `streams`, `splits_metric`,
+`splits_standard` and `laps` rows from the API ("api") or derived from the export's device file ("file",
+see bulkfetch.file_rows). One activity's rows of one table all have the same source.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-# 2: the streams table; 3: `athlete_id` left the files for the folder names (bulkfetch.parquet_layout)
-SCHEMA_VERSION = 3
+# 2: the streams table; 3: `athlete_id` left the files for the folder names (bulkfetch.parquet_layout);
+# 4: the `source` column, and rows from the account export
+SCHEMA_VERSION = 4
 
 # Tables built from list summaries and details (`build_tables`), then the one built from streams.
 DETAIL_TABLES = ("activities", "splits_metric", "splits_standard", "laps", "best_efforts", "segment_efforts")
@@ -62,6 +68,11 @@ UTC_TIME = pa.timestamp("us", tz="UTC")
 LOCAL_TIME = pa.timestamp("us")
 
 Path_ = tuple[str | int, ...]
+
+# The values of the `source` column.
+API = "api"
+CSV = "csv"
+FILE = "file"
 
 
 @dataclass(frozen=True)
@@ -89,6 +100,7 @@ def _nested(type_: pa.DataType, prefix: str, *keys: str) -> list[Column]:
 ACTIVITY_COLUMNS: tuple[Column, ...] = (
     Column("id", I64, ("id",)),
     Column("has_detail", BOOL, ()),  # filled by build_tables: was a detail file there?
+    Column("source", STR, ()),  # filled by build_tables: API or CSV
     *_cols(STR, "name", "sport_type", "type"),
     *_cols(I64, "workout_type"),
     Column("start_date", UTC_TIME, ("start_date",)),
@@ -133,6 +145,7 @@ SPLIT_COLUMNS: tuple[Column, ...] = (
     *_cols(I64, "elapsed_time", "moving_time"),
     *_cols(F64, "elevation_difference", "average_speed", "average_grade_adjusted_speed", "average_heartrate"),
     *_cols(I64, "pace_zone"),
+    Column("source", STR, ()),  # filled by build_tables: API or FILE
 )
 
 _EFFORT_HEAD: tuple[Column, ...] = (
@@ -153,6 +166,7 @@ LAP_COLUMNS: tuple[Column, ...] = (
     *_cols(BOOL, "device_watts"),
     *_cols(F64, "average_heartrate", "max_heartrate"),
     *_cols(I64, "pace_zone"),
+    Column("source", STR, ()),  # filled by build_tables: API or FILE
 )
 
 BEST_EFFORT_COLUMNS: tuple[Column, ...] = (
@@ -194,6 +208,7 @@ STREAM_COLUMNS: tuple[Column, ...] = (
     Column("watts", I64, ("watts",)),
     Column("temp", I64, ("temp",)),
     Column("moving", BOOL, ("moving",)),
+    Column("source", STR, ()),  # filled by build_streams: API or FILE
 )
 # The stream types those columns come from (config.STREAM_TYPES names the same eleven).
 STREAM_KEYS = frozenset(c.path[0] for c in STREAM_COLUMNS if c.path and not c.from_activity)
@@ -342,13 +357,28 @@ def _values(rows: Sequence[dict[str, Any]], path: Path_, cache: dict[Path_, list
 ActivityInput = tuple[int, Mapping[str, Any] | None, Mapping[str, Any] | None]
 
 
-def build_tables(activities: Sequence[ActivityInput]) -> dict[str, pa.Table]:
+@dataclass(frozen=True)
+class ExportPart:
+    """What one activity's rows take from the athlete's account export (see bulkfetch.file_rows)."""
+
+    summary_from_csv: bool = False  # the summary given is the export's activities.csv row, not a list item
+    # Child-table items derived from its device file, by table name (splits_metric, splits_standard,
+    # laps): used only while the activity has no detail, whose own items replace them.
+    children: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
+
+
+def build_tables(activities: Sequence[ActivityInput],
+                 export: Mapping[int, ExportPart] | None = None) -> dict[str, pa.Table]:
     """One Arrow table per name in DETAIL_TABLES from `(id, summary, detail)` triples, in the order given.
 
-    `summary` is the list item (None if the activity was never listed), `detail` the DetailedActivity
-    (None if it was not fetched). Tables without rows are returned empty, with their schema.
+    `summary` is the list item (None if the activity was never listed; the CSV row of an activity only
+    the export knows), `detail` the DetailedActivity (None if it was not fetched). `export` holds, by id,
+    what the activities take from the account export. Tables without rows are returned empty, with
+    their schema.
     """
+    export = export or {}
     ids = [activity_id for activity_id, _, _ in activities]
+    parts = [export.get(activity_id) or _NO_EXPORT for activity_id in ids]
     summaries = [s if isinstance(s, dict) else _EMPTY for _, s, _ in activities]
     details = [d if isinstance(d, dict) else _EMPTY for _, _, d in activities]
     has_detail = [isinstance(d, dict) for _, _, d in activities]
@@ -361,6 +391,8 @@ def build_tables(activities: Sequence[ActivityInput]) -> dict[str, pa.Table]:
             activity_arrays["id"] = pa.array(ids, type=I64)
         elif column.name == "has_detail":
             activity_arrays["has_detail"] = pa.array(has_detail, type=BOOL)
+        elif column.name == "source":
+            activity_arrays["source"] = pa.array([CSV if part.summary_from_csv else API for part in parts], type=STR)
         else:
             from_summary = _values(summaries, column.path, summary_cache)
             from_detail = _values(details, column.path, detail_cache)
@@ -373,22 +405,30 @@ def build_tables(activities: Sequence[ActivityInput]) -> dict[str, pa.Table]:
         children: list[dict[str, Any]] = []
         cache: dict[Path_, list[Any]] = {}
         parents: list[int] = []
-        for index, detail in enumerate(details):
-            items = detail.get(key)
+        sources: list[str] = []
+        for index, (detail, part) in enumerate(zip(details, parts)):
+            # The detail's items (even none) replace the file's: one source per activity and table.
+            items, source = (detail.get(key), API) if has_detail[index] else (part.children.get(key), FILE)
             if type(items) is list and items:
                 kept = [item for item in items if type(item) is dict]
                 children.extend(kept)
                 parents.extend([index] * len(kept))
+                sources.extend([source] * len(kept))
         parent_index = pa.array(parents, type=pa.int32())
         arrays = []
         for column in COLUMNS[name]:
             if column.from_activity:
                 arrays.append(activity_arrays[column.path[0]].take(parent_index))
+            elif column.name == "source":
+                arrays.append(pa.array(sources, type=STR))
             else:
                 arrays.append(to_array(_values(children, column.path, cache), column.type) if children
                               else pa.array([], type=column.type))
         tables[name] = pa.Table.from_arrays(arrays, schema=SCHEMAS[name])
     return tables
+
+
+_NO_EXPORT = ExportPart()
 
 
 def stream_series(stream_set: Any) -> dict[str, list[Any]]:
@@ -409,10 +449,11 @@ def stream_series(stream_set: Any) -> dict[str, list[Any]]:
     return series
 
 
-def build_streams(activity_id: int, start_date: Any, sport_type: Any, stream_set: Any) -> pa.Table:
+def build_streams(activity_id: int, start_date: Any, sport_type: Any, stream_set: Any, source: str = API) -> pa.Table:
     """The `streams` rows of one activity: one per point, `seq` 0..n-1, n the longest stream's length.
 
-    `start_date` and `sport_type` are the activity row's values (Arrow scalars or Python values).
+    `start_date` and `sport_type` are the activity row's values (Arrow scalars or Python values);
+    `source` is API for a StreamSet Strava sent, FILE for one derived from the export's device file.
     Values follow the module's coercion rules; a null point, a missing stream or a point past the end
     of a shorter stream is null.
     """
@@ -424,6 +465,8 @@ def build_streams(activity_id: int, start_date: Any, sport_type: Any, stream_set
             arrays.append(pa.array([activity_id] * length, type=I64))
         elif column.name == "seq":
             arrays.append(pa.array(range(length), type=I64))
+        elif column.name == "source":
+            arrays.append(_repeat(source, length, STR))
         elif column.from_activity:
             value = start_date if column.name == "start_date" else sport_type
             if isinstance(value, pa.Scalar):

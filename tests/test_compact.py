@@ -302,7 +302,7 @@ def expected_stream_rows(raw: dict, activity_id: int, summary: dict) -> list[dic
     for seq in range(max(len(data) for data in series.values())):
         point = {kind: data[seq] if seq < len(data) else None for kind, data in series.items()}
         latlng = point.pop("latlng", None)
-        rows.append({"activity_id": activity_id, "seq": seq, "sport_type": summary["sport_type"],
+        rows.append({"activity_id": activity_id, "seq": seq, "sport_type": summary["sport_type"], "source": "api",
                      "start_date": datetime.fromisoformat(summary["start_date"].replace("Z", "+00:00")),
                      "lat": latlng[0] if latlng else None, "lng": latlng[1] if latlng else None, **point})
     return rows
@@ -496,24 +496,6 @@ def test_what_stream_rows_copy_from_the_activity_rewrites_them(fresh):
     store.add_tombstones(without_streams[:2], UNLISTED, time.time())
     result = compact(store, parquet_dir, ATHLETE_ID)
     assert result.written == {**{t: [2019] for t in TABLES}, "streams": []}
-
-
-def test_a_manifest_of_the_single_fingerprint_era_carries_over_without_a_rewrite(fresh):
-    store, parquet_dir = fresh
-    compact(store, parquet_dir, ATHLETE_ID)
-    by_year = compact_module.partition_entries(store)
-    manifest = store.read_state(compact_module.MANIFEST)
-    for year, record in manifest["years"].items():  # the shape that version wrote
-        manifest["years"][year] = {"fingerprint": compact_module.legacy_fingerprint(by_year[int(year)]),
-                                   "tables": record["tables"]}
-    manifest["years"]["2020"]["fingerprint"] = "changed since"
-    store.write_state(compact_module.MANIFEST, manifest)
-    before = snapshot(parquet_dir)
-    result = compact(store, parquet_dir, ATHLETE_ID)
-    assert result.written == {t: [2020] for t in TABLES} and result.skipped_years == [2019, 2021]
-    after = snapshot(parquet_dir)
-    assert {p for p in after if after[p] != before[p]} == {f"{t}/{ATHLETE}/year=2020/part-0.parquet" for t in TABLES}
-    assert compact(store, parquet_dir, ATHLETE_ID).written == {t: [] for t in TABLES}
 
 
 def test_rebuild_schema_change_and_lost_files_rewrite(fresh, monkeypatch):

@@ -13,7 +13,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bulkfetch import schema
-from bulkfetch.schema import BOOL, DETAIL_TABLES, F64, I64, STR, TABLES, build_streams, build_tables, coerce, to_array
+from bulkfetch.schema import (
+    BOOL,
+    DETAIL_TABLES,
+    F64,
+    I64,
+    STR,
+    TABLES,
+    ExportPart,
+    build_streams,
+    build_tables,
+    coerce,
+    to_array,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures_compact"
 
@@ -141,6 +153,24 @@ def test_child_rows_keep_their_activity_order():
     assert splits["activity_id"].to_pylist() == [3, 3, 3, 1, 2, 2]
     assert splits["split"].to_pylist() == [1, 2, 3, 1, 1, 2]
     assert [d.year for d in splits["start_date"].to_pylist()] == [2023, 2023, 2023, 2021, 2022, 2022]
+
+
+def test_source_says_api_csv_or_file_and_a_detail_replaces_the_files_children(detail, summaries):
+    derived = {"splits_metric": [{"split": 1, "distance": 1000.0}], "laps": [{"lap_index": 1, "distance": 1000.0}]}
+    csv_row = {"id": 5, "name": "From the CSV", "sport_type": "Run", "start_date": "2019-03-01T07:00:00Z"}
+    tables = build_tables(
+        [(detail["id"], summaries[0], detail), (5, csv_row, None), (summaries[1]["id"], summaries[1], None)],
+        export={detail["id"]: ExportPart(children=derived), 5: ExportPart(summary_from_csv=True, children=derived)})
+    rows = {r["id"]: r for r in tables["activities"].to_pylist()}
+    assert [rows[i]["source"] for i in (detail["id"], 5, summaries[1]["id"])] == ["api", "csv", "api"]
+    assert rows[5]["has_detail"] is False and rows[5]["name"] == "From the CSV"
+    for name in ("splits_metric", "laps"):  # the detail's own items, never the file's beside them
+        by_source = {(r["activity_id"], r["source"]) for r in tables[name].to_pylist()}
+        assert by_source == {(detail["id"], "api"), (5, "file")}, name
+    assert len(tables["splits_metric"]) == len(detail["splits_metric"]) + 1
+    assert [r["source"] for r in tables["splits_standard"].to_pylist()] == ["api"] * len(detail["splits_standard"])
+    assert build_streams(5, None, "Run", {"time": {"data": [0, 1]}}, "file")["source"].to_pylist() == ["file"] * 2
+    assert set(build_streams(5, None, "Run", {"time": {"data": [0]}})["source"].to_pylist()) == {"api"}
 
 
 def test_empty_input_gives_empty_tables_with_their_schema():
