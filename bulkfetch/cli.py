@@ -35,7 +35,7 @@ from bulkfetch.errors import (
     Interrupted,
     WorkLeft,
 )
-from bulkfetch.plan import parse_filters
+from bulkfetch.plan import STREAMS_FROM_API, STREAMS_FROM_AUTO, parse_filters
 from bulkfetch.scheduler import WaitPolicy
 from bulkfetch.store import RawStore, ensure_dir, exclusive_lock
 
@@ -158,6 +158,9 @@ def _add_filter_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--since", metavar="DATE", help="only activities starting at or after (UTC)")
     parser.add_argument("--until", metavar="DATE", help="only activities starting before (UTC)")
     parser.add_argument("--streams", metavar="TYPES", help="stream types to download, e.g. time,heartrate or all")
+    parser.add_argument("--streams-from", choices=(STREAMS_FROM_AUTO, STREAMS_FROM_API), default=STREAMS_FROM_AUTO,
+                        help="auto (default): take the streams an imported account export covers from it, request "
+                             "the rest; api: request every activity's streams")
 
 
 def _add_fetch_arguments(parser: argparse.ArgumentParser) -> None:
@@ -261,6 +264,7 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
         athletes=args.athlete,
         compact_in_waits=not args.no_compact,
         follow=args.follow,
+        streams_from_api=args.streams_from == STREAMS_FROM_API,
     )
     config.require_credentials()
     require_token(config)
@@ -400,14 +404,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_plan(args: argparse.Namespace) -> int:
     from bulkfetch.pipeline import FetchOptions, restore_ledger
     from bulkfetch.plan import combined_plan
-    from bulkfetch.progress import count, listed_text, listing_text, plan_text, utc_day_clock
+    from bulkfetch.progress import count, export_streams_text, listed_text, listing_text, plan_text, utc_day_clock
     from bulkfetch.run import athlete_plans, fetch_history, require_token
 
     config = _config(args, {"fetch": {"streams": args.streams}})
     filters = parse_filters(args.sport, args.since, args.until)
     data_dir = config.storage.data_dir
     if args.offline:
-        if not athlete_plans(config, filters, args.athlete, listed_only=True):
+        if not athlete_plans(config, filters, args.athlete, listed_only=True, from_export=False):
             raise ConfigError(f"no cached list under {data_dir}", hint="run 'bulkfetch plan' without --offline")
     else:
         config.require_credentials()
@@ -418,7 +422,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
                                      compact_after=False, report=False)
         print(listed_text(listed.listed, listed.requests))
     now = time.time()
-    plans = athlete_plans(config, filters, args.athlete, full_relist=args.full_relist, now=now)
+    plans = athlete_plans(config, filters, args.athlete, full_relist=args.full_relist, now=now,
+                          from_export=args.streams_from != STREAMS_FROM_API)
     view = restore_ledger([athlete.store for athlete, _ in plans], config, now).usage_view(now)
     plan = combined_plan([p for _, p in plans])
     if len(plans) > 1:
@@ -426,6 +431,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             print(f"{athlete.label}: {count(part.total, 'request')} ({part.list_pages:,} list, {part.details:,} "
                   f"details, {part.streams:,} streams)")
     print(plan_text(plan, view))
+    if plan.streams_from_export:
+        print("streams: " + export_streams_text(plan.streams_from_export, plan.streams, plan.streams_done))
     due = plan.listing.full_due_at
     print("listing: " + listing_text(plan.listing.full, plan.list_pages, None if due is None else utc_day_clock(due)))
     return EXIT_OK

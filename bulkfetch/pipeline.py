@@ -28,6 +28,7 @@ from bulkfetch.errors import (
     Interrupted,
     QuotaStop,
 )
+from bulkfetch.file_rows import ExportView
 from bulkfetch.ledger_file import App, state_folder
 from bulkfetch.paging import DAY_S, Boundary, Paging, full_relist_due, list_pages_needed, recent_boundary
 from bulkfetch.plan import (
@@ -75,7 +76,7 @@ class FetchEvents(Protocol):
     def list_page(self, page: int, new_items: int, total: int) -> None: ...
     # `who`: the athlete they are about, when a run serves several (else empty)
     def details_planned(self, total: int, new: int, changed: int, *, who: str = "") -> None: ...
-    def streams_planned(self, total: int, *, who: str = "") -> None: ...
+    def streams_planned(self, total: int, *, from_export: int = 0, who: str = "") -> None: ...
     def detail_done(self, activity_id: int, outcome: str) -> None: ...
     def stream_done(self, activity_id: int, outcome: str) -> None: ...
     def request(self, done: RequestDone) -> None: ...
@@ -93,6 +94,7 @@ class FetchOptions:
     athletes: frozenset[int] | None = None  # `--athlete`: only these; None: every connected athlete
     compact_in_waits: bool = False  # compact into [storage] parquet_dir during long quota waits
     follow: bool = False  # `fetch --follow`: after the backlog, keep checking the list heads until stopped
+    streams_from_api: bool = False  # `--streams-from api`: request streams the account export covers too
 
 
 @dataclass
@@ -103,6 +105,7 @@ class FetchSummary:
     fetched: int = 0
     not_found: int = 0
     streams: int = 0
+    streams_from_export: int = 0  # stream sets the account export gave instead of a request
     unlisted: int = 0
     requests: int = 0
     failed: dict[int, str] = field(default_factory=dict)  # details that failed, with why
@@ -114,7 +117,8 @@ class FetchSummary:
     def total(cls, results: list[AthleteResult]) -> FetchSummary:
         parts = [result.summary for result in results]
         total = cls(athletes=results)
-        for name in ("listed", "new", "changed", "fetched", "not_found", "streams", "unlisted", "requests"):
+        for name in ("listed", "new", "changed", "fetched", "not_found", "streams", "streams_from_export", "unlisted",
+                     "requests"):
             setattr(total, name, sum(getattr(part, name) for part in parts))
         for part in parts:
             total.failed.update(part.failed)
@@ -143,7 +147,8 @@ async def fetch_athlete(client: StravaClient, store: RawStore, config: Config, o
                     " run 'bulkfetch auth' to grant it")
     if not options.list_only:
         # what `status` counts as pending
-        store.write_state("filters", filters_to_json(options.filters, config.fetch.streams))
+        store.write_state("filters", filters_to_json(options.filters, config.fetch.streams,
+                                                     streams_from_api=options.streams_from_api))
     if list_first:
         choice = choose_listing(store, store.catalog(), config, time.time(), forced=options.full_relist,
                                 routine_only=options.list_only)
@@ -156,16 +161,20 @@ async def fetch_athlete(client: StravaClient, store: RawStore, config: Config, o
         return
     await _fetch_details(client, store, config, options.filters, summary, events)
     if config.fetch.streams:
-        await fetch_streams(client, store, config, options.filters, summary, events)
+        await fetch_streams(client, store, config, options.filters, summary, events,
+                            from_export=not options.streams_from_api)
 
 
 def current_plan(store: RawStore, config: Config, filters: Filters, *, full_relist: bool = False,
-                 now: float | None = None) -> RequestPlan:
-    """The requests a fetch with `filters` needs, from what is on disk (the cached list)."""
+                 now: float | None = None, from_export: bool = True) -> RequestPlan:
+    """The requests a fetch with `filters` needs, from what is on disk (the cached list); `from_export`:
+    the streams the athlete's account export covers are not requested (see bulkfetch.file_rows)."""
     catalog = store.catalog()
     listing = next_listing(store, catalog, config, time.time() if now is None else now, forced=full_relist)
+    covered = ExportView(store.data_dir).covered(catalog) if from_export and config.fetch.streams else set()
     return request_plan(catalog, load_fetched_index(store), load_stream_records(store), filters, listing=listing,
-                        not_found=not_found_until(store, listing), streams=frozenset(config.fetch.streams))
+                        not_found=not_found_until(store, listing), streams=frozenset(config.fetch.streams),
+                        from_export=covered)
 
 
 def app_of(config: Config) -> App:
@@ -431,8 +440,9 @@ async def _fetch_details(client: StravaClient, store: RawStore, config: Config, 
 
 
 async def fetch_streams(client: StravaClient, store: RawStore, config: Config, filters: Filters,
-                         summary: FetchSummary, events: FetchEvents) -> None:
-    """After all details: one streams request per activity whose stored streams are stale (newest first).
+                         summary: FetchSummary, events: FetchEvents, *, from_export: bool = True) -> None:
+    """After all details: one streams request per activity whose stored streams are stale (newest first),
+    unless (`from_export`) the athlete's account export gives them (see bulkfetch.file_rows).
 
     A stale file is replaced by the new answer, never deleted first: see `streams_stale` for when it is.
     """
@@ -440,11 +450,21 @@ async def fetch_streams(client: StravaClient, store: RawStore, config: Config, f
     order = (*config.fetch.streams, *(kind for kind in STREAM_TYPES if kind not in wanted))
     catalog = store.catalog()
     records = load_stream_records(store)
-    pending = pending_streams(catalog, store.detail_ids(), records, wanted, filters)
-    events.streams_planned(len(pending))
+    stale = pending_streams(catalog, store.detail_ids(), records, wanted, filters)
+    export = ExportView(store.data_dir) if from_export else None
+    covered = {i for i in stale if export.covers(i, catalog[i])} if export is not None else set()
+    if export is not None:
+        export.save_summaries()
+    pending = [i for i in stale if i not in covered]
+    summary.streams_from_export += len(covered)
+    events.streams_planned(len(pending), from_export=len(covered))
     saver = _IndexSaver(store, STREAM_RECORDS, lambda: {str(k): v.to_json() for k, v in records.items()})
+    imported = _ImportWatch(export, batch=config.fetch.concurrency)
 
     async def fetch_one(activity_id: int) -> str:
+        if imported.covers(activity_id, catalog[activity_id]):
+            summary.streams_from_export += 1
+            return "from_export"
         asked = stream_keys(records.get(activity_id), wanted, order)
         outcome = await _fetch_stream_set(client, store, activity_id, asked, summary)
         if outcome != "failed":
@@ -454,6 +474,24 @@ async def fetch_streams(client: StravaClient, store: RawStore, config: Config, f
 
     with _saved_at_the_end(saver, store, "streams", summary.failed_streams):
         await _run_workers(pending, config.fetch.concurrency, fetch_one, events.stream_done)
+
+
+class _ImportWatch:
+    """The streams an import running beside the fetch covered meanwhile: its index is read again before
+    each `batch` of stream requests (one small file), so what it covered is not requested."""
+
+    def __init__(self, export: ExportView | None, *, batch: int) -> None:
+        self._export = export
+        self._batch = batch
+        self._asked = 0
+
+    def covers(self, activity_id: int, summary: Mapping[str, Any]) -> bool:
+        if self._export is None:
+            return False
+        if self._asked % self._batch == 0:
+            self._export.reread()
+        self._asked += 1
+        return self._export.covers(activity_id, summary)
 
 
 async def _run_workers(ids: list[int], concurrency: int, job: Callable[[int], Awaitable[str]],

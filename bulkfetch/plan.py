@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -73,10 +73,17 @@ class Filters:
         return (self.since is None or start >= self.since) and (self.until is None or start < self.until)
 
 
-def filters_to_json(filters: Filters, streams: tuple[str, ...] = ()) -> dict[str, Any]:
+# `--streams-from`: AUTO takes the streams the account export covers from it, API requests them all.
+STREAMS_FROM_AUTO = "auto"
+STREAMS_FROM_API = "api"
+
+
+def filters_to_json(filters: Filters, streams: tuple[str, ...] = (), *,
+                    streams_from_api: bool = False) -> dict[str, Any]:
     """The filters and stream types of a fetch, as recorded for `status` (what it counts as pending)."""
     return {"sports": sorted(filters.sports) if filters.sports is not None else None,
-            "since": filters.since, "until": filters.until, "streams": list(streams)}
+            "since": filters.since, "until": filters.until, "streams": list(streams),
+            "streams_from": STREAMS_FROM_API if streams_from_api else STREAMS_FROM_AUTO}
 
 
 def filters_from_json(value: Any) -> Filters:
@@ -96,6 +103,11 @@ def streams_from_json(value: Any) -> tuple[str, ...]:
     """The stream types a previous fetch recorded; none when it recorded none (or an older version wrote it)."""
     streams = value.get("streams") if isinstance(value, dict) else None
     return tuple(s for s in streams if isinstance(s, str)) if isinstance(streams, list) else ()
+
+
+def streams_from_api_json(value: Any) -> bool:
+    """Whether a previous fetch recorded `--streams-from api` (never, for an older version's record)."""
+    return isinstance(value, dict) and value.get("streams_from") == STREAMS_FROM_API
 
 
 def parse_filters(sport: str | None, since: str | None, until: str | None) -> Filters:
@@ -234,11 +246,13 @@ def pending_streams(
     records: Mapping[int, StreamRecord],
     wanted: frozenset[str],
     filters: Filters,
+    from_export: Collection[int] = frozenset(),
 ) -> list[int]:
-    """Ids that need `GET /activities/{id}/streams`, newest first: detailed, accepted, and stale by
-    `streams_stale` (`records` holds the stored answers, "no streams" included)."""
-    ids = [i for i, s in catalog.items()
-           if i in detailed and filters.accepts(s) and streams_stale(records.get(i), wanted, s)]
+    """Ids that need `GET /activities/{id}/streams`, newest first: detailed, accepted, stale by
+    `streams_stale` (`records` holds the stored answers, "no streams" included), and not among
+    `from_export`, the activities whose streams the account export gives (see bulkfetch.file_rows)."""
+    ids = [i for i, s in catalog.items() if i in detailed and i not in from_export and filters.accepts(s)
+           and streams_stale(records.get(i), wanted, s)]
     return sorted(ids, key=lambda i: (start_epoch(catalog[i]) or 0, i), reverse=True)
 
 
@@ -267,6 +281,7 @@ class RequestPlan:
     streams: int
     details_done: int
     streams_done: int
+    streams_from_export: int = 0  # stream sets the account export gives instead of a request
 
     @property
     def list_pages(self) -> int:
@@ -284,7 +299,8 @@ def combined_plan(plans: list[RequestPlan]) -> RequestPlan:
                           full_due_at=None if not plans or None in dues else min(d for d in dues if d is not None))
     return RequestPlan(listed=sum(p.listed for p in plans), listing=listing, details=sum(p.details for p in plans),
                        streams=sum(p.streams for p in plans), details_done=sum(p.details_done for p in plans),
-                       streams_done=sum(p.streams_done for p in plans))
+                       streams_done=sum(p.streams_done for p in plans),
+                       streams_from_export=sum(p.streams_from_export for p in plans))
 
 
 def request_plan(
@@ -296,11 +312,13 @@ def request_plan(
     listing: ListingPlan,
     not_found: Mapping[int, str | None],
     streams: frozenset[str],
+    from_export: Collection[int] = frozenset(),
 ) -> RequestPlan:
     """The requests a fetch needs given the cached list (the listing finds the same history again).
 
     A stream request is counted for every accepted activity that has or will get a detail and whose
-    stored streams are stale (`streams_stale`).
+    stored streams are stale (`streams_stale`), unless it is among `from_export` (then it counts in
+    `streams_from_export`).
     """
     details, _, _ = pending_details(catalog, fetched, filters, not_found)
     pending = set(details)
@@ -308,13 +326,15 @@ def request_plan(
     # Streams are asked for activities with a detail: none for those whose detail answers 404.
     detailed = [i for i in accepted if i in fetched or i in pending]
     stale = {i for i in detailed if streams_stale(records.get(i), streams, catalog[i])} if streams else set()
+    exported = {i for i in stale if i in from_export}
     return RequestPlan(
         listed=len(catalog),
         listing=listing,
         details=len(details),
-        streams=len(stale),
+        streams=len(stale) - len(exported),
         details_done=sum(1 for i in accepted if i in fetched and i not in pending),
         streams_done=sum(1 for i in accepted if i in records and i not in stale) if streams else 0,
+        streams_from_export=len(exported),
     )
 
 

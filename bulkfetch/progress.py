@@ -168,9 +168,10 @@ class Reporter:
         self.info(f"{who}{': ' if who else ''}details to fetch: {total:,} ({new:,} new, {changed:,} changed)")
         self._planned_more("details", total)
 
-    def streams_planned(self, total: int, *, who: str = "") -> None:
+    def streams_planned(self, total: int, *, from_export: int = 0, who: str = "") -> None:
         """Streams come after an athlete's details (another athlete's may still be going on): a bar of their own."""
-        self.info(f"{who}{': ' if who else ''}streams to fetch: {total:,}")
+        saved = f" ({from_export:,} more from the account export)" if from_export else ""
+        self.info(f"{who}{': ' if who else ''}streams to fetch: {total:,}{saved}")
         self._planned_more("streams", total)
 
     def detail_done(self, activity_id: int, outcome: str) -> None:
@@ -319,7 +320,7 @@ def plan_text(plan: RequestPlan, view: UsageView) -> str:
         return ("plan: first run: listing the history first (1 request per 200 activities), "
                 "then 1 request per activity; 'bulkfetch plan' shows the full count once the list is read")
     parts = [count(plan.list_pages, "list page"), count(plan.details, "detail")]
-    if plan.streams or plan.streams_done:
+    if plan.streams or plan.streams_done or plan.streams_from_export:
         parts.append(count(plan.streams, "stream set"))
     at_least = "" if plan.listing.history_known else "at least "
     head = (f"plan: {at_least}{count(plan.total, 'request')} ({', '.join(parts)}; "
@@ -334,6 +335,13 @@ def plan_text(plan: RequestPlan, view: UsageView) -> str:
     when = "now" if finish <= view.now + 60 else f"about {utc_day_clock(finish)}"
     return (f"{head}: {left_today:,} left in the current daily window, then {daily.limit:,} a day"
             f" — done {when}")
+
+
+def export_streams_text(from_export: int, requests: int, done: int) -> str:
+    """'2,950 of 3,000 from the export, 50 requests': the stream sets a fetch wants, and what the account
+    export spares (`done`: fetched from the API before)."""
+    before = f" ({done:,} fetched before)" if done else ""
+    return f"{from_export:,} of {from_export + requests + done:,} from the export, {count(requests, 'request')}{before}"
 
 
 def listing_text(full: bool, pages: int, full_relist_due: str | None) -> str:

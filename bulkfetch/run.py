@@ -109,8 +109,8 @@ async def fetch_history(config: Config, options: FetchOptions, events: FetchEven
             run.idle = idle
             events.quota(scheduler)
             if not options.list_only:
-                plans = [current_plan(a.store, config, options.filters, full_relist=options.full_relist)
-                         for a in athletes]
+                plans = [current_plan(a.store, config, options.filters, full_relist=options.full_relist,
+                                      from_export=not options.streams_from_api) for a in athletes]
                 events.plan(combined_plan(plans), scheduler)
             try:
                 async with asyncio.TaskGroup() as group:
@@ -256,7 +256,8 @@ class _Run:
             for activity_id in new:
                 await fetch_detail(client, store, activity_id, catalog[activity_id], {}, summary)
             if new and self.config.fetch.streams and athlete.folder.name not in self.serving:
-                await fetch_streams(client, store, self.config, self.options.filters, summary, events)
+                await fetch_streams(client, store, self.config, self.options.filters, summary, events,
+                                    from_export=not self.options.streams_from_api)
         except (AthleteRevoked, ScopeMissing) as error:
             if not is_removed(athlete):  # removed meanwhile: its tokens are gone on purpose
                 self._blocked(result, error)
@@ -375,8 +376,8 @@ class _Labelled:
     def details_planned(self, total: int, new: int, changed: int, *, who: str = "") -> None:
         self._events.details_planned(total, new, changed, who=self._label)
 
-    def streams_planned(self, total: int, *, who: str = "") -> None:
-        self._events.streams_planned(total, who=self._label)
+    def streams_planned(self, total: int, *, from_export: int = 0, who: str = "") -> None:
+        self._events.streams_planned(total, from_export=from_export, who=self._label)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._events, name)  # the counts and the display are the run's, not the athlete's
@@ -388,12 +389,15 @@ def _recorded_athlete(store: RawStore) -> int | None:
 
 
 def athlete_plans(config: Config, filters: Filters, wanted: frozenset[int] | None, *, full_relist: bool = False,
-                  now: float | None = None, listed_only: bool = False) -> list[tuple[AthleteDir, RequestPlan]]:
+                  now: float | None = None, listed_only: bool = False,
+                  from_export: bool = True) -> list[tuple[AthleteDir, RequestPlan]]:
     """Each athlete's plan from what is on disk (reads only: the layout may not be migrated yet);
-    `listed_only`: only athletes with a cached list. A removed athlete has none: no run fetches for it."""
+    `listed_only`: only athletes with a cached list. A removed athlete has none: no run fetches for it.
+    `from_export`: streams the account export covers are not counted as requests."""
     athletes = [a for a in chosen_athletes(Roster(config.storage.data_dir), wanted, connected_only=False)
                 if (not listed_only or a.store.listings()) and not is_removed(a)]
-    return [(a, current_plan(a.store, config, filters, full_relist=full_relist, now=now)) for a in athletes]
+    return [(a, current_plan(a.store, config, filters, full_relist=full_relist, now=now, from_export=from_export))
+            for a in athletes]
 
 
 # -- compaction during quota waits (see bulkfetch.idle_compaction) -------------------------------------------

@@ -8,6 +8,7 @@ from typing import Any
 
 from bulkfetch.config import Config
 from bulkfetch.errors import StorageError
+from bulkfetch.file_rows import ExportView
 from bulkfetch.pipeline import (
     load_failures,
     load_fetched_index,
@@ -24,15 +25,17 @@ from bulkfetch.plan import (
     filters_from_json,
     filters_to_json,
     request_plan,
+    streams_from_api_json,
     streams_from_json,
     unavailable_details,
 )
-from bulkfetch.progress import listing_text
+from bulkfetch.progress import export_streams_text, listing_text
 from bulkfetch.quota import BUCKETS, KINDS, UsageView, estimate_finish
 from bulkfetch.roster import REMOVED, AthleteDir, Roster, access_of
 from bulkfetch.store import UNLISTED, RawStore
 
-COUNTS = ("listed", "fetched", "pending", "pending_streams", "failed", "failed_streams", "deleted", "unavailable")
+COUNTS = ("listed", "fetched", "pending", "pending_streams", "streams_done", "streams_from_export", "failed",
+          "failed_streams", "deleted", "unavailable")
 
 
 def collect_status(config: Config, now: float | None = None) -> dict[str, Any]:
@@ -80,8 +83,9 @@ def _athlete_status(athlete: AthleteDir, config: Config, now: float) -> tuple[di
     recorded = store.read_state("filters")
     filters, streams = filters_from_json(recorded), streams_from_json(recorded)
     listing = next_listing(store, catalog, config, now)
+    covered = ExportView(store.data_dir).covered(catalog) if streams and not streams_from_api_json(recorded) else set()
     work = request_plan(catalog, fetched, load_stream_records(store), filters, listing=listing,
-                        not_found=not_found_until(store, listing), streams=frozenset(streams))
+                        not_found=not_found_until(store, listing), streams=frozenset(streams), from_export=covered)
     failed = load_failures(store)
     unfinished = store.unfinished_listing()
     latest = store.latest_complete_listing()
@@ -97,6 +101,8 @@ def _athlete_status(athlete: AthleteDir, config: Config, now: float) -> tuple[di
         "fetched": len(set(fetched) & set(catalog)),
         "pending": work.details,
         "pending_streams": work.streams,
+        "streams_from_export": work.streams_from_export,
+        "streams_done": work.streams_done,
         "failed": len(failed["details"]) + len(failed["streams"]),
         "failed_streams": len(failed["streams"]),
         "deleted": sum(1 for t in store.tombstones().values() if t.reason == UNLISTED),
@@ -108,7 +114,8 @@ def _athlete_status(athlete: AthleteDir, config: Config, now: float) -> tuple[di
         },
         "remaining_requests": 0 if access["state"] == REMOVED else work.total,
     }
-    return report, work, filters_to_json(filters, streams) if recorded is not None else None
+    return report, work, filters_to_json(filters, streams, streams_from_api=streams_from_api_json(recorded)) \
+        if recorded is not None else None
 
 
 def _next_listing_json(listing: ListingPlan) -> dict[str, Any]:
@@ -148,6 +155,8 @@ def render_status(report: dict[str, Any]) -> str:
         f"listed     {report['listed']:,}",
         f"fetched    {report['fetched']:,}",
         f"pending    {_pending_text(report)}",
+        *([f"{'streams':<11}" + export_streams_text(report["streams_from_export"], report["pending_streams"],
+                                                    report["streams_done"])] if report["streams_from_export"] else []),
         f"failed     {report['failed']:,}" + (f" ({report['failed_streams']:,} of them stream sets)"
                                               if report["failed_streams"] else ""),
         f"deleted    {report['deleted']:,}",

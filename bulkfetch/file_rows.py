@@ -1,0 +1,182 @@
+"""An athlete's account export as the other source of rows, and what it spares the API.
+
+The export is read through bulkfetch.export_store (the only code that names its files) and its device
+files are turned into API-shaped JSON by bulkfetch.derive, so that bulkfetch.schema builds the same rows
+from both sources. The rules:
+
+- Activities: one that the export's activities.csv has and no API listing does gets an `activities` row
+  from the CSV (source "csv"): id, name, sport_type, start_date, distance, elapsed and moving time,
+  elevation gain, each taken from the device file (derive.file_summary) where the CSV is empty. Once the
+  API lists it, the API's summary replaces it (source "api"); one an API listing saw deleted is dropped.
+- Streams, splits and laps: a file that decoded (ok, or truncated: the records before the cut) gives
+  them (source "file"; splits only for derive.SPLIT_SPORTS), unless it is stale (derive.is_stale against
+  Strava's summary of the activity: the API's, else the CSV's): a file older than Strava's version gives
+  none. API streams replace the file's streams; a fetched detail's splits and laps replace the file's.
+- Coverage: `fetch` asks no streams for an activity whose file decoded whole ("ok") and is not stale,
+  whatever types it asks for. The file is the recording Strava's streams come from: a type the file
+  lacks, Strava lacks too, and the types Strava derives (velocity_smooth, grade_smooth, moving) derive
+  computes from the same series. A truncated file's activity gets its streams from the API.
+
+Deciding staleness takes the file's summary, which reads its decoded track; `ExportView` keeps the
+summaries it computed in the athlete's state (keyed by the decoded file's size and mtime), so that
+`fetch`, `plan` and `status` read each track once, not at every run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bulkfetch import derive
+from bulkfetch.export_store import ExportActivity, ExportStore, ImportedFile
+from bulkfetch.schema import ExportPart
+from bulkfetch.store import RawStore
+from bulkfetch.track import Track, read_track
+
+SUMMARY_CACHE = "export_summaries"  # state/export_summaries.json: {id: [size, mtime_ns, FileSummary]}
+USABLE = ("ok", "truncated")  # decoded files that give rows
+METRIC_SPLIT_M = 1000.0
+STANDARD_SPLIT_M = 1609.344
+SPLIT_TABLES = {"splits_metric": METRIC_SPLIT_M, "splits_standard": STANDARD_SPLIT_M}
+
+
+@dataclass(frozen=True)
+class TrackFile:
+    """An activity's decoded device file as compaction takes it: where it is and its identity (size and
+    mtime_ns, taken before anything reads it: a file replaced later changes the next fingerprint)."""
+
+    path: Path
+    size: int
+    mtime_ns: int
+    status: str
+
+
+# -- pure ------------------------------------------------------------------------------------------------
+def csv_summary(activity: ExportActivity, file: derive.FileSummary | None) -> dict[str, Any]:
+    """An API-shaped summary (the keys of Strava's list items) of a CSV row; where the row is empty, the
+    device file's value (`file`: its derive.file_summary, None if it has none)."""
+    from_file = _api_fields(file) if file is not None else {}
+    from_csv = {"name": activity.name, "sport_type": activity.sport_type, "start_date": activity.start_date,
+                "distance": activity.distance_m, "elapsed_time": activity.elapsed_s,
+                "moving_time": activity.moving_s, "total_elevation_gain": activity.elevation_gain_m}
+    summary: dict[str, Any] = {"id": activity.activity_id}
+    for key, value in from_csv.items():
+        summary[key] = value if value is not None else from_file.get(key)
+    return summary
+
+
+def _api_fields(file: derive.FileSummary) -> dict[str, Any]:
+    """A file's summary under the API's summary keys."""
+    return {"sport_type": file.sport_type, "start_date": file.start_date, "distance": file.distance_m,
+            "elapsed_time": file.elapsed_s, "moving_time": file.moving_s,
+            "total_elevation_gain": file.elevation_gain_m}
+
+
+def file_children(track: Track, sport_type: Any) -> dict[str, list[dict[str, Any]]]:
+    """The child-table items a track gives: its laps, and its splits for the sports whose Strava details
+    carry splits."""
+    children: dict[str, list[dict[str, Any]]] = {"laps": derive.laps(track)}
+    if sport_type in derive.SPLIT_SPORTS:
+        children.update({table: derive.splits(track, unit_m) for table, unit_m in SPLIT_TABLES.items()})
+    return children
+
+
+def export_part(summary: Mapping[str, Any], track: Track | None, *, from_csv: bool) -> ExportPart:
+    """What an activity's rows take from the export: its CSV summary (`from_csv`), and the children of
+    its decoded `track` unless that is stale against `summary` (Strava's summary of the activity)."""
+    if track is None or is_stale(track, summary):
+        return ExportPart(summary_from_csv=from_csv)
+    return ExportPart(summary_from_csv=from_csv, children=file_children(track, summary.get("sport_type")))
+
+
+def is_stale(track: Track, summary: Mapping[str, Any]) -> bool:
+    return derive.is_stale(derive.file_summary(track), dict(summary))
+
+
+# -- one athlete's export ----------------------------------------------------------------------------------
+class ExportView:
+    """One athlete's imported export as compaction, fetch, plan and status read it. Reading only, except
+    `save_summaries` (the caller holds the data_dir lock)."""
+
+    def __init__(self, athlete_folder: Path) -> None:
+        self._export = ExportStore(athlete_folder)
+        self._state = RawStore(athlete_folder)
+        self._files: dict[int, ImportedFile] | None = None
+        self._cache: dict[str, Any] | None = None
+        self._cache_changed = False
+
+    def exists(self) -> bool:
+        return self._export.exists()
+
+    def activities(self) -> dict[int, ExportActivity]:
+        return self._export.activities() if self._export.exists() else {}
+
+    def files(self) -> dict[int, ImportedFile]:
+        """The imported files by activity id, as the index said when last read (see `reread`)."""
+        if self._files is None:
+            self.reread()
+        assert self._files is not None
+        return self._files
+
+    def reread(self) -> None:
+        """Read the import's index again: an import running meanwhile may have added files."""
+        self._files = self._export.files() if self._export.exists() else {}
+
+    def track_file(self, activity_id: int) -> TrackFile | None:
+        """The activity's decoded file if it gives rows (decoded ok or truncated), else None."""
+        entry = self.files().get(activity_id)
+        if entry is None or entry.status not in USABLE:
+            return None
+        path = self._export.track_path(activity_id)
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            return None
+        return TrackFile(path, info.st_size, info.st_mtime_ns, entry.status)
+
+    def file_summary(self, activity_id: int) -> derive.FileSummary | None:
+        """The summary of the activity's usable decoded file (None without one), from the cache when the
+        file is the one it was computed from."""
+        track_file = self.track_file(activity_id)
+        if track_file is None:
+            return None
+        cache = self._summaries()
+        cached = cache.get(str(activity_id))
+        if isinstance(cached, list) and len(cached) == 3 and cached[:2] == [track_file.size, track_file.mtime_ns]:
+            try:
+                return derive.FileSummary(**cached[2])
+            except TypeError:
+                pass  # written by another version: computed again
+        try:
+            summary = derive.file_summary(read_track(track_file.path))
+        except (OSError, ValueError):
+            return None  # replaced or removed by an import meanwhile: taken as having no file
+        cache[str(activity_id)] = [track_file.size, track_file.mtime_ns, asdict(summary)]
+        self._cache_changed = True
+        return summary
+
+    def covers(self, activity_id: int, summary: Mapping[str, Any]) -> bool:
+        """Whether the activity's streams come from its file instead of a request (see the module docstring)."""
+        entry = self.files().get(activity_id)
+        if entry is None or entry.status != "ok":
+            return False
+        file = self.file_summary(activity_id)
+        return file is not None and not derive.is_stale(file, dict(summary))
+
+    def covered(self, catalog: Mapping[int, Mapping[str, Any]]) -> set[int]:
+        """The listed activities `covers` holds for."""
+        return {i for i in self.files() if i in catalog and self.covers(i, catalog[i])}
+
+    def save_summaries(self) -> None:
+        """Keep the file summaries computed since the cache was read (the caller holds the data_dir lock)."""
+        if self._cache_changed and self._cache is not None:
+            self._state.write_state(SUMMARY_CACHE, self._cache)
+            self._cache_changed = False
+
+    def _summaries(self) -> dict[str, Any]:
+        if self._cache is None:
+            cache = self._state.read_state(SUMMARY_CACHE, {})
+            self._cache = cache if isinstance(cache, dict) else {}
+        return self._cache
