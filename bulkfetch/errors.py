@@ -69,6 +69,13 @@ class StorageError(BulkfetchError):
     exit_code = EXIT_USAGE
 
 
+class ExportError(BulkfetchError):
+    """An account export that cannot be imported as given: missing, not an export, unsafe, or another
+    athlete's (exit 2); nothing was written."""
+
+    exit_code = EXIT_USAGE
+
+
 class WriteError(BulkfetchError):
     """A write failed mid-run (disk full, I/O error); nothing partial was left (exit 1)."""
 

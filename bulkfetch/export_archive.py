@@ -1,0 +1,189 @@
+"""Reading Strava's account export as the athlete downloaded it: the zip, or the folder it unpacks to.
+
+Only what the import keeps is ever read: `activities.csv`, `profile.csv` and the activity files the
+CSV names, one member at a time, streamed (an export of several GB is never read whole, nor unpacked
+to a second copy; `media/` and the other CSVs are not touched). A zip whose member names climb out of
+it (`..`, an absolute path) is refused before anything is read from it.
+
+The export's top is the folder that holds `activities.csv`: the zip's (or folder's) top, or its one
+subfolder when the athlete zipped the unpacked folder again.
+"""
+
+from __future__ import annotations
+
+import zipfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO, Protocol
+
+from bulkfetch.errors import ExportError
+
+ACTIVITIES_CSV = "activities.csv"
+PROFILE_CSV = "profile.csv"
+MAX_CSV_BYTES = 256 << 20  # 40 years of daily activities are a few MB
+CHUNK_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class Member:
+    """One file of the export, named relative to its top ("activities/123.fit.gz")."""
+
+    name: str
+    size: int
+    crc32: int | None  # the zip's CRC-32 of the content (free to read); None in a folder
+
+
+class Export(Protocol):
+    """An opened export: a zip or a folder (see `open_export`)."""
+
+    source: Path
+
+    def member(self, name: str) -> Member | None: ...
+
+    def open(self, name: str) -> IO[bytes]: ...
+
+    def names(self) -> list[str]: ...
+
+
+@contextmanager
+def open_export(path: Path) -> Iterator[Export]:
+    """The export at `path` (a zip, or an unpacked folder). Raises ExportError, naming the problem,
+    if it is missing, not an export, or unsafe."""
+    if not path.exists():
+        raise ExportError(f"{path} does not exist", hint="pass the export's zip or the folder it unpacked to")
+    if path.is_dir():
+        yield _FolderExport(path, _folder_top(path))
+        return
+    if not zipfile.is_zipfile(path):
+        raise ExportError(f"{path} is neither a zip nor a folder",
+                          hint="pass the zip Strava e-mailed a link to (export_<id>.zip) or its unpacked folder")
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ExportError(f"{path} cannot be read as a zip ({exc})", hint="download the export again") from None
+    with archive:
+        yield _ZipExport(path, archive)
+
+
+def read_small(export: Export, name: str) -> bytes | None:
+    """A CSV of the export, whole; None if the export has none of that name."""
+    member = export.member(name)
+    if member is None:
+        return None
+    if member.size > MAX_CSV_BYTES:
+        raise ExportError(f"{export.source}: {name} is {member.size:,} bytes, too big for an export's {name}",
+                          hint="pass the export Strava made, unchanged")
+    with export.open(name) as stream:
+        return stream.read(MAX_CSV_BYTES + 1)
+
+
+def copy_member(export: Export, name: str, sink: IO[bytes]) -> tuple[int, int]:
+    """Stream a member into `sink`, a chunk at a time; its size and CRC-32."""
+    size, crc = 0, 0
+    with export.open(name) as stream:
+        while chunk := stream.read(CHUNK_BYTES):
+            sink.write(chunk)
+            size += len(chunk)
+            crc = zlib.crc32(chunk, crc)
+    return size, crc
+
+
+def member_crc32(export: Export, member: Member) -> int:
+    """The member's CRC-32: the zip's, or read from the folder's file."""
+    if member.crc32 is not None:
+        return member.crc32
+    crc = 0
+    with export.open(member.name) as stream:
+        while chunk := stream.read(CHUNK_BYTES):
+            crc = zlib.crc32(chunk, crc)
+    return crc
+
+
+def unsafe_name(name: str) -> bool:
+    """A zip member name that would land outside the folder it is unpacked into."""
+    parts = name.replace("\\", "/").split("/")
+    return name.startswith(("/", "\\")) or ".." in parts or (len(parts[0]) >= 2 and parts[0][1] == ":")
+
+
+class _ZipExport:
+    def __init__(self, source: Path, archive: zipfile.ZipFile) -> None:
+        self.source = source
+        self._archive = archive
+        infos = archive.infolist()
+        if unsafe := [info.filename for info in infos if unsafe_name(info.filename)]:
+            more = f" (and {len(unsafe) - 1:,} more)" if len(unsafe) > 1 else ""
+            raise ExportError(f"{source} is unsafe: its member {unsafe[0]!r}{more} would be written outside the "
+                              "folder it unpacks to; nothing was imported",
+                              hint="use the zip exactly as Strava made it")
+        top = _zip_top(source, [info.filename for info in infos if not info.is_dir()])
+        self._members = {info.filename[len(top):]: info for info in infos
+                         if not info.is_dir() and info.filename.startswith(top)}
+
+    def names(self) -> list[str]:
+        return list(self._members)
+
+    def member(self, name: str) -> Member | None:
+        info = self._members.get(name)
+        return None if info is None else Member(name, info.file_size, info.CRC)
+
+    def open(self, name: str) -> IO[bytes]:
+        try:
+            return self._archive.open(self._members[name])
+        except (zipfile.BadZipFile, NotImplementedError, OSError) as exc:
+            raise ExportError(f"{self.source}: {name} cannot be read ({exc})",
+                              hint="download the export again") from None
+
+
+def _zip_top(source: Path, names: list[str]) -> str:
+    """"" or "<folder>/": where activities.csv is, at the top or one folder down."""
+    tops = sorted((name[: -len(ACTIVITIES_CSV)] for name in names
+                   if PurePosixPath(name).name == ACTIVITIES_CSV and name.count("/") <= 1),
+                  key=len)
+    if not tops:
+        raise ExportError(f"{source} is not a Strava account export: it has no {ACTIVITIES_CSV}",
+                          hint="pass the zip from strava.com's 'Download or Delete Your Account' page")
+    return tops[0]
+
+
+class _FolderExport:
+    def __init__(self, source: Path, top: Path) -> None:
+        self.source = source
+        self._top = top.resolve()
+
+    def names(self) -> list[str]:
+        folder = self._top / "activities"
+        if not folder.is_dir():
+            return []
+        return [f"activities/{path.name}" for path in folder.iterdir() if path.is_file()]
+
+    def _path(self, name: str) -> Path | None:
+        path = (self._top / name).resolve()
+        # A link out of the export (`activities/x.fit -> /etc/...`) is not the export's file.
+        return path if path.is_relative_to(self._top) and path.is_file() else None
+
+    def member(self, name: str) -> Member | None:
+        path = self._path(name)
+        return None if path is None else Member(name, path.stat().st_size, None)
+
+    def open(self, name: str) -> IO[bytes]:
+        path = self._path(name)
+        try:
+            if path is None:
+                raise FileNotFoundError(name)
+            return path.open("rb")
+        except OSError as exc:
+            raise ExportError(f"{self.source}: {name} cannot be read ({exc.strerror or exc})",
+                              hint="check the folder's permissions") from None
+
+
+def _folder_top(path: Path) -> Path:
+    if (path / ACTIVITIES_CSV).is_file():
+        return path
+    below = [child for child in sorted(path.iterdir()) if child.is_dir() and (child / ACTIVITIES_CSV).is_file()]
+    if len(below) == 1:
+        return below[0]
+    raise ExportError(f"{path} is not a Strava account export: it has no {ACTIVITIES_CSV}",
+                      hint="pass the folder the export's zip unpacked to (it holds activities.csv)")

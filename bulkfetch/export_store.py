@@ -1,0 +1,237 @@
+"""An athlete's imported account export on disk, and the only code that names its files.
+
+Under the athlete's folder (`data_dir/athletes/<id>/`, see bulkfetch.roster):
+
+    export/activities-<digest>.csv        each imported activities.csv, verbatim (digest: of its bytes)
+    export/activities/<name>              the activity files, verbatim, as the export names them
+    export/decoded/<activity_id>.arrow    each activity's decoded file (bulkfetch.track), so that
+                                          compaction never decodes a device file again
+    export/import.lock                    held by the import writing here (one at a time per athlete)
+    state/export.json                     the index: the CSV versions in import order, and per activity
+                                          its file, that file's size and CRC-32, and how it decoded
+
+Every file is written under a temporary name in its folder and renamed (see bulkfetch.store): a file
+that exists is whole. A decoded file is valid only with its index entry, and the other way round: an
+entry whose decoded file is missing is imported again, and a decoded file without an entry (written
+after the last index write of an import that was killed) is adopted by the next import when the file
+it was decoded from is still the export's.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from bulkfetch.errors import LockedError, WriteError
+from bulkfetch.export_csv import ExportActivity, parse_activities_csv
+from bulkfetch.store import TEMP_MARK, RawStore, atomic_write, ensure_dir, fsync_dir, is_orphaned_temp
+from bulkfetch.track import Track, read_track
+
+EXPORT_FOLDER = "export"
+INDEX = "export"  # state/export.json
+INDEX_VERSION = 1
+CSV_PREFIX = "activities-"
+
+
+@dataclass(frozen=True)
+class ImportedFile:
+    """An activity's imported file: where it is kept, which bytes it was, and how it decoded."""
+
+    activity_id: int
+    file: str                   # as the export names it ("activities/123.fit.gz"), kept under export/
+    size: int
+    crc32: int
+    format: str                 # fit, gpx or tcx (gzip or not)
+    status: str                 # ok, truncated or unreadable (see bulkfetch.track.Status)
+    problem: str | None
+    records: int
+    series: tuple[str, ...]     # the Track series it has values for
+
+    def same_source(self, file: str, size: int, crc32: int) -> bool:
+        return (self.file, self.size, self.crc32) == (file, size, crc32)
+
+
+def imported_file(activity_id: int, file: str, size: int, crc32: int, track: Track) -> ImportedFile:
+    return ImportedFile(activity_id, file, size, crc32, track.format, track.status, track.problem, track.records,
+                        tuple(name for name in track.series if track.has(name)))
+
+
+class ExportStore:
+    """One athlete's imported export (see the module docstring)."""
+
+    def __init__(self, athlete_folder: Path) -> None:
+        self.athlete_folder = athlete_folder
+        self.folder = athlete_folder / EXPORT_FOLDER
+        self.decoded_dir = self.folder / "decoded"
+        self._state = RawStore(athlete_folder)
+
+    # -- reading ------------------------------------------------------------------------------------
+    def exists(self) -> bool:
+        return self._state.state_path(INDEX).exists()
+
+    def csv_versions(self) -> list[Path]:
+        """The kept activities.csv files, oldest import first."""
+        return [self.folder / name for name in self._index()["csv"] if (self.folder / name).is_file()]
+
+    def activities(self) -> dict[int, ExportActivity]:
+        """Every imported activities.csv's rows by activity id; a newer export's row wins."""
+        merged: dict[int, ExportActivity] = {}
+        for path in self.csv_versions():
+            merged.update(parse_activities_csv(path.read_bytes()).activities)
+        return merged
+
+    def files(self) -> dict[int, ImportedFile]:
+        """The imported files by activity id (those whose decoded track is there)."""
+        return {activity_id: entry for activity_id, entry in self.entries().items()
+                if self.track_path(activity_id).exists()}
+
+    def track_path(self, activity_id: int) -> Path:
+        return self.decoded_dir / f"{activity_id}.arrow"
+
+    def read_track(self, activity_id: int) -> Track:
+        """Raises OSError if it is not there, ValueError if the file is not a decoded track."""
+        return read_track(self.track_path(activity_id))
+
+    def file_path(self, name: str) -> Path:
+        """Where the export's file `name` ("activities/...", checked safe by bulkfetch.export_csv) is kept."""
+        return self.folder / name
+
+    def decoded_ids(self) -> set[int]:
+        try:
+            names = os.listdir(self.decoded_dir)
+        except FileNotFoundError:
+            return set()
+        return {int(name[:-6]) for name in names if name.endswith(".arrow") and name[:-6].isdigit()}
+
+    # -- writing (under `lock`) ---------------------------------------------------------------------
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """One import per athlete at a time; a second one gets a LockedError naming the first's PID."""
+        ensure_dir(self.folder)
+        path = self.folder / "import.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                raise LockedError(f"another bulkfetch import (PID {pid}) is importing into {self.folder}",
+                                  hint="wait for it to finish: one import per athlete at a time") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            yield
+        finally:
+            os.close(fd)
+
+    def prepare(self) -> int:
+        """Create the folders; remove what killed imports left half-written. How many were removed."""
+        for folder in (self.folder, self.folder / "activities", self.decoded_dir, self._state.state_dir):
+            ensure_dir(folder)
+        removed = 0
+        for folder in (self.folder, self.folder / "activities", self.decoded_dir):
+            for name in os.listdir(folder):
+                if is_orphaned_temp(folder / name):
+                    (folder / name).unlink(missing_ok=True)
+                    removed += 1
+        return removed
+
+    def keep_csv(self, data: bytes) -> bool:
+        """Keep this activities.csv (verbatim) as the newest version; False if it was imported before."""
+        name = f"{CSV_PREFIX}{hashlib.blake2b(data, digest_size=8).hexdigest()}.csv"
+        index = self._index()
+        if name in index["csv"] and (self.folder / name).is_file():
+            return False
+        if not (self.folder / name).is_file():
+            atomic_write(self.folder / name, data)
+        index["csv"] = [*(kept for kept in index["csv"] if kept != name), name]
+        self._write_index(index)
+        return True
+
+    @contextmanager
+    def new_file(self, name: str) -> Iterator[IO[bytes]]:
+        """A sink for the export's file `name`: renamed into place, fsynced, when the block ends without an
+        error (a reader sees the old file or the new one), removed when it raises."""
+        path = self.file_path(name)
+        ensure_dir(path.parent)
+        temp = path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
+        try:
+            with temp.open("xb") as sink:
+                yield sink
+                sink.flush()
+                os.fsync(sink.fileno())
+            os.replace(temp, path)
+            fsync_dir(path.parent)
+        except OSError as exc:
+            temp.unlink(missing_ok=True)
+            raise WriteError(f"cannot write {path} ({exc.strerror or exc})",
+                             hint="free some space or fix the folder, then rerun: what was imported is kept") from None
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+
+    def forget_track(self, activity_id: int) -> None:
+        """Drop a decoded track before its file is replaced, so that it is never taken for the new file's."""
+        path = self.track_path(activity_id)
+        if path.exists():
+            path.unlink()
+            fsync_dir(path.parent)
+
+    def save_entries(self, entries: dict[int, ImportedFile]) -> None:
+        """Replace the index's file entries (atomically, with the CSV versions it lists)."""
+        index = self._index()
+        index["files"] = {str(activity_id): _entry_json(entry) for activity_id, entry in sorted(entries.items())}
+        self._write_index(index)
+
+    # -- the index ----------------------------------------------------------------------------------
+    def entries(self) -> dict[int, ImportedFile]:
+        """Every index entry, its decoded track there or not (the importer checks)."""
+        entries = {}
+        for key, value in self._index()["files"].items():
+            entry = _entry_of(key, value)
+            if entry is not None:
+                entries[entry.activity_id] = entry
+        return entries
+
+    def _index(self) -> dict[str, Any]:
+        index = self._state.read_state(INDEX)
+        if not isinstance(index, dict) or index.get("version") != INDEX_VERSION:
+            return {"version": INDEX_VERSION, "csv": [], "files": {}}
+        csvs = index.get("csv")
+        files = index.get("files")
+        return {"version": INDEX_VERSION,
+                "csv": [name for name in csvs if isinstance(name, str) and name.startswith(CSV_PREFIX)]
+                if isinstance(csvs, list) else [],
+                "files": files if isinstance(files, dict) else {}}
+
+    def _write_index(self, index: dict[str, Any]) -> None:
+        self._state.write_state(INDEX, index)
+
+
+def _entry_json(entry: ImportedFile) -> dict[str, Any]:
+    data = asdict(entry)
+    del data["activity_id"]  # the key
+    data["series"] = list(entry.series)
+    return data
+
+
+def _entry_of(key: str, value: Any) -> ImportedFile | None:
+    """An index entry, or None if it is not one (damaged from outside: that file is imported again)."""
+    if not key.isdigit() or not isinstance(value, dict):
+        return None
+    try:
+        return ImportedFile(activity_id=int(key), file=str(value["file"]), size=int(value["size"]),
+                            crc32=int(value["crc32"]), format=str(value["format"]), status=str(value["status"]),
+                            problem=value.get("problem"), records=int(value["records"]),
+                            series=tuple(str(name) for name in value["series"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+__all__ = ["ExportStore", "ExportActivity", "ImportedFile", "imported_file"]
