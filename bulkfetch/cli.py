@@ -354,14 +354,14 @@ def _work_left(summary: FetchSummary) -> str:
 
 def _compact(data_dir: Path, parquet_dir: Path, reporter: Reporter, *, rebuild: bool) -> None:
     """Compact every athlete of the data_dir (the caller holds its lock: the layout is migrated first)."""
-    from bulkfetch.compact import compact
+    from bulkfetch.compact import compact, has_inputs
     from bulkfetch.roster import Roster
 
     roster = Roster(data_dir)
     roster.migrate()
-    athletes = [a for a in roster.athletes() if a.athlete_id is not None and a.store.listings()]
-    if not athletes:  # no list page yet: nothing to compact either
-        reporter.info(f"nothing to compact into {parquet_dir} yet: no activity has been listed")
+    athletes = [a for a in roster.athletes() if a.athlete_id is not None and has_inputs(a.store)]
+    if not athletes:  # no list page or export yet: nothing to compact either
+        reporter.info(f"nothing to compact into {parquet_dir} yet: no activity has been listed or imported")
         return
     rewritten = unchanged = 0
     try:

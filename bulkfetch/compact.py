@@ -6,6 +6,10 @@ UTC year of the activity's `start_date` (the summary's; the detail's if the summ
 neither parses). Both live in the folder names only, never inside the files (Spark refuses a column
 that is in both). A compaction touches its athlete's folders only, so athletes compact independently.
 
+The athlete's account export, when imported, is the other source (see bulkfetch.file_rows): activities
+only its activities.csv knows get rows from it, in the year of their start, and a decoded device file
+gives its activity's streams, splits and laps wherever the API's are not there.
+
 Incremental, per table group: the detail tables (activities and what a detail holds) and the streams
 table of a year are built from different inputs, so each group gets its own fingerprint (see
 `details_fingerprint`, `streams_fingerprint`); the store's `state/compact.json` keeps the fingerprints
@@ -62,18 +66,23 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bulkfetch.errors import LockedError, WriteError
+from bulkfetch.file_rows import ExportView, TrackFile, export_part, file_stream_set, read_track_file
 from bulkfetch.parquet_layout import AthleteLayout, publish, staged_tables, year_of_folder
+from bulkfetch.plan import RECORDING_FIELDS
 from bulkfetch.schema import (
+    API,
     DETAIL_TABLES,
+    FILE,
     SCHEMA_VERSION,
     SCHEMAS,
     STREAMS,
     TABLES,
+    ExportPart,
     build_streams,
     build_tables,
     utc_years,
 )
-from bulkfetch.store import TEMP_MARK, RawStore, ensure_dir, fsync_dir, is_orphaned_temp
+from bulkfetch.store import TEMP_MARK, UNLISTED, RawStore, ensure_dir, fsync_dir, is_orphaned_temp
 
 MANIFEST = "compact"  # state/compact.json
 # The tables of a year that are written together, from the same inputs (see the module docstring).
@@ -116,7 +125,9 @@ class CompactResult:
 @dataclass(frozen=True)
 class Entry:
     """One activity of a partition: its list summary and, if fetched, its detail and streams files'
-    identities (size and mtime_ns, taken before anything reads them)."""
+    identities (size and mtime_ns, taken before anything reads them); from the account export, its
+    decoded device file if that gives rows, and whether the summary is the export's CSV row (no API
+    listing has the activity)."""
 
     activity_id: int
     summary: dict[str, Any]
@@ -126,6 +137,18 @@ class Entry:
     stream_path: Path | None = None
     stream_size: int = 0
     stream_mtime_ns: int = 0
+    track: TrackFile | None = None
+    from_csv: bool = False
+
+    @property
+    def file_children(self) -> bool:
+        """Whether its splits and laps may come from its device file: it has one, and no detail."""
+        return self.track is not None and self.detail_path is None
+
+    @property
+    def file_streams(self) -> bool:
+        """Whether its streams may come from its device file: it has one, and no API streams."""
+        return self.track is not None and self.stream_path is None
 
 
 @dataclass(frozen=True)
@@ -141,9 +164,12 @@ class YearJob:
 
     @property
     def raw_bytes(self) -> int:
-        """The raw JSON this job reads."""
-        details = sum(e.detail_size for e in self.entries) if "details" in self.groups else 0
-        return details + (sum(e.stream_size for e in self.entries) if "streams" in self.groups else 0)
+        """The raw JSON and decoded device files this job reads."""
+        details = sum(e.detail_size + (e.track.size if e.file_children and e.track else 0) for e in self.entries) \
+            if "details" in self.groups else 0
+        streams = sum(e.stream_size + (e.track.size if e.file_streams and e.track else 0) for e in self.entries) \
+            if "streams" in self.groups else 0
+        return details + streams
 
 
 @dataclass
@@ -213,25 +239,39 @@ def compact(store: RawStore, parquet_dir: Path, athlete_id: int, *, rebuild: boo
 
 
 # -- inputs --------------------------------------------------------------------------------------------
-def partition_entries(store: RawStore) -> dict[int, list[Entry]]:
-    """The catalog's activities by partition year, each year ordered by (start_date, id).
+def has_inputs(store: RawStore) -> bool:
+    """Whether the athlete has anything to compact: an API listing, or an imported account export."""
+    return bool(store.listings()) or ExportView(store.data_dir).exists()
 
-    An activity's detail and streams count if their files are there; their size and mtime_ns are taken
-    now, before anything reads them, so a file replaced later changes the next run's fingerprint.
+
+def partition_entries(store: RawStore) -> dict[int, list[Entry]]:
+    """The catalog's activities, and those only the account export's CSV has, by partition year, each
+    year ordered by (start_date, id).
+
+    An activity's detail, streams and decoded device file count if their files are there; their size and
+    mtime_ns are taken now, before anything reads them, so a file replaced later changes the next run's
+    fingerprint.
     """
     catalog = store.catalog()
+    export = ExportView(store.data_dir)
+    deleted = {i for i, tombstone in store.tombstones().items() if tombstone.reason == UNLISTED}
+    from_csv = export.csv_summaries(catalog.keys() | deleted)
+    export.save_summaries()
+    summaries = {**from_csv, **catalog}
     detail_ids = store.detail_ids()
     stream_ids = store.stream_ids()
-    ids = sorted(catalog)
-    years = utc_years([catalog[i].get("start_date") for i in ids])
+    ids = sorted(summaries)
+    years = utc_years([summaries[i].get("start_date") for i in ids])
     by_year: dict[int, list[Entry]] = {}
     for activity_id, year in zip(ids, years):
-        summary = catalog[activity_id]
-        path, size, mtime_ns = _identity(store.detail_path(activity_id) if activity_id in detail_ids else None)
-        streams = _identity(store.stream_path(activity_id) if activity_id in stream_ids else None)
+        listed = activity_id in catalog
+        path, size, mtime_ns = _identity(store.detail_path(activity_id) if listed and activity_id in detail_ids
+                                         else None)
+        streams = _identity(store.stream_path(activity_id) if listed and activity_id in stream_ids else None)
         if year is None:
             year = _detail_year(path)
-        by_year.setdefault(year, []).append(Entry(activity_id, summary, path, size, mtime_ns, *streams))
+        by_year.setdefault(year, []).append(Entry(activity_id, summaries[activity_id], path, size, mtime_ns, *streams,
+                                                  track=export.track_file(activity_id), from_csv=not listed))
     for entries in by_year.values():
         entries.sort(key=lambda e: (str(e.summary.get("start_date") or ""), e.activity_id))
     return by_year
@@ -267,8 +307,10 @@ def details_fingerprint(entries: Sequence[Entry]) -> str:
     """
     digest = _digest()
     for entry in entries:
+        # The device file counts only while it gives the splits and laps (no detail yet).
+        track = _track_identity(entry.track) if entry.file_children else ""
         digest.update(f"{entry.activity_id} {entry.detail_path is not None} {entry.detail_size} "
-                      f"{entry.detail_mtime_ns}\n".encode())
+                      f"{entry.detail_mtime_ns} {entry.from_csv}{track}\n".encode())
         digest.update(orjson.dumps(entry.summary, option=orjson.OPT_SORT_KEYS))
         digest.update(b"\n")
     return digest.hexdigest()
@@ -280,18 +322,29 @@ def streams_fingerprint(entries: Sequence[Entry]) -> str:
     It covers SCHEMA_VERSION and, for each activity of the year with a streams file, its id, the file's
     size and mtime_ns (replaced whole, never edited) and the FROM_ACTIVITY values its rows copy (the
     summary's; where the summary has none they come from the detail, so its file's identity stands in).
-    "No streams" markers are not in it: they add no rows.
+    An activity whose streams may come from its device file instead has that file's identity, and the
+    summary's RECORDING_FIELDS, against which the file is found stale or not. "No streams" markers are
+    not in it: they add no rows.
     """
     digest = _digest()
     for entry in entries:
-        if entry.stream_path is None:
+        if entry.stream_path is None and not entry.file_streams:
             continue
         copied = [entry.summary.get(key) for key in FROM_ACTIVITY]
         detail = f" {entry.detail_size} {entry.detail_mtime_ns}" if None in copied else ""
-        digest.update(f"{entry.activity_id} {entry.stream_size} {entry.stream_mtime_ns}{detail}\n".encode())
+        if entry.stream_path is not None:
+            source = f"{entry.stream_size} {entry.stream_mtime_ns}"
+        else:
+            source = _track_identity(entry.track)
+            copied += [entry.summary.get(key) for key in RECORDING_FIELDS]
+        digest.update(f"{entry.activity_id} {source}{detail}\n".encode())
         digest.update(orjson.dumps(copied))
         digest.update(b"\n")
     return digest.hexdigest()
+
+
+def _track_identity(track: TrackFile | None) -> str:
+    return "" if track is None else f" file {track.size} {track.mtime_ns} {track.status}"
 
 
 def _digest() -> hashlib.blake2b:
@@ -320,6 +373,21 @@ def _copied_from_activity(entry: Entry) -> list[Any]:
         detail = _read_detail(entry.detail_path) or {}
         values = [detail.get(key) if value is None else value for key, value in zip(FROM_ACTIVITY, values)]
     return values
+
+
+def _export_part(entry: Entry) -> ExportPart:
+    """What the entry's rows take from the export; its device file is read only while it may give them."""
+    track = read_track_file(entry.track) if entry.file_children and entry.track is not None else None
+    return export_part(entry.summary, track, from_csv=entry.from_csv)
+
+
+def _stream_set(entry: Entry) -> tuple[Any, str]:
+    """The activity's StreamSet and its source: the API's if stored, else its device file's (None if it
+    has neither, or its file is stale against the summary)."""
+    if entry.stream_path is not None:
+        return _read_streams(entry.stream_path), API
+    track = read_track_file(entry.track) if entry.track is not None else None
+    return (file_stream_set(track, entry.summary) if track is not None else None), FILE
 
 
 def _read_streams(path: Path | None) -> Any:
@@ -550,16 +618,18 @@ def _write_year(job: YearJob) -> YearOutcome:
         for start in range(0, len(job.entries) if "details" in job.groups else 0, CHUNK_ACTIVITIES):
             _check_stop()
             chunk = job.entries[start:start + CHUNK_ACTIVITIES]
-            tables = build_tables([(e.activity_id, e.summary, _read_detail(e.detail_path)) for e in chunk])
+            tables = build_tables([(e.activity_id, e.summary, _read_detail(e.detail_path)) for e in chunk],
+                                  {e.activity_id: _export_part(e) for e in chunk if e.from_csv or e.file_children})
             for table, data in tables.items():
                 if data.num_rows:
                     writers[table].add(data)
-        streamed = [e for e in job.entries if e.stream_path is not None] if "streams" in job.groups else []
+        streamed = [e for e in job.entries if e.stream_path is not None or e.file_streams] \
+            if "streams" in job.groups else []
         for entry in sorted(streamed, key=lambda e: e.activity_id):
             _check_stop()
-            stream_set = _read_streams(entry.stream_path)
+            stream_set, source = _stream_set(entry)
             if stream_set is not None:
-                data = build_streams(entry.activity_id, *_copied_from_activity(entry), stream_set)
+                data = build_streams(entry.activity_id, *_copied_from_activity(entry), stream_set, source)
                 del stream_set  # the parsed JSON is the big part: gone before the next file is read
                 if data.num_rows:
                     writers[STREAMS].add(data)

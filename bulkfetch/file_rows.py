@@ -24,7 +24,8 @@ summaries it computed in the athlete's state (keyed by the decoded file's size a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -37,9 +38,7 @@ from bulkfetch.track import Track, read_track
 
 SUMMARY_CACHE = "export_summaries"  # state/export_summaries.json: {id: [size, mtime_ns, FileSummary]}
 USABLE = ("ok", "truncated")  # decoded files that give rows
-METRIC_SPLIT_M = 1000.0
-STANDARD_SPLIT_M = 1609.344
-SPLIT_TABLES = {"splits_metric": METRIC_SPLIT_M, "splits_standard": STANDARD_SPLIT_M}
+SPLIT_TABLES = {"splits_metric": derive.METRIC_SPLIT_M, "splits_standard": derive.STANDARD_SPLIT_M}
 
 
 @dataclass(frozen=True)
@@ -58,41 +57,56 @@ def csv_summary(activity: ExportActivity, file: derive.FileSummary | None) -> di
     """An API-shaped summary (the keys of Strava's list items) of a CSV row; where the row is empty, the
     device file's value (`file`: its derive.file_summary, None if it has none)."""
     from_file = _api_fields(file) if file is not None else {}
-    from_csv = {"name": activity.name, "sport_type": activity.sport_type, "start_date": activity.start_date,
-                "distance": activity.distance_m, "elapsed_time": activity.elapsed_s,
-                "moving_time": activity.moving_s, "total_elevation_gain": activity.elevation_gain_m}
     summary: dict[str, Any] = {"id": activity.activity_id}
-    for key, value in from_csv.items():
+    for key, value in _csv_fields(activity).items():
         summary[key] = value if value is not None else from_file.get(key)
     return summary
 
 
+def _csv_fields(activity: ExportActivity) -> dict[str, Any]:
+    """A CSV row's values under the API's summary keys."""
+    return {"name": activity.name, "sport_type": activity.sport_type, "start_date": activity.start_date,
+            "distance": activity.distance_m, "elapsed_time": activity.elapsed_s, "moving_time": activity.moving_s,
+            "total_elevation_gain": activity.elevation_gain_m}
+
+
 def _api_fields(file: derive.FileSummary) -> dict[str, Any]:
-    """A file's summary under the API's summary keys."""
-    return {"sport_type": file.sport_type, "start_date": file.start_date, "distance": file.distance_m,
-            "elapsed_time": file.elapsed_s, "moving_time": file.moving_s,
+    """A file's summary under the API's summary keys (whole seconds, as the API gives times)."""
+    start = file.start_utc_s
+    return {"sport_type": file.sport_type,
+            "start_date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start)) if start is not None else None,
+            "distance": file.distance_m,
+            "elapsed_time": round(file.elapsed_s) if file.elapsed_s is not None else None,
+            "moving_time": round(file.moving_s) if file.moving_s is not None else None,
             "total_elevation_gain": file.elevation_gain_m}
 
 
-def file_children(track: Track, sport_type: Any) -> dict[str, list[dict[str, Any]]]:
-    """The child-table items a track gives: its laps, and its splits for the sports whose Strava details
-    carry splits."""
-    children: dict[str, list[dict[str, Any]]] = {"laps": derive.laps(track)}
-    if sport_type in derive.SPLIT_SPORTS:
-        children.update({table: derive.splits(track, unit_m) for table, unit_m in SPLIT_TABLES.items()})
-    return children
-
-
 def export_part(summary: Mapping[str, Any], track: Track | None, *, from_csv: bool) -> ExportPart:
-    """What an activity's rows take from the export: its CSV summary (`from_csv`), and the children of
-    its decoded `track` unless that is stale against `summary` (Strava's summary of the activity)."""
-    if track is None or is_stale(track, summary):
+    """What an activity's rows take from the export: its CSV summary (`from_csv`), and the splits (for
+    derive.SPLIT_SPORTS) and laps of its decoded `track` unless that is stale against `summary`
+    (Strava's summary of the activity)."""
+    derived = derive.prepare(track) if track is not None else None
+    if derived is None or derive.is_stale(derive.file_summary(derived), dict(summary)):
         return ExportPart(summary_from_csv=from_csv)
-    return ExportPart(summary_from_csv=from_csv, children=file_children(track, summary.get("sport_type")))
+    children: dict[str, list[dict[str, Any]]] = {"laps": derive.laps(derived)}
+    if summary.get("sport_type") in derive.SPLIT_SPORTS:
+        children.update({table: derive.splits(derived, unit_m) for table, unit_m in SPLIT_TABLES.items()})
+    return ExportPart(summary_from_csv=from_csv, children=children)
 
 
-def is_stale(track: Track, summary: Mapping[str, Any]) -> bool:
-    return derive.is_stale(derive.file_summary(track), dict(summary))
+def file_stream_set(track: Track, summary: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The StreamSet a decoded track gives, None if it is stale against `summary`."""
+    derived = derive.prepare(track)
+    return None if derive.is_stale(derive.file_summary(derived), dict(summary)) else derive.stream_set(derived)
+
+
+def read_track_file(track_file: TrackFile) -> Track | None:
+    """The decoded track, or None if it went or was replaced by something unreadable since it was seen
+    (an import running meanwhile): the activity then gets no rows from it this time."""
+    try:
+        return read_track(track_file.path)
+    except (OSError, ValueError):
+        return None
 
 
 # -- one athlete's export ----------------------------------------------------------------------------------
@@ -112,6 +126,15 @@ class ExportView:
 
     def activities(self) -> dict[int, ExportActivity]:
         return self._export.activities() if self._export.exists() else {}
+
+    def csv_summaries(self, excluded: Collection[int]) -> dict[int, dict[str, Any]]:
+        """The API-shaped summaries (`csv_summary`) of the CSV's activities, but those in `excluded`."""
+        summaries = {}
+        for activity_id, activity in self.activities().items():
+            if activity_id not in excluded:
+                gaps = None in _csv_fields(activity).values()
+                summaries[activity_id] = csv_summary(activity, self.file_summary(activity_id) if gaps else None)
+        return summaries
 
     def files(self) -> dict[int, ImportedFile]:
         """The imported files by activity id, as the index said when last read (see `reread`)."""
@@ -149,10 +172,10 @@ class ExportView:
                 return derive.FileSummary(**cached[2])
             except TypeError:
                 pass  # written by another version: computed again
-        try:
-            summary = derive.file_summary(read_track(track_file.path))
-        except (OSError, ValueError):
-            return None  # replaced or removed by an import meanwhile: taken as having no file
+        track = read_track_file(track_file)
+        if track is None:
+            return None
+        summary = derive.file_summary(track)
         cache[str(activity_id)] = [track_file.size, track_file.mtime_ns, asdict(summary)]
         self._cache_changed = True
         return summary

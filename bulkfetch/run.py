@@ -20,6 +20,7 @@ from aiohttp import ClientSession
 
 from bulkfetch.auth import TokenManager
 from bulkfetch.client import RequestFailed, StravaClient, open_session
+from bulkfetch.compact import has_inputs
 from bulkfetch.config import Config
 from bulkfetch.errors import (
     AthleteRevoked,
@@ -413,7 +414,7 @@ def _idle_compactor(roster: Roster, config: Config, options: FetchOptions, progr
 
 def _compaction_targets(roster: Roster) -> list[Target]:
     return [(athlete.folder, athlete.athlete_id) for athlete in roster.athletes()
-            if athlete.athlete_id is not None and athlete.store.listings()]
+            if athlete.athlete_id is not None and has_inputs(athlete.store)]
 
 
 def _waiting(info: WaitInfo | None, events: FetchEvents, idle: IdleCompactor | None,
