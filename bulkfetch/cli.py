@@ -33,6 +33,7 @@ from bulkfetch.errors import (
     BulkfetchError,
     ConfigError,
     Interrupted,
+    LockedError,
     WorkLeft,
 )
 from bulkfetch.plan import STREAMS_FROM_API, STREAMS_FROM_AUTO, parse_filters
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from bulkfetch.demo import DemoRun
     from bulkfetch.pipeline import FetchSummary
     from bulkfetch.progress import Reporter
+    from bulkfetch.roster import AthleteDir
 
 T = TypeVar("T")
 N = TypeVar("N", int, float)
@@ -100,6 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="connect from a refresh token another tool obtained, read from standard input ('-') or "
                           "from $STRAVA_REFRESH_TOKEN ('env'), never from the command line; it rotates that token")
     auth.set_defaults(handler=_cmd_auth)
+
+    importing = commands.add_parser("import", help="import the athlete's Strava account export (its zip or folder): "
+                                                   "every activity and its device file, without a request")
+    importing.add_argument("path", metavar="PATH", type=Path, help="the export's zip, or the folder it unpacked to")
+    importing.add_argument("--athlete", metavar="ID", type=_athlete_id,
+                           help="whose export it is (needed when several athletes are connected and the export "
+                                "does not say)")
+    importing.set_defaults(handler=_cmd_import)
 
     athletes = commands.add_parser("athletes", help="list the connected athletes; remove one; adopt another data_dir")
     athletes.add_argument("--json", action="store_true", help="machine-readable list")
@@ -478,6 +488,55 @@ def _auth_from_refresh_token(args: argparse.Namespace) -> int:
         athlete = _run(connect.connect_refresh_token(config, token, warn=reporter.warn, on_wait=reporter.waiting))
     print(f"connected athlete {athlete.athlete_id} ({athlete.name or 'no name'})")
     return EXIT_OK
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    """No credentials needed, and no data_dir lock for the import itself (it runs beside a fetch); the
+    compaction after it takes the lock, or leaves the work to the fetch that holds it."""
+    from bulkfetch.importer import failures_text, import_export, rate_text, summary_line
+
+    config = _config(args)
+    data_dir = config.storage.data_dir
+    ensure_dir(data_dir)
+    _migrate_layout(data_dir)
+    with _sigterm_as_ctrl_c(), _reporter(args, config) as reporter:
+        reporter.info(f"import {args.path} into {data_dir}")
+        try:
+            summary = import_export(data_dir, args.path, args.athlete, reporter)
+        except KeyboardInterrupt:
+            raise Interrupted("import interrupted; what was imported is kept, rerun 'bulkfetch import' to "
+                              "continue") from None
+        for line in failures_text(summary):
+            reporter.debug(line)
+        if summary.imported:
+            reporter.info(rate_text(summary))
+        elif not summary.new_csv and not summary.errors:
+            reporter.info("nothing new: this export was imported before, and no file was decoded again")
+        reporter.result(summary_line(summary))
+        _compact_imported(summary.athlete, data_dir, config.storage.parquet_dir, reporter)
+    return EXIT_OK
+
+
+def _compact_imported(athlete: AthleteDir, data_dir: Path, parquet_dir: Path, reporter: Reporter) -> None:
+    """The imported athlete's Parquet, as 'bulkfetch compact' makes it, unless another run holds the
+    data_dir (a fetch compacts when it ends)."""
+    from bulkfetch.compact import compact
+
+    if athlete.athlete_id is None:
+        reporter.info("not compacted: the export's athlete is not known yet")
+        return
+    ensure_dir(parquet_dir)
+    try:
+        with exclusive_lock(data_dir, "import"):
+            compact(athlete.store, parquet_dir, athlete.athlete_id, on_progress=reporter.compact_progress)
+    except LockedError as busy:
+        reporter.info(f"not compacted now: {busy.message}; a fetch compacts when it ends (else run "
+                      "'bulkfetch compact' after it)")
+        return
+    except KeyboardInterrupt:
+        raise Interrupted("compaction stopped; the import is kept and every Parquet file is whole "
+                          "(old or new), rerun 'bulkfetch compact' to finish it") from None
+    reporter.info(f"compacted {athlete.label} into {parquet_dir}")
 
 
 def _migrate_layout(data_dir: Path) -> None:

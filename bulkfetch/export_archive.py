@@ -93,10 +93,13 @@ def copy_member(export: Export, name: str, sink: IO[bytes]) -> tuple[int, int]:
 
 def member_crc32(export: Export, member: Member) -> int:
     """The member's CRC-32: the zip's, or read from the folder's file."""
-    if member.crc32 is not None:
-        return member.crc32
+    return member.crc32 if member.crc32 is not None else stream_crc32(export.open(member.name))
+
+
+def stream_crc32(stream: IO[bytes]) -> int:
+    """The CRC-32 of what `stream` holds (read a chunk at a time, then closed)."""
     crc = 0
-    with export.open(member.name) as stream:
+    with stream:
         while chunk := stream.read(CHUNK_BYTES):
             crc = zlib.crc32(chunk, crc)
     return crc

@@ -183,6 +183,12 @@ class ExportStore:
             path.unlink()
             fsync_dir(path.parent)
 
+    def move_index(self, other: ExportStore) -> None:
+        """Hand this index to `other`, whose export folder this one's has just become."""
+        ensure_dir(other._state.state_dir)
+        os.replace(self._state.state_path(INDEX), other._state.state_path(INDEX))
+        fsync_dir(other._state.state_dir)
+
     def save_entries(self, entries: dict[int, ImportedFile]) -> None:
         """Replace the index's file entries (atomically, with the CSV versions it lists)."""
         index = self._index()

@@ -98,6 +98,7 @@ class Reporter:
         self._last_plain_s = 0.0
         self._scheduler: QuotaScheduler | None = None
         self._waiting: WaitInfo | None = None
+        self._import_started_s = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def __enter__(self) -> Reporter:
@@ -231,6 +232,26 @@ class Reporter:
             self._progress.update(self._task("compact", "compact", total=total), completed=done, note="")
         elif done == total:
             self.debug(f"compacted {total} partition(s)")
+
+    # -- import ----------------------------------------------------------------------------------------------
+    def import_progress(self, done: int, total: int, records: int) -> None:
+        """Files of an export imported so far, with files/s and an ETA: a bar on a terminal, a line every
+        PLAIN_DETAIL_EVERY_S (and at the end) elsewhere. `done` 0 starts the clock."""
+        now = time.monotonic()
+        if done == 0:
+            self._import_started_s = now
+            if total:
+                self.info(f"importing {count(total, 'file')} from the export")
+        elapsed = now - self._import_started_s
+        rate = done / elapsed if done and elapsed > 0 else 0.0
+        eta = f", ETA {human_duration((total - done) / rate)}" if rate and done < total else ""
+        note = f"{rate:,.1f} files/s, {records:,} records{eta}"
+        if self._progress:
+            if total:
+                self._progress.update(self._task("import", "import files", total=total), completed=done, note=note)
+        elif done and (now - self._last_plain_s >= PLAIN_DETAIL_EVERY_S or done == total):
+            self._last_plain_s = now
+            self.info(f"import {done:,}/{total:,} files ({note})")
 
     # -- helpers ---------------------------------------------------------------------------------------------
     def _now(self) -> float:

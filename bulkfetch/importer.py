@@ -1,0 +1,418 @@
+"""`bulkfetch import PATH`: an athlete's Strava account export into their folder, without a request.
+
+    open the export (bulkfetch.export_archive) -> read activities.csv and profile.csv (bulkfetch.export_csv)
+    -> choose the athlete -> keep the CSV -> per activity file: copy it verbatim, decode it in a worker
+    process (bulkfetch.activity_files), store the Track -> the index (bulkfetch.export_store)
+
+Whose export it is: `--athlete ID`, else the id its profile.csv records, else the athlete whose list
+(or earlier import) holds its activities, else the one connected athlete; with none of these it waits
+in `athletes/unbound/` until a later import knows (see `choose_athlete`). An export whose activities
+another athlete's list holds is refused.
+
+Idempotent and resumable: a file imported before (same name, size and CRC-32, decoded track there) is
+not decoded again, and a track a killed import wrote after its last index write is adopted. Files are
+decoded in parallel, one process per core, with a bounded number in flight so that memory stays flat; a
+corrupt or truncated file is imported as far as it decodes and reported, never stops the import.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from bulkfetch.activity_files import decode_file
+from bulkfetch.compact import _interrupts_deferred, exit_with_parent
+from bulkfetch.errors import BulkfetchError, ExportError
+from bulkfetch.export_archive import (
+    ACTIVITIES_CSV,
+    PROFILE_CSV,
+    Export,
+    copy_member,
+    member_crc32,
+    open_export,
+    read_small,
+    stream_crc32,
+)
+from bulkfetch.export_csv import ActivitiesCsv, CsvError, parse_activities_csv, parse_profile_csv
+from bulkfetch.export_store import ExportStore, ImportedFile, imported_file
+from bulkfetch.roster import UNBOUND, AthleteDir, Roster
+from bulkfetch.track import write_track
+
+INDEX_EVERY_S = 2.0  # a killed import loses at most this much of its index (its tracks are adopted)
+IN_FLIGHT_PER_WORKER = 2  # files copied and waiting per worker: enough to keep it busy, memory flat
+PARALLEL_MIN_FILES = 4  # below this, starting worker processes costs more than it saves
+SHOWN_FAILURES = 3  # failed files named in the summary line; the log names them all
+
+
+class ImportEvents(Protocol):
+    def info(self, message: str) -> None: ...
+
+    def warn(self, message: str) -> None: ...
+
+    def import_progress(self, done: int, total: int, records: int) -> None: ...
+
+
+@dataclass
+class ImportSummary:
+    athlete: AthleteDir
+    activities: int = 0  # rows of activities.csv
+    manual: int = 0  # rows without a file
+    imported: list[ImportedFile] = field(default_factory=list)  # decoded by this import
+    replaced: int = 0  # of those, files that replace another file of the same activity
+    unchanged: int = 0  # imported before: not decoded again
+    adopted: int = 0  # decoded by a killed import: taken over without decoding again
+    missing: list[str] = field(default_factory=list)  # named by activities.csv, not in the export
+    errors: list[tuple[str, str]] = field(default_factory=list)  # the decoder failed: (file, why); retried
+    new_csv: bool = True  # False: this activities.csv was imported before
+    seconds: float = 0.0  # decoding (copies included)
+
+    @property
+    def records(self) -> int:
+        return sum(entry.records for entry in self.imported)
+
+
+@dataclass(frozen=True)
+class Job:
+    activity_id: int
+    file: str
+    replaces: bool  # another file (or another version of it) of this activity was imported before
+
+
+def import_export(data_dir: Path, path: Path, wanted: int | None, events: ImportEvents) -> ImportSummary:
+    """Import the export at `path` (zip or folder) for athlete `wanted` (None: see `choose_athlete`).
+
+    Raises ExportError (exit 2) before writing anything if the export is missing, unsafe, not an export,
+    or another athlete's; LockedError if an import of the same athlete runs. Interrupted (KeyboardInterrupt)
+    it keeps what it imported: the index is written on the way out.
+    """
+    with open_export(path) as export:
+        listing = _read_activities(export)
+        profile = read_small(export, PROFILE_CSV)
+        recorded = parse_profile_csv(profile) if profile is not None else None
+        roster = Roster(data_dir)
+        ids = set(listing.activities)
+        athlete = choose_athlete(roster, ids, wanted=wanted, recorded=recorded)
+        if listing.language is None:
+            events.info(f"activities.csv is in a language bulkfetch does not read (its first column is "
+                        f"{listing.header[0]!r}): took the activity ids and file names from it; start times, "
+                        "sports and totals come from the files")
+        if athlete.athlete_id is None:
+            events.info("the export does not say whose it is and no athlete is connected: it is kept in "
+                        f"{athlete.folder} until an import knows (rerun with --athlete ID, or after 'bulkfetch "
+                        "auth'): what was imported then moves over, nothing is decoded again")
+        else:
+            _adopt_unbound(roster, athlete, ids, events)
+        store = ExportStore(athlete.folder)
+        with store.lock():
+            store.prepare()
+            summary = ImportSummary(athlete, activities=len(listing.activities))
+            summary.new_csv = store.keep_csv(_csv_bytes(export))
+            jobs = _plan(export, listing, store, summary)
+            _decode(export, store, jobs, summary, events)
+    return summary
+
+
+def _read_activities(export: Export) -> ActivitiesCsv:
+    data = _csv_bytes(export)
+    try:
+        return parse_activities_csv(data)
+    except CsvError as exc:
+        raise ExportError(f"{export.source}: {exc}", hint="pass the export exactly as Strava made it") from None
+
+
+def _csv_bytes(export: Export) -> bytes:
+    data = read_small(export, ACTIVITIES_CSV)
+    assert data is not None  # open_export found it
+    return data
+
+
+# -- whose export -------------------------------------------------------------------------------------
+def choose_athlete(roster: Roster, ids: set[int], *, wanted: int | None, recorded: int | None) -> AthleteDir:
+    """The athlete an export of activities `ids` is imported for:
+
+    `wanted` (--athlete), which must agree with `recorded` (profile.csv's athlete id) if that is known;
+    else `recorded`; else the athlete whose list or earlier import holds these activities; else the one
+    connected athlete; several connected: refused (exit 2, naming them); none: `athletes/unbound/`.
+    Refused as well when another athlete's list holds the activities (the export is that athlete's).
+    """
+    if wanted is not None and recorded is not None and wanted != recorded:
+        raise ExportError(f"the export is athlete {recorded}'s (its profile.csv says so), not athlete {wanted}'s",
+                          hint=f"pass --athlete {recorded}, or leave --athlete out")
+    holders = {athlete: held for athlete, held in _holders(roster, ids).items() if athlete.athlete_id is not None}
+    target = wanted if wanted is not None else recorded
+    if target is None:
+        if len(holders) > 1:
+            raise ExportError(f"the export's activities are {' and '.join(_held(*item) for item in holders.items())}",
+                              hint="pass --athlete ID")
+        if holders:
+            return next(iter(holders))
+        connected = [athlete for athlete in roster.athletes() if athlete.tokens.load() is not None]
+        if len(connected) > 1:
+            listed = ", ".join(athlete.label for athlete in connected)
+            raise ExportError(f"the export does not say whose it is, and {len(connected)} athletes are connected "
+                              f"to this data_dir ({listed})", hint="pass --athlete ID")
+        if not connected:
+            return AthleteDir(roster.folder / UNBOUND, None)
+        if connected[0].athlete_id is None:  # connected, its id not learned yet: its next fetch binds it
+            return connected[0]
+        target = connected[0].athlete_id
+    for holder, held in holders.items():
+        if holder.athlete_id != target:
+            raise ExportError(f"the export is not athlete {target}'s: its activities are {_held(holder, held)}",
+                              hint=f"import it with --athlete {holder.athlete_id}")
+    return roster.athlete(target)
+
+
+def _held(athlete: AthleteDir, held: tuple[int, str]) -> str:
+    count, where = held
+    return f"in {athlete.label}'s list ({count:,})" if where == "list" else \
+        f"imported for {athlete.label} already ({count:,})"
+
+
+def _holders(roster: Roster, ids: set[int]) -> dict[AthleteDir, tuple[int, str]]:
+    """The athletes whose list ("list") or imported export ("export") holds some of `ids`: how many."""
+    found: dict[AthleteDir, tuple[int, str]] = {}
+    for athlete in roster.athletes():
+        listed = len(ids & athlete.store.catalog().keys()) if athlete.store.listings() else 0
+        if listed:
+            found[athlete] = (listed, "list")
+            continue
+        store = ExportStore(athlete.folder)
+        imported = len(ids & store.activities().keys()) if store.exists() else 0
+        if imported:
+            found[athlete] = (imported, "export")
+    return found
+
+
+def _adopt_unbound(roster: Roster, athlete: AthleteDir, ids: set[int], events: ImportEvents) -> None:
+    """An export imported before its athlete was known (in athletes/unbound/, without tokens) that holds
+    these activities becomes `athlete`'s, if `athlete` has no export yet: nothing is decoded again."""
+    unbound = AthleteDir(roster.folder / UNBOUND, None)
+    source, target = ExportStore(unbound.folder), ExportStore(athlete.folder)
+    if unbound.tokens.load() is not None or not source.exists() or target.folder.exists() or \
+            not ids & source.activities().keys():
+        return
+    with source.lock():
+        target.athlete_folder.mkdir(parents=True, exist_ok=True)
+        os.replace(source.folder, target.folder)
+        source.move_index(target)
+    if not any(path.is_file() for path in unbound.folder.rglob("*")):
+        shutil.rmtree(unbound.folder, ignore_errors=True)
+    events.info(f"the export imported into {unbound.folder} before is {athlete.label}'s: moved to {athlete.folder}")
+
+
+# -- what to decode -----------------------------------------------------------------------------------
+def _plan(export: Export, listing: ActivitiesCsv, store: ExportStore, summary: ImportSummary) -> list[Job]:
+    """The activities whose file needs decoding; counts the rest into `summary` (unchanged, adopted,
+    missing, manual) and drops the index entries of files that are gone."""
+    entries = store.entries()
+    decoded = store.decoded_ids()
+    jobs: list[Job] = []
+    for activity_id, activity in sorted(listing.activities.items()):
+        if activity.file is None:
+            summary.manual += 1
+            continue
+        member = export.member(activity.file)
+        if member is None:
+            summary.missing.append(activity.file)
+            continue
+        entry = entries.get(activity_id)
+        if activity_id in decoded:
+            if entry is not None and entry.file == activity.file and entry.size == member.size and \
+                    entry.crc32 == member_crc32(export, member):
+                summary.unchanged += 1
+                continue
+            adopted = _adoptable(store, activity_id, activity.file, member.size, member_crc32(export, member))
+            if entry is None and adopted is not None:
+                entries[activity_id] = adopted
+                summary.adopted += 1
+                continue
+        jobs.append(Job(activity_id, activity.file, replaces=entry is not None))
+    if summary.adopted:
+        store.save_entries(entries)
+    return jobs
+
+
+def _adoptable(store: ExportStore, activity_id: int, file: str, size: int, crc32: int) -> ImportedFile | None:
+    """The entry for a track a killed import decoded from exactly this file, or None. Sound because a
+    file is only replaced after its activity's track is removed (see `_copy`)."""
+    kept = store.file_path(file)
+    try:
+        if kept.stat().st_size != size or stream_crc32(kept.open("rb")) != crc32:
+            return None
+        track = store.read_track(activity_id)
+    except (OSError, ValueError):
+        return None
+    return imported_file(activity_id, file, size, crc32, track)
+
+
+# -- decoding -----------------------------------------------------------------------------------------
+def decode_to_track(activity_id: int, file: str, kept: Path, size: int, crc32: int, target: Path) -> ImportedFile:
+    """Decode a kept file and store its Track (in a worker process): the index entry for it."""
+    track = decode_file(kept.read_bytes(), file)
+    write_track(target, track)
+    return imported_file(activity_id, file, size, crc32, track)
+
+
+def _decode(export: Export, store: ExportStore, jobs: list[Job], summary: ImportSummary,
+            events: ImportEvents) -> None:
+    """Copy each job's file and decode it, in parallel when it pays; the index is written every
+    INDEX_EVERY_S and on the way out, interrupted or not."""
+    entries = store.entries()
+    started = time.monotonic()
+    events.import_progress(0, len(jobs), 0)
+    workers = os.cpu_count() or 1
+    in_flight: dict[Future[ImportedFile], Job] = {}
+    saved_at = time.monotonic()
+
+    def settle(future: Future[ImportedFile], job: Job) -> None:
+        try:
+            entry = future.result()
+        except BrokenProcessPool:
+            raise
+        except Exception as exc:  # a decoder bug must not stop the import: said, and retried next time
+            summary.errors.append((job.file, f"{type(exc).__name__}: {exc}"))
+            return
+        entries[job.activity_id] = entry
+        summary.imported.append(entry)
+        summary.replaced += job.replaces
+
+    pool = _pool(workers) if len(jobs) >= PARALLEL_MIN_FILES and workers > 1 else _InProcess()
+    try:
+        for job in jobs:
+            while len(in_flight) >= workers * IN_FLIGHT_PER_WORKER:
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    settle(future, in_flight.pop(future))
+                events.import_progress(len(summary.imported) + len(summary.errors), len(jobs), summary.records)
+                if time.monotonic() - saved_at >= INDEX_EVERY_S:
+                    store.save_entries(entries)
+                    saved_at = time.monotonic()
+            size, crc32 = _copy(export, store, job)
+            with _interrupts_deferred():
+                future = pool.submit(decode_to_track, job.activity_id, job.file, store.file_path(job.file), size,
+                                     crc32, store.track_path(job.activity_id))
+            in_flight[future] = job
+        while in_flight:
+            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in done:
+                settle(future, in_flight.pop(future))
+            events.import_progress(len(summary.imported) + len(summary.errors), len(jobs), summary.records)
+    except BrokenProcessPool:
+        raise BulkfetchError("a decoding process died; what was imported is kept",
+                             hint="rerun 'bulkfetch import' to continue") from None
+    finally:
+        for future in in_flight:
+            future.cancel()
+        pool.shutdown(wait=True)  # a file being decoded finishes: its track is whole and recorded below
+        for future, job in in_flight.items():
+            if future.done() and not future.cancelled():
+                try:
+                    settle(future, job)
+                except BrokenProcessPool:
+                    pass
+        store.save_entries(entries)
+        summary.seconds = time.monotonic() - started
+
+
+def _copy(export: Export, store: ExportStore, job: Job) -> tuple[int, int]:
+    """Copy the job's file verbatim into the store; its activity's old track goes first, so that a
+    track never stands beside a file it was not decoded from."""
+    store.forget_track(job.activity_id)
+    with store.new_file(job.file) as sink:
+        return copy_member(export, job.file, sink)
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    import multiprocessing
+
+    # forkserver: workers fork from a clean server process, never from a caller that may hold threads.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["bulkfetch.importer"])
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
+                               initargs=(os.getpid(),))
+
+
+def _start_worker(parent_pid: int) -> None:
+    """Ctrl-C reaches every process of the terminal's group: a worker ignores it and finishes its file
+    while its parent stops; a parent killed outright takes its workers with it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    exit_with_parent(parent_pid)
+
+
+class _InProcess:
+    """The pool's interface, decoding in this process (a few files do not pay for starting workers)."""
+
+    def submit(self, function: Callable[..., ImportedFile], *args: Any) -> Future[ImportedFile]:
+        future: Future[ImportedFile] = Future()
+        try:
+            future.set_result(function(*args))
+        except Exception as exc:
+            future.set_exception(exc)
+        return future
+
+    def shutdown(self, wait: bool = True) -> None:
+        return None
+
+
+# -- the summary --------------------------------------------------------------------------------------
+def summary_line(summary: ImportSummary) -> str:
+    """'imported 312 activities from the export: 290 files (250 fit, 25 gpx, 15 tcx), 1 truncated
+    (activities/123.fit.gz: ...), 21 manual without a file; 12 imported before (not decoded again)'."""
+    imported = summary.imported
+    parts = []
+    if imported:
+        formats = Counter(entry.format for entry in imported)
+        by_format = ", ".join(f"{count:,} {name}" for name, count in formats.most_common())
+        parts.append(f"{len(imported):,} file{'s' if len(imported) != 1 else ''} ({by_format})")
+    else:
+        parts.append("no new file")
+    for status in ("truncated", "unreadable"):
+        failed = [entry for entry in imported if entry.status == status]
+        if failed:
+            parts.append(f"{len(failed):,} {status} ({_named(f'{e.file}: {e.problem}' for e in failed)})")
+    if summary.errors:
+        parts.append(f"{len(summary.errors):,} not decoded, retried next time "
+                     f"({_named(f'{file}: {why}' for file, why in summary.errors)})")
+    if summary.missing:
+        parts.append(f"{len(summary.missing):,} named in activities.csv but missing from the export "
+                     f"({_named(summary.missing)})")
+    parts.append(f"{summary.manual:,} manual without a file")
+    before = summary.unchanged + summary.adopted
+    tail = f"; {before:,} imported before (not decoded again)" if before else ""
+    replaced = f"; {summary.replaced:,} replaced a file imported before" if summary.replaced else ""
+    return f"imported {summary.activities:,} activities from the export: {', '.join(parts)}{replaced}{tail}"
+
+
+def _named(items: Iterable[str]) -> str:
+    shown = list(items)
+    more = f"; {len(shown) - SHOWN_FAILURES:,} more in the log" if len(shown) > SHOWN_FAILURES else ""
+    return "; ".join(shown[:SHOWN_FAILURES]) + more
+
+
+def failures_text(summary: ImportSummary) -> list[str]:
+    """Every file that did not import whole, one line each (for the log)."""
+    lines = [f"{entry.file}: {entry.status}: {entry.problem}" for entry in summary.imported if entry.status != "ok"]
+    lines += [f"{file}: not decoded: {why}" for file, why in summary.errors]
+    lines += [f"{file}: named in activities.csv, missing from the export" for file in summary.missing]
+    return lines
+
+
+def rate_text(summary: ImportSummary) -> str:
+    """'decoded 290 files (1,043,211 records) in 12.3 s: 23.6 files/s, 84,800 records/s'."""
+    files = len(summary.imported)
+    seconds = max(summary.seconds, 1e-9)
+    return (f"decoded {files:,} files ({summary.records:,} records) in {summary.seconds:.1f} s: "
+            f"{files / seconds:,.1f} files/s, {summary.records / seconds:,.0f} records/s")
+
+
+__all__ = ["ImportSummary", "choose_athlete", "import_export", "summary_line"]

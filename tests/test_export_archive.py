@@ -1,0 +1,222 @@
+"""Reading an account export: activities.csv in its real headers and languages, profile.csv, and the zip
+or folder around them (unsafe member names refused, a re-zipped folder found)."""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+import zlib
+from pathlib import Path
+
+import pytest
+
+from bulkfetch.errors import ExportError
+from bulkfetch.export_archive import copy_member, member_crc32, open_export, read_small
+from bulkfetch.export_csv import (
+    ENGLISH,
+    GERMAN,
+    LEGACY,
+    CsvError,
+    ExportActivity,
+    parse_activities_csv,
+    parse_date,
+    parse_number,
+    parse_profile_csv,
+    sport_type_of,
+)
+from bulkfetch.sports import SPORT_TYPES
+from tests.exports import (
+    ENGLISH_94,
+    ENGLISH_101,
+    ENGLISH_2019,
+    GERMAN_92,
+    LOWERCASE_2018,
+    PROFILE_HEADER,
+    ExportFile,
+    csv_text,
+    english_row,
+    fixture,
+    write_folder,
+    write_zip,
+)
+
+
+# -- activities.csv ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("header", [ENGLISH_94, ENGLISH_101], ids=["94 columns", "101 columns"])
+def test_english_rows_take_the_typed_second_of_each_duplicated_column(header: list[str]) -> None:
+    # A real row's shape: the file number differs from the activity id, the first Distance is in km.
+    row = english_row(9041865559, "activities/9700428229.fit.gz", sport="Virtual Ride", distance_m=33220.0,
+                      elapsed_s=4000)
+    row["Elapsed Time"] = "9999"  # the first of the pair must not be the one taken
+    parsed = parse_activities_csv(csv_text(header, [row]))
+    assert parsed.language == ENGLISH and parsed.bad_rows == 0
+    assert parsed.activities == {9041865559: ExportActivity(
+        activity_id=9041865559, start_date="2023-05-09T10:09:29Z", name="Morning Run", sport_type="VirtualRide",
+        distance_m=33220.0, elapsed_s=4000, moving_s=3940, elevation_gain_m=42.0,
+        file="activities/9700428229.fit.gz")}
+
+
+def test_german_header_dates_decimal_commas_and_display_names() -> None:
+    row = {"Aktivitäts-ID": "8228026758", "Aktivitätsdatum": "09.12.2022, 15:24:49", "Name der Aktivität": "Abendfahrt",
+           "Aktivitätsart": "Radfahrt", "Verstrichene Zeit": "1800", "Distanz": "9,44", "Verstrichene Zeit#2": "1800.0",
+           "Bewegungszeit": "1700.0", "Distanz#2": "9440.5", "Höhenzunahme": "12,5",
+           "Dateiname": "activities/8228026758.gpx"}
+    manual = {"Aktivitäts-ID": "8228026759", "Aktivitätsdatum": "10.12.2022, 07:00:00", "Aktivitätsart": "Lauf"}
+    parsed = parse_activities_csv(csv_text(GERMAN_92, [row, manual]))
+    assert parsed.language == GERMAN
+    assert parsed.activities[8228026758] == ExportActivity(
+        8228026758, "2022-12-09T15:24:49Z", "Abendfahrt", "Ride", 9440.5, 1800, 1700, 12.5, "activities/8228026758.gpx")
+    assert parsed.activities[8228026759].file is None and parsed.activities[8228026759].sport_type == "Run"
+
+
+def test_the_2019_header_has_one_distance_in_display_units_which_is_left_to_the_files() -> None:
+    line = '1836776031,"Sep 12, 2018, 3:02:23 PM",Evening Ride,Ride,,783,3.68,true,Merida,activities/1836776031.gpx\n'
+    parsed = parse_activities_csv((",".join(ENGLISH_2019) + "\n" + line).encode())
+    assert parsed.language == ENGLISH
+    assert parsed.activities[1836776031] == ExportActivity(
+        1836776031, "2018-09-12T15:02:23Z", "Evening Ride", "Ride", None, 783, None, None, "activities/1836776031.gpx")
+
+
+def test_the_lowercase_header_before_mid_2019_is_in_metres() -> None:
+    line = "1836776031,2018-09-12 15:02:23,Evening Ride,Ride,,783,3681.0,true,Merida,activities/1836776031.gpx\n"
+    parsed = parse_activities_csv((",".join(LOWERCASE_2018) + "\n" + line).encode())
+    assert parsed.language == LEGACY
+    assert parsed.activities[1836776031].distance_m == 3681.0
+    assert parsed.activities[1836776031].start_date == "2018-09-12T15:02:23Z"
+
+
+def test_another_language_keeps_the_ids_and_finds_the_file_column_by_its_values() -> None:
+    # Not a real header (none in another language was at hand): what matters is that no name is known.
+    header = ["Identifiant", "Date", "Nom", "Type", "Temps écoulé", "Distance", "Fichier", "Poids"]
+    text = ("\ufeff" + ",".join(header) + "\n"
+            '11,"9 mai 2023, 10:09:29",Course,Course à pied,3600,"10,0",activities/12.fit.gz,60\n'
+            '13,"10 mai 2023, 10:09:29",Muscu,Musculation,1800,0,,60\n').encode()
+    parsed = parse_activities_csv(text)
+    assert parsed.language is None and parsed.header[0] == "Identifiant"
+    assert parsed.activities == {
+        11: ExportActivity(11, None, None, None, None, None, None, None, "activities/12.fit.gz"),
+        13: ExportActivity(13, None, None, None, None, None, None, None, None)}
+
+
+def test_rows_without_a_valid_id_are_counted_and_skipped() -> None:
+    rows = [english_row(5, None), english_row(6, None), {"Activity ID": "x"}, {"Activity ID": "-3"}]
+    rows[1]["Activity ID"] = "0"
+    parsed = parse_activities_csv(csv_text(ENGLISH_94, rows))
+    assert set(parsed.activities) == {5} and parsed.bad_rows == 3
+
+
+@pytest.mark.parametrize("name", ["../../etc/passwd", "/etc/passwd", "activities/../../x.fit", "media/x.fit",
+                                  "activities\\..\\..\\x.fit", "activities/"])
+def test_a_file_name_outside_activities_is_refused(name: str) -> None:
+    with pytest.raises(CsvError, match="outside activities/"):
+        parse_activities_csv(csv_text(ENGLISH_94, [english_row(5, name)]))
+
+
+def test_not_csv_text_is_refused_in_one_line() -> None:
+    with pytest.raises(CsvError, match="not UTF-8"):
+        parse_activities_csv(b"\xff\xfe\x00garbage")
+    with pytest.raises(CsvError, match="empty"):
+        parse_activities_csv(b"")
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("May 9, 2023, 10:09:29 AM", "2023-05-09T10:09:29Z"),
+    ("Sep 12, 2018, 12:02:23 AM", "2018-09-12T00:02:23Z"),
+    ("Sep 12, 2018, 12:02:23 PM", "2018-09-12T12:02:23Z"),
+    ("09.12.2022, 15:24:49", "2022-12-09T15:24:49Z"),
+    ("2018-09-12 15:02:23", "2018-09-12T15:02:23Z"),
+    ("31.02.2022, 15:24:49", None),
+    ("Foo 9, 2023, 10:09:29 AM", None),
+    ("May 9, 2023, 13:09:29 PM", None),
+    ("", None),
+])
+def test_dates_in_each_format_the_export_used(text: str, expected: str | None) -> None:
+    assert parse_date(text) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("9,44", 9.44), ("5000.0", 5000.0), ("1,234.5", 1234.5), ("1.234,5", 1234.5), ("42", 42.0),
+    ("", None), ("nan", None), ("inf", None), ("abc", None),
+])
+def test_numbers_with_either_decimal_separator(text: str, expected: float | None) -> None:
+    assert parse_number(text) == expected
+
+
+def test_every_sport_type_and_its_display_name_map_to_it() -> None:
+    for sport in SPORT_TYPES:
+        spaced = "".join(f" {c}" if c.isupper() and i else c for i, c in enumerate(sport))  # "Virtual Ride"
+        assert sport_type_of(sport) == sport and sport_type_of(spaced) == sport, sport
+    assert [sport_type_of(name) for name in ("E-Bike Ride", "Stair-Stepper", "Rock Climb", "Canoe", "HIIT",
+                                             "Radfahrt", "Lauf", "Virtuelle Radfahrt", "Wanderung", "Quidditch")] == \
+        ["EBikeRide", "StairStepper", "RockClimbing", "Canoeing", "HighIntensityIntervalTraining",
+         "Ride", "Run", "VirtualRide", "Hike", None]
+
+
+def test_profile_csv_gives_the_athlete_id_in_its_first_column() -> None:
+    assert parse_profile_csv(f"{PROFILE_HEADER}\n1234567,a@example.com,Ann,Example,F,,60,,,\n".encode()) == 1234567
+    assert parse_profile_csv(f"{PROFILE_HEADER}\n".encode()) is None
+    assert parse_profile_csv(b"Athlete ID\nnot-a-number\n") is None
+
+
+# -- the zip or folder ---------------------------------------------------------------------------------
+def _csv() -> bytes:
+    return csv_text(ENGLISH_94, [english_row(7, "activities/7.fit")])
+
+
+@pytest.mark.parametrize("bad", ["../evil.txt", "/etc/evil", "media/../../evil", "C:/evil"])
+def test_a_zip_with_a_member_outside_it_is_refused(tmp_path: Path, bad: str) -> None:
+    path = write_zip(tmp_path / "export.zip", _csv(), [], extra={bad: b"x"})
+    with pytest.raises(ExportError, match="unsafe") as refused, open_export(path):
+        pass
+    assert bad in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_members_are_read_by_name_streamed_with_the_zip_crc(tmp_path: Path) -> None:
+    data = fixture("fenix2-run.fit")
+    path = write_zip(tmp_path / "export.zip", _csv(), [ExportFile("activities/7.fit", data)],
+                     extra={"media/photo.jpg": b"jpeg", "bikes.csv": b"Bike Name\n"})
+    with open_export(path) as export:
+        member = export.member("activities/7.fit")
+        assert member is not None and member.size == len(data)
+        sink = io.BytesIO()
+        assert copy_member(export, "activities/7.fit", sink) == (len(data), member_crc32(export, member))
+        assert sink.getvalue() == data
+        assert read_small(export, "activities.csv") == _csv() and read_small(export, "profile.csv") is None
+        assert export.member("activities/8.fit") is None
+
+
+def test_a_re_zipped_folder_is_found_one_level_down(tmp_path: Path) -> None:
+    path = tmp_path / "export.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("export_12345/activities.csv", _csv())
+        archive.writestr("export_12345/activities/7.fit", b"fit")
+    with open_export(path) as export:
+        assert read_small(export, "activities.csv") == _csv()
+        assert export.member("activities/7.fit") is not None
+
+
+def test_a_folder_export_and_a_link_out_of_it(tmp_path: Path) -> None:
+    (tmp_path / "secret").write_bytes(b"not the export's")
+    folder = write_folder(tmp_path / "export", _csv(), [ExportFile("activities/7.fit", b"fit")])
+    os.symlink(tmp_path / "secret", folder / "activities" / "8.fit")
+    with open_export(tmp_path) as export:  # the folder holding the unpacked export works too
+        member = export.member("activities/7.fit")
+        assert member is not None and member.crc32 is None and member_crc32(export, member) == zlib.crc32(b"fit")
+        assert export.member("activities/8.fit") is None
+
+
+@pytest.mark.parametrize("make", ["missing", "text file", "zip without activities.csv", "empty folder"])
+def test_what_is_not_an_export_is_refused_in_one_line(tmp_path: Path, make: str) -> None:
+    path = tmp_path / "export"
+    if make == "text file":
+        path.write_text("hello")
+    elif make == "zip without activities.csv":
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("profile.csv", "Athlete ID\n1\n")
+    elif make == "empty folder":
+        path.mkdir()
+    with pytest.raises(ExportError) as refused, open_export(path):
+        pass
+    assert str(path) in str(refused.value) and "\n" not in str(refused.value)
+
