@@ -354,6 +354,10 @@ def _grade(derived: Derived) -> list[float | None]:
                                       _shifted(altitude, k), _shifted(altitude, -k))]
 
 
+# _mean or _maximum: the aggregate of a series over records first..last (inclusive)
+Aggregate = Callable[[list[Any] | None, int, int], float | None]
+
+
 def _first_record(start: int) -> int:
     """The first record that belongs to a split or lap starting at record `start` (see the module)."""
     return 0 if start == 0 else start + 1
@@ -443,9 +447,6 @@ def _lap(derived: Derived, velocity: list[float] | None, number: int, lap: Devic
         "device_watts": track.has("watts"),
         "pace_zone": None,
     }
-
-
-Aggregate = Callable[[list[Any] | None, int, int], float | None]
 
 
 def _stated_or(stated: float | None, compute: Aggregate, values: list[Any] | None, first: int,
