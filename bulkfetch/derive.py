@@ -1,0 +1,464 @@
+"""What the Strava API would give for an activity, derived from its device file (a `bulkfetch.track.Track`),
+in the API's JSON shapes, so that `schema.build_tables` and `schema.build_streams` make rows of it: a
+StreamSet, the 1 km / 1 mile splits, the laps; and the file's totals (`file_summary`), to tell whether
+Strava's version of the activity is newer than the file (`is_stale`). Pure: no I/O, no clock.
+
+Strava does not publish its smoothing or thresholds; these rules are ours, simple and stated:
+
+- distance: the device's cumulative distance where the file records one (a record without a value takes
+  the value before it, 0 before the first; a value below an earlier one is raised to it, so it never
+  decreases); else, for a file with positions only (GPX), the cumulative great-circle (haversine) distance
+  between consecutive positions; else none. What needs distance (velocity_smooth, grade_smooth, moving,
+  splits) exists only when the distance grows: not for a treadmill run without a foot pod, nor weights.
+- moving: a record is moving when the speed over the interval since the record before it exceeds
+  1.0 m/s for cycling sports (CYCLING_SPORTS), 0.3 m/s for any other; the first record is not moving.
+  Moving time is the sum of the moving records' intervals, so standing still and a device's auto-pause
+  (a gap between records) do not count, and a gap the athlete moved through (a tunnel) does. GPS jitter
+  faster than the threshold while standing still counts as moving.
+- velocity_smooth[i]: the distance change over the time change between records i-2 and i+2 (nearer
+  records at the ends); 0 where those share a timestamp.
+- grade_smooth[i]: 100 x the altitude change over the distance change between records i-5 and i+5
+  (nearer at the ends); null where that distance change is under 5 m (standing still).
+- splits of `unit_m` (1000 m: splits_metric, 1609.344 m: splits_standard): split k ends at the first
+  record whose distance from the first record reaches k x unit_m; the last, partial split (to the last
+  record) is kept when it covers at least 1 m. A split runs from the record that ended the one before it
+  (the first record for split 1) to the record that ends it: its distance, elapsed time and elevation
+  difference are the differences between those two records, its moving time the moving seconds between
+  them, its average speed distance / moving time (null when that is 0), its average heart rate the mean
+  over its records (those after its start record, up to and including its end record; split 1 also has
+  the first). pace_zone and average_grade_adjusted_speed are null (Strava's zones and grade model are
+  not in the file). Distances and elevations are rounded to 0.1 m and speeds to 0.01 m/s, as Strava does.
+- laps: the device's laps (FIT lap messages, TCX laps), each ending at its last record at or before its
+  end (start + elapsed time, to the second; the next lap's start when the file gives no elapsed time);
+  the last lap ends at the last record; laps share their boundary record, like splits. The values the
+  device states win: elapsed time, its timer time as the moving time, distance, ascent, speeds, heart
+  rate, cadence, power; what it leaves out is computed over the lap's records as for splits. A file
+  without laps (GPX) gives one lap for the whole track, as Strava does.
+- elevation gain, where the file does not state it: each climb from a low point to a high point counts
+  once the altitude has risen more than 1 m above the low point, and ends when it falls more than 1 m
+  below the high point, so wiggles under 1 m add nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import accumulate, pairwise
+from operator import le, sub
+from typing import Any
+
+from bulkfetch.track import DeviceLap, Track
+
+METRIC_SPLIT_M = 1000.0
+STANDARD_SPLIT_M = 1609.344
+
+# The API reference describes splits_metric/splits_standard as "for runs"
+# (https://developers.strava.com/docs/reference/#api-models-DetailedActivity); Strava's activity pages
+# show the same per-kilometre/per-mile splits for walks and hikes, the other sports measured by pace.
+SPLIT_SPORTS = frozenset({"Run", "TrailRun", "VirtualRun", "Walk", "Hike"})
+CYCLING_SPORTS = frozenset({"Ride", "VirtualRide", "EBikeRide", "GravelRide", "MountainBikeRide",
+                            "EMountainBikeRide", "Velomobile", "Handcycle"})
+
+# Nobody rides slower than 3.6 km/h and stays upright; a steep hike still covers more than 0.3 m/s.
+CYCLING_MOVING_MPS = 1.0
+MOVING_MPS = 0.3
+VELOCITY_HALF_WINDOW = 2     # records either side
+GRADE_HALF_WINDOW = 5        # records either side
+GRADE_MIN_DISTANCE_M = 5.0   # below this the altitude's resolution (0.2 m in FIT) is noise, not grade
+MIN_PARTIAL_SPLIT_M = 1.0
+GAIN_HYSTERESIS_M = 1.0
+EARTH_RADIUS_M = 6_371_008.8  # the mean radius (IUGG)
+
+# is_stale: Strava's elapsed time is the file's span, so a minute apart is an edit (a crop removes
+# minutes). Strava may measure distance a little differently from the device (it recomputes GPS
+# distance for some uploads), so distance counts only beyond 3 % (and 50 m).
+STALE_ELAPSED_S = 60.0
+STALE_DISTANCE_FRACTION = 0.03
+STALE_DISTANCE_FLOOR_M = 50.0
+
+
+@dataclass(frozen=True)
+class Derived:
+    """The per-record series every derivation shares, computed once per track by `prepare`."""
+
+    track: Track
+    time: list[int]
+    distance: list[float] | None      # the distance stream (see the module's rule); None without one
+    moves: bool                       # the distance grows: moving, speeds, grades and splits exist
+    moving: list[bool] | None         # per record, when `moves`
+    moving_s: list[int] | None        # cumulative moving seconds at each record, when `moves`
+    altitude: list[float] | None      # gaps filled like distance's, for differences; None without altitude
+
+
+@dataclass(frozen=True)
+class FileSummary:
+    """The activity as the file records it: the session's values where the file states them (start,
+    distance, elapsed time, ascent), else computed from the records. moving_s is always computed from
+    the records by the moving rule when the distance grows (a device's timer time counts standing still
+    unless auto-pause was on), else the timer time, else the elapsed time."""
+
+    start_utc_s: float | None
+    sport_type: str | None
+    distance_m: float | None
+    elapsed_s: float | None
+    moving_s: float | None
+    elevation_gain_m: float | None
+
+
+def prepare(track: Track) -> Derived:
+    """The shared series of `track`; pass the result to the functions below to derive them only once."""
+    time = track.series["time"]
+    distance = _distance(track)
+    moves = distance is not None and len(distance) > 1 and distance[-1] > distance[0]
+    moving = moving_s = None
+    if moves:
+        threshold = CYCLING_MOVING_MPS if _sport(track) in CYCLING_SPORTS else MOVING_MPS
+        dd = list(map(sub, distance[1:], distance[:-1]))
+        dt = list(map(sub, time[1:], time[:-1]))
+        # a repeated timestamp (dt 0) is moving if the distance grew; it adds no seconds either way
+        flags = [a > threshold * b if b > 0 else a > 0 for a, b in zip(dd, dt)]
+        moving = [False, *flags]
+        moving_s = list(accumulate((b if f and b > 0 else 0 for f, b in zip(flags, dt)), initial=0))
+    altitude = _filled(track.series["altitude"]) if track.has("altitude") else None
+    return Derived(track, time, distance, moves, moving, moving_s, altitude)
+
+
+def stream_set(source: Track | Derived) -> dict[str, dict[str, list[Any]]]:
+    """A StreamSet keyed by type (as `GET /activities/{id}/streams?key_by_type=true` answers) with the
+    types the file has or gives: time, distance, latlng, altitude, heartrate, cadence, watts, temp, and
+    velocity_smooth, grade_smooth, moving where the distance grows."""
+    derived = _derived(source)
+    track = derived.track
+    if not derived.time:
+        return {}
+    streams: dict[str, list[Any]] = {"time": derived.time}
+    if derived.distance is not None:
+        streams["distance"] = derived.distance
+    if track.has("lat") and track.has("lng"):
+        streams["latlng"] = [[lat, lng] if lat is not None and lng is not None else None
+                             for lat, lng in zip(track.series["lat"], track.series["lng"])]
+    for name in ("altitude", "heartrate", "cadence", "watts", "temp"):
+        if track.has(name):
+            streams[name] = track.series[name]
+    if derived.moves:
+        streams["velocity_smooth"] = _velocity(derived)
+        streams["moving"] = derived.moving
+        if derived.altitude is not None:
+            streams["grade_smooth"] = _grade(derived)
+    return {name: {"data": data} for name, data in streams.items()}
+
+
+def splits(source: Track | Derived, unit_m: float) -> list[dict[str, Any]]:
+    """splits_metric (unit_m 1000) or splits_standard (1609.344) items; [] without a growing distance."""
+    derived = _derived(source)
+    if not derived.moves:
+        return []
+    distance = derived.distance
+    assert distance is not None and derived.moving_s is not None
+    start_m = distance[0]
+    bounds = [0]
+    for k in range(1, int((distance[-1] - start_m) // unit_m) + 1):
+        bounds.append(bisect_left(distance, start_m + k * unit_m, lo=bounds[-1]))
+    last = len(distance) - 1
+    if bounds[-1] < last and distance[-1] - distance[bounds[-1]] >= MIN_PARTIAL_SPLIT_M:
+        bounds.append(last)
+    heartrate = derived.track.series["heartrate"] if derived.track.has("heartrate") else None
+    items = []
+    for number, (start, end) in enumerate(pairwise(bounds), start=1):
+        metres = distance[end] - distance[start]
+        moving_s = derived.moving_s[end] - derived.moving_s[start]
+        items.append({
+            "split": number,
+            "distance": round(metres, 1),
+            "elapsed_time": int(derived.time[end] - derived.time[start]),
+            "moving_time": int(moving_s),
+            "elevation_difference": (round(derived.altitude[end] - derived.altitude[start], 1)
+                                     if derived.altitude is not None else None),
+            "average_speed": round(metres / moving_s, 2) if moving_s > 0 else None,
+            "average_heartrate": _mean(heartrate, _first_record(start), end),
+            "average_grade_adjusted_speed": None,
+            "pace_zone": None,
+        })
+    return items
+
+
+def laps(source: Track | Derived) -> list[dict[str, Any]]:
+    """API Lap items from the device's laps, or one lap of the whole track when the file has none."""
+    derived = _derived(source)
+    track = derived.track
+    device_laps = track.laps or ([DeviceLap(start_s=0.0)] if derived.time else [])
+    bounds = _lap_bounds(derived.time, device_laps)
+    velocity = _velocity(derived) if derived.moves and any(lap.max_speed is None for lap in device_laps) else None
+    return [_lap(derived, velocity, number, lap, start, end)
+            for number, (lap, (start, end)) in enumerate(zip(device_laps, bounds), start=1)]
+
+
+def file_summary(source: Track | Derived) -> FileSummary:
+    derived = _derived(source)
+    track = derived.track
+    session = track.session
+    time = derived.time
+
+    def stated(name: str) -> float | None:
+        return getattr(session, name) if session is not None else None
+
+    elapsed = stated("elapsed_s")
+    if elapsed is None and time:
+        elapsed = float(time[-1] - time[0])
+    distance = stated("distance_m")
+    if distance is None and derived.distance is not None:
+        distance = derived.distance[-1] - derived.distance[0]
+    if derived.moves:
+        assert derived.moving_s is not None
+        moving: float | None = float(derived.moving_s[-1])
+    else:
+        moving = stated("timer_s")
+        moving = moving if moving is not None else elapsed
+    gain = stated("ascent_m")
+    if gain is None and derived.altitude is not None:
+        gain = elevation_gain(derived.altitude)
+    start = stated("start_utc_s")
+    return FileSummary(start_utc_s=start if start is not None else track.start_utc_s, sport_type=_sport(track),
+                       distance_m=distance, elapsed_s=elapsed, moving_s=moving, elevation_gain_m=gain)
+
+
+def is_stale(summary: FileSummary, api_summary: dict[str, Any]) -> bool:
+    """True when Strava's summary of the activity (a SummaryActivity or DetailedActivity) disagrees with
+    the file: elapsed time more than STALE_ELAPSED_S apart, or distance more than STALE_DISTANCE_FRACTION
+    of the larger (and more than STALE_DISTANCE_FLOOR_M) apart. The activity was then cropped or corrected
+    on Strava after the upload, and the file's derived rows describe an older version. A value missing
+    on either side is not compared."""
+    api_elapsed = _number(api_summary.get("elapsed_time"))
+    if api_elapsed is not None and summary.elapsed_s is not None:
+        if abs(api_elapsed - summary.elapsed_s) > STALE_ELAPSED_S:
+            return True
+    api_distance = _number(api_summary.get("distance"))
+    if api_distance is not None and summary.distance_m is not None:
+        allowed = max(STALE_DISTANCE_FLOOR_M, STALE_DISTANCE_FRACTION * max(api_distance, summary.distance_m))
+        if abs(api_distance - summary.distance_m) > allowed:
+            return True
+    return False
+
+
+def elevation_gain(altitude: list[float]) -> float:
+    """The sum of climbs of an altitude series without gaps, by the module's rule (1 m hysteresis)."""
+    if not altitude:
+        return 0.0
+    gain = 0.0
+    ref = altitude[0]   # climbing: the high point so far; else the low point since the last climb
+    climbing = False
+    for value in altitude:
+        if climbing:
+            if value > ref:
+                gain += value - ref
+                ref = value
+            elif ref - value > GAIN_HYSTERESIS_M:
+                climbing, ref = False, value
+        elif value < ref:
+            ref = value
+        elif value - ref > GAIN_HYSTERESIS_M:
+            gain += value - ref
+            climbing, ref = True, value
+    return gain
+
+
+# -- the pieces ------------------------------------------------------------------------------------------
+
+def _derived(source: Track | Derived) -> Derived:
+    return source if isinstance(source, Derived) else prepare(source)
+
+
+def _sport(track: Track) -> str | None:
+    return track.session.sport_type if track.session is not None else None
+
+
+def _distance(track: Track) -> list[float] | None:
+    if track.has("distance"):
+        return _monotone(track.series["distance"])
+    if track.has("lat") and track.has("lng"):
+        return _haversine_distance(track.series["lat"], track.series["lng"])
+    return None
+
+
+def _monotone(values: list[float | None]) -> list[float]:
+    """Cumulative distance with gaps filled from the value before (0 before the first), never decreasing."""
+    if None not in values and all(map(le, values[:-1], values[1:])):
+        return [float(v) for v in values]
+    out = []
+    best = 0.0
+    for value in values:
+        if value is not None and value > best:
+            best = float(value)
+        out.append(best)
+    return out
+
+
+def _filled(values: list[float | None]) -> list[float]:
+    """Gaps take the value before them; those before the first value take the first value."""
+    first = next(v for v in values if v is not None)
+    if None not in values:
+        return [float(v) for v in values]
+    out = []
+    last = float(first)
+    for value in values:
+        if value is not None:
+            last = float(value)
+        out.append(last)
+    return out
+
+
+def _haversine_distance(lats: list[float | None], lngs: list[float | None]) -> list[float]:
+    """Cumulative great-circle distance over the positions; a record without one adds nothing, and the
+    next position is measured from the last known one."""
+    out = []
+    total = 0.0
+    prev: tuple[float, float, float] | None = None   # latitude in radians, its cosine, longitude in radians
+    radians, sin, cos, asin, sqrt = math.radians, math.sin, math.cos, math.asin, math.sqrt
+    for lat, lng in zip(lats, lngs):
+        if lat is not None and lng is not None:
+            phi, lam = radians(lat), radians(lng)
+            cos_phi = cos(phi)
+            if prev is not None:
+                h = sin((phi - prev[0]) / 2) ** 2 + prev[1] * cos_phi * sin((lam - prev[2]) / 2) ** 2
+                total += 2 * EARTH_RADIUS_M * asin(sqrt(min(1.0, h)))
+            prev = (phi, cos_phi, lam)
+        out.append(total)
+    return out
+
+
+def _shifted(values: list[Any], by: int) -> list[Any]:
+    """values[i + by] for each i, clamped to the first and last value at the ends."""
+    if by >= 0:
+        return values[by:] + [values[-1]] * min(by, len(values))
+    return [values[0]] * min(-by, len(values)) + values[:by]
+
+
+def _velocity(derived: Derived) -> list[float]:
+    distance, time = derived.distance, derived.time
+    assert distance is not None
+    k = VELOCITY_HALF_WINDOW
+    return [(d1 - d0) / (t1 - t0) if t1 != t0 else 0.0
+            for d1, d0, t1, t0 in zip(_shifted(distance, k), _shifted(distance, -k),
+                                      _shifted(time, k), _shifted(time, -k))]
+
+
+def _grade(derived: Derived) -> list[float | None]:
+    distance, altitude = derived.distance, derived.altitude
+    assert distance is not None and altitude is not None
+    k = GRADE_HALF_WINDOW
+    return [100.0 * (a1 - a0) / (d1 - d0) if d1 - d0 >= GRADE_MIN_DISTANCE_M else None
+            for d1, d0, a1, a0 in zip(_shifted(distance, k), _shifted(distance, -k),
+                                      _shifted(altitude, k), _shifted(altitude, -k))]
+
+
+# _mean or _maximum: the aggregate of a series over records first..last (inclusive)
+Aggregate = Callable[[list[Any] | None, int, int], float | None]
+
+
+def _first_record(start: int) -> int:
+    """The first record that belongs to a split or lap starting at record `start` (see the module)."""
+    return 0 if start == 0 else start + 1
+
+
+def _mean(values: list[Any] | None, first: int, last: int) -> float | None:
+    if values is None:
+        return None
+    present = [v for v in values[first:last + 1] if v is not None]
+    return round(sum(present) / len(present), 1) if present else None
+
+
+def _maximum(values: list[Any] | None, first: int, last: int) -> float | None:
+    present = [v for v in values[first:last + 1] if v is not None] if values is not None else []
+    return max(present) if present else None
+
+
+def _lap_bounds(time: list[int], device_laps: list[DeviceLap]) -> list[tuple[int | None, int | None]]:
+    """(start record, end record) of each lap, by the module's rule; (None, None) without records."""
+    if not time:
+        return [(None, None)] * len(device_laps)
+    last = len(time) - 1
+    bounds = []
+    start = 0
+    for lap, following in zip(device_laps, [*device_laps[1:], None]):
+        if following is None:
+            end = last
+        else:
+            end_s = following.start_s
+            if lap.elapsed_s is not None:
+                end_s = min(end_s, lap.start_s + lap.elapsed_s)
+            end = min(last, max(start, bisect_right(time, math.floor(end_s + 0.5)) - 1))
+        bounds.append((start, end))
+        start = end
+    return bounds
+
+
+def _lap(derived: Derived, velocity: list[float] | None, number: int, lap: DeviceLap, start: int | None,
+         end: int | None) -> dict[str, Any]:
+    track = derived.track
+    series = track.series
+    have = start is not None and end is not None
+    first = _first_record(start) if start is not None else 0
+    last = end if end is not None else -1
+
+    def recorded(name: str) -> list[Any] | None:
+        return series[name] if have and track.has(name) else None
+
+    elapsed = lap.elapsed_s
+    if elapsed is None and have:
+        elapsed = derived.time[end] - derived.time[start]
+    moving = lap.timer_s
+    if moving is None and have and derived.moving_s is not None:
+        moving = derived.moving_s[end] - derived.moving_s[start]
+    if moving is None:
+        moving = elapsed  # nothing tells standing from moving (no distance): Strava counts it all
+    distance = lap.distance_m
+    if distance is None and have and derived.distance is not None:
+        distance = derived.distance[end] - derived.distance[start]
+    gain = lap.ascent_m
+    if gain is None and have and derived.altitude is not None:
+        gain = elevation_gain(derived.altitude[start:end + 1])
+    average_speed = lap.average_speed
+    if average_speed is None and distance is not None and moving:
+        average_speed = distance / moving
+    max_speed = _stated_or(lap.max_speed, _maximum, velocity if have else None, first, last)
+    start_utc = track.start_utc_s + lap.start_s if track.start_utc_s is not None else None
+    return {
+        "id": None,
+        "name": f"Lap {number}",
+        "lap_index": number,
+        "split": number,
+        "start_date": _iso_utc(start_utc),
+        "start_date_local": None,  # the file has no time zone
+        "elapsed_time": round(elapsed) if elapsed is not None else None,
+        "moving_time": round(moving) if moving is not None else None,
+        "distance": round(distance, 2) if distance is not None else None,
+        "start_index": start,
+        "end_index": end,
+        "total_elevation_gain": round(gain, 1) if gain is not None else None,
+        "average_speed": round(average_speed, 3) if average_speed is not None else None,
+        "max_speed": round(max_speed, 3) if max_speed is not None else None,
+        "average_heartrate": _stated_or(lap.average_heartrate, _mean, recorded("heartrate"), first, last),
+        "max_heartrate": _stated_or(lap.max_heartrate, _maximum, recorded("heartrate"), first, last),
+        "average_cadence": _stated_or(lap.average_cadence, _mean, recorded("cadence"), first, last),
+        "average_watts": _stated_or(lap.average_watts, _mean, recorded("watts"), first, last),
+        "device_watts": track.has("watts"),
+        "pace_zone": None,
+    }
+
+
+def _stated_or(stated: float | None, compute: Aggregate, values: list[Any] | None, first: int,
+               last: int) -> float | None:
+    return stated if stated is not None else compute(values, first, last)
+
+
+def _iso_utc(epoch_s: float | None) -> str | None:
+    if epoch_s is None:
+        return None
+    return datetime.fromtimestamp(math.floor(epoch_s), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if type(value) in (int, float) and math.isfinite(value) else None
