@@ -1,0 +1,193 @@
+"""The account export meets the API: activities from its CSV, streams, splits and laps from its real device
+files (each row saying its `source`), fetch asking no streams the export covers, plan's saving line, and
+the schema upgrade of an existing data_dir. The real CLI against the simulator, real compaction, the
+Parquet read back with DuckDB."""
+
+from __future__ import annotations
+
+import io
+import re
+import subprocess
+import tarfile
+import zlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+
+import orjson
+import pyarrow.parquet as pq
+import pytest
+
+from bulkfetch import derive
+from bulkfetch.activity_files import decode_file
+from bulkfetch.cli import main
+from bulkfetch.export_store import ExportStore, imported_file
+from bulkfetch.roster import Roster
+from bulkfetch.schema import SCHEMA_VERSION
+from bulkfetch.simulator import SimulatorSettings, SimulatorThread
+from bulkfetch.track import write_track
+from tests.conftest import REPO, cli_env, simulator_config_text
+from tests.exports import ENGLISH_94, FILES, csv_text, english_row
+from tests.test_streams import spent, stream_gets
+
+duckdb = pytest.importorskip("duckdb")
+
+CSV_ONLY_ID = 9041865559  # an activity of the export that no API listing has (its file is 9700428229.fit)
+
+
+@dataclass(frozen=True)
+class Archived:
+    """A simulated activity and the real device file the export holds for it."""
+
+    activity_id: int
+    fixture: str
+    role: str  # covered (ok, agrees with Strava), stale (Strava's version was cropped), truncated
+
+    @property
+    def name(self) -> str:
+        return f"activities/{self.activity_id}.{self.fixture.split('.', 1)[1]}"
+
+
+ROLES = (("fenix5-run.fit.gz", "covered"), ("forerunner-run.tcx", "covered"), ("edge500-ride.fit", "covered"),
+         ("hike.gpx", "stale"), ("truncated.fit", "truncated"))
+
+
+@dataclass
+class Scenario:
+    sim: object
+    thread: SimulatorThread
+    config: Path
+    data_dir: Path
+    athlete_id: int
+    archived: list[Archived]
+    without_file: set[int]  # simulated activities the CSV has, without a file (manual entries, say)
+
+    def ids(self, *roles: str) -> set[int]:
+        return {a.activity_id for a in self.archived if a.role in roles}
+
+    def ids_of_sport(self, sport_type: str) -> set[int]:
+        return {a.activity_id for a in self.archived if self.sim.summary(a.activity_id)["sport_type"] == sport_type}
+
+    @property
+    def folder(self) -> Path:
+        return Roster(self.data_dir).athlete(self.athlete_id).folder
+
+    def rows(self, table: str) -> list[dict]:
+        parquet = self.data_dir / "parquet" / table
+        with duckdb.connect() as db:
+            cursor = db.execute(f"SELECT * FROM read_parquet('{parquet}/**/*.parquet', hive_partitioning = true)")
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+    def sources(self, table: str) -> dict[int, set[str]]:
+        key = "id" if table == "activities" else "activity_id"
+        found: dict[int, set[str]] = {}
+        for row in self.rows(table):
+            found.setdefault(row[key], set()).add(row["source"])
+        return found
+
+
+def cli(config: Path, *args: str) -> int:
+    return main(["--config", str(config), *args])
+
+
+def file_summary(fixture: str) -> derive.FileSummary:
+    return derive.file_summary(decode_file((FILES / fixture).read_bytes(), fixture))
+
+
+def csv_date(epoch_s: float) -> str:
+    """activities.csv's English date ("May 9, 2023, 10:09:29 AM"), UTC."""
+    moment = datetime.fromtimestamp(epoch_s, tz=UTC)
+    return moment.strftime("%b ") + f"{moment.day}, {moment.year}, " + moment.strftime("%I:%M:%S %p").lstrip("0")
+
+
+def start_of(sim, activity_id: int) -> float:
+    return datetime.fromisoformat(sim.summary(activity_id)["start_date"].replace("Z", "+00:00")).timestamp()
+
+
+def keep_export(athlete_folder: Path, csv_data: bytes, files: list[tuple[int, str, bytes]]) -> None:
+    """What an import leaves in the athlete's folder, written with the import's own store: the CSV, each file
+    verbatim, its decoded track and the index."""
+    store = ExportStore(athlete_folder)
+    with store.lock():
+        store.prepare()
+        store.keep_csv(csv_data)
+        entries = dict(store.entries())
+        for activity_id, name, data in files:
+            with store.new_file(name) as sink:
+                sink.write(data)
+            track = decode_file(data, name)
+            write_track(store.track_path(activity_id), track)
+            entries[activity_id] = imported_file(activity_id, name, len(data), zlib.crc32(data), track)
+        store.save_entries(entries)
+
+
+def scenario(tmp_path: Path, thread: SimulatorThread, sim) -> Scenario:
+    """An athlete whose export holds five real device files for five of its simulated activities (Strava's
+    summaries made to agree with the files, but the stale one's), one more activity only the export knows,
+    and CSV rows without a file for two simulated activities; imported before any API request."""
+    athlete_id = sim.athlete().athlete_id
+    with_gps = [i for i in sim.activity_ids() if not sim.summary(i)["manual"] and sim.summary(i)["map"]]
+    archived = [Archived(i, fixture, role) for i, (fixture, role) in zip(with_gps, ROLES)]
+    rows = []
+    for item in archived:
+        summary = file_summary(item.fixture)
+        distance, elapsed = summary.distance_m or 0.0, round(summary.elapsed_s or 0)
+        changes = {"sport_type": summary.sport_type or "Hike", "distance": distance, "elapsed_time": elapsed,
+                   "moving_time": round(summary.moving_s or 0)}
+        if item.role == "stale":  # cropped on Strava after the upload
+            changes.update(distance=round(distance * 0.6, 1), elapsed_time=elapsed + 900)
+        thread.call(partial(sim.edit_activity, item.activity_id, **changes))
+        row = english_row(item.activity_id, item.name, sport=changes["sport_type"], distance_m=distance,
+                          elapsed_s=elapsed, date=csv_date(start_of(sim, item.activity_id)))
+        rows.append({**row, "Moving Time": f"{changes['moving_time']}.0"})
+    without_file = [i for i in sim.activity_ids() if i not in {a.activity_id for a in archived}][:2]
+    rows += [english_row(i, None, name=sim.summary(i)["name"], date=csv_date(start_of(sim, i))) for i in without_file]
+    csv_only = english_row(CSV_ONLY_ID, "activities/9700428229.fit", date="May 9, 2023, 10:09:29 AM",
+                           name="Only in the export", elapsed_s=round(file_summary("fenix2-run.fit").elapsed_s or 0))
+    csv_only.update({"Distance": "", "Distance#2": ""})  # the file's distance fills it
+    rows.append(csv_only)
+    files = [(a.activity_id, a.name, (FILES / a.fixture).read_bytes()) for a in archived]
+    files.append((CSV_ONLY_ID, "activities/9700428229.fit", (FILES / "fenix2-run.fit").read_bytes()))
+    folder = Roster(tmp_path / "data").athlete(athlete_id).folder
+    keep_export(folder, csv_text(ENGLISH_94, rows), files)
+    config = tmp_path / "config.toml"
+    config.write_text(simulator_config_text(sim, tmp_path / "data", fetch={"per_page": 50}))
+    return Scenario(sim, thread, config, tmp_path / "data", athlete_id, archived, set(without_file))
+
+
+# -- without any API access ------------------------------------------------------------------------------
+def test_an_export_alone_gives_activities_from_its_csv_and_streams_splits_laps_from_its_files(tmp_path):
+    thread = SimulatorThread(SimulatorSettings(activities=12, seed=31))
+    with thread as sim:
+        case = scenario(tmp_path, thread, sim)
+        assert cli(case.config, "compact") == 0
+        assert sim.request_log == []  # nothing was asked of the API
+
+    activities = {row["id"]: row for row in case.rows("activities")}
+    csv_ids = case.ids("covered", "stale", "truncated") | case.without_file | {CSV_ONLY_ID}
+    assert set(activities) == csv_ids
+    assert {row["source"] for row in activities.values()} == {"csv"}
+    assert not any(row["has_detail"] for row in activities.values())
+    for item in case.archived:
+        row = activities[item.activity_id]
+        assert row["distance"] == pytest.approx(file_summary(item.fixture).distance_m, abs=0.1)
+        assert row["start_date"].year == row["year"] == datetime.fromtimestamp(start_of(sim, item.activity_id)).year
+    only = activities[CSV_ONLY_ID]  # its CSV row has no distance: the file's is taken
+    assert only["name"] == "Only in the export" and only["sport_type"] == "Run"
+    assert only["distance"] == pytest.approx(file_summary("fenix2-run.fit").distance_m)
+    assert (only["start_date"].year, only["year"]) == (2023, 2023)  # the CSV's date wins over the file's (2015)
+
+    with_files = csv_ids - case.without_file
+    assert case.sources("streams") == {i: {"file"} for i in with_files}
+    assert case.sources("laps") == {i: {"file"} for i in with_files}
+    runs = with_files - case.ids_of_sport("Ride")  # Strava's details carry splits for runs and hikes, not rides
+    for table in ("splits_metric", "splits_standard"):
+        assert set(case.sources(table)) <= runs and case.ids("covered") - case.ids_of_sport("Ride") <= set(
+            case.sources(table)), table
+    fenix2 = [r for r in case.rows("splits_metric") if r["activity_id"] == CSV_ONLY_ID]
+    assert [r["split"] for r in fenix2] == list(range(1, 11))  # 9.0 km: nine whole kilometres and the rest
+    distances = [r["distance"] for r in case.rows("streams") if r["activity_id"] == CSV_ONLY_ID]
+    assert len(distances) == 2809  # one stream row per record of the file
+    assert sum(r["distance"] for r in fenix2) == pytest.approx(max(distances) - min(distances), abs=0.5)
