@@ -334,7 +334,8 @@ def _sigterm_as_ctrl_c() -> Iterator[None]:
 
 
 def _summary_line(summary: FetchSummary) -> str:
-    streams = f"{summary.streams:,} stream sets; " if summary.streams else ""
+    exported = f" ({summary.streams_from_export:,} more from the account export)" if summary.streams_from_export else ""
+    streams = f"{summary.streams:,} stream sets{exported}; " if summary.streams or exported else ""
     failed = len(summary.failed) + len(summary.failed_streams)
     failed_streams = f" ({len(summary.failed_streams):,} of them stream sets)" if summary.failed_streams else ""
     requests = f"{summary.requests:,} request{'' if summary.requests == 1 else 's'}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import re
 import subprocess
+import sys
 import tarfile
 import zlib
 from dataclasses import dataclass
@@ -137,7 +138,7 @@ def scenario(tmp_path: Path, thread: SimulatorThread, sim) -> Scenario:
         changes = {"sport_type": summary.sport_type or "Hike", "distance": distance, "elapsed_time": elapsed,
                    "moving_time": round(summary.moving_s or 0)}
         if item.role == "stale":  # cropped on Strava after the upload
-            changes.update(distance=round(distance * 0.6, 1), elapsed_time=elapsed + 900)
+            changes.update(distance=round(distance * 0.6, 1), elapsed_time=elapsed + 900, moving_time=elapsed + 900)
         thread.call(partial(sim.edit_activity, item.activity_id, **changes))
         row = english_row(item.activity_id, item.name, sport=changes["sport_type"], distance_m=distance,
                           elapsed_s=elapsed, date=csv_date(start_of(sim, item.activity_id)))
@@ -191,3 +192,120 @@ def test_an_export_alone_gives_activities_from_its_csv_and_streams_splits_laps_f
     distances = [r["distance"] for r in case.rows("streams") if r["activity_id"] == CSV_ONLY_ID]
     assert len(distances) == 2809  # one stream row per record of the file
     assert sum(r["distance"] for r in fenix2) == pytest.approx(max(distances) - min(distances), abs=0.5)
+
+
+# -- with the API ------------------------------------------------------------------------------------------
+PLAN_SAVING = re.compile(r"^streams: ([\d,]+) of ([\d,]+) from the export, ([\d,]+) requests?", re.MULTILINE)
+
+
+def test_fetch_replaces_the_csv_rows_and_asks_no_streams_the_export_covers(tmp_path, capsys):
+    thread = SimulatorThread(SimulatorSettings(activities=12, seed=32, short_limit=1000, daily_limit=10000))
+    with thread as sim:
+        case = scenario(tmp_path, thread, sim)
+        listed = set(sim.activity_ids())
+        covered = case.ids("covered")
+        capsys.readouterr()
+        assert cli(case.config, "plan", "--streams", "all") == 0
+        saving = PLAN_SAVING.search(capsys.readouterr().out)
+        assert saving and tuple(int(g.replace(",", "")) for g in saving.groups()) == (
+            len(covered), len(listed), len(listed) - len(covered))
+
+        mark = len(sim.request_log)
+        assert cli(case.config, "fetch", "--streams", "all") == 0
+        asked = stream_gets(sim, mark)
+        # the stale file's and the truncated file's activities get their streams from the API, as the rest
+        assert sorted(asked) == sorted(listed - covered) and len(asked) == len(set(asked))
+        assert spent(sim, mark)["detail"] == len(listed)  # every detail, as without an export
+
+        capsys.readouterr()
+        assert cli(case.config, "status", "--json") == 0
+        report = orjson.loads(capsys.readouterr().out)
+        assert (report["pending_streams"], report["streams_from_export"]) == (0, len(covered))
+        mark = len(sim.request_log)
+        assert cli(case.config, "fetch", "--streams", "all") == 0  # a rerun asks nothing the export covers either
+        assert stream_gets(sim, mark) == []
+
+    activities = case.sources("activities")
+    assert activities == {**{i: {"api"} for i in listed}, CSV_ONLY_ID: {"csv"}}  # one row each
+    streams = case.sources("streams")
+    assert streams == {**{i: {"api"} for i in listed - covered - set(manual(sim, listed))},
+                       **{i: {"file"} for i in covered}, CSV_ONLY_ID: {"file"}}
+    for table in ("splits_metric", "laps"):  # every listed activity's detail replaced its file's
+        assert {i: s for i, s in case.sources(table).items() if i in listed} == {
+            i: {"api"} for i in case.sources(table) if i in listed}, table
+        assert case.sources(table)[CSV_ONLY_ID] == {"file"}
+    # the file's streams are the recording, in the API's units: fenix5 starts at 0 s, its distance grows
+    rows = sorted((r for r in case.rows("streams") if r["activity_id"] == case.archived[0].activity_id),
+                  key=lambda r: r["seq"])
+    assert rows[0]["time"] == 0 and rows[-1]["distance"] == pytest.approx(157.56, abs=0.5)
+
+
+def manual(sim, ids: set[int]) -> list[int]:
+    """Activities without streams at Strava (entered by hand)."""
+    return [i for i in ids if sim.summary(i)["manual"]]
+
+
+def test_streams_from_api_asks_every_activity_and_the_apis_streams_replace_the_files(tmp_path, capsys):
+    thread = SimulatorThread(SimulatorSettings(activities=8, seed=33, short_limit=1000, daily_limit=10000))
+    with thread as sim:
+        case = scenario(tmp_path, thread, sim)
+        listed = set(sim.activity_ids())
+        capsys.readouterr()
+        assert cli(case.config, "plan", "--streams", "all", "--streams-from", "api") == 0
+        out = capsys.readouterr().out
+        assert not PLAN_SAVING.search(out) and f", {len(listed)} stream sets;" in out
+        assert cli(case.config, "fetch", "--streams", "all", "--streams-from", "api") == 0
+        assert sorted(stream_gets(sim)) == sorted(listed)
+        recorded = orjson.loads((case.folder / "state" / "filters.json").read_bytes())
+        assert recorded["streams_from"] == "api"  # status counts pending streams as that fetch did
+    streams = case.sources("streams")
+    assert all(streams[i] == {"api"} for i in case.ids("covered"))  # one source per activity: the API's
+    assert streams[CSV_ONLY_ID] == {"file"}
+
+
+# -- the upgrade -----------------------------------------------------------------------------------------
+UPGRADE_FROM = "4e9953f"  # main before the export: Parquet schema 3, no `source` column
+
+
+def previous_version(tmp_path: Path) -> Path:
+    """The previous version's bulkfetch/ package, from git (no checkout is touched)."""
+    found = subprocess.run(["git", "-C", str(REPO), "cat-file", "-e", f"{UPGRADE_FROM}^{{commit}}"],
+                           capture_output=True)
+    if found.returncode != 0:
+        pytest.skip(f"this checkout lacks {UPGRADE_FROM}, the version before the schema change")
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", UPGRADE_FROM, "bulkfetch"],
+                             capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(tmp_path / "previous", filter="data")
+    return tmp_path / "previous"
+
+
+def test_the_first_compaction_after_the_upgrade_rebuilds_every_table_with_source_without_a_request(tmp_path):
+    previous = previous_version(tmp_path)
+    with SimulatorThread(SimulatorSettings(activities=15, seed=34, short_limit=1000, daily_limit=10000)) as sim:
+        config = tmp_path / "config.toml"
+        config.write_text(simulator_config_text(sim, tmp_path / "data", fetch={"streams": ["time", "heartrate"]}))
+        old = subprocess.run([sys.executable, "-m", "bulkfetch", "--config", str(config), "fetch"],
+                             env={**cli_env(), "PYTHONPATH": str(previous)}, cwd=previous, capture_output=True,
+                             text=True, timeout=120)
+        assert old.returncode == 0, old.stderr
+        parquet = tmp_path / "data" / "parquet"
+        made = {path: pq.read_table(path) for path in parquet.rglob("*.parquet")}
+        assert made and all(b"bulkfetch.schema_version" in t.schema.metadata and "source" not in t.column_names
+                            for t in made.values())
+
+        mark = len(sim.request_log)
+        assert cli(config, "compact") == 0
+        assert len(sim.request_log) == mark  # rebuilt from the raw JSON alone
+        rebuilt = {path: pq.read_table(path) for path in parquet.rglob("*.parquet")}
+        assert set(rebuilt) == set(made)  # the same partitions, each rewritten in the new schema
+        for path, table in rebuilt.items():
+            assert table.schema.metadata[b"bulkfetch.schema_version"] == str(SCHEMA_VERSION).encode()
+            if path.parts[-4] in ("best_efforts", "segment_efforts"):  # the API's alone: no source column
+                assert table.to_pylist() == made[path].to_pylist(), path
+                continue
+            assert set(table.column("source").to_pylist()) == {"api"}, path
+            assert table.drop_columns(["source"]).to_pylist() == made[path].to_pylist(), path
+
+        assert cli(config, "fetch") == 0  # and the next fetch spends only its routine list check
+        assert spent(sim, mark) == {"list": 1}
