@@ -501,7 +501,6 @@ def _cmd_import(args: argparse.Namespace) -> int:
     ensure_dir(data_dir)
     _migrate_layout(data_dir)
     with _sigterm_as_ctrl_c(), _reporter(args, config) as reporter:
-        reporter.info(f"import {args.path} into {data_dir}")
         try:
             summary = import_export(data_dir, args.path, args.athlete, reporter)
         except KeyboardInterrupt:

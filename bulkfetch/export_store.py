@@ -25,7 +25,7 @@ import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -48,7 +48,7 @@ class ImportedFile:
     file: str                   # as the export names it ("activities/123.fit.gz"), kept under export/
     size: int
     crc32: int
-    format: str                 # fit, gpx or tcx (gzip or not)
+    format: str | None          # fit, gpx or tcx (gzip or not); None: neither content nor name says
     status: str                 # ok, truncated or unreadable (see bulkfetch.track.Status)
     problem: str | None
     records: int
@@ -81,10 +81,15 @@ class ExportStore:
         return [self.folder / name for name in self._index()["csv"] if (self.folder / name).is_file()]
 
     def activities(self) -> dict[int, ExportActivity]:
-        """Every imported activities.csv's rows by activity id; a newer export's row wins."""
+        """Every imported activities.csv's rows by activity id; a newer export's values win."""
         merged: dict[int, ExportActivity] = {}
         for path in self.csv_versions():
-            merged.update(parse_activities_csv(path.read_bytes()).activities)
+            for activity_id, row in parse_activities_csv(path.read_bytes()).activities.items():
+                older = merged.get(activity_id)
+                # A newer CSV in a language bulkfetch does not read has ids and files only: it adds, it
+                # does not erase what an older one said.
+                merged[activity_id] = row if older is None else replace(older, **{
+                    name: value for name, value in asdict(row).items() if value is not None})
         return merged
 
     def files(self) -> dict[int, ImportedFile]:
@@ -232,9 +237,10 @@ def _entry_of(key: str, value: Any) -> ImportedFile | None:
     if not key.isdigit() or not isinstance(value, dict):
         return None
     try:
+        file_format = value["format"]
         return ImportedFile(activity_id=int(key), file=str(value["file"]), size=int(value["size"]),
-                            crc32=int(value["crc32"]), format=str(value["format"]), status=str(value["status"]),
-                            problem=value.get("problem"), records=int(value["records"]),
+                            crc32=int(value["crc32"]), format=file_format if isinstance(file_format, str) else None,
+                            status=str(value["status"]), problem=value.get("problem"), records=int(value["records"]),
                             series=tuple(str(name) for name in value["series"]))
     except (KeyError, TypeError, ValueError):
         return None

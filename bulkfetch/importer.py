@@ -112,6 +112,7 @@ def import_export(data_dir: Path, path: Path, wanted: int | None, events: Import
         else:
             _adopt_unbound(roster, athlete, ids, events)
         store = ExportStore(athlete.folder)
+        events.info(f"import {path} for {athlete.label} into {store.folder}")
         with store.lock():
             store.prepare()
             summary = ImportSummary(athlete, activities=len(listing.activities))
@@ -226,17 +227,18 @@ def _plan(export: Export, listing: ActivitiesCsv, store: ExportStore, summary: I
             summary.missing.append(activity.file)
             continue
         entry = entries.get(activity_id)
-        if activity_id in decoded:
-            if entry is not None and entry.file == activity.file and entry.size == member.size and \
-                    entry.crc32 == member_crc32(export, member):
-                summary.unchanged += 1
-                continue
+        same = entry is not None and entry.file == activity.file and entry.size == member.size and \
+            entry.crc32 == member_crc32(export, member)
+        if same and activity_id in decoded:
+            summary.unchanged += 1
+            continue
+        if entry is None and activity_id in decoded:
             adopted = _adoptable(store, activity_id, activity.file, member.size, member_crc32(export, member))
-            if entry is None and adopted is not None:
+            if adopted is not None:
                 entries[activity_id] = adopted
                 summary.adopted += 1
                 continue
-        jobs.append(Job(activity_id, activity.file, replaces=entry is not None))
+        jobs.append(Job(activity_id, activity.file, replaces=entry is not None and not same))
     if summary.adopted:
         store.save_entries(entries)
     return jobs
@@ -371,7 +373,7 @@ def summary_line(summary: ImportSummary) -> str:
     imported = summary.imported
     parts = []
     if imported:
-        formats = Counter(entry.format for entry in imported)
+        formats = Counter(entry.format or "of unknown format" for entry in imported)
         by_format = ", ".join(f"{count:,} {name}" for name, count in formats.most_common())
         parts.append(f"{len(imported):,} file{'s' if len(imported) != 1 else ''} ({by_format})")
     else:

@@ -1,0 +1,317 @@
+"""`bulkfetch import`: the real command on small exports built from real device files and real
+activities.csv headers (see tests/exports.py). No API access is needed, and none is configured."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from bulkfetch.auth import Tokens
+from bulkfetch.export_store import ExportStore
+from bulkfetch.roster import Roster
+from bulkfetch.store import TEMP_MARK, RawStore, exclusive_lock
+from tests.conftest import cli_env, run_cli
+from tests.exports import (
+    ENGLISH_94,
+    GERMAN_92,
+    ExportFile,
+    csv_text,
+    english_row,
+    fixture,
+    write_folder,
+    write_zip,
+)
+
+ATHLETE = 31415926
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    """A config without any Strava credentials: import needs none."""
+    path = tmp_path / "config.toml"
+    path.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n', encoding="utf-8")
+    return path
+
+
+def _data(config: Path) -> Path:
+    return config.parent / "data"
+
+
+def _store(config: Path, athlete_id: int | None = ATHLETE) -> ExportStore:
+    name = str(athlete_id) if athlete_id is not None else "unbound"
+    return ExportStore(_data(config) / "athletes" / name)
+
+
+def _real_export(tmp_path: Path, *, name: str = "export.zip") -> tuple[Path, dict[int, bytes]]:
+    """Seven activities as real exports have them: FIT (plain and gzipped under a name that differs from
+    the id), TCX with whitespace before its XML declaration, two GPX, a truncated FIT, a file that is no
+    activity file at all, and a manual activity; media and other CSVs beside them."""
+    files = {
+        101: ExportFile("activities/101.fit", fixture("fenix2-run.fit")),
+        102: ExportFile("activities/99102.fit.gz", fixture("edge500-ride.fit", gzipped=True)),
+        103: ExportFile("activities/103.tcx", b"\n  " + fixture("forerunner-run.tcx")),
+        104: ExportFile("activities/104.gpx", fixture("hike.gpx")),
+        105: ExportFile("activities/105.gpx", fixture("runkeeper-hr.gpx")),
+        106: ExportFile("activities/106.fit", fixture("truncated.fit")),
+        107: ExportFile("activities/107.fit", b"this is not an activity file"),
+    }
+    rows = [english_row(i, file.name) for i, file in files.items()] + [english_row(108, None, sport="Weight Training")]
+    path = write_zip(tmp_path / name, csv_text(ENGLISH_94, rows), list(files.values()), profile_id=ATHLETE,
+                     extra={"media/photo.jpg": b"\xff\xd8jpeg", "bikes.csv": b"Bike Name\nOld\n"})
+    return path, {i: file.data for i, file in files.items()}
+
+
+def test_an_export_imports_with_its_files_kept_verbatim_and_decoded(tmp_path: Path, config: Path) -> None:
+    path, files = _real_export(tmp_path)
+    result = run_cli("--config", str(config), "import", str(path))
+    assert result.returncode == 0, result.stderr
+    summary = result.stdout.strip().splitlines()[-1]
+    assert summary.startswith("imported 8 activities from the export: 7 files (4 fit, 2 gpx, 1 tcx)"), summary
+    assert "1 truncated (activities/106.fit: " in summary and "1 unreadable (activities/107.fit: " in summary
+    assert summary.endswith("1 manual without a file"), summary
+    store = _store(config)
+    imported = store.files()
+    assert sorted(imported) == sorted(files)
+    for activity_id, data in files.items():
+        assert store.file_path(imported[activity_id].file).read_bytes() == data  # verbatim, gzip kept
+    assert {i: entry.status for i, entry in imported.items()} == {
+        101: "ok", 102: "ok", 103: "ok", 104: "ok", 105: "ok", 106: "truncated", 107: "unreadable"}
+    assert imported[102].file == "activities/99102.fit.gz" and imported[102].format == "fit"
+    assert store.read_track(106).records == imported[106].records > 0  # the records before the cut
+    assert store.read_track(101).records == imported[101].records > 2000 and "heartrate" in imported[101].series
+    assert store.read_track(107).records == 0
+    # Only activities.csv and the activity files are kept: no media, no other CSV.
+    kept = sorted(str(p.relative_to(store.folder)) for p in store.folder.rglob("*") if p.is_file())
+    assert not any(name.startswith("media") or name == "bikes.csv" for name in kept), kept
+    assert [p.name for p in store.csv_versions()] == [n for n in kept if n.endswith(".csv")]
+    assert store.activities()[108].file is None and store.activities()[108].sport_type == "WeightTraining"
+    log = (_data(config) / "bulkfetch.log").read_text()
+    assert summary in log and "activities/106.fit: truncated: " in log and "files/s" in log
+
+
+def test_a_second_import_decodes_nothing_and_a_newer_export_adds_and_replaces(tmp_path: Path, config: Path) -> None:
+    path, _ = _real_export(tmp_path)
+    assert run_cli("--config", str(config), "import", str(path)).returncode == 0
+    store = _store(config)
+    stamps = {i: store.track_path(i).stat().st_mtime_ns for i in store.files()}
+
+    again = run_cli("--config", str(config), "import", str(path))
+    assert again.returncode == 0, again.stderr
+    assert "nothing new" in again.stderr
+    assert again.stdout.strip().endswith("7 imported before (not decoded again)")
+    assert {i: store.track_path(i).stat().st_mtime_ns for i in store.files()} == stamps
+
+    # A newer export: one new activity, and activity 104's file replaced by another recording.
+    rows = [english_row(i, f.name) for i, f in _export_files_of(path).items()] + [
+        english_row(108, None), english_row(109, "activities/109.fit")]
+    newer_files = {**_export_files_of(path), 104: ExportFile("activities/104.gpx", fixture("runkeeper-hr.gpx")),
+                   109: ExportFile("activities/109.fit", fixture("fenix5-run.fit"))}
+    newer = write_zip(tmp_path / "newer.zip", csv_text(ENGLISH_94, rows), list(newer_files.values()),
+                      profile_id=ATHLETE)
+    result = run_cli("--config", str(config), "import", str(newer))
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.strip().splitlines()[-1]
+    assert "2 files (2 " in line or "2 files (1 " in line, line
+    assert "1 replaced a file imported before" in line and "6 imported before" in line, line
+    after = store.files()
+    assert sorted(after) == [*range(101, 108), 109]
+    assert after[104].records == store.read_track(104).records == store.read_track(105).records
+    assert {i: store.track_path(i).stat().st_mtime_ns for i in after if i not in (104, 109)} == \
+        {i: stamp for i, stamp in stamps.items() if i != 104}
+    assert len(store.csv_versions()) == 2
+
+
+def _export_files_of(path: Path) -> dict[int, ExportFile]:
+    with zipfile.ZipFile(path) as archive:
+        names = [n for n in archive.namelist() if n.startswith("activities/")]
+        by_id = {101: "101.fit", 102: "99102.fit.gz", 103: "103.tcx", 104: "104.gpx", 105: "105.gpx",
+                 106: "106.fit", 107: "107.fit"}
+        return {i: ExportFile(f"activities/{name}", archive.read(f"activities/{name}"))
+                for i, name in by_id.items() if f"activities/{name}" in names}
+
+
+def test_a_german_export_in_a_folder(tmp_path: Path, config: Path) -> None:
+    row = {"Aktivitäts-ID": "8228026758", "Aktivitätsdatum": "09.12.2022, 15:24:49", "Name der Aktivität": "Abendfahrt",
+           "Aktivitätsart": "Radfahrt", "Verstrichene Zeit": "4000", "Distanz": "9,44", "Verstrichene Zeit#2": "4000.0",
+           "Distanz#2": "9440.0", "Dateiname": "activities/8228026758.fit"}
+    folder = write_folder(tmp_path / "export", csv_text(GERMAN_92, [row]),
+                          [ExportFile("activities/8228026758.fit", fixture("edge500-ride.fit"))], profile_id=ATHLETE)
+    result = run_cli("--config", str(config), "import", str(folder))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1].startswith("imported 1 activities from the export: 1 file (1 fit)")
+    store = _store(config)
+    activity = store.activities()[8228026758]
+    assert (activity.start_date, activity.sport_type, activity.distance_m) == ("2022-12-09T15:24:49Z", "Ride", 9440.0)
+    assert store.files()[8228026758].status == "ok"
+
+
+def test_an_unsafe_zip_is_refused_and_nothing_is_written(tmp_path: Path, config: Path) -> None:
+    path = write_zip(tmp_path / "export.zip", csv_text(ENGLISH_94, [english_row(1, "activities/1.fit")]),
+                     [ExportFile("activities/1.fit", fixture("fenix5-run.fit"))], profile_id=ATHLETE,
+                     extra={"../../outside.txt": b"x"})
+    result = run_cli("--config", str(config), "import", str(path))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "'../../outside.txt'" in result.stderr
+    assert not (_data(config) / "athletes").exists()
+    assert not (tmp_path.parent / "outside.txt").exists()
+
+
+@pytest.mark.parametrize("what", ["missing", "not an export"])
+def test_a_path_that_is_no_export_is_exit_2_in_one_line(tmp_path: Path, config: Path, what: str) -> None:
+    path = tmp_path / "nothing.zip"
+    if what == "not an export":
+        path.write_text("a,b\n")
+    result = run_cli("--config", str(config), "import", str(path))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and str(path) in result.stderr
+
+
+def _connect(config: Path, athlete_id: int) -> None:
+    Roster(_data(config)).connect(Tokens(refresh_token=f"token-{athlete_id}", athlete_id=athlete_id))
+
+
+def _export_without_profile(tmp_path: Path, ids: range) -> Path:
+    rows = [english_row(i, f"activities/{i}.fit") for i in ids]
+    return write_zip(tmp_path / "anonymous.zip", csv_text(ENGLISH_94, rows),
+                     [ExportFile(f"activities/{i}.fit", fixture("fenix5-run.fit")) for i in ids])
+
+
+def test_with_several_athletes_connected_the_export_names_its_athlete_or_is_refused(tmp_path: Path,
+                                                                                    config: Path) -> None:
+    _connect(config, 11)
+    _connect(config, 12)
+    path = _export_without_profile(tmp_path, range(1, 3))
+    refused = run_cli("--config", str(config), "import", str(path))
+    assert refused.returncode == 2 and "athlete 11" in refused.stderr and "athlete 12" in refused.stderr
+    assert "--athlete" in refused.stderr and refused.stderr.count("\n") == 1
+    chosen = run_cli("--config", str(config), "import", str(path), "--athlete", "12")
+    assert chosen.returncode == 0, chosen.stderr
+    assert sorted(_store(config, 12).files()) == [1, 2] and not _store(config, 11).exists()
+
+
+def test_an_export_whose_activities_another_athlete_lists_is_refused(tmp_path: Path, config: Path) -> None:
+    _connect(config, 11)
+    _connect(config, 12)
+    listing = RawStore(_data(config) / "athletes" / "12").new_listing(time.time())
+    listing.write_page(1, b'[{"id": 1, "start_date": "2023-05-09T10:09:29Z"}, {"id": 2}]')
+    listing.mark_complete(2)
+    path = _export_without_profile(tmp_path, range(1, 3))
+    refused = run_cli("--config", str(config), "import", str(path), "--athlete", "11")
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert "not athlete 11's" in refused.stderr and "athlete 12's list" in refused.stderr
+    assert not _store(config, 11).exists()
+    # Without --athlete, the list tells whose it is.
+    found = run_cli("--config", str(config), "import", str(path))
+    assert found.returncode == 0, found.stderr
+    assert sorted(_store(config, 12).files()) == [1, 2]
+
+
+def test_an_export_of_unknown_athlete_waits_unbound_and_moves_once_known(tmp_path: Path, config: Path) -> None:
+    path = _export_without_profile(tmp_path, range(1, 3))
+    first = run_cli("--config", str(config), "import", str(path))
+    assert first.returncode == 0, first.stderr
+    assert "does not say whose it is" in first.stderr and "not compacted" in first.stderr
+    assert sorted(_store(config, None).files()) == [1, 2]
+    stamps = {i: _store(config, None).track_path(i).stat().st_mtime_ns for i in (1, 2)}
+    known = run_cli("--config", str(config), "import", str(path), "--athlete", "77")
+    assert known.returncode == 0, known.stderr
+    assert known.stdout.strip().endswith("2 imported before (not decoded again)")
+    assert {i: _store(config, 77).track_path(i).stat().st_mtime_ns for i in (1, 2)} == stamps
+    assert not (_data(config) / "athletes" / "unbound").exists()
+
+
+def test_the_profile_and_the_flag_must_agree(tmp_path: Path, config: Path) -> None:
+    path, _ = _real_export(tmp_path)
+    result = run_cli("--config", str(config), "import", str(path), "--athlete", "5")
+    assert result.returncode == 2 and f"athlete {ATHLETE}'s" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_two_imports_of_one_athlete_do_not_interleave_and_a_fetch_is_no_obstacle(tmp_path: Path,
+                                                                                config: Path) -> None:
+    path, _ = _real_export(tmp_path)
+    store = _store(config)
+    with store.lock():
+        busy = run_cli("--config", str(config), "import", str(path))
+    assert busy.returncode == 2 and f"(PID {os.getpid()})" in busy.stderr
+    with exclusive_lock(_data(config), "fetch"):
+        beside = run_cli("--config", str(config), "import", str(path))
+    assert beside.returncode == 0, beside.stderr
+    assert "not compacted now" in beside.stderr and "a fetch compacts when it ends" in beside.stderr
+    assert len(store.files()) == 7
+
+
+def _many_copies(tmp_path: Path, count: int) -> Path:
+    data = fixture("fenix2-run.fit")
+    rows = [english_row(i, f"activities/{i}.fit") for i in range(1, count + 1)]
+    return write_zip(tmp_path / "many.zip", csv_text(ENGLISH_94, rows),
+                     [ExportFile(f"activities/{i}.fit", data) for i in range(1, count + 1)], profile_id=ATHLETE)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "Ctrl-C"])
+def test_a_stopped_import_resumes_and_imports_each_file_exactly_once(tmp_path: Path, config: Path, stop: int) -> None:
+    count = 16
+    path = _many_copies(tmp_path, count)
+    store = _store(config)
+    child = subprocess.Popen([sys.executable, "-m", "bulkfetch", "--config", str(config), "import", str(path)],
+                             env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    deadline = time.monotonic() + 60
+    while len(store.decoded_ids()) < 3 and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.killpg(child.pid, stop)  # its own session: the command, its forkserver and its workers
+    _, stderr = child.communicate(timeout=60)
+    assert child.returncode == (-signal.SIGKILL if stop == signal.SIGKILL else 130), stderr
+    if stop == signal.SIGINT:
+        assert "rerun 'bulkfetch import' to continue" in stderr and "Traceback" not in stderr
+    done = {i: store.track_path(i).stat().st_mtime_ns for i in store.decoded_ids()}
+    assert 0 < len(done) < count, "the import was not stopped half-way: raise the count"
+
+    rerun = run_cli("--config", str(config), "import", str(path))
+    assert rerun.returncode == 0, rerun.stderr
+    line = rerun.stdout.strip().splitlines()[-1]
+    decoded_now = int(line.split(": ", 1)[1].split(" file")[0])
+    before = int(line.rsplit("; ", 1)[1].split(" imported before")[0])
+    assert decoded_now + before == count and before >= len(done), line
+    assert sorted(store.files()) == list(range(1, count + 1))
+    assert {i: store.track_path(i).stat().st_mtime_ns for i in done} == done  # never decoded twice
+    left = [p for p in _data(config).rglob("*") if TEMP_MARK in p.name]
+    assert not left, left
+
+
+def test_a_zip64_export_with_a_large_member_imports_under_a_memory_cap(tmp_path: Path, config: Path) -> None:
+    """The archive is bigger than the memory the import may use: reading it whole, or the big member,
+    would fail; streaming one member at a time does not."""
+    large = 512 << 20
+    path = tmp_path / "big.zip"
+    rows = [english_row(1, "activities/1.fit"), english_row(2, "activities/2.gpx")]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("activities.csv", csv_text(ENGLISH_94, rows))
+        with archive.open("activities/1.fit", "w", force_zip64=True) as member:
+            member.write(fixture("fenix2-run.fit"))
+        archive.writestr("activities/2.gpx", fixture("hike.gpx"))
+        with archive.open(zipfile.ZipInfo("media/video.mp4"), "w", force_zip64=True) as member:
+            chunk = os.urandom(1 << 20)
+            for _ in range(large >> 20):
+                member.write(chunk)
+    assert path.stat().st_size > large
+    # The cap: what the command has mapped once its modules are loaded, plus half the archive.
+    capped = (
+        "import resource, sys\n"
+        "import bulkfetch.cli, bulkfetch.importer, bulkfetch.compact\n"
+        "mapped = int(next(l for l in open('/proc/self/status') if l.startswith('VmSize')).split()[1]) * 1024\n"
+        f"resource.setrlimit(resource.RLIMIT_AS, (mapped + {large // 2}, resource.RLIM_INFINITY))\n"
+        f"sys.exit(bulkfetch.cli.main(['--config', {str(config)!r}, 'import', {str(path)!r}, '--athlete', '5']))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", capped], env=cli_env(MALLOC_ARENA_MAX="2"), capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1].startswith("imported 2 activities from the export: 2 files")
+    kept = sum(p.stat().st_size for p in (_data(config)).rglob("*") if p.is_file())
+    assert kept < large // 8  # the media member was not copied
+    assert sorted(_store(config, 5).files()) == [1, 2]
