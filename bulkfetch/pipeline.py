@@ -64,6 +64,8 @@ FAILED = "failed"
 # base of the catalog (which would drop every activity it missed) until a full listing looks whole again.
 SUSPECT_LISTING = {"kind": "suspect"}
 MAX_LOOKUP_PAGES = 20  # list pages one look-up of a moved activity may take (ties in one start second)
+# An import may run beside a fetch: the fetch reads the export's index again this often (see _ImportWatch).
+EXPORT_REREAD_S = 1.0
 LEGACY_QUOTA_STATE = "quota"  # state/quota.json: the data_dir's own quota snapshot, before ledgers were per app
 
 
@@ -459,7 +461,7 @@ async def fetch_streams(client: StravaClient, store: RawStore, config: Config, f
     summary.streams_from_export += len(covered)
     events.streams_planned(len(pending), from_export=len(covered))
     saver = _IndexSaver(store, STREAM_RECORDS, lambda: {str(k): v.to_json() for k, v in records.items()})
-    imported = _ImportWatch(export, batch=config.fetch.concurrency)
+    imported = _ImportWatch(export)
 
     async def fetch_one(activity_id: int) -> str:
         if imported.covers(activity_id, catalog[activity_id]):
@@ -477,20 +479,21 @@ async def fetch_streams(client: StravaClient, store: RawStore, config: Config, f
 
 
 class _ImportWatch:
-    """The streams an import running beside the fetch covered meanwhile: its index is read again before
-    each `batch` of stream requests (one small file), so what it covered is not requested."""
+    """The streams an import running beside the fetch covered meanwhile: before a stream request, the
+    export's index is read again if EXPORT_REREAD_S have passed since it was last read (one small file), so
+    every quota wait is followed by a fresh read, and a fast run reads it at most once a second."""
 
-    def __init__(self, export: ExportView | None, *, batch: int) -> None:
+    def __init__(self, export: ExportView | None, clock: Callable[[], float] = time.monotonic) -> None:
         self._export = export
-        self._batch = batch
-        self._asked = 0
+        self._clock = clock
+        self._read_at = clock()
 
     def covers(self, activity_id: int, summary: Mapping[str, Any]) -> bool:
         if self._export is None:
             return False
-        if self._asked % self._batch == 0:
+        if self._clock() - self._read_at >= EXPORT_REREAD_S:
             self._export.reread()
-        self._asked += 1
+            self._read_at = self._clock()
         return self._export.covers(activity_id, summary)
 
 

@@ -6,11 +6,13 @@ Parquet read back with DuckDB."""
 from __future__ import annotations
 
 import io
+import os
 import re
+import signal
 import subprocess
 import sys
 import tarfile
-import zlib
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -23,13 +25,12 @@ import pytest
 from bulkfetch import derive
 from bulkfetch.activity_files import decode_file
 from bulkfetch.cli import main
-from bulkfetch.export_store import ExportStore, imported_file
+from bulkfetch.pipeline import EXPORT_REREAD_S
 from bulkfetch.roster import Roster
 from bulkfetch.schema import SCHEMA_VERSION
 from bulkfetch.simulator import SimulatorSettings, SimulatorThread
-from bulkfetch.track import write_track
 from tests.conftest import REPO, cli_env, simulator_config_text
-from tests.exports import ENGLISH_94, FILES, csv_text, english_row
+from tests.exports import ENGLISH_94, FILES, ExportFile, csv_text, english_row, fixture, write_folder
 from tests.test_streams import spent, stream_gets
 
 duckdb = pytest.importorskip("duckdb")
@@ -107,30 +108,23 @@ def start_of(sim, activity_id: int) -> float:
     return datetime.fromisoformat(sim.summary(activity_id)["start_date"].replace("Z", "+00:00")).timestamp()
 
 
-def keep_export(athlete_folder: Path, csv_data: bytes, files: list[tuple[int, str, bytes]]) -> None:
-    """What an import leaves in the athlete's folder, written with the import's own store: the CSV, each file
-    verbatim, its decoded track and the index."""
-    store = ExportStore(athlete_folder)
-    with store.lock():
-        store.prepare()
-        store.keep_csv(csv_data)
-        entries = dict(store.entries())
-        for activity_id, name, data in files:
-            with store.new_file(name) as sink:
-                sink.write(data)
-            track = decode_file(data, name)
-            write_track(store.track_path(activity_id), track)
-            entries[activity_id] = imported_file(activity_id, name, len(data), zlib.crc32(data), track)
-        store.save_entries(entries)
-
-
 def scenario(tmp_path: Path, thread: SimulatorThread, sim) -> Scenario:
     """An athlete whose export holds five real device files for five of its simulated activities (Strava's
     summaries made to agree with the files, but the stale one's), one more activity only the export knows,
     and CSV rows without a file for two simulated activities; imported before any API request."""
-    athlete_id = sim.athlete().athlete_id
     with_gps = [i for i in sim.activity_ids() if not sim.summary(i)["manual"] and sim.summary(i)["map"]]
     archived = [Archived(i, fixture, role) for i, (fixture, role) in zip(with_gps, ROLES)]
+    without_file = [i for i in sim.activity_ids() if i not in {a.activity_id for a in archived}][:2]
+    case, export = unpacked_export(tmp_path, thread, sim, archived, without_file, csv_only=True)
+    assert cli(case.config, "import", str(export), "--athlete", str(case.athlete_id)) == 0
+    return case
+
+
+def unpacked_export(tmp_path: Path, thread: SimulatorThread, sim, archived: list[Archived], without_file: list[int],
+                    *, csv_only: bool) -> tuple[Scenario, Path]:
+    """The athlete's export folder (not imported yet), its simulated activities edited to agree with the
+    files (but the stale one), and a config for the simulator."""
+    athlete_id = sim.athlete().athlete_id
     rows = []
     for item in archived:
         summary = file_summary(item.fixture)
@@ -143,27 +137,24 @@ def scenario(tmp_path: Path, thread: SimulatorThread, sim) -> Scenario:
         row = english_row(item.activity_id, item.name, sport=changes["sport_type"], distance_m=distance,
                           elapsed_s=elapsed, date=csv_date(start_of(sim, item.activity_id)))
         rows.append({**row, "Moving Time": f"{changes['moving_time']}.0"})
-    without_file = [i for i in sim.activity_ids() if i not in {a.activity_id for a in archived}][:2]
     rows += [english_row(i, None, name=sim.summary(i)["name"], date=csv_date(start_of(sim, i))) for i in without_file]
-    csv_only = english_row(CSV_ONLY_ID, "activities/9700428229.fit", date="May 9, 2023, 10:09:29 AM",
-                           name="Only in the export", elapsed_s=round(file_summary("fenix2-run.fit").elapsed_s or 0))
-    csv_only.update({"Distance": "", "Distance#2": ""})  # the file's distance fills it
-    rows.append(csv_only)
-    files = [(a.activity_id, a.name, (FILES / a.fixture).read_bytes()) for a in archived]
-    files.append((CSV_ONLY_ID, "activities/9700428229.fit", (FILES / "fenix2-run.fit").read_bytes()))
-    folder = Roster(tmp_path / "data").athlete(athlete_id).folder
-    keep_export(folder, csv_text(ENGLISH_94, rows), files)
+    files = [ExportFile(a.name, fixture(a.fixture)) for a in archived]
+    if csv_only:
+        row = english_row(CSV_ONLY_ID, "activities/9700428229.fit", date="May 9, 2023, 10:09:29 AM",
+                          name="Only in the export", elapsed_s=round(file_summary("fenix2-run.fit").elapsed_s or 0))
+        rows.append({**row, "Distance": "", "Distance#2": ""})  # the file's distance fills it
+        files.append(ExportFile("activities/9700428229.fit", fixture("fenix2-run.fit")))
+    export = write_folder(tmp_path / "export", csv_text(ENGLISH_94, rows), files)
     config = tmp_path / "config.toml"
     config.write_text(simulator_config_text(sim, tmp_path / "data", fetch={"per_page": 50}))
-    return Scenario(sim, thread, config, tmp_path / "data", athlete_id, archived, set(without_file))
+    return Scenario(sim, thread, config, tmp_path / "data", athlete_id, archived, set(without_file)), export
 
 
 # -- without any API access ------------------------------------------------------------------------------
 def test_an_export_alone_gives_activities_from_its_csv_and_streams_splits_laps_from_its_files(tmp_path):
     thread = SimulatorThread(SimulatorSettings(activities=12, seed=31))
     with thread as sim:
-        case = scenario(tmp_path, thread, sim)
-        assert cli(case.config, "compact") == 0
+        case = scenario(tmp_path, thread, sim)  # the import compacts what it imported
         assert sim.request_log == []  # nothing was asked of the API
 
     activities = {row["id"]: row for row in case.rows("activities")}
@@ -261,6 +252,68 @@ def test_streams_from_api_asks_every_activity_and_the_apis_streams_replace_the_f
     streams = case.sources("streams")
     assert all(streams[i] == {"api"} for i in case.ids("covered"))  # one source per activity: the API's
     assert streams[CSV_ONLY_ID] == {"file"}
+
+
+def test_an_import_rewrites_only_the_years_and_tables_its_files_change(tmp_path, capsys):
+    thread = SimulatorThread(SimulatorSettings(activities=16, seed=35, short_limit=1000, daily_limit=10000))
+    with thread as sim:
+        by_year: dict[int, list[int]] = {}
+        for i in sim.activity_ids():
+            if not sim.summary(i)["manual"] and sim.summary(i)["map"]:
+                by_year.setdefault(datetime.fromtimestamp(start_of(sim, i), tz=UTC).year, []).append(i)
+        year, ids = max(by_year.items(), key=lambda item: len(item[1]))
+        archived = [Archived(i, name, "covered") for i, name in zip(ids, ("fenix5-run.fit.gz", "forerunner-run.tcx"))]
+        case, export = unpacked_export(tmp_path, thread, sim, archived, [], csv_only=False)
+        assert cli(case.config, "fetch") == 0  # every detail, no streams: the API's rows of every year
+        parquet = case.data_dir / "parquet"
+        before = {p: p.stat().st_mtime_ns for p in parquet.rglob("*.parquet")}
+
+        assert cli(case.config, "import", str(export), "--athlete", str(case.athlete_id)) == 0
+        after = {p: p.stat().st_mtime_ns for p in parquet.rglob("*.parquet")}
+        changed = {p.relative_to(parquet) for p in after if after[p] != before.get(p)}
+        # the details' splits and laps stay the API's: only the new file streams' partition is written
+        assert changed == {Path(f"streams/athlete_id={case.athlete_id}/year={year}/part-0.parquet")}
+        assert case.sources("streams") == {a.activity_id: {"file"} for a in archived}
+
+        capsys.readouterr()
+        assert cli(case.config, "import", str(export), "--athlete", str(case.athlete_id)) == 0  # nothing new
+        assert {p: p.stat().st_mtime_ns for p in parquet.rglob("*.parquet")} == after
+        assert sim.request_log and all(r.path.endswith("/athlete/activities") or "/streams" not in r.path
+                                       for r in sim.request_log)
+
+
+def test_a_fetch_skips_the_streams_an_import_running_beside_it_covered(tmp_path):
+    thread = SimulatorThread(SimulatorSettings(activities=10, seed=36, latency_s=0.1, short_limit=1000,
+                                               daily_limit=10000))
+    with thread as sim:
+        oldest = [i for i in reversed(sim.activity_ids()) if not sim.summary(i)["manual"] and sim.summary(i)["map"]]
+        archived = [Archived(i, name, "covered") for i, name in
+                    zip(oldest, ("fenix5-run.fit.gz", "forerunner-run.tcx", "edge500-ride.fit"))]
+        case, export = unpacked_export(tmp_path, thread, sim, archived, [], csv_only=False)
+        fetch = subprocess.Popen([sys.executable, "-m", "bulkfetch", "--config", str(case.config), "fetch",
+                                  "--streams", "all", "--concurrency", "1"], env=cli_env(), stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while not stream_gets(sim) and fetch.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            # Streams go newest first: the oldest activities' are still to come. The fetch is held while the
+            # import runs (and a little longer than its reread interval), then goes on.
+            os.kill(fetch.pid, signal.SIGSTOP)
+            stopped_at = time.monotonic()
+            assert cli(case.config, "import", str(export), "--athlete", str(case.athlete_id)) == 0
+            time.sleep(max(0.0, EXPORT_REREAD_S + 0.1 - (time.monotonic() - stopped_at)))
+            os.kill(fetch.pid, signal.SIGCONT)
+            stdout, stderr = fetch.communicate(timeout=60)
+        finally:
+            fetch.kill()
+        assert fetch.returncode == 0, stderr
+        asked = set(stream_gets(sim))
+        assert asked == set(sim.activity_ids()) - case.ids("covered")
+        assert "(3 more from the account export)" in stdout  # its summary line
+    # the fetch's own compaction at its end took in what the import added meanwhile
+    assert {i: s for i, s in case.sources("streams").items() if i in case.ids("covered")} == {
+        i: {"file"} for i in case.ids("covered")}
 
 
 # -- the upgrade -----------------------------------------------------------------------------------------
