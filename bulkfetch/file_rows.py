@@ -112,7 +112,7 @@ def read_track_file(track_file: TrackFile) -> Track | None:
 # -- one athlete's export ----------------------------------------------------------------------------------
 class ExportView:
     """One athlete's imported export as compaction, fetch, plan and status read it. Reading only, except
-    `save_summaries` (the caller holds the data_dir lock)."""
+    `save_summaries`, which keeps a cache."""
 
     def __init__(self, athlete_folder: Path) -> None:
         self._export = ExportStore(athlete_folder)
@@ -193,7 +193,8 @@ class ExportView:
         return {i for i in self.files() if i in catalog and self.covers(i, catalog[i])}
 
     def save_summaries(self) -> None:
-        """Keep the file summaries computed since the cache was read (the caller holds the data_dir lock)."""
+        """Keep the file summaries computed since the cache was read. The file is written whole, and what
+        it holds is a function of the decoded files, so two writers at once lose at most some work."""
         if self._cache_changed and self._cache is not None:
             self._state.write_state(SUMMARY_CACHE, self._cache)
             self._cache_changed = False

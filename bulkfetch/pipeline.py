@@ -170,10 +170,15 @@ async def fetch_athlete(client: StravaClient, store: RawStore, config: Config, o
 def current_plan(store: RawStore, config: Config, filters: Filters, *, full_relist: bool = False,
                  now: float | None = None, from_export: bool = True) -> RequestPlan:
     """The requests a fetch with `filters` needs, from what is on disk (the cached list); `from_export`:
-    the streams the athlete's account export covers are not requested (see bulkfetch.file_rows)."""
+    the streams the athlete's account export covers are not requested (see bulkfetch.file_rows). Sends
+    nothing; it may keep the export's file summaries it computed (see ExportView.save_summaries)."""
     catalog = store.catalog()
     listing = next_listing(store, catalog, config, time.time() if now is None else now, forced=full_relist)
-    covered = ExportView(store.data_dir).covered(catalog) if from_export and config.fetch.streams else set()
+    covered: set[int] = set()
+    if from_export and config.fetch.streams:
+        export = ExportView(store.data_dir)
+        covered = export.covered(catalog)
+        export.save_summaries()  # a cache (written whole): the next fetch or plan reads no track again
     return request_plan(catalog, load_fetched_index(store), load_stream_records(store), filters, listing=listing,
                         not_found=not_found_until(store, listing), streams=frozenset(config.fetch.streams),
                         from_export=covered)
