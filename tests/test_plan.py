@@ -11,12 +11,15 @@ from hypothesis import strategies as st
 from bulkfetch.errors import ConfigError
 from bulkfetch.plan import (
     Filters,
+    ListingPlan,
     StreamRecord,
     fingerprint,
     legacy_stream_types,
     parse_filters,
     pending_details,
+    pending_streams,
     recording_fingerprint,
+    request_plan,
     start_epoch,
     stream_keys,
     streams_stale,
@@ -87,6 +90,22 @@ def test_pending_is_new_plus_changed_newest_first_and_filtered() -> None:
     assert ids == [4, 2]
     ids, _, _ = pending_details(catalog, {}, parse_filters(None, None, "2024-02-01T00:00:00"))
     assert ids == [1]  # until is exclusive
+
+
+def test_streams_the_export_gives_are_neither_pending_nor_requested_and_fetched_ones_stay_done() -> None:
+    catalog = {i: summary(i, f"2024-0{i}-01T00:00:00Z") for i in range(1, 7)}
+    fetched = {i: fingerprint(s) for i, s in catalog.items()}
+    wanted = frozenset({"time", "heartrate"})
+    records = {1: StreamRecord(wanted, recording_fingerprint(catalog[1]))}  # fetched from the API before
+    from_export = {1, 2, 3}  # 1 has current API streams: those count as done, not as the export's
+    assert pending_streams(catalog, set(catalog), records, wanted, Filters(), from_export) == [6, 5, 4]
+    plan = request_plan(catalog, fetched, records, parse_filters(None, None, "2024-06-01"),
+                        listing=ListingPlan(1, False, 0.0), not_found={}, streams=wanted, from_export=from_export)
+    assert (plan.streams, plan.streams_from_export, plan.streams_done) == (2, 2, 1)  # 4, 5 | 2, 3 | 1
+    assert plan.total == 1 + 2
+    without_streams = request_plan(catalog, fetched, records, Filters(), listing=ListingPlan(1, False, 0.0),
+                                   not_found={}, streams=frozenset(), from_export=from_export)
+    assert (without_streams.streams, without_streams.streams_from_export) == (0, 0)
 
 
 def test_bad_date_filter_is_a_config_error() -> None:
