@@ -315,3 +315,24 @@ def test_a_zip64_export_with_a_large_member_imports_under_a_memory_cap(tmp_path:
     kept = sum(p.stat().st_size for p in (_data(config)).rglob("*") if p.is_file())
     assert kept < large // 8  # the media member was not copied
     assert sorted(_store(config, 5).files()) == [1, 2]
+
+
+def test_a_damaged_zip_member_is_reported_and_the_others_import(tmp_path: Path, config: Path) -> None:
+    path = tmp_path / "export.zip"
+    rows = [english_row(1, "activities/1.fit"), english_row(2, "activities/2.gpx")]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("activities.csv", csv_text(ENGLISH_94, rows))
+        archive.writestr("activities/1.fit", fixture("fenix5-run.fit"))
+        archive.writestr("activities/2.gpx", fixture("hike.gpx"))
+        archive.writestr("profile.csv", f"Athlete ID\n{ATHLETE}\n")
+        info = archive.getinfo("activities/1.fit")
+    raw = bytearray(path.read_bytes())
+    raw[info.header_offset + 30 + len(info.filename) + 100] ^= 0xFF  # a byte of the stored FIT file
+    path.write_bytes(bytes(raw))
+    result = run_cli("--config", str(config), "import", str(path))
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.strip().splitlines()[-1]
+    assert "1 file (1 gpx)" in line and "1 not imported, tried again next time (activities/1.fit: cannot be read (" \
+        in line and "CRC" in line, line
+    assert sorted(_store(config).files()) == [2]
+    assert not _store(config).file_path("activities/1.fit").exists()
