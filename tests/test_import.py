@@ -17,7 +17,7 @@ from bulkfetch.auth import Tokens
 from bulkfetch.export_store import ExportStore
 from bulkfetch.roster import Roster
 from bulkfetch.store import TEMP_MARK, RawStore, exclusive_lock
-from tests.conftest import cli_env, run_cli
+from tests.conftest import REPO, cli_env, run_cli
 from tests.exports import (
     ENGLISH_94,
     GERMAN_92,
@@ -336,3 +336,10 @@ def test_a_damaged_zip_member_is_reported_and_the_others_import(tmp_path: Path, 
         in line and "CRC" in line, line
     assert sorted(_store(config).files()) == [2]
     assert not _store(config).file_path("activities/1.fit").exists()
+
+
+def test_the_import_bench_runs() -> None:
+    result = subprocess.run([sys.executable, str(REPO / "bench" / "import.py"), "--smoke"], env=cli_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("smoke: imported 6 activities") and "6 imported before" in result.stdout
