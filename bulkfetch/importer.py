@@ -210,8 +210,8 @@ def _adopt_unbound(roster: Roster, athlete: AthleteDir, ids: set[int], events: I
 
 # -- what to decode -----------------------------------------------------------------------------------
 def _plan(export: Export, listing: ActivitiesCsv, store: ExportStore, summary: ImportSummary) -> list[Job]:
-    """The activities whose file needs decoding; counts the rest into `summary` (unchanged, adopted,
-    missing, manual) and drops the index entries of files that are gone."""
+    """The activities whose file needs decoding; counts the others into `summary` (unchanged, adopted,
+    missing, manual). What an older export imported and this one lacks stays."""
     entries = store.entries()
     decoded = store.decoded_ids()
     jobs: list[Job] = []
@@ -224,8 +224,11 @@ def _plan(export: Export, listing: ActivitiesCsv, store: ExportStore, summary: I
             summary.missing.append(activity.file)
             continue
         entry = entries.get(activity_id)
+        if entry is None and activity_id not in decoded:  # new: its CRC-32 comes with the copy
+            jobs.append(Job(activity_id, activity.file, replaces=False))
+            continue
         try:
-            crc32 = member_crc32(export, member)
+            crc32 = member_crc32(export, member)  # a folder's file is read for it; a zip says it
         except MemberError as exc:
             summary.errors.append((activity.file, exc.reason))
             continue
@@ -233,12 +236,11 @@ def _plan(export: Export, listing: ActivitiesCsv, store: ExportStore, summary: I
         if same and activity_id in decoded:
             summary.unchanged += 1
             continue
-        if entry is None and activity_id in decoded:
-            adopted = _adoptable(store, activity_id, activity.file, member.size, crc32)
-            if adopted is not None:
-                entries[activity_id] = adopted
-                summary.adopted += 1
-                continue
+        adopted = _adoptable(store, activity_id, activity.file, member.size, crc32) if entry is None else None
+        if adopted is not None:
+            entries[activity_id] = adopted
+            summary.adopted += 1
+            continue
         jobs.append(Job(activity_id, activity.file, replaces=entry is not None and not same))
     if summary.adopted:
         store.save_entries(entries)
