@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -43,9 +43,9 @@ class Export(Protocol):
 
     def member(self, name: str) -> Member | None: ...
 
-    def open(self, name: str) -> IO[bytes]: ...
-
-    def names(self) -> list[str]: ...
+    def open(self, name: str) -> IO[bytes]:
+        """The member's bytes as a stream; raises MemberError if it cannot be opened."""
+        ...
 
 
 @contextmanager
@@ -68,41 +68,70 @@ def open_export(path: Path) -> Iterator[Export]:
         yield _ZipExport(path, archive)
 
 
+class MemberError(Exception):
+    """One member of the export cannot be read (a damaged zip entry, an unreadable file): that file is
+    not imported, the rest is."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"{name} cannot be read ({reason})")
+        self.reason = f"cannot be read ({reason})"
+
+
 def read_small(export: Export, name: str) -> bytes | None:
-    """A CSV of the export, whole; None if the export has none of that name."""
+    """A CSV of the export, whole; None if the export has none of that name. Raises ExportError if it
+    cannot be read."""
     member = export.member(name)
     if member is None:
         return None
     if member.size > MAX_CSV_BYTES:
         raise ExportError(f"{export.source}: {name} is {member.size:,} bytes, too big for an export's {name}",
                           hint="pass the export Strava made, unchanged")
-    with export.open(name) as stream:
-        return stream.read(MAX_CSV_BYTES + 1)
+    try:
+        return b"".join(_chunks(export, name))
+    except MemberError as exc:
+        raise ExportError(f"{export.source}: {exc}", hint="download the export again") from None
 
 
 def copy_member(export: Export, name: str, sink: IO[bytes]) -> tuple[int, int]:
-    """Stream a member into `sink`, a chunk at a time; its size and CRC-32."""
+    """Stream a member into `sink`, a chunk at a time; its size and CRC-32. Raises MemberError if the
+    member cannot be read to its end (a write error of `sink` is an OSError, as it comes)."""
     size, crc = 0, 0
-    with export.open(name) as stream:
-        while chunk := stream.read(CHUNK_BYTES):
-            sink.write(chunk)
-            size += len(chunk)
-            crc = zlib.crc32(chunk, crc)
+    for chunk in _chunks(export, name):
+        sink.write(chunk)
+        size += len(chunk)
+        crc = zlib.crc32(chunk, crc)
     return size, crc
 
 
 def member_crc32(export: Export, member: Member) -> int:
-    """The member's CRC-32: the zip's, or read from the folder's file."""
-    return member.crc32 if member.crc32 is not None else stream_crc32(export.open(member.name))
+    """The member's CRC-32: the zip's, or read from the folder's file (MemberError if it cannot be)."""
+    return member.crc32 if member.crc32 is not None else _crc32(_chunks(export, member.name))
 
 
-def stream_crc32(stream: IO[bytes]) -> int:
-    """The CRC-32 of what `stream` holds (read a chunk at a time, then closed)."""
+def file_crc32(path: Path) -> int:
+    """The CRC-32 of a file (OSError if it cannot be read)."""
+    with path.open("rb") as stream:
+        return _crc32(iter(lambda: stream.read(CHUNK_BYTES), b""))
+
+
+def _crc32(chunks: Iterable[bytes]) -> int:
     crc = 0
-    with stream:
-        while chunk := stream.read(CHUNK_BYTES):
-            crc = zlib.crc32(chunk, crc)
+    for chunk in chunks:
+        crc = zlib.crc32(chunk, crc)
     return crc
+
+
+def _chunks(export: Export, name: str) -> Iterator[bytes]:
+    """The member's bytes, CHUNK_BYTES at a time; a zip entry's CRC-32 is checked at its end."""
+    with export.open(name) as stream:
+        while True:
+            try:
+                chunk = stream.read(CHUNK_BYTES)
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+                raise MemberError(name, str(exc)) from None
+            if not chunk:
+                return
+            yield chunk
 
 
 def unsafe_name(name: str) -> bool:
@@ -125,9 +154,6 @@ class _ZipExport:
         self._members = {info.filename[len(top):]: info for info in infos
                          if not info.is_dir() and info.filename.startswith(top)}
 
-    def names(self) -> list[str]:
-        return list(self._members)
-
     def member(self, name: str) -> Member | None:
         info = self._members.get(name)
         return None if info is None else Member(name, info.file_size, info.CRC)
@@ -135,9 +161,8 @@ class _ZipExport:
     def open(self, name: str) -> IO[bytes]:
         try:
             return self._archive.open(self._members[name])
-        except (zipfile.BadZipFile, NotImplementedError, OSError) as exc:
-            raise ExportError(f"{self.source}: {name} cannot be read ({exc})",
-                              hint="download the export again") from None
+        except (zipfile.BadZipFile, NotImplementedError, RuntimeError, OSError) as exc:  # RuntimeError: encrypted
+            raise MemberError(name, str(exc)) from None
 
 
 def _zip_top(source: Path, names: list[str]) -> str:
@@ -156,12 +181,6 @@ class _FolderExport:
         self.source = source
         self._top = top.resolve()
 
-    def names(self) -> list[str]:
-        folder = self._top / "activities"
-        if not folder.is_dir():
-            return []
-        return [f"activities/{path.name}" for path in folder.iterdir() if path.is_file()]
-
     def _path(self, name: str) -> Path | None:
         path = (self._top / name).resolve()
         # A link out of the export (`activities/x.fit -> /etc/...`) is not the export's file.
@@ -178,8 +197,7 @@ class _FolderExport:
                 raise FileNotFoundError(name)
             return path.open("rb")
         except OSError as exc:
-            raise ExportError(f"{self.source}: {name} cannot be read ({exc.strerror or exc})",
-                              hint="check the folder's permissions") from None
+            raise MemberError(name, exc.strerror or str(exc)) from None
 
 
 def _folder_top(path: Path) -> Path:

@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -36,11 +37,12 @@ from bulkfetch.export_archive import (
     ACTIVITIES_CSV,
     PROFILE_CSV,
     Export,
+    MemberError,
     copy_member,
+    file_crc32,
     member_crc32,
     open_export,
     read_small,
-    stream_crc32,
 )
 from bulkfetch.export_csv import ActivitiesCsv, CsvError, parse_activities_csv, parse_profile_csv
 from bulkfetch.export_store import ExportStore, ImportedFile, imported_file
@@ -54,9 +56,9 @@ SHOWN_FAILURES = 3  # failed files named in the summary line; the log names them
 
 
 class ImportEvents(Protocol):
-    def info(self, message: str) -> None: ...
+    """What an import tells (bulkfetch.progress.Reporter shows it)."""
 
-    def warn(self, message: str) -> None: ...
+    def info(self, message: str) -> None: ...
 
     def import_progress(self, done: int, total: int, records: int) -> None: ...
 
@@ -71,7 +73,7 @@ class ImportSummary:
     unchanged: int = 0  # imported before: not decoded again
     adopted: int = 0  # decoded by a killed import: taken over without decoding again
     missing: list[str] = field(default_factory=list)  # named by activities.csv, not in the export
-    errors: list[tuple[str, str]] = field(default_factory=list)  # the decoder failed: (file, why); retried
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (file, why) not read or decoded: tried again
     new_csv: bool = True  # False: this activities.csv was imported before
     seconds: float = 0.0  # decoding (copies included)
 
@@ -95,7 +97,9 @@ def import_export(data_dir: Path, path: Path, wanted: int | None, events: Import
     it keeps what it imported: the index is written on the way out.
     """
     with open_export(path) as export:
-        listing = _read_activities(export)
+        csv_data = read_small(export, ACTIVITIES_CSV)
+        assert csv_data is not None  # open_export found it
+        listing = _parse_activities(export, csv_data)
         profile = read_small(export, PROFILE_CSV)
         recorded = parse_profile_csv(profile) if profile is not None else None
         roster = Roster(data_dir)
@@ -116,24 +120,17 @@ def import_export(data_dir: Path, path: Path, wanted: int | None, events: Import
         with store.lock():
             store.prepare()
             summary = ImportSummary(athlete, activities=len(listing.activities))
-            summary.new_csv = store.keep_csv(_csv_bytes(export))
+            summary.new_csv = store.keep_csv(csv_data)
             jobs = _plan(export, listing, store, summary)
             _decode(export, store, jobs, summary, events)
     return summary
 
 
-def _read_activities(export: Export) -> ActivitiesCsv:
-    data = _csv_bytes(export)
+def _parse_activities(export: Export, data: bytes) -> ActivitiesCsv:
     try:
         return parse_activities_csv(data)
     except CsvError as exc:
         raise ExportError(f"{export.source}: {exc}", hint="pass the export exactly as Strava made it") from None
-
-
-def _csv_bytes(export: Export) -> bytes:
-    data = read_small(export, ACTIVITIES_CSV)
-    assert data is not None  # open_export found it
-    return data
 
 
 # -- whose export -------------------------------------------------------------------------------------
@@ -213,8 +210,8 @@ def _adopt_unbound(roster: Roster, athlete: AthleteDir, ids: set[int], events: I
 
 # -- what to decode -----------------------------------------------------------------------------------
 def _plan(export: Export, listing: ActivitiesCsv, store: ExportStore, summary: ImportSummary) -> list[Job]:
-    """The activities whose file needs decoding; counts the rest into `summary` (unchanged, adopted,
-    missing, manual) and drops the index entries of files that are gone."""
+    """The activities whose file needs decoding; counts the others into `summary` (unchanged, adopted,
+    missing, manual). What an older export imported and this one lacks stays."""
     entries = store.entries()
     decoded = store.decoded_ids()
     jobs: list[Job] = []
@@ -227,17 +224,23 @@ def _plan(export: Export, listing: ActivitiesCsv, store: ExportStore, summary: I
             summary.missing.append(activity.file)
             continue
         entry = entries.get(activity_id)
-        same = entry is not None and entry.file == activity.file and entry.size == member.size and \
-            entry.crc32 == member_crc32(export, member)
+        if entry is None and activity_id not in decoded:  # new: its CRC-32 comes with the copy
+            jobs.append(Job(activity_id, activity.file, replaces=False))
+            continue
+        try:
+            crc32 = member_crc32(export, member)  # a folder's file is read for it; a zip says it
+        except MemberError as exc:
+            summary.errors.append((activity.file, exc.reason))
+            continue
+        same = entry is not None and entry.same_source(activity.file, member.size, crc32)
         if same and activity_id in decoded:
             summary.unchanged += 1
             continue
-        if entry is None and activity_id in decoded:
-            adopted = _adoptable(store, activity_id, activity.file, member.size, member_crc32(export, member))
-            if adopted is not None:
-                entries[activity_id] = adopted
-                summary.adopted += 1
-                continue
+        adopted = _adoptable(store, activity_id, activity.file, member.size, crc32) if entry is None else None
+        if adopted is not None:
+            entries[activity_id] = adopted
+            summary.adopted += 1
+            continue
         jobs.append(Job(activity_id, activity.file, replaces=entry is not None and not same))
     if summary.adopted:
         store.save_entries(entries)
@@ -249,7 +252,7 @@ def _adoptable(store: ExportStore, activity_id: int, file: str, size: int, crc32
     file is only replaced after its activity's track is removed (see `_copy`)."""
     kept = store.file_path(file)
     try:
-        if kept.stat().st_size != size or stream_crc32(kept.open("rb")) != crc32:
+        if kept.stat().st_size != size or file_crc32(kept) != crc32:
             return None
         track = store.read_track(activity_id)
     except (OSError, ValueError):
@@ -270,45 +273,48 @@ def _decode(export: Export, store: ExportStore, jobs: list[Job], summary: Import
     """Copy each job's file and decode it, in parallel when it pays; the index is written every
     INDEX_EVERY_S and on the way out, interrupted or not."""
     entries = store.entries()
-    started = time.monotonic()
-    events.import_progress(0, len(jobs), 0)
+    started = saved_at = time.monotonic()
     workers = os.cpu_count() or 1
     in_flight: dict[Future[ImportedFile], Job] = {}
-    saved_at = time.monotonic()
+    finished = 0
+    events.import_progress(0, len(jobs), 0)
 
-    def settle(future: Future[ImportedFile], job: Job) -> None:
-        try:
-            entry = future.result()
-        except BrokenProcessPool:
-            raise
-        except Exception as exc:  # a decoder bug must not stop the import: said, and retried next time
-            summary.errors.append((job.file, f"{type(exc).__name__}: {exc}"))
-            return
-        entries[job.activity_id] = entry
-        summary.imported.append(entry)
-        summary.replaced += job.replaces
+    def settle(done: Iterable[Future[ImportedFile]]) -> None:
+        nonlocal finished, saved_at
+        for future in done:
+            job = in_flight.pop(future)
+            finished += 1
+            try:
+                entry = future.result()
+            except BrokenProcessPool:
+                raise
+            except Exception as exc:  # a decoder bug stops this file only: said, and tried again next time
+                summary.errors.append((job.file, f"the decoder failed ({type(exc).__name__}: {exc})"))
+                continue
+            entries[job.activity_id] = entry
+            summary.imported.append(entry)
+            summary.replaced += job.replaces
+        events.import_progress(finished, len(jobs), summary.records)
+        if time.monotonic() - saved_at >= INDEX_EVERY_S:
+            store.save_entries(entries)
+            saved_at = time.monotonic()
 
     pool = _pool(workers) if len(jobs) >= PARALLEL_MIN_FILES and workers > 1 else _InProcess()
     try:
         for job in jobs:
-            while len(in_flight) >= workers * IN_FLIGHT_PER_WORKER:
-                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                for future in done:
-                    settle(future, in_flight.pop(future))
-                events.import_progress(len(summary.imported) + len(summary.errors), len(jobs), summary.records)
-                if time.monotonic() - saved_at >= INDEX_EVERY_S:
-                    store.save_entries(entries)
-                    saved_at = time.monotonic()
-            size, crc32 = _copy(export, store, job)
+            if len(in_flight) >= workers * IN_FLIGHT_PER_WORKER:
+                settle(wait(in_flight, return_when=FIRST_COMPLETED).done)
+            try:
+                size, crc32 = _copy(export, store, job)
+            except MemberError as exc:  # a damaged zip entry: this file only
+                summary.errors.append((job.file, exc.reason))
+                finished += 1
+                continue
             with _interrupts_deferred():
-                future = pool.submit(decode_to_track, job.activity_id, job.file, store.file_path(job.file), size,
-                                     crc32, store.track_path(job.activity_id))
-            in_flight[future] = job
+                in_flight[pool.submit(decode_to_track, job.activity_id, job.file, store.file_path(job.file), size,
+                                      crc32, store.track_path(job.activity_id))] = job
         while in_flight:
-            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-            for future in done:
-                settle(future, in_flight.pop(future))
-            events.import_progress(len(summary.imported) + len(summary.errors), len(jobs), summary.records)
+            settle(wait(in_flight, return_when=FIRST_COMPLETED).done)
     except BrokenProcessPool:
         raise BulkfetchError("a decoding process died; what was imported is kept",
                              hint="rerun 'bulkfetch import' to continue") from None
@@ -316,12 +322,8 @@ def _decode(export: Export, store: ExportStore, jobs: list[Job], summary: Import
         for future in in_flight:
             future.cancel()
         pool.shutdown(wait=True)  # a file being decoded finishes: its track is whole and recorded below
-        for future, job in in_flight.items():
-            if future.done() and not future.cancelled():
-                try:
-                    settle(future, job)
-                except BrokenProcessPool:
-                    pass
+        with suppress(BrokenProcessPool):
+            settle([future for future in in_flight if future.done() and not future.cancelled()])
         store.save_entries(entries)
         summary.seconds = time.monotonic() - started
 
@@ -383,7 +385,7 @@ def summary_line(summary: ImportSummary) -> str:
         if failed:
             parts.append(f"{len(failed):,} {status} ({_named(f'{e.file}: {e.problem}' for e in failed)})")
     if summary.errors:
-        parts.append(f"{len(summary.errors):,} not decoded, retried next time "
+        parts.append(f"{len(summary.errors):,} not imported, tried again next time "
                      f"({_named(f'{file}: {why}' for file, why in summary.errors)})")
     if summary.missing:
         parts.append(f"{len(summary.missing):,} named in activities.csv but missing from the export "
@@ -404,7 +406,7 @@ def _named(items: Iterable[str]) -> str:
 def failures_text(summary: ImportSummary) -> list[str]:
     """Every file that did not import whole, one line each (for the log)."""
     lines = [f"{entry.file}: {entry.status}: {entry.problem}" for entry in summary.imported if entry.status != "ok"]
-    lines += [f"{file}: not decoded: {why}" for file, why in summary.errors]
+    lines += [f"{file}: not imported: {why}" for file, why in summary.errors]
     lines += [f"{file}: named in activities.csv, missing from the export" for file in summary.missing]
     return lines
 

@@ -17,7 +17,7 @@ from bulkfetch.auth import Tokens
 from bulkfetch.export_store import ExportStore
 from bulkfetch.roster import Roster
 from bulkfetch.store import TEMP_MARK, RawStore, exclusive_lock
-from tests.conftest import cli_env, run_cli
+from tests.conftest import REPO, cli_env, run_cli
 from tests.exports import (
     ENGLISH_94,
     GERMAN_92,
@@ -315,3 +315,63 @@ def test_a_zip64_export_with_a_large_member_imports_under_a_memory_cap(tmp_path:
     kept = sum(p.stat().st_size for p in (_data(config)).rglob("*") if p.is_file())
     assert kept < large // 8  # the media member was not copied
     assert sorted(_store(config, 5).files()) == [1, 2]
+
+
+def test_a_damaged_zip_member_is_reported_and_the_others_import(tmp_path: Path, config: Path) -> None:
+    path = tmp_path / "export.zip"
+    rows = [english_row(1, "activities/1.fit"), english_row(2, "activities/2.gpx")]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("activities.csv", csv_text(ENGLISH_94, rows))
+        archive.writestr("activities/1.fit", fixture("fenix5-run.fit"))
+        archive.writestr("activities/2.gpx", fixture("hike.gpx"))
+        archive.writestr("profile.csv", f"Athlete ID\n{ATHLETE}\n")
+        info = archive.getinfo("activities/1.fit")
+    raw = bytearray(path.read_bytes())
+    raw[info.header_offset + 30 + len(info.filename) + 100] ^= 0xFF  # a byte of the stored FIT file
+    path.write_bytes(bytes(raw))
+    result = run_cli("--config", str(config), "import", str(path))
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.strip().splitlines()[-1]
+    assert "1 file (1 gpx)" in line and "1 not imported, tried again next time (activities/1.fit: cannot be read (" \
+        in line and "CRC" in line, line
+    assert sorted(_store(config).files()) == [2]
+    assert not _store(config).file_path("activities/1.fit").exists()
+
+
+def test_the_import_bench_runs() -> None:
+    result = subprocess.run([sys.executable, str(REPO / "bench" / "import.py"), "--smoke"], env=cli_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("smoke: imported 6 activities") and "6 imported before" in result.stdout
+
+
+def test_a_damaged_index_costs_no_decoding(tmp_path: Path, config: Path) -> None:
+    path, files = _real_export(tmp_path)
+    assert run_cli("--config", str(config), "import", str(path)).returncode == 0
+    store = _store(config)
+    stamps = {i: store.track_path(i).stat().st_mtime_ns for i in files}
+    (_data(config) / "athletes" / str(ATHLETE) / "state" / "export.json").write_text("{not json")
+    again = run_cli("--config", str(config), "import", str(path))
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip().endswith("7 imported before (not decoded again)")
+    assert {i: store.track_path(i).stat().st_mtime_ns for i in files} == stamps
+    assert {i: e.status for i, e in store.files().items()} == {i: "ok" for i in range(101, 106)} | {
+        106: "truncated", 107: "unreadable"}
+
+
+def test_a_newer_export_in_another_language_adds_without_erasing(tmp_path: Path, config: Path) -> None:
+    first = write_zip(tmp_path / "first.zip", csv_text(ENGLISH_94, [english_row(1, "activities/1.fit", name="Old")]),
+                      [ExportFile("activities/1.fit", fixture("fenix5-run.fit"))], profile_id=ATHLETE)
+    assert run_cli("--config", str(config), "import", str(first)).returncode == 0
+    header = "Identifiant,Date,Nom,Fichier\n"
+    rows = '1,"9 mai 2023",Vieux,activities/1.fit\n2,"10 mai 2023",Neuf,activities/2.gpx\n'
+    newer = write_zip(tmp_path / "newer.zip", (header + rows).encode(),
+                      [ExportFile("activities/1.fit", fixture("fenix5-run.fit")),
+                       ExportFile("activities/2.gpx", fixture("hike.gpx"))], profile_id=ATHLETE)
+    result = run_cli("--config", str(config), "import", str(newer))
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stderr.splitlines() if "language" in line][0].count("'Identifiant'") == 1
+    activities = _store(config).activities()
+    assert (activities[1].name, activities[1].start_date) == ("Old", "2023-05-09T10:09:29Z")
+    assert activities[2].file == "activities/2.gpx" and activities[2].name is None
+    assert sorted(_store(config).files()) == [1, 2]
