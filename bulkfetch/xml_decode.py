@@ -21,6 +21,7 @@ A point without a time is skipped (Strava requires one on every point).
 from __future__ import annotations
 
 import math
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,7 +33,8 @@ from bulkfetch.device_sports import gpx_sport_type, tcx_sport_type
 from bulkfetch.track import SERIES, DeviceLap, Format, Session, Track
 
 _CHUNK_BYTES = 64 * 1024
-_LEADING = b"\xef\xbb\xbf \t\r\n"  # a UTF-8 byte order mark and whitespace, which XML forbids before <?xml
+# A UTF-8 byte order mark and whitespace, which XML forbids before <?xml (matched, not copied away).
+_LEADING = re.compile(rb"[\xef\xbb\xbf \t\r\n]*")
 _INT32 = (-(2**31), 2**31 - 1)
 # Local element names inside a point -> series.
 _GPX_POINT = {"ele": "altitude", "speed": "speed", "hr": "heartrate", "cad": "cadence", "atemp": "temp",
@@ -44,13 +46,19 @@ _INT_SERIES = frozenset(name for name, kind in SERIES.items() if str(kind).start
 
 
 def looks_like_xml(payload: bytes) -> bool:
-    return payload.lstrip(_LEADING)[:1] == b"<"
+    start = _content_start(payload)
+    return payload[start:start + 1] == b"<"
+
+
+def _content_start(payload: bytes) -> int:
+    match = _LEADING.match(payload)
+    return match.end() if match else 0
 
 
 def decode_xml(payload: bytes, fallback: Format | None) -> Track:
     """A GPX or TCX file, told apart by its root element; `fallback` (what the file name says) is the
     format of an unreadable file whose root is neither."""
-    start = len(payload) - len(payload.lstrip(_LEADING))
+    start = _content_start(payload)
     parser = ET.XMLPullParser(events=("start", "end"))
     document = _Document()
     broke: str | None = None

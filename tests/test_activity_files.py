@@ -154,7 +154,15 @@ def test_truncated_fit_keeps_the_records_before_the_cut():
     assert track.has("lat") and track.session is not None and track.session.sport_type == "Run"
 
 
-def test_a_fit_whose_header_promises_more_than_a_crc_keeps_every_record():
+def test_a_wrong_crc_alone_drops_nothing():
+    """The CRC is not checked: a file whose data decodes keeps every record, whatever its last two bytes."""
+    data = bytearray(load("fenix5-run.fit"))
+    data[-2:] = bytes([data[-2] ^ 0xFF, data[-1] ^ 0xFF])
+    track = decode_file(bytes(data), "activities/1.fit")
+    assert (track.status, track.problem, track.series) == ("ok", None, decode("fenix5-run.fit").series)
+
+
+def test_a_fit_cut_in_its_crc_or_padded_after_it_keeps_every_record():
     """Cut inside its CRC (the last two bytes): every record decoded, so it is ok, with a remark."""
     track = decode_file(load("fenix5-run.fit")[:-1], "activities/1.fit")
     assert (track.status, track.records) == ("ok", 21) and track.problem == "ends before its CRC"
