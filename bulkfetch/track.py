@@ -83,7 +83,7 @@ class Track:
     """One decoded file. `series[name]` is a list as long as `series["time"]` (None where a record lacks
     the value); a series the file never carries is absent from the dict, not a list of None."""
 
-    format: Format
+    format: Format | None                      # None: neither the content nor the file name says which
     start_utc_s: float | None                  # epoch seconds of the first record; None if nothing decoded
     series: dict[str, list[Any]] = field(default_factory=lambda: {"time": []})
     laps: list[DeviceLap] = field(default_factory=list)
