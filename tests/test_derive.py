@@ -6,8 +6,10 @@ JSON goes through schema's builders to show it is the API's shape.
 
 from __future__ import annotations
 
+import functools
 import math
 from itertools import accumulate
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bulkfetch import derive
+from bulkfetch.activity_files import decode_file
 from bulkfetch.derive import FileSummary, file_summary, is_stale, laps, prepare, splits, stream_set
 from bulkfetch.schema import build_streams, build_tables
 from bulkfetch.track import DeviceLap, Session, Track
@@ -316,3 +319,78 @@ def test_prepare_serves_every_derivation_once():
     assert splits(derived, 1000) == splits(track, 1000)
     assert stream_set(derived) == stream_set(track) and laps(derived) == laps(track)
     assert file_summary(derived) == file_summary(track)
+
+
+# -- real device files -----------------------------------------------------------------------------------
+
+FILES = Path(__file__).parent / "fixtures_files"
+
+
+@functools.cache  # the tests only read the track
+def decoded(name: str) -> Track:
+    return decode_file((FILES / name).read_bytes(), name)
+
+
+@pytest.mark.parametrize("name", ["fenix2-run.fit", "edge500-ride.fit", "forerunner-run.tcx"])
+def test_real_laps_keep_the_device_values_and_span_its_records(name):
+    track = decoded(name)
+    derived = prepare(track)
+    items = laps(derived)
+    assert len(items) == len(track.laps) > 1
+    assert items[0]["start_index"] == 0 and items[-1]["end_index"] == track.records - 1
+    for item, device in zip(items, track.laps):
+        assert (item["distance"], item["moving_time"]) == (round(device.distance_m, 2), round(device.timer_s))
+        # the records a lap spans cover the device's lap within about a second of riding (15 m, 2 s):
+        # the device closes a lap between two records
+        start, end = item["start_index"], item["end_index"]
+        assert derived.distance[end] - derived.distance[start] == pytest.approx(device.distance_m, abs=15)
+        stated_s = device.elapsed_s if device.elapsed_s is not None else device.timer_s  # TCX: no pauses
+        assert derived.time[end] - derived.time[start] == pytest.approx(stated_s, abs=2)
+
+
+@pytest.mark.parametrize("name", ["fenix2-run.fit", "edge500-ride.fit"])
+def test_real_laps_add_up_to_the_session(name):
+    track = decoded(name)
+    items = laps(track)
+    session = track.session
+    assert sum(lap["distance"] for lap in items) == pytest.approx(session.distance_m, abs=0.05)
+    # each lap's seconds are rounded, and the Fenix leaves a second between laps
+    assert sum(lap["elapsed_time"] for lap in items) == pytest.approx(session.elapsed_s, abs=len(items))
+    assert sum(lap["moving_time"] for lap in items) == pytest.approx(session.timer_s, abs=len(items))
+
+
+@pytest.mark.parametrize("name", ["fenix2-run.fit", "edge500-ride.fit", "forerunner-run.tcx", "hike.gpx"])
+def test_real_metric_splits_add_up_to_the_file_summary(name):
+    derived = prepare(decoded(name))
+    summary = file_summary(derived)
+    items = splits(derived, 1000)
+    assert len(items) == math.ceil(summary.distance_m / 1000)
+    assert sum(s["distance"] for s in items) == pytest.approx(summary.distance_m, rel=0.001)
+    assert sum(s["elapsed_time"] for s in items) == pytest.approx(summary.elapsed_s, abs=2)
+    assert sum(s["moving_time"] for s in items) == summary.moving_s
+
+
+@pytest.mark.parametrize("name", ["fenix2-run.fit", "edge500-ride.fit"])
+def test_the_moving_rule_agrees_with_the_devices_timer(name):
+    # the Edge 500 paused its timer at stops (2,050 s of 12,691); the Fenix 2 ran on without a stop
+    track = decoded(name)
+    assert file_summary(track).moving_s == pytest.approx(track.session.timer_s, rel=0.01)
+
+
+def test_a_gpx_track_measures_as_another_implementation_does():
+    # 2,695.8 m: the 2D length tkrajina/gpxgo's README reports for this file (its gpxinfo example)
+    track = decoded("hike.gpx")
+    assert stream_set(track)["distance"]["data"][-1] == pytest.approx(2695.8, rel=0.005)
+    (lap,) = laps(track)
+    assert (lap["start_index"], lap["end_index"]) == (0, track.records - 1)
+
+
+@pytest.mark.parametrize("name", ["truncated.fit", "runkeeper-hr.gpx", "fenix5-run.fit.gz"])
+def test_short_and_cut_files_derive_without_fault(name):
+    track = decoded(name)
+    streams = stream_set(track)
+    assert {len(stream["data"]) for stream in streams.values()} == {track.records}
+    summary = file_summary(track)
+    items = splits(track, 1000)
+    assert len(items) == (1 if summary.distance_m >= 1 else 0)
+    assert [lap["lap_index"] for lap in laps(track)] == [1]
