@@ -449,8 +449,7 @@ def build_activities(*, seed: int, count: int, athlete_id: int, now_s: float, fi
                      duration_s: int | None = None) -> list[Activity]:
     """`count` activities over about HISTORY_YEARS years, newest a few hours before `now_s`, ids rising
     from `first_id` with start time (with gaps), a few pairs starting in the same second, and a few recorded
-    ones cropped after upload. With `duration_s` every activity is a recording of exactly that length (no
-    manual entries), as a benchmark of the export wants."""
+    ones cropped after upload. With `duration_s` every activity lasts exactly that long."""
     rng = random.Random(seed)
     span_s = HISTORY_YEARS * 365 * 86400
     mean_gap_s = span_s / max(count, 1)
@@ -465,7 +464,7 @@ def build_activities(*, seed: int, count: int, athlete_id: int, now_s: float, fi
     for start_s in reversed(starts):  # oldest first, so ids grow with time
         activity_id += rng.randint(1_000, 20_000_000)
         activities.append(make_activity(rng, activity_id=activity_id, start_s=start_s, athlete_id=athlete_id,
-                                        seed=seed, manual=False if duration_s else None, duration_s=duration_s))
+                                        seed=seed, duration_s=duration_s))
     recorded = [a for a in activities if a.has_gps]
     for activity in random.Random(f"{seed}:cropped").sample(recorded, k=min(len(recorded), max(1, round(
             CROPPED_SHARE * len(recorded))))):
@@ -760,9 +759,10 @@ class History:
     _order: list[Activity] | None = field(default=None, repr=False)
 
     @staticmethod
-    def build(*, seed: int, count: int, athlete_id: int, now_s: float,
-              first_id: int = FIRST_ACTIVITY_ID) -> History:
-        activities = build_activities(seed=seed, count=count, athlete_id=athlete_id, now_s=now_s, first_id=first_id)
+    def build(*, seed: int, count: int, athlete_id: int, now_s: float, first_id: int = FIRST_ACTIVITY_ID,
+              duration_s: int | None = None) -> History:
+        activities = build_activities(seed=seed, count=count, athlete_id=athlete_id, now_s=now_s, first_id=first_id,
+                                      duration_s=duration_s)
         return History(seed=seed, athlete_id=athlete_id, activities={a.id: a for a in activities},
                        segments=make_segments(seed), first_id=first_id)
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -117,6 +118,20 @@ class Span:
     @property
     def elapsed_s(self) -> int:
         return self.end_s - self.start_s
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One record of the device file: what the device logged at second `t` (None: not logged)."""
+
+    t: int
+    distance_m: float | None  # from the recording's start
+    position: tuple[float, float] | None
+    altitude_m: float | None
+    speed: float | None
+    heartrate: int | None
+    cadence: int | None
+    watts: int | None
 
 
 @dataclass(frozen=True)
@@ -245,6 +260,22 @@ class Motion:
     def watts_at(self, t: int) -> int | None:
         signal = self.sensors.watts
         return None if signal is None else 0 if self.paused(t) else max(0, round(signal.at(t)))
+
+    def samples(self) -> Iterator[Sample]:
+        """The whole recording, one record a second from first_s to last_s."""
+        origin_m = self.distance_at(self.first_s)
+        has_distance = self.distance_m > 0
+        hills = self.route.hills if self.route is not None else None
+        for t in range(self.first_s, self.last_s + 1):
+            distance_m = self.distance_at(t)
+            fix = self.route is not None and t not in self.dropouts
+            yield Sample(
+                t=t,
+                distance_m=round(distance_m - origin_m, 2) if has_distance else None,
+                position=self.route.point(distance_m) if fix and self.route is not None else None,
+                altitude_m=round(hills.altitude(distance_m), 1) if fix and hills is not None else None,
+                speed=round(self.speed_at(t), 3) if has_distance else None,
+                heartrate=self.heartrate_at(t), cadence=self.cadence_at(t), watts=self.watts_at(t))
 
     # ------------------------------------------------------------ splits and laps
 
