@@ -74,10 +74,11 @@ MIN_PARTIAL_SPLIT_M = 0.1
 GAIN_HYSTERESIS_M = 1.0
 EARTH_RADIUS_M = 6_371_008.8  # the mean radius (IUGG)
 
-# is_stale: Strava's elapsed time is the file's span, so a minute apart is an edit (a crop removes
-# minutes). Strava may measure distance a little differently from the device (it recomputes GPS
-# distance for some uploads), so distance counts only beyond 3 % (and 50 m).
-STALE_ELAPSED_S = 60.0
+# is_stale: Strava's elapsed time is the file's span (within a second or two: a session may start a
+# second before its first record), so half a minute apart is an edit: a crop removes at least that.
+# Strava may measure distance a little differently from the device (it recomputes GPS distance for some
+# uploads), so distance counts only beyond 3 % (and 50 m).
+STALE_ELAPSED_S = 30.0
 STALE_DISTANCE_FRACTION = 0.03
 STALE_DISTANCE_FLOOR_M = 50.0
 

@@ -301,14 +301,14 @@ def test_elevation_gain_ignores_wiggles_under_a_metre(altitude, gain):
 
 @pytest.mark.parametrize(("api", "stale"), [
     ({"elapsed_time": 3600, "distance": 10_000.0}, False),
-    ({"elapsed_time": 3659, "distance": 10_250.0}, False),   # 59 s, 2.5 %: Strava measuring a bit differently
-    ({"elapsed_time": 3000, "distance": 10_000.0}, True),    # cropped by ten minutes
+    ({"elapsed_time": 3629, "distance": 10_250.0}, False),   # 29 s, 2.5 %: Strava measuring a bit differently
+    ({"elapsed_time": 3569, "distance": 10_000.0}, True),    # cropped by 31 s
     ({"elapsed_time": 3600, "distance": 9_500.0}, True),     # distance corrected by 5 %
     ({"elapsed_time": 3600, "distance": 1_040.0}, False),    # a short one: 40 m is within the 50 m floor
     ({"elapsed_time": None, "distance": "10000"}, False),    # nothing comparable
     ({}, False),
 ])
-def test_is_stale_beyond_a_minute_or_three_percent(api, stale):
+def test_is_stale_beyond_half_a_minute_or_three_percent(api, stale):
     short = api.get("distance") == 1_040.0
     summary = FileSummary(START, "Run", 1_000.0 if short else 10_000.0, 3600.0, 3500.0, 50.0)
     assert is_stale(summary, api) is stale
