@@ -421,6 +421,8 @@ def _lap(derived: Derived, velocity: list[float] | None, number: int, lap: Devic
             aggregated[key] = aggregate(values, start, end)
     if moving is None:
         moving = elapsed  # nothing tells standing from moving (no distance): Strava counts it all
+    if distance is None and derived.distance is None:
+        distance = 0.0  # a file without distance (weights): the API's laps say 0
     stated = {"average_heartrate": lap.average_heartrate, "max_heartrate": lap.max_heartrate,
               "average_cadence": lap.average_cadence, "average_watts": lap.average_watts, "max_speed": lap.max_speed}
     average_speed = lap.average_speed

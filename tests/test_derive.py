@@ -151,6 +151,7 @@ def test_without_distance_there_are_no_splits_and_no_moving(distance):
     assert summary.moving_s == 55.0 and summary.elapsed_s == 60.0
     (lap,) = laps(track)
     assert (lap["elapsed_time"], lap["moving_time"], lap["start_index"], lap["end_index"]) == (60, 60, 0, 60)
+    assert lap["distance"] == 0.0 and lap["average_heartrate"] == 120.0  # as the API's lap of weights
 
 
 def test_an_empty_track_derives_nothing():
