@@ -21,19 +21,21 @@ Strava does not publish its smoothing or thresholds; these rules are ours, simpl
   (nearer at the ends); null where that distance change is under 5 m (standing still).
 - splits of `unit_m` (1000 m: splits_metric, 1609.344 m: splits_standard): split k ends at the first
   record whose distance from the first record reaches k x unit_m; the last, partial split (to the last
-  record) is kept when it covers at least 1 m. A split runs from the record that ended the one before it
-  (the first record for split 1) to the record that ends it: its distance, elapsed time and elevation
+  record) is kept when it covers at least 0.1 m. A split runs from the record that ended the one before
+  it (the first record for split 1) to the record that ends it: its distance, elapsed time and elevation
   difference are the differences between those two records, its moving time the moving seconds between
   them, its average speed distance / moving time (null when that is 0), its average heart rate the mean
-  over its records (those after its start record, up to and including its end record; split 1 also has
-  the first). pace_zone and average_grade_adjusted_speed are null (Strava's zones and grade model are
-  not in the file). Distances and elevations are rounded to 0.1 m and speeds to 0.01 m/s, as Strava does.
+  over its records (those after its start record, up to and including its end record). pace_zone and
+  average_grade_adjusted_speed are null (Strava's zones and grade model are not in the file). Distances
+  and elevations are rounded to 0.1 m and speeds to 0.01 m/s, as Strava does.
 - laps: the device's laps (FIT lap messages, TCX laps), each ending at its last record at or before its
   end (start + elapsed time, to the second; the next lap's start when the file gives no elapsed time);
   the last lap ends at the last record; laps share their boundary record, like splits. The values the
-  device states win: elapsed time, its timer time as the moving time, distance, ascent, speeds, heart
-  rate, cadence, power; what it leaves out is computed over the lap's records as for splits. A file
-  without laps (GPX) gives one lap for the whole track, as Strava does.
+  device states win (elapsed time, distance, ascent, speeds, heart rate, cadence, power); what it leaves
+  out is computed over the lap's records as for splits. The moving time is the moving rule's, as for
+  splits (a device's timer time counts standing still unless auto-pause was on); without a growing
+  distance the device's timer time, else the elapsed time. A file without laps (GPX) gives one lap for
+  the whole track, as Strava does.
 - elevation gain, where the file does not state it: each climb from a low point to a high point counts
   once the altitude has risen more than 1 m above the low point, and ends when it falls more than 1 m
   below the high point, so wiggles under 1 m add nothing.
@@ -68,14 +70,15 @@ MOVING_MPS = 0.3
 VELOCITY_HALF_WINDOW = 2     # records either side
 GRADE_HALF_WINDOW = 5        # records either side
 GRADE_MIN_DISTANCE_M = 5.0   # below this the altitude's resolution (0.2 m in FIT) is noise, not grade
-MIN_PARTIAL_SPLIT_M = 1.0
+MIN_PARTIAL_SPLIT_M = 0.1
 GAIN_HYSTERESIS_M = 1.0
 EARTH_RADIUS_M = 6_371_008.8  # the mean radius (IUGG)
 
-# is_stale: Strava's elapsed time is the file's span, so a minute apart is an edit (a crop removes
-# minutes). Strava may measure distance a little differently from the device (it recomputes GPS
-# distance for some uploads), so distance counts only beyond 3 % (and 50 m).
-STALE_ELAPSED_S = 60.0
+# is_stale: Strava's elapsed time is the file's span (within a second or two: a session may start a
+# second before its first record), so half a minute apart is an edit: a crop removes at least that.
+# Strava may measure distance a little differently from the device (it recomputes GPS distance for some
+# uploads), so distance counts only beyond 3 % (and 50 m).
+STALE_ELAPSED_S = 30.0
 STALE_DISTANCE_FRACTION = 0.03
 STALE_DISTANCE_FLOOR_M = 50.0
 
@@ -178,7 +181,7 @@ def splits(source: Track | Derived, unit_m: float) -> list[dict[str, Any]]:
             "elevation_difference": (round(derived.altitude[end] - derived.altitude[start], 1)
                                      if derived.altitude is not None else None),
             "average_speed": round(metres / moving_s, 2) if moving_s > 0 else None,
-            "average_heartrate": _mean(heartrate, _first_record(start), end),
+            "average_heartrate": _mean(heartrate, start, end),
             "average_grade_adjusted_speed": None,
             "pace_zone": None,
         })
@@ -354,24 +357,18 @@ def _grade(derived: Derived) -> list[float | None]:
                                       _shifted(altitude, k), _shifted(altitude, -k))]
 
 
-# _mean or _maximum: the aggregate of a series over records first..last (inclusive)
+# _mean or _maximum of a series over the records of a split or lap from record `start` to record `end`:
+# start + 1 .. end (a record closes the second before it, so `start` belongs to the span before)
 Aggregate = Callable[[list[Any] | None, int, int], float | None]
 
 
-def _first_record(start: int) -> int:
-    """The first record that belongs to a split or lap starting at record `start` (see the module)."""
-    return 0 if start == 0 else start + 1
-
-
-def _mean(values: list[Any] | None, first: int, last: int) -> float | None:
-    if values is None:
-        return None
-    present = [v for v in values[first:last + 1] if v is not None]
+def _mean(values: list[Any] | None, start: int, end: int) -> float | None:
+    present = [v for v in values[start + 1:end + 1] if v is not None] if values is not None else []
     return round(sum(present) / len(present), 1) if present else None
 
 
-def _maximum(values: list[Any] | None, first: int, last: int) -> float | None:
-    present = [v for v in values[first:last + 1] if v is not None] if values is not None else []
+def _maximum(values: list[Any] | None, start: int, end: int) -> float | None:
+    present = [v for v in values[start + 1:end + 1] if v is not None] if values is not None else []
     return max(present) if present else None
 
 
@@ -395,35 +392,42 @@ def _lap_bounds(time: list[int], device_laps: list[DeviceLap]) -> list[tuple[int
     return bounds
 
 
+# A lap's fields computed from its records when the device states none: (field, series, aggregate)
+_LAP_AGGREGATES: tuple[tuple[str, str, Aggregate], ...] = (
+    ("average_heartrate", "heartrate", _mean), ("max_heartrate", "heartrate", _maximum),
+    ("average_cadence", "cadence", _mean), ("average_watts", "watts", _mean),
+    ("max_speed", "velocity_smooth", _maximum),
+)
+
+
 def _lap(derived: Derived, velocity: list[float] | None, number: int, lap: DeviceLap, start: int | None,
          end: int | None) -> dict[str, Any]:
+    """One API Lap: the device's values, and what it leaves out from records start..end (None, None:
+    the file has no records, so the device's values alone)."""
     track = derived.track
-    series = track.series
-    have = start is not None and end is not None
-    first = _first_record(start) if start is not None else 0
-    last = end if end is not None else -1
-
-    def recorded(name: str) -> list[Any] | None:
-        return series[name] if have and track.has(name) else None
-
-    elapsed = lap.elapsed_s
-    if elapsed is None and have:
-        elapsed = derived.time[end] - derived.time[start]
-    moving = lap.timer_s
-    if moving is None and have and derived.moving_s is not None:
-        moving = derived.moving_s[end] - derived.moving_s[start]
+    elapsed, moving, distance, gain = lap.elapsed_s, lap.timer_s, lap.distance_m, lap.ascent_m
+    aggregated: dict[str, float | None] = {}
+    if start is not None and end is not None:
+        if elapsed is None:
+            elapsed = derived.time[end] - derived.time[start]
+        if derived.moving_s is not None:
+            moving = derived.moving_s[end] - derived.moving_s[start]
+        if distance is None and derived.distance is not None:
+            distance = derived.distance[end] - derived.distance[start]
+        if gain is None and derived.altitude is not None:
+            gain = elevation_gain(derived.altitude[start:end + 1])
+        for key, name, aggregate in _LAP_AGGREGATES:
+            values = velocity if name == "velocity_smooth" else track.series.get(name) if track.has(name) else None
+            aggregated[key] = aggregate(values, start, end)
     if moving is None:
         moving = elapsed  # nothing tells standing from moving (no distance): Strava counts it all
-    distance = lap.distance_m
-    if distance is None and have and derived.distance is not None:
-        distance = derived.distance[end] - derived.distance[start]
-    gain = lap.ascent_m
-    if gain is None and have and derived.altitude is not None:
-        gain = elevation_gain(derived.altitude[start:end + 1])
+    if distance is None and derived.distance is None:
+        distance = 0.0  # a file without distance (weights): the API's laps say 0
+    stated = {"average_heartrate": lap.average_heartrate, "max_heartrate": lap.max_heartrate,
+              "average_cadence": lap.average_cadence, "average_watts": lap.average_watts, "max_speed": lap.max_speed}
     average_speed = lap.average_speed
     if average_speed is None and distance is not None and moving:
         average_speed = distance / moving
-    max_speed = _stated_or(lap.max_speed, _maximum, velocity if have else None, first, last)
     start_utc = track.start_utc_s + lap.start_s if track.start_utc_s is not None else None
     return {
         "id": None,
@@ -439,19 +443,10 @@ def _lap(derived: Derived, velocity: list[float] | None, number: int, lap: Devic
         "end_index": end,
         "total_elevation_gain": round(gain, 1) if gain is not None else None,
         "average_speed": round(average_speed, 3) if average_speed is not None else None,
-        "max_speed": round(max_speed, 3) if max_speed is not None else None,
-        "average_heartrate": _stated_or(lap.average_heartrate, _mean, recorded("heartrate"), first, last),
-        "max_heartrate": _stated_or(lap.max_heartrate, _maximum, recorded("heartrate"), first, last),
-        "average_cadence": _stated_or(lap.average_cadence, _mean, recorded("cadence"), first, last),
-        "average_watts": _stated_or(lap.average_watts, _mean, recorded("watts"), first, last),
+        **{key: value if value is not None else aggregated.get(key) for key, value in stated.items()},
         "device_watts": track.has("watts"),
         "pace_zone": None,
     }
-
-
-def _stated_or(stated: float | None, compute: Aggregate, values: list[Any] | None, first: int,
-               last: int) -> float | None:
-    return stated if stated is not None else compute(values, first, last)
 
 
 def _iso_utc(epoch_s: float | None) -> str | None:

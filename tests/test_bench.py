@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench import decode as bench_decode
+from bench import derived_splits as bench_derived_splits
 from bench import fairness as bench_fairness
 from bench import quota as bench_quota
 from bench import throughput as bench_throughput
@@ -140,7 +142,18 @@ def test_decode_smoke(capsys):
     assert "target: edge500-ride.fit" in out
 
 
-@pytest.mark.parametrize("script", ["quota.py", "throughput.py", "fairness.py", "decode.py"])
+def test_derived_splits_smoke(capsys):
+    assert bench_derived_splits.main(["--smoke"]) == 0
+    out = capsys.readouterr().out
+    assert "(FIT, TCX): met" in out
+    found, cropped = map(int, re.search(r"(\d+) of (\d+) files found stale", out).groups())
+    assert found == cropped > 0 and "uncropped files found stale: 0" in out
+    rows = {fields[0] + " " + fields[1]: fields[2:] for fields in map(str.split, out.splitlines()) if len(fields) > 8}
+    assert int(rows["splits fit"][0]) > 0 and int(rows["laps fit"][0]) > 0
+    assert "edge500-ride.fit" in out and "records/s" in out
+
+
+@pytest.mark.parametrize("script", ["quota.py", "throughput.py", "fairness.py", "decode.py", "derived_splits.py"])
 def test_scripts_run_standalone(script):
     """From a fresh clone: `python bench/<script>` finds the package without an install or PYTHONPATH."""
     env = {k: v for k, v in cli_env().items() if k != "PYTHONPATH"}
