@@ -274,10 +274,6 @@ class Activity:
     def index_at(self, fraction: float) -> int:
         return round(min(max(fraction, 0.0), 1.0) * (self.stream_points() - 1))
 
-    def index_of_second(self, second: int) -> int:
-        """The stream index of `second` (the nearest one the streams show)."""
-        return self.index_at(second / self.elapsed_s if self.elapsed_s else 0.0)
-
 
 # ---------------------------------------------------------------- list entries
 

@@ -94,10 +94,6 @@ class Route:
     end_m: float
     hills: Hills
 
-    @property
-    def start_m(self) -> float:
-        return self.legs[0].start_m
-
     def leg_at(self, s_m: float) -> Leg:
         index = bisect_right(self.starts_m, s_m) - 1
         return self.legs[max(index, 0)]
