@@ -29,6 +29,7 @@ from bulkfetch.pipeline import EXPORT_REREAD_S
 from bulkfetch.roster import Roster
 from bulkfetch.schema import SCHEMA_VERSION
 from bulkfetch.simulator import SimulatorSettings, SimulatorThread
+from bulkfetch.simulator.export import write_export
 from tests.conftest import REPO, cli_env, simulator_config_text
 from tests.exports import ENGLISH_94, FILES, ExportFile, csv_text, english_row, fixture, write_folder
 from tests.test_streams import spent, stream_gets
@@ -76,18 +77,28 @@ class Scenario:
         return Roster(self.data_dir).athlete(self.athlete_id).folder
 
     def rows(self, table: str) -> list[dict]:
-        parquet = self.data_dir / "parquet" / table
-        with duckdb.connect() as db:
-            cursor = db.execute(f"SELECT * FROM read_parquet('{parquet}/**/*.parquet', hive_partitioning = true)")
-            names = [d[0] for d in cursor.description]
-            return [dict(zip(names, row)) for row in cursor.fetchall()]
+        return rows(self.data_dir, table)
 
     def sources(self, table: str) -> dict[int, set[str]]:
-        key = "id" if table == "activities" else "activity_id"
-        found: dict[int, set[str]] = {}
-        for row in self.rows(table):
-            found.setdefault(row[key], set()).add(row["source"])
-        return found
+        return sources(self.data_dir, table)
+
+
+def rows(data_dir: Path, table: str) -> list[dict]:
+    """A table's rows, as DuckDB reads the hive-partitioned Parquet."""
+    parquet = data_dir / "parquet" / table
+    with duckdb.connect() as db:
+        cursor = db.execute(f"SELECT * FROM read_parquet('{parquet}/**/*.parquet', hive_partitioning = true)")
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+def sources(data_dir: Path, table: str) -> dict[int, set[str]]:
+    """Each activity's `source` values in a table (one activity, one source)."""
+    key = "id" if table == "activities" else "activity_id"
+    found: dict[int, set[str]] = {}
+    for row in rows(data_dir, table):
+        found.setdefault(row[key], set()).add(row["source"])
+    return found
 
 
 def cli(config: Path, *args: str) -> int:
@@ -314,6 +325,32 @@ def test_a_fetch_skips_the_streams_an_import_running_beside_it_covered(tmp_path)
     # the fetch's own compaction at its end took in what the import added meanwhile
     assert {i: s for i, s in case.sources("streams").items() if i in case.ids("covered")} == {
         i: {"file"} for i in case.ids("covered")}
+
+
+def test_the_simulators_export_spares_every_stream_request_but_the_cropped_the_corrupt_and_the_manual(tmp_path,
+                                                                                                   capsys):
+    settings = SimulatorSettings(activities=20, seed=37, duration_s=600, short_limit=1000, daily_limit=10000)
+    with SimulatorThread(settings) as sim:
+        written = write_export(tmp_path / "export.zip", sim.history)
+        assert written.cropped and written.corrupt and written.manual  # the seed gives one of each
+        config = tmp_path / "config.toml"
+        config.write_text(simulator_config_text(sim, tmp_path / "data"))
+        assert cli(config, "import", str(written.path)) == 0  # its profile.csv names the athlete
+        assert sim.request_log == []
+        listed = set(sim.activity_ids())
+        corrupt = written.corrupt.activity_id
+        # what Strava's streams come from, and agrees with Strava's summary
+        covered = listed - set(written.cropped) - set(written.manual) - {corrupt}
+        capsys.readouterr()
+        assert cli(config, "plan", "--streams", "all") == 0
+        saving = PLAN_SAVING.search(capsys.readouterr().out)
+        assert saving and saving.group(1, 2) == (str(len(covered)), str(len(listed)))
+        assert cli(config, "fetch", "--streams", "all") == 0
+        assert sorted(stream_gets(sim)) == sorted(listed - covered)
+
+    assert sources(tmp_path / "data", "streams") == {
+        **{i: {"file"} for i in covered}, **{i: {"api"} for i in set(written.cropped) | {corrupt}}}  # manual: none
+    assert sources(tmp_path / "data", "activities") == {i: {"api"} for i in listed}
 
 
 # -- the upgrade -----------------------------------------------------------------------------------------
