@@ -17,8 +17,9 @@ each year's partitions were written from, and a group whose fingerprint and file
 skipped: a kudos count that changed rewrites a year's activities, not its streams. A new SCHEMA_VERSION,
 another parquet_dir or athlete id, or `rebuild=True` rewrite every year.
 
-A table whose folder still holds the one-athlete layout of schema versions before 3 is written aside
-and swapped in once every year is written (see bulkfetch.parquet_layout): readers never see both.
+A table whose folder still holds the one-athlete layout of schema versions before 3, or files of an older
+schema version, is written aside and swapped in once every year is written (see bulkfetch.parquet_layout):
+readers never see both.
 
 Atomic: a partition file is written to a hidden temporary name in its folder, fsynced and
 `os.replace`d, so readers see the old file or the new one. The manifest entry for a year is written
@@ -192,7 +193,7 @@ def compact(store: RawStore, parquet_dir: Path, athlete_id: int, *, rebuild: boo
     ensure_dir(store.state_dir)
     ensure_dir(parquet_dir)
     with _compact_lock(store.state_dir):
-        layout = AthleteLayout(parquet_dir, athlete_id, staged_tables(parquet_dir, athlete_id, TABLES))
+        layout = AthleteLayout(parquet_dir, athlete_id, staged_tables(parquet_dir, athlete_id, TABLES, SCHEMA_VERSION))
         _sweep_temp_files(layout)
         by_year = partition_entries(store)
         fingerprints = {year: year_fingerprints(entries) for year, entries in by_year.items()}
@@ -233,7 +234,7 @@ def compact(store: RawStore, parquet_dir: Path, athlete_id: int, *, rebuild: boo
                 store.write_state(MANIFEST, manifest)
                 if on_progress:
                     on_progress(done, len(todo))
-        publish(layout, TABLES)  # every year is written: staged tables replace the legacy ones
+        publish(layout, TABLES)  # every year is written: staged tables replace the legacy or older ones
 
     return CompactResult(written={t: sorted(y) for t, y in written.items()}, skipped_years=skipped, rows=rows)
 

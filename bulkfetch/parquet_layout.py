@@ -12,6 +12,10 @@ and `publish` then swaps it in (in one atomic step where the system can) and rem
 can be killed: the staged years are recorded in the manifest as they are written, so the next run
 resumes the staging; and `publish` is idempotent (see `staged_tables` for how a run tells the states
 apart).
+
+A new schema version (a new column) rewrites every partition; DuckDB refuses a glob whose files differ in
+their columns. So an athlete's table whose files are of an older schema version is staged the same way
+and swapped in whole: readers see its old files or its new ones, never some of each.
 """
 
 from __future__ import annotations
@@ -24,11 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from bulkfetch.errors import WriteError
 from bulkfetch.store import fsync_dir, is_orphaned_temp
 
 PART_FILE = "part-0.parquet"
+SCHEMA_VERSION_KEY = b"bulkfetch.schema_version"  # in every partition file's metadata
 STAGING = ".migrating"  # a leading dot: pyarrow and Spark skip it, and no `<table>/**` glob reaches it
 YEAR_PREFIX = "year="
 # The partition columns' types for readers that take them (pyarrow, DuckDB's hive_types): inferred,
@@ -68,14 +74,37 @@ class AthleteLayout:
         return partition_path(self.root(table), table, self.athlete_id, year)
 
 
-def staged_tables(parquet_dir: Path, athlete_id: int, tables: Iterable[str]) -> frozenset[str]:
-    """The tables to write aside: those already being staged, and those whose folder still holds legacy
-    partitions while this athlete's folder is not there yet. A table whose athlete folder sits beside
-    legacy ones was swapped in by a run killed before it removed them: `publish` finishes that."""
+def staged_tables(parquet_dir: Path, athlete_id: int, tables: Iterable[str], schema_version: int) -> frozenset[str]:
+    """The tables to write aside: those already being staged; those whose folder still holds legacy
+    partitions while this athlete's folder is not there yet; and those whose athlete folder holds files
+    of another schema version than `schema_version`. A table whose athlete folder sits beside legacy ones
+    was swapped in by a run killed before it removed them: `publish` finishes that. A staged folder
+    without a file of `schema_version` is the older table a killed `publish` swapped aside (or a staging
+    that had written nothing yet): it is removed here."""
     staging = AthleteLayout(parquet_dir, athlete_id, frozenset(tables))
     final = AthleteLayout(parquet_dir, athlete_id)
-    return frozenset(table for table in tables if staging.athlete_dir(table).is_dir() or (
-        legacy_folders(parquet_dir, table) and not final.athlete_dir(table).is_dir()))
+    version = str(schema_version).encode()
+    chosen = set()
+    for table in tables:
+        aside, live = staging.athlete_dir(table), final.athlete_dir(table)
+        if aside.is_dir() and version not in _versions(aside):
+            _remove_athlete_folder(aside)
+        if aside.is_dir() or (legacy_folders(parquet_dir, table) and not live.is_dir()) or \
+                _versions(live) - {version}:
+            chosen.add(table)
+    return frozenset(chosen)
+
+
+def _versions(athlete_dir: Path) -> set[bytes]:
+    """The schema versions of an athlete folder's partition files (b"" for a file without one)."""
+    found = set()
+    for path in athlete_dir.glob(f"{YEAR_PREFIX}*/{PART_FILE}"):
+        try:
+            metadata = pq.read_schema(path).metadata or {}
+        except (OSError, pa.ArrowException):
+            continue  # not readable as Parquet: not ours to judge, rewritten with its year
+        found.add(metadata.get(SCHEMA_VERSION_KEY, b""))
+    return found
 
 
 def legacy_folders(parquet_dir: Path, table: str) -> list[Path]:
@@ -100,6 +129,8 @@ def publish(layout: AthleteLayout, tables: Iterable[str]) -> None:
         if table in layout.staged and source.exists() and _swap_whole_table(layout, table):
             fsync_dir(layout.parquet_dir)
             fsync_dir(layout.parquet_dir / STAGING)
+        elif table in layout.staged and source.exists() and target.exists():  # an older schema's table
+            _replace_athlete_folder(source, target)
         elif table in layout.staged and source.exists():  # a table with no rows for this athlete stages nothing
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -112,6 +143,32 @@ def publish(layout: AthleteLayout, tables: Iterable[str]) -> None:
         for folder in legacy_folders(layout.parquet_dir, table) + legacy_folders(layout.parquet_dir / STAGING, table):
             _remove_legacy(folder)
     _remove_empty_folders(layout.parquet_dir / STAGING)
+
+
+def _replace_athlete_folder(staged: Path, live: Path) -> None:
+    """Put the staged athlete folder in place of the live one (of an older schema version), then remove the
+    older one. Where the system can, the two trade places in one atomic step; elsewhere the older files go
+    first, so a reader may meet fewer years for a moment, never both versions."""
+    if exchange(staged, live):
+        fsync_dir(live.parent)
+        fsync_dir(staged.parent)
+        _remove_athlete_folder(staged)  # the older table, now aside; a killed run's is removed by the next
+        return
+    _remove_athlete_folder(live)
+    os.rename(staged, live)
+    fsync_dir(live.parent)
+
+
+def _remove_athlete_folder(folder: Path) -> None:
+    """An athlete folder of a table: each year's partition file and dead writers' temporary files, then the
+    year folders and the folder itself (anything else in them is left alone)."""
+    for year in folder.glob(f"{YEAR_PREFIX}*"):
+        if year.is_dir():
+            _remove_legacy(year)
+    try:
+        folder.rmdir()
+    except OSError:
+        pass  # something else is in it, left alone as any file bulkfetch did not write
 
 
 def _swap_whole_table(layout: AthleteLayout, table: str) -> bool:
@@ -143,7 +200,8 @@ def exchange(first: Path, second: Path) -> bool:
 
 
 def _remove_legacy(folder: Path) -> None:
-    """A legacy year folder: its partition file and dead writers' temporary files, then the folder."""
+    """A year folder (legacy, or of an older table): its partition file and dead writers' temporary files,
+    then the folder."""
     for path in folder.iterdir():
         if path.name == PART_FILE or is_orphaned_temp(path):
             try:

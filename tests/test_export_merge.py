@@ -22,12 +22,15 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
+import bulkfetch.compact as compact_module
+import bulkfetch.parquet_layout as layout_module
 from bulkfetch import derive
 from bulkfetch.activity_files import decode_file
 from bulkfetch.cli import main
+from bulkfetch.parquet_layout import STAGING
 from bulkfetch.pipeline import EXPORT_REREAD_S
 from bulkfetch.roster import Roster
-from bulkfetch.schema import SCHEMA_VERSION
+from bulkfetch.schema import SCHEMA_VERSION, TABLES
 from bulkfetch.simulator import SimulatorSettings, SimulatorThread
 from bulkfetch.simulator.export import write_export
 from tests.conftest import REPO, cli_env, simulator_config_text
@@ -370,7 +373,7 @@ def previous_version(tmp_path: Path) -> Path:
     return tmp_path / "previous"
 
 
-def test_the_first_compaction_after_the_upgrade_rebuilds_every_table_with_source_without_a_request(tmp_path):
+def test_the_first_compaction_after_the_upgrade_rebuilds_every_table_aside_without_a_request(tmp_path, monkeypatch):
     previous = previous_version(tmp_path)
     with SimulatorThread(SimulatorSettings(activities=15, seed=34, short_limit=1000, daily_limit=10000)) as sim:
         config = tmp_path / "config.toml"
@@ -383,10 +386,26 @@ def test_the_first_compaction_after_the_upgrade_rebuilds_every_table_with_source
         made = {path: pq.read_table(path) for path in parquet.rglob("*.parquet")}
         assert made and all(b"bulkfetch.schema_version" in t.schema.metadata and "source" not in t.column_names
                             for t in made.values())
-
         mark = len(sim.request_log)
+
+        # Stopped after the first year: the new files wait aside, every table reads as before.
+        monkeypatch.setattr(compact_module, "write_year", stop_at(2, compact_module.write_year))
+        assert cli(config, "compact") == 130
+        monkeypatch.undo()
+        assert list((parquet / STAGING).rglob("*.parquet"))
+        assert {path: pq.read_table(path) for path in parquet.rglob("*.parquet") if STAGING not in path.parts} == made
+        assert all("source" not in r for r in rows(tmp_path / "data", "activities"))
+
+        # Stopped while swapping in: the first table is whole and new, the others whole and old.
+        monkeypatch.setattr(layout_module, "_remove_athlete_folder", stop_at(1, layout_module._remove_athlete_folder))
+        assert cli(config, "compact") == 130
+        monkeypatch.undo()
+        assert all(r["source"] == "api" for r in rows(tmp_path / "data", TABLES[0]))
+        assert all("source" not in r for r in rows(tmp_path / "data", TABLES[1]))
+
         assert cli(config, "compact") == 0
         assert len(sim.request_log) == mark  # rebuilt from the raw JSON alone
+        assert not (parquet / STAGING).exists()
         rebuilt = {path: pq.read_table(path) for path in parquet.rglob("*.parquet")}
         assert set(rebuilt) == set(made)  # the same partitions, each rewritten in the new schema
         for path, table in rebuilt.items():
@@ -399,3 +418,16 @@ def test_the_first_compaction_after_the_upgrade_rebuilds_every_table_with_source
 
         assert cli(config, "fetch") == 0  # and the next fetch spends only its routine list check
         assert spent(sim, mark) == {"list": 1}
+
+
+def stop_at(call: int, real):
+    """`real`, but Ctrl-C at its `call`-th call."""
+    calls = []
+
+    def wrapped(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    return wrapped
