@@ -24,9 +24,11 @@ summaries it computed in the athlete's state (keyed by the decoded file's size a
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,9 @@ from bulkfetch.schema import ExportPart
 from bulkfetch.store import RawStore
 from bulkfetch.track import Track, read_track
 
-SUMMARY_CACHE = "export_summaries"  # state/export_summaries.json: {id: [size, mtime_ns, FileSummary]}
+# state/export_summaries.json: {"derive": digest, "files": {id: [size, mtime_ns, FileSummary]}}, the summaries
+# valid for the derive.py whose digest it names: a changed rule computes them afresh.
+SUMMARY_CACHE = "export_summaries"
 USABLE = ("ok", "truncated")  # decoded files that give rows
 SPLIT_TABLES = {"splits_metric": derive.METRIC_SPLIT_M, "splits_standard": derive.STANDARD_SPLIT_M}
 
@@ -165,8 +169,8 @@ class ExportView:
         track_file = self.track_file(activity_id)
         if track_file is None:
             return None
-        cache = self._summaries()
-        cached = cache.get(str(activity_id))
+        known = self._summaries()
+        cached = known.get(str(activity_id))
         if isinstance(cached, list) and len(cached) == 3 and cached[:2] == [track_file.size, track_file.mtime_ns]:
             try:
                 return derive.FileSummary(**cached[2])
@@ -176,7 +180,7 @@ class ExportView:
         if track is None:
             return None
         summary = derive.file_summary(track)
-        cache[str(activity_id)] = [track_file.size, track_file.mtime_ns, asdict(summary)]
+        known[str(activity_id)] = [track_file.size, track_file.mtime_ns, asdict(summary)]
         self._cache_changed = True
         return summary
 
@@ -196,11 +200,19 @@ class ExportView:
         """Keep the file summaries computed since the cache was read. The file is written whole, and what
         it holds is a function of the decoded files, so two writers at once lose at most some work."""
         if self._cache_changed and self._cache is not None:
-            self._state.write_state(SUMMARY_CACHE, self._cache)
+            self._state.write_state(SUMMARY_CACHE, {"derive": _derive_digest(), "files": self._cache})
             self._cache_changed = False
 
     def _summaries(self) -> dict[str, Any]:
         if self._cache is None:
-            cache = self._state.read_state(SUMMARY_CACHE, {})
-            self._cache = cache if isinstance(cache, dict) else {}
+            saved = self._state.read_state(SUMMARY_CACHE, {})
+            current = isinstance(saved, dict) and saved.get("derive") == _derive_digest() and isinstance(
+                saved.get("files"), dict)
+            self._cache = saved["files"] if current else {}
         return self._cache
+
+
+@cache
+def _derive_digest() -> str:
+    """A digest of derive.py, whose rules the cached summaries follow."""
+    return hashlib.blake2b(Path(derive.__file__).read_bytes(), digest_size=8).hexdigest()

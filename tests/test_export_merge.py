@@ -24,7 +24,7 @@ import pytest
 
 import bulkfetch.compact as compact_module
 import bulkfetch.parquet_layout as layout_module
-from bulkfetch import derive
+from bulkfetch import derive, file_rows
 from bulkfetch.activity_files import decode_file
 from bulkfetch.cli import main
 from bulkfetch.parquet_layout import STAGING
@@ -33,6 +33,7 @@ from bulkfetch.roster import Roster
 from bulkfetch.schema import SCHEMA_VERSION, TABLES
 from bulkfetch.simulator import SimulatorSettings, SimulatorThread
 from bulkfetch.simulator.export import write_export
+from bulkfetch.track import read_track
 from tests.conftest import REPO, cli_env, simulator_config_text
 from tests.exports import ENGLISH_94, FILES, ExportFile, csv_text, english_row, fixture, write_folder
 from tests.test_streams import spent, stream_gets
@@ -203,7 +204,7 @@ def test_an_export_alone_gives_activities_from_its_csv_and_streams_splits_laps_f
 PLAN_SAVING = re.compile(r"^streams: ([\d,]+) of ([\d,]+) from the export, ([\d,]+) requests?", re.MULTILINE)
 
 
-def test_fetch_replaces_the_csv_rows_and_asks_no_streams_the_export_covers(tmp_path, capsys):
+def test_fetch_replaces_the_csv_rows_and_asks_no_streams_the_export_covers(tmp_path, capsys, monkeypatch):
     thread = SimulatorThread(SimulatorSettings(activities=12, seed=32, short_limit=1000, daily_limit=10000))
     with thread as sim:
         case = scenario(tmp_path, thread, sim)
@@ -223,9 +224,12 @@ def test_fetch_replaces_the_csv_rows_and_asks_no_streams_the_export_covers(tmp_p
         assert spent(sim, mark)["detail"] == len(listed)  # every detail, as without an export
 
         capsys.readouterr()
+        reads = []
+        monkeypatch.setattr(file_rows, "read_track", lambda path: reads.append(path) or read_track(path))
         assert cli(case.config, "status", "--json") == 0
         report = orjson.loads(capsys.readouterr().out)
         assert (report["pending_streams"], report["streams_from_export"]) == (0, len(covered))
+        assert reads == []  # the files' summaries the fetch computed were kept: no track is read again
         mark = len(sim.request_log)
         assert cli(case.config, "fetch", "--streams", "all") == 0  # a rerun asks nothing the export covers either
         assert stream_gets(sim, mark) == []
