@@ -142,14 +142,20 @@ class Entry:
     from_csv: bool = False
 
     @property
-    def file_children(self) -> bool:
-        """Whether its splits and laps may come from its device file: it has one, and no detail."""
-        return self.track is not None and self.detail_path is None
+    def children_file(self) -> TrackFile | None:
+        """Its device file while that may give its splits and laps: it has no detail."""
+        return self.track if self.detail_path is None else None
 
     @property
-    def file_streams(self) -> bool:
-        """Whether its streams may come from its device file: it has one, and no API streams."""
-        return self.track is not None and self.stream_path is None
+    def streams_file(self) -> TrackFile | None:
+        """Its device file while that may give its streams: it has no API streams."""
+        return self.track if self.stream_path is None else None
+
+    def raw_bytes(self, group: str) -> int:
+        """What writing its rows of a table group reads: its raw JSON, or its device file in its stead."""
+        if group == "details":
+            return self.detail_size + (self.children_file.size if self.children_file else 0)
+        return self.stream_size + (self.streams_file.size if self.streams_file else 0)
 
 
 @dataclass(frozen=True)
@@ -166,11 +172,7 @@ class YearJob:
     @property
     def raw_bytes(self) -> int:
         """The raw JSON and decoded device files this job reads."""
-        details = sum(e.detail_size + (e.track.size if e.file_children and e.track else 0) for e in self.entries) \
-            if "details" in self.groups else 0
-        streams = sum(e.stream_size + (e.track.size if e.file_streams and e.track else 0) for e in self.entries) \
-            if "streams" in self.groups else 0
-        return details + streams
+        return sum(entry.raw_bytes(group) for group in self.groups for entry in self.entries)
 
 
 @dataclass
@@ -309,7 +311,7 @@ def details_fingerprint(entries: Sequence[Entry]) -> str:
     digest = _digest()
     for entry in entries:
         # The device file counts only while it gives the splits and laps (no detail yet).
-        track = _track_identity(entry.track) if entry.file_children else ""
+        track = _track_identity(entry.children_file)
         digest.update(f"{entry.activity_id} {entry.detail_path is not None} {entry.detail_size} "
                       f"{entry.detail_mtime_ns} {entry.from_csv}{track}\n".encode())
         digest.update(orjson.dumps(entry.summary, option=orjson.OPT_SORT_KEYS))
@@ -329,14 +331,14 @@ def streams_fingerprint(entries: Sequence[Entry]) -> str:
     """
     digest = _digest()
     for entry in entries:
-        if entry.stream_path is None and not entry.file_streams:
+        if entry.stream_path is None and entry.streams_file is None:
             continue
         copied = [entry.summary.get(key) for key in FROM_ACTIVITY]
         detail = f" {entry.detail_size} {entry.detail_mtime_ns}" if None in copied else ""
         if entry.stream_path is not None:
             source = f"{entry.stream_size} {entry.stream_mtime_ns}"
         else:
-            source = _track_identity(entry.track)
+            source = _track_identity(entry.streams_file)
             copied += [entry.summary.get(key) for key in RECORDING_FIELDS]
         digest.update(f"{entry.activity_id} {source}{detail}\n".encode())
         digest.update(orjson.dumps(copied))
@@ -378,7 +380,7 @@ def _copied_from_activity(entry: Entry) -> list[Any]:
 
 def _export_part(entry: Entry) -> ExportPart:
     """What the entry's rows take from the export; its device file is read only while it may give them."""
-    track = read_track_file(entry.track) if entry.file_children and entry.track is not None else None
+    track = read_track_file(entry.children_file) if entry.children_file is not None else None
     return export_part(entry.summary, track, from_csv=entry.from_csv)
 
 
@@ -387,7 +389,7 @@ def _stream_set(entry: Entry) -> tuple[Any, str]:
     has neither, or its file is stale against the summary)."""
     if entry.stream_path is not None:
         return _read_streams(entry.stream_path), API
-    track = read_track_file(entry.track) if entry.track is not None else None
+    track = read_track_file(entry.streams_file) if entry.streams_file is not None else None
     return (file_stream_set(track, entry.summary) if track is not None else None), FILE
 
 
@@ -620,11 +622,11 @@ def _write_year(job: YearJob) -> YearOutcome:
             _check_stop()
             chunk = job.entries[start:start + CHUNK_ACTIVITIES]
             tables = build_tables([(e.activity_id, e.summary, _read_detail(e.detail_path)) for e in chunk],
-                                  {e.activity_id: _export_part(e) for e in chunk if e.from_csv or e.file_children})
+                                  {e.activity_id: _export_part(e) for e in chunk if e.from_csv or e.children_file})
             for table, data in tables.items():
                 if data.num_rows:
                     writers[table].add(data)
-        streamed = [e for e in job.entries if e.stream_path is not None or e.file_streams] \
+        streamed = [e for e in job.entries if e.stream_path is not None or e.streams_file is not None] \
             if "streams" in job.groups else []
         for entry in sorted(streamed, key=lambda e: e.activity_id):
             _check_stop()
