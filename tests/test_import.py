@@ -351,6 +351,7 @@ def test_a_damaged_index_costs_no_decoding(tmp_path: Path, config: Path) -> None
     store = _store(config)
     stamps = {i: store.track_path(i).stat().st_mtime_ns for i in files}
     (_data(config) / "athletes" / str(ATHLETE) / "state" / "export.json").write_text("{not json")
+    assert len(store.csv_versions()) == 1 and store.activities()[108].sport_type == "WeightTraining"
     again = run_cli("--config", str(config), "import", str(path))
     assert again.returncode == 0, again.stderr
     assert again.stdout.strip().endswith("7 imported before (not decoded again)")
