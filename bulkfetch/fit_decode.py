@@ -1,7 +1,7 @@
 """FIT activity files to a Track, with Garmin's FIT SDK (`garmin_fit_sdk.Decoder`).
 
-The SDK's conversions are switched off for speed (on edge500-ride.fit, 10,686 records, the SDK's
-defaults decode about 13k records/s, these options about 3.5 times as many; see `bench/decode.py`):
+The SDK's conversions are switched off for speed (on edge500-ride.fit, 10,686 records, these options
+decode 2.5 to 3.5 times as many records per second as the SDK's defaults; see `bench/decode.py`):
 - no CRC check: it is half the decode time, and a mismatch alone would not drop a record anyway (a file
   that is cut or broken in its structure still stops the decode, and is reported);
 - no scale/offset, datetime, type-name, sub-field or component conversion: this module scales the few
@@ -61,7 +61,7 @@ def decode_fit(payload: bytes) -> Track:
         return unreadable("fit", stopped or f"no records (a FIT {file_type or 'unknown'} file)", session)
     first_s = records[0]["timestamp"]
     laps = [lap for lap in (_lap(m, first_s) for m in messages.get("lap_mesgs", ())) if lap is not None]
-    return track_of("fit", first_s + FIT_EPOCH_S, _series(records), laps=laps, session=session,
+    return track_of("fit", float(first_s + FIT_EPOCH_S), _series(records), laps=laps, session=session,
                     stopped=stopped, note=note)
 
 
@@ -160,19 +160,23 @@ def _lap(message: dict[str, Any], first_s: int) -> DeviceLap | None:
     fraction = _value(message, _LAP, "avg_fractional_cadence")
     return DeviceLap(
         start_s=float(start - first_s),
-        elapsed_s=_value(message, _LAP, "total_elapsed_time"),
-        timer_s=_value(message, _LAP, "total_timer_time"),
-        distance_m=_value(message, _LAP, "total_distance"),
-        ascent_m=_value(message, _LAP, "total_ascent"),
-        descent_m=_value(message, _LAP, "total_descent"),
-        average_heartrate=_value(message, _LAP, "avg_heart_rate"),
-        max_heartrate=_value(message, _LAP, "max_heart_rate"),
+        **_totals(message, _LAP),
+        # a lap's average may carry the fraction the per-record cadence cannot
         average_cadence=cadence + (fraction or 0) if cadence is not None else None,
         average_speed=_value(message, _LAP, "enhanced_avg_speed", "avg_speed"),
         max_speed=_value(message, _LAP, "enhanced_max_speed", "max_speed"),
         average_watts=_value(message, _LAP, "avg_power"),
-        calories=_value(message, _LAP, "total_calories"),
     )
+
+
+# DeviceLap/Session field -> the lap and session messages' field
+_TOTALS = {"elapsed_s": "total_elapsed_time", "timer_s": "total_timer_time", "distance_m": "total_distance",
+           "ascent_m": "total_ascent", "descent_m": "total_descent", "average_heartrate": "avg_heart_rate",
+           "max_heartrate": "max_heart_rate", "calories": "total_calories"}
+
+
+def _totals(message: dict[str, Any], mesg_num: int) -> dict[str, float | None]:
+    return {field: _value(message, mesg_num, name) for field, name in _TOTALS.items()}
 
 
 def _session(messages: dict[str, list[dict[str, Any]]]) -> Session | None:
@@ -190,14 +194,7 @@ def _session(messages: dict[str, list[dict[str, Any]]]) -> Session | None:
     return Session(
         sport_type=sport_type,
         start_utc_s=float(start + FIT_EPOCH_S) if _is_int(start) else None,
-        elapsed_s=_value(session, _SESSION, "total_elapsed_time"),
-        timer_s=_value(session, _SESSION, "total_timer_time"),
-        distance_m=_value(session, _SESSION, "total_distance"),
-        ascent_m=_value(session, _SESSION, "total_ascent"),
-        descent_m=_value(session, _SESSION, "total_descent"),
-        average_heartrate=_value(session, _SESSION, "avg_heart_rate"),
-        max_heartrate=_value(session, _SESSION, "max_heart_rate"),
-        calories=_value(session, _SESSION, "total_calories"),
+        **_totals(session, _SESSION),
         device=device,
     )
 

@@ -154,7 +154,15 @@ def test_truncated_fit_keeps_the_records_before_the_cut():
     assert track.has("lat") and track.session is not None and track.session.sport_type == "Run"
 
 
-def test_a_fit_whose_header_promises_more_than_a_crc_keeps_every_record():
+def test_a_wrong_crc_alone_drops_nothing():
+    """The CRC is not checked: a file whose data decodes keeps every record, whatever its last two bytes."""
+    data = bytearray(load("fenix5-run.fit"))
+    data[-2:] = bytes([data[-2] ^ 0xFF, data[-1] ^ 0xFF])
+    track = decode_file(bytes(data), "activities/1.fit")
+    assert (track.status, track.problem, track.series) == ("ok", None, decode("fenix5-run.fit").series)
+
+
+def test_a_fit_cut_in_its_crc_or_padded_after_it_keeps_every_record():
     """Cut inside its CRC (the last two bytes): every record decoded, so it is ok, with a remark."""
     track = decode_file(load("fenix5-run.fit")[:-1], "activities/1.fit")
     assert (track.status, track.records) == ("ok", 21) and track.problem == "ends before its CRC"
@@ -256,12 +264,23 @@ def test_points_without_a_time_are_skipped_and_none_at_all_is_unreadable():
     (b"<gpx><trk><trkseg></trkseg></trk></gpx>", "x", "gpx"),
     (b"\x0e\x10\xd9\x07\0\0\0\0.FIT\0\0", "activities/1.bin", "fit"),
     (b"random bytes", "activities/1.bin", None),
+    (b"<?xml version='1.0' encoding='no-such-codec'?><gpx/>", "activities/1.gpx", "gpx"),
 ])
 def test_garbage_is_unreadable_with_one_line_saying_why(data, name, fmt):
     track = decode_file(data, name)
     assert (track.status, track.records, track.format, track.start_utc_s) == ("unreadable", 0, fmt, None)
     assert one_line(track.problem), track.problem
     assert set(track.series) == {"time"}
+
+
+def test_an_entity_expansion_bomb_is_refused_quickly():
+    """expat's amplification limit stops the "billion laughs" before it expands (not in minutes)."""
+    entities = b"".join(b'<!ENTITY e%d "%s">' % (level, b"&e%d;" % (level - 1) * 10) for level in range(1, 10))
+    bomb = (b'<?xml version="1.0"?><!DOCTYPE gpx [<!ENTITY e0 "' + b"lol" * 30 + b'">' + entities + b"]>"
+            b'<gpx><trk><trkseg><trkpt lat="1" lon="2"><time>2020-01-01T00:00:00Z</time><name>&e9;</name>'
+            b"</trkpt></trkseg></trk></gpx>")
+    track = decode_file(bomb, "activities/1.gpx")
+    assert (track.status, track.records) == ("unreadable", 0) and one_line(track.problem)
 
 
 def test_a_decoded_track_stores_and_reads_back(tmp_path):

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench import decode as bench_decode
 from bench import fairness as bench_fairness
 from bench import quota as bench_quota
 from bench import throughput as bench_throughput
@@ -131,7 +132,15 @@ def test_throughput_smoke():
     assert profile is not None and "file writes" in bench_throughput.profile_report(profile)
 
 
-@pytest.mark.parametrize("script", ["quota.py", "throughput.py", "fairness.py"])
+def test_decode_smoke(capsys):
+    assert bench_decode.main(["--smoke"]) == 0
+    out = capsys.readouterr().out
+    rows = {fields[0]: fields[1:] for fields in map(str.split, out.splitlines()) if fields}
+    assert rows["edge500-ride.fit"][:2] == ["ok", "10,686"] and rows["truncated.fit"][:2] == ["truncated", "14"]
+    assert "target: edge500-ride.fit" in out
+
+
+@pytest.mark.parametrize("script", ["quota.py", "throughput.py", "fairness.py", "decode.py"])
 def test_scripts_run_standalone(script):
     """From a fresh clone: `python bench/<script>` finds the package without an install or PYTHONPATH."""
     env = {k: v for k, v in cli_env().items() if k != "PYTHONPATH"}
@@ -139,3 +148,4 @@ def test_scripts_run_standalone(script):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "--smoke" in result.stdout
+
