@@ -159,6 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--latency", type=_bounded(float, low=0.0), default=0.0,
                           help="server latency per request, seconds")
     simulate.add_argument("--write-config", metavar="PATH", help="write a config.toml for this simulator")
+    simulate.add_argument("--export", metavar="PATH",
+                          help="first write the (first) athlete's account export zip to PATH: activities.csv and a "
+                               "device file per recorded activity, of the history it then serves")
+    simulate.add_argument("--export-language", choices=("en", "de"), default="en",
+                          help="language of the export's activities.csv (default en)")
     simulate.set_defaults(handler=_cmd_simulate)
     return parser
 
@@ -670,9 +675,12 @@ def _show_demo_athletes(show: Reporter, demo: DemoRun, summary: FetchSummary, pa
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from bulkfetch.simulator import SimulatorSettings, serve_forever
+    from bulkfetch.simulator.export import ExportRequest
 
     if args.daily_window < args.short_window:  # the config it writes would be refused
         raise ConfigError(f"--daily-window {args.daily_window:g} must be at least --short-window {args.short_window:g}")
+    export = (ExportRequest(_export_path(args.export), language=args.export_language, workers=os.cpu_count() or 1)
+              if args.export else None)
     settings = SimulatorSettings(
         seed=args.seed, activities=args.activities, athletes=args.athletes, athlete_capacity=args.athlete_capacity,
         short_limit=args.short_limit, daily_limit=args.daily_limit,
@@ -683,16 +691,31 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     write_config = Path(args.write_config) if args.write_config else None
     try:
         asyncio.run(serve_forever(settings, host=args.host, port=args.port, write_config=write_config,
-                                  announce=lambda text: print(text, flush=True)))
+                                  announce=lambda text: print(text, flush=True), export=export))
     except KeyboardInterrupt:
         pass  # Ctrl-C is how a foreground simulator is meant to stop
     except OSError as error:
         if error.filename:
             raise ConfigError(f"cannot write {error.filename} ({error.strerror})",
-                              hint="pass another --write-config path") from None
+                              hint="pass another --write-config or --export path") from None
         raise ConfigError(f"cannot listen on {args.host}:{args.port} ({_os_reason(error)})",
                           hint="pass another --host or --port (without --port a free one is taken)") from None
     return EXIT_OK
+
+
+def _export_path(text: str) -> Path:
+    """--export's zip path, refused before the simulator starts when it cannot be written."""
+    path = Path(text)
+    if path.is_dir():
+        raise ConfigError(f"--export {text} is a folder", hint="name the zip to write in it, e.g. "
+                                                              f"{path / 'export.zip'}")
+    if not path.parent.is_dir():
+        raise ConfigError(f"--export {text}: the folder {path.parent} does not exist",
+                          hint="create it or pass a path in an existing folder")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"--export {text}: the folder {path.parent} is not writable",
+                          hint="pass a path in a folder you can write to")
+    return path
 
 
 def _os_reason(error: OSError) -> str:

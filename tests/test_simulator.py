@@ -19,12 +19,13 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bulkfetch.simulator import RequestRecord, Simulator, SimulatorSettings, SimulatorThread
 from bulkfetch.simulator.athletes import approving_athlete, has_room_for
-from bulkfetch.simulator.history import History, split_distances
+from bulkfetch.simulator.history import History
+from bulkfetch.simulator.motion import Motion, Pause, Sensors
 from bulkfetch.simulator.ratelimit import Limits, RateCounter, Usage, Windows, window_end_s, window_index
 from bulkfetch.simulator.tokens import grant_scope, parse_scope
 from tests.conftest import cli_env
@@ -113,10 +114,44 @@ def test_scope_granting() -> None:
     assert grant_scope(parse_scope("read"), parse_scope("read,activity:read_all")) == {"read"}
 
 
-def test_split_distances_end_with_a_partial_split() -> None:
-    assert split_distances(2500.0, 1000.0) == [1000.0, 1000.0, 500.0]
-    assert split_distances(2000.0, 1000.0) == [1000.0, 1000.0]
-    assert split_distances(0.0, 1000.0) == []
+def test_boundaries_are_the_first_seconds_reaching_each_unit_then_the_rest() -> None:
+    motion = Motion(distance_m=2500.0, moving_s=1000, elapsed_s=1000, wave=0.2, waves=3, pauses=(), route=None,
+                    sensors=Sensors())
+    ends = motion.boundaries(1000.0)
+    assert len(ends) == 3 and ends[-1] == 1000
+    for k, end in enumerate(ends[:2], start=1):
+        assert motion.recorded_distance(end) >= 1000 * k > motion.recorded_distance(end - 1)
+    exact = Motion(distance_m=2000.0, moving_s=800, elapsed_s=800, wave=0.1, waves=1, pauses=(), route=None,
+                   sensors=Sensors())
+    assert len(exact.boundaries(1000.0)) == 2 and exact.boundaries(1000.0)[-1] == 800  # no empty last split
+    still = Motion(distance_m=0.0, moving_s=600, elapsed_s=600, wave=0.1, waves=1, pauses=(), route=None,
+                   sensors=Sensors())
+    assert still.boundaries(1000.0) == [600]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.floats(min_value=0.5, max_value=15.0), st.integers(min_value=60, max_value=6000),
+       st.lists(st.tuples(st.floats(min_value=0.05, max_value=0.95), st.integers(min_value=1, max_value=300)),
+                max_size=3),
+       st.floats(min_value=0.0, max_value=0.6), st.integers(min_value=1, max_value=6),
+       st.sampled_from([1000.0, 1609.344]))
+def test_splits_solved_from_the_motion_add_up_and_end_where_the_distance_first_reaches_them(
+        speed_mps: float, moving_s: int, stops: list[tuple[float, int]], wave: float, waves: int,
+        unit_m: float) -> None:
+    distance_m = round(speed_mps * moving_s, 1)
+    pauses = tuple(Pause(at, length) for at, length in sorted({max(1, int(f * moving_s)): n for f, n in stops}.items()))
+    elapsed_s = moving_s + sum(p.length_s for p in pauses)
+    motion = Motion(distance_m=distance_m, moving_s=moving_s, elapsed_s=elapsed_s, wave=wave, waves=waves,
+                    pauses=pauses, route=None, sensors=Sensors())
+    spans = motion.spans(motion.boundaries(unit_m))
+    assert math.isclose(sum(s.distance_m for s in spans), distance_m, abs_tol=0.02)
+    assert sum(s.elapsed_s for s in spans) == elapsed_s and sum(s.moving_s for s in spans) == moving_s
+    for k, span in enumerate(spans[:-1], start=1):
+        assert motion.recorded_distance(span.end_s) >= k * unit_m > motion.recorded_distance(span.end_s - 1)
+    # Moving time is the seconds in which the recorded distance grew: what a derivation from the file counts.
+    recorded = [motion.recorded_distance(t) for t in range(elapsed_s + 1)]
+    for span in spans:
+        assert sum(recorded[t] > recorded[t - 1] for t in range(span.start_s + 1, span.end_s + 1)) == span.moving_s
 
 
 def test_history_builds_fast_and_reproducibly() -> None:

@@ -417,7 +417,7 @@ class Simulator:
     def detail_body(self, activity: history.Activity, segments: list[dict]) -> bytes:
         """The DetailedActivity as served, encoded once per version of the activity: building a detail
         (splits, efforts, polyline) is the simulator's most expensive work."""
-        version = orjson.dumps(activity.record)
+        version = orjson.dumps(history.placed(activity))
         cached = self._detail_bodies.get(activity.record["id"])
         if cached is None or cached[0] != version:
             cached = (version, orjson.dumps(history.detail_of(activity, segments)))

@@ -3,26 +3,32 @@
 Pure: no I/O, no clock (the caller passes `now_s`), no global randomness. Building the list draws every
 activity's summary fields from one `random.Random(seed)`; the bulky parts (splits, laps, efforts, streams,
 the full polyline) are derived when asked from a per-activity seed, so 5,000 activities build in a fraction
-of a second and the same activity always looks the same. Field names, types and nesting copy the real
-responses in /work/shared/strava/fixtures/real; fields that Strava leaves out (heart rate without a sensor,
-watts on runs, device name on manual entries) are left out here too rather than set to null.
+of a second and the same activity always looks the same. Every recorded activity has one underlying
+per-second motion (`Activity.motion`, see `motion`): its summary's distance, times, speed and elevation,
+its streams, splits and laps, and the device file of the account export all come from it. Field names, types
+and nesting copy the real responses in /work/shared/strava/fixtures/real; fields that Strava leaves out
+(heart rate without a sensor, watts on runs, device name on manual entries) are left out here too rather
+than set to null.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from bulkfetch.simulator.motion import Motion, Sensors, Signal, Span, Wave, plan_pauses
+from bulkfetch.simulator.route import Hills, Route, build_route
 
 JSON = dict[str, Any]
 
 FIRST_ACTIVITY_ID = 10_000_000_000  # above 2**32, like real ids (16181809559)
 HISTORY_YEARS = 4
 METRIC_SPLIT_M = 1000.0
-STANDARD_SPLIT_M = 1609.34
-MAX_STREAM_POINTS = 3600  # one point a second, thinned for long activities (keeps tests fast)
+STANDARD_SPLIT_M = 1609.344  # the international mile
+MAX_STREAM_POINTS = 3601  # one point a second, thinned for activities over an hour (keeps tests fast)
 STREAM_TYPES = ("time", "distance", "latlng", "altitude", "velocity_smooth", "heartrate", "cadence", "watts",
                 "temp", "moving", "grade_smooth")
 # Keys that /athlete/activities leaves out and /activities/{id} adds.
@@ -76,6 +82,10 @@ SPORTS = (
 MANUAL_SHARE = 0.05
 PRIVATE_SHARE = 0.07
 SHARED_START_SHARE = 0.02  # activities that start in the same second as their predecessor
+CROPPED_SHARE = 0.02  # recorded activities the athlete cropped on Strava after upload (at least one)
+MOTION_FIELDS = frozenset({"max_speed", "total_elevation_gain", "start_latlng", "end_latlng", "elev_high",
+                           "elev_low"})  # summary fields a recording's motion sets
+GAPS_SHARE = 0.15  # recordings with a few seconds lacking a GPS fix and a heart-rate reading
 
 
 @dataclass(frozen=True)
@@ -132,33 +142,11 @@ def encode_polyline(points: list[tuple[float, float]]) -> str:
     return "".join(out)
 
 
-@dataclass(frozen=True)
-class Route:
-    """A wobbly loop whose length is the activity's distance, and a rolling elevation profile along it.
-    `fraction` is the share of the distance covered, 0..1."""
-
-    center: tuple[float, float]
-    radius_m: float
-    phase: float
-    base_altitude_m: float
-    hill_m: float
-    hills: int
-
-    def point(self, fraction: float) -> tuple[float, float]:
-        angle = 2 * math.pi * fraction + self.phase
-        wobble = 1 + 0.15 * math.sin(5 * angle)
-        lat = self.center[0] + self.radius_m * wobble * math.sin(angle) / 111_320
-        lng = self.center[1] + self.radius_m * wobble * math.cos(angle) / (111_320 * math.cos(math.radians(lat)))
-        return round(lat, 6), round(lng, 6)
-
-    def altitude(self, fraction: float) -> float:
-        return round(self.base_altitude_m + self.hill_m * math.sin(2 * math.pi * self.hills * fraction), 1)
-
-
 @dataclass
 class Activity:
     """One activity of the history: its list entry plus detail-only scalars (`record`), and the seed its
-    lazily generated parts are drawn from."""
+    lazily generated parts are drawn from. `cropped`: the athlete cut its start or end on Strava after
+    upload, so the device file holds a longer recording than the API describes."""
 
     id: int
     start_s: int
@@ -166,6 +154,7 @@ class Activity:
     sport: Sport
     zone: Zone
     record: JSON
+    cropped: bool = False
 
     def rng(self, purpose: str) -> random.Random:
         return random.Random(f"{self.seed}:{self.id}:{purpose}")
@@ -198,17 +187,89 @@ class Activity:
     def moving_s(self) -> int:
         return int(self.record.get("moving_time") or 0)
 
-    def route(self) -> Route:
+    def motion(self, *, routed: bool = True) -> Motion:
+        """The recording behind this activity, second by second (its summary's numbers exactly). Without
+        `routed`, no route (the costly part) even with GPS: for what needs only the times and distances."""
+        rng = self.rng("motion")
+        wave, waves = rng.uniform(0.05, 0.3), rng.randint(1, 6)
+        moving_s = max(self.moving_s, 1)
+        lead_s, trail_s = self.crop_s()
+        motion = Motion(distance_m=self.distance_m if self.sport.has_distance else 0.0, moving_s=moving_s,
+                        elapsed_s=max(self.elapsed_s, moving_s), wave=wave, waves=waves,
+                        pauses=plan_pauses(rng, moving_s, self.elapsed_s - moving_s), route=None,
+                        sensors=self.sensors(rng), dropouts=self.dropouts(rng), lead_s=lead_s, trail_s=trail_s)
+        if not (routed and self.has_gps):
+            return motion
+        return replace(motion, route=self.route(motion.distance_at(motion.first_s), motion.distance_at(motion.last_s)))
+
+    def crop_s(self) -> tuple[int, int]:
+        """Seconds the device recorded before and after what Strava keeps (0, 0 unless cropped): a trail of
+        6-25 % (the watch left running on the way home), sometimes a lead too."""
+        if not self.cropped:
+            return 0, 0
+        rng = self.rng("crop")
+        trail_s = max(60, round(self.elapsed_s * rng.uniform(0.06, 0.25)))
+        return rng.choice((0, max(30, round(self.elapsed_s * rng.uniform(0.02, 0.08))))), trail_s
+
+    def route(self, start_m: float, end_m: float) -> Route:
+        """Where the activity goes, from arc length `start_m` to `end_m` (0 .. distance without a crop).
+        Long rides have longer straights (country roads)."""
+        rng, origin, hills = self._route_start()
+        return build_route(rng, origin=origin, start_m=start_m, end_m=end_m, hills=hills,
+                           roam_m=min(max(self.distance_m / 6, 400.0), 4000.0),
+                           stretch=min(max(self.distance_m / 8000, 1.0), 6.0))
+
+    def hills(self) -> Hills:
+        return self._route_start()[2]
+
+    def _route_start(self) -> tuple[random.Random, tuple[float, float], Hills]:
+        """The route's generator, its first point, and its rolling elevation profile: 1-4 hills of 2-25 m
+        over the activity's distance (drawn first, so the profile costs no legs)."""
         rng = self.rng("route")
         home = self.zone.home
-        center = (home[0] + rng.uniform(-0.03, 0.03), home[1] + rng.uniform(-0.03, 0.03))
-        return Route(center=center, radius_m=max(self.distance_m, 50.0) / (2 * math.pi * 1.05),
-                     phase=rng.uniform(0, 2 * math.pi), base_altitude_m=self.zone.base_altitude_m + rng.uniform(0, 40),
-                     hill_m=rng.uniform(2, 25), hills=rng.randint(1, 4))
+        origin = (home[0] + rng.uniform(-0.03, 0.03), home[1] + rng.uniform(-0.03, 0.03))
+        height_m = rng.uniform(2, 25)
+        hills = Hills(base_m=self.zone.base_altitude_m + height_m + rng.uniform(0, 40), height_m=height_m,
+                      period_m=max(self.distance_m, 50.0) / rng.randint(1, 4), phase=rng.uniform(0, 2 * math.pi))
+        return rng, origin, hills
+
+    def sensors(self, rng: random.Random) -> Sensors:
+        """Heart rate swinging between about the summary's average and maximum, cadence and power around
+        their averages, a steady temperature; only the sensors the summary says the activity had."""
+        record = self.record
+        heartrate = cadence = watts = None
+        if self.has_heartrate:
+            mean = float(record["average_heartrate"])
+            swing = max(float(record["max_heartrate"]) - mean - 3, 2.0)
+            heartrate = Signal(mean, (Wave(swing, 2 * math.pi / rng.uniform(600, 1800), rng.uniform(0, 2 * math.pi)),
+                                      Wave(2.5, rng.uniform(0.5, 1.3), rng.uniform(0, 2 * math.pi))))
+        if "average_cadence" in record:
+            cadence = Signal(float(record["average_cadence"]),
+                             (Wave(3.0, rng.uniform(0.2, 0.6), rng.uniform(0, 2 * math.pi)),))
+        if "average_watts" in record:
+            mean = float(record["average_watts"])
+            watts = Signal(mean, (Wave(0.3 * mean, rng.uniform(0.05, 0.2), rng.uniform(0, 2 * math.pi)),
+                                  Wave(0.15 * mean, rng.uniform(0.7, 1.4), rng.uniform(0, 2 * math.pi))))
+        return Sensors(heartrate=heartrate, cadence=cadence, watts=watts, temp=record.get("average_temp"))
+
+    def dropouts(self, rng: random.Random) -> frozenset[int]:
+        """A few seconds without a GPS fix or a heart-rate reading, in some recordings; always at seconds the
+        streams show, so the API's streams and the device file lack the same readings."""
+        if rng.random() >= GAPS_SHARE:
+            return frozenset()
+        count = self.stream_points()
+        return frozenset(self.stream_second(i) for i in rng.sample(range(1, count), k=min(3, count - 1)))
+
+    def stream_seconds(self) -> list[int]:
+        """The seconds the streams show: every second, thinned evenly to MAX_STREAM_POINTS for long ones."""
+        return [self.stream_second(i) for i in range(self.stream_points())]
+
+    def stream_second(self, index: int) -> int:
+        return round(index * self.elapsed_s / (self.stream_points() - 1))
 
     def stream_points(self) -> int:
-        """original_size of every stream: one point a second, thinned to at most MAX_STREAM_POINTS."""
-        return max(2, min(self.elapsed_s, MAX_STREAM_POINTS))
+        """original_size of every stream."""
+        return max(2, min(self.elapsed_s + 1, MAX_STREAM_POINTS))
 
     def index_at(self, fraction: float) -> int:
         return round(min(max(fraction, 0.0), 1.0) * (self.stream_points() - 1))
@@ -218,16 +279,22 @@ class Activity:
 
 
 def make_activity(rng: random.Random, *, activity_id: int, start_s: int, athlete_id: int, seed: int,
-                  sport: Sport | None = None, manual: bool | None = None, private: bool | None = None) -> Activity:
-    """Draw one activity's summary fields (and the detail-only scalars) from `rng`."""
+                  sport: Sport | None = None, manual: bool | None = None, private: bool | None = None,
+                  duration_s: int | None = None) -> Activity:
+    """Draw one activity's summary fields (and the detail-only scalars) from `rng`. `duration_s` fixes the
+    elapsed time (its pauses come out of it) instead of drawing it from the sport's range."""
     sport = sport or rng.choices(SPORTS, weights=[s.weight for s in SPORTS])[0]
     manual = rng.random() < MANUAL_SHARE if manual is None else manual
     private = rng.random() < PRIVATE_SHARE if private is None else private
     zone = rng.choices(ZONES, weights=ZONE_WEIGHTS)[0]
     start = utc_of(start_s)
     offset_s = utc_offset_s(zone, start)
-    moving_s = rng.randint(*sport.duration_s)
-    elapsed_s = moving_s if manual else moving_s + rng.choice((0, 0, rng.randint(5, 600)))
+    if duration_s is None:
+        moving_s = rng.randint(*sport.duration_s)
+        elapsed_s = moving_s if manual else moving_s + rng.choice((0, 0, rng.randint(5, 600)))
+    else:
+        elapsed_s = duration_s
+        moving_s = duration_s if manual else duration_s - min(rng.choice((0, 0, rng.randint(5, 600))), duration_s // 2)
     speed = rng.uniform(*sport.speed_mps)
     distance = round(speed * moving_s, 1) if sport.has_distance else 0.0
     has_heartrate = not manual and rng.random() < 0.8
@@ -239,7 +306,8 @@ def make_activity(rng: random.Random, *, activity_id: int, start_s: int, athlete
         "distance": distance,
         "moving_time": moving_s,
         "elapsed_time": elapsed_s,
-        "total_elevation_gain": round(rng.uniform(0, 15) * distance / 1000, 1) if sport.gps else 0,
+        # A recording's gain and top speed come from its motion (see _apply_motion); a manual entry's are typed in.
+        "total_elevation_gain": round(rng.uniform(0, 15) * distance / 1000, 1) if sport.gps and manual else 0,
         "type": sport.type,
         "sport_type": sport.sport_type,
         "workout_type": _workout_type(rng, sport),
@@ -267,7 +335,7 @@ def make_activity(rng: random.Random, *, activity_id: int, start_s: int, athlete
         "start_latlng": [],
         "end_latlng": [],
         "average_speed": round(distance / moving_s, 3) if moving_s else 0.0,
-        "max_speed": round(speed * rng.uniform(1.3, 2.2), 1) if sport.has_distance else 0.0,
+        "max_speed": round(speed * rng.uniform(1.3, 2.2), 1) if sport.has_distance and manual else 0.0,
     }
     if sport.cadence and not manual:
         record["average_cadence"] = round(rng.uniform(76, 92), 1)
@@ -299,8 +367,8 @@ def make_activity(rng: random.Random, *, activity_id: int, start_s: int, athlete
         record["suffer_score"] = float(rng.randint(5, 300))
     record.update(_detail_scalars(rng, record, sport, manual))
     activity = Activity(id=activity_id, start_s=start_s, seed=seed, sport=sport, zone=zone, record=record)
-    if activity.has_gps:
-        _place_on_map(activity)
+    if not manual:
+        _apply_motion(activity)
     return activity
 
 
@@ -336,21 +404,48 @@ def _detail_scalars(rng: random.Random, record: JSON, sport: Sport, manual: bool
     return scalars
 
 
-def _place_on_map(activity: Activity) -> None:
-    """start/end latlng, elev_high/low and a coarse summary_polyline from the activity's route."""
-    route = activity.route()
+def _apply_motion(activity: Activity) -> None:
+    """The summary fields a recording determines, from its motion: the top speed and, with GPS, the elevation
+    gain and range. Its start and end points and summary_polyline need the route's legs: `placed` draws them
+    when the activity is first shown (building 5,000 routes up front would make a history slow to build)."""
+    motion = activity.motion(routed=False)
     record = activity.record
-    record["start_latlng"] = list(route.point(0.0))
-    record["end_latlng"] = list(route.point(1.0))
-    record["map"]["summary_polyline"] = encode_polyline([route.point(i / 24) for i in range(25)])
-    record["elev_high"] = round(route.base_altitude_m + route.hill_m, 1)
-    record["elev_low"] = round(route.base_altitude_m - route.hill_m, 1)
+    record["max_speed"] = round(motion.top_speed, 1)
+    if not activity.has_gps:
+        return
+    hills = activity.hills()
+    record["total_elevation_gain"] = round(hills.gain(0.0, motion.distance_m), 1)
+    low_m, high_m = hills.extremes(0.0, motion.distance_m)
+    record["elev_high"] = round(high_m, 1)
+    record["elev_low"] = round(low_m, 1)
+    record["start_latlng"], record["end_latlng"] = [], []
+    record["map"]["summary_polyline"] = ""
 
 
-def build_activities(*, seed: int, count: int, athlete_id: int, now_s: float,
-                     first_id: int = FIRST_ACTIVITY_ID) -> list[Activity]:
+def placed(activity: Activity) -> JSON:
+    """The activity's record with its start and end points and summary_polyline drawn from its route."""
+    record = activity.record
+    if activity.has_gps and not record["start_latlng"]:
+        motion = activity.motion()
+        assert motion.route is not None
+        distance_m = motion.distance_m
+        record["start_latlng"] = latlng(motion.route.point(0.0))
+        record["end_latlng"] = latlng(motion.route.point(distance_m))
+        record["map"]["summary_polyline"] = encode_polyline([motion.route.point(distance_m * i / 24)
+                                                             for i in range(25)])
+    return record
+
+
+def latlng(point: tuple[float, float]) -> list[float]:
+    """A position as the API writes it: [lat, lng], 6 decimals."""
+    return [round(point[0], 6), round(point[1], 6)]
+
+
+def build_activities(*, seed: int, count: int, athlete_id: int, now_s: float, first_id: int = FIRST_ACTIVITY_ID,
+                     duration_s: int | None = None) -> list[Activity]:
     """`count` activities over about HISTORY_YEARS years, newest a few hours before `now_s`, ids rising
-    from `first_id` with start time (with gaps), a few pairs starting in the same second."""
+    from `first_id` with start time (with gaps), a few pairs starting in the same second, and a few recorded
+    ones cropped after upload. With `duration_s` every activity lasts exactly that long."""
     rng = random.Random(seed)
     span_s = HISTORY_YEARS * 365 * 86400
     mean_gap_s = span_s / max(count, 1)
@@ -365,13 +460,17 @@ def build_activities(*, seed: int, count: int, athlete_id: int, now_s: float,
     for start_s in reversed(starts):  # oldest first, so ids grow with time
         activity_id += rng.randint(1_000, 20_000_000)
         activities.append(make_activity(rng, activity_id=activity_id, start_s=start_s, athlete_id=athlete_id,
-                                        seed=seed))
+                                        seed=seed, duration_s=duration_s))
+    recorded = [a for a in activities if a.has_gps]
+    for activity in random.Random(f"{seed}:cropped").sample(recorded, k=min(len(recorded), max(1, round(
+            CROPPED_SHARE * len(recorded))))):
+        activity.cropped = True
     return activities
 
 
 def summary_of(activity: Activity) -> JSON:
     """SummaryActivity as listed: resource_state 2, no detail-only keys, map without polyline."""
-    listed = {key: value for key, value in activity.record.items() if key not in DETAIL_ONLY}
+    listed = {key: value for key, value in placed(activity).items() if key not in DETAIL_ONLY}
     return {"resource_state": 2, **listed}
 
 
@@ -380,62 +479,44 @@ def summary_of(activity: Activity) -> JSON:
 
 def detail_of(activity: Activity, segments: list[JSON]) -> JSON:
     """DetailedActivity: resource_state 3, map with polyline, and the parts this kind of activity has."""
-    detailed: JSON = {"resource_state": 3, **activity.record}
-    detailed["map"] = {**activity.record["map"], "resource_state": 3}
-    if activity.has_gps:
-        route = activity.route()
-        detailed["map"]["polyline"] = encode_polyline([route.point(i / 199) for i in range(200)])
+    record = placed(activity)
+    detailed: JSON = {"resource_state": 3, **record}
+    detailed["map"] = {**record["map"], "resource_state": 3}
     if activity.manual:
         return detailed
+    motion = activity.motion()
+    if motion.route is not None:
+        detailed["map"]["polyline"] = encode_polyline([motion.route.point(motion.distance_m * i / 199)
+                                                       for i in range(200)])
     if activity.sport.segments and activity.has_gps:
         detailed["segment_efforts"] = segment_efforts(activity, segments)
     if activity.sport.runs:
-        detailed["splits_metric"] = splits(activity, METRIC_SPLIT_M)
-        detailed["splits_standard"] = splits(activity, STANDARD_SPLIT_M)
-    detailed["laps"] = laps_of(activity)
+        detailed["splits_metric"] = splits(activity, motion, METRIC_SPLIT_M)
+        detailed["splits_standard"] = splits(activity, motion, STANDARD_SPLIT_M)
+    detailed["laps"] = laps_of(activity, motion)
     if activity.sport.runs:
         detailed["best_efforts"] = best_efforts(activity)
     return detailed
-
-
-def split_distances(total_m: float, unit_m: float) -> list[float]:
-    """Full `unit_m` pieces and a partial last one; they sum to `total_m` (within rounding)."""
-    if total_m <= 0:
-        return []
-    full = int(total_m // unit_m)
-    pieces = [unit_m] * full
-    rest = round(total_m - full * unit_m, 1)
-    if rest >= 0.1:
-        pieces.append(rest)
-    return pieces
 
 
 def _pace_zone(speed_mps: float, average_mps: float) -> int:
     return max(1, min(5, 2 + round((speed_mps / average_mps - 1) * 20))) if average_mps else 1
 
 
-def splits(activity: Activity, unit_m: float) -> list[JSON]:
-    """splits_metric (unit 1000 m) or splits_standard (1609.34 m): moving times add up to the activity's,
-    elevation follows the route, heart rate only with a sensor."""
-    rng = activity.rng(f"splits{unit_m}")
-    distances = split_distances(activity.distance_m, unit_m)
-    route = activity.route()
-    ends = [sum(distances[:i + 1]) / activity.distance_m for i in range(len(distances))]
-    rises = [route.altitude(end) - route.altitude(end - d / activity.distance_m) for end, d in zip(ends, distances)]
-    paces = [rng.uniform(0.95, 1.05) * grade_cost(rise / distance) for rise, distance in zip(rises, distances)]
-    weight = sum(d * p for d, p in zip(distances, paces)) or 1.0
-    pause_s = activity.elapsed_s - activity.moving_s
+def splits(activity: Activity, motion: Motion, unit_m: float) -> list[JSON]:
+    """splits_metric (unit 1000 m) or splits_standard (a mile), solved from the activity's motion (the
+    conventions are in `motion`'s docstring): they add up to the activity's distance, elapsed and moving
+    time; heart rate only with a sensor."""
     out = []
-    for index, (distance, pace, rise) in enumerate(zip(distances, paces, rises), start=1):
-        moving_s = max(1, round(activity.moving_s * distance * pace / weight))
-        elapsed_s = moving_s + (pause_s if index == len(distances) else 0)
-        speed = distance / moving_s
-        item: JSON = {"distance": round(distance, 1), "elapsed_time": elapsed_s,
-                      "elevation_difference": round(rise, 1), "moving_time": moving_s, "split": index,
+    for index, span in enumerate(motion.spans(motion.boundaries(unit_m)), start=1):
+        speed = span.distance_m / span.moving_s if span.moving_s else 0.0
+        rise = span.elevation_difference_m or 0.0
+        item: JSON = {"distance": round(span.distance_m, 1), "elapsed_time": span.elapsed_s,
+                      "elevation_difference": rise, "moving_time": span.moving_s, "split": index,
                       "average_speed": round(speed, 2),
-                      "average_grade_adjusted_speed": round(speed * (1 + 3 * rise / distance), 2)}
-        if activity.has_heartrate:
-            item["average_heartrate"] = activity.record["average_heartrate"] + rng.uniform(-8, 8)
+                      "average_grade_adjusted_speed": round(speed * grade_cost(rise / span.distance_m), 2)}
+        if span.average_heartrate is not None:
+            item["average_heartrate"] = round(span.average_heartrate, 2)
         item["pace_zone"] = _pace_zone(speed, activity.record["average_speed"])
         out.append(item)
     return out
@@ -466,39 +547,48 @@ def _effort_base(activity: Activity, effort_id: int, name: str, start_fraction: 
     }
 
 
-def laps_of(activity: Activity) -> list[JSON]:
-    """Runs: one lap or auto-laps per km; swims: 100 m laps; everything else one lap. Manual: none."""
+def lap_unit_m(activity: Activity) -> float | None:
+    """How the device splits the recording into laps: swims every 100 m, half the runs every km (auto
+    lap), everything else one lap (None)."""
+    if activity.sport.sport_type == "Swim":
+        return 100.0
+    if activity.sport.runs and activity.rng("laps").random() < 0.5:
+        return METRIC_SPLIT_M
+    return None
+
+
+def device_laps(activity: Activity, motion: Motion, origin_s: int, last_s: int) -> list[Span]:
+    """The laps a device recording from origin_s to last_s holds (see lap_unit_m)."""
+    unit_m = lap_unit_m(activity)
+    ends = motion.boundaries(unit_m, origin_s, last_s) if unit_m else [last_s]
+    return motion.spans(ends, origin_s)
+
+
+def laps_of(activity: Activity, motion: Motion | None = None) -> list[JSON]:
+    """The device's laps over what Strava keeps of the recording. Manual: none."""
     if activity.manual:
         return []
-    rng = activity.rng("laps")
-    if activity.sport.sport_type == "Swim":
-        pieces = split_distances(activity.distance_m, 100.0)
-    elif activity.sport.runs and rng.random() < 0.5:
-        pieces = split_distances(activity.distance_m, METRIC_SPLIT_M)
-    else:
-        pieces = [activity.distance_m]  # one lap, also for activities without distance
-    total = activity.distance_m
+    motion = motion or activity.motion()
+    ids = activity.rng("lap_ids")
     out = []
-    covered = 0.0
-    for index, piece in enumerate(pieces, start=1):
-        start_f, end_f = (covered / total, (covered + piece) / total) if total else (0.0, 1.0)
-        elapsed_s = max(1, round(activity.elapsed_s * (end_f - start_f)))
-        lap = _effort_base(activity, rng.randint(10**10, 10**11), f"Lap {index}", start_f, end_f, elapsed_s)
-        lap["moving_time"] = max(1, round(activity.moving_s * (end_f - start_f)))
-        lap["distance"] = round(piece, 2)
-        lap.update(average_speed=round(piece / lap["moving_time"], 2), max_speed=activity.record["max_speed"],
-                   lap_index=index, split=index,
-                   total_elevation_gain=round(activity.record["total_elevation_gain"] * (end_f - start_f), 1))
+    elapsed_s = max(activity.elapsed_s, 1)
+    for index, span in enumerate(device_laps(activity, motion, 0, motion.elapsed_s), start=1):
+        lap = _effort_base(activity, ids.randint(10**10, 10**11), f"Lap {index}", span.start_s / elapsed_s,
+                           span.end_s / elapsed_s, span.elapsed_s)
+        lap["moving_time"] = span.moving_s
+        lap["distance"] = round(span.distance_m, 2)
+        lap.update(average_speed=round(span.distance_m / span.moving_s, 2) if span.moving_s else 0.0,
+                   max_speed=round(span.max_speed, 2), lap_index=index, split=index,
+                   total_elevation_gain=round(span.gain_m or 0.0, 1))
         if "average_cadence" in activity.record:
             lap["average_cadence"] = activity.record["average_cadence"]
         lap["device_watts"] = bool(activity.record.get("device_watts", False))
-        if activity.has_heartrate:
-            lap["average_heartrate"] = round(activity.record["average_heartrate"] + rng.uniform(-5, 5), 1)
+        if span.average_heartrate is not None:
+            lap["average_heartrate"] = round(span.average_heartrate, 1)
             lap["max_heartrate"] = activity.record["max_heartrate"]
         if activity.sport.runs:
             lap["pace_zone"] = _pace_zone(lap["average_speed"], activity.record["average_speed"])
         out.append(lap)
-        covered += piece
     return out
 
 
@@ -612,53 +702,24 @@ def streams_of(activity: Activity, keys: str | None) -> JSON:
 
 
 def stream_points(activity: Activity, kinds: list[str]) -> dict[str, list[Any]]:
-    """The streams `kinds` of the activity, all of the same length, index i at the same moment. Every
-    series comes from its own seeded generator, so asking for fewer types does not change the others."""
-    count = activity.stream_points()
-    route = activity.route()
-    record = activity.record
-    steps = range(count)
-    time = [round(i * activity.elapsed_s / (count - 1)) for i in steps]
-    # Distance grows a little unevenly (derivative 1 + 0.3 cos > 0 keeps it increasing).
-    fractions = [x + 0.3 * math.sin(6 * math.pi * x) / (6 * math.pi) for x in (i / (count - 1) for i in steps)]
-    distance = [round(f * activity.distance_m, 1) for f in fractions]
-
-    def noise(kind: str, low: float, high: float) -> list[float]:
-        rng = activity.rng(f"stream:{kind}")
-        return [rng.uniform(low, high) for _ in steps]
-
-    def velocity() -> list[float]:
-        return [0.0] + [round((distance[i] - distance[i - 1]) / max(time[i] - time[i - 1], 1), 3)
-                        for i in range(1, count)]
-
-    def grade() -> list[float]:
-        altitude = [route.altitude(f) for f in fractions]
-        return [0.0] + [round(100 * (altitude[i] - altitude[i - 1]) / max(distance[i] - distance[i - 1], 0.1), 1)
-                        for i in range(1, count)]
-
-    average_hr = record.get("average_heartrate", 140.0)
+    """The streams `kinds` of the activity, all of the same length, index i at the same second, read off its
+    motion; a few dropouts (None) where the device lacked a fix or a heart-rate reading."""
+    motion = activity.motion()
+    seconds = activity.stream_seconds()
     makers = {
-        "time": lambda: time,
-        "distance": lambda: distance,
-        "velocity_smooth": velocity,
-        "altitude": lambda: [route.altitude(f) for f in fractions],
-        "grade_smooth": grade,
-        "latlng": lambda: [list(route.point(f)) for f in fractions],
-        "heartrate": lambda: [round(average_hr + 12 * math.sin(i / 300) + n)
-                              for i, n in zip(steps, noise("heartrate", -3, 3))],
-        "cadence": lambda: [round(record.get("average_cadence", 0) + n) for n in noise("cadence", -4, 4)],
-        "watts": lambda: [round(record.get("average_watts", 0) * n) for n in noise("watts", 0.5, 1.5)],
-        "temp": lambda: [record.get("average_temp", 0)] * count,
-        "moving": lambda: [n > 0.02 for n in noise("moving", 0, 1)],
+        "time": lambda: seconds,
+        "distance": lambda: [round(motion.distance_at(t), 1) for t in seconds],
+        "velocity_smooth": lambda: [round(motion.speed_at(t), 3) for t in seconds],
+        "altitude": lambda: [motion.altitude_at(t) for t in seconds],
+        "grade_smooth": lambda: [round(motion.grade_at(t), 1) for t in seconds],
+        "latlng": lambda: [None if point is None else latlng(point) for point in map(motion.position_at, seconds)],
+        "heartrate": lambda: [motion.heartrate_at(t) for t in seconds],
+        "cadence": lambda: [motion.cadence_at(t) for t in seconds],
+        "watts": lambda: [motion.watts_at(t) for t in seconds],
+        "temp": lambda: [motion.sensors.temp] * len(seconds),
+        "moving": lambda: [t > 0 and not motion.paused(t) for t in seconds],
     }
-    streams: dict[str, list[Any]] = {kind: makers[kind]() for kind in kinds}
-    gaps = activity.rng("stream:gaps")
-    if gaps.random() < 0.15:  # a few dropouts inside the series, as in real recordings
-        positions = gaps.sample(range(1, count), k=min(3, count - 1))
-        for kind in set(kinds) & {"latlng", "altitude", "heartrate"}:
-            for index in positions:
-                streams[kind][index] = None
-    return streams
+    return {kind: makers[kind]() for kind in kinds}
 
 
 # ---------------------------------------------------------------- the athlete
@@ -694,9 +755,10 @@ class History:
     _order: list[Activity] | None = field(default=None, repr=False)
 
     @staticmethod
-    def build(*, seed: int, count: int, athlete_id: int, now_s: float,
-              first_id: int = FIRST_ACTIVITY_ID) -> History:
-        activities = build_activities(seed=seed, count=count, athlete_id=athlete_id, now_s=now_s, first_id=first_id)
+    def build(*, seed: int, count: int, athlete_id: int, now_s: float, first_id: int = FIRST_ACTIVITY_ID,
+              duration_s: int | None = None) -> History:
+        activities = build_activities(seed=seed, count=count, athlete_id=athlete_id, now_s=now_s, first_id=first_id,
+                                      duration_s=duration_s)
         return History(seed=seed, athlete_id=athlete_id, activities={a.id: a for a in activities},
                        segments=make_segments(seed), first_id=first_id)
 
@@ -741,6 +803,9 @@ class History:
             record["utc_offset"] = float(offset_s)
         if ("distance" in changes or "moving_time" in changes) and "average_speed" not in changes:
             record["average_speed"] = round(activity.distance_m / activity.moving_s, 3) if activity.moving_s else 0.0
+        if {"distance", "moving_time", "elapsed_time"} & set(changes) and not activity.manual:
+            _apply_motion(activity)  # the recording changed: so did its top speed, route and elevation
+            record.update({key: changes[key] for key in changes.keys() & MOTION_FIELDS})
         if "private" in changes and "visibility" not in changes:
             record["visibility"] = "only_me" if changes["private"] else "everyone"
         self._order = None

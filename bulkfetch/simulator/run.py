@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bulkfetch.simulator.app import SIGN_IN_PARAM, Simulator
+from bulkfetch.simulator.export import ExportRequest, write_export
 from bulkfetch.simulator.history import athlete_of
 from bulkfetch.simulator.settings import SimulatorSettings
 
@@ -136,11 +137,17 @@ def connect_lines(simulator: Simulator, config: Path | None) -> list[str]:
 
 
 async def serve_forever(settings: SimulatorSettings, *, host: str, port: int, write_config: Path | None,
-                        announce: Callable[[str], None]) -> None:
-    """Serve until cancelled (Ctrl-C), after announcing how to point bulkfetch and curl at it."""
+                        announce: Callable[[str], None], export: ExportRequest | None = None) -> None:
+    """Serve until cancelled (Ctrl-C), after announcing how to point bulkfetch and curl at it. With `export`,
+    first write the first athlete's account export: the history it then serves."""
     simulator = Simulator(settings)
-    await simulator.start(host, port)
+    await simulator.start(host, port)  # a port in use fails before the export's minutes of work
     try:
+        if export is not None:
+            # On the loop, blocking it: nothing is served before the announcement anyway, and Ctrl-C then
+            # stops the export where it is (its partial file removed).
+            summary = write_export(export.path, simulator.history, language=export.language, workers=export.workers)
+            announce(summary.line())
         if write_config is not None:
             write_config.write_text(config_toml(simulator), encoding="utf-8")
         access_token = simulator.issue_access_token()

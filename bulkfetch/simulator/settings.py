@@ -22,6 +22,9 @@ class SimulatorSettings:
     # Athletes of the one app: each with its own history, ids, tokens and scope; all share its quota.
     athletes: int = 1
     athlete_activities: tuple[int, ...] = ()  # history sizes of athletes 1, 2, ...; `activities` for the rest
+    # Every activity lasts exactly this long (elapsed seconds) instead of its sport's usual range: a benchmark's
+    # uniform export, or small fast ones for tests. None: the usual ranges.
+    duration_s: int | None = None
     # Connected athletes the app accepts (Strava: 1 in single-player mode, 10 once upgraded); None: no cap.
     # The first `athlete_capacity` athletes start connected, the others must authorize when a slot is free.
     athlete_capacity: int | None = None
