@@ -322,8 +322,9 @@ def _decode(export: Export, store: ExportStore, jobs: list[Job], summary: Import
         for future in in_flight:
             future.cancel()
         pool.shutdown(wait=True)  # a file being decoded finishes: its track is whole and recorded below
-        with suppress(BrokenProcessPool):
-            settle([future for future in in_flight if future.done() and not future.cancelled()])
+        if finished_late := [future for future in in_flight if future.done() and not future.cancelled()]:
+            with suppress(BrokenProcessPool):
+                settle(finished_late)
         store.save_entries(entries)
         summary.seconds = time.monotonic() - started
 
