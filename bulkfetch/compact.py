@@ -499,7 +499,7 @@ def _run_jobs(jobs: list[YearJob], *, parallel: bool) -> Iterator[YearOutcome]:
         try:
             while queue or in_worker:
                 while queue and len(in_worker) < 3:
-                    with _interrupts_deferred():
+                    with interrupts_deferred():
                         in_worker.append(pool.submit(write_year, queue.pop()))  # smallest first to the worker
                 for future in [f for f in in_worker if f.done()]:
                     in_worker.remove(future)
@@ -517,7 +517,7 @@ def _run_jobs(jobs: list[YearJob], *, parallel: bool) -> Iterator[YearOutcome]:
 
 
 @contextmanager
-def _interrupts_deferred() -> Iterator[None]:
+def interrupts_deferred() -> Iterator[None]:
     """Ctrl-C and SIGTERM wait for the end of the block, then take effect as usual.
 
     Around `submit`, which starts the worker: stopped half-way, the pool would forget a worker that is

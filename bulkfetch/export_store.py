@@ -31,7 +31,7 @@ from typing import IO, Any
 
 from bulkfetch.errors import LockedError, WriteError
 from bulkfetch.export_csv import ExportActivity, parse_activities_csv
-from bulkfetch.store import TEMP_MARK, RawStore, atomic_write, ensure_dir, fsync_dir, is_orphaned_temp
+from bulkfetch.store import TEMP_MARK, RawStore, atomic_write, ensure_dir, fsync_dir, is_orphaned_temp, is_temp_file
 from bulkfetch.track import Track, read_track
 
 EXPORT_FOLDER = "export"
@@ -135,17 +135,14 @@ class ExportStore:
         finally:
             os.close(fd)
 
-    def prepare(self) -> int:
-        """Create the folders; remove what killed imports left half-written. How many were removed."""
+    def prepare(self) -> None:
+        """Create the folders; remove what killed imports left half-written."""
         for folder in (self.folder, self.folder / "activities", self.decoded_dir, self._state.state_dir):
             ensure_dir(folder)
-        removed = 0
         for folder in (self.folder, self.folder / "activities", self.decoded_dir):
             for name in os.listdir(folder):
                 if is_orphaned_temp(folder / name):
                     (folder / name).unlink(missing_ok=True)
-                    removed += 1
-        return removed
 
     def keep_csv(self, data: bytes) -> bool:
         """Keep this activities.csv (verbatim) as the newest version; False if it was imported before."""
@@ -211,14 +208,15 @@ class ExportStore:
         return entries
 
     def _index(self) -> dict[str, Any]:
+        """The index; damaged from outside, a fresh one that still lists the kept CSVs (oldest first)."""
         index = self._state.read_state(INDEX)
-        if not isinstance(index, dict) or index.get("version") != INDEX_VERSION:
-            return {"version": INDEX_VERSION, "csv": [], "files": {}}
-        csvs = index.get("csv")
-        files = index.get("files")
+        csvs = index.get("csv") if isinstance(index, dict) and index.get("version") == INDEX_VERSION else None
+        files = index.get("files") if isinstance(index, dict) and index.get("version") == INDEX_VERSION else None
+        if not isinstance(csvs, list):
+            kept = [path for path in self.folder.glob(f"{CSV_PREFIX}*.csv") if not is_temp_file(path)]
+            csvs = [path.name for path in sorted(kept, key=lambda path: path.stat().st_mtime_ns)]
         return {"version": INDEX_VERSION,
-                "csv": [name for name in csvs if isinstance(name, str) and name.startswith(CSV_PREFIX)]
-                if isinstance(csvs, list) else [],
+                "csv": [name for name in csvs if isinstance(name, str) and name.startswith(CSV_PREFIX)],
                 "files": files if isinstance(files, dict) else {}}
 
     def _write_index(self, index: dict[str, Any]) -> None:

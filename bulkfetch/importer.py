@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bulkfetch.activity_files import decode_file
-from bulkfetch.compact import _interrupts_deferred, exit_with_parent
+from bulkfetch.compact import exit_with_parent, interrupts_deferred
 from bulkfetch.errors import BulkfetchError, ExportError
 from bulkfetch.export_archive import (
     ACTIVITIES_CSV,
@@ -310,7 +310,7 @@ def _decode(export: Export, store: ExportStore, jobs: list[Job], summary: Import
                 summary.errors.append((job.file, exc.reason))
                 finished += 1
                 continue
-            with _interrupts_deferred():
+            with interrupts_deferred():
                 in_flight[pool.submit(decode_to_track, job.activity_id, job.file, store.file_path(job.file), size,
                                       crc32, store.track_path(job.activity_id))] = job
         while in_flight:
@@ -322,8 +322,9 @@ def _decode(export: Export, store: ExportStore, jobs: list[Job], summary: Import
         for future in in_flight:
             future.cancel()
         pool.shutdown(wait=True)  # a file being decoded finishes: its track is whole and recorded below
-        with suppress(BrokenProcessPool):
-            settle([future for future in in_flight if future.done() and not future.cancelled()])
+        if finished_late := [future for future in in_flight if future.done() and not future.cancelled()]:
+            with suppress(BrokenProcessPool):
+                settle(finished_late)
         store.save_entries(entries)
         summary.seconds = time.monotonic() - started
 

@@ -351,6 +351,7 @@ def test_a_damaged_index_costs_no_decoding(tmp_path: Path, config: Path) -> None
     store = _store(config)
     stamps = {i: store.track_path(i).stat().st_mtime_ns for i in files}
     (_data(config) / "athletes" / str(ATHLETE) / "state" / "export.json").write_text("{not json")
+    assert len(store.csv_versions()) == 1 and store.activities()[108].sport_type == "WeightTraining"
     again = run_cli("--config", str(config), "import", str(path))
     assert again.returncode == 0, again.stderr
     assert again.stdout.strip().endswith("7 imported before (not decoded again)")
@@ -375,3 +376,30 @@ def test_a_newer_export_in_another_language_adds_without_erasing(tmp_path: Path,
     assert (activities[1].name, activities[1].start_date) == ("Old", "2023-05-09T10:09:29Z")
     assert activities[2].file == "activities/2.gpx" and activities[2].name is None
     assert sorted(_store(config).files()) == [1, 2]
+
+
+@pytest.mark.parametrize("language", ["en", "de"])
+def test_the_simulators_export_imports_whole(tmp_path: Path, config: Path, language: str) -> None:
+    """The simulator's export has every quirk at once (renumbered files, gzipped .fit, whitespace before
+    <?xml, one cut FIT, manual activities); its sidecar says where, and the history what the CSV says."""
+    from bulkfetch.simulator.export import write_export
+    from bulkfetch.simulator.history import History
+
+    history = History.build(seed=5, count=14, athlete_id=4242, now_s=1.8e9, duration_s=300)
+    exported = write_export(tmp_path / "export.zip", history, language=language)
+    result = run_cli("--config", str(config), "import", str(exported.path))
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.strip().splitlines()[-1]
+    corrupt = exported.corrupt
+    assert corrupt is not None and f"1 truncated ({corrupt.member}: " in line, line
+    assert line.endswith(f"{len(exported.manual)} manual without a file"), line
+    store = _store(config, 4242)  # profile.csv's athlete
+    files = store.files()
+    assert {i: entry.file for i, entry in files.items()} == {f.activity_id: f.member for f in exported.files}
+    assert {i for i, entry in files.items() if entry.status != "ok"} == {corrupt.activity_id}
+    for activity in history.activities.values():
+        row = store.activities()[activity.id]
+        start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(activity.start_s))
+        assert (row.sport_type, row.start_date, row.elapsed_s) == (activity.sport.sport_type, start,
+                                                                   activity.elapsed_s), activity.id
+        assert row.distance_m == activity.distance_m and (row.file is None) == activity.manual
