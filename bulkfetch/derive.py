@@ -11,14 +11,15 @@ Strava does not publish its smoothing or thresholds; these rules are ours, simpl
   between consecutive positions; else none. What needs distance (velocity_smooth, grade_smooth, moving,
   splits) exists only when the distance grows: not for a treadmill run without a foot pod, nor weights.
 - moving: a record is moving when the speed over the interval since the record before it exceeds
-  1.0 m/s for cycling sports (CYCLING_SPORTS), 0.3 m/s for any other; the first record is not moving.
-  Moving time is the sum of the moving records' intervals, so standing still and a device's auto-pause
-  (a gap between records) do not count, and a gap the athlete moved through (a tunnel) does. GPS jitter
-  faster than the threshold while standing still counts as moving.
-- velocity_smooth[i]: the distance change over the time change between records i-2 and i+2 (nearer
-  records at the ends); 0 where those share a timestamp.
-- grade_smooth[i]: 100 x the altitude change over the distance change between records i-5 and i+5
-  (nearer at the ends); null where that distance change is under 5 m (standing still).
+  1.0 m/s for cycling sports (CYCLING_SPORTS), 0.3 m/s for any other; the first record, and one with
+  the timestamp of the record before it, is not moving. Moving time is the sum of the moving records'
+  intervals, so standing still and a device's auto-pause (a gap between records) do not count, and a
+  gap the athlete moved through (a tunnel) does. GPS jitter faster than the threshold while standing
+  still counts as moving.
+- velocity_smooth[i]: the distance change over the time change between records i-2 and i+2 (the first
+  or last record where those fall outside the track); 0 where they share a timestamp.
+- grade_smooth[i]: 100 x the altitude change over the distance change between records i-5 and i+5 (the
+  same at the ends); null where that distance change is under 5 m (standing still).
 - splits of `unit_m` (1000 m: splits_metric, 1609.344 m: splits_standard): split k ends at the first
   record whose distance from the first record reaches k x unit_m; the last, partial split (to the last
   record) is kept when it covers at least 0.1 m. A split runs from the record that ended the one before
@@ -93,7 +94,8 @@ class Derived:
     moves: bool                       # the distance grows: moving, speeds, grades and splits exist
     moving: list[bool] | None         # per record, when `moves`
     moving_s: list[int] | None        # cumulative moving seconds at each record, when `moves`
-    altitude: list[float] | None      # gaps filled like distance's, for differences; None without altitude
+    altitude: list[float] | None      # gaps take the value before (the first value at the start), for
+                                      # differences; None without altitude
 
 
 @dataclass(frozen=True)
