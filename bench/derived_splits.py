@@ -11,10 +11,12 @@
    after upload must be found stale (`derive.is_stale`) and are left out of the errors, as the import
    leaves them out of the tables. Relative errors are over full splits (a last split of a few metres
    would turn one second into a percentage of nothing); the partial ones count in the absolute errors.
+   Moving times of laps without distance (weights) are not compared: the file cannot tell standing
+   from moving, and derive gives the elapsed time.
 2. Real files: the laps derived from tests/fixtures_files against the devices' own lap and session
    messages (the records a lap spans against the lap's distance and elapsed time, the moving rule
    against the device's timer, the laps' sum against the session).
-3. Speed: records per second of `prepare`, `stream_set` and both `splits` (and with `laps` and
+3. Speed: records per CPU second of `prepare`, `stream_set` and both `splits` (and with `laps` and
    `file_summary`, all the import's compaction asks), pure Python on one core.
 
 Targets (issue 13): elapsed time exact to the second, distance within 0.5 %, elevation difference within
@@ -87,7 +89,8 @@ class Errors:
             self.exact_elapsed += elapsed == 0
             self.add("elapsed_s", elapsed)
             self.add("distance_m", abs(mine["distance"] - theirs["distance"]))
-            self.add("moving_s", abs(mine["moving_time"] - theirs["moving_time"]))
+            if theirs["distance"] > 0:  # without distance (weights) a file cannot tell standing from moving
+                self.add("moving_s", abs(mine["moving_time"] - theirs["moving_time"]))
             if "elevation_difference" in theirs and mine.get("elevation_difference") is not None:
                 self.add("elevation_m", abs(mine["elevation_difference"] - theirs["elevation_difference"]))
             if theirs.get("average_heartrate") is not None and mine.get("average_heartrate") is not None:
@@ -170,11 +173,12 @@ def real_laps(name: str) -> RealLaps:
 
 
 def records_per_s(tracks: list[Track], everything: bool) -> float:
-    """Records per second of the derivations, best of three passes over the tracks."""
+    """Records per CPU second of the derivations, best of three passes over the tracks (CPU time, not
+    wall time: the machine may be shared)."""
     records = sum(track.records for track in tracks)
     best = math.inf
     for _ in range(3):
-        started = time.perf_counter()
+        started = time.process_time()
         for track in tracks:
             prepared = derive.prepare(track)
             derive.stream_set(prepared)
@@ -183,7 +187,7 @@ def records_per_s(tracks: list[Track], everything: bool) -> float:
             if everything:
                 derive.laps(prepared)
                 derive.file_summary(prepared)
-        best = min(best, time.perf_counter() - started)
+        best = min(best, time.process_time() - started)
     return records / best if best > 0 else math.inf
 
 
@@ -240,8 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     fast = records_per_s(result.tracks, everything=False)
     full = records_per_s(result.tracks, everything=True)
     records = sum(track.records for track in result.tracks)
-    print(f"\nspeed over {records:,} records: prepare + stream_set + both splits {fast:,.0f} records/s; "
-          f"with laps and file_summary {full:,.0f} records/s (target 300,000)")
+    print(f"\nspeed over {records:,} records, per CPU second: prepare + stream_set + both splits {fast:,.0f} "
+          f"records/s; with laps and file_summary {full:,.0f} records/s (target 300,000)")
     return 1 if failures else 0
 
 

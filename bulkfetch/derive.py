@@ -11,14 +11,15 @@ Strava does not publish its smoothing or thresholds; these rules are ours, simpl
   between consecutive positions; else none. What needs distance (velocity_smooth, grade_smooth, moving,
   splits) exists only when the distance grows: not for a treadmill run without a foot pod, nor weights.
 - moving: a record is moving when the speed over the interval since the record before it exceeds
-  1.0 m/s for cycling sports (CYCLING_SPORTS), 0.3 m/s for any other; the first record is not moving.
-  Moving time is the sum of the moving records' intervals, so standing still and a device's auto-pause
-  (a gap between records) do not count, and a gap the athlete moved through (a tunnel) does. GPS jitter
-  faster than the threshold while standing still counts as moving.
-- velocity_smooth[i]: the distance change over the time change between records i-2 and i+2 (nearer
-  records at the ends); 0 where those share a timestamp.
-- grade_smooth[i]: 100 x the altitude change over the distance change between records i-5 and i+5
-  (nearer at the ends); null where that distance change is under 5 m (standing still).
+  1.0 m/s for cycling sports (CYCLING_SPORTS), 0.3 m/s for any other; the first record, and one with
+  the timestamp of the record before it, is not moving. Moving time is the sum of the moving records'
+  intervals, so standing still and a device's auto-pause (a gap between records) do not count, and a
+  gap the athlete moved through (a tunnel) does. GPS jitter faster than the threshold while standing
+  still counts as moving.
+- velocity_smooth[i]: the distance change over the time change between records i-2 and i+2 (the first
+  or last record where those fall outside the track); 0 where they share a timestamp.
+- grade_smooth[i]: 100 x the altitude change over the distance change between records i-5 and i+5 (the
+  same at the ends); null where that distance change is under 5 m (standing still).
 - splits of `unit_m` (1000 m: splits_metric, 1609.344 m: splits_standard): split k ends at the first
   record whose distance from the first record reaches k x unit_m; the last, partial split (to the last
   record) is kept when it covers at least 0.1 m. A split runs from the record that ended the one before
@@ -49,7 +50,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import accumulate, pairwise
-from operator import le, sub
+from operator import le, mul, sub
 from typing import Any
 
 from bulkfetch.track import DeviceLap, Track
@@ -93,7 +94,8 @@ class Derived:
     moves: bool                       # the distance grows: moving, speeds, grades and splits exist
     moving: list[bool] | None         # per record, when `moves`
     moving_s: list[int] | None        # cumulative moving seconds at each record, when `moves`
-    altitude: list[float] | None      # gaps filled like distance's, for differences; None without altitude
+    altitude: list[float] | None      # gaps take the value before (the first value at the start), for
+                                      # differences; None without altitude
 
 
 @dataclass(frozen=True)
@@ -121,10 +123,10 @@ def prepare(track: Track) -> Derived:
         threshold = CYCLING_MOVING_MPS if _sport(track) in CYCLING_SPORTS else MOVING_MPS
         dd = list(map(sub, distance[1:], distance[:-1]))
         dt = list(map(sub, time[1:], time[:-1]))
-        # a repeated timestamp (dt 0) is moving if the distance grew; it adds no seconds either way
-        flags = [a > threshold * b if b > 0 else a > 0 for a, b in zip(dd, dt)]
+        # a repeated timestamp (dt 0; or a clock stepping back) is not moving: it has no seconds to add
+        flags = [b > 0 and a > threshold * b for a, b in zip(dd, dt)]
         moving = [False, *flags]
-        moving_s = list(accumulate((b if f and b > 0 else 0 for f, b in zip(flags, dt)), initial=0))
+        moving_s = list(accumulate(map(mul, flags, dt), initial=0))
     altitude = _filled(track.series["altitude"]) if track.has("altitude") else None
     return Derived(track, time, distance, moves, moving, moving_s, altitude)
 
@@ -141,8 +143,10 @@ def stream_set(source: Track | Derived) -> dict[str, dict[str, list[Any]]]:
     if derived.distance is not None:
         streams["distance"] = derived.distance
     if track.has("lat") and track.has("lng"):
-        streams["latlng"] = [[lat, lng] if lat is not None and lng is not None else None
-                             for lat, lng in zip(track.series["lat"], track.series["lng"])]
+        lats, lngs = track.series["lat"], track.series["lng"]
+        streams["latlng"] = (list(map(list, zip(lats, lngs))) if None not in lats and None not in lngs else
+                             [[lat, lng] if lat is not None and lng is not None else None
+                              for lat, lng in zip(lats, lngs)])
     for name in ("altitude", "heartrate", "cadence", "watts", "temp"):
         if track.has(name):
             streams[name] = track.series[name]
@@ -289,7 +293,7 @@ def _distance(track: Track) -> list[float] | None:
 def _monotone(values: list[float | None]) -> list[float]:
     """Cumulative distance with gaps filled from the value before (0 before the first), never decreasing."""
     if None not in values and all(map(le, values[:-1], values[1:])):
-        return [float(v) for v in values]
+        return list(map(float, values))
     out = []
     best = 0.0
     for value in values:
@@ -303,7 +307,7 @@ def _filled(values: list[float | None]) -> list[float]:
     """Gaps take the value before them; those before the first value take the first value."""
     first = next(v for v in values if v is not None)
     if None not in values:
-        return [float(v) for v in values]
+        return list(map(float, values))
     out = []
     last = float(first)
     for value in values:
@@ -316,20 +320,29 @@ def _filled(values: list[float | None]) -> list[float]:
 def _haversine_distance(lats: list[float | None], lngs: list[float | None]) -> list[float]:
     """Cumulative great-circle distance over the positions; a record without one adds nothing, and the
     next position is measured from the last known one."""
-    out = []
-    total = 0.0
-    prev: tuple[float, float, float] | None = None   # latitude in radians, its cosine, longitude in radians
-    radians, sin, cos, asin, sqrt = math.radians, math.sin, math.cos, math.asin, math.sqrt
-    for lat, lng in zip(lats, lngs):
-        if lat is not None and lng is not None:
-            phi, lam = radians(lat), radians(lng)
-            cos_phi = cos(phi)
-            if prev is not None:
-                h = sin((phi - prev[0]) / 2) ** 2 + prev[1] * cos_phi * sin((lam - prev[2]) / 2) ** 2
-                total += 2 * EARTH_RADIUS_M * asin(sqrt(min(1.0, h)))
-            prev = (phi, cos_phi, lam)
-        out.append(total)
+    if None not in lats and None not in lngs:
+        return _great_circle(lats, lngs)
+    fixed = [i for i, (lat, lng) in enumerate(zip(lats, lngs)) if lat is not None and lng is not None]
+    along = _great_circle([lats[i] for i in fixed], [lngs[i] for i in fixed])
+    out = [0.0] * len(lats)
+    for start, end, total in zip(fixed, [*fixed[1:], len(lats)], along):
+        out[start:end] = [total] * (end - start)
     return out
+
+
+def _great_circle(lats: list[Any], lngs: list[Any]) -> list[float]:
+    """Cumulative haversine distance along positions that all exist (mean earth radius)."""
+    if not lats:
+        return []
+    sin, asin, sqrt = math.sin, math.asin, math.sqrt
+    phi = list(map(math.radians, lats))
+    lam = list(map(math.radians, lngs))
+    cos_phi = list(map(math.cos, phi))
+    haversines = [sin((p1 - p0) * 0.5) ** 2 + c0 * c1 * sin((l1 - l0) * 0.5) ** 2
+                  for p0, p1, l0, l1, c0, c1 in zip(phi, phi[1:], lam, lam[1:], cos_phi, cos_phi[1:])]
+    diameter = 2 * EARTH_RADIUS_M
+    # h can exceed 1 by a rounding error between antipodal points only
+    return list(accumulate((diameter * asin(sqrt(h if h < 1.0 else 1.0)) for h in haversines), initial=0.0))
 
 
 def _shifted(values: list[Any], by: int) -> list[Any]:

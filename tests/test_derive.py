@@ -109,6 +109,15 @@ def test_positions_only_gives_the_great_circle_distance_within_half_a_percent():
     assert sum(s["distance"] for s in items) == pytest.approx(total, abs=0.05 * len(items))
 
 
+def test_positions_missing_add_nothing_and_the_next_is_measured_from_the_last_known():
+    lats = [None, 45.0, None, None, 45.001, 45.002, None]
+    track = make_track(list(range(7)), lat=lats, lng=[7.0] * 7, fmt="gpx")
+    gapless = make_track(list(range(3)), lat=[45.0, 45.001, 45.002], lng=[7.0] * 3, fmt="gpx")
+    step = stream_set(gapless)["distance"]["data"][1]
+    assert step == pytest.approx(111.195, abs=0.01)  # 0.001 deg of a meridian on the mean sphere
+    assert stream_set(track)["distance"]["data"] == pytest.approx([0.0, 0.0, 0.0, 0.0, step, 2 * step, 2 * step])
+
+
 def test_gaps_and_glitches_are_filled_never_decreasing():
     time = list(range(8))
     distance = [None, 0.0, 3.0, None, 9.0, 8.5, 15.0, None]     # 8.5: a glitch backwards
