@@ -171,7 +171,11 @@ class Motion:
 
     def moving_time(self, t: float) -> float:
         """tau(t): moving seconds since Strava's start (negative in a cropped lead)."""
-        return t - sum(min(max(t - start, 0), end - start) for start, end in self.pause_windows)
+        tau = t
+        for start, end in self.pause_windows:
+            if t > start:
+                tau -= min(t, end) - start
+        return tau
 
     def paused(self, t: int) -> bool:
         """Whether the device stood still during the second that ends at `t`."""
