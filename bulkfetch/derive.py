@@ -59,9 +59,9 @@ METRIC_SPLIT_M = 1000.0
 STANDARD_SPLIT_M = 1609.344
 
 # The API reference describes splits_metric/splits_standard as "for runs"
-# (https://developers.strava.com/docs/reference/#api-models-DetailedActivity); Strava's activity pages
-# show the same per-kilometre/per-mile splits for walks and hikes, the other sports measured by pace.
-SPLIT_SPORTS = frozenset({"Run", "TrailRun", "VirtualRun", "Walk", "Hike"})
+# (https://developers.strava.com/docs/reference/#api-models-DetailedActivity), and a fetched detail's splits
+# replace the file's: deriving them for other sports would give rows that the detail then takes away.
+SPLIT_SPORTS = frozenset({"Run", "TrailRun", "VirtualRun"})
 CYCLING_SPORTS = frozenset({"Ride", "VirtualRide", "EBikeRide", "GravelRide", "MountainBikeRide",
                             "EMountainBikeRide", "Velomobile", "Handcycle"})
 

@@ -144,7 +144,7 @@ def unpacked_export(tmp_path: Path, thread: SimulatorThread, sim, archived: list
     for item in archived:
         summary = file_summary(item.fixture)
         distance, elapsed = summary.distance_m or 0.0, round(summary.elapsed_s or 0)
-        changes = {"sport_type": summary.sport_type or "Hike", "distance": distance, "elapsed_time": elapsed,
+        changes = {"sport_type": summary.sport_type or "Run", "distance": distance, "elapsed_time": elapsed,
                    "moving_time": round(summary.moving_s or 0)}
         if item.role == "stale":  # cropped on Strava after the upload
             changes.update(distance=round(distance * 0.6, 1), elapsed_time=elapsed + 900, moving_time=elapsed + 900)
@@ -189,7 +189,7 @@ def test_an_export_alone_gives_activities_from_its_csv_and_streams_splits_laps_f
     with_files = csv_ids - case.without_file
     assert case.sources("streams") == {i: {"file"} for i in with_files}
     assert case.sources("laps") == {i: {"file"} for i in with_files}
-    runs = with_files - case.ids_of_sport("Ride")  # Strava's details carry splits for runs and hikes, not rides
+    runs = with_files - case.ids_of_sport("Ride")  # Strava's details carry splits for runs, not rides
     for table in ("splits_metric", "splits_standard"):
         assert set(case.sources(table)) <= runs and case.ids("covered") - case.ids_of_sport("Ride") <= set(
             case.sources(table)), table
