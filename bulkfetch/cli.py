@@ -130,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="size of the synthetic history (of the first athlete; each next one has half as many)")
     demo.add_argument("--athletes", type=int, default=1,
                       help="athletes of the simulated app, sharing its quota fairly in one run (1 to 10, default 1)")
-    demo.add_argument("--data-dir", default="demo-data", help="where the demo writes (default ./demo-data)")
+    demo.add_argument("--data-dir",
+                      help="where the demo writes (default ./demo-data, with --export ./demo-export-data)")
     demo.add_argument("--export", action="store_true",
                       help="first write the simulated athlete's account export and import it, then fetch with every "
                            "stream type, and show the requests the export saved (with --athletes: the first athlete's "
@@ -652,11 +653,11 @@ def _adopt_data_dir(args: argparse.Namespace, config: Config) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from bulkfetch import report
-    from bulkfetch.demo import DemoRun, check_demo_size
+    from bulkfetch.demo import DEMO_DATA_DIR, DEMO_EXPORT_DATA_DIR, DemoRun, check_demo_size
     from bulkfetch.progress import Reporter
 
     check_demo_size(args.activities, args.athletes)
-    data_dir = Path(args.data_dir).resolve()
+    data_dir = Path(args.data_dir or (DEMO_EXPORT_DATA_DIR if args.export else DEMO_DATA_DIR)).resolve()
     parquet_dir = data_dir / "parquet"
     demo = DemoRun(data_dir, args.activities, args.athletes, export=args.export)
     summary = _fetch_then_compact(args, data_dir, parquet_dir, demo.fetch, compact_after=True,

@@ -43,6 +43,8 @@ DEMO_MAX_ATHLETES = 10
 # records per CPU second) and the import decodes in about 12; the sports' usual durations would be four
 # times as many. Runs still have three or four 1 km splits.
 DEMO_EXPORT_DURATION_S = 1200
+DEMO_DATA_DIR = "demo-data"
+DEMO_EXPORT_DATA_DIR = "demo-export-data"  # another history (see check_demo_data_dir): a folder of its own
 EXPORT_FOLDER = "simulated-export"  # in the demo's data_dir: the zip Strava would e-mail, and its sidecar
 # The requests of a fetch, by the path they asked (the simulator's log holds them with the API's prefix).
 REQUEST_KINDS = (("list pages", re.compile(r"/athlete/activities$")), ("details", re.compile(r"/activities/\d+$")),
@@ -91,19 +93,31 @@ def demo_config(simulator: Simulator, data_dir: Path, streams: tuple[str, ...] =
     )
 
 
-def connect_demo_athletes(simulator: Simulator, data_dir: Path) -> None:
-    """Store each simulated athlete's first refresh token, as `auth` would (the caller holds the lock).
-
-    The simulator is new each run, so the token chain a previous run stored is one it never issued: the
-    fresh tokens replace it, for every athlete alike. A data_dir holding any other athlete is a real
-    one: refused before anything in it moves."""
-    roster = Roster(data_dir)
+def check_demo_data_dir(simulator: Simulator, data_dir: Path, *, export: bool) -> None:
+    """ConfigError (exit 2) before anything in `data_dir` moves when it is not this kind of demo's: it
+    holds an athlete the demo does not simulate (a real one), or the other kind of demo's data. A plain
+    demo and `demo --export` simulate different histories (every recording 20 minutes long with the
+    export): a run on the other's folder would fetch every activity again and mix the two."""
     first = simulator.settings.athlete_id
     demo_ids = range(first, first + DEMO_MAX_ATHLETES)
-    if foreign := [a for a in roster.athletes() if a.athlete_id not in demo_ids]:
+    athletes = Roster(data_dir).athletes()
+    default = DEMO_EXPORT_DATA_DIR if export else DEMO_DATA_DIR
+    if foreign := [a for a in athletes if a.athlete_id not in demo_ids]:
         raise ConfigError(f"{data_dir} holds {foreign[0].label}, not one of the demo's simulated athletes",
-                          hint="pass another --data-dir (the demo writes into a folder of its own, default "
-                               "./demo-data)")
+                          hint=f"pass another --data-dir (the demo writes into a folder of its own, default "
+                               f"./{default})")
+    holds_export = (data_dir / EXPORT_FOLDER).is_dir()
+    if athletes and holds_export != export:
+        kind, rerun = ("'bulkfetch demo --export'", "with") if holds_export else ("a plain 'bulkfetch demo'", "without")
+        raise ConfigError(f"{data_dir} holds the data of {kind}, another simulated history",
+                          hint=f"rerun it {rerun} --export there, or pass another --data-dir (default ./{default})")
+
+
+def connect_demo_athletes(simulator: Simulator, data_dir: Path) -> None:
+    """Store each simulated athlete's first refresh token, as `auth` would (the caller holds the lock and
+    has checked the data_dir). The simulator is new each run, so the token chain a previous run stored is
+    one it never issued: the fresh tokens replace it, for every athlete alike."""
+    roster = Roster(data_dir)
     roster.migrate()
     for athlete in simulator.athletes:
         roster.connect(Tokens(refresh_token=simulator.refresh_token_of(athlete.athlete_id),
@@ -166,7 +180,11 @@ class DemoRun:
         return self.data_dir / EXPORT_FOLDER / f"export_{self.export_athlete}.zip"
 
     def connect(self) -> None:
-        """Connect the simulated athletes (the caller holds the data_dir's lock; a real one is refused)."""
+        """Connect the simulated athletes (the caller holds the data_dir's lock). A real athlete's data_dir,
+        or the other kind of demo's, is refused; an --export one is marked as such first."""
+        check_demo_data_dir(self.simulator, self.data_dir, export=self.export)
+        if self.export:
+            self.export_path.parent.mkdir(parents=True, exist_ok=True)
         connect_demo_athletes(self.simulator, self.data_dir)
 
     def export_written(self) -> bool:
@@ -175,7 +193,6 @@ class DemoRun:
 
     def write_export(self, workers: int) -> ExportSummary:
         """The first athlete's account export, its device files encoded in `workers` processes."""
-        self.export_path.parent.mkdir(parents=True, exist_ok=True)
         return write_export(self.export_path, self.simulator.history, workers=workers)
 
     async def fetch(self, events: FetchEvents) -> FetchSummary:

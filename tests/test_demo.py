@@ -339,3 +339,15 @@ def test_quota_saving_adds_the_exports_stream_sets_to_the_streams_row_only() -> 
     rows = quota_saving(Counter({"list pages": 2, "details": 300, "streams": 26, "other": 1}), 274)
     assert rows == [SavingRow("list pages", 2, 2), SavingRow("details", 300, 300), SavingRow("streams", 26, 300),
                     SavingRow("other", 1, 1), SavingRow("total", 329, 603)]
+
+
+def test_each_kind_of_demo_refuses_the_others_folder(demo, export_demo) -> None:
+    """A plain demo and --export simulate different histories: mixed, every activity would be fetched again."""
+    for data_dir, flags, other in ((demo[0], ("--export",), "a plain 'bulkfetch demo'"),
+                                   (export_demo[0], (), "'bulkfetch demo --export'")):
+        before = sorted(str(p.relative_to(data_dir)) for p in data_dir.rglob("*") if "quota" not in p.parts)
+        result = run_cli("demo", *flags, "--activities", "250", "--data-dir", str(data_dir), timeout=60)
+        assert result.returncode == 2 and f"holds the data of {other}" in result.stderr
+        assert "--data-dir" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+        after = sorted(str(p.relative_to(data_dir)) for p in data_dir.rglob("*") if "quota" not in p.parts)
+        assert after == before  # nothing written, not even the export's folder
