@@ -40,15 +40,15 @@ DEMO_DAILY_LIMIT = 100_000
 DEMO_MAX_ATHLETES = 10
 # With --export every recording lasts 20 minutes: the default 300 activities are then about 340,000 records,
 # which the simulator writes as device files in about 35 CPU seconds (Garmin's FIT SDK encodes about 10,000
-# records per CPU second) and the import decodes in about 12; the sports' usual durations would be four
-# times as many. Runs still have three or four 1 km splits.
+# records per CPU second) and the import decodes in about 12 CPU seconds; the sports' usual durations would
+# be four times as many records. Runs still have three or four 1 km splits.
 DEMO_EXPORT_DURATION_S = 1200
 DEMO_DATA_DIR = "demo-data"
 DEMO_EXPORT_DATA_DIR = "demo-export-data"  # another history (see check_demo_data_dir): a folder of its own
 EXPORT_FOLDER = "simulated-export"  # in the demo's data_dir: the zip Strava would e-mail, and its sidecar
 # The requests of a fetch, by the path they asked (the simulator's log holds them with the API's prefix).
-REQUEST_KINDS = (("list pages", re.compile(r"/athlete/activities$")), ("details", re.compile(r"/activities/\d+$")),
-                 ("streams", re.compile(r"/activities/\d+/streams$")))
+REQUEST_KINDS = {"list pages": re.compile(r"/athlete/activities$"), "details": re.compile(r"/activities/\d+$"),
+                 "streams": re.compile(r"/activities/\d+/streams$")}
 
 
 def check_demo_size(activities: int, athletes: int) -> None:
@@ -131,7 +131,7 @@ def demo_requests(log: list[RequestRecord]) -> Interleaving:
 
 def requests_by_kind(log: list[RequestRecord]) -> Counter[str]:
     """The requests the app's quota counted, by REQUEST_KINDS (others, e.g. GET /athlete, as "other")."""
-    return Counter(next((kind for kind, pattern in REQUEST_KINDS if pattern.search(r.path)), "other")
+    return Counter(next((kind for kind, pattern in REQUEST_KINDS.items() if pattern.search(r.path)), "other")
                    for r in _counted(log))
 
 
@@ -150,8 +150,8 @@ def quota_saving(sent: Counter[str], streams_from_export: int) -> list[SavingRow
     """Requests sent by kind against the same fetch without the export: the same list pages and
     details, and one streams request more for every stream set the export gave; the total last."""
     rows = [SavingRow(kind, sent[kind], sent[kind] + (streams_from_export if kind == "streams" else 0))
-            for kind, _ in REQUEST_KINDS]
-    rows += [SavingRow(kind, n, n) for kind, n in sorted(sent.items()) if kind not in dict(REQUEST_KINDS)]
+            for kind in REQUEST_KINDS]
+    rows += [SavingRow(kind, n, n) for kind, n in sorted(sent.items()) if kind not in REQUEST_KINDS]
     return [*rows, SavingRow("total", sum(r.sent for r in rows), sum(r.without_export for r in rows))]
 
 
