@@ -39,9 +39,9 @@ DEMO_DAILY_LIMIT = 100_000
 # Strava's review): a demo beyond it would show what no real app can do.
 DEMO_MAX_ATHLETES = 10
 # With --export every recording lasts 20 minutes: the default 300 activities are then about 340,000 records,
-# which the simulator writes as device files in about 35 CPU seconds (Garmin's FIT SDK encodes about 10,000
-# records per CPU second) and the import decodes in about 12 CPU seconds; the sports' usual durations would
-# be four times as many records. Runs still have three or four 1 km splits.
+# which the simulator writes as device files in about 24 CPU seconds (measured: 14,000 records per CPU
+# second, Garmin's FIT SDK encoding most of them) and the import decodes in about 10; the sports' usual
+# durations would be four times as many records. Runs still have three or four 1 km splits.
 DEMO_EXPORT_DURATION_S = 1200
 DEMO_DATA_DIR = "demo-data"
 DEMO_EXPORT_DATA_DIR = "demo-export-data"  # another history (see check_demo_data_dir): a folder of its own
