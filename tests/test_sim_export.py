@@ -25,7 +25,7 @@ import pytest
 from garmin_fit_sdk import Decoder, Stream
 
 from bulkfetch.simulator import Simulator, SimulatorSettings, SimulatorThread
-from bulkfetch.simulator.export import SIDECAR_SUFFIX, ExportSummary, write_export
+from bulkfetch.simulator.export import SIDECAR_SUFFIX, ExportSummary, write_export, written_before
 from bulkfetch.simulator.export_csv import ENGLISH_HEADER, GERMAN_HEADER
 from bulkfetch.simulator.history import History
 from bulkfetch.simulator.route import EARTH_RADIUS_M
@@ -269,6 +269,23 @@ def test_worker_processes_write_the_same_zip(tmp_path: Path) -> None:
     assert (tmp_path / "one.zip").read_bytes() == (tmp_path / "two.zip").read_bytes()
     assert alone.sidecar.read_bytes() == pooled.sidecar.read_bytes()
     assert not list(tmp_path.glob(".*partial"))
+
+
+def test_written_before_knows_the_zip_of_this_history_only(tmp_path: Path) -> None:
+    """`demo --export` writes the zip again only when its history changed: another day, size or seed."""
+    history = History.build(seed=4, count=6, athlete_id=7, now_s=1.8e9, duration_s=300)
+    path = tmp_path / "export.zip"
+    assert not written_before(path, history)
+    write_export(path, history)
+    assert written_before(path, history) and not written_before(path, history, language="de")
+    next_day = History.build(seed=4, count=6, athlete_id=7, now_s=1.8e9 + 86400, duration_s=300)
+    bigger = History.build(seed=4, count=7, athlete_id=7, now_s=1.8e9, duration_s=300)
+    assert not written_before(path, next_day) and not written_before(path, bigger)
+    path.with_name(path.name + SIDECAR_SUFFIX).unlink()
+    assert not written_before(path, history)
+    path.write_bytes(b"PK not a zip")
+    assert not written_before(path, history)
+
 
 
 # ---------------------------------------------------------------- the command

@@ -206,13 +206,11 @@ def write_export(path: Path, history: History, *, language: Language = "en", wor
     started = time.perf_counter()
     activities = sorted(history.activities.values(), key=lambda a: a.id)
     files = plan_files(history)
-    member_of = {f.activity_id: f.member for f in files}
     stamp = _zip_time(activities)
     partial = path.with_name(f".{path.name}.partial")
     try:
         with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
-            _add(archive, "activities.csv", activities_csv(((a, member_of.get(a.id)) for a in activities), language),
-                 stamp)
+            _add(archive, "activities.csv", _activities_csv(activities, files, language), stamp)
             for name, data in _other_members(history, athlete_index):
                 _add(archive, name, data, stamp)
             jobs = [(history.activities[f.activity_id], f) for f in files]
@@ -233,6 +231,26 @@ def write_export(path: Path, history: History, *, language: Language = "en", wor
     summary.sidecar.write_bytes(orjson.dumps(_sidecar(summary), option=orjson.OPT_INDENT_2))
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def written_before(path: Path, history: History, *, language: Language = "en") -> bool:
+    """Whether `path` holds `history`'s export already, as `write_export` writes it: its activities.csv is
+    byte for byte the one this history gets (every id, start, total and file name) and its sidecar is there.
+    The device files are made from those same activities alone, so they are the same too; a history of
+    another day (the simulator's is anchored to the UTC day), size or seed has another activities.csv."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            kept = archive.read("activities.csv")
+    except (OSError, zipfile.BadZipFile, KeyError):
+        return False
+    activities = sorted(history.activities.values(), key=lambda a: a.id)
+    return kept == _activities_csv(activities, plan_files(history), language) and \
+        path.with_name(path.name + SIDECAR_SUFFIX).is_file()
+
+
+def _activities_csv(activities: list[Activity], files: list[ExportedFile], language: Language) -> bytes:
+    member_of = {f.activity_id: f.member for f in files}
+    return activities_csv(((a, member_of.get(a.id)) for a in activities), language)
 
 
 def _add(archive: zipfile.ZipFile, name: str, data: bytes, stamp: tuple[int, int, int, int, int, int], *,
