@@ -127,11 +127,17 @@ def _file_number(rng: random.Random, activity: Activity, taken: set[int]) -> int
 
 
 def _format(rng: random.Random, activity: Activity) -> tuple[Format, bool]:
-    """GPX and TCX only for GPS recordings (a track without positions is not a GPX)."""
+    """GPX and TCX only for GPS recordings (a track without positions is not a GPX), TCX only without a
+    temperature sensor: TCX has no temperature, and the API's streams are what the file holds."""
     draw = rng.random()
     if activity.has_gps and draw < GPX_SHARE + TCX_SHARE:
-        return ("gpx" if draw < GPX_SHARE else "tcx"), rng.random() < GZIPPED_XML_SHARE
+        fmt: Format = "gpx" if draw < GPX_SHARE or not _fits_tcx(activity) else "tcx"
+        return fmt, rng.random() < GZIPPED_XML_SHARE
     return "fit", draw >= GPX_SHARE + TCX_SHARE + PLAIN_FIT_SHARE
+
+
+def _fits_tcx(activity: Activity) -> bool:
+    return activity.has_gps and "average_temp" not in activity.record
 
 
 def _planned(activity_id: int, number: int, fmt: Format, gzipped: bool, quirk: Quirk | None = None) -> ExportedFile:
@@ -146,7 +152,8 @@ def _place_quirks(rng: random.Random, recorded: list[Activity], files: dict[int,
     plain = [a for a in recorded if not a.cropped]
     rng.shuffle(plain)
     gps = [a for a in plain if a.has_gps]
-    for spare, fmt in zip(reversed(gps) if len(gps) >= 4 else (), ("gpx", "tcx")):
+    spares = [a for a in reversed(gps) if _fits_tcx(a)] if len(gps) >= 4 else []
+    for spare, fmt in zip(spares, ("gpx", "tcx")):
         if not any(files[a.id].format == fmt for a in gps):
             files[spare.id] = _renamed(files[spare.id], fmt, gzipped=False)
     tcx = next((a for a in gps if files[a.id].format == "tcx"), None)
