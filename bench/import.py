@@ -75,6 +75,9 @@ class Scale:
     seed: int = SEED
 
 
+SMOKE = Scale(activities=30, duration_s=120)
+
+
 @dataclass(frozen=True)
 class BenchExport:
     """An export to import, and what the benchmark needs to know about it."""
@@ -391,7 +394,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="instead: N copies of two real device files, unpacked (not cached)")
     parser.add_argument("--cache-dir", type=Path,
                         default=Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bulkfetch-bench")
-    parser.add_argument("--smoke", action="store_true", help="30 activities of 2 minutes, checked, no verdict")
+    parser.add_argument("--smoke", action="store_true",
+                        help=f"{SMOKE.activities} activities of {SMOKE.duration_s} s, checked, no verdict")
     args = parser.parse_args(argv)
     if args.activities < 1 or (args.real_files is not None and args.real_files < 1):
         parser.error("--activities and --real-files take a positive count")
@@ -404,7 +408,7 @@ def run(args: argparse.Namespace) -> Result:
         if args.real_files is not None:
             export = real_file_export(work / "export", args.real_files)
         else:
-            scale = Scale(30, 120) if args.smoke else Scale(args.activities, BOUND_DURATION_S)
+            scale = SMOKE if args.smoke else Scale(args.activities, BOUND_DURATION_S)
             export = cached_export(args.cache_dir, scale, regenerate=args.regenerate, workers=1 if args.smoke else 2)
         return measure(export, work)
 

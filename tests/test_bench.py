@@ -158,7 +158,7 @@ def test_derived_splits_smoke(capsys):
 
 
 def test_import_smoke(tmp_path):
-    stale = bench_import.cache_entry(tmp_path, bench_import.Scale(30, 120), "0" * 16)
+    stale = bench_import.cache_entry(tmp_path, bench_import.SMOKE, "0" * 16)
     stale.write_bytes(b"an export of an older simulator source")
     result = bench_import.run(bench_import.parse_args(["--smoke", "--cache-dir", str(tmp_path)]))
     export = result.export
@@ -174,7 +174,7 @@ def test_import_smoke(tmp_path):
     assert "| files | records | import s (wall)" in table and f"| {result.files:,} | {result.records:,} |" in table
     # the second time the export comes from the cache, unchanged
     written = export.path.stat().st_mtime_ns
-    cached = bench_import.cached_export(tmp_path, bench_import.Scale(30, 120), regenerate=False, workers=1)
+    cached = bench_import.cached_export(tmp_path, bench_import.SMOKE, regenerate=False, workers=1)
     assert cached.note.startswith("cached") and export.path.stat().st_mtime_ns == written
     assert (cached.files, cached.athlete_id) == (export.files, export.athlete_id)
 
