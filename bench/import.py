@@ -235,16 +235,17 @@ class ProcessTree:
             seen.peak_kb = max(seen.peak_kb, int(hwm.group(1)) if hwm else 0)
 
     def _role(self, pid: int, parent: int) -> str:
-        """'command', 'forkserver (bulkfetch.importer)', 'worker (bulkfetch.importer)' (forked from that
-        server, so its command line is the server's), 'resource tracker'."""
+        """'command'; 'forkserver' (the multiprocessing server the workers fork from: the import's decoding
+        pool and the compaction's one worker share it, so a worker's command line cannot tell which it
+        is); 'worker' (forked from it); 'resource tracker'."""
         if pid == self.root:
             return "command"
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-        if "resource_tracker" in cmdline:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        if b"resource_tracker" in cmdline:
             return "resource tracker"
-        preload = re.search(r"\['([\w.]+)'\]", cmdline)
-        server = f" ({preload.group(1)})" if preload else ""
-        return ("worker" if self.seen.get(parent, Seen("")).role.startswith("forkserver") else "forkserver") + server
+        if b"forkserver" in cmdline:
+            return "worker" if self.seen.get(parent, Seen("")).role == "forkserver" else "forkserver"
+        return cmdline.split(b"\0")[0].decode(errors="replace")
 
     @property
     def cpu_s(self) -> float:

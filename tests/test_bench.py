@@ -170,8 +170,8 @@ def test_import_smoke(tmp_path):
     assert 0 < result.decode_s < result.first.wall_s and result.sdk.records > 0
     tree = result.first.tree  # the command, its forkserver and decoding workers, seen in /proc
     roles = tree.by_role()
-    assert roles["command"][0] == 1 and roles["forkserver (bulkfetch.importer)"][0] == 1
-    count, cpu_s, peak_mb = roles["worker (bulkfetch.importer)"]
+    assert roles["command"][0] == 1 and roles["forkserver"][0] == 1
+    count, cpu_s, peak_mb = roles["worker"]
     assert count >= 1 and cpu_s > 0 and 0 < peak_mb <= tree.worker_mb
     assert tree.command_mb > 0 and result.first.cpu_s >= tree.cpu_s > cpu_s
     table = bench_import.render(result)
