@@ -1,14 +1,14 @@
 """Benchmark: `bulkfetch import` of an account export at issue 13's scale, against Garmin's FIT SDK.
 
-    python bench/import.py                     # 3,000 activities of exactly one hour at 1 Hz (~11 M records)
+    python bench/import.py                     # 3,000 activities of exactly one hour at 1 Hz (10.3 M records)
     python bench/import.py --activities 300    # fewer; the bound scales with the records
     python bench/import.py --regenerate        # write the cached export again
     python bench/import.py --real-files 400    # copies of two real device files instead of the simulator's
     python bench/import.py --smoke             # a few dozen short activities (the test suite runs this)
 
 The export is the simulator's (`bulkfetch.simulator.export.write_export`, as `bulkfetch simulate --export`
-writes it: mostly .fit.gz, some .fit, .gpx and .tcx, one corrupt file, cropped recordings). Writing 11 M
-records takes several minutes, so it is written once and cached under $XDG_CACHE_HOME/bulkfetch-bench/
+writes it: mostly .fit.gz, some .fit, .gpx and .tcx, one corrupt file, cropped recordings). Writing its 10.3 M
+records took 27 minutes on 2 shared cores, so it is written once and cached under $XDG_CACHE_HOME/bulkfetch-bench/
 (default ~/.cache), named by its parameters and a digest of the simulator's source; an entry of an older
 source is deleted when its successor is written.
 
@@ -42,12 +42,14 @@ import zipfile
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from garmin_fit_sdk import Decoder, Stream  # noqa: E402 - after the path fix, so the script runs from anywhere
+import orjson  # noqa: E402 - after the path fix, so the script runs from anywhere
+from garmin_fit_sdk import Decoder, Stream  # noqa: E402
 
 from bulkfetch.simulator.export import SIDECAR_SUFFIX, write_export  # noqa: E402
 from bulkfetch.simulator.history import History  # noqa: E402
@@ -141,16 +143,27 @@ def cached_export(cache_dir: Path, scale: Scale, *, regenerate: bool, workers: i
     """The cached export of `scale`, written first when it is missing, incomplete or `regenerate`."""
     digest = simulator_digest()
     path = cache_entry(cache_dir, scale, digest)
-    sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
+    sidecar = None if regenerate else _sidecar(path)
     note = f"cached {path}"
-    if regenerate or not (path.is_file() and sidecar.is_file()):
+    if sidecar is None:
         cache_dir.mkdir(parents=True, exist_ok=True)
         history = History.build(seed=scale.seed, count=scale.activities, athlete_id=ATHLETE_ID, now_s=NOW_S,
                                 duration_s=scale.duration_s)
         written = write_export(path, history, language="en", workers=workers)
         _drop_stale(cache_dir, digest)
         note = f"wrote {path} in {written.seconds:.0f} s ({written.records:,} records)"
-    return _described(path, note)
+        sidecar = _sidecar(path)
+        assert sidecar is not None  # write_export wrote it
+    return _described(path, sidecar, note)
+
+
+def _sidecar(path: Path) -> dict[str, Any] | None:
+    """The entry's sidecar, which write_export writes after the zip is complete; None when it is missing
+    or was cut short (a killed write): the entry is written again."""
+    try:
+        return orjson.loads(path.with_name(path.name + SIDECAR_SUFFIX).read_bytes()) if path.is_file() else None
+    except (OSError, orjson.JSONDecodeError):
+        return None
 
 
 def _drop_stale(cache_dir: Path, digest: str) -> None:
@@ -160,10 +173,7 @@ def _drop_stale(cache_dir: Path, digest: str) -> None:
             stale.unlink(missing_ok=True)
 
 
-def _described(path: Path, note: str) -> BenchExport:
-    import orjson
-
-    sidecar = orjson.loads(path.with_name(path.name + SIDECAR_SUFFIX).read_bytes())
+def _described(path: Path, sidecar: dict[str, Any], note: str) -> BenchExport:
     files: dict[str, str] = sidecar["files"]
     clean_fit = [member for member in files.values()
                  if member.endswith((".fit", ".fit.gz")) and member != sidecar["corrupt"]
