@@ -33,6 +33,7 @@ from bulkfetch.auth import TokenManager, digest
 from bulkfetch.client import post_form
 from bulkfetch.config import Config
 from bulkfetch.errors import ApiError, AthleteRevoked, ConfigError, StorageError
+from bulkfetch.ids import parse_id
 from bulkfetch.parquet_layout import STAGING, athlete_folder
 from bulkfetch.roster import UNBOUND, AthleteDir, Removal, Roster
 from bulkfetch.schema import TABLES
@@ -279,7 +280,7 @@ def _land(hidden: Path, roster: Roster) -> AthleteDir:
                                    hint="check both folders' permissions, then run the adopt again") from None
             _copy_in(hidden, target)
     fsync_dir(roster.folder)
-    return AthleteDir(target, int(name) if name.isdigit() else None)
+    return AthleteDir(target, parse_id(name))
 
 
 def _copy_in(hidden: Path, target: Path) -> None:

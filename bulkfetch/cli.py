@@ -36,6 +36,7 @@ from bulkfetch.errors import (
     LockedError,
     WorkLeft,
 )
+from bulkfetch.ids import MAX_ID, parse_id
 from bulkfetch.plan import STREAMS_FROM_API, STREAMS_FROM_AUTO, parse_filters
 from bulkfetch.scheduler import WaitPolicy
 from bulkfetch.store import RawStore, ensure_dir, exclusive_lock
@@ -206,16 +207,18 @@ def _add_athlete_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _athlete_ids(text: str) -> frozenset[int]:
-    parts = [part.strip() for part in text.split(",")]
-    if not parts or not all(part.isdigit() and int(part) > 0 for part in parts):
-        raise argparse.ArgumentTypeError(f"must be athlete ids separated by commas, e.g. 123,456 (got {text!r})")
-    return frozenset(int(part) for part in parts)
+    ids = [parse_id(part) for part in text.split(",")]
+    if None in ids:
+        raise argparse.ArgumentTypeError(f"must be athlete ids separated by commas, e.g. 123,456, each a whole "
+                                         f"number from 1 to {MAX_ID} (got {text!r})")
+    return frozenset(athlete_id for athlete_id in ids if athlete_id is not None)
 
 
 def _athlete_id(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be an athlete id, a whole number (got {text!r})")
-    return int(text)
+    athlete_id = parse_id(text)
+    if athlete_id is None:
+        raise argparse.ArgumentTypeError(f"must be an athlete id, a whole number from 1 to {MAX_ID} (got {text!r})")
+    return athlete_id
 
 
 def _bounded(kind: Callable[[str], N], *, low: N, high: N | None = None,

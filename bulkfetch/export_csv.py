@@ -24,8 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from bulkfetch.ids import parse_id
 from bulkfetch.sports import SPORT_TYPES
-from bulkfetch.store import is_activity_id
 
 ACTIVITY_FILES = "activities/"  # the folder of the export that holds the device files
 ENGLISH, GERMAN, LEGACY = "English", "German", "English (before mid-2019)"
@@ -125,8 +125,7 @@ def parse_profile_csv(data: bytes) -> int | None:
         return None
     if len(rows) < 2 or not rows[1]:
         return None
-    value = rows[1][0].strip()
-    return int(value) if value.isdigit() and is_activity_id(int(value)) else None
+    return parse_id(rows[1][0])
 
 
 def _rows(data: bytes) -> list[list[str]]:
@@ -172,7 +171,7 @@ def _reader(layout: Layout, columns: dict[str, list[int]]) -> RowReader:
     paired_distance = len(columns.get(layout.distance, ())) > 1
 
     def read(row: list[str]) -> ExportActivity | None:
-        activity_id = _activity_id(typed(row, layout.activity_id))
+        activity_id = parse_id(typed(row, layout.activity_id))
         if activity_id is None:
             return None
         distance = parse_number(typed(row, layout.distance))
@@ -195,7 +194,7 @@ def _reader(layout: Layout, columns: dict[str, list[int]]) -> RowReader:
 
 def _unknown_language_reader(file_column: int | None) -> RowReader:
     def read(row: list[str]) -> ExportActivity | None:
-        activity_id = _activity_id(row[0].strip() if row else "")
+        activity_id = parse_id(row[0].strip() if row else "")
         if activity_id is None:
             return None
         file = row[file_column].strip() if file_column is not None and file_column < len(row) else ""
@@ -229,10 +228,6 @@ def file_reference(value: str) -> str | None:
             any(part in ("", ".", "..") for part in parts) or ":" in parts[0]:
         raise CsvError(f"activities.csv names a file outside activities/: {value!r}")
     return "/".join(parts)
-
-
-def _activity_id(text: str) -> int | None:
-    return int(text) if text.isdigit() and is_activity_id(int(text)) else None
 
 
 def parse_number(text: str) -> float | None:
