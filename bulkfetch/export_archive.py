@@ -11,6 +11,7 @@ subfolder when the athlete zipped the unpacked folder again.
 
 from __future__ import annotations
 
+import stat
 import zipfile
 import zlib
 from collections.abc import Iterable, Iterator
@@ -24,6 +25,10 @@ from bulkfetch.errors import ExportError
 ACTIVITIES_CSV = "activities.csv"
 PROFILE_CSV = "profile.csv"
 MAX_CSV_BYTES = 256 << 20  # 40 years of daily activities are a few MB
+# The longest file name the import can keep: file systems take 255 bytes (ext4, APFS, NTFS), and a file is
+# written under a temporary name first, ".<name>.tmp-<pid>-<8 hex digits>" (bulkfetch.store), up to 23
+# bytes longer. A member whose name has a longer part is not imported; the others are.
+NAME_MAX_BYTES = 255 - 32
 CHUNK_BYTES = 1 << 20
 
 
@@ -80,13 +85,13 @@ class MemberError(Exception):
 def read_small(export: Export, name: str) -> bytes | None:
     """A CSV of the export, whole; None if the export has none of that name. Raises ExportError if it
     cannot be read."""
-    member = export.member(name)
-    if member is None:
-        return None
-    if member.size > MAX_CSV_BYTES:
-        raise ExportError(f"{export.source}: {name} is {member.size:,} bytes, too big for an export's {name}",
-                          hint="pass the export Strava made, unchanged")
     try:
+        member = export.member(name)
+        if member is None:
+            return None
+        if member.size > MAX_CSV_BYTES:
+            raise ExportError(f"{export.source}: {name} is {member.size:,} bytes, too big for an export's {name}",
+                              hint="pass the export Strava made, unchanged")
         return b"".join(_chunks(export, name))
     except MemberError as exc:
         raise ExportError(f"{export.source}: {exc}", hint="download the export again") from None
@@ -134,6 +139,14 @@ def _chunks(export: Export, name: str) -> Iterator[bytes]:
             yield chunk
 
 
+def check_name_length(name: str) -> None:
+    """Raise MemberError if a part of the member's name is longer than NAME_MAX_BYTES: that file is not
+    imported, the others are."""
+    longest = max(len(part.encode()) for part in name.split("/"))
+    if longest > NAME_MAX_BYTES:
+        raise MemberError(name, f"a name of {longest:,} bytes, too long to keep: at most {NAME_MAX_BYTES}")
+
+
 def unsafe_name(name: str) -> bool:
     """A zip member name that would land outside the folder it is unpacked into."""
     parts = name.replace("\\", "/").split("/")
@@ -156,7 +169,10 @@ class _ZipExport:
 
     def member(self, name: str) -> Member | None:
         info = self._members.get(name)
-        return None if info is None else Member(name, info.file_size, info.CRC)
+        if info is None:
+            return None
+        check_name_length(name)
+        return Member(name, info.file_size, info.CRC)
 
     def open(self, name: str) -> IO[bytes]:
         try:
@@ -177,25 +193,40 @@ def _zip_top(source: Path, names: list[str]) -> str:
 
 
 class _FolderExport:
+    """An unpacked export. Its symbolic links are followed wherever they point: the folder is on the
+    athlete's own disk and its links are theirs (an `activities/` moved to another disk and linked back;
+    a zip's members are never links). Only regular files are read: a folder, a pipe or a device under a
+    file's name is reported, never opened (a pipe would block the import)."""
+
     def __init__(self, source: Path, top: Path) -> None:
         self.source = source
-        self._top = top.resolve()
+        self._top = top
 
-    def _path(self, name: str) -> Path | None:
-        path = (self._top / name).resolve()
-        # A link out of the export (`activities/x.fit -> /etc/...`) is not the export's file.
-        return path if path.is_relative_to(self._top) and path.is_file() else None
+    def _path(self, name: str) -> tuple[Path, int] | None:
+        """The member's file and its size; None if there is none. Raises MemberError if something that
+        is no regular file stands there, or it cannot be looked at (a link loop, a name too long)."""
+        check_name_length(name)
+        path = self._top / name
+        try:
+            status = path.stat()
+        except (FileNotFoundError, NotADirectoryError):  # a link to nothing is missing too
+            return None
+        except OSError as exc:
+            raise MemberError(name, exc.strerror or str(exc)) from None
+        if not stat.S_ISREG(status.st_mode):
+            raise MemberError(name, "a folder, not a file" if stat.S_ISDIR(status.st_mode) else "not a regular file")
+        return path, status.st_size
 
     def member(self, name: str) -> Member | None:
-        path = self._path(name)
-        return None if path is None else Member(name, path.stat().st_size, None)
+        found = self._path(name)
+        return None if found is None else Member(name, found[1], None)
 
     def open(self, name: str) -> IO[bytes]:
-        path = self._path(name)
+        found = self._path(name)
         try:
-            if path is None:
+            if found is None:
                 raise FileNotFoundError(name)
-            return path.open("rb")
+            return found[0].open("rb")
         except OSError as exc:
             raise MemberError(name, exc.strerror or str(exc)) from None
 

@@ -219,7 +219,11 @@ def _plan(export: Export, listing: ActivitiesCsv, store: ExportStore, summary: I
         if activity.file is None:
             summary.manual += 1
             continue
-        member = export.member(activity.file)
+        try:
+            member = export.member(activity.file)
+        except MemberError as exc:  # a name too long, a link loop, a folder under a file's name
+            summary.errors.append((activity.file, exc.reason))
+            continue
         if member is None:
             summary.missing.append(activity.file)
             continue

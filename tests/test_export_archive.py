@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bulkfetch.errors import ExportError
-from bulkfetch.export_archive import copy_member, member_crc32, open_export, read_small
+from bulkfetch.export_archive import MemberError, copy_member, member_crc32, open_export, read_small
 from bulkfetch.export_csv import (
     ENGLISH,
     GERMAN,
@@ -196,14 +196,34 @@ def test_a_re_zipped_folder_is_found_one_level_down(tmp_path: Path) -> None:
         assert export.member("activities/7.fit") is not None
 
 
-def test_a_folder_export_and_a_link_out_of_it(tmp_path: Path) -> None:
-    (tmp_path / "secret").write_bytes(b"not the export's")
+def test_a_folder_export_follows_its_links_to_files_and_names_what_is_no_file(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere.fit").write_bytes(b"linked")
     folder = write_folder(tmp_path / "export", _csv(), [ExportFile("activities/7.fit", b"fit")])
-    os.symlink(tmp_path / "secret", folder / "activities" / "8.fit")
+    os.symlink(tmp_path / "elsewhere.fit", folder / "activities" / "8.fit")  # out of the export: followed
+    os.symlink("9.fit", folder / "activities" / "9.fit")  # a loop
+    os.symlink(tmp_path, folder / "activities" / "10.fit")  # a folder
+    os.mkfifo(folder / "activities" / "11.fit")  # opened, it would block the import
+    os.symlink(tmp_path / "gone.fit", folder / "activities" / "12.fit")  # to nothing
     with open_export(tmp_path) as export:  # the folder holding the unpacked export works too
         member = export.member("activities/7.fit")
         assert member is not None and member.crc32 is None and member_crc32(export, member) == zlib.crc32(b"fit")
-        assert export.member("activities/8.fit") is None
+        linked = export.member("activities/8.fit")
+        assert linked is not None and linked.size == 6 and member_crc32(export, linked) == zlib.crc32(b"linked")
+        for name, why in (("9.fit", "symbolic links"), ("10.fit", "a folder, not a file"),
+                          ("11.fit", "not a regular file"), ("x" * 256 + ".fit", "a name of 260 bytes")):
+            with pytest.raises(MemberError, match=why):
+                export.member(f"activities/{name}")
+        assert export.member("activities/12.fit") is None and export.member("activities/13.fit") is None
+
+
+def test_a_zip_member_whose_name_is_too_long_to_keep_is_that_members_error(tmp_path: Path) -> None:
+    long_name = "activities/" + "é" * 110 + ".fit"  # 224 bytes in UTF-8: with the temporary name's additions
+    # (bulkfetch.store) more than the 255 a file system takes
+    path = write_zip(tmp_path / "export.zip", _csv(), [ExportFile(long_name, b"fit")])
+    with open_export(path) as export:
+        with pytest.raises(MemberError, match="a name of 224 bytes, too long to keep: at most 223"):
+            export.member(long_name)
+        assert read_small(export, "activities.csv") == _csv()
 
 
 @pytest.mark.parametrize("make", ["missing", "text file", "zip without activities.csv", "empty folder"])
