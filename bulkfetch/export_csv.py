@@ -11,7 +11,8 @@ second is taken. Known headers: English, German, and the lowercase one of export
 A header in another language keeps what is language-independent: the activity id (always the first
 column) and the file name (the column whose values are `activities/...`); dates, sports and totals then
 come from the files themselves. The number in a file's name is not always the activity id: a file
-belongs to the row that names it, nothing else.
+belongs to the row that names it, nothing else. A copy re-saved by a spreadsheet may separate its cells
+with semicolons or tabs instead of commas: the header tells which.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ ACTIVITY_FILES = "activities/"  # the folder of the export that holds the device
 ENGLISH, GERMAN, LEGACY = "English", "German", "English (before mid-2019)"
 # A Filename column in an unknown language: at least this share of its non-empty values name a file.
 FILE_COLUMN_SHARE = 0.5
+# Strava separates with commas. A spreadsheet that re-saves the file in a locale whose decimal separator
+# is the comma separates with semicolons (Excel's "CSV" in German), its "Unicode text" with tabs.
+DELIMITERS = (",", ";", "\t")
+SHOWN_NAME_CHARS = 40  # of a header name quoted in a message
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,12 @@ class ActivitiesCsv:
     header: tuple[str, ...]
     bad_rows: int           # rows without a valid activity id (skipped)
 
+    @property
+    def first_column(self) -> str:
+        """The header's first name as a message quotes it: cut to SHOWN_NAME_CHARS, whatever the file holds."""
+        name = self.header[0] if self.header else ""
+        return name if len(name) <= SHOWN_NAME_CHARS else name[:SHOWN_NAME_CHARS - 1] + "…"
+
 
 RowReader = Callable[[list[str]], ExportActivity | None]  # None: the row has no valid activity id
 
@@ -134,9 +145,16 @@ def _rows(data: bytes) -> list[list[str]]:
     except UnicodeDecodeError as exc:
         raise CsvError(f"activities.csv is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     try:
-        return list(csv.reader(io.StringIO(text, newline="")))
+        return list(csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text)))
     except csv.Error as exc:
         raise CsvError(f"activities.csv is not CSV ({exc})") from None
+
+
+def _delimiter(text: str) -> str:
+    """Of DELIMITERS, the one that splits the header into the most columns (no header name holds any of
+    them); the comma when none splits it."""
+    header = next(io.StringIO(text, newline=""), "")
+    return max(DELIMITERS, key=lambda delimiter: len(next(csv.reader([header], delimiter=delimiter), [])))
 
 
 def _layout_of(header: tuple[str, ...]) -> Layout | None:

@@ -107,7 +107,7 @@ def import_export(data_dir: Path, path: Path, wanted: int | None, events: Import
         athlete = choose_athlete(roster, ids, wanted=wanted, recorded=recorded)
         if listing.language is None:
             events.info(f"activities.csv is in a language bulkfetch does not read (its first column is "
-                        f"{listing.header[0]!r}): took the activity ids and file names from it; start times, "
+                        f"{listing.first_column!r}): took the activity ids and file names from it; start times, "
                         "sports and totals come from the files")
         if athlete.athlete_id is None:
             events.info("the export does not say whose it is and no athlete is connected: it is kept in "
@@ -399,7 +399,8 @@ def summary_line(summary: ImportSummary) -> str:
     before = summary.unchanged + summary.adopted
     tail = f"; {before:,} imported before (not decoded again)" if before else ""
     replaced = f"; {summary.replaced:,} replaced a file imported before" if summary.replaced else ""
-    return f"imported {summary.activities:,} activities from the export: {', '.join(parts)}{replaced}{tail}"
+    activities = "activity" if summary.activities == 1 else "activities"
+    return f"imported {summary.activities:,} {activities} from the export: {', '.join(parts)}{replaced}{tail}"
 
 
 def _named(items: Iterable[str]) -> str:

@@ -3,6 +3,7 @@ or folder around them (unsafe member names refused, a re-zipped folder found).""
 
 from __future__ import annotations
 
+import csv
 import io
 import os
 import zipfile
@@ -97,6 +98,29 @@ def test_another_language_keeps_the_ids_and_finds_the_file_column_by_its_values(
     assert parsed.activities == {
         11: ExportActivity(11, None, None, None, None, None, None, None, "activities/12.fit.gz"),
         13: ExportActivity(13, None, None, None, None, None, None, None, None)}
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t"], ids=["semicolons", "tabs"])
+def test_a_copy_a_spreadsheet_saved_with_other_separators_reads_the_same(delimiter: str) -> None:
+    """Excel in a German locale saves "CSV" with semicolons (its decimal separator is the comma), and
+    "Unicode text" with tabs; names and numbers keep their commas."""
+    row = {"Aktivitäts-ID": "8228026758", "Aktivitätsdatum": "09.12.2022, 15:24:49", "Aktivitätsart": "Radfahrt",
+           "Name der Aktivität": "Fahrt; mit, Trennzeichen", "Distanz": "9,44", "Distanz#2": "9440,5",
+           "Verstrichene Zeit#2": "1800", "Dateiname": "activities/8228026758.gpx"}
+    comma = parse_activities_csv(csv_text(GERMAN_92, [row]))
+    text = io.StringIO()
+    csv.writer(text, delimiter=delimiter, lineterminator="\r\n").writerows(
+        csv.reader(io.StringIO(csv_text(GERMAN_92, [row]).decode())))
+    resaved = parse_activities_csv(b"\xef\xbb\xbf" + text.getvalue().encode())
+    assert resaved == comma and resaved.language == GERMAN
+    assert resaved.activities[8228026758].distance_m == 9440.5
+    assert resaved.activities[8228026758].name == "Fahrt; mit, Trennzeichen"
+
+
+def test_a_message_quotes_at_most_the_start_of_the_first_column() -> None:
+    parsed = parse_activities_csv(("Identifiant" * 20 + ",Fichier\n11,activities/11.fit\n").encode())
+    assert parsed.language is None and parsed.first_column == "Identifiant" * 3 + "Identi…"
+    assert parse_activities_csv(b"Identifiant,Fichier\n11,activities/11.fit\n").first_column == "Identifiant"
 
 
 def test_rows_without_a_valid_id_are_counted_and_skipped() -> None:

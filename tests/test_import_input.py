@@ -5,6 +5,8 @@ with nothing written."""
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import pytest
 
 from bulkfetch.export_store import ExportStore
 from tests.conftest import run_cli
-from tests.exports import ENGLISH_94, ExportFile, csv_text, english_row, fixture, write_folder, write_zip
+from tests.exports import ENGLISH_94, GERMAN_92, ExportFile, csv_text, english_row, fixture, write_folder, write_zip
 
 ATHLETE = 27182818
 
@@ -76,3 +78,33 @@ def test_a_file_name_too_long_to_keep_is_reported_and_the_rest_imports(
     assert "x.fit: cannot be read (a name of 304 bytes, too long to keep: at most 223)" in line, line
     assert sorted(_store(config).files()) == [1]
     assert _store(config).file_path(longest_kept).read_bytes() == fixture("fenix5-run.fit")
+
+
+def test_an_activities_csv_resaved_with_semicolons_imports(tmp_path: Path, config: Path) -> None:
+    """Opened and saved again in Excel with a German locale: semicolons, and it read 0 activities before."""
+    row = {"Aktivitäts-ID": "8228026758", "Aktivitätsdatum": "09.12.2022, 15:24:49", "Aktivitätsart": "Radfahrt",
+           "Distanz": "9,44", "Distanz#2": "9440,5", "Verstrichene Zeit#2": "4000",
+           "Dateiname": "activities/8228026758.fit"}
+    resaved = io.StringIO()
+    csv.writer(resaved, delimiter=";", lineterminator="\r\n").writerows(
+        csv.reader(io.StringIO(csv_text(GERMAN_92, [row]).decode())))
+    folder = write_folder(tmp_path / "export", b"\xef\xbb\xbf" + resaved.getvalue().encode(),
+                          [ExportFile("activities/8228026758.fit", fixture("edge500-ride.fit"))])
+    result = run_cli("--config", str(config), "import", str(folder), "--athlete", str(ATHLETE))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1].startswith("imported 1 activity from the export: 1 file (1 fit)")
+    assert "language" not in result.stderr
+    activity = _store(config).activities()[8228026758]
+    assert (activity.start_date, activity.sport_type, activity.distance_m) == ("2022-12-09T15:24:49Z", "Ride", 9440.5)
+
+
+def test_the_line_about_another_language_quotes_only_the_start_of_its_first_column(tmp_path: Path,
+                                                                                   config: Path) -> None:
+    header = "Identifiant de l'activité " * 10 + ",Fichier\n"
+    folder = write_folder(tmp_path / "export", (header + "11,activities/11.fit\n").encode(),
+                          [ExportFile("activities/11.fit", fixture("fenix5-run.fit"))])
+    result = run_cli("--config", str(config), "import", str(folder), "--athlete", str(ATHLETE))
+    assert result.returncode == 0, result.stderr
+    [line] = [line for line in result.stderr.splitlines() if "language" in line]
+    assert "(its first column is \"Identifiant de l'activité Identifiant d…\")" in line, line
+    assert sorted(_store(config).files()) == [11]
