@@ -113,13 +113,15 @@ def find_athlete(roster: Roster, athlete_id: int) -> AthleteDir:
 
 async def remove(config: Config, athlete: AthleteDir, *, purge: bool, warn: Callable[[str], None]) -> Removed:
     """Disconnect `athlete` (the data_dir in the per-athlete layout); with `purge`, delete its data too
-    (the caller holds the data_dir lock then). Strava unreachable: nothing changes (ApiError)."""
+    (the caller holds the data_dir lock then). Strava unreachable, or no API credentials for an athlete
+    with tokens: nothing changes (ApiError, ConfigError)."""
     assert athlete.athlete_id is not None
     roster = Roster(config.storage.data_dir)
     name = _name_of(athlete, roster)
     had_tokens = athlete.tokens.load() is not None
     deauthorized = False
     if had_tokens:
+        config.require_credentials()  # only a deauthorization asks Strava: one without tokens needs none
         deauthorized = await deauthorize(config, athlete, warn)
         roster.record_removal(athlete.athlete_id, Removal(time.time(), _seed_digests(roster, athlete, config), name))
         athlete.tokens.path.unlink(missing_ok=True)

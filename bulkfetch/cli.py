@@ -611,7 +611,6 @@ def _remove_athlete(args: argparse.Namespace, config: Config) -> int:
 
     data_dir = config.storage.data_dir
     athletes.find_athlete(Roster(data_dir), args.athlete_id)  # an unknown id: said before anything else
-    config.require_credentials()
     with exclusive_lock(data_dir, "athletes") if args.purge else nullcontext(), _reporter(args, config) as reporter:
         if args.purge:
             Roster(data_dir).migrate()
