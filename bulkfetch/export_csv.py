@@ -52,6 +52,9 @@ class ExportActivity:
     moving_s: int | None
     elevation_gain_m: float | None
     file: str | None                # as the export names it, e.g. "activities/9700428229.fit.gz"; None: manual
+    # The one Distance of a header without the typed pair (2019-2022) is for display: km rounded to 10 m.
+    # It stands in only where neither a typed distance nor the file gives one (a manual activity).
+    display_distance_m: float | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,7 @@ class ActivitiesCsv:
     language: str | None    # a LAYOUTS language; None: unknown (ids and files only)
     header: tuple[str, ...]
     bad_rows: int           # rows without a valid activity id (skipped)
+    duplicate_rows: int     # rows of an activity id an earlier row had (the last row is kept)
 
     @property
     def first_column(self) -> str:
@@ -117,14 +121,15 @@ def parse_activities_csv(data: bytes) -> ActivitiesCsv:
     else:
         read = _reader(layout, columns)
     activities: dict[int, ExportActivity] = {}
-    bad_rows = 0
+    bad_rows = duplicate_rows = 0
     for row in body:
         activity = read(row)
         if activity is None:
             bad_rows += 1
-        else:
-            activities[activity.activity_id] = activity
-    return ActivitiesCsv(activities, layout.language if layout else None, header, bad_rows)
+            continue
+        duplicate_rows += activity.activity_id in activities
+        activities[activity.activity_id] = activity
+    return ActivitiesCsv(activities, layout.language if layout else None, header, bad_rows, duplicate_rows)
 
 
 def parse_profile_csv(data: bytes) -> int | None:
@@ -193,8 +198,12 @@ def _reader(layout: Layout, columns: dict[str, list[int]]) -> RowReader:
         if activity_id is None:
             return None
         distance = parse_number(typed(row, layout.distance))
+        display_m = None
         if not paired_distance and not layout.lone_distance_in_m:
-            distance = None  # a display distance alone: km or miles, the export does not say which
+            # The display one alone, in km: a ride's 3681.0 m became 3.68 in mid-2019 (hugovk/strava-tools#1).
+            # Rounded to a tenth of a metre: 3.68 * 1000 is 3680.0000000000005.
+            display_m = None if distance is None else round(distance * 1000, 1)
+            distance = None
         return ExportActivity(
             activity_id=activity_id,
             start_date=parse_date(typed(row, layout.date)),
@@ -205,6 +214,7 @@ def _reader(layout: Layout, columns: dict[str, list[int]]) -> RowReader:
             moving_s=_seconds(typed(row, layout.moving)),
             elevation_gain_m=parse_number(typed(row, layout.elevation_gain)),
             file=file_reference(typed(row, layout.file)),
+            display_distance_m=display_m,
         )
 
     return read

@@ -75,6 +75,9 @@ class ImportSummary:
     missing: list[str] = field(default_factory=list)  # named by activities.csv, not in the export
     errors: list[tuple[str, str]] = field(default_factory=list)  # (file, why) not read or decoded: tried again
     new_csv: bool = True  # False: this activities.csv was imported before
+    bad_rows: int = 0  # rows of activities.csv without a valid activity id: skipped
+    duplicate_rows: int = 0  # rows repeating an activity id: the last is kept
+    undated: int = 0  # activities whose start neither their row nor their file gives: in year 0
     seconds: float = 0.0  # decoding (copies included)
 
     @property
@@ -119,10 +122,12 @@ def import_export(data_dir: Path, path: Path, wanted: int | None, events: Import
         events.info(f"import {path} for {athlete.label} into {store.folder}")
         with store.lock():
             store.prepare()
-            summary = ImportSummary(athlete, activities=len(listing.activities))
+            summary = ImportSummary(athlete, activities=len(listing.activities), bad_rows=listing.bad_rows,
+                                    duplicate_rows=listing.duplicate_rows)
             summary.new_csv = store.keep_csv(csv_data)
             jobs = _plan(export, listing, store, summary)
             _decode(export, store, jobs, summary, events)
+            summary.undated = undated(store, listing.activities.keys())
     return summary
 
 
@@ -249,6 +254,13 @@ def _plan(export: Export, listing: ActivitiesCsv, store: ExportStore, summary: I
     if summary.adopted:
         store.save_entries(entries)
     return jobs
+
+
+def undated(store: ExportStore, ids: Iterable[int]) -> int:
+    """How many of `ids` have no start time: none their (merged) CSV rows give, no file with records."""
+    rows, entries = store.activities(), store.entries()
+    return sum(1 for activity_id in ids if rows[activity_id].start_date is None
+               and (activity_id not in entries or entries[activity_id].records == 0))
 
 
 def _adoptable(store: ExportStore, activity_id: int, file: str, size: int, crc32: int) -> ImportedFile | None:
@@ -396,6 +408,14 @@ def summary_line(summary: ImportSummary) -> str:
         parts.append(f"{len(summary.missing):,} named in activities.csv but missing from the export "
                      f"({_named(summary.missing)})")
     parts.append(f"{summary.manual:,} manual without a file")
+    if summary.undated:
+        parts.append(f"{summary.undated:,} without a start time (in year=0)")
+    if summary.duplicate_rows:
+        parts.append(f"{summary.duplicate_rows:,} duplicate row{'s' if summary.duplicate_rows != 1 else ''} "
+                     "(the last kept)")
+    if summary.bad_rows:
+        parts.append(f"{summary.bad_rows:,} row{'s' if summary.bad_rows != 1 else ''} without a valid activity id "
+                     "(skipped)")
     before = summary.unchanged + summary.adopted
     tail = f"; {before:,} imported before (not decoded again)" if before else ""
     replaced = f"; {summary.replaced:,} replaced a file imported before" if summary.replaced else ""

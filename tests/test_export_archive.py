@@ -71,12 +71,18 @@ def test_german_header_dates_decimal_commas_and_display_names() -> None:
     assert parsed.activities[8228026759].file is None and parsed.activities[8228026759].sport_type == "Run"
 
 
-def test_the_2019_header_has_one_distance_in_display_units_which_is_left_to_the_files() -> None:
+def test_the_2019_header_has_one_distance_in_km_which_stands_in_for_a_missing_one() -> None:
+    # The real row (hugovk/strava-tools#1): the same ride was 3681.0 in the lowercase header before.
     line = '1836776031,"Sep 12, 2018, 3:02:23 PM",Evening Ride,Ride,,783,3.68,true,Merida,activities/1836776031.gpx\n'
-    parsed = parse_activities_csv((",".join(ENGLISH_2019) + "\n" + line).encode())
+    manual = '1836776032,"Sep 13, 2018, 3:02:23 PM",Manual,Run,,1800,"5,01",false,,\n'  # a decimal comma
+    parsed = parse_activities_csv((",".join(ENGLISH_2019) + "\n" + line + manual).encode())
     assert parsed.language == ENGLISH
     assert parsed.activities[1836776031] == ExportActivity(
-        1836776031, "2018-09-12T15:02:23Z", "Evening Ride", "Ride", None, 783, None, None, "activities/1836776031.gpx")
+        1836776031, "2018-09-12T15:02:23Z", "Evening Ride", "Ride", None, 783, None, None, "activities/1836776031.gpx",
+        display_distance_m=3680.0)
+    assert parsed.activities[1836776032].display_distance_m == 5010.0
+    # A header with the typed pair needs no stand-in.
+    assert parse_activities_csv(csv_text(ENGLISH_94, [english_row(5, None)])).activities[5].display_distance_m is None
 
 
 def test_the_lowercase_header_before_mid_2019_is_in_metres() -> None:
@@ -127,7 +133,14 @@ def test_rows_without_a_valid_id_are_counted_and_skipped() -> None:
     rows = [english_row(5, None), english_row(6, None), {"Activity ID": "x"}, {"Activity ID": "-3"}]
     rows[1]["Activity ID"] = "0"
     parsed = parse_activities_csv(csv_text(ENGLISH_94, rows))
-    assert set(parsed.activities) == {5} and parsed.bad_rows == 3
+    assert set(parsed.activities) == {5} and parsed.bad_rows == 3 and parsed.duplicate_rows == 0
+
+
+def test_rows_repeating_an_activity_id_are_counted_and_the_last_is_kept() -> None:
+    rows = [english_row(5, None, name="first"), english_row(6, None), english_row(5, None, name="second"),
+            english_row(5, None, name="third")]
+    parsed = parse_activities_csv(csv_text(ENGLISH_94, rows))
+    assert parsed.duplicate_rows == 2 and parsed.activities[5].name == "third" and len(parsed.activities) == 2
 
 
 @pytest.mark.parametrize("name", ["../../etc/passwd", "/etc/passwd", "activities/../../x.fit", "media/x.fit",

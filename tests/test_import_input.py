@@ -108,3 +108,44 @@ def test_the_line_about_another_language_quotes_only_the_start_of_its_first_colu
     [line] = [line for line in result.stderr.splitlines() if "language" in line]
     assert "(its first column is \"Identifiant de l'activité Identifiant d…\")" in line, line
     assert sorted(_store(config).files()) == [11]
+
+
+def _parquet_activities(config: Path) -> dict[int, dict]:
+    import pyarrow.dataset as ds
+
+    table = ds.dataset(config.parent / "data" / "parquet" / "activities", format="parquet",
+                       partitioning="hive").to_table(columns=["id", "distance", "start_date", "year"])
+    return {row["id"]: row for row in table.to_pylist()}
+
+
+def test_the_2019_csvs_one_distance_in_km_is_used_where_no_file_gives_one(tmp_path: Path, config: Path) -> None:
+    """The 10-column header's Distance is km for display (3681.0 m became 3.68): a manual activity gets it,
+    an activity with a file gets the file's own."""
+    header = ("Activity ID,Activity Date,Activity Name,Activity Type,Activity Description,Elapsed Time,Distance,"
+              "Commute,Activity Gear,Filename\n")
+    rows = ('1,"Apr 9, 2012, 9:22:26 PM",With file,Run,,57,0.20,false,,activities/1.fit\n'
+            '2,"Sep 12, 2018, 3:02:23 PM",Manual,Ride,,783,3.68,true,Merida,\n')
+    folder = write_folder(tmp_path / "export", (header + rows).encode(),
+                          [ExportFile("activities/1.fit", fixture("fenix5-run.fit"))])
+    line = _import(config, folder)
+    assert line.startswith("imported 2 activities from the export: 1 file (1 fit), 1 manual without a file"), line
+    activities = _parquet_activities(config)
+    assert activities[2]["distance"] == 3680.0
+    assert activities[1]["distance"] is not None and abs(activities[1]["distance"] - 200.0) > 0.01  # the file's
+
+
+def test_repeated_rows_and_rows_without_a_start_are_counted_in_the_summary(tmp_path: Path, config: Path) -> None:
+    rows = [english_row(1, "activities/1.fit", name="first"), english_row(1, "activities/1.fit", name="again"),
+            english_row(2, None, date="Feb 30, 2020, 10:00:00 AM"),  # no such day, no file: no start at all
+            english_row(3, "activities/3.fit", date="31.02.2020"),  # its file's start stands in
+            {"Activity ID": "not-an-id"}]
+    folder = write_folder(tmp_path / "export", csv_text(ENGLISH_94, rows),
+                          [ExportFile("activities/1.fit", fixture("fenix5-run.fit")),
+                           ExportFile("activities/3.fit", fixture("fenix2-run.fit"))])
+    line = _import(config, folder)
+    assert line.endswith("1 manual without a file, 1 without a start time (in year=0), 1 duplicate row (the last "
+                         "kept), 1 row without a valid activity id (skipped)"), line
+    assert _store(config).activities()[1].name == "again"
+    activities = _parquet_activities(config)
+    assert activities[2]["year"] == 0 and activities[2]["start_date"] is None
+    assert activities[3]["year"] == 2015 and activities[1]["year"] == 2023
