@@ -512,8 +512,11 @@ def _auth_from_refresh_token(args: argparse.Namespace) -> int:
 def _cmd_import(args: argparse.Namespace) -> int:
     """No credentials needed, and no data_dir lock for the import itself (it runs beside a fetch); the
     compaction after it takes the lock, or leaves the work to the fetch that holds it."""
+    from bulkfetch.importer import check_export
+
     config = _config(args)
     data_dir = config.storage.data_dir
+    check_export(data_dir, args.path, args.athlete)  # bad input: said before the data_dir or its log is made
     ensure_dir(data_dir)
     _migrate_layout(data_dir)
     with _sigterm_as_ctrl_c(), _reporter(args, config) as reporter:

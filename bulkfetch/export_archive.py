@@ -30,6 +30,7 @@ MAX_CSV_BYTES = 256 << 20  # 40 years of daily activities are a few MB
 # bytes longer. A member whose name has a longer part is not imported; the others are.
 NAME_MAX_BYTES = 255 - 32
 CHUNK_BYTES = 1 << 20
+ZIP_START = b"PK\x03\x04"  # a zip's first member header (https://pkware.cachefly.net/webdocs/APPNOTE/APPNOTE-6.3.10.TXT)
 
 
 @dataclass(frozen=True)
@@ -63,14 +64,33 @@ def open_export(path: Path) -> Iterator[Export]:
         yield _FolderExport(path, _folder_top(path))
         return
     if not zipfile.is_zipfile(path):
-        raise ExportError(f"{path} is neither a zip nor a folder",
-                          hint="pass the zip Strava e-mailed a link to (export_<id>.zip) or its unpacked folder")
+        raise _not_a_zip(path)
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
         raise ExportError(f"{path} cannot be read as a zip ({exc})", hint="download the export again") from None
     with archive:
         yield _ZipExport(path, archive)
+
+
+def _not_a_zip(path: Path) -> ExportError:
+    """Why a file is no zip that can be opened. A zip's table of contents is at its end: one that starts
+    as a zip without it, or a `.zip` that starts as none, was cut short or damaged (a download stopped
+    part-way is the common cause)."""
+    again = "download the export again (strava.com: Settings, My Account, 'Download or Delete Your Account')"
+    try:
+        with path.open("rb") as stream:
+            start = stream.read(len(ZIP_START))
+    except OSError as exc:
+        return ExportError(f"{path} cannot be read ({exc.strerror or exc})", hint="check its permissions")
+    if start == ZIP_START:
+        return ExportError(f"{path} looks cut short or damaged: it starts as a zip but its end (the zip's table of "
+                           f"contents) is missing ({path.stat().st_size:,} bytes)", hint=again)
+    if path.suffix.lower() == ".zip":
+        return ExportError(f"{path} looks damaged: it is named .zip but is none"
+                           f"{' (it is empty)' if not start else ''}", hint=again)
+    return ExportError(f"{path} is neither a zip nor a folder",
+                       hint="pass the zip Strava e-mailed a link to (export_<id>.zip) or its unpacked folder")
 
 
 class MemberError(Exception):
