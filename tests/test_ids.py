@@ -10,9 +10,12 @@ import pytest
 
 from bulkfetch.export_csv import parse_profile_csv
 from bulkfetch.ids import MAX_ID, parse_id
+from tests import test_import
 from tests.conftest import run_cli
 from tests.exports import ENGLISH_94, PROFILE_HEADER, ExportFile, csv_text, english_row, fixture, write_zip
 from tests.test_athletes_cmd import connected
+
+config = test_import.config  # the fixture: a config without API credentials (import needs none)
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -28,13 +31,6 @@ def test_an_id_is_a_positive_int64_in_ascii_digits(text: str, expected: int | No
 def test_profile_csv_with_no_valid_id_records_none() -> None:
     for value in ("18446744073709551616", "²", "9" * 5000):
         assert parse_profile_csv(f"{PROFILE_HEADER}\n{value},a@example.com,Ann,,,,,,,\n".encode()) is None
-
-
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    path = tmp_path / "config.toml"
-    path.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n', encoding="utf-8")
-    return path
 
 
 @pytest.mark.parametrize("args", [

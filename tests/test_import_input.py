@@ -13,17 +13,13 @@ from pathlib import Path
 import pytest
 
 from bulkfetch.export_store import ExportStore
+from tests import test_import
 from tests.conftest import run_cli
 from tests.exports import ENGLISH_94, GERMAN_92, ExportFile, csv_text, english_row, fixture, write_folder, write_zip
 
+config = test_import.config  # the fixture: a config without API credentials (import needs none)
+
 ATHLETE = 27182818
-
-
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    path = tmp_path / "config.toml"
-    path.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n', encoding="utf-8")
-    return path
 
 
 def _import(config: Path, path: Path, *args: str) -> str:
