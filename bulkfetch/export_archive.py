@@ -59,7 +59,8 @@ def open_export(path: Path) -> Iterator[Export]:
     """The export at `path` (a zip, or an unpacked folder). Raises ExportError, naming the problem,
     if it is missing, not an export, or unsafe."""
     if not path.exists():
-        raise ExportError(f"{path} does not exist", hint="pass the export's zip or the folder it unpacked to")
+        what = "is a symbolic link to nothing (or a loop)" if path.is_symlink() else "does not exist"
+        raise ExportError(f"{path} {what}", hint="pass the export's zip or the folder it unpacked to")
     if path.is_dir():
         yield _FolderExport(path, _folder_top(path))
         return
@@ -254,6 +255,9 @@ class _FolderExport:
 def _folder_top(path: Path) -> Path:
     if (path / ACTIVITIES_CSV).is_file():
         return path
+    if (path / ACTIVITIES_CSV).is_symlink():
+        raise ExportError(f"{path / ACTIVITIES_CSV} is a symbolic link to nothing (or a loop)",
+                          hint="link it to the export's activities.csv, or copy that file there")
     below = [child for child in sorted(path.iterdir()) if child.is_dir() and (child / ACTIVITIES_CSV).is_file()]
     if len(below) == 1:
         return below[0]

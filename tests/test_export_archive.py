@@ -263,10 +263,16 @@ def test_a_zip_member_whose_name_is_too_long_to_keep_is_that_members_error(tmp_p
         assert read_small(export, "activities.csv") == _csv()
 
 
-@pytest.mark.parametrize("make", ["missing", "text file", "zip without activities.csv", "empty folder"])
+@pytest.mark.parametrize("make", ["missing", "text file", "zip without activities.csv", "empty folder",
+                                  "a link loop", "activities.csv a link loop"])
 def test_what_is_not_an_export_is_refused_in_one_line(tmp_path: Path, make: str) -> None:
     path = tmp_path / "export"
-    if make == "text file":
+    if make == "a link loop":
+        os.symlink(path, path)
+    elif make == "activities.csv a link loop":
+        path.mkdir()
+        os.symlink(path / "activities.csv", path / "activities.csv")
+    elif make == "text file":
         path.write_text("hello")
     elif make == "zip without activities.csv":
         with zipfile.ZipFile(path, "w") as archive:
@@ -276,4 +282,5 @@ def test_what_is_not_an_export_is_refused_in_one_line(tmp_path: Path, make: str)
     with pytest.raises(ExportError) as refused, open_export(path):
         pass
     assert str(path) in str(refused.value) and "\n" not in str(refused.value)
+    assert ("link to nothing (or a loop)" in str(refused.value)) == ("loop" in make)
 
