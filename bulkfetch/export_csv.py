@@ -12,11 +12,12 @@ A header in another language keeps what is language-independent: the activity id
 column) and the file name (the column whose values are `activities/...`); dates, sports and totals then
 come from the files themselves. The number in a file's name is not always the activity id: a file
 belongs to the row that names it, nothing else. A copy re-saved by a spreadsheet may separate its cells
-with semicolons or tabs instead of commas: the header tells which.
+with semicolons or tabs instead of commas (the header tells which), and in Windows-1252 or UTF-16.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import math
@@ -145,14 +146,26 @@ def parse_profile_csv(data: bytes) -> int | None:
 
 
 def _rows(data: bytes) -> list[list[str]]:
-    try:
-        text = data.decode("utf-8-sig")  # Excel-saved copies start with a byte-order mark
-    except UnicodeDecodeError as exc:
-        raise CsvError(f"activities.csv is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    text = _text(data)
     try:
         return list(csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text)))
     except csv.Error as exc:
         raise CsvError(f"activities.csv is not CSV ({exc})") from None
+
+
+def _text(data: bytes) -> str:
+    """The CSV's text: UTF-8 as Strava writes it (a copy Excel saved as "CSV UTF-8" starts with a byte
+    order mark); UTF-16 with its byte order mark, Excel's "Unicode text"; else Windows-1252, the code page
+    Excel's plain "CSV" is saved in on a Western European Windows (the German umlauts of its header)."""
+    wide = data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+    encodings = {"utf-16": "UTF-16"} if wide else {"utf-8-sig": "UTF-8", "cp1252": "Windows-1252"}
+    for codec in encodings:
+        try:
+            return data.decode(codec)
+        except UnicodeDecodeError as exc:
+            failure = exc
+    raise CsvError(f"activities.csv is not {' or '.join(encodings.values())} text ({failure.reason} at byte "
+                   f"{failure.start})")
 
 
 def _delimiter(text: str) -> str:
