@@ -147,13 +147,15 @@ def test_repeated_rows_and_rows_without_a_start_are_counted_in_the_summary(tmp_p
     assert activities[3]["year"] == 2015 and activities[1]["year"] == 2023
 
 
-@pytest.mark.parametrize("case", ["cut short", "empty .zip", "missing", "unsafe member", "CSV not UTF-8",
+@pytest.mark.parametrize("case", ["cut short", "empty .zip", "missing", "unsafe member", "CSV not text",
                                   "another athlete's profile"])
 def test_bad_input_is_one_line_and_creates_no_data_dir(tmp_path: Path, config: Path, case: str) -> None:
     csv_data = csv_text(ENGLISH_94, [english_row(1, "activities/1.fit")])
     files = [ExportFile("activities/1.fit", fixture("fenix2-run.fit"))]
-    path = write_zip(tmp_path / "export_1.zip", csv_data.decode().encode("utf-16") if case == "CSV not UTF-8"
-                     else csv_data, files, profile_id=ATHLETE + 1 if case == "another athlete's profile" else None,
+    if case == "CSV not text":
+        csv_data = b"\x81\x8d" + csv_data  # undefined in Windows-1252, invalid in UTF-8
+    path = write_zip(tmp_path / "export_1.zip", csv_data, files,
+                     profile_id=ATHLETE + 1 if case == "another athlete's profile" else None,
                      extra={"../evil.txt": b"x"} if case == "unsafe member" else None)
     if case == "cut short":  # a download stopped part-way
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
@@ -165,7 +167,8 @@ def test_bad_input_is_one_line_and_creates_no_data_dir(tmp_path: Path, config: P
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert {"cut short": "looks cut short or damaged: it starts as a zip but its end (the zip's table of contents) "
                          "is missing", "empty .zip": "looks damaged: it is named .zip but is none (it is empty)",
-            "missing": "does not exist", "unsafe member": "is unsafe", "CSV not UTF-8": "is not UTF-8 text",
+            "missing": "does not exist", "unsafe member": "is unsafe",
+            "CSV not text": "is not UTF-8 or Windows-1252 text",
             "another athlete's profile": f"the export is athlete {ATHLETE + 1}'s"}[case] in result.stderr
     if case in ("cut short", "empty .zip"):
         assert "download the export again" in result.stderr
