@@ -36,6 +36,7 @@ from bulkfetch.errors import (
     LockedError,
     WorkLeft,
 )
+from bulkfetch.ids import MAX_ID, parse_id
 from bulkfetch.plan import STREAMS_FROM_API, STREAMS_FROM_AUTO, parse_filters
 from bulkfetch.scheduler import WaitPolicy
 from bulkfetch.store import RawStore, ensure_dir, exclusive_lock
@@ -206,16 +207,18 @@ def _add_athlete_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _athlete_ids(text: str) -> frozenset[int]:
-    parts = [part.strip() for part in text.split(",")]
-    if not parts or not all(part.isdigit() and int(part) > 0 for part in parts):
-        raise argparse.ArgumentTypeError(f"must be athlete ids separated by commas, e.g. 123,456 (got {text!r})")
-    return frozenset(int(part) for part in parts)
+    ids = [parse_id(part) for part in text.split(",")]
+    if None in ids:
+        raise argparse.ArgumentTypeError(f"must be athlete ids separated by commas, e.g. 123,456, each a whole "
+                                         f"number from 1 to {MAX_ID} (got {text!r})")
+    return frozenset(athlete_id for athlete_id in ids if athlete_id is not None)
 
 
 def _athlete_id(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be an athlete id, a whole number (got {text!r})")
-    return int(text)
+    athlete_id = parse_id(text)
+    if athlete_id is None:
+        raise argparse.ArgumentTypeError(f"must be an athlete id, a whole number from 1 to {MAX_ID} (got {text!r})")
+    return athlete_id
 
 
 def _bounded(kind: Callable[[str], N], *, low: N, high: N | None = None,
@@ -509,8 +512,11 @@ def _auth_from_refresh_token(args: argparse.Namespace) -> int:
 def _cmd_import(args: argparse.Namespace) -> int:
     """No credentials needed, and no data_dir lock for the import itself (it runs beside a fetch); the
     compaction after it takes the lock, or leaves the work to the fetch that holds it."""
+    from bulkfetch.importer import check_export
+
     config = _config(args)
     data_dir = config.storage.data_dir
+    check_export(data_dir, args.path, args.athlete)  # bad input: said before the data_dir or its log is made
     ensure_dir(data_dir)
     _migrate_layout(data_dir)
     with _sigterm_as_ctrl_c(), _reporter(args, config) as reporter:
@@ -608,7 +614,6 @@ def _remove_athlete(args: argparse.Namespace, config: Config) -> int:
 
     data_dir = config.storage.data_dir
     athletes.find_athlete(Roster(data_dir), args.athlete_id)  # an unknown id: said before anything else
-    config.require_credentials()
     with exclusive_lock(data_dir, "athletes") if args.purge else nullcontext(), _reporter(args, config) as reporter:
         if args.purge:
             Roster(data_dir).migrate()

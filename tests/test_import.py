@@ -145,7 +145,7 @@ def test_a_german_export_in_a_folder(tmp_path: Path, config: Path) -> None:
                           [ExportFile("activities/8228026758.fit", fixture("edge500-ride.fit"))], profile_id=ATHLETE)
     result = run_cli("--config", str(config), "import", str(folder))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1].startswith("imported 1 activities from the export: 1 file (1 fit)")
+    assert result.stdout.strip().splitlines()[-1].startswith("imported 1 activity from the export: 1 file (1 fit)")
     store = _store(config)
     activity = store.activities()[8228026758]
     assert (activity.start_date, activity.sport_type, activity.distance_m) == ("2022-12-09T15:24:49Z", "Ride", 9440.0)
