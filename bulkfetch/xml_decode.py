@@ -162,8 +162,10 @@ class _Points:
         count = len(self.epoch_s)
         self.epoch_s.append(when)
         for name, value in values.items():
-            if value is not None:
-                self.values.setdefault(name, [None] * count)
+            # A column is made once, padded to the points before it (setdefault would build the padding for
+            # every point: quadratic in the file's length).
+            if value is not None and name not in self.values:
+                self.values[name] = [None] * count
         for name, column in self.values.items():
             column.append(values.get(name))
 
