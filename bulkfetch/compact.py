@@ -69,7 +69,7 @@ import pyarrow.parquet as pq
 from bulkfetch.errors import LockedError, WriteError
 from bulkfetch.file_rows import ExportView, TrackFile, export_part, file_stream_set, read_track_file
 from bulkfetch.parquet_layout import AthleteLayout, publish, staged_tables, year_of_folder
-from bulkfetch.plan import RECORDING_FIELDS
+from bulkfetch.recording import RECORDING_FIELDS
 from bulkfetch.schema import (
     API,
     DETAIL_TABLES,
