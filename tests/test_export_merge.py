@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ import pytest
 
 import bulkfetch.compact as compact_module
 import bulkfetch.parquet_layout as layout_module
+import bulkfetch.run as run_module
 from bulkfetch import derive, file_rows
 from bulkfetch.activity_files import decode_file
 from bulkfetch.cli import main
@@ -36,6 +38,7 @@ from bulkfetch.simulator.export import write_export
 from bulkfetch.track import read_track
 from tests.conftest import REPO, cli_env, simulator_config_text
 from tests.exports import ENGLISH_94, FILES, ExportFile, csv_text, english_row, fixture, write_folder
+from tests.test_athletes import connect
 from tests.test_streams import spent, stream_gets
 
 duckdb = pytest.importorskip("duckdb")
@@ -358,6 +361,46 @@ def test_the_simulators_export_spares_every_stream_request_but_the_cropped_the_c
     assert sources(tmp_path / "data", "streams") == {
         **{i: {"file"} for i in covered}, **{i: {"api"} for i in set(written.cropped) | {corrupt}}}  # manual: none
     assert sources(tmp_path / "data", "activities") == {i: {"api"} for i in listed}
+
+
+def test_the_runs_summary_counts_each_activity_the_export_spared_once_whatever_the_list_checks(tmp_path, monkeypatch,
+                                                                                                 capsys):
+    # Athlete A (with an export) finishes first; a check of its list head during B's backfill finds a new
+    # upload and decides A's streams again: the activities the export spares are the same ones.
+    monkeypatch.setattr(run_module, "HEAD_CHECK_WINDOWS", 1)  # a check every second, not every 4
+    settings = SimulatorSettings(athletes=2, athlete_activities=(3, 12), seed=38, duration_s=120, short_limit=10,
+                                 daily_limit=10_000, short_window_s=1)
+    thread = SimulatorThread(settings)
+    with thread as sim:
+        first = sim.athletes[0].athlete_id
+        written = write_export(tmp_path / "export.zip", sim.athletes[0].history)
+        config = tmp_path / "config.toml"
+        config.write_text(simulator_config_text(sim, tmp_path / "data", refresh_token=""))
+        for athlete in sim.athletes:
+            connect(config, sim.refresh_token_of(athlete.athlete_id), monkeypatch)
+        assert cli(config, "import", str(written.path), "--athlete", str(first)) == 0
+        listed = set(sim.activity_ids(athlete_id=first))
+        covered = listed - set(written.cropped) - set(written.manual) - {written.corrupt.activity_id}
+        assert covered and listed - covered
+
+        def upload_once_a_finished() -> None:  # its streams asked: A's own run is over
+            deadline = time.monotonic() + 30
+            while set(stream_gets(sim)) < listed - covered and time.monotonic() < deadline:
+                time.sleep(0.02)
+            uploaded.append(thread.call(partial(sim.add_activity, first)))
+
+        uploaded: list[int] = []
+        uploader = threading.Thread(target=upload_once_a_finished)
+        uploader.start()
+        capsys.readouterr()
+        try:
+            assert cli(config, "fetch", "--no-compact", "--streams", "all") == 0
+        finally:
+            uploader.join()
+    out, err = capsys.readouterr()
+    assert "new since the run began" in err and uploaded[0] in stream_gets(sim)  # a check decided A's streams again
+    assert f"({len(covered)} more from the account export)" in out  # the run's summary line
+    assert err.count("more from the account export)") == 1  # the check's own plan line spares nothing new
 
 
 # -- the upgrade -----------------------------------------------------------------------------------------
