@@ -6,6 +6,7 @@ Parquet read back with DuckDB."""
 from __future__ import annotations
 
 import io
+import math
 import os
 import re
 import signal
@@ -201,6 +202,28 @@ def test_an_export_alone_gives_activities_from_its_csv_and_streams_splits_laps_f
     distances = [r["distance"] for r in case.rows("streams") if r["activity_id"] == CSV_ONLY_ID]
     assert len(distances) == 2809  # one stream row per record of the file
     assert sum(r["distance"] for r in fenix2) == pytest.approx(max(distances) - min(distances), abs=0.5)
+
+
+def test_a_new_derive_rule_reaches_the_parquet_already_written(tmp_path, monkeypatch):
+    ride = file_summary("edge500-ride.fit")
+    row = english_row(1, "activities/1.fit", sport="Ride", distance_m=ride.distance_m or 0.0,
+                      elapsed_s=round(ride.elapsed_s or 0))
+    export = write_folder(tmp_path / "export", csv_text(ENGLISH_94, [row]),
+                          [ExportFile("activities/1.fit", fixture("edge500-ride.fit"))], profile_id=5)
+    config = tmp_path / "config.toml"
+    config.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n')
+    assert cli(config, "import", str(export)) == 0
+    assert not (tmp_path / "data" / "parquet" / "splits_metric").exists()  # a ride: no splits by today's rule
+
+    # A new rule (rides' splits too), numbered as derive's docstring asks: the years it changes are rewritten.
+    monkeypatch.setattr(derive, "SPLIT_SPORTS", derive.SPLIT_SPORTS | {"Ride"})
+    monkeypatch.setattr(derive, "DERIVE_VERSION", derive.DERIVE_VERSION + 1)
+    assert cli(config, "compact") == 0
+    splits = rows(tmp_path / "data", "splits_metric")
+    assert {r["source"] for r in splits} == {"file"} and len(splits) == math.ceil((ride.distance_m or 0) / 1000)
+    written = {p: p.stat().st_mtime_ns for p in (tmp_path / "data" / "parquet").rglob("*.parquet")}
+    assert cli(config, "compact") == 0  # and once only
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "data" / "parquet").rglob("*.parquet")} == written
 
 
 # -- with the API ------------------------------------------------------------------------------------------
