@@ -6,9 +6,10 @@ UTC year of the activity's `start_date` (the summary's; the detail's if the summ
 neither parses). Both live in the folder names only, never inside the files (Spark refuses a column
 that is in both). A compaction touches its athlete's folders only, so athletes compact independently.
 
-The athlete's account export, when imported, is the other source (see bulkfetch.file_rows): activities
-only its activities.csv knows get rows from it, in the year of their start, and a decoded device file
-gives its activity's streams, splits and laps wherever the API's are not there.
+The athlete's account export, when imported, is the other source (see bulkfetch.export_view and
+bulkfetch.file_rows): activities only its activities.csv knows get rows from it, in the year of their
+start, and a decoded device file gives its activity's streams, splits and laps wherever the API's are
+not there.
 
 Incremental, per table group: the detail tables (activities and what a detail holds) and the streams
 table of a year are built from different inputs, so each group gets its own fingerprint (see
@@ -69,7 +70,8 @@ import pyarrow.parquet as pq
 
 from bulkfetch import derive
 from bulkfetch.errors import LockedError, WriteError
-from bulkfetch.file_rows import ExportView, TrackFile, export_part, file_stream_set, read_track_file
+from bulkfetch.export_view import ExportView, TrackFile, read_track_file
+from bulkfetch.file_rows import export_part, file_stream_set
 from bulkfetch.parquet_layout import AthleteLayout, publish, staged_tables, year_of_folder
 from bulkfetch.recording import RECORDING_FIELDS
 from bulkfetch.schema import (
@@ -260,9 +262,9 @@ def partition_entries(store: RawStore) -> dict[int, list[Entry]]:
     """
     catalog = store.catalog()
     export = ExportView(store.data_dir)
+    export.refresh_summaries()  # after a new derive rule: the CSV rows' gaps and fetch's coverage need them
     deleted = {i for i, tombstone in store.tombstones().items() if tombstone.reason == UNLISTED}
     from_csv = export.csv_summaries(catalog.keys() | deleted)
-    export.save_summaries()
     summaries = {**from_csv, **catalog}
     detail_ids = store.detail_ids()
     stream_ids = store.stream_ids()

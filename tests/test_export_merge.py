@@ -5,6 +5,7 @@ Parquet read back with DuckDB."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import math
 import os
@@ -28,7 +29,7 @@ import pytest
 import bulkfetch.compact as compact_module
 import bulkfetch.parquet_layout as layout_module
 import bulkfetch.run as run_module
-from bulkfetch import derive, file_rows
+from bulkfetch import derive, export_view
 from bulkfetch.activity_files import decode_file
 from bulkfetch.cli import main
 from bulkfetch.parquet_layout import STAGING
@@ -118,8 +119,10 @@ def cli(config: Path, *args: str) -> int:
 
 @cache
 def file_summary(fixture: str) -> derive.FileSummary:
-    """The fixture file's summary by today's rules (decoded once: the large ones take a second)."""
-    return derive.file_summary(decode_file((FILES / fixture).read_bytes(), fixture))
+    """The fixture file's summary by today's rules for the sport the tests give it: its own, else Run (the
+    sport matters: see derive.prepare). Decoded once: the large ones take a second."""
+    track = decode_file((FILES / fixture).read_bytes(), fixture)
+    return derive.file_summary(track, derive.file_summary(track).sport_type or "Run")
 
 
 def csv_date(epoch_s: float) -> str:
@@ -178,7 +181,7 @@ def agree_with_files(thread: SimulatorThread, sim, archived: list[Archived]) -> 
     for item in archived:
         summary = file_summary(item.fixture)
         distance, elapsed = summary.distance_m or 0.0, round(summary.elapsed_s or 0)
-        changes = {"sport_type": summary.sport_type or "Run", "distance": distance, "elapsed_time": elapsed,
+        changes = {"sport_type": summary.sport_type, "distance": distance, "elapsed_time": elapsed,
                    "moving_time": round(summary.moving_s or 0)}
         if item.role == "stale":
             changes.update(distance=round(distance * 0.6, 1), elapsed_time=elapsed + 900, moving_time=elapsed + 900)
@@ -295,7 +298,7 @@ def test_fetch_replaces_the_csv_rows_and_asks_no_streams_the_export_covers(tmp_p
 
         capsys.readouterr()
         reads = []
-        monkeypatch.setattr(file_rows, "read_track", lambda path: reads.append(path) or read_track(path))
+        monkeypatch.setattr(export_view, "read_track", lambda path: reads.append(path) or read_track(path))
         assert cli(case.config, "status", "--json") == 0
         report = orjson.loads(capsys.readouterr().out)
         assert (report["pending_streams"], report["streams_from_export"]) == (0, len(covered))
@@ -316,6 +319,43 @@ def test_fetch_replaces_the_csv_rows_and_asks_no_streams_the_export_covers(tmp_p
     # the file's streams are the recording, in the API's units: fenix5 starts at 0 s, its distance grows
     rows = sorted(case.rows("streams", case.archived[0].activity_id), key=lambda r: r["seq"])
     assert rows[0]["time"] == 0 and rows[-1]["distance"] == pytest.approx(157.56, abs=0.5)
+
+
+def test_coverage_comes_from_the_index_and_a_new_rules_summaries_are_derived_off_the_event_loop(
+        tmp_path, capsys, monkeypatch, imported_data):
+    derived: list[bool] = []  # each derivation: whether it ran on an event loop
+    prepare = derive.prepare
+    monkeypatch.setattr(derive, "prepare", lambda *args: derived.append(on_event_loop()) or prepare(*args))
+    reads: list[Path] = []
+    monkeypatch.setattr(export_view, "read_track", lambda path: reads.append(path) or read_track(path))
+    thread = SimulatorThread(SCENARIO)
+    with thread as sim:
+        case = scenario(tmp_path, thread, sim, imported_data)
+        listed, covered = set(sim.activity_ids()), case.ids("covered")
+        capsys.readouterr()
+        assert cli(case.config, "plan", "--streams", "all") == 0  # the import's index holds the summaries
+        assert PLAN_SAVING.search(capsys.readouterr().out).group(1) == str(len(covered))
+        assert (derived, reads) == ([], [])
+
+        # A new derive rule: every file's summary is computed again, once, and never on the fetch's loop.
+        monkeypatch.setattr(derive, "DERIVE_VERSION", derive.DERIVE_VERSION + 1)
+        assert cli(case.config, "fetch", "--streams", "all", "--no-compact") == 0
+        assert sorted(stream_gets(sim)) == sorted(listed - covered)  # the export still spares its streams
+        assert len(reads) == len(case.archived) + 1 and derived and not any(derived)  # + the CSV-only one
+        reads.clear()
+        derived.clear()
+        capsys.readouterr()
+        assert cli(case.config, "status", "--json") == 0  # the index alone
+        assert orjson.loads(capsys.readouterr().out)["streams_from_export"] == len(covered)
+        assert (derived, reads) == ([], [])
+
+
+def on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def manual(sim, ids: set[int]) -> list[int]:
