@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from itertools import accumulate
-from operator import le, sub
+from itertools import accumulate, repeat
+from operator import le, mul, sub
 from typing import Any
 
 from bulkfetch.track import Track
@@ -64,7 +64,7 @@ def distance_series(track: Track, sport_type: str | None) -> list[float] | None:
     return None
 
 
-def glitches(time: list[int], present: list[int], jump: Jump, limit_mps: float) -> set[int]:
+def _glitches(time: list[int], present: list[int], jump: Jump, limit_mps: float) -> set[int]:
     """The records among `present` (the indices that have a value, in order) that the glitch rule
     rejects. The reference (the last accepted record) moves to each accepted record ahead of it, and to
     a step kept."""
@@ -97,35 +97,45 @@ def glitches(time: list[int], present: list[int], jump: Jump, limit_mps: float) 
 
 
 def _device_distance(time: list[int], values: list[float | None], limit_mps: float) -> list[float]:
-    # the usual file: every record has a distance, never decreasing, never faster than a second allows
-    if None not in values and all(map(le, values[:-1], values[1:])) and (
-            len(values) < 2 or max(map(sub, values[1:], values[:-1])) <= limit_mps):
-        return list(map(float, values))
-    present = [i for i, value in enumerate(values) if value is not None]
+    complete = None not in values
+    present = list(range(len(values))) if complete else [i for i, v in enumerate(values) if v is not None]
+    known: list[float] = values if complete else [values[i] for i in present]  # type: ignore[assignment]
+    changes = list(map(sub, known[1:], known[:-1]))
 
     def jump(reference: int, record: int) -> float:
         return values[record] - values[reference]  # type: ignore[operator]  # both are present
 
-    rejected = glitches(time, present, jump, limit_mps)
-    kept = [i for i in present if i not in rejected]
+    rejected = _glitches_unless_within_reach(time, present, list(map(abs, changes)), jump, limit_mps)
+    if complete and not rejected and (not changes or min(changes) >= 0):
+        return list(map(float, values))  # the usual file
+    kept = [i for i in present if i not in rejected] if rejected else present
     # never decreasing, from 0
     return _filled_in(time, kept, list(accumulate((float(values[i]) for i in kept), max, initial=0.0))[1:])
+
+
+def _glitches_unless_within_reach(time: list[int], present: list[int], steps: list[float], jump: Jump,
+                                  limit_mps: float) -> set[int]:
+    """`_glitches`, for the usual file cheaply: when every step between consecutive values is within
+    reach of the time between them, no value lies out of reach of an earlier one (the triangle
+    inequality), so there is none."""
+    times = time if len(present) == len(time) else [time[i] for i in present]
+    if all(map(le, steps, map(mul, map(sub, times[1:], times[:-1]), repeat(limit_mps)))):
+        return set()
+    return _glitches(time, present, jump, limit_mps)
 
 
 def _positions_distance(time: list[int], lats: list[float | None], lngs: list[float | None],
                         limit_mps: float) -> list[float]:
     """Cumulative great-circle distance over the positions kept (present, not glitches)."""
-    complete = None not in lats and None not in lngs
-    fixed = list(range(len(lats))) if complete else [
+    fixed = list(range(len(lats))) if None not in lats and None not in lngs else [
         i for i, (lat, lng) in enumerate(zip(lats, lngs)) if lat is not None and lng is not None]
     steps = _great_circle_steps([lats[i] for i in fixed], [lngs[i] for i in fixed])
-    if steps and max(steps) > limit_mps:  # farther than a second allows somewhere: check the time
-        rejected = glitches(time, fixed, lambda a, b: _metres(lats[a], lngs[a], lats[b], lngs[b]), limit_mps)
-        if rejected:
-            fixed = [i for i in fixed if i not in rejected]
-            steps = _great_circle_steps([lats[i] for i in fixed], [lngs[i] for i in fixed])
-    along = list(accumulate(steps, initial=0.0)) if fixed else []
-    return along if len(fixed) == len(lats) else _filled_in(time, fixed, along)
+    rejected = _glitches_unless_within_reach(
+        time, fixed, steps, lambda a, b: _metres(lats[a], lngs[a], lats[b], lngs[b]), limit_mps)
+    if rejected:
+        fixed = [i for i in fixed if i not in rejected]
+        steps = _great_circle_steps([lats[i] for i in fixed], [lngs[i] for i in fixed])
+    return _filled_in(time, fixed, list(accumulate(steps, initial=0.0)) if fixed else [])
 
 
 def _filled_in(time: list[int], known: list[int], values: list[float]) -> list[float]:
@@ -135,8 +145,10 @@ def _filled_in(time: list[int], known: list[int], values: list[float]) -> list[f
     if len(known) == len(time):
         return values
     out = [0.0] * len(time)
-    for before, after, low, high in zip(known, known[1:], values, values[1:]):
-        out[before] = low
+    for record, value in zip(known, values):
+        out[record] = value
+    for before, after in [(a, b) for a, b in zip(known, known[1:]) if b - a > 1]:
+        low, high = out[before], out[after]
         span_s = time[after] - time[before]
         for record in range(before + 1, after):
             # a clock stepping back or standing still gives no fraction beyond 0..1
