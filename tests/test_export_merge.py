@@ -302,7 +302,7 @@ def test_fetch_replaces_the_csv_rows_and_asks_no_streams_the_export_covers(tmp_p
         assert cli(case.config, "status", "--json") == 0
         report = orjson.loads(capsys.readouterr().out)
         assert (report["pending_streams"], report["streams_from_export"]) == (0, len(covered))
-        assert reads == []  # the files' summaries the fetch computed were kept: no track is read again
+        assert reads == []  # the index holds the files' summaries: no track is read
         mark = len(sim.request_log)
         assert cli(case.config, "fetch", "--streams", "all") == 0  # a rerun asks nothing the export covers either
         assert stream_gets(sim, mark) == []
