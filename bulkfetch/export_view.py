@@ -191,9 +191,9 @@ class ExportView:
                         and entries[i].same_source(entry.file, entry.size, entry.crc32)}
                 if kept:
                     self._export.save_entries({**entries, **kept})
+                    self.reread()  # what was just written (an import may have written before): no later look
         except LockedError:
             pass  # an import is writing the index: it keeps its own entries, these are computed next time
-        self._read_as = None  # the index changed: the next reread is not skipped
 
     def _index_identity(self) -> tuple[int, int] | None:
         try:

@@ -28,10 +28,12 @@ import pytest
 
 import bulkfetch.compact as compact_module
 import bulkfetch.parquet_layout as layout_module
+import bulkfetch.pipeline as pipeline
 import bulkfetch.run as run_module
 from bulkfetch import derive, export_view
 from bulkfetch.activity_files import decode_file
 from bulkfetch.cli import main
+from bulkfetch.export_store import ExportStore
 from bulkfetch.parquet_layout import STAGING
 from bulkfetch.pipeline import EXPORT_REREAD_S
 from bulkfetch.roster import Roster
@@ -339,9 +341,15 @@ def test_coverage_comes_from_the_index_and_a_new_rules_summaries_are_derived_off
 
         # A new derive rule: every file's summary is computed again, once, and never on the fetch's loop.
         monkeypatch.setattr(derive, "DERIVE_VERSION", derive.DERIVE_VERSION + 1)
+        monkeypatch.setattr(pipeline, "EXPORT_REREAD_S", 0.0)  # a look at the index before every request
+        files = ExportStore.files
+        monkeypatch.setattr(ExportStore, "files", lambda store: index_reads.append(1) or files(store))
+        index_reads: list[int] = []
         assert cli(case.config, "fetch", "--streams", "all", "--no-compact") == 0
         assert sorted(stream_gets(sim)) == sorted(listed - covered)  # the export still spares its streams
         assert len(reads) == len(case.archived) + 1 and derived and not any(derived)  # + the CSV-only one
+        # read for the plan, for the streams, after keeping the new summaries; a look is one stat
+        assert len(index_reads) == 3 < len(stream_gets(sim))
         reads.clear()
         derived.clear()
         capsys.readouterr()
