@@ -77,11 +77,14 @@ def _api_fields(file: derive.FileSummary) -> dict[str, Any]:
             "total_elevation_gain": file.elevation_gain_m}
 
 
+def is_current(entry: ImportedFile) -> bool:
+    """Whether the entry's file summary was made by today's rules from today's track format."""
+    return entry.derive_version == derive.DERIVE_VERSION and entry.track_version == FORMAT_VERSION
+
+
 def current_summary(entry: ImportedFile) -> derive.FileSummary | None:
-    """The entry's file summary if today's rules made it from today's track format, else None."""
-    if entry.derive_version != derive.DERIVE_VERSION or entry.track_version != FORMAT_VERSION:
-        return None
-    return entry.summary
+    """The entry's file summary if it is current (None: not current, or the file has none)."""
+    return entry.summary if is_current(entry) else None
 
 
 def read_track_file(track_file: TrackFile) -> Track | None:
@@ -162,8 +165,7 @@ class ExportView:
         (with the CSV row's sport, as the import does), and keep them in the index unless an import is
         writing it (then they are computed again next time). Reads tracks: never on an event loop.
         Returns how many it computed."""
-        outdated = [entry for entry in self.files().values()
-                    if entry.status in USABLE and current_summary(entry) is None]
+        outdated = [entry for entry in self.files().values() if entry.status in USABLE and not is_current(entry)]
         if not outdated:
             return 0
         sports = {activity_id: activity.sport_type for activity_id, activity in self.activities().items()}
