@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -31,7 +30,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bulkfetch.activity_files import decode_file
-from bulkfetch.compact import exit_with_parent, interrupts_deferred
 from bulkfetch.errors import BulkfetchError, ExportError
 from bulkfetch.export_archive import (
     ACTIVITIES_CSV,
@@ -46,6 +44,7 @@ from bulkfetch.export_archive import (
 )
 from bulkfetch.export_csv import ActivitiesCsv, CsvError, parse_activities_csv, parse_profile_csv
 from bulkfetch.export_store import ExportStore, ImportedFile, imported_file
+from bulkfetch.processes import interrupts_deferred, worker_pool
 from bulkfetch.roster import UNBOUND, AthleteDir, Roster
 from bulkfetch.track import write_track
 
@@ -299,7 +298,7 @@ def _decode(export: Export, store: ExportStore, jobs: list[Job], summary: Import
             store.save_entries(entries)
             saved_at = time.monotonic()
 
-    pool = _pool(workers) if len(jobs) >= PARALLEL_MIN_FILES and workers > 1 else _InProcess()
+    pool = worker_pool(workers, __name__) if len(jobs) >= PARALLEL_MIN_FILES and workers > 1 else _InProcess()
     try:
         for job in jobs:
             if len(in_flight) >= workers * IN_FLIGHT_PER_WORKER:
@@ -335,23 +334,6 @@ def _copy(export: Export, store: ExportStore, job: Job) -> tuple[int, int]:
     store.forget_track(job.activity_id)
     with store.new_file(job.file) as sink:
         return copy_member(export, job.file, sink)
-
-
-def _pool(workers: int) -> ProcessPoolExecutor:
-    import multiprocessing
-
-    # forkserver: workers fork from a clean server process, never from a caller that may hold threads.
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["bulkfetch.importer"])
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
-                               initargs=(os.getpid(),))
-
-
-def _start_worker(parent_pid: int) -> None:
-    """Ctrl-C reaches every process of the terminal's group: a worker ignores it and finishes its file
-    while its parent stops; a parent killed outright takes its workers with it."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    exit_with_parent(parent_pid)
 
 
 class _InProcess:
