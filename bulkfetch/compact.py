@@ -45,7 +45,6 @@ error), `compact` stops the worker and waits for it: nothing is written after it
 
 from __future__ import annotations
 
-import fcntl
 import gc
 import hashlib
 import multiprocessing
@@ -53,7 +52,7 @@ import os
 import secrets
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from contextlib import closing, contextmanager
+from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.synchronize import Event
 from pathlib import Path
@@ -65,6 +64,7 @@ import pyarrow.parquet as pq
 
 from bulkfetch.errors import LockedError, WriteError
 from bulkfetch.file_rows import ExportView, TrackFile, export_part, file_stream_set, read_track_file
+from bulkfetch.locks import hold
 from bulkfetch.parquet_layout import AthleteLayout, publish, staged_tables, year_of_folder
 from bulkfetch.plan import RECORDING_FIELDS
 from bulkfetch.processes import interrupts_deferred, worker_pool
@@ -456,19 +456,11 @@ def _sweep_temp_files(layout: AthleteLayout) -> None:
                 path.unlink(missing_ok=True)
 
 
-@contextmanager
-def _compact_lock(state_dir: Path) -> Iterator[None]:
+def _compact_lock(state_dir: Path) -> AbstractContextManager[None]:
     """One compaction per store at a time (a second one would sweep the first one's temporary files)."""
-    fd = os.open(state_dir / "compact.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LockedError(f"another compaction is writing Parquet from {state_dir.parent}",
-                              hint="wait for it to finish") from None
-        yield
-    finally:
-        os.close(fd)
+    return hold(state_dir / "compact.lock", "compact", busy=lambda holder: LockedError(
+        f"another compaction (PID {holder.pid}) is writing Parquet from {state_dir.parent}",
+        hint="wait for it to finish", holder=holder.what))
 
 
 # -- running -------------------------------------------------------------------------------------------

@@ -19,18 +19,18 @@ it was decoded from is still the export's.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import secrets
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
 from bulkfetch.errors import LockedError, WriteError
 from bulkfetch.export_csv import ExportActivity, parse_activities_csv
+from bulkfetch.locks import IMPORT, hold
 from bulkfetch.store import TEMP_MARK, RawStore, atomic_write, ensure_dir, fsync_dir, is_orphaned_temp, is_temp_file
 from bulkfetch.track import Track, read_track
 
@@ -116,24 +116,12 @@ class ExportStore:
         return {int(name[:-6]) for name in names if name.endswith(".arrow") and name[:-6].isdigit()}
 
     # -- writing (under `lock`) ---------------------------------------------------------------------
-    @contextmanager
-    def lock(self) -> Iterator[None]:
+    def lock(self) -> AbstractContextManager[None]:
         """One import per athlete at a time; a second one gets a LockedError naming the first's PID."""
         ensure_dir(self.folder)
-        path = self.folder / "import.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-                raise LockedError(f"another bulkfetch import (PID {pid}) is importing into {self.folder}",
-                                  hint="wait for it to finish: one import per athlete at a time") from None
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, str(os.getpid()).encode(), 0)
-            yield
-        finally:
-            os.close(fd)
+        return hold(self.folder / "import.lock", IMPORT, busy=lambda holder: LockedError(
+            f"another bulkfetch import (PID {holder.pid}) is importing into {self.folder}",
+            hint="wait for it to finish: one import per athlete at a time", holder=holder.what))
 
     def prepare(self) -> None:
         """Create the folders; remove what killed imports left half-written."""

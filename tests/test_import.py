@@ -15,8 +15,9 @@ import pytest
 
 from bulkfetch.auth import Tokens
 from bulkfetch.export_store import ExportStore
+from bulkfetch.locks import data_dir_lock, import_lock
 from bulkfetch.roster import Roster
-from bulkfetch.store import TEMP_MARK, RawStore, exclusive_lock
+from bulkfetch.store import TEMP_MARK, RawStore
 from tests.conftest import REPO, cli_env, run_cli
 from tests.exports import (
     ENGLISH_94,
@@ -239,11 +240,45 @@ def test_two_imports_of_one_athlete_do_not_interleave_and_a_fetch_is_no_obstacle
     with store.lock():
         busy = run_cli("--config", str(config), "import", str(path))
     assert busy.returncode == 2 and f"(PID {os.getpid()})" in busy.stderr
-    with exclusive_lock(_data(config), "fetch"):
+    with data_dir_lock(_data(config), "fetch"):
         beside = run_cli("--config", str(config), "import", str(path))
     assert beside.returncode == 0, beside.stderr
-    assert "not compacted now" in beside.stderr and "a fetch compacts when it ends" in beside.stderr
+    assert "not compacted now: another bulkfetch fetch (PID" in beside.stderr
+    assert "the fetch compacts when it ends" in beside.stderr
     assert len(store.files()) == 7
+
+
+@pytest.mark.parametrize("holder", ["fetch --no-compact", "plan"])
+def test_beside_a_run_that_does_not_compact_the_import_says_to_compact_after_it(tmp_path: Path, config: Path,
+                                                                                 holder: str) -> None:
+    path, _ = _real_export(tmp_path)
+    _data(config).mkdir()
+    with data_dir_lock(_data(config), holder):
+        beside = run_cli("--config", str(config), "import", str(path))
+    assert beside.returncode == 0, beside.stderr
+    assert f"not compacted now: another bulkfetch {holder} (PID {os.getpid()})" in beside.stderr
+    assert "run 'bulkfetch compact' after it" in beside.stderr and "compacts when it ends" not in beside.stderr
+
+
+@pytest.mark.parametrize("alone", ["athletes remove --purge", "athletes adopt", "compact --rebuild"])
+def test_no_import_runs_beside_a_run_that_needs_the_data_dir_alone(tmp_path: Path, config: Path, alone: str) -> None:
+    path, _ = _real_export(tmp_path)
+    _data(config).mkdir()
+    with data_dir_lock(_data(config), alone, alone=True):
+        refused = run_cli("--config", str(config), "import", str(path))
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert f"another bulkfetch {alone} (PID {os.getpid()})" in refused.stderr
+    assert not (_data(config) / "athletes").exists()  # nothing written for an athlete it may be deleting
+
+
+def test_a_rebuild_waits_for_the_imports_a_plain_compact_does_not(tmp_path: Path, config: Path) -> None:
+    _data(config).mkdir()
+    with import_lock(_data(config)):
+        rebuild = run_cli("--config", str(config), "compact", "--rebuild")
+        plain = run_cli("--config", str(config), "compact")
+    assert rebuild.returncode == 2 and f"another bulkfetch import (PID {os.getpid()})" in rebuild.stderr
+    assert "'compact --rebuild' needs the data_dir to itself" in rebuild.stderr
+    assert plain.returncode == 0, plain.stderr
 
 
 def _many_copies(tmp_path: Path, count: int) -> Path:
