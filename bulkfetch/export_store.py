@@ -145,9 +145,12 @@ class ExportStore:
         return True
 
     @contextmanager
-    def new_file(self, name: str) -> Iterator[IO[bytes]]:
-        """A sink for the export's file `name`: renamed into place, fsynced, when the block ends without an
-        error (a reader sees the old file or the new one), removed when it raises."""
+    def new_file(self, name: str, activity_id: int) -> Iterator[IO[bytes]]:
+        """A sink for activity `activity_id`'s file `name`: when the block ends without an error, the
+        activity's decoded track goes (so that it is never taken for the new file's), then the file is
+        renamed into place, fsynced (a reader sees the old file or the new one). When the block raises (a
+        damaged zip entry fails its CRC-32 at its end), the sink is removed and the old file, its track
+        and its index entry stay as they were."""
         path = self.file_path(name)
         ensure_dir(path.parent)
         temp = path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
@@ -156,6 +159,7 @@ class ExportStore:
                 yield sink
                 sink.flush()
                 os.fsync(sink.fileno())
+            self._forget_track(activity_id)
             os.replace(temp, path)
             fsync_dir(path.parent)
         except OSError as exc:
@@ -166,8 +170,7 @@ class ExportStore:
             temp.unlink(missing_ok=True)
             raise
 
-    def forget_track(self, activity_id: int) -> None:
-        """Drop a decoded track before its file is replaced, so that it is never taken for the new file's."""
+    def _forget_track(self, activity_id: int) -> None:
         path = self.track_path(activity_id)
         if path.exists():
             path.unlink()

@@ -248,7 +248,7 @@ def _plan(export: Export, listing: ActivitiesCsv, store: ExportStore, summary: I
 
 def _adoptable(store: ExportStore, activity_id: int, file: str, size: int, crc32: int) -> ImportedFile | None:
     """The entry for a track a killed import decoded from exactly this file, or None. Sound because a
-    file is only replaced after its activity's track is removed (see `_copy`)."""
+    file is only replaced after its activity's track is removed (see ExportStore.new_file)."""
     kept = store.file_path(file)
     try:
         if kept.stat().st_size != size or file_crc32(kept) != crc32:
@@ -329,10 +329,9 @@ def _decode(export: Export, store: ExportStore, jobs: list[Job], summary: Import
 
 
 def _copy(export: Export, store: ExportStore, job: Job) -> tuple[int, int]:
-    """Copy the job's file verbatim into the store; its activity's old track goes first, so that a
-    track never stands beside a file it was not decoded from."""
-    store.forget_track(job.activity_id)
-    with store.new_file(job.file) as sink:
+    """Copy the job's file verbatim into the store (its size and CRC-32); the activity's old track goes
+    only once the copy is whole (see ExportStore.new_file)."""
+    with store.new_file(job.file, job.activity_id) as sink:
         return copy_member(export, job.file, sink)
 
 

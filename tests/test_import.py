@@ -352,18 +352,24 @@ def test_a_zip64_export_with_a_large_member_imports_under_a_memory_cap(tmp_path:
     assert sorted(_store(config, 5).files()) == [1, 2]
 
 
-def test_a_damaged_zip_member_is_reported_and_the_others_import(tmp_path: Path, config: Path) -> None:
-    path = tmp_path / "export.zip"
-    rows = [english_row(1, "activities/1.fit"), english_row(2, "activities/2.gpx")]
+def _damaged_zip(path: Path, files: dict[int, ExportFile], damaged: str) -> Path:
+    """An export (stored, not deflated) whose member `damaged` has one byte flipped: its CRC-32 fails."""
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
-        archive.writestr("activities.csv", csv_text(ENGLISH_94, rows))
-        archive.writestr("activities/1.fit", fixture("fenix5-run.fit"))
-        archive.writestr("activities/2.gpx", fixture("hike.gpx"))
+        archive.writestr("activities.csv", csv_text(ENGLISH_94, [english_row(i, f.name) for i, f in files.items()]))
+        for file in files.values():
+            archive.writestr(file.name, file.data)
         archive.writestr("profile.csv", f"Athlete ID\n{ATHLETE}\n")
-        info = archive.getinfo("activities/1.fit")
+        info = archive.getinfo(damaged)
     raw = bytearray(path.read_bytes())
-    raw[info.header_offset + 30 + len(info.filename) + 100] ^= 0xFF  # a byte of the stored FIT file
+    raw[info.header_offset + 30 + len(info.filename) + 100] ^= 0xFF  # a byte of the stored file
     path.write_bytes(bytes(raw))
+    return path
+
+
+def test_a_damaged_zip_member_is_reported_and_the_others_import(tmp_path: Path, config: Path) -> None:
+    path = _damaged_zip(tmp_path / "export.zip", {1: ExportFile("activities/1.fit", fixture("fenix5-run.fit")),
+                                                  2: ExportFile("activities/2.gpx", fixture("hike.gpx"))},
+                        "activities/1.fit")
     result = run_cli("--config", str(config), "import", str(path))
     assert result.returncode == 0, result.stderr
     line = result.stdout.strip().splitlines()[-1]
@@ -371,6 +377,29 @@ def test_a_damaged_zip_member_is_reported_and_the_others_import(tmp_path: Path, 
         in line and "CRC" in line, line
     assert sorted(_store(config).files()) == [2]
     assert not _store(config).file_path("activities/1.fit").exists()
+
+
+def test_a_newer_export_with_a_damaged_member_keeps_the_old_import_whole(tmp_path: Path, config: Path) -> None:
+    first = {1: ExportFile("activities/1.fit", fixture("fenix5-run.fit")),
+             2: ExportFile("activities/2.gpx", fixture("hike.gpx"))}
+    assert run_cli("--config", str(config), "import", str(write_zip(
+        tmp_path / "first.zip", csv_text(ENGLISH_94, [english_row(i, f.name) for i, f in first.items()]),
+        list(first.values()), profile_id=ATHLETE))).returncode == 0
+    store = _store(config)
+    before = store.files()
+    records = store.read_track(1).records
+    # The newer export has another recording of activity 1, and that member is damaged.
+    newer = _damaged_zip(tmp_path / "newer.zip", {**first, 1: ExportFile("activities/1.fit",
+                                                                         fixture("fenix2-run.fit"))},
+                         "activities/1.fit")
+    for _ in range(2):  # and again: the same damaged export changes nothing either
+        result = run_cli("--config", str(config), "import", str(newer))
+        assert result.returncode == 0, result.stderr
+        line = result.stdout.strip().splitlines()[-1]
+        assert "1 not imported, tried again next time (activities/1.fit: cannot be read (" in line, line
+        assert store.files() == before
+        assert store.read_track(1).records == records
+        assert store.file_path("activities/1.fit").read_bytes() == fixture("fenix5-run.fit")
 
 
 def test_the_import_bench_runs() -> None:
