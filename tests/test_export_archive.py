@@ -106,10 +106,13 @@ def test_rows_without_a_valid_id_are_counted_and_skipped() -> None:
     assert set(parsed.activities) == {5} and parsed.bad_rows == 3
 
 
-@pytest.mark.parametrize("name", ["../../etc/passwd", "/etc/passwd", "activities/../../x.fit", "media/x.fit",
-                                  "activities\\..\\..\\x.fit", "activities/"])
-def test_a_file_name_outside_activities_is_refused(name: str) -> None:
-    with pytest.raises(CsvError, match="outside activities/"):
+@pytest.mark.parametrize(("name", "why"), [
+    ("../../etc/passwd", "climbs out"), ("/etc/passwd", "is absolute"), ("activities/../../x.fit", "climbs out"),
+    ("media/x.fit", "outside activities/"), ("activities\\..\\..\\x.fit", "climbs out"),
+    ("activities/", "outside activities/"), ("C:/activities/x.fit", "is absolute"),
+    ("activities/a\x00b.fit", "holds a control character"), ("activities/a\nb.fit", "holds a control character")])
+def test_a_file_name_outside_activities_or_unsafe_is_refused(name: str, why: str) -> None:
+    with pytest.raises(CsvError, match=why):
         parse_activities_csv(csv_text(ENGLISH_94, [english_row(5, name)]))
 
 
@@ -164,12 +167,12 @@ def _csv() -> bytes:
     return csv_text(ENGLISH_94, [english_row(7, "activities/7.fit")])
 
 
-@pytest.mark.parametrize("bad", ["../evil.txt", "/etc/evil", "media/../../evil", "C:/evil"])
+@pytest.mark.parametrize("bad", ["../evil.txt", "/etc/evil", "media/../../evil", "C:/evil", "media/a\x07b.jpg"])
 def test_a_zip_with_a_member_outside_it_is_refused(tmp_path: Path, bad: str) -> None:
     path = write_zip(tmp_path / "export.zip", _csv(), [], extra={bad: b"x"})
     with pytest.raises(ExportError, match="unsafe") as refused, open_export(path):
         pass
-    assert bad in str(refused.value) and "\n" not in str(refused.value)
+    assert repr(bad) in str(refused.value) and "\n" not in str(refused.value)
 
 
 def test_members_are_read_by_name_streamed_with_the_zip_crc(tmp_path: Path) -> None:

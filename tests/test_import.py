@@ -164,6 +164,15 @@ def test_an_unsafe_zip_is_refused_and_nothing_is_written(tmp_path: Path, config:
     assert not (tmp_path.parent / "outside.txt").exists()
 
 
+@pytest.mark.parametrize("name", ["activities/a\x00b.fit", "activities/a\x1bb.fit", "../../outside.fit"])
+def test_an_unsafe_file_name_in_activities_csv_is_exit_2_in_one_line(tmp_path: Path, config: Path, name: str) -> None:
+    folder = write_folder(tmp_path / "export", csv_text(ENGLISH_94, [english_row(1, name)]), [])
+    result = run_cli("--config", str(config), "import", str(folder), "--athlete", "5")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "activities.csv names an unsafe file" in result.stderr and "Traceback" not in result.stderr
+    assert not (_data(config) / "athletes").exists()
+
+
 @pytest.mark.parametrize("what", ["missing", "not an export"])
 def test_a_path_that_is_no_export_is_exit_2_in_one_line(tmp_path: Path, config: Path, what: str) -> None:
     path = tmp_path / "nothing.zip"
