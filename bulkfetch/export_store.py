@@ -1,4 +1,5 @@
-"""An athlete's imported account export on disk, and the only code that names its files.
+"""An athlete's imported account export on disk: the only code that reads and writes it (its two top
+names are in bulkfetch.export_paths, for the roster).
 
 Under the athlete's folder (`data_dir/athletes/<id>/`, see bulkfetch.roster):
 
@@ -30,12 +31,11 @@ from typing import IO, Any
 
 from bulkfetch.errors import LockedError, WriteError
 from bulkfetch.export_csv import ExportActivity, parse_activities_csv
+from bulkfetch.export_paths import INDEX, export_folder, has_export
 from bulkfetch.locks import IMPORT, hold
 from bulkfetch.store import TEMP_MARK, RawStore, atomic_write, ensure_dir, fsync_dir, is_orphaned_temp, is_temp_file
 from bulkfetch.track import Track, read_track
 
-EXPORT_FOLDER = "export"
-INDEX = "export"  # state/export.json
 INDEX_VERSION = 1
 CSV_PREFIX = "activities-"
 
@@ -68,13 +68,13 @@ class ExportStore:
 
     def __init__(self, athlete_folder: Path) -> None:
         self.athlete_folder = athlete_folder
-        self.folder = athlete_folder / EXPORT_FOLDER
+        self.folder = export_folder(athlete_folder)
         self.decoded_dir = self.folder / "decoded"
         self._state = RawStore(athlete_folder)
 
     # -- reading ------------------------------------------------------------------------------------
     def exists(self) -> bool:
-        return self._state.state_path(INDEX).exists()
+        return has_export(self.athlete_folder)
 
     def csv_versions(self) -> list[Path]:
         """The kept activities.csv files, oldest import first."""

@@ -476,3 +476,17 @@ def test_the_simulators_export_imports_whole(tmp_path: Path, config: Path, langu
         assert (row.sport_type, row.start_date, row.elapsed_s) == (activity.sport.sport_type, start,
                                                                    activity.elapsed_s), activity.id
         assert row.distance_m == activity.distance_m and (row.file is None) == activity.manual
+
+
+def test_the_roster_loads_no_pyarrow_and_the_import_no_compaction() -> None:
+    """Every command asks the roster whether an athlete imported an export: that costs no pyarrow. The
+    import's workers load the decoders, not compaction (nor, through it, the schema and the planner)."""
+    probe = ("import sys\n"
+             "import bulkfetch.roster\n"
+             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pyarrow')[:1])\n"
+             "import bulkfetch.importer\n"
+             "print(sorted(m for m in sys.modules if m in ('bulkfetch.compact', 'bulkfetch.plan',\n"
+             "                                          'bulkfetch.schema')))\n")
+    result = subprocess.run([sys.executable, "-c", probe], env=cli_env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["[]", "[]"]
