@@ -11,8 +11,10 @@ another athlete's list holds is refused.
 
 Idempotent and resumable: a file imported before (same name, size and CRC-32, decoded track there) is
 not decoded again, and a track a killed import wrote after its last index write is adopted. Files are
-decoded in parallel, one process per core, with a bounded number in flight so that memory stays flat; a
-corrupt or truncated file is imported as far as it decodes and reported, never stops the import.
+decoded in parallel: one worker process per CPU this process may use (its affinity, a container's
+limit, not the host's count), at most MAX_WORKERS, with a bounded number of files in flight so that
+memory stays flat. A corrupt or truncated file is imported as far as it decodes and reported, never
+stops the import.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from bulkfetch.activity_files import decode_file
+from bulkfetch.activity_files import decode_path
 from bulkfetch.errors import BulkfetchError, ExportError
 from bulkfetch.export_archive import (
     ACTIVITIES_CSV,
@@ -44,12 +46,15 @@ from bulkfetch.export_archive import (
 )
 from bulkfetch.export_csv import ActivitiesCsv, CsvError, parse_activities_csv, parse_profile_csv
 from bulkfetch.export_store import ExportStore, ImportedFile, imported_file
-from bulkfetch.processes import interrupts_deferred, worker_pool
+from bulkfetch.processes import available_cpus, interrupts_deferred, worker_pool
 from bulkfetch.roster import UNBOUND, AthleteDir, Roster
 from bulkfetch.track import write_track
 
 INDEX_EVERY_S = 2.0  # a killed import loses at most this much of its index (its tracks are adopted)
 IN_FLIGHT_PER_WORKER = 2  # files copied and waiting per worker: enough to keep it busy, memory flat
+# Decoding processes at most: each may hold about twice activity_files.MAX_ACTIVITY_BYTES for a pathological
+# file, and past a few cores the copying from the export, in this process, is the bottleneck anyway.
+MAX_WORKERS = 8
 PARALLEL_MIN_FILES = 4  # below this, starting worker processes costs more than it saves
 SHOWN_FAILURES = 3  # failed files named in the summary line; the log names them all
 
@@ -262,7 +267,7 @@ def _adoptable(store: ExportStore, activity_id: int, file: str, size: int, crc32
 # -- decoding -----------------------------------------------------------------------------------------
 def decode_to_track(activity_id: int, file: str, kept: Path, size: int, crc32: int, target: Path) -> ImportedFile:
     """Decode a kept file and store its Track (in a worker process): the index entry for it."""
-    track = decode_file(kept.read_bytes(), file)
+    track = decode_path(kept, file)
     write_track(target, track)
     return imported_file(activity_id, file, size, crc32, track)
 
@@ -273,7 +278,7 @@ def _decode(export: Export, store: ExportStore, jobs: list[Job], summary: Import
     INDEX_EVERY_S and on the way out, interrupted or not."""
     entries = store.entries()
     started = saved_at = time.monotonic()
-    workers = os.cpu_count() or 1
+    workers = decoding_workers()
     in_flight: dict[Future[ImportedFile], Job] = {}
     finished = 0
     events.import_progress(0, len(jobs), 0)
@@ -326,6 +331,11 @@ def _decode(export: Export, store: ExportStore, jobs: list[Job], summary: Import
                 settle(finished_late)
         store.save_entries(entries)
         summary.seconds = time.monotonic() - started
+
+
+def decoding_workers() -> int:
+    """Worker processes for decoding: one per CPU this process may use, at most MAX_WORKERS."""
+    return min(available_cpus(), MAX_WORKERS)
 
 
 def _copy(export: Export, store: ExportStore, job: Job) -> tuple[int, int]:

@@ -9,10 +9,12 @@ import subprocess
 import sys
 import time
 import zipfile
+import zlib
 from pathlib import Path
 
 import pytest
 
+from bulkfetch import importer
 from bulkfetch.auth import Tokens
 from bulkfetch.export_store import ExportStore
 from bulkfetch.locks import data_dir_lock, import_lock
@@ -297,6 +299,20 @@ def _many_copies(tmp_path: Path, count: int) -> Path:
                      [ExportFile(f"activities/{i}.fit", data) for i in range(1, count + 1)], profile_id=ATHLETE)
 
 
+def _session(session_id: int) -> list[int]:
+    """The live processes of a session (the import's own: it was started in a new one)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+        except (OSError, ValueError):
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # state, ppid, pgrp, session, ...
+        if fields[3] == str(session_id) and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
+
+
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "Ctrl-C"])
 def test_a_stopped_import_resumes_and_imports_each_file_exactly_once(tmp_path: Path, config: Path, stop: int) -> None:
     count = 16
@@ -308,11 +324,22 @@ def test_a_stopped_import_resumes_and_imports_each_file_exactly_once(tmp_path: P
     deadline = time.monotonic() + 60
     while len(store.decoded_ids()) < 3 and child.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
-    os.killpg(child.pid, stop)  # its own session: the command, its forkserver and its workers
-    _, stderr = child.communicate(timeout=60)
-    assert child.returncode == (-signal.SIGKILL if stop == signal.SIGKILL else 130), stderr
     if stop == signal.SIGINT:
-        assert "rerun 'bulkfetch import' to continue" in stderr and "Traceback" not in stderr
+        os.killpg(child.pid, stop)  # Ctrl-C reaches the terminal's group: the command and its workers
+    else:
+        os.kill(child.pid, stop)  # the command only: its workers and its forkserver must end by themselves
+    try:
+        _, stderr = child.communicate(timeout=60)  # a worker left holding its stdout: this times out
+        assert child.returncode == (-signal.SIGKILL if stop == signal.SIGKILL else 130), stderr
+        if stop == signal.SIGINT:
+            assert "rerun 'bulkfetch import' to continue" in stderr and "Traceback" not in stderr
+        deadline = time.monotonic() + 10
+        while _session(child.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _session(child.pid), "a worker outlived the import"
+    finally:
+        for pid in _session(child.pid):
+            os.kill(pid, signal.SIGKILL)
     done = {i: store.track_path(i).stat().st_mtime_ns for i in store.decoded_ids()}
     assert 0 < len(done) < count, "the import was not stopped half-way: raise the count"
 
@@ -330,20 +357,27 @@ def test_a_stopped_import_resumes_and_imports_each_file_exactly_once(tmp_path: P
 
 def test_a_zip64_export_with_a_large_member_imports_under_a_memory_cap(tmp_path: Path, config: Path) -> None:
     """The archive is bigger than the memory the import may use: reading it whole, or the big member,
-    would fail; streaming one member at a time does not."""
+    would fail; streaming one member at a time does not. Enough files for the worker processes to decode
+    them (under the same cap: they inherit it), one a gzip bomb that would inflate past the cap."""
     large = 512 << 20
     path = tmp_path / "big.zip"
-    rows = [english_row(1, "activities/1.fit"), english_row(2, "activities/2.gpx")]
+    files = {1: "1.fit", 2: "2.gpx", 3: "3.fit.gz", 4: "4.tcx", 5: "5.fit.gz"}
+    rows = [english_row(i, f"activities/{name}") for i, name in files.items()]
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
         archive.writestr("activities.csv", csv_text(ENGLISH_94, rows))
         with archive.open("activities/1.fit", "w", force_zip64=True) as member:
             member.write(fixture("fenix2-run.fit"))
         archive.writestr("activities/2.gpx", fixture("hike.gpx"))
+        archive.writestr("activities/3.fit.gz", fixture("fenix5-run.fit", gzipped=True))
+        archive.writestr("activities/4.tcx", fixture("forerunner-run.tcx"))
+        bomb = zlib.compressobj(9, zlib.DEFLATED, 31)  # gzip: 384 MiB of zeros in well under 1 MiB
+        zeros = bytes(1 << 20)
+        archive.writestr("activities/5.fit.gz", b"".join([*(bomb.compress(zeros) for _ in range(384)), bomb.flush()]))
         with archive.open(zipfile.ZipInfo("media/video.mp4"), "w", force_zip64=True) as member:
             chunk = os.urandom(1 << 20)
             for _ in range(large >> 20):
                 member.write(chunk)
-    assert path.stat().st_size > large
+    assert path.stat().st_size > large and len(files) >= importer.PARALLEL_MIN_FILES
     # The cap: what the command has mapped once its modules are loaded, plus half the archive.
     capped = (
         "import resource, sys\n"
@@ -353,12 +387,15 @@ def test_a_zip64_export_with_a_large_member_imports_under_a_memory_cap(tmp_path:
         f"sys.exit(bulkfetch.cli.main(['--config', {str(config)!r}, 'import', {str(path)!r}, '--athlete', '5']))\n"
     )
     result = subprocess.run([sys.executable, "-c", capped], env=cli_env(MALLOC_ARENA_MAX="2"), capture_output=True,
-                            text=True, timeout=120)
+                            text=True, timeout=180)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1].startswith("imported 2 activities from the export: 2 files")
+    line = result.stdout.strip().splitlines()[-1]
+    assert line.startswith("imported 5 activities from the export: 5 files"), line
+    assert "1 unreadable (activities/5.fit.gz: too large: inflates to more than" in line, line
     kept = sum(p.stat().st_size for p in (_data(config)).rglob("*") if p.is_file())
     assert kept < large // 8  # the media member was not copied
-    assert sorted(_store(config, 5).files()) == [1, 2]
+    imported = _store(config, 5).files()
+    assert {i: e.status for i, e in imported.items()} == {1: "ok", 2: "ok", 3: "ok", 4: "ok", 5: "unreadable"}
 
 
 def _damaged_zip(path: Path, files: dict[int, ExportFile], damaged: str) -> Path:
@@ -490,3 +527,16 @@ def test_the_roster_loads_no_pyarrow_and_the_import_no_compaction() -> None:
     result = subprocess.run([sys.executable, "-c", probe], env=cli_env(), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["[]", "[]"]
+
+
+def test_decoding_takes_the_cpus_the_import_may_use_at_most_eight(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A container limits a process's CPUs by its affinity, not by what os.cpu_count() says of the host."""
+    probe = ("import os\n"
+             "from bulkfetch.importer import decoding_workers\n"
+             "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
+             "print(decoding_workers())\n")
+    result = subprocess.run([sys.executable, "-c", probe], env=cli_env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["1"]
+    monkeypatch.setattr(importer, "available_cpus", lambda: 64)  # a 64-core host
+    assert importer.decoding_workers() == importer.MAX_WORKERS == 8
