@@ -26,7 +26,7 @@ from datetime import datetime
 
 from bulkfetch.export_archive import unsafe_path
 from bulkfetch.sports import SPORT_TYPES
-from bulkfetch.store import is_activity_id
+from bulkfetch.store import is_activity_id, is_athlete_id
 
 ACTIVITY_FILES = "activities/"  # the folder of the export that holds the device files
 ENGLISH, GERMAN, LEGACY = "English", "German", "English (before mid-2019)"
@@ -127,7 +127,7 @@ def parse_profile_csv(data: bytes) -> int | None:
     if len(rows) < 2 or not rows[1]:
         return None
     value = rows[1][0].strip()
-    return int(value) if value.isdigit() and is_activity_id(int(value)) else None
+    return int(value) if value.isdigit() and is_athlete_id(int(value)) else None
 
 
 def _rows(data: bytes) -> list[list[str]]:

@@ -200,8 +200,12 @@ def _adopt_unbound(roster: Roster, athlete: AthleteDir, ids: set[int], events: I
     these activities becomes `athlete`'s, if `athlete` has no export yet: nothing is decoded again."""
     unbound = AthleteDir(roster.folder / UNBOUND, None)
     source, target = ExportStore(unbound.folder), ExportStore(athlete.folder)
-    if unbound.tokens.load() is not None or not source.exists() or target.folder.exists() or \
-            not ids & source.activities().keys():
+    if unbound.tokens.load() is not None or not source.exists() or not ids & source.activities().keys():
+        return
+    if target.folder.exists():
+        events.info(f"{source.folder} holds an export imported before its athlete was known, with activities of "
+                    f"this one; {athlete.label} has an imported export already, so it stays where it is (delete "
+                    f"{unbound.folder} once this import is done if it is {athlete.label}'s)")
         return
     with source.lock():
         target.athlete_folder.mkdir(parents=True, exist_ok=True)
@@ -386,7 +390,8 @@ def summary_line(summary: ImportSummary) -> str:
     before = summary.unchanged + summary.adopted
     tail = f"; {before:,} imported before (not decoded again)" if before else ""
     replaced = f"; {summary.replaced:,} replaced a file imported before" if summary.replaced else ""
-    return f"imported {summary.activities:,} activities from the export: {', '.join(parts)}{replaced}{tail}"
+    activities = f"{summary.activities:,} activit{'y' if summary.activities == 1 else 'ies'}"
+    return f"imported {activities} from the export: {', '.join(parts)}{replaced}{tail}"
 
 
 def _named(items: Iterable[str]) -> str:

@@ -426,6 +426,12 @@ def _ids_in(folder: Path, suffix: str = ".json") -> set[int]:
 MAX_ACTIVITY_ID = 2**63 - 1  # the Parquet id columns are int64
 
 
+def is_athlete_id(value: Any) -> bool:
+    """An athlete id names the athlete's folder and its Parquet partitions (`athlete_id=<id>`, read back as
+    int64): a positive integer within int64, the bounds of an activity id."""
+    return is_activity_id(value)
+
+
 def is_activity_id(value: Any) -> bool:
     """Strava ids are positive integers (beyond 2^32, within int64); anything else cannot name a file
     safely or be a Parquet id (JSON allows integers up to 2^64 - 1, which int64 cannot hold)."""

@@ -160,6 +160,8 @@ def test_profile_csv_gives_the_athlete_id_in_its_first_column() -> None:
     assert parse_profile_csv(f"{PROFILE_HEADER}\n1234567,a@example.com,Ann,Example,F,,60,,,\n".encode()) == 1234567
     assert parse_profile_csv(f"{PROFILE_HEADER}\n".encode()) is None
     assert parse_profile_csv(b"Athlete ID\nnot-a-number\n") is None
+    assert parse_profile_csv(b"Athlete ID\n0\n") is None
+    assert parse_profile_csv(f"Athlete ID\n{2**63}\n".encode()) is None  # no int64 athlete_id partition
 
 
 # -- the zip or folder ---------------------------------------------------------------------------------

@@ -148,7 +148,7 @@ def test_a_german_export_in_a_folder(tmp_path: Path, config: Path) -> None:
                           [ExportFile("activities/8228026758.fit", fixture("edge500-ride.fit"))], profile_id=ATHLETE)
     result = run_cli("--config", str(config), "import", str(folder))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1].startswith("imported 1 activities from the export: 1 file (1 fit)")
+    assert result.stdout.strip().splitlines()[-1].startswith("imported 1 activity from the export: 1 file (1 fit)")
     store = _store(config)
     activity = store.activities()[8228026758]
     assert (activity.start_date, activity.sport_type, activity.distance_m) == ("2022-12-09T15:24:49Z", "Ride", 9440.0)
@@ -236,6 +236,19 @@ def test_an_export_of_unknown_athlete_waits_unbound_and_moves_once_known(tmp_pat
     assert known.stdout.strip().endswith("2 imported before (not decoded again)")
     assert {i: _store(config, 77).track_path(i).stat().st_mtime_ns for i in (1, 2)} == stamps
     assert not (_data(config) / "athletes" / "unbound").exists()
+
+
+def test_an_unbound_export_that_cannot_move_is_said_and_left_alone(tmp_path: Path, config: Path) -> None:
+    anonymous = _export_without_profile(tmp_path, range(1, 3))
+    assert run_cli("--config", str(config), "import", str(anonymous)).returncode == 0
+    own = write_zip(tmp_path / "own.zip", csv_text(ENGLISH_94, [english_row(3, "activities/3.gpx")]),
+                    [ExportFile("activities/3.gpx", fixture("hike.gpx"))], profile_id=77)
+    assert run_cli("--config", str(config), "import", str(own)).returncode == 0
+    result = run_cli("--config", str(config), "import", str(anonymous), "--athlete", "77")
+    assert result.returncode == 0, result.stderr
+    assert "holds an export imported before its athlete was known" in result.stderr
+    assert "athlete 77 has an imported export already, so it stays where it is" in result.stderr
+    assert sorted(_store(config, None).files()) == [1, 2] and sorted(_store(config, 77).files()) == [1, 2, 3]
 
 
 def test_the_profile_and_the_flag_must_agree(tmp_path: Path, config: Path) -> None:
