@@ -15,7 +15,8 @@ table of a year are built from different inputs, so each group gets its own fing
 `details_fingerprint`, `streams_fingerprint`); the store's `state/compact.json` keeps the fingerprints
 each year's partitions were written from, and a group whose fingerprint and files are unchanged is
 skipped: a kudos count that changed rewrites a year's activities, not its streams. A new SCHEMA_VERSION,
-another parquet_dir or athlete id, or `rebuild=True` rewrite every year.
+another parquet_dir or athlete id, or `rebuild=True` rewrite every year; a new derive.DERIVE_VERSION or
+track format rewrites the table groups that have rows from device files.
 
 A table whose folder still holds the one-athlete layout of schema versions before 3, or files of an older
 schema version, is written aside and swapped in once every year is written (see bulkfetch.parquet_layout):
@@ -62,12 +63,13 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bulkfetch import derive
 from bulkfetch.errors import LockedError, WriteError
 from bulkfetch.file_rows import ExportView, TrackFile, export_part, file_stream_set, read_track_file
 from bulkfetch.locks import hold
 from bulkfetch.parquet_layout import AthleteLayout, publish, staged_tables, year_of_folder
-from bulkfetch.plan import RECORDING_FIELDS
 from bulkfetch.processes import interrupts_deferred, worker_pool
+from bulkfetch.recording import RECORDING_FIELDS
 from bulkfetch.schema import (
     API,
     DETAIL_TABLES,
@@ -82,6 +84,7 @@ from bulkfetch.schema import (
     utc_years,
 )
 from bulkfetch.store import TEMP_MARK, UNLISTED, RawStore, ensure_dir, fsync_dir, is_orphaned_temp
+from bulkfetch.track import FORMAT_VERSION as TRACK_FORMAT
 
 MANIFEST = "compact"  # state/compact.json
 # The tables of a year that are written together, from the same inputs (see the module docstring).
@@ -344,7 +347,11 @@ def streams_fingerprint(entries: Sequence[Entry]) -> str:
 
 
 def _track_identity(track: TrackFile | None) -> str:
-    return "" if track is None else f" file {track.size} {track.mtime_ns} {track.status}"
+    """A device file's part of a fingerprint: the decoded file's identity, and the versions of the track
+    format and of derive's rules its rows are made by (a new rule rewrites the years with file rows)."""
+    if track is None:
+        return ""
+    return f" file {track.size} {track.mtime_ns} {track.status} derive {derive.DERIVE_VERSION} track {TRACK_FORMAT}"
 
 
 def _digest() -> hashlib.blake2b:

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
+from bulkfetch.derive import FileSummary
 from bulkfetch.errors import LockedError, WriteError
 from bulkfetch.export_csv import ExportActivity, parse_activities_csv
 from bulkfetch.export_paths import INDEX, export_folder, has_export
@@ -53,6 +54,9 @@ class ImportedFile:
     problem: str | None
     records: int
     series: tuple[str, ...]     # the Track series it has values for
+    summary: FileSummary | None = None  # derive.file_summary of the track, with the CSV row's sport
+    derive_version: int = 0     # the derive.DERIVE_VERSION `summary` was computed by
+    track_version: int = 0      # the bulkfetch.track.FORMAT_VERSION the track was stored in
 
     def same_source(self, file: str, size: int, crc32: int) -> bool:
         return (self.file, self.size, self.crc32) == (file, size, crc32)
@@ -215,7 +219,7 @@ class ExportStore:
 
 
 def _entry_json(entry: ImportedFile) -> dict[str, Any]:
-    data = asdict(entry)
+    data = asdict(entry)  # the summary too: a dict of numbers
     del data["activity_id"]  # the key
     data["series"] = list(entry.series)
     return data
@@ -230,8 +234,19 @@ def _entry_of(key: str, value: Any) -> ImportedFile | None:
         return ImportedFile(activity_id=int(key), file=str(value["file"]), size=int(value["size"]),
                             crc32=int(value["crc32"]), format=file_format if isinstance(file_format, str) else None,
                             status=str(value["status"]), problem=value.get("problem"), records=int(value["records"]),
-                            series=tuple(str(name) for name in value["series"]))
+                            series=tuple(str(name) for name in value["series"]),
+                            summary=_summary_of(value.get("summary")),
+                            derive_version=int(value.get("derive_version", 0)),
+                            track_version=int(value.get("track_version", 0)))
     except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _summary_of(value: Any) -> FileSummary | None:
+    """A stored file summary, or None (none stored, or of another shape: computed again)."""
+    try:
+        return FileSummary(**value) if isinstance(value, dict) else None
+    except TypeError:
         return None
 
 

@@ -107,7 +107,9 @@ class FetchSummary:
     fetched: int = 0
     not_found: int = 0
     streams: int = 0
-    streams_from_export: int = 0  # stream sets the account export gave instead of a request
+    # The activities whose stream sets the account export gave instead of a request: a set, as the run's
+    # checks of the list head decide the streams again and would count an activity once a check.
+    exported: set[int] = field(default_factory=set)
     unlisted: int = 0
     requests: int = 0
     failed: dict[int, str] = field(default_factory=dict)  # details that failed, with why
@@ -115,14 +117,18 @@ class FetchSummary:
     list_failure: str | None = None
     athletes: list[AthleteResult] = field(default_factory=list)  # a run's total: each athlete's part
 
+    @property
+    def streams_from_export(self) -> int:
+        return len(self.exported)
+
     @classmethod
     def total(cls, results: list[AthleteResult]) -> FetchSummary:
         parts = [result.summary for result in results]
         total = cls(athletes=results)
-        for name in ("listed", "new", "changed", "fetched", "not_found", "streams", "streams_from_export", "unlisted",
-                     "requests"):
+        for name in ("listed", "new", "changed", "fetched", "not_found", "streams", "unlisted", "requests"):
             setattr(total, name, sum(getattr(part, name) for part in parts))
         for part in parts:
+            total.exported |= part.exported
             total.failed.update(part.failed)
             total.failed_streams.update(part.failed_streams)
         total.list_failure = next((part.list_failure for part in parts if part.list_failure), None)
@@ -463,14 +469,14 @@ async def fetch_streams(client: StravaClient, store: RawStore, config: Config, f
     if export is not None:
         export.save_summaries()
     pending = [i for i in stale if i not in covered]
-    summary.streams_from_export += len(covered)
-    events.streams_planned(len(pending), from_export=len(covered))
+    events.streams_planned(len(pending), from_export=len(covered - summary.exported))  # what this call spares
+    summary.exported |= covered
     saver = _IndexSaver(store, STREAM_RECORDS, lambda: {str(k): v.to_json() for k, v in records.items()})
     imported = _ImportWatch(export)
 
     async def fetch_one(activity_id: int) -> str:
         if imported.covers(activity_id, catalog[activity_id]):
-            summary.streams_from_export += 1
+            summary.exported.add(activity_id)
             return "from_export"
         asked = stream_keys(records.get(activity_id), wanted, order)
         outcome = await _fetch_stream_set(client, store, activity_id, asked, summary)

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from bulkfetch.errors import ConfigError
+from bulkfetch.recording import RECORDING_FIELDS
 from bulkfetch.sports import SPORT_TYPES
 
 # The summary fields whose change means the stored detail is stale. Kudos and comment counts change all
@@ -24,9 +25,6 @@ CHANGE_FIELDS = (
     "name", "sport_type", "start_date", "distance", "moving_time", "elapsed_time", "total_elevation_gain",
     "private", "gear_id", "upload_id",
 )
-# The summary fields whose change means the recording itself may have changed (a new upload, a corrected
-# clock, a cropped or trimmed file), so the stored streams are stale. A new name, gear or privacy is not one.
-RECORDING_FIELDS = ("start_date", "distance", "moving_time", "elapsed_time", "upload_id")
 # Tombstoning "unlisted" activities is refused when a listing lost more than this share of the history
 # (and more than a handful): that is a lost scope or a wrong token, not a mass deletion.
 UNLIST_GUARD_SHARE = 0.5
