@@ -374,6 +374,7 @@ def _work_left(summary: FetchSummary) -> str:
 def _compact(data_dir: Path, parquet_dir: Path, reporter: Reporter, *, rebuild: bool) -> None:
     """Compact every athlete of the data_dir (the caller holds its lock: the layout is migrated first)."""
     from bulkfetch.compact import compact, has_inputs
+    from bulkfetch.importer import refresh_tracks
     from bulkfetch.roster import Roster
 
     roster = Roster(data_dir)
@@ -386,6 +387,7 @@ def _compact(data_dir: Path, parquet_dir: Path, reporter: Reporter, *, rebuild: 
     try:
         for athlete in athletes:
             assert athlete.athlete_id is not None
+            refresh_tracks(athlete.folder, reporter)  # a bulkfetch that stores decoded files differently
             result = compact(athlete.store, parquet_dir, athlete.athlete_id, rebuild=rebuild,
                              on_progress=reporter.compact_progress)
             rewritten += len({year for table_years in result.written.values() for year in table_years})

@@ -26,13 +26,13 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import suppress
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from bulkfetch.activity_files import decode_path
-from bulkfetch.errors import BulkfetchError, ExportError
+from bulkfetch.errors import BulkfetchError, ExportError, LockedError
 from bulkfetch.export_archive import (
     ACTIVITIES_CSV,
     PROFILE_CSV,
@@ -74,11 +74,13 @@ class ImportSummary:
     manual: int = 0  # rows without a file
     imported: list[ImportedFile] = field(default_factory=list)  # decoded by this import
     replaced: int = 0  # of those, files that replace another file of the same activity
+    redecoded: int = 0  # of those, kept files decoded again: the decoded form or the CSV's sport changed
     unchanged: int = 0  # imported before: not decoded again
     adopted: int = 0  # decoded by a killed import: taken over without decoding again
     missing: list[str] = field(default_factory=list)  # named by activities.csv, not in the export
     errors: list[tuple[str, str]] = field(default_factory=list)  # (file, why) not read or decoded: tried again
     new_csv: bool = True  # False: this activities.csv was imported before
+    gone: int = 0  # activities an older export lists and the newest lacks (deleted on Strava)
     seconds: float = 0.0  # decoding (copies included)
 
     @property
@@ -90,7 +92,9 @@ class ImportSummary:
 class Job:
     activity_id: int
     file: str
-    replaces: bool  # another file (or another version of it) of this activity was imported before
+    sport_type: str | None  # activities.csv's: the file summary is derived with it
+    replaces: bool = False  # another file (or another version of it) of this activity was imported before
+    kept: tuple[int, int] | None = None  # (size, CRC-32) of the kept file, decoded as it is; None: copy it first
 
 
 def import_export(data_dir: Path, path: Path, wanted: int | None, events: ImportEvents) -> ImportSummary:
@@ -127,6 +131,7 @@ def import_export(data_dir: Path, path: Path, wanted: int | None, events: Import
             summary.new_csv = store.keep_csv(csv_data)
             jobs = _plan(export, listing, store, summary)
             _decode(export, store, jobs, summary, events)
+            summary.gone = len(store.gone())  # after decoding: an activity no CSV dates is dated by its file
     return summary
 
 
@@ -219,7 +224,8 @@ def _adopt_unbound(roster: Roster, athlete: AthleteDir, ids: set[int], events: I
 # -- what to decode -----------------------------------------------------------------------------------
 def _plan(export: Export, listing: ActivitiesCsv, store: ExportStore, summary: ImportSummary) -> list[Job]:
     """The activities whose file needs decoding; counts the others into `summary` (unchanged, adopted,
-    missing, manual). What an older export imported and this one lacks stays."""
+    missing, manual). What an older export imported and this one lacks stays (see ExportStore.activities
+    for what its activities.csv rows become)."""
     entries = store.entries()
     decoded = store.decoded_ids()
     jobs: list[Job] = []
@@ -233,7 +239,7 @@ def _plan(export: Export, listing: ActivitiesCsv, store: ExportStore, summary: I
             continue
         entry = entries.get(activity_id)
         if entry is None and activity_id not in decoded:  # new: its CRC-32 comes with the copy
-            jobs.append(Job(activity_id, activity.file, replaces=False))
+            jobs.append(Job(activity_id, activity.file, activity.sport_type))
             continue
         try:
             crc32 = member_crc32(export, member)  # a folder's file is read for it; a zip says it
@@ -242,44 +248,101 @@ def _plan(export: Export, listing: ActivitiesCsv, store: ExportStore, summary: I
             continue
         same = entry is not None and entry.same_source(activity.file, member.size, crc32)
         if same and activity_id in decoded:
-            summary.unchanged += 1
+            assert entry is not None
+            if entry.track_current and _summed_as(entry, activity.sport_type):
+                summary.unchanged += 1
+            else:
+                jobs.append(_again(store, entry, activity.sport_type))
             continue
-        adopted = _adoptable(store, activity_id, activity.file, member.size, crc32) if entry is None else None
+        adopted = _adoptable(store, activity_id, activity.file, member.size, crc32, activity.sport_type) \
+            if entry is None else None
         if adopted is not None:
             entries[activity_id] = adopted
             summary.adopted += 1
             continue
-        jobs.append(Job(activity_id, activity.file, replaces=entry is not None and not same))
+        jobs.append(Job(activity_id, activity.file, activity.sport_type, replaces=entry is not None and not same))
     if summary.adopted:
         store.save_entries(entries)
-    return jobs
+    return jobs + _stale_tracks(store, {i: e for i, e in entries.items() if i not in listing.activities})
 
 
-def _adoptable(store: ExportStore, activity_id: int, file: str, size: int, crc32: int) -> ImportedFile | None:
+def _summed_as(entry: ImportedFile, sport_type: str | None) -> bool:
+    """Whether the entry's file summary was derived for the activity's sport as activities.csv now says
+    (the athlete changed it on Strava: the thresholds and the splits follow the sport)."""
+    return sport_type is None or entry.summary is None or entry.summary.sport_type == sport_type
+
+
+def _again(store: ExportStore, entry: ImportedFile, sport_type: str | None) -> Job:
+    """The job that decodes an imported file again: from the kept file, unless that is not whole."""
+    try:
+        whole = store.file_path(entry.file).stat().st_size == entry.size
+    except OSError:
+        whole = False
+    return Job(entry.activity_id, entry.file, sport_type, kept=(entry.size, entry.crc32) if whole else None)
+
+
+def _adoptable(store: ExportStore, activity_id: int, file: str, size: int, crc32: int,
+               sport_type: str | None) -> ImportedFile | None:
     """The entry for a track a killed import decoded from exactly this file, or None. Sound because a
     file is only replaced after its activity's track is removed (see ExportStore.new_file)."""
     kept = store.file_path(file)
     try:
         if kept.stat().st_size != size or file_crc32(kept) != crc32:
             return None
-        track = store.read_track(activity_id)
+        track = store.read_track(activity_id)  # ValueError in another format: decoded again
     except (OSError, ValueError):
         return None
-    return imported_file(activity_id, file, size, crc32, track)
+    return imported_file(activity_id, file, size, crc32, track, sport_type)
+
+
+def _stale_tracks(store: ExportStore, entries: dict[int, ImportedFile]) -> list[Job]:
+    """The jobs that decode the kept files of `entries` whose track is in another format than today's (a
+    file not kept whole waits for the next import of an export that has it)."""
+    stale = [entry for entry in entries.values() if not entry.track_current]
+    if not stale:
+        return []
+    sports = {activity_id: row.sport_type for activity_id, row in store.activities().items()}
+    jobs = [_again(store, entry, sports.get(entry.activity_id)) for entry in stale]
+    return [job for job in jobs if job.kept is not None]
+
+
+def refresh_tracks(athlete_folder: Path, events: ImportEvents) -> int:
+    """Decode again, from the kept files, the imported files whose decoded track is in another format than
+    today's bulkfetch reads (bulkfetch.track.FORMAT_VERSION): before a compaction, which would find no
+    rows in them. How many were decoded; 0 as well when an import of the athlete runs (it does them)."""
+    store = ExportStore(athlete_folder)
+    if not store.exists():
+        return 0
+    with ExitStack() as held:
+        try:
+            held.enter_context(store.lock())
+        except LockedError:
+            return 0
+        jobs = _stale_tracks(store, store.entries())
+        if not jobs:
+            return 0
+        events.info(f"decoding {len(jobs):,} imported file{'s' if len(jobs) != 1 else ''} again from the kept "
+                    f"files in {store.folder}: this bulkfetch stores decoded files differently")
+        summary = ImportSummary(AthleteDir(athlete_folder, None))
+        _decode(None, store, jobs, summary, events)
+        return len(summary.imported)
 
 
 # -- decoding -----------------------------------------------------------------------------------------
-def decode_to_track(activity_id: int, file: str, kept: Path, size: int, crc32: int, target: Path) -> ImportedFile:
-    """Decode a kept file and store its Track (in a worker process): the index entry for it."""
+def decode_to_track(activity_id: int, file: str, kept: Path, size: int, crc32: int, target: Path,
+                    sport_type: str | None) -> ImportedFile:
+    """Decode a kept file and store its Track (in a worker process): the index entry for it, with its
+    file summary derived here, once, for the activity's `sport_type` (activities.csv's)."""
     track = decode_path(kept, file)
     write_track(target, track)
-    return imported_file(activity_id, file, size, crc32, track)
+    return imported_file(activity_id, file, size, crc32, track, sport_type)
 
 
-def _decode(export: Export, store: ExportStore, jobs: list[Job], summary: ImportSummary,
+def _decode(export: Export | None, store: ExportStore, jobs: list[Job], summary: ImportSummary,
             events: ImportEvents) -> None:
-    """Copy each job's file and decode it, in parallel when it pays; the index is written every
-    INDEX_EVERY_S and on the way out, interrupted or not."""
+    """Copy each job's file from `export` (a job with a `kept` file: decoded as it is, `export` may be
+    None) and decode it, in parallel when it pays; the index is written every INDEX_EVERY_S and on the
+    way out, interrupted or not."""
     entries = store.entries()
     started = saved_at = time.monotonic()
     workers = decoding_workers()
@@ -302,6 +365,7 @@ def _decode(export: Export, store: ExportStore, jobs: list[Job], summary: Import
             entries[job.activity_id] = entry
             summary.imported.append(entry)
             summary.replaced += job.replaces
+            summary.redecoded += job.kept is not None
         events.import_progress(finished, len(jobs), summary.records)
         if time.monotonic() - saved_at >= INDEX_EVERY_S:
             store.save_entries(entries)
@@ -313,14 +377,14 @@ def _decode(export: Export, store: ExportStore, jobs: list[Job], summary: Import
             if len(in_flight) >= workers * IN_FLIGHT_PER_WORKER:
                 settle(wait(in_flight, return_when=FIRST_COMPLETED).done)
             try:
-                size, crc32 = _copy(export, store, job)
+                size, crc32 = job.kept or _copy(export, store, job)
             except MemberError as exc:  # a damaged zip entry: this file only
                 summary.errors.append((job.file, exc.reason))
                 finished += 1
                 continue
             with interrupts_deferred():
                 in_flight[pool.submit(decode_to_track, job.activity_id, job.file, store.file_path(job.file), size,
-                                      crc32, store.track_path(job.activity_id))] = job
+                                      crc32, store.track_path(job.activity_id), job.sport_type)] = job
         while in_flight:
             settle(wait(in_flight, return_when=FIRST_COMPLETED).done)
     except BrokenProcessPool:
@@ -342,9 +406,10 @@ def decoding_workers() -> int:
     return min(available_cpus(), MAX_WORKERS)
 
 
-def _copy(export: Export, store: ExportStore, job: Job) -> tuple[int, int]:
+def _copy(export: Export | None, store: ExportStore, job: Job) -> tuple[int, int]:
     """Copy the job's file verbatim into the store (its size and CRC-32); the activity's old track goes
     only once the copy is whole (see ExportStore.new_file)."""
+    assert export is not None, "only a job with its file kept is decoded without the export"
     with store.new_file(job.file, job.activity_id) as sink:
         return copy_member(export, job.file, sink)
 
@@ -390,8 +455,13 @@ def summary_line(summary: ImportSummary) -> str:
     before = summary.unchanged + summary.adopted
     tail = f"; {before:,} imported before (not decoded again)" if before else ""
     replaced = f"; {summary.replaced:,} replaced a file imported before" if summary.replaced else ""
+    if summary.redecoded:
+        replaced += (f"; {summary.redecoded:,} decoded again from the kept file{'s' if summary.redecoded != 1 else ''} "
+                     "(bulkfetch's decoded form, or the activity's sport, changed)")
     activities = f"{summary.activities:,} activit{'y' if summary.activities == 1 else 'ies'}"
-    return f"imported {activities} from the export: {', '.join(parts)}{replaced}{tail}"
+    gone = (f"; {summary.gone:,} activit{'y' if summary.gone == 1 else 'ies'} of an earlier export not in the newest "
+            "(deleted on Strava: no row from the export)" if summary.gone else "")
+    return f"imported {activities} from the export: {', '.join(parts)}{replaced}{tail}{gone}"
 
 
 def _named(items: Iterable[str]) -> str:

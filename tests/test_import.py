@@ -10,16 +10,23 @@ import sys
 import time
 import zipfile
 import zlib
+from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.ipc as ipc
 import pytest
 
-from bulkfetch import importer
+from bulkfetch import derive, importer
+from bulkfetch.activity_files import decode_file
 from bulkfetch.auth import Tokens
 from bulkfetch.export_store import ExportStore
 from bulkfetch.locks import data_dir_lock, import_lock
 from bulkfetch.roster import Roster
 from bulkfetch.store import TEMP_MARK, RawStore
+from bulkfetch.track import FORMAT_VERSION
 from tests.conftest import REPO, cli_env, run_cli
 from tests.exports import (
     ENGLISH_94,
@@ -553,3 +560,119 @@ def test_decoding_takes_the_cpus_the_import_may_use_at_most_eight(monkeypatch: p
     assert result.stdout.split() == ["1"]
     monkeypatch.setattr(importer, "available_cpus", lambda: 64)  # a 64-core host
     assert importer.decoding_workers() == importer.MAX_WORKERS == 8
+
+
+# -- what the index keeps, and when a file is decoded again ------------------------------------------------
+def _agreeing_row(activity_id: int, fixture_name: str, file: str, *, sport: str, date: str | None = None) -> dict:
+    """activities.csv's row for a fixture whose distance and elapsed time agree with the file (a file whose
+    totals disagree with Strava's is stale and gives no rows)."""
+    summary = derive.file_summary(decode_file(fixture(fixture_name), fixture_name))
+    assert summary.distance_m is not None and summary.elapsed_s is not None and summary.start_utc_s is not None
+    moment = datetime.fromtimestamp(summary.start_utc_s, tz=UTC)
+    return english_row(activity_id, file, sport=sport, distance_m=summary.distance_m,
+                       elapsed_s=round(summary.elapsed_s), date=date or moment.strftime("%b ") +
+                       f"{moment.day}, {moment.year}, " + moment.strftime("%I:%M:%S %p").lstrip("0"))
+
+
+def _two_activities(tmp_path: Path, name: str, *, run_sport: str = "Run") -> Path:
+    files = [ExportFile("activities/1.gpx", fixture("hike.gpx")),
+             ExportFile("activities/2.fit", fixture("fenix5-run.fit"))]
+    rows = [_agreeing_row(1, "hike.gpx", "activities/1.gpx", sport="Ride"),
+            _agreeing_row(2, "fenix5-run.fit", "activities/2.fit", sport=run_sport)]
+    return write_zip(tmp_path / name, csv_text(ENGLISH_94, rows), files, profile_id=ATHLETE)
+
+
+def test_the_index_keeps_each_files_summary_derived_with_the_csvs_sport(tmp_path: Path, config: Path) -> None:
+    """The import's worker derives each file's summary once, for the sport activities.csv gives (a GPX
+    ride's file says no sport a threshold could follow); fetch, plan and status read it from the index."""
+    assert run_cli("--config", str(config), "import", str(_two_activities(tmp_path, "first.zip"))).returncode == 0
+    store = _store(config)
+    entries = store.files()
+    for activity_id, sport in ((1, "Ride"), (2, "Run")):
+        entry = entries[activity_id]
+        assert entry.summary == derive.file_summary(store.read_track(activity_id), sport)
+        assert entry.summary is not None and entry.summary.sport_type == sport
+        assert (entry.derive_version, entry.track_version) == (derive.DERIVE_VERSION, FORMAT_VERSION)
+    stamp = store.track_path(1).stat().st_mtime_ns
+    # The athlete made activity 2 a walk on Strava: its summary follows, from the kept file.
+    result = run_cli("--config", str(config), "import", str(_two_activities(tmp_path, "newer.zip", run_sport="Walk")))
+    assert result.returncode == 0, result.stderr
+    assert "1 decoded again from the kept file (" in result.stdout, result.stdout
+    after = store.files()
+    assert after[2].summary == derive.file_summary(store.read_track(2), "Walk") and after[2].summary is not None
+    assert after[2].summary.sport_type == "Walk" and after[1] == entries[1]
+    assert store.track_path(1).stat().st_mtime_ns == stamp
+
+
+def _store_as_an_older_bulkfetch(store: ExportStore, activity_id: int) -> None:
+    """The activity's decoded track and index entry as a bulkfetch with another track format left them."""
+    path = store.track_path(activity_id)
+    with pa.memory_map(str(path)) as source:
+        table = ipc.open_file(source).read_all()
+    (key, meta), = table.schema.metadata.items()
+    older = {**orjson.loads(meta), "version": FORMAT_VERSION - 1}
+    sink = pa.BufferOutputStream()
+    with ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table.replace_schema_metadata({key: orjson.dumps(older)}))
+    path.write_bytes(sink.getvalue().to_pybytes())
+    index_path = store.athlete_folder / "state" / "export.json"
+    index = orjson.loads(index_path.read_bytes())
+    index["files"][str(activity_id)]["track_version"] = FORMAT_VERSION - 1
+    index_path.write_bytes(orjson.dumps(index))
+
+
+def _parquet_ids(config: Path, table: str, key: str) -> set[int]:
+    return set(ds.dataset(_data(config) / "parquet" / table, partitioning="hive").to_table(columns=[key])
+               .column(key).to_pylist())
+
+
+def test_tracks_stored_in_another_format_are_decoded_again_from_the_kept_files(tmp_path: Path, config: Path) -> None:
+    path = _two_activities(tmp_path, "export.zip")
+    assert run_cli("--config", str(config), "import", str(path)).returncode == 0
+    assert _parquet_ids(config, "streams", "activity_id") == {1, 2}
+    store = _store(config)
+    for activity_id in (1, 2):
+        _store_as_an_older_bulkfetch(store, activity_id)
+    # A compaction decodes them again before it reads them: their rows stay.
+    compacted = run_cli("--config", str(config), "compact", "--rebuild")
+    assert compacted.returncode == 0, compacted.stderr
+    assert "decoding 2 imported files again from the kept files" in compacted.stderr
+    assert {i: (e.track_version, store.read_track(i).records == e.records) for i, e in store.files().items()} == \
+        {1: (FORMAT_VERSION, True), 2: (FORMAT_VERSION, True)}
+    assert _parquet_ids(config, "streams", "activity_id") == {1, 2}
+    # So does the next import, from the kept file (not copied again), and says so.
+    _store_as_an_older_bulkfetch(store, 2)
+    kept = store.file_path("activities/2.fit").stat().st_mtime_ns
+    again = run_cli("--config", str(config), "import", str(path))
+    assert again.returncode == 0, again.stderr
+    line = again.stdout.strip().splitlines()[-1]
+    assert "1 file (1 fit)" in line and "1 decoded again from the kept file" in line and "1 imported before" in line
+    assert store.files()[2].track_version == FORMAT_VERSION and store.read_track(2).records == store.files()[2].records
+    assert store.file_path("activities/2.fit").stat().st_mtime_ns == kept
+
+
+def test_an_activity_the_newest_export_lacks_was_deleted_and_loses_its_csv_row(tmp_path: Path, config: Path) -> None:
+    """An export is the whole account at its date; the newest is the one whose activities reach furthest,
+    whatever order they were imported in."""
+    files = {1: ExportFile("activities/1.fit", fixture("fenix5-run.fit")),
+             2: ExportFile("activities/2.gpx", fixture("hike.gpx"))}
+    older = write_zip(tmp_path / "older.zip", csv_text(ENGLISH_94, [
+        english_row(1, files[1].name, date="May 9, 2023, 10:09:29 AM"), english_row(2, files[2].name),
+        english_row(3, None, date="May 10, 2023, 7:00:00 AM", name="Manual")]),
+        list(files.values()), profile_id=ATHLETE)
+    newer = write_zip(tmp_path / "newer.zip", csv_text(ENGLISH_94, [
+        english_row(1, files[1].name, name="Renamed"), english_row(3, None, date="May 10, 2023, 7:00:00 AM", name=""),
+        english_row(4, None, date="June 1, 2023, 6:00:00 PM", name="New")]), [files[1]], profile_id=ATHLETE)
+    assert run_cli("--config", str(config), "import", str(older)).returncode == 0
+    assert _parquet_ids(config, "activities", "id") == {1, 2, 3}
+    store = _store(config)
+    for order, path in enumerate((newer, older)):  # the older one imported again stays older
+        result = run_cli("--config", str(config), "import", str(path))
+        assert result.returncode == 0, result.stderr
+        line = result.stdout.strip().splitlines()[-1]
+        assert line.endswith("; 1 activity of an earlier export not in the newest (deleted on Strava: no row from "
+                             "the export)"), (order, line)
+        assert sorted(store.activities()) == [1, 3, 4] and store.gone() == {2}
+        assert store.activities()[1].name == "Renamed" and store.activities()[3].name == "Manual"
+        assert _parquet_ids(config, "activities", "id") == {1, 3, 4}
+    assert sorted(store.files()) == [1, 2]  # the deleted activity's file stays, verbatim
