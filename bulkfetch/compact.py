@@ -47,18 +47,14 @@ error), `compact` stops the worker and waits for it: nothing is written after it
 
 from __future__ import annotations
 
-import fcntl
 import gc
 import hashlib
 import multiprocessing
 import os
 import secrets
-import signal
-import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from contextlib import closing, contextmanager
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.synchronize import Event
 from pathlib import Path
@@ -72,7 +68,9 @@ from bulkfetch import derive
 from bulkfetch.errors import LockedError, WriteError
 from bulkfetch.export_view import ExportView, TrackFile, read_track_file
 from bulkfetch.file_rows import export_part, file_stream_set
+from bulkfetch.locks import hold
 from bulkfetch.parquet_layout import AthleteLayout, publish, staged_tables, year_of_folder
+from bulkfetch.processes import interrupts_deferred, worker_pool
 from bulkfetch.recording import RECORDING_FIELDS
 from bulkfetch.schema import (
     API,
@@ -102,7 +100,6 @@ ROW_GROUP_BYTES = 64 << 20
 # that look for one activity skip the rest by row group statistics.
 STREAM_ROW_GROUP_BYTES = 32 << 20
 PARALLEL_WORKERS = 2
-PARENT_CHECK_S = 0.25  # how often a worker checks that the process it works for is alive
 # Below this much raw JSON to rewrite, starting worker processes costs more than it saves.
 PARALLEL_MIN_BYTES = 16 << 20
 COMPRESSION = "zstd"
@@ -468,19 +465,11 @@ def _sweep_temp_files(layout: AthleteLayout) -> None:
                 path.unlink(missing_ok=True)
 
 
-@contextmanager
-def _compact_lock(state_dir: Path) -> Iterator[None]:
+def _compact_lock(state_dir: Path) -> AbstractContextManager[None]:
     """One compaction per store at a time (a second one would sweep the first one's temporary files)."""
-    fd = os.open(state_dir / "compact.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LockedError(f"another compaction is writing Parquet from {state_dir.parent}",
-                              hint="wait for it to finish") from None
-        yield
-    finally:
-        os.close(fd)
+    return hold(state_dir / "compact.lock", "compact", busy=lambda holder: LockedError(
+        f"another compaction (PID {holder.pid}) is writing Parquet from {state_dir.parent}",
+        hint="wait for it to finish", holder=holder.what))
 
 
 # -- running -------------------------------------------------------------------------------------------
@@ -497,13 +486,9 @@ def _run_jobs(jobs: list[YearJob], *, parallel: bool) -> Iterator[YearOutcome]:
         for job in jobs:
             yield write_year(job)
         return
-    # forkserver: the worker forks from a clean server process, never from a caller that may hold threads.
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["bulkfetch.compact"])
     queue = sorted(jobs, key=lambda job: -job.raw_bytes)
-    stop = context.Event()
-    with ProcessPoolExecutor(max_workers=PARALLEL_WORKERS - 1, mp_context=context,
-                             initializer=_start_worker, initargs=(stop, os.getpid())) as pool:
+    stop = multiprocessing.get_context("forkserver").Event()
+    with worker_pool(PARALLEL_WORKERS - 1, __name__, _start_worker, (stop,)) as pool:
         in_worker: list[Future[YearOutcome]] = []
         try:
             while queue or in_worker:
@@ -525,29 +510,6 @@ def _run_jobs(jobs: list[YearJob], *, parallel: bool) -> Iterator[YearOutcome]:
                 future.cancel()
 
 
-@contextmanager
-def interrupts_deferred() -> Iterator[None]:
-    """Ctrl-C and SIGTERM wait for the end of the block, then take effect as usual.
-
-    Around `submit`, which starts the worker: stopped half-way, the pool would forget a worker that is
-    still starting, and that worker would fail with a traceback instead of being stopped and waited for.
-    Python runs signal handlers in the main thread only, so elsewhere there is nothing to defer.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    pending: list[int] = []
-    signals = (signal.SIGINT, signal.SIGTERM)
-    previous = {signum: signal.signal(signum, lambda signum, frame: pending.append(signum)) for signum in signals}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        if pending:
-            signal.raise_signal(pending[0])
-
-
 class _Stopped(Exception):
     """A worker's year was dropped because the parent process stopped."""
 
@@ -557,44 +519,11 @@ class _Stopped(Exception):
 _stop_event: Event | None = None
 
 
-def _start_worker(stop: Event, parent_pid: int) -> None:
-    """Ctrl-C reaches every process of the terminal's process group: a worker ignores it and leaves the
-    decision to its parent, which sets `stop`. A parent killed outright (SIGKILL) sets nothing: the
-    worker then ends by itself, or it, the forkserver it holds and the resource tracker would live on
-    holding the command's stdout (`bulkfetch compact | tee` would never end)."""
+def _start_worker(stop: Event) -> None:
+    """A worker leaves stopping to its parent, which sets `stop` (see bulkfetch.processes.worker_pool). A
+    parent killed outright sets nothing: the worker then ends by itself (`processes.exit_with_parent`)."""
     global _stop_event
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _stop_event = stop
-    exit_with_parent(parent_pid)
-
-
-def exit_with_parent(parent_pid: int) -> None:
-    """End this process at once when `parent_pid` is gone, killed outright included (see `_exit_with`)."""
-    threading.Thread(target=_exit_with, args=(parent_pid,), name="parent-watch", daemon=True).start()
-
-
-def _exit_with(parent_pid: int) -> None:
-    """End this worker at once when the process it works for is gone (a half-written partition is a
-    temporary file, swept by the next compaction)."""
-    while _alive(parent_pid):
-        time.sleep(PARENT_CHECK_S)
-    os._exit(1)
-
-
-def _alive(pid: int) -> bool:
-    """Whether `pid` runs: a killed process stays a zombie until its own parent reaps it, and that parent
-    may be waiting for this worker to close the pipes first, so a zombie counts as gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    except OSError:  # no /proc (not Linux): a zombie then counts as alive
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-    return stat[stat.rindex(")") + 2] != "Z"
 
 
 def _check_stop() -> None:

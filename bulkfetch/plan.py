@@ -248,7 +248,7 @@ def pending_streams(
 ) -> list[int]:
     """Ids that need `GET /activities/{id}/streams`, newest first: detailed, accepted, stale by
     `streams_stale` (`records` holds the stored answers, "no streams" included), and not among
-    `from_export`, the activities whose streams the account export gives (see bulkfetch.file_rows)."""
+    `from_export`, the activities whose streams the account export gives (see bulkfetch.export_view)."""
     ids = [i for i, s in catalog.items() if i in detailed and i not in from_export and filters.accepts(s)
            and streams_stale(records.get(i), wanted, s)]
     return sorted(ids, key=lambda i: (start_epoch(catalog[i]) or 0, i), reverse=True)
