@@ -24,15 +24,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bulkfetch import derive
 from bulkfetch.errors import LockedError
-from bulkfetch.export_store import INDEX, ExportActivity, ExportStore, ImportedFile
+from bulkfetch.export_paths import INDEX
+from bulkfetch.export_store import ExportActivity, ExportStore, ImportedFile, imported_file
 from bulkfetch.store import RawStore
-from bulkfetch.track import FORMAT_VERSION, Track, read_track
+from bulkfetch.track import Track, read_track
 
 USABLE = ("ok", "truncated")  # decoded files that give rows
 
@@ -79,7 +80,7 @@ def _api_fields(file: derive.FileSummary) -> dict[str, Any]:
 
 def is_current(entry: ImportedFile) -> bool:
     """Whether the entry's file summary was made by today's rules from today's track format."""
-    return entry.derive_version == derive.DERIVE_VERSION and entry.track_version == FORMAT_VERSION
+    return entry.derive_version == derive.DERIVE_VERSION and entry.track_current
 
 
 def current_summary(entry: ImportedFile) -> derive.FileSummary | None:
@@ -173,10 +174,9 @@ class ExportView:
         for entry in outdated:
             track_file = self.track_file(entry.activity_id)
             track = read_track_file(track_file) if track_file is not None else None
-            if track is not None:  # else gone, or of another format: the import decodes it again
-                fresh[entry.activity_id] = replace(
-                    entry, summary=derive.file_summary(track, sports.get(entry.activity_id)),
-                    derive_version=derive.DERIVE_VERSION, track_version=FORMAT_VERSION)
+            if track is not None:  # else gone, or of another format: decoded again (importer.refresh_tracks)
+                fresh[entry.activity_id] = imported_file(entry.activity_id, entry.file, entry.size, entry.crc32,
+                                                         track, sports.get(entry.activity_id))
         self._files = {**self.files(), **fresh}
         self._keep(fresh)
         return len(fresh)
