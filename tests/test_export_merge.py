@@ -483,7 +483,7 @@ def test_the_runs_summary_counts_each_activity_the_export_spared_once_whatever_t
     # Athlete A (with an export) finishes first; a check of its list head during B's backfill finds a new
     # upload and decides A's streams again: the activities the export spares are the same ones.
     monkeypatch.setattr(run_module, "HEAD_CHECK_WINDOWS", 1)  # a check every second, not every 4
-    settings = SimulatorSettings(athletes=2, athlete_activities=(3, 12), seed=38, duration_s=120, short_limit=10,
+    settings = SimulatorSettings(athletes=2, athlete_activities=(3, 16), seed=38, duration_s=120, short_limit=10,
                                  daily_limit=10_000, short_window_s=1)
     thread = SimulatorThread(settings)
     with thread as sim:
@@ -500,7 +500,7 @@ def test_the_runs_summary_counts_each_activity_the_export_spared_once_whatever_t
 
         def upload_once_a_finished() -> None:  # its streams asked: A's own run is over
             deadline = time.monotonic() + 30
-            while set(stream_gets(sim)) < listed - covered and time.monotonic() < deadline:
+            while not listed - covered <= set(stream_gets(sim)) and time.monotonic() < deadline:
                 time.sleep(0.02)
             uploaded.append(thread.call(partial(sim.add_activity, first)))
 
