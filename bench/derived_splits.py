@@ -7,7 +7,14 @@
    (`bulkfetch.simulator.devicefiles`) is decoded (`activity_files.decode_file`) and derived
    (`bulkfetch.derive`); its splits and laps are compared with the DetailedActivity the simulator's API
    serves, whose splits and laps are solved analytically from the same per-second motion
-   (`bulkfetch.simulator.motion`, which never imports `bulkfetch.derive`). Activities cropped on Strava
+   (`bulkfetch.simulator.motion`, which never imports `bulkfetch.derive`). But the simulator states its
+   splits by derive's own convention (a boundary is the first whole second whose recorded distance
+   reaches it), so that comparison shows the pipeline (writing, decoding, deriving) loses nothing, not
+   how close that convention comes to the truth. Hence also:
+1b. The truth: each full split of the derived splits against the split the simulated athlete really
+   ran, which crosses its boundary at a fractional second (found by bisection on the motion's analytic
+   distance, with no record and no rounding) and is exactly 1 km or 1 mile long: the error of the end
+   second, of the elapsed and moving time, of the distance. Activities cropped on Strava
    after upload must be found stale (`derive.is_stale`) and are left out of the errors, as the import
    leaves them out of the tables. Relative errors are over full splits (a last split of a few metres
    would turn one second into a percentage of nothing); the partial ones count in the absolute errors.
@@ -45,6 +52,7 @@ from bulkfetch import derive  # noqa: E402 - after the path fix, so the script r
 from bulkfetch.activity_files import decode_file  # noqa: E402
 from bulkfetch.simulator.devicefiles import fit_file, gpx_file, tcx_file  # noqa: E402
 from bulkfetch.simulator.history import Activity, History, detail_of  # noqa: E402
+from bulkfetch.simulator.motion import Motion  # noqa: E402
 from bulkfetch.track import Track  # noqa: E402
 
 FILES = REPO / "tests" / "fixtures_files"
@@ -54,6 +62,7 @@ NOW_S = 1_767_225_600  # 2026-01-01T00:00:00Z: the same history whatever the day
 ATHLETE_ID = 26462176
 SPLIT_KEYS = {"splits_metric": derive.METRIC_SPLIT_M, "splits_standard": derive.STANDARD_SPLIT_M}
 REAL_FILES = ("fenix2-run.fit", "edge500-ride.fit", "forerunner-run.tcx")
+BISECTION_STEPS = 60  # halving a day-long activity's span 60 times leaves far under a microsecond
 
 
 @dataclass(frozen=True)
@@ -105,9 +114,54 @@ class Errors:
                 for t in TARGETS if self.worst.get(t.field, 0.0) > t.limit]
 
 
+def crossing_s(motion: Motion, target_m: float) -> float:
+    """The fractional second at which the simulated athlete's distance (from Strava's start) reaches
+    `target_m`: bisection on the motion's analytic distance, which never decreases."""
+    low, high = 0.0, float(motion.elapsed_s)
+    for _ in range(BISECTION_STEPS):
+        middle = (low + high) / 2
+        if motion.distance_at(middle) >= target_m:
+            high = middle
+        else:
+            low = middle
+    return high
+
+
+@dataclass
+class TrueErrors:
+    """Derived full splits against the splits the simulated athlete really ran (see the module's 1b)."""
+
+    splits: int = 0
+    late_s_total: float = 0.0   # the sum of (derived end second - true crossing), for the mean
+    worst: dict[str, float] = field(default_factory=dict)
+
+    def add(self, name: str, value: float) -> None:
+        self.worst[name] = max(self.worst.get(name, 0.0), value)
+
+    def compare(self, derived: list[dict[str, Any]], motion: Motion, unit_m: float) -> None:
+        end_s = 0
+        true_start_s = 0.0
+        for k, item in enumerate(derived, start=1):
+            end_s += item["elapsed_time"]  # splits follow each other from the first record, at 0
+            if k * unit_m > motion.distance_m:
+                break  # the partial split: it ends where the file ends, as the activity does
+            true_end_s = crossing_s(motion, k * unit_m)
+            true_moving_s = motion.moving_time(true_end_s) - motion.moving_time(true_start_s)
+            self.splits += 1
+            self.late_s_total += end_s - true_end_s
+            self.add("end_s", abs(end_s - true_end_s))
+            self.add("elapsed_s", abs(item["elapsed_time"] - (true_end_s - true_start_s)))
+            self.add("moving_s", abs(item["moving_time"] - true_moving_s))
+            self.add("moving_pct", 100 * abs(item["moving_time"] / true_moving_s - 1))
+            self.add("distance_m", abs(item["distance"] - unit_m))
+            self.add("distance_pct", 100 * abs(item["distance"] / unit_m - 1))
+            true_start_s = true_end_s
+
+
 @dataclass
 class SimulatorResult:
     splits: dict[str, Errors] = field(default_factory=lambda: {fmt: Errors() for fmt in WRITERS})
+    truth: dict[str, TrueErrors] = field(default_factory=lambda: {fmt: TrueErrors() for fmt in WRITERS})
     laps: dict[str, Errors] = field(default_factory=lambda: {fmt: Errors() for fmt in DEVICE_DISTANCE})
     activities: int = 0
     cropped_files: int = 0     # files of activities cropped on Strava after upload
@@ -123,13 +177,14 @@ def simulated(count: int, seed: int, duration_s: int | None) -> SimulatorResult:
         if activity.manual:
             continue
         detail = detail_of(activity, history.segments)
+        motion = activity.motion(routed=False)
         result.activities += 1
         for fmt, write in WRITERS.items():
             if fmt != "fit" and not activity.has_gps:
                 continue  # a recording without positions is a FIT file only
             track = decode_file(write(activity), f"{activity.id}.{fmt}")
             result.tracks.append(track)
-            prepared = derive.prepare(track)
+            prepared = derive.prepare(track, activity.sport.sport_type)  # as the import: the CSV's sport
             stale = derive.is_stale(derive.file_summary(prepared), detail)
             if activity.cropped:
                 result.cropped_files += 1
@@ -138,7 +193,9 @@ def simulated(count: int, seed: int, duration_s: int | None) -> SimulatorResult:
             result.false_stale += stale
             for key, unit_m in SPLIT_KEYS.items():
                 if key in detail:
-                    result.splits[fmt].compare(derive.splits(prepared, unit_m), detail[key], unit_m)
+                    derived = derive.splits(prepared, unit_m)
+                    result.splits[fmt].compare(derived, detail[key], unit_m)
+                    result.truth[fmt].compare(derived, motion, unit_m)
             if fmt in result.laps:
                 result.laps[fmt].compare(derive.laps(prepared), detail["laps"], None)
     return result
@@ -209,6 +266,20 @@ def render(result: SimulatorResult) -> str:
     return "\n".join(lines)
 
 
+def render_truth(result: SimulatorResult) -> str:
+    lines = [f"{'':<12}{'splits':>7}{'end s':>8}{'end s':>8}{'elapsed':>9}{'distance':>10}{'distance':>10}"
+             f"{'moving':>8}{'moving':>8}",
+             f"{'':<12}{'':>7}{'mean':>8}{'max':>8}{'max s':>9}{'max m':>10}{'max %':>10}{'max s':>8}{'max %':>8}"]
+    for fmt, errors in result.truth.items():
+        worst = errors.worst
+        mean = errors.late_s_total / errors.splits if errors.splits else math.nan
+        lines.append(f"{'truth ' + fmt:<12}{errors.splits:>7}{mean:>8.2f}{worst.get('end_s', 0):>8.2f}"
+                     f"{worst.get('elapsed_s', 0):>9.2f}{worst.get('distance_m', 0):>10.2f}"
+                     f"{worst.get('distance_pct', 0):>10.3f}{worst.get('moving_s', 0):>8.2f}"
+                     f"{worst.get('moving_pct', 0):>8.2f}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--activities", type=int, default=120, help="simulated activities (default 120)")
@@ -233,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{'met' if not failures else 'MISSED: ' + '; '.join(failures)}")
     gpx = result.splits["gpx"].misses()
     print(f"GPX (great-circle distance, no device distance): {'within them' if not gpx else ', '.join(gpx)}")
+    print("\nfull splits against the true crossings (fractional seconds; the end second is derived - true):")
+    print(render_truth(result))
 
     print(f"\n{'real file':<22}{'laps':>6}{'distance max m':>16}{'elapsed max s':>15}{'moving vs timer %':>19}"
           f"{'laps sum - session m':>22}")

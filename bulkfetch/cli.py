@@ -37,9 +37,10 @@ from bulkfetch.errors import (
     WorkLeft,
 )
 from bulkfetch.ids import MAX_ID, parse_id
+from bulkfetch.locks import COMPACTING_FETCHES, data_dir_lock, import_lock
 from bulkfetch.plan import STREAMS_FROM_API, STREAMS_FROM_AUTO, parse_filters
 from bulkfetch.scheduler import WaitPolicy
-from bulkfetch.store import RawStore, ensure_dir, exclusive_lock
+from bulkfetch.store import RawStore, ensure_dir
 
 if TYPE_CHECKING:
     from bulkfetch.demo import DemoRun
@@ -311,7 +312,9 @@ def _fetch_then_compact(args: argparse.Namespace, data_dir: Path, parquet_dir: P
     ensure_dir(data_dir)
     if compact_after:
         ensure_dir(parquet_dir)  # an unusable parquet_dir is said now, not after hours of fetching
-    with exclusive_lock(data_dir, args.command), _sigterm_as_ctrl_c(), Reporter(
+    # What the lock file names: a run refused meanwhile says whether this one compacts when it ends.
+    holder = f"{args.command} --no-compact" if args.command == "fetch" and not compact_after else args.command
+    with data_dir_lock(data_dir, holder), _sigterm_as_ctrl_c(), Reporter(
             quiet=args.quiet, verbose=args.verbose, log_path=RawStore(data_dir).log_path) as reporter:
         if prepare is not None:
             prepare(reporter)
@@ -384,6 +387,7 @@ def _work_left(summary: FetchSummary) -> str:
 def _compact(data_dir: Path, parquet_dir: Path, reporter: Reporter, *, rebuild: bool) -> None:
     """Compact every athlete of the data_dir (the caller holds its lock: the layout is migrated first)."""
     from bulkfetch.compact import compact, has_inputs
+    from bulkfetch.importer import refresh_tracks
     from bulkfetch.roster import Roster
 
     roster = Roster(data_dir)
@@ -396,6 +400,7 @@ def _compact(data_dir: Path, parquet_dir: Path, reporter: Reporter, *, rebuild: 
     try:
         for athlete in athletes:
             assert athlete.athlete_id is not None
+            refresh_tracks(athlete.folder, reporter)  # a bulkfetch that stores decoded files differently
             result = compact(athlete.store, parquet_dir, athlete.athlete_id, rebuild=rebuild,
                              on_progress=reporter.compact_progress)
             rewritten += len({year for table_years in result.written.values() for year in table_years})
@@ -412,8 +417,10 @@ def _cmd_compact(args: argparse.Namespace) -> int:
     data_dir = config.storage.data_dir
     ensure_dir(data_dir)
     ensure_dir(config.storage.parquet_dir)  # an unusable one is said even while there is nothing to compact
-    # The lock: a running fetch's temporary files are not swept, and its own compaction is not raced.
-    with exclusive_lock(data_dir, "compact"), _sigterm_as_ctrl_c(), _reporter(args, config) as reporter:
+    # The lock: a running fetch's temporary files are not swept, and its own compaction is not raced; a
+    # rebuild rewrites every partition, so no import's compaction may run beside it either.
+    with data_dir_lock(data_dir, "compact --rebuild" if args.rebuild else "compact", alone=args.rebuild), \
+            _sigterm_as_ctrl_c(), _reporter(args, config) as reporter:
         _compact(data_dir, config.storage.parquet_dir, reporter, rebuild=args.rebuild)
     return EXIT_OK
 
@@ -474,7 +481,7 @@ def _cmd_auth(args: argparse.Namespace) -> int:
         return _auth_from_refresh_token(args)
     config = _config(args)
     config.require_credentials()
-    _migrate_layout(config.storage.data_dir)
+    _migrate_layout(config.storage.data_dir, "auth")
     athlete = _run(store_authorized_tokens(config, port=args.port, no_browser=args.no_browser,
                                            announce=lambda line: print(line, flush=True), read_line=input))
     print(f"connected {athlete.label}; tokens stored in {athlete.tokens.path} (mode 0600)")
@@ -501,7 +508,7 @@ def _auth_from_refresh_token(args: argparse.Namespace) -> int:
     else:
         text = sys.stdin.readline()
     token = connect.clean_token(text, source)
-    _migrate_layout(config.storage.data_dir)
+    _migrate_layout(config.storage.data_dir, "auth")
     with _reporter(args) as reporter:
         reporter.warn(connect.ROTATION_WARNING)
         athlete = _run(connect.connect_refresh_token(config, token, warn=reporter.warn, on_wait=reporter.waiting))
@@ -510,16 +517,17 @@ def _auth_from_refresh_token(args: argparse.Namespace) -> int:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    """No credentials needed, and no data_dir lock for the import itself (it runs beside a fetch); the
-    compaction after it takes the lock, or leaves the work to the fetch that holds it."""
+    """No credentials needed. The import takes the data_dir's import lock (bulkfetch.locks): it runs beside
+    a fetch, a plan and other imports, not beside a run that needs the data_dir alone; the compaction
+    after it takes the run lock, or leaves the work to the run that holds it."""
     from bulkfetch.importer import check_export
 
     config = _config(args)
     data_dir = config.storage.data_dir
     check_export(data_dir, args.path, args.athlete)  # bad input: said before the data_dir or its log is made
     ensure_dir(data_dir)
-    _migrate_layout(data_dir)
-    with _sigterm_as_ctrl_c(), _reporter(args, config) as reporter:
+    _migrate_layout(data_dir, "import")
+    with import_lock(data_dir), _sigterm_as_ctrl_c(), _reporter(args, config) as reporter:
         summary = _import_reported(data_dir, args.path, args.athlete, reporter, rerun="bulkfetch import")
         _compact_imported(summary.athlete, data_dir, config.storage.parquet_dir, reporter)
     return EXIT_OK
@@ -547,7 +555,7 @@ def _import_reported(data_dir: Path, path: Path, athlete: int | None, reporter: 
 
 def _compact_imported(athlete: AthleteDir, data_dir: Path, parquet_dir: Path, reporter: Reporter) -> None:
     """The imported athlete's Parquet, as 'bulkfetch compact' makes it, unless another run holds the
-    data_dir (a fetch compacts when it ends)."""
+    data_dir (a fetch or demo that compacts when it ends takes the import in; else 'bulkfetch compact' does)."""
     from bulkfetch.compact import compact
 
     if athlete.athlete_id is None:
@@ -555,11 +563,12 @@ def _compact_imported(athlete: AthleteDir, data_dir: Path, parquet_dir: Path, re
         return
     ensure_dir(parquet_dir)
     try:
-        with exclusive_lock(data_dir, "import"):
+        with data_dir_lock(data_dir, "import"):
             compact(athlete.store, parquet_dir, athlete.athlete_id, on_progress=reporter.compact_progress)
     except LockedError as busy:
-        reporter.info(f"not compacted now: {busy.message}; a fetch compacts when it ends (else run "
-                      "'bulkfetch compact' after it)")
+        then = f"the {busy.holder} compacts when it ends" if busy.holder in COMPACTING_FETCHES else \
+            "run 'bulkfetch compact' after it"
+        reporter.info(f"not compacted now: {busy.message}; {then}")
         return
     except KeyboardInterrupt:
         raise Interrupted("compaction stopped; the import is kept and every Parquet file is whole "
@@ -567,14 +576,14 @@ def _compact_imported(athlete: AthleteDir, data_dir: Path, parquet_dir: Path, re
     reporter.info(f"compacted {athlete.label} into {parquet_dir}")
 
 
-def _migrate_layout(data_dir: Path) -> None:
+def _migrate_layout(data_dir: Path, command: str) -> None:
     """A one-athlete data_dir moves to the per-athlete layout before an athlete is added beside it. A
     running fetch (holding the lock) has moved it already, and `auth` may run beside a fetch."""
     from bulkfetch.roster import Roster
 
     roster = Roster(data_dir)
     if roster.needs_migration():
-        with exclusive_lock(data_dir, "auth"):
+        with data_dir_lock(data_dir, command):
             roster.migrate()
 
 
@@ -608,17 +617,19 @@ def _list_athletes(args: argparse.Namespace, config: Config) -> int:
 
 
 def _remove_athlete(args: argparse.Namespace, config: Config) -> int:
-    """Plain remove takes no lock (it works while a fetch runs); --purge deletes files a run may be using."""
+    """Plain remove takes no lock (it works while a fetch runs); --purge deletes files a run or an import
+    may be using: it needs the data_dir alone."""
     from bulkfetch import athletes
     from bulkfetch.roster import Roster
 
     data_dir = config.storage.data_dir
     athletes.find_athlete(Roster(data_dir), args.athlete_id)  # an unknown id: said before anything else
-    with exclusive_lock(data_dir, "athletes") if args.purge else nullcontext(), _reporter(args, config) as reporter:
+    with data_dir_lock(data_dir, "athletes remove --purge", alone=True) if args.purge else nullcontext(), \
+            _reporter(args, config) as reporter:
         if args.purge:
             Roster(data_dir).migrate()
         else:
-            _migrate_layout(data_dir)
+            _migrate_layout(data_dir, "athletes remove")
         athlete = athletes.find_athlete(Roster(data_dir), args.athlete_id)
         removed = _run(athletes.remove(config, athlete, purge=args.purge, warn=reporter.warn))
         name = f" ({removed.name})" if removed.name else ""
@@ -644,8 +655,9 @@ def _adopt_data_dir(args: argparse.Namespace, config: Config) -> int:
     athletes.check_adoptable(Roster(data_dir), Roster(other))  # refused before either lock is taken
     ensure_dir(data_dir)
     ensure_dir(parquet_dir)
-    with exclusive_lock(data_dir, "athletes"), exclusive_lock(other, "athletes"), _sigterm_as_ctrl_c(), \
-            _reporter(args, config) as reporter:
+    # Alone in both: athlete folders move from one to the other under any import's feet.
+    with data_dir_lock(data_dir, "athletes adopt", alone=True), data_dir_lock(other, "athletes adopt", alone=True), \
+            _sigterm_as_ctrl_c(), _reporter(args, config) as reporter:
         roster = Roster(data_dir)
         for athlete in athletes.adopt(roster, Roster(other)):
             row = athletes.athlete_row(athlete, config, roster)

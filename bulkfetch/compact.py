@@ -6,16 +6,18 @@ UTC year of the activity's `start_date` (the summary's; the detail's if the summ
 neither parses). Both live in the folder names only, never inside the files (Spark refuses a column
 that is in both). A compaction touches its athlete's folders only, so athletes compact independently.
 
-The athlete's account export, when imported, is the other source (see bulkfetch.file_rows): activities
-only its activities.csv knows get rows from it, in the year of their start, and a decoded device file
-gives its activity's streams, splits and laps wherever the API's are not there.
+The athlete's account export, when imported, is the other source (see bulkfetch.export_view and
+bulkfetch.file_rows): activities only its activities.csv knows get rows from it, in the year of their
+start, and a decoded device file gives its activity's streams, splits and laps wherever the API's are
+not there.
 
 Incremental, per table group: the detail tables (activities and what a detail holds) and the streams
 table of a year are built from different inputs, so each group gets its own fingerprint (see
 `details_fingerprint`, `streams_fingerprint`); the store's `state/compact.json` keeps the fingerprints
 each year's partitions were written from, and a group whose fingerprint and files are unchanged is
 skipped: a kudos count that changed rewrites a year's activities, not its streams. A new SCHEMA_VERSION,
-another parquet_dir or athlete id, or `rebuild=True` rewrite every year.
+another parquet_dir or athlete id, or `rebuild=True` rewrite every year; a new derive.DERIVE_VERSION or
+track format rewrites the table groups that have rows from device files.
 
 A table whose folder still holds the one-athlete layout of schema versions before 3, or files of an older
 schema version, is written aside and swapped in once every year is written (see bulkfetch.parquet_layout):
@@ -45,18 +47,14 @@ error), `compact` stops the worker and waits for it: nothing is written after it
 
 from __future__ import annotations
 
-import fcntl
 import gc
 import hashlib
 import multiprocessing
 import os
 import secrets
-import signal
-import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from contextlib import closing, contextmanager
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.synchronize import Event
 from pathlib import Path
@@ -66,10 +64,14 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bulkfetch import derive
 from bulkfetch.errors import LockedError, WriteError
-from bulkfetch.file_rows import ExportView, TrackFile, export_part, file_stream_set, read_track_file
+from bulkfetch.export_view import ExportView, TrackFile, read_track_file
+from bulkfetch.file_rows import export_part, file_stream_set
+from bulkfetch.locks import hold
 from bulkfetch.parquet_layout import AthleteLayout, publish, staged_tables, year_of_folder
-from bulkfetch.plan import RECORDING_FIELDS
+from bulkfetch.processes import interrupts_deferred, worker_pool
+from bulkfetch.recording import RECORDING_FIELDS
 from bulkfetch.schema import (
     API,
     DETAIL_TABLES,
@@ -84,6 +86,7 @@ from bulkfetch.schema import (
     utc_years,
 )
 from bulkfetch.store import TEMP_MARK, UNLISTED, RawStore, ensure_dir, fsync_dir, is_orphaned_temp
+from bulkfetch.track import FORMAT_VERSION as TRACK_FORMAT
 
 MANIFEST = "compact"  # state/compact.json
 # The tables of a year that are written together, from the same inputs (see the module docstring).
@@ -97,7 +100,6 @@ ROW_GROUP_BYTES = 64 << 20
 # that look for one activity skip the rest by row group statistics.
 STREAM_ROW_GROUP_BYTES = 32 << 20
 PARALLEL_WORKERS = 2
-PARENT_CHECK_S = 0.25  # how often a worker checks that the process it works for is alive
 # Below this much raw JSON to rewrite, starting worker processes costs more than it saves.
 PARALLEL_MIN_BYTES = 16 << 20
 COMPRESSION = "zstd"
@@ -257,9 +259,9 @@ def partition_entries(store: RawStore) -> dict[int, list[Entry]]:
     """
     catalog = store.catalog()
     export = ExportView(store.data_dir)
+    export.refresh_summaries()  # after a new derive rule: the CSV rows' gaps and fetch's coverage need them
     deleted = {i for i, tombstone in store.tombstones().items() if tombstone.reason == UNLISTED}
     from_csv = export.csv_summaries(catalog.keys() | deleted)
-    export.save_summaries()
     summaries = {**from_csv, **catalog}
     detail_ids = store.detail_ids()
     stream_ids = store.stream_ids()
@@ -347,7 +349,11 @@ def streams_fingerprint(entries: Sequence[Entry]) -> str:
 
 
 def _track_identity(track: TrackFile | None) -> str:
-    return "" if track is None else f" file {track.size} {track.mtime_ns} {track.status}"
+    """A device file's part of a fingerprint: the decoded file's identity, and the versions of the track
+    format and of derive's rules its rows are made by (a new rule rewrites the years with file rows)."""
+    if track is None:
+        return ""
+    return f" file {track.size} {track.mtime_ns} {track.status} derive {derive.DERIVE_VERSION} track {TRACK_FORMAT}"
 
 
 def _digest() -> hashlib.blake2b:
@@ -459,19 +465,11 @@ def _sweep_temp_files(layout: AthleteLayout) -> None:
                 path.unlink(missing_ok=True)
 
 
-@contextmanager
-def _compact_lock(state_dir: Path) -> Iterator[None]:
+def _compact_lock(state_dir: Path) -> AbstractContextManager[None]:
     """One compaction per store at a time (a second one would sweep the first one's temporary files)."""
-    fd = os.open(state_dir / "compact.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LockedError(f"another compaction is writing Parquet from {state_dir.parent}",
-                              hint="wait for it to finish") from None
-        yield
-    finally:
-        os.close(fd)
+    return hold(state_dir / "compact.lock", "compact", busy=lambda holder: LockedError(
+        f"another compaction (PID {holder.pid}) is writing Parquet from {state_dir.parent}",
+        hint="wait for it to finish", holder=holder.what))
 
 
 # -- running -------------------------------------------------------------------------------------------
@@ -488,13 +486,9 @@ def _run_jobs(jobs: list[YearJob], *, parallel: bool) -> Iterator[YearOutcome]:
         for job in jobs:
             yield write_year(job)
         return
-    # forkserver: the worker forks from a clean server process, never from a caller that may hold threads.
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["bulkfetch.compact"])
     queue = sorted(jobs, key=lambda job: -job.raw_bytes)
-    stop = context.Event()
-    with ProcessPoolExecutor(max_workers=PARALLEL_WORKERS - 1, mp_context=context,
-                             initializer=_start_worker, initargs=(stop, os.getpid())) as pool:
+    stop = multiprocessing.get_context("forkserver").Event()
+    with worker_pool(PARALLEL_WORKERS - 1, __name__, _start_worker, (stop,)) as pool:
         in_worker: list[Future[YearOutcome]] = []
         try:
             while queue or in_worker:
@@ -516,29 +510,6 @@ def _run_jobs(jobs: list[YearJob], *, parallel: bool) -> Iterator[YearOutcome]:
                 future.cancel()
 
 
-@contextmanager
-def interrupts_deferred() -> Iterator[None]:
-    """Ctrl-C and SIGTERM wait for the end of the block, then take effect as usual.
-
-    Around `submit`, which starts the worker: stopped half-way, the pool would forget a worker that is
-    still starting, and that worker would fail with a traceback instead of being stopped and waited for.
-    Python runs signal handlers in the main thread only, so elsewhere there is nothing to defer.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    pending: list[int] = []
-    signals = (signal.SIGINT, signal.SIGTERM)
-    previous = {signum: signal.signal(signum, lambda signum, frame: pending.append(signum)) for signum in signals}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        if pending:
-            signal.raise_signal(pending[0])
-
-
 class _Stopped(Exception):
     """A worker's year was dropped because the parent process stopped."""
 
@@ -548,44 +519,11 @@ class _Stopped(Exception):
 _stop_event: Event | None = None
 
 
-def _start_worker(stop: Event, parent_pid: int) -> None:
-    """Ctrl-C reaches every process of the terminal's process group: a worker ignores it and leaves the
-    decision to its parent, which sets `stop`. A parent killed outright (SIGKILL) sets nothing: the
-    worker then ends by itself, or it, the forkserver it holds and the resource tracker would live on
-    holding the command's stdout (`bulkfetch compact | tee` would never end)."""
+def _start_worker(stop: Event) -> None:
+    """A worker leaves stopping to its parent, which sets `stop` (see bulkfetch.processes.worker_pool). A
+    parent killed outright sets nothing: the worker then ends by itself (`processes.exit_with_parent`)."""
     global _stop_event
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _stop_event = stop
-    exit_with_parent(parent_pid)
-
-
-def exit_with_parent(parent_pid: int) -> None:
-    """End this process at once when `parent_pid` is gone, killed outright included (see `_exit_with`)."""
-    threading.Thread(target=_exit_with, args=(parent_pid,), name="parent-watch", daemon=True).start()
-
-
-def _exit_with(parent_pid: int) -> None:
-    """End this worker at once when the process it works for is gone (a half-written partition is a
-    temporary file, swept by the next compaction)."""
-    while _alive(parent_pid):
-        time.sleep(PARENT_CHECK_S)
-    os._exit(1)
-
-
-def _alive(pid: int) -> bool:
-    """Whether `pid` runs: a killed process stays a zombie until its own parent reaps it, and that parent
-    may be waiting for this worker to close the pipes first, so a zombie counts as gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    except OSError:  # no /proc (not Linux): a zombie then counts as alive
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-    return stat[stat.rindex(")") + 2] != "Z"
 
 
 def _check_stop() -> None:

@@ -5,28 +5,35 @@ Strava's version of the activity is newer than the file (`is_stale`). Pure: no I
 
 Strava does not publish its smoothing or thresholds; these rules are ours, simple and stated:
 
-- distance: the device's cumulative distance where the file records one (a record without a value takes
-  the value before it, 0 before the first; a value below an earlier one is raised to it, so it never
-  decreases); else, for a file with positions only (GPX), the cumulative great-circle (haversine) distance
-  between consecutive positions; else none. What needs distance (velocity_smooth, grade_smooth, moving,
-  splits) exists only when the distance grows: not for a treadmill run without a foot pod, nor weights.
+- the sport: the one the caller passes (activities.csv's or the API's: a GPX file's `<type>` is often a
+  number, and a device's sport can be wrong) wins over the one the file states.
+- distance: `bulkfetch.distance`'s: the device's cumulative distance, or the great-circle distance
+  between positions (GPX); glitches (a jump faster than the sport can go that does not last) rejected;
+  never decreasing. What needs distance (velocity_smooth, grade_smooth, moving, splits) exists only when
+  the distance grows: not for a treadmill run without a foot pod, nor weights.
 - moving: a record is moving when the speed over the interval since the record before it exceeds
   1.0 m/s for cycling sports (CYCLING_SPORTS), 0.3 m/s for any other; the first record, and one with
   the timestamp of the record before it, is not moving. Moving time is the sum of the moving records'
   intervals, so standing still and a device's auto-pause (a gap between records) do not count, and a
   gap the athlete moved through (a tunnel) does. GPS jitter faster than the threshold while standing
-  still counts as moving.
+  still counts as moving. A span's moving time (a split's, a lap's, the whole file's) is at most its
+  elapsed time: a device closes a lap between two records, so the elapsed time it states can be a
+  second shorter than the records the lap spans.
 - velocity_smooth[i]: the distance change over the time change between records i-2 and i+2 (the first
   or last record where those fall outside the track); 0 where they share a timestamp.
 - grade_smooth[i]: 100 x the altitude change over the distance change between records i-5 and i+5 (the
   same at the ends); null where that distance change is under 5 m (standing still).
-- splits of `unit_m` (1000 m: splits_metric, 1609.344 m: splits_standard): split k ends at the first
-  record whose distance from the first record reaches k x unit_m; the last, partial split (to the last
-  record) is kept when it covers at least 0.1 m. A split runs from the record that ended the one before
-  it (the first record for split 1) to the record that ends it: its distance, elapsed time and elevation
-  difference are the differences between those two records, its moving time the moving seconds between
-  them, its average speed distance / moving time (null when that is 0), its average heart rate the mean
-  over its records (those after its start record, up to and including its end record). pace_zone and
+- splits of `unit_m` (1000 m: splits_metric, 1609.344 m: splits_standard): a split ends at the first
+  record whose distance from the first record reaches its boundary, a multiple of unit_m: the first
+  split's is unit_m, each next one's the first multiple more than 0.1 m past the record that ended the
+  split before. So a record past several boundaries (after a gap in the recording, or a step of the
+  device's counter) ends one split, longer than unit_m, and no split is empty: splits number fewer than
+  the whole units then. The last, partial split (to the last record) is kept when it covers at least
+  0.1 m. A split runs from the record that ended the one before it (the first record for split 1) to
+  the record that ends it: its distance, elapsed time and elevation difference are the differences
+  between those two records, its moving time the moving seconds between them, its average speed
+  distance / moving time (null when that is 0), its average heart rate the mean over its records (those
+  after its start record, up to and including its end record). pace_zone and
   average_grade_adjusted_speed are null (Strava's zones and grade model are not in the file). Distances
   and elevations are rounded to 0.1 m and speeds to 0.01 m/s, as Strava does.
 - laps: the device's laps (FIT lap messages, TCX laps), each ending at its last record at or before its
@@ -37,9 +44,17 @@ Strava does not publish its smoothing or thresholds; these rules are ours, simpl
   splits (a device's timer time counts standing still unless auto-pause was on); without a growing
   distance the device's timer time, else the elapsed time. A file without laps (GPX) gives one lap for
   the whole track, as Strava does.
+- the file's totals (`file_summary`): what its session states (start, distance, elapsed time, ascent),
+  else computed from the records; the distance is the records' when the session's disagrees with it as
+  much as `is_stale` calls stale (the splits and laps come from the records, and `is_stale` must judge
+  them). moving_s by the moving rule when the distance grows, else the device's timer time, else the
+  elapsed time.
 - elevation gain, where the file does not state it: each climb from a low point to a high point counts
   once the altitude has risen more than 1 m above the low point, and ends when it falls more than 1 m
   below the high point, so wiggles under 1 m add nothing.
+
+DERIVE_VERSION numbers these rules: whatever stores derived data (the import's index, the Parquet
+fingerprints) stores it too, and derives again when it differs.
 """
 
 from __future__ import annotations
@@ -50,10 +65,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import accumulate, pairwise
-from operator import le, mul, sub
+from operator import mul, sub
 from typing import Any
 
+from bulkfetch.distance import distance_series
+from bulkfetch.numeric import finite_float
 from bulkfetch.track import DeviceLap, Track
+
+# Bumped whenever a rule changes what this module derives from the same track. 2: the caller's sport,
+# glitches rejected, no empty split, moving time at most elapsed time, the records' distance in the
+# summary when the session's disagrees.
+DERIVE_VERSION = 2
 
 METRIC_SPLIT_M = 1000.0
 STANDARD_SPLIT_M = 1609.344
@@ -71,9 +93,8 @@ MOVING_MPS = 0.3
 VELOCITY_HALF_WINDOW = 2     # records either side
 GRADE_HALF_WINDOW = 5        # records either side
 GRADE_MIN_DISTANCE_M = 5.0   # below this the altitude's resolution (0.2 m in FIT) is noise, not grade
-MIN_PARTIAL_SPLIT_M = 0.1
+MIN_SPLIT_M = 0.1  # no split (nor the last, partial one) is shorter: Strava leaves such a remainder out
 GAIN_HYSTERESIS_M = 1.0
-EARTH_RADIUS_M = 6_371_008.8  # the mean radius (IUGG)
 
 # is_stale: Strava's elapsed time is the file's span (within a second or two: a session may start a
 # second before its first record), so half a minute apart is an edit: a crop removes at least that.
@@ -89,6 +110,7 @@ class Derived:
     """The per-record series every derivation shares, computed once per track by `prepare`."""
 
     track: Track
+    sport_type: str | None            # the caller's, else the file's
     time: list[int]
     distance: list[float] | None      # the distance stream (see the module's rule); None without one
     moves: bool                       # the distance grows: moving, speeds, grades and splits exist
@@ -100,10 +122,9 @@ class Derived:
 
 @dataclass(frozen=True)
 class FileSummary:
-    """The activity as the file records it: the session's values where the file states them (start,
-    distance, elapsed time, ascent), else computed from the records. moving_s is always computed from
-    the records by the moving rule when the distance grows (a device's timer time counts standing still
-    unless auto-pause was on), else the timer time, else the elapsed time."""
+    """The activity as the file records it, by the module's rule for the file's totals (a device's timer
+    time counts standing still unless auto-pause was on: moving_s is the moving rule's where it can be).
+    sport_type is the sport the derivation used (the caller's, else the file's)."""
 
     start_utc_s: float | None
     sport_type: str | None
@@ -113,14 +134,16 @@ class FileSummary:
     elevation_gain_m: float | None
 
 
-def prepare(track: Track) -> Derived:
-    """The shared series of `track`; pass the result to the functions below to derive them only once."""
+def prepare(track: Track, sport_type: str | None = None) -> Derived:
+    """The shared series of `track`; pass the result to the functions below to derive them only once.
+    `sport_type`: the activity's sport as activities.csv or the API give it, which wins over the file's."""
+    sport = sport_type or (track.session.sport_type if track.session is not None else None)
     time = track.series["time"]
-    distance = _distance(track)
+    distance = distance_series(track, sport)
     moves = distance is not None and len(distance) > 1 and distance[-1] > distance[0]
     moving = moving_s = None
     if moves:
-        threshold = CYCLING_MOVING_MPS if _sport(track) in CYCLING_SPORTS else MOVING_MPS
+        threshold = CYCLING_MOVING_MPS if sport in CYCLING_SPORTS else MOVING_MPS
         dd = list(map(sub, distance[1:], distance[:-1]))
         dt = list(map(sub, time[1:], time[:-1]))
         # a repeated timestamp (dt 0; or a clock stepping back) is not moving: it has no seconds to add
@@ -128,7 +151,7 @@ def prepare(track: Track) -> Derived:
         moving = [False, *flags]
         moving_s = list(accumulate(map(mul, flags, dt), initial=0))
     altitude = _filled(track.series["altitude"]) if track.has("altitude") else None
-    return Derived(track, time, distance, moves, moving, moving_s, altitude)
+    return Derived(track, sport, time, distance, moves, moving, moving_s, altitude)
 
 
 def stream_set(source: Track | Derived) -> dict[str, dict[str, list[Any]]]:
@@ -165,22 +188,17 @@ def splits(source: Track | Derived, unit_m: float) -> list[dict[str, Any]]:
         return []
     distance = derived.distance
     assert distance is not None and derived.moving_s is not None
-    start_m = distance[0]
-    bounds = [0]
-    for k in range(1, int((distance[-1] - start_m) // unit_m) + 1):
-        bounds.append(bisect_left(distance, start_m + k * unit_m, lo=bounds[-1]))
-    last = len(distance) - 1
-    if bounds[-1] < last and distance[-1] - distance[bounds[-1]] >= MIN_PARTIAL_SPLIT_M:
-        bounds.append(last)
+    bounds = _split_bounds(distance, unit_m)
     heartrate = derived.track.series["heartrate"] if derived.track.has("heartrate") else None
     items = []
     for number, (start, end) in enumerate(pairwise(bounds), start=1):
         metres = distance[end] - distance[start]
-        moving_s = derived.moving_s[end] - derived.moving_s[start]
+        elapsed_s = derived.time[end] - derived.time[start]
+        moving_s = _at_most(derived.moving_s[end] - derived.moving_s[start], elapsed_s)
         items.append({
             "split": number,
             "distance": round(metres, 1),
-            "elapsed_time": int(derived.time[end] - derived.time[start]),
+            "elapsed_time": int(elapsed_s),
             "moving_time": int(moving_s),
             "elevation_difference": (round(derived.altitude[end] - derived.altitude[start], 1)
                                      if derived.altitude is not None else None),
@@ -203,8 +221,9 @@ def laps(source: Track | Derived) -> list[dict[str, Any]]:
             for number, (lap, (start, end)) in enumerate(zip(device_laps, bounds), start=1)]
 
 
-def file_summary(source: Track | Derived) -> FileSummary:
-    derived = _derived(source)
+def file_summary(source: Track | Derived, sport_type: str | None = None) -> FileSummary:
+    """The file's totals by the module's rule; `sport_type` as for `prepare` (a Derived keeps its own)."""
+    derived = _derived(source, sport_type)
     track = derived.track
     session = track.session
     time = derived.time
@@ -216,19 +235,22 @@ def file_summary(source: Track | Derived) -> FileSummary:
     if elapsed is None and time:
         elapsed = float(time[-1] - time[0])
     distance = stated("distance_m")
-    if distance is None and derived.distance is not None:
-        distance = derived.distance[-1] - derived.distance[0]
+    if derived.distance is not None:
+        recorded = derived.distance[-1] - derived.distance[0]
+        if distance is None or (derived.moves and not _distances_agree(distance, recorded)):
+            distance = recorded
     if derived.moves:
         assert derived.moving_s is not None
         moving: float | None = float(derived.moving_s[-1])
     else:
         moving = stated("timer_s")
         moving = moving if moving is not None else elapsed
+    moving = _at_most(moving, elapsed)
     gain = stated("ascent_m")
     if gain is None and derived.altitude is not None:
         gain = elevation_gain(derived.altitude)
     start = stated("start_utc_s")
-    return FileSummary(start_utc_s=start if start is not None else track.start_utc_s, sport_type=_sport(track),
+    return FileSummary(start_utc_s=start if start is not None else track.start_utc_s, sport_type=derived.sport_type,
                        distance_m=distance, elapsed_s=elapsed, moving_s=moving, elevation_gain_m=gain)
 
 
@@ -238,16 +260,18 @@ def is_stale(summary: FileSummary, api_summary: dict[str, Any]) -> bool:
     of the larger (and more than STALE_DISTANCE_FLOOR_M) apart. The activity was then cropped or corrected
     on Strava after the upload, and the file's derived rows describe an older version. A value missing
     on either side is not compared."""
-    api_elapsed = _number(api_summary.get("elapsed_time"))
+    api_elapsed = finite_float(api_summary.get("elapsed_time"))
     if api_elapsed is not None and summary.elapsed_s is not None:
         if abs(api_elapsed - summary.elapsed_s) > STALE_ELAPSED_S:
             return True
-    api_distance = _number(api_summary.get("distance"))
-    if api_distance is not None and summary.distance_m is not None:
-        allowed = max(STALE_DISTANCE_FLOOR_M, STALE_DISTANCE_FRACTION * max(api_distance, summary.distance_m))
-        if abs(api_distance - summary.distance_m) > allowed:
-            return True
-    return False
+    api_distance = finite_float(api_summary.get("distance"))
+    return api_distance is not None and summary.distance_m is not None and not _distances_agree(
+        api_distance, summary.distance_m)
+
+
+def _distances_agree(a_m: float, b_m: float) -> bool:
+    """Within STALE_DISTANCE_FRACTION of the larger, or STALE_DISTANCE_FLOOR_M."""
+    return abs(a_m - b_m) <= max(STALE_DISTANCE_FLOOR_M, STALE_DISTANCE_FRACTION * max(a_m, b_m))
 
 
 def elevation_gain(altitude: list[float]) -> float:
@@ -274,33 +298,30 @@ def elevation_gain(altitude: list[float]) -> float:
 
 # -- the pieces ------------------------------------------------------------------------------------------
 
-def _derived(source: Track | Derived) -> Derived:
-    return source if isinstance(source, Derived) else prepare(source)
+def _derived(source: Track | Derived, sport_type: str | None = None) -> Derived:
+    return source if isinstance(source, Derived) else prepare(source, sport_type)
 
 
-def _sport(track: Track) -> str | None:
-    return track.session.sport_type if track.session is not None else None
+def _at_most(moving_s: float | None, elapsed_s: float | None) -> float | None:
+    """A span's moving time, no more than its elapsed time (None: not known)."""
+    return moving_s if moving_s is None or elapsed_s is None or moving_s <= elapsed_s else max(elapsed_s, 0)
 
 
-def _distance(track: Track) -> list[float] | None:
-    if track.has("distance"):
-        return _monotone(track.series["distance"])
-    if track.has("lat") and track.has("lng"):
-        return _haversine_distance(track.series["lat"], track.series["lng"])
-    return None
-
-
-def _monotone(values: list[float | None]) -> list[float]:
-    """Cumulative distance with gaps filled from the value before (0 before the first), never decreasing."""
-    if None not in values and all(map(le, values[:-1], values[1:])):
-        return list(map(float, values))
-    out = []
-    best = 0.0
-    for value in values:
-        if value is not None and value > best:
-            best = float(value)
-        out.append(best)
-    return out
+def _split_bounds(distance: list[float], unit_m: float) -> list[int]:
+    """The records at which the splits of `unit_m` start and end (the first record, then each split's
+    end), by the module's rule."""
+    start_m = distance[0]
+    bounds = [0]
+    k = 1
+    while start_m + k * unit_m <= distance[-1]:
+        end = bisect_left(distance, start_m + k * unit_m, lo=bounds[-1])
+        bounds.append(end)
+        # the next boundary: the first multiple of unit_m more than MIN_SPLIT_M past this record
+        k = max(k + 1, math.floor((distance[end] + MIN_SPLIT_M - start_m) / unit_m) + 1)
+    last = len(distance) - 1
+    if bounds[-1] < last and distance[-1] - distance[bounds[-1]] >= MIN_SPLIT_M:
+        bounds.append(last)
+    return bounds
 
 
 def _filled(values: list[float | None]) -> list[float]:
@@ -315,34 +336,6 @@ def _filled(values: list[float | None]) -> list[float]:
             last = float(value)
         out.append(last)
     return out
-
-
-def _haversine_distance(lats: list[float | None], lngs: list[float | None]) -> list[float]:
-    """Cumulative great-circle distance over the positions; a record without one adds nothing, and the
-    next position is measured from the last known one."""
-    if None not in lats and None not in lngs:
-        return _great_circle(lats, lngs)
-    fixed = [i for i, (lat, lng) in enumerate(zip(lats, lngs)) if lat is not None and lng is not None]
-    along = _great_circle([lats[i] for i in fixed], [lngs[i] for i in fixed])
-    out = [0.0] * len(lats)
-    for start, end, total in zip(fixed, [*fixed[1:], len(lats)], along):
-        out[start:end] = [total] * (end - start)
-    return out
-
-
-def _great_circle(lats: list[Any], lngs: list[Any]) -> list[float]:
-    """Cumulative haversine distance along positions that all exist (mean earth radius)."""
-    if not lats:
-        return []
-    sin, asin, sqrt = math.sin, math.asin, math.sqrt
-    phi = list(map(math.radians, lats))
-    lam = list(map(math.radians, lngs))
-    cos_phi = list(map(math.cos, phi))
-    haversines = [sin((p1 - p0) * 0.5) ** 2 + c0 * c1 * sin((l1 - l0) * 0.5) ** 2
-                  for p0, p1, l0, l1, c0, c1 in zip(phi, phi[1:], lam, lam[1:], cos_phi, cos_phi[1:])]
-    diameter = 2 * EARTH_RADIUS_M
-    # h can exceed 1 by a rounding error between antipodal points only
-    return list(accumulate((diameter * asin(sqrt(h if h < 1.0 else 1.0)) for h in haversines), initial=0.0))
 
 
 def _shifted(values: list[Any], by: int) -> list[Any]:
@@ -432,8 +425,8 @@ def _lap(derived: Derived, velocity: list[float] | None, number: int, lap: Devic
         for key, name, aggregate in _LAP_AGGREGATES:
             values = velocity if name == "velocity_smooth" else track.series.get(name) if track.has(name) else None
             aggregated[key] = aggregate(values, start, end)
-    if moving is None:
-        moving = elapsed  # nothing tells standing from moving (no distance): Strava counts it all
+    # nothing tells standing from moving (no distance): Strava counts it all
+    moving = _at_most(moving, elapsed) if moving is not None else elapsed
     if distance is None and derived.distance is None:
         distance = 0.0  # a file without distance (weights): the API's laps say 0
     stated = {"average_heartrate": lap.average_heartrate, "max_heartrate": lap.max_heartrate,
@@ -466,7 +459,3 @@ def _iso_utc(epoch_s: float | None) -> str | None:
     if epoch_s is None:
         return None
     return datetime.fromtimestamp(math.floor(epoch_s), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if type(value) in (int, float) and math.isfinite(value) else None

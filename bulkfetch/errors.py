@@ -58,9 +58,14 @@ class AthletesBlocked(CredentialError):
 
 
 class LockedError(BulkfetchError):
-    """Another `fetch` holds this data_dir (exit 2)."""
+    """Another bulkfetch process holds a lock this one needs (exit 2). `holder`: what that process is
+    ("fetch", "plan", "import", ...), when its lock file says."""
 
     exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, *, hint: str | None = None, holder: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.holder = holder
 
 
 class StorageError(BulkfetchError):

@@ -2,8 +2,9 @@
 
 Only what the import keeps is ever read: `activities.csv`, `profile.csv` and the activity files the
 CSV names, one member at a time, streamed (an export of several GB is never read whole, nor unpacked
-to a second copy; `media/` and the other CSVs are not touched). A zip whose member names climb out of
-it (`..`, an absolute path) is refused before anything is read from it.
+to a second copy; `media/` and the other CSVs are not touched). A zip with a member name that could not
+be unpacked into a folder safely (`unsafe_path`: `..`, an absolute path, a control character) is refused
+before anything is read from it.
 
 The export's top is the folder that holds `activities.csv`: the zip's (or folder's) top, or its one
 subfolder when the athlete zipped the unpacked folder again.
@@ -168,10 +169,18 @@ def check_name_length(name: str) -> None:
         raise MemberError(name, f"a name of {longest:,} bytes, too long to keep: at most {NAME_MAX_BYTES}")
 
 
-def unsafe_name(name: str) -> bool:
-    """A zip member name that would land outside the folder it is unpacked into."""
+def unsafe_path(name: str) -> str | None:
+    """Why a path the export names (a zip member, a Filename cell of activities.csv) cannot be written
+    under a folder as it stands ("is absolute": `/`, `\\`, a drive `C:`; "climbs out of its folder":
+    `..`; "holds a control character": NUL cannot be in a file name at all). None if it can."""
     parts = name.replace("\\", "/").split("/")
-    return name.startswith(("/", "\\")) or ".." in parts or (len(parts[0]) >= 2 and parts[0][1] == ":")
+    if name.startswith(("/", "\\")) or ":" in parts[0]:
+        return "is absolute"
+    if ".." in parts:
+        return "climbs out of its folder (..)"
+    if any(ord(char) < 32 or ord(char) == 127 for char in name):
+        return "holds a control character"
+    return None
 
 
 class _ZipExport:
@@ -179,11 +188,10 @@ class _ZipExport:
         self.source = source
         self._archive = archive
         infos = archive.infolist()
-        if unsafe := [info.filename for info in infos if unsafe_name(info.filename)]:
-            more = f" (and {len(unsafe) - 1:,} more)" if len(unsafe) > 1 else ""
-            raise ExportError(f"{source} is unsafe: its member {unsafe[0]!r}{more} would be written outside the "
-                              "folder it unpacks to; nothing was imported",
-                              hint="use the zip exactly as Strava made it")
+        if unsafe := [(info.filename, why) for info in infos if (why := unsafe_path(info.filename))]:
+            (name, why), more = unsafe[0], f" (and {len(unsafe) - 1:,} more)" if len(unsafe) > 1 else ""
+            raise ExportError(f"{source} is unsafe: its member {name!r}{more} {why}, it cannot be unpacked into "
+                              "a folder; nothing was imported", hint="use the zip exactly as Strava made it")
         top = _zip_top(source, [info.filename for info in infos if not info.is_dir()])
         self._members = {info.filename[len(top):]: info for info in infos
                          if not info.is_dir() and info.filename.startswith(top)}

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from bulkfetch.export_archive import unsafe_path
 from bulkfetch.ids import parse_id
 from bulkfetch.sports import SPORT_TYPES
 
@@ -259,14 +260,16 @@ def _file_column(rows: list[list[str]]) -> int | None:
 def file_reference(value: str) -> str | None:
     """A Filename cell as a path inside the export, or None when empty (a manual activity).
 
-    Raises CsvError for a name outside `activities/` (`..`, an absolute path): the import writes the file
-    under that name, so a hostile CSV must not name a place outside the athlete's folder.
+    Raises CsvError for a name that is unsafe (export_archive.unsafe_path: the import writes the file under
+    that name, so a hostile CSV must not name a place outside the athlete's folder) or not a file of
+    `activities/` as one plain path (no empty or `.` part).
     """
     if not value:
         return None
+    if why := unsafe_path(value):
+        raise CsvError(f"activities.csv names an unsafe file: {value!r} {why}")
     parts = value.replace("\\", "/").split("/")
-    if value.startswith(("/", "\\")) or parts[0] != ACTIVITY_FILES.rstrip("/") or len(parts) < 2 or \
-            any(part in ("", ".", "..") for part in parts) or ":" in parts[0]:
+    if parts[0] != ACTIVITY_FILES.rstrip("/") or len(parts) < 2 or any(part in ("", ".") for part in parts):
         raise CsvError(f"activities.csv names a file outside activities/: {value!r}")
     return "/".join(parts)
 

@@ -1,4 +1,5 @@
-"""An athlete's imported account export on disk, and the only code that names its files.
+"""An athlete's imported account export on disk: the only code that reads and writes it (its two top
+names are in bulkfetch.export_paths, for the roster).
 
 Under the athlete's folder (`data_dir/athletes/<id>/`, see bulkfetch.roster):
 
@@ -7,35 +8,41 @@ Under the athlete's folder (`data_dir/athletes/<id>/`, see bulkfetch.roster):
     export/decoded/<activity_id>.arrow    each activity's decoded file (bulkfetch.track), so that
                                           compaction never decodes a device file again
     export/import.lock                    held by the import writing here (one at a time per athlete)
-    state/export.json                     the index: the CSV versions in import order, and per activity
-                                          its file, that file's size and CRC-32, and how it decoded
+    state/export.json                     the index: the CSV versions in the order first imported, and
+                                          per activity its file, that file's size and CRC-32, how it
+                                          decoded, its file summary (bulkfetch.derive), and the versions
+                                          of the derivation and the track format they were made by
 
 Every file is written under a temporary name in its folder and renamed (see bulkfetch.store): a file
 that exists is whole. A decoded file is valid only with its index entry, and the other way round: an
 entry whose decoded file is missing is imported again, and a decoded file without an entry (written
 after the last index write of an import that was killed) is adopted by the next import when the file
-it was decoded from is still the export's.
+it was decoded from is still the export's. An entry whose track format is not today's is decoded
+again from the kept file (bulkfetch.importer.refresh_tracks), one whose derivation version is not
+today's has its summary derived again (bulkfetch.export_view): neither is ever read as it stands.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import secrets
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
+from bulkfetch import derive
+from bulkfetch.derive import FileSummary
 from bulkfetch.errors import LockedError, WriteError
 from bulkfetch.export_csv import ExportActivity, parse_activities_csv
+from bulkfetch.export_paths import INDEX, export_folder, has_export
+from bulkfetch.locks import IMPORT, hold
 from bulkfetch.store import TEMP_MARK, RawStore, atomic_write, ensure_dir, fsync_dir, is_orphaned_temp, is_temp_file
-from bulkfetch.track import Track, read_track
+from bulkfetch.track import FORMAT_VERSION, Track, read_track
 
-EXPORT_FOLDER = "export"
-INDEX = "export"  # state/export.json
 INDEX_VERSION = 1
 CSV_PREFIX = "activities-"
 
@@ -53,14 +60,28 @@ class ImportedFile:
     problem: str | None
     records: int
     series: tuple[str, ...]     # the Track series it has values for
+    summary: FileSummary | None = None  # derive.file_summary of the track, with the CSV row's sport
+    derive_version: int = 0     # the derive.DERIVE_VERSION `summary` was computed by (0: none)
+    track_version: int = 0      # the bulkfetch.track.FORMAT_VERSION the track was stored in (0: unknown)
+
+    @property
+    def track_current(self) -> bool:
+        """Whether the decoded track is in today's format; else it is decoded again from the kept file
+        (bulkfetch.importer.refresh_tracks): a reader of today's would refuse it."""
+        return self.track_version == FORMAT_VERSION
 
     def same_source(self, file: str, size: int, crc32: int) -> bool:
         return (self.file, self.size, self.crc32) == (file, size, crc32)
 
 
-def imported_file(activity_id: int, file: str, size: int, crc32: int, track: Track) -> ImportedFile:
+def imported_file(activity_id: int, file: str, size: int, crc32: int, track: Track,
+                  sport_type: str | None) -> ImportedFile:
+    """The index entry of a decoded track: with its file summary (None if it has no record), derived with
+    `sport_type`, the activity's sport as activities.csv says (it wins over the file's own)."""
+    summary = derive.file_summary(track, sport_type) if track.records else None
     return ImportedFile(activity_id, file, size, crc32, track.format, track.status, track.problem, track.records,
-                        tuple(name for name in track.series if track.has(name)))
+                        tuple(name for name in track.series if track.has(name)), summary, derive.DERIVE_VERSION,
+                        FORMAT_VERSION)
 
 
 class ExportStore:
@@ -68,29 +89,62 @@ class ExportStore:
 
     def __init__(self, athlete_folder: Path) -> None:
         self.athlete_folder = athlete_folder
-        self.folder = athlete_folder / EXPORT_FOLDER
+        self.folder = export_folder(athlete_folder)
         self.decoded_dir = self.folder / "decoded"
         self._state = RawStore(athlete_folder)
 
     # -- reading ------------------------------------------------------------------------------------
     def exists(self) -> bool:
-        return self._state.state_path(INDEX).exists()
+        return has_export(self.athlete_folder)
 
     def csv_versions(self) -> list[Path]:
-        """The kept activities.csv files, oldest import first."""
+        """The kept activities.csv files, in the order they were first imported."""
         return [self.folder / name for name in self._index()["csv"] if (self.folder / name).is_file()]
 
     def activities(self) -> dict[int, ExportActivity]:
-        """Every imported activities.csv's rows by activity id; a newer export's values win."""
-        merged: dict[int, ExportActivity] = {}
-        for path in self.csv_versions():
-            for activity_id, row in parse_activities_csv(path.read_bytes()).activities.items():
-                older = merged.get(activity_id)
-                # A newer CSV in a language bulkfetch does not read has ids and files only: it adds, it
-                # does not erase what an older one said.
-                merged[activity_id] = row if older is None else replace(older, **{
-                    name: value for name, value in asdict(row).items() if value is not None})
-        return merged
+        """The account's activities as the newest imported export lists them, by id, each row's empty
+        values filled in from the other exports (the later imported first: a CSV in a language bulkfetch
+        does not read has ids and files only).
+
+        An export is the whole account at its date, so an activity the newest export lacks was deleted on
+        Strava since an older one: it has no row (its kept file and decoded track stay). The newest is the
+        export whose latest activity starts latest, not the one imported last (an old export imported
+        again stays old); of two whose latest activity starts at the same time, the one imported later.
+        An activity no CSV dates is dated by its file.
+        """
+        versions = self._versions()
+        if not versions:
+            return {}
+        newest = self._newest(versions)
+        others = [version for index, version in reversed(list(enumerate(versions))) if index != newest]
+        return {activity_id: _filled(row, [other[activity_id] for other in others if activity_id in other])
+                for activity_id, row in versions[newest].items()}
+
+    def gone(self) -> set[int]:
+        """The activities an older export lists and the newest lacks: deleted on Strava (see `activities`)."""
+        versions = self._versions()
+        if not versions:
+            return set()
+        return set().union(*versions) - versions[self._newest(versions)].keys()
+
+    def _versions(self) -> list[dict[int, ExportActivity]]:
+        return [parse_activities_csv(path.read_bytes()).activities for path in self.csv_versions()]
+
+    def _newest(self, versions: list[dict[int, ExportActivity]]) -> int:
+        """Which of `versions` is the newest export (see `activities`)."""
+        starts = self._start_dates(versions)
+        return max(range(len(versions)), key=lambda index: (
+            max((starts.get(activity_id, "") for activity_id in versions[index]), default=""), index))
+
+    def _start_dates(self, versions: list[dict[int, ExportActivity]]) -> dict[int, str]:
+        """Each activity's start ("YYYY-MM-DDTHH:MM:SSZ", which sorts by time) as a CSV says, else as its
+        file's summary says; activities neither dates are left out."""
+        starts = {activity_id: row.start_date for version in versions for activity_id, row in version.items()
+                  if row.start_date is not None}
+        for activity_id, entry in self.entries().items():
+            if activity_id not in starts and entry.summary is not None and entry.summary.start_utc_s is not None:
+                starts[activity_id] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(entry.summary.start_utc_s))
+        return starts
 
     def files(self) -> dict[int, ImportedFile]:
         """The imported files by activity id (those whose decoded track is there)."""
@@ -116,24 +170,12 @@ class ExportStore:
         return {int(name[:-6]) for name in names if name.endswith(".arrow") and name[:-6].isdigit()}
 
     # -- writing (under `lock`) ---------------------------------------------------------------------
-    @contextmanager
-    def lock(self) -> Iterator[None]:
+    def lock(self) -> AbstractContextManager[None]:
         """One import per athlete at a time; a second one gets a LockedError naming the first's PID."""
         ensure_dir(self.folder)
-        path = self.folder / "import.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-                raise LockedError(f"another bulkfetch import (PID {pid}) is importing into {self.folder}",
-                                  hint="wait for it to finish: one import per athlete at a time") from None
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, str(os.getpid()).encode(), 0)
-            yield
-        finally:
-            os.close(fd)
+        return hold(self.folder / "import.lock", IMPORT, busy=lambda holder: LockedError(
+            f"another bulkfetch import (PID {holder.pid}) is importing into {self.folder}",
+            hint="wait for it to finish: one import per athlete at a time", holder=holder.what))
 
     def prepare(self) -> None:
         """Create the folders; remove what killed imports left half-written."""
@@ -145,21 +187,26 @@ class ExportStore:
                     (folder / name).unlink(missing_ok=True)
 
     def keep_csv(self, data: bytes) -> bool:
-        """Keep this activities.csv (verbatim) as the newest version; False if it was imported before."""
+        """Keep this activities.csv (verbatim), after those imported before it; False if it was imported
+        before (it keeps its place: which export is the newest is decided by dates, see `activities`)."""
         name = f"{CSV_PREFIX}{hashlib.blake2b(data, digest_size=8).hexdigest()}.csv"
         index = self._index()
         if name in index["csv"] and (self.folder / name).is_file():
             return False
         if not (self.folder / name).is_file():
             atomic_write(self.folder / name, data)
-        index["csv"] = [*(kept for kept in index["csv"] if kept != name), name]
-        self._write_index(index)
+        if name not in index["csv"]:
+            index["csv"].append(name)
+            self._write_index(index)
         return True
 
     @contextmanager
-    def new_file(self, name: str) -> Iterator[IO[bytes]]:
-        """A sink for the export's file `name`: renamed into place, fsynced, when the block ends without an
-        error (a reader sees the old file or the new one), removed when it raises."""
+    def new_file(self, name: str, activity_id: int) -> Iterator[IO[bytes]]:
+        """A sink for activity `activity_id`'s file `name`: when the block ends without an error, the
+        activity's decoded track goes (so that it is never taken for the new file's), then the file is
+        renamed into place, fsynced (a reader sees the old file or the new one). When the block raises (a
+        damaged zip entry fails its CRC-32 at its end), the sink is removed and the old file, its track
+        and its index entry stay as they were."""
         path = self.file_path(name)
         ensure_dir(path.parent)
         temp = path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
@@ -168,6 +215,7 @@ class ExportStore:
                 yield sink
                 sink.flush()
                 os.fsync(sink.fileno())
+            self._forget_track(activity_id)
             os.replace(temp, path)
             fsync_dir(path.parent)
         except OSError as exc:
@@ -178,8 +226,7 @@ class ExportStore:
             temp.unlink(missing_ok=True)
             raise
 
-    def forget_track(self, activity_id: int) -> None:
-        """Drop a decoded track before its file is replaced, so that it is never taken for the new file's."""
+    def _forget_track(self, activity_id: int) -> None:
         path = self.track_path(activity_id)
         if path.exists():
             path.unlink()
@@ -223,8 +270,17 @@ class ExportStore:
         self._state.write_state(INDEX, index)
 
 
+def _filled(row: ExportActivity, others: list[ExportActivity]) -> ExportActivity:
+    """`row` with each empty value taken from the first of `others` that has one."""
+    filled = {}
+    for name, value in asdict(row).items():
+        if value is None:
+            filled[name] = next((getattr(other, name) for other in others if getattr(other, name) is not None), None)
+    return replace(row, **filled)
+
+
 def _entry_json(entry: ImportedFile) -> dict[str, Any]:
-    data = asdict(entry)
+    data = asdict(entry)  # the summary too: a dict of numbers
     del data["activity_id"]  # the key
     data["series"] = list(entry.series)
     return data
@@ -239,8 +295,19 @@ def _entry_of(key: str, value: Any) -> ImportedFile | None:
         return ImportedFile(activity_id=int(key), file=str(value["file"]), size=int(value["size"]),
                             crc32=int(value["crc32"]), format=file_format if isinstance(file_format, str) else None,
                             status=str(value["status"]), problem=value.get("problem"), records=int(value["records"]),
-                            series=tuple(str(name) for name in value["series"]))
+                            series=tuple(str(name) for name in value["series"]),
+                            summary=_summary_of(value.get("summary")),
+                            derive_version=int(value.get("derive_version", 0)),
+                            track_version=int(value.get("track_version", 0)))
     except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _summary_of(value: Any) -> FileSummary | None:
+    """A stored file summary, or None (none stored, or of another shape: computed again)."""
+    try:
+        return FileSummary(**value) if isinstance(value, dict) else None
+    except TypeError:
         return None
 
 

@@ -17,13 +17,13 @@ decode 2.5 to 3.5 times as many records per second as the SDK's defaults; see `b
 from __future__ import annotations
 
 import io
-import math
 from typing import Any
 
 from garmin_fit_sdk import FIT_EPOCH_S, Decoder, Profile, Stream
 
 from bulkfetch.decoding import track_of, unreadable
 from bulkfetch.device_sports import fit_sport_type
+from bulkfetch.numeric import INT32_MAX, INT32_MIN, in_int32, is_finite_number
 from bulkfetch.track import DeviceLap, Session, Track
 
 _OPTIONS = {
@@ -35,7 +35,6 @@ _RECORD = Profile["mesg_num"]["RECORD"]
 _LAP = Profile["mesg_num"]["LAP"]
 _SESSION = Profile["mesg_num"]["SESSION"]
 _DEGREES_PER_SEMICIRCLE = 180 / 2**31
-_INT32 = (-(2**31), 2**31 - 1)
 _CRC_SIZE = 2
 
 
@@ -122,9 +121,9 @@ def _ints(records: list[dict[str, Any]], name: str) -> list[int | None]:
     values = _field(records, name, None)
     if set(map(type, values)) <= {int, type(None)}:
         present = [v for v in values if v is not None]
-        if not present or (_INT32[0] <= min(present) and max(present) <= _INT32[1]):
+        if not present or (INT32_MIN <= min(present) and max(present) <= INT32_MAX):
             return values
-    return [v if _is_int(v) and _INT32[0] <= v <= _INT32[1] else None for v in values]
+    return [v if _is_int(v) and in_int32(v) else None for v in values]
 
 
 def _numbers(values: list[Any]) -> list[Any]:
@@ -132,21 +131,17 @@ def _numbers(values: list[Any]) -> list[Any]:
     lists, strings or NaN); the common all-integer case costs one pass in C."""
     if set(map(type, values)) <= {int, type(None)}:
         return values
-    return [v if _is_number(v) else None for v in values]
+    return [v if is_finite_number(v) else None for v in values]
 
 
 def _is_int(value: Any) -> bool:
     return type(value) is int
 
 
-def _is_number(value: Any) -> bool:
-    return type(value) is int or (type(value) is float and math.isfinite(value))
-
-
 def _value(message: dict[str, Any], mesg_num: int, name: str, fallback: str | None = None) -> float | None:
     """One field of a lap or session, scaled; the fallback field (of the same scale) if it lacks it."""
     raw = message.get(name, message.get(fallback)) if fallback else message.get(name)
-    if not _is_number(raw):
+    if not is_finite_number(raw):
         return None
     scale, offset = _SCALES[mesg_num][name]
     return raw / scale - offset if scale != 1 or offset != 0 else raw

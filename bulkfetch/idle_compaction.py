@@ -13,7 +13,7 @@ forkserver takes a fraction of a second while it imports pyarrow), watches it, k
 hands its outcome to the loop's thread, which alone calls `on_info`.
 
 The child writes one year at a time, with no worker process of its own: a worker would outlive a killed
-child by up to compact.PARENT_CHECK_S and could commit a partition after the next compaction wrote it (and
+child by up to processes.PARENT_CHECK_S and could commit a partition after the next compaction wrote it (and
 the fetch keeps a core). It ends itself when the fetch is gone (SIGKILL included), ignores Ctrl-C (it
 reaches the whole process group; the fetch decides), and never writes to the terminal.
 """
@@ -190,7 +190,8 @@ def compact_targets(parquet_dir: Path, targets: list[Target], parent_pid: int) -
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
     os.close(devnull)
-    from bulkfetch.compact import compact, exit_with_parent  # see COMPACT_MODULE
+    from bulkfetch.compact import compact  # see COMPACT_MODULE
+    from bulkfetch.processes import exit_with_parent
 
     exit_with_parent(parent_pid)
     for root, athlete_id in targets:

@@ -11,28 +11,28 @@ another athlete's list holds is refused.
 
 Idempotent and resumable: a file imported before (same name, size and CRC-32, decoded track there) is
 not decoded again, and a track a killed import wrote after its last index write is adopted. Files are
-decoded in parallel, one process per core, with a bounded number in flight so that memory stays flat; a
-corrupt or truncated file is imported as far as it decodes and reported, never stops the import.
+decoded in parallel: one worker process per CPU this process may use (its affinity, a container's
+limit, not the host's count), at most MAX_WORKERS, with a bounded number of files in flight so that
+memory stays flat. A corrupt or truncated file is imported as far as it decodes and reported, never
+stops the import.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import suppress
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from bulkfetch.activity_files import decode_file
-from bulkfetch.compact import exit_with_parent, interrupts_deferred
-from bulkfetch.errors import BulkfetchError, ExportError
+from bulkfetch.activity_files import decode_path
+from bulkfetch.errors import BulkfetchError, ExportError, LockedError
 from bulkfetch.export_archive import (
     ACTIVITIES_CSV,
     PROFILE_CSV,
@@ -46,11 +46,15 @@ from bulkfetch.export_archive import (
 )
 from bulkfetch.export_csv import ActivitiesCsv, CsvError, parse_activities_csv, parse_profile_csv
 from bulkfetch.export_store import ExportStore, ImportedFile, imported_file
+from bulkfetch.processes import available_cpus, interrupts_deferred, worker_pool
 from bulkfetch.roster import UNBOUND, AthleteDir, Roster
 from bulkfetch.track import write_track
 
 INDEX_EVERY_S = 2.0  # a killed import loses at most this much of its index (its tracks are adopted)
 IN_FLIGHT_PER_WORKER = 2  # files copied and waiting per worker: enough to keep it busy, memory flat
+# Decoding processes at most: each may hold about twice activity_files.MAX_ACTIVITY_BYTES for a pathological
+# file, and past a few cores the copying from the export, in this process, is the bottleneck anyway.
+MAX_WORKERS = 8
 PARALLEL_MIN_FILES = 4  # below this, starting worker processes costs more than it saves
 SHOWN_FAILURES = 3  # failed files named in the summary line; the log names them all
 
@@ -70,6 +74,7 @@ class ImportSummary:
     manual: int = 0  # rows without a file
     imported: list[ImportedFile] = field(default_factory=list)  # decoded by this import
     replaced: int = 0  # of those, files that replace another file of the same activity
+    redecoded: int = 0  # of those, kept files decoded again: the decoded form or the CSV's sport changed
     unchanged: int = 0  # imported before: not decoded again
     adopted: int = 0  # decoded by a killed import: taken over without decoding again
     missing: list[str] = field(default_factory=list)  # named by activities.csv, not in the export
@@ -78,6 +83,7 @@ class ImportSummary:
     bad_rows: int = 0  # rows of activities.csv without a valid activity id: skipped
     duplicate_rows: int = 0  # rows repeating an activity id: the last is kept
     undated: int = 0  # activities whose start neither their row nor their file gives: in year 0
+    gone: int = 0  # activities an older export lists and the newest lacks (deleted on Strava)
     seconds: float = 0.0  # decoding (copies included)
 
     @property
@@ -89,7 +95,9 @@ class ImportSummary:
 class Job:
     activity_id: int
     file: str
-    replaces: bool  # another file (or another version of it) of this activity was imported before
+    sport_type: str | None  # activities.csv's: the file summary is derived with it
+    replaces: bool = False  # another file (or another version of it) of this activity was imported before
+    kept: tuple[int, int] | None = None  # (size, CRC-32) of the kept file, decoded as it is; None: copy it first
 
 
 def import_export(data_dir: Path, path: Path, wanted: int | None, events: ImportEvents) -> ImportSummary:
@@ -124,6 +132,7 @@ def import_export(data_dir: Path, path: Path, wanted: int | None, events: Import
             jobs = _plan(export, listing, store, summary)
             _decode(export, store, jobs, summary, events)
             summary.undated = undated(store, listing.activities.keys())
+            summary.gone = len(store.gone())  # after decoding: an activity no CSV dates is dated by its file
     return summary
 
 
@@ -214,8 +223,12 @@ def _adopt_unbound(roster: Roster, athlete: AthleteDir, ids: set[int], events: I
     these activities becomes `athlete`'s, if `athlete` has no export yet: nothing is decoded again."""
     unbound = AthleteDir(roster.folder / UNBOUND, None)
     source, target = ExportStore(unbound.folder), ExportStore(athlete.folder)
-    if unbound.tokens.load() is not None or not source.exists() or target.folder.exists() or \
-            not ids & source.activities().keys():
+    if unbound.tokens.load() is not None or not source.exists() or not ids & source.activities().keys():
+        return
+    if target.folder.exists():
+        events.info(f"{source.folder} holds an export imported before its athlete was known, with activities of "
+                    f"this one; {athlete.label} has an imported export already, so it stays where it is (delete "
+                    f"{unbound.folder} once this import is done if it is {athlete.label}'s)")
         return
     with source.lock():
         target.athlete_folder.mkdir(parents=True, exist_ok=True)
@@ -229,7 +242,8 @@ def _adopt_unbound(roster: Roster, athlete: AthleteDir, ids: set[int], events: I
 # -- what to decode -----------------------------------------------------------------------------------
 def _plan(export: Export, listing: ActivitiesCsv, store: ExportStore, summary: ImportSummary) -> list[Job]:
     """The activities whose file needs decoding; counts the others into `summary` (unchanged, adopted,
-    missing, manual). What an older export imported and this one lacks stays."""
+    missing, manual). What an older export imported and this one lacks stays (see ExportStore.activities
+    for what its activities.csv rows become)."""
     entries = store.entries()
     decoded = store.decoded_ids()
     jobs: list[Job] = []
@@ -247,7 +261,7 @@ def _plan(export: Export, listing: ActivitiesCsv, store: ExportStore, summary: I
             continue
         entry = entries.get(activity_id)
         if entry is None and activity_id not in decoded:  # new: its CRC-32 comes with the copy
-            jobs.append(Job(activity_id, activity.file, replaces=False))
+            jobs.append(Job(activity_id, activity.file, activity.sport_type))
             continue
         try:
             crc32 = member_crc32(export, member)  # a folder's file is read for it; a zip says it
@@ -256,17 +270,22 @@ def _plan(export: Export, listing: ActivitiesCsv, store: ExportStore, summary: I
             continue
         same = entry is not None and entry.same_source(activity.file, member.size, crc32)
         if same and activity_id in decoded:
-            summary.unchanged += 1
+            assert entry is not None
+            if entry.track_current and _summed_as(entry, activity.sport_type):
+                summary.unchanged += 1
+            else:
+                jobs.append(_again(store, entry, activity.sport_type))
             continue
-        adopted = _adoptable(store, activity_id, activity.file, member.size, crc32) if entry is None else None
+        adopted = _adoptable(store, activity_id, activity.file, member.size, crc32, activity.sport_type) \
+            if entry is None else None
         if adopted is not None:
             entries[activity_id] = adopted
             summary.adopted += 1
             continue
-        jobs.append(Job(activity_id, activity.file, replaces=entry is not None and not same))
+        jobs.append(Job(activity_id, activity.file, activity.sport_type, replaces=entry is not None and not same))
     if summary.adopted:
         store.save_entries(entries)
-    return jobs
+    return jobs + _stale_tracks(store, {i: e for i, e in entries.items() if i not in listing.activities})
 
 
 def undated(store: ExportStore, ids: Iterable[int]) -> int:
@@ -276,34 +295,86 @@ def undated(store: ExportStore, ids: Iterable[int]) -> int:
                and (activity_id not in entries or entries[activity_id].records == 0))
 
 
-def _adoptable(store: ExportStore, activity_id: int, file: str, size: int, crc32: int) -> ImportedFile | None:
+def _summed_as(entry: ImportedFile, sport_type: str | None) -> bool:
+    """Whether the entry's file summary was derived for the activity's sport as activities.csv now says
+    (the athlete changed it on Strava: the thresholds and the splits follow the sport)."""
+    return sport_type is None or entry.summary is None or entry.summary.sport_type == sport_type
+
+
+def _again(store: ExportStore, entry: ImportedFile, sport_type: str | None) -> Job:
+    """The job that decodes an imported file again: from the kept file, unless that is not whole."""
+    try:
+        whole = store.file_path(entry.file).stat().st_size == entry.size
+    except OSError:
+        whole = False
+    return Job(entry.activity_id, entry.file, sport_type, kept=(entry.size, entry.crc32) if whole else None)
+
+
+def _adoptable(store: ExportStore, activity_id: int, file: str, size: int, crc32: int,
+               sport_type: str | None) -> ImportedFile | None:
     """The entry for a track a killed import decoded from exactly this file, or None. Sound because a
-    file is only replaced after its activity's track is removed (see `_copy`)."""
+    file is only replaced after its activity's track is removed (see ExportStore.new_file)."""
     kept = store.file_path(file)
     try:
         if kept.stat().st_size != size or file_crc32(kept) != crc32:
             return None
-        track = store.read_track(activity_id)
+        track = store.read_track(activity_id)  # ValueError in another format: decoded again
     except (OSError, ValueError):
         return None
-    return imported_file(activity_id, file, size, crc32, track)
+    return imported_file(activity_id, file, size, crc32, track, sport_type)
+
+
+def _stale_tracks(store: ExportStore, entries: dict[int, ImportedFile]) -> list[Job]:
+    """The jobs that decode the kept files of `entries` whose track is in another format than today's (a
+    file not kept whole waits for the next import of an export that has it)."""
+    stale = [entry for entry in entries.values() if not entry.track_current]
+    if not stale:
+        return []
+    sports = {activity_id: row.sport_type for activity_id, row in store.activities().items()}
+    jobs = [_again(store, entry, sports.get(entry.activity_id)) for entry in stale]
+    return [job for job in jobs if job.kept is not None]
+
+
+def refresh_tracks(athlete_folder: Path, events: ImportEvents) -> int:
+    """Decode again, from the kept files, the imported files whose decoded track is in another format than
+    today's bulkfetch reads (bulkfetch.track.FORMAT_VERSION): before a compaction, which would find no
+    rows in them. How many were decoded; 0 as well when an import of the athlete runs (it does them)."""
+    store = ExportStore(athlete_folder)
+    if not store.exists():
+        return 0
+    with ExitStack() as held:
+        try:
+            held.enter_context(store.lock())
+        except LockedError:
+            return 0
+        jobs = _stale_tracks(store, store.entries())
+        if not jobs:
+            return 0
+        events.info(f"decoding {len(jobs):,} imported file{'s' if len(jobs) != 1 else ''} again from the kept "
+                    f"files in {store.folder}: this bulkfetch stores decoded files differently")
+        summary = ImportSummary(AthleteDir(athlete_folder, None))
+        _decode(None, store, jobs, summary, events)
+        return len(summary.imported)
 
 
 # -- decoding -----------------------------------------------------------------------------------------
-def decode_to_track(activity_id: int, file: str, kept: Path, size: int, crc32: int, target: Path) -> ImportedFile:
-    """Decode a kept file and store its Track (in a worker process): the index entry for it."""
-    track = decode_file(kept.read_bytes(), file)
+def decode_to_track(activity_id: int, file: str, kept: Path, size: int, crc32: int, target: Path,
+                    sport_type: str | None) -> ImportedFile:
+    """Decode a kept file and store its Track (in a worker process): the index entry for it, with its
+    file summary derived here, once, for the activity's `sport_type` (activities.csv's)."""
+    track = decode_path(kept, file)
     write_track(target, track)
-    return imported_file(activity_id, file, size, crc32, track)
+    return imported_file(activity_id, file, size, crc32, track, sport_type)
 
 
-def _decode(export: Export, store: ExportStore, jobs: list[Job], summary: ImportSummary,
+def _decode(export: Export | None, store: ExportStore, jobs: list[Job], summary: ImportSummary,
             events: ImportEvents) -> None:
-    """Copy each job's file and decode it, in parallel when it pays; the index is written every
-    INDEX_EVERY_S and on the way out, interrupted or not."""
+    """Copy each job's file from `export` (a job with a `kept` file: decoded as it is, `export` may be
+    None) and decode it, in parallel when it pays; the index is written every INDEX_EVERY_S and on the
+    way out, interrupted or not."""
     entries = store.entries()
     started = saved_at = time.monotonic()
-    workers = os.cpu_count() or 1
+    workers = decoding_workers()
     in_flight: dict[Future[ImportedFile], Job] = {}
     finished = 0
     events.import_progress(0, len(jobs), 0)
@@ -323,25 +394,26 @@ def _decode(export: Export, store: ExportStore, jobs: list[Job], summary: Import
             entries[job.activity_id] = entry
             summary.imported.append(entry)
             summary.replaced += job.replaces
+            summary.redecoded += job.kept is not None
         events.import_progress(finished, len(jobs), summary.records)
         if time.monotonic() - saved_at >= INDEX_EVERY_S:
             store.save_entries(entries)
             saved_at = time.monotonic()
 
-    pool = _pool(workers) if len(jobs) >= PARALLEL_MIN_FILES and workers > 1 else _InProcess()
+    pool = worker_pool(workers, __name__) if len(jobs) >= PARALLEL_MIN_FILES and workers > 1 else _InProcess()
     try:
         for job in jobs:
             if len(in_flight) >= workers * IN_FLIGHT_PER_WORKER:
                 settle(wait(in_flight, return_when=FIRST_COMPLETED).done)
             try:
-                size, crc32 = _copy(export, store, job)
+                size, crc32 = job.kept or _copy(export, store, job)
             except MemberError as exc:  # a damaged zip entry: this file only
                 summary.errors.append((job.file, exc.reason))
                 finished += 1
                 continue
             with interrupts_deferred():
                 in_flight[pool.submit(decode_to_track, job.activity_id, job.file, store.file_path(job.file), size,
-                                      crc32, store.track_path(job.activity_id))] = job
+                                      crc32, store.track_path(job.activity_id), job.sport_type)] = job
         while in_flight:
             settle(wait(in_flight, return_when=FIRST_COMPLETED).done)
     except BrokenProcessPool:
@@ -358,29 +430,17 @@ def _decode(export: Export, store: ExportStore, jobs: list[Job], summary: Import
         summary.seconds = time.monotonic() - started
 
 
-def _copy(export: Export, store: ExportStore, job: Job) -> tuple[int, int]:
-    """Copy the job's file verbatim into the store; its activity's old track goes first, so that a
-    track never stands beside a file it was not decoded from."""
-    store.forget_track(job.activity_id)
-    with store.new_file(job.file) as sink:
+def decoding_workers() -> int:
+    """Worker processes for decoding: one per CPU this process may use, at most MAX_WORKERS."""
+    return min(available_cpus(), MAX_WORKERS)
+
+
+def _copy(export: Export | None, store: ExportStore, job: Job) -> tuple[int, int]:
+    """Copy the job's file verbatim into the store (its size and CRC-32); the activity's old track goes
+    only once the copy is whole (see ExportStore.new_file)."""
+    assert export is not None, "only a job with its file kept is decoded without the export"
+    with store.new_file(job.file, job.activity_id) as sink:
         return copy_member(export, job.file, sink)
-
-
-def _pool(workers: int) -> ProcessPoolExecutor:
-    import multiprocessing
-
-    # forkserver: workers fork from a clean server process, never from a caller that may hold threads.
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["bulkfetch.importer"])
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
-                               initargs=(os.getpid(),))
-
-
-def _start_worker(parent_pid: int) -> None:
-    """Ctrl-C reaches every process of the terminal's group: a worker ignores it and finishes its file
-    while its parent stops; a parent killed outright takes its workers with it."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    exit_with_parent(parent_pid)
 
 
 class _InProcess:
@@ -432,8 +492,13 @@ def summary_line(summary: ImportSummary) -> str:
     before = summary.unchanged + summary.adopted
     tail = f"; {before:,} imported before (not decoded again)" if before else ""
     replaced = f"; {summary.replaced:,} replaced a file imported before" if summary.replaced else ""
-    activities = "activity" if summary.activities == 1 else "activities"
-    return f"imported {summary.activities:,} {activities} from the export: {', '.join(parts)}{replaced}{tail}"
+    if summary.redecoded:
+        replaced += (f"; {summary.redecoded:,} decoded again from the kept file{'s' if summary.redecoded != 1 else ''} "
+                     "(bulkfetch's decoded form, or the activity's sport, changed)")
+    activities = f"{summary.activities:,} activit{'y' if summary.activities == 1 else 'ies'}"
+    gone = (f"; {summary.gone:,} activit{'y' if summary.gone == 1 else 'ies'} of an earlier export not in the newest "
+            "(deleted on Strava: no row from the export)" if summary.gone else "")
+    return f"imported {activities} from the export: {', '.join(parts)}{replaced}{tail}{gone}"
 
 
 def _named(items: Iterable[str]) -> str:

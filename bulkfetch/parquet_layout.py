@@ -31,10 +31,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bulkfetch.errors import WriteError
+from bulkfetch.schema import SCHEMA_VERSION_KEY
 from bulkfetch.store import fsync_dir, is_orphaned_temp
 
 PART_FILE = "part-0.parquet"
-SCHEMA_VERSION_KEY = b"bulkfetch.schema_version"  # in every partition file's metadata
 STAGING = ".migrating"  # a leading dot: pyarrow and Spark skip it, and no `<table>/**` glob reaches it
 YEAR_PREFIX = "year="
 # The partition columns' types for readers that take them (pyarrow, DuckDB's hive_types): inferred,

@@ -28,7 +28,7 @@ from bulkfetch.errors import (
     Interrupted,
     QuotaStop,
 )
-from bulkfetch.file_rows import ExportView
+from bulkfetch.export_view import ExportView
 from bulkfetch.ids import is_strava_id
 from bulkfetch.ledger_file import App, state_folder
 from bulkfetch.paging import DAY_S, Boundary, Paging, full_relist_due, list_pages_needed, recent_boundary
@@ -108,7 +108,9 @@ class FetchSummary:
     fetched: int = 0
     not_found: int = 0
     streams: int = 0
-    streams_from_export: int = 0  # stream sets the account export gave instead of a request
+    # The activities whose stream sets the account export gave instead of a request: a set, as the run's
+    # checks of the list head decide the streams again and would count an activity once a check.
+    exported: set[int] = field(default_factory=set)
     unlisted: int = 0
     requests: int = 0
     failed: dict[int, str] = field(default_factory=dict)  # details that failed, with why
@@ -116,14 +118,18 @@ class FetchSummary:
     list_failure: str | None = None
     athletes: list[AthleteResult] = field(default_factory=list)  # a run's total: each athlete's part
 
+    @property
+    def streams_from_export(self) -> int:
+        return len(self.exported)
+
     @classmethod
     def total(cls, results: list[AthleteResult]) -> FetchSummary:
         parts = [result.summary for result in results]
         total = cls(athletes=results)
-        for name in ("listed", "new", "changed", "fetched", "not_found", "streams", "streams_from_export", "unlisted",
-                     "requests"):
+        for name in ("listed", "new", "changed", "fetched", "not_found", "streams", "unlisted", "requests"):
             setattr(total, name, sum(getattr(part, name) for part in parts))
         for part in parts:
+            total.exported |= part.exported
             total.failed.update(part.failed)
             total.failed_streams.update(part.failed_streams)
         total.list_failure = next((part.list_failure for part in parts if part.list_failure), None)
@@ -171,15 +177,11 @@ async def fetch_athlete(client: StravaClient, store: RawStore, config: Config, o
 def current_plan(store: RawStore, config: Config, filters: Filters, *, full_relist: bool = False,
                  now: float | None = None, from_export: bool = True) -> RequestPlan:
     """The requests a fetch with `filters` needs, from what is on disk (the cached list); `from_export`:
-    the streams the athlete's account export covers are not requested (see bulkfetch.file_rows). Sends
-    nothing; it may keep the export's file summaries it computed (see ExportView.save_summaries)."""
+    the streams the athlete's account export covers are not requested (see bulkfetch.export_view: from
+    its index alone, so this reads no device file). Sends nothing."""
     catalog = store.catalog()
     listing = next_listing(store, catalog, config, time.time() if now is None else now, forced=full_relist)
-    covered: set[int] = set()
-    if from_export and config.fetch.streams:
-        export = ExportView(store.data_dir)
-        covered = export.covered(catalog)
-        export.save_summaries()  # a cache (written whole): the next fetch or plan reads no track again
+    covered = ExportView(store.data_dir).covered(catalog) if from_export and config.fetch.streams else set()
     return request_plan(catalog, load_fetched_index(store), load_stream_records(store), filters, listing=listing,
                         not_found=not_found_until(store, listing), streams=frozenset(config.fetch.streams),
                         from_export=covered)
@@ -450,7 +452,8 @@ async def _fetch_details(client: StravaClient, store: RawStore, config: Config, 
 async def fetch_streams(client: StravaClient, store: RawStore, config: Config, filters: Filters,
                          summary: FetchSummary, events: FetchEvents, *, from_export: bool = True) -> None:
     """After all details: one streams request per activity whose stored streams are stale (newest first),
-    unless (`from_export`) the athlete's account export gives them (see bulkfetch.file_rows).
+    unless (`from_export`) the athlete's account export gives them (see bulkfetch.export_view). The
+    export's file summaries that are not current are computed first, in a thread (they read tracks).
 
     A stale file is replaced by the new answer, never deleted first: see `streams_stale` for when it is.
     """
@@ -460,18 +463,18 @@ async def fetch_streams(client: StravaClient, store: RawStore, config: Config, f
     records = load_stream_records(store)
     stale = pending_streams(catalog, store.detail_ids(), records, wanted, filters)
     export = ExportView(store.data_dir) if from_export else None
-    covered = {i for i in stale if export.covers(i, catalog[i])} if export is not None else set()
     if export is not None:
-        export.save_summaries()
+        await asyncio.to_thread(export.refresh_summaries)
+    covered = {i for i in stale if export.covers(i, catalog[i])} if export is not None else set()
     pending = [i for i in stale if i not in covered]
-    summary.streams_from_export += len(covered)
-    events.streams_planned(len(pending), from_export=len(covered))
+    events.streams_planned(len(pending), from_export=len(covered - summary.exported))  # what this call spares
+    summary.exported |= covered
     saver = _IndexSaver(store, STREAM_RECORDS, lambda: {str(k): v.to_json() for k, v in records.items()})
     imported = _ImportWatch(export)
 
     async def fetch_one(activity_id: int) -> str:
-        if imported.covers(activity_id, catalog[activity_id]):
-            summary.streams_from_export += 1
+        if await imported.covers(activity_id, catalog[activity_id]):
+            summary.exported.add(activity_id)
             return "from_export"
         asked = stream_keys(records.get(activity_id), wanted, order)
         outcome = await _fetch_stream_set(client, store, activity_id, asked, summary)
@@ -485,22 +488,29 @@ async def fetch_streams(client: StravaClient, store: RawStore, config: Config, f
 
 
 class _ImportWatch:
-    """The streams an import running beside the fetch covered meanwhile: before a stream request, the
-    export's index is read again if EXPORT_REREAD_S have passed since it was last read (one small file), so
-    every quota wait is followed by a fresh read, and a fast run reads it at most once a second."""
+    """The streams an import running beside the fetch covered meanwhile: before a stream request, if
+    EXPORT_REREAD_S have passed since the last look, the export's index is looked at (one stat), and read
+    again in a thread if it changed (with the summaries its new entries lack: they read tracks). So every
+    quota wait is followed by a fresh look, and a fast run looks at most once a second."""
 
     def __init__(self, export: ExportView | None, clock: Callable[[], float] = time.monotonic) -> None:
         self._export = export
         self._clock = clock
-        self._read_at = clock()
+        self._looked_at = clock()
 
-    def covers(self, activity_id: int, summary: Mapping[str, Any]) -> bool:
+    async def covers(self, activity_id: int, summary: Mapping[str, Any]) -> bool:
         if self._export is None:
             return False
-        if self._clock() - self._read_at >= EXPORT_REREAD_S:
-            self._export.reread()
-            self._read_at = self._clock()
+        if self._clock() - self._looked_at >= EXPORT_REREAD_S:
+            if self._export.index_changed():
+                await asyncio.to_thread(self._reread, self._export)
+            self._looked_at = self._clock()
         return self._export.covers(activity_id, summary)
+
+    @staticmethod
+    def _reread(export: ExportView) -> None:
+        export.reread()
+        export.refresh_summaries()
 
 
 async def _run_workers(ids: list[int], concurrency: int, job: Callable[[int], Awaitable[str]],

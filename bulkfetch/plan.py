@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from bulkfetch.errors import ConfigError
+from bulkfetch.recording import RECORDING_FIELDS
 from bulkfetch.sports import SPORT_TYPES
 
 # The summary fields whose change means the stored detail is stale. Kudos and comment counts change all
@@ -24,9 +25,6 @@ CHANGE_FIELDS = (
     "name", "sport_type", "start_date", "distance", "moving_time", "elapsed_time", "total_elevation_gain",
     "private", "gear_id", "upload_id",
 )
-# The summary fields whose change means the recording itself may have changed (a new upload, a corrected
-# clock, a cropped or trimmed file), so the stored streams are stale. A new name, gear or privacy is not one.
-RECORDING_FIELDS = ("start_date", "distance", "moving_time", "elapsed_time", "upload_id")
 # Tombstoning "unlisted" activities is refused when a listing lost more than this share of the history
 # (and more than a handful): that is a lost scope or a wrong token, not a mass deletion.
 UNLIST_GUARD_SHARE = 0.5
@@ -250,7 +248,7 @@ def pending_streams(
 ) -> list[int]:
     """Ids that need `GET /activities/{id}/streams`, newest first: detailed, accepted, stale by
     `streams_stale` (`records` holds the stored answers, "no streams" included), and not among
-    `from_export`, the activities whose streams the account export gives (see bulkfetch.file_rows)."""
+    `from_export`, the activities whose streams the account export gives (see bulkfetch.export_view)."""
     ids = [i for i, s in catalog.items() if i in detailed and i not in from_export and filters.accepts(s)
            and streams_stale(records.get(i), wanted, s)]
     return sorted(ids, key=lambda i: (start_epoch(catalog[i]) or 0, i), reverse=True)

@@ -24,7 +24,7 @@ import orjson
 
 from bulkfetch.auth import Tokens, TokenStore, digest
 from bulkfetch.errors import StorageError
-from bulkfetch.export_store import ExportStore
+from bulkfetch.export_paths import has_export
 from bulkfetch.ids import is_strava_id, parse_id
 from bulkfetch.store import ATHLETES_FOLDER, RawStore, atomic_write, ensure_dir, fsync_dir, read_json
 
@@ -230,7 +230,7 @@ def _legacy_athlete_id(data_dir: Path) -> int | None:
 def _holds_data(athlete: AthleteDir) -> bool:
     """Details are what costs requests, and an imported export is the athlete's own; a listing is cheap to
     make again."""
-    return bool(athlete.store.detail_ids()) or ExportStore(athlete.folder).exists()
+    return bool(athlete.store.detail_ids()) or has_export(athlete.folder)
 
 
 def _subfolders(folder: Path) -> list[Path]:

@@ -31,6 +31,7 @@ from bulkfetch.errors import (
     ScopeMissing,
     StorageError,
 )
+from bulkfetch.export_view import ExportView
 from bulkfetch.fairness import FairSlots
 from bulkfetch.idle_compaction import MIN_WAIT_SHARE, IdleCompactor, Target
 from bulkfetch.paging import Boundary, recent_boundary
@@ -392,11 +393,15 @@ def _recorded_athlete(store: RawStore) -> int | None:
 def athlete_plans(config: Config, filters: Filters, wanted: frozenset[int] | None, *, full_relist: bool = False,
                   now: float | None = None, listed_only: bool = False,
                   from_export: bool = True) -> list[tuple[AthleteDir, RequestPlan]]:
-    """Each athlete's plan from what is on disk (reads only: the layout may not be migrated yet);
-    `listed_only`: only athletes with a cached list. A removed athlete has none: no run fetches for it.
-    `from_export`: streams the account export covers are not counted as requests."""
+    """Each athlete's plan from what is on disk (reads only, the layout may not be migrated yet, but for
+    the export's file summaries: see ExportView.refresh_summaries); `listed_only`: only athletes with a
+    cached list. A removed athlete has none: no run fetches for it. `from_export`: streams the account
+    export covers are not counted as requests."""
     athletes = [a for a in chosen_athletes(Roster(config.storage.data_dir), wanted, connected_only=False)
                 if (not listed_only or a.store.listings()) and not is_removed(a)]
+    if from_export and config.fetch.streams:
+        for athlete in athletes:  # no event loop here: what is computed is kept for the fetch and status
+            ExportView(athlete.store.data_dir).refresh_summaries()
     return [(a, current_plan(a.store, config, filters, full_relist=full_relist, now=now, from_export=from_export))
             for a in athletes]
 

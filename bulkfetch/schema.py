@@ -54,6 +54,9 @@ import pyarrow.compute as pc
 # 2: the streams table; 3: `athlete_id` left the files for the folder names (bulkfetch.parquet_layout);
 # 4: the `source` column, and rows from the account export
 SCHEMA_VERSION = 4
+# Every table's schema metadata says its SCHEMA_VERSION under this key, so every partition file does too
+# (bulkfetch.parquet_layout reads it to tell files of an older version).
+SCHEMA_VERSION_KEY = b"bulkfetch.schema_version"
 
 # Tables built from list summaries and details (`build_tables`), then the one built from streams.
 DETAIL_TABLES = ("activities", "splits_metric", "splits_standard", "laps", "best_efforts", "segment_efforts")
@@ -226,7 +229,7 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
 # The key of each child table's list inside DetailedActivity (all of them are named like the table).
 CHILD_KEYS = {name: name for name in DETAIL_TABLES if name != "activities"}
 
-_METADATA = {b"bulkfetch.schema_version": str(SCHEMA_VERSION).encode()}
+_METADATA = {SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode()}
 SCHEMAS: dict[str, pa.Schema] = {
     name: pa.schema([pa.field(c.name, c.type) for c in columns], metadata=_METADATA)
     for name, columns in COLUMNS.items()

@@ -8,7 +8,7 @@ from typing import Any
 
 from bulkfetch.config import Config
 from bulkfetch.errors import StorageError
-from bulkfetch.file_rows import ExportView
+from bulkfetch.export_view import ExportView
 from bulkfetch.pipeline import (
     load_failures,
     load_fetched_index,

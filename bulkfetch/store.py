@@ -13,25 +13,23 @@ data_dir itself holds `fetch.lock` and `bulkfetch.log`):
 
 Every file is written to a temporary name in the same folder, then `os.replace`d: a file that exists is
 complete, and a SIGKILL at any moment leaves at most a temporary file, which is ignored, and swept by
-the next run that takes the data_dir lock (see `exclusive_lock`).
+the next run that takes the data_dir lock (see bulkfetch.locks.data_dir_lock).
 """
 
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import secrets
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from bulkfetch.errors import LockedError, StorageError, WriteError
+from bulkfetch.errors import StorageError, WriteError
 from bulkfetch.ids import is_strava_id, parse_id
 
 TEMP_MARK = ".tmp-"
@@ -68,7 +66,7 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
         fsync_dir(path.parent)
     except OSError as exc:
         temp.unlink(missing_ok=True)
-        raise WriteError(_describe_write_error(path, exc), hint=_write_hint(exc)) from None
+        raise WriteError(describe_write_error(path, exc), hint=write_hint(exc)) from None
 
 
 def fsync_dir(folder: Path) -> None:
@@ -80,13 +78,13 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _describe_write_error(path: Path, exc: OSError) -> str:
+def describe_write_error(path: Path, exc: OSError) -> str:
     if exc.errno == errno.ENOSPC:
         return f"disk full while writing {path}"
     return f"cannot write {path} ({exc.strerror or exc})"
 
 
-def _write_hint(exc: OSError) -> str:
+def write_hint(exc: OSError) -> str:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return "free some space and rerun: nothing written so far is lost"
     return "check the folder and rerun: nothing written so far is lost"
@@ -206,7 +204,7 @@ class RawStore:
 
     # -- setup -------------------------------------------------------------------------------------
     def prepare(self) -> None:
-        """Create the folders and check they are writable (temporary files are swept by `exclusive_lock`)."""
+        """Create the folders and check they are writable (temporary files are swept by `locks.data_dir_lock`)."""
         for folder in (self.list_dir, self.detail_dir, self.stream_dir, self.state_dir):
             ensure_dir(folder)
         ensure_dir(self.auth_dir, mode=0o700)
@@ -371,43 +369,6 @@ class RawStore:
         keep = {k: v for k, v in current.items() if int(k) not in alive or v.get("reason") not in lifted}
         if len(keep) != len(current):
             self.write_state("tombstones", keep)
-
-
-@contextmanager
-def exclusive_lock(data_dir: Path, command: str = "run") -> Iterator[None]:
-    """Hold `<data_dir>/fetch.lock` for one run; a second run gets a LockedError naming the first's PID.
-
-    The holder sweeps the temporary files killed runs left, and only the holder may: another process's
-    temporary file can be a write in progress (a rotated token exists nowhere else until it is renamed).
-    An flock dies with its process, so a lock file left by a killed run is simply taken over.
-    """
-    path = data_dir / "fetch.lock"
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:  # a read-only file system, or no permission
-        raise StorageError(f"{data_dir} is not writable ({exc.strerror})",
-                           hint="fix its permissions or set [storage] data_dir") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid, _, holder = os.pread(fd, 128, 0).decode(errors="replace").strip().partition(" ")
-            holder = holder if holder.isidentifier() else "run"
-            also = " (a fetch compacts when it ends)" if holder == "fetch" else ""
-            raise LockedError(f"another bulkfetch {holder} (PID {pid or 'unknown'}) is using {data_dir}",
-                              hint=f"wait for it to finish or stop it: one run at a time may use a data_dir{also}"
-                              ) from None
-        try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()} {command}".encode(), 0)
-        except OSError as exc:  # the disk is full: say so, as every other write does
-            raise WriteError(_describe_write_error(path, exc), hint=_write_hint(exc)) from None
-        for root in (data_dir, *_safe_iterdir(data_dir / ATHLETES_FOLDER)):
-            if root.is_dir():
-                RawStore(root).sweep_temp_files()
-        yield
-    finally:
-        os.close(fd)
 
 
 def ensure_dir(folder: Path, mode: int = 0o755) -> None:

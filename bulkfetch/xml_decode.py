@@ -23,7 +23,6 @@ A point without a time is skipped (Strava requires one on every point).
 from __future__ import annotations
 
 import codecs
-import math
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -34,6 +33,7 @@ from typing import Any
 
 from bulkfetch.decoding import track_of, unreadable
 from bulkfetch.device_sports import gpx_sport_type, tcx_sport_type
+from bulkfetch.numeric import finite_float, in_int32
 from bulkfetch.track import SERIES, DeviceLap, Format, Session, Track
 
 _CHUNK_BYTES = 64 * 1024
@@ -313,15 +313,14 @@ def _number(series: str, text: str | None) -> float | int | None:
     if value is None or series not in _INT_SERIES:
         return value
     rounded = round(value)
-    return rounded if _INT32[0] <= rounded <= _INT32[1] else None
+    return rounded if in_int32(rounded) else None
 
 
 def _float(text: str | None) -> float | None:
     try:
-        value = float(text) if text is not None else None
+        return finite_float(float(text)) if text is not None else None
     except ValueError:
         return None
-    return value if value is not None and math.isfinite(value) else None
 
 
 def _time(text: str | None) -> float | None:

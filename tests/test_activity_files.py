@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bulkfetch import activity_files
-from bulkfetch.activity_files import decode_file
+from bulkfetch.activity_files import decode_file, decode_path
 from bulkfetch.device_sports import fit_sport_type, gpx_sport_type, tcx_sport_type
 from bulkfetch.sports import SPORT_TYPES
 from bulkfetch.track import SERIES, Track, read_track, to_table, write_track
@@ -191,11 +191,22 @@ def test_concatenated_gzip_members_inflate_as_one_file():
 
 
 def test_a_gzip_bomb_is_refused_without_inflating_it_all(monkeypatch):
-    monkeypatch.setattr(activity_files, "MAX_INFLATED_BYTES", 2**20)  # the real bound is 512 MiB
+    monkeypatch.setattr(activity_files, "MAX_ACTIVITY_BYTES", 2**20)  # the real bound is 256 MiB
     bomb = gzip.compress(b"\0" * (3 * 2**20))
     track = decode_file(bomb, "activities/1.fit.gz")
     assert (track.status, track.records, track.gzipped) == ("unreadable", 0, True)
-    assert one_line(track.problem) and "MiB" in track.problem
+    assert one_line(track.problem) and track.problem.startswith("too large: ") and "1 MiB" in track.problem
+
+
+def test_a_file_too_large_to_be_an_activity_is_not_read(monkeypatch, tmp_path):
+    """The bound holds for the file as kept too: a decoding process never reads it into memory."""
+    path = tmp_path / "1.fit"
+    path.write_bytes(load("fenix5-run.fit"))
+    assert decode_path(path, "activities/1.fit").status == "ok"
+    monkeypatch.setattr(activity_files, "MAX_ACTIVITY_BYTES", path.stat().st_size - 1)
+    track = decode_path(path, "activities/1.fit")
+    assert (track.status, track.records, track.format) == ("unreadable", 0, "fit")
+    assert one_line(track.problem) and track.problem.startswith("too large: ")
 
 
 # -- TCX and GPX ----------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from bulkfetch.errors import WriteError
 from bulkfetch.parquet_layout import PARTITION_SCHEMA, partition_path
 from bulkfetch.schema import TABLES
 from bulkfetch.store import UNLISTED, RawStore
+from tests.conftest import cli_env
 
 REPO = Path(__file__).resolve().parent.parent
 YEARS = (2019, 2021)
@@ -578,6 +579,17 @@ def test_a_damaged_detail_keeps_its_summary_row(fresh):
     compact(store, parquet_dir, ATHLETE_ID)
     row = next(r for r in read(parquet_dir, "activities") if r["id"] == activity_id)
     assert row["has_detail"] is False and row["name"] == store.catalog()[activity_id]["name"]
+
+
+# -- layering --------------------------------------------------------------------------------------------
+def test_compaction_loads_none_of_the_fetchs_modules():
+    # The fetch runs compaction at its end, so compaction sits below it: reaching up (once for a constant of
+    # plan's) pulls the fetch's decisions into every compaction and its worker processes.
+    code = "import sys, bulkfetch.compact; print(' '.join(sorted(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                            env=cli_env(), check=True).stdout.split()
+    assert "bulkfetch.compact" in loaded
+    assert not {"bulkfetch.plan", "bulkfetch.pipeline", "bulkfetch.run", "bulkfetch.client"} & set(loaded)
 
 
 # -- bench -----------------------------------------------------------------------------------------------

@@ -144,10 +144,13 @@ def test_rows_repeating_an_activity_id_are_counted_and_the_last_is_kept() -> Non
     assert parsed.duplicate_rows == 2 and parsed.activities[5].name == "third" and len(parsed.activities) == 2
 
 
-@pytest.mark.parametrize("name", ["../../etc/passwd", "/etc/passwd", "activities/../../x.fit", "media/x.fit",
-                                  "activities\\..\\..\\x.fit", "activities/"])
-def test_a_file_name_outside_activities_is_refused(name: str) -> None:
-    with pytest.raises(CsvError, match="outside activities/"):
+@pytest.mark.parametrize(("name", "why"), [
+    ("../../etc/passwd", "climbs out"), ("/etc/passwd", "is absolute"), ("activities/../../x.fit", "climbs out"),
+    ("media/x.fit", "outside activities/"), ("activities\\..\\..\\x.fit", "climbs out"),
+    ("activities/", "outside activities/"), ("C:/activities/x.fit", "is absolute"),
+    ("activities/a\x00b.fit", "holds a control character"), ("activities/a\nb.fit", "holds a control character")])
+def test_a_file_name_outside_activities_or_unsafe_is_refused(name: str, why: str) -> None:
+    with pytest.raises(CsvError, match=why):
         parse_activities_csv(csv_text(ENGLISH_94, [english_row(5, name)]))
 
 
@@ -197,6 +200,8 @@ def test_profile_csv_gives_the_athlete_id_in_its_first_column() -> None:
     assert parse_profile_csv(f"{PROFILE_HEADER}\n1234567,a@example.com,Ann,Example,F,,60,,,\n".encode()) == 1234567
     assert parse_profile_csv(f"{PROFILE_HEADER}\n".encode()) is None
     assert parse_profile_csv(b"Athlete ID\nnot-a-number\n") is None
+    assert parse_profile_csv(b"Athlete ID\n0\n") is None
+    assert parse_profile_csv(f"Athlete ID\n{2**63}\n".encode()) is None  # no int64 athlete_id partition
 
 
 # -- the zip or folder ---------------------------------------------------------------------------------
@@ -204,12 +209,12 @@ def _csv() -> bytes:
     return csv_text(ENGLISH_94, [english_row(7, "activities/7.fit")])
 
 
-@pytest.mark.parametrize("bad", ["../evil.txt", "/etc/evil", "media/../../evil", "C:/evil"])
+@pytest.mark.parametrize("bad", ["../evil.txt", "/etc/evil", "media/../../evil", "C:/evil", "media/a\x07b.jpg"])
 def test_a_zip_with_a_member_outside_it_is_refused(tmp_path: Path, bad: str) -> None:
     path = write_zip(tmp_path / "export.zip", _csv(), [], extra={bad: b"x"})
     with pytest.raises(ExportError, match="unsafe") as refused, open_export(path):
         pass
-    assert bad in str(refused.value) and "\n" not in str(refused.value)
+    assert repr(bad) in str(refused.value) and "\n" not in str(refused.value)
 
 
 def test_members_are_read_by_name_streamed_with_the_zip_crc(tmp_path: Path) -> None:

@@ -5,17 +5,21 @@ Parquet read back with DuckDB."""
 
 from __future__ import annotations
 
+import asyncio
 import io
+import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 
 import orjson
@@ -24,9 +28,12 @@ import pytest
 
 import bulkfetch.compact as compact_module
 import bulkfetch.parquet_layout as layout_module
-from bulkfetch import derive, file_rows
+import bulkfetch.pipeline as pipeline
+import bulkfetch.run as run_module
+from bulkfetch import derive, export_view
 from bulkfetch.activity_files import decode_file
 from bulkfetch.cli import main
+from bulkfetch.export_store import ExportStore
 from bulkfetch.parquet_layout import STAGING
 from bulkfetch.pipeline import EXPORT_REREAD_S
 from bulkfetch.roster import Roster
@@ -36,6 +43,7 @@ from bulkfetch.simulator.export import write_export
 from bulkfetch.track import read_track
 from tests.conftest import REPO, cli_env, simulator_config_text
 from tests.exports import ENGLISH_94, FILES, ExportFile, csv_text, english_row, fixture, write_folder
+from tests.test_athletes import connect
 from tests.test_streams import spent, stream_gets
 
 duckdb = pytest.importorskip("duckdb")
@@ -80,18 +88,20 @@ class Scenario:
     def folder(self) -> Path:
         return Roster(self.data_dir).athlete(self.athlete_id).folder
 
-    def rows(self, table: str) -> list[dict]:
-        return rows(self.data_dir, table)
+    def rows(self, table: str, activity_id: int | None = None) -> list[dict]:
+        return rows(self.data_dir, table, activity_id)
 
     def sources(self, table: str) -> dict[int, set[str]]:
         return sources(self.data_dir, table)
 
 
-def rows(data_dir: Path, table: str) -> list[dict]:
-    """A table's rows, as DuckDB reads the hive-partitioned Parquet."""
+def rows(data_dir: Path, table: str, activity_id: int | None = None, columns: str = "*") -> list[dict]:
+    """A table's rows (one activity's: `activity_id`), as DuckDB reads the hive-partitioned Parquet."""
     parquet = data_dir / "parquet" / table
+    where = f" WHERE {'id' if table == 'activities' else 'activity_id'} = {activity_id:d}" if activity_id else ""
     with duckdb.connect() as db:
-        cursor = db.execute(f"SELECT * FROM read_parquet('{parquet}/**/*.parquet', hive_partitioning = true)")
+        cursor = db.execute(f"SELECT {columns} FROM read_parquet('{parquet}/**/*.parquet', hive_partitioning = true)"
+                            f"{where}")
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row)) for row in cursor.fetchall()]
 
@@ -100,7 +110,7 @@ def sources(data_dir: Path, table: str) -> dict[int, set[str]]:
     """Each activity's `source` values in a table (one activity, one source)."""
     key = "id" if table == "activities" else "activity_id"
     found: dict[int, set[str]] = {}
-    for row in rows(data_dir, table):
+    for row in rows(data_dir, table, columns=f"DISTINCT {key}, source"):  # not a row a stream point
         found.setdefault(row[key], set()).add(row["source"])
     return found
 
@@ -109,8 +119,12 @@ def cli(config: Path, *args: str) -> int:
     return main(["--config", str(config), *args])
 
 
+@cache
 def file_summary(fixture: str) -> derive.FileSummary:
-    return derive.file_summary(decode_file((FILES / fixture).read_bytes(), fixture))
+    """The fixture file's summary by today's rules for the sport the tests give it: its own, else Run (the
+    sport matters: see derive.prepare). Decoded once: the large ones take a second."""
+    track = decode_file((FILES / fixture).read_bytes(), fixture)
+    return derive.file_summary(track, derive.file_summary(track).sport_type or "Run")
 
 
 def csv_date(epoch_s: float) -> str:
@@ -123,34 +137,72 @@ def start_of(sim, activity_id: int) -> float:
     return datetime.fromisoformat(sim.summary(activity_id)["start_date"].replace("Z", "+00:00")).timestamp()
 
 
-def scenario(tmp_path: Path, thread: SimulatorThread, sim) -> Scenario:
-    """An athlete whose export holds five real device files for five of its simulated activities (Strava's
-    summaries made to agree with the files, but the stale one's), one more activity only the export knows,
-    and CSV rows without a file for two simulated activities; imported before any API request."""
+# One history for the tests that start from the imported export (SCENARIO): the same ids get the same files.
+SCENARIO = SimulatorSettings(activities=12, seed=32, short_limit=1000, daily_limit=10000)
+
+
+def archive_plan(sim) -> tuple[list[Archived], list[int]]:
+    """Which simulated activities get the ROLES' files, and the two whose CSV rows have no file."""
     with_gps = [i for i in sim.activity_ids() if not sim.summary(i)["manual"] and sim.summary(i)["map"]]
     archived = [Archived(i, fixture, role) for i, (fixture, role) in zip(with_gps, ROLES)]
     without_file = [i for i in sim.activity_ids() if i not in {a.activity_id for a in archived}][:2]
-    case, export = unpacked_export(tmp_path, thread, sim, archived, without_file, csv_only=True)
-    assert cli(case.config, "import", str(export), "--athlete", str(case.athlete_id)) == 0
-    return case
+    return archived, without_file
+
+
+@pytest.fixture(scope="module")
+def imported_data(tmp_path_factory) -> Path:
+    """SCENARIO's data_dir just after its athlete's export was imported (`scenario`): decoded once for the
+    tests that start from it, each of which takes a copy."""
+    folder = tmp_path_factory.mktemp("imported")
+    thread = SimulatorThread(SCENARIO)
+    with thread as sim:
+        case, export = unpacked_export(folder, thread, sim, *archive_plan(sim), csv_only=True)
+        assert cli(case.config, "import", str(export), "--athlete", str(case.athlete_id)) == 0
+        assert sim.request_log == []  # nothing was asked of the API
+    return case.data_dir
+
+
+def scenario(tmp_path: Path, thread: SimulatorThread, sim, imported_data: Path) -> Scenario:
+    """An athlete whose export holds five real device files for five of its simulated activities (Strava's
+    summaries made to agree with the files, but the stale one's), one more activity only the export knows,
+    and CSV rows without a file for two simulated activities; imported before any API request (a copy of
+    `imported_data`: `sim` must run SCENARIO)."""
+    assert sim.settings.seed == SCENARIO.seed and sim.settings.activities == SCENARIO.activities
+    archived, without_file = archive_plan(sim)
+    agree_with_files(thread, sim, archived)
+    shutil.copytree(imported_data, tmp_path / "data")  # copy2: the files' mtimes, which fingerprints hold, too
+    config = tmp_path / "config.toml"
+    config.write_text(simulator_config_text(sim, tmp_path / "data", fetch={"per_page": 50}))
+    return Scenario(sim, thread, config, tmp_path / "data", sim.athlete().athlete_id, archived, set(without_file))
+
+
+def agree_with_files(thread: SimulatorThread, sim, archived: list[Archived]) -> dict[int, dict]:
+    """Edit the simulated activities to agree with their files (but the stale one: cropped on Strava after
+    the upload); the changes by id."""
+    edits = {}
+    for item in archived:
+        summary = file_summary(item.fixture)
+        distance, elapsed = summary.distance_m or 0.0, round(summary.elapsed_s or 0)
+        changes = {"sport_type": summary.sport_type, "distance": distance, "elapsed_time": elapsed,
+                   "moving_time": round(summary.moving_s or 0)}
+        if item.role == "stale":
+            changes.update(distance=round(distance * 0.6, 1), elapsed_time=elapsed + 900, moving_time=elapsed + 900)
+        thread.call(partial(sim.edit_activity, item.activity_id, **changes))
+        edits[item.activity_id] = changes
+    return edits
 
 
 def unpacked_export(tmp_path: Path, thread: SimulatorThread, sim, archived: list[Archived], without_file: list[int],
                     *, csv_only: bool) -> tuple[Scenario, Path]:
     """The athlete's export folder (not imported yet), its simulated activities edited to agree with the
-    files (but the stale one), and a config for the simulator."""
+    files (`agree_with_files`), and a config for the simulator."""
     athlete_id = sim.athlete().athlete_id
     rows = []
-    for item in archived:
+    for item, changes in zip(archived, agree_with_files(thread, sim, archived).values()):
         summary = file_summary(item.fixture)
-        distance, elapsed = summary.distance_m or 0.0, round(summary.elapsed_s or 0)
-        changes = {"sport_type": summary.sport_type or "Run", "distance": distance, "elapsed_time": elapsed,
-                   "moving_time": round(summary.moving_s or 0)}
-        if item.role == "stale":  # cropped on Strava after the upload
-            changes.update(distance=round(distance * 0.6, 1), elapsed_time=elapsed + 900, moving_time=elapsed + 900)
-        thread.call(partial(sim.edit_activity, item.activity_id, **changes))
-        row = english_row(item.activity_id, item.name, sport=changes["sport_type"], distance_m=distance,
-                          elapsed_s=elapsed, date=csv_date(start_of(sim, item.activity_id)))
+        row = english_row(item.activity_id, item.name, sport=changes["sport_type"],
+                          distance_m=summary.distance_m or 0.0, elapsed_s=round(summary.elapsed_s or 0),
+                          date=csv_date(start_of(sim, item.activity_id)))
         rows.append({**row, "Moving Time": f"{changes['moving_time']}.0"})
     rows += [english_row(i, None, name=sim.summary(i)["name"], date=csv_date(start_of(sim, i))) for i in without_file]
     files = [ExportFile(a.name, fixture(a.fixture)) for a in archived]
@@ -166,11 +218,11 @@ def unpacked_export(tmp_path: Path, thread: SimulatorThread, sim, archived: list
 
 
 # -- without any API access ------------------------------------------------------------------------------
-def test_an_export_alone_gives_activities_from_its_csv_and_streams_splits_laps_from_its_files(tmp_path):
-    thread = SimulatorThread(SimulatorSettings(activities=12, seed=31))
+def test_an_export_alone_gives_activities_from_its_csv_and_streams_splits_laps_from_its_files(tmp_path,
+                                                                                            imported_data):
+    thread = SimulatorThread(SCENARIO)
     with thread as sim:
-        case = scenario(tmp_path, thread, sim)  # the import compacts what it imported
-        assert sim.request_log == []  # nothing was asked of the API
+        case = scenario(tmp_path, thread, sim, imported_data)  # the import compacted what it imported
 
     activities = {row["id"]: row for row in case.rows("activities")}
     csv_ids = case.ids("covered", "stale", "truncated") | case.without_file | {CSV_ONLY_ID}
@@ -193,21 +245,44 @@ def test_an_export_alone_gives_activities_from_its_csv_and_streams_splits_laps_f
     for table in ("splits_metric", "splits_standard"):
         assert set(case.sources(table)) <= runs and case.ids("covered") - case.ids_of_sport("Ride") <= set(
             case.sources(table)), table
-    fenix2 = [r for r in case.rows("splits_metric") if r["activity_id"] == CSV_ONLY_ID]
+    fenix2 = case.rows("splits_metric", CSV_ONLY_ID)
     assert [r["split"] for r in fenix2] == list(range(1, 11))  # 9.0 km: nine whole kilometres and the rest
-    distances = [r["distance"] for r in case.rows("streams") if r["activity_id"] == CSV_ONLY_ID]
+    distances = [r["distance"] for r in case.rows("streams", CSV_ONLY_ID)]
     assert len(distances) == 2809  # one stream row per record of the file
     assert sum(r["distance"] for r in fenix2) == pytest.approx(max(distances) - min(distances), abs=0.5)
+
+
+def test_a_new_derive_rule_reaches_the_parquet_already_written(tmp_path, monkeypatch):
+    ride = file_summary("edge500-ride.fit")
+    row = english_row(1, "activities/1.fit", sport="Ride", distance_m=ride.distance_m or 0.0,
+                      elapsed_s=round(ride.elapsed_s or 0))
+    export = write_folder(tmp_path / "export", csv_text(ENGLISH_94, [row]),
+                          [ExportFile("activities/1.fit", fixture("edge500-ride.fit"))], profile_id=5)
+    config = tmp_path / "config.toml"
+    config.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n')
+    assert cli(config, "import", str(export)) == 0
+    assert not (tmp_path / "data" / "parquet" / "splits_metric").exists()  # a ride: no splits by today's rule
+
+    # A new rule (rides' splits too), numbered as derive's docstring asks: the years it changes are rewritten.
+    monkeypatch.setattr(derive, "SPLIT_SPORTS", derive.SPLIT_SPORTS | {"Ride"})
+    monkeypatch.setattr(derive, "DERIVE_VERSION", derive.DERIVE_VERSION + 1)
+    assert cli(config, "compact") == 0
+    splits = rows(tmp_path / "data", "splits_metric")
+    assert {r["source"] for r in splits} == {"file"} and len(splits) == math.ceil((ride.distance_m or 0) / 1000)
+    written = {p: p.stat().st_mtime_ns for p in (tmp_path / "data" / "parquet").rglob("*.parquet")}
+    assert cli(config, "compact") == 0  # and once only
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "data" / "parquet").rglob("*.parquet")} == written
 
 
 # -- with the API ------------------------------------------------------------------------------------------
 PLAN_SAVING = re.compile(r"^streams: ([\d,]+) of ([\d,]+) from the export, ([\d,]+) requests?", re.MULTILINE)
 
 
-def test_fetch_replaces_the_csv_rows_and_asks_no_streams_the_export_covers(tmp_path, capsys, monkeypatch):
-    thread = SimulatorThread(SimulatorSettings(activities=12, seed=32, short_limit=1000, daily_limit=10000))
+def test_fetch_replaces_the_csv_rows_and_asks_no_streams_the_export_covers(tmp_path, capsys, monkeypatch,
+                                                                           imported_data):
+    thread = SimulatorThread(SCENARIO)
     with thread as sim:
-        case = scenario(tmp_path, thread, sim)
+        case = scenario(tmp_path, thread, sim, imported_data)
         listed = set(sim.activity_ids())
         covered = case.ids("covered")
         capsys.readouterr()
@@ -225,11 +300,11 @@ def test_fetch_replaces_the_csv_rows_and_asks_no_streams_the_export_covers(tmp_p
 
         capsys.readouterr()
         reads = []
-        monkeypatch.setattr(file_rows, "read_track", lambda path: reads.append(path) or read_track(path))
+        monkeypatch.setattr(export_view, "read_track", lambda path: reads.append(path) or read_track(path))
         assert cli(case.config, "status", "--json") == 0
         report = orjson.loads(capsys.readouterr().out)
         assert (report["pending_streams"], report["streams_from_export"]) == (0, len(covered))
-        assert reads == []  # the files' summaries the fetch computed were kept: no track is read again
+        assert reads == []  # the index holds the files' summaries: no track is read
         mark = len(sim.request_log)
         assert cli(case.config, "fetch", "--streams", "all") == 0  # a rerun asks nothing the export covers either
         assert stream_gets(sim, mark) == []
@@ -244,9 +319,51 @@ def test_fetch_replaces_the_csv_rows_and_asks_no_streams_the_export_covers(tmp_p
             i: {"api"} for i in case.sources(table) if i in listed}, table
         assert case.sources(table)[CSV_ONLY_ID] == {"file"}
     # the file's streams are the recording, in the API's units: fenix5 starts at 0 s, its distance grows
-    rows = sorted((r for r in case.rows("streams") if r["activity_id"] == case.archived[0].activity_id),
-                  key=lambda r: r["seq"])
+    rows = sorted(case.rows("streams", case.archived[0].activity_id), key=lambda r: r["seq"])
     assert rows[0]["time"] == 0 and rows[-1]["distance"] == pytest.approx(157.56, abs=0.5)
+
+
+def test_coverage_comes_from_the_index_and_a_new_rules_summaries_are_derived_off_the_event_loop(
+        tmp_path, capsys, monkeypatch, imported_data):
+    derived: list[bool] = []  # each derivation: whether it ran on an event loop
+    prepare = derive.prepare
+    monkeypatch.setattr(derive, "prepare", lambda *args: derived.append(on_event_loop()) or prepare(*args))
+    reads: list[Path] = []
+    monkeypatch.setattr(export_view, "read_track", lambda path: reads.append(path) or read_track(path))
+    thread = SimulatorThread(SCENARIO)
+    with thread as sim:
+        case = scenario(tmp_path, thread, sim, imported_data)
+        listed, covered = set(sim.activity_ids()), case.ids("covered")
+        capsys.readouterr()
+        assert cli(case.config, "plan", "--streams", "all") == 0  # the import's index holds the summaries
+        assert PLAN_SAVING.search(capsys.readouterr().out).group(1) == str(len(covered))
+        assert (derived, reads) == ([], [])
+
+        # A new derive rule: every file's summary is computed again, once, and never on the fetch's loop.
+        monkeypatch.setattr(derive, "DERIVE_VERSION", derive.DERIVE_VERSION + 1)
+        monkeypatch.setattr(pipeline, "EXPORT_REREAD_S", 0.0)  # a look at the index before every request
+        files = ExportStore.files
+        monkeypatch.setattr(ExportStore, "files", lambda store: index_reads.append(1) or files(store))
+        index_reads: list[int] = []
+        assert cli(case.config, "fetch", "--streams", "all", "--no-compact") == 0
+        assert sorted(stream_gets(sim)) == sorted(listed - covered)  # the export still spares its streams
+        assert len(reads) == len(case.archived) + 1 and derived and not any(derived)  # + the CSV-only one
+        # read for the plan, for the streams, after keeping the new summaries; a look is one stat
+        assert len(index_reads) == 3 < len(stream_gets(sim))
+        reads.clear()
+        derived.clear()
+        capsys.readouterr()
+        assert cli(case.config, "status", "--json") == 0  # the index alone
+        assert orjson.loads(capsys.readouterr().out)["streams_from_export"] == len(covered)
+        assert (derived, reads) == ([], [])
+
+
+def on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def manual(sim, ids: set[int]) -> list[int]:
@@ -254,10 +371,11 @@ def manual(sim, ids: set[int]) -> list[int]:
     return [i for i in ids if sim.summary(i)["manual"]]
 
 
-def test_streams_from_api_asks_every_activity_and_the_apis_streams_replace_the_files(tmp_path, capsys):
-    thread = SimulatorThread(SimulatorSettings(activities=8, seed=33, short_limit=1000, daily_limit=10000))
+def test_streams_from_api_asks_every_activity_and_the_apis_streams_replace_the_files(tmp_path, capsys,
+                                                                                     imported_data):
+    thread = SimulatorThread(SCENARIO)
     with thread as sim:
-        case = scenario(tmp_path, thread, sim)
+        case = scenario(tmp_path, thread, sim, imported_data)
         listed = set(sim.activity_ids())
         capsys.readouterr()
         assert cli(case.config, "plan", "--streams", "all", "--streams-from", "api") == 0
@@ -306,7 +424,7 @@ def test_a_fetch_skips_the_streams_an_import_running_beside_it_covered(tmp_path)
     with thread as sim:
         oldest = [i for i in reversed(sim.activity_ids()) if not sim.summary(i)["manual"] and sim.summary(i)["map"]]
         archived = [Archived(i, name, "covered") for i, name in
-                    zip(oldest, ("fenix5-run.fit.gz", "forerunner-run.tcx", "edge500-ride.fit"))]
+                    zip(oldest, ("fenix5-run.fit.gz", "forerunner-run.tcx", "hike.gpx"))]
         case, export = unpacked_export(tmp_path, thread, sim, archived, [], csv_only=False)
         fetch = subprocess.Popen([sys.executable, "-m", "bulkfetch", "--config", str(case.config), "fetch",
                                   "--streams", "all", "--concurrency", "1"], env=cli_env(), stdout=subprocess.PIPE,
@@ -336,7 +454,7 @@ def test_a_fetch_skips_the_streams_an_import_running_beside_it_covered(tmp_path)
 
 def test_the_simulators_export_spares_every_stream_request_but_the_cropped_the_corrupt_and_the_manual(tmp_path,
                                                                                                    capsys):
-    settings = SimulatorSettings(activities=20, seed=37, duration_s=600, short_limit=1000, daily_limit=10000)
+    settings = SimulatorSettings(activities=10, seed=37, duration_s=120, short_limit=1000, daily_limit=10000)
     with SimulatorThread(settings) as sim:
         written = write_export(tmp_path / "export.zip", sim.history)
         assert written.cropped and written.corrupt and written.manual  # the seed gives one of each
@@ -360,6 +478,46 @@ def test_the_simulators_export_spares_every_stream_request_but_the_cropped_the_c
     assert sources(tmp_path / "data", "activities") == {i: {"api"} for i in listed}
 
 
+def test_the_runs_summary_counts_each_activity_the_export_spared_once_whatever_the_list_checks(tmp_path, monkeypatch,
+                                                                                                 capsys):
+    # Athlete A (with an export) finishes first; a check of its list head during B's backfill finds a new
+    # upload and decides A's streams again: the activities the export spares are the same ones.
+    monkeypatch.setattr(run_module, "HEAD_CHECK_WINDOWS", 1)  # a check every second, not every 4
+    settings = SimulatorSettings(athletes=2, athlete_activities=(3, 16), seed=38, duration_s=120, short_limit=10,
+                                 daily_limit=10_000, short_window_s=1)
+    thread = SimulatorThread(settings)
+    with thread as sim:
+        first = sim.athletes[0].athlete_id
+        written = write_export(tmp_path / "export.zip", sim.athletes[0].history)
+        config = tmp_path / "config.toml"
+        config.write_text(simulator_config_text(sim, tmp_path / "data", refresh_token=""))
+        for athlete in sim.athletes:
+            connect(config, sim.refresh_token_of(athlete.athlete_id), monkeypatch)
+        assert cli(config, "import", str(written.path), "--athlete", str(first)) == 0
+        listed = set(sim.activity_ids(athlete_id=first))
+        covered = listed - set(written.cropped) - set(written.manual) - {written.corrupt.activity_id}
+        assert covered and listed - covered
+
+        def upload_once_a_finished() -> None:  # its streams asked: A's own run is over
+            deadline = time.monotonic() + 30
+            while not listed - covered <= set(stream_gets(sim)) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            uploaded.append(thread.call(partial(sim.add_activity, first)))
+
+        uploaded: list[int] = []
+        uploader = threading.Thread(target=upload_once_a_finished)
+        uploader.start()
+        capsys.readouterr()
+        try:
+            assert cli(config, "fetch", "--no-compact", "--streams", "all") == 0
+        finally:
+            uploader.join()
+    out, err = capsys.readouterr()
+    assert "new since the run began" in err and uploaded[0] in stream_gets(sim)  # a check decided A's streams again
+    assert f"({len(covered)} more from the account export)" in out  # the run's summary line
+    assert err.count("more from the account export)") == 1  # the check's own plan line spares nothing new
+
+
 # -- the upgrade -----------------------------------------------------------------------------------------
 UPGRADE_FROM = "4e9953f"  # main before the export: Parquet schema 3, no `source` column
 
@@ -379,7 +537,7 @@ def previous_version(tmp_path: Path) -> Path:
 
 def test_the_first_compaction_after_the_upgrade_rebuilds_every_table_aside_without_a_request(tmp_path, monkeypatch):
     previous = previous_version(tmp_path)
-    with SimulatorThread(SimulatorSettings(activities=15, seed=34, short_limit=1000, daily_limit=10000)) as sim:
+    with SimulatorThread(SimulatorSettings(activities=8, seed=34, short_limit=1000, daily_limit=10000)) as sim:
         config = tmp_path / "config.toml"
         config.write_text(simulator_config_text(sim, tmp_path / "data", fetch={"streams": ["time", "heartrate"]}))
         old = subprocess.run([sys.executable, "-m", "bulkfetch", "--config", str(config), "fetch"],

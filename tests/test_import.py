@@ -9,14 +9,24 @@ import subprocess
 import sys
 import time
 import zipfile
+import zlib
+from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.ipc as ipc
 import pytest
 
+from bulkfetch import derive, importer
+from bulkfetch.activity_files import decode_file
 from bulkfetch.auth import Tokens
 from bulkfetch.export_store import ExportStore
+from bulkfetch.locks import data_dir_lock, import_lock
 from bulkfetch.roster import Roster
-from bulkfetch.store import TEMP_MARK, RawStore, exclusive_lock
+from bulkfetch.store import TEMP_MARK, RawStore
+from bulkfetch.track import FORMAT_VERSION
 from tests.conftest import REPO, cli_env, run_cli
 from tests.exports import (
     ENGLISH_94,
@@ -163,6 +173,15 @@ def test_an_unsafe_zip_is_refused_and_nothing_is_written(tmp_path: Path, config:
     assert not (tmp_path.parent / "outside.txt").exists()
 
 
+@pytest.mark.parametrize("name", ["activities/a\x00b.fit", "activities/a\x1bb.fit", "../../outside.fit"])
+def test_an_unsafe_file_name_in_activities_csv_is_exit_2_in_one_line(tmp_path: Path, config: Path, name: str) -> None:
+    folder = write_folder(tmp_path / "export", csv_text(ENGLISH_94, [english_row(1, name)]), [])
+    result = run_cli("--config", str(config), "import", str(folder), "--athlete", "5")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "activities.csv names an unsafe file" in result.stderr and "Traceback" not in result.stderr
+    assert not (_data(config) / "athletes").exists()
+
+
 @pytest.mark.parametrize("what", ["missing", "not an export"])
 def test_a_path_that_is_no_export_is_exit_2_in_one_line(tmp_path: Path, config: Path, what: str) -> None:
     path = tmp_path / "nothing.zip"
@@ -226,6 +245,19 @@ def test_an_export_of_unknown_athlete_waits_unbound_and_moves_once_known(tmp_pat
     assert not (_data(config) / "athletes" / "unbound").exists()
 
 
+def test_an_unbound_export_that_cannot_move_is_said_and_left_alone(tmp_path: Path, config: Path) -> None:
+    anonymous = _export_without_profile(tmp_path, range(1, 3))
+    assert run_cli("--config", str(config), "import", str(anonymous)).returncode == 0
+    own = write_zip(tmp_path / "own.zip", csv_text(ENGLISH_94, [english_row(3, "activities/3.gpx")]),
+                    [ExportFile("activities/3.gpx", fixture("hike.gpx"))], profile_id=77)
+    assert run_cli("--config", str(config), "import", str(own)).returncode == 0
+    result = run_cli("--config", str(config), "import", str(anonymous), "--athlete", "77")
+    assert result.returncode == 0, result.stderr
+    assert "holds an export imported before its athlete was known" in result.stderr
+    assert "athlete 77 has an imported export already, so it stays where it is" in result.stderr
+    assert sorted(_store(config, None).files()) == [1, 2] and sorted(_store(config, 77).files()) == [1, 2, 3]
+
+
 def test_the_profile_and_the_flag_must_agree(tmp_path: Path, config: Path) -> None:
     path, _ = _real_export(tmp_path)
     result = run_cli("--config", str(config), "import", str(path), "--athlete", "5")
@@ -239,11 +271,45 @@ def test_two_imports_of_one_athlete_do_not_interleave_and_a_fetch_is_no_obstacle
     with store.lock():
         busy = run_cli("--config", str(config), "import", str(path))
     assert busy.returncode == 2 and f"(PID {os.getpid()})" in busy.stderr
-    with exclusive_lock(_data(config), "fetch"):
+    with data_dir_lock(_data(config), "fetch"):
         beside = run_cli("--config", str(config), "import", str(path))
     assert beside.returncode == 0, beside.stderr
-    assert "not compacted now" in beside.stderr and "a fetch compacts when it ends" in beside.stderr
+    assert "not compacted now: another bulkfetch fetch (PID" in beside.stderr
+    assert "the fetch compacts when it ends" in beside.stderr
     assert len(store.files()) == 7
+
+
+@pytest.mark.parametrize("holder", ["fetch --no-compact", "plan"])
+def test_beside_a_run_that_does_not_compact_the_import_says_to_compact_after_it(tmp_path: Path, config: Path,
+                                                                                 holder: str) -> None:
+    path, _ = _real_export(tmp_path)
+    _data(config).mkdir()
+    with data_dir_lock(_data(config), holder):
+        beside = run_cli("--config", str(config), "import", str(path))
+    assert beside.returncode == 0, beside.stderr
+    assert f"not compacted now: another bulkfetch {holder} (PID {os.getpid()})" in beside.stderr
+    assert "run 'bulkfetch compact' after it" in beside.stderr and "compacts when it ends" not in beside.stderr
+
+
+@pytest.mark.parametrize("alone", ["athletes remove --purge", "athletes adopt", "compact --rebuild"])
+def test_no_import_runs_beside_a_run_that_needs_the_data_dir_alone(tmp_path: Path, config: Path, alone: str) -> None:
+    path, _ = _real_export(tmp_path)
+    _data(config).mkdir()
+    with data_dir_lock(_data(config), alone, alone=True):
+        refused = run_cli("--config", str(config), "import", str(path))
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert f"another bulkfetch {alone} (PID {os.getpid()})" in refused.stderr
+    assert not (_data(config) / "athletes").exists()  # nothing written for an athlete it may be deleting
+
+
+def test_a_rebuild_waits_for_the_imports_a_plain_compact_does_not(tmp_path: Path, config: Path) -> None:
+    _data(config).mkdir()
+    with import_lock(_data(config)):
+        rebuild = run_cli("--config", str(config), "compact", "--rebuild")
+        plain = run_cli("--config", str(config), "compact")
+    assert rebuild.returncode == 2 and f"another bulkfetch import (PID {os.getpid()})" in rebuild.stderr
+    assert "'compact --rebuild' needs the data_dir to itself" in rebuild.stderr
+    assert plain.returncode == 0, plain.stderr
 
 
 def _many_copies(tmp_path: Path, count: int) -> Path:
@@ -251,6 +317,20 @@ def _many_copies(tmp_path: Path, count: int) -> Path:
     rows = [english_row(i, f"activities/{i}.fit") for i in range(1, count + 1)]
     return write_zip(tmp_path / "many.zip", csv_text(ENGLISH_94, rows),
                      [ExportFile(f"activities/{i}.fit", data) for i in range(1, count + 1)], profile_id=ATHLETE)
+
+
+def _session(session_id: int) -> list[int]:
+    """The live processes of a session (the import's own: it was started in a new one)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+        except (OSError, ValueError):
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # state, ppid, pgrp, session, ...
+        if fields[3] == str(session_id) and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
 
 
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "Ctrl-C"])
@@ -264,11 +344,22 @@ def test_a_stopped_import_resumes_and_imports_each_file_exactly_once(tmp_path: P
     deadline = time.monotonic() + 60
     while len(store.decoded_ids()) < 3 and child.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
-    os.killpg(child.pid, stop)  # its own session: the command, its forkserver and its workers
-    _, stderr = child.communicate(timeout=60)
-    assert child.returncode == (-signal.SIGKILL if stop == signal.SIGKILL else 130), stderr
     if stop == signal.SIGINT:
-        assert "rerun 'bulkfetch import' to continue" in stderr and "Traceback" not in stderr
+        os.killpg(child.pid, stop)  # Ctrl-C reaches the terminal's group: the command and its workers
+    else:
+        os.kill(child.pid, stop)  # the command only: its workers and its forkserver must end by themselves
+    try:
+        _, stderr = child.communicate(timeout=60)  # a worker left holding its stdout: this times out
+        assert child.returncode == (-signal.SIGKILL if stop == signal.SIGKILL else 130), stderr
+        if stop == signal.SIGINT:
+            assert "rerun 'bulkfetch import' to continue" in stderr and "Traceback" not in stderr
+        deadline = time.monotonic() + 10
+        while _session(child.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _session(child.pid), "a worker outlived the import"
+    finally:
+        for pid in _session(child.pid):
+            os.kill(pid, signal.SIGKILL)
     done = {i: store.track_path(i).stat().st_mtime_ns for i in store.decoded_ids()}
     assert 0 < len(done) < count, "the import was not stopped half-way: raise the count"
 
@@ -286,20 +377,27 @@ def test_a_stopped_import_resumes_and_imports_each_file_exactly_once(tmp_path: P
 
 def test_a_zip64_export_with_a_large_member_imports_under_a_memory_cap(tmp_path: Path, config: Path) -> None:
     """The archive is bigger than the memory the import may use: reading it whole, or the big member,
-    would fail; streaming one member at a time does not."""
+    would fail; streaming one member at a time does not. Enough files for the worker processes to decode
+    them (under the same cap: they inherit it), one a gzip bomb that would inflate past the cap."""
     large = 512 << 20
     path = tmp_path / "big.zip"
-    rows = [english_row(1, "activities/1.fit"), english_row(2, "activities/2.gpx")]
+    files = {1: "1.fit", 2: "2.gpx", 3: "3.fit.gz", 4: "4.tcx", 5: "5.fit.gz"}
+    rows = [english_row(i, f"activities/{name}") for i, name in files.items()]
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
         archive.writestr("activities.csv", csv_text(ENGLISH_94, rows))
         with archive.open("activities/1.fit", "w", force_zip64=True) as member:
             member.write(fixture("fenix2-run.fit"))
         archive.writestr("activities/2.gpx", fixture("hike.gpx"))
+        archive.writestr("activities/3.fit.gz", fixture("fenix5-run.fit", gzipped=True))
+        archive.writestr("activities/4.tcx", fixture("forerunner-run.tcx"))
+        bomb = zlib.compressobj(9, zlib.DEFLATED, 31)  # gzip: 384 MiB of zeros in well under 1 MiB
+        zeros = bytes(1 << 20)
+        archive.writestr("activities/5.fit.gz", b"".join([*(bomb.compress(zeros) for _ in range(384)), bomb.flush()]))
         with archive.open(zipfile.ZipInfo("media/video.mp4"), "w", force_zip64=True) as member:
             chunk = os.urandom(1 << 20)
             for _ in range(large >> 20):
                 member.write(chunk)
-    assert path.stat().st_size > large
+    assert path.stat().st_size > large and len(files) >= importer.PARALLEL_MIN_FILES
     # The cap: what the command has mapped once its modules are loaded, plus half the archive.
     capped = (
         "import resource, sys\n"
@@ -309,26 +407,35 @@ def test_a_zip64_export_with_a_large_member_imports_under_a_memory_cap(tmp_path:
         f"sys.exit(bulkfetch.cli.main(['--config', {str(config)!r}, 'import', {str(path)!r}, '--athlete', '5']))\n"
     )
     result = subprocess.run([sys.executable, "-c", capped], env=cli_env(MALLOC_ARENA_MAX="2"), capture_output=True,
-                            text=True, timeout=120)
+                            text=True, timeout=180)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1].startswith("imported 2 activities from the export: 2 files")
+    line = result.stdout.strip().splitlines()[-1]
+    assert line.startswith("imported 5 activities from the export: 5 files"), line
+    assert "1 unreadable (activities/5.fit.gz: too large: inflates to more than" in line, line
     kept = sum(p.stat().st_size for p in (_data(config)).rglob("*") if p.is_file())
     assert kept < large // 8  # the media member was not copied
-    assert sorted(_store(config, 5).files()) == [1, 2]
+    imported = _store(config, 5).files()
+    assert {i: e.status for i, e in imported.items()} == {1: "ok", 2: "ok", 3: "ok", 4: "ok", 5: "unreadable"}
+
+
+def _damaged_zip(path: Path, files: dict[int, ExportFile], damaged: str) -> Path:
+    """An export (stored, not deflated) whose member `damaged` has one byte flipped: its CRC-32 fails."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("activities.csv", csv_text(ENGLISH_94, [english_row(i, f.name) for i, f in files.items()]))
+        for file in files.values():
+            archive.writestr(file.name, file.data)
+        archive.writestr("profile.csv", f"Athlete ID\n{ATHLETE}\n")
+        info = archive.getinfo(damaged)
+    raw = bytearray(path.read_bytes())
+    raw[info.header_offset + 30 + len(info.filename) + 100] ^= 0xFF  # a byte of the stored file
+    path.write_bytes(bytes(raw))
+    return path
 
 
 def test_a_damaged_zip_member_is_reported_and_the_others_import(tmp_path: Path, config: Path) -> None:
-    path = tmp_path / "export.zip"
-    rows = [english_row(1, "activities/1.fit"), english_row(2, "activities/2.gpx")]
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
-        archive.writestr("activities.csv", csv_text(ENGLISH_94, rows))
-        archive.writestr("activities/1.fit", fixture("fenix5-run.fit"))
-        archive.writestr("activities/2.gpx", fixture("hike.gpx"))
-        archive.writestr("profile.csv", f"Athlete ID\n{ATHLETE}\n")
-        info = archive.getinfo("activities/1.fit")
-    raw = bytearray(path.read_bytes())
-    raw[info.header_offset + 30 + len(info.filename) + 100] ^= 0xFF  # a byte of the stored FIT file
-    path.write_bytes(bytes(raw))
+    path = _damaged_zip(tmp_path / "export.zip", {1: ExportFile("activities/1.fit", fixture("fenix5-run.fit")),
+                                                  2: ExportFile("activities/2.gpx", fixture("hike.gpx"))},
+                        "activities/1.fit")
     result = run_cli("--config", str(config), "import", str(path))
     assert result.returncode == 0, result.stderr
     line = result.stdout.strip().splitlines()[-1]
@@ -336,6 +443,29 @@ def test_a_damaged_zip_member_is_reported_and_the_others_import(tmp_path: Path, 
         in line and "CRC" in line, line
     assert sorted(_store(config).files()) == [2]
     assert not _store(config).file_path("activities/1.fit").exists()
+
+
+def test_a_newer_export_with_a_damaged_member_keeps_the_old_import_whole(tmp_path: Path, config: Path) -> None:
+    first = {1: ExportFile("activities/1.fit", fixture("fenix5-run.fit")),
+             2: ExportFile("activities/2.gpx", fixture("hike.gpx"))}
+    assert run_cli("--config", str(config), "import", str(write_zip(
+        tmp_path / "first.zip", csv_text(ENGLISH_94, [english_row(i, f.name) for i, f in first.items()]),
+        list(first.values()), profile_id=ATHLETE))).returncode == 0
+    store = _store(config)
+    before = store.files()
+    records = store.read_track(1).records
+    # The newer export has another recording of activity 1, and that member is damaged.
+    newer = _damaged_zip(tmp_path / "newer.zip", {**first, 1: ExportFile("activities/1.fit",
+                                                                         fixture("fenix2-run.fit"))},
+                         "activities/1.fit")
+    for _ in range(2):  # and again: the same damaged export changes nothing either
+        result = run_cli("--config", str(config), "import", str(newer))
+        assert result.returncode == 0, result.stderr
+        line = result.stdout.strip().splitlines()[-1]
+        assert "1 not imported, tried again next time (activities/1.fit: cannot be read (" in line, line
+        assert store.files() == before
+        assert store.read_track(1).records == records
+        assert store.file_path("activities/1.fit").read_bytes() == fixture("fenix5-run.fit")
 
 
 def test_the_import_bench_runs() -> None:
@@ -403,3 +533,146 @@ def test_the_simulators_export_imports_whole(tmp_path: Path, config: Path, langu
         assert (row.sport_type, row.start_date, row.elapsed_s) == (activity.sport.sport_type, start,
                                                                    activity.elapsed_s), activity.id
         assert row.distance_m == activity.distance_m and (row.file is None) == activity.manual
+
+
+def test_the_roster_loads_no_pyarrow_and_the_import_no_compaction() -> None:
+    """Every command asks the roster whether an athlete imported an export: that costs no pyarrow. The
+    import's workers load the decoders, not compaction (nor, through it, the schema and the planner)."""
+    probe = ("import sys\n"
+             "import bulkfetch.roster\n"
+             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pyarrow')[:1])\n"
+             "import bulkfetch.importer\n"
+             "print(sorted(m for m in sys.modules if m in ('bulkfetch.compact', 'bulkfetch.plan',\n"
+             "                                          'bulkfetch.schema')))\n")
+    result = subprocess.run([sys.executable, "-c", probe], env=cli_env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["[]", "[]"]
+
+
+def test_decoding_takes_the_cpus_the_import_may_use_at_most_eight(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A container limits a process's CPUs by its affinity, not by what os.cpu_count() says of the host."""
+    probe = ("import os\n"
+             "from bulkfetch.importer import decoding_workers\n"
+             "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
+             "print(decoding_workers())\n")
+    result = subprocess.run([sys.executable, "-c", probe], env=cli_env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["1"]
+    monkeypatch.setattr(importer, "available_cpus", lambda: 64)  # a 64-core host
+    assert importer.decoding_workers() == importer.MAX_WORKERS == 8
+
+
+# -- what the index keeps, and when a file is decoded again ------------------------------------------------
+def _agreeing_row(activity_id: int, fixture_name: str, file: str, *, sport: str, date: str | None = None) -> dict:
+    """activities.csv's row for a fixture whose distance and elapsed time agree with the file (a file whose
+    totals disagree with Strava's is stale and gives no rows)."""
+    summary = derive.file_summary(decode_file(fixture(fixture_name), fixture_name))
+    assert summary.distance_m is not None and summary.elapsed_s is not None and summary.start_utc_s is not None
+    moment = datetime.fromtimestamp(summary.start_utc_s, tz=UTC)
+    return english_row(activity_id, file, sport=sport, distance_m=summary.distance_m,
+                       elapsed_s=round(summary.elapsed_s), date=date or moment.strftime("%b ") +
+                       f"{moment.day}, {moment.year}, " + moment.strftime("%I:%M:%S %p").lstrip("0"))
+
+
+def _two_activities(tmp_path: Path, name: str, *, run_sport: str = "Run") -> Path:
+    files = [ExportFile("activities/1.gpx", fixture("hike.gpx")),
+             ExportFile("activities/2.fit", fixture("fenix5-run.fit"))]
+    rows = [_agreeing_row(1, "hike.gpx", "activities/1.gpx", sport="Ride"),
+            _agreeing_row(2, "fenix5-run.fit", "activities/2.fit", sport=run_sport)]
+    return write_zip(tmp_path / name, csv_text(ENGLISH_94, rows), files, profile_id=ATHLETE)
+
+
+def test_the_index_keeps_each_files_summary_derived_with_the_csvs_sport(tmp_path: Path, config: Path) -> None:
+    """The import's worker derives each file's summary once, for the sport activities.csv gives (a GPX
+    ride's file says no sport a threshold could follow); fetch, plan and status read it from the index."""
+    assert run_cli("--config", str(config), "import", str(_two_activities(tmp_path, "first.zip"))).returncode == 0
+    store = _store(config)
+    entries = store.files()
+    for activity_id, sport in ((1, "Ride"), (2, "Run")):
+        entry = entries[activity_id]
+        assert entry.summary == derive.file_summary(store.read_track(activity_id), sport)
+        assert entry.summary is not None and entry.summary.sport_type == sport
+        assert (entry.derive_version, entry.track_version) == (derive.DERIVE_VERSION, FORMAT_VERSION)
+    stamp = store.track_path(1).stat().st_mtime_ns
+    # The athlete made activity 2 a walk on Strava: its summary follows, from the kept file.
+    result = run_cli("--config", str(config), "import", str(_two_activities(tmp_path, "newer.zip", run_sport="Walk")))
+    assert result.returncode == 0, result.stderr
+    assert "1 decoded again from the kept file (" in result.stdout, result.stdout
+    after = store.files()
+    assert after[2].summary == derive.file_summary(store.read_track(2), "Walk") and after[2].summary is not None
+    assert after[2].summary.sport_type == "Walk" and after[1] == entries[1]
+    assert store.track_path(1).stat().st_mtime_ns == stamp
+
+
+def _store_as_an_older_bulkfetch(store: ExportStore, activity_id: int) -> None:
+    """The activity's decoded track and index entry as a bulkfetch with another track format left them."""
+    path = store.track_path(activity_id)
+    with pa.memory_map(str(path)) as source:
+        table = ipc.open_file(source).read_all()
+    (key, meta), = table.schema.metadata.items()
+    older = {**orjson.loads(meta), "version": FORMAT_VERSION - 1}
+    sink = pa.BufferOutputStream()
+    with ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table.replace_schema_metadata({key: orjson.dumps(older)}))
+    path.write_bytes(sink.getvalue().to_pybytes())
+    index_path = store.athlete_folder / "state" / "export.json"
+    index = orjson.loads(index_path.read_bytes())
+    index["files"][str(activity_id)]["track_version"] = FORMAT_VERSION - 1
+    index_path.write_bytes(orjson.dumps(index))
+
+
+def _parquet_ids(config: Path, table: str, key: str) -> set[int]:
+    return set(ds.dataset(_data(config) / "parquet" / table, partitioning="hive").to_table(columns=[key])
+               .column(key).to_pylist())
+
+
+def test_tracks_stored_in_another_format_are_decoded_again_from_the_kept_files(tmp_path: Path, config: Path) -> None:
+    path = _two_activities(tmp_path, "export.zip")
+    assert run_cli("--config", str(config), "import", str(path)).returncode == 0
+    assert _parquet_ids(config, "streams", "activity_id") == {1, 2}
+    store = _store(config)
+    for activity_id in (1, 2):
+        _store_as_an_older_bulkfetch(store, activity_id)
+    # A compaction decodes them again before it reads them: their rows stay.
+    compacted = run_cli("--config", str(config), "compact", "--rebuild")
+    assert compacted.returncode == 0, compacted.stderr
+    assert "decoding 2 imported files again from the kept files" in compacted.stderr
+    assert {i: (e.track_version, store.read_track(i).records == e.records) for i, e in store.files().items()} == \
+        {1: (FORMAT_VERSION, True), 2: (FORMAT_VERSION, True)}
+    assert _parquet_ids(config, "streams", "activity_id") == {1, 2}
+    # So does the next import, from the kept file (not copied again), and says so.
+    _store_as_an_older_bulkfetch(store, 2)
+    kept = store.file_path("activities/2.fit").stat().st_mtime_ns
+    again = run_cli("--config", str(config), "import", str(path))
+    assert again.returncode == 0, again.stderr
+    line = again.stdout.strip().splitlines()[-1]
+    assert "1 file (1 fit)" in line and "1 decoded again from the kept file" in line and "1 imported before" in line
+    assert store.files()[2].track_version == FORMAT_VERSION and store.read_track(2).records == store.files()[2].records
+    assert store.file_path("activities/2.fit").stat().st_mtime_ns == kept
+
+
+def test_an_activity_the_newest_export_lacks_was_deleted_and_loses_its_csv_row(tmp_path: Path, config: Path) -> None:
+    """An export is the whole account at its date; the newest is the one whose activities reach furthest,
+    whatever order they were imported in."""
+    files = {1: ExportFile("activities/1.fit", fixture("fenix5-run.fit")),
+             2: ExportFile("activities/2.gpx", fixture("hike.gpx"))}
+    older = write_zip(tmp_path / "older.zip", csv_text(ENGLISH_94, [
+        english_row(1, files[1].name, date="May 9, 2023, 10:09:29 AM"), english_row(2, files[2].name),
+        english_row(3, None, date="May 10, 2023, 7:00:00 AM", name="Manual")]),
+        list(files.values()), profile_id=ATHLETE)
+    newer = write_zip(tmp_path / "newer.zip", csv_text(ENGLISH_94, [
+        english_row(1, files[1].name, name="Renamed"), english_row(3, None, date="May 10, 2023, 7:00:00 AM", name=""),
+        english_row(4, None, date="June 1, 2023, 6:00:00 PM", name="New")]), [files[1]], profile_id=ATHLETE)
+    assert run_cli("--config", str(config), "import", str(older)).returncode == 0
+    assert _parquet_ids(config, "activities", "id") == {1, 2, 3}
+    store = _store(config)
+    for order, path in enumerate((newer, older)):  # the older one imported again stays older
+        result = run_cli("--config", str(config), "import", str(path))
+        assert result.returncode == 0, result.stderr
+        line = result.stdout.strip().splitlines()[-1]
+        assert line.endswith("; 1 activity of an earlier export not in the newest (deleted on Strava: no row from "
+                             "the export)"), (order, line)
+        assert sorted(store.activities()) == [1, 3, 4] and store.gone() == {2}
+        assert store.activities()[1].name == "Renamed" and store.activities()[3].name == "Manual"
+        assert _parquet_ids(config, "activities", "id") == {1, 3, 4}
+    assert sorted(store.files()) == [1, 2]  # the deleted activity's file stays, verbatim

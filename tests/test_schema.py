@@ -26,6 +26,7 @@ from bulkfetch.schema import (
     coerce,
     to_array,
 )
+from tests.conftest import REPO
 
 FIXTURES = Path(__file__).parent / "fixtures_compact"
 
@@ -52,6 +53,15 @@ def test_every_table_has_an_explicit_schema_without_the_partition_columns():
         assert table_schema.metadata[b"bulkfetch.schema_version"] == str(schema.SCHEMA_VERSION).encode()
     assert schema.SCHEMAS["activities"].field("start_date").type == pa.timestamp("us", tz="UTC")
     assert schema.SCHEMAS["activities"].field("start_date_local").type == pa.timestamp("us")
+
+
+def test_the_schema_version_key_is_spelled_once_where_the_schemas_are_made():
+    # Written by schema's metadata, read by parquet_layout to tell an older file: two spellings could part.
+    spelled = [path.name for path in sorted((REPO / "bulkfetch").rglob("*.py"))
+               if '"bulkfetch.schema_version"' in path.read_text(encoding="utf-8")]
+    assert spelled == ["schema.py"]
+    assert {table.metadata[schema.SCHEMA_VERSION_KEY] for table in schema.SCHEMAS.values()} == {
+        str(schema.SCHEMA_VERSION).encode()}
 
 
 def test_splits_equal_the_raw_json(detail):

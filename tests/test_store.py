@@ -1,17 +1,15 @@
-"""Raw store: atomic writes, temp-file sweeping, listings, tombstones, the data_dir lock."""
+"""Raw store: atomic writes, temp-file sweeping, listings, tombstones."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
 import pytest
 
-from bulkfetch.errors import LockedError, StorageError
-from bulkfetch.store import RawStore, atomic_write, ensure_dir, exclusive_lock, is_temp_file
+from bulkfetch.errors import StorageError
+from bulkfetch.store import RawStore, atomic_write, ensure_dir, is_temp_file
 
 
 def test_atomic_write_replaces_and_leaves_no_temp(tmp_path: Path) -> None:
@@ -64,23 +62,3 @@ def test_unwritable_folder_is_a_storage_error() -> None:
     # /proc/sys refuses new folders even to root, which CI runs as.
     with pytest.raises(StorageError, match="cannot create /proc/sys/bulkfetch-data"):
         RawStore(Path("/proc/sys/bulkfetch-data")).prepare()
-
-
-def test_lock_names_the_holder_and_dies_with_it(tmp_path: Path) -> None:
-    holder = subprocess.Popen(
-        [sys.executable, "-c", (
-            "import sys, time; from pathlib import Path; from bulkfetch.store import exclusive_lock\n"
-            f"with exclusive_lock(Path({str(tmp_path)!r})):\n    print('locked', flush=True); time.sleep(30)"
-        )],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
-    )
-    try:
-        assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(LockedError, match=f"another bulkfetch run \\(PID {holder.pid}\\)"):
-            with exclusive_lock(tmp_path):
-                pass
-    finally:
-        holder.kill()
-        holder.wait(10)
-    with exclusive_lock(tmp_path, "compact"):  # a lock left by a dead process is taken over
-        assert (tmp_path / "fetch.lock").read_text() == f"{os.getpid()} compact"

@@ -1,0 +1,178 @@
+"""The distance a device file's records travel, cleaned of glitches: the sanitising step of
+`bulkfetch.derive`, whose rules then work on a distance that never jumps and never decreases. Pure.
+
+- distance: the device's cumulative distance where the file records one; else, for a file with
+  positions only (GPX), the cumulative great-circle (haversine) distance between consecutive positions,
+  on the mean earth sphere; else none.
+- glitches: a record whose distance (for GPX: whose position) lies farther from the last accepted one,
+  ahead or behind, than the sport could go in the time between them (at least a second;
+  `max_speed_mps`: 15 m/s on foot, 100 m/s for anything else) is a jump. A jump is a glitch when the
+  values come back within reach of the last accepted one within the next STEP_RECORDS records that have
+  a value, or when fewer than that follow (the file ends): the jump's record and those up to the
+  come-back count as having no distance (no position). A jump that lasts STEP_RECORDS records is a step
+  of the device's counter (a device carried while paused, say), which the device's own totals count
+  too: it is kept. The first value is taken as it is; the last accepted one is the farthest ahead, or
+  the step last kept.
+- a distance below an earlier one is raised to it, so the distance never decreases; the great-circle
+  distance runs from one position kept to the next.
+- a record without a distance (none recorded, a glitch, or no position) takes the distance
+  interpolated in time between the nearest records before and after it that have one (so its seconds
+  move at the pace around them, rather than standing still then leaping); before the first such record
+  0, after the last the last value.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from itertools import accumulate, repeat
+from operator import le, mul, sub
+from typing import Any
+
+from bulkfetch.track import Track
+
+EARTH_RADIUS_M = 6_371_008.8  # the mean radius (IUGG)
+
+# Faster than the sport can go between two records is a glitch, not movement. On foot: nobody has run
+# 12.5 m/s (the fastest 20 m of Usain Bolt's 9.58 s 100 m, Berlin 2009, took 1.61 s in the IAAF's
+# biomechanical analysis: 12.4 m/s). Anything else: no sport Strava records reaches 100 m/s (the
+# speed-skiing record is under 71 m/s; a bicycle paced behind a car went under 83 m/s).
+FOOT_SPORTS = frozenset({"Run", "TrailRun", "VirtualRun", "Walk", "Hike"})
+FOOT_MAX_SPEED_MPS = 15.0
+MAX_SPEED_MPS = 100.0
+# A jump still there this many records later is a step of the device's counter, not a glitch: one bad
+# record, or a few, is what a damaged or glitching recording gives; a step lasts.
+STEP_RECORDS = 5
+
+# jump(reference, record): metres from the last accepted record to a later one (negative: behind it)
+Jump = Callable[[int, int], float]
+
+
+def max_speed_mps(sport_type: str | None) -> float:
+    return FOOT_MAX_SPEED_MPS if sport_type in FOOT_SPORTS else MAX_SPEED_MPS
+
+
+def distance_series(track: Track, sport_type: str | None) -> list[float] | None:
+    """The track's distance at each record by the module's rules, for `sport_type` (the sport that
+    decides the speed limit); None without a distance or positions."""
+    time = track.series["time"]
+    limit = max_speed_mps(sport_type)
+    if track.has("distance"):
+        return _device_distance(time, track.series["distance"], limit)
+    if track.has("lat") and track.has("lng"):
+        return _positions_distance(time, track.series["lat"], track.series["lng"], limit)
+    return None
+
+
+def _glitches(time: list[int], present: list[int], jump: Jump, limit_mps: float) -> set[int]:
+    """The records among `present` (the indices that have a value, in order) that the glitch rule
+    rejects. The reference (the last accepted record) moves to each accepted record ahead of it, and to
+    a step kept."""
+    rejected: set[int] = set()
+    if not present:
+        return rejected
+    reference = present[0]
+
+    def reachable(record: int) -> bool:
+        return abs(jump(reference, record)) <= limit_mps * max(time[record] - time[reference], 1)
+
+    k = 1
+    while k < len(present):
+        record = present[k]
+        if reachable(record):
+            if jump(reference, record) > 0:
+                reference = record
+            k += 1
+            continue
+        following = present[k + 1:k + 1 + STEP_RECORDS]
+        back = next((n for n, later in enumerate(following) if reachable(later)), None)
+        if back is None and len(following) == STEP_RECORDS:
+            reference = record  # a step: it lasts
+            k += 1
+            continue
+        glitched = back if back is not None else len(following)
+        rejected.update(present[k:k + 1 + glitched])
+        k += 1 + glitched
+    return rejected
+
+
+def _device_distance(time: list[int], values: list[float | None], limit_mps: float) -> list[float]:
+    complete = None not in values
+    present = list(range(len(values))) if complete else [i for i, v in enumerate(values) if v is not None]
+    known: list[float] = values if complete else [values[i] for i in present]  # type: ignore[assignment]
+    changes = list(map(sub, known[1:], known[:-1]))
+
+    def jump(reference: int, record: int) -> float:
+        return values[record] - values[reference]  # type: ignore[operator]  # both are present
+
+    rejected = _glitches_unless_within_reach(time, present, list(map(abs, changes)), jump, limit_mps)
+    if complete and not rejected and (not changes or min(changes) >= 0):
+        return list(map(float, values))  # the usual file
+    kept = [i for i in present if i not in rejected] if rejected else present
+    # never decreasing, from 0
+    return _filled_in(time, kept, list(accumulate((float(values[i]) for i in kept), max, initial=0.0))[1:])
+
+
+def _glitches_unless_within_reach(time: list[int], present: list[int], steps: list[float], jump: Jump,
+                                  limit_mps: float) -> set[int]:
+    """`_glitches`, for the usual file cheaply: when every step between consecutive values is within
+    reach of the time between them, no value lies out of reach of an earlier one (the triangle
+    inequality), so there is none."""
+    times = time if len(present) == len(time) else [time[i] for i in present]
+    if all(map(le, steps, map(mul, map(sub, times[1:], times[:-1]), repeat(limit_mps)))):
+        return set()
+    return _glitches(time, present, jump, limit_mps)
+
+
+def _positions_distance(time: list[int], lats: list[float | None], lngs: list[float | None],
+                        limit_mps: float) -> list[float]:
+    """Cumulative great-circle distance over the positions kept (present, not glitches)."""
+    fixed = list(range(len(lats))) if None not in lats and None not in lngs else [
+        i for i, (lat, lng) in enumerate(zip(lats, lngs)) if lat is not None and lng is not None]
+    steps = _great_circle_steps([lats[i] for i in fixed], [lngs[i] for i in fixed])
+    rejected = _glitches_unless_within_reach(
+        time, fixed, steps, lambda a, b: _metres(lats[a], lngs[a], lats[b], lngs[b]), limit_mps)
+    if rejected:
+        fixed = [i for i in fixed if i not in rejected]
+        steps = _great_circle_steps([lats[i] for i in fixed], [lngs[i] for i in fixed])
+    return _filled_in(time, fixed, list(accumulate(steps, initial=0.0)) if fixed else [])
+
+
+def _filled_in(time: list[int], known: list[int], values: list[float]) -> list[float]:
+    """A value for each record from the `values` at the records `known` (ascending, non-decreasing
+    values): interpolated in time between the known records around it; 0 before the first, the last
+    value after the last."""
+    if len(known) == len(time):
+        return values
+    out = [0.0] * len(time)
+    for record, value in zip(known, values):
+        out[record] = value
+    for before, after in [(a, b) for a, b in zip(known, known[1:]) if b - a > 1]:
+        low, high = out[before], out[after]
+        span_s = time[after] - time[before]
+        for record in range(before + 1, after):
+            # a clock stepping back or standing still gives no fraction beyond 0..1
+            fraction = min(max((time[record] - time[before]) / span_s, 0.0), 1.0) if span_s > 0 else 0.0
+            out[record] = low + (high - low) * fraction
+    if known:
+        out[known[-1]:] = [values[-1]] * (len(time) - known[-1])
+    return out
+
+
+def _great_circle_steps(lats: list[Any], lngs: list[Any]) -> list[float]:
+    """Haversine metres between consecutive positions, which all exist (mean earth radius)."""
+    sin, asin, sqrt = math.sin, math.asin, math.sqrt
+    phi = list(map(math.radians, lats))
+    lam = list(map(math.radians, lngs))
+    cos_phi = list(map(math.cos, phi))
+    haversines = [sin((p1 - p0) * 0.5) ** 2 + c0 * c1 * sin((l1 - l0) * 0.5) ** 2
+                  for p0, p1, l0, l1, c0, c1 in zip(phi, phi[1:], lam, lam[1:], cos_phi, cos_phi[1:])]
+    diameter = 2 * EARTH_RADIUS_M
+    # h can exceed 1 by a rounding error between antipodal points only
+    return [diameter * asin(sqrt(h if h < 1.0 else 1.0)) for h in haversines]
+
+
+def _metres(lat0: Any, lng0: Any, lat1: Any, lng1: Any) -> float:
+    """Haversine metres between two positions."""
+    (step,) = _great_circle_steps([lat0, lat1], [lng0, lng1])
+    return step

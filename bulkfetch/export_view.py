@@ -1,0 +1,208 @@
+"""An athlete's imported account export as compaction, fetch, plan and status read it, from the import's
+index (bulkfetch.export_store): the activities its CSV has, the decoded files it holds, and which
+activities' streams those files give instead of a request.
+
+- Activities: one that the export's activities.csv has and no API listing does gets an `activities` row
+  from the CSV (source "csv", see `csv_summary`): id, name, sport_type, start_date, distance, elapsed and
+  moving time, elevation gain, each taken from the device file's summary where the CSV is empty.
+- Coverage: `fetch` asks no streams for an activity whose file decoded whole ("ok") and is not stale
+  (derive.is_stale of the file's summary against Strava's summary of the activity), whatever types it
+  asks for. The file is the recording Strava's streams come from: a type the file lacks, Strava lacks
+  too, and the types Strava derives (velocity_smooth, grade_smooth, moving) derive computes from the same
+  series. A truncated file's activity gets its streams from the API.
+
+A file's summary (derive.file_summary, with the CSV row's sport) is in its index entry, computed by the
+import's worker that decoded it, so deciding coverage reads one JSON file and no track. An entry whose
+summary is missing, or was computed by another derive.DERIVE_VERSION or from another track format, is
+not current: `refresh_summaries` computes it again from the decoded track and keeps it in the index. It
+reads tracks, so it runs where that costs nothing to others: in compaction, in `plan`, and in a thread
+beside the fetch's event loop (see bulkfetch.pipeline). `status` reads the index only: until then an
+activity whose summary is not current counts as not covered.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bulkfetch import derive
+from bulkfetch.errors import LockedError
+from bulkfetch.export_paths import INDEX
+from bulkfetch.export_store import ExportActivity, ExportStore, ImportedFile, imported_file
+from bulkfetch.store import RawStore
+from bulkfetch.track import Track, read_track
+
+USABLE = ("ok", "truncated")  # decoded files that give rows
+
+
+@dataclass(frozen=True)
+class TrackFile:
+    """An activity's decoded device file as compaction takes it: where it is and its identity (size and
+    mtime_ns, taken before anything reads it: a file replaced later changes the next fingerprint)."""
+
+    path: Path
+    size: int
+    mtime_ns: int
+    status: str
+
+
+# -- pure ------------------------------------------------------------------------------------------------
+def csv_summary(activity: ExportActivity, file: derive.FileSummary | None) -> dict[str, Any]:
+    """An API-shaped summary (the keys of Strava's list items) of a CSV row; where the row is empty, the
+    device file's value (`file`: its derive.file_summary, None if it has none); a distance from neither,
+    the row's display distance."""
+    from_file = _api_fields(file) if file is not None else {}
+    summary: dict[str, Any] = {"id": activity.activity_id}
+    for key, value in _csv_fields(activity).items():
+        summary[key] = value if value is not None else from_file.get(key)
+    if summary["distance"] is None:  # the row's display distance (km, 10 m) is better than none
+        summary["distance"] = activity.display_distance_m
+    return summary
+
+
+def _csv_fields(activity: ExportActivity) -> dict[str, Any]:
+    """A CSV row's values under the API's summary keys."""
+    return {"name": activity.name, "sport_type": activity.sport_type, "start_date": activity.start_date,
+            "distance": activity.distance_m, "elapsed_time": activity.elapsed_s, "moving_time": activity.moving_s,
+            "total_elevation_gain": activity.elevation_gain_m}
+
+
+def _api_fields(file: derive.FileSummary) -> dict[str, Any]:
+    """A file's summary under the API's summary keys (whole seconds, as the API gives times)."""
+    start = file.start_utc_s
+    return {"sport_type": file.sport_type,
+            "start_date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start)) if start is not None else None,
+            "distance": file.distance_m,
+            "elapsed_time": round(file.elapsed_s) if file.elapsed_s is not None else None,
+            "moving_time": round(file.moving_s) if file.moving_s is not None else None,
+            "total_elevation_gain": file.elevation_gain_m}
+
+
+def is_current(entry: ImportedFile) -> bool:
+    """Whether the entry's file summary was made by today's rules from today's track format."""
+    return entry.derive_version == derive.DERIVE_VERSION and entry.track_current
+
+
+def current_summary(entry: ImportedFile) -> derive.FileSummary | None:
+    """The entry's file summary if it is current (None: not current, or the file has none)."""
+    return entry.summary if is_current(entry) else None
+
+
+def read_track_file(track_file: TrackFile) -> Track | None:
+    """The decoded track, or None if it went or was replaced by something unreadable since it was seen
+    (an import running meanwhile): the activity then gets no rows from it this time."""
+    try:
+        return read_track(track_file.path)
+    except (OSError, ValueError):
+        return None
+
+
+# -- one athlete's export ----------------------------------------------------------------------------------
+class ExportView:
+    """One athlete's imported export (see the module docstring). Reading only, but `refresh_summaries`."""
+
+    def __init__(self, athlete_folder: Path) -> None:
+        self._export = ExportStore(athlete_folder)
+        self._index_path = RawStore(athlete_folder).state_path(INDEX)
+        self._files: dict[int, ImportedFile] | None = None
+        self._read_as: tuple[int, int] | None = None  # the index file's (size, mtime_ns) when last read
+
+    def exists(self) -> bool:
+        return self._export.exists()
+
+    def activities(self) -> dict[int, ExportActivity]:
+        return self._export.activities() if self._export.exists() else {}
+
+    def csv_summaries(self, excluded: Collection[int]) -> dict[int, dict[str, Any]]:
+        """The API-shaped summaries (`csv_summary`) of the CSV's activities, but those in `excluded`."""
+        return {activity_id: csv_summary(activity, self.file_summary(activity_id))
+                for activity_id, activity in self.activities().items() if activity_id not in excluded}
+
+    def files(self) -> dict[int, ImportedFile]:
+        """The imported files by activity id, as the index said when last read (see `reread`)."""
+        if self._files is None:
+            self.reread()
+        assert self._files is not None
+        return self._files
+
+    def reread(self) -> None:
+        """Read the import's index again: an import running meanwhile may have added files."""
+        self._read_as = self._index_identity()
+        self._files = self._export.files() if self._export.exists() else {}
+
+    def index_changed(self) -> bool:
+        """Whether the index was written since it was last read (one stat)."""
+        return self._index_identity() != self._read_as
+
+    def track_file(self, activity_id: int) -> TrackFile | None:
+        """The activity's decoded file if it gives rows (decoded ok or truncated), else None."""
+        entry = self.files().get(activity_id)
+        if entry is None or entry.status not in USABLE:
+            return None
+        path = self._export.track_path(activity_id)
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            return None
+        return TrackFile(path, info.st_size, info.st_mtime_ns, entry.status)
+
+    def file_summary(self, activity_id: int) -> derive.FileSummary | None:
+        """The current summary (`current_summary`) of the activity's usable decoded file; None without one."""
+        entry = self.files().get(activity_id)
+        return current_summary(entry) if entry is not None and entry.status in USABLE else None
+
+    def covers(self, activity_id: int, summary: Mapping[str, Any]) -> bool:
+        """Whether the activity's streams come from its file instead of a request (see the module docstring)."""
+        entry = self.files().get(activity_id)
+        file = current_summary(entry) if entry is not None and entry.status == "ok" else None
+        return file is not None and not derive.is_stale(file, dict(summary))
+
+    def covered(self, catalog: Mapping[int, Mapping[str, Any]]) -> set[int]:
+        """The listed activities `covers` holds for."""
+        return {i for i in self.files() if i in catalog and self.covers(i, catalog[i])}
+
+    def refresh_summaries(self) -> int:
+        """Compute the summaries of the usable files whose summary is not current, from their decoded tracks
+        (with the CSV row's sport, as the import does), and keep them in the index unless an import is
+        writing it (then they are computed again next time). Reads tracks: never on an event loop.
+        Returns how many it computed."""
+        outdated = [entry for entry in self.files().values() if entry.status in USABLE and not is_current(entry)]
+        if not outdated:
+            return 0
+        sports = {activity_id: activity.sport_type for activity_id, activity in self.activities().items()}
+        fresh = {}
+        for entry in outdated:
+            track_file = self.track_file(entry.activity_id)
+            track = read_track_file(track_file) if track_file is not None else None
+            if track is not None:  # else gone, or of another format: decoded again (importer.refresh_tracks)
+                fresh[entry.activity_id] = imported_file(entry.activity_id, entry.file, entry.size, entry.crc32,
+                                                         track, sports.get(entry.activity_id))
+        self._files = {**self.files(), **fresh}
+        self._keep(fresh)
+        return len(fresh)
+
+    def _keep(self, fresh: Mapping[int, ImportedFile]) -> None:
+        """Write the recomputed entries into the index, under the import's lock, each only if the index
+        still describes the same file (an import may have replaced it since it was read)."""
+        if not fresh:
+            return
+        try:
+            with self._export.lock():
+                entries = self._export.entries()
+                kept = {i: entry for i, entry in fresh.items() if i in entries
+                        and entries[i].same_source(entry.file, entry.size, entry.crc32)}
+                if kept:
+                    self._export.save_entries({**entries, **kept})
+                    self.reread()  # what was just written (an import may have written before): no later look
+        except LockedError:
+            pass  # an import is writing the index: it keeps its own entries, these are computed next time
+
+    def _index_identity(self) -> tuple[int, int] | None:
+        try:
+            info = self._index_path.stat()
+        except FileNotFoundError:
+            return None
+        return info.st_size, info.st_mtime_ns

@@ -1,0 +1,122 @@
+"""Locks between bulkfetch processes: flock(2) on a file, shared or exclusive, never waiting.
+
+A lock file names its (last) holder: "<PID> <what>", `what` being the command ("fetch", "fetch
+--no-compact", "plan", "import", ...), so that the one refused can say who is in the way and what that
+one will do. An flock dies with its process: a lock file left by a killed run is simply taken over.
+
+The locks (every one taken without waiting; a conflict is a LockedError, exit 2):
+
+    data_dir/fetch.lock        a run's (`data_dir_lock`): fetch, plan, compact, demo, auth's move to the
+                               per-athlete layout, athletes remove --purge, athletes adopt, and the
+                               import's compaction. One at a time.
+    data_dir/imports.lock      the imports' (`import_lock`): shared by every import, so that imports run
+                               beside each other and beside a fetch, plan or status; exclusive for the
+                               runs that need the data_dir to themselves (`data_dir_lock(alone=True)`:
+                               athletes remove --purge and adopt move or delete athlete folders,
+                               compact --rebuild rewrites every partition an import's compaction may be
+                               writing).
+    athletes/<id>/export/import.lock   one import per athlete (bulkfetch.export_store)
+    athletes/<id>/state/compact.lock   one compaction per athlete (bulkfetch.compact)
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from bulkfetch.errors import BulkfetchError, LockedError, StorageError, WriteError
+from bulkfetch.store import ATHLETES_FOLDER, RawStore, describe_write_error, write_hint
+
+RUN_LOCK = "fetch.lock"
+IMPORTS_LOCK = "imports.lock"
+IMPORT = "import"
+COMPACTING_FETCHES = ("fetch", "demo")  # the runs that compact every athlete when they end (no --no-compact)
+_WHAT = re.compile(r"[a-z][a-z0-9 -]{0,60}")  # a holder's name as this module writes it
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a lock, as its file says (a shared lock's file names the last of its holders)."""
+
+    pid: str   # "unknown" if the file does not say
+    what: str  # the command: "fetch", "plan", "import", ...; "run" if the file does not say
+
+
+@contextmanager
+def hold(path: Path, what: str, *, busy: Callable[[Holder], BulkfetchError], shared: bool = False) -> Iterator[None]:
+    """Hold `path` (created if need be) exclusively, or `shared` with other shared holders, for the block;
+    raise `busy(holder)` at once if another process holds it in a mode that excludes this one. Raises
+    StorageError if the lock file cannot be created, WriteError if its holder cannot be written."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:  # a read-only file system, or no permission
+        raise StorageError(f"{path.parent} is not writable ({exc.strerror})",
+                           hint="fix its permissions or set [storage] data_dir") from None
+    try:
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise busy(_holder(os.pread(fd, 128, 0))) from None
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {what}".encode(), 0)
+        except OSError as exc:  # the disk is full: say so, as every other write does
+            raise WriteError(describe_write_error(path, exc), hint=write_hint(exc)) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _holder(recorded: bytes) -> Holder:
+    pid, _, what = recorded.decode(errors="replace").strip().partition(" ")
+    return Holder(pid if pid.isdigit() else "unknown", what if _WHAT.fullmatch(what) else "run")
+
+
+@contextmanager
+def data_dir_lock(data_dir: Path, what: str = "run", *, alone: bool = False) -> Iterator[None]:
+    """Hold the data_dir for one run (`what`: the command, as a refused run names it); with `alone`, also
+    keep every import out (see the module docstring). A second run gets a LockedError naming this one.
+
+    The holder sweeps the temporary files killed runs left, and only the holder may: another process's
+    temporary file can be a write in progress (a rotated token exists nowhere else until it is renamed).
+    """
+    with ExitStack() as held:
+        held.enter_context(hold(data_dir / RUN_LOCK, what, busy=lambda holder: _in_use(
+            data_dir, holder, "one run at a time may use a data_dir")))
+        if alone:
+            held.enter_context(hold(data_dir / IMPORTS_LOCK, what, busy=lambda holder: _in_use(
+                data_dir, holder, f"'{what}' needs the data_dir to itself, no import beside it")))
+        for root in (data_dir, *_folders(data_dir / ATHLETES_FOLDER)):
+            if root.is_dir():
+                RawStore(root).sweep_temp_files()
+        yield
+
+
+@contextmanager
+def import_lock(data_dir: Path) -> Iterator[None]:
+    """An import's hold on the data_dir: beside other imports and any run but those that need the data_dir
+    alone (see the module docstring)."""
+    with hold(data_dir / IMPORTS_LOCK, IMPORT, shared=True, busy=lambda holder: _in_use(
+            data_dir, holder, "it needs the data_dir to itself, no import beside it")):
+        yield
+
+
+def _in_use(data_dir: Path, holder: Holder, why: str) -> LockedError:
+    also = "; the fetch compacts when it ends" if holder.what in COMPACTING_FETCHES else ""
+    return LockedError(f"another bulkfetch {holder.what} (PID {holder.pid}) is using {data_dir}",
+                       hint=f"wait for it to finish or stop it: {why}{also}", holder=holder.what)
+
+
+def _folders(folder: Path) -> list[Path]:
+    try:
+        return [path for path in folder.iterdir() if path.is_dir()]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+__all__ = ["Holder", "data_dir_lock", "hold", "import_lock"]

@@ -1,0 +1,108 @@
+"""Worker processes and signals: the plumbing compaction and the import share (no pyarrow, no I/O of data).
+
+- `worker_pool`: a forkserver process pool whose workers ignore Ctrl-C (it reaches the terminal's whole
+  process group: the parent decides) and end themselves when the parent is gone, killed outright
+  (SIGKILL) included, so that no worker outlives the command holding its stdout (`... | tee` would
+  never end) or writes after the next run began.
+- `interrupts_deferred`: Ctrl-C and SIGTERM wait for the end of a block (around `submit`).
+- `exit_with_parent`: the parent watch itself, for a child started another way.
+- `available_cpus`: the CPUs this process may run on (its affinity, which containers set), not the host's.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+PARENT_CHECK_S = 0.25  # how often a worker checks that the process it works for is alive
+
+
+def available_cpus() -> int:
+    """The CPUs this process may use: its affinity mask (a container's or `taskset`'s), where the system
+    has one, else the machine's count (`os.cpu_count()` counts the host's, whatever the limits)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # no sched_getaffinity (macOS)
+        return os.cpu_count() or 1
+
+
+def worker_pool(workers: int, preload: str, initializer: Callable[..., None] | None = None,
+                initargs: tuple[Any, ...] = ()) -> ProcessPoolExecutor:
+    """A pool of `workers` processes forked from a forkserver that has imported `preload` (the module whose
+    functions they run). Each worker ignores Ctrl-C and ends when this process is gone (see the module
+    docstring), then runs `initializer(*initargs)`."""
+    # forkserver: workers fork from a clean server process, never from a caller that may hold threads.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([preload])
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
+                               initargs=(os.getpid(), initializer, initargs))
+
+
+def _start_worker(parent_pid: int, initializer: Callable[..., None] | None, initargs: tuple[Any, ...]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    exit_with_parent(parent_pid)
+    if initializer is not None:
+        initializer(*initargs)
+
+
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait for the end of the block, then take effect as usual.
+
+    Around `submit`, which starts a worker: stopped half-way, the pool would forget a worker that is
+    still starting, and that worker would fail with a traceback instead of being stopped and waited for.
+    Python runs signal handlers in the main thread only, so elsewhere there is nothing to defer.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, lambda signum, frame: pending.append(signum)) for signum in signals}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if pending:
+            signal.raise_signal(pending[0])
+
+
+def exit_with_parent(parent_pid: int) -> None:
+    """End this process at once when `parent_pid` is gone, killed outright included (see `_exit_with`)."""
+    threading.Thread(target=_exit_with, args=(parent_pid,), name="parent-watch", daemon=True).start()
+
+
+def _exit_with(parent_pid: int) -> None:
+    """End this worker at once when the process it works for is gone: what it was writing is a temporary
+    file, swept by the next run."""
+    while alive(parent_pid):
+        time.sleep(PARENT_CHECK_S)
+    os._exit(1)
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` runs: a killed process stays a zombie until its own parent reaps it, and that parent
+    may be waiting for this worker to close the pipes first, so a zombie counts as gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc (not Linux): a zombie then counts as alive
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+__all__ = ["available_cpus", "exit_with_parent", "interrupts_deferred", "worker_pool"]
