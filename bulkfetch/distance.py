@@ -98,16 +98,19 @@ def _glitches(time: list[int], present: list[int], jump: Jump, limit_mps: float)
 
 def _device_distance(time: list[int], values: list[float | None], limit_mps: float) -> list[float]:
     complete = None not in values
+    if complete and len(values) > 1:
+        changes = list(map(sub, values[1:], values[:-1]))  # type: ignore[arg-type]  # complete
+        # the usual file: never decreasing, no step beyond a second's reach, a second or more apart
+        if min(changes) >= 0 and max(changes) <= limit_mps <= limit_mps * min(map(sub, time[1:], time[:-1])):
+            return list(map(float, values))  # type: ignore[arg-type]
     present = list(range(len(values))) if complete else [i for i, v in enumerate(values) if v is not None]
-    known: list[float] = values if complete else [values[i] for i in present]  # type: ignore[assignment]
-    changes = list(map(sub, known[1:], known[:-1]))
+    known = [values[i] for i in present]
+    steps = list(map(abs, map(sub, known[1:], known[:-1])))  # type: ignore[arg-type]  # present
 
     def jump(reference: int, record: int) -> float:
         return values[record] - values[reference]  # type: ignore[operator]  # both are present
 
-    rejected = _glitches_unless_within_reach(time, present, list(map(abs, changes)), jump, limit_mps)
-    if complete and not rejected and (not changes or min(changes) >= 0):
-        return list(map(float, values))  # the usual file
+    rejected = _glitches_unless_within_reach(time, present, steps, jump, limit_mps)
     kept = [i for i in present if i not in rejected] if rejected else present
     # never decreasing, from 0
     return _filled_in(time, kept, list(accumulate((float(values[i]) for i in kept), max, initial=0.0))[1:])
@@ -118,8 +121,11 @@ def _glitches_unless_within_reach(time: list[int], present: list[int], steps: li
     """`_glitches`, for the usual file cheaply: when every step between consecutive values is within
     reach of the time between them, no value lies out of reach of an earlier one (the triangle
     inequality), so there is none."""
+    if not steps:
+        return set()
     times = time if len(present) == len(time) else [time[i] for i in present]
-    if all(map(le, steps, map(mul, map(sub, times[1:], times[:-1]), repeat(limit_mps)))):
+    seconds = list(map(sub, times[1:], times[:-1]))
+    if max(steps) <= limit_mps * min(seconds) or all(map(le, steps, map(mul, seconds, repeat(limit_mps)))):
         return set()
     return _glitches(time, present, jump, limit_mps)
 
