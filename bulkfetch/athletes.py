@@ -33,6 +33,7 @@ from bulkfetch.auth import TokenManager, digest
 from bulkfetch.client import post_form
 from bulkfetch.config import Config
 from bulkfetch.errors import ApiError, AthleteRevoked, ConfigError, StorageError
+from bulkfetch.ids import parse_id
 from bulkfetch.parquet_layout import STAGING, athlete_folder
 from bulkfetch.roster import UNBOUND, AthleteDir, Removal, Roster
 from bulkfetch.schema import TABLES
@@ -112,13 +113,15 @@ def find_athlete(roster: Roster, athlete_id: int) -> AthleteDir:
 
 async def remove(config: Config, athlete: AthleteDir, *, purge: bool, warn: Callable[[str], None]) -> Removed:
     """Disconnect `athlete` (the data_dir in the per-athlete layout); with `purge`, delete its data too
-    (the caller holds the data_dir lock then). Strava unreachable: nothing changes (ApiError)."""
+    (the caller holds the data_dir lock then). Strava unreachable, or no API credentials for an athlete
+    with tokens: nothing changes (ApiError, ConfigError)."""
     assert athlete.athlete_id is not None
     roster = Roster(config.storage.data_dir)
     name = _name_of(athlete, roster)
     had_tokens = athlete.tokens.load() is not None
     deauthorized = False
     if had_tokens:
+        config.require_credentials()  # only a deauthorization asks Strava: one without tokens needs none
         deauthorized = await deauthorize(config, athlete, warn)
         roster.record_removal(athlete.athlete_id, Removal(time.time(), _seed_digests(roster, athlete, config), name))
         athlete.tokens.path.unlink(missing_ok=True)
@@ -279,7 +282,7 @@ def _land(hidden: Path, roster: Roster) -> AthleteDir:
                                    hint="check both folders' permissions, then run the adopt again") from None
             _copy_in(hidden, target)
     fsync_dir(roster.folder)
-    return AthleteDir(target, int(name) if name.isdigit() else None)
+    return AthleteDir(target, parse_id(name))
 
 
 def _copy_in(hidden: Path, target: Path) -> None:

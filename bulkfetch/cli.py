@@ -36,6 +36,7 @@ from bulkfetch.errors import (
     LockedError,
     WorkLeft,
 )
+from bulkfetch.ids import MAX_ID, parse_id
 from bulkfetch.locks import COMPACTING_FETCHES, data_dir_lock, import_lock
 from bulkfetch.plan import STREAMS_FROM_API, STREAMS_FROM_AUTO, parse_filters
 from bulkfetch.scheduler import WaitPolicy
@@ -43,6 +44,7 @@ from bulkfetch.store import RawStore, ensure_dir
 
 if TYPE_CHECKING:
     from bulkfetch.demo import DemoRun
+    from bulkfetch.importer import ImportSummary
     from bulkfetch.pipeline import FetchSummary
     from bulkfetch.progress import Reporter
     from bulkfetch.roster import AthleteDir
@@ -130,7 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="size of the synthetic history (of the first athlete; each next one has half as many)")
     demo.add_argument("--athletes", type=int, default=1,
                       help="athletes of the simulated app, sharing its quota fairly in one run (1 to 10, default 1)")
-    demo.add_argument("--data-dir", default="demo-data", help="where the demo writes (default ./demo-data)")
+    demo.add_argument("--data-dir",
+                      help="where the demo writes (default ./demo-data, with --export ./demo-export-data)")
+    demo.add_argument("--export", action="store_true",
+                      help="first write the simulated athlete's account export and import it, then fetch with every "
+                           "stream type, and show the requests the export saved (with --athletes: the first athlete's "
+                           "export); every activity then lasts 20 minutes")
     demo.set_defaults(handler=_cmd_demo)
 
     simulate = commands.add_parser("simulate", help="run the Strava simulator in the foreground")
@@ -201,16 +208,18 @@ def _add_athlete_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _athlete_ids(text: str) -> frozenset[int]:
-    parts = [part.strip() for part in text.split(",")]
-    if not parts or not all(part.isdigit() and int(part) > 0 for part in parts):
-        raise argparse.ArgumentTypeError(f"must be athlete ids separated by commas, e.g. 123,456 (got {text!r})")
-    return frozenset(int(part) for part in parts)
+    ids = [parse_id(part) for part in text.split(",")]
+    if None in ids:
+        raise argparse.ArgumentTypeError(f"must be athlete ids separated by commas, e.g. 123,456, each a whole "
+                                         f"number from 1 to {MAX_ID} (got {text!r})")
+    return frozenset(athlete_id for athlete_id in ids if athlete_id is not None)
 
 
 def _athlete_id(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be an athlete id, a whole number (got {text!r})")
-    return int(text)
+    athlete_id = parse_id(text)
+    if athlete_id is None:
+        raise argparse.ArgumentTypeError(f"must be an athlete id, a whole number from 1 to {MAX_ID} (got {text!r})")
+    return athlete_id
 
 
 def _bounded(kind: Callable[[str], N], *, low: N, high: N | None = None,
@@ -292,10 +301,12 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 
 def _fetch_then_compact(args: argparse.Namespace, data_dir: Path, parquet_dir: Path,
                         fetch: Callable[[Reporter], Coroutine[Any, Any, FetchSummary]],
-                        *, compact_after: bool, report: bool = True) -> FetchSummary:
-    """Hold the data_dir lock, fetch, and compact what is there even when the fetch stopped for quota
-    or was interrupted (a second Ctrl-C or SIGTERM stops that compaction at once). With `report`, say
-    the summary and raise WorkLeft for what failed: inside, so that the log's last line is the outcome."""
+                        *, compact_after: bool, report: bool = True,
+                        prepare: Callable[[Reporter], None] | None = None) -> FetchSummary:
+    """Hold the data_dir lock, `prepare` (the demo: its athletes, its export), fetch, and compact what is
+    there even when the fetch stopped for quota or was interrupted (a second Ctrl-C or SIGTERM stops that
+    compaction at once). With `report`, say the summary and raise WorkLeft for what failed: inside, so that
+    the log's last line is the outcome."""
     from bulkfetch.progress import Reporter
 
     ensure_dir(data_dir)
@@ -305,6 +316,8 @@ def _fetch_then_compact(args: argparse.Namespace, data_dir: Path, parquet_dir: P
     holder = f"{args.command} --no-compact" if args.command == "fetch" and not compact_after else args.command
     with data_dir_lock(data_dir, holder), _sigterm_as_ctrl_c(), Reporter(
             quiet=args.quiet, verbose=args.verbose, log_path=RawStore(data_dir).log_path) as reporter:
+        if prepare is not None:
+            prepare(reporter)
         reporter.info(f"fetch into {data_dir}")
         try:
             summary = _run(fetch(reporter))
@@ -507,27 +520,37 @@ def _cmd_import(args: argparse.Namespace) -> int:
     """No credentials needed. The import takes the data_dir's import lock (bulkfetch.locks): it runs beside
     a fetch, a plan and other imports, not beside a run that needs the data_dir alone; the compaction
     after it takes the run lock, or leaves the work to the run that holds it."""
-    from bulkfetch.importer import failures_text, import_export, rate_text, summary_line
+    from bulkfetch.importer import check_export
 
     config = _config(args)
     data_dir = config.storage.data_dir
+    check_export(data_dir, args.path, args.athlete)  # bad input: said before the data_dir or its log is made
     ensure_dir(data_dir)
     _migrate_layout(data_dir, "import")
     with import_lock(data_dir), _sigterm_as_ctrl_c(), _reporter(args, config) as reporter:
-        try:
-            summary = import_export(data_dir, args.path, args.athlete, reporter)
-        except KeyboardInterrupt:
-            raise Interrupted("import interrupted; what was imported is kept, rerun 'bulkfetch import' to "
-                              "continue") from None
-        for line in failures_text(summary):
-            reporter.debug(line)
-        if summary.imported:
-            reporter.info(rate_text(summary))
-        elif not summary.new_csv and not summary.errors:
-            reporter.info("nothing new: this export was imported before, and no file was decoded again")
-        reporter.result(summary_line(summary))
+        summary = _import_reported(data_dir, args.path, args.athlete, reporter, rerun="bulkfetch import")
         _compact_imported(summary.athlete, data_dir, config.storage.parquet_dir, reporter)
     return EXIT_OK
+
+
+def _import_reported(data_dir: Path, path: Path, athlete: int | None, reporter: Reporter, *,
+                     rerun: str) -> ImportSummary:
+    """Import an export with its progress bar, then say what it did: every failed file in the log, the
+    decoding rate (or that nothing was decoded), and the summary line. `rerun` continues it when stopped."""
+    from bulkfetch.importer import failures_text, import_export, rate_text, summary_line
+
+    try:
+        summary = import_export(data_dir, path, athlete, reporter)
+    except KeyboardInterrupt:
+        raise Interrupted(f"import interrupted; what was imported is kept, rerun '{rerun}' to continue") from None
+    for line in failures_text(summary):
+        reporter.debug(line)
+    if summary.imported:
+        reporter.info(rate_text(summary))
+    elif not summary.new_csv and not summary.errors:
+        reporter.info("nothing new: this export was imported before, and no file was decoded again")
+    reporter.result(summary_line(summary))
+    return summary
 
 
 def _compact_imported(athlete: AthleteDir, data_dir: Path, parquet_dir: Path, reporter: Reporter) -> None:
@@ -601,7 +624,6 @@ def _remove_athlete(args: argparse.Namespace, config: Config) -> int:
 
     data_dir = config.storage.data_dir
     athletes.find_athlete(Roster(data_dir), args.athlete_id)  # an unknown id: said before anything else
-    config.require_credentials()
     with data_dir_lock(data_dir, "athletes remove --purge", alone=True) if args.purge else nullcontext(), \
             _reporter(args, config) as reporter:
         if args.purge:
@@ -648,17 +670,20 @@ def _adopt_data_dir(args: argparse.Namespace, config: Config) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from bulkfetch import report
-    from bulkfetch.demo import DemoRun, check_demo_size
+    from bulkfetch.demo import DEMO_DATA_DIR, DEMO_EXPORT_DATA_DIR, DemoRun, check_demo_size
     from bulkfetch.progress import Reporter
 
     check_demo_size(args.activities, args.athletes)
-    data_dir = Path(args.data_dir).resolve()
+    data_dir = Path(args.data_dir or (DEMO_EXPORT_DATA_DIR if args.export else DEMO_DATA_DIR)).resolve()
     parquet_dir = data_dir / "parquet"
-    demo = DemoRun(data_dir, args.activities, args.athletes)
-    summary = _fetch_then_compact(args, data_dir, parquet_dir, demo.fetch, compact_after=True)
+    demo = DemoRun(data_dir, args.activities, args.athletes, export=args.export)
+    summary = _fetch_then_compact(args, data_dir, parquet_dir, demo.fetch, compact_after=True,
+                                  prepare=lambda reporter: _prepare_demo(demo, reporter))
     show = Reporter(quiet=args.quiet)
     if args.athletes > 1:
         _show_demo_athletes(show, demo, summary, parquet_dir)
+    if args.export:
+        _show_demo_export(show, demo, summary, parquet_dir)
     years, by_sport = report.activities_by_sport_and_year(parquet_dir)
     show.table("Activities by sport and year", ("sport", *map(str, years), "total"),
                [(sport, *(f"{n:,}" for n in counts), f"{sum(counts):,}") for sport, counts in by_sport])
@@ -668,6 +693,44 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     show.result(f"Parquet tables: {parquet_dir}/<table>/athlete_id=<id>/year=YYYY/part-0.parquet")
     show.result(f"Query them with DuckDB (pip install duckdb):\n  {report.duckdb_example(parquet_dir)}")
     return EXIT_OK
+
+
+def _prepare_demo(demo: DemoRun, reporter: Reporter) -> None:
+    """Connect the demo's athletes; with --export write the first one's export and import it, as
+    `bulkfetch simulate --export` and `bulkfetch import` do (the fetch after it compacts it too)."""
+    demo.connect()
+    if not demo.export:
+        return
+    if demo.export_written():
+        reporter.info(f"the account export in {demo.export_path} is this history's already: not written again")
+    else:
+        others = "; the other athletes' data all comes from the API" if demo.athletes > 1 else ""
+        reporter.info(f"writing athlete {demo.export_athlete}'s account export, of the history the simulator "
+                      f"serves{others}")
+        try:
+            written = demo.write_export(workers=os.cpu_count() or 1)
+        except KeyboardInterrupt:
+            raise Interrupted("stopped while writing the simulated export (nothing of it is kept); rerun "
+                              "'bulkfetch demo --export'") from None
+        reporter.info(written.line())
+    _import_reported(demo.data_dir, demo.export_path, demo.export_athlete, reporter, rerun="bulkfetch demo --export")
+
+
+def _show_demo_export(show: Reporter, demo: DemoRun, summary: FetchSummary, parquet_dir: Path) -> None:
+    """What the imported export saved this fetch, and where each table's rows came from."""
+    from bulkfetch import report
+    from bulkfetch.demo import quota_saving
+
+    show.table(f"Requests this fetch sent, and what it sends without athlete {demo.export_athlete}'s export "
+               "(every stream set from the API)", ("requests", "sent", "without the export"),
+               [(row.kind, f"{row.sent:,}", f"{row.without_export:,}")
+                for row in quota_saving(demo.sent, summary.streams_from_export)])
+    sources = ("api", "file", "csv")
+    tables = ("activities", "streams", "splits_metric", "splits_standard", "laps")
+    counts = {table: report.rows_by_source(parquet_dir, table) for table in tables}
+    show.table("Parquet rows by source (api: Strava's API; file: the export's device files; csv: its "
+               "activities.csv)", ("table", *sources),
+               [(table, *(f"{counts[table].get(source, 0):,}" for source in sources)) for table in tables])
 
 
 def _show_demo_athletes(show: Reporter, demo: DemoRun, summary: FetchSummary, parquet_dir: Path) -> None:

@@ -12,6 +12,7 @@ subfolder when the athlete zipped the unpacked folder again.
 
 from __future__ import annotations
 
+import stat
 import zipfile
 import zlib
 from collections.abc import Iterable, Iterator
@@ -25,7 +26,12 @@ from bulkfetch.errors import ExportError
 ACTIVITIES_CSV = "activities.csv"
 PROFILE_CSV = "profile.csv"
 MAX_CSV_BYTES = 256 << 20  # 40 years of daily activities are a few MB
+# The longest file name the import can keep: file systems take 255 bytes (ext4, APFS, NTFS), and a file is
+# written under a temporary name first, ".<name>.tmp-<pid>-<8 hex digits>" (bulkfetch.store), up to 23
+# bytes longer. A member whose name has a longer part is not imported; the others are.
+NAME_MAX_BYTES = 255 - 32
 CHUNK_BYTES = 1 << 20
+ZIP_START = b"PK\x03\x04"  # a zip's first member header (https://pkware.cachefly.net/webdocs/APPNOTE/APPNOTE-6.3.10.TXT)
 
 
 @dataclass(frozen=True)
@@ -54,19 +60,39 @@ def open_export(path: Path) -> Iterator[Export]:
     """The export at `path` (a zip, or an unpacked folder). Raises ExportError, naming the problem,
     if it is missing, not an export, or unsafe."""
     if not path.exists():
-        raise ExportError(f"{path} does not exist", hint="pass the export's zip or the folder it unpacked to")
+        what = "is a symbolic link to nothing (or a loop)" if path.is_symlink() else "does not exist"
+        raise ExportError(f"{path} {what}", hint="pass the export's zip or the folder it unpacked to")
     if path.is_dir():
         yield _FolderExport(path, _folder_top(path))
         return
     if not zipfile.is_zipfile(path):
-        raise ExportError(f"{path} is neither a zip nor a folder",
-                          hint="pass the zip Strava e-mailed a link to (export_<id>.zip) or its unpacked folder")
+        raise _not_a_zip(path)
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
         raise ExportError(f"{path} cannot be read as a zip ({exc})", hint="download the export again") from None
     with archive:
         yield _ZipExport(path, archive)
+
+
+def _not_a_zip(path: Path) -> ExportError:
+    """Why a file is no zip that can be opened. A zip's table of contents is at its end: one that starts
+    as a zip without it, or a `.zip` that starts as none, was cut short or damaged (a download stopped
+    part-way is the common cause)."""
+    again = "download the export again (strava.com: Settings, My Account, 'Download or Delete Your Account')"
+    try:
+        with path.open("rb") as stream:
+            start = stream.read(len(ZIP_START))
+    except OSError as exc:
+        return ExportError(f"{path} cannot be read ({exc.strerror or exc})", hint="check its permissions")
+    if start == ZIP_START:
+        return ExportError(f"{path} looks cut short or damaged: it starts as a zip but its end (the zip's table of "
+                           f"contents) is missing ({path.stat().st_size:,} bytes)", hint=again)
+    if path.suffix.lower() == ".zip":
+        return ExportError(f"{path} looks damaged: it is named .zip but is none"
+                           f"{' (it is empty)' if not start else ''}", hint=again)
+    return ExportError(f"{path} is neither a zip nor a folder",
+                       hint="pass the zip Strava e-mailed a link to (export_<id>.zip) or its unpacked folder")
 
 
 class MemberError(Exception):
@@ -81,13 +107,13 @@ class MemberError(Exception):
 def read_small(export: Export, name: str) -> bytes | None:
     """A CSV of the export, whole; None if the export has none of that name. Raises ExportError if it
     cannot be read."""
-    member = export.member(name)
-    if member is None:
-        return None
-    if member.size > MAX_CSV_BYTES:
-        raise ExportError(f"{export.source}: {name} is {member.size:,} bytes, too big for an export's {name}",
-                          hint="pass the export Strava made, unchanged")
     try:
+        member = export.member(name)
+        if member is None:
+            return None
+        if member.size > MAX_CSV_BYTES:
+            raise ExportError(f"{export.source}: {name} is {member.size:,} bytes, too big for an export's {name}",
+                              hint="pass the export Strava made, unchanged")
         return b"".join(_chunks(export, name))
     except MemberError as exc:
         raise ExportError(f"{export.source}: {exc}", hint="download the export again") from None
@@ -135,6 +161,14 @@ def _chunks(export: Export, name: str) -> Iterator[bytes]:
             yield chunk
 
 
+def check_name_length(name: str) -> None:
+    """Raise MemberError if a part of the member's name is longer than NAME_MAX_BYTES: that file is not
+    imported, the others are."""
+    longest = max(len(part.encode()) for part in name.split("/"))
+    if longest > NAME_MAX_BYTES:
+        raise MemberError(name, f"a name of {longest:,} bytes, too long to keep: at most {NAME_MAX_BYTES}")
+
+
 def unsafe_path(name: str) -> str | None:
     """Why a path the export names (a zip member, a Filename cell of activities.csv) cannot be written
     under a folder as it stands ("is absolute": `/`, `\\`, a drive `C:`; "climbs out of its folder":
@@ -164,7 +198,10 @@ class _ZipExport:
 
     def member(self, name: str) -> Member | None:
         info = self._members.get(name)
-        return None if info is None else Member(name, info.file_size, info.CRC)
+        if info is None:
+            return None
+        check_name_length(name)
+        return Member(name, info.file_size, info.CRC)
 
     def open(self, name: str) -> IO[bytes]:
         try:
@@ -185,28 +222,42 @@ def _zip_top(source: Path, names: list[str]) -> str:
 
 
 class _FolderExport:
+    """An unpacked export. Its symbolic links are followed wherever they point: the folder is on the
+    athlete's own disk and its links are theirs (an `activities/` moved to another disk and linked back;
+    a zip's members are never links). Only regular files are read: a folder, a pipe or a device under a
+    file's name is reported, never opened (a pipe would block the import)."""
+
     def __init__(self, source: Path, top: Path) -> None:
         self.source = source
-        self._top = top.resolve()
+        self._top = top
 
-    def _path(self, name: str) -> Path | None:
+    def _path(self, name: str) -> tuple[Path, int] | None:
+        """The member's file and its size; None if there is none. Raises MemberError if something that
+        is no regular file stands there, or it cannot be looked at (a link loop, a name too long)."""
+        check_name_length(name)
+        path = self._top / name
         try:
-            path = (self._top / name).resolve()
-            # A link out of the export (`activities/x.fit -> /etc/...`) is not the export's file.
-            return path if path.is_relative_to(self._top) and path.is_file() else None
-        except (OSError, ValueError):  # ValueError: a NUL in the name (activities.csv refuses one first)
+            status = path.stat()
+        except (FileNotFoundError, NotADirectoryError):  # a link to nothing is missing too
             return None
+        except OSError as exc:
+            raise MemberError(name, exc.strerror or str(exc)) from None
+        except ValueError as exc:  # a NUL in the name (activities.csv refuses one before it gets here)
+            raise MemberError(name, str(exc)) from None
+        if not stat.S_ISREG(status.st_mode):
+            raise MemberError(name, "a folder, not a file" if stat.S_ISDIR(status.st_mode) else "not a regular file")
+        return path, status.st_size
 
     def member(self, name: str) -> Member | None:
-        path = self._path(name)
-        return None if path is None else Member(name, path.stat().st_size, None)
+        found = self._path(name)
+        return None if found is None else Member(name, found[1], None)
 
     def open(self, name: str) -> IO[bytes]:
-        path = self._path(name)
+        found = self._path(name)
         try:
-            if path is None:
+            if found is None:
                 raise FileNotFoundError(name)
-            return path.open("rb")
+            return found[0].open("rb")
         except OSError as exc:
             raise MemberError(name, exc.strerror or str(exc)) from None
 
@@ -214,6 +265,9 @@ class _FolderExport:
 def _folder_top(path: Path) -> Path:
     if (path / ACTIVITIES_CSV).is_file():
         return path
+    if (path / ACTIVITIES_CSV).is_symlink():
+        raise ExportError(f"{path / ACTIVITIES_CSV} is a symbolic link to nothing (or a loop)",
+                          hint="link it to the export's activities.csv, or copy that file there")
     below = [child for child in sorted(path.iterdir()) if child.is_dir() and (child / ACTIVITIES_CSV).is_file()]
     if len(below) == 1:
         return below[0]

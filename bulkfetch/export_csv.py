@@ -11,11 +11,13 @@ second is taken. Known headers: English, German, and the lowercase one of export
 A header in another language keeps what is language-independent: the activity id (always the first
 column) and the file name (the column whose values are `activities/...`); dates, sports and totals then
 come from the files themselves. The number in a file's name is not always the activity id: a file
-belongs to the row that names it, nothing else.
+belongs to the row that names it, nothing else. A copy re-saved by a spreadsheet may separate its cells
+with semicolons or tabs instead of commas (the header tells which), and in Windows-1252 or UTF-16.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import math
@@ -25,13 +27,17 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bulkfetch.export_archive import unsafe_path
+from bulkfetch.ids import parse_id
 from bulkfetch.sports import SPORT_TYPES
-from bulkfetch.store import is_activity_id, is_athlete_id
 
 ACTIVITY_FILES = "activities/"  # the folder of the export that holds the device files
 ENGLISH, GERMAN, LEGACY = "English", "German", "English (before mid-2019)"
 # A Filename column in an unknown language: at least this share of its non-empty values name a file.
 FILE_COLUMN_SHARE = 0.5
+# Strava separates with commas. A spreadsheet that re-saves the file in a locale whose decimal separator
+# is the comma separates with semicolons (Excel's "CSV" in German), its "Unicode text" with tabs.
+DELIMITERS = (",", ";", "\t")
+SHOWN_NAME_CHARS = 40  # of a header name quoted in a message
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,9 @@ class ExportActivity:
     moving_s: int | None
     elevation_gain_m: float | None
     file: str | None                # as the export names it, e.g. "activities/9700428229.fit.gz"; None: manual
+    # The one Distance of a header without the typed pair (2019-2022) is for display: km rounded to 10 m.
+    # It stands in only where neither a typed distance nor the file gives one (a manual activity).
+    display_distance_m: float | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +92,13 @@ class ActivitiesCsv:
     language: str | None    # a LAYOUTS language; None: unknown (ids and files only)
     header: tuple[str, ...]
     bad_rows: int           # rows without a valid activity id (skipped)
+    duplicate_rows: int     # rows of an activity id an earlier row had (the last row is kept)
+
+    @property
+    def first_column(self) -> str:
+        """The header's first name as a message quotes it: cut to SHOWN_NAME_CHARS, whatever the file holds."""
+        name = self.header[0] if self.header else ""
+        return name if len(name) <= SHOWN_NAME_CHARS else name[:SHOWN_NAME_CHARS - 1] + "…"
 
 
 RowReader = Callable[[list[str]], ExportActivity | None]  # None: the row has no valid activity id
@@ -107,14 +123,15 @@ def parse_activities_csv(data: bytes) -> ActivitiesCsv:
     else:
         read = _reader(layout, columns)
     activities: dict[int, ExportActivity] = {}
-    bad_rows = 0
+    bad_rows = duplicate_rows = 0
     for row in body:
         activity = read(row)
         if activity is None:
             bad_rows += 1
-        else:
-            activities[activity.activity_id] = activity
-    return ActivitiesCsv(activities, layout.language if layout else None, header, bad_rows)
+            continue
+        duplicate_rows += activity.activity_id in activities
+        activities[activity.activity_id] = activity
+    return ActivitiesCsv(activities, layout.language if layout else None, header, bad_rows, duplicate_rows)
 
 
 def parse_profile_csv(data: bytes) -> int | None:
@@ -126,19 +143,37 @@ def parse_profile_csv(data: bytes) -> int | None:
         return None
     if len(rows) < 2 or not rows[1]:
         return None
-    value = rows[1][0].strip()
-    return int(value) if value.isdigit() and is_athlete_id(int(value)) else None
+    return parse_id(rows[1][0])
 
 
 def _rows(data: bytes) -> list[list[str]]:
+    text = _text(data)
     try:
-        text = data.decode("utf-8-sig")  # Excel-saved copies start with a byte-order mark
-    except UnicodeDecodeError as exc:
-        raise CsvError(f"activities.csv is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    try:
-        return list(csv.reader(io.StringIO(text, newline="")))
+        return list(csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text)))
     except csv.Error as exc:
         raise CsvError(f"activities.csv is not CSV ({exc})") from None
+
+
+def _text(data: bytes) -> str:
+    """The CSV's text: UTF-8 as Strava writes it (a copy Excel saved as "CSV UTF-8" starts with a byte
+    order mark); UTF-16 with its byte order mark, Excel's "Unicode text"; else Windows-1252, the code page
+    Excel's plain "CSV" is saved in on a Western European Windows (the German umlauts of its header)."""
+    wide = data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+    encodings = {"utf-16": "UTF-16"} if wide else {"utf-8-sig": "UTF-8", "cp1252": "Windows-1252"}
+    for codec in encodings:
+        try:
+            return data.decode(codec)
+        except UnicodeDecodeError as exc:
+            failure = exc
+    raise CsvError(f"activities.csv is not {' or '.join(encodings.values())} text ({failure.reason} at byte "
+                   f"{failure.start})")
+
+
+def _delimiter(text: str) -> str:
+    """Of DELIMITERS, the one that splits the header into the most columns (no header name holds any of
+    them); the comma when none splits it."""
+    header = next(io.StringIO(text, newline=""), "")
+    return max(DELIMITERS, key=lambda delimiter: len(next(csv.reader([header], delimiter=delimiter), [])))
 
 
 def _layout_of(header: tuple[str, ...]) -> Layout | None:
@@ -173,12 +208,16 @@ def _reader(layout: Layout, columns: dict[str, list[int]]) -> RowReader:
     paired_distance = len(columns.get(layout.distance, ())) > 1
 
     def read(row: list[str]) -> ExportActivity | None:
-        activity_id = _activity_id(typed(row, layout.activity_id))
+        activity_id = parse_id(typed(row, layout.activity_id))
         if activity_id is None:
             return None
         distance = parse_number(typed(row, layout.distance))
+        display_m = None
         if not paired_distance and not layout.lone_distance_in_m:
-            distance = None  # a display distance alone: km or miles, the export does not say which
+            # The display one alone, in km: a ride's 3681.0 m became 3.68 in mid-2019 (hugovk/strava-tools#1).
+            # Rounded to a tenth of a metre: 3.68 * 1000 is 3680.0000000000005.
+            display_m = None if distance is None else round(distance * 1000, 1)
+            distance = None
         return ExportActivity(
             activity_id=activity_id,
             start_date=parse_date(typed(row, layout.date)),
@@ -189,6 +228,7 @@ def _reader(layout: Layout, columns: dict[str, list[int]]) -> RowReader:
             moving_s=_seconds(typed(row, layout.moving)),
             elevation_gain_m=parse_number(typed(row, layout.elevation_gain)),
             file=file_reference(typed(row, layout.file)),
+            display_distance_m=display_m,
         )
 
     return read
@@ -196,7 +236,7 @@ def _reader(layout: Layout, columns: dict[str, list[int]]) -> RowReader:
 
 def _unknown_language_reader(file_column: int | None) -> RowReader:
     def read(row: list[str]) -> ExportActivity | None:
-        activity_id = _activity_id(row[0].strip() if row else "")
+        activity_id = parse_id(row[0].strip() if row else "")
         if activity_id is None:
             return None
         file = row[file_column].strip() if file_column is not None and file_column < len(row) else ""
@@ -232,10 +272,6 @@ def file_reference(value: str) -> str | None:
     if parts[0] != ACTIVITY_FILES.rstrip("/") or len(parts) < 2 or any(part in ("", ".") for part in parts):
         raise CsvError(f"activities.csv names a file outside activities/: {value!r}")
     return "/".join(parts)
-
-
-def _activity_id(text: str) -> int | None:
-    return int(text) if text.isdigit() and is_activity_id(int(text)) else None
 
 
 def parse_number(text: str) -> float | None:

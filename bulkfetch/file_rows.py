@@ -59,11 +59,14 @@ class TrackFile:
 # -- pure ------------------------------------------------------------------------------------------------
 def csv_summary(activity: ExportActivity, file: derive.FileSummary | None) -> dict[str, Any]:
     """An API-shaped summary (the keys of Strava's list items) of a CSV row; where the row is empty, the
-    device file's value (`file`: its derive.file_summary, None if it has none)."""
+    device file's value (`file`: its derive.file_summary, None if it has none); a distance from neither,
+    the row's display distance."""
     from_file = _api_fields(file) if file is not None else {}
     summary: dict[str, Any] = {"id": activity.activity_id}
     for key, value in _csv_fields(activity).items():
         summary[key] = value if value is not None else from_file.get(key)
+    if summary["distance"] is None:  # the row's display distance (km, 10 m) is better than none
+        summary["distance"] = activity.display_distance_m
     return summary
 
 

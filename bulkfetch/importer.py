@@ -81,6 +81,9 @@ class ImportSummary:
     errors: list[tuple[str, str]] = field(default_factory=list)  # (file, why) not read or decoded: tried again
     new_csv: bool = True  # False: this activities.csv was imported before
     gone: int = 0  # activities an older export lists and the newest lacks (deleted on Strava)
+    bad_rows: int = 0  # rows of activities.csv without a valid activity id: skipped
+    duplicate_rows: int = 0  # rows repeating an activity id: the last is kept
+    undated: int = 0  # activities whose start neither their row nor their file gives: in year 0
     seconds: float = 0.0  # decoding (copies included)
 
     @property
@@ -105,17 +108,13 @@ def import_export(data_dir: Path, path: Path, wanted: int | None, events: Import
     it keeps what it imported: the index is written on the way out.
     """
     with open_export(path) as export:
-        csv_data = read_small(export, ACTIVITIES_CSV)
-        assert csv_data is not None  # open_export found it
-        listing = _parse_activities(export, csv_data)
-        profile = read_small(export, PROFILE_CSV)
-        recorded = parse_profile_csv(profile) if profile is not None else None
+        csv_data, listing, recorded = _read_csvs(export)
         roster = Roster(data_dir)
         ids = set(listing.activities)
         athlete = choose_athlete(roster, ids, wanted=wanted, recorded=recorded)
         if listing.language is None:
             events.info(f"activities.csv is in a language bulkfetch does not read (its first column is "
-                        f"{listing.header[0]!r}): took the activity ids and file names from it; start times, "
+                        f"{listing.first_column!r}): took the activity ids and file names from it; start times, "
                         "sports and totals come from the files")
         if athlete.athlete_id is None:
             events.info("the export does not say whose it is and no athlete is connected: it is kept in "
@@ -127,12 +126,31 @@ def import_export(data_dir: Path, path: Path, wanted: int | None, events: Import
         events.info(f"import {path} for {athlete.label} into {store.folder}")
         with store.lock():
             store.prepare()
-            summary = ImportSummary(athlete, activities=len(listing.activities))
+            summary = ImportSummary(athlete, activities=len(listing.activities), bad_rows=listing.bad_rows,
+                                    duplicate_rows=listing.duplicate_rows)
             summary.new_csv = store.keep_csv(csv_data)
             jobs = _plan(export, listing, store, summary)
             _decode(export, store, jobs, summary, events)
+            summary.undated = undated(store, listing.activities.keys())
             summary.gone = len(store.gone())  # after decoding: an activity no CSV dates is dated by its file
     return summary
+
+
+def check_export(data_dir: Path, path: Path, wanted: int | None) -> None:
+    """Raise ExportError for an export `import_export` would refuse, reading only (the export's CSVs, the
+    data_dir's athletes), so that bad input is said before the data_dir or its log is made. It costs a
+    second reading of activities.csv: milliseconds."""
+    with open_export(path) as export:
+        _, listing, recorded = _read_csvs(export)
+        choose_athlete(Roster(data_dir), set(listing.activities), wanted=wanted, recorded=recorded)
+
+
+def _read_csvs(export: Export) -> tuple[bytes, ActivitiesCsv, int | None]:
+    """activities.csv (its bytes and its rows) and the athlete id profile.csv records, if it does."""
+    csv_data = read_small(export, ACTIVITIES_CSV)
+    assert csv_data is not None  # open_export found it
+    profile = read_small(export, PROFILE_CSV)
+    return csv_data, _parse_activities(export, csv_data), parse_profile_csv(profile) if profile is not None else None
 
 
 def _parse_activities(export: Export, data: bytes) -> ActivitiesCsv:
@@ -233,7 +251,11 @@ def _plan(export: Export, listing: ActivitiesCsv, store: ExportStore, summary: I
         if activity.file is None:
             summary.manual += 1
             continue
-        member = export.member(activity.file)
+        try:
+            member = export.member(activity.file)
+        except MemberError as exc:  # a name too long, a link loop, a folder under a file's name
+            summary.errors.append((activity.file, exc.reason))
+            continue
         if member is None:
             summary.missing.append(activity.file)
             continue
@@ -279,6 +301,14 @@ def _again(store: ExportStore, entry: ImportedFile, sport_type: str | None) -> J
     except OSError:
         whole = False
     return Job(entry.activity_id, entry.file, sport_type, kept=(entry.size, entry.crc32) if whole else None)
+
+
+def undated(store: ExportStore, ids: Iterable[int]) -> int:
+    """How many of `ids` have no start time: none their (merged) CSV rows give, no file with records (an
+    activity the newest export lacks has no row at all: see ExportStore.activities)."""
+    rows, entries = store.activities(), store.entries()
+    return sum(1 for activity_id in ids if activity_id in rows and rows[activity_id].start_date is None
+               and (activity_id not in entries or entries[activity_id].records == 0))
 
 
 def _adoptable(store: ExportStore, activity_id: int, file: str, size: int, crc32: int,
@@ -452,6 +482,14 @@ def summary_line(summary: ImportSummary) -> str:
         parts.append(f"{len(summary.missing):,} named in activities.csv but missing from the export "
                      f"({_named(summary.missing)})")
     parts.append(f"{summary.manual:,} manual without a file")
+    if summary.undated:
+        parts.append(f"{summary.undated:,} without a start time (in year=0)")
+    if summary.duplicate_rows:
+        parts.append(f"{summary.duplicate_rows:,} duplicate row{'s' if summary.duplicate_rows != 1 else ''} "
+                     "(the last kept)")
+    if summary.bad_rows:
+        parts.append(f"{summary.bad_rows:,} row{'s' if summary.bad_rows != 1 else ''} without a valid activity id "
+                     "(skipped)")
     before = summary.unchanged + summary.adopted
     tail = f"; {before:,} imported before (not decoded again)" if before else ""
     replaced = f"; {summary.replaced:,} replaced a file imported before" if summary.replaced else ""

@@ -25,6 +25,7 @@ from bulkfetch.auth import PostForm, Tokens, athlete_name, error_resource, parse
 from bulkfetch.client import post_form
 from bulkfetch.config import Config, StravaConfig
 from bulkfetch.errors import CredentialError
+from bulkfetch.ids import is_strava_id
 from bulkfetch.roster import AthleteDir, Roster
 
 AUTH_SCOPE = "read,activity:read_all"
@@ -139,7 +140,7 @@ async def exchange_code(strava: StravaConfig, post_form: PostForm, authorization
         access_token=str(data.get("access_token") or ""),
         expires_at=float(data.get("expires_at") or clock() + float(data.get("expires_in") or 0)),
         scope=authorization.scope,
-        athlete_id=athlete.get("id") if isinstance(athlete.get("id"), int) else None,
+        athlete_id=athlete.get("id") if is_strava_id(athlete.get("id")) else None,
         athlete_name=athlete_name(athlete),
     )
 

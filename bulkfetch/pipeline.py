@@ -29,6 +29,7 @@ from bulkfetch.errors import (
     QuotaStop,
 )
 from bulkfetch.file_rows import ExportView
+from bulkfetch.ids import is_strava_id
 from bulkfetch.ledger_file import App, state_folder
 from bulkfetch.paging import DAY_S, Boundary, Paging, full_relist_due, list_pages_needed, recent_boundary
 from bulkfetch.plan import (
@@ -418,7 +419,7 @@ def _listing_note(store: RawStore, config: Config, full: bool, listed: int) -> s
 def _check_athlete(store: RawStore, client: StravaClient, items: Any) -> None:
     """A data_dir belongs to one athlete: refuse a token for another one before writing anything."""
     ids = {item["athlete"]["id"] for item in items
-           if isinstance(item.get("athlete"), dict) and isinstance(item["athlete"].get("id"), int)}
+           if isinstance(item.get("athlete"), dict) and is_strava_id(item["athlete"].get("id"))}
     if not ids:
         return
     athlete_id = min(ids)

@@ -58,6 +58,16 @@ def rows_per_athlete(parquet_dir: Path, table: str) -> dict[int, int]:
     return dict(zip(counts["athlete_id"].to_pylist(), counts["athlete_id_count"].to_pylist()))
 
 
+def rows_by_source(parquet_dir: Path, table: str) -> dict[str, int]:
+    """How many rows of `table` came from each source: "api", "file" (an export's device file) or "csv"
+    (an export's activities.csv); {} while the table has no file."""
+    if not (parquet_dir / table).is_dir():
+        return {}
+    sources = dataset(parquet_dir, table).to_table(columns=["source"])
+    counts = sources.group_by("source").aggregate([("source", "count")])
+    return dict(zip(counts["source"].to_pylist(), counts["source_count"].to_pylist()))
+
+
 def bucket_label(index: int) -> str:
     edges = ELEVATION_EDGES
     if index == 0:

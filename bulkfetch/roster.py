@@ -25,6 +25,7 @@ import orjson
 from bulkfetch.auth import Tokens, TokenStore, digest
 from bulkfetch.errors import StorageError
 from bulkfetch.export_paths import has_export
+from bulkfetch.ids import is_strava_id, parse_id
 from bulkfetch.store import ATHLETES_FOLDER, RawStore, atomic_write, ensure_dir, fsync_dir, read_json
 
 UNBOUND = "unbound"
@@ -84,8 +85,8 @@ class Roster:
             return [AthleteDir(self.data_dir, _legacy_athlete_id(self.data_dir))]
         found = []
         for path in _subfolders(self.folder):
-            if path.name.isdigit():
-                found.append(AthleteDir(path, int(path.name)))
+            if (athlete_id := parse_id(path.name)) is not None:
+                found.append(AthleteDir(path, athlete_id))
             elif path.name == UNBOUND or path.name.startswith(SEED_PREFIX):
                 found.append(AthleteDir(path, None))
         return sorted(found, key=lambda a: (a.athlete_id is None, a.athlete_id or 0, a.folder.name))
@@ -131,7 +132,7 @@ class Roster:
         fsync_dir(self.data_dir)
         fsync_dir(target)
         marker.unlink()
-        return AthleteDir(target, None if name == UNBOUND else int(name))
+        return AthleteDir(target, parse_id(name))
 
     def add_seed(self, seed: str) -> AthleteDir | None:
         """The config's refresh_token, when no athlete is connected yet: a folder of its own, bound at the
@@ -200,10 +201,11 @@ def read_removals(athletes_folder: Path) -> dict[int, Removal]:
         return {}
     found = {}
     for key, value in data.items():
-        if key.isdigit() and isinstance(value, dict) and isinstance(value.get("at"), (int, float)):
+        athlete_id = parse_id(key)
+        if athlete_id is not None and isinstance(value, dict) and isinstance(value.get("at"), (int, float)):
             digests = value.get("seed_digests") if isinstance(value.get("seed_digests"), list) else []
             name = value.get("name") if isinstance(value.get("name"), str) else None
-            found[int(key)] = Removal(float(value["at"]), tuple(d for d in digests if isinstance(d, str)), name)
+            found[athlete_id] = Removal(float(value["at"]), tuple(d for d in digests if isinstance(d, str)), name)
     return found
 
 
@@ -220,7 +222,7 @@ def _legacy_athlete_id(data_dir: Path) -> int | None:
             value = read_json(path).get(key)
         except (OSError, ValueError, AttributeError):
             continue
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        if is_strava_id(value):
             return value
     return None
 

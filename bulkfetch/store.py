@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 
 from bulkfetch.errors import StorageError, WriteError
+from bulkfetch.ids import is_strava_id, parse_id
 
 TEMP_MARK = ".tmp-"
 LISTING_COMPLETE = "complete.json"
@@ -394,7 +395,7 @@ def page_items(page: Any) -> dict[int, dict[str, Any]]:
     """A list page's activities by id; items that are not activities with a valid id are dropped."""
     if not isinstance(page, list):
         return {}
-    return {item["id"]: item for item in page if isinstance(item, dict) and is_activity_id(item.get("id"))}
+    return {item["id"]: item for item in page if isinstance(item, dict) and is_strava_id(item.get("id"))}
 
 
 def _listed(listing: Listing) -> dict[int, dict[str, Any]]:
@@ -418,21 +419,6 @@ def _safe_iterdir(folder: Path) -> list[Path]:
 def _ids_in(folder: Path, suffix: str = ".json") -> set[int]:
     ids = set()
     for path in _safe_iterdir(folder):
-        if path.suffix == suffix and not is_temp_file(path) and path.stem.isdigit():
-            ids.add(int(path.stem))
+        if path.suffix == suffix and not is_temp_file(path) and (activity_id := parse_id(path.stem)) is not None:
+            ids.add(activity_id)
     return ids
-
-
-MAX_ACTIVITY_ID = 2**63 - 1  # the Parquet id columns are int64
-
-
-def is_athlete_id(value: Any) -> bool:
-    """An athlete id names the athlete's folder and its Parquet partitions (`athlete_id=<id>`, read back as
-    int64): a positive integer within int64, the bounds of an activity id."""
-    return is_activity_id(value)
-
-
-def is_activity_id(value: Any) -> bool:
-    """Strava ids are positive integers (beyond 2^32, within int64); anything else cannot name a file
-    safely or be a Parquet id (JSON allows integers up to 2^64 - 1, which int64 cannot hold)."""
-    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_ACTIVITY_ID

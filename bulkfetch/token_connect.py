@@ -15,6 +15,7 @@ from bulkfetch.auth import Tokens, athlete_name, digest
 from bulkfetch.client import StravaClient, open_session
 from bulkfetch.config import Config
 from bulkfetch.errors import ApiError, ConfigError
+from bulkfetch.ids import is_strava_id
 from bulkfetch.pipeline import app_ledger
 from bulkfetch.roster import AthleteDir, Roster
 from bulkfetch.scheduler import QuotaScheduler, WaitInfo
@@ -72,7 +73,7 @@ async def connect_refresh_token(config: Config, refresh_token: str, *, warn: Cal
             response = await client.get("/athlete")
     athlete = response.data if isinstance(response.data, dict) else {}
     athlete_id = athlete.get("id")
-    if not isinstance(athlete_id, int):
+    if not is_strava_id(athlete_id):
         raise ApiError(f"GET /athlete answered no athlete id (HTTP {response.status})",
                        hint=f"rerun later; the rotated token is kept in {pending.tokens.path}")
     tokens = pending.tokens.load()

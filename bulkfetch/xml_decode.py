@@ -3,7 +3,9 @@
 Elements are matched by local name, whatever their namespace or prefix (GPX 1.0 and 1.1, Garmin's
 TrackPointExtension v1/v2 under any prefix, TCX's ActivityExtension). The parser is fed in chunks and
 each point is dropped once read, so memory stays near the size of the series. A file that breaks off
-(cut, or not well-formed further on) keeps the points read before the break.
+(cut, or not well-formed further on) keeps the points read before the break. Text encodings: what the
+XML declaration names, and UTF-16 or UTF-32 with a byte order mark (a file saved as "Unicode" on
+Windows), with whitespace before `<?xml` or not.
 
 GPX: the points of its tracks (`trkpt`); a file without any track, those of its routes, else its
 waypoints. lat/lon, `ele`, `time`, GPX 1.0's `speed`, and from extensions heart rate (`hr`), cadence
@@ -20,8 +22,10 @@ A point without a time is skipped (Strava requires one on every point).
 
 from __future__ import annotations
 
+import codecs
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -35,6 +39,11 @@ from bulkfetch.track import SERIES, DeviceLap, Format, Session, Track
 _CHUNK_BYTES = 64 * 1024
 # A UTF-8 byte order mark and whitespace, which XML forbids before <?xml (matched, not copied away).
 _LEADING = re.compile(rb"[\xef\xbb\xbf \t\r\n]*")
+_WHITESPACE = " \t\r\n"
+# The byte order marks of the encodings whose text is no ASCII superset, UTF-32's first: UTF-32 LE's
+# begins with UTF-16 LE's.
+_WIDE_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+              (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
 # Local element names inside a point -> series.
 _GPX_POINT = {"ele": "altitude", "speed": "speed", "hr": "heartrate", "cad": "cadence", "atemp": "temp",
               "power": "watts", "PowerInWatts": "watts"}
@@ -45,8 +54,35 @@ _INT_SERIES = frozenset(name for name, kind in SERIES.items() if str(kind).start
 
 
 def looks_like_xml(payload: bytes) -> bool:
-    start = _content_start(payload)
-    return payload[start:start + 1] == b"<"
+    try:
+        first = next(_document(payload, final=False), "")  # the first chunk only is read
+    except UnicodeDecodeError:  # a byte order mark, then no such text
+        return False
+    return first[:1] in ("<", b"<")
+
+
+def _document(payload: bytes, *, final: bool = True) -> Iterator[bytes | str]:
+    """The document from its first `<`, _CHUNK_BYTES of `payload` at a time: bytes, which expat decodes
+    as the declaration says; UTF-16 or UTF-32 with a byte order mark as text, decoded here, so that the
+    whitespace before `<?xml` is skipped in those too (UnicodeDecodeError where it is not that encoding;
+    with `final=False` a character cut at the end is no error)."""
+    encoding = next((name for bom, name in _WIDE_BOMS if payload.startswith(bom)), None)
+    if encoding is None:
+        start = _content_start(payload)
+        for offset in range(start, len(payload), _CHUNK_BYTES):
+            yield payload[offset:offset + _CHUNK_BYTES]
+        return
+    decoder = codecs.getincrementaldecoder(encoding)()  # it takes the byte order mark away
+    leading = True
+    for offset in range(0, len(payload), _CHUNK_BYTES):
+        text = decoder.decode(payload[offset:offset + _CHUNK_BYTES])
+        if leading:
+            text = text.lstrip(_WHITESPACE)
+            leading = not text
+        if text:
+            yield text
+    if final:  # a character cut at the end: said once all the text before it is out
+        decoder.decode(b"", final=True)
 
 
 def _content_start(payload: bytes) -> int:
@@ -57,13 +93,12 @@ def _content_start(payload: bytes) -> int:
 def decode_xml(payload: bytes, fallback: Format | None) -> Track:
     """A GPX or TCX file, told apart by its root element; `fallback` (what the file name says) is the
     format of an unreadable file whose root is neither."""
-    start = _content_start(payload)
     parser = ET.XMLPullParser(events=("start", "end"))
     document = _Document()
     broke: str | None = None
     try:
-        for offset in range(start, len(payload), _CHUNK_BYTES):
-            parser.feed(payload[offset:offset + _CHUNK_BYTES])
+        for chunk in _document(payload):
+            parser.feed(chunk)
             if not document.take(parser):
                 break
         else:
@@ -126,8 +161,10 @@ class _Points:
         count = len(self.epoch_s)
         self.epoch_s.append(when)
         for name, value in values.items():
-            if value is not None:
-                self.values.setdefault(name, [None] * count)
+            # A column is made once, padded to the points before it (setdefault would build the padding for
+            # every point: quadratic in the file's length).
+            if value is not None and name not in self.values:
+                self.values[name] = [None] * count
         for name, column in self.values.items():
             column.append(values.get(name))
 

@@ -3,6 +3,7 @@ format yields, the SDK's fast options against its defaults, gzip by content, and
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import re
@@ -254,6 +255,22 @@ def test_gpx_type_names_the_sport():
 def test_whitespace_or_a_bom_before_the_xml_declaration(name, lead):
     track = decode_file(lead + load(name), f"activities/{name}")
     assert track.status == "ok" and track.series == decode(name).series
+
+
+@pytest.mark.parametrize("name", ["forerunner-run.tcx", "hike.gpx"])
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-32-le"])
+@pytest.mark.parametrize("lead", ["", "\r\n  "])
+def test_utf16_or_utf32_text_with_a_byte_order_mark(name, encoding, lead):
+    """Saved as "Unicode" on Windows: a byte order mark, the declaration naming the encoding (or not)."""
+    text = load(name).decode().lstrip()
+    declared = re.sub(r'encoding="[^"]*"', f'encoding="{encoding[:6].upper()}"', text, count=1)
+    bom = {"utf-16-le": codecs.BOM_UTF16_LE, "utf-16-be": codecs.BOM_UTF16_BE, "utf-32-le": codecs.BOM_UTF32_LE}
+    for document in (declared, text):
+        track = decode_file(bom[encoding] + (lead + document).encode(encoding), f"activities/{name}")
+        assert (track.status, track.problem) == ("ok", None) and track.series == decode(name).series
+    cut = (bom[encoding] + declared.encode(encoding))[:-4001]  # in the middle of a character, too
+    track = decode_file(cut, f"activities/{name}")
+    assert track.status == "truncated" and 0 < track.records < decode(name).records and one_line(track.problem)
 
 
 def test_points_without_a_time_are_skipped_and_none_at_all_is_unreadable():

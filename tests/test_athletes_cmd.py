@@ -347,3 +347,29 @@ def test_adopt_across_file_systems_copies_then_removes_the_original(tmp_path) ->
         assert not any((other / "athletes").iterdir()) and not list((data / "athletes").glob(".*"))
     finally:
         shutil.rmtree(other, ignore_errors=True)
+
+
+@pytest.mark.parametrize("purge", [False, True], ids=["remove", "purge"])
+def test_an_athlete_without_tokens_is_removed_without_api_credentials(tmp_path, purge) -> None:
+    """An import-only data_dir (no API app at all) asks Strava nothing: no client_id or secret needed.
+    With tokens, the deauthorization needs them: refused in one line, nothing changed."""
+    from tests.exports import ENGLISH_94, ExportFile, csv_text, english_row, fixture, write_zip
+
+    data = tmp_path / "data"
+    config = tmp_path / "config.toml"
+    config.write_text(f'[storage]\ndata_dir = "{data}"\n')
+    export = write_zip(tmp_path / "export.zip", csv_text(ENGLISH_94, [english_row(1, "activities/1.fit")]),
+                       [ExportFile("activities/1.fit", fixture("fenix5-run.fit"))])
+    assert run_cli("--config", str(config), "import", str(export), "--athlete", "41").returncode == 0
+    connected(data, 42)
+    assert parquet_rows(data / "parquet") == {41: 1}
+
+    refused = run_cli("--config", str(config), "athletes", "remove", "42", *(["--purge"] if purge else []))
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "client_id" in refused.stderr
+    assert Roster(data).athlete(42).tokens.load() is not None
+
+    removed = run_cli("--config", str(config), "athletes", "remove", "41", *(["--purge"] if purge else []))
+    assert removed.returncode == 0, removed.stderr
+    assert "athlete 41 has no tokens here" in removed.stdout
+    assert (data / "athletes" / "41").exists() != purge
+    assert parquet_rows(data / "parquet") == ({} if purge else {41: 1})

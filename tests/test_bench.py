@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 import re
 import subprocess
 import sys
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,6 +20,8 @@ from bench import quota as bench_quota
 from bench import throughput as bench_throughput
 from bulkfetch.simulator import RequestRecord
 from tests.conftest import REPO, cli_env
+
+bench_import = importlib.import_module("bench.import")  # `import` is a keyword: no `from bench import import`
 
 
 # -- the optimum ------------------------------------------------------------------------------------------------
@@ -153,7 +157,42 @@ def test_derived_splits_smoke(capsys):
     assert "edge500-ride.fit" in out and "records/s" in out
 
 
-@pytest.mark.parametrize("script", ["quota.py", "throughput.py", "fairness.py", "decode.py", "derived_splits.py"])
+def test_import_smoke(tmp_path):
+    stale = bench_import.cache_entry(tmp_path, bench_import.SMOKE, "0" * 16)
+    stale.write_bytes(b"an export of an older simulator source")
+    result = bench_import.run(bench_import.parse_args(["--smoke", "--cache-dir", str(tmp_path)]))
+    export = result.export
+    assert export.note.startswith("wrote") and export.path.parent == tmp_path and not stale.exists()
+    sidecar = orjson.loads(export.path.with_name(export.path.name + ".sim.json").read_bytes())
+    # every file decoded once, the corrupt one partly: fewer records than the export wrote, not many fewer
+    assert result.files == export.files == len(sidecar["files"]) > 20
+    assert 0.9 * sidecar["records"] < result.records < sidecar["records"]
+    assert 0 < result.decode_s < result.first.wall_s and result.sdk.records > 0
+    tree = result.first.tree  # the command, its forkserver and decoding workers, seen in /proc
+    roles = tree.by_role()
+    assert roles["command"][0] == 1 and roles["forkserver"][0] == 1
+    count, cpu_s, peak_mb = roles["worker"]
+    assert count >= 1 and cpu_s > 0 and 0 < peak_mb <= tree.worker_mb
+    assert tree.command_mb > 0 and result.first.cpu_s >= tree.cpu_s > cpu_s
+    table = bench_import.render(result)
+    assert "| files | records | import s (wall)" in table and f"| {result.files:,} | {result.records:,} |" in table
+    # the second time the export comes from the cache, unchanged
+    written = export.path.stat().st_mtime_ns
+    cached = bench_import.cached_export(tmp_path, bench_import.SMOKE, regenerate=False, workers=1)
+    assert cached.note.startswith("cached") and export.path.stat().st_mtime_ns == written
+    assert (cached.files, cached.athlete_id) == (export.files, export.athlete_id)
+
+
+def test_import_cache_key_follows_the_simulators_imports():
+    sources = {path.relative_to(REPO).as_posix() for path in
+               bench_import._source_closure(REPO / "bulkfetch" / "simulator" / "export.py")}
+    assert {"bulkfetch/simulator/devicefiles.py", "bulkfetch/simulator/motion.py",
+            "bulkfetch/simulator/export_csv.py"} <= sources
+    assert "bulkfetch/derive.py" not in sources and "bulkfetch/simulator/app.py" not in sources
+
+
+@pytest.mark.parametrize("script", ["quota.py", "throughput.py", "fairness.py", "decode.py", "derived_splits.py",
+                                    "import.py"])
 def test_scripts_run_standalone(script):
     """From a fresh clone: `python bench/<script>` finds the package without an install or PYTHONPATH."""
     env = {k: v for k, v in cli_env().items() if k != "PYTHONPATH"}

@@ -217,3 +217,137 @@ def test_bench_demo_smoke() -> None:
     assert all(len(r.baseline_s) == len(r.current_s) == 1 and min(r.baseline_s + r.current_s) > 0 for r in results)
     table = bench_demo.render(results, args.baseline)
     assert f"| baseline {bench_demo.BASELINE_REV} s (median) |" in table and "| first run | " in table
+
+
+# -- --export: the simulated account export imported, then the fetch with every stream type -----------------
+
+EXPORT_ACTIVITIES = 40
+REQUEST_LINE = re.compile(r"^\S+ GET (/athlete/activities|/activities/\d+(?:/streams)?)[?\s]", flags=re.M)
+LOG_KINDS = {"/athlete/activities": "list pages", "/activities/streams": "streams", "/activities": "details"}
+
+
+@pytest.fixture(scope="module")
+def export_demo(tmp_path_factory) -> tuple[Path, str, str]:
+    folder = tmp_path_factory.mktemp("export-demo") / "demo-data"
+    result = run_cli("demo", "--export", "--activities", str(EXPORT_ACTIVITIES), "--data-dir", str(folder),
+                     timeout=180)
+    assert result.returncode == 0, result.stderr
+    return folder, result.stdout, result.stderr
+
+
+def last_run_requests(data_dir: Path) -> dict[str, int]:
+    """The API requests bulkfetch's own log recorded for its last run, by kind."""
+    runs = re.split(r"^\S+ exit \d+: .*$", (data_dir / "bulkfetch.log").read_text(), flags=re.M)
+    last = runs[-2]  # the text after the last run's exit line is empty
+    counts = dict.fromkeys(LOG_KINDS.values(), 0)
+    for path in REQUEST_LINE.findall(last):
+        counts[LOG_KINDS[re.sub(r"/\d+", "", path)]] += 1
+    return counts
+
+
+def parquet_sources(data_dir: Path, table: str) -> dict[str, int]:
+    glob = f"{data_dir}/parquet/{table}/**/*.parquet"
+    return dict(duckdb.sql(f"SELECT source, count(*) FROM read_parquet('{glob}') GROUP BY source").fetchall())
+
+
+def saving_table(out: str) -> dict[str, tuple[int, int]]:
+    rows = plain_table_rows(out, "Requests this fetch sent", ("list", "details", "streams", "total"))
+    return {row[0] if row[0] != "list" else "list pages": (int(row[-2].replace(",", "")), int(row[-1].replace(",", "")))
+            for row in rows}
+
+
+def plain_table_rows(out: str, title_start: str, first_cells: tuple[str, ...]) -> list[list[str]]:
+    lines = out.split(title_start, 1)[1].splitlines()[2:]
+    return [line.split() for line in lines[:len(first_cells)] if line.split()[0] in first_cells]
+
+
+def test_export_demo_imports_then_fetches_and_its_saving_table_is_the_logs(export_demo) -> None:
+    data_dir, out, err = export_demo
+    sidecar = orjson.loads(next((data_dir / "simulated-export").glob("export_*.zip.sim.json")).read_bytes())
+    files = len(sidecar["files"])
+    assert f"importing {files} files from the export" in err and f"decoded {files} files" in err
+    assert f"imported {EXPORT_ACTIVITIES} activities from the export: {files} files" in out
+    assert f"listed {EXPORT_ACTIVITIES} activities; fetched {EXPORT_ACTIVITIES} details" in out
+
+    table = saving_table(out)
+    sent = last_run_requests(data_dir)
+    assert {kind: table[kind][0] for kind in sent} == sent  # the simulator counted what bulkfetch logged
+    assert table["list pages"] == (1, 1) and table["details"] == (EXPORT_ACTIVITIES, EXPORT_ACTIVITIES)
+    # Without the export: one streams request per activity. With it: only for those its files do not
+    # cover whole and current: the manual ones, the cut file's and the recordings cropped on Strava.
+    assert table["streams"][1] == EXPORT_ACTIVITIES
+    not_covered = {*sidecar["manual"], *sidecar["cropped"], int(next(a for a, m in sidecar["files"].items()
+                                                                   if m == sidecar["corrupt"]))}
+    assert table["streams"][0] == len(not_covered) < EXPORT_ACTIVITIES
+    assert table["total"] == (sum(sent.values()), sum(sent.values()) + EXPORT_ACTIVITIES - len(not_covered))
+
+    glob = f"{data_dir}/parquet/streams/**/*.parquet"
+    by_source = dict(duckdb.sql(f"SELECT source, list(DISTINCT activity_id) FROM read_parquet('{glob}') "
+                                "GROUP BY source").fetchall())
+    assert set(by_source["api"]) == not_covered - set(sidecar["manual"])  # manual ones have no streams at all
+    assert len(by_source["file"]) == EXPORT_ACTIVITIES - len(not_covered)
+
+
+def test_export_demo_rows_by_source_table_is_the_parquets(export_demo) -> None:
+    data_dir, out, _ = export_demo
+    tables = ("activities", "streams", "splits_metric", "splits_standard", "laps")
+    rows = plain_table_rows(out, "Parquet rows by source", tables)
+    assert [row[0] for row in rows] == list(tables)
+    for table, *cells in rows:
+        shown = dict(zip(("api", "file", "csv"), (int(c.replace(",", "")) for c in cells)))
+        assert {k: v for k, v in shown.items() if v} == parquet_sources(data_dir, table), table
+    # Every activity was listed and detailed: the API's summaries, splits and laps replaced the export's.
+    assert parquet_sources(data_dir, "activities") == {"api": EXPORT_ACTIVITIES}
+    assert set(parquet_sources(data_dir, "laps")) == {"api"} and parquet_sources(data_dir, "streams")["file"] > 0
+
+
+def test_export_demo_rerun_decodes_nothing_and_sends_one_request(export_demo) -> None:
+    data_dir, _, _ = export_demo
+    zip_path = next((data_dir / "simulated-export").glob("export_*.zip"))
+    written_at = zip_path.stat().st_mtime_ns
+    result = run_cli("demo", "--export", "--activities", str(EXPORT_ACTIVITIES), "--data-dir", str(data_dir),
+                     timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "is this history's already: not written again" in result.stderr and zip_path.stat().st_mtime_ns == written_at
+    assert "nothing new: this export was imported before, and no file was decoded again" in result.stderr
+    assert "fetched 0 details" in result.stdout and "0 year(s) rewritten" in result.stderr
+    table = saving_table(result.stdout)
+    assert {kind: sent for kind, (sent, _) in table.items()} == {"list pages": 1, "details": 0, "streams": 0,
+                                                                 "total": 1}
+    assert last_run_requests(data_dir) == {"list pages": 1, "details": 0, "streams": 0}
+
+
+def test_export_demo_with_several_athletes_imports_the_first_ones_export(tmp_path: Path) -> None:
+    data_dir = tmp_path / "demo-data"
+    result = run_cli("demo", "--export", "--athletes", "2", "--activities", "12", "--data-dir", str(data_dir),
+                     timeout=180)
+    assert result.returncode == 0, result.stderr
+    first, second = sorted(report.rows_per_athlete(data_dir / "parquet", "activities"))
+    assert [p.name for p in (data_dir / "simulated-export").glob("*.zip")] == [f"export_{first}.zip"]
+    glob = f"{data_dir}/parquet/streams/**/*.parquet"
+    sources = dict(duckdb.sql(f"SELECT athlete_id, list(DISTINCT source) FROM read_parquet('{glob}', "
+                              "hive_partitioning = true) GROUP BY athlete_id").fetchall())
+    assert sorted(sources[first]) == ["api", "file"] and sources[second] == ["api"]
+    assert "Per athlete" in result.stdout and "Requests this fetch sent" in result.stdout
+
+
+def test_quota_saving_adds_the_exports_stream_sets_to_the_streams_row_only() -> None:
+    from collections import Counter
+
+    from bulkfetch.demo import SavingRow, quota_saving
+
+    rows = quota_saving(Counter({"list pages": 2, "details": 300, "streams": 26, "other": 1}), 274)
+    assert rows == [SavingRow("list pages", 2, 2), SavingRow("details", 300, 300), SavingRow("streams", 26, 300),
+                    SavingRow("other", 1, 1), SavingRow("total", 329, 603)]
+
+
+def test_each_kind_of_demo_refuses_the_others_folder(demo, export_demo) -> None:
+    """A plain demo and --export simulate different histories: mixed, every activity would be fetched again."""
+    for data_dir, flags, other in ((demo[0], ("--export",), "a plain 'bulkfetch demo'"),
+                                   (export_demo[0], (), "'bulkfetch demo --export'")):
+        before = sorted(str(p.relative_to(data_dir)) for p in data_dir.rglob("*") if "quota" not in p.parts)
+        result = run_cli("demo", *flags, "--activities", "250", "--data-dir", str(data_dir), timeout=60)
+        assert result.returncode == 2 and f"holds the data of {other}" in result.stderr
+        assert "--data-dir" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+        after = sorted(str(p.relative_to(data_dir)) for p in data_dir.rglob("*") if "quota" not in p.parts)
+        assert after == before  # nothing written, not even the export's folder

@@ -3,6 +3,7 @@ or folder around them (unsafe member names refused, a re-zipped folder found).""
 
 from __future__ import annotations
 
+import csv
 import io
 import os
 import zipfile
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bulkfetch.errors import ExportError
-from bulkfetch.export_archive import copy_member, member_crc32, open_export, read_small
+from bulkfetch.export_archive import MemberError, copy_member, member_crc32, open_export, read_small
 from bulkfetch.export_csv import (
     ENGLISH,
     GERMAN,
@@ -70,12 +71,18 @@ def test_german_header_dates_decimal_commas_and_display_names() -> None:
     assert parsed.activities[8228026759].file is None and parsed.activities[8228026759].sport_type == "Run"
 
 
-def test_the_2019_header_has_one_distance_in_display_units_which_is_left_to_the_files() -> None:
+def test_the_2019_header_has_one_distance_in_km_which_stands_in_for_a_missing_one() -> None:
+    # The real row (hugovk/strava-tools#1): the same ride was 3681.0 in the lowercase header before.
     line = '1836776031,"Sep 12, 2018, 3:02:23 PM",Evening Ride,Ride,,783,3.68,true,Merida,activities/1836776031.gpx\n'
-    parsed = parse_activities_csv((",".join(ENGLISH_2019) + "\n" + line).encode())
+    manual = '1836776032,"Sep 13, 2018, 3:02:23 PM",Manual,Run,,1800,"5,01",false,,\n'  # a decimal comma
+    parsed = parse_activities_csv((",".join(ENGLISH_2019) + "\n" + line + manual).encode())
     assert parsed.language == ENGLISH
     assert parsed.activities[1836776031] == ExportActivity(
-        1836776031, "2018-09-12T15:02:23Z", "Evening Ride", "Ride", None, 783, None, None, "activities/1836776031.gpx")
+        1836776031, "2018-09-12T15:02:23Z", "Evening Ride", "Ride", None, 783, None, None, "activities/1836776031.gpx",
+        display_distance_m=3680.0)
+    assert parsed.activities[1836776032].display_distance_m == 5010.0
+    # A header with the typed pair needs no stand-in.
+    assert parse_activities_csv(csv_text(ENGLISH_94, [english_row(5, None)])).activities[5].display_distance_m is None
 
 
 def test_the_lowercase_header_before_mid_2019_is_in_metres() -> None:
@@ -99,11 +106,42 @@ def test_another_language_keeps_the_ids_and_finds_the_file_column_by_its_values(
         13: ExportActivity(13, None, None, None, None, None, None, None, None)}
 
 
+@pytest.mark.parametrize(("delimiter", "encoding"), [(";", "utf-8-sig"), (";", "cp1252"), ("\t", "utf-16")],
+                         ids=["CSV UTF-8", "CSV", "Unicode text"])
+def test_a_copy_a_spreadsheet_saved_with_other_separators_reads_the_same(delimiter: str, encoding: str) -> None:
+    """Excel in a German locale saves "CSV UTF-8" and "CSV" (in Windows-1252) with semicolons (its decimal
+    separator is the comma), "Unicode text" in UTF-16 with tabs; names and numbers keep their commas."""
+    row = {"Aktivitäts-ID": "8228026758", "Aktivitätsdatum": "09.12.2022, 15:24:49", "Aktivitätsart": "Radfahrt",
+           "Name der Aktivität": "Fahrt; mit, Trennzeichen", "Distanz": "9,44", "Distanz#2": "9440,5",
+           "Verstrichene Zeit#2": "1800", "Dateiname": "activities/8228026758.gpx"}
+    comma = parse_activities_csv(csv_text(GERMAN_92, [row]))
+    text = io.StringIO()
+    csv.writer(text, delimiter=delimiter, lineterminator="\r\n").writerows(
+        csv.reader(io.StringIO(csv_text(GERMAN_92, [row]).decode())))
+    resaved = parse_activities_csv(text.getvalue().encode(encoding, errors="replace"))  # Excel too: "CO?"
+    assert (resaved.activities, resaved.language) == (comma.activities, GERMAN)
+    assert resaved.activities[8228026758].distance_m == 9440.5
+    assert resaved.activities[8228026758].name == "Fahrt; mit, Trennzeichen"
+
+
+def test_a_message_quotes_at_most_the_start_of_the_first_column() -> None:
+    parsed = parse_activities_csv(("Identifiant" * 20 + ",Fichier\n11,activities/11.fit\n").encode())
+    assert parsed.language is None and parsed.first_column == "Identifiant" * 3 + "Identi…"
+    assert parse_activities_csv(b"Identifiant,Fichier\n11,activities/11.fit\n").first_column == "Identifiant"
+
+
 def test_rows_without_a_valid_id_are_counted_and_skipped() -> None:
     rows = [english_row(5, None), english_row(6, None), {"Activity ID": "x"}, {"Activity ID": "-3"}]
     rows[1]["Activity ID"] = "0"
     parsed = parse_activities_csv(csv_text(ENGLISH_94, rows))
-    assert set(parsed.activities) == {5} and parsed.bad_rows == 3
+    assert set(parsed.activities) == {5} and parsed.bad_rows == 3 and parsed.duplicate_rows == 0
+
+
+def test_rows_repeating_an_activity_id_are_counted_and_the_last_is_kept() -> None:
+    rows = [english_row(5, None, name="first"), english_row(6, None), english_row(5, None, name="second"),
+            english_row(5, None, name="third")]
+    parsed = parse_activities_csv(csv_text(ENGLISH_94, rows))
+    assert parsed.duplicate_rows == 2 and parsed.activities[5].name == "third" and len(parsed.activities) == 2
 
 
 @pytest.mark.parametrize(("name", "why"), [
@@ -117,8 +155,10 @@ def test_a_file_name_outside_activities_or_unsafe_is_refused(name: str, why: str
 
 
 def test_not_csv_text_is_refused_in_one_line() -> None:
-    with pytest.raises(CsvError, match="not UTF-8"):
-        parse_activities_csv(b"\xff\xfe\x00garbage")
+    with pytest.raises(CsvError, match="is not UTF-16 text"):
+        parse_activities_csv(b"\xff\xfeActivity ID")  # a byte order mark, then an odd number of bytes
+    with pytest.raises(CsvError, match="is not UTF-8 or Windows-1252 text"):
+        parse_activities_csv(b"Activity ID\n\x81\x8d\n")  # neither: cp1252 leaves these undefined
     with pytest.raises(CsvError, match="empty"):
         parse_activities_csv(b"")
 
@@ -201,20 +241,46 @@ def test_a_re_zipped_folder_is_found_one_level_down(tmp_path: Path) -> None:
         assert export.member("activities/7.fit") is not None
 
 
-def test_a_folder_export_and_a_link_out_of_it(tmp_path: Path) -> None:
-    (tmp_path / "secret").write_bytes(b"not the export's")
+def test_a_folder_export_follows_its_links_to_files_and_names_what_is_no_file(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere.fit").write_bytes(b"linked")
     folder = write_folder(tmp_path / "export", _csv(), [ExportFile("activities/7.fit", b"fit")])
-    os.symlink(tmp_path / "secret", folder / "activities" / "8.fit")
+    os.symlink(tmp_path / "elsewhere.fit", folder / "activities" / "8.fit")  # out of the export: followed
+    os.symlink("9.fit", folder / "activities" / "9.fit")  # a loop
+    os.symlink(tmp_path, folder / "activities" / "10.fit")  # a folder
+    os.mkfifo(folder / "activities" / "11.fit")  # opened, it would block the import
+    os.symlink(tmp_path / "gone.fit", folder / "activities" / "12.fit")  # to nothing
     with open_export(tmp_path) as export:  # the folder holding the unpacked export works too
         member = export.member("activities/7.fit")
         assert member is not None and member.crc32 is None and member_crc32(export, member) == zlib.crc32(b"fit")
-        assert export.member("activities/8.fit") is None
+        linked = export.member("activities/8.fit")
+        assert linked is not None and linked.size == 6 and member_crc32(export, linked) == zlib.crc32(b"linked")
+        for name, why in (("9.fit", "symbolic links"), ("10.fit", "a folder, not a file"),
+                          ("11.fit", "not a regular file"), ("x" * 256 + ".fit", "a name of 260 bytes")):
+            with pytest.raises(MemberError, match=why):
+                export.member(f"activities/{name}")
+        assert export.member("activities/12.fit") is None and export.member("activities/13.fit") is None
 
 
-@pytest.mark.parametrize("make", ["missing", "text file", "zip without activities.csv", "empty folder"])
+def test_a_zip_member_whose_name_is_too_long_to_keep_is_that_members_error(tmp_path: Path) -> None:
+    long_name = "activities/" + "é" * 110 + ".fit"  # 224 bytes in UTF-8: with the temporary name's additions
+    # (bulkfetch.store) more than the 255 a file system takes
+    path = write_zip(tmp_path / "export.zip", _csv(), [ExportFile(long_name, b"fit")])
+    with open_export(path) as export:
+        with pytest.raises(MemberError, match="a name of 224 bytes, too long to keep: at most 223"):
+            export.member(long_name)
+        assert read_small(export, "activities.csv") == _csv()
+
+
+@pytest.mark.parametrize("make", ["missing", "text file", "zip without activities.csv", "empty folder",
+                                  "a link loop", "activities.csv a link loop"])
 def test_what_is_not_an_export_is_refused_in_one_line(tmp_path: Path, make: str) -> None:
     path = tmp_path / "export"
-    if make == "text file":
+    if make == "a link loop":
+        os.symlink(path, path)
+    elif make == "activities.csv a link loop":
+        path.mkdir()
+        os.symlink(path / "activities.csv", path / "activities.csv")
+    elif make == "text file":
         path.write_text("hello")
     elif make == "zip without activities.csv":
         with zipfile.ZipFile(path, "w") as archive:
@@ -224,4 +290,5 @@ def test_what_is_not_an_export_is_refused_in_one_line(tmp_path: Path, make: str)
     with pytest.raises(ExportError) as refused, open_export(path):
         pass
     assert str(path) in str(refused.value) and "\n" not in str(refused.value)
+    assert ("link to nothing (or a loop)" in str(refused.value)) == ("loop" in make)
 

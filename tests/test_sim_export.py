@@ -25,9 +25,9 @@ import pytest
 from garmin_fit_sdk import Decoder, Stream
 
 from bulkfetch.simulator import Simulator, SimulatorSettings, SimulatorThread
-from bulkfetch.simulator.export import SIDECAR_SUFFIX, ExportSummary, write_export
+from bulkfetch.simulator.export import SIDECAR_SUFFIX, ExportSummary, write_export, written_before
 from bulkfetch.simulator.export_csv import ENGLISH_HEADER, GERMAN_HEADER
-from bulkfetch.simulator.history import History
+from bulkfetch.simulator.history import History, available_streams
 from bulkfetch.simulator.route import EARTH_RADIUS_M
 from tests.conftest import REPO, cli_env
 
@@ -271,6 +271,23 @@ def test_worker_processes_write_the_same_zip(tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".*partial"))
 
 
+def test_written_before_knows_the_zip_of_this_history_only(tmp_path: Path) -> None:
+    """`demo --export` writes the zip again only when its history changed: another day, size or seed."""
+    history = History.build(seed=4, count=6, athlete_id=7, now_s=1.8e9, duration_s=300)
+    path = tmp_path / "export.zip"
+    assert not written_before(path, history)
+    write_export(path, history)
+    assert written_before(path, history) and not written_before(path, history, language="de")
+    next_day = History.build(seed=4, count=6, athlete_id=7, now_s=1.8e9 + 86400, duration_s=300)
+    bigger = History.build(seed=4, count=7, athlete_id=7, now_s=1.8e9, duration_s=300)
+    assert not written_before(path, next_day) and not written_before(path, bigger)
+    path.with_name(path.name + SIDECAR_SUFFIX).unlink()
+    assert not written_before(path, history)
+    path.write_bytes(b"PK not a zip")
+    assert not written_before(path, history)
+
+
+
 # ---------------------------------------------------------------- the command
 
 
@@ -321,3 +338,16 @@ def test_simulate_refuses_an_export_path_it_cannot_write(tmp_path: Path, where: 
     assert result.returncode == 2 and result.stdout == ""
     assert len(result.stderr.strip().splitlines()) == 1 and "--export" in result.stderr
     assert "Traceback" not in result.stderr and list(tmp_path.iterdir()) == []
+
+
+def test_every_stream_type_the_api_serves_is_in_the_device_file(exported: Exported) -> None:
+    """The API's streams are made from the uploaded file: what the file cannot hold (TCX has no temperature),
+    Strava does not serve either, so a file covers every stream type its activity has."""
+    by_format: dict[str, int] = {}
+    for activity_id, member in exported.sidecar["files"].items():
+        served = set(available_streams(exported.sim.history.activities[int(activity_id)]))
+        fmt = member.split(".")[1]
+        by_format[fmt] = by_format.get(fmt, 0) + 1
+        if fmt == "tcx":
+            assert "temp" not in served, activity_id
+    assert by_format.get("tcx") and by_format.get("gpx")

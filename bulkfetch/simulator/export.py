@@ -127,11 +127,17 @@ def _file_number(rng: random.Random, activity: Activity, taken: set[int]) -> int
 
 
 def _format(rng: random.Random, activity: Activity) -> tuple[Format, bool]:
-    """GPX and TCX only for GPS recordings (a track without positions is not a GPX)."""
+    """GPX and TCX only for GPS recordings (a track without positions is not a GPX), TCX only without a
+    temperature sensor: TCX has no temperature, and the API's streams are what the file holds."""
     draw = rng.random()
     if activity.has_gps and draw < GPX_SHARE + TCX_SHARE:
-        return ("gpx" if draw < GPX_SHARE else "tcx"), rng.random() < GZIPPED_XML_SHARE
+        fmt: Format = "gpx" if draw < GPX_SHARE or not _fits_tcx(activity) else "tcx"
+        return fmt, rng.random() < GZIPPED_XML_SHARE
     return "fit", draw >= GPX_SHARE + TCX_SHARE + PLAIN_FIT_SHARE
+
+
+def _fits_tcx(activity: Activity) -> bool:
+    return activity.has_gps and "average_temp" not in activity.record
 
 
 def _planned(activity_id: int, number: int, fmt: Format, gzipped: bool, quirk: Quirk | None = None) -> ExportedFile:
@@ -146,7 +152,8 @@ def _place_quirks(rng: random.Random, recorded: list[Activity], files: dict[int,
     plain = [a for a in recorded if not a.cropped]
     rng.shuffle(plain)
     gps = [a for a in plain if a.has_gps]
-    for spare, fmt in zip(reversed(gps) if len(gps) >= 4 else (), ("gpx", "tcx")):
+    spares = [a for a in reversed(gps) if _fits_tcx(a)] if len(gps) >= 4 else []
+    for spare, fmt in zip(spares, ("gpx", "tcx")):
         if not any(files[a.id].format == fmt for a in gps):
             files[spare.id] = _renamed(files[spare.id], fmt, gzipped=False)
     tcx = next((a for a in gps if files[a.id].format == "tcx"), None)
@@ -206,13 +213,11 @@ def write_export(path: Path, history: History, *, language: Language = "en", wor
     started = time.perf_counter()
     activities = sorted(history.activities.values(), key=lambda a: a.id)
     files = plan_files(history)
-    member_of = {f.activity_id: f.member for f in files}
     stamp = _zip_time(activities)
     partial = path.with_name(f".{path.name}.partial")
     try:
         with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
-            _add(archive, "activities.csv", activities_csv(((a, member_of.get(a.id)) for a in activities), language),
-                 stamp)
+            _add(archive, "activities.csv", _activities_csv(activities, files, language), stamp)
             for name, data in _other_members(history, athlete_index):
                 _add(archive, name, data, stamp)
             jobs = [(history.activities[f.activity_id], f) for f in files]
@@ -233,6 +238,26 @@ def write_export(path: Path, history: History, *, language: Language = "en", wor
     summary.sidecar.write_bytes(orjson.dumps(_sidecar(summary), option=orjson.OPT_INDENT_2))
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def written_before(path: Path, history: History, *, language: Language = "en") -> bool:
+    """Whether `path` holds `history`'s export already, as `write_export` writes it: its activities.csv is
+    byte for byte the one this history gets (every id, start, total and file name) and its sidecar is there.
+    The device files are made from those same activities alone, so they are the same too; a history of
+    another day (the simulator's is anchored to the UTC day), size or seed has another activities.csv."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            kept = archive.read("activities.csv")
+    except (OSError, zipfile.BadZipFile, KeyError):
+        return False
+    activities = sorted(history.activities.values(), key=lambda a: a.id)
+    return kept == _activities_csv(activities, plan_files(history), language) and \
+        path.with_name(path.name + SIDECAR_SUFFIX).is_file()
+
+
+def _activities_csv(activities: list[Activity], files: list[ExportedFile], language: Language) -> bytes:
+    member_of = {f.activity_id: f.member for f in files}
+    return activities_csv(((a, member_of.get(a.id)) for a in activities), language)
 
 
 def _add(archive: zipfile.ZipFile, name: str, data: bytes, stamp: tuple[int, int, int, int, int, int], *,
