@@ -242,6 +242,8 @@ class _FolderExport:
             return None
         except OSError as exc:
             raise MemberError(name, exc.strerror or str(exc)) from None
+        except ValueError as exc:  # a NUL in the name (activities.csv refuses one before it gets here)
+            raise MemberError(name, str(exc)) from None
         if not stat.S_ISREG(status.st_mode):
             raise MemberError(name, "a folder, not a file" if stat.S_ISDIR(status.st_mode) else "not a regular file")
         return path, status.st_size

@@ -80,10 +80,10 @@ class ImportSummary:
     missing: list[str] = field(default_factory=list)  # named by activities.csv, not in the export
     errors: list[tuple[str, str]] = field(default_factory=list)  # (file, why) not read or decoded: tried again
     new_csv: bool = True  # False: this activities.csv was imported before
+    gone: int = 0  # activities an older export lists and the newest lacks (deleted on Strava)
     bad_rows: int = 0  # rows of activities.csv without a valid activity id: skipped
     duplicate_rows: int = 0  # rows repeating an activity id: the last is kept
     undated: int = 0  # activities whose start neither their row nor their file gives: in year 0
-    gone: int = 0  # activities an older export lists and the newest lacks (deleted on Strava)
     seconds: float = 0.0  # decoding (copies included)
 
     @property
@@ -288,13 +288,6 @@ def _plan(export: Export, listing: ActivitiesCsv, store: ExportStore, summary: I
     return jobs + _stale_tracks(store, {i: e for i, e in entries.items() if i not in listing.activities})
 
 
-def undated(store: ExportStore, ids: Iterable[int]) -> int:
-    """How many of `ids` have no start time: none their (merged) CSV rows give, no file with records."""
-    rows, entries = store.activities(), store.entries()
-    return sum(1 for activity_id in ids if rows[activity_id].start_date is None
-               and (activity_id not in entries or entries[activity_id].records == 0))
-
-
 def _summed_as(entry: ImportedFile, sport_type: str | None) -> bool:
     """Whether the entry's file summary was derived for the activity's sport as activities.csv now says
     (the athlete changed it on Strava: the thresholds and the splits follow the sport)."""
@@ -308,6 +301,14 @@ def _again(store: ExportStore, entry: ImportedFile, sport_type: str | None) -> J
     except OSError:
         whole = False
     return Job(entry.activity_id, entry.file, sport_type, kept=(entry.size, entry.crc32) if whole else None)
+
+
+def undated(store: ExportStore, ids: Iterable[int]) -> int:
+    """How many of `ids` have no start time: none their (merged) CSV rows give, no file with records (an
+    activity the newest export lacks has no row at all: see ExportStore.activities)."""
+    rows, entries = store.activities(), store.entries()
+    return sum(1 for activity_id in ids if activity_id in rows and rows[activity_id].start_date is None
+               and (activity_id not in entries or entries[activity_id].records == 0))
 
 
 def _adoptable(store: ExportStore, activity_id: int, file: str, size: int, crc32: int,

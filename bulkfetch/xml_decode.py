@@ -44,7 +44,6 @@ _WHITESPACE = " \t\r\n"
 # begins with UTF-16 LE's.
 _WIDE_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
               (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
-_INT32 = (-(2**31), 2**31 - 1)
 # Local element names inside a point -> series.
 _GPX_POINT = {"ele": "altitude", "speed": "speed", "hr": "heartrate", "cad": "cadence", "atemp": "temp",
               "power": "watts", "PowerInWatts": "watts"}

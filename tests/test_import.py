@@ -27,7 +27,7 @@ from bulkfetch.locks import data_dir_lock, import_lock
 from bulkfetch.roster import Roster
 from bulkfetch.store import TEMP_MARK, RawStore
 from bulkfetch.track import FORMAT_VERSION
-from tests.conftest import REPO, cli_env, run_cli
+from tests.conftest import cli_env, run_cli
 from tests.exports import (
     ENGLISH_94,
     GERMAN_92,
@@ -466,13 +466,6 @@ def test_a_newer_export_with_a_damaged_member_keeps_the_old_import_whole(tmp_pat
         assert store.files() == before
         assert store.read_track(1).records == records
         assert store.file_path("activities/1.fit").read_bytes() == fixture("fenix5-run.fit")
-
-
-def test_the_import_bench_runs() -> None:
-    result = subprocess.run([sys.executable, str(REPO / "bench" / "import.py"), "--smoke"], env=cli_env(),
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("smoke: imported 6 activities") and "6 imported before" in result.stdout
 
 
 def test_a_damaged_index_costs_no_decoding(tmp_path: Path, config: Path) -> None:

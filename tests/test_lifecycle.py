@@ -132,7 +132,7 @@ def test_compact_refuses_while_a_fetch_runs_and_nobody_sweeps_its_temporary_file
 
             compact = run_cli("--config", str(config), "compact", timeout=30)
             assert compact.returncode == 2, compact.stderr
-            assert f"another bulkfetch fetch (PID {fetch.pid})" in compact.stderr
+            assert f"another bulkfetch fetch --no-compact (PID {fetch.pid})" in compact.stderr
             assert len(compact.stderr.strip().splitlines()) == 1
             assert "Traceback" not in compact.stderr
 
