@@ -63,7 +63,7 @@ ATHLETE_ID = 26462176
 BOUND_S, BOUND_ACTIVITIES, BOUND_DURATION_S = 600.0, 3000, 3600  # issue 13: 3,000 one-hour activities in 10 min
 BOUND_RECORDS_PER_S = BOUND_ACTIVITIES * BOUND_DURATION_S / BOUND_S
 SDK_SAMPLE_FILES = 12
-SAMPLE_EVERY_S = 0.25  # /proc sampling: a process's last quarter second of CPU may go uncounted
+SAMPLE_EVERY_S = 0.05  # /proc sampling: often enough to see the smoke run's short-lived decoding workers
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 RATE_LINE = re.compile(r"decoded ([\d,]+) files \(([\d,]+) records\) in ([\d.]+) s")
 
