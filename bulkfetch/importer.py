@@ -19,8 +19,6 @@ stops the import.
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -33,6 +31,7 @@ from typing import Any, Protocol
 
 from bulkfetch.activity_files import decode_path
 from bulkfetch.errors import BulkfetchError, ExportError, LockedError
+from bulkfetch.export_adopt import adopt_unbound
 from bulkfetch.export_archive import (
     ACTIVITIES_CSV,
     PROFILE_CSV,
@@ -121,7 +120,9 @@ def import_export(data_dir: Path, path: Path, wanted: int | None, events: Import
                         f"{athlete.folder} until an import knows (rerun with --athlete ID, or after 'bulkfetch "
                         "auth'): what was imported then moves over, nothing is decoded again")
         else:
-            _adopt_unbound(roster, athlete, ids, events)
+            adoption = adopt_unbound(roster, athlete, ids)
+            if adoption is not None:
+                events.info(adoption.message)
         store = ExportStore(athlete.folder)
         events.info(f"import {path} for {athlete.label} into {store.folder}")
         with store.lock():
@@ -216,27 +217,6 @@ def _holders(roster: Roster, ids: set[int]) -> dict[AthleteDir, tuple[int, str]]
         if imported:
             found[athlete] = (imported, "export")
     return found
-
-
-def _adopt_unbound(roster: Roster, athlete: AthleteDir, ids: set[int], events: ImportEvents) -> None:
-    """An export imported before its athlete was known (in athletes/unbound/, without tokens) that holds
-    these activities becomes `athlete`'s, if `athlete` has no export yet: nothing is decoded again."""
-    unbound = AthleteDir(roster.folder / UNBOUND, None)
-    source, target = ExportStore(unbound.folder), ExportStore(athlete.folder)
-    if unbound.tokens.load() is not None or not source.exists() or not ids & source.activities().keys():
-        return
-    if target.folder.exists():
-        events.info(f"{source.folder} holds an export imported before its athlete was known, with activities of "
-                    f"this one; {athlete.label} has an imported export already, so it stays where it is (delete "
-                    f"{unbound.folder} once this import is done if it is {athlete.label}'s)")
-        return
-    with source.lock():
-        target.athlete_folder.mkdir(parents=True, exist_ok=True)
-        os.replace(source.folder, target.folder)
-        source.move_index(target)
-    if not any(path.is_file() for path in unbound.folder.rglob("*")):
-        shutil.rmtree(unbound.folder, ignore_errors=True)
-    events.info(f"the export imported into {unbound.folder} before is {athlete.label}'s: moved to {athlete.folder}")
 
 
 # -- what to decode -----------------------------------------------------------------------------------

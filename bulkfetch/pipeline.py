@@ -148,9 +148,12 @@ class AthleteResult:
 
 
 async def fetch_athlete(client: StravaClient, store: RawStore, config: Config, options: FetchOptions,
-                         summary: FetchSummary, events: FetchEvents, *, list_first: bool = True) -> None:
-    """One athlete: its list check (unless this run listed it already), then its details (new ones first,
-    then backfill newest first), then its streams."""
+                         summary: FetchSummary, events: FetchEvents, *, list_first: bool = True,
+                         listed: Callable[[], Awaitable[None]] | None = None) -> None:
+    """One athlete: its list check (unless this run listed it already), then `listed` (what needs the
+    athlete's list: an account export imported before the athlete was known is adopted there, before
+    the streams are chosen), then its details (new ones first, then backfill newest first), then its
+    streams."""
     if scope_lacks_read_all(client.tokens.tokens):
         events.warn("the token lacks activity:read_all: private ('Only You') activities will be missing;"
                     " run 'bulkfetch auth' to grant it")
@@ -166,6 +169,8 @@ async def fetch_athlete(client: StravaClient, store: RawStore, config: Config, o
                         " continues it (plan lists no more than a routine run)")
             return
         await list_activities(client, store, config, choice, summary, events)
+    if listed is not None:
+        await listed()
     if options.list_only:
         return
     await _fetch_details(client, store, config, options.filters, summary, events)

@@ -146,8 +146,10 @@ class Roster:
         if any(seed_digest in removal.seed_digests for removal in removals.values()):
             return None  # a removed athlete's seed: the config still names it, the athlete stays removed
         # A one-athlete data_dir that kept no tokens ran on this seed: the seed is its athlete's (a fetch
-        # refuses it, before writing anything, if its list names another athlete).
-        alone = len(athletes) == 1 and athletes[0].athlete_id not in removals
+        # refuses it, before writing anything, if its list names another athlete). Not an export imported
+        # before its athlete was known and never listed: whose it is, is learned from the lists (see
+        # bulkfetch.export_adopt), not from whichever token comes first.
+        alone = len(athletes) == 1 and athletes[0].athlete_id not in removals and not _import_only(athletes[0])
         unbound = athletes[0] if alone else AthleteDir(self.folder / f"{SEED_PREFIX}{seed_digest}", None)
         unbound.tokens.save(Tokens(refresh_token=seed, seed_digest=seed_digest))
         return unbound
@@ -231,6 +233,10 @@ def _holds_data(athlete: AthleteDir) -> bool:
     """Details are what costs requests, and an imported export is the athlete's own; a listing is cheap to
     make again."""
     return bool(athlete.store.detail_ids()) or has_export(athlete.folder)
+
+
+def _import_only(athlete: AthleteDir) -> bool:
+    return has_export(athlete.folder) and not athlete.store.listings()
 
 
 def _subfolders(folder: Path) -> list[Path]:

@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from bulkfetch.errors import (
     ScopeMissing,
     StorageError,
 )
+from bulkfetch.export_adopt import adopt_unbound, unbound_export
 from bulkfetch.export_view import ExportView
 from bulkfetch.fairness import FairSlots
 from bulkfetch.idle_compaction import MIN_WAIT_SHARE, IdleCompactor, Target
@@ -307,7 +309,7 @@ class _Run:
             client = self.client(athlete, events)
             try:
                 await fetch_athlete(client, athlete.store, self.config, self.options, result.summary, events,
-                                     list_first=not listed)
+                                     list_first=not listed, listed=partial(self._adopt_export, athlete, events))
             finally:
                 result.summary.requests += client.requests_sent
         except (AthleteRevoked, ScopeMissing) as error:
@@ -328,6 +330,16 @@ class _Run:
                 self.finished.set()
         if athlete.athlete_id is not None:
             record_access(athlete, result.state, result.why, time.time())
+
+    async def _adopt_export(self, athlete: AthleteDir, events: FetchEvents) -> None:
+        """The account export imported before the athlete was known (athletes/unbound/) becomes this one's
+        when its activities meet the athlete's list (see bulkfetch.export_adopt); in a thread: it reads the
+        export's CSVs. Said once a run: this runs once per athlete's run."""
+        if unbound_export(self.roster) is None:  # the usual case: no list read for it
+            return
+        adoption = await asyncio.to_thread(lambda: adopt_unbound(self.roster, athlete, athlete.store.catalog().keys()))
+        if adoption is not None:
+            events.info(adoption.message)
 
     async def _bind(self, unbound: AthleteDir, summary: FetchSummary) -> tuple[AthleteDir, bool] | None:
         """Learn whose tokens an unbound folder holds and move them to that athlete's folder; True when
@@ -395,15 +407,22 @@ def athlete_plans(config: Config, filters: Filters, wanted: frozenset[int] | Non
                   from_export: bool = True) -> list[tuple[AthleteDir, RequestPlan]]:
     """Each athlete's plan from what is on disk (reads only, the layout may not be migrated yet, but for
     the export's file summaries: see ExportView.refresh_summaries); `listed_only`: only athletes with a
-    cached list. A removed athlete has none: no run fetches for it. `from_export`: streams the account
-    export covers are not counted as requests."""
+    cached list. A removed athlete has none: no run fetches for it, nor for a folder without tokens that
+    was never listed (an export imported before its athlete was known, or for an athlete never
+    connected). `from_export`: streams the account export covers are not counted as requests."""
     athletes = [a for a in chosen_athletes(Roster(config.storage.data_dir), wanted, connected_only=False)
-                if (not listed_only or a.store.listings()) and not is_removed(a)]
+                if (a.store.listings() if listed_only else _served(a)) and not is_removed(a)]
     if from_export and config.fetch.streams:
         for athlete in athletes:  # no event loop here: what is computed is kept for the fetch and status
             ExportView(athlete.store.data_dir).refresh_summaries()
     return [(a, current_plan(a.store, config, filters, full_relist=full_relist, now=now, from_export=from_export))
             for a in athletes]
+
+
+def _served(athlete: AthleteDir) -> bool:
+    """Whether a fetch would request anything for the athlete: it has tokens, or was listed (the config's
+    refresh_token serves a one-athlete data_dir that kept none, see Roster.add_seed)."""
+    return athlete.tokens.load() is not None or bool(athlete.store.listings())
 
 
 # -- compaction during quota waits (see bulkfetch.idle_compaction) -------------------------------------------

@@ -1,0 +1,81 @@
+"""A fetch and an account export imported around it: an export imported before its athlete was known
+joins the athlete the fetch lists, an import that ends during the fetch's compaction is compacted by
+it, and a repeat fetch's summary says what the export covers as a state. The real CLI against the
+simulator, real compaction, the Parquet read back with DuckDB."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+from bulkfetch.simulator import SimulatorSettings, SimulatorThread
+from bulkfetch.simulator.export import ExportSummary, write_export
+from tests.conftest import simulator_config_text
+from tests.test_athletes import connect
+from tests.test_export_merge import PLAN_SAVING, cli, sources
+from tests.test_streams import stream_gets
+
+# seed 37: the simulator's export has one cropped, one corrupt and one manual activity among ten
+SETTINGS = SimulatorSettings(activities=10, seed=37, duration_s=120, short_limit=1000, daily_limit=10000)
+
+
+def without_profile(written: ExportSummary, path: Path) -> Path:
+    """The export as one whose profile.csv is missing (it alone names the athlete)."""
+    with zipfile.ZipFile(written.path) as source, zipfile.ZipFile(path, "w") as target:
+        for member in source.infolist():
+            if member.filename != "profile.csv":
+                target.writestr(member, source.read(member))
+    return path
+
+
+def covered_by(written: ExportSummary, listed: set[int]) -> set[int]:
+    """The activities whose streams the export's files give (see test_export_merge)."""
+    return listed - set(written.cropped) - set(written.manual) - {written.corrupt.activity_id}
+
+
+def test_an_export_imported_before_its_athlete_was_known_joins_the_athlete_the_fetch_lists(tmp_path, capsys,
+                                                                                         monkeypatch):
+    with SimulatorThread(SETTINGS) as sim:
+        written = write_export(tmp_path / "export.zip", sim.history)
+        config = tmp_path / "config.toml"
+        config.write_text(simulator_config_text(sim, tmp_path / "data", refresh_token=""))
+        unbound = tmp_path / "data" / "athletes" / "unbound"
+        assert cli(config, "import", str(without_profile(written, tmp_path / "anonymous.zip"))) == 0
+        assert (unbound / "export").is_dir()
+        connect(config, sim.refresh_token_of(), monkeypatch)
+        listed = set(sim.activity_ids())
+        covered = covered_by(written, listed)
+        capsys.readouterr()
+        assert cli(config, "plan", "--streams", "all") == 0
+        out, err = capsys.readouterr()
+        saving = PLAN_SAVING.search(out)
+        assert saving and saving.group(1, 2) == (str(len(covered)), str(len(listed)))
+        assert "unbound" not in out  # no plan line of its own: nothing is requested for it
+        assert f"is athlete {sim.history.athlete_id}'s: moved to" in err
+        assert not unbound.exists()
+        assert cli(config, "fetch", "--streams", "all") == 0
+        assert sorted(stream_gets(sim)) == sorted(listed - covered)
+    assert {i: s for i, s in sources(tmp_path / "data", "streams").items() if i in covered} == {
+        i: {"file"} for i in covered}
+
+
+def test_a_fetch_adopts_the_unbound_export_without_a_plan_first_and_never_on_another_athletes_list(
+        tmp_path, capsys, monkeypatch):
+    settings = SimulatorSettings(athletes=2, athlete_activities=(10, 4), seed=37, duration_s=120, short_limit=1000,
+                                 daily_limit=10000)
+    with SimulatorThread(settings) as sim:
+        owner, other = (athlete.athlete_id for athlete in sim.athletes)
+        written = write_export(tmp_path / "export.zip", sim.athletes[0].history)
+        config = tmp_path / "config.toml"
+        config.write_text(simulator_config_text(sim, tmp_path / "data", refresh_token=""))
+        assert cli(config, "import", str(without_profile(written, tmp_path / "anonymous.zip"))) == 0
+        for athlete_id in (other, owner):
+            connect(config, sim.refresh_token_of(athlete_id), monkeypatch)
+        listed = set(sim.activity_ids(athlete_id=owner))
+        capsys.readouterr()
+        assert cli(config, "fetch", "--no-compact", "--streams", "all") == 0
+        err = capsys.readouterr().err
+    assert sorted(set(stream_gets(sim)) & listed) == sorted(listed - covered_by(written, listed))
+    assert err.count("moved to") == 1 and f"{tmp_path / 'data' / 'athletes' / str(owner)}" in err
+    assert not (tmp_path / "data" / "athletes" / str(other) / "export").exists()
+
