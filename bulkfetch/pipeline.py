@@ -61,6 +61,7 @@ INDEX_SAVE_EVERY = 50  # completions between saves of the fetched and streams in
 FETCHED = "fetched"
 STREAM_RECORDS = "streams"
 FAILED = "failed"
+STREAMS_SPARED = "streams_spared"  # the activities whose streams the account export gave (see _SparedStreams)
 # A full listing that lost most of the history at once: kept as an overlay of what it did list, never the
 # base of the catalog (which would drop every activity it missed) until a full listing looks whole again.
 SUSPECT_LISTING = {"kind": "suspect"}
@@ -472,13 +473,15 @@ async def fetch_streams(client: StravaClient, store: RawStore, config: Config, f
         await asyncio.to_thread(export.refresh_summaries)
     covered = {i for i in stale if export.covers(i, catalog[i])} if export is not None else set()
     pending = [i for i in stale if i not in covered]
-    events.streams_planned(len(pending), from_export=len(covered - summary.exported))  # what this call spares
-    summary.exported |= covered
+    spared = _SparedStreams(store, covered)
+    events.streams_planned(len(pending), from_export=len(spared.new - summary.exported))  # what this call spares
+    summary.exported |= spared.new
     saver = _IndexSaver(store, STREAM_RECORDS, lambda: {str(k): v.to_json() for k, v in records.items()})
     imported = _ImportWatch(export)
 
     async def fetch_one(activity_id: int) -> str:
         if await imported.covers(activity_id, catalog[activity_id]):
+            spared.add(activity_id)
             summary.exported.add(activity_id)
             return "from_export"
         asked = stream_keys(records.get(activity_id), wanted, order)
@@ -488,8 +491,34 @@ async def fetch_streams(client: StravaClient, store: RawStore, config: Config, f
             saver.changed()
         return outcome
 
-    with _saved_at_the_end(saver, store, "streams", summary.failed_streams):
+    with _saved_at_the_end(saver, store, "streams", summary.failed_streams), spared.saved():
         await _run_workers(pending, config.fetch.concurrency, fetch_one, events.stream_done)
+
+
+class _SparedStreams:
+    """The activities whose stream sets the account export gives, as the runs decided them: a run tells
+    (and counts in its summary) only those an earlier run did not decide so already, so that a repeat run
+    with nothing to do does not say it spared them again. Kept in state/streams_spared.json, replaced by
+    each run's decision (an activity the export stops covering and covers again is new again)."""
+
+    def __init__(self, store: RawStore, covered: set[int]) -> None:
+        self._store = store
+        before = store.read_state(STREAMS_SPARED, [])
+        decided = {i for i in before if is_strava_id(i)} if isinstance(before, list) else set()
+        self.covered = set(covered)
+        self.new = covered - decided
+        store.write_state(STREAMS_SPARED, sorted(self.covered))
+
+    def add(self, activity_id: int) -> None:
+        """One an import running beside the fetch covered meanwhile (always new: it was to be requested)."""
+        self.covered.add(activity_id)
+
+    @contextmanager
+    def saved(self) -> Iterator[None]:
+        try:
+            yield
+        finally:
+            self._store.write_state(STREAMS_SPARED, sorted(self.covered))
 
 
 class _ImportWatch:
