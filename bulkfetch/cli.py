@@ -51,6 +51,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 N = TypeVar("N", int, float)
+# A run's compaction goes over the athletes whose export an import changed meanwhile (refused the compaction
+# while the run holds the data_dir) at most this often in all: each pass is short, imports rarely overlap.
+COMPACTION_PASSES = 3
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -397,19 +400,41 @@ def _compact(data_dir: Path, parquet_dir: Path, reporter: Reporter, *, rebuild: 
         reporter.info(f"nothing to compact into {parquet_dir} yet: no activity has been listed or imported")
         return
     rewritten = unchanged = 0
+    read: dict[Path, tuple[int, int, int] | None] = {}  # each athlete's export index as its compaction read it
     try:
-        for athlete in athletes:
-            assert athlete.athlete_id is not None
-            refresh_tracks(athlete.folder, reporter)  # a bulkfetch that stores decoded files differently
-            result = compact(athlete.store, parquet_dir, athlete.athlete_id, rebuild=rebuild,
-                             on_progress=reporter.compact_progress)
-            rewritten += len({year for table_years in result.written.values() for year in table_years})
-            unchanged += len(result.skipped_years)
+        for _ in range(COMPACTION_PASSES):
+            for athlete in athletes:
+                assert athlete.athlete_id is not None
+                read[athlete.folder] = _index_stamp(athlete.folder)
+                refresh_tracks(athlete.folder, reporter)  # a bulkfetch that stores decoded files differently
+                result = compact(athlete.store, parquet_dir, athlete.athlete_id, rebuild=rebuild,
+                                 on_progress=reporter.compact_progress)
+                rewritten += len({year for table_years in result.written.values() for year in table_years})
+                unchanged += len(result.skipped_years)
+            # An import that ended meanwhile was refused the compaction (this run holds the data_dir): its
+            # athlete is compacted again, a new athlete's export too.
+            athletes = [a for a in roster.athletes() if a.athlete_id is not None and has_inputs(a.store)
+                        and _index_stamp(a.folder) != read.get(a.folder)]
+            if not athletes:
+                break
+            reporter.info(f"an import ended during the compaction: compacting {len(athletes)} athlete(s) again")
     except KeyboardInterrupt:
         raise Interrupted("compaction stopped; the raw data is saved and every Parquet file is whole "
                           "(old or new), rerun 'bulkfetch compact' to finish it") from None
-    who = f" ({len(athletes)} athletes)" if len(athletes) > 1 else ""
+    who = f" ({len(read)} athletes)" if len(read) > 1 else ""
     reporter.info(f"compacted into {parquet_dir}{who}: {rewritten} year(s) rewritten, {unchanged} unchanged")
+
+
+def _index_stamp(athlete_folder: Path) -> tuple[int, int, int] | None:
+    """Which version of the athlete's export index is there (each write replaces it whole: a new file), None
+    without one."""
+    from bulkfetch.export_paths import INDEX
+
+    try:
+        stat = RawStore(athlete_folder).state_path(INDEX).stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
 def _cmd_compact(args: argparse.Namespace) -> int:

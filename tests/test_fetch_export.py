@@ -5,12 +5,14 @@ simulator, real compaction, the Parquet read back with DuckDB."""
 
 from __future__ import annotations
 
+import subprocess
 import zipfile
 from pathlib import Path
 
+import bulkfetch.compact as compact_module
 from bulkfetch.simulator import SimulatorSettings, SimulatorThread
 from bulkfetch.simulator.export import ExportSummary, write_export
-from tests.conftest import simulator_config_text
+from tests.conftest import run_cli, simulator_config_text
 from tests.test_athletes import connect
 from tests.test_export_merge import PLAN_SAVING, cli, sources
 from tests.test_streams import stream_gets
@@ -84,3 +86,26 @@ def test_a_fetch_adopts_the_unbound_export_without_a_plan_first_and_never_on_ano
     assert err.count("moved to") == 1 and f"{tmp_path / 'data' / 'athletes' / str(owner)}" in err
     assert not (tmp_path / "data" / "athletes" / str(other) / "export").exists()
 
+
+
+def test_an_import_that_ends_while_the_fetch_compacts_is_compacted_by_that_fetch(tmp_path, monkeypatch):
+    with SimulatorThread(SETTINGS) as sim:
+        written = write_export(tmp_path / "export.zip", sim.history)
+        config = tmp_path / "config.toml"
+        config.write_text(simulator_config_text(sim, tmp_path / "data"))
+        real_compact = compact_module.compact
+        imports: list[subprocess.CompletedProcess[str]] = []
+
+        def then_an_import(*args, **kwargs):
+            """The import ends just after this compaction read the athlete's index, while the fetch holds the
+            data_dir: it is refused the compaction."""
+            result = real_compact(*args, **kwargs)
+            if not imports:
+                imports.append(run_cli("--config", str(config), "import", str(written.path)))
+            return result
+
+        monkeypatch.setattr(compact_module, "compact", then_an_import)
+        assert cli(config, "fetch") == 0
+        listed = set(sim.activity_ids())
+    assert imports[0].returncode == 0 and "the fetch compacts when it ends" in imports[0].stderr
+    assert sources(tmp_path / "data", "streams") == {i: {"file"} for i in covered_by(written, listed)}
