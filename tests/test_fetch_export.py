@@ -13,6 +13,7 @@ import bulkfetch.compact as compact_module
 from bulkfetch.simulator import SimulatorSettings, SimulatorThread
 from bulkfetch.simulator.export import ExportSummary, write_export
 from tests.conftest import run_cli, simulator_config_text
+from tests.exports import ENGLISH_94, ExportFile, csv_text, english_row, fixture, write_zip
 from tests.test_athletes import connect
 from tests.test_export_merge import PLAN_SAVING, cli, sources
 from tests.test_streams import stream_gets
@@ -109,3 +110,18 @@ def test_an_import_that_ends_while_the_fetch_compacts_is_compacted_by_that_fetch
         listed = set(sim.activity_ids())
     assert imports[0].returncode == 0 and "the fetch compacts when it ends" in imports[0].stderr
     assert sources(tmp_path / "data", "streams") == {i: {"file"} for i in covered_by(written, listed)}
+
+
+def test_plan_counts_no_request_for_an_export_waiting_for_its_athlete(tmp_path, capsys, monkeypatch):
+    with SimulatorThread(SimulatorSettings(activities=3, seed=37, short_limit=1000, daily_limit=10000)) as sim:
+        config = tmp_path / "config.toml"
+        config.write_text(simulator_config_text(sim, tmp_path / "data", refresh_token=""))
+        stranger = write_zip(tmp_path / "stranger.zip", csv_text(ENGLISH_94, [english_row(1, "activities/1.gpx")]),
+                             [ExportFile("activities/1.gpx", fixture("hike.gpx"))])
+        assert cli(config, "import", str(stranger)) == 0
+        connect(config, sim.refresh_token_of(), monkeypatch)
+        capsys.readouterr()
+        assert cli(config, "plan") == 0
+        out = capsys.readouterr().out
+    assert "unbound" not in out and "(1 list page, 3 details" in out  # the connected athlete's alone
+    assert (tmp_path / "data" / "athletes" / "unbound" / "export").is_dir()  # none of its activities are theirs
