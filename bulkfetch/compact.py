@@ -65,13 +65,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bulkfetch import derive
+from bulkfetch.auth import TokenStore, scope_lacks_read_all
 from bulkfetch.errors import LockedError, WriteError
-from bulkfetch.export_view import ExportView, TrackFile, read_track_file
+from bulkfetch.export_view import ExportView, TrackFile, deleted_on_strava, read_track_file
 from bulkfetch.file_rows import export_part, file_stream_set
 from bulkfetch.locks import hold
 from bulkfetch.parquet_layout import AthleteLayout, publish, staged_tables, year_of_folder
 from bulkfetch.processes import interrupts_deferred, worker_pool
 from bulkfetch.recording import RECORDING_FIELDS
+from bulkfetch.roster import TOKENS
 from bulkfetch.schema import (
     API,
     DETAIL_TABLES,
@@ -85,7 +87,7 @@ from bulkfetch.schema import (
     build_tables,
     utc_years,
 )
-from bulkfetch.store import TEMP_MARK, UNLISTED, RawStore, ensure_dir, fsync_dir, is_orphaned_temp
+from bulkfetch.store import TEMP_MARK, UNLISTED, RawStore, ensure_dir, fsync_dir, is_orphaned_temp, page_items
 from bulkfetch.track import FORMAT_VERSION as TRACK_FORMAT
 
 MANIFEST = "compact"  # state/compact.json
@@ -261,6 +263,7 @@ def partition_entries(store: RawStore) -> dict[int, list[Entry]]:
     export = ExportView(store.data_dir)
     export.refresh_summaries()  # after a new derive rule: the CSV rows' gaps and fetch's coverage need them
     deleted = {i for i, tombstone in store.tombstones().items() if tombstone.reason == UNLISTED}
+    deleted |= deleted_on_strava(export.activities(), catalog.keys() | deleted, _full_listing_reach(store))
     from_csv = export.csv_summaries(catalog.keys() | deleted)
     summaries = {**from_csv, **catalog}
     detail_ids = store.detail_ids()
@@ -280,6 +283,18 @@ def partition_entries(store: RawStore) -> dict[int, list[Entry]]:
     for entries in by_year.values():
         entries.sort(key=lambda e: (str(e.summary.get("start_date") or ""), e.activity_id))
     return by_year
+
+
+def _full_listing_reach(store: RawStore) -> str | None:
+    """The newest start_date of the athlete's newest complete full listing: every activity that started
+    before it and still exists on Strava is in that listing. None without one, or when its tokens lack
+    activity:read_all: Strava then lists no private ("Only You") activity, which the export does have."""
+    listing = store.latest_full_listing()
+    if listing is None or scope_lacks_read_all(TokenStore(store.auth_dir / TOKENS).load()):
+        return None
+    starts = [item["start_date"] for page in listing.pages() for item in page_items(page).values()
+              if isinstance(item.get("start_date"), str)]
+    return max(starts, default=None)
 
 
 def _identity(path: Path | None) -> tuple[Path | None, int, int]:

@@ -4,7 +4,9 @@ activities' streams those files give instead of a request.
 
 - Activities: one that the export's activities.csv has and no API listing does gets an `activities` row
   from the CSV (source "csv", see `csv_summary`): id, name, sport_type, start_date, distance, elapsed and
-  moving time, elevation gain, each taken from the device file's summary where the CSV is empty.
+  moving time, elevation gain, each taken from the device file's summary where the CSV is empty. One that a
+  complete full listing should have had and did not (`deleted_on_strava`) was deleted on Strava: it gets
+  no rows at all (its files stay in the export folder: raw is never deleted).
 - Coverage: `fetch` asks no streams for an activity whose file decoded whole ("ok") and is not stale
   (derive.is_stale of the file's summary against Strava's summary of the activity), whatever types it
   asks for. The file is the recording Strava's streams come from: a type the file lacks, Strava lacks
@@ -79,6 +81,19 @@ def _api_fields(file: derive.FileSummary) -> dict[str, Any]:
             "elapsed_time": round(file.elapsed_s) if file.elapsed_s is not None else None,
             "moving_time": round(file.moving_s) if file.moving_s is not None else None,
             "total_elevation_gain": file.elevation_gain_m}
+
+
+def deleted_on_strava(activities: Mapping[int, ExportActivity], listed: Collection[int],
+                      newest_listed: str | None) -> set[int]:
+    """The CSV's activities a complete full listing reaching back from `newest_listed` (its newest item's
+    start_date, "YYYY-MM-DDTHH:MM:SSZ") should have listed and no listing has (`listed`): deleted on
+    Strava since the export was made. One that starts at or after `newest_listed` stays: the export is
+    newer than that listing. An undated one stays (nothing to judge it by); None (no complete full
+    listing) deletes nothing. Same-format UTC dates: string order is time order."""
+    if newest_listed is None:
+        return set()
+    return {activity_id for activity_id, activity in activities.items() if activity_id not in listed
+            and activity.start_date is not None and activity.start_date < newest_listed}
 
 
 def is_current(entry: ImportedFile) -> bool:

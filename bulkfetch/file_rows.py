@@ -6,7 +6,8 @@ the same rows from both sources. The rules:
 
 - Activities: one only the export's activities.csv has gets an `activities` row from the CSV (source
   "csv", see export_view.csv_summary). Once the API lists it, the API's summary replaces it (source
-  "api"); one an API listing saw deleted is dropped.
+  "api"); one an API listing saw deleted, or a complete full listing should have had and did not
+  (export_view.deleted_on_strava), is dropped with its streams, splits and laps.
 - Streams, splits and laps: a file that decoded (ok, or truncated: the records before the cut) gives
   them (source "file"; splits only for derive.SPLIT_SPORTS), unless it is stale (derive.is_stale against
   Strava's summary of the activity: the API's, else the CSV's): a file older than Strava's version gives
