@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -44,7 +45,7 @@ ADOPTED = "adopted"  # state/adopted.json of an adopted athlete: {"from": its fo
 ADOPTING = ".adopting-"  # an athlete folder an unfinished adopt is moving (hidden in both data_dirs)
 PURGING = ".purging"  # what a purge deletes, renamed here first (in athletes/ and in parquet_dir)
 UNKNOWN = "—"
-HEADERS = ("name", "athlete", "listed", "fetched", "pending", "last fetch", "state")
+HEADERS = ("name", "athlete", "listed", "fetched", "pending", "last fetch", "state", "export")
 
 
 # -- the list ------------------------------------------------------------------------------------------
@@ -60,6 +61,8 @@ class AthleteRow:
     last_fetch: str | None
     state: str
     why: str | None
+    import_only: bool  # no tokens and never listed: known from its account export alone
+    export: dict[str, Any] | None  # what its import gave (status --json's `export`); None: no import
 
 
 def athlete_rows(config: Config) -> list[AthleteRow]:
@@ -73,6 +76,7 @@ def athlete_row(athlete: AthleteDir, config: Config, roster: Roster) -> AthleteR
         athlete_id=report["athlete_id"], name=_name_of(athlete, roster),
         listed=report["listed"], fetched=report["fetched"], pending=report["pending"],
         last_fetch=report["last_fetch"], state=report["state"], why=report["why"],
+        import_only=report["import_only"], export=report["export"],
     )
 
 
@@ -86,9 +90,19 @@ def _name_of(athlete: AthleteDir, roster: Roster) -> str | None:
 
 
 def table_cells(rows: list[AthleteRow]) -> list[tuple[str, ...]]:
-    """The rows as the text table's cells, in HEADERS' order."""
-    return [(row.name or UNKNOWN, UNKNOWN if row.athlete_id is None else str(row.athlete_id), f"{row.listed:,}",
-             f"{row.fetched:,}", f"{row.pending:,}", row.last_fetch or "never", row.state) for row in rows]
+    """The rows as the text table's cells, in HEADERS' order. An import-only athlete's API counts are
+    UNKNOWN and its state "import only" (`bulkfetch auth` connects it): it was never listed."""
+    return [(row.name or UNKNOWN, UNKNOWN if row.athlete_id is None else str(row.athlete_id),
+             *((UNKNOWN,) * 3 if row.import_only else (f"{row.listed:,}", f"{row.fetched:,}", f"{row.pending:,}")),
+             row.last_fetch or "never", "import only" if row.import_only else row.state,
+             _export_cell(row.export)) for row in rows]
+
+
+def _export_cell(export: dict[str, Any] | None) -> str:
+    if export is None:
+        return UNKNOWN
+    decoded = export["files"]["ok"] + export["files"]["truncated"]
+    return f"{export['activities']:,} activities, {decoded:,} files, imported {export['imported_at']}"
 
 
 # -- remove --------------------------------------------------------------------------------------------

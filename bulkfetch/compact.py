@@ -67,7 +67,7 @@ import pyarrow.parquet as pq
 from bulkfetch import derive
 from bulkfetch.errors import LockedError, WriteError
 from bulkfetch.export_view import ExportView, TrackFile, read_track_file
-from bulkfetch.file_rows import export_part, file_stream_set
+from bulkfetch.file_rows import export_part, file_stream_set, judged
 from bulkfetch.locks import hold
 from bulkfetch.parquet_layout import AthleteLayout, publish, staged_tables, year_of_folder
 from bulkfetch.processes import interrupts_deferred, worker_pool
@@ -85,7 +85,7 @@ from bulkfetch.schema import (
     build_tables,
     utc_years,
 )
-from bulkfetch.store import TEMP_MARK, UNLISTED, RawStore, ensure_dir, fsync_dir, is_orphaned_temp
+from bulkfetch.store import TEMP_MARK, RawStore, ensure_dir, fsync_dir, is_orphaned_temp
 from bulkfetch.track import FORMAT_VERSION as TRACK_FORMAT
 
 MANIFEST = "compact"  # state/compact.json
@@ -147,6 +147,11 @@ class Entry:
     def children_file(self) -> TrackFile | None:
         """Its device file while that may give its splits and laps: it has no detail."""
         return self.track if self.detail_path is None else None
+
+    @property
+    def judged(self) -> bool:
+        """Whether its device file's rows go if the file is stale against its summary (file_rows.judged)."""
+        return self.track is not None and judged(self.track.status, from_csv=self.from_csv)
 
     @property
     def streams_file(self) -> TrackFile | None:
@@ -260,8 +265,7 @@ def partition_entries(store: RawStore) -> dict[int, list[Entry]]:
     catalog = store.catalog()
     export = ExportView(store.data_dir)
     export.refresh_summaries()  # after a new derive rule: the CSV rows' gaps and fetch's coverage need them
-    deleted = {i for i, tombstone in store.tombstones().items() if tombstone.reason == UNLISTED}
-    from_csv = export.csv_summaries(catalog.keys() | deleted)
+    from_csv = export.csv_summaries(catalog.keys() | export.gone(catalog))
     summaries = {**from_csv, **catalog}
     detail_ids = store.detail_ids()
     stream_ids = store.stream_ids()
@@ -313,7 +317,7 @@ def details_fingerprint(entries: Sequence[Entry]) -> str:
     digest = _digest()
     for entry in entries:
         # The device file counts only while it gives the splits and laps (no detail yet).
-        track = _track_identity(entry.children_file)
+        track = _track_identity(entry.children_file, entry.judged)
         digest.update(f"{entry.activity_id} {entry.detail_path is not None} {entry.detail_size} "
                       f"{entry.detail_mtime_ns} {entry.from_csv}{track}\n".encode())
         digest.update(orjson.dumps(entry.summary, option=orjson.OPT_SORT_KEYS))
@@ -328,7 +332,8 @@ def streams_fingerprint(entries: Sequence[Entry]) -> str:
     size and mtime_ns (replaced whole, never edited) and the FROM_ACTIVITY values its rows copy (the
     summary's; where the summary has none they come from the detail, so its file's identity stands in).
     An activity whose streams may come from its device file instead has that file's identity, and the
-    summary's RECORDING_FIELDS, against which the file is found stale or not. "No streams" markers are
+    summary's RECORDING_FIELDS, against which the file is found stale or not (if it is judged: see
+    file_rows.judged). "No streams" markers are
     not in it: they add no rows.
     """
     digest = _digest()
@@ -340,7 +345,7 @@ def streams_fingerprint(entries: Sequence[Entry]) -> str:
         if entry.stream_path is not None:
             source = f"{entry.stream_size} {entry.stream_mtime_ns}"
         else:
-            source = _track_identity(entry.streams_file)
+            source = _track_identity(entry.streams_file, entry.judged)
             copied += [entry.summary.get(key) for key in RECORDING_FIELDS]
         digest.update(f"{entry.activity_id} {source}{detail}\n".encode())
         digest.update(orjson.dumps(copied))
@@ -348,12 +353,14 @@ def streams_fingerprint(entries: Sequence[Entry]) -> str:
     return digest.hexdigest()
 
 
-def _track_identity(track: TrackFile | None) -> str:
-    """A device file's part of a fingerprint: the decoded file's identity, and the versions of the track
-    format and of derive's rules its rows are made by (a new rule rewrites the years with file rows)."""
+def _track_identity(track: TrackFile | None, judge: bool) -> str:
+    """A device file's part of a fingerprint: the decoded file's identity, whether it is judged stale or
+    not (file_rows.judged), and the versions of the track format and of derive's rules its rows are made
+    by (a new rule rewrites the years with file rows)."""
     if track is None:
         return ""
-    return f" file {track.size} {track.mtime_ns} {track.status} derive {derive.DERIVE_VERSION} track {TRACK_FORMAT}"
+    return (f" file {track.size} {track.mtime_ns} {track.status} judged {judge} derive {derive.DERIVE_VERSION}"
+            f" track {TRACK_FORMAT}")
 
 
 def _digest() -> hashlib.blake2b:
@@ -387,7 +394,7 @@ def _copied_from_activity(entry: Entry) -> list[Any]:
 def _export_part(entry: Entry) -> ExportPart:
     """What the entry's rows take from the export; its device file is read only while it may give them."""
     track = read_track_file(entry.children_file) if entry.children_file is not None else None
-    return export_part(entry.summary, track, from_csv=entry.from_csv)
+    return export_part(entry.summary, track, from_csv=entry.from_csv, judge=entry.judged)
 
 
 def _stream_set(entry: Entry) -> tuple[Any, str]:
@@ -396,7 +403,7 @@ def _stream_set(entry: Entry) -> tuple[Any, str]:
     if entry.stream_path is not None:
         return _read_streams(entry.stream_path), API
     track = read_track_file(entry.streams_file) if entry.streams_file is not None else None
-    return (file_stream_set(track, entry.summary) if track is not None else None), FILE
+    return (file_stream_set(track, entry.summary, judge=entry.judged) if track is not None else None), FILE
 
 
 def _read_streams(path: Path | None) -> Any:

@@ -4,7 +4,9 @@ activities' streams those files give instead of a request.
 
 - Activities: one that the export's activities.csv has and no API listing does gets an `activities` row
   from the CSV (source "csv", see `csv_summary`): id, name, sport_type, start_date, distance, elapsed and
-  moving time, elevation gain, each taken from the device file's summary where the CSV is empty.
+  moving time, elevation gain, each taken from the device file's summary where the CSV is empty. One that a
+  complete full listing should have had and did not (`deleted_on_strava`) was deleted on Strava: it gets
+  no rows at all (its files stay in the export folder: raw is never deleted).
 - Coverage: `fetch` asks no streams for an activity whose file decoded whole ("ok") and is not stale
   (derive.is_stale of the file's summary against Strava's summary of the activity), whatever types it
   asks for. The file is the recording Strava's streams come from: a type the file lacks, Strava lacks
@@ -29,10 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from bulkfetch import derive
+from bulkfetch.auth import TokenStore, scope_lacks_read_all
 from bulkfetch.errors import LockedError
 from bulkfetch.export_paths import INDEX
 from bulkfetch.export_store import ExportActivity, ExportStore, ImportedFile, imported_file
-from bulkfetch.store import RawStore
+from bulkfetch.roster import TOKENS
+from bulkfetch.store import UNLISTED, RawStore, page_items
 from bulkfetch.track import Track, read_track
 
 USABLE = ("ok", "truncated")  # decoded files that give rows
@@ -81,6 +85,48 @@ def _api_fields(file: derive.FileSummary) -> dict[str, Any]:
             "total_elevation_gain": file.elevation_gain_m}
 
 
+def deleted_on_strava(activities: Mapping[int, ExportActivity], listed: Collection[int],
+                      newest_listed: str | None) -> set[int]:
+    """The CSV's activities a complete full listing reaching back from `newest_listed` (its newest item's
+    start_date, "YYYY-MM-DDTHH:MM:SSZ") should have listed and no listing has (`listed`): deleted on
+    Strava since the export was made. One that starts at or after `newest_listed` stays: the export is
+    newer than that listing. An undated one stays (nothing to judge it by); None (no complete full
+    listing) deletes nothing. Same-format UTC dates: string order is time order."""
+    if newest_listed is None:
+        return set()
+    return {activity_id for activity_id, activity in activities.items() if activity_id not in listed
+            and activity.start_date is not None and activity.start_date < newest_listed}
+
+
+@dataclass(frozen=True)
+class Disagreements:
+    """Whole decoded files whose summary disagrees (derive.is_stale) with Strava's summary of their activity."""
+
+    with_csv: int  # with the export's activities.csv (no listing has the activity): their rows are kept
+    with_api: int  # with the API's summary (cropped or corrected on Strava since): their rows are not used
+
+
+def disagreements(files: Mapping[int, derive.FileSummary], catalog: Mapping[int, Mapping[str, Any]],
+                  from_csv: Mapping[int, Mapping[str, Any]]) -> Disagreements:
+    """How many of the whole files' summaries (`files`) are stale against the API's summaries (`catalog`),
+    and against the CSV's (`from_csv`: the activities no listing has) for the others."""
+    def stale(summaries: Mapping[int, Mapping[str, Any]]) -> int:
+        return sum(1 for i, file in files.items() if i in summaries and derive.is_stale(file, dict(summaries[i])))
+    return Disagreements(with_csv=stale({i: s for i, s in from_csv.items() if i not in catalog}),
+                         with_api=stale(catalog))
+
+
+@dataclass(frozen=True)
+class Overview:
+    """What an athlete's import gave, as `status` and `athletes` show it (from the index: no track read)."""
+
+    activities: int  # in the newest activities.csv, but those deleted on Strava since
+    files: dict[str, int]  # decoded files by status: ok, truncated, unreadable
+    streams_from_files: int  # activities whose stream rows come from their file (no API streams, not stale)
+    imported_at: float | None  # when the newest activities.csv was first imported (epoch s)
+    disagree: Disagreements
+
+
 def is_current(entry: ImportedFile) -> bool:
     """Whether the entry's file summary was made by today's rules from today's track format."""
     return entry.derive_version == derive.DERIVE_VERSION and entry.track_current
@@ -106,7 +152,8 @@ class ExportView:
 
     def __init__(self, athlete_folder: Path) -> None:
         self._export = ExportStore(athlete_folder)
-        self._index_path = RawStore(athlete_folder).state_path(INDEX)
+        self._store = RawStore(athlete_folder)
+        self._index_path = self._store.state_path(INDEX)
         self._files: dict[int, ImportedFile] | None = None
         self._read_as: tuple[int, int] | None = None  # the index file's (size, mtime_ns) when last read
 
@@ -116,10 +163,47 @@ class ExportView:
     def activities(self) -> dict[int, ExportActivity]:
         return self._export.activities() if self._export.exists() else {}
 
+    def gone(self, catalog: Mapping[int, Any]) -> set[int]:
+        """The activities deleted on Strava: those a listing saw go (UNLISTED tombstones), and the CSV's
+        that the newest complete full listing should have had (`deleted_on_strava`). None of the CSV's
+        without activity:read_all: Strava then lists no private ("Only You") activity, which the export has."""
+        deleted = {i for i, tombstone in self._store.tombstones().items() if tombstone.reason == UNLISTED}
+        listing = self._store.latest_full_listing()
+        if listing is None or scope_lacks_read_all(TokenStore(self._store.auth_dir / TOKENS).load()):
+            return deleted
+        starts = [item["start_date"] for page in listing.pages() for item in page_items(page).values()
+                  if isinstance(item.get("start_date"), str)]
+        return deleted | deleted_on_strava(self.activities(), catalog.keys() | deleted, max(starts, default=None))
+
     def csv_summaries(self, excluded: Collection[int]) -> dict[int, dict[str, Any]]:
         """The API-shaped summaries (`csv_summary`) of the CSV's activities, but those in `excluded`."""
         return {activity_id: csv_summary(activity, self.file_summary(activity_id))
                 for activity_id, activity in self.activities().items() if activity_id not in excluded}
+
+    def disagreements(self, catalog: Mapping[int, Mapping[str, Any]], gone: Collection[int]) -> Disagreements:
+        """`disagreements` of the whole files with current summaries (the index's: no track is read), for
+        the activities but the `gone` ones."""
+        whole = {i: summary for i, entry in self.files().items() if entry.status == "ok" and i not in gone
+                 and (summary := current_summary(entry)) is not None}
+        return disagreements(whole, catalog, self.csv_summaries(catalog.keys() | set(gone)))
+
+    def overview(self, catalog: Mapping[int, Mapping[str, Any]], api_streams: Collection[int]) -> Overview:
+        """The `Overview` of the import, against the API's summaries (`catalog`) and the activities with
+        API streams (`api_streams`), whose streams replace the files'."""
+        gone = self.gone(catalog)
+        files = {i: entry for i, entry in self.files().items() if i not in gone}
+        disagree = self.disagreements(catalog, gone)
+        stale = {i for i, entry in files.items() if entry.status == "ok" and i in catalog
+                 and (summary := current_summary(entry)) is not None and derive.is_stale(summary, dict(catalog[i]))}
+        statuses = [entry.status for entry in files.values()]
+        kept = self._export.csv_versions() if self.exists() else []
+        return Overview(
+            activities=len(self.activities().keys() - gone),
+            files={status: statuses.count(status) for status in ("ok", "truncated", "unreadable")},
+            streams_from_files=sum(1 for i, entry in files.items() if entry.status in USABLE
+                                   and i not in api_streams and i not in stale),
+            imported_at=max((path.stat().st_mtime for path in kept), default=None),
+            disagree=disagree)
 
     def files(self) -> dict[int, ImportedFile]:
         """The imported files by activity id, as the index said when last read (see `reread`)."""

@@ -6,12 +6,17 @@ the same rows from both sources. The rules:
 
 - Activities: one only the export's activities.csv has gets an `activities` row from the CSV (source
   "csv", see export_view.csv_summary). Once the API lists it, the API's summary replaces it (source
-  "api"); one an API listing saw deleted is dropped.
+  "api"); one an API listing saw deleted, or a complete full listing should have had and did not
+  (export_view.deleted_on_strava), is dropped with its streams, splits and laps.
 - Streams, splits and laps: a file that decoded (ok, or truncated: the records before the cut) gives
-  them (source "file"; splits only for derive.SPLIT_SPORTS), unless it is stale (derive.is_stale against
-  Strava's summary of the activity: the API's, else the CSV's): a file older than Strava's version gives
-  none. API streams replace the file's streams; a fetched detail's splits and laps replace the file's.
-  The derivation takes that summary's sport, which wins over the file's own (see derive.prepare).
+  them (source "file"; splits only for derive.SPLIT_SPORTS), unless `judged` and stale (derive.is_stale
+  against the API's summary of the activity): a whole file older than Strava's version gives none. A
+  truncated file is partial, not stale: its rows stay (the import reported it truncated). Against the
+  CSV's summary alone (no API listing has the activity) a file is never dropped: the CSV is the export's
+  own account of the same upload, and a file that disagrees with it is kept and counted (see
+  bulkfetch.export_view.ExportView.disagreements). API streams replace the file's streams; a fetched
+  detail's splits and laps replace the file's. The derivation takes the summary's sport, which wins over
+  the file's own (see derive.prepare).
 """
 
 from __future__ import annotations
@@ -26,11 +31,17 @@ from bulkfetch.track import Track
 SPLIT_TABLES = {"splits_metric": derive.METRIC_SPLIT_M, "splits_standard": derive.STANDARD_SPLIT_M}
 
 
-def export_part(summary: Mapping[str, Any], track: Track | None, *, from_csv: bool) -> ExportPart:
+def judged(status: str, *, from_csv: bool) -> bool:
+    """Whether a decoded file (`status` "ok" or "truncated") loses its rows when stale against the
+    summary: only a whole file, against the API's summary (see the module docstring)."""
+    return status == "ok" and not from_csv
+
+
+def export_part(summary: Mapping[str, Any], track: Track | None, *, from_csv: bool, judge: bool) -> ExportPart:
     """What an activity's rows take from the export: its CSV summary (`from_csv`), and the splits (for
-    derive.SPLIT_SPORTS) and laps of its decoded `track` unless that is stale against `summary`
-    (Strava's summary of the activity)."""
-    derived = _fresh(track, summary) if track is not None else None
+    derive.SPLIT_SPORTS) and laps of its decoded `track` unless `judge` and that is stale against
+    `summary` (Strava's summary of the activity)."""
+    derived = _derived(track, summary, judge) if track is not None else None
     if derived is None:
         return ExportPart(summary_from_csv=from_csv)
     children: dict[str, list[dict[str, Any]]] = {"laps": derive.laps(derived)}
@@ -39,14 +50,14 @@ def export_part(summary: Mapping[str, Any], track: Track | None, *, from_csv: bo
     return ExportPart(summary_from_csv=from_csv, children=children)
 
 
-def file_stream_set(track: Track, summary: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The StreamSet a decoded track gives, None if it is stale against `summary`."""
-    derived = _fresh(track, summary)
+def file_stream_set(track: Track, summary: Mapping[str, Any], *, judge: bool) -> dict[str, Any] | None:
+    """The StreamSet a decoded track gives, None if `judge` and it is stale against `summary`."""
+    derived = _derived(track, summary, judge)
     return derive.stream_set(derived) if derived is not None else None
 
 
-def _fresh(track: Track, summary: Mapping[str, Any]) -> derive.Derived | None:
-    """The track's derivation with the summary's sport, None if the track is stale against the summary."""
+def _derived(track: Track, summary: Mapping[str, Any], judge: bool) -> derive.Derived | None:
+    """The track's derivation with the summary's sport, None if `judge` and it is stale against the summary."""
     sport = summary.get("sport_type")
     derived = derive.prepare(track, sport if isinstance(sport, str) else None)
-    return None if derive.is_stale(derive.file_summary(derived), dict(summary)) else derived
+    return None if judge and derive.is_stale(derive.file_summary(derived), dict(summary)) else derived

@@ -8,7 +8,7 @@ from typing import Any
 
 from bulkfetch.config import Config
 from bulkfetch.errors import StorageError
-from bulkfetch.export_view import ExportView
+from bulkfetch.export_view import ExportView, Overview
 from bulkfetch.pipeline import (
     load_failures,
     load_fetched_index,
@@ -46,7 +46,9 @@ def collect_status(config: Config, now: float | None = None) -> dict[str, Any]:
     _check_folder(data_dir)
     athletes = Roster(data_dir).athletes()
     parts = [_athlete_status(athlete, config, now) for athlete in athletes]
-    plan = combined_plan([work for report, work, _ in parts if report["state"] != REMOVED])  # never fetched again
+    # never fetched again (removed), or not until connected (import only)
+    plan = combined_plan([work for report, work, _ in parts
+                          if report["state"] != REMOVED and not report["import_only"]])
     reports = [report for report, _, _ in parts]
     view = restore_ledger([a.store for a in athletes], config, now).usage_view(now)
     remaining = plan.total  # like `plan`: the next run's list requests count too
@@ -66,6 +68,8 @@ def collect_status(config: Config, now: float | None = None) -> dict[str, Any]:
         "filters": next((filters for _, _, filters in parts if filters is not None), filters_to_json(Filters(), ())),
         "remaining_requests": remaining,
         "eta": _iso(estimate_finish(remaining, now, view)) if remaining else None,
+        "import_only": bool(reports) and all(report["import_only"] for report in reports),
+        "export": _export_totals([report["export"] for report in reports if report["export"] is not None]),
         "athletes": reports,
     }
 
@@ -90,6 +94,9 @@ def _athlete_status(athlete: AthleteDir, config: Config, now: float) -> tuple[di
     unfinished = store.unfinished_listing()
     latest = store.latest_complete_listing()
     access = access_of(athlete)
+    export = ExportView(store.data_dir)
+    # An athlete known from its account export alone: nothing to list or fetch until `auth` connects it.
+    import_only = athlete.tokens.load() is None and not store.listings()
     report = {
         "athlete_id": athlete.athlete_id or (store.read_state("athlete") or {}).get("athlete_id"),
         "state": access["state"],
@@ -112,10 +119,28 @@ def _athlete_status(athlete: AthleteDir, config: Config, now: float) -> tuple[di
             "unfinished": unfinished.listing_id if unfinished else None,
             "next": _next_listing_json(listing),
         },
-        "remaining_requests": 0 if access["state"] == REMOVED else work.total,
+        "remaining_requests": 0 if access["state"] == REMOVED or import_only else work.total,
+        "import_only": import_only,
+        "export": _export_json(export.overview(catalog, store.stream_ids())) if export.exists() else None,
     }
     return report, work, filters_to_json(filters, streams, streams_from_api=streams_from_api_json(recorded)) \
         if recorded is not None else None
+
+
+def _export_json(overview: Overview) -> dict[str, Any]:
+    return {"activities": overview.activities, "files": overview.files,
+            "streams_from_files": overview.streams_from_files, "imported_at": _iso(overview.imported_at),
+            "disagree_with_csv": overview.disagree.with_csv, "stale_against_api": overview.disagree.with_api}
+
+
+def _export_totals(exports: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The athletes' imports together (None: no athlete has one); imported_at the latest."""
+    if not exports:
+        return None
+    counts = ("activities", "streams_from_files", "disagree_with_csv", "stale_against_api")
+    return {**{name: sum(e[name] for e in exports) for name in counts},
+            "files": {status: sum(e["files"][status] for e in exports) for status in exports[0]["files"]},
+            "imported_at": max((e["imported_at"] for e in exports if e["imported_at"]), default=None)}
 
 
 def _next_listing_json(listing: ListingPlan) -> dict[str, Any]:
@@ -150,8 +175,13 @@ def _iso(epoch_s: float | None) -> str | None:
 
 
 def render_status(report: dict[str, Any]) -> str:
+    head = f"data_dir   {report['data_dir']}  ({_athletes_text(report)})"
+    if report["import_only"]:  # no tokens, never listed: what the import gave, and how the API would add to it
+        return "\n".join([head, *export_lines(report["export"]),
+                          "api        not connected: 'bulkfetch auth' connects the athlete, then 'bulkfetch fetch' "
+                          "adds Strava's summaries and details"])
     lines = [
-        f"data_dir   {report['data_dir']}  ({_athletes_text(report)})",
+        head,
         f"listed     {report['listed']:,}",
         f"fetched    {report['fetched']:,}",
         f"pending    {_pending_text(report)}",
@@ -162,6 +192,7 @@ def render_status(report: dict[str, Any]) -> str:
         f"deleted    {report['deleted']:,}",
         f"no detail  {report['unavailable']:,} (404; asked again when the summary changes or at a full re-list)",
         f"filters    {_filters_text(report['filters'])}",
+        *(export_lines(report["export"]) if report["export"] else []),
     ]
     if report["listing"]["unfinished"]:
         lines.append(f"listing    {report['listing']['unfinished']} unfinished (the next fetch continues it)")
@@ -181,6 +212,23 @@ def render_status(report: dict[str, Any]) -> str:
         lines.append(f"ETA        {report['eta']} for {at_least}{remaining:,} request{'' if remaining == 1 else 's'}"
                      f" at the current quota ({pages:,} of them list page{'' if pages == 1 else 's'})")
     return "\n".join(lines)
+
+
+def export_lines(export: dict[str, Any]) -> list[str]:
+    """The import's lines of `status`: activities and files, and the files that disagree with Strava."""
+    files = export["files"]
+    lines = [f"export     {export['activities']:,} activities from activities.csv, imported {export['imported_at']}",
+             f"files      {files['ok']:,} decoded, {files['truncated']:,} truncated (kept up to the cut), "
+             f"{files['unreadable']:,} unreadable; {export['streams_from_files']:,} activities' streams from files"]
+    if export["disagree_with_csv"]:
+        count = export["disagree_with_csv"]
+        lines.append(f"{'':<11}{count:,} file{'s' if count != 1 else ''} disagree{'s' if count == 1 else ''} "
+                     "with activities.csv (elapsed time or distance): kept")
+    if export["stale_against_api"]:
+        count = export["stale_against_api"]
+        lines.append(f"{'':<11}{count:,} file{'s' if count != 1 else ''} older than Strava's version (cropped or "
+                     "corrected since the upload): not used")
+    return lines
 
 
 def _athletes_text(report: dict[str, Any]) -> str:

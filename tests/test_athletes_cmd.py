@@ -57,10 +57,10 @@ def records_of(sim, athlete_id: int, since: int = 0) -> list:
 # -- the list -------------------------------------------------------------------------------------------
 
 def test_table_cells_show_unknown_names_and_ids_as_a_dash() -> None:
-    rows = [AthleteRow(7, "Zoë Ł", 1200, 1100, 100, "2025-01-02T03:04:05Z", "ok", None),
-            AthleteRow(None, None, 0, 0, 0, None, "ok", None)]
-    assert table_cells(rows) == [("Zoë Ł", "7", "1,200", "1,100", "100", "2025-01-02T03:04:05Z", "ok"),
-                                 ("—", "—", "0", "0", "0", "never", "ok")]
+    rows = [AthleteRow(7, "Zoë Ł", 1200, 1100, 100, "2025-01-02T03:04:05Z", "ok", None, False, None),
+            AthleteRow(None, None, 0, 0, 0, None, "ok", None, False, None)]
+    assert table_cells(rows) == [("Zoë Ł", "7", "1,200", "1,100", "100", "2025-01-02T03:04:05Z", "ok", "—"),
+                                 ("—", "—", "0", "0", "0", "never", "ok", "—")]
     assert len(HEADERS) == len(table_cells(rows)[0])
 
 
@@ -91,17 +91,18 @@ def test_athletes_lists_names_counts_last_fetch_and_states(tmp_path, monkeypatch
             {seeded: (6, 6, 0), coded: (4, 4, 0), piped: (0, 0, 0)}
         assert {i: r["state"] for i, r in rows.items()} == {seeded: "ok", coded: "ok", piped: "revoked"}
         assert rows[seeded]["last_fetch"] and rows[piped]["last_fetch"]
-        assert set(rows[seeded]) == {"athlete_id", "name", "listed", "fetched", "pending", "last_fetch", "state", "why"}
+        assert set(rows[seeded]) == {"athlete_id", "name", "listed", "fetched", "pending", "last_fetch", "state", "why",
+                                     "import_only", "export"}
 
         capsys.readouterr()
         assert athletes_cmd(config) == 0  # no terminal here: plain aligned lines
         lines = capsys.readouterr().out.splitlines()
         assert lines[0] == f"athletes in {tmp_path / 'data'}"
         header, *table = lines[1:]
-        assert header.split() == ["name", "athlete", "listed", "fetched", "pending", "last", "fetch", "state"]
+        assert header.split() == ["name", "athlete", "listed", "fetched", "pending", "last", "fetch", "state", "export"]
         assert len(table) == 3 and all(len(line) == len(header) for line in table)
-        assert table[0].startswith("—") and table[0].endswith("ok") and str(seeded) in table[0]
-        assert table[2].startswith("Kenji Møller-Sato") and table[2].endswith("revoked")
+        assert table[0].startswith("—") and table[0].split()[-2:] == ["ok", "—"] and str(seeded) in table[0]
+        assert table[2].startswith("Kenji Møller-Sato") and table[2].split()[-2:] == ["revoked", "—"]
 
 
 def test_athletes_of_an_empty_data_dir(tmp_path, capsys) -> None:

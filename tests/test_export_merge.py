@@ -309,15 +309,15 @@ def test_fetch_replaces_the_csv_rows_and_asks_no_streams_the_export_covers(tmp_p
         assert cli(case.config, "fetch", "--streams", "all") == 0  # a rerun asks nothing the export covers either
         assert stream_gets(sim, mark) == []
 
+    # one row each; the CSV-only activity (2023) is older than the full listing's newest and not in it:
+    # deleted on Strava since the export, so it has no rows (tests/test_export_rows.py)
     activities = case.sources("activities")
-    assert activities == {**{i: {"api"} for i in listed}, CSV_ONLY_ID: {"csv"}}  # one row each
+    assert activities == {i: {"api"} for i in listed}
     streams = case.sources("streams")
     assert streams == {**{i: {"api"} for i in listed - covered - set(manual(sim, listed))},
-                       **{i: {"file"} for i in covered}, CSV_ONLY_ID: {"file"}}
+                       **{i: {"file"} for i in covered}}
     for table in ("splits_metric", "laps"):  # every listed activity's detail replaced its file's
-        assert {i: s for i, s in case.sources(table).items() if i in listed} == {
-            i: {"api"} for i in case.sources(table) if i in listed}, table
-        assert case.sources(table)[CSV_ONLY_ID] == {"file"}
+        assert case.sources(table) == {i: {"api"} for i in case.sources(table) if i in listed}, table
     # the file's streams are the recording, in the API's units: fenix5 starts at 0 s, its distance grows
     rows = sorted(case.rows("streams", case.archived[0].activity_id), key=lambda r: r["seq"])
     assert rows[0]["time"] == 0 and rows[-1]["distance"] == pytest.approx(157.56, abs=0.5)
@@ -386,8 +386,8 @@ def test_streams_from_api_asks_every_activity_and_the_apis_streams_replace_the_f
         recorded = orjson.loads((case.folder / "state" / "filters.json").read_bytes())
         assert recorded["streams_from"] == "api"  # status counts pending streams as that fetch did
     streams = case.sources("streams")
-    assert all(streams[i] == {"api"} for i in case.ids("covered"))  # one source per activity: the API's
-    assert streams[CSV_ONLY_ID] == {"file"}
+    assert streams == {i: {"api"} for i in streams}  # one source per activity: the API's
+    assert case.ids("covered") <= set(streams)
 
 
 def test_an_import_rewrites_only_the_years_and_tables_its_files_change(tmp_path, capsys):
