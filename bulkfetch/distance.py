@@ -12,7 +12,8 @@
   come-back count as having no distance (no position). A jump that lasts STEP_RECORDS records is a step
   of the device's counter (a device carried while paused, say), which the device's own totals count
   too: it is kept. The first value is taken as it is; the last accepted one is the farthest ahead, or
-  the step last kept.
+  the step last kept. A track whose time does not advance (its last record at its first's second: a
+  route with one time stamp, not a recording) has no speed to judge by, and no glitch.
 - a distance below an earlier one is raised to it, so the distance never decreases; the great-circle
   distance runs from one position kept to the next.
 - a record without a distance (none recorded, a glitch, or no position) takes the distance
@@ -121,8 +122,8 @@ def _glitches_unless_within_reach(time: list[int], present: list[int], steps: li
     """`_glitches`, for the usual file cheaply: when every step between consecutive values is within
     reach of the time between them, no value lies out of reach of an earlier one (the triangle
     inequality), so there is none."""
-    if not steps:
-        return set()
+    if not steps or time[-1] <= time[0]:
+        return set()  # no speed to judge by
     times = time if len(present) == len(time) else [time[i] for i in present]
     seconds = list(map(sub, times[1:], times[:-1]))
     if max(steps) <= limit_mps * min(seconds) or all(map(le, steps, map(mul, seconds, repeat(limit_mps)))):

@@ -108,12 +108,20 @@ def test_the_first_value_is_taken_as_it_is():
     assert set(distance_series(track_of(recorded), "Run")) == {5_000.0}
 
 
+def test_a_track_whose_time_does_not_advance_has_no_glitch():
+    # every point at one second (a route, as hike.gpx is): 100 m apart is no speed at all
+    lats = [45.0 + 0.0009 * i for i in range(20)]
+    distance = distance_series(track_of(lat=lats, lng=[7.0] * 20, time=[0] * 20), "Hike")
+    assert distance[-1] == pytest.approx(19 * 100.07, rel=0.001)
+
+
 @pytest.mark.parametrize("name", ["fenix2-run.fit", "edge500-ride.fit", "forerunner-run.tcx", "hike.gpx"])
-def test_real_files_keep_their_whole_distance(name):
+@pytest.mark.parametrize("sport", ["Run", None])
+def test_real_files_keep_their_whole_distance(name, sport):
     # the Fenix 2's GPS settles in its first seconds (30, 13, 14, 21 m a second: a glitch by the rule);
     # its counter's total stays, only those seconds take the pace around them
     track = decode_file((FILES / name).read_bytes(), name)
-    distance = distance_series(track, track.session.sport_type)
+    distance = distance_series(track, sport)
     if track.has("distance"):
         assert distance[-1] == max(d for d in track.series["distance"] if d is not None)
     else:
