@@ -74,8 +74,8 @@ from bulkfetch.track import DeviceLap, Track
 
 # Bumped whenever a rule changes what this module derives from the same track. 2: the caller's sport,
 # glitches rejected, no empty split, moving time at most elapsed time, the records' distance in the
-# summary when the session's disagrees.
-DERIVE_VERSION = 2
+# summary when the session's disagrees. 3: no glitch on a track whose time does not advance.
+DERIVE_VERSION = 3
 
 METRIC_SPLIT_M = 1000.0
 STANDARD_SPLIT_M = 1609.344
