@@ -7,10 +7,12 @@ Strava does not publish its smoothing or thresholds; these rules are ours, simpl
 
 - the sport: the one the caller passes (activities.csv's or the API's: a GPX file's `<type>` is often a
   number, and a device's sport can be wrong) wins over the one the file states.
-- distance: `bulkfetch.distance`'s: the device's cumulative distance, or the great-circle distance
-  between positions (GPX); glitches (a jump faster than the sport can go that does not last) rejected;
-  never decreasing. What needs distance (velocity_smooth, grade_smooth, moving, splits) exists only when
-  the distance grows: not for a treadmill run without a foot pod, nor weights.
+- time and distance: `bulkfetch.distance`'s: a time stepping back takes the time before it; the
+  device's cumulative distance, or the great-circle distance between positions (GPX); glitches (a jump
+  faster than the sport can go that does not last) rejected, the first values judged by those after
+  them; a reset of the device's counter continued from the distance before it; never decreasing. What
+  needs distance (velocity_smooth, grade_smooth, moving, splits) exists only when the distance grows:
+  not for a treadmill run without a foot pod, nor weights.
 - moving: a record is moving when the speed over the interval since the record before it exceeds
   1.0 m/s for cycling sports (CYCLING_SPORTS), 0.3 m/s for any other; the first record, and one with
   the timestamp of the record before it, is not moving. Moving time is the sum of the moving records'
@@ -68,14 +70,15 @@ from itertools import accumulate, pairwise
 from operator import mul, sub
 from typing import Any
 
-from bulkfetch.distance import distance_series
+from bulkfetch.distance import distance_series, monotone_time
 from bulkfetch.numeric import finite_float
 from bulkfetch.track import DeviceLap, Track
 
 # Bumped whenever a rule changes what this module derives from the same track. 2: the caller's sport,
 # glitches rejected, no empty split, moving time at most elapsed time, the records' distance in the
-# summary when the session's disagrees.
-DERIVE_VERSION = 2
+# summary when the session's disagrees. 3: a track whose time does not advance judged by its own steps,
+# the first values judged by those after them, a counter's reset continued, time never stepping back.
+DERIVE_VERSION = 3
 
 METRIC_SPLIT_M = 1000.0
 STANDARD_SPLIT_M = 1609.344
@@ -111,7 +114,7 @@ class Derived:
 
     track: Track
     sport_type: str | None            # the caller's, else the file's
-    time: list[int]
+    time: list[int]                   # never decreasing (`bulkfetch.distance`'s rule)
     distance: list[float] | None      # the distance stream (see the module's rule); None without one
     moves: bool                       # the distance grows: moving, speeds, grades and splits exist
     moving: list[bool] | None         # per record, when `moves`
@@ -138,7 +141,7 @@ def prepare(track: Track, sport_type: str | None = None) -> Derived:
     """The shared series of `track`; pass the result to the functions below to derive them only once.
     `sport_type`: the activity's sport as activities.csv or the API give it, which wins over the file's."""
     sport = sport_type or (track.session.sport_type if track.session is not None else None)
-    time = track.series["time"]
+    time = monotone_time(track.series["time"])
     distance = distance_series(track, sport)
     moves = distance is not None and len(distance) > 1 and distance[-1] > distance[0]
     moving = moving_s = None

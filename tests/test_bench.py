@@ -154,6 +154,9 @@ def test_derived_splits_smoke(capsys):
     assert found == cropped > 0 and "uncropped files found stale: 0" in out
     rows = {fields[0] + " " + fields[1]: fields[2:] for fields in map(str.split, out.splitlines()) if len(fields) > 8}
     assert int(rows["splits fit"][0]) > 0 and int(rows["laps fit"][0]) > 0
+    # against the true crossings: a split ends at the first 1 Hz record past its boundary, within a second
+    count, mean_late_s, max_late_s = rows["truth fit"][:3]
+    assert int(count) > 0 and 0 < float(mean_late_s) <= float(max_late_s) <= 1.0
     assert "edge500-ride.fit" in out and "records/s" in out
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
-from itertools import accumulate
+from itertools import accumulate, pairwise
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +171,20 @@ def test_a_record_past_several_boundaries_ends_one_split_and_none_is_empty():
     assert [s["distance"] for s in close] == [1000.0, 500.0, 500.5]
 
 
+def test_a_time_stepping_back_takes_the_time_before_it():
+    # a corrupt timestamp at the record ending the second kilometre (2.8 m/s: 1 km in 357.1 s): it
+    # made that split -358 s long; the record takes the time before it (not moving: no second of its
+    # own), and the next record's interval the two seconds up to it
+    track = make_track(list(range(1001)), distance=[2.8 * t for t in range(1001)])
+    track.series["time"][715] = 0
+    derived = prepare(track)
+    assert [(s["elapsed_time"], s["moving_time"]) for s in splits(derived, 1000)] == [
+        (358, 358), (356, 356), (286, 286)]
+    assert stream_set(derived)["time"]["data"][714:717] == [714, 714, 716]
+    assert derived.moving[714:717] == [True, False, True]
+    assert file_summary(derived).moving_s == 1000
+
+
 def test_a_track_shorter_than_one_split_is_one_partial_split():
     (only,) = splits(steady(100, 3.0), 1000)
     assert (only["split"], only["distance"], only["elapsed_time"], only["moving_time"]) == (1, 300.0, 100, 100)
@@ -208,25 +222,28 @@ def test_an_empty_track_derives_nothing():
 
 @st.composite
 def tracks(draw) -> Track:
-    """A recording with stops, gaps in time (30 to 600 s), missing values and glitches (values far ahead
-    or behind, near or impossible), perhaps a step of the device's counter, and device laps, whose
-    stated elapsed times may be shorter than the records they span."""
-    steps = draw(st.lists(st.integers(0, 5) | st.integers(30, 600), min_size=1, max_size=400))
+    """A recording with stops, gaps in time (30 to 600 s), a clock stepping back, missing values and
+    glitches (values far ahead or behind, near or impossible; the first value too), perhaps a step of
+    the device's counter ahead or back, and device laps, whose stated elapsed times may be shorter than
+    the records they span."""
+    steps = draw(st.lists(st.integers(0, 5) | st.integers(30, 600) | st.integers(-600, -1), min_size=1,
+                          max_size=400))
     time = list(accumulate(steps, initial=0))
     moves = draw(st.lists(st.floats(0, 15) | st.just(0.0), min_size=len(steps), max_size=len(steps)))
     distance = list(accumulate(moves, initial=0.0))
     count = len(time)
     step_at = draw(st.integers(1, count - 1)) if count > 1 and draw(st.booleans()) else count
-    distance = [d + (draw(st.floats(0, 1e5)) if i >= step_at else 0.0) for i, d in enumerate(distance)]
+    step_m = draw(st.floats(-1e5, 1e5))
+    distance = [d + (step_m if i >= step_at else 0.0) for i, d in enumerate(distance)]
     recorded: list[float | None] = list(distance)
     for i in draw(st.sets(st.integers(1, count - 1), max_size=count // 4)) if count > 1 else ():
         recorded[i] = None
     for i, value in (draw(st.dictionaries(st.integers(0, count - 1), st.sampled_from([0.0, -50.0, 1e9])
                                           | st.floats(0, 1e7), max_size=count // 10 + 1))).items():
         recorded[i] = value
-    starts = sorted({0.0} | draw(st.sets(st.floats(0, time[-1]), max_size=4)))
+    starts = sorted({0.0} | draw(st.sets(st.floats(0, max(time)), max_size=4)))
     laps_ = [DeviceLap(start_s=start, elapsed_s=draw(st.none() | st.floats(0, end - start)))
-             for start, end in zip(starts, [*starts[1:], float(time[-1])])]
+             for start, end in zip(starts, [*starts[1:], float(max(time))])]
     altitude = [100 + 5 * math.sin(i / 7) for i in range(count)]
     sport = draw(st.sampled_from(["Run", "Ride", "Walk", None]))
     return make_track(time, distance=recorded, altitude=altitude, sport=sport, laps_=laps_)
@@ -254,10 +271,11 @@ def test_splits_and_laps_hold_for_any_glitched_track(track, unit, sport):
     assert [s["split"] for s in items] == list(range(1, len(items) + 1))
     assert all(s["distance"] > 0 for s in items)  # no empty split, the last included
     assert all(0 <= s["moving_time"] <= s["elapsed_time"] for s in items)
+    assert all(b >= a for a, b in pairwise(streams["time"]["data"]))
     assert (1 if total >= derive.MIN_SPLIT_M else 0) <= len(items) <= int(total // unit) + 1
     # splits follow each other: together they cover the track (less a last remainder under 0.1 m) ...
     assert sum(s["distance"] for s in items) == pytest.approx(total, abs=0.05 * len(items) + derive.MIN_SPLIT_M)
-    assert sum(s["elapsed_time"] for s in items) <= track.series["time"][-1]
+    assert sum(s["elapsed_time"] for s in items) <= max(track.series["time"])
     assert sum(s["moving_time"] for s in items) <= summary.moving_s
     # ... and every split but the last ends at or past a boundary of its own
     covered = list(accumulate(s["distance"] for s in items))

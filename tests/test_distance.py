@@ -102,18 +102,54 @@ def test_a_position_far_off_is_left_out_of_the_great_circle_distance():
     assert distance[-1] == pytest.approx(clean[-1]) and distance == pytest.approx(clean)
 
 
-def test_the_first_value_is_taken_as_it_is():
-    recorded = run(20)
-    recorded[0] = 5_000.0  # nothing before it to judge it by; the rest lies behind: never decreasing
-    assert set(distance_series(track_of(recorded), "Run")) == {5_000.0}
+@pytest.mark.parametrize("spikes", [1, STEP_RECORDS - 1])
+def test_first_values_out_of_reach_of_those_after_them_are_glitches(spikes):
+    # nothing before them to judge them by: the values after them do (they flattened the whole run)
+    recorded = run(100)
+    recorded[:spikes] = [5_000.0] * spikes
+    # as missing values: 0 before the first value kept
+    assert distance_series(track_of(recorded), "Run") == pytest.approx([0.0] * spikes + run(100)[spikes:])
+
+
+def test_a_first_value_within_reach_of_most_after_it_stays():
+    recorded = run(100)
+    recorded[1] = 5_000.0  # the second value is the odd one out, not the first
+    assert distance_series(track_of(recorded), "Run") == pytest.approx(run(100))
+
+
+def test_a_counter_reset_goes_on_from_the_distance_before_it():
+    # the device restarts its counter at 0 after 1,400 m: the run goes on from 1,400 m, not flat until
+    # the counter passes 1,400 m again
+    recorded = [2.8 * t if t <= 500 else 2.8 * (t - 501) for t in range(1001)]
+    distance = distance_series(track_of(recorded), "Run")
+    assert distance[500:503] == pytest.approx([1400.0, 1400.0, 1402.8])
+    assert distance[-1] == pytest.approx(1400.0 + 2.8 * 499)
+
+
+def test_a_track_whose_time_does_not_advance_judges_by_its_own_steps():
+    # every point at one second (a route, as hike.gpx is): 100 m apart is no speed at all, and a
+    # position 100 km off is still a glitch
+    lats = [45.0 + 0.0009 * i for i in range(20)]
+    clean = distance_series(track_of(lat=lats, lng=[7.0] * 20, time=[0] * 20), "Hike")
+    assert clean[-1] == pytest.approx(19 * 100.07, rel=0.001)
+    lats[10] = 46.0
+    glitched = distance_series(track_of(lat=lats, lng=[7.0] * 20, time=[0] * 20), "Hike")
+    # without time to interpolate in, the glitch's record takes the distance before it
+    assert glitched == pytest.approx([*clean[:10], clean[9], *clean[11:]])
+    recorded = run(30)
+    recorded[15] = 1e9
+    clean = run(30)
+    assert distance_series(track_of(recorded, time=[7] * 31), "Run") == pytest.approx(
+        [*clean[:15], clean[14], *clean[16:]])
 
 
 @pytest.mark.parametrize("name", ["fenix2-run.fit", "edge500-ride.fit", "forerunner-run.tcx", "hike.gpx"])
-def test_real_files_keep_their_whole_distance(name):
+@pytest.mark.parametrize("sport", ["Run", None])
+def test_real_files_keep_their_whole_distance(name, sport):
     # the Fenix 2's GPS settles in its first seconds (30, 13, 14, 21 m a second: a glitch by the rule);
     # its counter's total stays, only those seconds take the pace around them
     track = decode_file((FILES / name).read_bytes(), name)
-    distance = distance_series(track, track.session.sport_type)
+    distance = distance_series(track, sport)
     if track.has("distance"):
         assert distance[-1] == max(d for d in track.series["distance"] if d is not None)
     else:
@@ -125,18 +161,21 @@ def test_real_files_keep_their_whole_distance(name):
 @st.composite
 def spiked(draw) -> tuple[Track, Track]:
     """A track with spikes out of any reach (1e9 m ahead or behind, more than 100 m/s over the whole
-    track), each with STEP_RECORDS clean records after it, and the same track with None there."""
+    track; the first value too), each with STEP_RECORDS clean records after it, and the same track with
+    None there."""
     steps = draw(st.lists(st.integers(0, 5) | st.integers(30, 600), min_size=2, max_size=300))
-    time = list(accumulate(steps, initial=0))
+    # or a route's: every point at one time
+    time = list(accumulate(steps, initial=0)) if draw(st.booleans()) else [0] * (len(steps) + 1)
     sport = draw(st.sampled_from(["Run", "Ride", None]))
     top = max_speed_mps(sport)
     moves = draw(st.lists(st.floats(0, top), min_size=len(steps), max_size=len(steps)))
     clean: list[float | None] = list(accumulate(moves, initial=0.0))
     holes = draw(st.sets(st.integers(1, len(time) - 1), max_size=len(time) // 4))
     clean = [None if i in holes else d for i, d in enumerate(clean)]
-    places = sorted(draw(st.sets(st.integers(1, len(time) - 1), max_size=8)))
+    places = sorted(draw(st.sets(st.integers(0, len(time) - 1), max_size=8)))
     spikes = [i for i, after in zip(places, [*places[1:], len(time) + STEP_RECORDS])
-              if after - i > STEP_RECORDS and clean[i] is not None]
+              if after - i > STEP_RECORDS and clean[i] is not None
+              and (i > 0 or sum(d is not None for d in clean) > STEP_RECORDS + 1)]
     recorded = clean.copy()
     for i in spikes:
         recorded[i] = draw(st.sampled_from([1e9, -1e9]))
