@@ -79,6 +79,11 @@ class ImportSummary:
     adopted: int = 0  # decoded by a killed import: taken over without decoding again
     missing: list[str] = field(default_factory=list)  # named by activities.csv, not in the export
     errors: list[tuple[str, str]] = field(default_factory=list)  # (file, why) not read or decoded: tried again
+    bad: list[tuple[str, str]] = field(default_factory=list)  # (file, why) can never be read (a link loop)
+    # This export's files that did not decode whole, as the index holds them: decoded by this import or by
+    # an earlier one (a killed import's rerun decodes nothing of what it did), so the summary describes the
+    # export as imported, not this run.
+    failed: list[ImportedFile] = field(default_factory=list)
     new_csv: bool = True  # False: this activities.csv was imported before
     gone: int = 0  # activities an older export lists and the newest lacks (deleted on Strava)
     bad_rows: int = 0  # rows of activities.csv without a valid activity id: skipped
@@ -131,6 +136,7 @@ def import_export(data_dir: Path, path: Path, wanted: int | None, events: Import
             summary.new_csv = store.keep_csv(csv_data)
             jobs = _plan(export, listing, store, summary)
             _decode(export, store, jobs, summary, events)
+            summary.failed = failed_files(store, listing)
             summary.undated = undated(store, listing.activities.keys())
             summary.gone = len(store.gone())  # after decoding: an activity no CSV dates is dated by its file
     return summary
@@ -303,6 +309,15 @@ def _again(store: ExportStore, entry: ImportedFile, sport_type: str | None) -> J
     return Job(entry.activity_id, entry.file, sport_type, kept=(entry.size, entry.crc32) if whole else None)
 
 
+def failed_files(store: ExportStore, listing: ActivitiesCsv) -> list[ImportedFile]:
+    """The index entries of the files `listing` names that did not decode whole (truncated, unreadable),
+    in the order of their activity ids."""
+    entries = store.files()
+    return [entries[activity_id] for activity_id, activity in sorted(listing.activities.items())
+            if activity_id in entries and entries[activity_id].file == activity.file
+            and entries[activity_id].status != "ok"]
+
+
 def undated(store: ExportStore, ids: Iterable[int]) -> int:
     """How many of `ids` have no start time: none their (merged) CSV rows give, no file with records (an
     activity the newest export lacks has no row at all: see ExportStore.activities)."""
@@ -471,10 +486,15 @@ def summary_line(summary: ImportSummary) -> str:
         parts.append(f"{len(imported):,} file{'s' if len(imported) != 1 else ''} ({by_format})")
     else:
         parts.append("no new file")
+    decoded_now = {entry.activity_id for entry in imported}
     for status in ("truncated", "unreadable"):
-        failed = [entry for entry in imported if entry.status == status]
-        if failed:
-            parts.append(f"{len(failed):,} {status} ({_named(f'{e.file}: {e.problem}' for e in failed)})")
+        failed = [entry for entry in summary.failed if entry.status == status]
+        named = [f"{entry.file}: {entry.problem}" for entry in failed]
+        named += [f"{file}: {why}" for file, why in summary.bad] if status == "unreadable" else []
+        if named:
+            before = sum(1 for entry in failed if entry.activity_id not in decoded_now)
+            earlier = f", {before:,} of them decoded by an earlier import" if before else ""
+            parts.append(f"{len(named):,} {status}{earlier} ({_named(named)})")
     if summary.errors:
         parts.append(f"{len(summary.errors):,} not imported, tried again next time "
                      f"({_named(f'{file}: {why}' for file, why in summary.errors)})")
@@ -510,7 +530,8 @@ def _named(items: Iterable[str]) -> str:
 
 def failures_text(summary: ImportSummary) -> list[str]:
     """Every file that did not import whole, one line each (for the log)."""
-    lines = [f"{entry.file}: {entry.status}: {entry.problem}" for entry in summary.imported if entry.status != "ok"]
+    lines = [f"{entry.file}: {entry.status}: {entry.problem}" for entry in summary.failed]
+    lines += [f"{file}: unreadable: {why}" for file, why in summary.bad]
     lines += [f"{file}: not imported: {why}" for file, why in summary.errors]
     lines += [f"{file}: named in activities.csv, missing from the export" for file in summary.missing]
     return lines
