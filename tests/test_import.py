@@ -648,6 +648,42 @@ def test_tracks_stored_in_another_format_are_decoded_again_from_the_kept_files(t
     assert store.file_path("activities/2.fit").stat().st_mtime_ns == kept
 
 
+def test_a_gone_or_damaged_decoded_track_is_decoded_again_from_the_kept_file(tmp_path: Path, config: Path) -> None:
+    """A decoded track removed or cut short (a disk full, a hand in the folder): compaction and the next
+    import decode it again from the kept file, and say so; its rows never silently go."""
+    path = _two_activities(tmp_path, "export.zip")
+    assert run_cli("--config", str(config), "import", str(path)).returncode == 0
+    store = _store(config)
+    records = {i: e.records for i, e in store.files().items()}
+    kept = {i: store.file_path(e.file).stat().st_mtime_ns for i, e in store.files().items()}
+    store.track_path(1).unlink()
+    data = store.track_path(2).read_bytes()
+    store.track_path(2).write_bytes(data[: len(data) // 2])
+    compacted = run_cli("--config", str(config), "compact")
+    assert compacted.returncode == 0, compacted.stderr
+    assert "decoding 2 imported files again from the kept files" in compacted.stderr, compacted.stderr
+    assert "activity 1's decoded track (" in compacted.stderr and "activity 2's decoded track (" in compacted.stderr
+    assert {i: store.read_track(i).records for i in (1, 2)} == records
+    assert _parquet_ids(config, "streams", "activity_id") == {1, 2}
+    # The next import too (it said "nothing new"), from the kept file: not copied from the export again.
+    store.track_path(2).write_bytes(b"not a track")
+    again = run_cli("--config", str(config), "import", str(path))
+    assert again.returncode == 0, again.stderr
+    assert "nothing new" not in again.stderr and "1 decoded again from the kept file" in again.stdout, again.stdout
+    assert store.read_track(2).records == records[2]
+    assert {i: store.file_path(e.file).stat().st_mtime_ns for i, e in store.files().items()} == kept
+    # The kept file gone as well: compaction says which activity lost its rows and what brings them back.
+    store.track_path(1).unlink()
+    store.file_path("activities/1.gpx").unlink()
+    compacted = run_cli("--config", str(config), "compact")
+    assert compacted.returncode == 0, compacted.stderr
+    assert "activity 1's decoded track (" in compacted.stderr and "its kept file is not whole either" in \
+        compacted.stderr and "run 'bulkfetch import' again" in compacted.stderr, compacted.stderr
+    assert run_cli("--config", str(config), "import", str(path)).returncode == 0  # copied from the export again
+    assert store.read_track(1).records == records[1]
+    assert _parquet_ids(config, "streams", "activity_id") == {1, 2}
+
+
 def test_an_activity_the_newest_export_lacks_was_deleted_and_loses_its_csv_row(tmp_path: Path, config: Path) -> None:
     """An export is the whole account at its date; the newest is the one whose activities reach furthest,
     whatever order they were imported in."""
