@@ -38,7 +38,7 @@ from typing import IO, Any
 from bulkfetch import derive
 from bulkfetch.derive import FileSummary
 from bulkfetch.errors import LockedError, WriteError
-from bulkfetch.export_csv import ExportActivity, parse_activities_csv
+from bulkfetch.export_csv import ExportActivity, in_display_unit, parse_activities_csv
 from bulkfetch.export_paths import INDEX, export_folder, has_export
 from bulkfetch.locks import IMPORT, hold
 from bulkfetch.store import TEMP_MARK, RawStore, atomic_write, ensure_dir, fsync_dir, is_orphaned_temp, is_temp_file
@@ -129,7 +129,14 @@ class ExportStore:
         return set().union(*versions) - versions[self._newest(versions)].keys()
 
     def _versions(self) -> list[dict[int, ExportActivity]]:
-        return [parse_activities_csv(path.read_bytes()).activities for path in self.csv_versions()]
+        """Each kept activities.csv's rows; a lone display Distance in the unit its files show (km or miles,
+        see export_csv.in_display_unit)."""
+        versions = [parse_activities_csv(path.read_bytes()).activities for path in self.csv_versions()]
+        if not any(row.display_distance_m is not None for version in versions for row in version.values()):
+            return versions
+        files_m = {activity_id: entry.summary.distance_m for activity_id, entry in self.entries().items()
+                   if entry.summary is not None and entry.summary.distance_m is not None}
+        return [in_display_unit(version, files_m) for version in versions]
 
     def _newest(self, versions: list[dict[int, ExportActivity]]) -> int:
         """Which of `versions` is the newest export (see `activities`)."""

@@ -30,6 +30,7 @@ from bulkfetch.track import FORMAT_VERSION
 from tests.conftest import cli_env, run_cli
 from tests.exports import (
     ENGLISH_94,
+    ENGLISH_2019,
     GERMAN_92,
     ExportFile,
     csv_text,
@@ -682,6 +683,31 @@ def test_a_gone_or_damaged_decoded_track_is_decoded_again_from_the_kept_file(tmp
     assert run_cli("--config", str(config), "import", str(path)).returncode == 0  # copied from the export again
     assert store.read_track(1).records == records[1]
     assert _parquet_ids(config, "streams", "activity_id") == {1, 2}
+
+
+def test_a_lone_display_distance_in_miles_gives_a_manual_activity_its_distance_in_metres(
+        tmp_path: Path, config: Path) -> None:
+    """The 2019-2022 header's one Distance is in the account's unit: the activities with files show it
+    is miles (their rows say a mile where the file says 1,609 m), so the manual one is read in miles."""
+    fixtures = {1: "fenix5-run.fit", 2: "hike.gpx"}
+    rows = []
+    for activity_id, name in fixtures.items():
+        summary = derive.file_summary(decode_file(fixture(name), name))
+        assert summary.distance_m is not None and summary.elapsed_s is not None
+        rows.append({"Activity ID": str(activity_id), "Activity Date": "May 9, 2023, 10:09:29 AM",
+                     "Activity Type": "Run", "Elapsed Time": str(round(summary.elapsed_s)),
+                     "Distance": f"{summary.distance_m / 1609.344:.2f}", "Filename": f"activities/{name}"})
+    rows.append({"Activity ID": "3", "Activity Date": "May 10, 2023, 7:00:00 AM", "Activity Type": "Run",
+                 "Elapsed Time": "1800", "Distance": "3.10"})
+    path = write_zip(tmp_path / "miles.zip", csv_text(ENGLISH_2019, rows),
+                     [ExportFile(f"activities/{name}", fixture(name)) for name in fixtures.values()],
+                     profile_id=ATHLETE)
+    result = run_cli("--config", str(config), "import", str(path))
+    assert result.returncode == 0, result.stderr
+    table = ds.dataset(_data(config) / "parquet" / "activities", partitioning="hive").to_table(
+        columns=["id", "distance", "source"])
+    distances = dict(zip(table.column("id").to_pylist(), table.column("distance").to_pylist(), strict=True))
+    assert distances[3] == pytest.approx(3.10 * 1609.344, abs=0.1), distances
 
 
 def test_an_activity_the_newest_export_lacks_was_deleted_and_loses_its_csv_row(tmp_path: Path, config: Path) -> None:
