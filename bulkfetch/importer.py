@@ -260,7 +260,7 @@ def _plan(export: Export, listing: ActivitiesCsv, store: ExportStore, summary: I
         try:
             member = export.member(activity.file)
         except MemberError as exc:  # a name too long, a link loop, a folder under a file's name
-            summary.errors.append((activity.file, exc.reason))
+            (summary.bad if exc.lasting else summary.errors).append((activity.file, exc.reason))
             continue
         if member is None:
             summary.missing.append(activity.file)

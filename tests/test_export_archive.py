@@ -266,7 +266,7 @@ def test_a_folder_export_follows_its_links_to_files_and_names_what_is_no_file(tm
         assert member is not None and member.crc32 is None and member_crc32(export, member) == zlib.crc32(b"fit")
         linked = export.member("activities/8.fit")
         assert linked is not None and linked.size == 6 and member_crc32(export, linked) == zlib.crc32(b"linked")
-        for name, why in (("9.fit", "symbolic links"), ("10.fit", "a folder, not a file"),
+        for name, why in (("9.fit", "a loop of symbolic links"), ("10.fit", "a folder, not a file"),
                           ("11.fit", "not a regular file"), ("x" * 256 + ".fit", "a name of 260 bytes")):
             with pytest.raises(MemberError, match=why):
                 export.member(f"activities/{name}")
