@@ -377,8 +377,9 @@ def refresh_tracks(athlete_folder: Path, events: ImportEvents) -> int:
         jobs, lost = _redecode(store, unusable)
         if lost:
             events.info(f"{_tracks_named(store, lost)}: {'its' if len(lost) == 1 else 'their'} kept file is not "
-                        "whole either, so the activity has no streams, splits or laps from a file: run 'bulkfetch "
-                        "import' again with an export that has it")
+                        f"whole either, so {'the activity has' if len(lost) == 1 else 'those activities have'} no "
+                        "streams, splits or laps from a file: run 'bulkfetch import' again with an export that has "
+                        f"{'it' if len(lost) == 1 else 'them'}")
         if not jobs:
             return 0
         again = {job.activity_id for job in jobs}
