@@ -19,8 +19,8 @@ entry whose decoded file is missing is imported again, and a decoded file withou
 after the last index write of an import that was killed) is adopted by the next import when the file
 it was decoded from is still the export's. An entry whose track format is not today's, or whose track
 went or was damaged (`track_opens`), is decoded again from the kept file (bulkfetch.importer, at each
-import and before each compaction), one whose derivation version is not
-today's has its summary derived again (bulkfetch.export_view): neither is ever read as it stands.
+import and before each compaction), one whose derivation version is not today's has its summary
+derived again (bulkfetch.export_view): neither is ever read as it stands.
 """
 
 from __future__ import annotations

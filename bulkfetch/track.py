@@ -146,7 +146,6 @@ def read_track(path: Path) -> Track:
     return from_table(table)
 
 
-
 def opens(path: Path) -> bool:
     """Whether a stored track is there and whole as far as its ends tell: an Arrow IPC file starts with
     the magic "ARROW1" and ends with its footer and "ARROW1" again
