@@ -12,6 +12,7 @@ subfolder when the athlete zipped the unpacked folder again.
 
 from __future__ import annotations
 
+import errno
 import stat
 import zipfile
 import zlib
@@ -97,11 +98,13 @@ def _not_a_zip(path: Path) -> ExportError:
 
 class MemberError(Exception):
     """One member of the export cannot be read (a damaged zip entry, an unreadable file): that file is
-    not imported, the rest is."""
+    not imported, the rest is. `lasting`: no later try can read it from this export (a link loop), so it
+    is a bad file, not one to try again."""
 
-    def __init__(self, name: str, reason: str) -> None:
+    def __init__(self, name: str, reason: str, *, lasting: bool = False) -> None:
         super().__init__(f"{name} cannot be read ({reason})")
         self.reason = f"cannot be read ({reason})"
+        self.lasting = lasting
 
 
 def read_small(export: Export, name: str) -> bytes | None:
@@ -241,6 +244,8 @@ class _FolderExport:
         except (FileNotFoundError, NotADirectoryError):  # a link to nothing is missing too
             return None
         except OSError as exc:
+            if exc.errno == errno.ELOOP:  # the links point at each other: no later import resolves them
+                raise MemberError(name, "a loop of symbolic links, it never reaches a file", lasting=True) from None
             raise MemberError(name, exc.strerror or str(exc)) from None
         except ValueError as exc:  # a NUL in the name (activities.csv refuses one before it gets here)
             raise MemberError(name, str(exc)) from None

@@ -22,8 +22,9 @@ import csv
 import io
 import math
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+import statistics
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from bulkfetch.export_archive import unsafe_path
@@ -38,6 +39,9 @@ FILE_COLUMN_SHARE = 0.5
 # is the comma separates with semicolons (Excel's "CSV" in German), its "Unicode text" with tabs.
 DELIMITERS = (",", ";", "\t")
 SHOWN_NAME_CHARS = 40  # of a header name quoted in a message
+KM_M, MILE_M = 1000.0, 1609.344  # the display units of a lone Distance column, in metres (the international mile)
+# A file shorter than this says little about the display unit: the display value is rounded to 0.01.
+MIN_EVIDENCE_M = 1000.0
 
 
 @dataclass(frozen=True)
@@ -54,8 +58,9 @@ class ExportActivity:
     moving_s: int | None
     elevation_gain_m: float | None
     file: str | None                # as the export names it, e.g. "activities/9700428229.fit.gz"; None: manual
-    # The one Distance of a header without the typed pair (2019-2022) is for display: km rounded to 10 m.
-    # It stands in only where neither a typed distance nor the file gives one (a manual activity).
+    # The one Distance of a header without the typed pair (2019-2022) is for display, in the account's
+    # unit (km or miles, rounded to 0.01), read here as km; `in_display_unit` corrects it when the files
+    # show miles. It stands in only where neither a typed distance nor the file gives one (a manual activity).
     display_distance_m: float | None = None
 
 
@@ -214,8 +219,9 @@ def _reader(layout: Layout, columns: dict[str, list[int]]) -> RowReader:
         distance = parse_number(typed(row, layout.distance))
         display_m = None
         if not paired_distance and not layout.lone_distance_in_m:
-            # The display one alone, in km: a ride's 3681.0 m became 3.68 in mid-2019 (hugovk/strava-tools#1).
-            # Rounded to a tenth of a metre: 3.68 * 1000 is 3680.0000000000005.
+            # The display one alone, read as km (see `in_display_unit` for miles): a ride's 3681.0 m became
+            # 3.68 in mid-2019 (hugovk/strava-tools#1). Rounded to a tenth of a metre: 3.68 * 1000 is
+            # 3680.0000000000005.
             display_m = None if distance is None else round(distance * 1000, 1)
             distance = None
         return ExportActivity(
@@ -232,6 +238,31 @@ def _reader(layout: Layout, columns: dict[str, list[int]]) -> RowReader:
         )
 
     return read
+
+
+def display_unit_m(pairs: list[tuple[float, float]]) -> float:
+    """Metres per unit of a lone display Distance column, from (display value, the activity's file
+    distance in metres) pairs: MILE_M when the median of file metres per display unit is nearer a mile
+    than a km (on a log scale: above their geometric mean, about 1,269 m), else KM_M. Files shorter than
+    MIN_EVIDENCE_M are left out; without any (manual activities only) the unit is km. The median: a file
+    cropped on Strava or cut short disagrees with its row, most files do not."""
+    ratios = [file_m / value for value, file_m in pairs if value > 0 and file_m >= MIN_EVIDENCE_M]
+    if not ratios:
+        return KM_M
+    return MILE_M if statistics.median(ratios) > math.sqrt(KM_M * MILE_M) else KM_M
+
+
+def in_display_unit(rows: Mapping[int, ExportActivity], files_m: Mapping[int, float]) -> dict[int, ExportActivity]:
+    """`rows` (one activities.csv) with their display distances in metres of the unit `display_unit_m`
+    finds against the distances of the activities' files (`files_m`, by activity id)."""
+    pairs = [(row.display_distance_m / KM_M, files_m[activity_id]) for activity_id, row in rows.items()
+             if row.display_distance_m is not None and activity_id in files_m]
+    unit_m = display_unit_m(pairs)
+    if unit_m == KM_M:
+        return dict(rows)
+    return {activity_id: row if row.display_distance_m is None else
+            replace(row, display_distance_m=round(row.display_distance_m / KM_M * unit_m, 1))
+            for activity_id, row in rows.items()}
 
 
 def _unknown_language_reader(file_column: int | None) -> RowReader:

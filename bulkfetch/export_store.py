@@ -17,9 +17,10 @@ Every file is written under a temporary name in its folder and renamed (see bulk
 that exists is whole. A decoded file is valid only with its index entry, and the other way round: an
 entry whose decoded file is missing is imported again, and a decoded file without an entry (written
 after the last index write of an import that was killed) is adopted by the next import when the file
-it was decoded from is still the export's. An entry whose track format is not today's is decoded
-again from the kept file (bulkfetch.importer.refresh_tracks), one whose derivation version is not
-today's has its summary derived again (bulkfetch.export_view): neither is ever read as it stands.
+it was decoded from is still the export's. An entry whose track format is not today's, or whose track
+went or was damaged (`track_opens`), is decoded again from the kept file (bulkfetch.importer, at each
+import and before each compaction), one whose derivation version is not today's has its summary
+derived again (bulkfetch.export_view): neither is ever read as it stands.
 """
 
 from __future__ import annotations
@@ -37,11 +38,11 @@ from typing import IO, Any
 from bulkfetch import derive
 from bulkfetch.derive import FileSummary
 from bulkfetch.errors import LockedError, WriteError
-from bulkfetch.export_csv import ExportActivity, parse_activities_csv
+from bulkfetch.export_csv import ExportActivity, in_display_unit, parse_activities_csv
 from bulkfetch.export_paths import INDEX, export_folder, has_export
 from bulkfetch.locks import IMPORT, hold
 from bulkfetch.store import TEMP_MARK, RawStore, atomic_write, ensure_dir, fsync_dir, is_orphaned_temp, is_temp_file
-from bulkfetch.track import FORMAT_VERSION, Track, read_track
+from bulkfetch.track import FORMAT_VERSION, Track, opens, read_track
 
 INDEX_VERSION = 1
 CSV_PREFIX = "activities-"
@@ -128,7 +129,14 @@ class ExportStore:
         return set().union(*versions) - versions[self._newest(versions)].keys()
 
     def _versions(self) -> list[dict[int, ExportActivity]]:
-        return [parse_activities_csv(path.read_bytes()).activities for path in self.csv_versions()]
+        """Each kept activities.csv's rows; a lone display Distance in the unit its files show (km or miles,
+        see export_csv.in_display_unit)."""
+        versions = [parse_activities_csv(path.read_bytes()).activities for path in self.csv_versions()]
+        if not any(row.display_distance_m is not None for version in versions for row in version.values()):
+            return versions
+        files_m = {activity_id: entry.summary.distance_m for activity_id, entry in self.entries().items()
+                   if entry.summary is not None and entry.summary.distance_m is not None}
+        return [in_display_unit(version, files_m) for version in versions]
 
     def _newest(self, versions: list[dict[int, ExportActivity]]) -> int:
         """Which of `versions` is the newest export (see `activities`)."""
@@ -153,6 +161,11 @@ class ExportStore:
 
     def track_path(self, activity_id: int) -> Path:
         return self.decoded_dir / f"{activity_id}.arrow"
+
+    def track_opens(self, activity_id: int) -> bool:
+        """Whether the activity's decoded track is there and whole as far as its ends tell (track.opens):
+        cheap enough to ask of every track on each import and compaction."""
+        return opens(self.track_path(activity_id))
 
     def read_track(self, activity_id: int) -> Track:
         """Raises OSError if it is not there, ValueError if the file is not a decoded track."""

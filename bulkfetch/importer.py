@@ -78,6 +78,11 @@ class ImportSummary:
     adopted: int = 0  # decoded by a killed import: taken over without decoding again
     missing: list[str] = field(default_factory=list)  # named by activities.csv, not in the export
     errors: list[tuple[str, str]] = field(default_factory=list)  # (file, why) not read or decoded: tried again
+    bad: list[tuple[str, str]] = field(default_factory=list)  # (file, why) can never be read (a link loop)
+    # This export's files that did not decode whole, as the index holds them: decoded by this import or by
+    # an earlier one (a killed import's rerun decodes nothing of what it did), so the summary describes the
+    # export as imported, not this run.
+    failed: list[ImportedFile] = field(default_factory=list)
     new_csv: bool = True  # False: this activities.csv was imported before
     gone: int = 0  # activities an older export lists and the newest lacks (deleted on Strava)
     bad_rows: int = 0  # rows of activities.csv without a valid activity id: skipped
@@ -132,6 +137,7 @@ def import_export(data_dir: Path, path: Path, wanted: int | None, events: Import
             summary.new_csv = store.keep_csv(csv_data)
             jobs = _plan(export, listing, store, summary)
             _decode(export, store, jobs, summary, events)
+            summary.failed = failed_files(store, listing)
             summary.undated = undated(store, listing.activities.keys())
             summary.gone = len(store.gone())  # after decoding: an activity no CSV dates is dated by its file
     return summary
@@ -234,7 +240,7 @@ def _plan(export: Export, listing: ActivitiesCsv, store: ExportStore, summary: I
         try:
             member = export.member(activity.file)
         except MemberError as exc:  # a name too long, a link loop, a folder under a file's name
-            summary.errors.append((activity.file, exc.reason))
+            (summary.bad if exc.lasting else summary.errors).append((activity.file, exc.reason))
             continue
         if member is None:
             summary.missing.append(activity.file)
@@ -249,11 +255,11 @@ def _plan(export: Export, listing: ActivitiesCsv, store: ExportStore, summary: I
             summary.errors.append((activity.file, exc.reason))
             continue
         same = entry is not None and entry.same_source(activity.file, member.size, crc32)
-        if same and activity_id in decoded:
+        if same:
             assert entry is not None
-            if entry.track_current and _summed_as(entry, activity.sport_type):
+            if _usable(store, entry) and _summed_as(entry, activity.sport_type):
                 summary.unchanged += 1
-            else:
+            else:  # its track is outdated, gone or damaged, or the sport changed
                 jobs.append(_again(store, entry, activity.sport_type))
             continue
         adopted = _adoptable(store, activity_id, activity.file, member.size, crc32, activity.sport_type) \
@@ -265,7 +271,15 @@ def _plan(export: Export, listing: ActivitiesCsv, store: ExportStore, summary: I
         jobs.append(Job(activity_id, activity.file, activity.sport_type, replaces=entry is not None and not same))
     if summary.adopted:
         store.save_entries(entries)
-    return jobs + _stale_tracks(store, {i: e for i, e in entries.items() if i not in listing.activities})
+    older, _ = _redecode(store, [entry for activity_id, entry in entries.items()
+                                 if activity_id not in listing.activities and not _usable(store, entry)])
+    return jobs + older  # a file not kept whole waits for an import of an export that has it
+
+
+def _usable(store: ExportStore, entry: ImportedFile) -> bool:
+    """Whether the entry's decoded track can be read as it stands: in today's format, there, and whole
+    as far as its ends tell (a file removed or damaged since: compaction would find no rows in it)."""
+    return entry.track_current and store.track_opens(entry.activity_id)
 
 
 def _summed_as(entry: ImportedFile, sport_type: str | None) -> bool:
@@ -281,6 +295,15 @@ def _again(store: ExportStore, entry: ImportedFile, sport_type: str | None) -> J
     except OSError:
         whole = False
     return Job(entry.activity_id, entry.file, sport_type, kept=(entry.size, entry.crc32) if whole else None)
+
+
+def failed_files(store: ExportStore, listing: ActivitiesCsv) -> list[ImportedFile]:
+    """The index entries of the files `listing` names that did not decode whole (truncated, unreadable),
+    in the order of their activity ids."""
+    entries = store.files()
+    return [entries[activity_id] for activity_id, activity in sorted(listing.activities.items())
+            if activity_id in entries and entries[activity_id].file == activity.file
+            and entries[activity_id].status != "ok"]
 
 
 def undated(store: ExportStore, ids: Iterable[int]) -> int:
@@ -305,21 +328,23 @@ def _adoptable(store: ExportStore, activity_id: int, file: str, size: int, crc32
     return imported_file(activity_id, file, size, crc32, track, sport_type)
 
 
-def _stale_tracks(store: ExportStore, entries: dict[int, ImportedFile]) -> list[Job]:
-    """The jobs that decode the kept files of `entries` whose track is in another format than today's (a
-    file not kept whole waits for the next import of an export that has it)."""
-    stale = [entry for entry in entries.values() if not entry.track_current]
-    if not stale:
-        return []
+def _redecode(store: ExportStore, unusable: list[ImportedFile]) -> tuple[list[Job], list[ImportedFile]]:
+    """The jobs that decode the kept files of `unusable` entries again, and the entries whose kept file
+    is not whole (their activity has no rows from a file until an export that has it is imported)."""
+    if not unusable:
+        return [], []
     sports = {activity_id: row.sport_type for activity_id, row in store.activities().items()}
-    jobs = [_again(store, entry, sports.get(entry.activity_id)) for entry in stale]
-    return [job for job in jobs if job.kept is not None]
+    jobs = [_again(store, entry, sports.get(entry.activity_id)) for entry in unusable]
+    lost = [entry for entry, job in zip(unusable, jobs, strict=True) if job.kept is None]
+    return [job for job in jobs if job.kept is not None], lost
 
 
 def refresh_tracks(athlete_folder: Path, events: ImportEvents) -> int:
-    """Decode again, from the kept files, the imported files whose decoded track is in another format than
-    today's bulkfetch reads (bulkfetch.track.FORMAT_VERSION): before a compaction, which would find no
-    rows in them. How many were decoded; 0 as well when an import of the athlete runs (it does them)."""
+    """Before a compaction, which would find no rows in them: decode again, from the kept files, the
+    imported files whose decoded track is in another format than today's bulkfetch reads
+    (bulkfetch.track.FORMAT_VERSION), or went or was damaged since (`_usable`); say so in one line, and
+    in one line which could not be (their kept file is not whole either). How many were decoded; 0 as
+    well when an import of the athlete runs (it does them)."""
     store = ExportStore(athlete_folder)
     if not store.exists():
         return 0
@@ -328,14 +353,33 @@ def refresh_tracks(athlete_folder: Path, events: ImportEvents) -> int:
             held.enter_context(store.lock())
         except LockedError:
             return 0
-        jobs = _stale_tracks(store, store.entries())
+        unusable = [entry for entry in store.entries().values() if not _usable(store, entry)]
+        jobs, lost = _redecode(store, unusable)
+        if lost:
+            events.info(f"{_tracks_named(store, lost)}: {'its' if len(lost) == 1 else 'their'} kept file is not "
+                        f"whole either, so {'the activity has' if len(lost) == 1 else 'those activities have'} no "
+                        "streams, splits or laps from a file: run 'bulkfetch import' again with an export that has "
+                        f"{'it' if len(lost) == 1 else 'them'}")
         if not jobs:
             return 0
+        again = {job.activity_id for job in jobs}
+        damaged = [entry for entry in unusable if entry.activity_id in again and entry.track_current]
+        why = [f"{_tracks_named(store, damaged)} {'is' if len(damaged) == 1 else 'are'} gone or damaged"] \
+            if damaged else []
+        if outdated := len(jobs) - len(damaged):
+            why.append(f"{outdated:,} stored by an older bulkfetch")
         events.info(f"decoding {len(jobs):,} imported file{'s' if len(jobs) != 1 else ''} again from the kept "
-                    f"files in {store.folder}: this bulkfetch stores decoded files differently")
+                    f"files in {store.folder}: {'; '.join(why)}")
         summary = ImportSummary(AthleteDir(athlete_folder, None))
         _decode(None, store, jobs, summary, events)
         return len(summary.imported)
+
+
+def _tracks_named(store: ExportStore, entries: list[ImportedFile]) -> str:
+    """'activity 123's decoded track (.../decoded/123.arrow, from activities/9.fit.gz)', the first few."""
+    named = "; ".join(f"activity {entry.activity_id}'s decoded track ({store.track_path(entry.activity_id)}, "
+                      f"from {entry.file})" for entry in entries[:SHOWN_FAILURES])
+    return named + (f" and {len(entries) - SHOWN_FAILURES:,} more" if len(entries) > SHOWN_FAILURES else "")
 
 
 # -- decoding -----------------------------------------------------------------------------------------
@@ -451,10 +495,15 @@ def summary_line(summary: ImportSummary) -> str:
         parts.append(f"{len(imported):,} file{'s' if len(imported) != 1 else ''} ({by_format})")
     else:
         parts.append("no new file")
+    decoded_now = {entry.activity_id for entry in imported}
     for status in ("truncated", "unreadable"):
-        failed = [entry for entry in imported if entry.status == status]
-        if failed:
-            parts.append(f"{len(failed):,} {status} ({_named(f'{e.file}: {e.problem}' for e in failed)})")
+        failed = [entry for entry in summary.failed if entry.status == status]
+        named = [f"{entry.file}: {entry.problem}" for entry in failed]
+        named += [f"{file}: {why}" for file, why in summary.bad] if status == "unreadable" else []
+        if named:
+            before = sum(1 for entry in failed if entry.activity_id not in decoded_now)
+            earlier = f", {before:,} of them decoded by an earlier import" if before else ""
+            parts.append(f"{len(named):,} {status}{earlier} ({_named(named)})")
     if summary.errors:
         parts.append(f"{len(summary.errors):,} not imported, tried again next time "
                      f"({_named(f'{file}: {why}' for file, why in summary.errors)})")
@@ -475,7 +524,8 @@ def summary_line(summary: ImportSummary) -> str:
     replaced = f"; {summary.replaced:,} replaced a file imported before" if summary.replaced else ""
     if summary.redecoded:
         replaced += (f"; {summary.redecoded:,} decoded again from the kept file{'s' if summary.redecoded != 1 else ''} "
-                     "(bulkfetch's decoded form, or the activity's sport, changed)")
+                     "(its decoded form was gone, damaged or stored by an older bulkfetch, or the activity's sport "
+                     "changed)")
     activities = f"{summary.activities:,} activit{'y' if summary.activities == 1 else 'ies'}"
     gone = (f"; {summary.gone:,} activit{'y' if summary.gone == 1 else 'ies'} of an earlier export not in the newest "
             "(deleted on Strava: no row from the export)" if summary.gone else "")
@@ -490,7 +540,8 @@ def _named(items: Iterable[str]) -> str:
 
 def failures_text(summary: ImportSummary) -> list[str]:
     """Every file that did not import whole, one line each (for the log)."""
-    lines = [f"{entry.file}: {entry.status}: {entry.problem}" for entry in summary.imported if entry.status != "ok"]
+    lines = [f"{entry.file}: {entry.status}: {entry.problem}" for entry in summary.failed]
+    lines += [f"{file}: unreadable: {why}" for file, why in summary.bad]
     lines += [f"{file}: not imported: {why}" for file, why in summary.errors]
     lines += [f"{file}: named in activities.csv, missing from the export" for file in summary.missing]
     return lines

@@ -17,9 +17,12 @@ from bulkfetch.export_archive import MemberError, copy_member, member_crc32, ope
 from bulkfetch.export_csv import (
     ENGLISH,
     GERMAN,
+    KM_M,
     LEGACY,
+    MILE_M,
     CsvError,
     ExportActivity,
+    display_unit_m,
     parse_activities_csv,
     parse_date,
     parse_number,
@@ -83,6 +86,15 @@ def test_the_2019_header_has_one_distance_in_km_which_stands_in_for_a_missing_on
     assert parsed.activities[1836776032].display_distance_m == 5010.0
     # A header with the typed pair needs no stand-in.
     assert parse_activities_csv(csv_text(ENGLISH_94, [english_row(5, None)])).activities[5].display_distance_m is None
+
+
+def test_a_lone_display_distance_is_in_miles_when_the_files_say_so() -> None:
+    # (display value, the file's metres): files agree with their rows, but one cropped on Strava and a short one.
+    miles = [(6.21, 9994.0), (26.1, 42003.5), (3.11, 2400.0), (0.3, 480.0)]
+    assert display_unit_m(miles) == MILE_M
+    assert display_unit_m([(value * MILE_M / KM_M, metres) for value, metres in miles]) == KM_M
+    # No evidence (manual activities only, or files too short to tell): km, as before.
+    assert display_unit_m([]) == display_unit_m([(0.5, 804.0)]) == KM_M
 
 
 def test_the_lowercase_header_before_mid_2019_is_in_metres() -> None:
@@ -254,7 +266,7 @@ def test_a_folder_export_follows_its_links_to_files_and_names_what_is_no_file(tm
         assert member is not None and member.crc32 is None and member_crc32(export, member) == zlib.crc32(b"fit")
         linked = export.member("activities/8.fit")
         assert linked is not None and linked.size == 6 and member_crc32(export, linked) == zlib.crc32(b"linked")
-        for name, why in (("9.fit", "symbolic links"), ("10.fit", "a folder, not a file"),
+        for name, why in (("9.fit", "a loop of symbolic links"), ("10.fit", "a folder, not a file"),
                           ("11.fit", "not a regular file"), ("x" * 256 + ".fit", "a name of 260 bytes")):
             with pytest.raises(MemberError, match=why):
                 export.member(f"activities/{name}")

@@ -30,6 +30,7 @@ from bulkfetch.track import FORMAT_VERSION
 from tests.conftest import cli_env, run_cli
 from tests.exports import (
     ENGLISH_94,
+    ENGLISH_2019,
     GERMAN_92,
     ExportFile,
     csv_text,
@@ -375,6 +376,32 @@ def test_a_stopped_import_resumes_and_imports_each_file_exactly_once(tmp_path: P
     assert not left, left
 
 
+def test_a_rerun_after_a_killed_import_names_the_truncated_file_the_killed_one_decoded(
+        tmp_path: Path, config: Path) -> None:
+    """The summary describes the export as imported: the truncated file decoded before the kill (its entry
+    in the index, or its track adopted) is named, though this run did not decode it."""
+    count = 8
+    data = {i: fixture("truncated.fit" if i == 1 else "fenix2-run.fit") for i in range(1, count + 1)}
+    rows = [english_row(i, f"activities/{i}.fit") for i in data]
+    path = write_zip(tmp_path / "export.zip", csv_text(ENGLISH_94, rows),
+                     [ExportFile(f"activities/{i}.fit", data[i]) for i in data], profile_id=ATHLETE)
+    store = _store(config)
+    child = subprocess.Popen([sys.executable, "-m", "bulkfetch", "--config", str(config), "import", str(path)],
+                             env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    deadline = time.monotonic() + 60
+    while 1 not in store.decoded_ids() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)  # jobs go in activity id order: the truncated file is decoded first
+    os.killpg(child.pid, signal.SIGKILL)
+    child.wait(timeout=60)
+    assert 1 in store.decoded_ids() and len(store.decoded_ids()) < count, "not stopped half-way: raise the count"
+    rerun = run_cli("--config", str(config), "import", str(path))
+    assert rerun.returncode == 0, rerun.stderr
+    line = rerun.stdout.strip().splitlines()[-1]
+    assert "1 truncated, 1 of them decoded by an earlier import (activities/1.fit: " in line, line
+    assert sorted(store.files()) == list(range(1, count + 1))
+
+
 def test_a_zip64_export_with_a_large_member_imports_under_a_memory_cap(tmp_path: Path, config: Path) -> None:
     """The archive is bigger than the memory the import may use: reading it whole, or the big member,
     would fail; streaming one member at a time does not. Enough files for the worker processes to decode
@@ -642,6 +669,67 @@ def test_tracks_stored_in_another_format_are_decoded_again_from_the_kept_files(t
     assert "1 file (1 fit)" in line and "1 decoded again from the kept file" in line and "1 imported before" in line
     assert store.files()[2].track_version == FORMAT_VERSION and store.read_track(2).records == store.files()[2].records
     assert store.file_path("activities/2.fit").stat().st_mtime_ns == kept
+
+
+def test_a_gone_or_damaged_decoded_track_is_decoded_again_from_the_kept_file(tmp_path: Path, config: Path) -> None:
+    """A decoded track removed or cut short (a disk full, a hand in the folder): compaction and the next
+    import decode it again from the kept file, and say so; its rows never silently go."""
+    path = _two_activities(tmp_path, "export.zip")
+    assert run_cli("--config", str(config), "import", str(path)).returncode == 0
+    store = _store(config)
+    records = {i: e.records for i, e in store.files().items()}
+    kept = {i: store.file_path(e.file).stat().st_mtime_ns for i, e in store.files().items()}
+    store.track_path(1).unlink()
+    data = store.track_path(2).read_bytes()
+    store.track_path(2).write_bytes(data[: len(data) // 2])
+    compacted = run_cli("--config", str(config), "compact")
+    assert compacted.returncode == 0, compacted.stderr
+    assert "decoding 2 imported files again from the kept files" in compacted.stderr, compacted.stderr
+    assert "activity 1's decoded track (" in compacted.stderr and "activity 2's decoded track (" in compacted.stderr
+    assert {i: store.read_track(i).records for i in (1, 2)} == records
+    assert _parquet_ids(config, "streams", "activity_id") == {1, 2}
+    # The next import too (it said "nothing new"), from the kept file: not copied from the export again.
+    store.track_path(2).write_bytes(b"not a track")
+    again = run_cli("--config", str(config), "import", str(path))
+    assert again.returncode == 0, again.stderr
+    assert "nothing new" not in again.stderr and "1 decoded again from the kept file" in again.stdout, again.stdout
+    assert store.read_track(2).records == records[2]
+    assert {i: store.file_path(e.file).stat().st_mtime_ns for i, e in store.files().items()} == kept
+    # The kept file gone as well: compaction says which activity lost its rows and what brings them back.
+    store.track_path(1).unlink()
+    store.file_path("activities/1.gpx").unlink()
+    compacted = run_cli("--config", str(config), "compact")
+    assert compacted.returncode == 0, compacted.stderr
+    assert "activity 1's decoded track (" in compacted.stderr and "its kept file is not whole either" in \
+        compacted.stderr and "run 'bulkfetch import' again" in compacted.stderr, compacted.stderr
+    assert run_cli("--config", str(config), "import", str(path)).returncode == 0  # copied from the export again
+    assert store.read_track(1).records == records[1]
+    assert _parquet_ids(config, "streams", "activity_id") == {1, 2}
+
+
+def test_a_lone_display_distance_in_miles_gives_a_manual_activity_its_distance_in_metres(
+        tmp_path: Path, config: Path) -> None:
+    """The 2019-2022 header's one Distance is in the account's unit: the activities with files show it
+    is miles (their rows say a mile where the file says 1,609 m), so the manual one is read in miles."""
+    fixtures = {1: "fenix5-run.fit", 2: "hike.gpx"}
+    rows = []
+    for activity_id, name in fixtures.items():
+        summary = derive.file_summary(decode_file(fixture(name), name))
+        assert summary.distance_m is not None and summary.elapsed_s is not None
+        rows.append({"Activity ID": str(activity_id), "Activity Date": "May 9, 2023, 10:09:29 AM",
+                     "Activity Type": "Run", "Elapsed Time": str(round(summary.elapsed_s)),
+                     "Distance": f"{summary.distance_m / 1609.344:.2f}", "Filename": f"activities/{name}"})
+    rows.append({"Activity ID": "3", "Activity Date": "May 10, 2023, 7:00:00 AM", "Activity Type": "Run",
+                 "Elapsed Time": "1800", "Distance": "3.10"})
+    path = write_zip(tmp_path / "miles.zip", csv_text(ENGLISH_2019, rows),
+                     [ExportFile(f"activities/{name}", fixture(name)) for name in fixtures.values()],
+                     profile_id=ATHLETE)
+    result = run_cli("--config", str(config), "import", str(path))
+    assert result.returncode == 0, result.stderr
+    table = ds.dataset(_data(config) / "parquet" / "activities", partitioning="hive").to_table(
+        columns=["id", "distance", "source"])
+    distances = dict(zip(table.column("id").to_pylist(), table.column("distance").to_pylist(), strict=True))
+    assert distances[3] == pytest.approx(3.10 * 1609.344, abs=0.1), distances
 
 
 def test_an_activity_the_newest_export_lacks_was_deleted_and_loses_its_csv_row(tmp_path: Path, config: Path) -> None:
