@@ -390,6 +390,7 @@ def _work_left(summary: FetchSummary) -> str:
 def _compact(data_dir: Path, parquet_dir: Path, reporter: Reporter, *, rebuild: bool) -> None:
     """Compact every athlete of the data_dir (the caller holds its lock: the layout is migrated first)."""
     from bulkfetch.compact import compact, has_inputs
+    from bulkfetch.export_view import Disagreements, ExportView, disagreement_note
     from bulkfetch.importer import refresh_tracks
     from bulkfetch.roster import Roster
 
@@ -399,7 +400,10 @@ def _compact(data_dir: Path, parquet_dir: Path, reporter: Reporter, *, rebuild: 
     if not athletes:  # no list page or export yet: nothing to compact either
         reporter.info(f"nothing to compact into {parquet_dir} yet: no activity has been listed or imported")
         return
-    rewritten = unchanged = 0
+    # (athlete, year): a pass after an import compacts some athletes again; each year is counted once,
+    # rewritten if any pass rewrote it.
+    rewritten: set[tuple[int, int]] = set()
+    unchanged: set[tuple[int, int]] = set()
     read: dict[Path, tuple[int, int, int] | None] = {}  # each athlete's export index as its compaction read it
     try:
         for _ in range(COMPACTION_PASSES):
@@ -409,8 +413,8 @@ def _compact(data_dir: Path, parquet_dir: Path, reporter: Reporter, *, rebuild: 
                 refresh_tracks(athlete.folder, reporter)  # a bulkfetch that stores decoded files differently
                 result = compact(athlete.store, parquet_dir, athlete.athlete_id, rebuild=rebuild,
                                  on_progress=reporter.compact_progress)
-                rewritten += len({year for table_years in result.written.values() for year in table_years})
-                unchanged += len(result.skipped_years)
+                rewritten |= {(athlete.athlete_id, year) for years in result.written.values() for year in years}
+                unchanged |= {(athlete.athlete_id, year) for year in result.skipped_years}
             # An import that ended meanwhile was refused the compaction (this run holds the data_dir): its
             # athlete is compacted again, a new athlete's export too.
             athletes = [a for a in roster.athletes() if a.athlete_id is not None and has_inputs(a.store)
@@ -422,7 +426,9 @@ def _compact(data_dir: Path, parquet_dir: Path, reporter: Reporter, *, rebuild: 
         raise Interrupted("compaction stopped; the raw data is saved and every Parquet file is whole "
                           "(old or new), rerun 'bulkfetch compact' to finish it") from None
     who = f" ({len(read)} athletes)" if len(read) > 1 else ""
-    reporter.info(f"compacted into {parquet_dir}{who}: {rewritten} year(s) rewritten, {unchanged} unchanged")
+    disagree = disagreement_note(sum((ExportView(folder).current_disagreements() for folder in read), Disagreements()))
+    reporter.info(f"compacted into {parquet_dir}{who}: {len(rewritten)} year(s) rewritten, "
+                  f"{len(unchanged - rewritten)} unchanged{disagree}")
 
 
 def _index_stamp(athlete_folder: Path) -> tuple[int, int, int] | None:

@@ -99,8 +99,21 @@ def deleted_on_strava(activities: Collection[int], listed: Collection[int], grea
 class Disagreements:
     """Whole decoded files whose summary disagrees (derive.is_stale) with Strava's summary of their activity."""
 
-    with_csv: int  # with the export's activities.csv (no listing has the activity): their rows are kept
-    with_api: int  # with the API's summary (cropped or corrected on Strava since): their rows are not used
+    with_csv: int = 0  # with the export's activities.csv (no listing has the activity): their rows are kept
+    with_api: int = 0  # with the API's summary (cropped or corrected on Strava since): their rows are not used
+
+    def __add__(self, other: Disagreements) -> Disagreements:
+        return Disagreements(self.with_csv + other.with_csv, self.with_api + other.with_api)
+
+
+def disagreement_note(disagree: Disagreements) -> str:
+    """The compaction summary's tail: "; N file(s) ..." for each kind there is, "" when none disagree."""
+    def files(count: int) -> str:
+        return f"{count:,} file{'s' if count != 1 else ''}"
+    notes = ([f"{files(disagree.with_csv)} disagree{'s' if disagree.with_csv == 1 else ''} with activities.csv: kept"]
+             if disagree.with_csv else [])
+    notes += [f"{files(disagree.with_api)} older than Strava's version: not used"] if disagree.with_api else []
+    return "".join(f"; {note}" for note in notes)
 
 
 def disagreements(files: Mapping[int, derive.FileSummary], catalog: Mapping[int, Mapping[str, Any]],
@@ -183,6 +196,13 @@ class ExportView:
         whole = {i: summary for i, entry in self.files().items() if entry.status == "ok" and i not in gone
                  and (summary := current_summary(entry)) is not None}
         return disagreements(whole, catalog, self.csv_summaries(catalog.keys() | set(gone)))
+
+    def current_disagreements(self) -> Disagreements:
+        """`disagreements` against the athlete's listings as they are now (reads its catalog and the index)."""
+        if not self.exists():
+            return Disagreements()
+        catalog = self._store.catalog()
+        return self.disagreements(catalog, self.gone(catalog))
 
     def overview(self, catalog: Mapping[int, Mapping[str, Any]], api_streams: Collection[int]) -> Overview:
         """The `Overview` of the import, against the API's summaries (`catalog`) and the activities with

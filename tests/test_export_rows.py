@@ -169,3 +169,11 @@ def test_status_and_athletes_show_what_the_import_gave_an_athlete_without_tokens
     assert cli(config, "athletes", "--json") == 0
     listed = orjson.loads(capsys.readouterr().out)
     assert listed[0]["import_only"] and listed[0]["export"]["files"] == {"ok": 1, "truncated": 1, "unreadable": 0}
+
+
+def test_the_compaction_line_says_each_kind_of_disagreement_there_is() -> None:
+    from bulkfetch.export_view import Disagreements, disagreement_note
+
+    assert disagreement_note(Disagreements()) == ""
+    assert disagreement_note(Disagreements(1, 0) + Disagreements(0, 2)) == (
+        "; 1 file disagrees with activities.csv: kept; 2 files older than Strava's version: not used")
