@@ -714,13 +714,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if args.athletes > 1:
         _show_demo_athletes(show, demo, summary, parquet_dir)
     if args.export:
-        _show_demo_export(show, demo, summary, parquet_dir)
+        _show_demo_export(show, demo, parquet_dir)
     years, by_sport = report.activities_by_sport_and_year(parquet_dir)
     show.table("Activities by sport and year", ("sport", *map(str, years), "total"),
                [(sport, *(f"{n:,}" for n in counts), f"{sum(counts):,}") for sport, counts in by_sport])
-    show.table("1 km run splits: pace by elevation difference", ("elevation", "splits", "average pace"),
-               [(b.label, f"{b.splits:,}", report.format_pace(b.pace_s_per_km))
-                for b in report.pace_by_elevation(parquet_dir)])
+    buckets = report.pace_by_elevation(parquet_dir)
+    if args.export:  # where the splits came from: the API's (the last year) or derived from the export's files
+        show.table("1 km run splits: pace by elevation difference (api: Strava's splits; file: derived from the "
+                   "export's device files)", ("elevation", "splits", "api", "file", "average pace"),
+                   [(b.label, f"{b.splits:,}", f"{b.splits - b.from_files:,}", f"{b.from_files:,}",
+                     report.format_pace(b.pace_s_per_km)) for b in buckets])
+    else:
+        show.table("1 km run splits: pace by elevation difference", ("elevation", "splits", "average pace"),
+                   [(b.label, f"{b.splits:,}", report.format_pace(b.pace_s_per_km)) for b in buckets])
     show.result(f"Parquet tables: {parquet_dir}/<table>/athlete_id=<id>/year=YYYY/part-0.parquet")
     show.result(f"Query them with DuckDB (pip install duckdb):\n  {report.duckdb_example(parquet_dir)}")
     return EXIT_OK
@@ -735,7 +741,8 @@ def _prepare_demo(demo: DemoRun, reporter: Reporter) -> None:
     if demo.export_written():
         reporter.info(f"the account export in {demo.export_path} is this history's already: not written again")
     else:
-        others = "; the other athletes' data all comes from the API" if demo.athletes > 1 else ""
+        others = "; the other athletes have none: the fetch's --since leaves their older activities the list's " \
+                 "summary alone" if demo.athletes > 1 else ""
         reporter.info(f"writing athlete {demo.export_athlete}'s account export, of the history the simulator "
                       f"serves{others}")
         try:
@@ -747,15 +754,14 @@ def _prepare_demo(demo: DemoRun, reporter: Reporter) -> None:
     _import_reported(demo.data_dir, demo.export_path, demo.export_athlete, reporter, rerun="bulkfetch demo --export")
 
 
-def _show_demo_export(show: Reporter, demo: DemoRun, summary: FetchSummary, parquet_dir: Path) -> None:
+def _show_demo_export(show: Reporter, demo: DemoRun, parquet_dir: Path) -> None:
     """What the imported export saved this fetch, and where each table's rows came from."""
     from bulkfetch import report
-    from bulkfetch.demo import quota_saving
 
-    show.table(f"Requests this fetch sent, and what it sends without athlete {demo.export_athlete}'s export "
-               "(every stream set from the API)", ("requests", "sent", "without the export"),
-               [(row.kind, f"{row.sent:,}", f"{row.without_export:,}")
-                for row in quota_saving(demo.sent, summary.streams_from_export)])
+    show.table(f"Requests this fetch sent for athlete {demo.export_athlete} (its export imported, then fetch --since "
+               f"{demo.since} --streams all), and fetching its whole history from the API alone (fetch --streams "
+               "all, no export: a detail and a stream set per activity)", ("requests", "sent", "API alone"),
+               [(row.kind, f"{row.sent:,}", f"{row.without_export:,}") for row in demo.saving()])
     sources = ("api", "file", "csv")
     tables = ("activities", "streams", "splits_metric", "splits_standard", "laps")
     counts = {table: report.rows_by_source(parquet_dir, table) for table in tables}
