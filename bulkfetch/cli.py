@@ -390,6 +390,7 @@ def _work_left(summary: FetchSummary) -> str:
 def _compact(data_dir: Path, parquet_dir: Path, reporter: Reporter, *, rebuild: bool) -> None:
     """Compact every athlete of the data_dir (the caller holds its lock: the layout is migrated first)."""
     from bulkfetch.compact import compact, has_inputs
+    from bulkfetch.export_view import Disagreements, ExportView, disagreement_note
     from bulkfetch.importer import refresh_tracks
     from bulkfetch.roster import Roster
 
@@ -399,7 +400,10 @@ def _compact(data_dir: Path, parquet_dir: Path, reporter: Reporter, *, rebuild: 
     if not athletes:  # no list page or export yet: nothing to compact either
         reporter.info(f"nothing to compact into {parquet_dir} yet: no activity has been listed or imported")
         return
-    rewritten = unchanged = 0
+    # (athlete, year): a pass after an import compacts some athletes again; each year is counted once,
+    # rewritten if any pass rewrote it.
+    rewritten: set[tuple[int, int]] = set()
+    unchanged: set[tuple[int, int]] = set()
     read: dict[Path, tuple[int, int, int] | None] = {}  # each athlete's export index as its compaction read it
     try:
         for _ in range(COMPACTION_PASSES):
@@ -409,8 +413,8 @@ def _compact(data_dir: Path, parquet_dir: Path, reporter: Reporter, *, rebuild: 
                 refresh_tracks(athlete.folder, reporter)  # a bulkfetch that stores decoded files differently
                 result = compact(athlete.store, parquet_dir, athlete.athlete_id, rebuild=rebuild,
                                  on_progress=reporter.compact_progress)
-                rewritten += len({year for table_years in result.written.values() for year in table_years})
-                unchanged += len(result.skipped_years)
+                rewritten |= {(athlete.athlete_id, year) for years in result.written.values() for year in years}
+                unchanged |= {(athlete.athlete_id, year) for year in result.skipped_years}
             # An import that ended meanwhile was refused the compaction (this run holds the data_dir): its
             # athlete is compacted again, a new athlete's export too.
             athletes = [a for a in roster.athletes() if a.athlete_id is not None and has_inputs(a.store)
@@ -422,7 +426,9 @@ def _compact(data_dir: Path, parquet_dir: Path, reporter: Reporter, *, rebuild: 
         raise Interrupted("compaction stopped; the raw data is saved and every Parquet file is whole "
                           "(old or new), rerun 'bulkfetch compact' to finish it") from None
     who = f" ({len(read)} athletes)" if len(read) > 1 else ""
-    reporter.info(f"compacted into {parquet_dir}{who}: {rewritten} year(s) rewritten, {unchanged} unchanged")
+    disagree = disagreement_note(sum((ExportView(folder).current_disagreements() for folder in read), Disagreements()))
+    reporter.info(f"compacted into {parquet_dir}{who}: {len(rewritten)} year(s) rewritten, "
+                  f"{len(unchanged - rewritten)} unchanged{disagree}")
 
 
 def _index_stamp(athlete_folder: Path) -> tuple[int, int, int] | None:
@@ -708,13 +714,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if args.athletes > 1:
         _show_demo_athletes(show, demo, summary, parquet_dir)
     if args.export:
-        _show_demo_export(show, demo, summary, parquet_dir)
+        _show_demo_export(show, demo, parquet_dir)
     years, by_sport = report.activities_by_sport_and_year(parquet_dir)
     show.table("Activities by sport and year", ("sport", *map(str, years), "total"),
                [(sport, *(f"{n:,}" for n in counts), f"{sum(counts):,}") for sport, counts in by_sport])
-    show.table("1 km run splits: pace by elevation difference", ("elevation", "splits", "average pace"),
-               [(b.label, f"{b.splits:,}", report.format_pace(b.pace_s_per_km))
-                for b in report.pace_by_elevation(parquet_dir)])
+    buckets = report.pace_by_elevation(parquet_dir)
+    if args.export:  # where the splits came from: the API's (the last year) or derived from the export's files
+        show.table("1 km run splits: pace by elevation difference (api: Strava's splits; file: derived from the "
+                   "export's device files)", ("elevation", "splits", "api", "file", "average pace"),
+                   [(b.label, f"{b.splits:,}", f"{b.splits - b.from_files:,}", f"{b.from_files:,}",
+                     report.format_pace(b.pace_s_per_km)) for b in buckets])
+    else:
+        show.table("1 km run splits: pace by elevation difference", ("elevation", "splits", "average pace"),
+                   [(b.label, f"{b.splits:,}", report.format_pace(b.pace_s_per_km)) for b in buckets])
     show.result(f"Parquet tables: {parquet_dir}/<table>/athlete_id=<id>/year=YYYY/part-0.parquet")
     show.result(f"Query them with DuckDB (pip install duckdb):\n  {report.duckdb_example(parquet_dir)}")
     return EXIT_OK
@@ -729,7 +741,8 @@ def _prepare_demo(demo: DemoRun, reporter: Reporter) -> None:
     if demo.export_written():
         reporter.info(f"the account export in {demo.export_path} is this history's already: not written again")
     else:
-        others = "; the other athletes' data all comes from the API" if demo.athletes > 1 else ""
+        others = "; the other athletes have none: the fetch's --since leaves their older activities the list's " \
+                 "summary alone" if demo.athletes > 1 else ""
         reporter.info(f"writing athlete {demo.export_athlete}'s account export, of the history the simulator "
                       f"serves{others}")
         try:
@@ -741,15 +754,14 @@ def _prepare_demo(demo: DemoRun, reporter: Reporter) -> None:
     _import_reported(demo.data_dir, demo.export_path, demo.export_athlete, reporter, rerun="bulkfetch demo --export")
 
 
-def _show_demo_export(show: Reporter, demo: DemoRun, summary: FetchSummary, parquet_dir: Path) -> None:
+def _show_demo_export(show: Reporter, demo: DemoRun, parquet_dir: Path) -> None:
     """What the imported export saved this fetch, and where each table's rows came from."""
     from bulkfetch import report
-    from bulkfetch.demo import quota_saving
 
-    show.table(f"Requests this fetch sent, and what it sends without athlete {demo.export_athlete}'s export "
-               "(every stream set from the API)", ("requests", "sent", "without the export"),
-               [(row.kind, f"{row.sent:,}", f"{row.without_export:,}")
-                for row in quota_saving(demo.sent, summary.streams_from_export)])
+    show.table(f"Requests this fetch sent for athlete {demo.export_athlete} (its export imported, then fetch --since "
+               f"{demo.since} --streams all), and fetching its whole history from the API alone (fetch --streams "
+               "all, no export: a detail and a stream set per activity)", ("requests", "sent", "API alone"),
+               [(row.kind, f"{row.sent:,}", f"{row.without_export:,}") for row in demo.saving()])
     sources = ("api", "file", "csv")
     tables = ("activities", "streams", "splits_metric", "splits_standard", "laps")
     counts = {table: report.rows_by_source(parquet_dir, table) for table in tables}

@@ -5,15 +5,19 @@ and compressed quota windows, so a one-minute run shows what a multi-day real ru
 details, at least one quota wait, compaction. With `--athletes N` one app serves N athletes of very
 different sizes under its one quota, in one run, fairly. The same seed makes a rerun incremental.
 
-With `--export` the simulator first writes its (first) athlete's account export into the demo's folder,
-`bulkfetch import` takes it in, and the fetch asks for every stream type: the streams the export's files
-hold cost no request, and `quota_saving` compares what was sent with what the same fetch sends without the
-export. Every recording then lasts DEMO_EXPORT_DURATION_S, to keep the files quick to write (see there).
+With `--export` the demo follows the README's recipe: the simulator first writes its (first) athlete's
+account export into the demo's folder, `bulkfetch import` takes it in, and the fetch is `fetch --since
+<a year before the simulated now> --streams all`: details, and the streams the export's files do not
+hold, for the last year alone; the older activities' streams, splits and laps come from their files.
+`quota_saving` compares what the export's athlete was sent with fetching its whole history from the API
+alone (see `from_api_alone`). Every recording then lasts DEMO_EXPORT_DURATION_S, to keep the files quick
+to write (see there).
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,7 +27,9 @@ from bulkfetch.auth import Tokens
 from bulkfetch.config import STREAM_TYPES, Config, FetchConfig, LimitsConfig, StorageConfig, StravaConfig
 from bulkfetch.errors import ConfigError
 from bulkfetch.interleaving import Interleaving, interleave
+from bulkfetch.paging import list_pages_needed
 from bulkfetch.pipeline import FetchEvents, FetchOptions, FetchSummary
+from bulkfetch.plan import Filters, start_epoch
 from bulkfetch.roster import Roster
 from bulkfetch.run import fetch_history
 from bulkfetch.simulator import RequestRecord, Simulator, SimulatorSettings
@@ -43,6 +49,8 @@ DEMO_MAX_ATHLETES = 10
 # second, Garmin's FIT SDK encoding most of them) and the import decodes in about 10; the sports' usual
 # durations would be four times as many records. Runs still have three or four 1 km splits.
 DEMO_EXPORT_DURATION_S = 1200
+# The README's recipe fetches details for the last year alone: the year before the simulated now.
+RECIPE_RECENT_S = 365 * 86400
 DEMO_DATA_DIR = "demo-data"
 DEMO_EXPORT_DATA_DIR = "demo-export-data"  # another history (see check_demo_data_dir): a folder of its own
 EXPORT_FOLDER = "simulated-export"  # in the demo's data_dir: the zip Strava would e-mail, and its sidecar
@@ -124,15 +132,20 @@ def connect_demo_athletes(simulator: Simulator, data_dir: Path) -> None:
                               athlete_id=athlete.athlete_id))
 
 
+def recipe_since_s(now_s: float) -> int:
+    """The recipe's `fetch --since` (epoch s, UTC): one year before `now_s`, the simulated now."""
+    return int(now_s) - RECIPE_RECENT_S
+
+
 def demo_requests(log: list[RequestRecord]) -> Interleaving:
     """The requests the app's quota counted, athlete by athlete, window by window."""
     return interleave((r.athlete_id, r.short_window) for r in _counted(log))
 
 
-def requests_by_kind(log: list[RequestRecord]) -> Counter[str]:
-    """The requests the app's quota counted, by REQUEST_KINDS (others, e.g. GET /athlete, as "other")."""
+def requests_by_kind(log: list[RequestRecord], athlete_id: int) -> Counter[str]:
+    """The athlete's requests the app's quota counted, by REQUEST_KINDS (others, e.g. GET /athlete, as "other")."""
     return Counter(next((kind for kind, pattern in REQUEST_KINDS.items() if pattern.search(r.path)), "other")
-                   for r in _counted(log))
+                   for r in _counted(log) if r.athlete_id == athlete_id)
 
 
 def _counted(log: Iterable[RequestRecord]) -> Iterable[RequestRecord]:
@@ -146,11 +159,18 @@ class SavingRow:
     without_export: int
 
 
-def quota_saving(sent: Counter[str], streams_from_export: int) -> list[SavingRow]:
-    """Requests sent by kind against the same fetch without the export: the same list pages and
-    details, and one streams request more for every stream set the export gave; the total last."""
-    rows = [SavingRow(kind, sent[kind], sent[kind] + (streams_from_export if kind == "streams" else 0))
-            for kind in REQUEST_KINDS]
+def from_api_alone(history: Iterable[tuple[int, int | None]], per_page: int) -> Counter[str]:
+    """The requests of fetching the whole `history` ((id, start) pairs) from the API alone, the way to
+    the same activities without the export: `fetch --streams all` into an empty data_dir sends a full
+    listing, a detail and a stream set for every activity (manual ones too: their answer is empty)."""
+    pairs = list(history)
+    return Counter({"list pages": list_pages_needed(pairs, per_page), "details": len(pairs), "streams": len(pairs)})
+
+
+def quota_saving(sent: Counter[str], alone: Counter[str]) -> list[SavingRow]:
+    """Requests sent by kind against fetching the whole history from the API alone (`from_api_alone`);
+    other requests (GET /athlete) alike in both; the total last."""
+    rows = [SavingRow(kind, sent[kind], alone[kind]) for kind in REQUEST_KINDS]
     rows += [SavingRow(kind, n, n) for kind, n in sorted(sent.items()) if kind not in REQUEST_KINDS]
     return [*rows, SavingRow("total", sum(r.sent for r in rows), sum(r.without_export for r in rows))]
 
@@ -164,7 +184,8 @@ class DemoRun:
     athletes: int = 1
     export: bool = False
     requests: Interleaving = field(default_factory=lambda: interleave([]))
-    sent: Counter[str] = field(default_factory=Counter)
+    sent: Counter[str] = field(default_factory=Counter)  # the export's athlete's requests, by kind
+    per_page: int = FetchConfig.per_page  # the list's page size: demo_config keeps the default
     simulator: Simulator = field(init=False)
 
     def __post_init__(self) -> None:
@@ -174,6 +195,11 @@ class DemoRun:
     def export_athlete(self) -> int:
         """Whose export the demo imports: the first athlete's (`bulkfetch simulate --export` writes the same)."""
         return self.simulator.settings.athlete_id
+
+    @property
+    def since(self) -> str:
+        """The recipe's `--since` date (with --export), a year before the simulated now, as a user types it."""
+        return time.strftime("%Y-%m-%d", time.gmtime(recipe_since_s(self.simulator.history_now_s)))
 
     @property
     def export_path(self) -> Path:
@@ -203,10 +229,21 @@ class DemoRun:
                         f"{DEMO_SHORT_LIMIT} requests per {DEMO_SHORT_WINDOW_S}-second window")
             # The simulated app lives for this run only: its quota ledger stays with the demo's data. Only
             # this run's athletes: a previous demo with more of them left tokens nobody accepts now.
-            options = FetchOptions(ledger_dir=self.data_dir / "quota", athletes=frozenset(simulator.athlete_ids))
+            filters = Filters(since=recipe_since_s(simulator.history_now_s)) if self.export else Filters()
+            if self.export:
+                events.info(f"the recipe: fetch --since {self.since} --streams all (details and the streams the "
+                            "export lacks, for the last year; the older activities from the export's files)")
+            options = FetchOptions(filters=filters, ledger_dir=self.data_dir / "quota",
+                                   athletes=frozenset(simulator.athlete_ids))
             config = demo_config(simulator, self.data_dir, STREAM_TYPES if self.export else ())
             try:
                 return await fetch_history(config, options, events)
             finally:
                 self.requests = demo_requests(simulator.request_log)
-                self.sent = requests_by_kind(simulator.request_log)
+                self.sent = requests_by_kind(simulator.request_log, self.export_athlete)
+
+    def saving(self) -> list[SavingRow]:
+        """`quota_saving` of the export's athlete: this fetch against its whole history from the API alone."""
+        catalog = Roster(self.data_dir).athlete(self.export_athlete).store.catalog()
+        history = ((activity_id, start_epoch(summary)) for activity_id, summary in catalog.items())
+        return quota_saving(self.sent, from_api_alone(history, self.per_page))

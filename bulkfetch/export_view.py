@@ -31,11 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from bulkfetch import derive
-from bulkfetch.auth import TokenStore, scope_lacks_read_all
 from bulkfetch.errors import LockedError
 from bulkfetch.export_paths import INDEX
 from bulkfetch.export_store import ExportActivity, ExportStore, ImportedFile, imported_file
-from bulkfetch.roster import TOKENS
 from bulkfetch.store import UNLISTED, RawStore, page_items
 from bulkfetch.track import Track, read_track
 
@@ -85,25 +83,37 @@ def _api_fields(file: derive.FileSummary) -> dict[str, Any]:
             "total_elevation_gain": file.elevation_gain_m}
 
 
-def deleted_on_strava(activities: Mapping[int, ExportActivity], listed: Collection[int],
-                      newest_listed: str | None) -> set[int]:
-    """The CSV's activities a complete full listing reaching back from `newest_listed` (its newest item's
-    start_date, "YYYY-MM-DDTHH:MM:SSZ") should have listed and no listing has (`listed`): deleted on
-    Strava since the export was made. One that starts at or after `newest_listed` stays: the export is
-    newer than that listing. An undated one stays (nothing to judge it by); None (no complete full
-    listing) deletes nothing. Same-format UTC dates: string order is time order."""
-    if newest_listed is None:
+def deleted_on_strava(activities: Collection[int], listed: Collection[int], greatest_listed: int | None) -> set[int]:
+    """The CSV's activities (`activities`: their ids) that a complete full listing whose greatest id is
+    `greatest_listed` should have had and no listing has (`listed`): deleted on Strava since the export was
+    made. Strava's activity ids grow with upload time, so an id below the listing's greatest was uploaded
+    before that listing was made; one above it was uploaded since (the export is newer than the listing,
+    whatever date the activity has: a backdated upload) and stays. None (no complete full listing, or one
+    that could not see private activities) deletes nothing."""
+    if greatest_listed is None:
         return set()
-    return {activity_id for activity_id, activity in activities.items() if activity_id not in listed
-            and activity.start_date is not None and activity.start_date < newest_listed}
+    return {activity_id for activity_id in activities if activity_id < greatest_listed and activity_id not in listed}
 
 
 @dataclass(frozen=True)
 class Disagreements:
     """Whole decoded files whose summary disagrees (derive.is_stale) with Strava's summary of their activity."""
 
-    with_csv: int  # with the export's activities.csv (no listing has the activity): their rows are kept
-    with_api: int  # with the API's summary (cropped or corrected on Strava since): their rows are not used
+    with_csv: int = 0  # with the export's activities.csv (no listing has the activity): their rows are kept
+    with_api: int = 0  # with the API's summary (cropped or corrected on Strava since): their rows are not used
+
+    def __add__(self, other: Disagreements) -> Disagreements:
+        return Disagreements(self.with_csv + other.with_csv, self.with_api + other.with_api)
+
+
+def disagreement_note(disagree: Disagreements) -> str:
+    """The compaction summary's tail: "; N file(s) ..." for each kind there is, "" when none disagree."""
+    def files(count: int) -> str:
+        return f"{count:,} file{'s' if count != 1 else ''}"
+    notes = ([f"{files(disagree.with_csv)} disagree{'s' if disagree.with_csv == 1 else ''} with activities.csv: kept"]
+             if disagree.with_csv else [])
+    notes += [f"{files(disagree.with_api)} older than Strava's version: not used"] if disagree.with_api else []
+    return "".join(f"; {note}" for note in notes)
 
 
 def disagreements(files: Mapping[int, derive.FileSummary], catalog: Mapping[int, Mapping[str, Any]],
@@ -166,14 +176,14 @@ class ExportView:
     def gone(self, catalog: Mapping[int, Any]) -> set[int]:
         """The activities deleted on Strava: those a listing saw go (UNLISTED tombstones), and the CSV's
         that the newest complete full listing should have had (`deleted_on_strava`). None of the CSV's
-        without activity:read_all: Strava then lists no private ("Only You") activity, which the export has."""
+        when that listing could not see private activities (store.Listing.lists_private: no
+        activity:read_all): Strava then lists no private ("Only You") activity, which the export has."""
         deleted = {i for i, tombstone in self._store.tombstones().items() if tombstone.reason == UNLISTED}
         listing = self._store.latest_full_listing()
-        if listing is None or scope_lacks_read_all(TokenStore(self._store.auth_dir / TOKENS).load()):
+        if listing is None or not listing.lists_private:
             return deleted
-        starts = [item["start_date"] for page in listing.pages() for item in page_items(page).values()
-                  if isinstance(item.get("start_date"), str)]
-        return deleted | deleted_on_strava(self.activities(), catalog.keys() | deleted, max(starts, default=None))
+        greatest = max((i for page in listing.pages() for i in page_items(page)), default=None)
+        return deleted | deleted_on_strava(self.activities().keys(), catalog.keys() | deleted, greatest)
 
     def csv_summaries(self, excluded: Collection[int]) -> dict[int, dict[str, Any]]:
         """The API-shaped summaries (`csv_summary`) of the CSV's activities, but those in `excluded`."""
@@ -186,6 +196,13 @@ class ExportView:
         whole = {i: summary for i, entry in self.files().items() if entry.status == "ok" and i not in gone
                  and (summary := current_summary(entry)) is not None}
         return disagreements(whole, catalog, self.csv_summaries(catalog.keys() | set(gone)))
+
+    def current_disagreements(self) -> Disagreements:
+        """`disagreements` against the athlete's listings as they are now (reads its catalog and the index)."""
+        if not self.exists():
+            return Disagreements()
+        catalog = self._store.catalog()
+        return self.disagreements(catalog, self.gone(catalog))
 
     def overview(self, catalog: Mapping[int, Mapping[str, Any]], api_streams: Collection[int]) -> Overview:
         """The `Overview` of the import, against the API's summaries (`catalog`) and the activities with

@@ -6,8 +6,8 @@ the same rows from both sources. The rules:
 
 - Activities: one only the export's activities.csv has gets an `activities` row from the CSV (source
   "csv", see export_view.csv_summary). Once the API lists it, the API's summary replaces it (source
-  "api"); one an API listing saw deleted, or a complete full listing should have had and did not
-  (export_view.deleted_on_strava), is dropped with its streams, splits and laps.
+  "api"); one an API listing saw deleted, or a complete full listing should have had (an id below its
+  greatest) and did not (export_view.deleted_on_strava), is dropped with its streams, splits and laps.
 - Streams, splits and laps: a file that decoded (ok, or truncated: the records before the cut) gives
   them (source "file"; splits only for derive.SPLIT_SPORTS), unless `judged` and stale (derive.is_stale
   against the API's summary of the activity): a whole file older than Strava's version gives none. A

@@ -334,6 +334,8 @@ async def _settle_listing(client: StravaClient, store: RawStore, listing: Listin
     previous = {i for i, s in catalog.items() if covered is None or covered.holds(i, start_epoch(s))}
     gone, safe = unlisted(previous, listed)
     hidden = private_hidden(catalog, previous, listed)
+    # What a listing without private activities lacks is no sign of a deletion (export_view.ExportView.gone).
+    lists_private = not scope_lacks_read_all(client.tokens.tokens) and not hidden & gone
     if hidden & gone:
         events.warn(f"{len(hidden & gone):,} private activities are missing from the list, and it holds no private"
                     " one: the token seems to have lost activity:read_all; they are kept, not marked deleted"
@@ -352,7 +354,7 @@ async def _settle_listing(client: StravaClient, store: RawStore, listing: Listin
     # Listed again after "unlisted": made visible again. A full re-list also asks 404'd details again
     # (a 404 that was transient, or made visible again); a routine one only when their summary changed.
     store.lift_tombstones(listed, (UNLISTED, NOT_FOUND) if choice.full else (UNLISTED,))
-    listing.mark_complete(len(listed))
+    listing.mark_complete(len(listed), lists_private=lists_private)
     store.prune_listings()
 
 

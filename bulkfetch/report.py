@@ -26,6 +26,7 @@ class PaceBucket:
     label: str
     splits: int
     pace_s_per_km: float | None
+    from_files: int = 0  # of `splits`, those derived from an account export's device files (source "file")
 
 
 def dataset(parquet_dir: Path, table: str) -> ds.Dataset:
@@ -80,22 +81,24 @@ def bucket_label(index: int) -> str:
 def pace_by_elevation(parquet_dir: Path) -> list[PaceBucket]:
     """Average pace (total moving time / total distance) of full 1 km run splits per elevation bucket."""
     splits = read_table(parquet_dir, "splits_metric").select(
-        ["sport_type", "distance", "moving_time", "elevation_difference"])
+        ["sport_type", "distance", "moving_time", "elevation_difference", "source"])
     keep = pc.and_(
         pc.is_in(splits["sport_type"], value_set=pa.array(RUN_SPORTS)),
         pc.and_(pc.greater_equal(splits["distance"], FULL_SPLIT_M[0]),
                 pc.less_equal(splits["distance"], FULL_SPLIT_M[1])),
     )
     splits = splits.filter(pc.and_(keep, pc.is_valid(splits["elevation_difference"])))
-    sums = [[0, 0.0, 0.0] for _ in range(len(ELEVATION_EDGES) + 1)]
-    for elevation, distance, moving in zip(splits["elevation_difference"].to_pylist(),
-                                           splits["distance"].to_pylist(), splits["moving_time"].to_pylist()):
+    sums = [[0, 0.0, 0.0, 0] for _ in range(len(ELEVATION_EDGES) + 1)]
+    for elevation, distance, moving, source in zip(splits["elevation_difference"].to_pylist(),
+                                                   splits["distance"].to_pylist(), splits["moving_time"].to_pylist(),
+                                                   splits["source"].to_pylist()):
         index = sum(1 for edge in ELEVATION_EDGES if elevation >= edge)
         sums[index][0] += 1
         sums[index][1] += distance
         sums[index][2] += moving or 0
-    return [PaceBucket(bucket_label(i), int(n), (moving / distance * 1000) if distance else None)
-            for i, (n, distance, moving) in enumerate(sums)]
+        sums[index][3] += source == "file"
+    return [PaceBucket(bucket_label(i), int(n), (moving / distance * 1000) if distance else None, int(files))
+            for i, (n, distance, moving, files) in enumerate(sums)]
 
 
 def format_pace(seconds_per_km: float | None) -> str:

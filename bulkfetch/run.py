@@ -306,6 +306,7 @@ class _Run:
                     return  # its listing stopped (summary.list_failure): a rerun continues it
                 athlete, listed = bound
                 result.athlete = athlete
+                athlete.store.prepare()  # joined a folder an import made: it has no raw/ folders yet
             client = self.client(athlete, events)
             try:
                 await fetch_athlete(client, athlete.store, self.config, self.options, result.summary, events,

@@ -5,7 +5,8 @@ data_dir itself holds `fetch.lock` and `bulkfetch.log`):
 
     raw/list/<listing_id>/listing.json      what the listing is: full, or routine (and where it may stop)
     raw/list/<listing_id>/page-00001.json   list pages, bytes exactly as received (id: sequence-UTC start)
-    raw/list/<listing_id>/complete.json     written when that listing got as far as it had to
+    raw/list/<listing_id>/complete.json     written when that listing got as far as it had to (and whether
+                                            its token saw private activities)
     raw/activities/<id>.json                one DetailedActivity, bytes exactly as received
     raw/streams/<id>.json                   one StreamSet (when streams are requested); <id>.none: it has none
     state/*.json                            small state files (tombstones, fetched index, failures, ...)
@@ -176,9 +177,23 @@ class Listing:
     def is_complete(self) -> bool:
         return (self.folder / LISTING_COMPLETE).exists()
 
-    def mark_complete(self, activity_count: int) -> None:
-        info = {"activities": activity_count, "pages": len(self.page_paths()), "finished_at": time.time()}
+    def mark_complete(self, activity_count: int, *, lists_private: bool = False) -> None:
+        """Record that the listing got as far as it had to; `lists_private`: whether its token had
+        activity:read_all, without which Strava lists no private ("Only You") activity (False, the
+        default, claims nothing: see `lists_private`)."""
+        info = {"activities": activity_count, "pages": len(self.page_paths()), "finished_at": time.time(),
+                "lists_private": lists_private}
         atomic_write(self.folder / LISTING_COMPLETE, orjson.dumps(info))
+
+    @property
+    def lists_private(self) -> bool:
+        """Whether the completed listing's token could see private activities; False when that was not
+        recorded (a listing made before bulkfetch recorded it, or a damaged record): unknown, so nothing may
+        be judged deleted from its absence."""
+        try:
+            return read_json(self.folder / LISTING_COMPLETE).get("lists_private") is True
+        except (OSError, orjson.JSONDecodeError, AttributeError):
+            return False
 
     @property
     def finished_at(self) -> float | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 import subprocess
@@ -261,31 +262,55 @@ def plain_table_rows(out: str, title_start: str, first_cells: tuple[str, ...]) -
     return [line.split() for line in lines[:len(first_cells)] if line.split()[0] in first_cells]
 
 
-def test_export_demo_imports_then_fetches_and_its_saving_table_is_the_logs(export_demo) -> None:
+def ids_by_source(data_dir: Path, table: str) -> dict[str, set[int]]:
+    key = "id" if table == "activities" else "activity_id"
+    glob = f"{data_dir}/parquet/{table}/**/*.parquet"
+    return {source: set(ids) for source, ids in duckdb.sql(
+        f"SELECT source, list(DISTINCT {key}) FROM read_parquet('{glob}') GROUP BY source").fetchall()}
+
+
+def recipe_since(out: str) -> str:
+    """The --since the demo printed, checked against a year before the simulated now (today, 00:00 UTC)."""
+    since = re.search(r"then fetch --since (\d{4}-\d{2}-\d{2}) --streams all\)", out)
+    assert since, out
+    today = datetime.datetime.now(datetime.UTC).date()
+    assert since.group(1) == (today - datetime.timedelta(days=365)).isoformat()
+    return since.group(1)
+
+
+def test_export_demo_imports_then_fetches_the_last_year_and_its_saving_table_is_the_logs(export_demo) -> None:
+    """The README's recipe: import, then details (and the streams the export lacks) for the last year only."""
     data_dir, out, err = export_demo
     sidecar = orjson.loads(next((data_dir / "simulated-export").glob("export_*.zip.sim.json")).read_bytes())
     files = len(sidecar["files"])
     assert f"importing {files} files from the export" in err and f"decoded {files} files" in err
     assert f"imported {EXPORT_ACTIVITIES} activities from the export: {files} files" in out
-    assert f"listed {EXPORT_ACTIVITIES} activities; fetched {EXPORT_ACTIVITIES} details" in out
+    since = recipe_since(out)
+    glob = f"{data_dir}/parquet/activities/**/*.parquet"
+    recent = {i for (i,) in duckdb.sql(f"SELECT id FROM read_parquet('{glob}') WHERE start_date >= "
+                                       f"TIMESTAMPTZ '{since} 00:00:00+00'").fetchall()}
+    assert 0 < len(recent) < EXPORT_ACTIVITIES / 2
+    assert f"listed {EXPORT_ACTIVITIES} activities; fetched {len(recent)} details" in out
 
     table = saving_table(out)
     sent = last_run_requests(data_dir)
     assert {kind: table[kind][0] for kind in sent} == sent  # the simulator counted what bulkfetch logged
-    assert table["list pages"] == (1, 1) and table["details"] == (EXPORT_ACTIVITIES, EXPORT_ACTIVITIES)
-    # Without the export: one streams request per activity. With it: only for those its files do not
-    # cover whole and current: the manual ones, the cut file's and the recordings cropped on Strava.
-    assert table["streams"][1] == EXPORT_ACTIVITIES
+    # The API alone: a detail and a stream set for every activity. The recipe: details for the last year,
+    # streams for the last year's activities the files do not cover whole and current: the manual ones,
+    # the cut file's and the recordings cropped on Strava.
+    assert table["list pages"] == (1, 1) and table["details"] == (len(recent), EXPORT_ACTIVITIES)
     not_covered = {*sidecar["manual"], *sidecar["cropped"], int(next(a for a, m in sidecar["files"].items()
                                                                    if m == sidecar["corrupt"]))}
-    assert table["streams"][0] == len(not_covered) < EXPORT_ACTIVITIES
-    assert table["total"] == (sum(sent.values()), sum(sent.values()) + EXPORT_ACTIVITIES - len(not_covered))
+    assert table["streams"] == (len(not_covered & recent), EXPORT_ACTIVITIES)
+    assert table["total"] == (sum(sent.values()), 1 + 2 * EXPORT_ACTIVITIES)
 
-    glob = f"{data_dir}/parquet/streams/**/*.parquet"
-    by_source = dict(duckdb.sql(f"SELECT source, list(DISTINCT activity_id) FROM read_parquet('{glob}') "
-                                "GROUP BY source").fetchall())
-    assert set(by_source["api"]) == not_covered - set(sidecar["manual"])  # manual ones have no streams at all
-    assert len(by_source["file"]) == EXPORT_ACTIVITIES - len(not_covered)
+    streams = ids_by_source(data_dir, "streams")
+    assert streams["api"] == (not_covered & recent) - set(sidecar["manual"])  # manual ones have no streams at all
+    # The older cut file keeps its streams up to the cut; an older cropped one is stale: none.
+    assert streams["file"] == set(map(int, sidecar["files"])) - not_covered | (
+        {int(a) for a, m in sidecar["files"].items() if m == sidecar["corrupt"]} - recent)
+    splits = ids_by_source(data_dir, "splits_metric")  # Strava's for the last year, the files' before it
+    assert splits["api"] <= recent and splits["file"] and not splits["file"] & recent
 
 
 def test_export_demo_rows_by_source_table_is_the_parquets(export_demo) -> None:
@@ -296,9 +321,23 @@ def test_export_demo_rows_by_source_table_is_the_parquets(export_demo) -> None:
     for table, *cells in rows:
         shown = dict(zip(("api", "file", "csv"), (int(c.replace(",", "")) for c in cells)))
         assert {k: v for k, v in shown.items() if v} == parquet_sources(data_dir, table), table
-    # Every activity was listed and detailed: the API's summaries, splits and laps replaced the export's.
+    # Every activity was listed: the API's summaries replaced the CSV's. Splits and laps are the API's for the
+    # last year's activities (detailed), the files' for the older ones.
     assert parquet_sources(data_dir, "activities") == {"api": EXPORT_ACTIVITIES}
-    assert set(parquet_sources(data_dir, "laps")) == {"api"} and parquet_sources(data_dir, "streams")["file"] > 0
+    for table in ("splits_metric", "laps", "streams"):
+        assert set(parquet_sources(data_dir, table)) == {"api", "file"}, table
+
+
+def test_export_demo_pace_table_says_where_its_splits_came_from(export_demo) -> None:
+    data_dir, out, _ = export_demo
+    header = "1 km run splits: pace by elevation difference (api: Strava's splits; file: derived from"
+    rows = [line.split() for line in out.split(header, 1)[1].splitlines()[2:] if "/km" in line]
+    counts = [[int(n.replace(",", "")) for n in row[-5:-2]] for row in rows]  # splits, api, file
+    assert all(splits == api + file for splits, api, file in counts)
+    glob = f"{data_dir}/parquet/splits_metric/**/*.parquet"
+    runs = dict(duckdb.sql(f"SELECT source, count(*) FROM read_parquet('{glob}') WHERE sport_type IN ('Run', "
+                           "'TrailRun') AND distance BETWEEN 950 AND 1050 GROUP BY source").fetchall())
+    assert [sum(column) for column in zip(*counts)][1:] == [runs["api"], runs["file"]]
 
 
 def test_export_demo_rerun_decodes_nothing_and_sends_one_request(export_demo) -> None:
@@ -331,14 +370,17 @@ def test_export_demo_with_several_athletes_imports_the_first_ones_export(tmp_pat
     assert "Per athlete" in result.stdout and "Requests this fetch sent" in result.stdout
 
 
-def test_quota_saving_adds_the_exports_stream_sets_to_the_streams_row_only() -> None:
+def test_quota_saving_compares_with_the_whole_history_from_the_api_alone() -> None:
     from collections import Counter
 
-    from bulkfetch.demo import SavingRow, quota_saving
+    from bulkfetch.demo import SavingRow, from_api_alone, quota_saving
 
-    rows = quota_saving(Counter({"list pages": 2, "details": 300, "streams": 26, "other": 1}), 274)
-    assert rows == [SavingRow("list pages", 2, 2), SavingRow("details", 300, 300), SavingRow("streams", 26, 300),
-                    SavingRow("other", 1, 1), SavingRow("total", 329, 603)]
+    history = [(activity_id, 2_000_000 - activity_id) for activity_id in range(300)]
+    assert from_api_alone(history[:200], 200)["list pages"] == 2  # a full page: one more, empty, ends it
+    sent = Counter({"list pages": 2, "details": 75, "streams": 9, "other": 1})
+    rows = quota_saving(sent, from_api_alone(history, 200))
+    assert rows == [SavingRow("list pages", 2, 2), SavingRow("details", 75, 300), SavingRow("streams", 9, 300),
+                    SavingRow("other", 1, 1), SavingRow("total", 87, 603)]
 
 
 def test_each_kind_of_demo_refuses_the_others_folder(demo, export_demo) -> None:

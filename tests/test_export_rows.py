@@ -17,6 +17,7 @@ from bulkfetch.simulator.export import write_export
 from tests.conftest import simulator_config_text
 from tests.exports import ENGLISH_94, ExportFile, csv_text, english_row, fixture, write_folder
 from tests.test_export_merge import file_summary
+from tests.test_secrets import auth_no_browser
 
 duckdb = pytest.importorskip("duckdb")
 
@@ -74,13 +75,46 @@ def test_a_full_listing_drops_what_strava_deleted_since_the_export_and_keeps_wha
         export = status_json(config, capsys)["export"]
         assert export["stale_against_api"] == len(written.cropped) and export["disagree_with_csv"] == 0
 
-        # An export made after that listing holds an activity recorded since: no listing has it, it stays.
+        # An export made after that listing holds activities uploaded since: no listing has them, they stay,
+        # the one recorded since and an old run uploaded late (dated before the listing's newest activity).
         newer_id = thread.call(partial(sim.add_activity, None))
+        backdated = thread.call(partial(sim.add_activity, None, sport_type="Run", manual=False,
+                                        start_date=min(sim.summary(i)["start_date"] for i in sim.activity_ids())))
         newer = write_export(tmp_path / "newer.zip", sim.history)
         assert cli(config, "import", str(newer.path)) == 0
     tables = ids_by_table(tmp_path / "data")
     assert tables["activities"][newer_id] == {"csv"}
     assert set(tables["activities"]) == set(sim.activity_ids())
+    assert {table: ids.get(backdated) for table, ids in tables.items()} == {
+        "activities": {"csv"}, "streams": {"file"}, "splits_metric": {"file"}, "splits_standard": {"file"},
+        "laps": {"file"}}
+
+
+def test_a_listing_made_without_read_all_judges_no_csv_activity_deleted(tmp_path, capsys):
+    """Without activity:read_all Strava lists no private activity, which the export has: the listing says
+    nothing of the CSV's activities, even one deleted since (it is kept until a listing that sees all)."""
+    settings = SimulatorSettings(activities=12, seed=38, duration_s=120, short_limit=1000, daily_limit=10000,
+                                 scope="read,activity:read")
+    thread = SimulatorThread(settings)
+    with thread as sim:
+        config = tmp_path / "config.toml"
+        config.write_text(simulator_config_text(sim, tmp_path / "data", refresh_token=""))
+        assert auth_no_browser(config, sim).returncode == 0  # the token's scope is known: no read_all
+        written = write_export(tmp_path / "export.zip", sim.history)
+        assert cli(config, "import", str(written.path)) == 0
+        private = {i for i in sim.activity_ids() if sim.summary(i).get("private")}
+        deleted = min(set(sim.activity_ids()) - private)  # older than what the listing holds
+        assert private and min(private) < max(set(sim.activity_ids()) - private), "a private one listed among others"
+        thread.call(sim.delete_activity, deleted)
+        assert cli(config, "fetch") == 0
+        kept = ids_by_table(tmp_path / "data")["activities"]
+        assert {i: kept.get(i) for i in (*private, deleted)} == dict.fromkeys((*private, deleted), {"csv"})
+        # Connected again with read_all: that listing still saw no private activity (recorded with it).
+        thread.call(partial(sim.set_athlete_scope, "read,activity:read_all"))
+        assert auth_no_browser(config, sim).returncode == 0
+        assert cli(config, "compact", "--rebuild") == 0
+    kept = ids_by_table(tmp_path / "data")["activities"]
+    assert {i: kept.get(i) for i in (*private, deleted)} == dict.fromkeys((*private, deleted), {"csv"})
 
 
 PROFILE_ID = 5
@@ -135,3 +169,11 @@ def test_status_and_athletes_show_what_the_import_gave_an_athlete_without_tokens
     assert cli(config, "athletes", "--json") == 0
     listed = orjson.loads(capsys.readouterr().out)
     assert listed[0]["import_only"] and listed[0]["export"]["files"] == {"ok": 1, "truncated": 1, "unreadable": 0}
+
+
+def test_the_compaction_line_says_each_kind_of_disagreement_there_is() -> None:
+    from bulkfetch.export_view import Disagreements, disagreement_note
+
+    assert disagreement_note(Disagreements()) == ""
+    assert disagreement_note(Disagreements(1, 0) + Disagreements(0, 2)) == (
+        "; 1 file disagrees with activities.csv: kept; 2 files older than Strava's version: not used")

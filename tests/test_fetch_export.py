@@ -89,7 +89,7 @@ def test_a_fetch_adopts_the_unbound_export_without_a_plan_first_and_never_on_ano
 
 
 
-def test_an_import_that_ends_while_the_fetch_compacts_is_compacted_by_that_fetch(tmp_path, monkeypatch):
+def test_an_import_that_ends_while_the_fetch_compacts_is_compacted_by_that_fetch(tmp_path, monkeypatch, capsys):
     with SimulatorThread(SETTINGS) as sim:
         written = write_export(tmp_path / "export.zip", sim.history)
         config = tmp_path / "config.toml"
@@ -106,10 +106,20 @@ def test_an_import_that_ends_while_the_fetch_compacts_is_compacted_by_that_fetch
             return result
 
         monkeypatch.setattr(compact_module, "compact", then_an_import)
+        capsys.readouterr()
         assert cli(config, "fetch") == 0
         listed = set(sim.activity_ids())
     assert imports[0].returncode == 0 and "the fetch compacts when it ends" in imports[0].stderr
-    assert sources(tmp_path / "data", "streams") == {i: {"file"} for i in covered_by(written, listed)}
+    # The fetch asked no streams: the truncated (corrupt) file's streams stay too, up to its cut.
+    from_files = covered_by(written, listed) | {written.corrupt.activity_id}
+    assert sources(tmp_path / "data", "streams") == dict.fromkeys(from_files, {"file"})
+    # Each year once, though the second pass found some unchanged; and the cropped files, as status says them.
+    err = capsys.readouterr().err
+    assert "compacting 1 athlete(s) again" in err
+    years = {p.name for p in (tmp_path / "data" / "parquet").glob("*/athlete_id=*/year=*")}
+    line = next(line for line in err.splitlines() if "compacted into" in line)
+    assert line.endswith(f": {len(years)} year(s) rewritten, 0 unchanged; {len(written.cropped)} file older than "
+                         "Strava's version: not used"), line
 
 
 def test_plan_counts_no_request_for_an_export_waiting_for_its_athlete(tmp_path, capsys, monkeypatch):

@@ -165,6 +165,21 @@ def test_history_builds_fast_and_reproducibly() -> None:
     assert 3 * 365 * 86400 < starts[0] - starts[-1] < 5 * 365 * 86400
 
 
+def test_ids_grow_with_upload_order_backdated_or_after_a_deletion() -> None:
+    """Strava's ids grow with upload time and are never given again (what export_view.deleted_on_strava
+    relies on): a backdated upload, and one after the newest activity was deleted, get greater ids."""
+    import random
+
+    history = History.build(seed=5, count=20, athlete_id=1, now_s=1.8e9)
+    newest = max(history.activities)
+    history.delete(newest)
+    rng = random.Random(1)
+    backdated = history.add(rng, 1.8e9, {"start_date": "2019-01-01T10:00:00Z"})
+    assert backdated > newest and history.ordered()[-1].id == backdated  # the oldest by date, the newest id
+    history.delete(backdated)
+    assert history.add(rng, 1.8e9, {}) > backdated
+
+
 # ---------------------------------------------------------------- rate limits over HTTP
 
 

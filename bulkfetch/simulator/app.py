@@ -127,8 +127,8 @@ class Simulator:
         self._detail_bodies: dict[int, tuple[bytes, bytes]] = {}
         # Anchored to the UTC day, so that the same seed serves the same history all day long: a
         # rerun of the demo (a new simulator) then finds nothing new, as a real rerun would.
-        today_s = time.time() // DAY_S * DAY_S
-        self.athletes = build_athletes(self.settings, today_s)
+        self.history_now_s = time.time() // DAY_S * DAY_S  # the histories end a few hours before it
+        self.athletes = build_athletes(self.settings, self.history_now_s)
         self._signed_in = self.athletes[0]  # whose strava.com session the simulated browser has
         self._counter = RateCounter()
         self._fault_rng = random.Random(f"{self.settings.seed}:faults")

@@ -752,7 +752,13 @@ class History:
     activities: dict[int, Activity]
     segments: list[JSON]
     first_id: int = FIRST_ACTIVITY_ID  # the athlete's ids start above it (each athlete has its own range)
+    # The greatest id ever given: Strava's ids grow with upload time and are never given again, so an
+    # upload after the newest activity was deleted still gets a greater id than it had.
+    greatest_id: int = 0
     _order: list[Activity] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.greatest_id = max(self.greatest_id, self.first_id, *self.activities)
 
     @staticmethod
     def build(*, seed: int, count: int, athlete_id: int, now_s: float, first_id: int = FIRST_ACTIVITY_ID,
@@ -778,10 +784,12 @@ class History:
         return matching[first:first + per_page]
 
     def add(self, rng: random.Random, now_s: float, overrides: JSON) -> int:
-        """A new activity, by default the newest: it starts after every other one and before `now_s`."""
+        """A new activity, by default the newest: it starts after every other one and before `now_s`. Its id
+        is greater than any given before, whatever its start (`overrides` may backdate it): upload order."""
         newest = self.ordered()[0] if self.activities else None
         start_s = int(now_s) - 3600 if newest is None else max(int(now_s) - 3600, newest.start_s + 60)
-        activity_id = max(self.activities, default=self.first_id) + rng.randint(1_000, 5_000_000)
+        activity_id = self.greatest_id + rng.randint(1_000, 5_000_000)
+        self.greatest_id = activity_id
         sport = next((s for s in SPORTS if s.sport_type == overrides.get("sport_type")), None)
         activity = make_activity(rng, activity_id=activity_id, start_s=start_s, athlete_id=self.athlete_id,
                                  seed=self.seed, sport=sport, manual=overrides.get("manual"),
