@@ -275,14 +275,16 @@ def coerce(value: Any, type_: pa.DataType) -> Any:
     raise TypeError(f"no coercion rule for {type_}")
 
 
-# What `pa.array(values)` may infer for a column to be taken without looking at each value.
-_FAST_TYPES = {
-    I64: (I64,),
-    F64: (F64, I64),
-    BOOL: (BOOL,),
-    STR: (STR,),
-    UTC_TIME: (STR,),
-    LOCAL_TIME: (STR,),
+# The Python kinds a column takes as they are: `pa.array(values, type=...)` converts them exactly as
+# `coerce` would, so a column of only these (and None) needs no look at each value.
+_NONE = type(None)
+_TAKEN_AS_IS: dict[pa.DataType, frozenset[type]] = {
+    I64: frozenset((int, _NONE)),
+    F64: frozenset((float, int, _NONE)),
+    BOOL: frozenset((bool, _NONE)),
+    STR: frozenset((str, _NONE)),
+    UTC_TIME: frozenset((str, _NONE)),
+    LOCAL_TIME: frozenset((str, _NONE)),
 }
 _ZONE_SUFFIX = r"(Z|z|[+-]\d\d(:?\d\d)?)$"
 
@@ -290,27 +292,20 @@ _ZONE_SUFFIX = r"(Z|z|[+-]\d\d(:?\d\d)?)$"
 def to_array(values: Sequence[Any], type_: pa.DataType) -> pa.Array:
     """A column of `type_` from JSON values, equal to coercing each value with `coerce` (then parsing).
 
-    Fast path: let Arrow infer the list in C; if it inferred a type the column accepts as is, cast it.
-    Only a column with a stray value (a float among ints, a bool, text in a number) goes value by value.
+    Fast path: when every value is of a kind the column takes as it is (one C pass over the values'
+    types), Arrow converts the list in C with the column's type given. Never by Arrow's type inference:
+    pyarrow tries to import optional modules (dateutil, pandas) on each inferring call, which costs more
+    than the conversion where they are not installed. A column with a stray value (a float among ints, a
+    bool, text in a number, an int beyond int64 or beyond what a double holds exactly) goes value by value.
     """
-    try:
-        inferred = pa.array(values)
-    except (pa.ArrowException, OverflowError, TypeError, ValueError):
-        inferred = None
-    if inferred is not None and inferred.type in (F64, I64) and bool in set(map(type, values)):
-        inferred = None  # Arrow reads true as 1 in a column it inferred as numbers; the rule says null
-    if inferred is not None and (inferred.type == pa.null() or inferred.type in _FAST_TYPES[type_]):
-        if inferred.type == F64 and type_ == F64:
-            array = inferred
-        elif pa.types.is_timestamp(type_) or inferred.type == pa.null():
-            array = inferred.cast(STR if pa.types.is_timestamp(type_) else type_)
-        else:
-            try:
-                array = inferred.cast(type_)
-            except pa.ArrowException:  # e.g. an int beyond 2**53 into float64: take the exact route
-                array = pa.array([coerce(v, type_) for v in values], type=type_)
-    else:
-        target = STR if pa.types.is_timestamp(type_) else type_
+    target = STR if pa.types.is_timestamp(type_) else type_
+    array = None
+    if set(map(type, values)) <= _TAKEN_AS_IS[type_]:
+        try:
+            array = pa.array(values, type=target)
+        except (pa.ArrowException, OverflowError):  # int64 overflow; an int beyond 2**53 into float64
+            pass
+    if array is None:
         array = pa.array([coerce(v, type_) for v in values], type=target)
     if not pa.types.is_timestamp(type_):
         return array
@@ -334,27 +329,33 @@ def _cast_or_null(array: pa.Array, type_: pa.DataType) -> pa.Array:
 # -- extraction ----------------------------------------------------------------------------------------
 _EMPTY: dict[str, Any] = {}
 _GET = dict.get
+# `_values`' levels by (path, whether non-objects are replaced by empty ones)
+_Cache = dict[tuple[Path_, bool], list[Any]]
 
 
-def _values(rows: Sequence[dict[str, Any]], path: Path_, cache: dict[Path_, list[Any]]) -> list[Any]:
+def _values(rows: Sequence[dict[str, Any]], path: Path_, cache: _Cache) -> list[Any]:
     """The value at `path` in each row (rows are dicts); None where any step is missing or of a wrong kind.
 
-    `cache` keeps the intermediate levels, so twelve `segment.*` columns look up `segment` once.
+    `cache` keeps the top levels, so twelve `segment.*` columns look up `segment` once.
     """
-    if path in cache:
-        return cache[path]
     if len(path) == 1:
-        level = list(map(_GET, rows, repeat(path[0])))  # a C loop: no bytecode per row
-    else:
-        parent = _values(rows, path[:-1], cache)
-        step = path[-1]
-        if isinstance(step, int):
-            level = [v[step] if type(v) is list and len(v) > step else None for v in parent]
-        else:
-            level = [v.get(step) if type(v) is dict else None for v in parent]
-    if len(path) < 2:
-        cache[path] = level
-    return level
+        level = cache.get((path, False))
+        if level is None:
+            level = cache[path, False] = list(map(_GET, rows, repeat(path[0])))  # a C loop: no bytecode per row
+        return level
+    step = path[-1]
+    if isinstance(step, int):
+        return [v[step] if type(v) is list and len(v) > step else None for v in _values(rows, path[:-1], cache)]
+    return list(map(_GET, _objects(rows, path[:-1], cache), repeat(step)))
+
+
+def _objects(rows: Sequence[dict[str, Any]], path: Path_, cache: _Cache) -> list[dict[str, Any]]:
+    """The value at `path` in each row where it is an object, else an empty one (kept in `cache`): each
+    key below it is then one C loop (`_values`), not a Python loop per key."""
+    objects = cache.get((path, True))
+    if objects is None:
+        objects = cache[path, True] = [v if type(v) is dict else _EMPTY for v in _values(rows, path, cache)]
+    return objects
 
 
 ActivityInput = tuple[int, Mapping[str, Any] | None, Mapping[str, Any] | None]
@@ -387,8 +388,8 @@ def build_tables(activities: Sequence[ActivityInput],
     has_detail = [isinstance(d, dict) for _, _, d in activities]
 
     activity_arrays: dict[str, pa.Array] = {}
-    summary_cache: dict[Path_, list[Any]] = {}
-    detail_cache: dict[Path_, list[Any]] = {}
+    summary_cache: _Cache = {}
+    detail_cache: _Cache = {}
     for column in ACTIVITY_COLUMNS:
         if column.name == "id":
             activity_arrays["id"] = pa.array(ids, type=I64)
@@ -406,7 +407,7 @@ def build_tables(activities: Sequence[ActivityInput],
 
     for name, key in CHILD_KEYS.items():
         children: list[dict[str, Any]] = []
-        cache: dict[Path_, list[Any]] = {}
+        cache: _Cache = {}
         parents: list[int] = []
         sources: list[str] = []
         for index, (detail, part) in enumerate(zip(details, parts)):
