@@ -276,16 +276,13 @@ def coerce(value: Any, type_: pa.DataType) -> Any:
     raise TypeError(f"no coercion rule for {type_}")
 
 
-# The Python kinds a column takes as they are: `pa.array(values, type=...)` converts them exactly as
-# `coerce` would, so a column of only these (and None) needs no look at each value.
+# The Python kinds `pa.array(values, type=...)` converts exactly as `coerce` does, for the number columns:
+# it converts some others wrongly (3.5 -> int 3, true -> 1.0). Text, bool and timestamp (text) columns need
+# no such list: Arrow refuses every kind but theirs, which `coerce` takes as it is.
 _NONE = type(None)
-_TAKEN_AS_IS: dict[pa.DataType, frozenset[type]] = {
+_NUMBER_KINDS: dict[pa.DataType, frozenset[type]] = {
     I64: frozenset((int, _NONE)),
     F64: frozenset((float, int, _NONE)),
-    BOOL: frozenset((bool, _NONE)),
-    STR: frozenset((str, _NONE)),
-    UTC_TIME: frozenset((str, _NONE)),
-    LOCAL_TIME: frozenset((str, _NONE)),
 }
 _ZONE_SUFFIX = r"(Z|z|[+-]\d\d(:?\d\d)?)$"
 
@@ -293,15 +290,17 @@ _ZONE_SUFFIX = r"(Z|z|[+-]\d\d(:?\d\d)?)$"
 def to_array(values: Sequence[Any], type_: pa.DataType) -> pa.Array:
     """A column of `type_` from JSON values, equal to coercing each value with `coerce` (then parsing).
 
-    Fast path: when every value is of a kind the column takes as it is (one C pass over the values'
-    types), Arrow converts the list in C with the column's type given. Never by Arrow's type inference:
-    pyarrow tries to import optional modules (dateutil, pandas) on each inferring call, which costs more
-    than the conversion where they are not installed. A column with a stray value (a float among ints, a
-    bool, text in a number, an int beyond int64 or beyond what a double holds exactly) goes value by value.
+    Fast path: Arrow converts the list in C with the column's type given, once a number column's values
+    are known to be of kinds it converts exactly (one C pass over their types). Never by Arrow's type
+    inference: pyarrow tries to import optional modules (dateutil, pandas) on each inferring call, which
+    costs more than the conversion where they are not installed. A column with a stray value (a float
+    among ints, a bool, text in a number, a number in text, an int beyond int64 or beyond what a double
+    holds exactly) goes value by value.
     """
     target = STR if pa.types.is_timestamp(type_) else type_
     array = None
-    if set(map(type, values)) <= _TAKEN_AS_IS[type_]:
+    kinds = _NUMBER_KINDS.get(type_)
+    if kinds is None or set(map(type, values)) <= kinds:
         try:
             array = pa.array(values, type=target)
         except (pa.ArrowException, OverflowError):  # int64 overflow; an int beyond 2**53 into float64
