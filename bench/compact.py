@@ -483,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{timing.cpu_s / floor.cpu_s:12.2f}")
         process, process_floor = results[4][1], results[3][1]
         print(f"as a whole process: {process.wall_s / process_floor.wall_s:.2f} x the floor as a process (wall), "
-              f"{process.cpu_s / process_floor.cpu_s:.2f} x (CPU); a worker's CPU counts in the process rows only")
+              f"{process.cpu_s / process_floor.cpu_s:.2f} x (CPU; a worker's is not counted: the forkserver's child)")
         if args.streams_activities > 0:
             r = measure_streams(args.streams_activities, folder)
             print(f"streams: {args.streams_activities:,} activities, {r['raw_mb']:,.1f} MB raw JSON -> "
