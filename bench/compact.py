@@ -1,23 +1,30 @@
 """Benchmark: compaction against the read+parse floor and against a DuckDB SQL script, same raw files.
 
     python bench/compact.py                  # 2,000 detailed activities, about 75 KB each (~150 MB)
-    python bench/compact.py --activities 50  # smoke run (the test suite runs this)
-    python bench/compact.py --streams-activities 3000   # the streams case at full size (~2.5 GB raw)
+    python bench/compact.py --activities 50 --no-memory   # smoke run (the test suite runs this)
+    python bench/compact.py --streams-activities 3000     # the streams case at full size (~2.5 GB raw)
 
 It writes its own synthetic raw store into a temporary folder (see `write_synthetic_store`: activities
 derived from a real Strava DetailedActivity, with varied ids, dates, sports, split values, missing fields,
-int-vs-float wobble and unknown fields), warms the page cache, then times, best of --repeat runs:
+int-vs-float wobble and unknown fields), warms the page cache, then times, best of --repeat runs, wall
+and CPU time (this process's and its waited-for children's):
 
 1. floor: read and `orjson`-parse every raw file compaction reads (list pages and details), one process;
-2. bulkfetch: `compact(..., rebuild=True)`;
-3. duckdb: one SQL script that builds the same six tables from the same raw files.
+2. bulkfetch: `compact(..., rebuild=True)` in this process, as the CLI runs it (with its worker when it
+   pays: the worker's CPU is not counted there) and in one process;
+3. the floor as a whole process (interpreter start and `import orjson` included), and `bulkfetch compact
+   --rebuild` as a whole process (interpreter start, imports, its worker: all counted);
+4. duckdb: one SQL script that builds the same six tables from the same raw files.
 
 Then the streams case: --streams-activities activities in one year (the worst case: a year is what one
 partition file is written from), each with a detail and a StreamSet of all eleven types (30 min to 6 h at
 one point a second, about 75 bytes of JSON a point), compacted once in a child process whose peak RSS
-(VmHWM) is reported next to its RSS before compaction and the raw size: compaction of streams must stay
-bounded in memory, whatever the history's size. Measured here (2 CPUs): 3,000 activities, 2.6 GB raw ->
-36.8 M rows, 623 MB Parquet in 72 s, peak RSS 360 MB (65 MB before compaction).
+(VmHWM) is reported next to its RSS before compaction and the raw size, and whose floor (reading and
+parsing every raw file it read, streams, details and list pages) is measured after, in the same process.
+
+Then the memory case: a full rebuild (details and streams) at --activities and at ten times as many,
+each in a child process, real-size details and short streams (20-200 points, so that 20,000 run in
+minutes): the peak RSS must not grow with the history.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -221,8 +229,8 @@ def read_and_parse(store: RawStore) -> int:
     return total
 
 
-def run_compact(store: RawStore, out: Path) -> None:
-    compact(store, out, ATHLETE_ID, rebuild=True)
+def run_compact(store: RawStore, out: Path, *, parallel: bool = True) -> None:
+    compact(store, out, ATHLETE_ID, rebuild=True, parallel=parallel)
 
 
 DUCKDB_SCRIPT = """
@@ -304,10 +312,32 @@ def run_duckdb(store: RawStore, out: Path) -> None:
 def measure_streams(count: int, folder: Path) -> dict[str, Any]:
     """Build a store of `count` activities with hour-long-ish streams, compact it in a child process,
     and return its time, RSS before and at peak (MB), the raw and Parquet sizes (MB) and the rows."""
-    data_dir, out = folder / "streams-data", folder / "streams-parquet"
     # All in one year: the worst case, since a year is the unit a partition file is written from.
-    store = write_synthetic_store(data_dir, count, seed=5, years=(2024, 2024), stream_share=1.0,
-                                  stream_points=(1800, 21600), stream_templates=min(count, 24))
+    return compact_in_child(folder / "streams", count, stream_points=(1800, 21600), years=(2024, 2024))
+
+
+def measure_memory(counts: tuple[int, int], folder: Path) -> None:
+    """Peak RSS of a full rebuild (details and streams) at a small and a large history, each in its own
+    child process. Details are real-size; streams short (20-200 points), so the large case runs in
+    minutes: what must not grow with the history is what compaction holds besides one year's chunk."""
+    peaks = []
+    for count in counts:
+        r = compact_in_child(folder / f"memory-{count}", count, stream_points=(20, 200), years=(2015, 2024))
+        peaks.append(r["peak_rss_mb"])
+        print(f"memory: {count:,} activities (real-size details, streams of 20-200 points: "
+              f"{r['raw_mb']:,.1f} MB of stream JSON), full rebuild in {r['seconds']:.2f} s: "
+              f"peak RSS {r['peak_rss_mb']:,.0f} MB (before compaction {r['rss_before_mb']:,.0f} MB), one process")
+        shutil.rmtree(folder / f"memory-{count}", ignore_errors=True)
+    print(f"memory: peak at {counts[1]:,} = {peaks[1] / peaks[0]:.2f} x the peak at {counts[0]:,}")
+
+
+def compact_in_child(folder: Path, count: int, *, stream_points: tuple[int, int],
+                     years: tuple[int, int]) -> dict[str, Any]:
+    """A store of `count` activities, each with a detail and streams, compacted in a child process (see
+    `child_compact`); its report, with the raw streams' size and the Parquet streams' size (MB)."""
+    data_dir, out = folder / "data", folder / "parquet"
+    store = write_synthetic_store(data_dir, count, seed=5, years=years, stream_share=1.0,
+                                  stream_points=stream_points, stream_templates=min(count, 24))
     raw_mb = sum(p.stat().st_size for p in store.stream_dir.iterdir()) / 1e6
     for path in store.stream_dir.iterdir():  # warm the page cache, as for the other cases
         path.read_bytes()
@@ -320,19 +350,27 @@ def measure_streams(count: int, folder: Path) -> dict[str, Any]:
 
 
 def child_compact(data_dir: Path, out: Path) -> None:
-    """In a fresh process: compact once and print one JSON line of time, RSS (MB) and stream rows."""
+    """In a fresh process: compact once and print one JSON line of time, CPU, RSS (MB) and stream rows,
+    then the floor: every raw file the compaction read, read and parsed in the same process."""
     import bulkfetch.compact as compact_module
 
     # One process, so that its ru_maxrss is the whole peak (a worker would fork from the forkserver,
     # out of reach of RUSAGE_CHILDREN); with the worker, each of the two processes peaks like this one.
     compact_module.PARALLEL_MIN_BYTES = 1 << 62
+    store = RawStore(data_dir)
     before_mb = _memory_mb("VmRSS")
     _reset_peak()
-    started = time.perf_counter()
-    result = compact(RawStore(data_dir), out, ATHLETE_ID, rebuild=True)
-    seconds = time.perf_counter() - started
-    print(json.dumps({"seconds": seconds, "rss_before_mb": before_mb, "peak_rss_mb": _memory_mb("VmHWM"),
-                      "rows": result.rows["streams"]}))
+    started, cpu_started = time.perf_counter(), time.process_time()
+    result = compact(store, out, ATHLETE_ID, rebuild=True)
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    peak_mb = _memory_mb("VmHWM")
+    started, cpu_started = time.perf_counter(), time.process_time()
+    read_and_parse(store)
+    for path in store.stream_dir.iterdir():
+        orjson.loads(path.read_bytes())
+    floor_s, floor_cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
+    print(json.dumps({"seconds": seconds, "cpu_s": cpu, "rss_before_mb": before_mb, "peak_rss_mb": peak_mb,
+                      "rows": result.rows["streams"], "floor_s": floor_s, "floor_cpu_s": floor_cpu_s}))
 
 
 def _memory_mb(field: str) -> float:
@@ -357,15 +395,43 @@ def _reset_peak() -> None:
         pass
 
 
-def best_time(run: Callable[[], object], repeat: int, before: Callable[[], None] | None = None) -> float:
-    times = []
+@dataclass(frozen=True)
+class Timing:
+    wall_s: float
+    cpu_s: float  # this process's and its waited-for children's (a child `bulkfetch` and what it waited for)
+
+
+def cpu_s() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def best_time(run: Callable[[], object], repeat: int, before: Callable[[], None] | None = None) -> Timing:
+    """The best wall time and the best CPU time of `repeat` runs."""
+    walls, cpus = [], []
     for _ in range(repeat):
         if before:
             before()
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), cpu_s()
         run()
-        times.append(time.perf_counter() - started)
-    return min(times)
+        walls.append(time.perf_counter() - started)
+        cpus.append(cpu_s() - cpu_started)
+    return Timing(min(walls), min(cpus))
+
+
+def floor_as_process(store: RawStore) -> None:
+    """The floor as a whole process: interpreter start, `import orjson`, then `read_and_parse`'s reads."""
+    code = ("import sys, orjson\nfrom pathlib import Path\n"
+            "for line in sys.stdin: orjson.loads(Path(line.rstrip('\\n')).read_bytes())\n")
+    paths = [p for listing in store.listings() for p in listing.page_paths()]
+    paths += [store.detail_path(i) for i in sorted(store.detail_ids())]
+    subprocess.run([sys.executable, "-c", code], input="".join(f"{p}\n" for p in paths), text=True, check=True)
+
+
+def compact_as_process(config: Path) -> None:
+    """`bulkfetch compact --rebuild` as a user runs it: a fresh interpreter, its imports, its worker."""
+    subprocess.run([sys.executable, "-m", "bulkfetch", "--config", str(config), "compact", "--rebuild"],
+                   cwd=REPO, capture_output=True, check=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -376,6 +442,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=Path, help="build the raw store here and keep it (default: temp dir)")
     parser.add_argument("--streams-activities", type=int, default=200,
                         help="activities with streams in the streams case (0 skips it; 3000 is ~2.5 GB raw)")
+    parser.add_argument("--no-memory", action="store_true",
+                        help="skip the memory case (a full rebuild at --activities and at 10 x as many)")
     parser.add_argument("--child-compact", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child_compact:
@@ -384,9 +452,12 @@ def main(argv: list[str] | None = None) -> int:
 
     folder = args.keep or Path(tempfile.mkdtemp(prefix="bulkfetch-bench-"))
     try:
-        store = write_synthetic_store(folder / "data", args.activities)
+        # Where `bulkfetch` keeps an athlete of a data_dir, so that the CLI finds it too.
+        store = write_synthetic_store(folder / "data" / "athletes" / str(ATHLETE_ID), args.activities)
         raw_bytes = read_and_parse(store)  # also warms the page cache
         ours_dir, duck_dir = folder / "parquet", folder / "parquet-duckdb"
+        config = folder / "config.toml"
+        config.write_text(f'[storage]\ndata_dir = "{folder / "data"}"\nparquet_dir = "{ours_dir}"\n')
 
         def clear(path: Path) -> Callable[[], None]:
             return lambda: shutil.rmtree(path, ignore_errors=True)
@@ -394,22 +465,36 @@ def main(argv: list[str] | None = None) -> int:
         results = [("read + orjson.loads (floor)", best_time(lambda: read_and_parse(store), args.repeat))]
         results.append(("bulkfetch compact --rebuild",
                         best_time(lambda: run_compact(store, ours_dir), args.repeat, clear(ours_dir))))
+        results.append(("  the same in one process",
+                        best_time(lambda: run_compact(store, ours_dir, parallel=False), args.repeat, clear(ours_dir))))
+        results.append(("floor as a process", best_time(lambda: floor_as_process(store), args.repeat)))
+        results.append(("compact --rebuild as a process",
+                        best_time(lambda: compact_as_process(config), args.repeat, clear(ours_dir))))
         if not args.no_duckdb:
             results.append(("DuckDB SQL script",
                             best_time(lambda: run_duckdb(store, duck_dir), args.repeat, clear(duck_dir))))
 
-        floor, ours = results[0][1], results[1][1]
+        floor = results[0][1]
         print(f"{args.activities:,} activities, {raw_bytes / 1e6:.1f} MB raw JSON, "
-              f"{os.cpu_count()} CPU(s), best of {args.repeat}")
-        print(f"{'':30} {'seconds':>8} {'x floor':>8} {'x bulkfetch':>12}")
-        for name, seconds in results:
-            print(f"{name:30} {seconds:8.2f} {seconds / floor:8.2f} {seconds / ours:12.2f}")
+              f"{os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.1f}, best of {args.repeat}")
+        print(f"{'':32} {'wall s':>7} {'CPU s':>7} {'x floor':>8} {'x floor CPU':>12}")
+        for name, timing in results:
+            print(f"{name:32} {timing.wall_s:7.2f} {timing.cpu_s:7.2f} {timing.wall_s / floor.wall_s:8.2f} "
+                  f"{timing.cpu_s / floor.cpu_s:12.2f}")
+        process, process_floor = results[4][1], results[3][1]
+        print(f"as a whole process: {process.wall_s / process_floor.wall_s:.2f} x the floor as a process (wall), "
+              f"{process.cpu_s / process_floor.cpu_s:.2f} x (CPU; a worker's is not counted: the forkserver's child)")
         if args.streams_activities > 0:
             r = measure_streams(args.streams_activities, folder)
             print(f"streams: {args.streams_activities:,} activities, {r['raw_mb']:,.1f} MB raw JSON -> "
                   f"{r['rows']:,} rows, {r['parquet_mb']:,.1f} MB Parquet in {r['seconds']:.2f} s; "
                   f"peak RSS {r['peak_rss_mb']:,.0f} MB (before compaction {r['rss_before_mb']:,.0f} MB), "
                   "one process")
+            print(f"streams: {r['cpu_s']:.2f} CPU s; floor (read + orjson.loads of every raw file it reads, "
+                  f"same process) {r['floor_s']:.2f} s, {r['floor_cpu_s']:.2f} CPU s: "
+                  f"{r['seconds'] / r['floor_s']:.2f} x (wall), {r['cpu_s'] / r['floor_cpu_s']:.2f} x (CPU)")
+        if not args.no_memory:
+            measure_memory((args.activities, 10 * args.activities), folder)
     finally:
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)

@@ -95,7 +95,9 @@ GROUPS: dict[str, tuple[str, ...]] = {"details": DETAIL_TABLES, "streams": (STRE
 FROM_ACTIVITY = ("start_date", "sport_type")
 UNKNOWN_YEAR = 0
 CHUNK_ACTIVITIES = 256
-ROW_GROUP_BYTES = 64 << 20
+# Six detail tables buffer at once: at most about 50 MB in all (at 64 MB each, a year of 2,000 activities
+# peaked 44 MB higher; see bench/compact.py's memory case).
+ROW_GROUP_BYTES = 8 << 20
 # Streams: about 300,000 points a row group (a few MB of Parquet), so the buffer stays small and readers
 # that look for one activity skip the rest by row group statistics.
 STREAM_ROW_GROUP_BYTES = 32 << 20
@@ -611,7 +613,8 @@ class _PartitionWriter:
 
     def add(self, data: pa.Table) -> None:
         self._buffer.append(data)
-        self._buffered_bytes += data.nbytes
+        # Not `nbytes`: it walks every column's slices, ~50x slower, and a stream table comes per activity.
+        self._buffered_bytes += data.get_total_buffer_size()
         self.rows += data.num_rows
         if self._buffered_bytes >= self.row_group_bytes:
             self._flush()

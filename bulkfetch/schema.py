@@ -46,6 +46,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
+from operator import itemgetter
 from typing import Any
 
 import pyarrow as pa
@@ -275,14 +276,13 @@ def coerce(value: Any, type_: pa.DataType) -> Any:
     raise TypeError(f"no coercion rule for {type_}")
 
 
-# What `pa.array(values)` may infer for a column to be taken without looking at each value.
-_FAST_TYPES = {
-    I64: (I64,),
-    F64: (F64, I64),
-    BOOL: (BOOL,),
-    STR: (STR,),
-    UTC_TIME: (STR,),
-    LOCAL_TIME: (STR,),
+# The Python kinds `pa.array(values, type=...)` converts exactly as `coerce` does, for the number columns:
+# it converts some others wrongly (3.5 -> int 3, true -> 1.0). Text, bool and timestamp (text) columns need
+# no such list: Arrow refuses every kind but theirs, which `coerce` takes as it is.
+_NONE = type(None)
+_NUMBER_KINDS: dict[pa.DataType, frozenset[type]] = {
+    I64: frozenset((int, _NONE)),
+    F64: frozenset((float, int, _NONE)),
 }
 _ZONE_SUFFIX = r"(Z|z|[+-]\d\d(:?\d\d)?)$"
 
@@ -290,27 +290,22 @@ _ZONE_SUFFIX = r"(Z|z|[+-]\d\d(:?\d\d)?)$"
 def to_array(values: Sequence[Any], type_: pa.DataType) -> pa.Array:
     """A column of `type_` from JSON values, equal to coercing each value with `coerce` (then parsing).
 
-    Fast path: let Arrow infer the list in C; if it inferred a type the column accepts as is, cast it.
-    Only a column with a stray value (a float among ints, a bool, text in a number) goes value by value.
+    Fast path: Arrow converts the list in C with the column's type given, once a number column's values
+    are known to be of kinds it converts exactly (one C pass over their types). Never by Arrow's type
+    inference: pyarrow tries to import optional modules (dateutil, pandas) on each inferring call, which
+    costs more than the conversion where they are not installed. A column with a stray value (a float
+    among ints, a bool, text in a number, a number in text, an int beyond int64 or beyond what a double
+    holds exactly) goes value by value.
     """
-    try:
-        inferred = pa.array(values)
-    except (pa.ArrowException, OverflowError, TypeError, ValueError):
-        inferred = None
-    if inferred is not None and inferred.type in (F64, I64) and bool in set(map(type, values)):
-        inferred = None  # Arrow reads true as 1 in a column it inferred as numbers; the rule says null
-    if inferred is not None and (inferred.type == pa.null() or inferred.type in _FAST_TYPES[type_]):
-        if inferred.type == F64 and type_ == F64:
-            array = inferred
-        elif pa.types.is_timestamp(type_) or inferred.type == pa.null():
-            array = inferred.cast(STR if pa.types.is_timestamp(type_) else type_)
-        else:
-            try:
-                array = inferred.cast(type_)
-            except pa.ArrowException:  # e.g. an int beyond 2**53 into float64: take the exact route
-                array = pa.array([coerce(v, type_) for v in values], type=type_)
-    else:
-        target = STR if pa.types.is_timestamp(type_) else type_
+    target = STR if pa.types.is_timestamp(type_) else type_
+    array = None
+    kinds = _NUMBER_KINDS.get(type_)
+    if kinds is None or set(map(type, values)) <= kinds:
+        try:
+            array = pa.array(values, type=target)
+        except (pa.ArrowException, OverflowError):  # int64 overflow; an int beyond 2**53 into float64
+            pass
+    if array is None:
         array = pa.array([coerce(v, type_) for v in values], type=target)
     if not pa.types.is_timestamp(type_):
         return array
@@ -334,27 +329,33 @@ def _cast_or_null(array: pa.Array, type_: pa.DataType) -> pa.Array:
 # -- extraction ----------------------------------------------------------------------------------------
 _EMPTY: dict[str, Any] = {}
 _GET = dict.get
+# `_values`' levels by (path, whether non-objects are replaced by empty ones)
+_Cache = dict[tuple[Path_, bool], list[Any]]
 
 
-def _values(rows: Sequence[dict[str, Any]], path: Path_, cache: dict[Path_, list[Any]]) -> list[Any]:
+def _values(rows: Sequence[dict[str, Any]], path: Path_, cache: _Cache) -> list[Any]:
     """The value at `path` in each row (rows are dicts); None where any step is missing or of a wrong kind.
 
-    `cache` keeps the intermediate levels, so twelve `segment.*` columns look up `segment` once.
+    `cache` keeps the top levels, so twelve `segment.*` columns look up `segment` once.
     """
-    if path in cache:
-        return cache[path]
     if len(path) == 1:
-        level = list(map(_GET, rows, repeat(path[0])))  # a C loop: no bytecode per row
-    else:
-        parent = _values(rows, path[:-1], cache)
-        step = path[-1]
-        if isinstance(step, int):
-            level = [v[step] if type(v) is list and len(v) > step else None for v in parent]
-        else:
-            level = [v.get(step) if type(v) is dict else None for v in parent]
-    if len(path) < 2:
-        cache[path] = level
-    return level
+        level = cache.get((path, False))
+        if level is None:
+            level = cache[path, False] = list(map(_GET, rows, repeat(path[0])))  # a C loop: no bytecode per row
+        return level
+    step = path[-1]
+    if isinstance(step, int):
+        return [v[step] if type(v) is list and len(v) > step else None for v in _values(rows, path[:-1], cache)]
+    return list(map(_GET, _objects(rows, path[:-1], cache), repeat(step)))
+
+
+def _objects(rows: Sequence[dict[str, Any]], path: Path_, cache: _Cache) -> list[dict[str, Any]]:
+    """The value at `path` in each row where it is an object, else an empty one (kept in `cache`): each
+    key below it is then one C loop (`_values`), not a Python loop per key."""
+    objects = cache.get((path, True))
+    if objects is None:
+        objects = cache[path, True] = [v if type(v) is dict else _EMPTY for v in _values(rows, path, cache)]
+    return objects
 
 
 ActivityInput = tuple[int, Mapping[str, Any] | None, Mapping[str, Any] | None]
@@ -387,8 +388,8 @@ def build_tables(activities: Sequence[ActivityInput],
     has_detail = [isinstance(d, dict) for _, _, d in activities]
 
     activity_arrays: dict[str, pa.Array] = {}
-    summary_cache: dict[Path_, list[Any]] = {}
-    detail_cache: dict[Path_, list[Any]] = {}
+    summary_cache: _Cache = {}
+    detail_cache: _Cache = {}
     for column in ACTIVITY_COLUMNS:
         if column.name == "id":
             activity_arrays["id"] = pa.array(ids, type=I64)
@@ -406,7 +407,7 @@ def build_tables(activities: Sequence[ActivityInput],
 
     for name, key in CHILD_KEYS.items():
         children: list[dict[str, Any]] = []
-        cache: dict[Path_, list[Any]] = {}
+        cache: _Cache = {}
         parents: list[int] = []
         sources: list[str] = []
         for index, (detail, part) in enumerate(zip(details, parts)):
@@ -465,9 +466,9 @@ def build_streams(activity_id: int, start_date: Any, sport_type: Any, stream_set
     arrays: list[pa.Array] = []
     for column in STREAM_COLUMNS:
         if column.name == "activity_id":
-            arrays.append(pa.array([activity_id] * length, type=I64))
+            arrays.append(pa.repeat(pa.scalar(activity_id, I64), length))
         elif column.name == "seq":
-            arrays.append(pa.array(range(length), type=I64))
+            arrays.append(_sequence(length))
         elif column.name == "source":
             arrays.append(_repeat(source, length, STR))
         elif column.from_activity:
@@ -481,12 +482,31 @@ def build_streams(activity_id: int, start_date: Any, sport_type: Any, stream_set
                 arrays.append(pa.nulls(length, column.type))
                 continue
             if len(column.path) > 1:
-                step = column.path[1]
-                data = [p[step] if type(p) is list and len(p) > step else None for p in data]
+                data = _elements(data, column.path[1])
             if len(data) < length:
                 data = [*data, *([None] * (length - len(data)))]
             arrays.append(to_array(data, column.type))
     return pa.Table.from_arrays(arrays, schema=SCHEMAS[STREAMS])
+
+
+def _sequence(length: int) -> pa.Array:
+    """0..length-1 as int64, computed in C (`pa.array(range(...))` walks a Python range: ~15x slower)."""
+    return pc.subtract(pc.cumulative_sum(pa.repeat(pa.scalar(1, I64), length)), pa.scalar(1, I64))
+
+
+_NO_POINT = (None, None)  # what a point that is no list gives: None as each element (latlng has two)
+
+
+def _elements(points: list[Any], step: int) -> list[Any]:
+    """Element `step` of each point (latlng's [lat, lng]); None where the point is no list that long.
+
+    One light pass and one C loop (`itemgetter`) where every list is long enough; else point by point.
+    """
+    lists = [p if type(p) is list else _NO_POINT for p in points]
+    try:
+        return list(map(itemgetter(step), lists))
+    except IndexError:  # a list too short
+        return [p[step] if type(p) is list and len(p) > step else None for p in points]
 
 
 def _repeat(value: Any, length: int, type_: pa.DataType) -> pa.Array:

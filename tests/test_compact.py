@@ -595,14 +595,17 @@ def test_compaction_loads_none_of_the_fetchs_modules():
 # -- bench -----------------------------------------------------------------------------------------------
 def test_bench_smoke():
     command = [sys.executable, str(REPO / "bench" / "compact.py"), "--activities", "50", "--repeat", "1",
-               "--streams-activities", "240"]
+               "--streams-activities", "240", "--no-memory"]
     done = subprocess.run(command,
                           capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "50 activities" in out
-    for name in ("read + orjson.loads (floor)", "bulkfetch compact --rebuild", "DuckDB SQL script"):
+    for name in ("read + orjson.loads (floor)", "bulkfetch compact --rebuild", "the same in one process",
+                 "floor as a process", "compact --rebuild as a process", "DuckDB SQL script"):
         assert name in out
+    assert re.search(r"as a whole process: [\d.]+ x the floor as a process", out), out
+    assert re.search(r"streams: [\d.]+ CPU s; floor .* [\d.]+ x \(wall\), [\d.]+ x \(CPU\)", out), out
     streams = re.search(r"streams: 240 activities, ([\d,.]+) MB raw JSON -> ([\d,]+) rows.*peak RSS ([\d,]+) MB "
                         r"\(before compaction ([\d,]+) MB\)", out)
     assert streams, out

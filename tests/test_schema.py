@@ -226,7 +226,8 @@ def test_timestamp_rules(text, utc, local):
 json_scalars = st.one_of(
     st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
     st.floats(allow_nan=False, allow_infinity=False, width=64), st.text(max_size=5),
-    st.sampled_from([0.0, 1.0, -3.0, 2.5, 1e300, 2**53 + 1, 2**63 - 1, -(2**63)]),
+    st.sampled_from([0.0, 1.0, -3.0, 2.5, 1e300, 2**53 + 1, 2**63 - 1, -(2**63), math.nan, math.inf]),
+    st.sampled_from([[], [1.5, 2], {}, {"a": 1}, [True]]),  # a list or object where a value belongs
 )
 
 
@@ -238,7 +239,7 @@ def test_a_column_equals_its_values_coerced_one_by_one(values, type_):
     got = to_array(values, type_).to_pylist()
     assert len(got) == len(expected)
     for g, e in zip(got, expected):
-        assert g == e and type(g) is type(e), (values, type_)
+        assert (g == e or g != g and e != e) and type(g) is type(e), (values, type_)  # nan equals nan here
 
 
 @settings(max_examples=100, deadline=None)
@@ -304,3 +305,25 @@ def test_stream_rows_equal_the_points_one_by_one(heartrate, latlng):
     padded_ll = latlng + [None] * (length - len(latlng))
     assert [r["heartrate"] for r in rows] == padded_hr
     assert [(r["lat"], r["lng"]) for r in rows] == [p if p else (None, None) for p in padded_ll]
+
+
+def test_building_tables_tries_no_import(detail, summaries, monkeypatch: pytest.MonkeyPatch):
+    """Arrow's type inference (`pa.array` without a type) tries to import dateutil and pandas on every
+    call, a search of sys.path each where they are not installed: columns are converted with their type."""
+    import builtins
+    import sys
+
+    real_import = builtins.__import__
+    tried: list[str] = []
+
+    def recording_import(name, *args, **kwargs):
+        if name not in sys.modules:
+            tried.append(name)
+        return real_import(name, *args, **kwargs)
+
+    build_tables([(summaries[0]["id"], summaries[0], detail)])  # anything imported once is loaded now
+    build_streams(1, "2024-05-01T06:00:00Z", "Run", {"time": {"data": [0, 1]}, "latlng": {"data": [[1.0, 2.0]]}})
+    monkeypatch.setattr(builtins, "__import__", recording_import)
+    build_tables([(summaries[0]["id"], summaries[0], detail)])
+    build_streams(1, "2024-05-01T06:00:00Z", "Run", {"time": {"data": [0, 1]}, "latlng": {"data": [[1.0, 2.0]]}})
+    assert tried == []
