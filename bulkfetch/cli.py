@@ -358,8 +358,11 @@ def _sigterm_as_ctrl_c() -> Iterator[None]:
 
 
 def _summary_line(summary: FetchSummary) -> str:
-    exported = f" ({summary.streams_from_export:,} more from the account export)" if summary.streams_from_export else ""
-    streams = f"{summary.streams:,} stream sets{exported}; " if summary.streams or exported else ""
+    from bulkfetch.progress import stream_requests_text
+
+    streams = stream_requests_text(summary.streams, summary.no_streams, len(summary.failed_streams),
+                                   summary.streams_from_export)
+    streams += "; " if streams else ""
     failed = len(summary.failed) + len(summary.failed_streams)
     failed_streams = f" ({len(summary.failed_streams):,} of them stream sets)" if summary.failed_streams else ""
     requests = f"{summary.requests:,} request{'' if summary.requests == 1 else 's'}"

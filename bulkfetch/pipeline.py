@@ -108,7 +108,8 @@ class FetchSummary:
     changed: int = 0
     fetched: int = 0
     not_found: int = 0
-    streams: int = 0
+    streams: int = 0  # stream sets stored
+    no_streams: int = 0  # stream requests answered "no streams" (manual activities): a request, but no set
     # The activities whose stream sets the account export gave instead of a request: a set, as the run's
     # checks of the list head decide the streams again and would count an activity once a check.
     exported: set[int] = field(default_factory=set)
@@ -127,7 +128,8 @@ class FetchSummary:
     def total(cls, results: list[AthleteResult]) -> FetchSummary:
         parts = [result.summary for result in results]
         total = cls(athletes=results)
-        for name in ("listed", "new", "changed", "fetched", "not_found", "streams", "unlisted", "requests"):
+        for name in ("listed", "new", "changed", "fetched", "not_found", "streams", "no_streams", "unlisted",
+                     "requests"):
             setattr(total, name, sum(getattr(part, name) for part in parts))
         for part in parts:
             total.exported |= part.exported
@@ -629,6 +631,7 @@ async def _fetch_stream_set(client: StravaClient, store: RawStore, activity_id: 
         # Manual activities and the like. Streams stored for an earlier recording are raw data: kept.
         if activity_id not in store.stream_ids():
             store.mark_no_streams(activity_id)
+        summary.no_streams += 1
         summary.failed_streams.pop(activity_id, None)
         return "no_streams"
     if not isinstance(response.data, dict):

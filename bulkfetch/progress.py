@@ -358,6 +358,22 @@ def plan_text(plan: RequestPlan, view: UsageView) -> str:
             f" — done {when}")
 
 
+def stream_requests_text(sets: int, without: int, failed: int, from_export: int) -> str:
+    """'6 stream requests (2 sets, 4 manual activities without streams), 64 stream sets from the account export':
+    every stream request a fetch sent, once each, by what it got (a set, "no streams", a failure), then the
+    sets the account export gave instead of a request; '' when there were neither."""
+    requests = sets + without + failed
+    got = [count(sets, "set")]
+    if without:
+        got.append(f"{without:,} manual {'activity' if without == 1 else 'activities'} without streams")
+    if failed:
+        got.append(f"{failed:,} failed")
+    parts = [f"{count(requests, 'stream request')} ({', '.join(got)})"] if requests else []
+    if from_export:
+        parts.append(f"{count(from_export, 'stream set')} from the account export")
+    return ", ".join(parts)
+
+
 def export_streams_text(from_export: int, requests: int, done: int) -> str:
     """'2,950 of 3,000 from the export, 50 requests': the stream sets a fetch wants, and what the account
     export spares (`done`: fetched from the API before)."""

@@ -446,7 +446,7 @@ def test_a_fetch_skips_the_streams_an_import_running_beside_it_covered(tmp_path)
         assert fetch.returncode == 0, stderr
         asked = set(stream_gets(sim))
         assert asked == set(sim.activity_ids()) - case.ids("covered")
-        assert "(3 more from the account export)" in stdout  # its summary line
+        assert "3 stream sets from the account export;" in stdout  # its summary line
     # the fetch's own compaction at its end took in what the import added meanwhile
     assert {i: s for i, s in case.sources("streams").items() if i in case.ids("covered")} == {
         i: {"file"} for i in case.ids("covered")}
@@ -514,7 +514,8 @@ def test_the_runs_summary_counts_each_activity_the_export_spared_once_whatever_t
             uploader.join()
     out, err = capsys.readouterr()
     assert "new since the run began" in err and uploaded[0] in stream_gets(sim)  # a check decided A's streams again
-    assert f"({len(covered)} more from the account export)" in out  # the run's summary line
+    sets = f"{len(covered)} stream set{'' if len(covered) == 1 else 's'}"
+    assert f"{sets} from the account export;" in out  # the run's summary line
     assert err.count("more from the account export)") == 1  # the check's own plan line spares nothing new
 
 

@@ -349,6 +349,21 @@ def test_progress_lines_name_streams_as_streams(tmp_path: Path, capsys) -> None:
         assert not re.search(r"^\S+ details \d+/\d+ \([^)]*streams", err, flags=re.M), err
 
 
+def test_the_summary_line_accounts_for_every_stream_request(tmp_path: Path, capsys) -> None:
+    # Manual activities answer "no streams": requests that store no set, which the line must still count.
+    thread = SimulatorThread(SimulatorSettings(activities=4, seed=46, short_limit=1000, daily_limit=10000))
+    with thread as sim:
+        for _ in range(2):
+            thread.call(partial(sim.add_activity, manual=True))
+        config = setup(tmp_path, sim)
+        assert run(config, "fetch", "--no-compact", "--streams", "time") == 0
+        store = athlete_store(tmp_path / "data")
+        sent, sets, without = len(stream_gets(sim)), len(store.stream_ids()), len(store.no_stream_ids())
+        assert sent == sets + without and without >= 2
+        out = capsys.readouterr().out
+        assert f"; {sent} stream requests ({sets} sets, {without} manual activities without streams); " in out, out
+
+
 def test_status_counts_pending_streams_and_shows_the_last_fetchs_filters(tmp_path: Path, capsys) -> None:
     # The short window holds the list page, every detail and 3 stream sets; --no-wait stops there.
     settings = SimulatorSettings(activities=10, seed=47, short_limit=1 + 10 + 3, daily_limit=10000,
