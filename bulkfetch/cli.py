@@ -517,7 +517,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
                   f"details, {part.streams:,} streams)")
     print(plan_text(plan, view))
     if plan.streams_from_export:
-        print("streams: " + export_streams_text(plan.streams_from_export, plan.streams, plan.streams_done))
+        print("streams: " + export_streams_text(plan.streams_from_export, plan.streams, plan.streams_done,
+                                                for_stale_files=plan.streams_for_stale_files))
     due = plan.listing.full_due_at
     print("listing: " + listing_text(plan.listing.full, plan.list_pages, None if due is None else utc_day_clock(due)))
     return EXIT_OK
