@@ -232,7 +232,8 @@ class DemoRun:
             filters = Filters(since=recipe_since_s(simulator.history_now_s)) if self.export else Filters()
             if self.export:
                 events.info(f"the recipe: fetch --since {self.since} --streams all (details and the streams the "
-                            "export lacks, for the last year; the older activities from the export's files)")
+                            "export lacks, for the last year and for the files older than Strava's version; the "
+                            "other older activities from the export's files)")
             options = FetchOptions(filters=filters, ledger_dir=self.data_dir / "quota",
                                    athletes=frozenset(simulator.athlete_ids))
             config = demo_config(simulator, self.data_dir, STREAM_TYPES if self.export else ())

@@ -210,8 +210,7 @@ class ExportView:
         gone = self.gone(catalog)
         files = {i: entry for i, entry in self.files().items() if i not in gone}
         disagree = self.disagreements(catalog, gone)
-        stale = {i for i, entry in files.items() if entry.status == "ok" and i in catalog
-                 and (summary := current_summary(entry)) is not None and derive.is_stale(summary, dict(catalog[i]))}
+        stale = self.stale_files(catalog)
         statuses = [entry.status for entry in files.values()]
         kept = self._export.csv_versions() if self.exists() else []
         return Overview(
@@ -260,6 +259,13 @@ class ExportView:
         entry = self.files().get(activity_id)
         file = current_summary(entry) if entry is not None and entry.status == "ok" else None
         return file is not None and not derive.is_stale(file, dict(summary))
+
+    def stale_files(self, catalog: Mapping[int, Mapping[str, Any]]) -> set[int]:
+        """The listed activities whose whole file is stale against Strava's summary (`catalog`): their file
+        rows are dropped, so a fetch takes them whatever its filters (plan.selected). From the index alone:
+        a file whose summary is not current counts as not stale until `refresh_summaries`."""
+        return {i for i, entry in self.files().items() if entry.status == "ok" and i in catalog
+                and (summary := current_summary(entry)) is not None and derive.is_stale(summary, dict(catalog[i]))}
 
     def covered(self, catalog: Mapping[int, Mapping[str, Any]]) -> set[int]:
         """The listed activities `covers` holds for."""

@@ -374,11 +374,15 @@ def stream_requests_text(sets: int, without: int, failed: int, from_export: int)
     return ", ".join(parts)
 
 
-def export_streams_text(from_export: int, requests: int, done: int) -> str:
-    """'2,950 of 3,000 from the export, 50 requests': the stream sets a fetch wants, and what the account
-    export spares (`done`: fetched from the API before)."""
+def export_streams_text(from_export: int, requests: int, done: int, *, for_stale_files: int = 0) -> str:
+    """'2,950 of 3,000 from the export, 50 requests (2 for files older than Strava's version)': the stream
+    sets a fetch wants, and what the account export spares (`done`: fetched from the API before;
+    `for_stale_files`: of the requests, those whose export file is stale)."""
     before = f" ({done:,} fetched before)" if done else ""
-    return f"{from_export:,} of {from_export + requests + done:,} from the export, {count(requests, 'request')}{before}"
+    stale = (f" ({for_stale_files:,} for file{'s' if for_stale_files != 1 else ''} older than Strava's version)"
+             if for_stale_files else "")
+    return (f"{from_export:,} of {from_export + requests + done:,} from the export, {count(requests, 'request')}"
+            f"{stale}{before}")
 
 
 def listing_text(full: bool, pages: int, full_relist_due: str | None) -> str:

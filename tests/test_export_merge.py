@@ -348,8 +348,9 @@ def test_coverage_comes_from_the_index_and_a_new_rules_summaries_are_derived_off
         assert cli(case.config, "fetch", "--streams", "all", "--no-compact") == 0
         assert sorted(stream_gets(sim)) == sorted(listed - covered)  # the export still spares its streams
         assert len(reads) == len(case.archived) + 1 and derived and not any(derived)  # + the CSV-only one
-        # read for the plan, for the streams, after keeping the new summaries; a look is one stat
-        assert len(index_reads) == 3 < len(stream_gets(sim))
+        # read for the plan, for the details (their stale files), after keeping the new summaries, for the
+        # streams; a look is one stat
+        assert len(index_reads) == 4 < len(stream_gets(sim))
         reads.clear()
         derived.clear()
         capsys.readouterr()
@@ -476,6 +477,35 @@ def test_the_simulators_export_spares_every_stream_request_but_the_cropped_the_c
     assert sources(tmp_path / "data", "streams") == {
         **{i: {"file"} for i in covered}, **{i: {"api"} for i in set(written.cropped) | {corrupt}}}  # manual: none
     assert sources(tmp_path / "data", "activities") == {i: {"api"} for i in listed}
+
+
+def test_the_recipes_since_still_fetches_an_older_stale_files_streams_and_detail(tmp_path, capsys):
+    """The README's recipe (import, then `fetch --since` a recent date): an older activity whose file is
+    stale loses its file rows, so it is fetched whatever --since says (detail and streams), and plan counts
+    it; the older covered ones get nothing from the API."""
+    settings = SimulatorSettings(activities=10, seed=37, duration_s=120, short_limit=1000, daily_limit=10000)
+    with SimulatorThread(settings) as sim:
+        written = write_export(tmp_path / "export.zip", sim.history)
+        [cropped] = written.cropped
+        newer = {i for i, a in sim.history.activities.items() if a.start_s > sim.history.activities[cropped].start_s}
+        assert newer and cropped in sim.activity_ids()  # so --since below leaves the cropped one out
+        since = datetime.fromtimestamp(sim.history.activities[cropped].start_s + 1, UTC).isoformat()
+        config = tmp_path / "config.toml"
+        config.write_text(simulator_config_text(sim, tmp_path / "data"))
+        assert cli(config, "import", str(written.path)) == 0
+        capsys.readouterr()
+        assert cli(config, "plan", "--since", since, "--streams", "all") == 0
+        out = capsys.readouterr().out
+        wanted = newer - set(written.manual) - {written.corrupt.activity_id}  # the newer ones the export covers
+        assert f"from the export, {len(newer - wanted) + 1} request" in out and \
+            "(1 for file older than Strava's version)" in out, out
+        mark = len(sim.request_log)
+        assert cli(config, "fetch", "--since", since, "--streams", "all") == 0
+        assert cropped in stream_gets(sim, mark) and set(stream_gets(sim, mark)) == newer - wanted | {cropped}
+        assert spent(sim, mark)["detail"] == len(newer) + 1
+    # its streams, splits and laps are the API's: nothing of its stale file
+    for table in ("streams", "splits_metric", "laps"):
+        assert sources(tmp_path / "data", table).get(cropped) == {"api"}, table
 
 
 def test_the_runs_summary_counts_each_activity_the_export_spared_once_whatever_the_list_checks(tmp_path, monkeypatch,

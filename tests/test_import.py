@@ -4,6 +4,7 @@ activities.csv headers (see tests/exports.py). No API access is needed, and none
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -675,7 +676,11 @@ def test_a_gone_or_damaged_decoded_track_is_decoded_again_from_the_kept_file(tmp
     """A decoded track removed or cut short (a disk full, a hand in the folder): compaction and the next
     import decode it again from the kept file, and say so; its rows never silently go."""
     path = _two_activities(tmp_path, "export.zip")
-    assert run_cli("--config", str(config), "import", str(path)).returncode == 0
+    imported = run_cli("--config", str(config), "import", str(path))
+    assert imported.returncode == 0
+    # its compaction's line is `compact`'s: the years, and the files that disagree (none here)
+    assert re.search(rf"compacted athlete {ATHLETE} into \S+: [12] year\(s\) rewritten, 0 unchanged$",
+                     imported.stderr.strip()), imported.stderr
     store = _store(config)
     records = {i: e.records for i, e in store.files().items()}
     kept = {i: store.file_path(e.file).stat().st_mtime_ns for i, e in store.files().items()}
@@ -685,6 +690,8 @@ def test_a_gone_or_damaged_decoded_track_is_decoded_again_from_the_kept_file(tmp
     compacted = run_cli("--config", str(config), "compact")
     assert compacted.returncode == 0, compacted.stderr
     assert "decoding 2 imported files again from the kept files" in compacted.stderr, compacted.stderr
+    # the index the decoding rewrote is no import that ended meanwhile: one compaction, not two
+    assert "an import ended during the compaction" not in compacted.stderr, compacted.stderr
     assert "activity 1's decoded track (" in compacted.stderr and "activity 2's decoded track (" in compacted.stderr
     assert {i: store.read_track(i).records for i in (1, 2)} == records
     assert _parquet_ids(config, "streams", "activity_id") == {1, 2}
