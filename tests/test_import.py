@@ -756,4 +756,7 @@ def test_an_activity_the_newest_export_lacks_was_deleted_and_loses_its_csv_row(t
         assert sorted(store.activities()) == [1, 3, 4] and store.gone() == {2}
         assert store.activities()[1].name == "Renamed" and store.activities()[3].name == "Manual"
         assert _parquet_ids(config, "activities", "id") == {1, 3, 4}
+        status = run_cli("--config", str(config), "status", "--json")
+        export = orjson.loads(status.stdout)["export"]  # what Parquet has: the deleted activity's file not counted
+        assert (export["activities"], export["files"]["ok"], export["streams_from_files"]) == (3, 1, 1), export
     assert sorted(store.files()) == [1, 2]  # the deleted activity's file stays, verbatim
