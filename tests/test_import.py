@@ -688,12 +688,15 @@ def test_a_gone_or_damaged_decoded_track_is_decoded_again_from_the_kept_file(tmp
     assert "activity 1's decoded track (" in compacted.stderr and "activity 2's decoded track (" in compacted.stderr
     assert {i: store.read_track(i).records for i in (1, 2)} == records
     assert _parquet_ids(config, "streams", "activity_id") == {1, 2}
-    # The next import too (it said "nothing new"), from the kept file: not copied from the export again.
+    # The next import too (it said "nothing new"), from the kept files: not copied from the export again; it
+    # names them as compaction does.
+    store.track_path(1).unlink()
     store.track_path(2).write_bytes(b"not a track")
     again = run_cli("--config", str(config), "import", str(path))
     assert again.returncode == 0, again.stderr
-    assert "nothing new" not in again.stderr and "1 decoded again from the kept file" in again.stdout, again.stdout
-    assert store.read_track(2).records == records[2]
+    assert "nothing new" not in again.stderr and "2 decoded again from the kept files" in again.stdout, again.stdout
+    assert all(f"activity {i}'s decoded track ({store.track_path(i)}, from" in again.stdout for i in (1, 2))
+    assert {i: store.read_track(i).records for i in (1, 2)} == records
     assert {i: store.file_path(e.file).stat().st_mtime_ns for i, e in store.files().items()} == kept
     # The kept file gone as well: compaction says which activity lost its rows and what brings them back.
     store.track_path(1).unlink()
