@@ -531,7 +531,10 @@ def summary_line(summary: ImportSummary) -> str:
     activities = f"{summary.activities:,} activit{'y' if summary.activities == 1 else 'ies'}"
     gone = (f"; {summary.gone:,} activit{'y' if summary.gone == 1 else 'ies'} of an earlier export not in the newest "
             "(deleted on Strava: no row from the export)" if summary.gone else "")
-    return f"imported {activities} from the export: {', '.join(parts)}{replaced}{tail}{gone}"
+    # Parquet is per athlete (athlete=ID/): an export nobody is known to own waits unbound, and says so here too.
+    unknown = ("; no Parquet until the athlete is known: rerun with --athlete ID or after 'bulkfetch auth'"
+               if summary.athlete.athlete_id is None else "")
+    return f"imported {activities} from the export: {', '.join(parts)}{replaced}{tail}{gone}{unknown}"
 
 
 def _named(items: Iterable[str]) -> str:

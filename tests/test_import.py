@@ -237,6 +237,8 @@ def test_an_export_of_unknown_athlete_waits_unbound_and_moves_once_known(tmp_pat
     first = run_cli("--config", str(config), "import", str(path))
     assert first.returncode == 0, first.stderr
     assert "does not say whose it is" in first.stderr and "not compacted" in first.stderr
+    assert first.stdout.strip().endswith("; no Parquet until the athlete is known: rerun with --athlete ID or after "
+                                         "'bulkfetch auth'"), first.stdout  # the summary, the line a user reads
     assert sorted(_store(config, None).files()) == [1, 2]
     stamps = {i: _store(config, None).track_path(i).stat().st_mtime_ns for i in (1, 2)}
     known = run_cli("--config", str(config), "import", str(path), "--athlete", "77")
