@@ -512,7 +512,8 @@ def summary_line(summary: ImportSummary) -> str:
     if summary.missing:
         parts.append(f"{len(summary.missing):,} named in activities.csv but missing from the export "
                      f"({_named(summary.missing)})")
-    parts.append(f"{summary.manual:,} manual without a file")
+    if summary.manual:
+        parts.append(f"{summary.manual:,} manual without a file")
     if summary.undated:
         parts.append(f"{summary.undated:,} without a start time (in year=0)")
     if summary.duplicate_rows:

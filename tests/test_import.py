@@ -765,3 +765,9 @@ def test_an_activity_the_newest_export_lacks_was_deleted_and_loses_its_csv_row(t
         export = orjson.loads(status.stdout)["export"]  # what Parquet has: the deleted activity's file not counted
         assert (export["activities"], export["files"]["ok"], export["streams_from_files"]) == (3, 1, 1), export
     assert sorted(store.files()) == [1, 2]  # the deleted activity's file stays, verbatim
+
+
+def test_the_summary_line_leaves_out_the_parts_that_count_nothing(tmp_path: Path) -> None:
+    summary = importer.ImportSummary(Roster(tmp_path).athlete(ATHLETE), activities=2, unchanged=2)
+    assert importer.summary_line(summary) == ("imported 2 activities from the export: no new file; 2 imported before "
+                                              "(not decoded again)")
