@@ -105,9 +105,9 @@ def demo_config(simulator: Simulator, data_dir: Path, streams: tuple[str, ...] =
 def check_demo_data_dir(simulator: Simulator, data_dir: Path, *, export: bool) -> None:
     """ConfigError (exit 2) before anything in `data_dir` moves when it is not this kind of demo's: it
     holds an athlete the demo does not simulate (a real one), an export imported by `bulkfetch import`, or
-    the other kind of demo's data. A plain
-    demo and `demo --export` simulate different histories (every recording 20 minutes long with the
-    export): a run on the other's folder would fetch every activity again and mix the two."""
+    the other kind of demo's data. A plain demo and `demo --export` simulate different histories (every
+    recording 20 minutes long with the export): a run on the other's folder would fetch every activity
+    again and mix the two."""
     first = simulator.settings.athlete_id
     demo_ids = range(first, first + DEMO_MAX_ATHLETES)
     athletes = Roster(data_dir).athletes()
