@@ -687,12 +687,7 @@ def _remove_athlete(args: argparse.Namespace, config: Config) -> int:
             _migrate_layout(data_dir, "athletes remove")
         athlete = athletes.find_athlete(Roster(data_dir), args.athlete_id)
         removed = _run(athletes.remove(config, athlete, purge=args.purge, warn=reporter.warn))
-        name = f" ({removed.name})" if removed.name else ""
-        strava = "deauthorized at Strava, " if removed.deauthorized else ""
-        if removed.had_tokens:
-            reporter.result(f"removed {athlete.label}{name}: {strava}tokens forgotten; no fetch serves it again")
-        else:
-            reporter.result(f"{athlete.label}{name} has no tokens here (removed already): no fetch serves it")
+        reporter.result(athletes.removal_text(removed))
         if removed.purged:
             reporter.result(f"deleted its raw data ({athlete.folder}) and its Parquet partitions "
                             f"({config.storage.parquet_dir}/<table>/athlete_id={args.athlete_id}/)")

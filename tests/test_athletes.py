@@ -149,6 +149,10 @@ def test_a_revoked_athlete_stops_alone_and_the_run_exits_2_naming_it(tmp_path, m
         mark = len(sim.request_log)
         assert fetch(config, "--athlete", str(fine)) == 0  # the others are not asked at all
         assert {r.athlete_id for r in api_records(sim, mark)} == {fine}
+        capsys.readouterr()
+        assert main(["--config", str(config), "plan"]) == 2  # plan fetches nothing: it says what it did
+        line = capsys.readouterr().err.strip().splitlines()[-1]
+        assert "; everything else was planned;" in line and "fetched" not in line, line
 
 
 def test_athlete_flag_names_an_unknown_athlete_in_one_line(tmp_path, monkeypatch, capsys) -> None:

@@ -17,7 +17,9 @@ from bench import demo as bench_demo
 from bulkfetch import report
 from bulkfetch.demo import athlete_sizes
 from bulkfetch.interleaving import interleave
+from bulkfetch.simulator import SimulatorSettings
 from tests.conftest import REPO, athlete_store, run_cli
+from tests.exports import ENGLISH_94, ExportFile, csv_text, english_row, fixture, write_folder
 
 README = (REPO / "README.md").read_text()
 
@@ -396,3 +398,16 @@ def test_each_kind_of_demo_refuses_the_others_folder(demo, export_demo) -> None:
         assert "--data-dir" in result.stderr and len(result.stderr.strip().splitlines()) == 1
         after = sorted(str(p.relative_to(data_dir)) for p in data_dir.rglob("*") if "quota" not in p.parts)
         assert after == before  # nothing written, not even the export's folder
+
+
+def test_a_demo_refuses_the_folder_of_a_plain_import_of_its_athletes_export(tmp_path) -> None:
+    athlete_id = SimulatorSettings().athlete_id  # the demo's own athlete: only the import tells the folder apart
+    export = write_folder(tmp_path / "export", csv_text(ENGLISH_94, [english_row(1, "activities/1.fit")]),
+                          [ExportFile("activities/1.fit", fixture("fenix5-run.fit"))], profile_id=athlete_id)
+    config = tmp_path / "config.toml"
+    config.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n')
+    assert run_cli("--config", str(config), "import", str(export)).returncode == 0
+    for flags in (("--export",), ()):
+        result = run_cli("demo", *flags, "--data-dir", str(tmp_path / "data"), timeout=60)
+        assert result.returncode == 2, result.stderr
+        assert "holds the data of a 'bulkfetch import', not of a demo" in result.stderr, result.stderr

@@ -238,6 +238,8 @@ def test_an_export_of_unknown_athlete_waits_unbound_and_moves_once_known(tmp_pat
     first = run_cli("--config", str(config), "import", str(path))
     assert first.returncode == 0, first.stderr
     assert "does not say whose it is" in first.stderr and "not compacted" in first.stderr
+    assert first.stdout.strip().endswith("; no Parquet until the athlete is known: rerun with --athlete ID or after "
+                                         "'bulkfetch auth'"), first.stdout  # the summary, the line a user reads
     assert sorted(_store(config, None).files()) == [1, 2]
     stamps = {i: _store(config, None).track_path(i).stat().st_mtime_ns for i in (1, 2)}
     known = run_cli("--config", str(config), "import", str(path), "--athlete", "77")
@@ -695,12 +697,15 @@ def test_a_gone_or_damaged_decoded_track_is_decoded_again_from_the_kept_file(tmp
     assert "activity 1's decoded track (" in compacted.stderr and "activity 2's decoded track (" in compacted.stderr
     assert {i: store.read_track(i).records for i in (1, 2)} == records
     assert _parquet_ids(config, "streams", "activity_id") == {1, 2}
-    # The next import too (it said "nothing new"), from the kept file: not copied from the export again.
+    # The next import too (it said "nothing new"), from the kept files: not copied from the export again; it
+    # names them as compaction does.
+    store.track_path(1).unlink()
     store.track_path(2).write_bytes(b"not a track")
     again = run_cli("--config", str(config), "import", str(path))
     assert again.returncode == 0, again.stderr
-    assert "nothing new" not in again.stderr and "1 decoded again from the kept file" in again.stdout, again.stdout
-    assert store.read_track(2).records == records[2]
+    assert "nothing new" not in again.stderr and "2 decoded again from the kept files" in again.stdout, again.stdout
+    assert all(f"activity {i}'s decoded track ({store.track_path(i)}, from" in again.stdout for i in (1, 2))
+    assert {i: store.read_track(i).records for i in (1, 2)} == records
     assert {i: store.file_path(e.file).stat().st_mtime_ns for i, e in store.files().items()} == kept
     # The kept file gone as well: compaction says which activity lost its rows and what brings them back.
     store.track_path(1).unlink()
@@ -763,4 +768,13 @@ def test_an_activity_the_newest_export_lacks_was_deleted_and_loses_its_csv_row(t
         assert sorted(store.activities()) == [1, 3, 4] and store.gone() == {2}
         assert store.activities()[1].name == "Renamed" and store.activities()[3].name == "Manual"
         assert _parquet_ids(config, "activities", "id") == {1, 3, 4}
+        status = run_cli("--config", str(config), "status", "--json")
+        export = orjson.loads(status.stdout)["export"]  # what Parquet has: the deleted activity's file not counted
+        assert (export["activities"], export["files"]["ok"], export["streams_from_files"]) == (3, 1, 1), export
     assert sorted(store.files()) == [1, 2]  # the deleted activity's file stays, verbatim
+
+
+def test_the_summary_line_leaves_out_the_parts_that_count_nothing(tmp_path: Path) -> None:
+    summary = importer.ImportSummary(Roster(tmp_path).athlete(ATHLETE), activities=2, unchanged=2)
+    assert importer.summary_line(summary) == ("imported 2 activities from the export: no new file; 2 imported before "
+                                              "(not decoded again)")
