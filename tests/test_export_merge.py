@@ -508,6 +508,27 @@ def test_the_recipes_since_still_fetches_an_older_stale_files_streams_and_detail
         assert sources(tmp_path / "data", table).get(cropped) == {"api"}, table
 
 
+def test_status_counts_an_older_stale_files_requests_as_the_next_fetch_sends_them(tmp_path, capsys):
+    """A fetch --since before the import, then the import: status's pending work is what the next fetch
+    sends, the older stale file's detail and streams included (it is fetched whatever --since says)."""
+    settings = SimulatorSettings(activities=10, seed=37, duration_s=120, short_limit=1000, daily_limit=10000)
+    with SimulatorThread(settings) as sim:
+        written = write_export(tmp_path / "export.zip", sim.history)
+        [cropped] = written.cropped
+        since = datetime.fromtimestamp(sim.history.activities[cropped].start_s + 1, UTC).isoformat()
+        config = tmp_path / "config.toml"
+        config.write_text(simulator_config_text(sim, tmp_path / "data"))
+        assert cli(config, "fetch", "--since", since, "--streams", "all") == 0
+        assert cli(config, "import", str(written.path)) == 0
+        capsys.readouterr()
+        assert cli(config, "status") == 0
+        status = capsys.readouterr().out
+        assert re.search(r"pending\s+1 detail, 1 stream set\n", status), status
+        mark = len(sim.request_log)
+        assert cli(config, "fetch", "--since", since, "--streams", "all") == 0
+        assert stream_gets(sim, mark) == [cropped] and spent(sim, mark)["detail"] == 1
+
+
 def test_the_runs_summary_counts_each_activity_the_export_spared_once_whatever_the_list_checks(tmp_path, monkeypatch,
                                                                                                  capsys):
     # Athlete A (with an export) finishes first; a check of its list head during B's backfill finds a new
