@@ -231,7 +231,7 @@ def detail_index(records, activity_id: int) -> int:
 
 
 def test_an_activity_uploaded_mid_run_is_fetched_within_a_window_of_the_next_head_check(tmp_path, monkeypatch):
-    settings = SimulatorSettings(athletes=2, athlete_activities=(70, 40), seed=55, short_limit=10,
+    settings = SimulatorSettings(athletes=2, athlete_activities=(50, 25), seed=55, short_limit=10,
                                  daily_limit=10_000, short_window_s=1)
     thread = SimulatorThread(settings)
     with thread as sim:
@@ -251,7 +251,7 @@ def test_an_activity_uploaded_mid_run_is_fetched_within_a_window_of_the_next_hea
     backlog_after = [r for r in records[fetched_at:] if r.path.startswith(f"{API}/activities/")]
     assert backlog_after, "the new activity waited for the whole backfill"
     assert new in athlete_dir(tmp_path, first).detail_ids() and "new since the run began" in stderr
-    assert f"athlete {first}: details to fetch: 70 " in stderr  # several athletes: each line says whose
+    assert f"athlete {first}: details to fetch: 50 " in stderr  # several athletes: each line says whose
 
 
 def test_an_athlete_connected_during_a_run_is_fetched_by_that_run(tmp_path, monkeypatch):

@@ -204,7 +204,7 @@ def test_sigkill_and_no_wait_stops_resume_without_asking_any_stream_twice(tmp_pa
 
 # -- plan -------------------------------------------------------------------------------------------------------
 def test_plan_online_then_offline_predicts_exactly_what_fetch_spends(tmp_path: Path, capsys) -> None:
-    settings = SimulatorSettings(activities=57, seed=24, short_limit=1000, daily_limit=10000,
+    settings = SimulatorSettings(activities=25, seed=24, short_limit=1000, daily_limit=10000,
                                  overall_short_limit=2000, overall_daily_limit=20000)
     thread = SimulatorThread(settings)
     with thread as sim:
