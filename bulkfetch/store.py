@@ -25,7 +25,6 @@ import secrets
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -336,19 +335,10 @@ class RawStore:
         """Every known activity summary by id: the newest complete full listing, overlaid by every newer
         (routine or unfinished) listing. Deleted ("unlisted") activities are left out."""
         summaries: dict[int, dict[str, Any]] = {}
-        for items in self.catalog_pages():
-            summaries.update(items)
-        return summaries
-
-    def catalog_pages(self) -> Iterator[dict[int, dict[str, Any]]]:
-        """The catalog one page at a time, each page's activities by id, in the order the catalog overlays
-        them (an activity on several pages is the last one's); deleted ("unlisted") activities left out.
-        For a caller that keeps less than the parsed summaries (compaction: at 20,000 activities they
-        are about 90 MB at once), so that each page is dropped after its turn."""
-        gone = {i for i, tombstone in self.tombstones().items() if tombstone.reason == UNLISTED}
         for listing in self._catalog_listings():
-            for page in chain(listing.pages(), listing.lookups()):
-                yield {i: item for i, item in page_items(page).items() if i not in gone}
+            summaries.update(_listed(listing))
+        gone = {i for i, tombstone in self.tombstones().items() if tombstone.reason == UNLISTED}
+        return {activity_id: s for activity_id, s in summaries.items() if activity_id not in gone}
 
     # -- state files -------------------------------------------------------------------------------
     def state_path(self, name: str) -> Path:
