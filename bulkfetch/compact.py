@@ -29,9 +29,8 @@ after that year's files, so a crash leaves that year unrecorded and the next run
 
 Bounded memory: a year is read in chunks of CHUNK_ACTIVITIES details, turned into Arrow at once, and
 written as row groups once ROW_GROUP_BYTES of Arrow data are buffered; no step holds a year's raw JSON.
-Streams (about 1 MB of JSON per hour of activity) go in batches: files are parsed until they hold
-STREAM_BATCH_VALUES values (or one bigger file), turned into Arrow at once, dropped; so the most this
-holds is one batch's parsed JSON plus STREAM_ROW_GROUP_BYTES of Arrow data.
+Streams (about 1 MB of JSON per hour of activity) go one file at a time: parsed, turned into Arrow,
+dropped, so the most this holds is one parsed stream file plus STREAM_ROW_GROUP_BYTES of Arrow data.
 
 Streams are written sorted by (activity_id, seq), declared as the file's sorting columns, so row group
 statistics let readers skip straight to one activity. Their encodings suit the columns: delta for the
@@ -82,10 +81,8 @@ from bulkfetch.schema import (
     STREAMS,
     TABLES,
     ExportPart,
-    StreamInput,
-    build_streams_batch,
+    build_streams,
     build_tables,
-    stream_series,
     utc_years,
 )
 from bulkfetch.store import TEMP_MARK, RawStore, ensure_dir, fsync_dir, is_orphaned_temp
@@ -104,9 +101,6 @@ ROW_GROUP_BYTES = 8 << 20
 # Streams: about 300,000 points a row group (a few MB of Parquet), so the buffer stays small and readers
 # that look for one activity skip the rest by row group statistics.
 STREAM_ROW_GROUP_BYTES = 32 << 20
-# Stream sets are turned into Arrow together until they hold this many values (about 40 MB of parsed
-# JSON): a table's fixed cost (~0.5 ms) then counts once per batch, not once per short activity.
-STREAM_BATCH_VALUES = 500_000
 PARALLEL_WORKERS = 2
 # Below this much raw JSON to rewrite, starting worker processes costs more than it saves.
 PARALLEL_MIN_BYTES = 16 << 20
@@ -614,19 +608,14 @@ def _write_year(job: YearJob) -> YearOutcome:
                     writers[table].add(data)
         streamed = [e for e in job.entries if e.stream_file is not None or e.streams_file is not None] \
             if "streams" in job.groups else []
-        batch: list[StreamInput] = []
-        values = 0
         for entry in sorted(streamed, key=lambda e: e.activity_id):
             _check_stop()
             stream_set, source = _stream_set(entry)
             if stream_set is not None:
-                batch.append(StreamInput(entry.activity_id, *_copied_from_activity(entry), stream_set, source))
-                values += _values(stream_set)
-            if values >= STREAM_BATCH_VALUES:
-                _add_streams(writers[STREAMS], batch)
-                batch, values = [], 0
-        if batch:
-            _add_streams(writers[STREAMS], batch)
+                data = build_streams(entry.activity_id, *_copied_from_activity(entry), stream_set, source)
+                del stream_set  # the parsed JSON is the big part: gone before the next file is read
+                if data.num_rows:
+                    writers[STREAMS].add(data)
         for writer in writers.values():
             writer.close()
         _check_stop()  # the last check: a worker commits all of a year's tables, or none
@@ -639,18 +628,6 @@ def _write_year(job: YearJob) -> YearOutcome:
             writer.abort()
         raise
     return outcome
-
-
-def _values(stream_set: Any) -> int:
-    """About how many values a parsed StreamSet holds: what a batch of them is bounded by."""
-    return sum(len(data) for data in stream_series(stream_set).values())
-
-
-def _add_streams(writer: _PartitionWriter, batch: list[StreamInput]) -> None:
-    """One Arrow build for the batch's rows; the parsed JSON is dropped by the caller right after."""
-    data = build_streams_batch(batch)
-    if data.num_rows:
-        writer.add(data)
 
 
 class _PartitionWriter:

@@ -453,67 +453,39 @@ def stream_series(stream_set: Any) -> dict[str, list[Any]]:
     return series
 
 
-@dataclass(frozen=True)
-class StreamInput:
-    """One activity's stream set and what its rows copy: `start_date` and `sport_type` are the activity
-    row's values (Arrow scalars or Python values); `source` is API for a StreamSet Strava sent, FILE for
-    one derived from the export's device file."""
-
-    activity_id: int
-    start_date: Any
-    sport_type: Any
-    stream_set: Any
-    source: str = API
-
-
 def build_streams(activity_id: int, start_date: Any, sport_type: Any, stream_set: Any, source: str = API) -> pa.Table:
-    """The `streams` rows of one activity (see `build_streams_batch`)."""
-    return build_streams_batch([StreamInput(activity_id, start_date, sport_type, stream_set, source)])
+    """The `streams` rows of one activity: one per point, `seq` 0..n-1, n the longest stream's length.
 
-
-def build_streams_batch(inputs: Sequence[StreamInput]) -> pa.Table:
-    """The `streams` rows of several activities, in the order given: equal to concatenating each one's
-    rows, one per point, `seq` 0..n-1, n its longest stream's length.
-
+    `start_date` and `sport_type` are the activity row's values (Arrow scalars or Python values);
+    `source` is API for a StreamSet Strava sent, FILE for one derived from the export's device file.
     Values follow the module's coercion rules; a null point, a missing stream or a point past the end
-    of a shorter stream is null. Each column is one Arrow conversion of every activity's points, so
-    a batch of short stream sets costs what their values cost, not a table's fixed cost each.
+    of a shorter stream is null.
     """
-    owners: list[int] = []  # the index in `inputs` of each row
-    offsets: list[int] = []  # the index of each activity's first row
-    values: dict[str, list[Any]] = {c.name: [] for c in STREAM_COLUMNS if c.path and not c.from_activity}
-    for index, item in enumerate(inputs):
-        series = stream_series(item.stream_set)
-        length = max((len(data) for kind, data in series.items() if kind in STREAM_KEYS), default=0)
-        offsets.append(len(owners))
-        owners.extend(repeat(index, length))
-        for column in STREAM_COLUMNS:
-            if column.name not in values:
-                continue
-            data = series.get(column.path[0])
-            if data is None:
-                values[column.name].extend(repeat(None, length))
-                continue
-            if len(column.path) > 1:
-                data = _elements(data, column.path[1])
-            values[column.name].extend(data)
-            values[column.name].extend(repeat(None, length - len(data)))
-    owner = pa.array(owners, type=pa.int32())
+    series = stream_series(stream_set)
+    length = max((len(data) for kind, data in series.items() if kind in STREAM_KEYS), default=0)
     arrays: list[pa.Array] = []
     for column in STREAM_COLUMNS:
         if column.name == "activity_id":
-            arrays.append(pa.array([item.activity_id for item in inputs], type=I64).take(owner))
+            arrays.append(pa.repeat(pa.scalar(activity_id, I64), length))
         elif column.name == "seq":
-            arrays.append(pc.subtract(_sequence(len(owners)), pa.array(offsets, type=I64).take(owner)))
+            arrays.append(_sequence(length))
         elif column.name == "source":
-            arrays.append(pa.array([item.source for item in inputs], type=STR).take(owner))
+            arrays.append(_repeat(source, length, STR))
         elif column.from_activity:
-            per_activity = [_repeat(_plain(item.start_date if column.name == "start_date" else item.sport_type,
-                                           column.type), 1, column.type) for item in inputs]
-            arrays.append(pa.concat_arrays(per_activity).take(owner) if per_activity
-                          else pa.array([], type=column.type))
+            value = start_date if column.name == "start_date" else sport_type
+            if isinstance(value, pa.Scalar):
+                value = value.cast(column.type) if value.is_valid else None
+            arrays.append(_repeat(value, length, column.type))
         else:
-            arrays.append(to_array(values[column.name], column.type))
+            data = series.get(column.path[0])
+            if data is None:
+                arrays.append(pa.nulls(length, column.type))
+                continue
+            if len(column.path) > 1:
+                data = _elements(data, column.path[1])
+            if len(data) < length:
+                data = [*data, *([None] * (length - len(data)))]
+            arrays.append(to_array(data, column.type))
     return pa.Table.from_arrays(arrays, schema=SCHEMAS[STREAMS])
 
 
@@ -535,13 +507,6 @@ def _elements(points: list[Any], step: int) -> list[Any]:
         return list(map(itemgetter(step), lists))
     except IndexError:  # a list too short
         return [p[step] if type(p) is list and len(p) > step else None for p in points]
-
-
-def _plain(value: Any, type_: pa.DataType) -> Any:
-    """An Arrow scalar cast to the column's type (None if null); any other value as it is."""
-    if isinstance(value, pa.Scalar):
-        return value.cast(type_) if value.is_valid else None
-    return value
 
 
 def _repeat(value: Any, length: int, type_: pa.DataType) -> pa.Array:
