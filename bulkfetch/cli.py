@@ -41,7 +41,7 @@ from bulkfetch.ids import MAX_ID, parse_id
 from bulkfetch.locks import COMPACTING_FETCHES, data_dir_lock, import_lock
 from bulkfetch.plan import STREAMS_FROM_API, STREAMS_FROM_AUTO, parse_filters
 from bulkfetch.scheduler import WaitPolicy
-from bulkfetch.store import RawStore, ensure_dir
+from bulkfetch.store import RawStore, ensure_dir, shared_listings
 
 if TYPE_CHECKING:
     from bulkfetch.compact import CompactResult
@@ -319,7 +319,8 @@ def _fetch_then_compact(args: argparse.Namespace, data_dir: Path, parquet_dir: P
         ensure_dir(parquet_dir)  # an unusable parquet_dir is said now, not after hours of fetching
     # What the lock file names: a run refused meanwhile says whether this one compacts when it ends.
     holder = f"{args.command} --no-compact" if args.command == "fetch" and not compact_after else args.command
-    with data_dir_lock(data_dir, holder), _sigterm_as_ctrl_c(), Reporter(
+    # One parse of each listing for the whole run (see shared_listings), compaction included.
+    with data_dir_lock(data_dir, holder), _sigterm_as_ctrl_c(), shared_listings(), Reporter(
             quiet=args.quiet, verbose=args.verbose, log_path=RawStore(data_dir).log_path) as reporter:
         if prepare is not None:
             prepare(reporter)
