@@ -34,7 +34,7 @@ from bulkfetch import derive
 from bulkfetch.errors import LockedError
 from bulkfetch.export_paths import INDEX
 from bulkfetch.export_store import ExportActivity, ExportStore, ImportedFile, imported_file
-from bulkfetch.store import UNLISTED, RawStore, page_items
+from bulkfetch.store import UNLISTED, RawStore, listed_activities
 from bulkfetch.track import Track, read_track
 
 USABLE = ("ok", "truncated")  # decoded files that give rows
@@ -182,7 +182,7 @@ class ExportView:
         listing = self._store.latest_full_listing()
         if listing is None or not listing.lists_private:
             return deleted
-        greatest = max((i for page in listing.pages() for i in page_items(page)), default=None)
+        greatest = max(listed_activities(listing), default=None)  # parsed once in a run: see shared_listings
         return deleted | deleted_on_strava(self.activities().keys(), catalog.keys() | deleted, greatest)
 
     def csv_summaries(self, excluded: Collection[int]) -> dict[int, dict[str, Any]]:

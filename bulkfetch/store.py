@@ -327,7 +327,7 @@ class RawStore:
         needed = self._catalog_listings()
         later: set[int] = set()
         for listing in reversed(needed[1:]):
-            ids = set(_listed(listing))
+            ids = set(listed_activities(listing))
             if listing.is_complete and not listing.is_full and ids <= later:
                 _remove_listing(listing)
             later |= ids
@@ -339,7 +339,7 @@ class RawStore:
         (routine or unfinished) listing. Deleted ("unlisted") activities are left out."""
         summaries: dict[int, dict[str, Any]] = {}
         for listing in self._catalog_listings():
-            summaries.update(_listed(listing))
+            summaries.update(listed_activities(listing))
         gone = {i for i, tombstone in self.tombstones().items() if tombstone.reason == UNLISTED}
         return {activity_id: s for activity_id, s in summaries.items() if activity_id not in gone}
 
@@ -416,19 +416,19 @@ def page_items(page: Any) -> dict[int, dict[str, Any]]:
     return {item["id"]: item for item in page if isinstance(item, dict) and is_strava_id(item.get("id"))}
 
 
-def _listed(listing: Listing) -> dict[int, dict[str, Any]]:
+def listed_activities(listing: Listing) -> dict[int, dict[str, Any]]:
     """A listing's activities by id (a later page wins; lookups come after the paging); parsed once per
     version of its files while `shared_listings` is on."""
     if _SHARED is None:
-        return _parse_listed(listing)
-    identity = _files_identity(listing.folder)
+        return _parselisted_activities(listing)
+    identity = _pages_identity(listing.folder)
     kept = _SHARED.get(listing.folder)
     if kept is None or kept[0] != identity:
-        kept = _SHARED[listing.folder] = (identity, _parse_listed(listing))
+        kept = _SHARED[listing.folder] = (identity, _parselisted_activities(listing))
     return kept[1]
 
 
-def _parse_listed(listing: Listing) -> dict[int, dict[str, Any]]:
+def _parselisted_activities(listing: Listing) -> dict[int, dict[str, Any]]:
     return {i: item for page in (*listing.pages(), *listing.lookups()) for i, item in page_items(page).items()}
 
 
@@ -451,11 +451,14 @@ def shared_listings() -> Iterator[None]:
         _SHARED = outer
 
 
-def _files_identity(folder: Path) -> frozenset[tuple[str, int, int, int]]:
-    """What tells one version of a folder's files from another: each file's name, inode, size and mtime
-    (files are replaced whole, by `atomic_write`: a new version is a new inode)."""
+def _pages_identity(folder: Path) -> frozenset[tuple[str, int, int, int]]:
+    """What tells one version of a listing's pages and lookups from another: each file's name, inode, size
+    and mtime (files are replaced whole, by `atomic_write`: a new version is a new inode). Its meta and
+    complete.json are not parsed with them: writing those keeps the parse."""
     identity = set()
     for name in _names(folder):
+        if not name.startswith((PAGE_PREFIX, LOOKUP_PREFIX)):
+            continue  # a temporary file starts with a dot
         try:
             stat = os.stat(folder / name)
         except FileNotFoundError:
