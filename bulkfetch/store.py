@@ -420,15 +420,15 @@ def listed_activities(listing: Listing) -> dict[int, dict[str, Any]]:
     """A listing's activities by id (a later page wins; lookups come after the paging); parsed once per
     version of its files while `shared_listings` is on."""
     if _SHARED is None:
-        return _parselisted_activities(listing)
+        return _parse_listed(listing)
     identity = _pages_identity(listing.folder)
     kept = _SHARED.get(listing.folder)
     if kept is None or kept[0] != identity:
-        kept = _SHARED[listing.folder] = (identity, _parselisted_activities(listing))
+        kept = _SHARED[listing.folder] = (identity, _parse_listed(listing))
     return kept[1]
 
 
-def _parselisted_activities(listing: Listing) -> dict[int, dict[str, Any]]:
+def _parse_listed(listing: Listing) -> dict[int, dict[str, Any]]:
     return {i: item for page in (*listing.pages(), *listing.lookups()) for i, item in page_items(page).items()}
 
 
