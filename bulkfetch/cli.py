@@ -396,6 +396,7 @@ def _work_left(summary: FetchSummary) -> str:
 def _compact(data_dir: Path, parquet_dir: Path, reporter: Reporter, *, rebuild: bool) -> None:
     """Compact every athlete of the data_dir (the caller holds its lock: the layout is migrated first)."""
     from bulkfetch.compact import compact, has_inputs
+    from bulkfetch.export_view import ExportView
     from bulkfetch.importer import refresh_tracks
     from bulkfetch.roster import Roster
 
@@ -413,13 +414,13 @@ def _compact(data_dir: Path, parquet_dir: Path, reporter: Reporter, *, rebuild: 
                 assert athlete.athlete_id is not None
                 refresh_tracks(athlete.folder, reporter)  # a bulkfetch that stores decoded files differently
                 # After refresh_tracks: its own writes to the index are no import that ended meanwhile.
-                read[athlete.folder] = _index_stamp(athlete.folder)
+                read[athlete.folder] = ExportView(athlete.folder).index_identity()
                 tally.add(athlete.athlete_id, compact(athlete.store, parquet_dir, athlete.athlete_id, rebuild=rebuild,
                                                      on_progress=reporter.compact_progress))
             # An import that ended meanwhile was refused the compaction (this run holds the data_dir): its
             # athlete is compacted again, a new athlete's export too.
             athletes = [a for a in roster.athletes() if a.athlete_id is not None and has_inputs(a.store)
-                        and _index_stamp(a.folder) != read.get(a.folder)]
+                        and ExportView(a.folder).index_identity() != read.get(a.folder)]
             if not athletes:
                 break
             reporter.info(f"an import ended during the compaction: compacting {len(athletes)} athlete(s) again")
@@ -452,17 +453,6 @@ class _CompactionTally:
         return (f"{what}: {len(self.rewritten)} year(s) rewritten, {len(self.unchanged - self.rewritten)} "
                 f"unchanged{disagree}")
 
-
-def _index_stamp(athlete_folder: Path) -> tuple[int, int, int] | None:
-    """Which version of the athlete's export index is there (each write replaces it whole: a new file), None
-    without one."""
-    from bulkfetch.export_paths import INDEX
-
-    try:
-        stat = RawStore(athlete_folder).state_path(INDEX).stat()
-    except FileNotFoundError:
-        return None
-    return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
 def _cmd_compact(args: argparse.Namespace) -> int:
