@@ -324,7 +324,9 @@ def _fetch_then_compact(args: argparse.Namespace, data_dir: Path, parquet_dir: P
             quiet=args.quiet, verbose=args.verbose, log_path=RawStore(data_dir).log_path) as reporter:
         if prepare is not None:
             prepare(reporter)
-        reporter.info(f"fetch into {data_dir}")
+        # plan runs this too, to list the history: its log must not say it fetched
+        reporter.info(f"plan (lists only, fetches nothing) in {data_dir}" if args.command == "plan" else
+                      f"fetch into {data_dir}")
         try:
             summary = _run(fetch(reporter))
         except AthletesBlocked as blocked:  # the others' work is done: compacted and reported as usual
@@ -412,7 +414,8 @@ def _compact(data_dir: Path, parquet_dir: Path, reporter: Reporter, *, rebuild: 
         for _ in range(COMPACTION_PASSES):
             for athlete in athletes:
                 assert athlete.athlete_id is not None
-                refresh_tracks(athlete.folder, reporter)  # a bulkfetch that stores decoded files differently
+                if athlete.folder not in read:  # once: an import that ends meanwhile leaves its tracks current
+                    refresh_tracks(athlete.folder, reporter)  # gone, damaged, or stored by an older bulkfetch
                 # After refresh_tracks: its own writes to the index are no import that ended meanwhile.
                 read[athlete.folder] = ExportView(athlete.folder).index_identity()
                 tally.add(athlete.athlete_id, compact(athlete.store, parquet_dir, athlete.athlete_id, rebuild=rebuild,

@@ -134,4 +134,6 @@ def test_plan_counts_no_request_for_an_export_waiting_for_its_athlete(tmp_path, 
         assert cli(config, "plan") == 0
         out = capsys.readouterr().out
     assert "unbound" not in out and "(1 list page, 3 details" in out  # the connected athlete's alone
+    log = (tmp_path / "data" / "bulkfetch.log").read_text()
+    assert "plan (lists only, fetches nothing) in" in log and "fetch into" not in log  # plan fetched nothing
     assert (tmp_path / "data" / "athletes" / "unbound" / "export").is_dir()  # none of its activities are theirs
