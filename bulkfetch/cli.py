@@ -38,7 +38,7 @@ from bulkfetch.errors import (
     WorkLeft,
 )
 from bulkfetch.ids import MAX_ID, parse_id
-from bulkfetch.locks import COMPACTING_FETCHES, data_dir_lock, import_lock
+from bulkfetch.locks import Holder, data_dir_lock, import_lock
 from bulkfetch.plan import STREAMS_FROM_API, STREAMS_FROM_AUTO, parse_filters
 from bulkfetch.scheduler import WaitPolicy
 from bulkfetch.store import RawStore, ensure_dir, shared_listings
@@ -53,8 +53,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 N = TypeVar("N", int, float)
-# A run's compaction goes over the athletes whose export an import changed meanwhile (refused the compaction
-# while the run holds the data_dir) at most this often in all: each pass is short, imports rarely overlap.
+# A run's compaction goes over the athletes whose export an import changed meanwhile (refused its athlete's
+# compaction lock while the run held it) at most this often in all: each pass is short, imports rarely overlap.
 COMPACTION_PASSES = 3
 
 Handler = Callable[[argparse.Namespace], int]
@@ -319,9 +319,10 @@ def _fetch_then_compact(args: argparse.Namespace, data_dir: Path, parquet_dir: P
         ensure_dir(parquet_dir)  # an unusable parquet_dir is said now, not after hours of fetching
     # What the lock file names: a run refused meanwhile says whether this one compacts when it ends.
     holder = f"{args.command} --no-compact" if args.command == "fetch" and not compact_after else args.command
-    # One parse of each listing for the whole run (see shared_listings), compaction included.
-    with data_dir_lock(data_dir, holder), _sigterm_as_ctrl_c(), shared_listings(), Reporter(
-            quiet=args.quiet, verbose=args.verbose, log_path=RawStore(data_dir).log_path) as reporter:
+    # One parse of each listing for the whole run (see shared_listings), compaction included. The log
+    # first: a run refused the lock says so there too.
+    with Reporter(quiet=args.quiet, verbose=args.verbose, log_path=RawStore(data_dir).log_path) as reporter, \
+            data_dir_lock(data_dir, holder), _sigterm_as_ctrl_c(), shared_listings():
         if prepare is not None:
             prepare(reporter)
         # plan runs this too, to list the history: its log must not say it fetched
@@ -418,10 +419,11 @@ def _compact(data_dir: Path, parquet_dir: Path, reporter: Reporter, *, rebuild: 
                     refresh_tracks(athlete.folder, reporter)  # gone, damaged, or stored by an older bulkfetch
                 # After refresh_tracks: its own writes to the index are no import that ended meanwhile.
                 read[athlete.folder] = ExportView(athlete.folder).index_identity()
-                tally.add(athlete.athlete_id, compact(athlete.store, parquet_dir, athlete.athlete_id, rebuild=rebuild,
-                                                     on_progress=reporter.compact_progress))
-            # An import that ended meanwhile was refused the compaction (this run holds the data_dir): its
-            # athlete is compacted again, a new athlete's export too.
+                tally.add(athlete.athlete_id, compact(
+                    athlete.store, parquet_dir, athlete.athlete_id, rebuild=rebuild,
+                    on_progress=reporter.compact_progress, on_wait=_waiting_for_compaction(athlete.label, reporter)))
+            # An import that ended while this run compacted its athlete was refused that athlete's compaction
+            # lock: its athlete is compacted again (any athlete whose index changed, to be sure).
             athletes = [a for a in roster.athletes() if a.athlete_id is not None and has_inputs(a.store)
                         and ExportView(a.folder).index_identity() != read.get(a.folder)]
             if not athletes:
@@ -432,6 +434,12 @@ def _compact(data_dir: Path, parquet_dir: Path, reporter: Reporter, *, rebuild: 
                           "(old or new), rerun 'bulkfetch compact' to finish it") from None
     who = f" ({len(read)} athletes)" if len(read) > 1 else ""
     reporter.info(tally.line(f"compacted into {parquet_dir}{who}", read))
+
+
+def _waiting_for_compaction(label: str, reporter: Reporter) -> Callable[[Holder], None]:
+    """What a run's compaction says when an import is compacting the same athlete (it waits for it)."""
+    return lambda holder: reporter.info(f"waiting for the compaction of {label} that PID {holder.pid} "
+                                        "runs (an import's) to finish")
 
 
 @dataclass
@@ -465,8 +473,8 @@ def _cmd_compact(args: argparse.Namespace) -> int:
     ensure_dir(config.storage.parquet_dir)  # an unusable one is said even while there is nothing to compact
     # The lock: a running fetch's temporary files are not swept, and its own compaction is not raced; a
     # rebuild rewrites every partition, so no import's compaction may run beside it either.
-    with data_dir_lock(data_dir, "compact --rebuild" if args.rebuild else "compact", alone=args.rebuild), \
-            _sigterm_as_ctrl_c(), _reporter(args, config) as reporter:
+    with _reporter(args, config) as reporter, _sigterm_as_ctrl_c(), \
+            data_dir_lock(data_dir, "compact --rebuild" if args.rebuild else "compact", alone=args.rebuild):
         _compact(data_dir, config.storage.parquet_dir, reporter, rebuild=args.rebuild)
     return EXIT_OK
 
@@ -566,17 +574,17 @@ def _auth_from_refresh_token(args: argparse.Namespace) -> int:
 def _cmd_import(args: argparse.Namespace) -> int:
     """No credentials needed. The import takes the data_dir's import lock (bulkfetch.locks): it runs beside
     a fetch, a plan and other imports, not beside a run that needs the data_dir alone; the compaction
-    after it takes the run lock, or leaves the work to the run that holds it."""
+    after it takes its athlete's compaction lock only, or leaves the work to the run compacting it."""
     from bulkfetch.importer import check_export
 
     config = _config(args)
     data_dir = config.storage.data_dir
     check_export(data_dir, args.path, args.athlete)  # bad input: said before the data_dir or its log is made
     ensure_dir(data_dir)
-    _migrate_layout(data_dir, "import")
-    with import_lock(data_dir), _sigterm_as_ctrl_c(), _reporter(args, config) as reporter:
+    with _reporter(args, config) as reporter, import_lock(data_dir), _sigterm_as_ctrl_c():  # a refusal is logged
+        _migrate_layout(data_dir, "import")
         summary = _import_reported(data_dir, args.path, args.athlete, reporter, rerun="bulkfetch import")
-        _compact_imported(summary.athlete, data_dir, config.storage.parquet_dir, reporter)
+        _compact_imported(summary.athlete, config.storage.parquet_dir, reporter)
     return EXIT_OK
 
 
@@ -600,9 +608,9 @@ def _import_reported(data_dir: Path, path: Path, athlete: int | None, reporter: 
     return summary
 
 
-def _compact_imported(athlete: AthleteDir, data_dir: Path, parquet_dir: Path, reporter: Reporter) -> None:
-    """The imported athlete's Parquet, as 'bulkfetch compact' makes it, unless another run holds the
-    data_dir (a fetch or demo that compacts when it ends takes the import in; else 'bulkfetch compact' does)."""
+def _compact_imported(athlete: AthleteDir, parquet_dir: Path, reporter: Reporter) -> None:
+    """The imported athlete's Parquet, as 'bulkfetch compact' makes it, beside any run, unless a run's
+    compaction of that athlete is under way (it takes the import in before it ends)."""
     from bulkfetch.compact import compact
 
     if athlete.athlete_id is None:
@@ -610,14 +618,11 @@ def _compact_imported(athlete: AthleteDir, data_dir: Path, parquet_dir: Path, re
         return
     ensure_dir(parquet_dir)
     tally = _CompactionTally()
-    try:
-        with data_dir_lock(data_dir, "import"):
-            tally.add(athlete.athlete_id, compact(athlete.store, parquet_dir, athlete.athlete_id,
-                                                  on_progress=reporter.compact_progress))
-    except LockedError as busy:
-        then = f"the {busy.holder} compacts when it ends" if busy.holder in COMPACTING_FETCHES else \
-            "run 'bulkfetch compact' after it"
-        reporter.info(f"not compacted now: {busy.message}; {then}")
+    try:  # its athlete's compaction lock alone: a fetch started meanwhile is not refused (see bulkfetch.locks)
+        tally.add(athlete.athlete_id, compact(athlete.store, parquet_dir, athlete.athlete_id,
+                                              on_progress=reporter.compact_progress))
+    except LockedError as busy:  # a run's compaction (fetch, demo, compact) of this athlete: it re-reads the index
+        reporter.info(f"not compacted now: {busy.message}; that run compacts this import before it ends")
         return
     except KeyboardInterrupt:
         raise Interrupted("compaction stopped; the import is kept and every Parquet file is whole "
@@ -673,8 +678,8 @@ def _remove_athlete(args: argparse.Namespace, config: Config) -> int:
 
     data_dir = config.storage.data_dir
     athletes.find_athlete(Roster(data_dir), args.athlete_id)  # an unknown id: said before anything else
-    with data_dir_lock(data_dir, "athletes remove --purge", alone=True) if args.purge else nullcontext(), \
-            _reporter(args, config) as reporter:
+    with _reporter(args, config) as reporter, \
+            data_dir_lock(data_dir, "athletes remove --purge", alone=True) if args.purge else nullcontext():
         if args.purge:
             Roster(data_dir).migrate()
         else:
@@ -700,8 +705,8 @@ def _adopt_data_dir(args: argparse.Namespace, config: Config) -> int:
     ensure_dir(data_dir)
     ensure_dir(parquet_dir)
     # Alone in both: athlete folders move from one to the other under any import's feet.
-    with data_dir_lock(data_dir, "athletes adopt", alone=True), data_dir_lock(other, "athletes adopt", alone=True), \
-            _sigterm_as_ctrl_c(), _reporter(args, config) as reporter:
+    with _reporter(args, config) as reporter, data_dir_lock(data_dir, "athletes adopt", alone=True), \
+            data_dir_lock(other, "athletes adopt", alone=True), _sigterm_as_ctrl_c():
         roster = Roster(data_dir)
         for athlete in athletes.adopt(roster, Roster(other)):
             row = athletes.athlete_row(athlete, config, roster)

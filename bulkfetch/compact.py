@@ -68,7 +68,7 @@ from bulkfetch import derive
 from bulkfetch.errors import LockedError, WriteError
 from bulkfetch.export_view import ExportView, TrackFile, read_track_file
 from bulkfetch.file_rows import export_part, file_stream_set, judged
-from bulkfetch.locks import hold
+from bulkfetch.locks import Holder, hold
 from bulkfetch.parquet_layout import AthleteLayout, publish, staged_tables, year_of_folder
 from bulkfetch.processes import interrupts_deferred, worker_pool
 from bulkfetch.recording import RECORDING_FIELDS
@@ -210,18 +210,20 @@ class YearOutcome:
 
 
 def compact(store: RawStore, parquet_dir: Path, athlete_id: int, *, rebuild: bool = False,
-            on_progress: Callable[[int, int], None] | None = None, parallel: bool = True) -> CompactResult:
+            on_progress: Callable[[int, int], None] | None = None, parallel: bool = True,
+            on_wait: Callable[[Holder], None] | None = None) -> CompactResult:
     """Bring athlete `athlete_id`'s partitions in `parquet_dir` up to date with the raw JSON in `store`
     (that athlete's); rewrite only the table groups of the years whose inputs changed.
 
     `on_progress(done_years, total_years)` is called with 0 first and after each year written.
     `parallel=False` writes every year in this process, never with a worker (see `_run_jobs`).
     Raises WriteError if a file cannot be written (the previous partitions stay intact) and
-    LockedError if another compaction of the same store is running.
+    LockedError if another compaction of the same store is running, unless `on_wait` is given: it is told
+    who runs it, and this one waits for it.
     """
     ensure_dir(store.state_dir)
     ensure_dir(parquet_dir)
-    with _compact_lock(store.state_dir):
+    with _compact_lock(store.state_dir, on_wait):
         layout = AthleteLayout(parquet_dir, athlete_id, staged_tables(parquet_dir, athlete_id, TABLES, SCHEMA_VERSION))
         _sweep_temp_files(layout)
         by_year = partition_entries(store)
@@ -508,9 +510,9 @@ def _sweep_temp_files(layout: AthleteLayout) -> None:
                 path.unlink(missing_ok=True)
 
 
-def _compact_lock(state_dir: Path) -> AbstractContextManager[None]:
+def _compact_lock(state_dir: Path, on_wait: Callable[[Holder], None] | None) -> AbstractContextManager[None]:
     """One compaction per store at a time (a second one would sweep the first one's temporary files)."""
-    return hold(state_dir / "compact.lock", "compact", busy=lambda holder: LockedError(
+    return hold(state_dir / "compact.lock", "compact", wait=on_wait, busy=lambda holder: LockedError(
         f"another compaction (PID {holder.pid}) is writing Parquet from {state_dir.parent}",
         hint="wait for it to finish", holder=holder.what))
 

@@ -31,6 +31,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bulkfetch.errors import LockedError
 from bulkfetch.store import RawStore
 
 if TYPE_CHECKING:
@@ -195,4 +196,7 @@ def compact_targets(parquet_dir: Path, targets: list[Target], parent_pid: int) -
 
     exit_with_parent(parent_pid)
     for root, athlete_id in targets:
-        compact(RawStore(root), parquet_dir, athlete_id, parallel=False)
+        try:
+            compact(RawStore(root), parquet_dir, athlete_id, parallel=False)
+        except LockedError:  # an import is compacting this athlete: the run's own compaction waits for it
+            continue

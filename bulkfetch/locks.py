@@ -1,4 +1,4 @@
-"""Locks between bulkfetch processes: flock(2) on a file, shared or exclusive, never waiting.
+"""Locks between bulkfetch processes: flock(2) on a file, shared or exclusive, never waiting unless asked.
 
 A lock file names its (last) holder: "<PID> <what>", `what` being the command ("fetch", "fetch
 --no-compact", "plan", "import", ...), so that the one refused can say who is in the way and what that
@@ -7,8 +7,8 @@ one will do. An flock dies with its process: a lock file left by a killed run is
 The locks (every one taken without waiting; a conflict is a LockedError, exit 2):
 
     data_dir/fetch.lock        a run's (`data_dir_lock`): fetch, plan, compact, demo, auth's move to the
-                               per-athlete layout, athletes remove --purge, athletes adopt, and the
-                               import's compaction. One at a time.
+                               per-athlete layout, athletes remove --purge, athletes adopt. One at a time
+                               (an import's compaction takes only its athlete's compact.lock).
     data_dir/imports.lock      the imports' (`import_lock`): shared by every import, so that imports run
                                beside each other and beside a fetch, plan or status; exclusive for the
                                runs that need the data_dir to themselves (`data_dir_lock(alone=True)`:
@@ -16,7 +16,8 @@ The locks (every one taken without waiting; a conflict is a LockedError, exit 2)
                                compact --rebuild rewrites every partition an import's compaction may be
                                writing).
     athletes/<id>/export/import.lock   one import per athlete (bulkfetch.export_store)
-    athletes/<id>/state/compact.lock   one compaction per athlete (bulkfetch.compact)
+    athletes/<id>/state/compact.lock   one compaction per athlete (bulkfetch.compact): a run's compaction
+                               waits for an import's; an import's leaves the work to a run's
 """
 
 from __future__ import annotations
@@ -48,20 +49,28 @@ class Holder:
 
 
 @contextmanager
-def hold(path: Path, what: str, *, busy: Callable[[Holder], BulkfetchError], shared: bool = False) -> Iterator[None]:
+def hold(path: Path, what: str, *, busy: Callable[[Holder], BulkfetchError], shared: bool = False,
+         wait: Callable[[Holder], None] | None = None) -> Iterator[None]:
     """Hold `path` (created if need be) exclusively, or `shared` with other shared holders, for the block;
-    raise `busy(holder)` at once if another process holds it in a mode that excludes this one. Raises
-    StorageError if the lock file cannot be created, WriteError if its holder cannot be written."""
+    raise `busy(holder)` at once if another process holds it in a mode that excludes this one, or, given
+    `wait`, tell `wait(holder)` and wait for it (no longer than that process lives: its flock dies with it;
+    Ctrl-C still interrupts). Raises StorageError if the lock file cannot be created, WriteError if its
+    holder cannot be written."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:  # a read-only file system, or no permission
         raise StorageError(f"{path.parent} is not writable ({exc.strerror})",
                            hint="fix its permissions or set [storage] data_dir") from None
     try:
+        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
         try:
-            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise busy(_holder(os.pread(fd, 128, 0))) from None
+            holder = _holder(os.pread(fd, 128, 0))
+            if wait is None:
+                raise busy(holder) from None
+            wait(holder)
+            fcntl.flock(fd, mode)
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()} {what}".encode(), 0)

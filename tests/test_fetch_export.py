@@ -5,14 +5,20 @@ simulator, real compaction, the Parquet read back with DuckDB."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
+import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import bulkfetch.compact as compact_module
+from bulkfetch.compact import CompactResult
 from bulkfetch.simulator import SimulatorSettings, SimulatorThread
 from bulkfetch.simulator.export import ExportSummary, write_export
-from tests.conftest import run_cli, simulator_config_text
+from tests.conftest import cli_env, run_cli, simulator_config_text
 from tests.exports import ENGLISH_94, ExportFile, csv_text, english_row, fixture, write_zip
 from tests.test_athletes import connect
 from tests.test_export_merge import PLAN_SAVING, cli, sources
@@ -89,27 +95,69 @@ def test_a_fetch_adopts_the_unbound_export_without_a_plan_first_and_never_on_ano
 
 
 
+def during_compaction(real_compact: Callable[..., CompactResult],
+                      then: Callable[[], None]) -> Callable[..., CompactResult]:
+    """`compact`, running `then` once while the first compaction holds its athlete's lock (at its first
+    progress call)."""
+    done: list[bool] = []
+
+    def compact(*args: Any, on_progress: Callable[[int, int], None], **kwargs: Any) -> CompactResult:
+        def progress(years_done: int, years: int) -> None:
+            if not done:
+                done.append(True)
+                then()
+            on_progress(years_done, years)
+
+        return real_compact(*args, on_progress=progress, **kwargs)
+
+    return compact
+
+
+def test_a_fetch_started_while_an_import_compacts_waits_for_that_compaction(tmp_path, monkeypatch, capsys):
+    with SimulatorThread(SETTINGS) as sim:
+        written = write_export(tmp_path / "export.zip", sim.history)
+        config = tmp_path / "config.toml"
+        config.write_text(simulator_config_text(sim, tmp_path / "data"))
+        log = tmp_path / "data" / "bulkfetch.log"
+        fetches: list[subprocess.Popen[str]] = []
+
+        def a_fetch() -> None:
+            """Started while the import's compaction holds its athlete: it fetches, then waits for it."""
+            fetches.append(subprocess.Popen([sys.executable, "-m", "bulkfetch", "--config", str(config), "fetch"],
+                                            env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                            stdin=subprocess.DEVNULL, text=True))
+            deadline = time.monotonic() + 60
+            while "waiting for the compaction of" not in log.read_text() and fetches[0].poll() is None:
+                assert time.monotonic() < deadline, "the fetch never reached the import's compaction"
+                time.sleep(0.05)
+
+        monkeypatch.setattr(compact_module, "compact", during_compaction(compact_module.compact, a_fetch))
+        assert cli(config, "import", str(written.path)) == 0
+        _, err = fetches[0].communicate(timeout=60)
+        listed = set(sim.activity_ids())
+    assert fetches[0].returncode == 0, err  # not refused: "another bulkfetch import ... one run at a time"
+    assert f"waiting for the compaction of athlete {sim.history.athlete_id} that PID {os.getpid()} runs" in err
+    assert "compacted into" in err
+    # The fetch's compaction, after the import's: the API's rows replace the export's.
+    assert sources(tmp_path / "data", "activities") == dict.fromkeys(listed, {"api"})
+
+
 def test_an_import_that_ends_while_the_fetch_compacts_is_compacted_by_that_fetch(tmp_path, monkeypatch, capsys):
     with SimulatorThread(SETTINGS) as sim:
         written = write_export(tmp_path / "export.zip", sim.history)
         config = tmp_path / "config.toml"
         config.write_text(simulator_config_text(sim, tmp_path / "data"))
-        real_compact = compact_module.compact
         imports: list[subprocess.CompletedProcess[str]] = []
 
-        def then_an_import(*args, **kwargs):
-            """The import ends just after this compaction read the athlete's index, while the fetch holds the
-            data_dir: it is refused the compaction."""
-            result = real_compact(*args, **kwargs)
-            if not imports:
-                imports.append(run_cli("--config", str(config), "import", str(written.path)))
-            return result
+        def an_import() -> None:
+            """The import ends while this compaction of its athlete runs: it is refused the compaction."""
+            imports.append(run_cli("--config", str(config), "import", str(written.path)))
 
-        monkeypatch.setattr(compact_module, "compact", then_an_import)
+        monkeypatch.setattr(compact_module, "compact", during_compaction(compact_module.compact, an_import))
         capsys.readouterr()
         assert cli(config, "fetch") == 0
         listed = set(sim.activity_ids())
-    assert imports[0].returncode == 0 and "the fetch compacts when it ends" in imports[0].stderr
+    assert imports[0].returncode == 0 and "that run compacts this import before it ends" in imports[0].stderr
     # The fetch asked no streams: the truncated (corrupt) file's streams stay too, up to its cut.
     from_files = covered_by(written, listed) | {written.corrupt.activity_id}
     assert sources(tmp_path / "data", "streams") == dict.fromkeys(from_files, {"file"})

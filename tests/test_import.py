@@ -23,8 +23,9 @@ import pytest
 from bulkfetch import derive, importer
 from bulkfetch.activity_files import decode_file
 from bulkfetch.auth import Tokens
+from bulkfetch.errors import LockedError
 from bulkfetch.export_store import ExportStore
-from bulkfetch.locks import data_dir_lock, import_lock
+from bulkfetch.locks import data_dir_lock, hold, import_lock
 from bulkfetch.roster import Roster
 from bulkfetch.store import TEMP_MARK, RawStore
 from bulkfetch.track import FORMAT_VERSION
@@ -268,31 +269,43 @@ def test_the_profile_and_the_flag_must_agree(tmp_path: Path, config: Path) -> No
     assert result.returncode == 2 and f"athlete {ATHLETE}'s" in result.stderr and result.stderr.count("\n") == 1
 
 
-def test_two_imports_of_one_athlete_do_not_interleave_and_a_fetch_is_no_obstacle(tmp_path: Path,
-                                                                                config: Path) -> None:
+def test_two_imports_of_one_athlete_do_not_interleave_and_a_run_compacting_it_takes_the_import_in(
+        tmp_path: Path, config: Path) -> None:
     path, _ = _real_export(tmp_path)
     store = _store(config)
     with store.lock():
         busy = run_cli("--config", str(config), "import", str(path))
     assert busy.returncode == 2 and f"(PID {os.getpid()})" in busy.stderr
-    with data_dir_lock(_data(config), "fetch"):
+    # A run's compaction of this athlete under way (its lock, as bulkfetch.compact takes it): it re-reads the
+    # index when it is done, so the import leaves the Parquet to it.
+    compacting = _data(config) / "athletes" / str(ATHLETE) / "state"
+    compacting.mkdir(parents=True)
+    with hold(compacting / "compact.lock", "compact", busy=lambda holder: LockedError("in use")):
         beside = run_cli("--config", str(config), "import", str(path))
     assert beside.returncode == 0, beside.stderr
-    assert "not compacted now: another bulkfetch fetch (PID" in beside.stderr
-    assert "the fetch compacts when it ends" in beside.stderr
-    assert len(store.files()) == 7
+    assert f"not compacted now: another compaction (PID {os.getpid()})" in beside.stderr
+    assert "that run compacts this import before it ends" in beside.stderr
+    assert len(store.files()) == 7 and not list((_data(config) / "parquet").glob("*/athlete_id=*"))
 
 
-@pytest.mark.parametrize("holder", ["fetch --no-compact", "plan"])
-def test_beside_a_run_that_does_not_compact_the_import_says_to_compact_after_it(tmp_path: Path, config: Path,
-                                                                                 holder: str) -> None:
+@pytest.mark.parametrize("holder", ["fetch", "fetch --no-compact", "plan", "compact"])
+def test_beside_any_run_the_import_compacts_its_athlete(tmp_path: Path, config: Path, holder: str) -> None:
     path, _ = _real_export(tmp_path)
     _data(config).mkdir()
     with data_dir_lock(_data(config), holder):
         beside = run_cli("--config", str(config), "import", str(path))
     assert beside.returncode == 0, beside.stderr
-    assert f"not compacted now: another bulkfetch {holder} (PID {os.getpid()})" in beside.stderr
-    assert "run 'bulkfetch compact' after it" in beside.stderr and "compacts when it ends" not in beside.stderr
+    assert "not compacted" not in beside.stderr and f"compacted athlete {ATHLETE} into" in beside.stderr
+    assert list((_data(config) / "parquet" / "activities").glob(f"athlete_id={ATHLETE}/year=*/*.parquet"))
+
+
+def test_a_refused_run_says_so_in_the_log_too(tmp_path: Path, config: Path) -> None:
+    _data(config).mkdir()
+    with data_dir_lock(_data(config), "fetch"):
+        refused = run_cli("--config", str(config), "compact")
+    assert refused.returncode == 2
+    last = (_data(config) / "bulkfetch.log").read_text().splitlines()[-1]
+    assert f"exit 2: another bulkfetch fetch (PID {os.getpid()}) is using {_data(config)};" in last, last
 
 
 @pytest.mark.parametrize("alone", ["athletes remove --purge", "athletes adopt", "compact --rebuild"])
