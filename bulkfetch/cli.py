@@ -367,7 +367,7 @@ def _summary_line(summary: FetchSummary) -> str:
     from bulkfetch.progress import stream_requests_text
 
     streams = stream_requests_text(summary.streams, summary.no_streams, len(summary.failed_streams),
-                                   summary.streams_from_export)
+                                   summary.streams_from_export, summary.manual)
     streams += "; " if streams else ""
     failed = len(summary.failed) + len(summary.failed_streams)
     failed_streams = f" ({len(summary.failed_streams):,} of them stream sets)" if summary.failed_streams else ""

@@ -40,6 +40,7 @@ from bulkfetch.plan import (
     StreamRecord,
     filters_to_json,
     fingerprint,
+    is_manual,
     legacy_stream_types,
     pending_details,
     pending_streams,
@@ -109,7 +110,8 @@ class FetchSummary:
     fetched: int = 0
     not_found: int = 0
     streams: int = 0  # stream sets stored
-    no_streams: int = 0  # stream requests answered "no streams" (manual activities): a request, but no set
+    no_streams: int = 0  # stream requests answered "no streams": a request, but no set
+    manual: int = 0  # manual activities recorded as without streams, without a request (see plan.is_manual)
     # The activities whose stream sets the account export gave instead of a request: a set, as the run's
     # checks of the list head decide the streams again and would count an activity once a check.
     exported: set[int] = field(default_factory=set)
@@ -128,8 +130,8 @@ class FetchSummary:
     def total(cls, results: list[AthleteResult]) -> FetchSummary:
         parts = [result.summary for result in results]
         total = cls(athletes=results)
-        for name in ("listed", "new", "changed", "fetched", "not_found", "streams", "no_streams", "unlisted",
-                     "requests"):
+        for name in ("listed", "new", "changed", "fetched", "not_found", "streams", "no_streams", "manual",
+                     "unlisted", "requests"):
             setattr(total, name, sum(getattr(part, name) for part in parts))
         for part in parts:
             total.exported |= part.exported
@@ -466,7 +468,8 @@ async def _fetch_details(client: StravaClient, store: RawStore, config: Config, 
 async def fetch_streams(client: StravaClient, store: RawStore, config: Config, filters: Filters,
                          summary: FetchSummary, events: FetchEvents, *, from_export: bool = True) -> None:
     """After all details: one streams request per activity whose stored streams are stale (newest first),
-    unless (`from_export`) the athlete's account export gives them (see bulkfetch.export_view). The
+    unless it is manual (recorded as without streams, no request) or (`from_export`) the athlete's account
+    export gives them (see bulkfetch.export_view). The
     export's file summaries that are not current are computed first, in a thread (they read tracks).
 
     A stale file is replaced by the new answer, never deleted first: see `streams_stale` for when it is.
@@ -477,8 +480,12 @@ async def fetch_streams(client: StravaClient, store: RawStore, config: Config, f
     records = load_stream_records(store)
     view = ExportView(store.data_dir)
     await asyncio.to_thread(view.refresh_summaries)
-    stale = pending_streams(catalog, store.detail_ids(), records, wanted, filters,
-                            stale_files=view.stale_files(catalog))
+    due = pending_streams(catalog, store.detail_ids(), records, wanted, filters, stale_files=view.stale_files(catalog))
+    manual = [i for i in due if is_manual(catalog[i])]
+    if manual:
+        await asyncio.to_thread(_record_manual, store, manual, catalog, records)
+    summary.manual += len(manual)
+    stale = [i for i in due if not is_manual(catalog[i])]
     export = view if from_export else None
     covered = {i for i in stale if export.covers(i, catalog[i])} if export is not None else set()
     pending = [i for i in stale if i not in covered]
@@ -502,6 +509,18 @@ async def fetch_streams(client: StravaClient, store: RawStore, config: Config, f
 
     with _saved_at_the_end(saver, store, "streams", summary.failed_streams), spared.saved():
         await _run_workers(pending, config.fetch.concurrency, fetch_one, events.stream_done)
+
+
+def _record_manual(store: RawStore, manual: list[int], catalog: Mapping[int, Mapping[str, Any]],
+                   records: dict[int, StreamRecord]) -> None:
+    """Remember manual activities as without streams, as a request's "no streams" answer would (every type
+    asked: none is ever missing), so that later runs, `plan` and `status` count them done (saved with the
+    records at the end of the phase)."""
+    stored = store.stream_ids()
+    for activity_id in manual:
+        if activity_id not in stored:  # streams stored for an earlier recording are raw data: kept
+            store.mark_no_streams(activity_id)
+        records[activity_id] = StreamRecord(frozenset(STREAM_TYPES), recording_fingerprint(catalog[activity_id]))
 
 
 class _SparedStreams:

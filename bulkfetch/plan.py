@@ -197,6 +197,12 @@ class StreamRecord:
             else None
 
 
+def is_manual(summary: Mapping[str, Any]) -> bool:
+    """A manual activity (its summary says `manual: true`): nothing was recorded, so Strava has no streams
+    for it, and no stream request is sent (it would be answered "no streams")."""
+    return summary.get("manual") is True
+
+
 def streams_stale(record: StreamRecord | None, wanted: frozenset[str], summary: Mapping[str, Any]) -> bool:
     """Whether an activity needs a streams request: nothing stored yet, a wanted type never asked for, or
     the recording changed since (see RECORDING_FIELDS)."""
@@ -214,7 +220,7 @@ def legacy_stream_types(present: Iterable[str], detail: Mapping[str, Any], every
     """The types a stream file without a record (written before records existed, or by a run killed before
     it saved them) was most likely asked for: the types it holds, plus those the detail says the activity
     cannot have (Strava leaves out types an activity lacks). A wrong guess costs one request, once."""
-    if detail.get("manual") is True:
+    if is_manual(detail):
         return frozenset(every)
     lacking = set()
     if not detail.get("start_latlng"):
@@ -256,10 +262,11 @@ def pending_streams(
     from_export: Collection[int] = frozenset(),
     stale_files: Collection[int] = frozenset(),
 ) -> list[int]:
-    """Ids that need `GET /activities/{id}/streams`, newest first: detailed, `selected` (`stale_files`:
-    see there), stale by `streams_stale` (`records` holds the stored answers, "no streams" included), and
-    not among `from_export`, the activities whose streams the account export gives (see
-    bulkfetch.export_view)."""
+    """Ids whose stored stream answer is due, newest first: detailed, `selected` (`stale_files`: see
+    there), stale by `streams_stale` (`records` holds the stored answers, "no streams" included), and not
+    among `from_export`, the activities whose streams the account export gives (see
+    bulkfetch.export_view). Each needs `GET /activities/{id}/streams`, but the `is_manual` ones: their
+    answer, "no streams", is known without a request."""
     ids = [i for i, s in catalog.items() if i in detailed and i not in from_export
            and selected(i, s, filters, stale_files) and streams_stale(records.get(i), wanted, s)]
     return sorted(ids, key=lambda i: (start_epoch(catalog[i]) or 0, i), reverse=True)
@@ -329,15 +336,16 @@ def request_plan(
     """The requests a fetch needs given the cached list (the listing finds the same history again).
 
     A stream request is counted for every `selected` activity (`stale_files`: see there) that has or will
-    get a detail and whose stored streams are stale (`streams_stale`), unless it is among `from_export`
-    (then it counts in `streams_from_export`).
+    get a detail, is not manual (`is_manual`) and whose stored streams are stale (`streams_stale`), unless
+    it is among `from_export` (then it counts in `streams_from_export`).
     """
     details, _, _ = pending_details(catalog, fetched, filters, not_found, stale_files)
     pending = set(details)
     accepted = [i for i, summary in catalog.items() if selected(i, summary, filters, stale_files)]
     # Streams are asked for activities with a detail: none for those whose detail answers 404.
     detailed = [i for i in accepted if i in fetched or i in pending]
-    stale = {i for i in detailed if streams_stale(records.get(i), streams, catalog[i])} if streams else set()
+    stale = {i for i in detailed if not is_manual(catalog[i]) and streams_stale(records.get(i), streams, catalog[i])
+             } if streams else set()
     exported = {i for i in stale if i in from_export}
     return RequestPlan(
         listed=len(catalog),

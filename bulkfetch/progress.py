@@ -358,17 +358,20 @@ def plan_text(plan: RequestPlan, view: UsageView) -> str:
             f" — done {when}")
 
 
-def stream_requests_text(sets: int, without: int, failed: int, from_export: int) -> str:
-    """'6 stream requests (2 sets, 4 manual activities without streams), 64 stream sets from the account export':
-    every stream request a fetch sent, once each, by what it got (a set, "no streams", a failure), then the
-    sets the account export gave instead of a request; '' when there were neither."""
+def stream_requests_text(sets: int, without: int, failed: int, from_export: int, manual: int = 0) -> str:
+    """'6 stream requests (5 sets, 1 without streams), 4 manual activities without streams (no request), 64
+    stream sets from the account export': every stream request a fetch sent, once each, by what it got (a
+    set, "no streams", a failure), the manual activities that need none, then the sets the account export
+    gave instead of a request; '' when there were none of these."""
     requests = sets + without + failed
     got = [count(sets, "set")]
     if without:
-        got.append(f"{without:,} manual {'activity' if without == 1 else 'activities'} without streams")
+        got.append(f"{without:,} without streams")
     if failed:
         got.append(f"{failed:,} failed")
     parts = [f"{count(requests, 'stream request')} ({', '.join(got)})"] if requests else []
+    if manual:
+        parts.append(f"{manual:,} manual {'activity' if manual == 1 else 'activities'} without streams (no request)")
     if from_export:
         parts.append(f"{count(from_export, 'stream set')} from the account export")
     return ", ".join(parts)

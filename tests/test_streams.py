@@ -208,7 +208,7 @@ def test_plan_online_then_offline_predicts_exactly_what_fetch_spends(tmp_path: P
                                  overall_short_limit=2000, overall_daily_limit=20000)
     thread = SimulatorThread(settings)
     with thread as sim:
-        thread.call(partial(sim.add_activity, manual=True))  # answers "no streams": still one request
+        thread.call(partial(sim.add_activity, manual=True))  # manual: no stream request, planned or sent
         config = setup(tmp_path, sim, fetch={"per_page": 10})
         starts = sorted(sim.summary(i)["start_date"] for i in sim.activity_ids())
         since = starts[len(starts) // 3][:10]
@@ -349,19 +349,25 @@ def test_progress_lines_name_streams_as_streams(tmp_path: Path, capsys) -> None:
         assert not re.search(r"^\S+ details \d+/\d+ \([^)]*streams", err, flags=re.M), err
 
 
-def test_the_summary_line_accounts_for_every_stream_request(tmp_path: Path, capsys) -> None:
-    # Manual activities answer "no streams": requests that store no set, which the line must still count.
+def test_manual_activities_get_no_stream_request_and_the_summary_line_still_accounts_for_them(
+        tmp_path: Path, capsys) -> None:
+    # Manual activities have no streams: no request is planned or sent, and the line counts them apart.
     thread = SimulatorThread(SimulatorSettings(activities=4, seed=46, short_limit=1000, daily_limit=10000))
     with thread as sim:
-        for _ in range(2):
-            thread.call(partial(sim.add_activity, manual=True))
+        manual = {thread.call(partial(sim.add_activity, manual=True)) for _ in range(2)}
         config = setup(tmp_path, sim)
+        assert run(config, "plan", "--streams", "time") == 0
+        assert parse_plan(capsys.readouterr().out)["streams"] == 4
         assert run(config, "fetch", "--no-compact", "--streams", "time") == 0
         store = athlete_store(tmp_path / "data")
-        sent, sets, without = len(stream_gets(sim)), len(store.stream_ids()), len(store.no_stream_ids())
-        assert sent == sets + without and without >= 2
+        sent, sets = stream_gets(sim), len(store.stream_ids())
+        assert not manual & set(sent) and len(sent) == sets == 4
+        assert manual <= store.no_stream_ids()  # remembered as without streams, as an answer would be
         out = capsys.readouterr().out
-        assert f"; {sent} stream requests ({sets} sets, {without} manual activities without streams); " in out, out
+        assert "; 4 stream requests (4 sets), 2 manual activities without streams (no request); " in out, out
+        mark = len(sim.request_log)
+        assert run(config, "fetch", "--no-compact", "--streams", "all") == 0  # the other types: not for them
+        assert not manual & set(stream_gets(sim, mark)) and spent(sim, mark) == {"list": 1, "streams": 4}
 
 
 def test_status_counts_pending_streams_and_shows_the_last_fetchs_filters(tmp_path: Path, capsys) -> None:
