@@ -67,7 +67,7 @@ import pyarrow.parquet as pq
 from bulkfetch import derive
 from bulkfetch.errors import LockedError, WriteError
 from bulkfetch.export_view import ExportView, TrackFile, read_track_file
-from bulkfetch.file_rows import export_part, file_stream_set, judged
+from bulkfetch.file_rows import export_part, file_stream_set
 from bulkfetch.locks import Holder, hold
 from bulkfetch.parquet_layout import AthleteLayout, publish, staged_tables, year_of_folder
 from bulkfetch.processes import interrupts_deferred, worker_pool
@@ -150,6 +150,7 @@ class Entry:
     stream_mtime_ns: int = 0
     track: TrackFile | None = None
     from_csv: bool = False
+    stale_file: bool = False  # its whole device file is older than Strava's version: no rows (file_rows)
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -167,11 +168,6 @@ class Entry:
     def children_file(self) -> TrackFile | None:
         """Its device file while that may give its splits and laps: it has no detail."""
         return self.track if self.detail_file is None else None
-
-    @property
-    def judged(self) -> bool:
-        """Whether its device file's rows go if the file is stale against its summary (file_rows.judged)."""
-        return self.track is not None and judged(self.track.status, from_csv=self.from_csv)
 
     @property
     def streams_file(self) -> TrackFile | None:
@@ -290,6 +286,7 @@ def partition_entries(store: RawStore) -> dict[int, list[Entry]]:
     from_csv = export.csv_summaries(catalog.keys() | export.gone(catalog))
     summaries = {**from_csv, **catalog}
     listed_ids = set(catalog)
+    stale_files = export.stale_files(catalog)  # the verdict fetch and plan take (see file_rows)
     del catalog, from_csv  # `summaries` alone holds them now: each is freed once its entry is made
     detail_ids = store.detail_ids()
     stream_ids = store.stream_ids()
@@ -307,7 +304,8 @@ def partition_entries(store: RawStore) -> dict[int, list[Entry]]:
         by_year.setdefault(year, []).append(Entry(
             activity_id, _sorted_json(summary),
             tuple(summary.get(key) for key in FROM_ACTIVITY), _text(path), size, mtime_ns,
-            _text(streams[0]), *streams[1:], track=export.track_file(activity_id), from_csv=not listed))
+            _text(streams[0]), *streams[1:], track=export.track_file(activity_id), from_csv=not listed,
+            stale_file=activity_id in stale_files))
     for entries in by_year.values():
         entries.sort(key=lambda e: (str(e.copied[0] or ""), e.activity_id))
     return by_year
@@ -354,7 +352,7 @@ def details_fingerprint(entries: Sequence[Entry]) -> str:
     digest = _digest()
     for entry in entries:
         # The device file counts only while it gives the splits and laps (no detail yet).
-        track = _track_identity(entry.children_file, entry.judged)
+        track = _track_identity(entry.children_file, entry.stale_file)
         digest.update(f"{entry.activity_id} {entry.detail_file is not None} {entry.detail_size} "
                       f"{entry.detail_mtime_ns} {entry.from_csv}{track}\n".encode())
         digest.update(entry.summary_json)
@@ -369,8 +367,8 @@ def streams_fingerprint(entries: Sequence[Entry]) -> str:
     size and mtime_ns (replaced whole, never edited) and the FROM_ACTIVITY values its rows copy (the
     summary's; where the summary has none they come from the detail, so its file's identity stands in).
     An activity whose streams may come from its device file instead has that file's identity, and the
-    summary's RECORDING_FIELDS, against which the file is found stale or not (if it is judged: see
-    file_rows.judged). "No streams" markers are
+    summary's RECORDING_FIELDS, against which the file is found stale or not (see file_rows), and that
+    verdict. "No streams" markers are
     not in it: they add no rows.
     """
     digest = _digest()
@@ -382,7 +380,7 @@ def streams_fingerprint(entries: Sequence[Entry]) -> str:
         if entry.stream_file is not None:
             source = f"{entry.stream_size} {entry.stream_mtime_ns}"
         else:
-            source = _track_identity(entry.streams_file, entry.judged)
+            source = _track_identity(entry.streams_file, entry.stale_file)
             summary = entry.summary  # parsed on each access: once here, not once a field
             copied += [summary.get(key) for key in RECORDING_FIELDS]
         digest.update(f"{entry.activity_id} {source}{detail}\n".encode())
@@ -391,13 +389,13 @@ def streams_fingerprint(entries: Sequence[Entry]) -> str:
     return digest.hexdigest()
 
 
-def _track_identity(track: TrackFile | None, judge: bool) -> str:
-    """A device file's part of a fingerprint: the decoded file's identity, whether it is judged stale or
-    not (file_rows.judged), and the versions of the track format and of derive's rules its rows are made
-    by (a new rule rewrites the years with file rows)."""
+def _track_identity(track: TrackFile | None, stale: bool) -> str:
+    """A device file's part of a fingerprint: the decoded file's identity, whether it is stale (see
+    file_rows), and the versions of the track format and of derive's rules its rows are made by (a new
+    rule rewrites the years with file rows)."""
     if track is None:
         return ""
-    return (f" file {track.size} {track.mtime_ns} {track.status} judged {judge} derive {derive.DERIVE_VERSION}"
+    return (f" file {track.size} {track.mtime_ns} {track.status} stale {stale} derive {derive.DERIVE_VERSION}"
             f" track {TRACK_FORMAT}")
 
 
@@ -432,7 +430,7 @@ def _copied_from_activity(entry: Entry) -> list[Any]:
 def _export_part(entry: Entry) -> ExportPart:
     """What the entry's rows take from the export; its device file is read only while it may give them."""
     track = read_track_file(entry.children_file) if entry.children_file is not None else None
-    return export_part(entry.summary, track, from_csv=entry.from_csv, judge=entry.judged)
+    return export_part(entry.summary, track, from_csv=entry.from_csv, stale=entry.stale_file)
 
 
 def _stream_set(entry: Entry) -> tuple[Any, str]:
@@ -441,7 +439,7 @@ def _stream_set(entry: Entry) -> tuple[Any, str]:
     if entry.stream_path is not None:
         return _read_streams(entry.stream_path), API
     track = read_track_file(entry.streams_file) if entry.streams_file is not None else None
-    return (file_stream_set(track, entry.summary, judge=entry.judged) if track is not None else None), FILE
+    return (file_stream_set(track, entry.summary, stale=entry.stale_file) if track is not None else None), FILE
 
 
 def _read_streams(path: Path | None) -> Any:

@@ -9,14 +9,15 @@ the same rows from both sources. The rules:
   "api"); one an API listing saw deleted, or a complete full listing should have had (an id below its
   greatest) and did not (export_view.deleted_on_strava), is dropped with its streams, splits and laps.
 - Streams, splits and laps: a file that decoded (ok, or truncated: the records before the cut) gives
-  them (source "file"; splits only for derive.SPLIT_SPORTS), unless `judged` and stale (derive.is_stale
-  against the API's summary of the activity): a whole file older than Strava's version gives none. A
-  truncated file is partial, not stale: its rows stay (the import reported it truncated). Against the
-  CSV's summary alone (no API listing has the activity) a file is never dropped: the CSV is the export's
-  own account of the same upload, and a file that disagrees with it is kept and counted (see
-  bulkfetch.export_view.ExportView.disagreements). API streams replace the file's streams; a fetched
-  detail's splits and laps replace the file's. The derivation takes the summary's sport, which wins over
-  the file's own (see derive.prepare).
+  them (source "file"; splits only for derive.SPLIT_SPORTS), unless it is `stale`: a whole file older
+  than Strava's version gives none. The verdict is the export index's (ExportView.stale_files), the one
+  `fetch` and `plan` take to choose the streams they request, so that a file they counted on is never
+  dropped here. A truncated file is partial, not stale: its rows stay (the import reported it
+  truncated). Against the CSV's summary alone (no API listing has the activity) a file is never
+  dropped: the CSV is the export's own account of the same upload, and a file that disagrees with it is
+  kept and counted (see bulkfetch.export_view.ExportView.disagreements). API streams replace the file's
+  streams; a fetched detail's splits and laps replace the file's. The derivation takes the summary's
+  sport, which wins over the file's own (see derive.prepare).
 """
 
 from __future__ import annotations
@@ -31,33 +32,24 @@ from bulkfetch.track import Track
 SPLIT_TABLES = {"splits_metric": derive.METRIC_SPLIT_M, "splits_standard": derive.STANDARD_SPLIT_M}
 
 
-def judged(status: str, *, from_csv: bool) -> bool:
-    """Whether a decoded file (`status` "ok" or "truncated") loses its rows when stale against the
-    summary: only a whole file, against the API's summary (see the module docstring)."""
-    return status == "ok" and not from_csv
-
-
-def export_part(summary: Mapping[str, Any], track: Track | None, *, from_csv: bool, judge: bool) -> ExportPart:
+def export_part(summary: Mapping[str, Any], track: Track | None, *, from_csv: bool, stale: bool) -> ExportPart:
     """What an activity's rows take from the export: its CSV summary (`from_csv`), and the splits (for
-    derive.SPLIT_SPORTS) and laps of its decoded `track` unless `judge` and that is stale against
-    `summary` (Strava's summary of the activity)."""
-    derived = _derived(track, summary, judge) if track is not None else None
-    if derived is None:
+    derive.SPLIT_SPORTS) and laps of its decoded `track` unless that is `stale`."""
+    if track is None or stale:
         return ExportPart(summary_from_csv=from_csv)
+    derived = _derived(track, summary)
     children: dict[str, list[dict[str, Any]]] = {"laps": derive.laps(derived)}
     if summary.get("sport_type") in derive.SPLIT_SPORTS:
         children.update({table: derive.splits(derived, unit_m) for table, unit_m in SPLIT_TABLES.items()})
     return ExportPart(summary_from_csv=from_csv, children=children)
 
 
-def file_stream_set(track: Track, summary: Mapping[str, Any], *, judge: bool) -> dict[str, Any] | None:
-    """The StreamSet a decoded track gives, None if `judge` and it is stale against `summary`."""
-    derived = _derived(track, summary, judge)
-    return derive.stream_set(derived) if derived is not None else None
+def file_stream_set(track: Track, summary: Mapping[str, Any], *, stale: bool) -> dict[str, Any] | None:
+    """The StreamSet a decoded track gives, None if it is `stale`."""
+    return None if stale else derive.stream_set(_derived(track, summary))
 
 
-def _derived(track: Track, summary: Mapping[str, Any], judge: bool) -> derive.Derived | None:
-    """The track's derivation with the summary's sport, None if `judge` and it is stale against the summary."""
+def _derived(track: Track, summary: Mapping[str, Any]) -> derive.Derived:
+    """The track's derivation with the summary's sport."""
     sport = summary.get("sport_type")
-    derived = derive.prepare(track, sport if isinstance(sport, str) else None)
-    return None if judge and derive.is_stale(derive.file_summary(derived), dict(summary)) else derived
+    return derive.prepare(track, sport if isinstance(sport, str) else None)

@@ -480,6 +480,45 @@ def test_the_simulators_export_spares_every_stream_request_but_the_cropped_the_c
     assert sources(tmp_path / "data", "activities") == {i: {"api"} for i in listed}
 
 
+def aside_each_minute_gpx() -> bytes:
+    """15 min north at 3 m/s, one point 60 m aside each minute: 60 m/s out and back, a glitch on foot (see
+    bulkfetch.distance), movement on a bike. Its distance is the sport's to say."""
+    start = datetime(2023, 5, 9, 10, 0, tzinfo=UTC)
+    points = []
+    for second in range(900):
+        east_m = 60.0 if second % 60 == 30 else 0.0
+        points.append(f'<trkpt lat="{46.0 + 3.0 * second / 111_195:.7f}" lon="{13.7 + east_m / 76_500:.7f}">'
+                      f'<time>{datetime.fromtimestamp(start.timestamp() + second, UTC):%Y-%m-%dT%H:%M:%SZ}</time>'
+                      '</trkpt>')
+    return ('<?xml version="1.0" encoding="UTF-8"?><gpx version="1.1" xmlns="http://www.topografix.com/GPX/1/1">'
+            f'<trk><trkseg>{"".join(points)}</trkseg></trk></gpx>').encode()
+
+
+def test_compaction_keeps_the_file_streams_fetch_counted_on_when_the_sports_differ(tmp_path):
+    """activities.csv says Run, Strava says Ride: the export's index (made with the CSV's sport) agrees with
+    Strava's summary, so fetch asks no streams; compaction takes the same verdict and keeps the file's."""
+    gpx = aside_each_minute_gpx()
+    track = decode_file(gpx, "run.gpx")
+    on_foot, on_a_bike = derive.file_summary(track, "Run"), derive.file_summary(track, "Ride")
+    elapsed = round(on_foot.elapsed_s or 0)
+    assert derive.is_stale(on_a_bike, {"distance": on_foot.distance_m, "elapsed_time": elapsed})  # the trap
+    thread = SimulatorThread(SimulatorSettings(activities=3, seed=5, short_limit=1000, daily_limit=10000))
+    with thread as sim:
+        activity_id = next(i for i in sim.activity_ids() if not sim.summary(i)["manual"])
+        thread.call(partial(sim.edit_activity, activity_id, sport_type="Ride", distance=on_foot.distance_m,
+                            elapsed_time=elapsed, moving_time=elapsed))
+        row = english_row(activity_id, f"activities/{activity_id}.gpx", sport="Run", elapsed_s=elapsed,
+                          distance_m=on_foot.distance_m or 0.0, date=csv_date(start_of(sim, activity_id)))
+        export = write_folder(tmp_path / "export", csv_text(ENGLISH_94, [row]),
+                              [ExportFile(f"activities/{activity_id}.gpx", gpx)])
+        config = tmp_path / "config.toml"
+        config.write_text(simulator_config_text(sim, tmp_path / "data"))
+        assert cli(config, "import", str(export), "--athlete", str(sim.athlete().athlete_id)) == 0
+        assert cli(config, "fetch", "--streams", "all") == 0
+        assert activity_id not in stream_gets(sim)
+    assert sources(tmp_path / "data", "streams").get(activity_id) == {"file"}
+
+
 def test_the_recipes_since_still_fetches_an_older_stale_files_streams_and_detail(tmp_path, capsys):
     """The README's recipe (import, then `fetch --since` a recent date): an older activity whose file is
     stale loses its file rows, so it is fetched whatever --since says (detail and streams), and plan counts
