@@ -488,7 +488,8 @@ class _InProcess:
 # -- the summary --------------------------------------------------------------------------------------
 def summary_line(summary: ImportSummary) -> str:
     """'imported 312 activities from the export: 290 files (250 fit, 25 gpx, 15 tcx), 1 truncated
-    (activities/123.fit.gz: ...), 21 manual without a file; 12 imported before (not decoded again)'."""
+    (activities/123.fit.gz: ...), 21 manual without a file; 12 imported before (not decoded again)'; a
+    failed file an earlier import decoded is named too: '1 truncated (as imported before: ...)'."""
     imported = summary.imported
     parts = []
     if imported:
@@ -504,8 +505,7 @@ def summary_line(summary: ImportSummary) -> str:
         named += [f"{file}: {why}" for file, why in summary.bad] if status == "unreadable" else []
         if named:
             before = sum(1 for entry in failed if entry.activity_id not in decoded_now)
-            earlier = f", {before:,} of them decoded by an earlier import" if before else ""
-            parts.append(f"{len(named):,} {status}{earlier} ({_named(named)})")
+            parts.append(f"{len(named):,} {status} ({_as_before(before, len(named))}{_named(named)})")
     if summary.errors:
         parts.append(f"{len(summary.errors):,} not imported, tried again next time "
                      f"({_named(f'{file}: {why}' for file, why in summary.errors)})")
@@ -538,6 +538,13 @@ def summary_line(summary: ImportSummary) -> str:
     return f"imported {activities} from the export: {', '.join(parts)}{replaced}{tail}{gone}{unknown}"
 
 
+def _as_before(before: int, count: int) -> str:
+    """How many of `count` failed files an earlier import decoded (this one did not decode them again)."""
+    if not before:
+        return ""
+    return "as imported before: " if before == count else f"{before:,} as imported before; "
+
+
 def _named(items: Iterable[str]) -> str:
     shown = list(items)
     more = f"; {len(shown) - SHOWN_FAILURES:,} more in the log" if len(shown) > SHOWN_FAILURES else ""
@@ -545,8 +552,11 @@ def _named(items: Iterable[str]) -> str:
 
 
 def failures_text(summary: ImportSummary) -> list[str]:
-    """Every file that did not import whole, one line each (for the log)."""
-    lines = [f"{entry.file}: {entry.status}: {entry.problem}" for entry in summary.failed]
+    """Every file that did not import whole, one line each (for the log); a file an earlier import decoded
+    is not logged again (the summary line names it)."""
+    decoded_now = {entry.activity_id for entry in summary.imported}
+    lines = [f"{entry.file}: {entry.status}: {entry.problem}" for entry in summary.failed
+             if entry.activity_id in decoded_now]
     lines += [f"{file}: unreadable: {why}" for file, why in summary.bad]
     lines += [f"{file}: not imported: {why}" for file, why in summary.errors]
     lines += [f"{file}: named in activities.csv, missing from the export" for file in summary.missing]

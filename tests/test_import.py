@@ -119,6 +119,10 @@ def test_a_second_import_decodes_nothing_and_a_newer_export_adds_and_replaces(tm
     assert again.returncode == 0, again.stderr
     assert "nothing new" in again.stderr
     assert again.stdout.strip().endswith("7 imported before (not decoded again)")
+    # Its failed files, once and plainly: in the summary line, not logged again as if decoded now.
+    assert again.stdout.count("activities/106.fit") == 1 and "1 truncated (as imported before: activities/106.fit: " \
+        in again.stdout, again.stdout
+    assert (_data(config) / "bulkfetch.log").read_text().count("activities/106.fit: truncated: ") == 1
     assert {i: store.track_path(i).stat().st_mtime_ns for i in store.files()} == stamps
 
     # A newer export: one new activity, and activity 104's file replaced by another recording.
@@ -414,7 +418,7 @@ def test_a_rerun_after_a_killed_import_names_the_truncated_file_the_killed_one_d
     rerun = run_cli("--config", str(config), "import", str(path))
     assert rerun.returncode == 0, rerun.stderr
     line = rerun.stdout.strip().splitlines()[-1]
-    assert "1 truncated, 1 of them decoded by an earlier import (activities/1.fit: " in line, line
+    assert "1 truncated (as imported before: activities/1.fit: " in line, line
     assert sorted(store.files()) == list(range(1, count + 1))
 
 
