@@ -367,8 +367,7 @@ def _summary_line(summary: FetchSummary) -> str:
     from bulkfetch.progress import stream_requests_text
 
     streams = stream_requests_text(summary.streams, summary.no_streams, len(summary.failed_streams),
-                                   summary.streams_from_export, summary.manual)
-    streams += "; " if streams else ""
+                                   summary.streams_from_export, summary.manual) + "; " if summary.streams_asked else ""
     failed = len(summary.failed) + len(summary.failed_streams)
     failed_streams = f" ({len(summary.failed_streams):,} of them stream sets)" if summary.failed_streams else ""
     requests = f"{summary.requests:,} request{'' if summary.requests == 1 else 's'}"
@@ -778,7 +777,8 @@ def _show_demo_export(show: Reporter, demo: DemoRun, parquet_dir: Path) -> None:
 
     show.table(f"Requests this fetch sent for athlete {demo.export_athlete} (its export imported, then fetch --since "
                f"{demo.since} --streams all), and fetching its whole history from the API alone (fetch --streams "
-               "all, no export: a detail and a stream set per activity)", ("requests", "sent", "API alone"),
+               "all, no export: a detail per activity, a stream set per one not manual)",
+               ("requests", "sent", "API alone"),
                [(row.kind, f"{row.sent:,}", f"{row.without_export:,}") for row in demo.saving()])
     sources = ("api", "file", "csv")
     tables = ("activities", "streams", "splits_metric", "splits_standard", "laps")

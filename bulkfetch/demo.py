@@ -30,7 +30,7 @@ from bulkfetch.export_paths import has_export
 from bulkfetch.interleaving import Interleaving, interleave
 from bulkfetch.paging import list_pages_needed
 from bulkfetch.pipeline import FetchEvents, FetchOptions, FetchSummary
-from bulkfetch.plan import Filters, start_epoch
+from bulkfetch.plan import Filters, is_manual, start_epoch
 from bulkfetch.roster import Roster
 from bulkfetch.run import fetch_history
 from bulkfetch.simulator import RequestRecord, Simulator, SimulatorSettings
@@ -165,12 +165,14 @@ class SavingRow:
     without_export: int
 
 
-def from_api_alone(history: Iterable[tuple[int, int | None]], per_page: int) -> Counter[str]:
-    """The requests of fetching the whole `history` ((id, start) pairs) from the API alone, the way to
-    the same activities without the export: `fetch --streams all` into an empty data_dir sends a full
-    listing, a detail and a stream set for every activity (manual ones too: their answer is empty)."""
+def from_api_alone(history: Iterable[tuple[int, int | None]], per_page: int, *, manual: int = 0) -> Counter[str]:
+    """The requests of fetching the whole `history` ((id, start) pairs, `manual` of them manual) from the
+    API alone, the way to the same activities without the export: `fetch --streams all` into an empty
+    data_dir sends a full listing, a detail for every activity and a stream request for every one but the
+    manual ones (see plan.is_manual)."""
     pairs = list(history)
-    return Counter({"list pages": list_pages_needed(pairs, per_page), "details": len(pairs), "streams": len(pairs)})
+    return Counter({"list pages": list_pages_needed(pairs, per_page), "details": len(pairs),
+                    "streams": len(pairs) - manual})
 
 
 def quota_saving(sent: Counter[str], alone: Counter[str]) -> list[SavingRow]:
@@ -253,4 +255,5 @@ class DemoRun:
         """`quota_saving` of the export's athlete: this fetch against its whole history from the API alone."""
         catalog = Roster(self.data_dir).athlete(self.export_athlete).store.catalog()
         history = ((activity_id, start_epoch(summary)) for activity_id, summary in catalog.items())
-        return quota_saving(self.sent, from_api_alone(history, self.per_page))
+        return quota_saving(self.sent, from_api_alone(history, self.per_page,
+                                                      manual=sum(map(is_manual, catalog.values()))))

@@ -300,14 +300,14 @@ def test_export_demo_imports_then_fetches_the_last_year_and_its_saving_table_is_
     table = saving_table(out)
     sent = last_run_requests(data_dir)
     assert {kind: table[kind][0] for kind in sent} == sent  # the simulator counted what bulkfetch logged
-    # The API alone: a detail and a stream set for every activity. The recipe: details for the last year and
-    # the cropped ones, streams for those of them the files do not cover whole and current: the manual ones,
-    # the cut file's and the recordings cropped on Strava.
+    # The API alone: a detail for every activity, a stream request for every one but the manual ones. The
+    # recipe: details for the last year and the cropped ones, streams for those of them the files do not
+    # cover whole and current: the cut file's and the recordings cropped on Strava (manual ones: none).
     assert table["list pages"] == (1, 1) and table["details"] == (len(taken), EXPORT_ACTIVITIES)
-    not_covered = {*sidecar["manual"], *sidecar["cropped"], int(next(a for a, m in sidecar["files"].items()
-                                                                   if m == sidecar["corrupt"]))}
-    assert table["streams"] == (len(not_covered & taken), EXPORT_ACTIVITIES)
-    assert table["total"] == (sum(sent.values()), 1 + 2 * EXPORT_ACTIVITIES)
+    not_covered = {*sidecar["cropped"], int(next(a for a, m in sidecar["files"].items() if m == sidecar["corrupt"]))}
+    with_streams = EXPORT_ACTIVITIES - len(sidecar["manual"])
+    assert table["streams"] == (len(not_covered & taken), with_streams)
+    assert table["total"] == (sum(sent.values()), 1 + EXPORT_ACTIVITIES + with_streams)
 
     streams = ids_by_source(data_dir, "streams")
     assert streams["api"] == (not_covered & taken) - set(sidecar["manual"])  # manual ones have no streams at all
@@ -386,6 +386,7 @@ def test_quota_saving_compares_with_the_whole_history_from_the_api_alone() -> No
     rows = quota_saving(sent, from_api_alone(history, 200))
     assert rows == [SavingRow("list pages", 2, 2), SavingRow("details", 75, 300), SavingRow("streams", 9, 300),
                     SavingRow("other", 1, 1), SavingRow("total", 87, 603)]
+    assert from_api_alone(history, 200, manual=20)["streams"] == 280  # manual activities: no stream request
 
 
 def test_each_kind_of_demo_refuses_the_others_folder(demo, export_demo) -> None:
