@@ -112,9 +112,11 @@ class FetchSummary:
     streams: int = 0  # stream sets stored
     no_streams: int = 0  # stream requests answered "no streams": a request, but no set
     manual: int = 0  # manual activities recorded as without streams, without a request (see plan.is_manual)
-    # The activities whose stream sets the account export gave instead of a request: a set, as the run's
-    # checks of the list head decide the streams again and would count an activity once a check.
+    # The activities whose stream sets the account export gives instead of a request (all of them, a
+    # state, not only those this run decided so): a set, as the run's checks of the list head decide the
+    # streams again and would count an activity once a check.
     exported: set[int] = field(default_factory=set)
+    streams_asked: bool = False  # the run fetched streams (--streams): its summary line says how they went
     unlisted: int = 0
     requests: int = 0
     failed: dict[int, str] = field(default_factory=dict)  # details that failed, with why
@@ -138,6 +140,7 @@ class FetchSummary:
             total.failed.update(part.failed)
             total.failed_streams.update(part.failed_streams)
         total.list_failure = next((part.list_failure for part in parts if part.list_failure), None)
+        total.streams_asked = any(part.streams_asked for part in parts)
         return total
 
 
@@ -491,7 +494,8 @@ async def fetch_streams(client: StravaClient, store: RawStore, config: Config, f
     pending = [i for i in stale if i not in covered]
     spared = _SparedStreams(store, covered)
     events.streams_planned(len(pending), from_export=len(spared.new - summary.exported))  # what this call spares
-    summary.exported |= spared.new
+    summary.exported |= spared.covered
+    summary.streams_asked = True
     saver = _IndexSaver(store, STREAM_RECORDS, lambda: {str(k): v.to_json() for k, v in records.items()})
     imported = _ImportWatch(export)
 
@@ -525,9 +529,10 @@ def _record_manual(store: RawStore, manual: list[int], catalog: Mapping[int, Map
 
 class _SparedStreams:
     """The activities whose stream sets the account export gives, as the runs decided them: a run tells
-    (and counts in its summary) only those an earlier run did not decide so already, so that a repeat run
-    with nothing to do does not say it spared them again. Kept in state/streams_spared.json, replaced by
-    each run's decision (an activity the export stops covering and covers again is new again)."""
+    only those an earlier run did not decide so already (its progress line), so that a repeat run with
+    nothing to do does not say it spared them again (its summary line counts them all, as a state). Kept
+    in state/streams_spared.json, replaced by each run's decision (an activity the export stops covering
+    and covers again is new again)."""
 
     def __init__(self, store: RawStore, covered: set[int]) -> None:
         self._store = store

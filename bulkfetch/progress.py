@@ -228,10 +228,8 @@ class Reporter:
     def compact_progress(self, done: int, total: int) -> None:
         if done == 0 and total:
             self.info(f"compacting {count(total, 'year')} into Parquet")
-        if self._progress:
+        if self._progress:  # without a terminal, the compaction's summary line says what it wrote
             self._progress.update(self._task("compact", "compact", total=total), completed=done, note="")
-        elif done == total:
-            self.debug(f"compacted {total} partition(s)")
 
     # -- import ----------------------------------------------------------------------------------------------
     def import_progress(self, done: int, total: int, records: int) -> None:
@@ -362,14 +360,14 @@ def stream_requests_text(sets: int, without: int, failed: int, from_export: int,
     """'6 stream requests (5 sets, 1 without streams), 4 manual activities without streams (no request), 64
     stream sets from the account export': every stream request a fetch sent, once each, by what it got (a
     set, "no streams", a failure), the manual activities that need none, then the sets the account export
-    gave instead of a request; '' when there were none of these."""
+    gives instead of a request; '0 stream requests' when there was none of these."""
     requests = sets + without + failed
     got = [count(sets, "set")]
     if without:
         got.append(f"{without:,} without streams")
     if failed:
         got.append(f"{failed:,} failed")
-    parts = [f"{count(requests, 'stream request')} ({', '.join(got)})"] if requests else []
+    parts = [count(requests, "stream request") + (f" ({', '.join(got)})" if requests else "")]
     if manual:
         parts.append(f"{manual:,} manual {'activity' if manual == 1 else 'activities'} without streams (no request)")
     if from_export:

@@ -58,17 +58,21 @@ def test_an_export_imported_before_its_athlete_was_known_joins_the_athlete_the_f
         assert cli(config, "plan", "--streams", "all") == 0
         out, err = capsys.readouterr()
         saving = PLAN_SAVING.search(out)
-        assert saving and saving.group(1, 2) == (str(len(covered)), str(len(listed)))
+        assert saving and saving.group(1, 2) == (str(len(covered)), str(len(listed - set(written.manual))))
         assert "unbound" not in out  # no plan line of its own: nothing is requested for it
         assert f"is athlete {sim.history.athlete_id}'s: moved to" in err
         assert not unbound.exists()
         assert cli(config, "fetch", "--streams", "all") == 0
-        assert sorted(stream_gets(sim)) == sorted(listed - covered)
+        assert sorted(stream_gets(sim)) == sorted(listed - covered - set(written.manual))  # manual: no streams
         assert f"{len(covered)} stream sets from the account export;" in capsys.readouterr().out  # its summary line
-        # A repeat run decides nothing: the export's share is not said again, as if this run had spared it.
+        # A repeat run decides nothing: its progress says no saving again, its summary line the state; a run
+        # without --streams says nothing about streams.
         assert cli(config, "fetch", "--streams", "all") == 0
         out, err = capsys.readouterr()
-        assert "account export" not in out + err and "stream request" not in out
+        assert f"; 0 stream requests, {len(covered)} stream sets from the account export; " in out, out
+        assert "account export" not in err
+        assert cli(config, "fetch") == 0
+        assert "stream" not in capsys.readouterr().out
     assert {i: s for i, s in sources(tmp_path / "data", "streams").items() if i in covered} == {
         i: {"file"} for i in covered}
 

@@ -122,7 +122,9 @@ def test_a_second_import_decodes_nothing_and_a_newer_export_adds_and_replaces(tm
     # Its failed files, once and plainly: in the summary line, not logged again as if decoded now.
     assert again.stdout.count("activities/106.fit") == 1 and "1 truncated (as imported before: activities/106.fit: " \
         in again.stdout, again.stdout
-    assert (_data(config) / "bulkfetch.log").read_text().count("activities/106.fit: truncated: ") == 1
+    log = (_data(config) / "bulkfetch.log").read_text()
+    assert log.count("activities/106.fit: truncated: ") == 1
+    assert "partition(s)" not in log  # each compaction's last line says what it wrote, nothing before it
     assert {i: store.track_path(i).stat().st_mtime_ns for i in store.files()} == stamps
 
     # A newer export: one new activity, and activity 104's file replaced by another recording.
