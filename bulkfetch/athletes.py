@@ -46,6 +46,7 @@ ADOPTING = ".adopting-"  # an athlete folder an unfinished adopt is moving (hidd
 PURGING = ".purging"  # what a purge deletes, renamed here first (in athletes/ and in parquet_dir)
 UNKNOWN = "—"
 HEADERS = ("name", "athlete", "listed", "fetched", "pending", "last fetch", "state", "export")
+TEXT_COLUMNS = frozenset(HEADERS.index(h) for h in ("name", "last fetch", "state", "export"))  # left-aligned
 
 
 # -- the list ------------------------------------------------------------------------------------------

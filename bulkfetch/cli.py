@@ -655,7 +655,7 @@ def _cmd_athletes(args: argparse.Namespace) -> int:
 def _list_athletes(args: argparse.Namespace, config: Config) -> int:
     from dataclasses import asdict
 
-    from bulkfetch.athletes import HEADERS, athlete_rows, table_cells
+    from bulkfetch.athletes import HEADERS, TEXT_COLUMNS, athlete_rows, table_cells
     from bulkfetch.progress import Reporter
 
     rows = athlete_rows(config)
@@ -665,7 +665,7 @@ def _list_athletes(args: argparse.Namespace, config: Config) -> int:
     elif not rows:
         print(f"no athlete in {data_dir}: connect one with 'bulkfetch auth'")
     else:
-        Reporter(quiet=args.quiet).table(f"athletes in {data_dir}", HEADERS, table_cells(rows))
+        Reporter(quiet=args.quiet).table(f"athletes in {data_dir}", HEADERS, table_cells(rows), left=TEXT_COLUMNS)
     return EXIT_OK
 
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Collection
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -132,20 +134,24 @@ class Reporter:
         else:
             self._to_log(message)
 
-    def table(self, title: str, headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-        """A small result table (stdout): rich on a terminal, aligned plain text elsewhere."""
+    def table(self, title: str, headers: tuple[str, ...], rows: list[tuple[str, ...]], *,
+              left: Collection[int] = (0,)) -> None:
+        """A small result table (stdout): rich on a terminal, aligned plain text elsewhere; the `left`
+        columns (indexes: text) left-aligned, the others (numbers) right-aligned."""
         if interactive(sys.stdout):
             table = Table(title=title)
             for index, header in enumerate(headers):
-                table.add_column(header, justify="left" if index == 0 else "right")
+                table.add_column(header, justify="left" if index in left else "right")
             for row in rows:
                 table.add_row(*row)
             Console().print(table)
             return
-        widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+        # Widths in terminal cells, not characters: a name in CJK takes two cells a character.
+        widths = [max(cell_len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
         print(title)
         for row in [headers, *rows]:
-            print("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
+            print("  ".join(_padded(cell, width, left=index in left)
+                            for index, (cell, width) in enumerate(zip(row, widths))))
         sys.stdout.flush()
 
     def result(self, message: str) -> None:
@@ -309,6 +315,12 @@ class Reporter:
         write that fails the same way stops it, with its own error). Said once, on the terminal."""
         print(f"bulkfetch: warning: cannot write the log {self._log_path} ({exc.strerror or exc});"
               " going on without it", file=self._stream, flush=True)
+
+
+def _padded(cell: str, width: int, *, left: bool) -> str:
+    """`cell` padded with spaces to `width` terminal cells, on the right if `left`, else on the left."""
+    padding = " " * (width - cell_len(cell))
+    return cell + padding if left else padding + cell
 
 
 class _LiveNoteColumn(ProgressColumn):

@@ -103,6 +103,13 @@ def test_athletes_lists_names_counts_last_fetch_and_states(tmp_path, monkeypatch
         assert len(table) == 3 and all(len(line) == len(header) for line in table)
         assert table[0].startswith("—") and table[0].split()[-2:] == ["ok", "—"] and str(seeded) in table[0]
         assert table[2].startswith("Kenji Møller-Sato") and table[2].split()[-2:] == ["revoked", "—"]
+        # Text (a dash where unknown) starts under its header, numbers end under theirs.
+        for name in ("last fetch", "state", "export"):
+            start = header.index(name)
+            assert all(line[start] != " " and line[start - 1] == " " for line in table), (name, lines)
+        for name in ("athlete", "listed", "fetched", "pending"):
+            end = header.index(name) + len(name)
+            assert all(line[end - 1] != " " and line[end] == " " for line in table), (name, lines)
 
 
 def test_athletes_of_an_empty_data_dir(tmp_path, capsys) -> None:
