@@ -456,12 +456,13 @@ class _CompactionTally:
     def line(self, what: str, folders: Iterable[Path]) -> str:
         """The compaction's last line: `what`, the years, and the disagreeing files of the athletes'
         exports (`folders`: their folders), as `status` counts them."""
-        from bulkfetch.export_view import Disagreements, ExportView, disagreement_note
+        from bulkfetch.export_view import Disagreements, ExportView
+        from bulkfetch.progress import disagreement_texts
 
-        disagree = disagreement_note(sum((ExportView(folder).current_disagreements() for folder in folders),
-                                         Disagreements()))
+        disagree = sum((ExportView(folder).current_disagreements() for folder in folders), Disagreements())
+        notes = "".join(f"; {text}" for text in disagreement_texts(disagree.with_csv, disagree.with_api))
         return (f"{what}: {len(self.rewritten)} year(s) rewritten, {len(self.unchanged - self.rewritten)} "
-                f"unchanged{disagree}")
+                f"unchanged{notes}")
 
 
 

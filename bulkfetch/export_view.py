@@ -106,16 +106,6 @@ class Disagreements:
         return Disagreements(self.with_csv + other.with_csv, self.with_api + other.with_api)
 
 
-def disagreement_note(disagree: Disagreements) -> str:
-    """The compaction summary's tail: "; N file(s) ..." for each kind there is, "" when none disagree."""
-    def files(count: int) -> str:
-        return f"{count:,} file{'s' if count != 1 else ''}"
-    notes = ([f"{files(disagree.with_csv)} disagree{'s' if disagree.with_csv == 1 else ''} with activities.csv: kept"]
-             if disagree.with_csv else [])
-    notes += [f"{files(disagree.with_api)} older than Strava's version: not used"] if disagree.with_api else []
-    return "".join(f"; {note}" for note in notes)
-
-
 def disagreements(files: Mapping[int, derive.FileSummary], catalog: Mapping[int, Mapping[str, Any]],
                   from_csv: Mapping[int, Mapping[str, Any]]) -> Disagreements:
     """How many of the whole files' summaries (`files`) are stale against the API's summaries (`catalog`),

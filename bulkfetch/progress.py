@@ -387,6 +387,18 @@ def stream_requests_text(sets: int, without: int, failed: int, from_export: int,
     return ", ".join(parts)
 
 
+def disagreement_texts(with_csv: int, with_api: int) -> list[str]:
+    """What `status` and a compaction's last line say of the export's files that disagree (see
+    export_view.Disagreements): '1 file disagrees with activities.csv (...): kept', '2 files older than
+    Strava's version (...): not used'; each only when there are any."""
+    texts = [f"{count(with_csv, 'file')} disagree{'s' if with_csv == 1 else ''} with activities.csv "
+             "(elapsed time or distance): kept"] if with_csv else []
+    if with_api:
+        texts.append(f"{count(with_api, 'file')} older than Strava's version (cropped or corrected since the "
+                     "upload): not used")
+    return texts
+
+
 def export_streams_text(from_export: int, requests: int, done: int, *, for_stale_files: int = 0) -> str:
     """'2,950 of 3,000 from the export, 50 requests (2 for files older than Strava's version)': the stream
     sets a fetch wants, and what the account export spares (`done`: fetched from the API before;

@@ -29,7 +29,7 @@ from bulkfetch.plan import (
     streams_from_json,
     unavailable_details,
 )
-from bulkfetch.progress import count, export_streams_text, listing_text
+from bulkfetch.progress import count, disagreement_texts, export_streams_text, listing_text
 from bulkfetch.quota import BUCKETS, KINDS, UsageView, estimate_finish
 from bulkfetch.roster import REMOVED, AthleteDir, Roster, access_of
 from bulkfetch.roster import import_only as import_only_athlete
@@ -227,15 +227,8 @@ def export_lines(export: dict[str, Any]) -> list[str]:
     lines = [f"export     {export['activities']:,} activities from activities.csv, imported {export['imported_at']}",
              f"files      {files['ok']:,} decoded, {files['truncated']:,} truncated (kept up to the cut), "
              f"{files['unreadable']:,} unreadable; {export['streams_from_files']:,} activities' streams from files"]
-    if export["disagree_with_csv"]:
-        count = export["disagree_with_csv"]
-        lines.append(f"{'':<11}{count:,} file{'s' if count != 1 else ''} disagree{'s' if count == 1 else ''} "
-                     "with activities.csv (elapsed time or distance): kept")
-    if export["stale_against_api"]:
-        count = export["stale_against_api"]
-        lines.append(f"{'':<11}{count:,} file{'s' if count != 1 else ''} older than Strava's version (cropped or "
-                     "corrected since the upload): not used")
-    return lines
+    return lines + [f"{'':<11}{text}" for text in disagreement_texts(export["disagree_with_csv"],
+                                                                     export["stale_against_api"])]
 
 
 def _athletes_text(report: dict[str, Any]) -> str:

@@ -176,9 +176,14 @@ def test_status_and_athletes_show_what_the_import_gave_an_athlete_without_tokens
     assert listed[0]["import_only"] and listed[0]["export"]["files"] == {"ok": 1, "truncated": 1, "unreadable": 0}
 
 
-def test_the_compaction_line_says_each_kind_of_disagreement_there_is() -> None:
-    from bulkfetch.export_view import Disagreements, disagreement_note
+def test_status_and_the_compaction_line_say_each_kind_of_disagreement_there_is_in_one_wording() -> None:
+    from bulkfetch.export_view import Disagreements
+    from bulkfetch.progress import disagreement_texts
 
-    assert disagreement_note(Disagreements()) == ""
-    assert disagreement_note(Disagreements(1, 0) + Disagreements(0, 2)) == (
-        "; 1 file disagrees with activities.csv: kept; 2 files older than Strava's version: not used")
+    assert disagreement_texts(0, 0) == []
+    both = Disagreements(1, 0) + Disagreements(0, 2)
+    assert disagreement_texts(both.with_csv, both.with_api) == [
+        "1 file disagrees with activities.csv (elapsed time or distance): kept",
+        "2 files older than Strava's version (cropped or corrected since the upload): not used"]
+    assert disagreement_texts(2, 1)[0].startswith("2 files disagree with") and \
+        disagreement_texts(2, 1)[1].startswith("1 file older")

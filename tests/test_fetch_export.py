@@ -171,7 +171,7 @@ def test_an_import_that_ends_while_the_fetch_compacts_is_compacted_by_that_fetch
     years = {p.name for p in (tmp_path / "data" / "parquet").glob("*/athlete_id=*/year=*")}
     line = next(line for line in err.splitlines() if "compacted into" in line)
     assert line.endswith(f": {len(years)} year(s) rewritten, 0 unchanged; {len(written.cropped)} file older than "
-                         "Strava's version: not used"), line
+                         "Strava's version (cropped or corrected since the upload): not used"), line
 
 
 def test_plan_counts_no_request_for_an_export_waiting_for_its_athlete(tmp_path, capsys, monkeypatch):
