@@ -445,7 +445,7 @@ def _lap(derived: Derived, velocity: list[float] | None, number: int, lap: Devic
         "name": f"Lap {number}",
         "lap_index": number,
         "split": number,
-        "start_date": _iso_utc(start_utc),
+        "start_date": iso_utc(start_utc),
         "start_date_local": None,  # the file has no time zone
         "elapsed_time": round(elapsed) if elapsed is not None else None,
         "moving_time": round(moving) if moving is not None else None,
@@ -460,7 +460,8 @@ def _lap(derived: Derived, velocity: list[float] | None, number: int, lap: Devic
     }
 
 
-def _iso_utc(epoch_s: float | None) -> str | None:
+def iso_utc(epoch_s: float | None) -> str | None:
+    """Epoch seconds as the API writes a UTC time ('2024-05-09T10:09:29Z', whole seconds, floored)."""
     if epoch_s is None:
         return None
     return datetime.fromtimestamp(math.floor(epoch_s), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -151,7 +150,7 @@ class ExportStore:
                   if row.start_date is not None}
         for activity_id, entry in self.entries().items():
             if activity_id not in starts and entry.summary is not None and entry.summary.start_utc_s is not None:
-                starts[activity_id] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(entry.summary.start_utc_s))
+                starts[activity_id] = derive.iso_utc(entry.summary.start_utc_s)
         return starts
 
     def files(self) -> dict[int, ImportedFile]:

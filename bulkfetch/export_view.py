@@ -24,7 +24,6 @@ activity whose summary is not current counts as not covered.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,9 +73,8 @@ def _csv_fields(activity: ExportActivity) -> dict[str, Any]:
 
 def _api_fields(file: derive.FileSummary) -> dict[str, Any]:
     """A file's summary under the API's summary keys (whole seconds, as the API gives times)."""
-    start = file.start_utc_s
     return {"sport_type": file.sport_type,
-            "start_date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start)) if start is not None else None,
+            "start_date": derive.iso_utc(file.start_utc_s),
             "distance": file.distance_m,
             "elapsed_time": round(file.elapsed_s) if file.elapsed_s is not None else None,
             "moving_time": round(file.moving_s) if file.moving_s is not None else None,

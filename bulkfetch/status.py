@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bulkfetch.config import Config
+from bulkfetch.derive import iso_utc
 from bulkfetch.errors import StorageError
 from bulkfetch.export_view import ExportView, Overview
 from bulkfetch.pipeline import (
@@ -71,7 +72,7 @@ def collect_status(config: Config, now: float | None = None) -> dict[str, Any]:
         "quota": _quota_json(view) if view is not None else None,
         "filters": next((filters for _, _, filters in parts if filters is not None), filters_to_json(Filters(), ())),
         "remaining_requests": remaining,
-        "eta": _iso(estimate_finish(remaining, now, view)) if remaining and view is not None else None,
+        "eta": iso_utc(estimate_finish(remaining, now, view)) if remaining and view is not None else None,
         "import_only": import_only,
         "export": _export_totals([report["export"] for report in reports if report["export"] is not None]),
         "athletes": reports,
@@ -108,7 +109,7 @@ def _athlete_status(athlete: AthleteDir, config: Config, now: float) -> tuple[di
         "state": access["state"],
         "why": access["why"],
         # A run of this version records when; before it, the last complete listing tells.
-        "last_fetch": _iso(access["at"] if isinstance(access["at"], (int, float)) else
+        "last_fetch": iso_utc(access["at"] if isinstance(access["at"], (int, float)) else
                            latest.finished_at if latest else None),
         "listed": len(catalog),
         "fetched": len(set(fetched) & set(catalog)),
@@ -137,7 +138,7 @@ def _athlete_status(athlete: AthleteDir, config: Config, now: float) -> tuple[di
 
 def _export_json(overview: Overview) -> dict[str, Any]:
     return {"activities": overview.activities, "files": overview.files,
-            "streams_from_files": overview.streams_from_files, "imported_at": _iso(overview.imported_at),
+            "streams_from_files": overview.streams_from_files, "imported_at": iso_utc(overview.imported_at),
             "disagree_with_csv": overview.disagree.with_csv, "stale_against_api": overview.disagree.with_api}
 
 
@@ -152,7 +153,7 @@ def _export_totals(exports: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def _next_listing_json(listing: ListingPlan) -> dict[str, Any]:
-    return {"full": listing.full, "list_pages": listing.pages, "full_relist_due": _iso(listing.full_due_at)}
+    return {"full": listing.full, "list_pages": listing.pages, "full_relist_due": iso_utc(listing.full_due_at)}
 
 
 def _check_folder(folder: Path) -> None:
@@ -170,16 +171,12 @@ def _check_folders(store: RawStore) -> None:
 def _quota_json(view: UsageView) -> dict[str, Any]:
     return {
         bucket: {
-            window: {"used": usage.used, "limit": usage.limit, "resets_at": _iso(usage.resets_at)}
+            window: {"used": usage.used, "limit": usage.limit, "resets_at": iso_utc(usage.resets_at)}
             for window in KINDS
             for usage in [view.get(bucket, window)]
         }
         for bucket in BUCKETS
     }
-
-
-def _iso(epoch_s: float | None) -> str | None:
-    return None if epoch_s is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch_s))
 
 
 def render_status(report: dict[str, Any]) -> str:
@@ -261,7 +258,7 @@ def _filters_text(filters: dict[str, Any]) -> str:
         parts.append("sport " + ",".join(filters["sports"]))
     for name in ("since", "until"):
         if filters[name] is not None:
-            parts.append(f"{name} {_iso(filters[name])}")
+            parts.append(f"{name} {iso_utc(filters[name])}")
     if filters["streams"]:
         parts.append("streams " + ",".join(filters["streams"]))
     return "; ".join(parts) or "none: every listed activity, no streams"
