@@ -310,6 +310,11 @@ class ExportView:
         except LockedError:
             pass  # an import is writing the index: it keeps its own entries, these are computed next time
 
+    def folders(self) -> tuple[Path, ...]:
+        """The folders the import renames its kept activities.csv files and decoded tracks into (see
+        bulkfetch.export_store: a new or replaced one changes its folder's mtime)."""
+        return self._export.folder, self._export.decoded_dir
+
     def index_identity(self) -> tuple[int, int, int] | None:
         """Which version of the index is on disk (each write replaces it whole: a new inode), None without one."""
         try:
