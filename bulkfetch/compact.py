@@ -89,7 +89,7 @@ from bulkfetch.schema import (
     build_tables,
     utc_years,
 )
-from bulkfetch.store import TEMP_MARK, RawStore, ensure_dir, fsync_dir, is_orphaned_temp
+from bulkfetch.store import TEMP_MARK, RawStore, ensure_dir, file_identity, fsync_dir, is_orphaned_temp
 from bulkfetch.track import FORMAT_VERSION as TRACK_FORMAT
 
 MANIFEST = "compact"  # state/compact.json
@@ -348,7 +348,7 @@ def inputs_identity(store: RawStore, export: ExportView, catalog: Mapping[int, A
     listing = store.latest_full_listing()
     paths = [store.detail_dir, store.stream_dir, *export.folders(), store.state_path("tombstones"),
              *([listing.folder] if listing is not None else [])]
-    stats = [export.index_identity(), *map(_stat_identity, paths)]
+    stats = [export.index_identity(), *map(file_identity, paths)]
     if any(stat is not None and stat[2] >= (now - RACY_S) * 1e9 for stat in stats):
         return None
     digest = _digest()
@@ -356,15 +356,6 @@ def inputs_identity(store: RawStore, export: ExportView, catalog: Mapping[int, A
     digest.update(orjson.dumps([*map(os.fspath, paths), *stats]))
     digest.update(orjson.dumps(catalog, option=orjson.OPT_NON_STR_KEYS))
     return digest.hexdigest()
-
-
-def _stat_identity(path: Path) -> tuple[int, int, int] | None:
-    """(inode, size, mtime_ns) of a file or folder, None if it is not there."""
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        return None
-    return info.st_ino, info.st_size, info.st_mtime_ns
 
 
 def _sorted_json(value: Any) -> bytes:
