@@ -17,7 +17,10 @@ table of a year are built from different inputs, so each group gets its own fing
 each year's partitions were written from, and a group whose fingerprint and files are unchanged is
 skipped: a kudos count that changed rewrites a year's activities, not its streams. A new SCHEMA_VERSION,
 another parquet_dir or athlete id, or `rebuild=True` rewrite every year; a new derive.DERIVE_VERSION or
-track format rewrites the table groups that have rows from device files.
+track format rewrites the table groups that have rows from device files. Before any of that, one cheap
+check (see `inputs_identity`: the catalog's content and the identities of the folders the raw files are
+renamed into) tells a run whose inputs did not change at all since the last whole compaction: it looks
+at no activity's files and writes nothing.
 
 A table whose folder still holds the one-athlete layout of schema versions before 3, or files of an older
 schema version, is written aside and swapped in once every year is written (see bulkfetch.parquet_layout):
@@ -52,7 +55,8 @@ import hashlib
 import multiprocessing
 import os
 import secrets
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass, field
@@ -85,10 +89,13 @@ from bulkfetch.schema import (
     build_tables,
     utc_years,
 )
-from bulkfetch.store import TEMP_MARK, RawStore, ensure_dir, fsync_dir, is_orphaned_temp
+from bulkfetch.store import TEMP_MARK, RawStore, ensure_dir, file_identity, fsync_dir, is_orphaned_temp
 from bulkfetch.track import FORMAT_VERSION as TRACK_FORMAT
 
 MANIFEST = "compact"  # state/compact.json
+INPUTS = "inputs"  # the manifest's inputs_identity of the last whole compaction
+# Inputs changed this recently (seconds) are not recorded as unchanged: see inputs_identity.
+RACY_S = 2.0
 # The tables of a year that are written together, from the same inputs (see the module docstring).
 GROUPS: dict[str, tuple[str, ...]] = {"details": DETAIL_TABLES, "streams": (STREAMS,)}
 # What stream rows copy from their activity's row.
@@ -222,10 +229,21 @@ def compact(store: RawStore, parquet_dir: Path, athlete_id: int, *, rebuild: boo
     with _compact_lock(store.state_dir, on_wait):
         layout = AthleteLayout(parquet_dir, athlete_id, staged_tables(parquet_dir, athlete_id, TABLES, SCHEMA_VERSION))
         _sweep_temp_files(layout)
-        by_year = partition_entries(store)
-        fingerprints = {year: year_fingerprints(entries) for year, entries in by_year.items()}
         manifest = _load_manifest(store, parquet_dir, athlete_id, rebuild=rebuild)
         recorded = manifest["years"]
+        export = ExportView(store.data_dir)
+        catalog = store.catalog()
+        inputs = inputs_identity(store, export, catalog, time.time())
+        if inputs is not None and manifest.get(INPUTS) == inputs and _as_recorded(layout, recorded):
+            # Nothing it reads changed since the last whole compaction: no year is looked at again.
+            if on_progress:
+                on_progress(0, 0)
+            return CompactResult(written={table: [] for table in TABLES},
+                                 skipped_years=sorted(int(year) for year in recorded), rows={t: 0 for t in TABLES})
+        manifest.pop(INPUTS, None)  # recorded again once every year is written
+        by_year = partition_entries(store, export=export, catalog=catalog)
+        del catalog  # emptied by partition_entries: its summaries are freed as their entries are made
+        fingerprints = {year: year_fingerprints(entries) for year, entries in by_year.items()}
 
         stale = {year: tuple(group for group in GROUPS if not _is_current(
                      recorded.get(str(year)), group, fingerprints[year][group], layout, year))
@@ -262,6 +280,9 @@ def compact(store: RawStore, parquet_dir: Path, athlete_id: int, *, rebuild: boo
                 if on_progress:
                     on_progress(done, len(todo))
         publish(layout, TABLES)  # every year is written: staged tables replace the legacy or older ones
+        if inputs is not None:
+            manifest[INPUTS] = inputs
+            store.write_state(MANIFEST, manifest)
 
     return CompactResult(written={t: sorted(y) for t, y in written.items()}, skipped_years=skipped, rows=rows)
 
@@ -272,22 +293,23 @@ def has_inputs(store: RawStore) -> bool:
     return bool(store.listings()) or ExportView(store.data_dir).exists()
 
 
-def partition_entries(store: RawStore) -> dict[int, list[Entry]]:
+def partition_entries(store: RawStore, *, export: ExportView | None = None,
+                      catalog: dict[int, dict[str, Any]] | None = None) -> dict[int, list[Entry]]:
     """The catalog's activities, and those only the account export's CSV has, by partition year, each
-    year ordered by (start_date, id).
+    year ordered by (start_date, id). `export` and `catalog`: the store's, when the caller has them; the
+    catalog is emptied (each summary is freed once its entry is made, unless the caller keeps it).
 
     An activity's detail, streams and decoded device file count if their files are there; their size and
     mtime_ns are taken now, before anything reads them, so a file replaced later changes the next run's
     fingerprint.
     """
-    catalog = store.catalog()
-    export = ExportView(store.data_dir)
+    summaries = store.catalog() if catalog is None else catalog
+    export = ExportView(store.data_dir) if export is None else export
     export.refresh_summaries()  # after a new derive rule: the CSV rows' gaps and fetch's coverage need them
-    from_csv = export.csv_summaries(catalog.keys() | export.gone(catalog))
-    summaries = {**from_csv, **catalog}
-    listed_ids = set(catalog)
-    stale_files = export.stale_files(catalog)  # the verdict fetch and plan take (see file_rows)
-    del catalog, from_csv  # `summaries` alone holds them now: each is freed once its entry is made
+    listed_ids = set(summaries)
+    stale_files = export.stale_files(summaries)  # the verdict fetch and plan take (see file_rows)
+    # No id is in both: the CSV's rows are those of activities no listing has.
+    summaries.update(export.csv_summaries(listed_ids | export.gone(summaries)))
     detail_ids = store.detail_ids()
     stream_ids = store.stream_ids()
     ids = sorted(summaries)
@@ -309,6 +331,31 @@ def partition_entries(store: RawStore) -> dict[int, list[Entry]]:
     for entries in by_year.values():
         entries.sort(key=lambda e: (str(e.copied[0] or ""), e.activity_id))
     return by_year
+
+
+def inputs_identity(store: RawStore, export: ExportView, catalog: Mapping[int, Any], now: float) -> str | None:
+    """A digest of everything `partition_entries` reads, cheap to take: the catalog's content (a new list
+    page that lists nothing new changes nothing), the identity of each folder the raw files and the
+    export's decoded tracks and CSVs are in, of the export's index, the tombstones and the newest complete
+    full listing (what tells an export's activity deleted), and the versions the rows are made by.
+
+    A folder's mtime is enough for its files: every raw, track and CSV write is a new file renamed into
+    its folder (atomic_write), never an edit in place, so a new, replaced or removed file changes its
+    folder's mtime. None when any of them changed within RACY_S of `now` (epoch s): one changed again
+    within the clock's resolution would keep the same mtime, so that state is not recorded; the next run
+    then checks every activity again.
+    """
+    listing = store.latest_full_listing()
+    paths = [store.detail_dir, store.stream_dir, *export.folders(), store.state_path("tombstones"),
+             *([listing.folder] if listing is not None else [])]
+    stats = [export.index_identity(), *map(file_identity, paths)]
+    if any(stat is not None and stat[2] >= (now - RACY_S) * 1e9 for stat in stats):
+        return None
+    digest = _digest()
+    digest.update(f"derive {derive.DERIVE_VERSION} track {TRACK_FORMAT}\n".encode())
+    digest.update(orjson.dumps([*map(os.fspath, paths), *stats]))
+    digest.update(orjson.dumps(catalog, option=orjson.OPT_NON_STR_KEYS))
+    return digest.hexdigest()
 
 
 def _sorted_json(value: Any) -> bytes:
@@ -468,6 +515,17 @@ def _load_manifest(store: RawStore, parquet_dir: Path, athlete_id: int, *, rebui
             old_years, dict) else {}
         return fresh
     return manifest
+
+
+def _as_recorded(layout: AthleteLayout, recorded: dict[str, Any]) -> bool:
+    """Whether the partitions are as the manifest's years say: each recorded year has exactly its recorded
+    tables' files, no other year has any, and nothing is staged (a file removed by hand is written again)."""
+    if layout.staged or not _years_on_disk(layout) <= {int(year) for year in recorded}:
+        return False
+    return all(isinstance(record, dict) and isinstance(record.get("fingerprints"), dict)
+               and (fingerprint := record["fingerprints"].get(group)) is not None
+               and _is_current(record, group, fingerprint, layout, int(year))
+               for year, record in recorded.items() for group in GROUPS)
 
 
 def _is_current(record: Any, group: str, fingerprint: str, layout: AthleteLayout, year: int) -> bool:

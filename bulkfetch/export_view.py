@@ -33,7 +33,7 @@ from bulkfetch import derive
 from bulkfetch.errors import LockedError
 from bulkfetch.export_paths import INDEX
 from bulkfetch.export_store import ExportActivity, ExportStore, ImportedFile, imported_file
-from bulkfetch.store import UNLISTED, RawStore, listed_activities
+from bulkfetch.store import UNLISTED, RawStore, file_identity, listed_activities
 from bulkfetch.track import Track, read_track
 
 USABLE = ("ok", "truncated")  # decoded files that give rows
@@ -154,12 +154,17 @@ class ExportView:
         self._index_path = self._store.state_path(INDEX)
         self._files: dict[int, ImportedFile] | None = None
         self._read_as: tuple[int, int, int] | None = None  # the index's `index_identity` when last read
+        self._activities: dict[int, ExportActivity] | None = None  # of the index as last read
 
     def exists(self) -> bool:
         return self._export.exists()
 
     def activities(self) -> dict[int, ExportActivity]:
-        return self._export.activities() if self._export.exists() else {}
+        """The CSV's activities (ExportStore.activities), parsed once per version of the index read."""
+        if self._activities is None:
+            self.files()  # the index's version they belong to
+            self._activities = self._export.activities() if self._export.exists() else {}
+        return self._activities
 
     def gone(self, catalog: Mapping[int, Any]) -> set[int]:
         """The activities deleted on Strava: those a listing saw go (UNLISTED tombstones), and the CSV's
@@ -223,6 +228,7 @@ class ExportView:
         """Read the import's index again: an import running meanwhile may have added files."""
         self._read_as = self.index_identity()
         self._files = self._export.files() if self._export.exists() else {}
+        self._activities = None  # a new activities.csv is listed in the index
 
     def index_changed(self) -> bool:
         """Whether the index was written since it was last read (one stat)."""
@@ -255,12 +261,20 @@ class ExportView:
         """The listed activities whose whole file is stale against Strava's summary (`catalog`): their file
         rows are dropped, so a fetch takes them whatever its filters (plan.selected). From the index alone:
         a file whose summary is not current counts as not stale until `refresh_summaries`."""
-        return {i for i, entry in self.files().items() if entry.status == "ok" and i in catalog
-                and (summary := current_summary(entry)) is not None and derive.is_stale(summary, dict(catalog[i]))}
+        return self.judged_files(catalog)[1]
 
     def covered(self, catalog: Mapping[int, Mapping[str, Any]]) -> set[int]:
         """The listed activities `covers` holds for."""
-        return {i for i in self.files() if i in catalog and self.covers(i, catalog[i])}
+        return self.judged_files(catalog)[0]
+
+    def judged_files(self, catalog: Mapping[int, Mapping[str, Any]]) -> tuple[set[int], set[int]]:
+        """(`covered`, `stale_files`) in one pass: each listed activity with a whole file whose summary is
+        current is one or the other, by one derive.is_stale."""
+        covered, stale = set(), set()
+        for activity_id, entry in self.files().items():
+            if entry.status == "ok" and activity_id in catalog and (summary := current_summary(entry)) is not None:
+                (stale if derive.is_stale(summary, dict(catalog[activity_id])) else covered).add(activity_id)
+        return covered, stale
 
     def refresh_summaries(self) -> int:
         """Compute the summaries of the usable files whose summary is not current, from their decoded tracks
@@ -298,10 +312,11 @@ class ExportView:
         except LockedError:
             pass  # an import is writing the index: it keeps its own entries, these are computed next time
 
+    def folders(self) -> tuple[Path, ...]:
+        """The folders the import renames its kept activities.csv files and decoded tracks into (see
+        bulkfetch.export_store: a new or replaced one changes its folder's mtime)."""
+        return self._export.folder, self._export.decoded_dir
+
     def index_identity(self) -> tuple[int, int, int] | None:
         """Which version of the index is on disk (each write replaces it whole: a new inode), None without one."""
-        try:
-            info = self._index_path.stat()
-        except FileNotFoundError:
-            return None
-        return info.st_ino, info.st_size, info.st_mtime_ns
+        return file_identity(self._index_path)

@@ -332,14 +332,17 @@ def request_plan(
     streams: frozenset[str],
     from_export: Collection[int] = frozenset(),
     stale_files: Collection[int] = frozenset(),
+    details: Sequence[int] | None = None,
 ) -> RequestPlan:
     """The requests a fetch needs given the cached list (the listing finds the same history again).
 
     A stream request is counted for every `selected` activity (`stale_files`: see there) that has or will
     get a detail, is not manual (`is_manual`) and whose stored streams are stale (`streams_stale`), unless
-    it is among `from_export` (then it counts in `streams_from_export`).
+    it is among `from_export` (then it counts in `streams_from_export`). `details`: `pending_details`' ids
+    for these, when known.
     """
-    details, _, _ = pending_details(catalog, fetched, filters, not_found, stale_files)
+    if details is None:
+        details, _, _ = pending_details(catalog, fetched, filters, not_found, stale_files)
     pending = set(details)
     accepted = [i for i, summary in catalog.items() if selected(i, summary, filters, stale_files)]
     # Streams are asked for activities with a detail: none for those whose detail answers 404.

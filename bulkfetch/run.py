@@ -43,6 +43,7 @@ from bulkfetch.pipeline import (
     FetchOptions,
     FetchSummary,
     ListingChoice,
+    PlannedDetails,
     app_ledger,
     choose_listing,
     current_plan,
@@ -51,6 +52,7 @@ from bulkfetch.pipeline import (
     fetch_streams,
     first_error,
     list_activities,
+    plan_fetch,
     settle_stream_records,
 )
 from bulkfetch.plan import Filters, RequestPlan, combined_plan, start_epoch
@@ -113,9 +115,10 @@ async def fetch_history(config: Config, options: FetchOptions, events: FetchEven
             run.idle = idle
             events.quota(scheduler)
             if not options.list_only:
-                plans = [current_plan(a.store, config, options.filters, full_relist=options.full_relist,
-                                      from_export=not options.streams_from_api) for a in athletes]
-                events.plan(combined_plan(plans), scheduler)
+                plans = {a.folder: plan_fetch(a.store, config, options.filters, full_relist=options.full_relist,
+                                              from_export=not options.streams_from_api) for a in athletes}
+                run.planned = {folder: details for folder, (_, details) in plans.items()}
+                events.plan(combined_plan([plan for plan, _ in plans.values()]), scheduler)
             try:
                 async with asyncio.TaskGroup() as group:
                     run.group, run.results = group, results
@@ -175,6 +178,8 @@ class _Run:
         self.idle: IdleCompactor | None = None
         self.token_managers: dict[Path, TokenManager] = {}
         self.stop: QuotaStop | None = None  # one the list-head checks met (the athletes' runs keep theirs)
+        # What the run's plan decided about each athlete's details (by folder), for its first serve to reuse.
+        self.planned: dict[Path, PlannedDetails] = {}
 
     def labelled(self, athlete: AthleteDir) -> FetchEvents:
         """The events, their messages naming the athlete when the data_dir serves several."""
@@ -312,7 +317,8 @@ class _Run:
             client = self.client(athlete, events)
             try:
                 await fetch_athlete(client, athlete.store, self.config, self.options, result.summary, events,
-                                     list_first=not listed, listed=partial(self._adopt_export, athlete, events))
+                                     list_first=not listed, listed=partial(self._adopt_export, athlete, events),
+                                     planned=self.planned.pop(athlete.folder, None))
             finally:
                 result.summary.requests += client.requests_sent
         except (AthleteRevoked, ScopeMissing) as error:

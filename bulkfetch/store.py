@@ -459,12 +459,19 @@ def _pages_identity(folder: Path) -> frozenset[tuple[str, int, int, int]]:
     for name in _names(folder):
         if not name.startswith((PAGE_PREFIX, LOOKUP_PREFIX)):
             continue  # a temporary file starts with a dot
-        try:
-            stat = os.stat(folder / name)
-        except FileNotFoundError:
-            continue
-        identity.add((name, stat.st_ino, stat.st_size, stat.st_mtime_ns))
+        if (version := file_identity(folder / name)) is not None:
+            identity.add((name, *version))
     return frozenset(identity)
+
+
+def file_identity(path: Path) -> tuple[int, int, int] | None:
+    """What tells one version of a file from another (None: no file): inode, size and mtime; files are
+    replaced whole, by `atomic_write`, so a new version is a new inode."""
+    try:
+        stat = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 def _remove_listing(listing: Listing) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -17,7 +18,7 @@ import pytest
 
 import bulkfetch.compact as compact_module
 from bench.compact import ATHLETE_ID, write_synthetic_store
-from bulkfetch.compact import compact
+from bulkfetch.compact import INPUTS, MANIFEST, compact
 from bulkfetch.errors import WriteError
 from bulkfetch.parquet_layout import PARTITION_SCHEMA, partition_path
 from bulkfetch.schema import TABLES
@@ -579,6 +580,52 @@ def test_a_damaged_detail_keeps_its_summary_row(fresh):
     compact(store, parquet_dir, ATHLETE_ID)
     row = next(r for r in read(parquet_dir, "activities") if r["id"] == activity_id)
     assert row["has_detail"] is False and row["name"] == store.catalog()[activity_id]["name"]
+
+
+def age(store: RawStore) -> None:
+    """Set every folder of the athlete's store a minute back, as if nothing were written in it since: the
+    compaction then records its inputs' identity (one changed within compact.RACY_S is not). Its files
+    keep their mtimes: the activities' fingerprints stay."""
+    past = time.time() - 60
+    for path in [store.data_dir, *store.data_dir.rglob("*")]:
+        if path.is_dir():
+            os.utime(path, (past, past))
+
+
+def test_unchanged_inputs_skip_the_check_of_each_activity_and_a_rewritten_file_is_still_seen(fresh):
+    store, parquet_dir = fresh
+    years = compact(store, parquet_dir, ATHLETE_ID).written["activities"]
+    assert store.read_state(MANIFEST).get(INPUTS) is None  # just written: too recent to record
+    age(store)
+    assert compact(store, parquet_dir, ATHLETE_ID).skipped_years == years  # every activity checked
+    assert store.read_state(MANIFEST)[INPUTS] is not None
+    activity_id = min(i for i in store.detail_ids() if store.catalog()[i]["start_date"].startswith("2021"))
+    path = store.detail_path(activity_id)
+    # A new mtime on a file, its folder untouched, is what no bulkfetch write makes (each renames a new
+    # file in): the whole check would rewrite its year, the cheap one does not look at it.
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1))
+    assert compact(store, parquet_dir, ATHLETE_ID).written["activities"] == []
+    # The detail rewritten as bulkfetch writes (renamed in), with the same size: its year is rewritten.
+    detail = orjson.loads(path.read_bytes())
+    before = path.stat().st_size
+    renamed = detail["device_name"].swapcase()  # a column from the detail
+    assert renamed != detail["device_name"]
+    detail["device_name"] = renamed
+    store.write_detail(activity_id, orjson.dumps(detail))
+    assert path.stat().st_size == before
+    assert compact(store, parquet_dir, ATHLETE_ID).written["activities"] == [2021]
+    assert next(r for r in read(parquet_dir, "activities") if r["id"] == activity_id)["device_name"] == renamed
+    age(store)
+    compact(store, parquet_dir, ATHLETE_ID)
+    path.unlink()  # a removed file
+    assert compact(store, parquet_dir, ATHLETE_ID).written["activities"] == [2021]
+    age(store)
+    compact(store, parquet_dir, ATHLETE_ID)
+    assert compact(store, parquet_dir, ATHLETE_ID, rebuild=True).written["activities"] == years
+    age(store)
+    compact(store, parquet_dir, ATHLETE_ID)
+    partition_path(parquet_dir, "laps", ATHLETE_ID, 2020).unlink()  # a partition removed by hand
+    assert compact(store, parquet_dir, ATHLETE_ID).written["laps"] == [2020]
 
 
 # -- layering --------------------------------------------------------------------------------------------

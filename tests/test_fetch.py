@@ -506,5 +506,7 @@ def test_a_fetch_that_finds_nothing_new_opens_no_detail_or_stream_file(tmp_path:
     assert pages  # the hook does see raw reads
     # The catalog is parsed once in the run (plan, listing, details, streams and compaction share it).
     assert [page for page, count in collections.Counter(pages).items() if count > 1] == []
+    # The fetched index is read once: the details stage reuses what the plan read (nothing changed).
+    assert opened.count(str(store.state_path("fetched"))) == 1
     raw = [path for path in opened if str(store.detail_dir) in path or str(store.stream_dir) in path]
     assert raw == []
