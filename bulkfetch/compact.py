@@ -108,6 +108,10 @@ ROW_GROUP_BYTES = 8 << 20
 # Streams: about 300,000 points a row group (a few MB of Parquet), so the buffer stays small and readers
 # that look for one activity skip the rest by row group statistics.
 STREAM_ROW_GROUP_BYTES = 32 << 20
+# A row group also ends at this many buffered tables: a stream table comes per activity, and each holds
+# memory beyond its counted buffers (a year of 2,000 activities of 20-200 points held 70 MB for 21 MB of
+# Arrow data, 15 MB at 200 activities: the peak grew with the history). Long streams end by bytes first.
+ROW_GROUP_MAX_TABLES = 256
 PARALLEL_WORKERS = 2
 # Below this much raw JSON to rewrite, starting worker processes costs more than it saves.
 PARALLEL_MIN_BYTES = 16 << 20
@@ -232,7 +236,7 @@ def compact(store: RawStore, parquet_dir: Path, athlete_id: int, *, rebuild: boo
         manifest = _load_manifest(store, parquet_dir, athlete_id, rebuild=rebuild)
         recorded = manifest["years"]
         export = ExportView(store.data_dir)
-        catalog = store.catalog()
+        catalog = _kept_catalog(store)
         inputs = inputs_identity(store, export, catalog, time.time())
         if inputs is not None and manifest.get(INPUTS) == inputs and _as_recorded(layout, recorded):
             # Nothing it reads changed since the last whole compaction: no year is looked at again.
@@ -242,7 +246,7 @@ def compact(store: RawStore, parquet_dir: Path, athlete_id: int, *, rebuild: boo
                                  skipped_years=sorted(int(year) for year in recorded), rows={t: 0 for t in TABLES})
         manifest.pop(INPUTS, None)  # recorded again once every year is written
         by_year = partition_entries(store, export=export, catalog=catalog)
-        del catalog  # emptied by partition_entries: its summaries are freed as their entries are made
+        del catalog  # the entries hold what is kept of each summary
         fingerprints = {year: year_fingerprints(entries) for year, entries in by_year.items()}
 
         stale = {year: tuple(group for group in GROUPS if not _is_current(
@@ -294,38 +298,37 @@ def has_inputs(store: RawStore) -> bool:
 
 
 def partition_entries(store: RawStore, *, export: ExportView | None = None,
-                      catalog: dict[int, dict[str, Any]] | None = None) -> dict[int, list[Entry]]:
+                      catalog: dict[int, _KeptSummary] | None = None) -> dict[int, list[Entry]]:
     """The catalog's activities, and those only the account export's CSV has, by partition year, each
-    year ordered by (start_date, id). `export` and `catalog`: the store's, when the caller has them; the
-    catalog is emptied (each summary is freed once its entry is made, unless the caller keeps it).
+    year ordered by (start_date, id). `export` and `catalog` (`_kept_catalog`): the store's, when the
+    caller has them.
 
     An activity's detail, streams and decoded device file count if their files are there; their size and
     mtime_ns are taken now, before anything reads them, so a file replaced later changes the next run's
     fingerprint.
     """
-    summaries = store.catalog() if catalog is None else catalog
+    catalog = _kept_catalog(store) if catalog is None else catalog
     export = ExportView(store.data_dir) if export is None else export
     export.refresh_summaries()  # after a new derive rule: the CSV rows' gaps and fetch's coverage need them
-    listed_ids = set(summaries)
-    stale_files = export.stale_files(summaries)  # the verdict fetch and plan take (see file_rows)
-    # No id is in both: the CSV's rows are those of activities no listing has.
-    summaries.update(export.csv_summaries(listed_ids | export.gone(summaries)))
+    stale_files = _stale_files(export, catalog)  # the verdict fetch and plan take (see file_rows)
+    from_csv = export.csv_summaries(catalog.keys() | export.gone(catalog)) if export.exists() else {}
+    summaries = {**{i: _kept(summary) for i, summary in from_csv.items()}, **catalog}
+    del from_csv
     detail_ids = store.detail_ids()
     stream_ids = store.stream_ids()
     ids = sorted(summaries)
-    years = utc_years([summaries[i].get("start_date") for i in ids])
+    years = utc_years([summaries[i].copied[0] for i in ids])  # FROM_ACTIVITY starts with start_date
     by_year: dict[int, list[Entry]] = {}
     for activity_id, year in zip(ids, years):
-        listed = activity_id in listed_ids
-        summary = summaries.pop(activity_id)
+        listed = activity_id in catalog
+        summary = summaries[activity_id]
         path, size, mtime_ns = _identity(store.detail_path(activity_id) if listed and activity_id in detail_ids
                                          else None)
         streams = _identity(store.stream_path(activity_id) if listed and activity_id in stream_ids else None)
         if year is None:
             year = _detail_year(path)
         by_year.setdefault(year, []).append(Entry(
-            activity_id, _sorted_json(summary),
-            tuple(summary.get(key) for key in FROM_ACTIVITY), _text(path), size, mtime_ns,
+            activity_id, summary.json, summary.copied, _text(path), size, mtime_ns,
             _text(streams[0]), *streams[1:], track=export.track_file(activity_id), from_csv=not listed,
             stale_file=activity_id in stale_files))
     for entries in by_year.values():
@@ -333,7 +336,38 @@ def partition_entries(store: RawStore, *, export: ExportView | None = None,
     return by_year
 
 
-def inputs_identity(store: RawStore, export: ExportView, catalog: Mapping[int, Any], now: float) -> str | None:
+@dataclass(frozen=True, slots=True)
+class _KeptSummary:
+    """What an Entry keeps of a summary (see Entry); made in this process only, never sent to a worker."""
+
+    json: bytes
+    copied: tuple[Any, ...]  # its FROM_ACTIVITY values
+
+
+def _kept(summary: dict[str, Any]) -> _KeptSummary:
+    return _KeptSummary(_sorted_json(summary), tuple(summary.get(key) for key in FROM_ACTIVITY))
+
+
+def _kept_catalog(store: RawStore) -> dict[int, _KeptSummary]:
+    """The store's catalog as kept summaries, made a list page at a time (store.catalog_parts): the parsed
+    pages are never all held at once (at 20,000 activities they are about 90 MB, which the allocator kept
+    after; the peak RSS of a full rebuild then grew 1.55 x from 2,000 activities to 20,000)."""
+    kept: dict[int, _KeptSummary] = {}
+    for items in store.catalog_parts():
+        for activity_id, summary in items.items():
+            kept[activity_id] = _kept(summary)
+    return kept
+
+
+def _stale_files(export: ExportView, catalog: Mapping[int, _KeptSummary]) -> set[int]:
+    """ExportView.stale_files over the listed activities that have a file: only their summaries are parsed
+    again from the kept JSON."""
+    if not export.exists():
+        return set()
+    return export.stale_files({i: orjson.loads(catalog[i].json) for i in export.files().keys() & catalog.keys()})
+
+
+def inputs_identity(store: RawStore, export: ExportView, catalog: Mapping[int, _KeptSummary], now: float) -> str | None:
     """A digest of everything `partition_entries` reads, cheap to take: the catalog's content (a new list
     page that lists nothing new changes nothing), the identity of each folder the raw files and the
     export's decoded tracks and CSVs are in, of the export's index, the tombstones and the newest complete
@@ -354,7 +388,9 @@ def inputs_identity(store: RawStore, export: ExportView, catalog: Mapping[int, A
     digest = _digest()
     digest.update(f"derive {derive.DERIVE_VERSION} track {TRACK_FORMAT}\n".encode())
     digest.update(orjson.dumps([*map(os.fspath, paths), *stats]))
-    digest.update(orjson.dumps(catalog, option=orjson.OPT_NON_STR_KEYS))
+    digest.update(orjson.dumps(list(catalog)))
+    for summary in catalog.values():
+        digest.update(summary.json)
     return digest.hexdigest()
 
 
@@ -708,7 +744,7 @@ class _PartitionWriter:
         # Not `nbytes`: it walks every column's slices, ~50x slower, and a stream table comes per activity.
         self._buffered_bytes += data.get_total_buffer_size()
         self.rows += data.num_rows
-        if self._buffered_bytes >= self.row_group_bytes:
+        if self._buffered_bytes >= self.row_group_bytes or len(self._buffer) >= ROW_GROUP_MAX_TABLES:
             self._flush()
 
     def _flush(self) -> None:

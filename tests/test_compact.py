@@ -363,6 +363,25 @@ def test_a_new_or_changed_stream_file_rewrites_only_its_year_and_a_damaged_one_i
     assert activity_id in {r["id"] for r in read(parquet_dir, "activities")}
 
 
+def test_stream_row_groups_end_at_a_count_of_activities_and_the_rows_stay_the_same(fresh, monkeypatch):
+    """Each activity's stream table holds memory beyond its counted bytes, so a row group also ends at
+    ROW_GROUP_MAX_TABLES of them: short streams of a long year must not all be buffered at once."""
+    store, parquet_dir = fresh
+    compact(store, parquet_dir, ATHLETE_ID, parallel=False)
+    monkeypatch.setattr(compact_module, "ROW_GROUP_MAX_TABLES", 2)
+    capped = parquet_dir.parent / "capped"
+    compact(store, capped, ATHLETE_ID, parallel=False)
+    for year_dir in sorted((capped / "streams" / ATHLETE).iterdir()):
+        file = pq.ParquetFile(year_dir / "part-0.parquet")
+        groups = [file.read_row_group(i, columns=["activity_id"]).column(0).to_pylist()
+                  for i in range(file.metadata.num_row_groups)]
+        assert all(len(set(ids)) <= 2 for ids in groups)
+        activities = {i for ids in groups for i in ids}
+        assert file.metadata.num_row_groups == (len(activities) + 1) // 2
+    assert any(pq.ParquetFile(p).metadata.num_row_groups > 1 for p in (capped / "streams").rglob("*.parquet"))
+    assert read(capped, "streams") == read(parquet_dir, "streams")
+
+
 # -- incremental, idempotent, atomic -------------------------------------------------------------------
 def test_rerun_rewrites_nothing_and_duplicates_nothing(fresh):
     store, parquet_dir = fresh
