@@ -464,7 +464,6 @@ def build_streams(activity_id: int, start_date: Any, sport_type: Any, stream_set
     series = stream_series(stream_set)
     length = max((len(data) for kind, data in series.items() if kind in STREAM_KEYS), default=0)
     arrays: list[pa.Array] = []
-    points_of: dict[str, list[Any]] = {}  # latlng's points made indexable once, for lat and for lng
     for column in STREAM_COLUMNS:
         if column.name == "activity_id":
             arrays.append(_repeat(activity_id, length, I64))
@@ -483,10 +482,7 @@ def build_streams(activity_id: int, start_date: Any, sport_type: Any, stream_set
                 arrays.append(pa.nulls(length, column.type))
                 continue
             if len(column.path) > 1:
-                kind = column.path[0]
-                if kind not in points_of:
-                    points_of[kind] = _as_points(data)
-                data = _elements(points_of[kind], column.path[1])
+                data = _elements(data, column.path[1])
             if len(data) < length:
                 data = [*data, *([None] * (length - len(data)))]
             arrays.append(to_array(data, column.type))
@@ -501,21 +497,16 @@ def _sequence(length: int) -> pa.Array:
 _NO_POINT = (None, None)  # what a point that is no list gives: None as each element (latlng has two)
 
 
-def _as_points(points: list[Any]) -> list[Any]:
-    """The points, each a list or _NO_POINT where it is no list: one C pass over their types where every
-    point is a list (Strava's usual stream), else one light pass."""
-    if set(map(type, points)) <= {list}:
-        return points
-    return [p if type(p) is list else _NO_POINT for p in points]
-
-
 def _elements(points: list[Any], step: int) -> list[Any]:
-    """Element `step` of each point (`_as_points`' lists: latlng's [lat, lng]); None where a point is not
-    that long. One C loop (`itemgetter`) where every point is long enough; else point by point."""
+    """Element `step` of each point (latlng's [lat, lng]); None where the point is no list that long.
+
+    One light pass and one C loop (`itemgetter`) where every list is long enough; else point by point.
+    """
+    lists = [p if type(p) is list else _NO_POINT for p in points]
     try:
-        return list(map(itemgetter(step), points))
+        return list(map(itemgetter(step), lists))
     except IndexError:  # a list too short
-        return [p[step] if len(p) > step else None for p in points]
+        return [p[step] if type(p) is list and len(p) > step else None for p in points]
 
 
 def _repeat(value: Any, length: int, type_: pa.DataType) -> pa.Array:

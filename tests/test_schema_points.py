@@ -1,5 +1,5 @@
 """schema.build_streams' lat and lng from latlng points of any shape: each point's own elements, by the
-coercion rules, whatever its neighbours (the all-lists case takes a faster way than the mixed one)."""
+coercion rules, whatever its neighbours (a point too short, or no list, anywhere in the stream)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def element(point: Any, step: int) -> Any:
 @settings(max_examples=200, deadline=None)
 @given(st.lists(points, min_size=1, max_size=20), st.booleans())
 def test_lat_and_lng_are_each_points_elements(latlng, lists_only):
-    if lists_only:  # every point a list (Strava's usual stream): the other way through
+    if lists_only:  # every point a list (Strava's usual stream)
         latlng = [p if type(p) is list else [] for p in latlng]
     rows = build_streams(3, "2020-01-01T00:00:00Z", "Run", {"latlng": {"data": latlng}}).to_pylist()
     assert [(r["lat"], r["lng"]) for r in rows] == [(element(p, 0), element(p, 1)) for p in latlng]
