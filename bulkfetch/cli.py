@@ -8,7 +8,6 @@ import what needs pyarrow, aiohttp or rich themselves, so `--version` and `--hel
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import math
 import os
@@ -24,7 +23,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import orjson
 
 from bulkfetch import __version__
-from bulkfetch.auth import scope_lacks_activities, scope_lacks_read_all
 from bulkfetch.config import Config, environment, load_config, resolve_config_path
 from bulkfetch.errors import (
     EXIT_INTERRUPTED,
@@ -40,7 +38,6 @@ from bulkfetch.errors import (
 from bulkfetch.ids import MAX_ID, parse_id
 from bulkfetch.locks import Holder, data_dir_lock, import_lock
 from bulkfetch.plan import STREAMS_FROM_API, STREAMS_FROM_AUTO, parse_filters
-from bulkfetch.scheduler import WaitPolicy
 from bulkfetch.store import RawStore, ensure_dir, shared_listings
 
 if TYPE_CHECKING:
@@ -253,6 +250,7 @@ def _config(args: argparse.Namespace, overrides: dict[str, dict[str, Any]] | Non
 
 def _run(coroutine: Coroutine[Any, Any, T]) -> T:
     """asyncio.run, with SIGTERM treated like Ctrl-C: cancel, let checkpoints finish, exit 130."""
+    import asyncio  # here, not at the top: --version and --help load no asyncio
 
     async def guarded() -> T:
         task = asyncio.current_task()
@@ -285,6 +283,7 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     from bulkfetch.pipeline import FetchOptions
     from bulkfetch.roster import Roster
     from bulkfetch.run import chosen_athletes, fetch_history, require_token
+    from bulkfetch.scheduler import WaitPolicy
 
     config = _config(args, {"fetch": {"concurrency": args.concurrency, "streams": args.streams}})
     options = FetchOptions(
@@ -399,7 +398,6 @@ def _compact(data_dir: Path, parquet_dir: Path, reporter: Reporter, *, rebuild: 
     """Compact every athlete of the data_dir (the caller holds its lock: the layout is migrated first)."""
     from bulkfetch.compact import compact, has_inputs
     from bulkfetch.export_view import ExportView
-    from bulkfetch.importer import refresh_tracks
     from bulkfetch.roster import Roster
 
     roster = Roster(data_dir)
@@ -415,7 +413,7 @@ def _compact(data_dir: Path, parquet_dir: Path, reporter: Reporter, *, rebuild: 
             for athlete in athletes:
                 assert athlete.athlete_id is not None
                 if athlete.folder not in read:  # once: an import that ends meanwhile leaves its tracks current
-                    refresh_tracks(athlete.folder, reporter)  # gone, damaged, or stored by an older bulkfetch
+                    _refresh_tracks(athlete.folder, reporter)
                 # After refresh_tracks: its own writes to the index are no import that ended meanwhile.
                 read[athlete.folder] = ExportView(athlete.folder).index_identity()
                 tally.add(athlete.athlete_id, compact(
@@ -439,6 +437,18 @@ def _waiting_for_compaction(label: str, reporter: Reporter) -> Callable[[Holder]
     """What a run's compaction says when an import is compacting the same athlete (it waits for it)."""
     return lambda holder: reporter.info(f"waiting for the compaction of {label} that PID {holder.pid} "
                                         "runs (an import's) to finish")
+
+
+def _refresh_tracks(athlete_folder: Path, reporter: Reporter) -> None:
+    """Decode again the imported files whose tracks are gone, damaged or stored by an older bulkfetch.
+    The importer (and its file decoders: about a seventh of a `bulkfetch compact` with nothing to rewrite)
+    loads only for an athlete that has an imported export: for the others there is nothing to decode."""
+    from bulkfetch.export_view import ExportView
+
+    if ExportView(athlete_folder).exists():
+        from bulkfetch.importer import refresh_tracks
+
+        refresh_tracks(athlete_folder, reporter)
 
 
 @dataclass
@@ -530,6 +540,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_auth(args: argparse.Namespace) -> int:
+    from bulkfetch.auth import scope_lacks_activities, scope_lacks_read_all
     from bulkfetch.oauth import store_authorized_tokens
 
     if args.refresh_token is not None:
@@ -813,6 +824,8 @@ def _show_demo_athletes(show: Reporter, demo: DemoRun, summary: FetchSummary, pa
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
+    import asyncio
+
     from bulkfetch.simulator import SimulatorSettings, serve_forever
     from bulkfetch.simulator.export import ExportRequest
 

@@ -35,10 +35,10 @@ from bulkfetch.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, BulkfetchE
 from bulkfetch.paging import RECENT_ACTIVITIES
 from bulkfetch.plan import RequestPlan
 from bulkfetch.quota import KINDS, UsageView, estimate_finish
-from bulkfetch.scheduler import QuotaScheduler, WaitInfo
 
 if TYPE_CHECKING:
     from bulkfetch.client import RequestDone
+    from bulkfetch.scheduler import QuotaScheduler, WaitInfo  # annotations only: compact needs no asyncio
 
 PLAIN_DETAIL_EVERY_S = 10.0
 

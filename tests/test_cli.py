@@ -49,6 +49,29 @@ def test_version_and_help_import_no_heavy_library(args: tuple[str, ...]) -> None
     assert not heavy, heavy
 
 
+def test_compact_without_an_export_imports_neither_the_fetch_nor_the_importer(tmp_path: Path) -> None:
+    """`compact` is a whole process after every import and by hand: its start-up is part of its time, so it
+    loads neither the fetch's quota scheduler (aiolimiter) nor the importer's decoders when no athlete has an
+    export."""
+    import subprocess
+    import sys
+
+    from bench.compact import ATHLETE_ID, write_synthetic_store
+    from tests.conftest import cli_env
+
+    write_synthetic_store(tmp_path / "data" / "athletes" / str(ATHLETE_ID), 3)
+    config = tmp_path / "config.toml"
+    config.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\nparquet_dir = "{tmp_path / "parquet"}"\n')
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "bulkfetch", "--config", str(config),
+                             "compact"], env=cli_env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "parquet" / "activities").is_dir()
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "bulkfetch.compact" in imported
+    assert not {"aiolimiter", "bulkfetch.importer", "bulkfetch.fit_decode", "bulkfetch.scheduler"} & imported
+
+
 def test_unknown_command_and_bad_flag_exit_2() -> None:
     for args in (("frobnicate",), ("fetch", "--no-such-flag"), ()):
         result = run_cli(*args)
