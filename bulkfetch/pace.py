@@ -1,0 +1,220 @@
+"""Pace against terrain and fatigue, and race-time prediction (issue 15's definitions). Pure: no I/O.
+
+Definitions. A split is used when it is full (950-1050 m for 1 km, the same share of a mile), moved
+(moving time > 0) and its grade i = elevation difference / distance lies within |i| <= 0.45 (Minetti's
+measured range). Pace = moving time / distance (s/m). Flat pace = median pace of splits with |i| < 1 %.
+Minetti et al. 2002: C(i) = 155.4i^5 - 30.4i^4 - 43.3i^3 + 46.3i^2 + 19.5i + 3.6 J/kg/m, and the pace it
+predicts at grade i is flat pace * C(i)/C(0).
+
+The athlete's model, fitted from splits by least squares (pure Python):
+
+    log pace = alpha_activity + b_up * log(C(i)/C(0))[i > 0] + b_down * log(C(i)/C(0))[i < 0]
+               + c * (distance into the run at the split's middle / 10 km)
+
+with one level alpha per activity (its effort that day), so b (how the athlete feels Minetti's cost,
+apart uphill and downhill: runners depart from it most downhill) and c (fatigue) come from the changes
+within each run, not from easy days being slower than races. The race
+level is the mean alpha of the races (workout_type 1). A course's predicted moving time is the sum over
+its pieces of distance * exp(race level + b log C + c into/10 km); its interval is a normal prediction
+interval on the race levels' spread, log time +- Z90 * sd * sqrt(1 + 1/n) (at least two races).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+GRADE_LIMIT = 0.45
+FLAT_GRADE = 0.01
+FULL_SHARE = (0.95, 1.05)
+KM_M = 1000.0
+MILE_M = 1609.344
+FATIGUE_UNIT_M = 10_000.0
+PIECE_M = 1000.0  # a course is walked in pieces this long (fatigue grows along it)
+Z90 = 1.6449  # two-sided 90 %
+
+
+def minetti_cost(grade: float) -> float:
+    """Energy cost of running at grade `grade` (rise/run), J/kg/m (Minetti et al. 2002)."""
+    i = grade
+    return 155.4 * i**5 - 30.4 * i**4 - 43.3 * i**3 + 46.3 * i**2 + 19.5 * i + 3.6
+
+
+def relative_cost(grade: float) -> float:
+    """C(i)/C(0): how much slower than on the flat Minetti's cost makes a pace at `grade`."""
+    return minetti_cost(grade) / minetti_cost(0.0)
+
+
+def predicted_pace(flat_pace: float, grade: float) -> float:
+    return flat_pace * relative_cost(grade)
+
+
+@dataclass(frozen=True)
+class Split:
+    activity_id: int
+    race: bool
+    distance_m: float
+    moving_s: float
+    elevation_difference_m: float
+    into_m: float  # distance into the run at the split's middle
+
+    @property
+    def pace(self) -> float:
+        """Seconds per metre."""
+        return self.moving_s / self.distance_m
+
+    @property
+    def grade(self) -> float:
+        return self.elevation_difference_m / self.distance_m
+
+
+def is_full(distance_m: float, unit_m: float) -> bool:
+    return FULL_SHARE[0] * unit_m <= distance_m <= FULL_SHARE[1] * unit_m
+
+
+def usable_splits(activity_id: int, race: bool, rows: Iterable[tuple[float, float, float]],
+                  unit_m: float = KM_M) -> list[Split]:
+    """The usable splits of one run from its splits in order as (distance m, moving s, elevation difference
+    m): each split's distance into the run counts every split before it, used or not."""
+    out, done_m = [], 0.0
+    for distance_m, moving_s, rise_m in rows:
+        split = Split(activity_id, race, distance_m, moving_s, rise_m, done_m + distance_m / 2)
+        done_m += distance_m
+        if is_full(distance_m, unit_m) and moving_s > 0 and abs(split.grade) <= GRADE_LIMIT:
+            out.append(split)
+    return out
+
+
+def flat_pace(splits: Iterable[Split]) -> float | None:
+    """Median pace (s/m) of the splits with |grade| < 1 %, None without any."""
+    paces = [s.pace for s in splits if abs(s.grade) < FLAT_GRADE]
+    return statistics.median(paces) if paces else None
+
+
+def features(grade: float, into_m: float) -> tuple[float, float, float]:
+    """The model's regressors of a split: uphill cost, downhill cost (log C(i)/C(0)), distance in 10 km."""
+    cost = math.log(relative_cost(grade))
+    return (cost, 0.0, into_m / FATIGUE_UNIT_M) if grade > 0 else (0.0, cost, into_m / FATIGUE_UNIT_M)
+
+
+def least_squares(rows: Sequence[tuple[float, ...]], targets: Sequence[float]) -> tuple[float, ...] | None:
+    """Coefficients minimising the squared error of targets ~ rows (no intercept), by the normal equations
+    and Gaussian elimination with partial pivoting; None when they are singular."""
+    size = len(rows[0]) if rows else 0
+    matrix = [[sum(r[i] * r[j] for r in rows) for j in range(size)]
+              + [sum(r[i] * t for r, t in zip(rows, targets))] for i in range(size)]
+    for col in range(size):
+        pivot = max(range(col, size), key=lambda r: abs(matrix[r][col]))
+        if abs(matrix[pivot][col]) < 1e-12:
+            return None
+        matrix[col], matrix[pivot] = matrix[pivot], matrix[col]
+        for row in range(size):
+            if row != col:
+                factor = matrix[row][col] / matrix[col][col]
+                matrix[row] = [a - factor * b for a, b in zip(matrix[row], matrix[col])]
+    return tuple(matrix[i][size] / matrix[i][i] for i in range(size))
+
+
+@dataclass(frozen=True)
+class PaceFit:
+    uphill_weight: float  # b_up
+    downhill_weight: float  # b_down
+    fatigue_per_10km: float  # c (log pace per 10 km into the run)
+    race_levels: tuple[float, ...]  # alpha of each race
+    residual_sd: float  # of log pace about the fit, per split
+    splits: int
+
+    @property
+    def race_level(self) -> float:
+        return statistics.fmean(self.race_levels)
+
+    def log_pace(self, grade: float, into_m: float) -> float:
+        """Predicted log pace (s/m) at race effort."""
+        up, down, fatigue = features(grade, into_m)
+        return self.race_level + self.uphill_weight * up + self.downhill_weight * down + self.fatigue_per_10km * fatigue
+
+
+class NotEnoughData(ValueError):
+    """Too few splits or races to fit or predict."""
+
+
+def fit_pace(splits: Sequence[Split]) -> PaceFit:
+    """The model of the module's docstring, by least squares within activities."""
+    by_activity: dict[int, list[Split]] = {}
+    for split in splits:
+        by_activity.setdefault(split.activity_id, []).append(split)
+    rows: list[tuple[float, ...]] = []  # regressors demeaned within each activity (the levels drop out)
+    targets: list[float] = []
+    for group in by_activity.values():
+        values = [(math.log(s.pace), *features(s.grade, s.into_m)) for s in group]
+        means = [statistics.fmean(column) for column in zip(*values)]
+        for value in values:
+            targets.append(value[0] - means[0])
+            rows.append(tuple(v - m for v, m in zip(value[1:], means[1:])))
+    weights = least_squares(rows, targets) if len(rows) > 3 else None
+    if weights is None:
+        raise NotEnoughData(f"{len(splits)} splits are too few or too alike to fit pace against grade and distance")
+    residuals = [t - sum(w * x for w, x in zip(weights, row)) for row, t in zip(rows, targets)]
+    levels = {activity_id: statistics.fmean(
+        math.log(s.pace) - sum(w * x for w, x in zip(weights, features(s.grade, s.into_m))) for s in group)
+        for activity_id, group in by_activity.items()}
+    races = tuple(levels[a] for a, group in by_activity.items() if group[0].race)
+    return PaceFit(uphill_weight=weights[0], downhill_weight=weights[1], fatigue_per_10km=weights[2],
+                   race_levels=races, splits=len(rows),
+                   residual_sd=math.sqrt(sum(r * r for r in residuals) / max(len(rows) - len(weights), 1)))
+
+
+@dataclass(frozen=True)
+class Prediction:
+    moving_s: float
+    low_s: float | None  # 90 % interval; None with fewer than two races
+    high_s: float | None
+
+
+def predict(fit: PaceFit, course: Sequence[tuple[float, float]]) -> Prediction:
+    """Moving time over `course`, (distance m, elevation difference m) segments in order, at race effort."""
+    if not fit.race_levels:
+        raise NotEnoughData("no races (workout_type 1) among the runs: nothing to set the race effort from")
+    total_s, done_m = 0.0, 0.0
+    for distance_m, rise_m in course:
+        grade = min(max(rise_m / distance_m, -GRADE_LIMIT), GRADE_LIMIT) if distance_m > 0 else 0.0
+        pieces = max(1, math.ceil(distance_m / PIECE_M))
+        for index in range(pieces):
+            middle_m = done_m + distance_m * (index + 0.5) / pieces
+            total_s += distance_m / pieces * math.exp(fit.log_pace(grade, middle_m))
+        done_m += distance_m
+    count = len(fit.race_levels)
+    if count < 2:
+        return Prediction(total_s, None, None)
+    margin = Z90 * statistics.stdev(fit.race_levels) * math.sqrt(1 + 1 / count)
+    return Prediction(total_s, total_s * math.exp(-margin), total_s * math.exp(margin))
+
+
+_NUMBER = r"\d+(?:\.\d+)?"
+_COURSE = re.compile(rf"(?P<distance>{_NUMBER})(?P<unit>km|mi|m)\+(?P<climb>{_NUMBER})m(?:-(?P<descent>{_NUMBER})m)?")
+_UNITS_M = {"km": 1000.0, "mi": MILE_M, "m": 1.0}
+
+
+def parse_course(text: str) -> list[tuple[float, float]]:
+    """`DISTANCE+CLIMB[-DESCENT]` (e.g. 42.195km+350m-350m, 13.1mi+100m; the descent defaults to the
+    climb) as 1 km segments: the climb spread evenly over the first climb/(climb+descent) of the distance,
+    the descent over the rest. ValueError with one line for anything else."""
+    match = _COURSE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"course {text!r} is not DISTANCE+CLIMB[-DESCENT], e.g. 42.195km+350m-350m")
+    distance_m = float(match["distance"]) * _UNITS_M[match["unit"]]
+    climb_m = float(match["climb"])
+    descent_m = climb_m if match["descent"] is None else float(match["descent"])
+    if distance_m <= 0:
+        raise ValueError(f"course {text!r} has no distance")
+    if max(climb_m, descent_m) > GRADE_LIMIT * distance_m:
+        raise ValueError(f"course {text!r} is steeper than a {GRADE_LIMIT:.0%} grade")
+    up_m = distance_m * climb_m / (climb_m + descent_m) if climb_m + descent_m > 0 else distance_m
+    segments = []
+    for low_m, high_m, rise_m in ((0.0, up_m, climb_m), (up_m, distance_m, -descent_m)):
+        count = math.ceil((high_m - low_m) / PIECE_M - 1e-9)
+        segments.extend(((high_m - low_m) / count, rise_m / count) for _ in range(count))
+    return segments
