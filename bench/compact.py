@@ -25,6 +25,12 @@ parsing every raw file it read, streams, details and list pages) is measured aft
 Then the memory case: a full rebuild (details and streams) at --activities and at ten times as many,
 each in a child process, real-size details and short streams (20-200 points, so that 20,000 run in
 minutes): the peak RSS must not grow with the history.
+
+Then the no-op case (--noop-activities, and ten times as many): the simulator (a thread of this process)
+serves a history that a first `bulkfetch fetch` downloads and compacts whole (details, no streams); then
+`bulkfetch fetch` finding nothing new runs in a child process, timed around the CLI's `main` after its
+imports (interpreter start excluded; the list page is served by the simulator, outside the child): its CPU
+time must not grow with the history.
 """
 
 from __future__ import annotations
@@ -341,9 +347,7 @@ def compact_in_child(folder: Path, count: int, *, stream_points: tuple[int, int]
     raw_mb = sum(p.stat().st_size for p in store.stream_dir.iterdir()) / 1e6
     for path in store.stream_dir.iterdir():  # warm the page cache, as for the other cases
         path.read_bytes()
-    done = subprocess.run([sys.executable, __file__, "--child-compact", str(data_dir), str(out)],
-                          capture_output=True, text=True, check=True)
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    report = child_run([sys.executable, __file__, "--child-compact", str(data_dir), str(out)])
     report["raw_mb"] = raw_mb
     report["parquet_mb"] = sum(p.stat().st_size for p in (out / "streams").rglob("*.parquet")) / 1e6
     return report
@@ -395,6 +399,72 @@ def _reset_peak() -> None:
         pass
 
 
+def measure_noop_fetch(counts: tuple[int, int], folder: Path, repeat: int) -> None:
+    """CPU of a fetch that finds nothing new, at a small and a large history (see the module docstring)."""
+    # Here, not at the top: the other cases' child processes would carry the simulator's imports in their RSS.
+    from bulkfetch.simulator import SimulatorSettings, SimulatorThread
+
+    cpus = []
+    for count in counts:
+        with SimulatorThread(SimulatorSettings(activities=count, seed=9, rate_limits=False)) as sim:
+            config = folder / f"noop-{count}" / "config.toml"
+            config.parent.mkdir(parents=True)
+            config.write_text(simulator_config(sim, config.parent / "data"))
+            # The apps' quota ledgers in the case's folder, not in the user's ~/.local/state.
+            env = {**os.environ, "XDG_STATE_HOME": str(config.parent / "state")}
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "bulkfetch", "--config", str(config), "fetch"],
+                           cwd=REPO, env=env, capture_output=True, check=True)
+            first_s = time.perf_counter() - started
+            runs = [child_run([sys.executable, __file__, "--child-fetch", str(config)], env)
+                    for _ in range(repeat)]
+        cpu_s, wall_s = min(r["cpu_s"] for r in runs), min(r["seconds"] for r in runs)
+        cpus.append(cpu_s)
+        print(f"no-op fetch: {count:,} activities (fetched and compacted in {first_s:.0f} s first), a fetch finding "
+              f"nothing new: {cpu_s:.3f} CPU s, {wall_s:.3f} s wall in the CLI's main, best of {repeat}")
+        shutil.rmtree(config.parent, ignore_errors=True)
+    ratio = cpus[1] / cpus[0]
+    print(f"no-op fetch: CPU at {counts[1]:,} = {ratio:.2f} x at {counts[0]:,} (target <= 3 x: "
+          f"{'PASS' if ratio <= 3 else 'FAIL'})")
+
+
+def simulator_config(sim: Any, data_dir: Path) -> str:
+    """A config.toml for `sim` (a bulkfetch.simulator.Simulator: its first refresh token; limits it never
+    reaches) writing into data_dir."""
+    settings = sim.settings
+    return (f'[strava]\napi_url = "{sim.api_url}"\noauth_url = "{sim.oauth_url}"\n'
+            f'client_id = "{settings.client_id}"\nclient_secret = "{settings.client_secret}"\n'
+            f'refresh_token = "{sim.current_refresh_token}"\n'
+            "[limits]\nshort_requests = 1000000\ndaily_requests = 10000000\n"
+            "[fetch]\nmax_rate_per_s = 100000.0\nconcurrency = 16\n"
+            f'[storage]\ndata_dir = "{data_dir}"\n')
+
+
+def child_run(command: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run a child of this script and return the JSON report on its last line."""
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def child_fetch(config: Path) -> None:
+    """In a fresh process: import what a fetch imports, then time `bulkfetch fetch` in it and print one
+    JSON line of wall and CPU seconds."""
+    import contextlib
+    import io
+
+    import bulkfetch.compact  # noqa: F401 - imported before the clock starts: a constant, not the work
+    import bulkfetch.run  # noqa: F401
+    from bulkfetch.cli import main as cli_main
+
+    started, cpu_started = time.perf_counter(), time.process_time()
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = cli_main(["--config", str(config), "fetch"])
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    if code != 0:
+        raise SystemExit(f"the no-op fetch exited {code}")
+    print(json.dumps({"seconds": seconds, "cpu_s": cpu}))
+
+
 @dataclass(frozen=True)
 class Timing:
     wall_s: float
@@ -444,10 +514,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="activities with streams in the streams case (0 skips it; 3000 is ~2.5 GB raw)")
     parser.add_argument("--no-memory", action="store_true",
                         help="skip the memory case (a full rebuild at --activities and at 10 x as many)")
+    parser.add_argument("--noop-activities", type=int, default=2000,
+                        help="history of the no-op fetch case, run at this and 10 x as many (0 skips it)")
     parser.add_argument("--child-compact", nargs=2, type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--child-fetch", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child_compact:
         child_compact(*args.child_compact)
+        return 0
+    if args.child_fetch:
+        child_fetch(args.child_fetch)
         return 0
 
     folder = args.keep or Path(tempfile.mkdtemp(prefix="bulkfetch-bench-"))
@@ -495,6 +571,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['seconds'] / r['floor_s']:.2f} x (wall), {r['cpu_s'] / r['floor_cpu_s']:.2f} x (CPU)")
         if not args.no_memory:
             measure_memory((args.activities, 10 * args.activities), folder)
+        if args.noop_activities > 0:
+            measure_noop_fetch((args.noop_activities, 10 * args.noop_activities), folder, args.repeat)
     finally:
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)

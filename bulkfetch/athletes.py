@@ -36,7 +36,7 @@ from bulkfetch.config import Config
 from bulkfetch.errors import ApiError, AthleteRevoked, ConfigError, StorageError
 from bulkfetch.ids import parse_id
 from bulkfetch.parquet_layout import STAGING, athlete_folder
-from bulkfetch.roster import UNBOUND, AthleteDir, Removal, Roster
+from bulkfetch.roster import UNBOUND, AthleteDir, Removal, Roster, import_only
 from bulkfetch.schema import TABLES
 from bulkfetch.status import athlete_report
 from bulkfetch.store import ensure_dir, fsync_dir
@@ -110,7 +110,8 @@ def _export_cell(export: dict[str, Any] | None) -> str:
 class Removed:
     athlete: AthleteDir
     name: str | None
-    had_tokens: bool  # False: removed already (or never connected here)
+    had_tokens: bool
+    no_tokens_why: str | None  # without tokens: "removed already", "imported only" or "never connected here"
     deauthorized: bool  # False: it had no tokens, or Strava had dropped the app already
     purged: bool
 
@@ -133,6 +134,8 @@ async def remove(config: Config, athlete: AthleteDir, *, purge: bool, warn: Call
     roster = Roster(config.storage.data_dir)
     name = _name_of(athlete, roster)
     had_tokens = athlete.tokens.load() is not None
+    no_tokens_why = None if had_tokens else "removed already" if athlete.athlete_id in roster.removals() else \
+        "imported only" if import_only(athlete) else "never connected here"
     deauthorized = False
     if had_tokens:
         config.require_credentials()  # only a deauthorization asks Strava: one without tokens needs none
@@ -143,7 +146,16 @@ async def remove(config: Config, athlete: AthleteDir, *, purge: bool, warn: Call
         roster.record_removal(athlete.athlete_id, Removal(time.time(), (), name))
     if purge:
         purge_athlete(roster, athlete, config.storage.parquet_dir)
-    return Removed(athlete, name, had_tokens, deauthorized, purge)
+    return Removed(athlete, name, had_tokens, no_tokens_why, deauthorized, purge)
+
+
+def removal_text(removed: Removed) -> str:
+    """What `athletes remove` did: the tokens it forgot, or why the athlete had none."""
+    label = removed.athlete.label + (f" ({removed.name})" if removed.name else "")
+    if removed.had_tokens:
+        strava = "deauthorized at Strava, " if removed.deauthorized else ""
+        return f"removed {label}: {strava}tokens forgotten; no fetch serves it again"
+    return f"{label} has no tokens here ({removed.no_tokens_why}): no fetch serves it"
 
 
 def _seed_digests(roster: Roster, athlete: AthleteDir, config: Config) -> tuple[str, ...]:

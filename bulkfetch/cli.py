@@ -15,8 +15,9 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -43,6 +44,7 @@ from bulkfetch.scheduler import WaitPolicy
 from bulkfetch.store import RawStore, ensure_dir
 
 if TYPE_CHECKING:
+    from bulkfetch.compact import CompactResult
     from bulkfetch.demo import DemoRun
     from bulkfetch.importer import ImportSummary
     from bulkfetch.pipeline import FetchSummary
@@ -358,8 +360,11 @@ def _sigterm_as_ctrl_c() -> Iterator[None]:
 
 
 def _summary_line(summary: FetchSummary) -> str:
-    exported = f" ({summary.streams_from_export:,} more from the account export)" if summary.streams_from_export else ""
-    streams = f"{summary.streams:,} stream sets{exported}; " if summary.streams or exported else ""
+    from bulkfetch.progress import stream_requests_text
+
+    streams = stream_requests_text(summary.streams, summary.no_streams, len(summary.failed_streams),
+                                   summary.streams_from_export)
+    streams += "; " if streams else ""
     failed = len(summary.failed) + len(summary.failed_streams)
     failed_streams = f" ({len(summary.failed_streams):,} of them stream sets)" if summary.failed_streams else ""
     requests = f"{summary.requests:,} request{'' if summary.requests == 1 else 's'}"
@@ -390,7 +395,6 @@ def _work_left(summary: FetchSummary) -> str:
 def _compact(data_dir: Path, parquet_dir: Path, reporter: Reporter, *, rebuild: bool) -> None:
     """Compact every athlete of the data_dir (the caller holds its lock: the layout is migrated first)."""
     from bulkfetch.compact import compact, has_inputs
-    from bulkfetch.export_view import Disagreements, ExportView, disagreement_note
     from bulkfetch.importer import refresh_tracks
     from bulkfetch.roster import Roster
 
@@ -400,21 +404,17 @@ def _compact(data_dir: Path, parquet_dir: Path, reporter: Reporter, *, rebuild: 
     if not athletes:  # no list page or export yet: nothing to compact either
         reporter.info(f"nothing to compact into {parquet_dir} yet: no activity has been listed or imported")
         return
-    # (athlete, year): a pass after an import compacts some athletes again; each year is counted once,
-    # rewritten if any pass rewrote it.
-    rewritten: set[tuple[int, int]] = set()
-    unchanged: set[tuple[int, int]] = set()
+    tally = _CompactionTally()
     read: dict[Path, tuple[int, int, int] | None] = {}  # each athlete's export index as its compaction read it
     try:
         for _ in range(COMPACTION_PASSES):
             for athlete in athletes:
                 assert athlete.athlete_id is not None
-                read[athlete.folder] = _index_stamp(athlete.folder)
                 refresh_tracks(athlete.folder, reporter)  # a bulkfetch that stores decoded files differently
-                result = compact(athlete.store, parquet_dir, athlete.athlete_id, rebuild=rebuild,
-                                 on_progress=reporter.compact_progress)
-                rewritten |= {(athlete.athlete_id, year) for years in result.written.values() for year in years}
-                unchanged |= {(athlete.athlete_id, year) for year in result.skipped_years}
+                # After refresh_tracks: its own writes to the index are no import that ended meanwhile.
+                read[athlete.folder] = _index_stamp(athlete.folder)
+                tally.add(athlete.athlete_id, compact(athlete.store, parquet_dir, athlete.athlete_id, rebuild=rebuild,
+                                                     on_progress=reporter.compact_progress))
             # An import that ended meanwhile was refused the compaction (this run holds the data_dir): its
             # athlete is compacted again, a new athlete's export too.
             athletes = [a for a in roster.athletes() if a.athlete_id is not None and has_inputs(a.store)
@@ -426,9 +426,30 @@ def _compact(data_dir: Path, parquet_dir: Path, reporter: Reporter, *, rebuild: 
         raise Interrupted("compaction stopped; the raw data is saved and every Parquet file is whole "
                           "(old or new), rerun 'bulkfetch compact' to finish it") from None
     who = f" ({len(read)} athletes)" if len(read) > 1 else ""
-    disagree = disagreement_note(sum((ExportView(folder).current_disagreements() for folder in read), Disagreements()))
-    reporter.info(f"compacted into {parquet_dir}{who}: {len(rewritten)} year(s) rewritten, "
-                  f"{len(unchanged - rewritten)} unchanged{disagree}")
+    reporter.info(tally.line(f"compacted into {parquet_dir}{who}", read))
+
+
+@dataclass
+class _CompactionTally:
+    """A compaction's (athlete, year)s: a pass after an import compacts some athletes again, and each year is
+    counted once, rewritten if any pass rewrote it."""
+
+    rewritten: set[tuple[int, int]] = field(default_factory=set)
+    unchanged: set[tuple[int, int]] = field(default_factory=set)
+
+    def add(self, athlete_id: int, result: CompactResult) -> None:
+        self.rewritten |= {(athlete_id, year) for years in result.written.values() for year in years}
+        self.unchanged |= {(athlete_id, year) for year in result.skipped_years}
+
+    def line(self, what: str, folders: Iterable[Path]) -> str:
+        """The compaction's last line: `what`, the years, and the disagreeing files of the athletes'
+        exports (`folders`: their folders), as `status` counts them."""
+        from bulkfetch.export_view import Disagreements, ExportView, disagreement_note
+
+        disagree = disagreement_note(sum((ExportView(folder).current_disagreements() for folder in folders),
+                                         Disagreements()))
+        return (f"{what}: {len(self.rewritten)} year(s) rewritten, {len(self.unchanged - self.rewritten)} "
+                f"unchanged{disagree}")
 
 
 def _index_stamp(athlete_folder: Path) -> tuple[int, int, int] | None:
@@ -499,7 +520,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
                   f"details, {part.streams:,} streams)")
     print(plan_text(plan, view))
     if plan.streams_from_export:
-        print("streams: " + export_streams_text(plan.streams_from_export, plan.streams, plan.streams_done))
+        print("streams: " + export_streams_text(plan.streams_from_export, plan.streams, plan.streams_done,
+                                                for_stale_files=plan.streams_for_stale_files))
     due = plan.listing.full_due_at
     print("listing: " + listing_text(plan.listing.full, plan.list_pages, None if due is None else utc_day_clock(due)))
     return EXIT_OK
@@ -593,9 +615,11 @@ def _compact_imported(athlete: AthleteDir, data_dir: Path, parquet_dir: Path, re
         reporter.info("not compacted: the export's athlete is not known yet")
         return
     ensure_dir(parquet_dir)
+    tally = _CompactionTally()
     try:
         with data_dir_lock(data_dir, "import"):
-            compact(athlete.store, parquet_dir, athlete.athlete_id, on_progress=reporter.compact_progress)
+            tally.add(athlete.athlete_id, compact(athlete.store, parquet_dir, athlete.athlete_id,
+                                                  on_progress=reporter.compact_progress))
     except LockedError as busy:
         then = f"the {busy.holder} compacts when it ends" if busy.holder in COMPACTING_FETCHES else \
             "run 'bulkfetch compact' after it"
@@ -604,7 +628,7 @@ def _compact_imported(athlete: AthleteDir, data_dir: Path, parquet_dir: Path, re
     except KeyboardInterrupt:
         raise Interrupted("compaction stopped; the import is kept and every Parquet file is whole "
                           "(old or new), rerun 'bulkfetch compact' to finish it") from None
-    reporter.info(f"compacted {athlete.label} into {parquet_dir}")
+    reporter.info(tally.line(f"compacted {athlete.label} into {parquet_dir}", [athlete.folder]))
 
 
 def _migrate_layout(data_dir: Path, command: str) -> None:
@@ -663,12 +687,7 @@ def _remove_athlete(args: argparse.Namespace, config: Config) -> int:
             _migrate_layout(data_dir, "athletes remove")
         athlete = athletes.find_athlete(Roster(data_dir), args.athlete_id)
         removed = _run(athletes.remove(config, athlete, purge=args.purge, warn=reporter.warn))
-        name = f" ({removed.name})" if removed.name else ""
-        strava = "deauthorized at Strava, " if removed.deauthorized else ""
-        if removed.had_tokens:
-            reporter.result(f"removed {athlete.label}{name}: {strava}tokens forgotten; no fetch serves it again")
-        else:
-            reporter.result(f"{athlete.label}{name} has no tokens here (removed already): no fetch serves it")
+        reporter.result(athletes.removal_text(removed))
         if removed.purged:
             reporter.result(f"deleted its raw data ({athlete.folder}) and its Parquet partitions "
                             f"({config.storage.parquet_dir}/<table>/athlete_id={args.athlete_id}/)")

@@ -26,6 +26,7 @@ from pathlib import Path
 from bulkfetch.auth import Tokens
 from bulkfetch.config import STREAM_TYPES, Config, FetchConfig, LimitsConfig, StorageConfig, StravaConfig
 from bulkfetch.errors import ConfigError
+from bulkfetch.export_paths import has_export
 from bulkfetch.interleaving import Interleaving, interleave
 from bulkfetch.paging import list_pages_needed
 from bulkfetch.pipeline import FetchEvents, FetchOptions, FetchSummary
@@ -103,9 +104,10 @@ def demo_config(simulator: Simulator, data_dir: Path, streams: tuple[str, ...] =
 
 def check_demo_data_dir(simulator: Simulator, data_dir: Path, *, export: bool) -> None:
     """ConfigError (exit 2) before anything in `data_dir` moves when it is not this kind of demo's: it
-    holds an athlete the demo does not simulate (a real one), or the other kind of demo's data. A plain
-    demo and `demo --export` simulate different histories (every recording 20 minutes long with the
-    export): a run on the other's folder would fetch every activity again and mix the two."""
+    holds an athlete the demo does not simulate (a real one), an export imported by `bulkfetch import`, or
+    the other kind of demo's data. A plain demo and `demo --export` simulate different histories (every
+    recording 20 minutes long with the export): a run on the other's folder would fetch every activity
+    again and mix the two."""
     first = simulator.settings.athlete_id
     demo_ids = range(first, first + DEMO_MAX_ATHLETES)
     athletes = Roster(data_dir).athletes()
@@ -115,6 +117,10 @@ def check_demo_data_dir(simulator: Simulator, data_dir: Path, *, export: bool) -
                           hint=f"pass another --data-dir (the demo writes into a folder of its own, default "
                                f"./{default})")
     holds_export = (data_dir / EXPORT_FOLDER).is_dir()
+    if not holds_export and any(has_export(a.folder) for a in athletes):  # an export the demo did not simulate
+        raise ConfigError(f"{data_dir} holds the data of a 'bulkfetch import', not of a demo",
+                          hint=f"pass another --data-dir (the demo writes into a folder of its own, default "
+                               f"./{default})")
     if athletes and holds_export != export:
         kind, rerun = ("'bulkfetch demo --export'", "with") if holds_export else ("a plain 'bulkfetch demo'", "without")
         raise ConfigError(f"{data_dir} holds the data of {kind}, another simulated history",
@@ -232,7 +238,8 @@ class DemoRun:
             filters = Filters(since=recipe_since_s(simulator.history_now_s)) if self.export else Filters()
             if self.export:
                 events.info(f"the recipe: fetch --since {self.since} --streams all (details and the streams the "
-                            "export lacks, for the last year; the older activities from the export's files)")
+                            "export lacks, for the last year and for the files older than Strava's version; the "
+                            "other older activities from the export's files)")
             options = FetchOptions(filters=filters, ledger_dir=self.data_dir / "quota",
                                    athletes=frozenset(simulator.athlete_ids))
             config = demo_config(simulator, self.data_dir, STREAM_TYPES if self.export else ())

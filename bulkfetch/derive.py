@@ -7,8 +7,9 @@ Strava does not publish its smoothing or thresholds; these rules are ours, simpl
 
 - the sport: the one the caller passes (activities.csv's or the API's: a GPX file's `<type>` is often a
   number, and a device's sport can be wrong) wins over the one the file states.
-- time and distance: `bulkfetch.distance`'s: a time stepping back takes the time before it; the
-  device's cumulative distance, or the great-circle distance between positions (GPX); glitches (a jump
+- time and distance: `bulkfetch.distance`'s: the first times judged by those after them (a corrupt
+  first time takes the time of the record the track starts at); a time stepping back takes the time
+  before it; the device's cumulative distance, or the great-circle distance between positions (GPX); glitches (a jump
   faster than the sport can go that does not last) rejected, the first values judged by those after
   them; a reset of the device's counter continued from the distance before it; never decreasing. What
   needs distance (velocity_smooth, grade_smooth, moving, splits) exists only when the distance grows:
@@ -78,7 +79,8 @@ from bulkfetch.track import DeviceLap, Track
 # glitches rejected, no empty split, moving time at most elapsed time, the records' distance in the
 # summary when the session's disagrees. 3: a track whose time does not advance judged by its own steps,
 # the first values judged by those after them, a counter's reset continued, time never stepping back.
-DERIVE_VERSION = 3
+# 4: the first times judged by those after them (a corrupt first time held every record at it).
+DERIVE_VERSION = 4
 
 METRIC_SPLIT_M = 1000.0
 STANDARD_SPLIT_M = 1609.344

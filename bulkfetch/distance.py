@@ -1,8 +1,11 @@
 """The distance a device file's records travel, cleaned of glitches: the sanitising step of
 `bulkfetch.derive`, whose rules then work on a distance that never jumps and never decreases. Pure.
 
-- time: a record whose clock steps back takes the time of the latest record before it, so no span
-  (between records, of a split, of a lap) is negative.
+- time: the first times are judged by those after them, as the first distance is (below): the track
+  starts at the first of its first STEP_RECORDS times that is neither after more than half of the
+  2 x STEP_RECORDS times after it nor more than TIME_GLITCH_S before them; the records before it take
+  its time. Then a record whose clock steps back takes the time of the latest record before it, so no
+  span (between records, of a split, of a lap) is negative, and a corrupt first time holds no record.
 - distance: the device's cumulative distance where the file records one; else, for a file with
   positions only (GPX), the cumulative great-circle (haversine) distance between consecutive positions,
   on the mean earth sphere; else none.
@@ -63,6 +66,9 @@ STEP_RECORDS = 5
 # 254 m on a straight stretch; a glitch lies kilometres off.
 TYPICAL_STEPS = 30
 ROUTE_MAX_STEP_S = 60
+# A first time this far before the times after it is a corrupt clock (a timestamp of 0, a wrong day),
+# not a pause: no recording waits a day between its first record and the next ones.
+TIME_GLITCH_S = 86_400
 
 # jump(reference, record): metres from the last accepted record to a later one (negative: behind it)
 Jump = Callable[[int, int], float]
@@ -85,9 +91,17 @@ def distance_series(track: Track, sport_type: str | None) -> list[float] | None:
 
 
 def monotone_time(time: list[int]) -> list[int]:
-    """Each record's time, or the latest before it when its clock steps back (so no span is negative)."""
+    """Each record's time by the module's rule: the first times judged by those after them, then the
+    latest time before a record when its clock steps back (so no span is negative)."""
     # sorting a sorted list is one comparison a record, in C: a twentieth of the running maximum's cost
-    return time if time == sorted(time) else list(accumulate(time, max))
+    if time == sorted(time) and (not time or time[-1] - time[0] <= TIME_GLITCH_S):
+        return time  # the usual file: no clock stepping back, no first time a day before the rest
+
+    def in_line(first: int, later: int) -> bool:
+        return 0 <= time[later] - time[first] <= TIME_GLITCH_S
+
+    start = _first_kept(list(range(len(time))), in_line)
+    return [time[start]] * start + list(accumulate(time[start:], max))
 
 
 @dataclass(frozen=True)

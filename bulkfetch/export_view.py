@@ -208,14 +208,16 @@ class ExportView:
         """The `Overview` of the import, against the API's summaries (`catalog`) and the activities with
         API streams (`api_streams`), whose streams replace the files'."""
         gone = self.gone(catalog)
-        files = {i: entry for i, entry in self.files().items() if i not in gone}
+        activities = self.activities().keys() - gone
+        # As Parquet has them: the file of an activity an older export has and the newest lacks (deleted on
+        # Strava, ExportStore.gone) stays on disk, verbatim, and gives no rows unless a listing has it.
+        files = {i: entry for i, entry in self.files().items() if i not in gone and (i in activities or i in catalog)}
         disagree = self.disagreements(catalog, gone)
-        stale = {i for i, entry in files.items() if entry.status == "ok" and i in catalog
-                 and (summary := current_summary(entry)) is not None and derive.is_stale(summary, dict(catalog[i]))}
+        stale = self.stale_files(catalog)
         statuses = [entry.status for entry in files.values()]
         kept = self._export.csv_versions() if self.exists() else []
         return Overview(
-            activities=len(self.activities().keys() - gone),
+            activities=len(activities),
             files={status: statuses.count(status) for status in ("ok", "truncated", "unreadable")},
             streams_from_files=sum(1 for i, entry in files.items() if entry.status in USABLE
                                    and i not in api_streams and i not in stale),
@@ -260,6 +262,13 @@ class ExportView:
         entry = self.files().get(activity_id)
         file = current_summary(entry) if entry is not None and entry.status == "ok" else None
         return file is not None and not derive.is_stale(file, dict(summary))
+
+    def stale_files(self, catalog: Mapping[int, Mapping[str, Any]]) -> set[int]:
+        """The listed activities whose whole file is stale against Strava's summary (`catalog`): their file
+        rows are dropped, so a fetch takes them whatever its filters (plan.selected). From the index alone:
+        a file whose summary is not current counts as not stale until `refresh_summaries`."""
+        return {i for i, entry in self.files().items() if entry.status == "ok" and i in catalog
+                and (summary := current_summary(entry)) is not None and derive.is_stale(summary, dict(catalog[i]))}
 
     def covered(self, catalog: Mapping[int, Mapping[str, Any]]) -> set[int]:
         """The listed activities `covers` holds for."""

@@ -73,7 +73,8 @@ class ImportSummary:
     manual: int = 0  # rows without a file
     imported: list[ImportedFile] = field(default_factory=list)  # decoded by this import
     replaced: int = 0  # of those, files that replace another file of the same activity
-    redecoded: int = 0  # of those, kept files decoded again: the decoded form or the CSV's sport changed
+    # Of those, the kept files decoded again (their decoded form or the CSV's sport changed): named in the summary.
+    redecoded: list[ImportedFile] = field(default_factory=list)
     unchanged: int = 0  # imported before: not decoded again
     adopted: int = 0  # decoded by a killed import: taken over without decoding again
     missing: list[str] = field(default_factory=list)  # named by activities.csv, not in the export
@@ -419,7 +420,8 @@ def _decode(export: Export | None, store: ExportStore, jobs: list[Job], summary:
             entries[job.activity_id] = entry
             summary.imported.append(entry)
             summary.replaced += job.replaces
-            summary.redecoded += job.kept is not None
+            if job.kept is not None:
+                summary.redecoded.append(entry)
         events.import_progress(finished, len(jobs), summary.records)
         if time.monotonic() - saved_at >= INDEX_EVERY_S:
             store.save_entries(entries)
@@ -510,7 +512,8 @@ def summary_line(summary: ImportSummary) -> str:
     if summary.missing:
         parts.append(f"{len(summary.missing):,} named in activities.csv but missing from the export "
                      f"({_named(summary.missing)})")
-    parts.append(f"{summary.manual:,} manual without a file")
+    if summary.manual:
+        parts.append(f"{summary.manual:,} manual without a file")
     if summary.undated:
         parts.append(f"{summary.undated:,} without a start time (in year=0)")
     if summary.duplicate_rows:
@@ -522,14 +525,17 @@ def summary_line(summary: ImportSummary) -> str:
     before = summary.unchanged + summary.adopted
     tail = f"; {before:,} imported before (not decoded again)" if before else ""
     replaced = f"; {summary.replaced:,} replaced a file imported before" if summary.replaced else ""
-    if summary.redecoded:
-        replaced += (f"; {summary.redecoded:,} decoded again from the kept file{'s' if summary.redecoded != 1 else ''} "
-                     "(its decoded form was gone, damaged or stored by an older bulkfetch, or the activity's sport "
-                     "changed)")
+    if again := sorted(summary.redecoded, key=lambda entry: entry.activity_id):
+        replaced += (f"; {len(again):,} decoded again from the kept file{'s' if len(again) != 1 else ''} (the decoded "
+                     "form was gone, damaged or stored by an older bulkfetch, or the activity's sport changed): "
+                     f"{_tracks_named(ExportStore(summary.athlete.folder), again)}")
     activities = f"{summary.activities:,} activit{'y' if summary.activities == 1 else 'ies'}"
     gone = (f"; {summary.gone:,} activit{'y' if summary.gone == 1 else 'ies'} of an earlier export not in the newest "
             "(deleted on Strava: no row from the export)" if summary.gone else "")
-    return f"imported {activities} from the export: {', '.join(parts)}{replaced}{tail}{gone}"
+    # Parquet is per athlete (athlete=ID/): an export nobody is known to own waits unbound, and says so here too.
+    unknown = ("; no Parquet until the athlete is known: rerun with --athlete ID or after 'bulkfetch auth'"
+               if summary.athlete.athlete_id is None else "")
+    return f"imported {activities} from the export: {', '.join(parts)}{replaced}{tail}{gone}{unknown}"
 
 
 def _named(items: Iterable[str]) -> str:

@@ -108,7 +108,8 @@ class FetchSummary:
     changed: int = 0
     fetched: int = 0
     not_found: int = 0
-    streams: int = 0
+    streams: int = 0  # stream sets stored
+    no_streams: int = 0  # stream requests answered "no streams" (manual activities): a request, but no set
     # The activities whose stream sets the account export gave instead of a request: a set, as the run's
     # checks of the list head decide the streams again and would count an activity once a check.
     exported: set[int] = field(default_factory=set)
@@ -127,7 +128,8 @@ class FetchSummary:
     def total(cls, results: list[AthleteResult]) -> FetchSummary:
         parts = [result.summary for result in results]
         total = cls(athletes=results)
-        for name in ("listed", "new", "changed", "fetched", "not_found", "streams", "unlisted", "requests"):
+        for name in ("listed", "new", "changed", "fetched", "not_found", "streams", "no_streams", "unlisted",
+                     "requests"):
             setattr(total, name, sum(getattr(part, name) for part in parts))
         for part in parts:
             total.exported |= part.exported
@@ -187,10 +189,11 @@ def current_plan(store: RawStore, config: Config, filters: Filters, *, full_reli
     its index alone, so this reads no device file). Sends nothing."""
     catalog = store.catalog()
     listing = next_listing(store, catalog, config, time.time() if now is None else now, forced=full_relist)
-    covered = ExportView(store.data_dir).covered(catalog) if from_export and config.fetch.streams else set()
+    export = ExportView(store.data_dir)
+    covered = export.covered(catalog) if from_export and config.fetch.streams else set()
     return request_plan(catalog, load_fetched_index(store), load_stream_records(store), filters, listing=listing,
                         not_found=not_found_until(store, listing), streams=frozenset(config.fetch.streams),
-                        from_export=covered)
+                        from_export=covered, stale_files=export.stale_files(catalog))
 
 
 def app_of(config: Config) -> App:
@@ -444,7 +447,10 @@ async def _fetch_details(client: StravaClient, store: RawStore, config: Config, 
                          summary: FetchSummary, events: FetchEvents) -> None:
     catalog = store.catalog()
     fetched = load_fetched_index(store)
-    pending, summary.new, summary.changed = pending_details(catalog, fetched, filters, store.not_found())
+    export = ExportView(store.data_dir)
+    await asyncio.to_thread(export.refresh_summaries)  # they read tracks
+    pending, summary.new, summary.changed = pending_details(catalog, fetched, filters, store.not_found(),
+                                                            export.stale_files(catalog))
     events.details_planned(len(pending), summary.new, summary.changed)
     saver = _IndexSaver(store, FETCHED, lambda: _fetched_to_json(fetched))
 
@@ -469,10 +475,11 @@ async def fetch_streams(client: StravaClient, store: RawStore, config: Config, f
     order = (*config.fetch.streams, *(kind for kind in STREAM_TYPES if kind not in wanted))
     catalog = store.catalog()
     records = load_stream_records(store)
-    stale = pending_streams(catalog, store.detail_ids(), records, wanted, filters)
-    export = ExportView(store.data_dir) if from_export else None
-    if export is not None:
-        await asyncio.to_thread(export.refresh_summaries)
+    view = ExportView(store.data_dir)
+    await asyncio.to_thread(view.refresh_summaries)
+    stale = pending_streams(catalog, store.detail_ids(), records, wanted, filters,
+                            stale_files=view.stale_files(catalog))
+    export = view if from_export else None
     covered = {i for i in stale if export.covers(i, catalog[i])} if export is not None else set()
     pending = [i for i in stale if i not in covered]
     spared = _SparedStreams(store, covered)
@@ -629,6 +636,7 @@ async def _fetch_stream_set(client: StravaClient, store: RawStore, activity_id: 
         # Manual activities and the like. Streams stored for an earlier recording are raw data: kept.
         if activity_id not in store.stream_ids():
             store.mark_no_streams(activity_id)
+        summary.no_streams += 1
         summary.failed_streams.pop(activity_id, None)
         return "no_streams"
     if not isinstance(response.data, dict):

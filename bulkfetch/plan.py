@@ -142,22 +142,31 @@ def _parse_utc(flag: str, value: str | None) -> int | None:
     return int(moment.timestamp())
 
 
+def selected(activity_id: int, summary: Mapping[str, Any], filters: Filters, stale_files: Collection[int]) -> bool:
+    """Whether a fetch takes the activity: the filters accept it, or it is among `stale_files`, whose
+    account export file is older than Strava's version (bulkfetch.export_view): its file rows are dropped,
+    so whatever the filters say the API is its only source of streams, splits and laps (they are few)."""
+    return activity_id in stale_files or filters.accepts(summary)
+
+
 def pending_details(
     catalog: Mapping[int, Mapping[str, Any]],
     fetched: Mapping[int, str],
     filters: Filters,
     not_found: Mapping[int, str | None] | None = None,
+    stale_files: Collection[int] = frozenset(),
 ) -> tuple[list[int], int, int]:
     """Ids that need `GET /activities/{id}`, newest first, and how many of them are new / changed.
 
     `fetched` maps the id of every stored detail to the fingerprint of the summary it was fetched for;
     `not_found` those whose detail answered 404 to the fingerprint of the summary it answered for
-    (see `detail_unavailable`).
+    (see `detail_unavailable`); `stale_files`: see `selected`.
     """
     new, changed = [], []
     not_found = not_found or {}
     for activity_id, summary in catalog.items():
-        if not filters.accepts(summary) or detail_unavailable(activity_id, summary, not_found):
+        if not selected(activity_id, summary, filters, stale_files) or \
+                detail_unavailable(activity_id, summary, not_found):
             continue
         stored = fetched.get(activity_id)
         if stored is None and activity_id not in not_found:
@@ -245,12 +254,14 @@ def pending_streams(
     wanted: frozenset[str],
     filters: Filters,
     from_export: Collection[int] = frozenset(),
+    stale_files: Collection[int] = frozenset(),
 ) -> list[int]:
-    """Ids that need `GET /activities/{id}/streams`, newest first: detailed, accepted, stale by
-    `streams_stale` (`records` holds the stored answers, "no streams" included), and not among
-    `from_export`, the activities whose streams the account export gives (see bulkfetch.export_view)."""
-    ids = [i for i, s in catalog.items() if i in detailed and i not in from_export and filters.accepts(s)
-           and streams_stale(records.get(i), wanted, s)]
+    """Ids that need `GET /activities/{id}/streams`, newest first: detailed, `selected` (`stale_files`:
+    see there), stale by `streams_stale` (`records` holds the stored answers, "no streams" included), and
+    not among `from_export`, the activities whose streams the account export gives (see
+    bulkfetch.export_view)."""
+    ids = [i for i, s in catalog.items() if i in detailed and i not in from_export
+           and selected(i, s, filters, stale_files) and streams_stale(records.get(i), wanted, s)]
     return sorted(ids, key=lambda i: (start_epoch(catalog[i]) or 0, i), reverse=True)
 
 
@@ -280,6 +291,7 @@ class RequestPlan:
     details_done: int
     streams_done: int
     streams_from_export: int = 0  # stream sets the account export gives instead of a request
+    streams_for_stale_files: int = 0  # of `streams`: for activities whose export file is stale (see `selected`)
 
     @property
     def list_pages(self) -> int:
@@ -298,7 +310,8 @@ def combined_plan(plans: list[RequestPlan]) -> RequestPlan:
     return RequestPlan(listed=sum(p.listed for p in plans), listing=listing, details=sum(p.details for p in plans),
                        streams=sum(p.streams for p in plans), details_done=sum(p.details_done for p in plans),
                        streams_done=sum(p.streams_done for p in plans),
-                       streams_from_export=sum(p.streams_from_export for p in plans))
+                       streams_from_export=sum(p.streams_from_export for p in plans),
+                       streams_for_stale_files=sum(p.streams_for_stale_files for p in plans))
 
 
 def request_plan(
@@ -311,16 +324,17 @@ def request_plan(
     not_found: Mapping[int, str | None],
     streams: frozenset[str],
     from_export: Collection[int] = frozenset(),
+    stale_files: Collection[int] = frozenset(),
 ) -> RequestPlan:
     """The requests a fetch needs given the cached list (the listing finds the same history again).
 
-    A stream request is counted for every accepted activity that has or will get a detail and whose
-    stored streams are stale (`streams_stale`), unless it is among `from_export` (then it counts in
-    `streams_from_export`).
+    A stream request is counted for every `selected` activity (`stale_files`: see there) that has or will
+    get a detail and whose stored streams are stale (`streams_stale`), unless it is among `from_export`
+    (then it counts in `streams_from_export`).
     """
-    details, _, _ = pending_details(catalog, fetched, filters, not_found)
+    details, _, _ = pending_details(catalog, fetched, filters, not_found, stale_files)
     pending = set(details)
-    accepted = [i for i, summary in catalog.items() if filters.accepts(summary)]
+    accepted = [i for i, summary in catalog.items() if selected(i, summary, filters, stale_files)]
     # Streams are asked for activities with a detail: none for those whose detail answers 404.
     detailed = [i for i in accepted if i in fetched or i in pending]
     stale = {i for i in detailed if streams_stale(records.get(i), streams, catalog[i])} if streams else set()
@@ -333,6 +347,7 @@ def request_plan(
         details_done=sum(1 for i in accepted if i in fetched and i not in pending),
         streams_done=sum(1 for i in accepted if i in records and i not in stale) if streams else 0,
         streams_from_export=len(exported),
+        streams_for_stale_files=len((stale - exported) & set(stale_files)),
     )
 
 

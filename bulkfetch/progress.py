@@ -358,11 +358,31 @@ def plan_text(plan: RequestPlan, view: UsageView) -> str:
             f" — done {when}")
 
 
-def export_streams_text(from_export: int, requests: int, done: int) -> str:
-    """'2,950 of 3,000 from the export, 50 requests': the stream sets a fetch wants, and what the account
-    export spares (`done`: fetched from the API before)."""
+def stream_requests_text(sets: int, without: int, failed: int, from_export: int) -> str:
+    """'6 stream requests (2 sets, 4 manual activities without streams), 64 stream sets from the account export':
+    every stream request a fetch sent, once each, by what it got (a set, "no streams", a failure), then the
+    sets the account export gave instead of a request; '' when there were neither."""
+    requests = sets + without + failed
+    got = [count(sets, "set")]
+    if without:
+        got.append(f"{without:,} manual {'activity' if without == 1 else 'activities'} without streams")
+    if failed:
+        got.append(f"{failed:,} failed")
+    parts = [f"{count(requests, 'stream request')} ({', '.join(got)})"] if requests else []
+    if from_export:
+        parts.append(f"{count(from_export, 'stream set')} from the account export")
+    return ", ".join(parts)
+
+
+def export_streams_text(from_export: int, requests: int, done: int, *, for_stale_files: int = 0) -> str:
+    """'2,950 of 3,000 from the export, 50 requests (2 for files older than Strava's version)': the stream
+    sets a fetch wants, and what the account export spares (`done`: fetched from the API before;
+    `for_stale_files`: of the requests, those whose export file is stale)."""
     before = f" ({done:,} fetched before)" if done else ""
-    return f"{from_export:,} of {from_export + requests + done:,} from the export, {count(requests, 'request')}{before}"
+    stale = (f" ({for_stale_files:,} for file{'s' if for_stale_files != 1 else ''} older than Strava's version)"
+             if for_stale_files else "")
+    return (f"{from_export:,} of {from_export + requests + done:,} from the export, {count(requests, 'request')}"
+            f"{stale}{before}")
 
 
 def listing_text(full: bool, pages: int, full_relist_due: str | None) -> str:

@@ -149,7 +149,7 @@ class Roster:
         # refuses it, before writing anything, if its list names another athlete). Not an export imported
         # before its athlete was known and never listed: whose it is, is learned from the lists (see
         # bulkfetch.export_adopt), not from whichever token comes first.
-        alone = len(athletes) == 1 and athletes[0].athlete_id not in removals and not _import_only(athletes[0])
+        alone = len(athletes) == 1 and athletes[0].athlete_id not in removals and not import_only(athletes[0])
         unbound = athletes[0] if alone else AthleteDir(self.folder / f"{SEED_PREFIX}{seed_digest}", None)
         unbound.tokens.save(Tokens(refresh_token=seed, seed_digest=seed_digest))
         return unbound
@@ -235,7 +235,8 @@ def _holds_data(athlete: AthleteDir) -> bool:
     return bool(athlete.store.detail_ids()) or has_export(athlete.folder)
 
 
-def _import_only(athlete: AthleteDir) -> bool:
+def import_only(athlete: AthleteDir) -> bool:
+    """Whether the athlete is known from an imported account export alone (never listed here)."""
     return has_export(athlete.folder) and not athlete.store.listings()
 
 

@@ -132,18 +132,20 @@ async def fetch_history(config: Config, options: FetchOptions, events: FetchEven
     summary = FetchSummary.total(results)
     stops = [r.stop for r in results if r.stop is not None] + ([run.stop] if run.stop else [])
     if blocked := [r for r in results if r.state != OK]:
-        raise AthletesBlocked(_blocked_text(blocked, stopped=bool(stops)), hint=_blocked_hint(blocked),
-                              summary=summary)
+        raise AthletesBlocked(_blocked_text(blocked, stopped=bool(stops), planning=options.list_only),
+                              hint=_blocked_hint(blocked), summary=summary)
     if stops:
         raise stops[0]
     return summary
 
 
-def _blocked_text(blocked: list[AthleteResult], *, stopped: bool) -> str:
+def _blocked_text(blocked: list[AthleteResult], *, stopped: bool, planning: bool) -> str:
+    """The athletes that stopped the run, and what became of the others (`plan`'s run lists and fetches
+    nothing, so for it the others were planned)."""
     parts = [f"{r.athlete.label} {'revoked access' if r.state == REVOKED else 'lacks a permission'} ({r.why})"
              for r in blocked]
     rest = ("the quota stopped the others' run too: rerun 'bulkfetch fetch' for the rest" if stopped
-            else "everything else was fetched")
+            else f"everything else was {'planned' if planning else 'fetched'}")
     return "; ".join(parts) + "; " + rest
 
 

@@ -29,13 +29,14 @@ from bulkfetch.plan import (
     streams_from_json,
     unavailable_details,
 )
-from bulkfetch.progress import export_streams_text, listing_text
+from bulkfetch.progress import count, export_streams_text, listing_text
 from bulkfetch.quota import BUCKETS, KINDS, UsageView, estimate_finish
 from bulkfetch.roster import REMOVED, AthleteDir, Roster, access_of
 from bulkfetch.store import UNLISTED, RawStore
 
-COUNTS = ("listed", "fetched", "pending", "pending_streams", "streams_done", "streams_from_export", "failed",
-          "failed_streams", "deleted", "unavailable")
+NOTHING_LISTED = ListingPlan(pages=0, full=False, full_due_at=None)  # an athlete no fetch lists (import only)
+COUNTS = ("listed", "fetched", "pending", "pending_streams", "streams_done", "streams_from_export",
+          "streams_for_stale_files", "failed", "failed_streams", "deleted", "unavailable")
 
 
 def collect_status(config: Config, now: float | None = None) -> dict[str, Any]:
@@ -50,7 +51,9 @@ def collect_status(config: Config, now: float | None = None) -> dict[str, Any]:
     plan = combined_plan([work for report, work, _ in parts
                           if report["state"] != REMOVED and not report["import_only"]])
     reports = [report for report, _, _ in parts]
-    view = restore_ledger([a.store for a in athletes], config, now).usage_view(now)
+    import_only = bool(reports) and all(report["import_only"] for report in reports)
+    # No athlete has tokens: no request was made, none will be until `auth`: no quota to show (as the text).
+    view = None if import_only else restore_ledger([a.store for a in athletes], config, now).usage_view(now)
     remaining = plan.total  # like `plan`: the next run's list requests count too
     return {
         "data_dir": str(data_dir),
@@ -64,11 +67,11 @@ def collect_status(config: Config, now: float | None = None) -> dict[str, Any]:
             "unfinished": next((r["listing"]["unfinished"] for r in reports if r["listing"]["unfinished"]), None),
             "next": _next_listing_json(plan.listing),
         },
-        "quota": _quota_json(view),
+        "quota": _quota_json(view) if view is not None else None,
         "filters": next((filters for _, _, filters in parts if filters is not None), filters_to_json(Filters(), ())),
         "remaining_requests": remaining,
-        "eta": _iso(estimate_finish(remaining, now, view)) if remaining else None,
-        "import_only": bool(reports) and all(report["import_only"] for report in reports),
+        "eta": _iso(estimate_finish(remaining, now, view)) if remaining and view is not None else None,
+        "import_only": import_only,
         "export": _export_totals([report["export"] for report in reports if report["export"] is not None]),
         "athletes": reports,
     }
@@ -86,17 +89,19 @@ def _athlete_status(athlete: AthleteDir, config: Config, now: float) -> tuple[di
     fetched = load_fetched_index(store)
     recorded = store.read_state("filters")
     filters, streams = filters_from_json(recorded), streams_from_json(recorded)
-    listing = next_listing(store, catalog, config, now)
-    covered = ExportView(store.data_dir).covered(catalog) if streams and not streams_from_api_json(recorded) else set()
+    # An athlete known from its account export alone: nothing to list or fetch until `auth` connects it.
+    import_only = athlete.tokens.load() is None and not store.listings()
+    listing = NOTHING_LISTED if import_only else next_listing(store, catalog, config, now)
+    export = ExportView(store.data_dir)
+    covered = export.covered(catalog) if streams and not streams_from_api_json(recorded) else set()
     work = request_plan(catalog, fetched, load_stream_records(store), filters, listing=listing,
-                        not_found=not_found_until(store, listing), streams=frozenset(streams), from_export=covered)
+                        not_found=not_found_until(store, listing), streams=frozenset(streams), from_export=covered,
+                        stale_files=export.stale_files(catalog))  # as a fetch takes them (see plan.selected)
     failed = load_failures(store)
     unfinished = store.unfinished_listing()
     latest = store.latest_complete_listing()
     access = access_of(athlete)
-    export = ExportView(store.data_dir)
-    # An athlete known from its account export alone: nothing to list or fetch until `auth` connects it.
-    import_only = athlete.tokens.load() is None and not store.listings()
+    overview = export.overview(catalog, store.stream_ids()) if export.exists() else None
     report = {
         "athlete_id": athlete.athlete_id or (store.read_state("athlete") or {}).get("athlete_id"),
         "state": access["state"],
@@ -108,8 +113,10 @@ def _athlete_status(athlete: AthleteDir, config: Config, now: float) -> tuple[di
         "fetched": len(set(fetched) & set(catalog)),
         "pending": work.details,
         "pending_streams": work.streams,
-        "streams_from_export": work.streams_from_export,
+        # Without a fetch to spare, every stream set the files give comes from the export.
+        "streams_from_export": overview.streams_from_files if import_only and overview else work.streams_from_export,
         "streams_done": work.streams_done,
+        "streams_for_stale_files": work.streams_for_stale_files,
         "failed": len(failed["details"]) + len(failed["streams"]),
         "failed_streams": len(failed["streams"]),
         "deleted": sum(1 for t in store.tombstones().values() if t.reason == UNLISTED),
@@ -121,7 +128,7 @@ def _athlete_status(athlete: AthleteDir, config: Config, now: float) -> tuple[di
         },
         "remaining_requests": 0 if access["state"] == REMOVED or import_only else work.total,
         "import_only": import_only,
-        "export": _export_json(export.overview(catalog, store.stream_ids())) if export.exists() else None,
+        "export": _export_json(overview) if overview is not None else None,
     }
     return report, work, filters_to_json(filters, streams, streams_from_api=streams_from_api_json(recorded)) \
         if recorded is not None else None
@@ -185,8 +192,7 @@ def render_status(report: dict[str, Any]) -> str:
         f"listed     {report['listed']:,}",
         f"fetched    {report['fetched']:,}",
         f"pending    {_pending_text(report)}",
-        *([f"{'streams':<11}" + export_streams_text(report["streams_from_export"], report["pending_streams"],
-                                                    report["streams_done"])] if report["streams_from_export"] else []),
+        *([f"{'streams':<11}" + _export_streams_text(report)] if report["streams_from_export"] else []),
         f"failed     {report['failed']:,}" + (f" ({report['failed_streams']:,} of them stream sets)"
                                               if report["failed_streams"] else ""),
         f"deleted    {report['deleted']:,}",
@@ -244,9 +250,14 @@ def _athlete_line(athlete: dict[str, Any]) -> str:
             f"{athlete['last_fetch'] or 'never'}{state}")
 
 
+def _export_streams_text(report: dict[str, Any]) -> str:
+    return export_streams_text(report["streams_from_export"], report["pending_streams"], report["streams_done"],
+                               for_stale_files=report["streams_for_stale_files"])
+
+
 def _pending_text(report: dict[str, Any]) -> str:
-    details = f"{report['pending']:,} details"
-    return f"{details}, {report['pending_streams']:,} stream sets" if report["filters"]["streams"] else details
+    details = count(report["pending"], "detail")
+    return f"{details}, {count(report['pending_streams'], 'stream set')}" if report["filters"]["streams"] else details
 
 
 def _filters_text(filters: dict[str, Any]) -> str:

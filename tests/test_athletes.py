@@ -149,6 +149,10 @@ def test_a_revoked_athlete_stops_alone_and_the_run_exits_2_naming_it(tmp_path, m
         mark = len(sim.request_log)
         assert fetch(config, "--athlete", str(fine)) == 0  # the others are not asked at all
         assert {r.athlete_id for r in api_records(sim, mark)} == {fine}
+        capsys.readouterr()
+        assert main(["--config", str(config), "plan"]) == 2  # plan fetches nothing: it says what it did
+        line = capsys.readouterr().err.strip().splitlines()[-1]
+        assert "; everything else was planned;" in line and "fetched" not in line, line
 
 
 def test_athlete_flag_names_an_unknown_athlete_in_one_line(tmp_path, monkeypatch, capsys) -> None:
@@ -227,7 +231,7 @@ def detail_index(records, activity_id: int) -> int:
 
 
 def test_an_activity_uploaded_mid_run_is_fetched_within_a_window_of_the_next_head_check(tmp_path, monkeypatch):
-    settings = SimulatorSettings(athletes=2, athlete_activities=(70, 40), seed=55, short_limit=10,
+    settings = SimulatorSettings(athletes=2, athlete_activities=(50, 25), seed=55, short_limit=10,
                                  daily_limit=10_000, short_window_s=1)
     thread = SimulatorThread(settings)
     with thread as sim:
@@ -247,7 +251,7 @@ def test_an_activity_uploaded_mid_run_is_fetched_within_a_window_of_the_next_hea
     backlog_after = [r for r in records[fetched_at:] if r.path.startswith(f"{API}/activities/")]
     assert backlog_after, "the new activity waited for the whole backfill"
     assert new in athlete_dir(tmp_path, first).detail_ids() and "new since the run began" in stderr
-    assert f"athlete {first}: details to fetch: 70 " in stderr  # several athletes: each line says whose
+    assert f"athlete {first}: details to fetch: 50 " in stderr  # several athletes: each line says whose
 
 
 def test_an_athlete_connected_during_a_run_is_fetched_by_that_run(tmp_path, monkeypatch):

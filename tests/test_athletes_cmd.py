@@ -371,6 +371,6 @@ def test_an_athlete_without_tokens_is_removed_without_api_credentials(tmp_path, 
 
     removed = run_cli("--config", str(config), "athletes", "remove", "41", *(["--purge"] if purge else []))
     assert removed.returncode == 0, removed.stderr
-    assert "athlete 41 has no tokens here" in removed.stdout
+    assert "athlete 41 has no tokens here (imported only): no fetch serves it" in removed.stdout, removed.stdout
     assert (data / "athletes" / "41").exists() != purge
     assert parquet_rows(data / "parquet") == ({} if purge else {41: 1})

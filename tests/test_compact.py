@@ -595,7 +595,7 @@ def test_compaction_loads_none_of_the_fetchs_modules():
 # -- bench -----------------------------------------------------------------------------------------------
 def test_bench_smoke():
     command = [sys.executable, str(REPO / "bench" / "compact.py"), "--activities", "50", "--repeat", "1",
-               "--streams-activities", "240", "--no-memory"]
+               "--streams-activities", "240", "--no-memory", "--noop-activities", "10"]
     done = subprocess.run(command,
                           capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.returncode == 0, done.stderr
@@ -605,6 +605,8 @@ def test_bench_smoke():
                  "floor as a process", "compact --rebuild as a process", "DuckDB SQL script"):
         assert name in out
     assert re.search(r"as a whole process: [\d.]+ x the floor as a process", out), out
+    assert re.search(r"no-op fetch: 100 activities .* a fetch finding nothing new: [\d.]+ CPU s", out), out
+    assert re.search(r"no-op fetch: CPU at 100 = [\d.]+ x at 10 \(target <= 3 x: (PASS|FAIL)\)", out), out
     assert re.search(r"streams: [\d.]+ CPU s; floor .* [\d.]+ x \(wall\), [\d.]+ x \(CPU\)", out), out
     streams = re.search(r"streams: 240 activities, ([\d,.]+) MB raw JSON -> ([\d,]+) rows.*peak RSS ([\d,]+) MB "
                         r"\(before compaction ([\d,]+) MB\)", out)

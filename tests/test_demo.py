@@ -17,7 +17,9 @@ from bench import demo as bench_demo
 from bulkfetch import report
 from bulkfetch.demo import athlete_sizes
 from bulkfetch.interleaving import interleave
+from bulkfetch.simulator import SimulatorSettings
 from tests.conftest import REPO, athlete_store, run_cli
+from tests.exports import ENGLISH_94, ExportFile, csv_text, english_row, fixture, write_folder
 
 README = (REPO / "README.md").read_text()
 
@@ -290,27 +292,30 @@ def test_export_demo_imports_then_fetches_the_last_year_and_its_saving_table_is_
     recent = {i for (i,) in duckdb.sql(f"SELECT id FROM read_parquet('{glob}') WHERE start_date >= "
                                        f"TIMESTAMPTZ '{since} 00:00:00+00'").fetchall()}
     assert 0 < len(recent) < EXPORT_ACTIVITIES / 2
-    assert f"listed {EXPORT_ACTIVITIES} activities; fetched {len(recent)} details" in out
+    # the older activities whose file is stale (cropped on Strava since) have nothing from their file: the
+    # recipe's fetch takes them too, whatever --since says
+    taken = recent | set(sidecar["cropped"])
+    assert f"listed {EXPORT_ACTIVITIES} activities; fetched {len(taken)} details" in out
 
     table = saving_table(out)
     sent = last_run_requests(data_dir)
     assert {kind: table[kind][0] for kind in sent} == sent  # the simulator counted what bulkfetch logged
-    # The API alone: a detail and a stream set for every activity. The recipe: details for the last year,
-    # streams for the last year's activities the files do not cover whole and current: the manual ones,
+    # The API alone: a detail and a stream set for every activity. The recipe: details for the last year and
+    # the cropped ones, streams for those of them the files do not cover whole and current: the manual ones,
     # the cut file's and the recordings cropped on Strava.
-    assert table["list pages"] == (1, 1) and table["details"] == (len(recent), EXPORT_ACTIVITIES)
+    assert table["list pages"] == (1, 1) and table["details"] == (len(taken), EXPORT_ACTIVITIES)
     not_covered = {*sidecar["manual"], *sidecar["cropped"], int(next(a for a, m in sidecar["files"].items()
                                                                    if m == sidecar["corrupt"]))}
-    assert table["streams"] == (len(not_covered & recent), EXPORT_ACTIVITIES)
+    assert table["streams"] == (len(not_covered & taken), EXPORT_ACTIVITIES)
     assert table["total"] == (sum(sent.values()), 1 + 2 * EXPORT_ACTIVITIES)
 
     streams = ids_by_source(data_dir, "streams")
-    assert streams["api"] == (not_covered & recent) - set(sidecar["manual"])  # manual ones have no streams at all
-    # The older cut file keeps its streams up to the cut; an older cropped one is stale: none.
+    assert streams["api"] == (not_covered & taken) - set(sidecar["manual"])  # manual ones have no streams at all
+    # The older cut file keeps its streams up to the cut; an older cropped one is stale: the API's.
     assert streams["file"] == set(map(int, sidecar["files"])) - not_covered | (
         {int(a) for a, m in sidecar["files"].items() if m == sidecar["corrupt"]} - recent)
     splits = ids_by_source(data_dir, "splits_metric")  # Strava's for the last year, the files' before it
-    assert splits["api"] <= recent and splits["file"] and not splits["file"] & recent
+    assert splits["api"] <= taken and splits["file"] and not splits["file"] & taken
 
 
 def test_export_demo_rows_by_source_table_is_the_parquets(export_demo) -> None:
@@ -393,3 +398,16 @@ def test_each_kind_of_demo_refuses_the_others_folder(demo, export_demo) -> None:
         assert "--data-dir" in result.stderr and len(result.stderr.strip().splitlines()) == 1
         after = sorted(str(p.relative_to(data_dir)) for p in data_dir.rglob("*") if "quota" not in p.parts)
         assert after == before  # nothing written, not even the export's folder
+
+
+def test_a_demo_refuses_the_folder_of_a_plain_import_of_its_athletes_export(tmp_path) -> None:
+    athlete_id = SimulatorSettings().athlete_id  # the demo's own athlete: only the import tells the folder apart
+    export = write_folder(tmp_path / "export", csv_text(ENGLISH_94, [english_row(1, "activities/1.fit")]),
+                          [ExportFile("activities/1.fit", fixture("fenix5-run.fit"))], profile_id=athlete_id)
+    config = tmp_path / "config.toml"
+    config.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n')
+    assert run_cli("--config", str(config), "import", str(export)).returncode == 0
+    for flags in (("--export",), ()):
+        result = run_cli("demo", *flags, "--data-dir", str(tmp_path / "data"), timeout=60)
+        assert result.returncode == 2, result.stderr
+        assert "holds the data of a 'bulkfetch import', not of a demo" in result.stderr, result.stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import math
 from itertools import accumulate, pairwise
+from operator import mul
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 from bulkfetch import derive
 from bulkfetch.activity_files import decode_file
 from bulkfetch.derive import FileSummary, file_summary, is_stale, laps, prepare, splits, stream_set
+from bulkfetch.distance import TIME_GLITCH_S
 from bulkfetch.schema import build_streams, build_tables
 from bulkfetch.track import DeviceLap, Session, Track
 
@@ -185,6 +187,39 @@ def test_a_time_stepping_back_takes_the_time_before_it():
     assert file_summary(derived).moving_s == 1000
 
 
+def test_a_corrupt_first_time_holds_no_record():
+    # time [1000, 0, 1, ...]: the running maximum held every record at 1000 s, so the first kilometre
+    # took no time at all; the first time is a glitch and takes the time of the record after it
+    track = make_track([1000, *range(1500)], distance=[0.0, *(2.5 * t for t in range(1500))])
+    assert [s["elapsed_time"] for s in splits(track, 1000)] == [400, 400, 400, 299]
+    assert file_summary(track).moving_s == 1499
+
+
+@st.composite
+def first_time_glitched(draw) -> tuple[Track, int]:
+    """A moving recording (1 to 6 m/s, so every record ends a split or lies within one) with gaps in time,
+    whose first time may be corrupt: after every time of the ten records after it, or more than a day
+    before them; and the time the track spans from the record it starts at."""
+    steps = draw(st.lists(st.integers(1, 5) | st.integers(30, 600), min_size=2 * 6, max_size=300))
+    time = list(accumulate(steps, initial=0))
+    speeds = draw(st.lists(st.floats(1, 6), min_size=len(steps), max_size=len(steps)))
+    distance = list(accumulate(map(mul, speeds, steps), initial=0.0))
+    corrupt = draw(st.none() | st.integers(time[11], time[11] + 10 ** 6)
+                   | st.integers(-10 ** 9, -TIME_GLITCH_S - 1))
+    if corrupt is None:
+        return make_track(time, distance=distance), time[-1] - time[0]
+    return make_track([corrupt, *time[1:]], distance=distance), time[-1] - time[1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(case=first_time_glitched(), unit=st.sampled_from([1000.0, 50.0]))
+def test_split_elapsed_times_add_up_to_the_tracks_span_whatever_its_first_time(case, unit):
+    track, span_s = case
+    derived = prepare(track)
+    assert sum(s["elapsed_time"] for s in splits(derived, unit)) == span_s
+    assert file_summary(derived).moving_s == span_s  # every interval moves
+
+
 def test_a_track_shorter_than_one_split_is_one_partial_split():
     (only,) = splits(steady(100, 3.0), 1000)
     assert (only["split"], only["distance"], only["elapsed_time"], only["moving_time"]) == (1, 300.0, 100, 100)
@@ -275,7 +310,8 @@ def test_splits_and_laps_hold_for_any_glitched_track(track, unit, sport):
     assert (1 if total >= derive.MIN_SPLIT_M else 0) <= len(items) <= int(total // unit) + 1
     # splits follow each other: together they cover the track (less a last remainder under 0.1 m) ...
     assert sum(s["distance"] for s in items) == pytest.approx(total, abs=0.05 * len(items) + derive.MIN_SPLIT_M)
-    assert sum(s["elapsed_time"] for s in items) <= max(track.series["time"])
+    # (the track may start after its first record's time: a first time out of line is a glitch)
+    assert sum(s["elapsed_time"] for s in items) <= max(track.series["time"]) - min(track.series["time"])
     assert sum(s["moving_time"] for s in items) <= summary.moving_s
     # ... and every split but the last ends at or past a boundary of its own
     covered = list(accumulate(s["distance"] for s in items))

@@ -13,7 +13,15 @@ from hypothesis import strategies as st
 
 from bulkfetch import derive
 from bulkfetch.activity_files import decode_file
-from bulkfetch.distance import FOOT_MAX_SPEED_MPS, MAX_SPEED_MPS, STEP_RECORDS, distance_series, max_speed_mps
+from bulkfetch.distance import (
+    FOOT_MAX_SPEED_MPS,
+    MAX_SPEED_MPS,
+    STEP_RECORDS,
+    TIME_GLITCH_S,
+    distance_series,
+    max_speed_mps,
+    monotone_time,
+)
 from bulkfetch.track import Session, Track
 
 FILES = Path(__file__).parent / "fixtures_files"
@@ -115,6 +123,25 @@ def test_a_first_value_within_reach_of_most_after_it_stays():
     recorded = run(100)
     recorded[1] = 5_000.0  # the second value is the odd one out, not the first
     assert distance_series(track_of(recorded), "Run") == pytest.approx(run(100))
+
+
+# -- time -----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("first", "kept"), [
+    (1000, 0),                     # ahead of every time after it: the track starts at the second record
+    (-TIME_GLITCH_S - 1, 0),       # a day before them: a corrupt clock, not a pause
+    (STEP_RECORDS - 1, STEP_RECORDS - 1),  # ahead of fewer than half of the ten after it: kept, they wait
+    # a pause of up to a day between the first record and the ten after it is the recording's
+    (2 * STEP_RECORDS - TIME_GLITCH_S, 2 * STEP_RECORDS - TIME_GLITCH_S),
+])
+def test_a_first_time_out_of_line_with_those_after_it_is_a_glitch(first, kept):
+    # [1000, 0, 1, 2, ...] held every record at 1000 s until the clock passed it: no elapsed time at all
+    after = list(range(100))
+    assert monotone_time([first, *after]) == [kept, *(max(t, kept) for t in after)]
+
+
+def test_the_first_times_are_judged_by_those_after_them_not_only_the_first():
+    assert monotone_time([500, 400, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]) == [0, 0, *range(12)]
 
 
 def test_a_counter_reset_goes_on_from_the_distance_before_it():

@@ -348,8 +348,9 @@ def test_coverage_comes_from_the_index_and_a_new_rules_summaries_are_derived_off
         assert cli(case.config, "fetch", "--streams", "all", "--no-compact") == 0
         assert sorted(stream_gets(sim)) == sorted(listed - covered)  # the export still spares its streams
         assert len(reads) == len(case.archived) + 1 and derived and not any(derived)  # + the CSV-only one
-        # read for the plan, for the streams, after keeping the new summaries; a look is one stat
-        assert len(index_reads) == 3 < len(stream_gets(sim))
+        # read for the plan, for the details (their stale files), after keeping the new summaries, for the
+        # streams; a look is one stat
+        assert len(index_reads) == 4 < len(stream_gets(sim))
         reads.clear()
         derived.clear()
         capsys.readouterr()
@@ -446,7 +447,7 @@ def test_a_fetch_skips_the_streams_an_import_running_beside_it_covered(tmp_path)
         assert fetch.returncode == 0, stderr
         asked = set(stream_gets(sim))
         assert asked == set(sim.activity_ids()) - case.ids("covered")
-        assert "(3 more from the account export)" in stdout  # its summary line
+        assert "3 stream sets from the account export;" in stdout  # its summary line
     # the fetch's own compaction at its end took in what the import added meanwhile
     assert {i: s for i, s in case.sources("streams").items() if i in case.ids("covered")} == {
         i: {"file"} for i in case.ids("covered")}
@@ -476,6 +477,56 @@ def test_the_simulators_export_spares_every_stream_request_but_the_cropped_the_c
     assert sources(tmp_path / "data", "streams") == {
         **{i: {"file"} for i in covered}, **{i: {"api"} for i in set(written.cropped) | {corrupt}}}  # manual: none
     assert sources(tmp_path / "data", "activities") == {i: {"api"} for i in listed}
+
+
+def test_the_recipes_since_still_fetches_an_older_stale_files_streams_and_detail(tmp_path, capsys):
+    """The README's recipe (import, then `fetch --since` a recent date): an older activity whose file is
+    stale loses its file rows, so it is fetched whatever --since says (detail and streams), and plan counts
+    it; the older covered ones get nothing from the API."""
+    settings = SimulatorSettings(activities=10, seed=37, duration_s=120, short_limit=1000, daily_limit=10000)
+    with SimulatorThread(settings) as sim:
+        written = write_export(tmp_path / "export.zip", sim.history)
+        [cropped] = written.cropped
+        newer = {i for i, a in sim.history.activities.items() if a.start_s > sim.history.activities[cropped].start_s}
+        assert newer and cropped in sim.activity_ids()  # so --since below leaves the cropped one out
+        since = datetime.fromtimestamp(sim.history.activities[cropped].start_s + 1, UTC).isoformat()
+        config = tmp_path / "config.toml"
+        config.write_text(simulator_config_text(sim, tmp_path / "data"))
+        assert cli(config, "import", str(written.path)) == 0
+        capsys.readouterr()
+        assert cli(config, "plan", "--since", since, "--streams", "all") == 0
+        out = capsys.readouterr().out
+        wanted = newer - set(written.manual) - {written.corrupt.activity_id}  # the newer ones the export covers
+        assert f"from the export, {len(newer - wanted) + 1} request" in out and \
+            "(1 for file older than Strava's version)" in out, out
+        mark = len(sim.request_log)
+        assert cli(config, "fetch", "--since", since, "--streams", "all") == 0
+        assert cropped in stream_gets(sim, mark) and set(stream_gets(sim, mark)) == newer - wanted | {cropped}
+        assert spent(sim, mark)["detail"] == len(newer) + 1
+    # its streams, splits and laps are the API's: nothing of its stale file
+    for table in ("streams", "splits_metric", "laps"):
+        assert sources(tmp_path / "data", table).get(cropped) == {"api"}, table
+
+
+def test_status_counts_an_older_stale_files_requests_as_the_next_fetch_sends_them(tmp_path, capsys):
+    """A fetch --since before the import, then the import: status's pending work is what the next fetch
+    sends, the older stale file's detail and streams included (it is fetched whatever --since says)."""
+    settings = SimulatorSettings(activities=10, seed=37, duration_s=120, short_limit=1000, daily_limit=10000)
+    with SimulatorThread(settings) as sim:
+        written = write_export(tmp_path / "export.zip", sim.history)
+        [cropped] = written.cropped
+        since = datetime.fromtimestamp(sim.history.activities[cropped].start_s + 1, UTC).isoformat()
+        config = tmp_path / "config.toml"
+        config.write_text(simulator_config_text(sim, tmp_path / "data"))
+        assert cli(config, "fetch", "--since", since, "--streams", "all") == 0
+        assert cli(config, "import", str(written.path)) == 0
+        capsys.readouterr()
+        assert cli(config, "status") == 0
+        status = capsys.readouterr().out
+        assert re.search(r"pending\s+1 detail, 1 stream set\n", status), status
+        mark = len(sim.request_log)
+        assert cli(config, "fetch", "--since", since, "--streams", "all") == 0
+        assert stream_gets(sim, mark) == [cropped] and spent(sim, mark)["detail"] == 1
 
 
 def test_the_runs_summary_counts_each_activity_the_export_spared_once_whatever_the_list_checks(tmp_path, monkeypatch,
@@ -514,7 +565,8 @@ def test_the_runs_summary_counts_each_activity_the_export_spared_once_whatever_t
             uploader.join()
     out, err = capsys.readouterr()
     assert "new since the run began" in err and uploaded[0] in stream_gets(sim)  # a check decided A's streams again
-    assert f"({len(covered)} more from the account export)" in out  # the run's summary line
+    sets = f"{len(covered)} stream set{'' if len(covered) == 1 else 's'}"
+    assert f"{sets} from the account export;" in out  # the run's summary line
     assert err.count("more from the account export)") == 1  # the check's own plan line spares nothing new
 
 

@@ -465,3 +465,42 @@ def test_a_moved_activity_is_found_among_many_that_share_its_new_start_second(tm
         mark = len(sim.request_log)
         assert fetch(config) == 0
         assert {r.path for r in api_records(sim, since=mark)} == {f"{API}/athlete/activities"}  # settled
+
+
+# Installed in every Python process of a CLI run (its compaction worker too) by PYTHONPATH: each file
+# opened is appended, one path a line, to the file named by OPENED_LOG.
+RECORD_OPENS = """\
+import os, sys
+_log = os.environ["OPENED_LOG"]
+def _record(event, args):
+    if event == "open" and isinstance(args[0], (str, bytes, os.PathLike)) and os.fsdecode(args[0]) != _log:
+        with open(_log, "a") as out:
+            out.write(os.fsdecode(args[0]) + "\\n")
+sys.addaudithook(_record)
+"""
+
+
+def test_a_fetch_that_finds_nothing_new_opens_no_detail_or_stream_file(tmp_path: Path) -> None:
+    """The no-op run (listing, plan, compaction) must not grow with the history: it reads list pages and
+    state, never a raw detail or StreamSet it already has."""
+    settings = SimulatorSettings(activities=25, seed=48, short_limit=1000, daily_limit=10000)
+    with SimulatorThread(settings) as sim:
+        config = setup(tmp_path, sim)
+        command = ["--config", str(config), "fetch", "--streams", "all"]
+        assert main(command) == 0  # everything fetched and compacted
+        store = athlete_store(tmp_path / "data")
+        assert store.detail_ids() and store.stream_ids()
+        hooks = tmp_path / "hooks"
+        hooks.mkdir()
+        (hooks / "sitecustomize.py").write_text(RECORD_OPENS)
+        opened_log = tmp_path / "opened.txt"
+        mark = len(sim.request_log)
+        done = subprocess.run([sys.executable, "-m", "bulkfetch", *command], env=cli_env(
+            PYTHONPATH=f"{hooks}{os.pathsep}{cli_env()['PYTHONPATH']}", OPENED_LOG=str(opened_log)),
+            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        assert done.returncode == 0, done.stderr
+        assert {r.path for r in api_records(sim, since=mark)} == {f"{API}/athlete/activities"}  # nothing new
+    opened = opened_log.read_text().splitlines()
+    assert any(f"{os.sep}raw{os.sep}list{os.sep}" in path for path in opened)  # the hook does see raw reads
+    raw = [path for path in opened if str(store.detail_dir) in path or str(store.stream_dir) in path]
+    assert raw == []

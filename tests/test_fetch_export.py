@@ -58,11 +58,11 @@ def test_an_export_imported_before_its_athlete_was_known_joins_the_athlete_the_f
         assert not unbound.exists()
         assert cli(config, "fetch", "--streams", "all") == 0
         assert sorted(stream_gets(sim)) == sorted(listed - covered)
-        assert f"({len(covered)} more from the account export)" in capsys.readouterr().out  # its summary line
+        assert f"{len(covered)} stream sets from the account export;" in capsys.readouterr().out  # its summary line
         # A repeat run decides nothing: the export's share is not said again, as if this run had spared it.
         assert cli(config, "fetch", "--streams", "all") == 0
         out, err = capsys.readouterr()
-        assert "account export" not in out + err and "0 stream sets" not in out
+        assert "account export" not in out + err and "stream request" not in out
     assert {i: s for i, s in sources(tmp_path / "data", "streams").items() if i in covered} == {
         i: {"file"} for i in covered}
 

@@ -243,6 +243,7 @@ def test_a_failed_stream_set_is_reported_and_kept_as_a_stream_failure(tmp_path: 
     last = err.strip().splitlines()[-1]
     assert last.startswith("bulkfetch: 1 stream set(s) failed") and "activity 41" in last, last
     assert "; 1 failed (1 of them stream sets); " in out  # the summary line counts them too
+    assert "; 2 stream requests (1 set, 1 failed); " in out  # and among the stream requests
     assert "detail" not in last
     store = athlete_store(tmp_path / "data")
     assert store.detail_ids() == {41, 42} and store.stream_ids() == {42}

@@ -204,7 +204,7 @@ def test_sigkill_and_no_wait_stops_resume_without_asking_any_stream_twice(tmp_pa
 
 # -- plan -------------------------------------------------------------------------------------------------------
 def test_plan_online_then_offline_predicts_exactly_what_fetch_spends(tmp_path: Path, capsys) -> None:
-    settings = SimulatorSettings(activities=57, seed=24, short_limit=1000, daily_limit=10000,
+    settings = SimulatorSettings(activities=25, seed=24, short_limit=1000, daily_limit=10000,
                                  overall_short_limit=2000, overall_daily_limit=20000)
     thread = SimulatorThread(settings)
     with thread as sim:
@@ -347,6 +347,21 @@ def test_progress_lines_name_streams_as_streams(tmp_path: Path, capsys) -> None:
         assert re.search(r"^\S+ details 4/4 \(4 fetched\)", err, flags=re.M), err
         assert re.search(r"^\S+ streams 4/4 \([^)]*\bstreams?\b[^)]*\)", err, flags=re.M), err
         assert not re.search(r"^\S+ details \d+/\d+ \([^)]*streams", err, flags=re.M), err
+
+
+def test_the_summary_line_accounts_for_every_stream_request(tmp_path: Path, capsys) -> None:
+    # Manual activities answer "no streams": requests that store no set, which the line must still count.
+    thread = SimulatorThread(SimulatorSettings(activities=4, seed=46, short_limit=1000, daily_limit=10000))
+    with thread as sim:
+        for _ in range(2):
+            thread.call(partial(sim.add_activity, manual=True))
+        config = setup(tmp_path, sim)
+        assert run(config, "fetch", "--no-compact", "--streams", "time") == 0
+        store = athlete_store(tmp_path / "data")
+        sent, sets, without = len(stream_gets(sim)), len(store.stream_ids()), len(store.no_stream_ids())
+        assert sent == sets + without and without >= 2
+        out = capsys.readouterr().out
+        assert f"; {sent} stream requests ({sets} sets, {without} manual activities without streams); " in out, out
 
 
 def test_status_counts_pending_streams_and_shows_the_last_fetchs_filters(tmp_path: Path, capsys) -> None:
