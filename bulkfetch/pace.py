@@ -6,7 +6,7 @@ measured range). Pace = moving time / distance (s/m). Flat pace = median pace of
 Minetti et al. 2002: C(i) = 155.4i^5 - 30.4i^4 - 43.3i^3 + 46.3i^2 + 19.5i + 3.6 J/kg/m, and the pace it
 predicts at grade i is flat pace * C(i)/C(0).
 
-The athlete's model, fitted from splits by least squares (pure Python):
+The athlete's model, fitted from splits (fit_splits) by least squares weighted by distance (pure Python):
 
     log pace = alpha_activity + b_up * log(C(i)/C(0))[i > 0] + b_down * log(C(i)/C(0))[i < 0]
                + c * (distance into the run at the split's middle / 10 km)
@@ -30,6 +30,7 @@ from dataclasses import dataclass
 GRADE_LIMIT = 0.45
 FLAT_GRADE = 0.01
 FULL_SHARE = (0.95, 1.05)
+MIN_FIT_SHARE = 0.1  # shorter splits' paces are mostly the rounding of their moving seconds
 KM_M = 1000.0
 MILE_M = 1609.344
 FATIGUE_UNIT_M = 10_000.0
@@ -79,11 +80,24 @@ def usable_splits(activity_id: int, race: bool, rows: Iterable[tuple[float, floa
                   unit_m: float = KM_M) -> list[Split]:
     """The usable splits of one run from its splits in order as (distance m, moving s, elevation difference
     m): each split's distance into the run counts every split before it, used or not."""
+    return [s for s in _moved_splits(activity_id, race, rows) if is_full(s.distance_m, unit_m)]
+
+
+def fit_splits(activity_id: int, race: bool, rows: Iterable[tuple[float, float, float]],
+               unit_m: float = KM_M) -> list[Split]:
+    """The splits the model is fitted on: the usable ones and a run's short last split (at least
+    MIN_FIT_SHARE of a unit). Leaving the end of every run out but not its start biases the fatigue term
+    low whenever a run is slower at both ends; fit_pace weights splits by distance, so a short one counts
+    only for its share."""
+    return [s for s in _moved_splits(activity_id, race, rows) if s.distance_m >= MIN_FIT_SHARE * unit_m]
+
+
+def _moved_splits(activity_id: int, race: bool, rows: Iterable[tuple[float, float, float]]) -> list[Split]:
     out, done_m = [], 0.0
     for distance_m, moving_s, rise_m in rows:
         split = Split(activity_id, race, distance_m, moving_s, rise_m, done_m + distance_m / 2)
         done_m += distance_m
-        if is_full(distance_m, unit_m) and moving_s > 0 and abs(split.grade) <= GRADE_LIMIT:
+        if moving_s > 0 and abs(split.grade) <= GRADE_LIMIT:
             out.append(split)
     return out
 
@@ -142,7 +156,8 @@ class NotEnoughData(ValueError):
 
 
 def fit_pace(splits: Sequence[Split]) -> PaceFit:
-    """The model of the module's docstring, by least squares within activities."""
+    """The model of the module's docstring, by least squares within activities, each split weighted by its
+    distance (a run's level is its distance-weighted mean; a short last split counts for its share)."""
     by_activity: dict[int, list[Split]] = {}
     for split in splits:
         by_activity.setdefault(split.activity_id, []).append(split)
@@ -150,21 +165,28 @@ def fit_pace(splits: Sequence[Split]) -> PaceFit:
     targets: list[float] = []
     for group in by_activity.values():
         values = [(math.log(s.pace), *features(s.grade, s.into_m)) for s in group]
-        means = [statistics.fmean(column) for column in zip(*values)]
-        for value in values:
-            targets.append(value[0] - means[0])
-            rows.append(tuple(v - m for v, m in zip(value[1:], means[1:])))
+        means = _weighted_means(group, values)
+        for split, value in zip(group, values):
+            root = math.sqrt(split.distance_m / KM_M)  # weighted least squares by scaling rows
+            targets.append(root * (value[0] - means[0]))
+            rows.append(tuple(root * (v - m) for v, m in zip(value[1:], means[1:])))
     weights = least_squares(rows, targets) if len(rows) > 3 else None
     if weights is None:
         raise NotEnoughData(f"{len(splits)} splits are too few or too alike to fit pace against grade and distance")
     residuals = [t - sum(w * x for w, x in zip(weights, row)) for row, t in zip(rows, targets)]
-    levels = {activity_id: statistics.fmean(
-        math.log(s.pace) - sum(w * x for w, x in zip(weights, features(s.grade, s.into_m))) for s in group)
+    levels = {activity_id: _weighted_means(group, [
+        (math.log(s.pace) - sum(w * x for w, x in zip(weights, features(s.grade, s.into_m))),) for s in group])[0]
         for activity_id, group in by_activity.items()}
     races = tuple(levels[a] for a, group in by_activity.items() if group[0].race)
     return PaceFit(uphill_weight=weights[0], downhill_weight=weights[1], fatigue_per_10km=weights[2],
                    race_levels=races, splits=len(rows),
                    residual_sd=math.sqrt(sum(r * r for r in residuals) / max(len(rows) - len(weights), 1)))
+
+
+def _weighted_means(group: Sequence[Split], values: Sequence[tuple[float, ...]]) -> list[float]:
+    """Each column of `values` (one row per split of `group`) averaged with the splits' distances as weights."""
+    total_m = sum(s.distance_m for s in group)
+    return [sum(s.distance_m * v for s, v in zip(group, column)) / total_m for column in zip(*values)]
 
 
 @dataclass(frozen=True)
