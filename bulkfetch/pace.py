@@ -26,6 +26,7 @@ log time +- Z90 * sd * sqrt(1 + 1/n) (at least two races).
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 import statistics
@@ -39,7 +40,8 @@ MIN_FIT_SHARE = 0.1  # shorter splits' paces are mostly the rounding of their mo
 KM_M = 1000.0
 MILE_M = 1609.344
 FATIGUE_UNIT_M = 10_000.0
-PIECE_M = 1000.0  # a course is walked in pieces this long (fatigue grows along it)
+PIECE_M = 1000.0
+SEGMENT_M = 100.0  # streams are cut this finely: hills of a few hundred metres show  # a course is walked in pieces this long (fatigue grows along it)
 Z90 = 1.6449  # two-sided 90 %
 
 
@@ -117,6 +119,35 @@ def _moved_splits(activity_id: int, race: bool, rows: Sequence[tuple[float, floa
         if moving_s > 0 and abs(split.grade) <= GRADE_LIMIT:
             out.append(split)
     return out
+
+
+def stream_rows(time_s: Sequence[float], distance_m: Sequence[float | None], altitude_m: Sequence[float | None],
+                moving: Sequence[bool], piece_m: float = SEGMENT_M) -> list[tuple[float, float, float]]:
+    """A run's streams (one reading each, in order; None where the device lacked it) cut every `piece_m` of
+    distance into rows as usable_splits takes them: (distance m, moving s, elevation difference m), the
+    last row the remainder. Moving time counts the seconds up to each moving reading; values at a cut are
+    interpolated between the readings either side, so the cuts fall exactly on the distance and a thinned
+    stream (Strava's beyond an hour) loses no time."""
+    readings: list[tuple[float, float, float]] = []  # (distance, moving seconds so far, altitude)
+    moved_s = 0.0
+    for index, (second, metres, height) in enumerate(zip(time_s, distance_m, altitude_m)):
+        if index and moving[index]:
+            moved_s += second - time_s[index - 1]
+        if metres is not None and height is not None and (not readings or metres > readings[-1][0]):
+            readings.append((metres, moved_s, height))
+    if len(readings) < 2:
+        return []
+    cuts = [_at(readings, readings[0][0] + k * piece_m)
+            for k in range(math.ceil((readings[-1][0] - readings[0][0]) / piece_m - 1e-9))] + [readings[-1]]
+    return [(b[0] - a[0], b[1] - a[1], b[2] - a[2]) for a, b in zip(cuts, cuts[1:])]
+
+
+def _at(readings: Sequence[tuple[float, float, float]], metres: float) -> tuple[float, float, float]:
+    """The reading at `metres`, interpolated linearly between the recorded ones around it."""
+    high = min(max(bisect.bisect_left(readings, (metres,)), 1), len(readings) - 1)
+    (d0, s0, h0), (d1, s1, h1) = readings[high - 1], readings[high]
+    share = (metres - d0) / (d1 - d0)
+    return metres, s0 + share * (s1 - s0), h0 + share * (h1 - h0)
 
 
 def flat_pace(splits: Iterable[Split]) -> float | None:
@@ -203,8 +234,8 @@ def fit_pace(splits: Sequence[Split]) -> PaceFit:
     if weights is None:
         raise NotEnoughData(f"{len(splits)} splits are too few or too alike to fit pace against grade and distance")
     residuals = [t - sum(w * x for w, x in zip(weights, row)) for row, t in zip(rows, targets)]
-    levels = {activity_id: _weighted_means(group, [
-        (math.log(s.pace) - sum(w * x for w, x in zip(weights, features(s.grade, s.into_m))),) for s in group])[0]
+    levels = {activity_id: math.log(sum(s.moving_s for s in group) / sum(
+        s.distance_m * math.exp(sum(w * x for w, x in zip(weights, features(s.grade, s.into_m)))) for s in group))
         for activity_id, group in by_activity.items()}
     races = [(levels[a], group[0].hidden_climb) for a, group in by_activity.items() if group[0].race]
     level, slope = level_line(*zip(*races)) if races else (None, 0.0)
