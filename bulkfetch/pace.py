@@ -27,11 +27,11 @@ log time +- Z90 * sd * sqrt(1 + 1/n) (at least two races).
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import math
 import re
 import statistics
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 GRADE_LIMIT = 0.45
 FLAT_GRADE = 0.01
@@ -40,8 +40,8 @@ MIN_FIT_SHARE = 0.1  # shorter splits' paces are mostly the rounding of their mo
 KM_M = 1000.0
 MILE_M = 1609.344
 FATIGUE_UNIT_M = 10_000.0
-PIECE_M = 1000.0
-SEGMENT_M = 100.0  # streams are cut this finely: hills of a few hundred metres show  # a course is walked in pieces this long (fatigue grows along it)
+PIECE_M = 1000.0  # a course is walked in pieces this long (fatigue grows along it)
+SEGMENT_M = 100.0  # streams are cut this finely: hills of a few hundred metres show
 Z90 = 1.6449  # two-sided 90 %
 
 
@@ -60,7 +60,7 @@ def predicted_pace(flat_pace: float, grade: float) -> float:
     return flat_pace * relative_cost(grade)
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Split:
     activity_id: int
     race: bool
@@ -156,38 +156,51 @@ def flat_pace(splits: Iterable[Split]) -> float | None:
     return statistics.median(paces) if paces else None
 
 
-def features(grade: float, into_m: float) -> tuple[float, float, float]:
-    """The model's regressors of a split: uphill cost, downhill cost (log C(i)/C(0)), distance in 10 km."""
-    cost = math.log(relative_cost(grade))
-    return (cost, 0.0, into_m / FATIGUE_UNIT_M) if grade > 0 else (0.0, cost, into_m / FATIGUE_UNIT_M)
+BEND_TERMS = (2, 3)  # features' indices of the grade-squared terms
+
+
+def features(grade: float, into_m: float) -> tuple[float, float, float, float, float]:
+    """The model's regressors of a split: uphill and downhill cost (log C(i)/C(0)), uphill and downhill
+    grade squared (how the athlete's cost bends away from Minetti's on steep grades: braking downhill),
+    distance into the run in 10 km."""
+    cost, bend, into = math.log(relative_cost(grade)), grade * grade, into_m / FATIGUE_UNIT_M
+    return (cost, 0.0, bend, 0.0, into) if grade > 0 else (0.0, cost, 0.0, bend, into)
 
 
 def least_squares(rows: Sequence[tuple[float, ...]], targets: Sequence[float]) -> tuple[float, ...] | None:
-    """Coefficients minimising the squared error of targets ~ rows (no intercept), by the normal equations
-    and Gaussian elimination with partial pivoting; None when they are singular."""
+    """Coefficients minimising the squared error of targets ~ rows (no intercept), by the normal equations;
+    None when they are singular."""
     size = len(rows[0]) if rows else 0
-    matrix = [[sum(r[i] * r[j] for r in rows) for j in range(size)]
-              + [sum(r[i] * t for r, t in zip(rows, targets))] for i in range(size)]
+    return solve([[sum(r[i] * r[j] for r in rows) for j in range(size)] for i in range(size)],
+                 [sum(r[i] * t for r, t in zip(rows, targets)) for i in range(size)])
+
+
+def solve(matrix: Sequence[Sequence[float]], vector: Sequence[float]) -> tuple[float, ...] | None:
+    """x with matrix x = vector, by Gaussian elimination with partial pivoting; None when singular."""
+    size = len(vector)
+    rows = [[*matrix[i], vector[i]] for i in range(size)]
     for col in range(size):
-        pivot = max(range(col, size), key=lambda r: abs(matrix[r][col]))
-        if abs(matrix[pivot][col]) < 1e-12:
+        pivot = max(range(col, size), key=lambda r: abs(rows[r][col]))
+        if abs(rows[pivot][col]) < 1e-12:
             return None
-        matrix[col], matrix[pivot] = matrix[pivot], matrix[col]
+        rows[col], rows[pivot] = rows[pivot], rows[col]
         for row in range(size):
             if row != col:
-                factor = matrix[row][col] / matrix[col][col]
-                matrix[row] = [a - factor * b for a, b in zip(matrix[row], matrix[col])]
-    return tuple(matrix[i][size] / matrix[i][i] for i in range(size))
+                factor = rows[row][col] / rows[col][col]
+                rows[row] = [a - factor * b for a, b in zip(rows[row], rows[col])]
+    return tuple(rows[i][size] / rows[i][i] for i in range(size))
 
 
 class NotEnoughData(ValueError):
     """Too few splits or races to fit or predict."""
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class PaceFit:
     uphill_weight: float  # b_up
     downhill_weight: float  # b_down
+    uphill_bend: float  # q_up (log pace per grade squared, uphill)
+    downhill_bend: float  # q_down
     fatigue_per_10km: float  # c (log pace per 10 km into the run)
     race_level: float | None  # at no hidden climb; None without races
     hidden_climb_weight: float  # h (log pace per metre of hidden climb per metre)
@@ -199,9 +212,13 @@ class PaceFit:
         """Predicted log pace (s/m) at race effort on a course hiding `hidden` climb per metre."""
         if self.race_level is None:
             raise NotEnoughData("no races (workout_type 1) among the runs: nothing to set the race effort from")
-        up, down, fatigue = features(grade, into_m)
-        return (self.race_level + self.hidden_climb_weight * hidden + self.uphill_weight * up
-                + self.downhill_weight * down + self.fatigue_per_10km * fatigue)
+        return self.race_level + self.hidden_climb_weight * hidden + self.terms(grade, into_m)
+
+    def terms(self, grade: float, into_m: float) -> float:
+        """The grade and fatigue terms' log pace (what sets a split apart from its run's level)."""
+        weights = (self.uphill_weight, self.downhill_weight, self.uphill_bend, self.downhill_bend,
+                   self.fatigue_per_10km)
+        return sum(w * x for w, x in zip(weights, features(grade, into_m)))
 
 
 def level_line(levels: Sequence[float], hidden: Sequence[float]) -> tuple[float, float]:
@@ -216,33 +233,54 @@ def level_line(levels: Sequence[float], hidden: Sequence[float]) -> tuple[float,
 
 
 def fit_pace(splits: Sequence[Split]) -> PaceFit:
-    """The model of the module's docstring, by least squares within activities, each split weighted by its
-    distance (a run's level is its distance-weighted mean; a short last split counts for its share)."""
+    """The model of the module's docstring: the weights by least squares within activities (each run's
+    splits less their distance-weighted means, so the levels drop out), each split weighted by its
+    distance; then each run's level is the one that gives its moving time (see run_level)."""
     by_activity: dict[int, list[Split]] = {}
     for split in splits:
         by_activity.setdefault(split.activity_id, []).append(split)
-    rows: list[tuple[float, ...]] = []  # regressors demeaned within each activity (the levels drop out)
-    targets: list[float] = []
+    size = len(features(0.0, 0.0))
+    matrix, vector, total_square = [[0.0] * size for _ in range(size)], [0.0] * size, 0.0
     for group in by_activity.values():
         values = [(math.log(s.pace), *features(s.grade, s.into_m)) for s in group]
         means = _weighted_means(group, values)
         for split, value in zip(group, values):
-            root = math.sqrt(split.distance_m / KM_M)  # weighted least squares by scaling rows
-            targets.append(root * (value[0] - means[0]))
-            rows.append(tuple(root * (v - m) for v, m in zip(value[1:], means[1:])))
-    weights = least_squares(rows, targets) if len(rows) > 3 else None
+            weight = split.distance_m / KM_M
+            target, row = value[0] - means[0], [v - m for v, m in zip(value[1:], means[1:])]
+            total_square += weight * target * target
+            for i in range(size):
+                vector[i] += weight * row[i] * target
+                for j in range(i, size):
+                    matrix[i][j] += weight * row[i] * row[j]
+    for i in range(size):
+        for j in range(i):
+            matrix[i][j] = matrix[j][i]
+    weights = _solve_bending_if_able(matrix, vector) if len(splits) > size else None
     if weights is None:
         raise NotEnoughData(f"{len(splits)} splits are too few or too alike to fit pace against grade and distance")
-    residuals = [t - sum(w * x for w, x in zip(weights, row)) for row, t in zip(rows, targets)]
-    levels = {activity_id: math.log(sum(s.moving_s for s in group) / sum(
-        s.distance_m * math.exp(sum(w * x for w, x in zip(weights, features(s.grade, s.into_m)))) for s in group))
-        for activity_id, group in by_activity.items()}
-    races = [(levels[a], group[0].hidden_climb) for a, group in by_activity.items() if group[0].race]
+    # At the solution the residuals' squares add up to y'y - w'X'y.
+    residual_square = max(total_square - sum(w * v for w, v in zip(weights, vector)), 0.0)
+    shape = PaceFit(*weights[:4], fatigue_per_10km=weights[4], race_level=None, hidden_climb_weight=0.0,
+                    race_deviations=(), residual_sd=0.0, splits=len(splits))
+    races = [(run_level(shape, group), group[0].hidden_climb) for group in by_activity.values() if group[0].race]
     level, slope = level_line(*zip(*races)) if races else (None, 0.0)
     deviations = tuple(alpha - level - slope * hidden for alpha, hidden in races) if level is not None else ()
-    return PaceFit(uphill_weight=weights[0], downhill_weight=weights[1], fatigue_per_10km=weights[2],
-                   race_level=level, hidden_climb_weight=slope, race_deviations=deviations, splits=len(rows),
-                   residual_sd=math.sqrt(sum(r * r for r in residuals) / max(len(rows) - len(weights), 1)))
+    return dataclasses.replace(shape, race_level=level, hidden_climb_weight=slope, race_deviations=deviations,
+                               residual_sd=math.sqrt(residual_square / max(len(splits) - size, 1)))
+
+
+def _solve_bending_if_able(matrix: list[list[float]], vector: list[float]) -> tuple[float, ...] | None:
+    """The weights, or with the bends fixed at 0 when the splits cannot tell them from the costs (a single
+    grade on each side, say)."""
+    full = solve(matrix, vector)
+    if full is not None:
+        return full
+    kept = [index for index in range(len(vector)) if index not in BEND_TERMS]
+    part = solve([[matrix[i][j] for j in kept] for i in kept], [vector[i] for i in kept])
+    if part is None:
+        return None
+    by_index = dict(zip(kept, part))
+    return tuple(by_index.get(index, 0.0) for index in range(len(vector)))
 
 
 def _weighted_means(group: Sequence[Split], values: Sequence[tuple[float, ...]]) -> list[float]:
@@ -251,7 +289,15 @@ def _weighted_means(group: Sequence[Split], values: Sequence[tuple[float, ...]])
     return [sum(s.distance_m * v for s, v in zip(group, column)) / total_m for column in zip(*values)]
 
 
-@dataclass(frozen=True)
+def run_level(fit: PaceFit, group: Sequence[Split]) -> float:
+    """A run's level alpha: the log of its moving time over the time the grade and fatigue terms give its
+    splits. Not their mean log pace: a run uneven in itself (faster mid-run, say) has a lower mean log
+    pace for the same time (by about swing^2/4), which put every race level ~1 % fast."""
+    return math.log(sum(s.moving_s for s in group)
+                    / sum(s.distance_m * math.exp(fit.terms(s.grade, s.into_m)) for s in group))
+
+
+@dataclasses.dataclass(frozen=True)
 class Prediction:
     moving_s: float
     low_s: float | None  # 90 % interval; None with fewer than two races
