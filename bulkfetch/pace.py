@@ -11,20 +11,21 @@ streams cut every 100 m (stream_rows) where it has streams, else its splits (fit
 
     log pace = alpha_activity + b_up * log(C(i)/C(0))[i > 0] + b_down * log(C(i)/C(0))[i < 0]
                + q_up * i^2 [i > 0] + q_down * i^2 [i < 0]
-               + c * (distance into the run at the row's middle / 10 km)
+               + log(1 + c * distance into the run at the row's middle / 10 km)
 
-with one level alpha per activity (its effort that day), so b (how the athlete feels Minetti's cost,
-apart uphill and downhill), q (how the athlete's cost bends away from Minetti's on steep grades: runners
-depart from it most downhill, where braking takes over) and c (fatigue) come from the changes within each
-run, not from easy days being slower than races. A run's alpha is the one that reproduces its moving
-time (run_level). Streams matter for hills: a 1 km split's elevation difference averages a hill of a few
-hundred metres away, yet it costs time (uphill costs more than downhill saves). For runs known by their
-splits alone the races' alphas are fitted by least squares as race level + h * hidden climb, the climb per
-metre a run's total_elevation_gain holds beyond its splits' rises (h >= 0; 0 with fewer than three races,
-no spread in hidden climb, or races from streams, which hide none). A course's predicted moving time is
-the sum over its pieces of distance * exp(race level + h * its hidden climb + the grade and fatigue
-terms); its interval is a normal prediction interval on the spread of the races' alphas about that line,
-log time +- Z90 * sd * sqrt(1 + 1/n) (at least two races).
+with one level alpha per activity (its effort that day), so b (how the athlete feels Minetti's cost, apart
+uphill and downhill), q (how the athlete's cost bends away from Minetti's on steep grades: runners depart
+from it most downhill, where braking takes over) and c (fatigue) come from the changes within each run,
+not from easy days being slower than races; c by Gauss-Newton steps from 0 (fatigue adds a share of the
+fresh pace per 10 km: compounding it, exp(c x), put marathons slow). A run's alpha is the one that
+reproduces its moving time (run_level). Streams matter for hills: a 1 km split's elevation difference
+averages a hill of a few hundred metres away, yet it costs time (uphill costs more than downhill saves).
+For runs known by their splits alone the races' alphas are fitted by least squares as race level + h *
+hidden climb, the climb per metre a run's total_elevation_gain holds beyond its splits' rises (h >= 0; 0
+with fewer than three races, no spread in hidden climb, or races from streams, which hide none). A
+course's predicted moving time is the sum over its pieces of distance * exp(race level + h * its hidden
+climb + the grade and fatigue terms); its interval is a normal prediction interval on the spread of the
+races' alphas about that line, log time +- Z90 * sd * sqrt(1 + 1/n) (at least two races).
 
 Validation (tests/test_pace.py, on the simulator): leave-one-out over each simulated athlete's races, from
 100 m streams, under two simulator pace models whose terrain cost is not Minetti's; every race within 3 %
@@ -35,11 +36,12 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import functools
 import math
 import operator
 import re
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 GRADE_LIMIT = 0.45
 FLAT_GRADE = 0.01
@@ -165,14 +167,32 @@ def flat_pace(splits: Iterable[Split]) -> float | None:
 
 
 BEND_TERMS = (2, 3)  # features' indices of the grade-squared terms
+FATIGUE_STEPS = 6  # Gauss-Newton steps for c from c = 0 at most: log(1 + c x) is nearly linear in c
+FATIGUE_TOLERANCE = 1e-5  # a change in c this small moves a marathon's time by under 0.01 %
+MIN_FATIGUE_FACTOR = 0.5
 
 
-def features(grade: float, into_m: float) -> tuple[float, float, float, float, float]:
-    """The model's regressors of a split: uphill and downhill cost (log C(i)/C(0)), uphill and downhill
-    grade squared (how the athlete's cost bends away from Minetti's on steep grades: braking downhill),
-    distance into the run in 10 km."""
-    cost, bend, into = math.log(relative_cost(grade)), grade * grade, into_m / FATIGUE_UNIT_M
-    return (cost, 0.0, bend, 0.0, into) if grade > 0 else (0.0, cost, 0.0, bend, into)
+def grade_features(grade: float) -> tuple[float, float, float, float]:
+    """The model's grade regressors: uphill and downhill cost (log C(i)/C(0)), uphill and downhill grade
+    squared (how the athlete's cost bends away from Minetti's on steep grades: braking downhill)."""
+    cost, bend = math.log(relative_cost(grade)), grade * grade
+    return (cost, 0.0, bend, 0.0) if grade > 0 else (0.0, cost, 0.0, bend)
+
+
+def fatigue_slope(fatigue: float, into_m: float) -> float:
+    """d/dc log(1 + c x) at c = `fatigue`: the fatigue regressor of the fit's Gauss-Newton step."""
+    return into_m / FATIGUE_UNIT_M / _fatigue_factor(fatigue, into_m)
+
+
+def fatigue_term(fatigue: float, into_m: float) -> float:
+    """log(1 + c x), x the distance into the run in 10 km: the pace grows by a share c of the fresh pace
+    each 10 km (not compounding: exp(c x) put a marathon ~0.5 % slow when c was fitted on shorter runs)."""
+    return math.log(_fatigue_factor(fatigue, into_m))
+
+
+def _fatigue_factor(fatigue: float, into_m: float) -> float:
+    # A negative c (a run that speeds up) must not drive the factor to 0 far beyond the runs it came from.
+    return max(1 + fatigue * into_m / FATIGUE_UNIT_M, MIN_FATIGUE_FACTOR)
 
 
 def least_squares(rows: Sequence[tuple[float, ...]], targets: Sequence[float]) -> tuple[float, ...] | None:
@@ -224,9 +244,9 @@ class PaceFit:
 
     def terms(self, grade: float, into_m: float) -> float:
         """The grade and fatigue terms' log pace (what sets a split apart from its run's level)."""
-        weights = (self.uphill_weight, self.downhill_weight, self.uphill_bend, self.downhill_bend,
-                   self.fatigue_per_10km)
-        return sum(w * x for w, x in zip(weights, features(grade, into_m)))
+        weights = (self.uphill_weight, self.downhill_weight, self.uphill_bend, self.downhill_bend)
+        return (sum(w * x for w, x in zip(weights, grade_features(grade)))
+                + fatigue_term(self.fatigue_per_10km, into_m))
 
 
 def level_line(levels: Sequence[float], hidden: Sequence[float]) -> tuple[float, float]:
@@ -247,21 +267,20 @@ def fit_pace(splits: Sequence[Split]) -> PaceFit:
     by_activity: dict[int, list[Split]] = {}
     for split in splits:
         by_activity.setdefault(split.activity_id, []).append(split)
-    size = len(features(0.0, 0.0))
-    columns: list[list[float]] = [[] for _ in range(size + 1)]  # log pace, then the regressors
-    for group in by_activity.values():
-        values = [(math.log(s.pace), *features(s.grade, s.into_m)) for s in group]
-        means = _weighted_means(group, values)
-        for split, value in zip(group, values):
-            root = math.sqrt(split.distance_m / KM_M)  # weighted least squares by scaling rows
-            for column, v, m in zip(columns, value, means):
-                column.append(root * (v - m))
-    target, regressors = columns[0], columns[1:]
-    matrix = [[_dot(a, b) for b in regressors] for a in regressors]
-    vector = [_dot(a, target) for a in regressors]
-    weights = _solve_bending_if_able(matrix, vector) if len(splits) > size else None
-    if weights is None:
-        raise NotEnoughData(f"{len(splits)} splits are too few or too alike to fit pace against grade and distance")
+    size = len(grade_features(0.0)) + 1
+    grades = _demeaned(by_activity, lambda s: grade_features(s.grade))  # the same at every step
+    fatigue, weights = 0.0, None
+    for _ in range(FATIGUE_STEPS):
+        target, slope = _demeaned(by_activity, functools.partial(_linearised, fatigue))
+        regressors = [*grades, slope]
+        matrix = [[_dot(a, b) for b in regressors] for a in regressors]
+        vector = [_dot(a, target) for a in regressors]
+        weights = _solve_what_splits_tell(matrix, vector) if len(splits) > size else None
+        if weights is None:
+            raise NotEnoughData(f"{len(splits)} splits are too few or too alike to fit pace against grade and distance")
+        fatigue, moved = weights[-1], abs(weights[-1] - fatigue)
+        if moved < FATIGUE_TOLERANCE:
+            break
     # At the solution the residuals' squares add up to y'y - w'X'y.
     residual_square = max(_dot(target, target) - sum(w * v for w, v in zip(weights, vector)), 0.0)
     shape = PaceFit(*weights[:4], fatigue_per_10km=weights[4], race_level=None, hidden_climb_weight=0.0,
@@ -273,22 +292,43 @@ def fit_pace(splits: Sequence[Split]) -> PaceFit:
                                residual_sd=math.sqrt(residual_square / max(len(splits) - size, 1)))
 
 
+def _linearised(fatigue: float, split: Split) -> tuple[float, float]:
+    """The target and fatigue regressor of a Gauss-Newton step at c = `fatigue`: log pace - log(1 + c x)
+    + c * slope = alpha + grade terms + c' * slope, slope = d/dc log(1 + c x)."""
+    slope = fatigue_slope(fatigue, split.into_m)
+    return math.log(split.pace) - fatigue_term(fatigue, split.into_m) + fatigue * slope, slope
+
+
+def _demeaned(by_activity: dict[int, list[Split]], values: Callable[[Split], Sequence[float]]) -> list[list[float]]:
+    """Columns of `values` of every split, less their run's distance-weighted mean, each scaled by the root
+    of its distance in km (weighted least squares by scaling rows)."""
+    columns: list[list[float]] = []
+    for group in by_activity.values():
+        rows = [values(s) for s in group]
+        means = _weighted_means(group, rows)
+        columns = columns or [[] for _ in means]
+        for split, row in zip(group, rows):
+            root = math.sqrt(split.distance_m / KM_M)
+            for column, v, m in zip(columns, row, means):
+                column.append(root * (v - m))
+    return columns
+
+
 def _dot(a: list[float], b: list[float]) -> float:
     return sum(map(operator.mul, a, b))
 
 
-def _solve_bending_if_able(matrix: list[list[float]], vector: list[float]) -> tuple[float, ...] | None:
-    """The weights, or with the bends fixed at 0 when the splits cannot tell them from the costs (a single
-    grade on each side, say)."""
-    full = solve(matrix, vector)
-    if full is not None:
-        return full
-    kept = [index for index in range(len(vector)) if index not in BEND_TERMS]
-    part = solve([[matrix[i][j] for j in kept] for i in kept], [vector[i] for i in kept])
-    if part is None:
-        return None
-    by_index = dict(zip(kept, part))
-    return tuple(by_index.get(index, 0.0) for index in range(len(vector)))
+def _solve_what_splits_tell(matrix: list[list[float]], vector: list[float]) -> tuple[float, ...] | None:
+    """The weights, those of terms the splits cannot tell left at 0: terms that never vary (no downhill,
+    say, or flat runs only), then the bends when they cannot be told from the costs (a single grade on
+    each side, say). None when even the rest are singular."""
+    varied = [index for index in range(len(vector)) if matrix[index][index] > 1e-12]
+    for kept in (varied, [index for index in varied if index not in BEND_TERMS]):
+        part = solve([[matrix[i][j] for j in kept] for i in kept], [vector[i] for i in kept]) if kept else None
+        if part is not None:
+            by_index = dict(zip(kept, part))
+            return tuple(by_index.get(index, 0.0) for index in range(len(vector)))
+    return None
 
 
 def _weighted_means(group: Sequence[Split], values: Sequence[tuple[float, ...]]) -> list[float]:

@@ -76,6 +76,15 @@ def test_fatigue_is_not_biased_by_leaving_out_short_last_splits() -> None:
     assert full_only.fatigue_per_10km < 0.02  # why the fit takes the short last splits too
 
 
+def test_fatigue_grows_in_proportion_to_distance_not_compounding() -> None:
+    # Flat runs of 10-40 km, 10 % slower each 10 km into them in proportion: a log-linear term would fit
+    # c ~ 0.085 and put the end of a long run fast.
+    runs = [[(1000.0, 300 * (1 + 0.1 * (k + 0.5) / 10), 0.0) for k in range(km)] for km in (10, 20, 30, 40)]
+    fitted = pace.fit_pace([s for index, rows in enumerate(runs) for s in pace.fit_splits(index, False, rows)])
+    assert fitted.fatigue_per_10km == pytest.approx(0.1, abs=1e-4)
+    assert fitted.terms(0.0, 40_000) == pytest.approx(math.log(1.4), abs=1e-4)
+
+
 def _race_errors(model: PaceModel) -> list[float]:
     """Leave-one-out over the simulated races: fit on every other run's streams (time, distance, altitude,
     moving, as the API serves them) cut into 100 m rows, predict the race's moving time over its own
