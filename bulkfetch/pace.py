@@ -36,12 +36,11 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-import functools
 import math
 import operator
 import re
 import statistics
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 GRADE_LIMIT = 0.45
 FLAT_GRADE = 0.01
@@ -168,7 +167,7 @@ def flat_pace(splits: Iterable[Split]) -> float | None:
 
 BEND_TERMS = (2, 3)  # features' indices of the grade-squared terms
 FATIGUE_STEPS = 6  # Gauss-Newton steps for c from c = 0 at most: log(1 + c x) is nearly linear in c
-FATIGUE_TOLERANCE = 1e-5  # a change in c this small moves a marathon's time by under 0.01 %
+FATIGUE_TOLERANCE = 1e-4  # a change in c this small moves a marathon's time by under 0.04 %
 MIN_FATIGUE_FACTOR = 0.5
 
 
@@ -177,11 +176,6 @@ def grade_features(grade: float) -> tuple[float, float, float, float]:
     squared (how the athlete's cost bends away from Minetti's on steep grades: braking downhill)."""
     cost, bend = math.log(relative_cost(grade)), grade * grade
     return (cost, 0.0, bend, 0.0) if grade > 0 else (0.0, cost, 0.0, bend)
-
-
-def fatigue_slope(fatigue: float, into_m: float) -> float:
-    """d/dc log(1 + c x) at c = `fatigue`: the fatigue regressor of the fit's Gauss-Newton step."""
-    return into_m / FATIGUE_UNIT_M / _fatigue_factor(fatigue, into_m)
 
 
 def fatigue_term(fatigue: float, into_m: float) -> float:
@@ -267,12 +261,20 @@ def fit_pace(splits: Sequence[Split]) -> PaceFit:
     by_activity: dict[int, list[Split]] = {}
     for split in splits:
         by_activity.setdefault(split.activity_id, []).append(split)
+    runs = _Runs.of(list(by_activity.values()))
     size = len(grade_features(0.0)) + 1
-    grades = _demeaned(by_activity, lambda s: grade_features(s.grade))  # the same at every step
+    grades = [runs.demeaned(column) for column in zip(*(grade_features(s.grade) for s in runs.splits))]
+    log_pace = [math.log(s.pace) for s in runs.splits]
+    into = [s.into_m / FATIGUE_UNIT_M for s in runs.splits]
     fatigue, weights = 0.0, None
     for _ in range(FATIGUE_STEPS):
-        target, slope = _demeaned(by_activity, functools.partial(_linearised, fatigue))
-        regressors = [*grades, slope]
+        # Gauss-Newton at c: log pace - log(1 + c x) + c * slope = alpha + grade terms + c' * slope, where
+        # slope = d/dc log(1 + c x) = x / (1 + c x).
+        factors = [_fatigue_factor(fatigue, x * FATIGUE_UNIT_M) for x in into]
+        slopes = [x / factor for x, factor in zip(into, factors)]
+        target = runs.demeaned([y - math.log(factor) + fatigue * slope
+                                for y, factor, slope in zip(log_pace, factors, slopes)])
+        regressors = [*grades, runs.demeaned(slopes)]
         matrix = [[_dot(a, b) for b in regressors] for a in regressors]
         vector = [_dot(a, target) for a in regressors]
         weights = _solve_what_splits_tell(matrix, vector) if len(splits) > size else None
@@ -292,29 +294,35 @@ def fit_pace(splits: Sequence[Split]) -> PaceFit:
                                residual_sd=math.sqrt(residual_square / max(len(splits) - size, 1)))
 
 
-def _linearised(fatigue: float, split: Split) -> tuple[float, float]:
-    """The target and fatigue regressor of a Gauss-Newton step at c = `fatigue`: log pace - log(1 + c x)
-    + c * slope = alpha + grade terms + c' * slope, slope = d/dc log(1 + c x)."""
-    slope = fatigue_slope(fatigue, split.into_m)
-    return math.log(split.pace) - fatigue_term(fatigue, split.into_m) + fatigue * slope, slope
+@dataclasses.dataclass(frozen=True)
+class _Runs:
+    """Splits run by run, as the fit's columns take them."""
+
+    splits: list[Split]
+    spans: list[tuple[int, int]]  # each run's splits: splits[low:high]
+    weights: list[float]  # distance in km: weighted least squares
+
+    @classmethod
+    def of(cls, groups: Sequence[Sequence[Split]]) -> _Runs:
+        spans, low = [], 0
+        for group in groups:
+            spans.append((low, low + len(group)))
+            low += len(group)
+        ordered = [split for group in groups for split in group]
+        return cls(ordered, spans, [split.distance_m / KM_M for split in ordered])
+
+    def demeaned(self, column: Sequence[float]) -> list[float]:
+        """`column` (a value per split) less its run's weighted mean, times the root of the weight (so that
+        plain least squares on the result weighs each split by its distance)."""
+        out: list[float] = []
+        for low, high in self.spans:
+            weights, values = self.weights[low:high], column[low:high]
+            mean = _dot(weights, values) / sum(weights)
+            out.extend(math.sqrt(w) * (v - mean) for w, v in zip(weights, values))
+        return out
 
 
-def _demeaned(by_activity: dict[int, list[Split]], values: Callable[[Split], Sequence[float]]) -> list[list[float]]:
-    """Columns of `values` of every split, less their run's distance-weighted mean, each scaled by the root
-    of its distance in km (weighted least squares by scaling rows)."""
-    columns: list[list[float]] = []
-    for group in by_activity.values():
-        rows = [values(s) for s in group]
-        means = _weighted_means(group, rows)
-        columns = columns or [[] for _ in means]
-        for split, row in zip(group, rows):
-            root = math.sqrt(split.distance_m / KM_M)
-            for column, v, m in zip(columns, row, means):
-                column.append(root * (v - m))
-    return columns
-
-
-def _dot(a: list[float], b: list[float]) -> float:
+def _dot(a: Sequence[float], b: Sequence[float]) -> float:
     return sum(map(operator.mul, a, b))
 
 
@@ -329,12 +337,6 @@ def _solve_what_splits_tell(matrix: list[list[float]], vector: list[float]) -> t
             by_index = dict(zip(kept, part))
             return tuple(by_index.get(index, 0.0) for index in range(len(vector)))
     return None
-
-
-def _weighted_means(group: Sequence[Split], values: Sequence[tuple[float, ...]]) -> list[float]:
-    """Each column of `values` (one row per split of `group`) averaged with the splits' distances as weights."""
-    total_m = sum(s.distance_m for s in group)
-    return [sum(s.distance_m * v for s, v in zip(group, column)) / total_m for column in zip(*values)]
 
 
 def run_level(fit: PaceFit, group: Sequence[Split]) -> float:
