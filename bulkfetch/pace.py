@@ -144,6 +144,13 @@ def stream_rows(time_s: Sequence[float], distance_m: Sequence[float | None], alt
             moved_s += second - time_s[index - 1]
         if metres is not None and height is not None and (not readings or metres > readings[-1][0]):
             readings.append((metres, moved_s, height))
+    return cut_every(readings, piece_m)
+
+
+def cut_every(readings: Sequence[tuple[float, float, float]], piece_m: float) -> list[tuple[float, float, float]]:
+    """Readings (distance m strictly increasing, then two values accumulated along it: moving s, altitude
+    m) as the differences between cuts every `piece_m` from the first reading's distance, the last
+    piece the remainder; no pieces from fewer than two readings."""
     if len(readings) < 2:
         return []
     cuts = [_at(readings, readings[0][0] + k * piece_m)
