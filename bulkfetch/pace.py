@@ -25,7 +25,8 @@ hidden climb, the climb per metre a run's total_elevation_gain holds beyond its 
 with fewer than three races, no spread in hidden climb, or races from streams, which hide none). A
 course's predicted moving time is the sum over its pieces of distance * exp(race level + h * its hidden
 climb + the grade and fatigue terms); its interval is a normal prediction interval on the spread of the
-races' alphas about that line, log time +- Z90 * sd * sqrt(1 + 1/n) (at least two races).
+races' alphas about that line, log time +- Z90 * sd * sqrt(1 + 1/n) (at least two races). Without any race
+the fastest tenth of the runs' alphas stand in for the races' (TRAINING_BASIS: the prediction says so).
 
 Validation (tests/test_pace.py, on the simulator): leave-one-out over each simulated athlete's races, from
 100 m streams, under two simulator pace models whose terrain cost is not Minetti's; every race within 3 %
@@ -220,6 +221,12 @@ def solve(matrix: Sequence[Sequence[float]], vector: Sequence[float]) -> tuple[f
     return tuple(rows[i][size] / rows[i][i] for i in range(size))
 
 
+RACES_BASIS = "the athlete's races (workout_type 1)"
+TRAINING_BASIS = ("no races (workout_type 1): the fastest tenth of the training runs at their own effort, "
+                  "fatigue and terrain taken out; a race usually goes faster")
+FAST_SHARE = 0.1  # without races, the effort of the fastest tenth of the runs stands in for race effort
+
+
 class NotEnoughData(ValueError):
     """Too few splits or races to fit or predict."""
 
@@ -231,16 +238,15 @@ class PaceFit:
     uphill_bend: float  # q_up (log pace per grade squared, uphill)
     downhill_bend: float  # q_down
     fatigue_per_10km: float  # c (log pace per 10 km into the run)
-    race_level: float | None  # at no hidden climb; None without races
+    race_level: float  # at no hidden climb
     hidden_climb_weight: float  # h (log pace per metre of hidden climb per metre)
-    race_deviations: tuple[float, ...]  # each race's alpha less the race level line at its hidden climb
+    race_deviations: tuple[float, ...]  # each level's alpha (see level_basis) less the level line
     residual_sd: float  # of log pace about the fit, per split
     splits: int
+    level_basis: str = RACES_BASIS  # what the race level comes from, to be said beside a prediction
 
     def log_pace(self, grade: float, into_m: float, hidden: float = 0.0) -> float:
         """Predicted log pace (s/m) at race effort on a course hiding `hidden` climb per metre."""
-        if self.race_level is None:
-            raise NotEnoughData("no races (workout_type 1) among the runs: nothing to set the race effort from")
         return self.race_level + self.hidden_climb_weight * hidden + self.terms(grade, into_m)
 
     def terms(self, grade: float, into_m: float) -> float:
@@ -292,13 +298,18 @@ def fit_pace(splits: Sequence[Split]) -> PaceFit:
             break
     # At the solution the residuals' squares add up to y'y - w'X'y.
     residual_square = max(_dot(target, target) - sum(w * v for w, v in zip(weights, vector)), 0.0)
-    shape = PaceFit(*weights[:4], fatigue_per_10km=weights[4], race_level=None, hidden_climb_weight=0.0,
+    shape = PaceFit(*weights[:4], fatigue_per_10km=weights[4], race_level=0.0, hidden_climb_weight=0.0,
                     race_deviations=(), residual_sd=0.0, splits=len(splits))
     races = [(run_level(shape, group), group[0].hidden_climb) for group in by_activity.values() if group[0].race]
-    level, slope = level_line(*zip(*races)) if races else (None, 0.0)
-    deviations = tuple(alpha - level - slope * hidden for alpha, hidden in races) if level is not None else ()
-    return dataclasses.replace(shape, race_level=level, hidden_climb_weight=slope, race_deviations=deviations,
-                               residual_sd=math.sqrt(residual_square / max(len(splits) - size, 1)))
+    basis = RACES_BASIS if races else TRAINING_BASIS
+    if not races:
+        levels = sorted(run_level(shape, group) for group in by_activity.values())
+        races = [(alpha, 0.0) for alpha in levels[:max(1, round(FAST_SHARE * len(levels)))]]
+    level, slope = level_line(*zip(*races))
+    return dataclasses.replace(
+        shape, race_level=level, hidden_climb_weight=slope, level_basis=basis,
+        race_deviations=tuple(alpha - level - slope * hidden for alpha, hidden in races),
+        residual_sd=math.sqrt(residual_square / max(len(splits) - size, 1)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -359,6 +370,7 @@ class Prediction:
     moving_s: float
     low_s: float | None  # 90 % interval; None with fewer than two races
     high_s: float | None
+    basis: str = RACES_BASIS  # the fit's level_basis
 
 
 def predict(fit: PaceFit, course: Sequence[tuple[float, float]], hidden: float = 0.0) -> Prediction:
@@ -375,10 +387,10 @@ def predict(fit: PaceFit, course: Sequence[tuple[float, float]], hidden: float =
         done_m += distance_m
     count = len(fit.race_deviations)
     if count < 2:
-        return Prediction(total_s, None, None)
+        return Prediction(total_s, None, None, fit.level_basis)
     sd = math.sqrt(sum(d * d for d in fit.race_deviations) / (count - (2 if fit.hidden_climb_weight else 1)))
     margin = Z90 * sd * math.sqrt(1 + 1 / count)
-    return Prediction(total_s, total_s * math.exp(-margin), total_s * math.exp(margin))
+    return Prediction(total_s, total_s * math.exp(-margin), total_s * math.exp(margin), fit.level_basis)
 
 
 _NUMBER = r"\d+(?:\.\d+)?"
