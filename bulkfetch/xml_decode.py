@@ -127,7 +127,7 @@ class _Document:
         """Handle the events parsed so far; False once the root is known to be neither GPX nor TCX."""
         for event, element in parser.read_events():
             if self.reader is None:
-                root = _local(element.tag)
+                root = local_name(element.tag)
                 if root not in _READERS:
                     self.unknown_root = root
                     return False
@@ -142,7 +142,7 @@ def _reason(exc: ET.ParseError) -> str:
 
 
 @lru_cache(maxsize=512)  # a file has a few dozen distinct tags; caching saves about 15 % of a TCX decode
-def _local(tag: str) -> str:
+def local_name(tag: str) -> str:
     return tag.rpartition("}")[2]
 
 
@@ -208,7 +208,7 @@ class _GpxReader(_Reader):
         self.others: dict[str, _Points] = {"rtept": _Points(), "wpt": _Points()}
 
     def handle(self, event: str, element: ET.Element) -> None:
-        name = _local(element.tag)
+        name = local_name(element.tag)
         if event == "start":
             if name == "gpx":
                 self.device = element.get("creator")
@@ -235,7 +235,7 @@ class _TcxReader(_Reader):
     format: Format = "tcx"
 
     def handle(self, event: str, element: ET.Element) -> None:
-        name = _local(element.tag)
+        name = local_name(element.tag)
         if event == "start":
             if name == "Activity" and self.sport_type is None:
                 self.sport_type = tcx_sport_type(element.get("Sport"))
@@ -258,10 +258,10 @@ _READERS: dict[str, type[_Reader]] = {"gpx": _GpxReader, "TrainingCenterDatabase
 
 
 def _gpx_point(element: ET.Element) -> tuple[float | None, dict[str, Any]]:
-    values: dict[str, Any] = {"lat": _float(element.get("lat")), "lng": _float(element.get("lon"))}
+    values: dict[str, Any] = {"lat": text_float(element.get("lat")), "lng": text_float(element.get("lon"))}
     when = None
     for child in element.iter():
-        name = _local(child.tag)
+        name = local_name(child.tag)
         if name == "time":
             when = _time(child.text)
         elif name in _GPX_POINT:
@@ -273,7 +273,7 @@ def _tcx_point(element: ET.Element) -> tuple[float | None, dict[str, Any]]:
     values: dict[str, Any] = {}
     when = None
     for child in element.iter():
-        name = _local(child.tag)
+        name = local_name(child.tag)
         if name == "Time":
             when = _time(child.text)
         elif name == "HeartRateBpm":
@@ -285,37 +285,37 @@ def _tcx_point(element: ET.Element) -> tuple[float | None, dict[str, Any]]:
 
 def _tcx_lap(element: ET.Element) -> dict[str, float | None]:
     """A Lap's own totals: its direct children and its extension's, not its trackpoints' values."""
-    totals = {_local(child.tag): child for child in element}
-    extension = {_local(child.tag): child.text for child in element.iterfind("./{*}Extensions/{*}LX/*")}
+    totals = {local_name(child.tag): child for child in element}
+    extension = {local_name(child.tag): child.text for child in element.iterfind("./{*}Extensions/{*}LX/*")}
 
     def number(name: str) -> float | None:
-        return _float(totals[name].text) if name in totals else None
+        return text_float(totals[name].text) if name in totals else None
 
     return {
         "timer_s": number("TotalTimeSeconds"), "distance_m": number("DistanceMeters"),
         "max_speed": number("MaximumSpeed"), "calories": number("Calories"),
-        "average_heartrate": _float(_child_text(totals.get("AverageHeartRateBpm"), "Value")),
-        "max_heartrate": _float(_child_text(totals.get("MaximumHeartRateBpm"), "Value")),
+        "average_heartrate": text_float(_child_text(totals.get("AverageHeartRateBpm"), "Value")),
+        "max_heartrate": text_float(_child_text(totals.get("MaximumHeartRateBpm"), "Value")),
         "average_cadence": number("Cadence"),
-        "average_speed": _float(extension.get("AvgSpeed")), "average_watts": _float(extension.get("AvgWatts")),
+        "average_speed": text_float(extension.get("AvgSpeed")), "average_watts": text_float(extension.get("AvgWatts")),
     }
 
 
 def _child_text(element: ET.Element | None, name: str) -> str | None:
     if element is None:
         return None
-    return next((child.text for child in element if _local(child.tag) == name), None)
+    return next((child.text for child in element if local_name(child.tag) == name), None)
 
 
 def _number(series: str, text: str | None) -> float | int | None:
-    value = _float(text)
+    value = text_float(text)
     if value is None or series not in _INT_SERIES:
         return value
     rounded = round(value)
     return rounded if in_int32(rounded) else None
 
 
-def _float(text: str | None) -> float | None:
+def text_float(text: str | None) -> float | None:
     try:
         return finite_float(float(text)) if text is not None else None
     except ValueError:

@@ -75,7 +75,8 @@ def build_athletes(settings: SimulatorSettings, now_s: float) -> list[Athlete]:
             refresh_scope=parse_scope(settings.scope), lifetime_s=settings.access_token_lifetime_s,
             rng=random.Random(f"{settings.seed}:tokens" + (f":{index}" if index else "")))
         history = History.build(seed=seed, count=history_size(settings, index), athlete_id=athlete_id, now_s=now_s,
-                                first_id=FIRST_ACTIVITY_ID + index * ATHLETE_ID_SPAN, duration_s=settings.duration_s)
+                                first_id=FIRST_ACTIVITY_ID + index * ATHLETE_ID_SPAN, duration_s=settings.duration_s,
+                                pace_model=settings.pace_model)
         athletes.append(Athlete(index=index, athlete_id=athlete_id, history=history, tokens=tokens,
                                 connected=connected))
     return athletes

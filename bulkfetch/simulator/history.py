@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bulkfetch.simulator.motion import Motion, Sensors, Signal, Span, Wave, plan_pauses
+from bulkfetch.simulator.pace_model import DEFAULT_PACE_MODEL, PaceModel, grade_cost, pace_profile, run_seconds
 from bulkfetch.simulator.route import Hills, Route, build_route
 
 JSON = dict[str, Any]
@@ -86,6 +87,11 @@ CROPPED_SHARE = 0.02  # recorded activities the athlete cropped on Strava after 
 MOTION_FIELDS = frozenset({"max_speed", "total_elevation_gain", "start_latlng", "end_latlng", "elev_high",
                            "elev_low"})  # summary fields a recording's motion sets
 GAPS_SHARE = 0.15  # recordings with a few seconds lacking a GPS fix and a heart-rate reading
+RACE_SHARE = 0.4  # runs marked workout_type 1 that are races (the rest become default runs)
+RACE_DISTANCES_M = (5000.0, 10000.0, 21097.5, 42195.0)
+RACE_WEIGHTS = (0.45, 0.3, 0.17, 0.08)
+# Effort (pace against race pace) of training runs by workout_type: default, long run, workout.
+TRAINING_EFFORT = {None: (1.15, 1.3), 0: (1.15, 1.3), 2: (1.15, 1.25), 3: (1.02, 1.1)}
 
 
 @dataclass(frozen=True)
@@ -155,9 +161,10 @@ class Activity:
     zone: Zone
     record: JSON
     cropped: bool = False
+    pace_model: PaceModel = DEFAULT_PACE_MODEL
 
     def rng(self, purpose: str) -> random.Random:
-        return random.Random(f"{self.seed}:{self.id}:{purpose}")
+        return activity_rng(self.seed, self.id, purpose)
 
     @property
     def manual(self) -> bool:
@@ -198,9 +205,17 @@ class Activity:
                         elapsed_s=max(self.elapsed_s, moving_s), wave=wave, waves=waves,
                         pauses=plan_pauses(rng, moving_s, self.elapsed_s - moving_s), route=None,
                         sensors=self.sensors(rng), dropouts=self.dropouts(rng), lead_s=lead_s, trail_s=trail_s)
+        if self.paced:
+            seconds = run_seconds(self.pace_model, self.hills().slope, self.distance_m, wave, waves)
+            motion = replace(motion, pace=pace_profile(seconds, self.distance_m, moving_s))
         if not (routed and self.has_gps):
             return motion
         return replace(motion, route=self.route(motion.distance_at(motion.first_s), motion.distance_at(motion.last_s)))
+
+    @property
+    def paced(self) -> bool:
+        """Whether the athlete's pace model drives the recording: runs with GPS (the hills) and distance."""
+        return self.sport.runs and self.has_gps and self.distance_m > 0
 
     def crop_s(self) -> tuple[int, int]:
         """Seconds the device recorded before and after what Strava keeps (0, 0 unless cropped): a trail of
@@ -226,11 +241,7 @@ class Activity:
         """The route's generator, its first point, and its rolling elevation profile: 1-4 hills of 2-25 m
         over the activity's distance (drawn first, so the profile costs no legs)."""
         rng = self.rng("route")
-        home = self.zone.home
-        origin = (home[0] + rng.uniform(-0.03, 0.03), home[1] + rng.uniform(-0.03, 0.03))
-        height_m = rng.uniform(2, 25)
-        hills = Hills(base_m=self.zone.base_altitude_m + height_m + rng.uniform(0, 40), height_m=height_m,
-                      period_m=max(self.distance_m, 50.0) / rng.randint(1, 4), phase=rng.uniform(0, 2 * math.pi))
+        origin, hills = route_start(rng, self.zone, self.distance_m)
         return rng, origin, hills
 
     def sensors(self, rng: random.Random) -> Sensors:
@@ -275,14 +286,54 @@ class Activity:
         return round(min(max(fraction, 0.0), 1.0) * (self.stream_points() - 1))
 
 
+def activity_rng(seed: int, activity_id: int, purpose: str) -> random.Random:
+    """The generator of one lazily drawn part of an activity."""
+    return random.Random(f"{seed}:{activity_id}:{purpose}")
+
+
+def route_start(rng: random.Random, zone: Zone, distance_m: float) -> tuple[tuple[float, float], Hills]:
+    """A route's first point near the zone's home, and its profile: 1-4 hills of 2-25 m over `distance_m`."""
+    home = zone.home
+    origin = (home[0] + rng.uniform(-0.03, 0.03), home[1] + rng.uniform(-0.03, 0.03))
+    height_m = rng.uniform(2, 25)
+    hills = Hills(base_m=zone.base_altitude_m + height_m + rng.uniform(0, 40), height_m=height_m,
+                  period_m=max(distance_m, 50.0) / rng.randint(1, 4), phase=rng.uniform(0, 2 * math.pi))
+    return origin, hills
+
+
+@dataclass(frozen=True)
+class PacedRun:
+    workout_type: int | None
+    distance_m: float
+    moving_s: int
+
+
+def paced_run(model: PaceModel, rng: random.Random, zone: Zone, workout_type: int | None, distance_m: float,
+              hills_rng: random.Random) -> PacedRun:
+    """A recorded run as the athlete's pace model runs it: some runs marked as races (workout_type 1) are
+    races over a standard distance at race effort, the others keep their distance at a training effort
+    (the rest of those marked 1 become default runs); the moving time follows from the model, the course's
+    hills and the day's form."""
+    if workout_type == 1 and rng.random() < RACE_SHARE:
+        distance_m, effort = rng.choices(RACE_DISTANCES_M, weights=RACE_WEIGHTS)[0], 1.0
+    else:
+        workout_type = 0 if workout_type == 1 else workout_type
+        effort = rng.uniform(*TRAINING_EFFORT[workout_type])
+    effort *= math.exp(rng.gauss(0.0, model.day_sd))
+    _, hills = route_start(hills_rng, zone, distance_m)
+    seconds = sum(run_seconds(model, hills.slope, distance_m, 0.0, 1))
+    return PacedRun(workout_type, distance_m, max(1, round(effort * seconds)))
+
+
 # ---------------------------------------------------------------- list entries
 
 
 def make_activity(rng: random.Random, *, activity_id: int, start_s: int, athlete_id: int, seed: int,
                   sport: Sport | None = None, manual: bool | None = None, private: bool | None = None,
-                  duration_s: int | None = None) -> Activity:
+                  duration_s: int | None = None, pace_model: PaceModel = DEFAULT_PACE_MODEL) -> Activity:
     """Draw one activity's summary fields (and the detail-only scalars) from `rng`. `duration_s` fixes the
-    elapsed time (its pauses come out of it) instead of drawing it from the sport's range."""
+    elapsed time (its pauses come out of it) instead of drawing it from the sport's range; otherwise a
+    recorded run's distance and moving time come from the athlete's `pace_model` (see `paced_run`)."""
     sport = sport or rng.choices(SPORTS, weights=[s.weight for s in SPORTS])[0]
     manual = rng.random() < MANUAL_SHARE if manual is None else manual
     private = rng.random() < PRIVATE_SHARE if private is None else private
@@ -297,6 +348,12 @@ def make_activity(rng: random.Random, *, activity_id: int, start_s: int, athlete
         moving_s = duration_s if manual else duration_s - min(rng.choice((0, 0, rng.randint(5, 600))), duration_s // 2)
     speed = rng.uniform(*sport.speed_mps)
     distance = round(speed * moving_s, 1) if sport.has_distance else 0.0
+    workout_type = _workout_type(rng, sport)
+    if sport.runs and sport.gps and not manual and duration_s is None:
+        run = paced_run(pace_model, activity_rng(seed, activity_id, "pace"), zone, workout_type, distance,
+                        activity_rng(seed, activity_id, "route"))
+        elapsed_s += run.moving_s - moving_s
+        workout_type, distance, moving_s = run.workout_type, run.distance_m, run.moving_s
     has_heartrate = not manual and rng.random() < 0.8
     name = "Ørsted Lauf" if sport.sport_type == "Run" and zone.home[0] > 50 and rng.random() < 0.5 \
         else rng.choice(sport.names)
@@ -310,7 +367,7 @@ def make_activity(rng: random.Random, *, activity_id: int, start_s: int, athlete
         "total_elevation_gain": round(rng.uniform(0, 15) * distance / 1000, 1) if sport.gps and manual else 0,
         "type": sport.type,
         "sport_type": sport.sport_type,
-        "workout_type": _workout_type(rng, sport),
+        "workout_type": workout_type,
         "id": activity_id,
         "start_date": iso_z(start),
         "start_date_local": iso_z(start + timedelta(seconds=offset_s)),
@@ -366,7 +423,8 @@ def make_activity(rng: random.Random, *, activity_id: int, start_s: int, athlete
     if has_heartrate:
         record["suffer_score"] = float(rng.randint(5, 300))
     record.update(_detail_scalars(rng, record, sport, manual))
-    activity = Activity(id=activity_id, start_s=start_s, seed=seed, sport=sport, zone=zone, record=record)
+    activity = Activity(id=activity_id, start_s=start_s, seed=seed, sport=sport, zone=zone, record=record,
+                        pace_model=pace_model)
     if not manual:
         _apply_motion(activity)
     return activity
@@ -442,7 +500,7 @@ def latlng(point: tuple[float, float]) -> list[float]:
 
 
 def build_activities(*, seed: int, count: int, athlete_id: int, now_s: float, first_id: int = FIRST_ACTIVITY_ID,
-                     duration_s: int | None = None) -> list[Activity]:
+                     duration_s: int | None = None, pace_model: PaceModel = DEFAULT_PACE_MODEL) -> list[Activity]:
     """`count` activities over about HISTORY_YEARS years, newest a few hours before `now_s`, ids rising
     from `first_id` with start time (with gaps), a few pairs starting in the same second, and a few recorded
     ones cropped after upload. With `duration_s` every activity lasts exactly that long."""
@@ -460,7 +518,7 @@ def build_activities(*, seed: int, count: int, athlete_id: int, now_s: float, fi
     for start_s in reversed(starts):  # oldest first, so ids grow with time
         activity_id += rng.randint(1_000, 20_000_000)
         activities.append(make_activity(rng, activity_id=activity_id, start_s=start_s, athlete_id=athlete_id,
-                                        seed=seed, duration_s=duration_s))
+                                        seed=seed, duration_s=duration_s, pace_model=pace_model))
     recorded = [a for a in activities if a.has_gps]
     for activity in random.Random(f"{seed}:cropped").sample(recorded, k=min(len(recorded), max(1, round(
             CROPPED_SHARE * len(recorded))))):
@@ -520,14 +578,6 @@ def splits(activity: Activity, motion: Motion, unit_m: float) -> list[JSON]:
         item["pace_zone"] = _pace_zone(speed, activity.record["average_speed"])
         out.append(item)
     return out
-
-
-def grade_cost(grade: float) -> float:
-    """Relative time per metre on a grade (rise/run): uphill costs about 3.3 % per 1 % of grade, gentle
-    downhill saves, steep downhill (beyond about -9 %) brakes again, like measured running costs."""
-    if grade >= 0:
-        return 1 + 3.3 * grade
-    return max(0.8, 1 + 1.8 * grade + 10 * grade * grade)
 
 
 def _effort_base(activity: Activity, effort_id: int, name: str, start_fraction: float, end_fraction: float,
@@ -755,6 +805,7 @@ class History:
     # The greatest id ever given: Strava's ids grow with upload time and are never given again, so an
     # upload after the newest activity was deleted still gets a greater id than it had.
     greatest_id: int = 0
+    pace_model: PaceModel = DEFAULT_PACE_MODEL
     _order: list[Activity] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -762,11 +813,11 @@ class History:
 
     @staticmethod
     def build(*, seed: int, count: int, athlete_id: int, now_s: float, first_id: int = FIRST_ACTIVITY_ID,
-              duration_s: int | None = None) -> History:
+              duration_s: int | None = None, pace_model: PaceModel = DEFAULT_PACE_MODEL) -> History:
         activities = build_activities(seed=seed, count=count, athlete_id=athlete_id, now_s=now_s, first_id=first_id,
-                                      duration_s=duration_s)
+                                      duration_s=duration_s, pace_model=pace_model)
         return History(seed=seed, athlete_id=athlete_id, activities={a.id: a for a in activities},
-                       segments=make_segments(seed), first_id=first_id)
+                       segments=make_segments(seed), first_id=first_id, pace_model=pace_model)
 
     def ordered(self) -> list[Activity]:
         """Newest first by start time, ties by id descending (stable)."""
@@ -793,7 +844,7 @@ class History:
         sport = next((s for s in SPORTS if s.sport_type == overrides.get("sport_type")), None)
         activity = make_activity(rng, activity_id=activity_id, start_s=start_s, athlete_id=self.athlete_id,
                                  seed=self.seed, sport=sport, manual=overrides.get("manual"),
-                                 private=overrides.get("private"))
+                                 private=overrides.get("private"), pace_model=self.pace_model)
         self.activities[activity_id] = activity
         self.edit(activity_id, {k: v for k, v in overrides.items() if k not in ("sport_type", "manual")})
         return activity_id

@@ -11,7 +11,9 @@ Distance along the route is a smooth increasing function of moving time,
     d(tau) = D * (x + wave * sin(2 pi k x) / (2 pi k)),   x = tau / M,
 
 so d(0) = 0, d(M) = D, and the speed D/M * (1 + wave * cos(2 pi k x)) never reaches 0 (wave < 1); the
-same formula runs on before 0 and after M for a cropped recording's lead and trail.
+same formula runs on before 0 and after M for a cropped recording's lead and trail. A run follows its
+athlete's pace model instead (`pace`, a piecewise-linear d(tau) from `pace_model`: slower uphill and as it
+tires), with the same d(0) = 0 and d(M) = D.
 
 What a device records: distance to 0.01 m (the FIT resolution), altitude to 0.1 m, heart rate, cadence,
 watts and temperature as integers, one record a second. Splits and laps are solved from d(tau) itself
@@ -31,6 +33,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
+from bulkfetch.simulator.pace_model import PaceProfile
 from bulkfetch.simulator.route import Route
 
 NEWTON_STEPS = 40
@@ -147,6 +150,7 @@ class Motion:
     dropouts: frozenset[int] = frozenset()  # seconds without a fix or a heart-rate reading
     lead_s: int = 0
     trail_s: int = 0
+    pace: PaceProfile | None = None  # a run's distance against moving time; None: the wave formula
 
     # ------------------------------------------------------------ time and distance
 
@@ -184,6 +188,8 @@ class Motion:
     def _distance_of(self, tau: float) -> float:
         if self.distance_m <= 0:
             return 0.0
+        if self.pace is not None:
+            return self.pace.distance_at(tau)
         x = tau / self.moving_s
         k = 2 * math.pi * self.waves
         return self.distance_m * (x + self.wave * math.sin(k * x) / k)
@@ -191,6 +197,8 @@ class Motion:
     def _speed_of(self, tau: float) -> float:
         if self.distance_m <= 0:
             return 0.0
+        if self.pace is not None:
+            return self.pace.speed_at(tau)
         x = tau / self.moving_s
         return self.distance_m / self.moving_s * (1 + self.wave * math.cos(2 * math.pi * self.waves * x))
 
@@ -205,7 +213,7 @@ class Motion:
     @property
     def top_speed(self) -> float:
         """The fastest the activity goes, at each crest of the speed wave (m/s)."""
-        return self._speed_of(0.0)
+        return self.pace.top_speed if self.pace is not None else self._speed_of(0.0)
 
     def speed_at(self, t: int) -> float:
         return 0.0 if self.paused(t) else self._speed_of(self.moving_time(t))
@@ -229,6 +237,8 @@ class Motion:
 
     def _moving_time_reaching(self, distance_m: float, guess_tau: float) -> float:
         """tau with d(tau) = distance_m, by Newton's method (d is smooth with a derivative >= D/M (1 - wave))."""
+        if self.pace is not None:
+            return self.pace.moving_time_at(distance_m)
         tau = guess_tau + (distance_m - self._distance_of(guess_tau)) * self.moving_s / self.distance_m
         for _ in range(NEWTON_STEPS):
             step = (self._distance_of(tau) - distance_m) / self._speed_of(tau)
@@ -323,6 +333,8 @@ class Motion:
     def _max_speed(self, start_s: int, end_s: int) -> float:
         """The fastest moment in the span: a crest of the speed wave if one lies inside, else an end."""
         low, high = self.moving_time(start_s), self.moving_time(end_s)
+        if self.pace is not None:
+            return self.pace.max_speed(low, high)
         period = self.moving_s / self.waves
         if math.floor(high / period) * period >= low:
             return self.top_speed

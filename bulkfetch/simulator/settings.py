@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bulkfetch.simulator.pace_model import DEFAULT_PACE_MODEL, PaceModel
+
 
 @dataclass
 class SimulatorSettings:
@@ -46,4 +48,5 @@ class SimulatorSettings:
     missing_rate: float = 0.0  # share of activity ids whose detail/streams/laps answer 404 (stable per id)
     app_inactive: bool = False  # every API request: 403 Application Inactive
     other_usage_per_window: int = 0  # requests another process of the app spends at the start of each short window
+    pace_model: PaceModel = DEFAULT_PACE_MODEL  # how the athletes run (every athlete the same)
     mutate_rate: float = 0.0  # per list page: chance of a new newest activity, and chance of a deletion
