@@ -41,7 +41,7 @@ from bulkfetch.ids import MAX_ID, parse_id
 from bulkfetch.locks import COMPACTING_FETCHES, data_dir_lock, import_lock
 from bulkfetch.plan import STREAMS_FROM_API, STREAMS_FROM_AUTO, parse_filters
 from bulkfetch.scheduler import WaitPolicy
-from bulkfetch.store import RawStore, ensure_dir
+from bulkfetch.store import RawStore, ensure_dir, shared_listings
 
 if TYPE_CHECKING:
     from bulkfetch.compact import CompactResult
@@ -319,11 +319,14 @@ def _fetch_then_compact(args: argparse.Namespace, data_dir: Path, parquet_dir: P
         ensure_dir(parquet_dir)  # an unusable parquet_dir is said now, not after hours of fetching
     # What the lock file names: a run refused meanwhile says whether this one compacts when it ends.
     holder = f"{args.command} --no-compact" if args.command == "fetch" and not compact_after else args.command
-    with data_dir_lock(data_dir, holder), _sigterm_as_ctrl_c(), Reporter(
+    # One parse of each listing for the whole run (see shared_listings), compaction included.
+    with data_dir_lock(data_dir, holder), _sigterm_as_ctrl_c(), shared_listings(), Reporter(
             quiet=args.quiet, verbose=args.verbose, log_path=RawStore(data_dir).log_path) as reporter:
         if prepare is not None:
             prepare(reporter)
-        reporter.info(f"fetch into {data_dir}")
+        # plan runs this too, to list the history: its log must not say it fetched
+        reporter.info(f"plan (lists only, fetches nothing) in {data_dir}" if args.command == "plan" else
+                      f"fetch into {data_dir}")
         try:
             summary = _run(fetch(reporter))
         except AthletesBlocked as blocked:  # the others' work is done: compacted and reported as usual
@@ -395,6 +398,7 @@ def _work_left(summary: FetchSummary) -> str:
 def _compact(data_dir: Path, parquet_dir: Path, reporter: Reporter, *, rebuild: bool) -> None:
     """Compact every athlete of the data_dir (the caller holds its lock: the layout is migrated first)."""
     from bulkfetch.compact import compact, has_inputs
+    from bulkfetch.export_view import ExportView
     from bulkfetch.importer import refresh_tracks
     from bulkfetch.roster import Roster
 
@@ -410,15 +414,16 @@ def _compact(data_dir: Path, parquet_dir: Path, reporter: Reporter, *, rebuild: 
         for _ in range(COMPACTION_PASSES):
             for athlete in athletes:
                 assert athlete.athlete_id is not None
-                refresh_tracks(athlete.folder, reporter)  # a bulkfetch that stores decoded files differently
+                if athlete.folder not in read:  # once: an import that ends meanwhile leaves its tracks current
+                    refresh_tracks(athlete.folder, reporter)  # gone, damaged, or stored by an older bulkfetch
                 # After refresh_tracks: its own writes to the index are no import that ended meanwhile.
-                read[athlete.folder] = _index_stamp(athlete.folder)
+                read[athlete.folder] = ExportView(athlete.folder).index_identity()
                 tally.add(athlete.athlete_id, compact(athlete.store, parquet_dir, athlete.athlete_id, rebuild=rebuild,
                                                      on_progress=reporter.compact_progress))
             # An import that ended meanwhile was refused the compaction (this run holds the data_dir): its
             # athlete is compacted again, a new athlete's export too.
             athletes = [a for a in roster.athletes() if a.athlete_id is not None and has_inputs(a.store)
-                        and _index_stamp(a.folder) != read.get(a.folder)]
+                        and ExportView(a.folder).index_identity() != read.get(a.folder)]
             if not athletes:
                 break
             reporter.info(f"an import ended during the compaction: compacting {len(athletes)} athlete(s) again")
@@ -451,17 +456,6 @@ class _CompactionTally:
         return (f"{what}: {len(self.rewritten)} year(s) rewritten, {len(self.unchanged - self.rewritten)} "
                 f"unchanged{disagree}")
 
-
-def _index_stamp(athlete_folder: Path) -> tuple[int, int, int] | None:
-    """Which version of the athlete's export index is there (each write replaces it whole: a new file), None
-    without one."""
-    from bulkfetch.export_paths import INDEX
-
-    try:
-        stat = RawStore(athlete_folder).state_path(INDEX).stat()
-    except FileNotFoundError:
-        return None
-    return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
 def _cmd_compact(args: argparse.Namespace) -> int:

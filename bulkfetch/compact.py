@@ -381,7 +381,8 @@ def streams_fingerprint(entries: Sequence[Entry]) -> str:
             source = f"{entry.stream_size} {entry.stream_mtime_ns}"
         else:
             source = _track_identity(entry.streams_file, entry.judged)
-            copied += [entry.summary.get(key) for key in RECORDING_FIELDS]
+            summary = entry.summary  # parsed on each access: once here, not once a field
+            copied += [summary.get(key) for key in RECORDING_FIELDS]
         digest.update(f"{entry.activity_id} {source}{detail}\n".encode())
         digest.update(orjson.dumps(copied))
         digest.update(b"\n")

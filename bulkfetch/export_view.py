@@ -34,7 +34,7 @@ from bulkfetch import derive
 from bulkfetch.errors import LockedError
 from bulkfetch.export_paths import INDEX
 from bulkfetch.export_store import ExportActivity, ExportStore, ImportedFile, imported_file
-from bulkfetch.store import UNLISTED, RawStore, page_items
+from bulkfetch.store import UNLISTED, RawStore, listed_activities
 from bulkfetch.track import Track, read_track
 
 USABLE = ("ok", "truncated")  # decoded files that give rows
@@ -165,7 +165,7 @@ class ExportView:
         self._store = RawStore(athlete_folder)
         self._index_path = self._store.state_path(INDEX)
         self._files: dict[int, ImportedFile] | None = None
-        self._read_as: tuple[int, int] | None = None  # the index file's (size, mtime_ns) when last read
+        self._read_as: tuple[int, int, int] | None = None  # the index's `index_identity` when last read
 
     def exists(self) -> bool:
         return self._export.exists()
@@ -182,7 +182,7 @@ class ExportView:
         listing = self._store.latest_full_listing()
         if listing is None or not listing.lists_private:
             return deleted
-        greatest = max((i for page in listing.pages() for i in page_items(page)), default=None)
+        greatest = max(listed_activities(listing), default=None)  # parsed once in a run: see shared_listings
         return deleted | deleted_on_strava(self.activities().keys(), catalog.keys() | deleted, greatest)
 
     def csv_summaries(self, excluded: Collection[int]) -> dict[int, dict[str, Any]]:
@@ -233,12 +233,12 @@ class ExportView:
 
     def reread(self) -> None:
         """Read the import's index again: an import running meanwhile may have added files."""
-        self._read_as = self._index_identity()
+        self._read_as = self.index_identity()
         self._files = self._export.files() if self._export.exists() else {}
 
     def index_changed(self) -> bool:
         """Whether the index was written since it was last read (one stat)."""
-        return self._index_identity() != self._read_as
+        return self.index_identity() != self._read_as
 
     def track_file(self, activity_id: int) -> TrackFile | None:
         """The activity's decoded file if it gives rows (decoded ok or truncated), else None."""
@@ -310,9 +310,10 @@ class ExportView:
         except LockedError:
             pass  # an import is writing the index: it keeps its own entries, these are computed next time
 
-    def _index_identity(self) -> tuple[int, int] | None:
+    def index_identity(self) -> tuple[int, int, int] | None:
+        """Which version of the index is on disk (each write replaces it whole: a new inode), None without one."""
         try:
             info = self._index_path.stat()
         except FileNotFoundError:
             return None
-        return info.st_size, info.st_mtime_ns
+        return info.st_ino, info.st_size, info.st_mtime_ns

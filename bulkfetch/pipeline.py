@@ -516,7 +516,8 @@ class _SparedStreams:
         decided = {i for i in before if is_strava_id(i)} if isinstance(before, list) else set()
         self.covered = set(covered)
         self.new = covered - decided
-        store.write_state(STREAMS_SPARED, sorted(self.covered))
+        self._written = decided
+        self._save()  # now, not only at the end: a run killed while fetching has decided these
 
     def add(self, activity_id: int) -> None:
         """One an import running beside the fetch covered meanwhile (always new: it was to be requested)."""
@@ -527,7 +528,13 @@ class _SparedStreams:
         try:
             yield
         finally:
+            self._save()
+
+    def _save(self) -> None:
+        """Write the decision if it differs from what is on disk: a run with nothing new writes nothing."""
+        if self.covered != self._written:
             self._store.write_state(STREAMS_SPARED, sorted(self.covered))
+            self._written = set(self.covered)
 
 
 class _ImportWatch:

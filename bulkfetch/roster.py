@@ -186,6 +186,8 @@ class Roster:
         if _holds_data(unbound):
             raise StorageError(f"{unbound.folder} and {bound.folder} both hold athlete {athlete_id}'s data",
                                hint=f"remove the older of the two (the newer tokens are in {unbound.folder})")
+        if unbound.store.listings() and not bound.store.listings():  # e.g. known from an import alone
+            _move_listings(unbound, bound)  # the listing that named the athlete is theirs: not made again
         tokens = unbound.tokens.load()
         if tokens is not None:
             bound.tokens.save(replace(tokens, athlete_id=athlete_id))
@@ -227,6 +229,14 @@ def _legacy_athlete_id(data_dir: Path) -> int | None:
         if is_strava_id(value):
             return value
     return None
+
+
+def _move_listings(source: AthleteDir, target: AthleteDir) -> None:
+    """Give `target`, which has no listing, `source`'s listings (their folder, renamed whole)."""
+    shutil.rmtree(target.store.list_dir, ignore_errors=True)  # no listing in it: at most a temporary file
+    target.store.list_dir.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(source.store.list_dir, target.store.list_dir)
+    fsync_dir(target.store.list_dir.parent)
 
 
 def _holds_data(athlete: AthleteDir) -> bool:

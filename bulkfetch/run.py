@@ -371,7 +371,8 @@ class _Run:
                 summary.requests += client.requests_sent
         if not isinstance(athlete_id, int):
             raise RequestFailed(f"could not learn whose tokens {unbound.folder} holds; a rerun tries again")
-        moved = not self.roster.athlete(athlete_id).folder.exists()  # else it joins the athlete's own listing
+        # Its listing goes with it unless the athlete has one of its own (then it joins that one's listing).
+        moved = not self.roster.athlete(athlete_id).store.listings()
         bound = self.roster.bind(unbound, athlete_id)
         self.events.info(f"{unbound.folder.name} is athlete {athlete_id}: its data is in {bound.folder}")
         return bound, listed and moved

@@ -466,7 +466,7 @@ def build_streams(activity_id: int, start_date: Any, sport_type: Any, stream_set
     arrays: list[pa.Array] = []
     for column in STREAM_COLUMNS:
         if column.name == "activity_id":
-            arrays.append(pa.repeat(pa.scalar(activity_id, I64), length))
+            arrays.append(_repeat(activity_id, length, I64))
         elif column.name == "seq":
             arrays.append(_sequence(length))
         elif column.name == "source":

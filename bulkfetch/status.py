@@ -32,6 +32,7 @@ from bulkfetch.plan import (
 from bulkfetch.progress import count, export_streams_text, listing_text
 from bulkfetch.quota import BUCKETS, KINDS, UsageView, estimate_finish
 from bulkfetch.roster import REMOVED, AthleteDir, Roster, access_of
+from bulkfetch.roster import import_only as import_only_athlete
 from bulkfetch.store import UNLISTED, RawStore
 
 NOTHING_LISTED = ListingPlan(pages=0, full=False, full_due_at=None)  # an athlete no fetch lists (import only)
@@ -90,7 +91,7 @@ def _athlete_status(athlete: AthleteDir, config: Config, now: float) -> tuple[di
     recorded = store.read_state("filters")
     filters, streams = filters_from_json(recorded), streams_from_json(recorded)
     # An athlete known from its account export alone: nothing to list or fetch until `auth` connects it.
-    import_only = athlete.tokens.load() is None and not store.listings()
+    import_only = athlete.tokens.load() is None and import_only_athlete(athlete)  # roster's rule, as remove
     listing = NOTHING_LISTED if import_only else next_listing(store, catalog, config, now)
     export = ExportView(store.data_dir)
     covered = export.covered(catalog) if streams and not streams_from_api_json(recorded) else set()

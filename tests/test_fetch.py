@@ -501,6 +501,10 @@ def test_a_fetch_that_finds_nothing_new_opens_no_detail_or_stream_file(tmp_path:
         assert done.returncode == 0, done.stderr
         assert {r.path for r in api_records(sim, since=mark)} == {f"{API}/athlete/activities"}  # nothing new
     opened = opened_log.read_text().splitlines()
-    assert any(f"{os.sep}raw{os.sep}list{os.sep}" in path for path in opened)  # the hook does see raw reads
+    pages = [path for path in opened
+             if f"{os.sep}raw{os.sep}list{os.sep}" in path and Path(path).name.startswith("page-")]
+    assert pages  # the hook does see raw reads
+    # The catalog is parsed once in the run (plan, listing, details, streams and compaction share it).
+    assert [page for page, count in collections.Counter(pages).items() if count > 1] == []
     raw = [path for path in opened if str(store.detail_dir) in path or str(store.stream_dir) in path]
     assert raw == []

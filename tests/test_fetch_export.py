@@ -16,7 +16,7 @@ from tests.conftest import run_cli, simulator_config_text
 from tests.exports import ENGLISH_94, ExportFile, csv_text, english_row, fixture, write_zip
 from tests.test_athletes import connect
 from tests.test_export_merge import PLAN_SAVING, cli, sources
-from tests.test_streams import stream_gets
+from tests.test_streams import spent, stream_gets
 
 # seed 37: the simulator's export has one cropped, one corrupt and one manual activity among ten
 SETTINGS = SimulatorSettings(activities=10, seed=37, duration_s=120, short_limit=1000, daily_limit=10000)
@@ -134,4 +134,23 @@ def test_plan_counts_no_request_for_an_export_waiting_for_its_athlete(tmp_path, 
         assert cli(config, "plan") == 0
         out = capsys.readouterr().out
     assert "unbound" not in out and "(1 list page, 3 details" in out  # the connected athlete's alone
+    log = (tmp_path / "data" / "bulkfetch.log").read_text()
+    assert "plan (lists only, fetches nothing) in" in log and "fetch into" not in log  # plan fetched nothing
     assert (tmp_path / "data" / "athletes" / "unbound" / "export").is_dir()  # none of its activities are theirs
+
+
+def test_the_listing_that_names_an_import_only_athlete_is_theirs_not_made_again(tmp_path, capsys):
+    """The export imported first (profile.csv names the athlete), then the config's token: the listing
+    that learns whose the token is becomes the athlete's, and the run does not list again."""
+    with SimulatorThread(SETTINGS) as sim:
+        written = write_export(tmp_path / "export.zip", sim.history)
+        config = tmp_path / "config.toml"
+        config.write_text(simulator_config_text(sim, tmp_path / "data"))
+        assert cli(config, "import", str(written.path)) == 0
+        mark = len(sim.request_log)
+        assert cli(config, "plan") == 0
+        assert spent(sim, mark)["list"] == 1  # was 2: the seed's listing was dropped and made again
+        mark = len(sim.request_log)
+        assert cli(config, "fetch", "--streams", "all") == 0
+        assert spent(sim, mark)["list"] == 1 and spent(sim, mark)["detail"] == len(sim.activity_ids())
+    assert sources(tmp_path / "data", "activities") == {i: {"api"} for i in sim.activity_ids()}
