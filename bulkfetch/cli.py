@@ -132,6 +132,19 @@ def build_parser() -> argparse.ArgumentParser:
     adopt.add_argument("other", metavar="OTHER_DATA_DIR", type=Path)
     athletes.set_defaults(handler=_cmd_athletes)
 
+    report = commands.add_parser("report", help="pace against terrain as figures in one HTML file (needs the "
+                                                "report extra: pip install 'bulkfetch[report]')")
+    report.add_argument("--out", metavar="PATH", type=Path, default=Path("report.html"),
+                        help="the HTML file to write; the PNG figures go beside it (default report.html)")
+    report.add_argument("--sport", metavar="TYPES", help="only these sport_type values (default Run,TrailRun)")
+    report.add_argument("--since", metavar="DATE", help="only activities starting at or after (UTC)")
+    report.add_argument("--until", metavar="DATE", help="only activities starting before (UTC)")
+    _add_athlete_argument(report)
+    report.add_argument("--units", choices=("km", "mi"), default="km", help="1 km splits (default) or mile splits")
+    report.add_argument("--predict", metavar="COURSE",
+                        help="predict a race over COURSE, DISTANCE+CLIMB[-DESCENT], e.g. 42.195km+350m-350m")
+    report.set_defaults(handler=_cmd_report)
+
     demo = commands.add_parser("demo", help="run the whole pipeline against the embedded simulator")
     demo.add_argument("--activities", type=int, default=300,
                       help="size of the synthetic history (of the first athlete; each next one has half as many)")
@@ -742,6 +755,48 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                    [(b.label, f"{b.splits:,}", report.format_pace(b.pace_s_per_km)) for b in buckets])
     show.result(f"Parquet tables: {parquet_dir}/<table>/athlete_id=<id>/year=YYYY/part-0.parquet")
     show.result(f"Query them with DuckDB (pip install duckdb):\n  {report.duckdb_example(parquet_dir)}")
+    return EXIT_OK
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from bulkfetch import pace, report_data
+
+    try:
+        from bulkfetch import report_html
+    except ImportError as error:
+        if error.name is None or not error.name.startswith("matplotlib"):
+            raise
+        raise ConfigError("report needs matplotlib", hint="pip install 'bulkfetch[report]'") from None
+    course = None
+    if args.predict is not None:
+        try:
+            course = (args.predict, pace.parse_course(args.predict))
+        except ValueError as error:
+            raise ConfigError(f"--predict: {error}") from None
+    filters = parse_filters(args.sport, args.since, args.until)
+    units = report_html.units_named(args.units)
+    query = report_data.ReportQuery(sports=filters.sports or report_data.DEFAULT_SPORTS, since_s=filters.since,
+                                    until_s=filters.until, athletes=args.athlete, unit_m=units.metres)
+    config = _config(args)
+    runs = report_data.read_runs(config.storage.parquet_dir, query)
+    reports = [report_data.athlete_report(athlete_id, athlete_runs, units.metres, course)
+               for athlete_id, athlete_runs in sorted(runs.items())]
+    out = args.out.resolve()
+    if not out.parent.is_dir():
+        raise ConfigError(f"--out {args.out}: the folder {out.parent} does not exist")
+    shown = f"{', '.join(sorted(query.sports))} splits of {config.storage.parquet_dir}, per {units.name}"
+    pngs = report_html.write_report(out, reports, units, shown)
+    used = sum(r.used for r in reports)
+    from_files = sum(r.used_from_files for r in reports)
+    print(f"wrote {out} and {len(pngs)} PNG figures beside it")
+    print(f"{len(reports)} athlete(s), {sum(r.runs for r in reports):,} runs; {used:,} of "
+          f"{sum(r.splits for r in reports):,} splits used ({used - from_files:,} from Strava, {from_files:,} from "
+          "export files)")
+    print("; ".join(f"athlete {r.athlete_id}: flat pace {units.clock(r.grade.flat_pace_s)}"
+                    if r.grade.flat_pace_s is not None else f"athlete {r.athlete_id}: no flat pace" for r in reports))
+    for r in reports:
+        if r.prediction is not None:
+            print(f"athlete {r.athlete_id}: {report_html.prediction_lines(r.prediction)[0]}")
     return EXIT_OK
 
 

@@ -1,0 +1,228 @@
+"""`bulkfetch report`'s figures (matplotlib, Agg) and its one self-contained HTML file (issue 15).
+
+Draws what bulkfetch.report_data computed; nothing here decides which splits count. Every image is a PNG
+embedded as a base64 data URI and also written beside the HTML, so the page loads nothing from anywhere.
+Importing this module needs matplotlib (the `report` extra): bulkfetch.cli imports it only for `report`.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display, no GUI toolkit
+
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
+
+from bulkfetch import pace  # noqa: E402
+from bulkfetch.report_data import AthleteReport, RacePrediction  # noqa: E402
+
+FIGURE_SIZE_IN = (7.5, 4.5)
+DPI = 100
+
+DEFINITIONS = (
+    "Splits used: full splits (95–105 % of the unit: 950–1050 m for km) of the chosen sports, from Strava or "
+    "derived from export files, that moved and whose grade lies within |i| ≤ 0.45 (Minetti's measured range).",
+    "Pace = moving time / distance. Grade i = elevation difference / distance. Flat pace = the athlete's median "
+    "pace on splits with |i| < 1 %.",
+    "Minetti et al. 2002 (J Appl Physiol 93:1039), energy cost of running: C(i) = 155.4i⁵ − 30.4i⁴ − 43.3i³ + "
+    "46.3i² + 19.5i + 3.6 J/kg/m; predicted pace at grade i = flat pace × C(i)/C(0). Flat-equivalent pace = "
+    "pace ÷ C(i)/C(0).",
+)
+
+
+@dataclass(frozen=True)
+class Units:
+    name: str  # "km" or "mi"
+    metres: float
+
+    def pace(self, seconds_per_m: float) -> float:
+        """Seconds per unit."""
+        return seconds_per_m * self.metres
+
+    def clock(self, seconds_per_m: float) -> str:
+        return f"{_minutes(self.pace(seconds_per_m))} /{self.name}"
+
+
+def units_named(name: str) -> Units:
+    return Units("mi", pace.MILE_M) if name == "mi" else Units("km", pace.KM_M)
+
+
+def _minutes(seconds: float) -> str:
+    minutes, rest = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{rest:02d}" if hours else f"{minutes}:{rest:02d}"
+
+
+_PACE_TICKS = FuncFormatter(lambda value, _: _minutes(value))
+
+
+def _grade_figure(report: AthleteReport, units: Units) -> Figure:
+    data = report.grade
+    figure, axes = plt.subplots(figsize=FIGURE_SIZE_IN)
+    axes.scatter([g * 100 for g, _ in data.points], [units.pace(p) for _, p in data.points], s=6, alpha=0.3,
+                 color="tab:gray", label=f"splits ({len(data.points):,})")
+    if data.bins:
+        middles = [b.grade * 100 for b in data.bins]
+        axes.fill_between(middles, [units.pace(b.low_pace_s) for b in data.bins],
+                          [units.pace(b.high_pace_s) for b in data.bins], color="tab:blue", alpha=0.25,
+                          label="quartiles per 2 % bin")
+        axes.plot(middles, [units.pace(b.median_pace_s) for b in data.bins], color="tab:blue", label="median")
+    if data.minetti:
+        axes.plot([g * 100 for g, _ in data.minetti], [units.pace(p) for _, p in data.minetti], color="tab:red",
+                  label=f"Minetti from flat pace {units.clock(data.flat_pace_s or 0)}")
+    axes.set(xlabel="grade (%)", ylabel=f"pace (min/{units.name})", title="Pace against grade")
+    return _finish(figure, axes)
+
+
+def _gap_figure(report: AthleteReport, units: Units) -> Figure:
+    points = report.gap.points
+    figure, axes = plt.subplots(figsize=FIGURE_SIZE_IN)
+    if points:
+        shown = axes.scatter([units.pace(a) for a, _, _ in points], [units.pace(g) for _, g, _ in points],
+                             c=[i * 100 for _, _, i in points], cmap="coolwarm", s=8, vmin=-20, vmax=20)
+        figure.colorbar(shown, ax=axes, label="grade (%)")
+        paces = [units.pace(v) for a, g, _ in points for v in (a, g)]
+        axes.plot([min(paces), max(paces)], [min(paces), max(paces)], color="black", lw=0.8, label="GAP = pace")
+        axes.yaxis.set_major_formatter(_PACE_TICKS)
+    else:
+        axes.text(0.5, 0.5, "Strava gave no grade-adjusted speed for these splits", ha="center",
+                  transform=axes.transAxes)
+    axes.set(xlabel=f"actual pace (min/{units.name})", ylabel=f"Strava's grade-adjusted pace (min/{units.name})",
+             title=f"Strava's grade-adjusted pace against actual pace ({len(points):,} splits)")
+    return _finish(figure, axes, pace_axis="x")
+
+
+def _trend_figure(report: AthleteReport, units: Units) -> Figure:
+    data = report.trend
+    figure, axes = plt.subplots(figsize=FIGURE_SIZE_IN)
+    distance = axes.twinx()
+    distance.bar([w for w, _ in data.weeks], [m / units.metres for _, m in data.weeks], width=6, color="tab:green",
+                 alpha=0.3)
+    distance.set_ylabel(f"weekly distance ({units.name})")
+    axes.set_zorder(distance.get_zorder() + 1)
+    axes.patch.set_visible(False)
+    axes.plot([m for m, _, _ in data.months], [units.pace(p) for _, p, _ in data.months], marker="o",
+              color="tab:blue", label="monthly median flat-equivalent pace")
+    axes.set(xlabel="month", ylabel=f"flat-equivalent pace (min/{units.name})",
+             title="Flat-equivalent pace by month, distance by week")
+    return _finish(figure, axes)
+
+
+def _heart_figure(report: AthleteReport, units: Units) -> Figure:
+    figure, axes = plt.subplots(figsize=FIGURE_SIZE_IN)
+    per_hour = 3600 / units.metres
+    for year, points in report.heart.by_year.items():
+        axes.scatter([s * per_hour for s, _ in points], [h for _, h in points], s=8, alpha=0.5,
+                     label=f"{year} ({len(points):,})")
+    if not report.heart.by_year:
+        axes.text(0.5, 0.5, "no flat split with a heart rate", ha="center", transform=axes.transAxes)
+    axes.set(xlabel=f"speed ({units.name}/h)", ylabel="heart rate (bpm)",
+             title="Heart rate against speed on flat splits, by year")
+    if report.heart.by_year:
+        axes.legend(fontsize="small")
+    figure.tight_layout()
+    return figure
+
+
+def _finish(figure: Figure, axes, pace_axis: str = "y") -> Figure:
+    (axes.yaxis if pace_axis == "y" else axes.xaxis).set_major_formatter(_PACE_TICKS)
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize="small")
+    figure.tight_layout()
+    return figure
+
+
+FIGURES: tuple[tuple[str, Callable[[AthleteReport, Units], Figure]], ...] = (
+    ("pace-grade", _grade_figure), ("gap", _gap_figure), ("trend", _trend_figure), ("heart-speed", _heart_figure))
+
+
+def _png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def write_report(out: Path, reports: Sequence[AthleteReport], units: Units, filters: str) -> list[Path]:
+    """Draw every athlete's figures, write them as PNG files beside `out` (named after it) and the HTML
+    with the same images embedded; each file to a temp name first, then replaced. Returns the PNG paths."""
+    sections, written = [], []
+    for report in reports:
+        images = []
+        for name, draw in FIGURES:
+            png = _png(draw(report, units))
+            path = out.with_name(f"{out.stem}-{report.athlete_id}-{name}.png")
+            _write_atomic(path, png)
+            written.append(path)
+            images.append(base64.b64encode(png).decode("ascii"))
+        sections.append(_section(report, units, images))
+    page = _PAGE.format(filters=html.escape(filters), definitions="".join(
+        f"<li>{html.escape(text)}</li>" for text in DEFINITIONS), sections="".join(sections))
+    _write_atomic(out, page.encode("utf-8"))
+    return written
+
+
+def _write_atomic(path: Path, payload: bytes) -> None:
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_bytes(payload)
+    os.replace(temp, path)
+
+
+def _section(report: AthleteReport, units: Units, images: Sequence[str]) -> str:
+    flat = report.grade.flat_pace_s
+    facts = [
+        f"{report.runs:,} runs, {report.splits:,} splits; {report.used:,} used: "
+        f"{report.used - report.used_from_files:,} from Strava, {report.used_from_files:,} derived from export files",
+        f"flat pace {units.clock(flat)}" if flat is not None else "no flat split (|i| < 1 %): no flat pace",
+        f"figure 2: {len(report.gap.points):,} splits with Strava's grade-adjusted speed; figure 4: "
+        f"{sum(len(p) for p in report.heart.by_year.values()):,} flat splits with a heart rate",
+    ]
+    body = "".join(f"<li>{html.escape(text)}</li>" for text in facts)
+    figures = "".join(f'<figure><img alt="{name}" src="data:image/png;base64,{data}"></figure>'
+                      for (name, _), data in zip(FIGURES, images))
+    prediction = _prediction_html(report.prediction) if report.prediction else ""
+    return f"<section><h2>Athlete {report.athlete_id}</h2><ul>{body}</ul>{prediction}{figures}</section>"
+
+
+def prediction_lines(prediction: RacePrediction) -> list[str]:
+    """The prediction, the model, its fit and the interval's method, as sentences (HTML and summary)."""
+    if prediction.fit is None or prediction.prediction is None:
+        return [f"no prediction for {prediction.course}: {prediction.problem}"]
+    fit, result = prediction.fit, prediction.prediction
+    interval = (f"90 % interval {_minutes(result.low_s)} – {_minutes(result.high_s)}"
+                if result.low_s is not None and result.high_s is not None else
+                "no interval (it needs at least two races)")
+    return [
+        f"{prediction.course}: predicted moving time {_minutes(result.moving_s)}, {interval}",
+        "model (fitted by distance-weighted least squares on every split, one level per run): log pace = "
+        "level of the run + b_up·log C(i)/C(0) uphill + b_down·log C(i)/C(0) downhill + c·(distance into the "
+        "run / 10 km); races (workout_type 1) set the race level, less h × the climb their splits do not show",
+        f"fit: b_up {fit.uphill_weight:.2f}, b_down {fit.downhill_weight:.2f} (1 = Minetti's cost), c "
+        f"{fit.fatigue_per_10km:+.3f} per 10 km, h {fit.hidden_climb_weight:.2f}; {fit.splits:,} splits, "
+        f"residual sd {fit.residual_sd:.3f} in log pace; {len(fit.race_deviations)} races",
+        "interval: a normal prediction interval of log time, ± 1.645 × the races' spread about the race level "
+        "× √(1 + 1/races)",
+    ]
+
+
+def _prediction_html(prediction: RacePrediction) -> str:
+    lines = prediction_lines(prediction)
+    return "<h3>Race prediction</h3><ul>" + "".join(f"<li>{html.escape(t)}</li>" for t in lines) + "</ul>"
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>bulkfetch report</title>
+<style>body{{font-family:sans-serif;max-width:60em;margin:auto}}img{{max-width:100%}}</style></head>
+<body><h1>Pace against terrain</h1><p>{filters}</p><h2>Definitions</h2><ul>{definitions}</ul>{sections}
+</body></html>
+"""
