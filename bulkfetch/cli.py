@@ -12,6 +12,7 @@ import asyncio
 import getpass
 import math
 import os
+import shlex
 import signal
 import sys
 import time
@@ -755,6 +756,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                    [(b.label, f"{b.splits:,}", report.format_pace(b.pace_s_per_km)) for b in buckets])
     show.result(f"Parquet tables: {parquet_dir}/<table>/athlete_id=<id>/year=YYYY/part-0.parquet")
     show.result(f"Query them with DuckDB (pip install duckdb):\n  {report.duckdb_example(parquet_dir)}")
+    show.result(f"Figures in one HTML file (pip install 'bulkfetch[report]'):\n  bulkfetch --config "
+                f"{shlex.quote(str(demo.report_config()))} report --out {shlex.quote(str(data_dir / 'report.html'))}")
     return EXIT_OK
 
 
@@ -773,30 +776,20 @@ def _cmd_report(args: argparse.Namespace) -> int:
             course = (args.predict, pace.parse_course(args.predict))
         except ValueError as error:
             raise ConfigError(f"--predict: {error}") from None
+    out = args.out.resolve()
+    if not out.parent.is_dir():
+        raise ConfigError(f"--out {args.out}: the folder {out.parent} does not exist")
     filters = parse_filters(args.sport, args.since, args.until)
     units = report_html.units_named(args.units)
     query = report_data.ReportQuery(sports=filters.sports or report_data.DEFAULT_SPORTS, since_s=filters.since,
                                     until_s=filters.until, athletes=args.athlete, unit_m=units.metres)
-    config = _config(args)
-    runs = report_data.read_runs(config.storage.parquet_dir, query)
-    reports = [report_data.athlete_report(athlete_id, athlete_runs, units.metres, course)
-               for athlete_id, athlete_runs in sorted(runs.items())]
-    out = args.out.resolve()
-    if not out.parent.is_dir():
-        raise ConfigError(f"--out {args.out}: the folder {out.parent} does not exist")
-    shown = f"{', '.join(sorted(query.sports))} splits of {config.storage.parquet_dir}, per {units.name}"
-    pngs = report_html.write_report(out, reports, units, shown)
-    used = sum(r.used for r in reports)
-    from_files = sum(r.used_from_files for r in reports)
-    print(f"wrote {out} and {len(pngs)} PNG figures beside it")
-    print(f"{len(reports)} athlete(s), {sum(r.runs for r in reports):,} runs; {used:,} of "
-          f"{sum(r.splits for r in reports):,} splits used ({used - from_files:,} from Strava, {from_files:,} from "
-          "export files)")
-    print("; ".join(f"athlete {r.athlete_id}: flat pace {units.clock(r.grade.flat_pace_s)}"
-                    if r.grade.flat_pace_s is not None else f"athlete {r.athlete_id}: no flat pace" for r in reports))
-    for r in reports:
-        if r.prediction is not None:
-            print(f"athlete {r.athlete_id}: {report_html.prediction_lines(r.prediction)[0]}")
+    parquet_dir = _config(args).storage.parquet_dir
+    reports = [report_data.athlete_report(athlete_id, runs, units.metres, course)
+               for athlete_id, runs in sorted(report_data.read_runs(parquet_dir, query).items())]
+    shown = f"{', '.join(sorted(query.sports))} splits of {parquet_dir}, per {units.name}"
+    figures = report_html.write_report(out, reports, units, shown)
+    print(out)
+    print("\n".join(report_html.summary_lines(reports, units, len(figures))))
     return EXIT_OK
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from bulkfetch import pace  # noqa: E402
 from bulkfetch.report_data import AthleteReport, RacePrediction  # noqa: E402
+from bulkfetch.store import atomic_write  # noqa: E402
 
 FIGURE_SIZE_IN = (7.5, 4.5)
 DPI = 100
@@ -68,7 +68,7 @@ _PACE_TICKS = FuncFormatter(lambda value, _: _minutes(value))
 
 def _grade_figure(report: AthleteReport, units: Units) -> Figure:
     data = report.grade
-    figure, axes = plt.subplots(figsize=FIGURE_SIZE_IN)
+    figure, axes = plt.subplots(figsize=FIGURE_SIZE_IN, layout="constrained")
     axes.scatter([g * 100 for g, _ in data.points], [units.pace(p) for _, p in data.points], s=6, alpha=0.3,
                  color="tab:gray", label=f"splits ({len(data.points):,})")
     if data.bins:
@@ -86,7 +86,7 @@ def _grade_figure(report: AthleteReport, units: Units) -> Figure:
 
 def _gap_figure(report: AthleteReport, units: Units) -> Figure:
     points = report.gap.points
-    figure, axes = plt.subplots(figsize=FIGURE_SIZE_IN)
+    figure, axes = plt.subplots(figsize=FIGURE_SIZE_IN, layout="constrained")
     if points:
         shown = axes.scatter([units.pace(a) for a, _, _ in points], [units.pace(g) for _, g, _ in points],
                              c=[i * 100 for _, _, i in points], cmap="coolwarm", s=8, vmin=-20, vmax=20)
@@ -104,7 +104,7 @@ def _gap_figure(report: AthleteReport, units: Units) -> Figure:
 
 def _trend_figure(report: AthleteReport, units: Units) -> Figure:
     data = report.trend
-    figure, axes = plt.subplots(figsize=FIGURE_SIZE_IN)
+    figure, axes = plt.subplots(figsize=FIGURE_SIZE_IN, layout="constrained")
     distance = axes.twinx()
     distance.bar([w for w, _ in data.weeks], [m / units.metres for _, m in data.weeks], width=6, color="tab:green",
                  alpha=0.3)
@@ -119,7 +119,7 @@ def _trend_figure(report: AthleteReport, units: Units) -> Figure:
 
 
 def _heart_figure(report: AthleteReport, units: Units) -> Figure:
-    figure, axes = plt.subplots(figsize=FIGURE_SIZE_IN)
+    figure, axes = plt.subplots(figsize=FIGURE_SIZE_IN, layout="constrained")
     per_hour = 3600 / units.metres
     for year, points in report.heart.by_year.items():
         axes.scatter([s * per_hour for s, _ in points], [h for _, h in points], s=8, alpha=0.5,
@@ -130,7 +130,6 @@ def _heart_figure(report: AthleteReport, units: Units) -> Figure:
              title="Heart rate against speed on flat splits, by year")
     if report.heart.by_year:
         axes.legend(fontsize="small")
-    figure.tight_layout()
     return figure
 
 
@@ -138,7 +137,6 @@ def _finish(figure: Figure, axes, pace_axis: str = "y") -> Figure:
     (axes.yaxis if pace_axis == "y" else axes.xaxis).set_major_formatter(_PACE_TICKS)
     if axes.get_legend_handles_labels()[0]:
         axes.legend(fontsize="small")
-    figure.tight_layout()
     return figure
 
 
@@ -155,27 +153,21 @@ def _png(figure: Figure) -> bytes:
 
 def write_report(out: Path, reports: Sequence[AthleteReport], units: Units, filters: str) -> list[Path]:
     """Draw every athlete's figures, write them as PNG files beside `out` (named after it) and the HTML
-    with the same images embedded; each file to a temp name first, then replaced. Returns the PNG paths."""
+    with the same images embedded (each written atomically). Returns the PNG paths."""
     sections, written = [], []
     for report in reports:
         images = []
         for name, draw in FIGURES:
             png = _png(draw(report, units))
             path = out.with_name(f"{out.stem}-{report.athlete_id}-{name}.png")
-            _write_atomic(path, png)
+            atomic_write(path, png)
             written.append(path)
             images.append(base64.b64encode(png).decode("ascii"))
         sections.append(_section(report, units, images))
     page = _PAGE.format(filters=html.escape(filters), definitions="".join(
         f"<li>{html.escape(text)}</li>" for text in DEFINITIONS), sections="".join(sections))
-    _write_atomic(out, page.encode("utf-8"))
+    atomic_write(out, page.encode("utf-8"))
     return written
-
-
-def _write_atomic(path: Path, payload: bytes) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_bytes(payload)
-    os.replace(temp, path)
 
 
 def _section(report: AthleteReport, units: Units, images: Sequence[str]) -> str:
@@ -226,3 +218,17 @@ _PAGE = """<!DOCTYPE html>
 <body><h1>Pace against terrain</h1><p>{filters}</p><h2>Definitions</h2><ul>{definitions}</ul>{sections}
 </body></html>
 """
+
+
+def summary_lines(reports: Sequence[AthleteReport], units: Units, figures: int) -> list[str]:
+    """The three lines `bulkfetch report` prints under the HTML file's path."""
+    used = sum(r.used for r in reports)
+    from_files = sum(r.used_from_files for r in reports)
+    flat = (f"athlete {r.athlete_id}: flat pace {units.clock(r.grade.flat_pace_s)}" if r.grade.flat_pace_s is not None
+            else f"athlete {r.athlete_id}: no flat split, no flat pace" for r in reports)
+    predicted = [f"athlete {r.athlete_id}: {prediction_lines(r.prediction)[0]}" for r in reports if r.prediction]
+    return [f"{len(reports)} athlete(s), {figures} figures (embedded, and as PNG files beside it); "
+            f"{sum(r.runs for r in reports):,} runs, {used:,} of {sum(r.splits for r in reports):,} splits used "
+            f"({used - from_files:,} from Strava, {from_files:,} derived from export files)",
+            "; ".join(flat),
+            "; ".join(predicted) or "no race predicted (add --predict COURSE, e.g. 42.195km+350m-350m)"]
