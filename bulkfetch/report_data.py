@@ -76,7 +76,8 @@ class Run:
 def read_runs(parquet_dir: Path, query: ReportQuery) -> dict[int, list[Run]]:
     """Each athlete's runs of the query's sports and dates, from the splits table and the activities'
     workout_type and total_elevation_gain. ConfigError (one line) when there is nothing to report on."""
-    if not (parquet_dir / query.table).is_dir():
+    splits = dataset(parquet_dir, query.table) if (parquet_dir / query.table).is_dir() else None
+    if splits is None or not splits.files:  # a folder without a file has no columns to filter on either
         raise ConfigError(f"no {query.table} table in {parquet_dir}", hint="run 'bulkfetch fetch' (or import an "
                                                                              "export) first")
     condition = ds.field("sport_type").isin(sorted(query.sports))
@@ -86,7 +87,7 @@ def read_runs(parquet_dir: Path, query: ReportQuery) -> dict[int, list[Run]]:
         condition &= ds.field("start_date") < datetime.fromtimestamp(query.until_s, UTC)
     if query.athletes is not None:
         condition &= ds.field("athlete_id").isin(sorted(query.athletes))
-    table = dataset(parquet_dir, query.table).to_table(columns=SPLIT_COLUMNS, filter=condition)
+    table = splits.to_table(columns=SPLIT_COLUMNS, filter=condition)
     if table.num_rows == 0:
         raise ConfigError(f"no {', '.join(sorted(query.sports))} splits in {parquet_dir} for these filters",
                           hint="check --sport, --since, --until and --athlete")
