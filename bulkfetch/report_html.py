@@ -19,8 +19,9 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display, no GUI toolkit
 
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
 from bulkfetch import pace  # noqa: E402
 from bulkfetch.report_data import AthleteReport, RacePrediction  # noqa: E402
@@ -28,6 +29,11 @@ from bulkfetch.store import atomic_write  # noqa: E402
 
 FIGURE_SIZE_IN = (7.5, 4.5)
 DPI = 100
+# Fixed margins and legend places: matplotlib's automatic layouts and loc="best" cost more than the drawing
+# itself (a layout draws the figure once more; "best" tests every point), and the report must stay quick.
+MARGINS = {"left": 0.1, "right": 0.97, "bottom": 0.12, "top": 0.92}
+MARGINS_WITH_RIGHT_AXIS = {**MARGINS, "right": 0.88}
+PNG_OPTIONS = {"compress_level": 1}  # Pillow's; its default (6) takes longer for files barely smaller
 
 DEFINITIONS = (
     "Splits used: full splits (95–105 % of the unit: 950–1050 m for km) of the chosen sports, from Strava or "
@@ -66,9 +72,20 @@ def _minutes(seconds: float) -> str:
 _PACE_TICKS = FuncFormatter(lambda value, _: _minutes(value))
 
 
+def _pace_locator() -> MaxNLocator:
+    """Ticks a whole number of 10, 20, 30 or 60 seconds apart (mm:ss labels, not 3:20, 4:10)."""
+    return MaxNLocator(nbins=8, steps=[1, 2, 3, 6, 10])
+
+
+def _figure(margins: dict[str, float] = MARGINS) -> tuple[Figure, Axes]:
+    figure, axes = plt.subplots(figsize=FIGURE_SIZE_IN)
+    figure.subplots_adjust(**margins)
+    return figure, axes
+
+
 def _grade_figure(report: AthleteReport, units: Units) -> Figure:
     data = report.grade
-    figure, axes = plt.subplots(figsize=FIGURE_SIZE_IN, layout="constrained")
+    figure, axes = _figure()
     axes.scatter([g * 100 for g, _ in data.points], [units.pace(p) for _, p in data.points], s=6, alpha=0.3,
                  color="tab:gray", label=f"splits ({len(data.points):,})")
     if data.bins:
@@ -86,14 +103,16 @@ def _grade_figure(report: AthleteReport, units: Units) -> Figure:
 
 def _gap_figure(report: AthleteReport, units: Units) -> Figure:
     points = report.gap.points
-    figure, axes = plt.subplots(figsize=FIGURE_SIZE_IN, layout="constrained")
+    figure, axes = _figure(MARGINS_WITH_RIGHT_AXIS)
     if points:
+        steepest = max(abs(i) for _, _, i in points) * 100 or 1.0  # zero grade white, the scale symmetric
         shown = axes.scatter([units.pace(a) for a, _, _ in points], [units.pace(g) for _, g, _ in points],
-                             c=[i * 100 for _, _, i in points], cmap="coolwarm", s=8, vmin=-20, vmax=20)
-        figure.colorbar(shown, ax=axes, label="grade (%)")
+                             c=[i * 100 for _, _, i in points], cmap="coolwarm", s=8, vmin=-steepest, vmax=steepest)
+        figure.colorbar(shown, ax=axes, label="grade (%)", fraction=0.05, pad=0.02)
         paces = [units.pace(v) for a, g, _ in points for v in (a, g)]
         axes.plot([min(paces), max(paces)], [min(paces), max(paces)], color="black", lw=0.8, label="GAP = pace")
         axes.yaxis.set_major_formatter(_PACE_TICKS)
+        axes.yaxis.set_major_locator(_pace_locator())
     else:
         axes.text(0.5, 0.5, "Strava gave no grade-adjusted speed for these splits", ha="center",
                   transform=axes.transAxes)
@@ -104,10 +123,12 @@ def _gap_figure(report: AthleteReport, units: Units) -> Figure:
 
 def _trend_figure(report: AthleteReport, units: Units) -> Figure:
     data = report.trend
-    figure, axes = plt.subplots(figsize=FIGURE_SIZE_IN, layout="constrained")
+    figure, axes = _figure(MARGINS_WITH_RIGHT_AXIS)
     distance = axes.twinx()
-    distance.bar([w for w, _ in data.weeks], [m / units.metres for _, m in data.weeks], width=6, color="tab:green",
-                 alpha=0.3)
+    # One line per week (a single collection): bars are an artist each, and slow by the hundred.
+    distance.vlines([w for w, _ in data.weeks], 0, [m / units.metres for _, m in data.weeks], color="tab:green",
+                    alpha=0.4, linewidth=2)
+    distance.set_ylim(bottom=0)
     distance.set_ylabel(f"weekly distance ({units.name})")
     axes.set_zorder(distance.get_zorder() + 1)
     axes.patch.set_visible(False)
@@ -119,7 +140,7 @@ def _trend_figure(report: AthleteReport, units: Units) -> Figure:
 
 
 def _heart_figure(report: AthleteReport, units: Units) -> Figure:
-    figure, axes = plt.subplots(figsize=FIGURE_SIZE_IN, layout="constrained")
+    figure, axes = _figure()
     per_hour = 3600 / units.metres
     for year, points in report.heart.by_year.items():
         axes.scatter([s * per_hour for s, _ in points], [h for _, h in points], s=8, alpha=0.5,
@@ -129,14 +150,16 @@ def _heart_figure(report: AthleteReport, units: Units) -> Figure:
     axes.set(xlabel=f"speed ({units.name}/h)", ylabel="heart rate (bpm)",
              title="Heart rate against speed on flat splits, by year")
     if report.heart.by_year:
-        axes.legend(fontsize="small")
+        axes.legend(fontsize="small", loc="upper left")
     return figure
 
 
-def _finish(figure: Figure, axes, pace_axis: str = "y") -> Figure:
-    (axes.yaxis if pace_axis == "y" else axes.xaxis).set_major_formatter(_PACE_TICKS)
+def _finish(figure: Figure, axes: Axes, pace_axis: str = "y") -> Figure:
+    axis = axes.yaxis if pace_axis == "y" else axes.xaxis
+    axis.set_major_formatter(_PACE_TICKS)
+    axis.set_major_locator(_pace_locator())
     if axes.get_legend_handles_labels()[0]:
-        axes.legend(fontsize="small")
+        axes.legend(fontsize="small", loc="upper left")
     return figure
 
 
@@ -146,7 +169,7 @@ FIGURES: tuple[tuple[str, Callable[[AthleteReport, Units], Figure]], ...] = (
 
 def _png(figure: Figure) -> bytes:
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI)
+    figure.savefig(buffer, format="png", dpi=DPI, pil_kwargs=PNG_OPTIONS)
     plt.close(figure)
     return buffer.getvalue()
 
