@@ -3,6 +3,7 @@
 Draws what bulkfetch.report_data computed; nothing here decides which splits count. Every image is a PNG
 embedded as a base64 data URI and also written beside the HTML, so the page loads nothing from anywhere.
 Importing this module needs matplotlib (the `report` extra): bulkfetch.cli imports it only for `report`.
+Figures are drawn by matplotlib's Agg renderer into PNG bytes, without pyplot (no display, no global state).
 """
 
 from __future__ import annotations
@@ -14,18 +15,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-matplotlib.use("Agg")  # files only: no display, no GUI toolkit
-
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
-
-from bulkfetch import pace  # noqa: E402
-from bulkfetch.report_data import AthleteReport, RacePrediction  # noqa: E402
-from bulkfetch.store import atomic_write  # noqa: E402
+from bulkfetch import pace
+from bulkfetch.report_data import AthleteReport, RacePrediction
+from bulkfetch.store import atomic_write
 
 FIGURE_SIZE_IN = (7.5, 4.5)
 DPI = 100
@@ -78,7 +74,10 @@ def _pace_locator() -> MaxNLocator:
 
 
 def _figure(margins: dict[str, float] = MARGINS) -> tuple[Figure, Axes]:
-    figure, axes = plt.subplots(figsize=FIGURE_SIZE_IN)
+    # A Figure of its own, not pyplot's: no global figure registry to close, no GUI backend chosen; savefig
+    # draws PNG with Agg.
+    figure = Figure(figsize=FIGURE_SIZE_IN)
+    axes = figure.add_subplot()
     figure.subplots_adjust(**margins)
     return figure, axes
 
@@ -170,7 +169,6 @@ FIGURES: tuple[tuple[str, Callable[[AthleteReport, Units], Figure]], ...] = (
 def _png(figure: Figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI, pil_kwargs=PNG_OPTIONS)
-    plt.close(figure)
     return buffer.getvalue()
 
 
