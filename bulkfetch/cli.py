@@ -143,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_athlete_argument(report)
     report.add_argument("--units", choices=("km", "mi"), default="km", help="1 km splits (default) or mile splits")
     report.add_argument("--predict", metavar="COURSE",
-                        help="predict a race over COURSE, DISTANCE+CLIMB[-DESCENT], e.g. 42.195km+350m-350m")
+                        help="predict a race over COURSE: a GPX file of the course (course.gpx), or "
+                             "DISTANCE+CLIMB[-DESCENT], e.g. 42.195km+350m-350m")
     report.set_defaults(handler=_cmd_report)
 
     demo = commands.add_parser("demo", help="run the whole pipeline against the embedded simulator")
@@ -763,6 +764,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from bulkfetch import pace, report_data
+    from bulkfetch.course_gpx import read_course
 
     try:
         from bulkfetch import report_html
@@ -773,8 +775,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
     course = None
     if args.predict is not None:
         try:
-            course = (args.predict, pace.parse_course(args.predict))
-        except ValueError as error:
+            course = (args.predict, read_course(Path(args.predict)) if args.predict.lower().endswith(".gpx")
+                      else pace.parse_course(args.predict))
+        except ValueError as error:  # CourseError too
             raise ConfigError(f"--predict: {error}") from None
     out = args.out.resolve()
     if not out.parent.is_dir():

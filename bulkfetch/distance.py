@@ -214,12 +214,12 @@ def _positions_distance(time: list[int], lats: list[float | None], lngs: list[fl
     """Cumulative great-circle distance over the positions kept (present, not glitches)."""
     fixed = list(range(len(lats))) if None not in lats and None not in lngs else [
         i for i, (lat, lng) in enumerate(zip(lats, lngs)) if lat is not None and lng is not None]
-    steps = _great_circle_steps([lats[i] for i in fixed], [lngs[i] for i in fixed])
+    steps = great_circle_steps([lats[i] for i in fixed], [lngs[i] for i in fixed])
     rejected = _glitches_unless_within_reach(
         time, fixed, steps, lambda a, b: _metres(lats[a], lngs[a], lats[b], lngs[b]), limit_mps).glitches
     if rejected:
         fixed = [i for i in fixed if i not in rejected]
-        steps = _great_circle_steps([lats[i] for i in fixed], [lngs[i] for i in fixed])
+        steps = great_circle_steps([lats[i] for i in fixed], [lngs[i] for i in fixed])
     return _filled_in(time, fixed, list(accumulate(steps, initial=0.0)) if fixed else [])
 
 
@@ -244,7 +244,7 @@ def _filled_in(time: list[int], known: list[int], values: list[float]) -> list[f
     return out
 
 
-def _great_circle_steps(lats: list[Any], lngs: list[Any]) -> list[float]:
+def great_circle_steps(lats: list[Any], lngs: list[Any]) -> list[float]:
     """Haversine metres between consecutive positions, which all exist (mean earth radius)."""
     sin, asin, sqrt = math.sin, math.asin, math.sqrt
     phi = list(map(math.radians, lats))
@@ -259,5 +259,5 @@ def _great_circle_steps(lats: list[Any], lngs: list[Any]) -> list[float]:
 
 def _metres(lat0: Any, lng0: Any, lat1: Any, lng1: Any) -> float:
     """Haversine metres between two positions."""
-    (step,) = _great_circle_steps([lat0, lat1], [lng0, lng1])
+    (step,) = great_circle_steps([lat0, lat1], [lng0, lng1])
     return step

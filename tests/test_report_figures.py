@@ -12,7 +12,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from bulkfetch import pace
+from bulkfetch import course_gpx, pace
 from bulkfetch.report_data import Run, SplitRow, athlete_report, gap_figure, grade_figure, used_splits
 from tests.conftest import REPO, run_cli
 
@@ -167,3 +167,44 @@ def test_report_without_matplotlib_says_how_to_install_it(tmp_path: Path, demo_r
     result = run_cli("--config", str(demo_report[0] / "report-config.toml"), "report",
                      PYTHONPATH=os.pathsep.join([str(tmp_path), str(REPO)]))
     assert "pip install 'bulkfetch[report]'" in _one_line_exit_2(result)
+
+
+def test_course_pieces_cut_every_kilometre_with_interpolated_elevation() -> None:
+    # 2.5 km in steps of 600, 900 and 1000 m, climbing 10 m, then 0, then falling 20 m.
+    pieces = course_gpx.pieces([600.0, 900.0, 1000.0], [100.0, 110.0, 110.0, 90.0])
+    assert pieces == [(1000.0, pytest.approx(10.0)), (1000.0, pytest.approx(-10.0)), (500.0, pytest.approx(-10.0))]
+    assert course_gpx.pieces([500.0, 500.0], [0.0, 5.0, 5.0]) == [(1000.0, pytest.approx(5.0))]
+
+
+GPX = """<?xml version="1.0"?>
+<gpx version="1.1" creator="planner" xmlns="http://www.topografix.com/GPX/1/1"><trk><trkseg>
+{points}</trkseg></trk></gpx>"""
+
+
+def test_gpx_course_read_along_a_meridian(tmp_path: Path) -> None:
+    # 0.01 degree of latitude is 1,111.95 m on the mean earth; 30 points climb 2 m each, then 30 descend 1 m.
+    elevations = [2.0 * k for k in range(31)] + [60.0 - k for k in range(1, 31)]
+    points = "".join(f'<trkpt lat="{45 + 0.001 * k:.3f}" lon="7.0"><ele>{ele}</ele></trkpt>\n'
+                     for k, ele in enumerate(elevations))
+    (tmp_path / "c.gpx").write_text(GPX.format(points=points))
+    pieces = course_gpx.read_course(tmp_path / "c.gpx")
+    assert sum(d for d, _ in pieces) == pytest.approx(60 * 111.195, rel=1e-3)
+    assert sum(r for _, r in pieces) == pytest.approx(30.0)
+    assert max(r for _, r in pieces) == pytest.approx(2.0 * 1000 / 111.195, rel=1e-3)
+    assert len(pieces) == 7 and all(d == 1000.0 for d, _ in pieces[:-1])
+    (tmp_path / "flat.gpx").write_text(GPX.format(points='<trkpt lat="45" lon="7"></trkpt>' * 3))
+    with pytest.raises(course_gpx.CourseError, match="fewer than two"):
+        course_gpx.read_course(tmp_path / "flat.gpx")
+
+
+def test_report_predicts_over_a_gpx_course_or_refuses_it_in_one_line(demo_report, tmp_path: Path) -> None:
+    points = "".join(f'<trkpt lat="{45 + 0.009 * k:.3f}" lon="7.0"><ele>{100 + 5 * k}</ele></trkpt>'
+                     for k in range(11))
+    (tmp_path / "hill.gpx").write_text(GPX.format(points=points))
+    config = ["--config", str(demo_report[0] / "report-config.toml"), "report", "--out", str(tmp_path / "r.html")]
+    result = run_cli(*config, "--predict", str(tmp_path / "hill.gpx"))
+    assert result.returncode == 0, result.stderr
+    assert "hill.gpx: predicted moving time" in result.stdout.splitlines()[3]
+    (tmp_path / "bad.gpx").write_text("<gpx>")
+    assert "is not GPX" in _one_line_exit_2(run_cli(*config, "--predict", str(tmp_path / "bad.gpx")))
+    assert "cannot read" in _one_line_exit_2(run_cli(*config, "--predict", str(tmp_path / "none.gpx")))
