@@ -763,8 +763,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from bulkfetch import pace, report_data
-    from bulkfetch.course_gpx import read_course
+    from bulkfetch import course_gpx, pace, report_data
 
     try:
         from bulkfetch import report_html
@@ -775,7 +774,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     course = None
     if args.predict is not None:
         try:
-            course = (args.predict, read_course(Path(args.predict)) if args.predict.lower().endswith(".gpx")
+            course = (args.predict, course_gpx.read_course(Path(args.predict)) if args.predict.lower().endswith(".gpx")
                       else pace.parse_course(args.predict))
         except ValueError as error:  # CourseError too
             raise ConfigError(f"--predict: {error}") from None
