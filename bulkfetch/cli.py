@@ -11,6 +11,7 @@ import argparse
 import getpass
 import math
 import os
+import shlex
 import signal
 import sys
 import time
@@ -128,6 +129,20 @@ def build_parser() -> argparse.ArgumentParser:
                                              "then compact them into this parquet_dir")
     adopt.add_argument("other", metavar="OTHER_DATA_DIR", type=Path)
     athletes.set_defaults(handler=_cmd_athletes)
+
+    report = commands.add_parser("report", help="pace against terrain as figures in one HTML file (needs the "
+                                                "report extra: pip install 'bulkfetch[report]')")
+    report.add_argument("--out", metavar="PATH", type=Path, default=Path("report.html"),
+                        help="the HTML file to write; the PNG figures go beside it (default report.html)")
+    report.add_argument("--sport", metavar="TYPES", help="only these sport_type values (default Run,TrailRun)")
+    report.add_argument("--since", metavar="DATE", help="only activities starting at or after (UTC)")
+    report.add_argument("--until", metavar="DATE", help="only activities starting before (UTC)")
+    _add_athlete_argument(report)
+    report.add_argument("--units", choices=("km", "mi"), default="km", help="1 km splits (default) or mile splits")
+    report.add_argument("--predict", metavar="COURSE",
+                        help="predict a race over COURSE: a GPX file of the course (course.gpx), or "
+                             "DISTANCE+CLIMB[-DESCENT], e.g. 42.195km+350m-350m")
+    report.set_defaults(handler=_cmd_report)
 
     demo = commands.add_parser("demo", help="run the whole pipeline against the embedded simulator")
     demo.add_argument("--activities", type=int, default=300,
@@ -758,7 +773,58 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                    [(b.label, f"{b.splits:,}", report.format_pace(b.pace_s_per_km)) for b in buckets])
     show.result(f"Parquet tables: {parquet_dir}/<table>/athlete_id=<id>/year=YYYY/part-0.parquet")
     show.result(f"Query them with DuckDB (pip install duckdb):\n  {report.duckdb_example(parquet_dir)}")
+    show.result(f"Figures in one HTML file (pip install 'bulkfetch[report]'):\n  bulkfetch --config "
+                f"{shlex.quote(str(demo.report_config()))} report --out {shlex.quote(str(data_dir / 'report.html'))}")
     return EXIT_OK
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from bulkfetch import pace, report_data
+
+    try:
+        from bulkfetch import report_html
+    except ImportError as error:
+        if error.name is None or not error.name.startswith("matplotlib"):
+            raise
+        raise ConfigError("report needs matplotlib", hint="pip install 'bulkfetch[report]'") from None
+    course = None
+    if args.predict is not None:
+        try:
+            course = (args.predict, _gpx_course(Path(args.predict)) if args.predict.lower().endswith(".gpx")
+                      else pace.parse_course(args.predict))
+        except ValueError as error:
+            raise ConfigError(f"--predict: {error}") from None
+    out = args.out.resolve()
+    if not out.parent.is_dir():
+        raise ConfigError(f"--out {args.out}: the folder {out.parent} does not exist")
+    filters = parse_filters(args.sport, args.since, args.until)
+    units = report_html.units_named(args.units)
+    query = report_data.ReportQuery(sports=filters.sports or report_data.DEFAULT_SPORTS, since_s=filters.since,
+                                    until_s=filters.until, athletes=args.athlete, unit_m=units.metres)
+    parquet_dir = _config(args).storage.parquet_dir
+    reports = [report_data.athlete_report(athlete_id, runs, units.metres, course)
+               for athlete_id, runs in sorted(report_data.read_runs(parquet_dir, query).items())]
+    shown = f"{', '.join(sorted(query.sports))} splits of {parquet_dir}, per {units.name}"
+    figures = report_html.write_report(out, reports, units, shown)
+    print(out)
+    print("\n".join(report_html.summary_lines(reports, units, len(figures))))
+    return EXIT_OK
+
+
+MAX_COURSE_BYTES = 64 << 20  # a course's GPX file larger than this is no course (a whole recorded history, say)
+
+
+def _gpx_course(path: Path) -> list[tuple[float, float]]:
+    """The course in the GPX file at `path` (bulkfetch.course_gpx); ValueError, one line, when it cannot be used."""
+    from bulkfetch.course_gpx import course_from_gpx
+
+    try:
+        if path.stat().st_size > MAX_COURSE_BYTES:
+            raise ValueError(f"{path} is larger than {MAX_COURSE_BYTES >> 20} MiB: not a course")
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as error:
+        raise ValueError(f"cannot read {path} ({error.strerror})") from None
+    return course_from_gpx(text, str(path))
 
 
 def _prepare_demo(demo: DemoRun, reporter: Reporter) -> None:

@@ -35,6 +35,7 @@ from bulkfetch.roster import Roster
 from bulkfetch.run import fetch_history
 from bulkfetch.simulator import RequestRecord, Simulator, SimulatorSettings
 from bulkfetch.simulator.export import ExportSummary, write_export, written_before
+from bulkfetch.store import atomic_write
 
 DEMO_SEED = 2026
 # 100 requests per 6-second window: a few hundred activities need several windows, so the demo waits
@@ -53,6 +54,7 @@ DEMO_EXPORT_DURATION_S = 1200
 # The README's recipe fetches details for the last year alone: the year before the simulated now.
 RECIPE_RECENT_S = 365 * 86400
 DEMO_DATA_DIR = "demo-data"
+REPORT_CONFIG_NAME = "report-config.toml"  # names the demo's data_dir alone, for `bulkfetch report`
 DEMO_EXPORT_DATA_DIR = "demo-export-data"  # another history (see check_demo_data_dir): a folder of its own
 EXPORT_FOLDER = "simulated-export"  # in the demo's data_dir: the zip Strava would e-mail, and its sidecar
 # The requests of a fetch, by the path they asked (the simulator's log holds them with the API's prefix).
@@ -250,6 +252,13 @@ class DemoRun:
             finally:
                 self.requests = demo_requests(simulator.request_log)
                 self.sent = requests_by_kind(simulator.request_log, self.export_athlete)
+
+    def report_config(self) -> Path:
+        """A config naming only this data_dir (relative to itself), for `bulkfetch --config it report`: the
+        demo keeps its simulated app's settings to itself, so it has no config.toml to point at."""
+        path = self.data_dir / REPORT_CONFIG_NAME
+        atomic_write(path, b'[storage]\ndata_dir = "."\n')
+        return path
 
     def saving(self) -> list[SavingRow]:
         """`quota_saving` of the export's athlete: this fetch against its whole history from the API alone."""

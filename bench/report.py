@@ -1,0 +1,77 @@
+"""Benchmark: `bulkfetch report` against the compaction of the same demo data (issue 15: under 1.5x).
+
+    python bench/report.py                   # the demo's default history (300 activities)
+    python bench/report.py --activities 60   # smoke run
+
+It runs `bulkfetch demo` once into a temporary folder, then times as whole processes (interpreter start
+and imports counted for both), interleaved so that a busy machine slows both alike, best of --repeat, wall
+and CPU seconds (CPU time is what a machine shared with other jobs distorts least):
+`bulkfetch compact --rebuild` (every partition written again from raw) and `bulkfetch report` (reading
+the splits, the four figures, the HTML and the PNG files), both with the config the demo prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bulkfetch.demo import REPORT_CONFIG_NAME
+
+GOAL_RATIO = 1.5
+
+
+@dataclass(frozen=True)
+class Timing:
+    wall_s: float
+    cpu_s: float  # the process's and its children's (compaction's worker), user + system
+
+
+def _timed(*args: str) -> Timing:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "bulkfetch", *args], check=True, capture_output=True)
+    wall_s = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return Timing(wall_s, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+
+
+def _best(timings: list[Timing]) -> Timing:
+    return Timing(min(t.wall_s for t in timings), min(t.cpu_s for t in timings))
+
+
+def measure(activities: int, repeat: int) -> tuple[Timing, Timing]:
+    """Best wall and CPU seconds of (compaction, report) over the demo's data."""
+    with tempfile.TemporaryDirectory() as folder:
+        data_dir = Path(folder) / "demo-data"
+        subprocess.run([sys.executable, "-m", "bulkfetch", "-q", "demo", "--activities", str(activities),
+                        "--data-dir", str(data_dir)], check=True, capture_output=True)
+        config = ["--config", str(data_dir / REPORT_CONFIG_NAME)]
+        compact, report = [], []
+        for _ in range(repeat):
+            compact.append(_timed(*config, "compact", "--rebuild"))
+            report.append(_timed(*config, "report", "--out", str(data_dir / "report.html")))
+    return _best(compact), _best(report)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--activities", type=int, default=300, help="the demo's history (default 300)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each, the best kept (default 3)")
+    args = parser.parse_args()
+    compact, report = measure(args.activities, args.repeat)
+    print(f"demo of {args.activities} activities, best of {args.repeat} (goal: report under {GOAL_RATIO}x)")
+    print(f"  wall: compact --rebuild {compact.wall_s:.2f} s, report {report.wall_s:.2f} s: "
+          f"{report.wall_s / compact.wall_s:.2f}x")
+    print(f"  CPU:  compact --rebuild {compact.cpu_s:.2f} s, report {report.cpu_s:.2f} s: "
+          f"{report.cpu_s / compact.cpu_s:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""`bulkfetch report` (issue 15): each figure's data from hand-made runs, and the real path simulator ->
+fetch -> compact (the demo) -> report, its counts checked against DuckDB over the same Parquet."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from bulkfetch import pace
+from bulkfetch.report_data import Run, SplitRow, athlete_report, gap_figure, grade_figure, used_splits
+from tests.conftest import REPO, run_cli
+
+JAN = datetime(2024, 1, 1, 7, tzinfo=UTC)  # a Monday
+FEB = datetime(2024, 2, 7, 7, tzinfo=UTC)
+NEXT_YEAR = datetime(2025, 3, 3, 7, tzinfo=UTC)
+
+
+def row(index: int, rise_m: float | None, *, start: datetime = JAN, distance_m: float = 1000.0, moving_s: float = 300,
+        gap: float | None = 3.5, heartrate: float | None = 150.0, from_file: bool = False) -> SplitRow:
+    return SplitRow(index, start, distance_m, moving_s, rise_m, gap, heartrate, from_file)
+
+
+def test_used_splits_follow_the_issue_definitions() -> None:
+    run = Run(1, False, None, (row(1, 0), row(2, 5), row(3, None), row(4, 460), row(5, 0, distance_m=940),
+                               row(6, 0, moving_s=0), row(7, -3, from_file=True)))
+    used = used_splits([run], pace.KM_M)
+    assert [u.row.split for u in used] == [1, 2, 7]
+    report = athlete_report(9, [run], pace.KM_M)
+    assert (report.runs, report.splits, report.used, report.used_from_files) == (1, 7, 3, 1)
+
+
+def test_grade_figure_bins_and_minetti_curve() -> None:
+    rows = [row(i, 0, moving_s=290 + i) for i in range(7)] + [row(10 + i, 50, moving_s=400) for i in range(3)]
+    figure = grade_figure(used_splits([Run(1, False, None, tuple(rows))], pace.KM_M))
+    assert len(figure.points) == 10
+    # The 5 % bin has 3 splits, too few to draw; the flat one has 7: their median is the flat pace.
+    assert [(round(b.grade, 3), b.splits) for b in figure.bins] == [(0.01, 7)]
+    assert figure.flat_pace_s == pytest.approx(0.293) == figure.bins[0].median_pace_s
+    assert figure.bins[0].low_pace_s < figure.bins[0].median_pace_s < figure.bins[0].high_pace_s
+    assert figure.minetti[0] == (0.0, pytest.approx(0.293))
+    assert figure.minetti[-1] == (pytest.approx(0.05), pytest.approx(0.293 * pace.relative_cost(0.05)))
+
+
+def test_gap_figure_only_where_strava_gave_it() -> None:
+    rows = (row(1, 10, gap=4.0), row(2, 0, gap=None, from_file=True), row(3, -10, gap=0.0))
+    figure = gap_figure(used_splits([Run(1, False, None, rows)], pace.KM_M))
+    assert figure.points == ((0.3, 0.25, 0.01),)
+
+
+def test_trend_and_heart_figures() -> None:
+    runs = [Run(1, False, None, (row(1, 0), row(2, 20, moving_s=330), row(3, 0, distance_m=400, moving_s=120))),
+            Run(2, False, None, (row(1, 0, start=FEB, moving_s=280, heartrate=None), row(2, 0, start=FEB))),
+            Run(3, False, None, (row(1, 5, start=NEXT_YEAR), row(2, 0, start=NEXT_YEAR, moving_s=250)))]
+    report = athlete_report(9, runs, pace.KM_M)
+    months = {m.isoformat(): (p, n) for m, p, n in report.trend.months}
+    assert months.keys() == {"2024-01-01", "2024-02-01", "2025-03-01"}
+    assert months["2024-01-01"] == (pytest.approx(statistics_median([0.3, 0.33 / pace.relative_cost(0.02)])), 2)
+    # Weekly distance counts every split, the short last one too.
+    assert [(w.isoformat(), m) for w, m in report.trend.weeks] == [
+        ("2024-01-01", 2400.0), ("2024-02-05", 2000.0), ("2025-03-03", 2000.0)]
+    # Flat splits (|i| < 1 %, 0.5 % too) with a heart rate: not the 2 % climb, not the one without a heart rate.
+    assert {year: len(points) for year, points in report.heart.by_year.items()} == {2024: 2, 2025: 2}
+    assert report.heart.by_year[2025][1] == (pytest.approx(4.0), 150.0)
+
+
+def statistics_median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+@pytest.fixture(scope="module")
+def demo_report(tmp_path_factory) -> tuple[Path, Path, str]:
+    """A two-athlete demo (simulator, fetch with splits, compaction) and the report it prints the command of."""
+    folder = tmp_path_factory.mktemp("report")
+    demo = run_cli("demo", "--activities", "60", "--athletes", "2", "--data-dir", str(folder / "demo-data"))
+    assert demo.returncode == 0, demo.stderr
+    command = demo.stdout.split("Figures in one HTML file (pip install 'bulkfetch[report]'):\n", 1)[1].split()
+    assert command[:2] == ["bulkfetch", "--config"] and command[3:5] == ["report", "--out"]
+    result = run_cli(*command[1:6], "--predict", "10km+80m")
+    assert result.returncode == 0, result.stderr
+    return folder / "demo-data", Path(command[5]), result.stdout
+
+
+def _duckdb_counts(parquet_dir: Path) -> dict[int, tuple[int, int, int]]:
+    """Per athlete: used 1 km splits, those with Strava's grade-adjusted speed, flat ones with a heart rate."""
+    glob = f"{parquet_dir}/splits_metric/**/*.parquet"
+    return {athlete: (used, gap, heart) for athlete, used, gap, heart in duckdb.sql(f"""
+        SELECT athlete_id, count(*), count(*) FILTER (average_grade_adjusted_speed > 0),
+               count(*) FILTER (abs(elevation_difference / distance) < 0.01 AND average_heartrate > 0)
+        FROM read_parquet('{glob}', hive_partitioning = true)
+        WHERE sport_type IN ('Run', 'TrailRun') AND distance BETWEEN 950 AND 1050 AND moving_time > 0
+          AND abs(elevation_difference / distance) <= 0.45
+        GROUP BY athlete_id""").fetchall()}
+
+
+def test_report_over_the_real_path_matches_duckdb(demo_report) -> None:
+    data_dir, html_path, out = demo_report
+    assert out.splitlines()[0] == str(html_path) and len(out.splitlines()) == 4
+    page = html_path.read_text()
+    counts = _duckdb_counts(data_dir / "parquet")
+    assert len(counts) == 2
+    sections = re.findall(r"<section><h2>Athlete (\d+)</h2>(.*?)</section>", page, flags=re.S)
+    assert {int(athlete) for athlete, _ in sections} == set(counts)
+    for athlete, section in sections:
+        used, gap, heart = counts[int(athlete)]
+        assert used > 50 and gap > 0 and heart > 0
+        assert f"{used:,} used: {used:,} from Strava, 0 derived from export files" in section
+        assert f"figure 2: {gap:,} splits with Strava" in section and f"figure 4: {heart:,} flat splits" in section
+        images = re.findall(r'<img alt="[\w-]+" src="data:image/png;base64,([A-Za-z0-9+/=]+)">', section)
+        assert len(images) == 4
+        for name, image in zip(("pace-grade", "gap", "trend", "heart-speed"), images):
+            beside = html_path.with_name(f"{html_path.stem}-{athlete}-{name}.png").read_bytes()
+            assert base64.b64decode(image) == beside and beside.startswith(b"\x89PNG")
+        assert "10km+80m: predicted moving time" in section or "no prediction for 10km+80m" in section
+
+
+def test_report_html_loads_nothing_remote(demo_report) -> None:
+    page = demo_report[1].read_text()
+    for remote in ("http://", "https://", "<script", "<link", "<iframe", "url("):
+        assert remote not in page.lower()
+    assert re.findall(r'src="([^"]{0,21})', page) == ["data:image/png;base64"] * 8
+
+
+def _one_line_exit_2(result) -> str:
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stdout == "" and len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    return result.stderr
+
+
+def test_report_refuses_an_empty_or_missing_dataset(tmp_path: Path, write_config) -> None:
+    config = write_config(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n')
+    assert "no splits_metric table" in _one_line_exit_2(run_cli("--config", str(config), "report"))
+    (tmp_path / "data" / "parquet" / "splits_metric" / "athlete_id=1").mkdir(parents=True)
+    assert "no splits_metric table" in _one_line_exit_2(run_cli("--config", str(config), "report"))
+
+
+def test_report_refuses_filters_that_leave_no_split(demo_report) -> None:
+    config = ["--config", str(demo_report[0] / "report-config.toml"), "report", "--out", str(demo_report[1])]
+    assert "no Swim splits" in _one_line_exit_2(run_cli(*config, "--sport", "Swim"))
+    assert "no Run, TrailRun splits" in _one_line_exit_2(run_cli(*config, "--since", "2100-01-01"))
+
+
+def test_report_refuses_bad_units_and_courses(demo_report, tmp_path: Path) -> None:
+    data_dir = demo_report[0]
+    config = ["--config", str(data_dir / "report-config.toml"), "report", "--out", str(tmp_path / "r.html")]
+    assert "--units" in _one_line_exit_2(run_cli(*config, "--units", "furlong"))
+    assert "--predict" in _one_line_exit_2(run_cli(*config, "--predict", "a marathon"))
+    assert "--sport" in _one_line_exit_2(run_cli(*config, "--sport", "Rn"))
+    assert not list(tmp_path.iterdir())
+
+
+def test_report_without_matplotlib_says_how_to_install_it(tmp_path: Path, demo_report) -> None:
+    (tmp_path / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class Hide:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'matplotlib':\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, Hide())\n")
+    result = run_cli("--config", str(demo_report[0] / "report-config.toml"), "report",
+                     PYTHONPATH=os.pathsep.join([str(tmp_path), str(REPO)]))
+    assert "pip install 'bulkfetch[report]'" in _one_line_exit_2(result)
+
+
+GPX = """<?xml version="1.0"?>
+<gpx version="1.1" creator="planner" xmlns="http://www.topografix.com/GPX/1/1"><trk><trkseg>
+{points}</trkseg></trk></gpx>"""
+
+
+def test_report_predicts_over_a_gpx_course_or_refuses_it_in_one_line(demo_report, tmp_path: Path) -> None:
+    points = "".join(f'<trkpt lat="{45 + 0.009 * k:.3f}" lon="7.0"><ele>{100 + 5 * k}</ele></trkpt>'
+                     for k in range(11))
+    (tmp_path / "hill.gpx").write_text(GPX.format(points=points))
+    config = ["--config", str(demo_report[0] / "report-config.toml"), "report", "--out", str(tmp_path / "r.html")]
+    result = run_cli(*config, "--predict", str(tmp_path / "hill.gpx"))
+    assert result.returncode == 0, result.stderr
+    assert "hill.gpx: predicted moving time" in result.stdout.splitlines()[3]
+    (tmp_path / "bad.gpx").write_text("<gpx>")
+    assert "is not XML" in _one_line_exit_2(run_cli(*config, "--predict", str(tmp_path / "bad.gpx")))
+    assert "cannot read" in _one_line_exit_2(run_cli(*config, "--predict", str(tmp_path / "none.gpx")))
