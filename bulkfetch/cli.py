@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from bulkfetch.compact import CompactResult
     from bulkfetch.demo import DemoRun
     from bulkfetch.importer import ImportSummary
+    from bulkfetch.object_store import ObjectStore
     from bulkfetch.pipeline import FetchSummary
     from bulkfetch.progress import Reporter
     from bulkfetch.roster import AthleteDir
@@ -300,14 +301,16 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     require_token(config)
     chosen_athletes(Roster(config.storage.data_dir), args.athlete)  # an unknown --athlete: said before any work
     _fetch_then_compact(args, config.storage.data_dir, config.storage.parquet_dir,
-                        lambda reporter: fetch_history(config, options, reporter), compact_after=not args.no_compact)
+                        lambda reporter: fetch_history(config, options, reporter), compact_after=not args.no_compact,
+                        remote=None if args.no_compact else _remote_store(config))
     return EXIT_OK
 
 
 def _fetch_then_compact(args: argparse.Namespace, data_dir: Path, parquet_dir: Path,
                         fetch: Callable[[Reporter], Coroutine[Any, Any, FetchSummary]],
                         *, compact_after: bool, report: bool = True,
-                        prepare: Callable[[Reporter], None] | None = None) -> FetchSummary:
+                        prepare: Callable[[Reporter], None] | None = None,
+                        remote: ObjectStore | None = None) -> FetchSummary:
     """Hold the data_dir lock, `prepare` (the demo: its athletes, its export), fetch, and compact what is
     there even when the fetch stopped for quota or was interrupted (a second Ctrl-C or SIGTERM stops that
     compaction at once). With `report`, say the summary and raise WorkLeft for what failed: inside, so that
@@ -331,16 +334,16 @@ def _fetch_then_compact(args: argparse.Namespace, data_dir: Path, parquet_dir: P
             summary = _run(fetch(reporter))
         except AthletesBlocked as blocked:  # the others' work is done: compacted and reported as usual
             if compact_after:
-                _compact(data_dir, parquet_dir, reporter, rebuild=False)
+                _compact(data_dir, parquet_dir, reporter, rebuild=False, remote=remote)
             if report and blocked.summary is not None:
                 reporter.result(_summary_line(blocked.summary))
             raise
         except (WorkLeft, Interrupted):
             if compact_after:
-                _compact(data_dir, parquet_dir, reporter, rebuild=False)
+                _compact(data_dir, parquet_dir, reporter, rebuild=False, remote=remote)
             raise
         if compact_after:
-            _compact(data_dir, parquet_dir, reporter, rebuild=False)
+            _compact(data_dir, parquet_dir, reporter, rebuild=False, remote=remote)
         if report:
             reporter.result(_summary_line(summary))
             _finish_fetch(summary)
@@ -395,8 +398,10 @@ def _work_left(summary: FetchSummary) -> str:
     return "; ".join(parts)
 
 
-def _compact(data_dir: Path, parquet_dir: Path, reporter: Reporter, *, rebuild: bool) -> None:
-    """Compact every athlete of the data_dir (the caller holds its lock: the layout is migrated first)."""
+def _compact(data_dir: Path, parquet_dir: Path, reporter: Reporter, *, rebuild: bool,
+             remote: ObjectStore | None = None) -> None:
+    """Compact every athlete of the data_dir (the caller holds its lock: the layout is migrated first); with
+    a `remote` parquet_dir, `parquet_dir` is the local staging folder and the changed files are uploaded."""
     from bulkfetch.compact import compact, has_inputs
     from bulkfetch.export_view import ExportView
     from bulkfetch.importer import refresh_tracks
@@ -427,11 +432,34 @@ def _compact(data_dir: Path, parquet_dir: Path, reporter: Reporter, *, rebuild: 
             if not athletes:
                 break
             reporter.info(f"an import ended during the compaction: compacting {len(athletes)} athlete(s) again")
+        if remote is not None:
+            _upload(remote, parquet_dir, reporter)
     except KeyboardInterrupt:
         raise Interrupted("compaction stopped; the raw data is saved and every Parquet file is whole "
                           "(old or new), rerun 'bulkfetch compact' to finish it") from None
     who = f" ({len(read)} athletes)" if len(read) > 1 else ""
     reporter.info(tally.line(f"compacted into {parquet_dir}{who}", read))
+
+
+def _remote_store(config: Config) -> ObjectStore | None:
+    """A remote parquet_dir's store, its access checked now rather than after hours of fetching; None for a
+    local parquet_dir."""
+    if config.storage.parquet_uri is None:
+        return None
+    from bulkfetch.object_store import check_access, open_store
+
+    store = open_store(config.storage.parquet_uri, config.storage.parquet_options)
+    check_access(store)
+    return store
+
+
+def _upload(remote: ObjectStore, staging: Path, reporter: Reporter) -> None:
+    from bulkfetch.remote_sync import sync
+
+    result = sync(remote, staging, on_upload=lambda key: reporter.debug(f"uploading {key}"))
+    swept = f"; {len(result.swept)} unfinished upload(s) of a stopped run cleaned up" if result.swept else ""
+    reporter.info(f"uploaded {len(result.uploaded)} part file(s) to {remote.uri}, removed "
+                  f"{len(result.removed)}{swept}")
 
 
 @dataclass
@@ -463,11 +491,12 @@ def _cmd_compact(args: argparse.Namespace) -> int:
     data_dir = config.storage.data_dir
     ensure_dir(data_dir)
     ensure_dir(config.storage.parquet_dir)  # an unusable one is said even while there is nothing to compact
+    remote = _remote_store(config)
     # The lock: a running fetch's temporary files are not swept, and its own compaction is not raced; a
     # rebuild rewrites every partition, so no import's compaction may run beside it either.
     with data_dir_lock(data_dir, "compact --rebuild" if args.rebuild else "compact", alone=args.rebuild), \
             _sigterm_as_ctrl_c(), _reporter(args, config) as reporter:
-        _compact(data_dir, config.storage.parquet_dir, reporter, rebuild=args.rebuild)
+        _compact(data_dir, config.storage.parquet_dir, reporter, rebuild=args.rebuild, remote=remote)
     return EXIT_OK
 
 

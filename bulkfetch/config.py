@@ -33,8 +33,9 @@ CREDENTIAL_OPTION_KEYS = frozenset({
     "access_key", "secret_key", "session_token", "role_arn", "session_name", "external_id", "anonymous",
     "access_token", "credential_token_expiration", "kerb_ticket", "user", "password", "token",
 })
-# Where compaction writes partitions before publishing them to a remote parquet_dir (under data_dir).
-REMOTE_STAGING = Path("state") / "parquet-staging"
+# Where compaction writes partitions before publishing them to a remote parquet_dir (under data_dir; not
+# under state/, which a one-athlete data_dir's move to the per-athlete layout carries away).
+REMOTE_STAGING = Path("parquet-staging")
 # Fields the parser fills in, never read from the file (parquet_uri comes from parquet_dir).
 DERIVED_KEYS = frozenset({"parquet_uri"})
 _URI_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -85,7 +86,7 @@ class FetchConfig:
 @dataclass(frozen=True)
 class StorageConfig:
     """Where data lives. With a remote `parquet_uri` (s3://, gs://, hdfs://) compaction still writes each
-    partition to the local `parquet_dir` (a staging folder under `<data_dir>/state/`) and publishes the
+    partition to the local `parquet_dir` (the staging folder `<data_dir>/parquet-staging/`) and publishes the
     changed files there; `parquet_options` are pyarrow.fs options for that store."""
 
     data_dir: Path = Path("data")

@@ -113,13 +113,13 @@ def test_streams_all_and_csv() -> None:
 
 
 # -- [storage] a remote parquet_dir ---------------------------------------------------------------------
-def test_remote_parquet_dir_keeps_its_uri_and_stages_under_state(write_config) -> None:
+def test_remote_parquet_dir_keeps_its_uri_and_stages_locally(write_config) -> None:
     path = write_config('[storage]\ndata_dir = "store"\nparquet_dir = "s3://bucket/tables/"\n'
                         '[storage.parquet_options]\nendpoint_override = "127.0.0.1:9000"\nscheme = "http"\n')
     storage = load_config(path).storage
     assert storage.parquet_uri == "s3://bucket/tables"  # not the path "s3:/bucket/tables"
     assert storage.parquet_target == "s3://bucket/tables"
-    assert storage.parquet_dir == path.parent / "store" / "state" / "parquet-staging"
+    assert storage.parquet_dir == path.parent / "store" / "parquet-staging"
     assert dict(storage.parquet_options) == {"endpoint_override": "127.0.0.1:9000", "scheme": "http"}
     for uri in ("gs://bucket", "hdfs://namenode:8020/data"):
         assert parse_config({"storage": {"parquet_dir": uri}}).storage.parquet_uri == uri

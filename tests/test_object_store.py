@@ -12,6 +12,7 @@ import pytest
 from bulkfetch.errors import EXIT_USAGE, EXIT_WORK_LEFT, BulkfetchError
 from bulkfetch.object_store import (
     UPLOAD_MARK,
+    ObjectStore,
     check_access,
     is_temporary,
     list_files,
@@ -28,32 +29,33 @@ def _store(s3_server, bucket: str):
     return open_store(f"s3://{bucket}/tables", tuple(s3_server.options.items()))
 
 
-def test_publish_replaces_the_object_and_leaves_no_temporary(s3_server, tmp_path: Path) -> None:
+def _published(s3_server, tmp_path: Path, content: bytes) -> ObjectStore:
+    """A store of a new bucket holding `content` at KEY."""
     store = _store(s3_server, s3_server.new_bucket())
     local = tmp_path / "part-0.parquet"
-    for content in (b"old" * 100, b"new content"):
-        local.write_bytes(content)
-        publish(store, local, KEY)
-        with store.fs.open_input_file(store.path(KEY)) as stream:
-            assert stream.read() == content
+    local.write_bytes(content)
+    publish(store, local, KEY)
+    return store
+
+
+def test_publish_replaces_the_object_and_leaves_no_temporary(s3_server, tmp_path: Path) -> None:
+    store = _published(s3_server, tmp_path, b"old" * 100)
+    (tmp_path / "new.parquet").write_bytes(b"new content")
+    publish(store, tmp_path / "new.parquet", KEY)
+    with store.fs.open_input_file(store.path(KEY)) as stream:
+        assert stream.read() == b"new content"
     assert list_files(store) == {KEY: len(b"new content")}
 
 
 def test_a_failed_upload_keeps_the_old_object_whole(s3_server, tmp_path: Path) -> None:
-    store = _store(s3_server, s3_server.new_bucket())
-    local = tmp_path / "part-0.parquet"
-    local.write_bytes(b"old object")
-    publish(store, local, KEY)
+    store = _published(s3_server, tmp_path, b"old object")
     with pytest.raises(BulkfetchError):
         publish(store, tmp_path / "gone.parquet", KEY)  # the upload fails before any copy
     assert list_files(store) == {KEY: len(b"old object")}
 
 
 def test_sweep_removes_a_killed_runs_temporaries_only(s3_server, tmp_path: Path) -> None:
-    store = _store(s3_server, s3_server.new_bucket())
-    local = tmp_path / "part-0.parquet"
-    local.write_bytes(b"data")
-    publish(store, local, KEY)
+    store = _published(s3_server, tmp_path, b"data")
     stale = f"activities/athlete_id=7/year=2024/.part-0.parquet{UPLOAD_MARK}123-abcd"
     with store.fs.open_output_stream(store.path(stale)) as stream:
         stream.write(b"da")  # what a run killed mid-upload leaves

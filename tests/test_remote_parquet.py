@@ -1,0 +1,115 @@
+"""A remote parquet_dir end to end: `fetch` against the simulator with `s3://` to moto's S3 server on
+127.0.0.1 gives the dataset a local parquet_dir gets; reruns upload only what changed."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import orjson
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pytest
+
+from bulkfetch.cli import main
+from bulkfetch.parquet_layout import PARTITION_SCHEMA
+from bulkfetch.schema import TABLES
+from bulkfetch.simulator import SimulatorSettings, SimulatorThread
+from tests.conftest import simulator_config_text
+
+SORT_KEYS = ("athlete_id", "year")
+
+
+def _config(tmp_path: Path, sim, name: str, storage: str = "") -> Path:
+    text = simulator_config_text(sim, tmp_path / name / "data", fetch={"streams": ["time", "distance"]})
+    path = tmp_path / name / "config.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + storage)
+    return path
+
+
+def _table(filesystem: pafs.FileSystem, root: str, table: str):
+    """A table read back as a reader would (hive partitions), rows in a fixed order."""
+    data = ds.dataset(f"{root}/{table}", filesystem=filesystem, format="parquet",
+                      partitioning=ds.partitioning(PARTITION_SCHEMA, flavor="hive")).to_table()
+    keys = [name for name in ("id", "activity_id", "split", "lap_index", "seq") if name in data.column_names]
+    return data.sort_by([(name, "ascending") for name in [*SORT_KEYS, *keys]])
+
+
+def _remote_keys(s3, root: str) -> dict[str, int]:
+    infos = s3.get_file_info(pafs.FileSelector(root, recursive=True))
+    return {i.path.removeprefix(root + "/"): i.size for i in infos if i.type == pafs.FileType.File}
+
+
+def _uploaded(capsys) -> int:
+    line = next(line for line in capsys.readouterr().err.splitlines() if "part file(s) to s3://" in line)
+    return int(line.split("uploaded ")[1].split(" ")[0])
+
+
+def test_fetch_to_s3_equals_a_local_run_and_reruns_upload_only_what_changed(tmp_path: Path, s3_server,
+                                                                           capsys) -> None:
+    bucket = s3_server.new_bucket()
+    root = f"{bucket}/strava"
+    s3 = s3_server.filesystem()
+    settings = SimulatorSettings(activities=40, seed=16, short_limit=1000, daily_limit=10000)
+    thread = SimulatorThread(settings)
+    with thread as sim:
+        local = _config(tmp_path, sim, "local")
+        assert main(["--config", str(local), "fetch"]) == 0
+        # Written after the local run: the simulator rotates the refresh token that run used.
+        remote = _config(tmp_path, sim, "remote", f'parquet_dir = "s3://{root}"\n' + s3_server.options_toml())
+        assert main(["--config", str(remote), "fetch"]) == 0
+        first = _uploaded(capsys)
+
+        local_dir = tmp_path / "local" / "data" / "parquet"
+        keys = _remote_keys(s3, root)
+        parts = {k: v for k, v in keys.items() if k.endswith("part-0.parquet")}
+        local_parts = {p.relative_to(local_dir).as_posix(): p.stat().st_size
+                       for p in local_dir.glob("*/*/*/part-0.parquet")}
+        assert set(parts) == set(local_parts) and first == len(parts) > 4
+        assert set(keys) == set(parts) | {"_bulkfetch.json"}  # no temporary is left behind
+        for table in TABLES:
+            if (local_dir / table).is_dir():
+                assert _table(s3, root, table).equals(_table(pafs.LocalFileSystem(), str(local_dir), table)), table
+        with s3.open_input_file(f"{root}/_bulkfetch.json") as stream:
+            manifest = orjson.loads(stream.read())
+        assert {f["path"]: f["size"] for f in manifest["files"]} == parts
+
+        # Nothing changed: nothing is uploaded. One activity renamed: its year's detail tables only.
+        assert main(["--config", str(remote), "fetch"]) == 0
+        assert _uploaded(capsys) == 0
+        thread.call(partial(sim.edit_activity, sim.activity_ids()[0], name="Renamed"))
+        assert main(["--config", str(remote), "fetch"]) == 0
+        changed = _uploaded(capsys)
+        assert 1 <= changed < len(parts) // 2
+
+        # An object deleted from outside is noticed and uploaded again.
+        missing = sorted(parts)[0]
+        s3.delete_file(f"{root}/{missing}")
+        assert main(["--config", str(remote), "fetch"]) == 0
+        assert _uploaded(capsys) == 1
+        assert missing in _remote_keys(s3, root)
+
+
+def test_fetch_says_a_missing_bucket_before_any_request(tmp_path: Path, s3_server, capsys) -> None:
+    with SimulatorThread(SimulatorSettings(activities=3, seed=1)) as sim:
+        config = _config(tmp_path, sim, "r", 'parquet_dir = "s3://no-such-bucket/x"\n' + s3_server.options_toml())
+        assert main(["--config", str(config), "fetch"]) == 2
+        assert not [r for r in sim.request_log if r.counted]
+    err = capsys.readouterr().err
+    assert "the bucket no-such-bucket does not exist" in err and "testing-secret" not in err
+
+
+@pytest.mark.parametrize("command", [["fetch"], ["compact"]])
+def test_an_unreachable_store_exits_75(tmp_path: Path, command: list[str], capsys) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with SimulatorThread(SimulatorSettings(activities=3, seed=1)) as sim:
+        config = _config(tmp_path, sim, "r", 'parquet_dir = "s3://bucket/x"\n[storage.parquet_options]\n'
+                                             f'endpoint_override = "127.0.0.1:{port}"\nscheme = "http"\n'
+                                             'region = "us-east-1"\n')
+        assert main(["--config", str(config), *command]) == 75
+    assert "did not answer" in capsys.readouterr().err
