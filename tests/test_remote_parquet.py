@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from functools import partial
 from pathlib import Path
 
@@ -15,7 +18,7 @@ from bulkfetch.cli import main
 from bulkfetch.parquet_layout import PARTITION_SCHEMA
 from bulkfetch.schema import TABLES
 from bulkfetch.simulator import SimulatorSettings, SimulatorThread
-from tests.conftest import simulator_config_text
+from tests.conftest import cli_env, run_cli, simulator_config_text
 
 SORT_KEYS = ("athlete_id", "year")
 
@@ -113,3 +116,56 @@ def test_an_unreachable_store_exits_75(tmp_path: Path, command: list[str], capsy
                                              'region = "us-east-1"\n')
         assert main(["--config", str(config), *command]) == 75
     assert "did not answer" in capsys.readouterr().err
+
+
+def _fetched_to_s3(tmp_path: Path, s3_server) -> tuple[Path, str]:
+    """A fetch of a small history into a new bucket: its config and the dataset root in the bucket."""
+    root = f"{s3_server.new_bucket()}/strava"
+    with SimulatorThread(SimulatorSettings(activities=12, seed=16, short_limit=1000, daily_limit=10000)) as sim:
+        config = _config(tmp_path, sim, "remote", f'parquet_dir = "s3://{root}"\n' + s3_server.options_toml())
+        assert main(["--config", str(config), "fetch"]) == 0
+    return config, root
+
+
+def _assert_every_object_whole(s3, root: str) -> None:
+    """Each part file a reader can list is a whole Parquet file (a partial upload has no footer)."""
+    import pyarrow.parquet as pq
+
+    from bulkfetch.object_store import is_temporary
+
+    for key in _remote_keys(s3, root):
+        if key.endswith("part-0.parquet") and not is_temporary(key):
+            with s3.open_input_file(f"{root}/{key}") as stream:
+                assert pq.ParquetFile(stream).metadata.num_rows > 0, key
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+def test_a_run_stopped_mid_upload_leaves_whole_objects_and_the_rerun_finishes(tmp_path: Path, s3_server,
+                                                                            signum: int) -> None:
+    config, root = _fetched_to_s3(tmp_path, s3_server)
+    s3 = s3_server.filesystem()
+    # --rebuild rewrites every partition locally, so every part file is uploaded again.
+    process = subprocess.Popen([sys.executable, "-m", "bulkfetch", "-v", "--config", str(config), "compact",
+                                "--rebuild"], env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
+    uploads_seen = 0
+    assert process.stderr is not None
+    for line in process.stderr:
+        uploads_seen += "uploading " in line
+        if uploads_seen == 3:
+            process.send_signal(signum)
+            break
+    rest = process.communicate(timeout=30)[1]
+    assert uploads_seen == 3
+    assert process.returncode == (-signal.SIGKILL if signum == signal.SIGKILL else 130), rest
+    _assert_every_object_whole(s3, root)
+    if signum == signal.SIGTERM:  # stopped cleanly: its temporary is gone already
+        assert not [key for key in _remote_keys(s3, root) if "/." in key or key.startswith(".")]
+
+    result = run_cli("--config", str(config), "compact")
+    assert result.returncode == 0, result.stderr
+    keys = _remote_keys(s3, root)
+    staging = tmp_path / "remote" / "data" / "parquet-staging"
+    staged = {p.relative_to(staging).as_posix(): p.stat().st_size for p in staging.glob("*/*/*/part-0.parquet")}
+    assert keys == {**staged, "_bulkfetch.json": keys["_bulkfetch.json"]}  # temporaries swept, every part current
+    _assert_every_object_whole(s3, root)
