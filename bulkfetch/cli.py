@@ -605,7 +605,9 @@ def _cmd_import(args: argparse.Namespace) -> int:
     _migrate_layout(data_dir, "import")
     with import_lock(data_dir), _sigterm_as_ctrl_c(), _reporter(args, config) as reporter:
         summary = _import_reported(data_dir, args.path, args.athlete, reporter, rerun="bulkfetch import")
-        _compact_imported(summary.athlete, data_dir, config.storage.parquet_dir, reporter)
+        # The store is checked after the import: an unreachable one does not stop the import itself.
+        _compact_imported(summary.athlete, data_dir, config.storage.parquet_dir, reporter,
+                          remote=_remote_store(config))
     return EXIT_OK
 
 
@@ -629,7 +631,8 @@ def _import_reported(data_dir: Path, path: Path, athlete: int | None, reporter: 
     return summary
 
 
-def _compact_imported(athlete: AthleteDir, data_dir: Path, parquet_dir: Path, reporter: Reporter) -> None:
+def _compact_imported(athlete: AthleteDir, data_dir: Path, parquet_dir: Path, reporter: Reporter, *,
+                      remote: ObjectStore | None = None) -> None:
     """The imported athlete's Parquet, as 'bulkfetch compact' makes it, unless another run holds the
     data_dir (a fetch or demo that compacts when it ends takes the import in; else 'bulkfetch compact' does)."""
     from bulkfetch.compact import compact
@@ -643,6 +646,8 @@ def _compact_imported(athlete: AthleteDir, data_dir: Path, parquet_dir: Path, re
         with data_dir_lock(data_dir, "import"):
             tally.add(athlete.athlete_id, compact(athlete.store, parquet_dir, athlete.athlete_id,
                                                   on_progress=reporter.compact_progress))
+            if remote is not None:
+                _upload(remote, parquet_dir, reporter)
     except LockedError as busy:
         then = f"the {busy.holder} compacts when it ends" if busy.holder in COMPACTING_FETCHES else \
             "run 'bulkfetch compact' after it"

@@ -169,3 +169,18 @@ def test_a_run_stopped_mid_upload_leaves_whole_objects_and_the_rerun_finishes(tm
     staged = {p.relative_to(staging).as_posix(): p.stat().st_size for p in staging.glob("*/*/*/part-0.parquet")}
     assert keys == {**staged, "_bulkfetch.json": keys["_bulkfetch.json"]}  # temporaries swept, every part current
     _assert_every_object_whole(s3, root)
+
+
+def test_import_uploads_the_imported_athletes_parquet(tmp_path: Path, s3_server) -> None:
+    from tests.exports import ENGLISH_94, csv_text, english_row, write_zip
+
+    root = f"{s3_server.new_bucket()}/strava"
+    config = tmp_path / "config.toml"
+    config.write_text(f'[storage]\ndata_dir = "data"\nparquet_dir = "s3://{root}"\n' + s3_server.options_toml())
+    rows = [english_row(1, None, sport="WeightTraining"), english_row(2, None, date="May 9, 2024, 10:09:29 AM")]
+    export = write_zip(tmp_path / "export.zip", csv_text(ENGLISH_94, rows), [], profile_id=55)
+    result = run_cli("--config", str(config), "import", str(export))
+    assert result.returncode == 0, result.stderr
+    keys = _remote_keys(s3_server.filesystem(), root)
+    assert {"activities/athlete_id=55/year=2023/part-0.parquet",
+            "activities/athlete_id=55/year=2024/part-0.parquet", "_bulkfetch.json"} <= set(keys)
