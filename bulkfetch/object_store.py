@@ -30,12 +30,14 @@ CONNECT_TIMEOUT_S = 5.0
 REQUEST_TIMEOUT_S = 60.0
 RETRY_ATTEMPTS = 3
 # Words in the stores' error messages (pyarrow passes the AWS SDK's error names through) and what they mean.
-_UNREACHABLE = ("NETWORK_CONNECTION", "Could not connect", "Couldn't connect", "Timeout", "timed out",
-                "Connection refused", "Could not resolve", "SERVICE_UNAVAILABLE")
-_NO_BUCKET = ("NO_SUCH_BUCKET", "does not exist", "not found", "NotFound")
-_DENIED = ("ACCESS_DENIED", "AccessDenied", "Forbidden", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch",
-           "INVALID_ACCESS_KEY_ID", "SIGNATURE_DOES_NOT_MATCH", "Unable to locate credentials", "No credentials")
-_WRONG_REGION = ("PermanentRedirect", "AuthorizationHeaderMalformed", "301", "region")
+_UNREACHABLE = ("NETWORK_CONNECTION", "Could not connect", "Couldn't connect", "Timeout was reached",
+                "timed out", "Connection refused", "Could not resolve host", "SERVICE_UNAVAILABLE",
+                "HTTP status 503")
+_NO_BUCKET = ("NO_SUCH_BUCKET", "NoSuchBucket")
+_DENIED = ("ACCESS_DENIED", "AccessDenied", "HTTP status 403", "INVALID_ACCESS_KEY_ID", "InvalidAccessKeyId",
+           "SIGNATURE_DOES_NOT_MATCH", "SignatureDoesNotMatch", "Unable to locate credentials", "No credentials")
+# S3 answers a request signed for another region with a redirect (301) or a malformed-authorization error.
+_WRONG_REGION = ("HTTP status 301", "PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraint")
 
 
 @dataclass(frozen=True)

@@ -92,3 +92,23 @@ def test_unreachable_endpoint_is_work_left(s3_server) -> None:
         check_access(store)
     assert caught.value.exit_code == EXIT_WORK_LEFT
     assert "did not answer" in str(caught.value) and "testing-secret" not in str(caught.value)
+
+
+def test_refused_credentials_are_a_configuration_error(s3_server) -> None:
+    import urllib.request
+
+    store = _store(s3_server, s3_server.new_bucket())
+
+    def authenticate_after(count: str) -> None:  # moto's switch: check credentials after `count` requests
+        request = urllib.request.Request(f"http://{s3_server.endpoint}/moto-api/reset-auth", data=count.encode(),
+                                         headers={"Content-Type": "text/plain"})
+        urllib.request.urlopen(request, timeout=5).close()
+
+    authenticate_after("0")  # from now on moto knows no key: the test's credentials are refused
+    try:
+        with pytest.raises(BulkfetchError) as caught:
+            check_access(store)
+    finally:
+        authenticate_after("inf")
+    assert caught.value.exit_code == EXIT_USAGE
+    assert "access denied" in str(caught.value) and "testing-secret" not in str(caught.value)

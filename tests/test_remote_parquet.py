@@ -77,6 +77,12 @@ def test_fetch_to_s3_equals_a_local_run_and_reruns_upload_only_what_changed(tmp_
         with s3.open_input_file(f"{root}/_bulkfetch.json") as stream:
             manifest = orjson.loads(stream.read())
         assert {f["path"]: f["size"] for f in manifest["files"]} == parts
+        # The README's way to read one consistent snapshot: exactly the files the run manifest lists.
+        files = [f"{root}/{p['path']}" for p in manifest["files"] if p["path"].startswith("splits_metric/")]
+        snapshot = ds.dataset(files, filesystem=s3, format="parquet", partitioning=ds.partitioning(flavor="hive"),
+                              partition_base_dir=f"{root}/splits_metric").to_table()
+        assert snapshot.num_rows == _table(s3, root, "splits_metric").num_rows > 0
+        assert "athlete_id" in snapshot.column_names
 
         # Nothing changed: nothing is uploaded. One activity renamed: its year's detail tables only.
         assert main(["--config", str(remote), "fetch"]) == 0
