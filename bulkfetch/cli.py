@@ -707,6 +707,7 @@ def _remove_athlete(args: argparse.Namespace, config: Config) -> int:
 
     data_dir = config.storage.data_dir
     athletes.find_athlete(Roster(data_dir), args.athlete_id)  # an unknown id: said before anything else
+    remote = _remote_store(config) if args.purge else None  # checked before anything is deleted
     with data_dir_lock(data_dir, "athletes remove --purge", alone=True) if args.purge else nullcontext(), \
             _reporter(args, config) as reporter:
         if args.purge:
@@ -716,11 +717,13 @@ def _remove_athlete(args: argparse.Namespace, config: Config) -> int:
         athlete = athletes.find_athlete(Roster(data_dir), args.athlete_id)
         removed = _run(athletes.remove(config, athlete, purge=args.purge, warn=reporter.warn))
         reporter.result(athletes.removal_text(removed))
+        if removed.purged and remote is not None:
+            _upload(remote, config.storage.parquet_dir, reporter)  # the staged partitions are gone: so go these
         if removed.purged:
             reporter.result(f"deleted its raw data ({athlete.folder}) and its Parquet partitions "
-                            f"({config.storage.parquet_dir}/<table>/athlete_id={args.athlete_id}/)")
+                            f"({config.storage.parquet_target}/<table>/athlete_id={args.athlete_id}/)")
         else:
-            reporter.result(f"its data stays in {athlete.folder} and {config.storage.parquet_dir} "
+            reporter.result(f"its data stays in {athlete.folder} and {config.storage.parquet_target} "
                             f"('bulkfetch athletes remove {args.athlete_id} --purge' deletes it)")
     return EXIT_OK
 
@@ -733,6 +736,7 @@ def _adopt_data_dir(args: argparse.Namespace, config: Config) -> int:
     athletes.check_adoptable(Roster(data_dir), Roster(other))  # refused before either lock is taken
     ensure_dir(data_dir)
     ensure_dir(parquet_dir)
+    remote = _remote_store(config)
     # Alone in both: athlete folders move from one to the other under any import's feet.
     with data_dir_lock(data_dir, "athletes adopt", alone=True), data_dir_lock(other, "athletes adopt", alone=True), \
             _sigterm_as_ctrl_c(), _reporter(args, config) as reporter:
@@ -741,8 +745,9 @@ def _adopt_data_dir(args: argparse.Namespace, config: Config) -> int:
             row = athletes.athlete_row(athlete, config, roster)
             reporter.result(f"adopted {athlete.label} ({row.name or 'name unknown'}) from {other}: "
                             f"{row.listed:,} listed, {row.fetched:,} fetched, {row.pending:,} pending")
-        _compact(data_dir, parquet_dir, reporter, rebuild=False)
-        reporter.result(f"their Parquet is in {parquet_dir} now ({other}'s own Parquet files were left as they are)")
+        _compact(data_dir, parquet_dir, reporter, rebuild=False, remote=remote)
+        reporter.result(f"their Parquet is in {config.storage.parquet_target} now ({other}'s own Parquet files "
+                        "were left as they are)")
     return EXIT_OK
 
 

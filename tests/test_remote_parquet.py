@@ -190,3 +190,28 @@ def test_import_uploads_the_imported_athletes_parquet(tmp_path: Path, s3_server)
     keys = _remote_keys(s3_server.filesystem(), root)
     assert {"activities/athlete_id=55/year=2023/part-0.parquet",
             "activities/athlete_id=55/year=2024/part-0.parquet", "_bulkfetch.json"} <= set(keys)
+
+
+def test_purging_an_athlete_removes_its_partitions_from_the_bucket(tmp_path: Path, s3_server, monkeypatch) -> None:
+    from tests.test_athletes import team
+
+    root = f"{s3_server.new_bucket()}/strava"
+    settings = SimulatorSettings(athletes=2, athlete_activities=(3, 3), seed=65, short_limit=1000,
+                                 daily_limit=10_000)
+    with SimulatorThread(settings) as sim:
+        config = team(tmp_path, sim, monkeypatch)
+        with config.open("a") as file:
+            file.write(f'parquet_dir = "s3://{root}"\n' + s3_server.options_toml())
+        assert main(["--config", str(config), "fetch"]) == 0
+        kept, purged = sim.athlete_ids
+        s3 = s3_server.filesystem()
+
+        def athletes_in_bucket() -> set[str]:
+            return {key.split("/")[1] for key in _remote_keys(s3, root) if key.endswith("part-0.parquet")}
+
+        assert athletes_in_bucket() == {f"athlete_id={kept}", f"athlete_id={purged}"}
+        assert main(["--config", str(config), "athletes", "remove", str(purged), "--purge"]) == 0
+        assert athletes_in_bucket() == {f"athlete_id={kept}"}
+        with s3.open_input_file(f"{root}/_bulkfetch.json") as stream:
+            listed = {f["path"].split("/")[1] for f in orjson.loads(stream.read())["files"]}
+        assert listed == {f"athlete_id={kept}"}
