@@ -226,6 +226,9 @@ def parse_config(
     if parquet_options and parquet_uri is None:
         raise ConfigError(f"{where}: [storage] parquet_options apply to a remote parquet_dir only "
                           f"({', '.join(s + '://' for s in REMOTE_SCHEMES)})", hint="remove them")
+    if parquet_options and parquet_uri is not None and parquet_uri.startswith("hdfs://"):
+        raise ConfigError(f"{where}: [storage] parquet_options do not apply to hdfs://",
+                          hint="name the namenode's host and port in the URI (hdfs://HOST:PORT/PATH)")
     config = Config(
         strava=StravaConfig(**merged["strava"]),
         limits=LimitsConfig(**merged["limits"]),

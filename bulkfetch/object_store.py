@@ -4,7 +4,8 @@ Readers never see a partial object. pyarrow's S3 output stream completes a multi
 after an error (apache/arrow#40502): a process stopped mid-write would leave a truncated object at the final
 key. So `publish` uploads to a hidden temporary key beside the target, then copies it onto the target on the
 server (one request: the target is the old object or the new one), then deletes the temporary. A run killed
-between the steps leaves only a temporary, which `sweep_temporaries` removes on the next run.
+between the steps leaves only a temporary, which `sweep_temporaries` removes on the next run. (S3 copies up
+to 5 GB in one request; a partition file is far smaller: see bulkfetch.compact's row group sizes.)
 
 Keys are relative to the dataset root (`<table>/athlete_id=<id>/year=YYYY/part-0.parquet`). Credentials are
 never passed here: pyarrow reads them from each store's standard places (environment, profile files, instance

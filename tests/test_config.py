@@ -140,6 +140,7 @@ def test_remote_parquet_dir_keeps_its_uri_and_stages_locally(write_config) -> No
     ({"parquet_dir": "s3://b", "parquet_options": {"scheme": "ftp"}}, "scheme must be http or https"),
     ({"parquet_dir": "s3://b", "parquet_options": "region=x"}, "[storage] parquet_options must be a table"),
     ({"parquet_options": {"region": "eu-west-1"}}, "parquet_options apply to a remote parquet_dir only"),
+    ({"parquet_dir": "hdfs://nn:8020/x", "parquet_options": {"region": "x"}}, "do not apply to hdfs://"),
     ({"parquet_uri": "s3://b"}, "unknown key [storage] parquet_uri"),
 ])
 def test_bad_remote_storage_is_one_line_without_the_secret(storage: dict, message: str) -> None:
