@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 
 from bulkfetch.object_store import ObjectStore, list_files, publish, remove, sweep_temporaries
-from bulkfetch.parquet_layout import PART_FILE, STAGING
+from bulkfetch.parquet_layout import PART_FILE
 from bulkfetch.store import atomic_write, read_json
 
 UPLOADS = ".uploads.json"  # in the staging folder; the leading dot keeps it out of `*/*/*/part-0.parquet`
@@ -59,15 +59,13 @@ class SyncResult:
 
 
 def staged_parts(staging: Path) -> dict[str, LocalPart]:
-    """Every part file under the staging folder by key (`<table>/athlete_id=<id>/year=YYYY/part-0.parquet`);
-    tables written aside for a swap (`.migrating/`) and temporaries are not part of the dataset yet."""
+    """Every part file under the staging folder by key (`<table>/athlete_id=<id>/year=YYYY/part-0.parquet`).
+    The pattern's depth leaves out what is not part of the dataset yet: tables written aside for a swap
+    (`.migrating/<table>/athlete_id=<id>/year=YYYY/`, one level deeper) and temporaries (other names)."""
     parts = {}
     for path in staging.glob(f"*/*/*/{PART_FILE}"):
-        key = path.relative_to(staging).as_posix()
-        if key.startswith(STAGING + "/"):
-            continue
         stat = path.stat()
-        parts[key] = LocalPart(stat.st_size, stat.st_mtime_ns)
+        parts[path.relative_to(staging).as_posix()] = LocalPart(stat.st_size, stat.st_mtime_ns)
     return parts
 
 

@@ -33,3 +33,14 @@ def test_run_manifest_lists_every_part_with_its_size() -> None:
                                          datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)))
     assert manifest == {"written_at": "2026-01-02T03:04:05+00:00",
                         "files": [{"path": A, "size": 10}, {"path": B, "size": 20}]}
+
+
+def test_staged_parts_are_the_datasets_part_files_only(tmp_path) -> None:
+    from bulkfetch.remote_sync import staged_parts
+
+    for relative in (A, f".migrating/{A}", "activities/year=2020/part-0.parquet",
+                     "activities/athlete_id=1/year=2023/.part-0.parquet.tmp-1-ab", ".uploads.json"):
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_bytes(b"1234")
+    parts = staged_parts(tmp_path)
+    assert list(parts) == [A] and parts[A].size == 4
