@@ -30,7 +30,7 @@ REMOTE_SCHEMES = ("s3", "gs", "hdfs")
 PARQUET_OPTION_KEYS = ("endpoint_override", "region", "scheme")
 # pyarrow.fs options that carry credentials: refused by name, so a secret never sits in the config file.
 CREDENTIAL_OPTION_KEYS = frozenset({
-    "access_key", "secret_key", "session_token", "role_arn", "session_name", "external_id", "anonymous",
+    "access_key", "secret_key", "session_token", "role_arn", "session_name", "external_id",
     "access_token", "credential_token_expiration", "kerb_ticket", "user", "password", "token",
 })
 # Where compaction writes partitions before publishing them to a remote parquet_dir (under data_dir; not
