@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from bulkfetch.compact import CompactResult
     from bulkfetch.demo import DemoRun
     from bulkfetch.importer import ImportSummary
+    from bulkfetch.object_store import ObjectStore
     from bulkfetch.pipeline import FetchSummary
     from bulkfetch.progress import Reporter
     from bulkfetch.roster import AthleteDir
@@ -314,14 +315,16 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     require_token(config)
     chosen_athletes(Roster(config.storage.data_dir), args.athlete)  # an unknown --athlete: said before any work
     _fetch_then_compact(args, config.storage.data_dir, config.storage.parquet_dir,
-                        lambda reporter: fetch_history(config, options, reporter), compact_after=not args.no_compact)
+                        lambda reporter: fetch_history(config, options, reporter), compact_after=not args.no_compact,
+                        remote=None if args.no_compact else _remote_store(config))
     return EXIT_OK
 
 
 def _fetch_then_compact(args: argparse.Namespace, data_dir: Path, parquet_dir: Path,
                         fetch: Callable[[Reporter], Coroutine[Any, Any, FetchSummary]],
                         *, compact_after: bool, report: bool = True,
-                        prepare: Callable[[Reporter], None] | None = None) -> FetchSummary:
+                        prepare: Callable[[Reporter], None] | None = None,
+                        remote: ObjectStore | None = None) -> FetchSummary:
     """Hold the data_dir lock, `prepare` (the demo: its athletes, its export), fetch, and compact what is
     there even when the fetch stopped for quota or was interrupted (a second Ctrl-C or SIGTERM stops that
     compaction at once). With `report`, say the summary and raise WorkLeft for what failed: inside, so that
@@ -346,16 +349,16 @@ def _fetch_then_compact(args: argparse.Namespace, data_dir: Path, parquet_dir: P
             summary = _run(fetch(reporter))
         except AthletesBlocked as blocked:  # the others' work is done: compacted and reported as usual
             if compact_after:
-                _compact(data_dir, parquet_dir, reporter, rebuild=False)
+                _compact(data_dir, parquet_dir, reporter, rebuild=False, remote=remote)
             if report and blocked.summary is not None:
                 reporter.result(_summary_line(blocked.summary))
             raise
         except (WorkLeft, Interrupted):
             if compact_after:
-                _compact(data_dir, parquet_dir, reporter, rebuild=False)
+                _compact(data_dir, parquet_dir, reporter, rebuild=False, remote=remote)
             raise
         if compact_after:
-            _compact(data_dir, parquet_dir, reporter, rebuild=False)
+            _compact(data_dir, parquet_dir, reporter, rebuild=False, remote=remote)
         if report:
             reporter.result(_summary_line(summary))
             _finish_fetch(summary)
@@ -409,8 +412,10 @@ def _work_left(summary: FetchSummary) -> str:
     return "; ".join(parts)
 
 
-def _compact(data_dir: Path, parquet_dir: Path, reporter: Reporter, *, rebuild: bool) -> None:
-    """Compact every athlete of the data_dir (the caller holds its lock: the layout is migrated first)."""
+def _compact(data_dir: Path, parquet_dir: Path, reporter: Reporter, *, rebuild: bool,
+             remote: ObjectStore | None = None) -> None:
+    """Compact every athlete of the data_dir (the caller holds its lock: the layout is migrated first); with
+    a `remote` parquet_dir, `parquet_dir` is the local staging folder and the changed files are uploaded."""
     from bulkfetch.compact import compact, has_inputs
     from bulkfetch.export_view import ExportView
     from bulkfetch.roster import Roster
@@ -441,6 +446,8 @@ def _compact(data_dir: Path, parquet_dir: Path, reporter: Reporter, *, rebuild: 
             if not athletes:
                 break
             reporter.info(f"an import ended during the compaction: compacting {len(athletes)} athlete(s) again")
+        if remote is not None:
+            _upload(remote, parquet_dir, reporter)
     except KeyboardInterrupt:
         raise Interrupted("compaction stopped; the raw data is saved and every Parquet file is whole "
                           "(old or new), rerun 'bulkfetch compact' to finish it") from None
@@ -464,6 +471,28 @@ def _refresh_tracks(athlete_folder: Path, reporter: Reporter) -> None:
         from bulkfetch.importer import refresh_tracks
 
         refresh_tracks(athlete_folder, reporter)
+
+
+def _remote_store(config: Config) -> ObjectStore | None:
+    """A remote parquet_dir's store, its access checked now rather than after hours of fetching; None for a
+    local parquet_dir."""
+    if config.storage.parquet_uri is None:
+        return None
+    from bulkfetch.object_store import check_access, open_store
+
+    store = open_store(config.storage.parquet_uri, config.storage.parquet_options)
+    check_access(store)
+    return store
+
+
+def _upload(remote: ObjectStore, staging: Path, reporter: Reporter) -> None:
+    from bulkfetch.remote_sync import sync
+
+    result = sync(remote, staging, on_upload=lambda key: reporter.debug(f"uploading {key}"),
+                  on_wait=lambda holder: reporter.info(f"waiting for the upload that PID {holder.pid} runs"))
+    swept = f"; {len(result.swept)} unfinished upload(s) of a stopped run cleaned up" if result.swept else ""
+    reporter.info(f"uploaded {len(result.uploaded)} part file(s) to {remote.uri}, removed "
+                  f"{len(result.removed)}{swept}")
 
 
 @dataclass
@@ -496,11 +525,12 @@ def _cmd_compact(args: argparse.Namespace) -> int:
     data_dir = config.storage.data_dir
     ensure_dir(data_dir)
     ensure_dir(config.storage.parquet_dir)  # an unusable one is said even while there is nothing to compact
+    remote = _remote_store(config)
     # The lock: a running fetch's temporary files are not swept, and its own compaction is not raced; a
     # rebuild rewrites every partition, so no import's compaction may run beside it either.
     with _reporter(args, config) as reporter, _sigterm_as_ctrl_c(), \
             data_dir_lock(data_dir, "compact --rebuild" if args.rebuild else "compact", alone=args.rebuild):
-        _compact(data_dir, config.storage.parquet_dir, reporter, rebuild=args.rebuild)
+        _compact(data_dir, config.storage.parquet_dir, reporter, rebuild=args.rebuild, remote=remote)
     return EXIT_OK
 
 
@@ -610,7 +640,8 @@ def _cmd_import(args: argparse.Namespace) -> int:
     with _reporter(args, config) as reporter, import_lock(data_dir), _sigterm_as_ctrl_c():  # a refusal is logged
         _migrate_layout(data_dir, "import")
         summary = _import_reported(data_dir, args.path, args.athlete, reporter, rerun="bulkfetch import")
-        _compact_imported(summary.athlete, config.storage.parquet_dir, reporter)
+        # The store is checked after the import: an unreachable one does not stop the import itself.
+        _compact_imported(summary.athlete, config.storage.parquet_dir, reporter, remote=_remote_store(config))
     return EXIT_OK
 
 
@@ -634,9 +665,11 @@ def _import_reported(data_dir: Path, path: Path, athlete: int | None, reporter: 
     return summary
 
 
-def _compact_imported(athlete: AthleteDir, parquet_dir: Path, reporter: Reporter) -> None:
+def _compact_imported(athlete: AthleteDir, parquet_dir: Path, reporter: Reporter, *,
+                      remote: ObjectStore | None = None) -> None:
     """The imported athlete's Parquet, as 'bulkfetch compact' makes it, beside any run, unless a run's
-    compaction of that athlete is under way (it takes the import in before it ends)."""
+    compaction of that athlete is under way (it takes the import in before it ends); with a `remote`
+    parquet_dir, uploaded (see `_compact`)."""
     from bulkfetch.compact import compact
 
     if athlete.athlete_id is None:
@@ -647,6 +680,8 @@ def _compact_imported(athlete: AthleteDir, parquet_dir: Path, reporter: Reporter
     try:  # its athlete's compaction lock alone: a fetch started meanwhile is not refused (see bulkfetch.locks)
         tally.add(athlete.athlete_id, compact(athlete.store, parquet_dir, athlete.athlete_id,
                                               on_progress=reporter.compact_progress))
+        if remote is not None:
+            _upload(remote, parquet_dir, reporter)
     except LockedError as busy:  # a run's compaction (fetch, demo, compact) of this athlete: it re-reads the index
         reporter.info(f"not compacted now: {busy.message}; that run compacts this import before it ends")
         return
@@ -704,6 +739,7 @@ def _remove_athlete(args: argparse.Namespace, config: Config) -> int:
 
     data_dir = config.storage.data_dir
     athletes.find_athlete(Roster(data_dir), args.athlete_id)  # an unknown id: said before anything else
+    remote = _remote_store(config) if args.purge else None  # checked before anything is deleted
     with _reporter(args, config) as reporter, \
             data_dir_lock(data_dir, "athletes remove --purge", alone=True) if args.purge else nullcontext():
         if args.purge:
@@ -713,11 +749,13 @@ def _remove_athlete(args: argparse.Namespace, config: Config) -> int:
         athlete = athletes.find_athlete(Roster(data_dir), args.athlete_id)
         removed = _run(athletes.remove(config, athlete, purge=args.purge, warn=reporter.warn))
         reporter.result(athletes.removal_text(removed))
+        if removed.purged and remote is not None:
+            _upload(remote, config.storage.parquet_dir, reporter)  # the staged partitions are gone: so go these
         if removed.purged:
             reporter.result(f"deleted its raw data ({athlete.folder}) and its Parquet partitions "
-                            f"({config.storage.parquet_dir}/<table>/athlete_id={args.athlete_id}/)")
+                            f"({config.storage.parquet_target}/<table>/athlete_id={args.athlete_id}/)")
         else:
-            reporter.result(f"its data stays in {athlete.folder} and {config.storage.parquet_dir} "
+            reporter.result(f"its data stays in {athlete.folder} and {config.storage.parquet_target} "
                             f"('bulkfetch athletes remove {args.athlete_id} --purge' deletes it)")
     return EXIT_OK
 
@@ -730,6 +768,7 @@ def _adopt_data_dir(args: argparse.Namespace, config: Config) -> int:
     athletes.check_adoptable(Roster(data_dir), Roster(other))  # refused before either lock is taken
     ensure_dir(data_dir)
     ensure_dir(parquet_dir)
+    remote = _remote_store(config)
     # Alone in both: athlete folders move from one to the other under any import's feet.
     with _reporter(args, config) as reporter, data_dir_lock(data_dir, "athletes adopt", alone=True), \
             data_dir_lock(other, "athletes adopt", alone=True), _sigterm_as_ctrl_c():
@@ -738,8 +777,9 @@ def _adopt_data_dir(args: argparse.Namespace, config: Config) -> int:
             row = athletes.athlete_row(athlete, config, roster)
             reporter.result(f"adopted {athlete.label} ({row.name or 'name unknown'}) from {other}: "
                             f"{row.listed:,} listed, {row.fetched:,} fetched, {row.pending:,} pending")
-        _compact(data_dir, parquet_dir, reporter, rebuild=False)
-        reporter.result(f"their Parquet is in {parquet_dir} now ({other}'s own Parquet files were left as they are)")
+        _compact(data_dir, parquet_dir, reporter, rebuild=False, remote=remote)
+        reporter.result(f"their Parquet is in {config.storage.parquet_target} now ({other}'s own Parquet files "
+                        "were left as they are)")
     return EXIT_OK
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -24,6 +25,20 @@ STREAM_TYPES = (
     "velocity_smooth", "grade_smooth", "moving", "temp",
 )
 SECRET_KEYS = frozenset({"client_secret", "refresh_token"})
+# Object stores pyarrow.fs reaches by URI; their credentials come only from each store's standard places.
+REMOTE_SCHEMES = ("s3", "gs", "hdfs")
+PARQUET_OPTION_KEYS = ("endpoint_override", "region", "scheme")
+# pyarrow.fs options that carry credentials: refused by name, so a secret never sits in the config file.
+CREDENTIAL_OPTION_KEYS = frozenset({
+    "access_key", "secret_key", "session_token", "role_arn", "session_name", "external_id",
+    "access_token", "credential_token_expiration", "kerb_ticket", "user", "password", "token",
+})
+# Where compaction writes partitions before publishing them to a remote parquet_dir (under data_dir; not
+# under state/, which a one-athlete data_dir's move to the per-athlete layout carries away).
+REMOTE_STAGING = Path("parquet-staging")
+# Fields the parser fills in, never read from the file (parquet_uri comes from parquet_dir).
+DERIVED_KEYS = frozenset({"parquet_uri"})
+_URI_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
 @dataclass(frozen=True)
@@ -70,8 +85,19 @@ class FetchConfig:
 
 @dataclass(frozen=True)
 class StorageConfig:
+    """Where data lives. With a remote `parquet_uri` (s3://, gs://, hdfs://) compaction still writes each
+    partition to the local `parquet_dir` (the staging folder `<data_dir>/parquet-staging/`) and publishes the
+    changed files there; `parquet_options` are pyarrow.fs options for that store."""
+
     data_dir: Path = Path("data")
     parquet_dir: Path = Path("data/parquet")
+    parquet_uri: str | None = None
+    parquet_options: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def parquet_target(self) -> str:
+        """Where readers find the Parquet: the remote URI, else the local folder."""
+        return self.parquet_uri or str(self.parquet_dir)
 
 
 @dataclass(frozen=True)
@@ -170,7 +196,7 @@ def parse_config(
                               f"{_suggest(section_name, SECTIONS)}")
         if not isinstance(section, Mapping):
             raise ConfigError(f"{where}: [{section_name}] must be a table, not a single value")
-        known = {f.name for f in fields(SECTIONS[section_name])}
+        known = {f.name for f in fields(SECTIONS[section_name])} - DERIVED_KEYS
         for key, value in section.items():
             if key not in known:
                 raise ConfigError(
@@ -189,14 +215,26 @@ def parse_config(
     base_dir = source.resolve().parent if source else Path.cwd()
     storage = merged["storage"]
     data_dir = _resolve(base_dir, storage.get("data_dir", StorageConfig.data_dir))
-    parquet_dir = (
-        _resolve(base_dir, storage["parquet_dir"]) if "parquet_dir" in storage else data_dir / "parquet"
-    )
+    parquet_uri = storage.get("parquet_dir") if isinstance(storage.get("parquet_dir"), str) else None
+    if parquet_uri is not None:
+        parquet_dir = data_dir / REMOTE_STAGING
+    else:
+        parquet_dir = (
+            _resolve(base_dir, storage["parquet_dir"]) if "parquet_dir" in storage else data_dir / "parquet"
+        )
+    parquet_options = storage.get("parquet_options", ())
+    if parquet_options and parquet_uri is None:
+        raise ConfigError(f"{where}: [storage] parquet_options apply to a remote parquet_dir only "
+                          f"({', '.join(s + '://' for s in REMOTE_SCHEMES)})", hint="remove them")
+    if parquet_options and parquet_uri is not None and parquet_uri.startswith("hdfs://"):
+        raise ConfigError(f"{where}: [storage] parquet_options do not apply to hdfs://",
+                          hint="name the namenode's host and port in the URI (hdfs://HOST:PORT/PATH)")
     config = Config(
         strava=StravaConfig(**merged["strava"]),
         limits=LimitsConfig(**merged["limits"]),
         fetch=FetchConfig(**merged["fetch"]),
-        storage=StorageConfig(data_dir=data_dir, parquet_dir=parquet_dir),
+        storage=StorageConfig(data_dir=data_dir, parquet_dir=parquet_dir, parquet_uri=parquet_uri,
+                              parquet_options=parquet_options),
         source=source,
     )
     if config.limits.daily_window_s < config.limits.short_window_s:
@@ -219,6 +257,10 @@ def _check_value(where: str, section: str, key: str, value: Any) -> Any:
         value = str(value)
     if key == "streams":
         return _check_streams(label, value)
+    if key == "parquet_options":
+        return _check_parquet_options(label, value)
+    if key == "parquet_dir" and isinstance(value, str) and _URI_SCHEME.match(value):
+        return _check_parquet_uri(label, value)
     if isinstance(default, bool) or isinstance(default, str):
         if not isinstance(value, str):
             raise ConfigError(f"{label} must be a string (got {_kind(value)})")
@@ -258,6 +300,48 @@ def _check_streams(label: str, value: Any) -> tuple[str, ...]:
     if unknown:
         raise ConfigError(f"{label}: unknown stream type {unknown[0]!r}; known: {', '.join(STREAM_TYPES)}, or all")
     return tuple(dict.fromkeys(items))
+
+
+def _check_parquet_uri(label: str, uri: str) -> str:
+    """A remote parquet_dir as `scheme://bucket/prefix` (kept as text: a Path would turn `s3://b` into
+    `s3:/b`). Credentials and options inside the URI are refused without echoing it: it may hold a secret."""
+    scheme = _URI_SCHEME.match(uri).group(1).lower()  # type: ignore[union-attr]  # the caller matched it
+    if scheme not in REMOTE_SCHEMES:
+        raise ConfigError(f"{label}: {scheme}:// is not supported",
+                          hint=f"use a local path or {', '.join(s + '://' for s in REMOTE_SCHEMES)}")
+    rest = uri[len(scheme) + 3:]
+    authority = rest.split("/", 1)[0]
+    if "@" in authority:
+        raise ConfigError(f"{label} must not contain credentials",
+                          hint="remove them from the URI; they come from the store's standard places "
+                               "(environment, profile files, instance metadata)")
+    if "?" in rest or "#" in rest:
+        raise ConfigError(f"{label} must not contain options (?...)",
+                          hint="put endpoint_override, region or scheme in [storage] parquet_options")
+    if not authority:
+        raise ConfigError(f"{label} names no bucket (got {scheme}://)", hint=f"write {scheme}://BUCKET/PREFIX")
+    return f"{scheme}://{rest.rstrip('/')}"
+
+
+def _check_parquet_options(label: str, value: Any) -> tuple[tuple[str, str], ...]:
+    """[storage] parquet_options: a table of exactly PARQUET_OPTION_KEYS, each a string; credential keys
+    are refused (they come from the store's standard places), their values never shown."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{label} must be a table (got {_kind(value)})")
+    options = []
+    for key, option in value.items():
+        if key in CREDENTIAL_OPTION_KEYS:
+            raise ConfigError(f"{label}: {key} is a credential and is not read from the config",
+                              hint="remove it; set the store's standard environment variables or profile instead")
+        if key not in PARQUET_OPTION_KEYS:
+            raise ConfigError(f"{label}: unknown key {_shown_name(key)}{_suggest(key, PARQUET_OPTION_KEYS)}",
+                              hint=f"known: {', '.join(PARQUET_OPTION_KEYS)}")
+        if not isinstance(option, str) or not option:
+            raise ConfigError(f"{label}: {key} must be a non-empty string (got {_kind(option)})")
+        if key == "scheme" and option not in ("http", "https"):
+            raise ConfigError(f"{label}: scheme must be http or https (got {option!r})")
+        options.append((key, option))
+    return tuple(sorted(options))
 
 
 def _resolve(base_dir: Path, value: Path | str) -> Path:

@@ -99,6 +99,10 @@ class WorkLeft(BulkfetchError):
     exit_code = EXIT_WORK_LEFT
 
 
+class StoreUnreachable(WorkLeft):
+    """The object store a remote parquet_dir names did not answer: a rerun finishes the upload (exit 75)."""
+
+
 class QuotaStop(WorkLeft):
     """A quota window is spent and the caller chose not to wait for it (`--no-wait`, `--max-wait`)."""
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -132,3 +134,50 @@ class _OneAthleteStore:
         athletes = [a for a in Roster(self._data_dir).athletes() if a.folder != self._data_dir]
         assert len(athletes) <= 1, f"{self._data_dir} holds {len(athletes)} athletes"
         return getattr(athletes[0].store if athletes else RawStore(self._data_dir), name)
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """moto's standalone S3 server on 127.0.0.1 (see the `s3_server` fixture)."""
+
+    endpoint: str  # host:port, for [storage] parquet_options endpoint_override
+
+    @property
+    def options(self) -> dict[str, str]:
+        return {"endpoint_override": self.endpoint, "scheme": "http", "region": "us-east-1"}
+
+    def options_toml(self) -> str:
+        return "[storage.parquet_options]\n" + "".join(f'{k} = "{v}"\n' for k, v in self.options.items())
+
+    def filesystem(self):
+        import pyarrow.fs as pafs
+
+        return pafs.S3FileSystem(allow_bucket_creation=True, **self.options)
+
+    def new_bucket(self) -> str:
+        """A bucket of its own for one test."""
+        name = f"test-{secrets.token_hex(6)}"
+        self.filesystem().create_dir(name)
+        return name
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """One moto S3 server for the session, on a free loopback port, with explicit test credentials and no
+    instance-metadata lookups or profile files: nothing leaves 127.0.0.1. CLI subprocesses inherit the
+    environment (see `cli_env`)."""
+    moto_server = pytest.importorskip("moto.server", reason="moto[server] is not installed (dev extra)")
+    empty = tmp_path_factory.mktemp("aws") / "none"
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret",
+                            "AWS_EC2_METADATA_DISABLED": "true", "AWS_DEFAULT_REGION": "us-east-1",
+                            "AWS_CONFIG_FILE": str(empty), "AWS_SHARED_CREDENTIALS_FILE": str(empty)}.items():
+            patch.setenv(name, value)
+        patch.delenv("AWS_SESSION_TOKEN", raising=False)
+        patch.delenv("AWS_PROFILE", raising=False)
+        server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        try:
+            yield S3Server(f"127.0.0.1:{server._server.server_port}")
+        finally:
+            server.stop()

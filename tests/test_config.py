@@ -110,3 +110,52 @@ def test_missing_credentials_named() -> None:
 def test_streams_all_and_csv() -> None:
     assert parse_config({"fetch": {"streams": ["all"]}}).fetch.streams == STREAM_TYPES
     assert parse_config({}, overrides={"fetch": {"streams": "time,heartrate"}}).fetch.streams == ("time", "heartrate")
+
+
+# -- [storage] a remote parquet_dir ---------------------------------------------------------------------
+def test_remote_parquet_dir_keeps_its_uri_and_stages_locally(write_config) -> None:
+    path = write_config('[storage]\ndata_dir = "store"\nparquet_dir = "s3://bucket/tables/"\n'
+                        '[storage.parquet_options]\nendpoint_override = "127.0.0.1:9000"\nscheme = "http"\n')
+    storage = load_config(path).storage
+    assert storage.parquet_uri == "s3://bucket/tables"  # not the path "s3:/bucket/tables"
+    assert storage.parquet_target == "s3://bucket/tables"
+    assert storage.parquet_dir == path.parent / "store" / "parquet-staging"
+    assert dict(storage.parquet_options) == {"endpoint_override": "127.0.0.1:9000", "scheme": "http"}
+    for uri in ("gs://bucket", "hdfs://namenode:8020/data"):
+        assert parse_config({"storage": {"parquet_dir": uri}}).storage.parquet_uri == uri
+    assert parse_config({}).storage.parquet_uri is None
+
+
+@pytest.mark.parametrize(("storage", "message"), [
+    ({"parquet_dir": "s3://AKIDSECRET:wJalrSECRET@bucket/p"}, "[storage] parquet_dir must not contain credentials"),
+    ({"parquet_dir": "s3://bucket/p?secret_key=wJalrSECRET"}, "[storage] parquet_dir must not contain options"),
+    ({"parquet_dir": "ftp://bucket"}, "[storage] parquet_dir: ftp:// is not supported"),
+    ({"parquet_dir": "s3://"}, "[storage] parquet_dir names no bucket"),
+    ({"parquet_dir": "s3://b", "parquet_options": {"secret_key": "wJalrSECRET"}},
+     "[storage] parquet_options: secret_key is a credential"),
+    ({"parquet_dir": "s3://b", "parquet_options": {"access_key": "AKIDSECRET"}},
+     "[storage] parquet_options: access_key is a credential"),
+    ({"parquet_dir": "s3://b", "parquet_options": {"regon": "eu-west-1"}},
+     "[storage] parquet_options: unknown key regon (did you mean region?)"),
+    ({"parquet_dir": "s3://b", "parquet_options": {"scheme": "ftp"}}, "scheme must be http or https"),
+    ({"parquet_dir": "s3://b", "parquet_options": "region=x"}, "[storage] parquet_options must be a table"),
+    ({"parquet_options": {"region": "eu-west-1"}}, "parquet_options apply to a remote parquet_dir only"),
+    ({"parquet_dir": "hdfs://nn:8020/x", "parquet_options": {"region": "x"}}, "do not apply to hdfs://"),
+    ({"parquet_uri": "s3://b"}, "unknown key [storage] parquet_uri"),
+])
+def test_bad_remote_storage_is_one_line_without_the_secret(storage: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"storage": storage})
+    text = str(caught.value)
+    assert message in text and "\n" not in text
+    assert "SECRET" not in text
+
+
+def test_credentials_in_the_uri_exit_2_on_one_line(write_config) -> None:
+    from tests.conftest import run_cli
+
+    path = write_config('[storage]\nparquet_dir = "s3://AKIDSECRET:wJalrSECRET@bucket/p"\n')
+    result = run_cli("--config", str(path), "status")
+    assert result.returncode == 2
+    assert "must not contain credentials" in result.stderr and "SECRET" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -1,0 +1,166 @@
+"""A remote parquet_dir (s3://, gs://, hdfs://) through pyarrow.fs: publish whole files, remove, list.
+
+Readers never see a partial object. pyarrow's S3 output stream completes a multipart upload on close even
+after an error (apache/arrow#40502): a process stopped mid-write would leave a truncated object at the final
+key. So `publish` uploads to a hidden temporary key beside the target, then copies it onto the target on the
+server (one request: the target is the old object or the new one), then deletes the temporary. A run killed
+between the steps leaves only a temporary, which `sweep_temporaries` removes on the next run. (S3 copies up
+to 5 GB in one request; a partition file is far smaller: see bulkfetch.compact's row group sizes.)
+
+Keys are relative to the dataset root (`<table>/athlete_id=<id>/year=YYYY/part-0.parquet`). Credentials are
+never passed here: pyarrow reads them from each store's standard places (environment, profile files, instance
+metadata). Error messages name the store's URI (which holds none: the config refuses credentials in it).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+from bulkfetch.errors import StorageError, StoreUnreachable, WriteError
+
+# Marks a temporary upload; the leading dot of its name hides it from pyarrow, Spark and `*.parquet` globs.
+UPLOAD_MARK = ".upload-"
+# Timeouts in seconds: a dead endpoint is said within seconds, not after the SDK's minutes of retries.
+CONNECT_TIMEOUT_S = 5.0
+REQUEST_TIMEOUT_S = 60.0
+RETRY_ATTEMPTS = 3
+# Words in the stores' error messages (pyarrow passes the AWS SDK's error names through) and what they mean.
+_UNREACHABLE = ("NETWORK_CONNECTION", "Could not connect", "Couldn't connect", "Timeout was reached",
+                "timed out", "Connection refused", "Could not resolve host", "SERVICE_UNAVAILABLE",
+                "HTTP status 503")
+_NO_BUCKET = ("NO_SUCH_BUCKET", "NoSuchBucket")
+_DENIED = ("ACCESS_DENIED", "AccessDenied", "HTTP status 403", "INVALID_ACCESS_KEY_ID", "InvalidAccessKeyId",
+           "SIGNATURE_DOES_NOT_MATCH", "SignatureDoesNotMatch", "Unable to locate credentials", "No credentials")
+# S3 answers a request signed for another region with a redirect (301) or a malformed-authorization error.
+_WRONG_REGION = ("HTTP status 301", "PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraint")
+
+
+@dataclass(frozen=True)
+class ObjectStore:
+    """A dataset root in an object store: `fs` and the root path inside it (`bucket/prefix` for S3)."""
+
+    uri: str
+    fs: pafs.FileSystem
+    root: str
+
+    def path(self, key: str) -> str:
+        return f"{self.root}/{key}" if key else self.root
+
+
+def open_store(uri: str, options: Sequence[tuple[str, str]] = ()) -> ObjectStore:
+    """The store a `scheme://bucket/prefix` URI names, with the config's pyarrow.fs `options`
+    (endpoint_override, region, scheme). Nothing is sent yet: see `check_access`."""
+    scheme, rest = uri.split("://", 1)
+    settings = dict(options)
+    if scheme == "s3":
+        fs: pafs.FileSystem = pafs.S3FileSystem(
+            connect_timeout=CONNECT_TIMEOUT_S, request_timeout=REQUEST_TIMEOUT_S,
+            retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=RETRY_ATTEMPTS), **settings)
+        return ObjectStore(uri, fs, rest.strip("/"))
+    if scheme == "gs":
+        gcs = {key: value for key, value in settings.items() if key != "region"}  # GCS picks no region per call
+        return ObjectStore(uri, pafs.GcsFileSystem(**gcs), rest.strip("/"))
+    fs, root = pafs.FileSystem.from_uri(uri)  # hdfs://: host and port are in the URI
+    return ObjectStore(uri, fs, root.rstrip("/"))
+
+
+def check_access(store: ObjectStore) -> None:
+    """Send one listing of the dataset root (its bucket must exist; bulkfetch never creates one) and one
+    small write and delete, so a missing bucket, refused credentials or a dead endpoint are said when a
+    run starts, not after hours of fetching. Raises StorageError (exit 2) or StoreUnreachable (exit 75)."""
+    bucket = store.root.split("/", 1)[0]
+    try:
+        if store.fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+            raise StorageError(f"{store.uri}: the bucket {bucket} does not exist",
+                               hint="create it (bulkfetch never creates buckets) or fix [storage] parquet_dir")
+        probe = store.path(f".access-probe{UPLOAD_MARK}{os.getpid()}-{secrets.token_hex(4)}")
+        with store.fs.open_output_stream(probe) as stream:
+            stream.write(b"")
+        store.fs.delete_file(probe)
+    except OSError as exc:
+        raise store_error(store, "cannot use", exc) from None
+
+
+def store_error(store: ObjectStore, doing: str, exc: OSError) -> StorageError | StoreUnreachable | WriteError:
+    """The one-line error for a store's failure: unreachable (exit 75, a rerun finishes), a missing bucket,
+    refused credentials or the wrong region (exit 2, each with its fix), else a failed write (exit 1)."""
+    text = str(exc)
+    if any(word in text for word in _UNREACHABLE):
+        return StoreUnreachable(f"{store.uri}: {doing} the object store: it did not answer",
+                                hint="check the network and [storage] parquet_options endpoint_override, then "
+                                     "rerun (the local Parquet is kept and uploaded then)")
+    if any(word in text for word in _DENIED):
+        return StorageError(f"{store.uri}: {doing} the object store: access denied",
+                            hint="check the credentials in the store's standard places (environment, profile "
+                                 "files) and that they may read, write and delete under this prefix")
+    if any(word in text for word in _NO_BUCKET):
+        return StorageError(f"{store.uri}: {doing} the object store: the bucket does not exist",
+                            hint="create it (bulkfetch never creates buckets) or fix [storage] parquet_dir")
+    if any(word in text for word in _WRONG_REGION):
+        return StorageError(f"{store.uri}: {doing} the object store: the bucket is in another region",
+                            hint="set [storage] parquet_options region to the bucket's region")
+    return WriteError(f"{store.uri}: {doing} the object store ({text.splitlines()[0] if text else 'no detail'})",
+                      hint="rerun; the local Parquet is kept and uploaded then")
+
+
+def publish(store: ObjectStore, local: Path, key: str) -> None:
+    """Put the local file at `key` so that readers see the old object or the new one, never part of one:
+    upload to a temporary key, copy it onto `key` on the server, delete the temporary."""
+    folder, _, name = key.rpartition("/")
+    temp = store.path(f"{folder}/.{name}{UPLOAD_MARK}{os.getpid()}-{secrets.token_hex(4)}".lstrip("/"))
+    try:
+        pafs.copy_files(str(local), temp, destination_filesystem=store.fs)
+        store.fs.copy_file(temp, store.path(key))
+    except OSError as exc:
+        _delete_quietly(store, temp)
+        raise store_error(store, f"cannot upload {key} to", exc) from None
+    except BaseException:
+        _delete_quietly(store, temp)  # Ctrl-C/SIGTERM: the next run's sweep removes it if this cannot
+        raise
+    _delete_quietly(store, temp)
+
+
+def remove(store: ObjectStore, key: str) -> None:
+    try:
+        store.fs.delete_file(store.path(key))
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise store_error(store, f"cannot remove {key} from", exc) from None
+
+
+def list_files(store: ObjectStore) -> dict[str, int]:
+    """Every object under the dataset root: its key (relative to the root) and size in bytes."""
+    selector = pafs.FileSelector(store.root, recursive=True, allow_not_found=True)
+    try:
+        infos = store.fs.get_file_info(selector)
+    except OSError as exc:
+        raise store_error(store, "cannot list", exc) from None
+    prefix = store.root + "/"
+    return {info.path.removeprefix(prefix): info.size or 0 for info in infos if info.type == pafs.FileType.File}
+
+
+def is_temporary(key: str) -> bool:
+    return key.rpartition("/")[2].startswith(".") and UPLOAD_MARK in key
+
+
+def sweep_temporaries(store: ObjectStore, keys: Sequence[str]) -> list[str]:
+    """Delete the temporaries among `keys` that runs stopped mid-upload left (the caller holds the data_dir
+    lock: no other run of this data_dir uploads now); returns them."""
+    stale = [key for key in keys if is_temporary(key)]
+    for key in stale:
+        remove(store, key)
+    return stale
+
+
+def _delete_quietly(store: ObjectStore, path: str) -> None:
+    try:
+        store.fs.delete_file(path)
+    except OSError:
+        pass  # already gone, or the store is away: the next run's sweep removes it

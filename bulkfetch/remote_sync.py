@@ -1,0 +1,170 @@
+"""Bring a remote parquet_dir up to date with the local staging folder compaction writes (issue 16).
+
+Compaction writes every partition locally, as for a local parquet_dir (see bulkfetch.compact); this module
+then makes the remote dataset match it:
+
+- a part file whose local identity (size, mtime_ns) differs from the one recorded at its last upload, or
+  whose remote object is missing or of another size (deleted or damaged from outside), is published again
+  (see bulkfetch.object_store.publish: readers see the old object or the new one);
+- a remote part file the staging folder no longer has (a removed year, a purged athlete) is removed;
+- temporaries a killed run left are removed first;
+- last, `_bulkfetch.json` at the dataset root (the run's time and every current part file with its size) is
+  replaced the same way, so a reader that wants one consistent snapshot across partitions reads exactly
+  those files.
+
+The record of uploads (UPLOADS in the staging folder: key -> size, mtime_ns, blake2b digest) is local,
+beside the files it describes, and written after each upload, so a run stopped midway uploads only what is
+left. It names the store's URI: another store starts afresh.
+
+One sync at a time per staging folder (UPLOAD_LOCK; a second waits): an import's compaction uploads beside
+a fetch's, and a sync removes the temporaries it finds, which only a stopped run's may be then.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bulkfetch.errors import LockedError
+from bulkfetch.locks import Holder, hold
+from bulkfetch.object_store import ObjectStore, list_files, publish, remove, sweep_temporaries
+from bulkfetch.parquet_layout import PART_FILE
+from bulkfetch.store import atomic_write, read_json
+
+UPLOADS = ".uploads.json"  # in the staging folder; the leading dot keeps it out of `*/*/*/part-0.parquet`
+RUN_MANIFEST = "_bulkfetch.json"
+UPLOAD_LOCK = ".upload.lock"  # in the staging folder, out of the part files' pattern too
+
+
+@dataclass(frozen=True)
+class LocalPart:
+    """A staged part file's identity: what says it changed since its upload without reading it."""
+
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class SyncPlan:
+    upload: list[str]  # keys to publish: changed locally, or missing or different remotely
+    remove: list[str]  # remote part files the staging folder no longer has
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    uploaded: list[str]
+    removed: list[str]
+    swept: list[str]  # a killed run's temporaries
+
+
+def staged_parts(staging: Path) -> dict[str, LocalPart]:
+    """Every part file under the staging folder by key (`<table>/athlete_id=<id>/year=YYYY/part-0.parquet`).
+    The pattern's depth leaves out what is not part of the dataset yet: tables written aside for a swap
+    (`.migrating/<table>/athlete_id=<id>/year=YYYY/`, one level deeper) and temporaries (other names)."""
+    parts = {}
+    for path in staging.glob(f"*/*/*/{PART_FILE}"):
+        stat = path.stat()
+        parts[path.relative_to(staging).as_posix()] = LocalPart(stat.st_size, stat.st_mtime_ns)
+    return parts
+
+
+def plan_sync(local: Mapping[str, LocalPart], recorded: Mapping[str, Mapping[str, Any]],
+              remote: Mapping[str, int]) -> SyncPlan:
+    """Pure: which keys to upload and which remote part files to remove.
+
+    A key is uploaded when its local (size, mtime_ns) is not what was recorded at its last upload, or when
+    the remote object is missing or not of the recorded size. A remote key is removed when it is a part file
+    (named PART_FILE) that is not staged: the partition is gone. Anything else remote is left alone.
+    """
+    upload = sorted(key for key, part in local.items()
+                    if _recorded_part(recorded.get(key)) != part or remote.get(key) != part.size)
+    gone = sorted(key for key in remote if key.rpartition("/")[2] == PART_FILE and key not in local)
+    return SyncPlan(upload=upload, remove=gone)
+
+
+def sync(store: ObjectStore, staging: Path, *, now: Callable[[], datetime] = lambda: datetime.now(UTC),
+         on_upload: Callable[[str], None] | None = None,
+         on_wait: Callable[[Holder], None] = lambda holder: None) -> SyncResult:
+    """Make the remote dataset match the staged one (see the module docstring), after any other process's
+    sync of `staging` (`on_wait` is told who runs it). Raises the store's errors
+    (bulkfetch.object_store.store_error); what was uploaded before stays recorded."""
+    with hold(staging / UPLOAD_LOCK, "upload", busy=lambda holder: LockedError(f"PID {holder.pid} uploads"),
+              wait=on_wait):
+        return _sync(store, staging, now(), on_upload)
+
+
+def _sync(store: ObjectStore, staging: Path, written_at: datetime,
+          on_upload: Callable[[str], None] | None) -> SyncResult:
+    remote = list_files(store)
+    swept = sweep_temporaries(store, list(remote))
+    local = staged_parts(staging)
+    uploads = _load_uploads(staging / UPLOADS, store.uri)
+    recorded: dict[str, Any] = uploads["files"]
+    plan = plan_sync(local, recorded, remote)
+    for key in plan.upload:
+        if on_upload:
+            on_upload(key)
+        path = staging / key
+        digest = _digest(path)
+        publish(store, path, key)
+        part = local[key]
+        recorded[key] = {"size": part.size, "mtime_ns": part.mtime_ns, "blake2b": digest}
+        _save_uploads(staging / UPLOADS, uploads)
+    for key in plan.remove:
+        remove(store, key)
+    for key in [k for k in recorded if k not in local]:
+        del recorded[key]
+    _save_uploads(staging / UPLOADS, uploads)
+    _publish_run_manifest(store, local, written_at)
+    return SyncResult(uploaded=plan.upload, removed=plan.remove, swept=swept)
+
+
+def run_manifest(local: Mapping[str, LocalPart], written_at: datetime) -> bytes:
+    """Pure: `_bulkfetch.json`'s bytes: the run's time (UTC, ISO 8601) and every part file with its size."""
+    files = [{"path": key, "size": local[key].size} for key in sorted(local)]
+    return orjson.dumps({"written_at": written_at.isoformat(timespec="seconds"), "files": files},
+                        option=orjson.OPT_INDENT_2)
+
+
+def _publish_run_manifest(store: ObjectStore, local: Mapping[str, LocalPart], written_at: datetime) -> None:
+    with tempfile.TemporaryDirectory(prefix="bulkfetch-manifest-") as folder:
+        path = Path(folder) / RUN_MANIFEST
+        path.write_bytes(run_manifest(local, written_at))
+        publish(store, path, RUN_MANIFEST)
+
+
+def _recorded_part(record: Mapping[str, Any] | None) -> LocalPart | None:
+    if not isinstance(record, Mapping):
+        return None
+    size, mtime_ns = record.get("size"), record.get("mtime_ns")
+    return LocalPart(size, mtime_ns) if isinstance(size, int) and isinstance(mtime_ns, int) else None
+
+
+def _load_uploads(path: Path, uri: str) -> dict[str, Any]:
+    """The record of uploads to `uri`; a fresh one (everything is uploaded) for another store or a damaged file."""
+    try:
+        uploads = read_json(path)
+    except (OSError, orjson.JSONDecodeError):
+        uploads = None
+    if isinstance(uploads, dict) and uploads.get("uri") == uri and isinstance(uploads.get("files"), dict):
+        return uploads
+    return {"uri": uri, "files": {}}
+
+
+def _save_uploads(path: Path, uploads: dict[str, Any]) -> None:
+    atomic_write(path, orjson.dumps(uploads))
+
+
+def _digest(path: Path) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    with path.open("rb") as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

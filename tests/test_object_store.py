@@ -1,0 +1,114 @@
+"""bulkfetch.object_store against moto's S3 server on 127.0.0.1: whole-object publishing, listing, removing,
+sweeping a killed run's temporaries, and the access check's errors."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pyarrow.fs as pafs
+import pytest
+
+from bulkfetch.errors import EXIT_USAGE, EXIT_WORK_LEFT, BulkfetchError
+from bulkfetch.object_store import (
+    UPLOAD_MARK,
+    ObjectStore,
+    check_access,
+    is_temporary,
+    list_files,
+    open_store,
+    publish,
+    remove,
+    sweep_temporaries,
+)
+
+KEY = "activities/athlete_id=7/year=2024/part-0.parquet"
+
+
+def _store(s3_server, bucket: str):
+    return open_store(f"s3://{bucket}/tables", tuple(s3_server.options.items()))
+
+
+def _published(s3_server, tmp_path: Path, content: bytes) -> ObjectStore:
+    """A store of a new bucket holding `content` at KEY."""
+    store = _store(s3_server, s3_server.new_bucket())
+    local = tmp_path / "part-0.parquet"
+    local.write_bytes(content)
+    publish(store, local, KEY)
+    return store
+
+
+def test_publish_replaces_the_object_and_leaves_no_temporary(s3_server, tmp_path: Path) -> None:
+    store = _published(s3_server, tmp_path, b"old" * 100)
+    (tmp_path / "new.parquet").write_bytes(b"new content")
+    publish(store, tmp_path / "new.parquet", KEY)
+    with store.fs.open_input_file(store.path(KEY)) as stream:
+        assert stream.read() == b"new content"
+    assert list_files(store) == {KEY: len(b"new content")}
+
+
+def test_a_failed_upload_keeps_the_old_object_whole(s3_server, tmp_path: Path) -> None:
+    store = _published(s3_server, tmp_path, b"old object")
+    with pytest.raises(BulkfetchError):
+        publish(store, tmp_path / "gone.parquet", KEY)  # the upload fails before any copy
+    assert list_files(store) == {KEY: len(b"old object")}
+
+
+def test_sweep_removes_a_killed_runs_temporaries_only(s3_server, tmp_path: Path) -> None:
+    store = _published(s3_server, tmp_path, b"data")
+    stale = f"activities/athlete_id=7/year=2024/.part-0.parquet{UPLOAD_MARK}123-abcd"
+    with store.fs.open_output_stream(store.path(stale)) as stream:
+        stream.write(b"da")  # what a run killed mid-upload leaves
+    keys = list_files(store)
+    assert is_temporary(stale) and not is_temporary(KEY)
+    assert sweep_temporaries(store, list(keys)) == [stale]
+    assert list_files(store) == {KEY: 4}
+    remove(store, KEY)
+    remove(store, KEY)  # already gone: nothing to say
+    assert list_files(store) == {}
+
+
+def test_access_check_passes_and_leaves_nothing(s3_server) -> None:
+    store = _store(s3_server, s3_server.new_bucket())
+    check_access(store)
+    bucket = pafs.FileSelector(store.root.split("/")[0], recursive=True)
+    assert [info.path for info in store.fs.get_file_info(bucket) if info.type == pafs.FileType.File] == []
+
+
+def test_missing_bucket_is_a_configuration_error(s3_server) -> None:
+    with pytest.raises(BulkfetchError) as caught:
+        check_access(_store(s3_server, "no-such-bucket-here"))
+    assert caught.value.exit_code == EXIT_USAGE
+    assert "the bucket no-such-bucket-here does not exist" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_unreachable_endpoint_is_work_left(s3_server) -> None:
+    with socket.socket() as sock:  # a port nothing listens on once closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    store = open_store("s3://bucket/p", (("endpoint_override", f"127.0.0.1:{port}"), ("region", "us-east-1"),
+                                         ("scheme", "http")))
+    with pytest.raises(BulkfetchError) as caught:
+        check_access(store)
+    assert caught.value.exit_code == EXIT_WORK_LEFT
+    assert "did not answer" in str(caught.value) and "testing-secret" not in str(caught.value)
+
+
+def test_refused_credentials_are_a_configuration_error(s3_server) -> None:
+    import urllib.request
+
+    store = _store(s3_server, s3_server.new_bucket())
+
+    def authenticate_after(count: str) -> None:  # moto's switch: check credentials after `count` requests
+        request = urllib.request.Request(f"http://{s3_server.endpoint}/moto-api/reset-auth", data=count.encode(),
+                                         headers={"Content-Type": "text/plain"})
+        urllib.request.urlopen(request, timeout=5).close()
+
+    authenticate_after("0")  # from now on moto knows no key: the test's credentials are refused
+    try:
+        with pytest.raises(BulkfetchError) as caught:
+            check_access(store)
+    finally:
+        authenticate_after("inf")
+    assert caught.value.exit_code == EXIT_USAGE
+    assert "access denied" in str(caught.value) and "testing-secret" not in str(caught.value)

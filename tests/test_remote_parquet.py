@@ -1,0 +1,217 @@
+"""A remote parquet_dir end to end: `fetch` against the simulator with `s3://` to moto's S3 server on
+127.0.0.1 gives the dataset a local parquet_dir gets; reruns upload only what changed."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from functools import partial
+from pathlib import Path
+
+import orjson
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pytest
+
+from bulkfetch.cli import main
+from bulkfetch.parquet_layout import PARTITION_SCHEMA
+from bulkfetch.schema import TABLES
+from bulkfetch.simulator import SimulatorSettings, SimulatorThread
+from tests.conftest import cli_env, run_cli, simulator_config_text
+
+SORT_KEYS = ("athlete_id", "year")
+
+
+def _config(tmp_path: Path, sim, name: str, storage: str = "") -> Path:
+    text = simulator_config_text(sim, tmp_path / name / "data", fetch={"streams": ["time", "distance"]})
+    path = tmp_path / name / "config.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + storage)
+    return path
+
+
+def _table(filesystem: pafs.FileSystem, root: str, table: str):
+    """A table read back as a reader would (hive partitions), rows in a fixed order."""
+    data = ds.dataset(f"{root}/{table}", filesystem=filesystem, format="parquet",
+                      partitioning=ds.partitioning(PARTITION_SCHEMA, flavor="hive")).to_table()
+    keys = [name for name in ("id", "activity_id", "split", "lap_index", "seq") if name in data.column_names]
+    return data.sort_by([(name, "ascending") for name in [*SORT_KEYS, *keys]])
+
+
+def _remote_keys(s3, root: str) -> dict[str, int]:
+    infos = s3.get_file_info(pafs.FileSelector(root, recursive=True))
+    return {i.path.removeprefix(root + "/"): i.size for i in infos if i.type == pafs.FileType.File}
+
+
+def _uploaded(capsys) -> int:
+    line = next(line for line in capsys.readouterr().err.splitlines() if "part file(s) to s3://" in line)
+    return int(line.split("uploaded ")[1].split(" ")[0])
+
+
+def test_fetch_to_s3_equals_a_local_run_and_reruns_upload_only_what_changed(tmp_path: Path, s3_server,
+                                                                           capsys) -> None:
+    bucket = s3_server.new_bucket()
+    root = f"{bucket}/strava"
+    s3 = s3_server.filesystem()
+    settings = SimulatorSettings(activities=40, seed=16, short_limit=1000, daily_limit=10000)
+    thread = SimulatorThread(settings)
+    with thread as sim:
+        local = _config(tmp_path, sim, "local")
+        assert main(["--config", str(local), "fetch"]) == 0
+        # Written after the local run: the simulator rotates the refresh token that run used.
+        remote = _config(tmp_path, sim, "remote", f'parquet_dir = "s3://{root}"\n' + s3_server.options_toml())
+        assert main(["--config", str(remote), "fetch"]) == 0
+        first = _uploaded(capsys)
+
+        local_dir = tmp_path / "local" / "data" / "parquet"
+        keys = _remote_keys(s3, root)
+        parts = {k: v for k, v in keys.items() if k.endswith("part-0.parquet")}
+        local_parts = {p.relative_to(local_dir).as_posix(): p.stat().st_size
+                       for p in local_dir.glob("*/*/*/part-0.parquet")}
+        assert set(parts) == set(local_parts) and first == len(parts) > 4
+        assert set(keys) == set(parts) | {"_bulkfetch.json"}  # no temporary is left behind
+        for table in TABLES:
+            if (local_dir / table).is_dir():
+                assert _table(s3, root, table).equals(_table(pafs.LocalFileSystem(), str(local_dir), table)), table
+        with s3.open_input_file(f"{root}/_bulkfetch.json") as stream:
+            manifest = orjson.loads(stream.read())
+        assert {f["path"]: f["size"] for f in manifest["files"]} == parts
+        # The README's way to read one consistent snapshot: exactly the files the run manifest lists.
+        files = [f"{root}/{p['path']}" for p in manifest["files"] if p["path"].startswith("splits_metric/")]
+        snapshot = ds.dataset(files, filesystem=s3, format="parquet", partitioning=ds.partitioning(flavor="hive"),
+                              partition_base_dir=f"{root}/splits_metric").to_table()
+        assert snapshot.num_rows == _table(s3, root, "splits_metric").num_rows > 0
+        assert "athlete_id" in snapshot.column_names
+
+        # Nothing changed: nothing is uploaded. One activity renamed: its year's detail tables only.
+        assert main(["--config", str(remote), "fetch"]) == 0
+        assert _uploaded(capsys) == 0
+        thread.call(partial(sim.edit_activity, sim.activity_ids()[0], name="Renamed"))
+        assert main(["--config", str(remote), "fetch"]) == 0
+        changed = _uploaded(capsys)
+        assert 1 <= changed < len(parts) // 2
+
+        # An object deleted from outside is noticed and uploaded again.
+        missing = sorted(parts)[0]
+        s3.delete_file(f"{root}/{missing}")
+        assert main(["--config", str(remote), "fetch"]) == 0
+        assert _uploaded(capsys) == 1
+        assert missing in _remote_keys(s3, root)
+
+
+def test_fetch_says_a_missing_bucket_before_any_request(tmp_path: Path, s3_server, capsys) -> None:
+    with SimulatorThread(SimulatorSettings(activities=3, seed=1)) as sim:
+        config = _config(tmp_path, sim, "r", 'parquet_dir = "s3://no-such-bucket/x"\n' + s3_server.options_toml())
+        assert main(["--config", str(config), "fetch"]) == 2
+        assert not [r for r in sim.request_log if r.counted]
+    err = capsys.readouterr().err
+    assert "the bucket no-such-bucket does not exist" in err and "testing-secret" not in err
+
+
+@pytest.mark.parametrize("command", [["fetch"], ["compact"]])
+def test_an_unreachable_store_exits_75(tmp_path: Path, command: list[str], capsys) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with SimulatorThread(SimulatorSettings(activities=3, seed=1)) as sim:
+        config = _config(tmp_path, sim, "r", 'parquet_dir = "s3://bucket/x"\n[storage.parquet_options]\n'
+                                             f'endpoint_override = "127.0.0.1:{port}"\nscheme = "http"\n'
+                                             'region = "us-east-1"\n')
+        assert main(["--config", str(config), *command]) == 75
+    assert "did not answer" in capsys.readouterr().err
+
+
+def _fetched_to_s3(tmp_path: Path, s3_server) -> tuple[Path, str]:
+    """A fetch of a small history into a new bucket: its config and the dataset root in the bucket."""
+    root = f"{s3_server.new_bucket()}/strava"
+    with SimulatorThread(SimulatorSettings(activities=12, seed=16, short_limit=1000, daily_limit=10000)) as sim:
+        config = _config(tmp_path, sim, "remote", f'parquet_dir = "s3://{root}"\n' + s3_server.options_toml())
+        assert main(["--config", str(config), "fetch"]) == 0
+    return config, root
+
+
+def _assert_every_object_whole(s3, root: str) -> None:
+    """Each part file a reader can list is a whole Parquet file (a partial upload has no footer)."""
+    import pyarrow.parquet as pq
+
+    from bulkfetch.object_store import is_temporary
+
+    for key in _remote_keys(s3, root):
+        if key.endswith("part-0.parquet") and not is_temporary(key):
+            with s3.open_input_file(f"{root}/{key}") as stream:
+                assert pq.ParquetFile(stream).metadata.num_rows > 0, key
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+def test_a_run_stopped_mid_upload_leaves_whole_objects_and_the_rerun_finishes(tmp_path: Path, s3_server,
+                                                                            signum: int) -> None:
+    config, root = _fetched_to_s3(tmp_path, s3_server)
+    s3 = s3_server.filesystem()
+    # --rebuild rewrites every partition locally, so every part file is uploaded again.
+    process = subprocess.Popen([sys.executable, "-m", "bulkfetch", "-v", "--config", str(config), "compact",
+                                "--rebuild"], env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
+    uploads_seen = 0
+    assert process.stderr is not None
+    for line in process.stderr:
+        uploads_seen += "uploading " in line
+        if uploads_seen == 3:
+            process.send_signal(signum)
+            break
+    rest = process.communicate(timeout=30)[1]
+    assert uploads_seen == 3
+    assert process.returncode == (-signal.SIGKILL if signum == signal.SIGKILL else 130), rest
+    _assert_every_object_whole(s3, root)
+    if signum == signal.SIGTERM:  # stopped cleanly: its temporary is gone already
+        assert not [key for key in _remote_keys(s3, root) if "/." in key or key.startswith(".")]
+
+    result = run_cli("--config", str(config), "compact")
+    assert result.returncode == 0, result.stderr
+    keys = _remote_keys(s3, root)
+    staging = tmp_path / "remote" / "data" / "parquet-staging"
+    staged = {p.relative_to(staging).as_posix(): p.stat().st_size for p in staging.glob("*/*/*/part-0.parquet")}
+    assert keys == {**staged, "_bulkfetch.json": keys["_bulkfetch.json"]}  # temporaries swept, every part current
+    _assert_every_object_whole(s3, root)
+
+
+def test_import_uploads_the_imported_athletes_parquet(tmp_path: Path, s3_server) -> None:
+    from tests.exports import ENGLISH_94, csv_text, english_row, write_zip
+
+    root = f"{s3_server.new_bucket()}/strava"
+    config = tmp_path / "config.toml"
+    config.write_text(f'[storage]\ndata_dir = "data"\nparquet_dir = "s3://{root}"\n' + s3_server.options_toml())
+    rows = [english_row(1, None, sport="WeightTraining"), english_row(2, None, date="May 9, 2024, 10:09:29 AM")]
+    export = write_zip(tmp_path / "export.zip", csv_text(ENGLISH_94, rows), [], profile_id=55)
+    result = run_cli("--config", str(config), "import", str(export))
+    assert result.returncode == 0, result.stderr
+    keys = _remote_keys(s3_server.filesystem(), root)
+    assert {"activities/athlete_id=55/year=2023/part-0.parquet",
+            "activities/athlete_id=55/year=2024/part-0.parquet", "_bulkfetch.json"} <= set(keys)
+
+
+def test_purging_an_athlete_removes_its_partitions_from_the_bucket(tmp_path: Path, s3_server, monkeypatch) -> None:
+    from tests.test_athletes import team
+
+    root = f"{s3_server.new_bucket()}/strava"
+    settings = SimulatorSettings(athletes=2, athlete_activities=(3, 3), seed=65, short_limit=1000,
+                                 daily_limit=10_000)
+    with SimulatorThread(settings) as sim:
+        config = team(tmp_path, sim, monkeypatch)
+        with config.open("a") as file:
+            file.write(f'parquet_dir = "s3://{root}"\n' + s3_server.options_toml())
+        assert main(["--config", str(config), "fetch"]) == 0
+        kept, purged = sim.athlete_ids
+        s3 = s3_server.filesystem()
+
+        def athletes_in_bucket() -> set[str]:
+            return {key.split("/")[1] for key in _remote_keys(s3, root) if key.endswith("part-0.parquet")}
+
+        assert athletes_in_bucket() == {f"athlete_id={kept}", f"athlete_id={purged}"}
+        assert main(["--config", str(config), "athletes", "remove", str(purged), "--purge"]) == 0
+        assert athletes_in_bucket() == {f"athlete_id={kept}"}
+        with s3.open_input_file(f"{root}/_bulkfetch.json") as stream:
+            listed = {f["path"].split("/")[1] for f in orjson.loads(stream.read())["files"]}
+        assert listed == {f"athlete_id={kept}"}

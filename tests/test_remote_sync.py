@@ -1,0 +1,46 @@
+"""remote_sync's pure rules: what a run uploads and removes, and the run manifest's content."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+
+from bulkfetch.remote_sync import LocalPart, plan_sync, run_manifest
+
+A = "activities/athlete_id=1/year=2023/part-0.parquet"
+B = "activities/athlete_id=1/year=2024/part-0.parquet"
+
+
+def test_only_changed_or_missing_parts_are_uploaded() -> None:
+    local = {A: LocalPart(10, 100), B: LocalPart(20, 200)}
+    recorded = {A: {"size": 10, "mtime_ns": 100}, B: {"size": 20, "mtime_ns": 199}}
+    assert plan_sync(local, recorded, {A: 10, B: 20}).upload == [B]  # B was rewritten locally
+    assert plan_sync(local, {**recorded, B: {"size": 20, "mtime_ns": 200}}, {A: 10, B: 20}).upload == []
+    assert plan_sync(local, {**recorded, B: {"size": 20, "mtime_ns": 200}}, {B: 20}).upload == [A]  # gone remotely
+    assert plan_sync(local, {**recorded, B: {"size": 20, "mtime_ns": 200}}, {A: 3, B: 20}).upload == [A]
+    assert plan_sync(local, {}, {}).upload == [A, B]
+
+
+def test_remote_part_files_no_longer_staged_are_removed_and_nothing_else() -> None:
+    remote = {A: 10, B: 20, "_bulkfetch.json": 5, "notes/readme.txt": 3}
+    plan = plan_sync({A: LocalPart(10, 1)}, {A: {"size": 10, "mtime_ns": 1}}, remote)
+    assert plan.remove == [B] and plan.upload == []
+
+
+def test_run_manifest_lists_every_part_with_its_size() -> None:
+    manifest = orjson.loads(run_manifest({B: LocalPart(20, 2), A: LocalPart(10, 1)},
+                                         datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)))
+    assert manifest == {"written_at": "2026-01-02T03:04:05+00:00",
+                        "files": [{"path": A, "size": 10}, {"path": B, "size": 20}]}
+
+
+def test_staged_parts_are_the_datasets_part_files_only(tmp_path) -> None:
+    from bulkfetch.remote_sync import staged_parts
+
+    for relative in (A, f".migrating/{A}", "activities/year=2020/part-0.parquet",
+                     "activities/athlete_id=1/year=2023/.part-0.parquet.tmp-1-ab", ".uploads.json"):
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_bytes(b"1234")
+    parts = staged_parts(tmp_path)
+    assert list(parts) == [A] and parts[A].size == 4
