@@ -93,7 +93,7 @@ def test_a_full_listing_drops_what_strava_deleted_since_the_export_and_keeps_wha
 def test_a_listing_made_without_read_all_judges_no_csv_activity_deleted(tmp_path, capsys):
     """Without activity:read_all Strava lists no private activity, which the export has: the listing says
     nothing of the CSV's activities, even one deleted since (it is kept until a listing that sees all)."""
-    settings = SimulatorSettings(activities=12, seed=38, duration_s=120, short_limit=1000, daily_limit=10000,
+    settings = SimulatorSettings(activities=12, seed=39, duration_s=120, short_limit=1000, daily_limit=10000,
                                  scope="read,activity:read")
     thread = SimulatorThread(settings)
     with thread as sim:

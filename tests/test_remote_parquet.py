@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from bulkfetch.cli import main
 from bulkfetch.parquet_layout import PARTITION_SCHEMA
 from bulkfetch.schema import TABLES
 from bulkfetch.simulator import SimulatorSettings, SimulatorThread
-from tests.conftest import cli_env, run_cli, simulator_config_text
+from tests.conftest import REPO, cli_env, run_cli, simulator_config_text
 
 SORT_KEYS = ("athlete_id", "year")
 
@@ -77,10 +78,15 @@ def test_fetch_to_s3_equals_a_local_run_and_reruns_upload_only_what_changed(tmp_
         with s3.open_input_file(f"{root}/_bulkfetch.json") as stream:
             manifest = orjson.loads(stream.read())
         assert {f["path"]: f["size"] for f in manifest["files"]} == parts
-        # The README's way to read one consistent snapshot: exactly the files the run manifest lists.
-        files = [f"{root}/{p['path']}" for p in manifest["files"] if p["path"].startswith("splits_metric/")]
-        snapshot = ds.dataset(files, filesystem=s3, format="parquet", partitioning=ds.partitioning(flavor="hive"),
-                              partition_base_dir=f"{root}/splits_metric").to_table()
+        # The README's way to read one consistent snapshot (its code, word for word but for the store and
+        # the root): exactly the files the run manifest lists.
+        readme = re.findall(r"```py\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
+        assert len(readme) == 1
+        code = readme[0].replace('fs.S3FileSystem(region="eu-west-1")', "store")
+        code = code.replace('"my-bucket/strava"', repr(root))
+        namespace: dict[str, object] = {"store": s3}
+        exec(code, namespace)
+        snapshot = namespace["splits"].to_table()  # type: ignore[attr-defined]
         assert snapshot.num_rows == _table(s3, root, "splits_metric").num_rows > 0
         assert "athlete_id" in snapshot.column_names
 
