@@ -1,4 +1,5 @@
-"""What `bulkfetch report` shows, computed from the Parquet splits (issue 15). Pure apart from read_runs.
+"""What `bulkfetch report` shows, computed from the Parquet splits and streams (issue 15). Pure apart from
+read_runs and read_stream_rows.
 
 Each figure's data is a plain dataclass built by a function of the athlete's runs, so its counts can be
 checked without drawing anything (bulkfetch.report_html draws them). Which splits are used, grade, pace,
@@ -7,6 +8,7 @@ flat pace and Minetti's cost are bulkfetch.pace's definitions: this module only 
 
 from __future__ import annotations
 
+import bisect
 import math
 import statistics
 from collections.abc import Iterable, Sequence
@@ -26,6 +28,8 @@ MIN_BIN_SPLITS = 5  # a bin's median and quartiles from fewer splits say little:
 CURVE_POINTS = 61
 SPLIT_COLUMNS = ["athlete_id", "activity_id", "split", "start_date", "distance", "moving_time",
                  "elevation_difference", "average_grade_adjusted_speed", "average_heartrate", "source"]
+# The prediction's fit reads only these of the streams (pace.stream_rows); seq orders a run's readings.
+STREAM_COLUMNS = ["activity_id", "seq", "time", "distance", "altitude", "moving"]
 SOURCE_FILE = "file"  # a split derived from an account export's device file (bulkfetch.schema)
 
 
@@ -60,6 +64,9 @@ class Run:
     race: bool  # workout_type 1
     total_gain_m: float | None
     splits: tuple[SplitRow, ...]  # in order
+    # Its streams cut every pace.SEGMENT_M (pace.stream_rows), () where the Parquet has none: the fit
+    # prefers them, since a 1 km split averages away hills of a few hundred metres that cost time.
+    stream_rows: tuple[tuple[float, float, float], ...] = ()
 
     def fit_rows(self) -> list[tuple[float, float, float]]:
         """(distance m, moving s, elevation difference m) in order for bulkfetch.pace; a split without an
@@ -80,14 +87,7 @@ def read_runs(parquet_dir: Path, query: ReportQuery) -> dict[int, list[Run]]:
     if splits is None or not splits.files:  # a folder without a file has no columns to filter on either
         raise ConfigError(f"no {query.table} table in {parquet_dir}", hint="run 'bulkfetch fetch' (or import an "
                                                                              "export) first")
-    condition = ds.field("sport_type").isin(sorted(query.sports))
-    if query.since_s is not None:
-        condition &= ds.field("start_date") >= datetime.fromtimestamp(query.since_s, UTC)
-    if query.until_s is not None:
-        condition &= ds.field("start_date") < datetime.fromtimestamp(query.until_s, UTC)
-    if query.athletes is not None:
-        condition &= ds.field("athlete_id").isin(sorted(query.athletes))
-    table = splits.to_table(columns=SPLIT_COLUMNS, filter=condition)
+    table = splits.to_table(columns=SPLIT_COLUMNS, filter=_condition(query))
     if table.num_rows == 0:
         raise ConfigError(f"no {', '.join(sorted(query.sports))} splits in {parquet_dir} for these filters",
                           hint="check --sport, --since, --until and --athlete")
@@ -96,11 +96,52 @@ def read_runs(parquet_dir: Path, query: ReportQuery) -> dict[int, list[Run]]:
     for row in table.sort_by([("athlete_id", "ascending"), ("activity_id", "ascending"),
                               ("split", "ascending")]).to_pylist():
         grouped.setdefault((row["athlete_id"], row["activity_id"]), []).append(row)
+    streams = read_stream_rows(parquet_dir, _condition(query), {activity_id for _, activity_id in grouped})
     runs: dict[int, list[Run]] = {}
     for (athlete_id, activity_id), rows in grouped.items():
         race, gain_m = activities.get(activity_id, (False, None))
-        runs.setdefault(athlete_id, []).append(Run(activity_id, race, gain_m, tuple(map(_split_row, rows))))
+        runs.setdefault(athlete_id, []).append(Run(activity_id, race, gain_m, tuple(map(_split_row, rows)),
+                                                   tuple(streams.get(activity_id, ()))))
     return runs
+
+
+def _condition(query: ReportQuery) -> ds.Expression:
+    """The query's sports, dates and athletes as a filter on a table that has those columns."""
+    condition = ds.field("sport_type").isin(sorted(query.sports))
+    if query.since_s is not None:
+        condition &= ds.field("start_date") >= datetime.fromtimestamp(query.since_s, UTC)
+    if query.until_s is not None:
+        condition &= ds.field("start_date") < datetime.fromtimestamp(query.until_s, UTC)
+    if query.athletes is not None:
+        condition &= ds.field("athlete_id").isin(sorted(query.athletes))
+    return condition
+
+
+def read_stream_rows(parquet_dir: Path, condition: ds.Expression,
+                     activity_ids: set[int]) -> dict[int, list[tuple[float, float, float]]]:
+    """Each of `activity_ids`' streams as pace.stream_rows cuts them, from the streams table's needed
+    columns and matching rows only; {} without a streams table. Readings without a time or a moving flag
+    are left out (streams fetched without `moving` give a run no rows: its splits serve instead)."""
+    if not activity_ids or not (parquet_dir / "streams").is_dir():
+        return {}
+    streams = dataset(parquet_dir, "streams")
+    if not streams.files:
+        return {}
+    condition &= ds.field("activity_id").isin(sorted(activity_ids))
+    condition &= ds.field("time").is_valid() & ds.field("moving").is_valid()
+    table = streams.to_table(columns=STREAM_COLUMNS, filter=condition).sort_by(
+        [("activity_id", "ascending"), ("seq", "ascending")])
+    ids, time_s, distance_m, altitude_m, moving = (table[name].to_pylist() for name in
+                                                   ("activity_id", "time", "distance", "altitude", "moving"))
+    out: dict[int, list[tuple[float, float, float]]] = {}
+    low = 0
+    while low < len(ids):
+        high = bisect.bisect_right(ids, ids[low], lo=low)
+        rows = pace.stream_rows(time_s[low:high], distance_m[low:high], altitude_m[low:high], moving[low:high])
+        if rows:
+            out[ids[low]] = rows
+        low = high
+    return out
 
 
 def _activity_facts(parquet_dir: Path, activity_ids: set[int]) -> dict[int, tuple[bool, float | None]]:
@@ -246,18 +287,29 @@ class RacePrediction:
     fit: pace.PaceFit | None
     prediction: pace.Prediction | None
     problem: str | None  # why there is no prediction
+    runs_from_streams: int = 0  # runs fitted on their streams' 100 m rows
+    runs_from_splits: int = 0  # runs without streams, fitted on their splits
 
 
 def race_prediction(runs: Sequence[Run], course_text: str, course: Sequence[tuple[float, float]],
                     unit_m: float) -> RacePrediction:
-    """The athlete's pace model (bulkfetch.pace.fit_pace) fitted on every run, and its time over `course`."""
-    splits = [s for run in runs for s in pace.fit_splits(run.activity_id, run.race, run.fit_rows(), unit_m,
-                                                         run.known_gain_m)]
+    """The athlete's pace model (bulkfetch.pace.fit_pace) fitted on every run, on its streams' 100 m rows
+    where it has them (they hide no climb), else on its splits, and its time over `course`."""
+    rows = [fit_splits_of(run, unit_m) for run in runs]
+    from_streams = sum(bool(run.stream_rows) for run in runs)
+    counts = {"runs_from_streams": from_streams, "runs_from_splits": len(runs) - from_streams}
     try:
-        fit = pace.fit_pace(splits)
-        return RacePrediction(course_text, fit, pace.predict(fit, course), None)
+        fit = pace.fit_pace([split for part in rows for split in part])
+        return RacePrediction(course_text, fit, pace.predict(fit, course), None, **counts)
     except pace.NotEnoughData as error:
-        return RacePrediction(course_text, None, None, str(error))
+        return RacePrediction(course_text, None, None, str(error), **counts)
+
+
+def fit_splits_of(run: Run, unit_m: float) -> list[pace.Split]:
+    """What the fit takes of one run: its stream rows (pieces of pace.SEGMENT_M), else its splits."""
+    if run.stream_rows:
+        return pace.fit_splits(run.activity_id, run.race, run.stream_rows, pace.SEGMENT_M)
+    return pace.fit_splits(run.activity_id, run.race, run.fit_rows(), unit_m, run.known_gain_m)
 
 
 @dataclass(frozen=True)

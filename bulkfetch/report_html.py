@@ -216,23 +216,31 @@ def _section(report: AthleteReport, units: Units, images: Sequence[str]) -> str:
 
 
 def prediction_lines(prediction: RacePrediction) -> list[str]:
-    """The prediction, the model, its fit and the interval's method, as sentences (HTML and summary)."""
+    """The prediction, the runs it was fitted on, the model, its fit, the race level's basis and the
+    interval's method, as sentences (HTML and summary), worded from what bulkfetch.pace returned."""
+    sources = (f"fitted on {prediction.runs_from_streams:,} runs' streams cut every {pace.SEGMENT_M:.0f} m and "
+               f"{prediction.runs_from_splits:,} runs' splits (runs without streams)")
     if prediction.fit is None or prediction.prediction is None:
-        return [f"no prediction for {prediction.course}: {prediction.problem}"]
+        return [f"no prediction for {prediction.course}: {prediction.problem}", sources]
     fit, result = prediction.fit, prediction.prediction
+    levels = "races" if result.basis == pace.RACES_BASIS else "fastest runs"
     interval = (f"90 % interval {_minutes(result.low_s)} – {_minutes(result.high_s)}"
                 if result.low_s is not None and result.high_s is not None else
-                "no interval (it needs at least two races)")
+                f"no interval (it needs the levels of at least two {levels})")
     return [
         f"{prediction.course}: predicted moving time {_minutes(result.moving_s)}, {interval}",
-        "model (fitted by distance-weighted least squares on every split, one level per run): log pace = "
-        "level of the run + b_up·log C(i)/C(0) uphill + b_down·log C(i)/C(0) downhill + c·(distance into the "
-        "run / 10 km); races (workout_type 1) set the race level, less h × the climb their splits do not show",
-        f"fit: b_up {fit.uphill_weight:.2f}, b_down {fit.downhill_weight:.2f} (1 = Minetti's cost), c "
-        f"{fit.fatigue_per_10km:+.3f} per 10 km, h {fit.hidden_climb_weight:.2f}; {fit.splits:,} splits, "
-        f"residual sd {fit.residual_sd:.3f} in log pace; {len(fit.race_deviations)} races",
-        "interval: a normal prediction interval of log time, ± 1.645 × the races' spread about the race level "
-        "× √(1 + 1/races)",
+        sources,
+        "model (distance-weighted least squares within each run; a run's level is the one that gives its "
+        "moving time): log pace = level + b_up·log C(i)/C(0) + q_up·i² uphill, b_down·log C(i)/C(0) + "
+        "q_down·i² downhill + log(1 + c·distance into the run / 10 km)",
+        f"fit: b_up {fit.uphill_weight:.2f}, b_down {fit.downhill_weight:.2f} (1 = Minetti's cost), q_up "
+        f"{fit.uphill_bend:+.2f}, q_down {fit.downhill_bend:+.2f}, c {fit.fatigue_per_10km:+.3f} (a share of "
+        f"the fresh pace per 10 km); {fit.splits:,} rows, residual sd {fit.residual_sd:.3f} in log pace",
+        f"race level from {result.basis}: {len(fit.race_deviations)} {levels}"
+        + (f", less h {fit.hidden_climb_weight:.2f} × the climb per metre their splits do not show"
+           if fit.hidden_climb_weight else ""),
+        f"interval: a normal prediction interval of log time, ± 1.645 × the spread of the {levels}' levels "
+        f"about the race level × √(1 + 1/{levels})",
     ]
 
 

@@ -1,20 +1,26 @@
 """`bulkfetch report` (issue 15): each figure's data from hand-made runs, and the real path simulator ->
-fetch -> compact (the demo) -> report, its counts checked against DuckDB over the same Parquet."""
+fetch -> compact (the demo) -> report, its counts checked against DuckDB over the same Parquet; the
+prediction fitted on streams where the Parquet has them, its run counts checked with pyarrow."""
 
 from __future__ import annotations
 
 import base64
+import html
 import os
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import pyarrow.compute as pc
 import pytest
 
 from bulkfetch import pace
+from bulkfetch.cli import main
+from bulkfetch.report import dataset
 from bulkfetch.report_data import Run, SplitRow, athlete_report, gap_figure, grade_figure, used_splits
-from tests.conftest import REPO, run_cli
+from bulkfetch.simulator import SimulatorSettings, SimulatorThread
+from tests.conftest import REPO, run_cli, simulator_config_text
 
 JAN = datetime(2024, 1, 1, 7, tzinfo=UTC)  # a Monday
 FEB = datetime(2024, 2, 7, 7, tzinfo=UTC)
@@ -185,3 +191,36 @@ def test_report_predicts_over_a_gpx_course_or_refuses_it_in_one_line(demo_report
     (tmp_path / "bad.gpx").write_text("<gpx>")
     assert "is not XML" in _one_line_exit_2(run_cli(*config, "--predict", str(tmp_path / "bad.gpx")))
     assert "cannot read" in _one_line_exit_2(run_cli(*config, "--predict", str(tmp_path / "none.gpx")))
+
+
+def _run_ids(parquet_dir: Path, table: str) -> set[int]:
+    """The Run and TrailRun activity ids that `table` has rows of, counted by pyarrow alone."""
+    ids = dataset(parquet_dir, table).to_table(columns=["activity_id"],
+                                               filter=pc.field("sport_type").isin(["Run", "TrailRun"]))
+    return set(pc.unique(ids["activity_id"]).to_pylist())
+
+
+def test_prediction_fits_on_streams_where_the_parquet_has_them(tmp_path: Path) -> None:
+    since = (datetime.now(UTC) - timedelta(days=300)).date().isoformat()
+    with SimulatorThread(SimulatorSettings(activities=80, seed=5, short_limit=1000, daily_limit=10000)) as sim:
+        config = tmp_path / "config.toml"
+        config.write_text(simulator_config_text(sim, tmp_path / "data"))
+        assert main(["--config", str(config), "-q", "fetch", "--no-compact"]) == 0
+        # The last 300 days' streams only: the older runs have their splits alone.
+        assert main(["--config", str(config), "-q", "fetch", "--streams", "time,distance,altitude,moving",
+                     "--since", since]) == 0
+    parquet_dir = tmp_path / "data" / "parquet"
+    runs = _run_ids(parquet_dir, "splits_metric")
+    streamed = _run_ids(parquet_dir, "streams") & runs
+    assert 0 < len(streamed) < len(runs)
+    points = "".join(f'<trkpt lat="{45 + 0.009 * k:.3f}" lon="7.0"><ele>{100 + 5 * k}</ele></trkpt>'
+                     for k in range(11))
+    (tmp_path / "hill.gpx").write_text(GPX.format(points=points))
+    for course in ("10km+50m", str(tmp_path / "hill.gpx")):
+        result = run_cli("--config", str(config), "report", "--out", str(tmp_path / "r.html"), "--predict", course)
+        assert result.returncode == 0, result.stderr
+        assert re.search(r": predicted moving time \d+:\d\d, 90 % interval", result.stdout.splitlines()[3])
+        page = html.unescape((tmp_path / "r.html").read_text())
+        assert (f"fitted on {len(streamed)} runs' streams cut every 100 m and {len(runs) - len(streamed)} runs' "
+                "splits") in page
+        assert f"race level from {pace.RACES_BASIS}" in page and "q_down" in page
