@@ -7,8 +7,9 @@ import statistics
 
 import pytest
 
+from bench import pace_loo
 from bulkfetch import pace
-from bulkfetch.simulator.history import METRIC_SPLIT_M, History, splits, stream_points
+from bulkfetch.simulator.history import METRIC_SPLIT_M, History, splits
 from bulkfetch.simulator.pace_model import PaceModel
 
 
@@ -86,33 +87,15 @@ def test_fatigue_grows_in_proportion_to_distance_not_compounding() -> None:
     assert fitted.terms(0.0, 40_000) == pytest.approx(math.log(1.4), abs=1e-4)
 
 
-def _race_errors(model: PaceModel) -> list[float]:
-    """Leave-one-out over the simulated races: fit on every other run's streams (time, distance, altitude,
-    moving, as the API serves them) cut into 100 m rows, predict the race's moving time over its own
-    course as those rows give it (as a GPX of the course would)."""
-    history = History.build(seed=4, count=400, athlete_id=1, now_s=1.8e9, pace_model=model)
-    runs = {}
-    for activity in history.ordered():
-        if activity.paced:
-            streams = stream_points(activity, ["time", "distance", "altitude", "moving"])
-            rows = pace.stream_rows(streams["time"], streams["distance"], streams["altitude"], streams["moving"])
-            race = activity.record["workout_type"] == 1
-            runs[activity.id] = (activity, rows, pace.fit_splits(activity.id, race, rows, unit_m=pace.SEGMENT_M))
-    errors = []
-    for race_id, (activity, rows, _) in runs.items():
-        if activity.record["workout_type"] == 1:
-            fit = pace.fit_pace([s for other, (_, _, used) in runs.items() if other != race_id for s in used])
-            predicted = pace.predict(fit, [(distance, rise) for distance, _, rise in rows])
-            errors.append(predicted.moving_s / activity.moving_s - 1)
-    return errors
-
-
-@pytest.mark.parametrize("model", [PaceModel(), PaceModel(flat_pace_s_per_km=260, grade_exponent=2.0,
-                                                          fatigue_per_10km=0.05)])
+@pytest.mark.parametrize("model", list(pace_loo.MODELS.values()), ids=list(pace_loo.MODELS))
 def test_races_are_predicted_within_three_percent_leave_one_out(model: PaceModel) -> None:
-    errors = _race_errors(model)
+    # Leave-one-out from 100 m streams over seed 4's races (bench/pace_loo.py runs more seeds).
+    checks = pace_loo.race_checks(model, seed=4)
+    errors = [check.error for check in checks]
     assert len(errors) >= 10
     assert max(abs(e) for e in errors) < 0.03, errors
+    # The README's interval: about as wide as the worst error (the simulated day-to-day form's spread).
+    assert all(0.01 < (check.half_width or 0) < 0.03 for check in checks), checks
 
 
 def test_stream_rows_cut_every_100_m_and_count_moving_time_only() -> None:
