@@ -80,18 +80,21 @@ def _pace_locator() -> MaxNLocator:
     return MaxNLocator(nbins=8, steps=[1, 2, 3, 6, 10])
 
 
-def _figure(margins: dict[str, float] = MARGINS) -> tuple[Figure, Axes]:
+def _figure(title: str, margins: dict[str, float] = MARGINS) -> tuple[Figure, Axes]:
     # A Figure of its own, not pyplot's: no global figure registry to close, no GUI backend chosen; savefig
-    # draws PNG with Agg.
+    # draws PNG with Agg. The title at a fixed height (y given): placed automatically, matplotlib measures
+    # every tick label of the axes and its twins first (a seventh of the profiled drawing), and none of
+    # these figures has anything above its axes.
     figure = Figure(figsize=FIGURE_SIZE_IN)
     axes = figure.add_subplot()
     figure.subplots_adjust(**margins)
+    axes.set_title(title, y=1.0)
     return figure, axes
 
 
 def _grade_figure(report: AthleteReport, units: Units) -> Figure:
     data = report.grade
-    figure, axes = _figure()
+    figure, axes = _figure("Pace against grade")
     axes.scatter(_array(g * 100 for g, _ in data.points), _array(units.pace(p) for _, p in data.points), s=6, alpha=0.3,
                  color="tab:gray", label=f"splits ({len(data.points):,})")
     if data.bins:
@@ -103,13 +106,14 @@ def _grade_figure(report: AthleteReport, units: Units) -> Figure:
     if data.minetti:
         axes.plot([g * 100 for g, _ in data.minetti], [units.pace(p) for _, p in data.minetti], color="tab:red",
                   label=f"Minetti from flat pace {units.clock(data.flat_pace_s or 0)}")
-    axes.set(xlabel="grade (%)", ylabel=f"pace (min/{units.name})", title="Pace against grade")
+    axes.set(xlabel="grade (%)", ylabel=f"pace (min/{units.name})")
     return _finish(figure, axes)
 
 
 def _gap_figure(report: AthleteReport, units: Units) -> Figure:
     points = report.gap.points
-    figure, axes = _figure(MARGINS_WITH_RIGHT_AXIS)
+    figure, axes = _figure(f"Strava's grade-adjusted pace against actual pace ({len(points):,} splits)",
+                           MARGINS_WITH_RIGHT_AXIS)
     if points:
         steepest = max(abs(i) for _, _, i in points) * 100 or 1.0  # zero grade white, the scale symmetric
         shown = axes.scatter(_array(units.pace(a) for a, _, _ in points), _array(units.pace(g) for _, g, _ in points),
@@ -123,14 +127,13 @@ def _gap_figure(report: AthleteReport, units: Units) -> Figure:
     else:
         axes.text(0.5, 0.5, "Strava gave no grade-adjusted speed for these splits", ha="center",
                   transform=axes.transAxes)
-    axes.set(xlabel=f"actual pace (min/{units.name})", ylabel=f"Strava's grade-adjusted pace (min/{units.name})",
-             title=f"Strava's grade-adjusted pace against actual pace ({len(points):,} splits)")
+    axes.set(xlabel=f"actual pace (min/{units.name})", ylabel=f"Strava's grade-adjusted pace (min/{units.name})")
     return _finish(figure, axes, pace_axis="x")
 
 
 def _trend_figure(report: AthleteReport, units: Units) -> Figure:
     data = report.trend
-    figure, axes = _figure(MARGINS_WITH_RIGHT_AXIS)
+    figure, axes = _figure("Flat-equivalent pace by month, distance by week", MARGINS_WITH_RIGHT_AXIS)
     distance = axes.twinx()
     # One line per week (a single collection): bars are an artist each, and slow by the hundred.
     distance.vlines([w for w, _ in data.weeks], 0, [m / units.metres for _, m in data.weeks], color="tab:green",
@@ -141,21 +144,19 @@ def _trend_figure(report: AthleteReport, units: Units) -> Figure:
     axes.patch.set_visible(False)
     axes.plot([m for m, _, _ in data.months], [units.pace(p) for _, p, _ in data.months], marker="o",
               color="tab:blue", label="monthly median flat-equivalent pace")
-    axes.set(xlabel="month", ylabel=f"flat-equivalent pace (min/{units.name})",
-             title="Flat-equivalent pace by month, distance by week")
+    axes.set(xlabel="month", ylabel=f"flat-equivalent pace (min/{units.name})")
     return _finish(figure, axes)
 
 
 def _heart_figure(report: AthleteReport, units: Units) -> Figure:
-    figure, axes = _figure()
+    figure, axes = _figure("Heart rate against speed on flat splits, by year")
     per_hour = 3600 / units.metres
     for year, points in report.heart.by_year.items():
         axes.scatter(_array(s * per_hour for s, _ in points), _array(h for _, h in points), s=8, alpha=0.5,
                      label=f"{year} ({len(points):,})")
     if not report.heart.by_year:
         axes.text(0.5, 0.5, "no flat split with a heart rate", ha="center", transform=axes.transAxes)
-    axes.set(xlabel=f"speed ({units.name}/h)", ylabel="heart rate (bpm)",
-             title="Heart rate against speed on flat splits, by year")
+    axes.set(xlabel=f"speed ({units.name}/h)", ylabel="heart rate (bpm)")
     if report.heart.by_year:
         axes.legend(fontsize="small", loc="upper left")
     return figure

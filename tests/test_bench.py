@@ -17,6 +17,7 @@ from bench import decode as bench_decode
 from bench import derived_splits as bench_derived_splits
 from bench import fairness as bench_fairness
 from bench import quota as bench_quota
+from bench import report as bench_report
 from bench import throughput as bench_throughput
 from bulkfetch.simulator import RequestRecord
 from tests.conftest import REPO, cli_env
@@ -160,6 +161,17 @@ def test_derived_splits_smoke(capsys):
     assert "edge500-ride.fit" in out and "records/s" in out
 
 
+def test_report_smoke(capsys):
+    assert bench_report.main(["--smoke"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"demo of {bench_report.SMOKE_ACTIVITIES} activities, best of 1")
+    for kind in ("wall", "CPU"):
+        compact_s, report_s, ratio = map(float, re.search(
+            rf"{kind}: +compact --rebuild ([\d.]+) s, report ([\d.]+) s: ([\d.]+)x", out).groups())
+        # The ratio of the unrounded times: the printed ones are rounded to 10 ms.
+        assert compact_s > 0 and report_s > 0 and ratio == pytest.approx(report_s / compact_s, rel=0.05)
+
+
 def test_import_smoke(tmp_path):
     stale = bench_import.cache_entry(tmp_path, bench_import.SMOKE, "0" * 16)
     stale.write_bytes(b"an export of an older simulator source")
@@ -195,7 +207,7 @@ def test_import_cache_key_follows_the_simulators_imports():
 
 
 @pytest.mark.parametrize("script", ["quota.py", "throughput.py", "fairness.py", "decode.py", "derived_splits.py",
-                                    "import.py"])
+                                    "import.py", "report.py"])
 def test_scripts_run_standalone(script):
     """From a fresh clone: `python bench/<script>` finds the package without an install or PYTHONPATH."""
     env = {k: v for k, v in cli_env().items() if k != "PYTHONPATH"}
