@@ -8,7 +8,6 @@ flat pace and Minetti's cost are bulkfetch.pace's definitions: this module only 
 
 from __future__ import annotations
 
-import bisect
 import math
 import statistics
 from collections.abc import Iterable, Sequence
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from bulkfetch import pace
@@ -131,15 +131,15 @@ def read_stream_rows(parquet_dir: Path, condition: ds.Expression,
     condition &= ds.field("time").is_valid() & ds.field("moving").is_valid()
     table = streams.to_table(columns=STREAM_COLUMNS, filter=condition).sort_by(
         [("activity_id", "ascending"), ("seq", "ascending")])
-    ids, time_s, distance_m, altitude_m, moving = (table[name].to_pylist() for name in
-                                                   ("activity_id", "time", "distance", "altitude", "moving"))
+    # Run by run: Python objects for one run's readings at a time (a history's streams hold millions).
+    runs = pc.run_end_encode(table["activity_id"].combine_chunks())
     out: dict[int, list[tuple[float, float, float]]] = {}
     low = 0
-    while low < len(ids):
-        high = bisect.bisect_right(ids, ids[low], lo=low)
-        rows = pace.stream_rows(time_s[low:high], distance_m[low:high], altitude_m[low:high], moving[low:high])
+    for activity_id, high in zip(runs.values.to_pylist(), runs.run_ends.to_pylist()):
+        run = table.slice(low, high - low)
+        rows = pace.stream_rows(*(run[name].to_pylist() for name in ("time", "distance", "altitude", "moving")))
         if rows:
-            out[ids[low]] = rows
+            out[activity_id] = rows
         low = high
     return out
 
