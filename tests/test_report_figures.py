@@ -12,13 +12,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 from bulkfetch import pace
 from bulkfetch.cli import main
 from bulkfetch.report import dataset
-from bulkfetch.report_data import Run, SplitRow, athlete_report, gap_figure, grade_figure, used_splits
+from bulkfetch.report_data import Run, SplitRow, athlete_report, gap_figure, grade_figure, read_stream_rows, used_splits
 from bulkfetch.simulator import SimulatorSettings, SimulatorThread
 from tests.conftest import REPO, run_cli, simulator_config_text
 
@@ -224,3 +226,22 @@ def test_prediction_fits_on_streams_where_the_parquet_has_them(tmp_path: Path) -
         assert (f"fitted on {len(streamed)} runs' streams cut every 100 m and {len(runs) - len(streamed)} runs' "
                 "splits") in page
         assert f"race level from {pace.RACES_BASIS}" in page and "q_down" in page
+
+
+def test_stream_rows_come_from_the_chosen_runs_with_time_and_moving_only(tmp_path: Path) -> None:
+    # Run 1: 250 m in 100 s, all moving; run 2 the same without its moving flags (fetched without `moving`);
+    # run 3 a ride the filter leaves out.
+    readings = [(activity, sport, seq, float(seq), 25.0 * seq, 10.0 + seq, None if activity == 2 else True)
+                for activity, sport in ((1, "Run"), (2, "Run"), (3, "Ride")) for seq in range(11)]
+    columns = ["activity_id", "sport_type", "seq", "time", "distance", "altitude", "moving"]
+    table = pa.table({name: [r[i] for r in readings] for i, name in enumerate(columns)})
+    table = table.append_column("start_date", pa.array([JAN] * len(readings), pa.timestamp("us", tz="UTC")))
+    table = table.append_column("athlete_id", pa.array([9] * len(readings), pa.int64()))
+    table = table.append_column("year", pa.array([2024] * len(readings), pa.int32()))
+    pq.write_to_dataset(table, tmp_path / "streams", partitioning=["athlete_id", "year"],
+                        partitioning_flavor="hive")
+    condition = pc.field("sport_type").isin(["Run"])
+    rows = read_stream_rows(tmp_path, condition, {1, 2, 3})
+    assert rows == {1: [(100.0, 4.0, 4.0), (100.0, 4.0, 4.0), (50.0, 2.0, 2.0)]}
+    assert read_stream_rows(tmp_path, condition, {2}) == {}
+    assert read_stream_rows(tmp_path / "no-parquet", condition, {1}) == {}
