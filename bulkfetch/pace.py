@@ -198,14 +198,6 @@ def _fatigue_factor(fatigue: float, into_m: float) -> float:
     return max(1 + fatigue * into_m / FATIGUE_UNIT_M, MIN_FATIGUE_FACTOR)
 
 
-def least_squares(rows: Sequence[tuple[float, ...]], targets: Sequence[float]) -> tuple[float, ...] | None:
-    """Coefficients minimising the squared error of targets ~ rows (no intercept), by the normal equations;
-    None when they are singular."""
-    size = len(rows[0]) if rows else 0
-    return solve([[sum(r[i] * r[j] for r in rows) for j in range(size)] for i in range(size)],
-                 [sum(r[i] * t for r, t in zip(rows, targets)) for i in range(size)])
-
-
 def solve(matrix: Sequence[Sequence[float]], vector: Sequence[float]) -> tuple[float, ...] | None:
     """x with matrix x = vector, by Gaussian elimination with partial pivoting; None when singular."""
     size = len(vector)
@@ -401,7 +393,7 @@ _UNITS_M = {"km": 1000.0, "mi": MILE_M, "m": 1.0}
 
 def parse_course(text: str) -> list[tuple[float, float]]:
     """`DISTANCE+CLIMB[-DESCENT]` (e.g. 42.195km+350m-350m, 13.1mi+100m; the descent defaults to the
-    climb) as 1 km segments: the climb spread evenly over the first climb/(climb+descent) of the distance,
+    climb) as pieces of at most PIECE_M: the climb spread evenly over the first climb/(climb+descent) of the distance,
     the descent over the rest. ValueError with one line for anything else."""
     match = _COURSE.fullmatch(text.strip())
     if match is None:
@@ -411,7 +403,8 @@ def parse_course(text: str) -> list[tuple[float, float]]:
     descent_m = climb_m if match["descent"] is None else float(match["descent"])
     if distance_m <= 0:
         raise ValueError(f"course {text!r} has no distance")
-    if max(climb_m, descent_m) > GRADE_LIMIT * distance_m:
+    # The climb takes climb/(climb+descent) of the distance, so both parts' grade is (climb+descent)/distance.
+    if climb_m + descent_m > GRADE_LIMIT * distance_m:
         raise ValueError(f"course {text!r} is steeper than a {GRADE_LIMIT:.0%} grade")
     up_m = distance_m * climb_m / (climb_m + descent_m) if climb_m + descent_m > 0 else distance_m
     segments = []

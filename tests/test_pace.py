@@ -49,7 +49,10 @@ def test_course_parser() -> None:
     climb_only = pace.parse_course("10km+200m-0m")
     assert all(r > 0 for _, r in climb_only) and sum(d for d, _ in climb_only) == pytest.approx(10000)
     assert all(r == 0 for _, r in pace.parse_course("5km+0m"))
-    for bad in ("42km", "km+3m", "10km+5", "10km-5m", "0km+0m", "1km+500m", "10 km+5m", "-5km+3m"):
+    steepest = pace.parse_course("1km+200m-250m")  # 45 %: up 444 m at 45 %, down 556 m at 45 %
+    assert max(abs(r / d) for d, r in steepest) == pytest.approx(0.45)
+    for bad in ("42km", "km+3m", "10km+5", "10km-5m", "0km+0m", "1km+500m", "10 km+5m", "-5km+3m",
+                "10km+4000m-4000m", "1km+300m-200m"):
         with pytest.raises(ValueError, match="course") as error:
             pace.parse_course(bad)
         assert "\n" not in str(error.value)
