@@ -361,7 +361,7 @@ def run_level(fit: PaceFit, group: Sequence[Split]) -> float:
 @dataclasses.dataclass(frozen=True)
 class Prediction:
     moving_s: float
-    low_s: float | None  # 90 % interval; None with fewer than two races
+    low_s: float | None  # 90 % interval; None with fewer than two races, or none (TRAINING_BASIS)
     high_s: float | None
     basis: str = RACES_BASIS  # the fit's level_basis
 
@@ -379,7 +379,8 @@ def predict(fit: PaceFit, course: Sequence[tuple[float, float]], hidden: float =
             total_s += distance_m / pieces * math.exp(fit.log_pace(grade, middle_m, hidden))
         done_m += distance_m
     count = len(fit.race_deviations)
-    if count < 2:
+    # Without races the level is a cut tail (the fastest training runs): its spread would understate a race's.
+    if count < 2 or fit.level_basis != RACES_BASIS:
         return Prediction(total_s, None, None, fit.level_basis)
     sd = math.sqrt(sum(d * d for d in fit.race_deviations) / (count - (2 if fit.hidden_climb_weight else 1)))
     margin = Z90 * sd * math.sqrt(1 + 1 / count)

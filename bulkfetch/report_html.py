@@ -227,7 +227,7 @@ def prediction_lines(prediction: RacePrediction) -> list[str]:
     levels = "races" if result.basis == pace.RACES_BASIS else "fastest runs"
     interval = (f"90 % interval {_minutes(result.low_s)} – {_minutes(result.high_s)}"
                 if result.low_s is not None and result.high_s is not None else
-                f"no interval (it needs the levels of at least two {levels})")
+                "no interval (it needs the levels of at least two races)")
     return [
         f"{prediction.course}: predicted moving time {_minutes(result.moving_s)}, {interval}",
         sources,
@@ -240,8 +240,10 @@ def prediction_lines(prediction: RacePrediction) -> list[str]:
         f"race level from {result.basis}: {len(fit.race_deviations)} {levels}"
         + (f", less h {fit.hidden_climb_weight:.2f} × the climb per metre their splits do not show"
            if fit.hidden_climb_weight else ""),
-        f"interval: a normal prediction interval of log time, ± 1.645 × the spread of the {levels}' levels "
-        f"about the race level × √(1 + 1/{levels})",
+        "interval: a normal prediction interval of log time, ± 1.645 × the spread of the races' levels "
+        "about the race level × √(1 + 1/races)" if result.basis == pace.RACES_BASIS else
+        "interval: none without races (the fastest training runs are a cut tail: their spread would understate "
+        "a race's)",
     ]
 
 
