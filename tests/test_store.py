@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from bulkfetch.errors import StorageError
-from bulkfetch.store import RawStore, atomic_write, ensure_dir, is_temp_file
+from bulkfetch.store import RawStore, atomic_write, ensure_dir, is_temp_file, shared_listings
 
 
 def test_atomic_write_replaces_and_leaves_no_temp(tmp_path: Path) -> None:
@@ -48,6 +48,33 @@ def test_catalog_overlays_partial_listing_and_drops_tombstones(tmp_path: Path) -
     new.mark_complete(1)
     store.prune_listings()
     assert [listing.listing_id for listing in store.listings()] == [new.listing_id]
+
+
+def test_the_catalog_digest_follows_the_catalog_not_the_listings_names(tmp_path: Path) -> None:
+    store = RawStore(tmp_path)
+    store.prepare()
+    full = store.new_listing(1_000)
+    full.write_page(1, orjson.dumps([{"id": 3, "name": "c"}, {"id": 2, "name": "b"}]))
+    full.mark_complete(2)
+    page = orjson.dumps([{"id": 3, "name": "c"}])
+    routine = store.new_listing(2_000, {"kind": "routine"})
+    routine.write_page(1, page)
+    routine.mark_complete(1)
+    before = store.catalog_digest()
+    with shared_listings():  # taken as the pages are parsed: the same digest
+        store.catalog()
+        assert store.catalog_digest() == before
+    again = store.new_listing(3_000, {"kind": "routine"})  # the next run's, listing the same again
+    again.write_page(1, page)
+    again.mark_complete(1)
+    store.prune_listings()
+    assert [listing.listing_id for listing in store.listings()] == [full.listing_id, again.listing_id]
+    assert store.catalog_digest() == before
+    again.write_lookup(1, orjson.dumps([{"id": 2, "name": "b2"}]))  # an activity's summary changed
+    changed = store.catalog_digest()
+    assert changed != before
+    store.add_tombstones([3], "unlisted", 5.0)
+    assert store.catalog_digest() != changed
 
 
 def test_file_where_a_folder_should_be_is_a_storage_error(tmp_path: Path) -> None:
