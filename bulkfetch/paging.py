@@ -11,7 +11,6 @@ same `Paging` against a known history to count the requests a listing takes.
 from __future__ import annotations
 
 import bisect
-import heapq
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -75,12 +74,11 @@ class Boundary:
 def recent_boundary(catalog: Mapping[int, Mapping[str, Any]], newest: int = RECENT_ACTIVITIES) -> Boundary | None:
     """Where a routine listing may stop: past the `newest` known activities (all of the last one's second).
     `newest=1` is a check of the list head: what was uploaded since (1 request unless a page's worth)."""
-    dated = [(s, i) for i, s in ((i, start_epoch(a)) for i, a in catalog.items()) if s is not None]
+    dated = sorted(((s, i) for i, s in ((i, start_epoch(a)) for i, a in catalog.items()) if s is not None),
+                   reverse=True)
     if not dated:
         return None
-    # The newest only, not the whole history sorted: at 20,000 activities a fetch's plan and its listing
-    # each chose in a sort of all of them.
-    oldest = heapq.nlargest(newest, dated)[-1][0]
+    oldest = dated[:newest][-1][0]
     return Boundary(oldest, frozenset(i for s, i in dated if s == oldest))
 
 
