@@ -18,7 +18,7 @@ each year's partitions were written from, and a group whose fingerprint and file
 skipped: a kudos count that changed rewrites a year's activities, not its streams. A new SCHEMA_VERSION,
 another parquet_dir or athlete id, or `rebuild=True` rewrite every year; a new derive.DERIVE_VERSION or
 track format rewrites the table groups that have rows from device files. Before any of that, one cheap
-check (see `inputs_identity`: the catalog's content and the identities of the folders the raw files are
+check (see `inputs_identity`: the digest of the catalog's list pages and the identities of the folders the raw files are
 renamed into) tells a run whose inputs did not change at all since the last whole compaction: it looks
 at no activity's files and writes nothing.
 
@@ -236,8 +236,9 @@ def compact(store: RawStore, parquet_dir: Path, athlete_id: int, *, rebuild: boo
         manifest = _load_manifest(store, parquet_dir, athlete_id, rebuild=rebuild)
         recorded = manifest["years"]
         export = ExportView(store.data_dir)
-        catalog = _kept_catalog(store)
-        inputs = inputs_identity(store, export, catalog, time.time())
+        # The digest before the catalog it stands for is read: a listing written in between makes the
+        # recorded identity differ from the next run's, which then looks closer.
+        inputs = inputs_identity(store, export, store.catalog_digest(), time.time())
         if inputs is not None and manifest.get(INPUTS) == inputs and _as_recorded(layout, recorded):
             # Nothing it reads changed since the last whole compaction: no year is looked at again.
             if on_progress:
@@ -245,8 +246,7 @@ def compact(store: RawStore, parquet_dir: Path, athlete_id: int, *, rebuild: boo
             return CompactResult(written={table: [] for table in TABLES},
                                  skipped_years=sorted(int(year) for year in recorded), rows={t: 0 for t in TABLES})
         manifest.pop(INPUTS, None)  # recorded again once every year is written
-        by_year = partition_entries(store, export=export, catalog=catalog)
-        del catalog  # the entries hold what is kept of each summary
+        by_year = partition_entries(store, export=export)
         fingerprints = {year: year_fingerprints(entries) for year, entries in by_year.items()}
 
         stale = {year: tuple(group for group in GROUPS if not _is_current(
@@ -297,17 +297,15 @@ def has_inputs(store: RawStore) -> bool:
     return bool(store.listings()) or ExportView(store.data_dir).exists()
 
 
-def partition_entries(store: RawStore, *, export: ExportView | None = None,
-                      catalog: dict[int, _KeptSummary] | None = None) -> dict[int, list[Entry]]:
+def partition_entries(store: RawStore, *, export: ExportView | None = None) -> dict[int, list[Entry]]:
     """The catalog's activities, and those only the account export's CSV has, by partition year, each
-    year ordered by (start_date, id). `export` and `catalog` (`_kept_catalog`): the store's, when the
-    caller has them.
+    year ordered by (start_date, id). `export`: the store's, when the caller has it.
 
     An activity's detail, streams and decoded device file count if their files are there; their size and
     mtime_ns are taken now, before anything reads them, so a file replaced later changes the next run's
     fingerprint.
     """
-    catalog = _kept_catalog(store) if catalog is None else catalog
+    catalog = _kept_catalog(store)
     export = ExportView(store.data_dir) if export is None else export
     export.refresh_summaries()  # after a new derive rule: the CSV rows' gaps and fetch's coverage need them
     stale_files = _stale_files(export, catalog)  # the verdict fetch and plan take (see file_rows)
@@ -367,9 +365,9 @@ def _stale_files(export: ExportView, catalog: Mapping[int, _KeptSummary]) -> set
     return export.stale_files({i: orjson.loads(catalog[i].json) for i in export.files().keys() & catalog.keys()})
 
 
-def inputs_identity(store: RawStore, export: ExportView, catalog: Mapping[int, _KeptSummary], now: float) -> str | None:
-    """A digest of everything `partition_entries` reads, cheap to take: the catalog's content (a new list
-    page that lists nothing new changes nothing), the identity of each folder the raw files and the
+def inputs_identity(store: RawStore, export: ExportView, catalog_digest: str, now: float) -> str | None:
+    """A digest of everything `partition_entries` reads, cheap to take: the catalog's (store.catalog_digest:
+    a routine listing that lists nothing new changes nothing), the identity of each folder the raw files and the
     export's decoded tracks and CSVs are in, of the export's index, the tombstones and the newest complete
     full listing (what tells an export's activity deleted), and the versions the rows are made by.
 
@@ -388,9 +386,7 @@ def inputs_identity(store: RawStore, export: ExportView, catalog: Mapping[int, _
     digest = _digest()
     digest.update(f"derive {derive.DERIVE_VERSION} track {TRACK_FORMAT}\n".encode())
     digest.update(orjson.dumps([*map(os.fspath, paths), *stats]))
-    digest.update(orjson.dumps(list(catalog)))
-    for summary in catalog.values():
-        digest.update(summary.json)
+    digest.update(catalog_digest.encode())
     return digest.hexdigest()
 
 

@@ -20,6 +20,7 @@ the next run that takes the data_dir lock (see bulkfetch.locks.data_dir_lock).
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import secrets
 import time
@@ -170,9 +171,11 @@ class Listing:
         """A page listed to find one activity at its new place: part of the catalog, not of the paging."""
         atomic_write(self.folder / f"{LOOKUP_PREFIX}{number:05d}.json", raw)
 
+    def lookup_paths(self) -> list[Path]:
+        return sorted(p for p in self.folder.glob(f"{LOOKUP_PREFIX}*.json") if not is_temp_file(p))
+
     def lookups(self) -> list[list[dict[str, Any]]]:
-        paths = sorted(p for p in self.folder.glob(f"{LOOKUP_PREFIX}*.json") if not is_temp_file(p))
-        return [read_json(path) for path in paths]
+        return [read_json(path) for path in self.lookup_paths()]
 
     @property
     def is_complete(self) -> bool:
@@ -354,6 +357,16 @@ class RawStore:
             for items in parts:
                 yield {i: s for i, s in items.items() if i not in gone} if gone else items
 
+    def catalog_digest(self) -> str:
+        """A digest of what `catalog_parts` is made from, without parsing it: the bytes of every list page and
+        lookup it overlays, in its order, and the deleted activities it leaves out. Equal digests mean an
+        equal catalog (the listings' names are left out: a routine listing that repeats the previous one's
+        pages, pruned after it, leaves the digest as it was); listings of another shape giving the same
+        catalog give another digest, which only costs a caller a closer look."""
+        gone = sorted(i for i, tombstone in self.tombstones().items() if tombstone.reason == UNLISTED)
+        parts = [orjson.dumps(gone).decode(), *map(listing_digest, self._catalog_listings())]
+        return hashlib.sha256(" ".join(parts).encode()).hexdigest()
+
     # -- state files -------------------------------------------------------------------------------
     def state_path(self, name: str) -> Path:
         return self.state_dir / f"{name}.json"
@@ -430,8 +443,28 @@ def page_items(page: Any) -> dict[int, dict[str, Any]]:
 def listed_activities(listing: Listing) -> dict[int, dict[str, Any]]:
     """A listing's activities by id (a later page wins; lookups come after the paging); parsed once per
     version of its files while `shared_listings` is on."""
-    if _SHARED is None:
-        return _parse_listed(listing)
+    return (_parse_listed(listing) if _SHARED is None else _shared_parse(listing)).activities
+
+
+def listing_digest(listing: Listing) -> str:
+    """A digest of a listing's pages and lookups, bytes as stored, in the order they are overlaid (see
+    RawStore.catalog_digest); while `shared_listings` is on, taken as they are parsed (each read once)."""
+    if _SHARED is not None:
+        return _shared_parse(listing).digest
+    digest = hashlib.sha256()  # of the usual ones, the fastest with the CPU's SHA instructions
+    for _ in _read_digested(listing, digest):
+        pass
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class _ParsedListing:
+    activities: dict[int, dict[str, Any]]
+    digest: str  # listing_digest
+
+
+def _shared_parse(listing: Listing) -> _ParsedListing:
+    assert _SHARED is not None
     identity = _pages_identity(listing.folder)
     kept = _SHARED.get(listing.folder)
     if kept is None or kept[0] != identity:
@@ -439,8 +472,21 @@ def listed_activities(listing: Listing) -> dict[int, dict[str, Any]]:
     return kept[1]
 
 
-def _parse_listed(listing: Listing) -> dict[int, dict[str, Any]]:
-    return {i: item for items in _listing_pages(listing) for i, item in items.items()}
+def _parse_listed(listing: Listing) -> _ParsedListing:
+    digest = hashlib.sha256()
+    activities = {i: item for raw in _read_digested(listing, digest)
+                  for i, item in page_items(orjson.loads(raw)).items()}
+    return _ParsedListing(activities, digest.hexdigest())
+
+
+def _read_digested(listing: Listing, digest: hashlib._Hash) -> Iterator[bytes]:
+    """The bytes of a listing's pages, then of its lookups (the order they are overlaid in), each added to
+    `digest` as it is read."""
+    for path in [*listing.page_paths(), *listing.lookup_paths()]:
+        raw = path.read_bytes()
+        digest.update(len(raw).to_bytes(8, "little"))  # where one file ends and the next begins
+        digest.update(raw)
+        yield raw
 
 
 def _listing_pages(listing: Listing) -> Iterator[dict[int, dict[str, Any]]]:
@@ -453,7 +499,7 @@ def _listing_pages(listing: Listing) -> Iterator[dict[int, dict[str, Any]]]:
 
 # The parsed listings of the `shared_listings` scope, by folder, with the identity of the files they were
 # parsed from; None: off, every read parses.
-_SHARED: dict[Path, tuple[frozenset[tuple[str, int, int, int]], dict[int, dict[str, Any]]]] | None = None
+_SHARED: dict[Path, tuple[frozenset[tuple[str, int, int, int]], _ParsedListing]] | None = None
 
 
 @contextmanager

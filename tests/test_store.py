@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
 from bulkfetch.errors import StorageError
-from bulkfetch.store import RawStore, atomic_write, ensure_dir, is_temp_file
+from bulkfetch.store import FULL_LISTING, Listing, RawStore, atomic_write, ensure_dir, is_temp_file, shared_listings
 
 
 def test_atomic_write_replaces_and_leaves_no_temp(tmp_path: Path) -> None:
@@ -37,9 +38,7 @@ def test_temp_files_are_ignored_and_swept(tmp_path: Path) -> None:
 def test_catalog_overlays_partial_listing_and_drops_tombstones(tmp_path: Path) -> None:
     store = RawStore(tmp_path)
     store.prepare()
-    old = store.new_listing(1_000)
-    old.write_page(1, orjson.dumps([{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]))
-    old.mark_complete(2)
+    listed(store, 1_000, [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}])
     new = store.new_listing(2_000)
     new.write_page(1, orjson.dumps([{"id": 1, "name": "a2"}, {"id": "x"}, {"id": -3}]))
     assert store.unfinished_listing() is not None
@@ -48,6 +47,38 @@ def test_catalog_overlays_partial_listing_and_drops_tombstones(tmp_path: Path) -
     new.mark_complete(1)
     store.prune_listings()
     assert [listing.listing_id for listing in store.listings()] == [new.listing_id]
+
+
+def test_the_catalog_digest_follows_the_catalog_not_the_listings_names(tmp_path: Path) -> None:
+    store = RawStore(tmp_path)
+    store.prepare()
+    full = listed(store, 1_000, [{"id": 3, "name": "c"}, {"id": 2, "name": "b"}])
+    listed(store, 2_000, [{"id": 3, "name": "c"}], ROUTINE)
+    before = store.catalog_digest()
+    with shared_listings():  # taken as the pages are parsed: the same digest
+        store.catalog()
+        assert store.catalog_digest() == before
+    again = listed(store, 3_000, [{"id": 3, "name": "c"}], ROUTINE)  # the next run's, listing the same again
+    store.prune_listings()
+    assert [listing.listing_id for listing in store.listings()] == [full.listing_id, again.listing_id]
+    assert store.catalog_digest() == before
+    again.write_lookup(1, orjson.dumps([{"id": 2, "name": "b2"}]))  # an activity's summary changed
+    changed = store.catalog_digest()
+    assert changed != before
+    store.add_tombstones([3], "unlisted", 5.0)
+    assert store.catalog_digest() != changed
+
+
+ROUTINE = {"kind": "routine"}
+
+
+def listed(store: RawStore, started_at: float, page: list[dict[str, Any]], meta: dict[str, Any] = FULL_LISTING
+           ) -> Listing:
+    """A complete listing of one page."""
+    listing = store.new_listing(started_at, meta)
+    listing.write_page(1, orjson.dumps(page))
+    listing.mark_complete(len(page))
+    return listing
 
 
 def test_file_where_a_folder_should_be_is_a_storage_error(tmp_path: Path) -> None:
