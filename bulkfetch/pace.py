@@ -237,6 +237,9 @@ class PaceFit:
     residual_sd: float  # of log pace about the fit, per split
     splits: int
     level_basis: str = RACES_BASIS  # what the race level comes from, to be said beside a prediction
+    # The grades (lowest, highest) and the longest run the fit saw: beyond them it extrapolates.
+    grade_range: tuple[float, float] = (-GRADE_LIMIT, GRADE_LIMIT)
+    longest_m: float = math.inf
 
     def log_pace(self, grade: float, into_m: float, hidden: float = 0.0) -> float:
         """Predicted log pace (s/m) at race effort on a course hiding `hidden` climb per metre."""
@@ -245,8 +248,11 @@ class PaceFit:
     def terms(self, grade: float, into_m: float) -> float:
         """The grade and fatigue terms' log pace (what sets a split apart from its run's level)."""
         weights = (self.uphill_weight, self.downhill_weight, self.uphill_bend, self.downhill_bend)
-        return (sum(w * x for w, x in zip(weights, grade_features(grade)))
-                + fatigue_term(self.fatigue_per_10km, into_m))
+        # The bends held at the edge of the grades fitted: a square fitted on gentle grades, taken to steep
+        # ones, would make pace explode (thousands of times the flat pace at 45 %); Minetti's cost goes on.
+        held = grade_features(min(max(grade, self.grade_range[0]), self.grade_range[1]))
+        features = (*grade_features(grade)[:BEND_TERMS[0]], *held[BEND_TERMS[0]:])
+        return sum(w * x for w, x in zip(weights, features)) + fatigue_term(self.fatigue_per_10km, into_m)
 
 
 def level_line(levels: Sequence[float], hidden: Sequence[float]) -> tuple[float, float]:
@@ -292,7 +298,9 @@ def fit_pace(splits: Sequence[Split]) -> PaceFit:
     # At the solution the residuals' squares add up to y'y - w'X'y.
     residual_square = max(_dot(target, target) - sum(w * v for w, v in zip(weights, vector)), 0.0)
     shape = PaceFit(*weights[:4], fatigue_per_10km=weights[4], race_level=0.0, hidden_climb_weight=0.0,
-                    race_deviations=(), residual_sd=0.0, splits=len(splits))
+                    race_deviations=(), residual_sd=0.0, splits=len(splits),
+                    grade_range=(min(s.grade for s in splits), max(s.grade for s in splits)),
+                    longest_m=max(sum(s.distance_m for s in group) for group in by_activity.values()))
     races = [(run_level(shape, group), group[0].hidden_climb) for group in by_activity.values() if group[0].race]
     basis = RACES_BASIS if races else TRAINING_BASIS
     if not races:
@@ -364,6 +372,7 @@ class Prediction:
     low_s: float | None  # 90 % interval; None with fewer than two races, or none (TRAINING_BASIS)
     high_s: float | None
     basis: str = RACES_BASIS  # the fit's level_basis
+    beyond: tuple[str, ...] = ()  # where the course lies outside what the fit saw, one sentence each
 
 
 def predict(fit: PaceFit, course: Sequence[tuple[float, float]], hidden: float = 0.0) -> Prediction:
@@ -378,13 +387,29 @@ def predict(fit: PaceFit, course: Sequence[tuple[float, float]], hidden: float =
             middle_m = done_m + distance_m * (index + 0.5) / pieces
             total_s += distance_m / pieces * math.exp(fit.log_pace(grade, middle_m, hidden))
         done_m += distance_m
+    beyond = extrapolation(fit, course)
     count = len(fit.race_deviations)
     # Without races the level is a cut tail (the fastest training runs): its spread would understate a race's.
     if count < 2 or fit.level_basis != RACES_BASIS:
-        return Prediction(total_s, None, None, fit.level_basis)
+        return Prediction(total_s, None, None, fit.level_basis, beyond)
     sd = math.sqrt(sum(d * d for d in fit.race_deviations) / (count - (2 if fit.hidden_climb_weight else 1)))
     margin = Z90 * sd * math.sqrt(1 + 1 / count)
-    return Prediction(total_s, total_s * math.exp(-margin), total_s * math.exp(margin), fit.level_basis)
+    return Prediction(total_s, total_s * math.exp(-margin), total_s * math.exp(margin), fit.level_basis, beyond)
+
+
+def extrapolation(fit: PaceFit, course: Sequence[tuple[float, float]]) -> tuple[str, ...]:
+    """Where `course` lies beyond the fit's data, as sentences: the interval does not cover that error."""
+    notes = []
+    length_m = sum(distance_m for distance_m, _ in course)
+    if length_m > fit.longest_m * 1.05:
+        notes.append(f"the course ({length_m / KM_M:.1f} km) is longer than any run fitted ({fit.longest_m / KM_M:.1f}"
+                     " km): the fatigue term is extrapolated")
+    grades = [rise_m / distance_m for distance_m, rise_m in course if distance_m > 0]
+    low, high = fit.grade_range
+    if grades and (min(grades) < low - 0.01 or max(grades) > high + 0.01):
+        notes.append(f"the course's grades ({min(grades):+.0%} to {max(grades):+.0%}) go beyond those fitted "
+                     f"({low:+.0%} to {high:+.0%}): there only Minetti's cost, scaled by b_up/b_down, varies")
+    return tuple(notes)
 
 
 _NUMBER = r"\d+(?:\.\d+)?"

@@ -230,6 +230,7 @@ def prediction_lines(prediction: RacePrediction) -> list[str]:
                 "no interval (it needs the levels of at least two races)")
     return [
         f"{prediction.course}: predicted moving time {_minutes(result.moving_s)}, {interval}",
+        *(f"caution: {note}; the interval does not cover that" for note in result.beyond),
         sources,
         "model (distance-weighted least squares within each run; a run's level is the one that gives its "
         "moving time): log pace = level + b_up·log C(i)/C(0) + q_up·i² uphill, b_down·log C(i)/C(0) + "

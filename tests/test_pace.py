@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 
@@ -88,6 +89,22 @@ def test_fatigue_grows_in_proportion_to_distance_not_compounding() -> None:
     fitted = pace.fit_pace([s for index, rows in enumerate(runs) for s in pace.fit_splits(index, False, rows)])
     assert fitted.fatigue_per_10km == pytest.approx(0.1, abs=1e-4)
     assert fitted.terms(0.0, 40_000) == pytest.approx(math.log(1.4), abs=1e-4)
+
+
+def test_a_course_beyond_the_fitted_grades_and_lengths_is_held_to_minetti_and_said() -> None:
+    # Runs on +-2 % grades with a bend fitted on them: a +30 % course must not take the square to 30 %.
+    runs = [_uneven_run(distance_m) for distance_m in (8400.0, 12300.0)]
+    fitted = dataclasses.replace(pace.fit_pace(
+        [s for index, rows in enumerate(runs) for s in pace.fit_splits(index, False, rows)]), uphill_bend=40.0)
+    assert fitted.grade_range == pytest.approx((-0.02, 0.02)) and fitted.longest_m == pytest.approx(12300)
+    flat = math.exp(fitted.terms(0.0, 0.0))
+    steep = math.exp(fitted.terms(0.30, 0.0)) / flat
+    held = math.exp(fitted.uphill_weight * math.log(pace.relative_cost(0.30)) + 40.0 * 0.02 ** 2)
+    assert steep == pytest.approx(held) and steep < 2 * pace.relative_cost(0.30)  # not exp(40 x 0.09) = 36 x
+    gentle = pace.predict(fitted, pace.parse_course("10km+100m"))
+    assert gentle.beyond == ()
+    long_and_steep = pace.predict(fitted, pace.parse_course("42.195km+3000m"))
+    assert len(long_and_steep.beyond) == 2 and "longer than any run fitted (12.3 km)" in long_and_steep.beyond[0]
 
 
 @pytest.mark.parametrize("model", list(pace_loo.MODELS.values()), ids=list(pace_loo.MODELS))
