@@ -348,21 +348,31 @@ def _fetch_then_compact(args: argparse.Namespace, data_dir: Path, parquet_dir: P
         try:
             summary = _run(fetch(reporter))
         except AthletesBlocked as blocked:  # the others' work is done: compacted and reported as usual
-            if compact_after:
-                _compact(data_dir, parquet_dir, reporter, rebuild=False, remote=remote)
-            if report and blocked.summary is not None:
-                reporter.result(_summary_line(blocked.summary))
+            with _summary_after(reporter, blocked.summary if report else None):
+                if compact_after:
+                    _compact(data_dir, parquet_dir, reporter, rebuild=False, remote=remote)
             raise
         except (WorkLeft, Interrupted):
             if compact_after:
                 _compact(data_dir, parquet_dir, reporter, rebuild=False, remote=remote)
             raise
-        if compact_after:
-            _compact(data_dir, parquet_dir, reporter, rebuild=False, remote=remote)
+        with _summary_after(reporter, summary if report else None):
+            if compact_after:
+                _compact(data_dir, parquet_dir, reporter, rebuild=False, remote=remote)
         if report:
-            reporter.result(_summary_line(summary))
             _finish_fetch(summary)
     return summary
+
+
+@contextmanager
+def _summary_after(reporter: Reporter, summary: FetchSummary | None) -> Iterator[None]:
+    """Say the fetch's `summary` (if any) after the block, even when the block (the compaction and its
+    upload) fails, e.g. the store went away (exit 75): the user sees what was fetched, then the error."""
+    try:
+        yield
+    finally:
+        if summary is not None:
+            reporter.result(_summary_line(summary))
 
 
 @contextmanager

@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from functools import partial
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from bulkfetch.cli import main
 from bulkfetch.parquet_layout import PARTITION_SCHEMA
 from bulkfetch.schema import TABLES
 from bulkfetch.simulator import SimulatorSettings, SimulatorThread
-from tests.conftest import REPO, cli_env, run_cli, simulator_config_text
+from tests.conftest import REPO, S3Server, cli_env, run_cli, simulator_config_text
 
 SORT_KEYS = ("athlete_id", "year")
 
@@ -128,6 +129,31 @@ def test_an_unreachable_store_exits_75(tmp_path: Path, command: list[str], capsy
                                              'region = "us-east-1"\n')
         assert main(["--config", str(config), *command]) == 75
     assert "did not answer" in capsys.readouterr().err
+
+
+def test_a_store_lost_during_the_fetch_exits_75_after_the_fetchs_summary(tmp_path: Path, s3_server) -> None:
+    """The store answers the start-of-run check, then goes away while the fetch runs: the upload at the
+    end fails (exit 75), and the user still sees what was fetched, before the one-line error."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)  # this test's own: it stops it
+    server.start()
+    store = S3Server(f"127.0.0.1:{server._server.server_port}")
+    store.filesystem().create_dir("lost")
+    with SimulatorThread(SimulatorSettings(activities=8, seed=1, latency_s=0.1)) as sim:
+        config = _config(tmp_path, sim, "r", 'parquet_dir = "s3://lost/x"\n' + store.options_toml())
+        process = subprocess.Popen([sys.executable, "-m", "bulkfetch", "--config", str(config), "fetch"],
+                                   env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 30
+        while not [r for r in sim.request_log if r.counted] and time.monotonic() < deadline:
+            time.sleep(0.02)  # the access check is behind it once Strava is asked
+        server.stop()
+        output = process.communicate(timeout=60)[0]
+    assert process.returncode == 75, output
+    lines = output.splitlines()
+    summary = next(i for i, line in enumerate(lines) if line.startswith("listed 8 activities; fetched 8"))
+    error = next(i for i, line in enumerate(lines) if "did not answer" in line)
+    assert summary < error == len(lines) - 1, output  # the one-line error ends the output
 
 
 def _fetched_to_s3(tmp_path: Path, s3_server) -> tuple[Path, str]:
