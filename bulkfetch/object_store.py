@@ -15,6 +15,7 @@ metadata). Error messages name the store's URI (which holds none: the config ref
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,8 +38,12 @@ _UNREACHABLE = ("NETWORK_CONNECTION", "Could not connect", "Couldn't connect", "
 _NO_BUCKET = ("NO_SUCH_BUCKET", "NoSuchBucket")
 _DENIED = ("ACCESS_DENIED", "AccessDenied", "HTTP status 403", "INVALID_ACCESS_KEY_ID", "InvalidAccessKeyId",
            "SIGNATURE_DOES_NOT_MATCH", "SignatureDoesNotMatch", "Unable to locate credentials", "No credentials")
-# S3 answers a request signed for another region with a redirect (301) or a malformed-authorization error.
-_WRONG_REGION = ("HTTP status 301", "PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraint")
+# S3 answers a request signed for another region with a redirect (301) or a malformed-authorization error;
+# pyarrow adds "Looks like the configured region is 'A' while the bucket is located in 'B'." when S3 says B.
+_WRONG_REGION = ("HTTP status 301", "PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraint",
+                 "Looks like the configured region is")
+# The bucket's region, where the error names it: pyarrow's "...located in 'B'", S3's "...is wrong; expecting 'B'".
+_BUCKET_REGION = re.compile(r"(?:the bucket is located in|is wrong; expecting) '([a-z0-9-]+)'")
 
 
 @dataclass(frozen=True)
@@ -88,13 +93,20 @@ def check_access(store: ObjectStore) -> None:
 
 
 def store_error(store: ObjectStore, doing: str, exc: OSError) -> StorageError | StoreUnreachable | WriteError:
-    """The one-line error for a store's failure: unreachable (exit 75, a rerun finishes), a missing bucket,
-    refused credentials or the wrong region (exit 2, each with its fix), else a failed write (exit 1)."""
+    """The one-line error for a store's failure: unreachable (exit 75, a rerun finishes), the wrong region
+    (named when the error says it), refused credentials or a missing bucket (exit 2, each with its fix),
+    else a failed write (exit 1)."""
     text = str(exc)
     if any(word in text for word in _UNREACHABLE):
         return StoreUnreachable(f"{store.uri}: {doing} the object store: it did not answer",
                                 hint="check the network and [storage] parquet_options endpoint_override, then "
                                      "rerun (the local Parquet is kept and uploaded then)")
+    if any(word in text for word in _WRONG_REGION):  # before access denied: S3 may refuse such a request too
+        found = _BUCKET_REGION.search(text)
+        return StorageError(f"{store.uri}: {doing} the object store: the bucket is in another region"
+                            f"{f' ({found[1]})' if found else ''}",
+                            hint=f"set [storage] parquet_options region = \"{found[1] if found else 'REGION'}\" "
+                                 "(the bucket's region)")
     if any(word in text for word in _DENIED):
         return StorageError(f"{store.uri}: {doing} the object store: access denied",
                             hint="check the credentials in the store's standard places (environment, profile "
@@ -102,9 +114,6 @@ def store_error(store: ObjectStore, doing: str, exc: OSError) -> StorageError | 
     if any(word in text for word in _NO_BUCKET):
         return StorageError(f"{store.uri}: {doing} the object store: the bucket does not exist",
                             hint="create it (bulkfetch never creates buckets) or fix [storage] parquet_dir")
-    if any(word in text for word in _WRONG_REGION):
-        return StorageError(f"{store.uri}: {doing} the object store: the bucket is in another region",
-                            hint="set [storage] parquet_options region to the bucket's region")
     return WriteError(f"{store.uri}: {doing} the object store ({text.splitlines()[0] if text else 'no detail'})",
                       hint="rerun; the local Parquet is kept and uploaded then")
 

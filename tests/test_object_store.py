@@ -19,6 +19,7 @@ from bulkfetch.object_store import (
     open_store,
     publish,
     remove,
+    store_error,
     sweep_temporaries,
 )
 
@@ -112,3 +113,32 @@ def test_refused_credentials_are_a_configuration_error(s3_server) -> None:
         authenticate_after("inf")
     assert caught.value.exit_code == EXIT_USAGE
     assert "access denied" in str(caught.value) and "testing-secret" not in str(caught.value)
+
+
+# What pyarrow raises for a bucket in another region (moto serves every region): pyarrow's own test of it
+# (test_s3fs_wrong_region), S3's redirect as the AWS SDK passes it through, and S3's answer to a request
+# signed for another region, in pyarrow's "AWS Error ... during ... operation: " frame.
+WRONG_REGION_TEXTS = {
+    "When getting information for bucket 'voltrondata-labs-datasets': AWS Error UNKNOWN (HTTP status 301) during "
+    "HeadBucket operation: No response body. Looks like the configured region is 'eu-north-1' while the bucket is "
+    "located in 'us-east-2'.": "us-east-2",
+    "When getting information for key 'uber' in bucket 'coiled-data': AWS Error UNKNOWN (HTTP status 301) during "
+    "HeadObject operation: No response body. Looks like the configured region is 'us-east-1' while the bucket is "
+    "located in 'us-east-2'.": "us-east-2",
+    "AWS Error UNKNOWN (HTTP status 301) during CreateMultipartUpload operation: Unable to parse ExceptionName: "
+    "PermanentRedirect Message: The bucket you are attempting to access must be addressed using the specified "
+    "endpoint. Please send all future requests to this endpoint.": None,
+    "When listing objects under key 'tables' in bucket 'b': AWS Error UNKNOWN (HTTP status 400) during "
+    "ListObjectsV2 operation: Unable to parse ExceptionName: AuthorizationHeaderMalformed Message: The "
+    "authorization header is malformed; the region 'us-east-1' is wrong; expecting 'eu-west-1'": "eu-west-1",
+}
+
+
+@pytest.mark.parametrize("text", WRONG_REGION_TEXTS)
+def test_a_bucket_in_another_region_is_a_configuration_error_naming_its_region(text: str) -> None:
+    store = open_store("s3://b/tables")
+    error = store_error(store, "cannot use", OSError(text))
+    region = WRONG_REGION_TEXTS[text]
+    assert error.exit_code == EXIT_USAGE
+    assert str(error).startswith("s3://b/tables: cannot use the object store: the bucket is in another region")
+    assert f'region = "{region or "REGION"}"' in error.hint and "\n" not in str(error) + error.hint
