@@ -43,6 +43,7 @@ from bulkfetch.store import RawStore, ensure_dir, shared_listings
 
 if TYPE_CHECKING:
     from bulkfetch.compact import CompactResult
+    from bulkfetch.dataset_root import DatasetRoot
     from bulkfetch.demo import DemoRun
     from bulkfetch.importer import ImportSummary
     from bulkfetch.object_store import ObjectStore
@@ -495,6 +496,24 @@ def _remote_store(config: Config) -> ObjectStore | None:
     return store
 
 
+@contextmanager
+def _dataset_root(config: Config) -> Iterator[DatasetRoot]:
+    """Where the readers (report, status) read the Parquet: a remote parquet_dir from the store itself (a
+    user on another machine has no staging copy), its failures said as one line each; else the folder."""
+    from bulkfetch.dataset_root import DatasetRoot, local_root
+
+    if config.storage.parquet_uri is None:
+        yield local_root(config.storage.parquet_dir)
+        return
+    from bulkfetch.object_store import open_store, store_error
+
+    store = open_store(config.storage.parquet_uri, config.storage.parquet_options)
+    try:
+        yield DatasetRoot(store.fs, store.root, store.uri)
+    except OSError as exc:
+        raise store_error(store, "cannot read", exc) from None
+
+
 def _upload(remote: ObjectStore, staging: Path, reporter: Reporter) -> None:
     from bulkfetch.remote_sync import sync
 
@@ -851,9 +870,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
     units = report_html.units_named(args.units)
     query = report_data.ReportQuery(sports=filters.sports or report_data.DEFAULT_SPORTS, since_s=filters.since,
                                     until_s=filters.until, athletes=args.athlete, unit_m=units.metres)
-    parquet_dir = _config(args).storage.parquet_dir
+    with _dataset_root(_config(args)) as parquet_dir:
+        runs_by_athlete = report_data.read_runs(parquet_dir, query)
     reports = [report_data.athlete_report(athlete_id, runs, units.metres, course)
-               for athlete_id, runs in sorted(report_data.read_runs(parquet_dir, query).items())]
+               for athlete_id, runs in sorted(runs_by_athlete.items())]
     shown = f"{', '.join(sorted(query.sports))} splits of {parquet_dir}, per {units.name}"
     figures = report_html.write_report(out, reports, units, shown)
     print(out)

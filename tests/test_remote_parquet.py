@@ -247,3 +247,24 @@ def test_purging_an_athlete_removes_its_partitions_from_the_bucket(tmp_path: Pat
         with s3.open_input_file(f"{root}/_bulkfetch.json") as stream:
             listed = {f["path"].split("/")[1] for f in orjson.loads(stream.read())["files"]}
         assert listed == {f"athlete_id={kept}"}
+
+
+def test_report_reads_the_remote_dataset_from_a_config_without_the_staging_copy(tmp_path: Path, s3_server,
+                                                                              capsys) -> None:
+    """A user on another machine: only the bucket and its options in the config, no data_dir at all; the
+    report is the one the staging copy (the same files) gives."""
+    _, root = _fetched_to_s3(tmp_path, s3_server)
+    staging = tmp_path / "remote" / "data" / "parquet-staging"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    remote = elsewhere / "config.toml"
+    remote.write_text(f'[storage]\ndata_dir = "data"\nparquet_dir = "s3://{root}"\n' + s3_server.options_toml())
+    local = elsewhere / "local.toml"
+    local.write_text(f'[storage]\ndata_dir = "data"\nparquet_dir = "{staging}"\n')
+    capsys.readouterr()
+    reports = []
+    for config in (remote, local):
+        assert main(["--config", str(config), "report", "--out", str(elsewhere / f"{config.stem}.html")]) == 0
+        reports.append(capsys.readouterr().out.splitlines()[1:])  # after the HTML file's path
+    assert reports[0] == reports[1] and any("splits" in line for line in reports[0]), reports
+    assert not (elsewhere / "data").exists()
