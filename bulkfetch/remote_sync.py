@@ -34,7 +34,7 @@ import orjson
 
 from bulkfetch.errors import LockedError
 from bulkfetch.locks import Holder, hold
-from bulkfetch.object_store import ObjectStore, list_files, publish, remove, sweep_temporaries
+from bulkfetch.object_store import ObjectStore, list_files, publish, remove, store_error, sweep_temporaries
 from bulkfetch.parquet_layout import PART_FILE
 from bulkfetch.store import atomic_write, read_json
 
@@ -124,6 +124,29 @@ def _sync(store: ObjectStore, staging: Path, written_at: datetime,
     _save_uploads(staging / UPLOADS, uploads)
     _publish_run_manifest(store, local, written_at)
     return SyncResult(uploaded=plan.upload, removed=plan.remove, swept=swept)
+
+
+def pending_sync(staging: Path, uri: str) -> SyncPlan:
+    """What the next sync to `uri` will upload and remove, judged from the local record alone (no request):
+    staged part files changed since their upload or never uploaded, and uploaded ones no longer staged."""
+    recorded: dict[str, Any] = _load_uploads(staging / UPLOADS, uri)["files"]
+    uploaded = {key: part.size for key, record in recorded.items() if (part := _recorded_part(record)) is not None}
+    return plan_sync(staged_parts(staging), recorded, uploaded)
+
+
+def read_run_manifest(store: ObjectStore) -> dict[str, Any] | None:
+    """The remote `_bulkfetch.json` (the last sync's time and part files); None when no sync wrote a readable
+    one yet. Raises the store's errors (bulkfetch.object_store.store_error)."""
+    try:
+        with store.fs.open_input_file(store.path(RUN_MANIFEST)) as stream:
+            manifest = orjson.loads(stream.read())
+    except FileNotFoundError:
+        return None
+    except orjson.JSONDecodeError:
+        return None  # damaged from outside: the next sync replaces it
+    except OSError as exc:
+        raise store_error(store, "cannot read", exc) from None
+    return manifest if isinstance(manifest, dict) else None
 
 
 def run_manifest(local: Mapping[str, LocalPart], written_at: datetime) -> bytes:

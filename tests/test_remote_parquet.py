@@ -268,3 +268,24 @@ def test_report_reads_the_remote_dataset_from_a_config_without_the_staging_copy(
         reports.append(capsys.readouterr().out.splitlines()[1:])  # after the HTML file's path
     assert reports[0] == reports[1] and any("splits" in line for line in reports[0]), reports
     assert not (elsewhere / "data").exists()
+
+
+def test_status_says_where_the_parquet_is_its_last_upload_and_what_waits(tmp_path: Path, s3_server,
+                                                                       capsys) -> None:
+    config, root = _fetched_to_s3(tmp_path, s3_server)
+    parts = {k: v for k, v in _remote_keys(s3_server.filesystem(), root).items() if k.endswith("part-0.parquet")}
+    capsys.readouterr()
+    assert main(["--config", str(config), "status", "--json"]) == 0
+    parquet = orjson.loads(capsys.readouterr().out)["parquet"]
+    assert parquet["location"] == f"s3://{root}" and parquet["remote_error"] is None
+    assert parquet["last_upload"]["part_files"] == len(parts) > 4
+    assert parquet["last_upload"]["bytes"] == sum(parts.values())
+    assert (parquet["pending_uploads"], parquet["pending_removals"]) == (0, 0)
+
+    staged = sorted((tmp_path / "remote" / "data" / "parquet-staging").glob("*/*/*/part-0.parquet"))
+    staged[0].write_bytes(staged[0].read_bytes())  # rewritten since its upload: the next run uploads it
+    staged[1].unlink()  # a partition gone: the next run removes it from the bucket
+    assert main(["--config", str(config), "status"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("parquet "))
+    assert line.startswith(f"parquet    s3://{root} (staged in ") and f"{len(parts)} part files, " in line
+    assert line.endswith("; part files 1 to upload and 1 to remove at the next fetch or compact"), line
