@@ -519,7 +519,11 @@ def _upload(remote: ObjectStore, staging: Path, reporter: Reporter) -> None:
 
     result = sync(remote, staging, on_upload=lambda key: reporter.debug(f"uploading {key}"),
                   on_wait=lambda holder: reporter.info(f"waiting for the upload that PID {holder.pid} runs"))
-    swept = f"; {len(result.swept)} unfinished upload(s) of a stopped run cleaned up" if result.swept else ""
+    if result.cleanup.skipped:
+        reporter.debug(f"unfinished multipart uploads under {remote.uri} not looked for: {result.cleanup.skipped}; "
+                       "the bucket's lifecycle rule cleans them")
+    stopped = len(result.swept) + len(result.cleanup.aborted)
+    swept = f"; {stopped} unfinished upload(s) of a stopped run cleaned up" if stopped else ""
     reporter.info(f"uploaded {len(result.uploaded)} part file(s) to {remote.uri}, removed "
                   f"{len(result.removed)}{swept}")
 

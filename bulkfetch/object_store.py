@@ -53,6 +53,7 @@ class ObjectStore:
     uri: str
     fs: pafs.FileSystem
     root: str
+    options: tuple[tuple[str, str], ...] = ()  # the config's parquet_options, for another SDK (s3_multipart)
 
     def path(self, key: str) -> str:
         return f"{self.root}/{key}" if key else self.root
@@ -67,7 +68,7 @@ def open_store(uri: str, options: Sequence[tuple[str, str]] = ()) -> ObjectStore
         fs: pafs.FileSystem = pafs.S3FileSystem(
             connect_timeout=CONNECT_TIMEOUT_S, request_timeout=REQUEST_TIMEOUT_S,
             retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=RETRY_ATTEMPTS), **settings)
-        return ObjectStore(uri, fs, rest.strip("/"))
+        return ObjectStore(uri, fs, rest.strip("/"), tuple(options))
     if scheme == "gs":
         gcs = {key: value for key, value in settings.items() if key != "region"}  # GCS picks no region per call
         return ObjectStore(uri, pafs.GcsFileSystem(**gcs), rest.strip("/"))

@@ -7,7 +7,8 @@ then makes the remote dataset match it:
   whose remote object is missing or of another size (deleted or damaged from outside), is published again
   (see bulkfetch.object_store.publish: readers see the old object or the new one);
 - a remote part file the staging folder no longer has (a removed year, a purged athlete) is removed;
-- temporaries a killed run left are removed first;
+- temporaries a killed run left are removed first, and its unfinished multipart uploads aborted (see
+  bulkfetch.s3_multipart);
 - last, `_bulkfetch.json` at the dataset root (the run's time and every current part file with its size) is
   replaced the same way, so a reader that wants one consistent snapshot across partitions reads exactly
   those files.
@@ -36,6 +37,7 @@ from bulkfetch.errors import LockedError
 from bulkfetch.locks import Holder, hold
 from bulkfetch.object_store import ObjectStore, list_files, publish, remove, store_error, sweep_temporaries
 from bulkfetch.parquet_layout import PART_FILE
+from bulkfetch.s3_multipart import Cleanup, abort_unfinished_uploads
 from bulkfetch.store import atomic_write, read_json
 
 UPLOADS = ".uploads.json"  # in the staging folder; the leading dot keeps it out of `*/*/*/part-0.parquet`
@@ -62,6 +64,7 @@ class SyncResult:
     uploaded: list[str]
     removed: list[str]
     swept: list[str]  # a killed run's temporaries
+    cleanup: Cleanup  # a killed run's unfinished multipart uploads
 
 
 def staged_parts(staging: Path) -> dict[str, LocalPart]:
@@ -104,6 +107,7 @@ def _sync(store: ObjectStore, staging: Path, written_at: datetime,
           on_upload: Callable[[str], None] | None) -> SyncResult:
     remote = list_files(store)
     swept = sweep_temporaries(store, list(remote))
+    cleanup = abort_unfinished_uploads(store)
     local = staged_parts(staging)
     uploads = _load_uploads(staging / UPLOADS, store.uri)
     recorded: dict[str, Any] = uploads["files"]
@@ -123,7 +127,7 @@ def _sync(store: ObjectStore, staging: Path, written_at: datetime,
         del recorded[key]
     _save_uploads(staging / UPLOADS, uploads)
     _publish_run_manifest(store, local, written_at)
-    return SyncResult(uploaded=plan.upload, removed=plan.remove, swept=swept)
+    return SyncResult(uploaded=plan.upload, removed=plan.remove, swept=swept, cleanup=cleanup)
 
 
 def pending_sync(staging: Path, uri: str) -> SyncPlan:

@@ -289,3 +289,24 @@ def test_status_says_where_the_parquet_is_its_last_upload_and_what_waits(tmp_pat
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("parquet "))
     assert line.startswith(f"parquet    s3://{root} (staged in ") and f"{len(parts)} part files, " in line
     assert line.endswith("; part files 1 to upload and 1 to remove at the next fetch or compact"), line
+
+
+def test_the_next_run_aborts_a_stopped_runs_unfinished_multipart_uploads_only(tmp_path: Path, s3_server,
+                                                                            capsys) -> None:
+    """What SIGKILL mid-upload leaves besides the temporary object: a multipart upload never completed
+    (invisible parts, stored and billed). The next run aborts it; anyone else's upload stays."""
+    import boto3
+
+    config, root = _fetched_to_s3(tmp_path, s3_server)
+    bucket, prefix = root.split("/", 1)
+    client = boto3.client("s3", endpoint_url=f"http://{s3_server.endpoint}", region_name="us-east-1")
+    stopped = f"{prefix}/activities/athlete_id=1/year=2024/.part-0.parquet.upload-999-abcd"
+    others = f"{prefix}/notes/big-file.bin"
+    for key in (stopped, others):
+        upload = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+        client.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=1, Body=b"x" * 1024)
+    capsys.readouterr()
+    assert main(["--config", str(config), "compact"]) == 0
+    assert "1 unfinished upload(s) of a stopped run cleaned up" in capsys.readouterr().err
+    left = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    assert [upload["Key"] for upload in left] == [others]
