@@ -116,7 +116,7 @@ def test_fetch_says_a_missing_bucket_before_any_request(tmp_path: Path, s3_serve
     assert "the bucket no-such-bucket does not exist" in err and "testing-secret" not in err
 
 
-@pytest.mark.parametrize("command", [["fetch"], ["compact"]])
+@pytest.mark.parametrize("command", [["fetch"], ["compact"], ["report"]])
 def test_an_unreachable_store_exits_75(tmp_path: Path, command: list[str], capsys) -> None:
     import socket
 
@@ -127,7 +127,8 @@ def test_an_unreachable_store_exits_75(tmp_path: Path, command: list[str], capsy
         config = _config(tmp_path, sim, "r", 'parquet_dir = "s3://bucket/x"\n[storage.parquet_options]\n'
                                              f'endpoint_override = "127.0.0.1:{port}"\nscheme = "http"\n'
                                              'region = "us-east-1"\n')
-        assert main(["--config", str(config), *command]) == 75
+        out = ["--out", str(tmp_path / "report.html")] if command == ["report"] else []
+        assert main(["--config", str(config), *command, *out]) == 75
     assert "did not answer" in capsys.readouterr().err
 
 
