@@ -498,7 +498,7 @@ def _remote_store(config: Config) -> ObjectStore | None:
 
 @contextmanager
 def _dataset_root(config: Config) -> Iterator[DatasetRoot]:
-    """Where the readers (report, status) read the Parquet: a remote parquet_dir from the store itself (a
+    """Where `report` reads the Parquet: a remote parquet_dir from the store itself (a
     user on another machine has no staging copy), its failures said as one line each; else the folder."""
     from bulkfetch.dataset_root import DatasetRoot, local_root
 

@@ -1,5 +1,5 @@
 """Where the Parquet dataset is read from: a local folder or a remote store, as one pyarrow filesystem and
-the dataset's root path in it, so that the readers (report, status) open a table the same way wherever it is.
+the dataset's root path in it, so that `report` opens a table the same way wherever it is.
 
 A remote parquet_dir is read from the store itself, not from the local staging folder compaction writes:
 a user on another machine (a config without that folder) reads the same dataset.
