@@ -17,8 +17,9 @@ from __future__ import annotations
 import os
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -31,6 +32,9 @@ UPLOAD_MARK = ".upload-"
 CONNECT_TIMEOUT_S = 5.0
 REQUEST_TIMEOUT_S = 60.0
 RETRY_ATTEMPTS = 3
+# A temporary this old is a stopped run's: an upload in progress (another host's, or an access probe) is younger.
+TEMPORARY_MAX_AGE = timedelta(hours=1)
+_OWNER = re.compile(r"[0-9a-f]{1,32}")  # a staging folder's id, as bulkfetch.remote_sync makes it
 # Words in the stores' error messages (pyarrow passes the AWS SDK's error names through) and what they mean.
 _UNREACHABLE = ("NETWORK_CONNECTION", "Could not connect", "Couldn't connect", "Timeout was reached",
                 "timed out", "Connection refused", "Could not resolve host", "SERVICE_UNAVAILABLE",
@@ -119,11 +123,13 @@ def store_error(store: ObjectStore, doing: str, exc: OSError) -> StorageError | 
                       hint="rerun; the local Parquet is kept and uploaded then")
 
 
-def publish(store: ObjectStore, local: Path, key: str) -> None:
+def publish(store: ObjectStore, local: Path, key: str, owner: str) -> None:
     """Put the local file at `key` so that readers see the old object or the new one, never part of one:
-    upload to a temporary key, copy it onto `key` on the server, delete the temporary."""
+    upload to a temporary key (named after `owner`, the staging folder's id), copy it onto `key` on the
+    server, delete the temporary."""
+    assert _OWNER.fullmatch(owner), owner
     folder, _, name = key.rpartition("/")
-    temp = store.path(f"{folder}/.{name}{UPLOAD_MARK}{os.getpid()}-{secrets.token_hex(4)}".lstrip("/"))
+    temp = store.path(f"{folder}/.{name}{UPLOAD_MARK}{owner}-{os.getpid()}-{secrets.token_hex(4)}".lstrip("/"))
     try:
         pafs.copy_files(str(local), temp, destination_filesystem=store.fs)
         store.fs.copy_file(temp, store.path(key))
@@ -145,25 +151,46 @@ def remove(store: ObjectStore, key: str) -> None:
         raise store_error(store, f"cannot remove {key} from", exc) from None
 
 
-def list_files(store: ObjectStore) -> dict[str, int]:
-    """Every object under the dataset root: its key (relative to the root) and size in bytes."""
+@dataclass(frozen=True)
+class RemoteObject:
+    size: int
+    mtime: datetime | None  # when the store last wrote it, None if the store does not say
+
+
+def list_objects(store: ObjectStore) -> dict[str, RemoteObject]:
+    """Every object under the dataset root by key (relative to the root)."""
     selector = pafs.FileSelector(store.root, recursive=True, allow_not_found=True)
     try:
         infos = store.fs.get_file_info(selector)
     except OSError as exc:
         raise store_error(store, "cannot list", exc) from None
     prefix = store.root + "/"
-    return {info.path.removeprefix(prefix): info.size or 0 for info in infos if info.type == pafs.FileType.File}
+    return {info.path.removeprefix(prefix): RemoteObject(info.size or 0, info.mtime)
+            for info in infos if info.type == pafs.FileType.File}
+
+
+def list_files(store: ObjectStore) -> dict[str, int]:
+    """Every object under the dataset root: its key (relative to the root) and size in bytes."""
+    return {key: found.size for key, found in list_objects(store).items()}
 
 
 def is_temporary(key: str) -> bool:
     return key.rpartition("/")[2].startswith(".") and UPLOAD_MARK in key
 
 
-def sweep_temporaries(store: ObjectStore, keys: Sequence[str]) -> list[str]:
-    """Delete the temporaries among `keys` that runs stopped mid-upload left (the caller holds the data_dir
-    lock: no other run of this data_dir uploads now); returns them."""
-    stale = [key for key in keys if is_temporary(key)]
+def is_stale_temporary(key: str, made: datetime | None, now: datetime, owner: str) -> bool:
+    """Pure: whether `key` is a temporary only a stopped run can have left: made by the staging folder
+    `owner` (whose uploads the caller's upload lock excludes), or older than TEMPORARY_MAX_AGE. Another's
+    younger one may be an upload in progress on another host sharing the prefix, or its access probe."""
+    if not is_temporary(key):
+        return False
+    return f"{UPLOAD_MARK}{owner}-" in key or (made is not None and now - made > TEMPORARY_MAX_AGE)
+
+
+def sweep_temporaries(store: ObjectStore, objects: Mapping[str, RemoteObject], now: datetime,
+                      owner: str) -> list[str]:
+    """Delete the stale temporaries among `objects` (see `is_stale_temporary`); returns them."""
+    stale = sorted(key for key, found in objects.items() if is_stale_temporary(key, found.mtime, now, owner))
     for key in stale:
         remove(store, key)
     return stale

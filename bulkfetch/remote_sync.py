@@ -6,9 +6,11 @@ then makes the remote dataset match it:
 - a part file whose local identity (size, mtime_ns) differs from the one recorded at its last upload, or
   whose remote object is missing or of another size (deleted or damaged from outside), is published again
   (see bulkfetch.object_store.publish: readers see the old object or the new one);
-- a remote part file the staging folder no longer has (a removed year, a purged athlete) is removed;
-- temporaries a killed run left are removed first, and its unfinished multipart uploads aborted (see
-  bulkfetch.s3_multipart);
+- a part file this staging folder uploaded (recorded in UPLOADS) and no longer has (a removed year, a purged
+  athlete) is removed; a remote file it never uploaded is left alone (another data_dir sharing the prefix,
+  or a data_dir rebuilt on a new machine, wrote it);
+- temporaries a stopped run left (older than an hour: see bulkfetch.object_store.stale_temporaries) are
+  removed first, and its unfinished multipart uploads aborted (see bulkfetch.s3_multipart);
 - last, `_bulkfetch.json` at the dataset root (the run's time and every current part file with its size) is
   replaced the same way, so a reader that wants one consistent snapshot across partitions reads exactly
   those files.
@@ -24,6 +26,7 @@ a fetch's, and a sync removes the temporaries it finds, which only a stopped run
 from __future__ import annotations
 
 import hashlib
+import secrets
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -35,7 +38,7 @@ import orjson
 
 from bulkfetch.errors import LockedError
 from bulkfetch.locks import Holder, hold
-from bulkfetch.object_store import ObjectStore, list_files, publish, remove, store_error, sweep_temporaries
+from bulkfetch.object_store import ObjectStore, list_objects, publish, remove, store_error, sweep_temporaries
 from bulkfetch.parquet_layout import PART_FILE
 from bulkfetch.s3_multipart import Cleanup, abort_unfinished_uploads
 from bulkfetch.store import atomic_write, read_json
@@ -43,6 +46,7 @@ from bulkfetch.store import atomic_write, read_json
 UPLOADS = ".uploads.json"  # in the staging folder; the leading dot keeps it out of `*/*/*/part-0.parquet`
 RUN_MANIFEST = "_bulkfetch.json"
 UPLOAD_LOCK = ".upload.lock"  # in the staging folder, out of the part files' pattern too
+STAGING_ID = ".upload-id"  # in the staging folder: names its temporaries, so that its sync knows its own
 
 
 @dataclass(frozen=True)
@@ -83,12 +87,13 @@ def plan_sync(local: Mapping[str, LocalPart], recorded: Mapping[str, Mapping[str
     """Pure: which keys to upload and which remote part files to remove.
 
     A key is uploaded when its local (size, mtime_ns) is not what was recorded at its last upload, or when
-    the remote object is missing or not of the recorded size. A remote key is removed when it is a part file
-    (named PART_FILE) that is not staged: the partition is gone. Anything else remote is left alone.
+    the remote object is missing or not of the recorded size. A key is removed when this staging folder
+    uploaded it (it is recorded) and no longer stages it: the partition is gone. Anything else remote is left
+    alone: another data_dir sharing the prefix, or this one rebuilt on a new machine, wrote it.
     """
     upload = sorted(key for key, part in local.items()
                     if _recorded_part(recorded.get(key)) != part or remote.get(key) != part.size)
-    gone = sorted(key for key in remote if key.rpartition("/")[2] == PART_FILE and key not in local)
+    gone = sorted(key for key in recorded if key not in local)
     return SyncPlan(upload=upload, remove=gone)
 
 
@@ -105,9 +110,11 @@ def sync(store: ObjectStore, staging: Path, *, now: Callable[[], datetime] = lam
 
 def _sync(store: ObjectStore, staging: Path, written_at: datetime,
           on_upload: Callable[[str], None] | None) -> SyncResult:
-    remote = list_files(store)
-    swept = sweep_temporaries(store, list(remote))
-    cleanup = abort_unfinished_uploads(store)
+    objects = list_objects(store)
+    remote = {key: found.size for key, found in objects.items()}
+    owner = _staging_id(staging)
+    swept = sweep_temporaries(store, objects, written_at, owner)
+    cleanup = abort_unfinished_uploads(store, written_at, owner)
     local = staged_parts(staging)
     uploads = _load_uploads(staging / UPLOADS, store.uri)
     recorded: dict[str, Any] = uploads["files"]
@@ -117,7 +124,7 @@ def _sync(store: ObjectStore, staging: Path, written_at: datetime,
             on_upload(key)
         path = staging / key
         digest = _digest(path)
-        publish(store, path, key)
+        publish(store, path, key, owner)
         part = local[key]
         recorded[key] = {"size": part.size, "mtime_ns": part.mtime_ns, "blake2b": digest}
         _save_uploads(staging / UPLOADS, uploads)
@@ -126,7 +133,7 @@ def _sync(store: ObjectStore, staging: Path, written_at: datetime,
     for key in [k for k in recorded if k not in local]:
         del recorded[key]
     _save_uploads(staging / UPLOADS, uploads)
-    _publish_run_manifest(store, local, written_at)
+    _publish_run_manifest(store, local, written_at, owner)
     return SyncResult(uploaded=plan.upload, removed=plan.remove, swept=swept, cleanup=cleanup)
 
 
@@ -160,11 +167,12 @@ def run_manifest(local: Mapping[str, LocalPart], written_at: datetime) -> bytes:
                         option=orjson.OPT_INDENT_2)
 
 
-def _publish_run_manifest(store: ObjectStore, local: Mapping[str, LocalPart], written_at: datetime) -> None:
+def _publish_run_manifest(store: ObjectStore, local: Mapping[str, LocalPart], written_at: datetime,
+                          owner: str) -> None:
     with tempfile.TemporaryDirectory(prefix="bulkfetch-manifest-") as folder:
         path = Path(folder) / RUN_MANIFEST
         path.write_bytes(run_manifest(local, written_at))
-        publish(store, path, RUN_MANIFEST)
+        publish(store, path, RUN_MANIFEST, owner)
 
 
 def _recorded_part(record: Mapping[str, Any] | None) -> LocalPart | None:
@@ -187,6 +195,20 @@ def _load_uploads(path: Path, uri: str) -> dict[str, Any]:
 
 def _save_uploads(path: Path, uploads: dict[str, Any]) -> None:
     atomic_write(path, orjson.dumps(uploads))
+
+
+def _staging_id(staging: Path) -> str:
+    """The staging folder's id (made on first use): its temporaries carry it (see
+    bulkfetch.object_store.is_stale_temporary)."""
+    try:
+        found = (staging / STAGING_ID).read_text().strip()
+    except (FileNotFoundError, UnicodeDecodeError):
+        found = ""
+    if len(found) == 16 and all(c in "0123456789abcdef" for c in found):
+        return found
+    made = secrets.token_hex(8)
+    atomic_write(staging / STAGING_ID, made.encode())
+    return made
 
 
 def _digest(path: Path) -> str:

@@ -5,16 +5,18 @@ the parts of the multipart upload pyarrow had begun: invisible to listings, yet 
 can neither list nor abort them, so this uses boto3 (the `s3` extra). Without boto3 nothing is done here:
 the bucket's lifecycle rule that aborts incomplete multipart uploads cleans them (see the README).
 
-Only uploads to bulkfetch's temporary keys under the dataset root are aborted: an upload of anything else
-is someone else's. The caller holds the staging folder's upload lock, so none of them is under way.
+Only uploads to bulkfetch's stale temporary keys under the dataset root are aborted (see
+bulkfetch.object_store.is_stale_temporary): this staging folder's (the caller holds its upload lock, so
+none of them is under way) or older than an hour; an upload of anything else is someone else's.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from bulkfetch.object_store import CONNECT_TIMEOUT_S, REQUEST_TIMEOUT_S, RETRY_ATTEMPTS, ObjectStore, is_temporary
+from bulkfetch.object_store import CONNECT_TIMEOUT_S, REQUEST_TIMEOUT_S, RETRY_ATTEMPTS, ObjectStore, is_stale_temporary
 
 MAX_LISTINGS = 1000  # pages of up to 1,000 uploads each: far more than stopped runs leave
 
@@ -25,8 +27,9 @@ class Cleanup:
     skipped: str | None = None  # why nothing was looked at: the lifecycle rule is what cleans them then
 
 
-def abort_unfinished_uploads(store: ObjectStore) -> Cleanup:
-    """Abort the unfinished multipart uploads to bulkfetch's temporary keys under the store's dataset root.
+def abort_unfinished_uploads(store: ObjectStore, now: datetime, owner: str) -> Cleanup:
+    """Abort the unfinished multipart uploads to bulkfetch's stale temporary keys under the store's dataset
+    root (`owner`: the staging folder's id).
     Never raises for the store's refusals: a policy without the right to list them leaves them to the
     lifecycle rule, as a missing boto3 does (`skipped` says which)."""
     if not store.uri.startswith("s3://"):
@@ -45,7 +48,7 @@ def abort_unfinished_uploads(store: ObjectStore) -> Cleanup:
     try:
         for upload in _unfinished(client, bucket, f"{prefix}/" if prefix else ""):
             key = upload["Key"].removeprefix(f"{prefix}/" if prefix else "")
-            if is_temporary(key):
+            if is_stale_temporary(key, upload.get("Initiated"), now, owner):
                 client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
                 aborted.append(key)
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:

@@ -4,6 +4,7 @@ sweeping a killed run's temporaries, and the access check's errors."""
 from __future__ import annotations
 
 import socket
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -14,8 +15,10 @@ from bulkfetch.object_store import (
     UPLOAD_MARK,
     ObjectStore,
     check_access,
+    is_stale_temporary,
     is_temporary,
     list_files,
+    list_objects,
     open_store,
     publish,
     remove,
@@ -24,6 +27,7 @@ from bulkfetch.object_store import (
 )
 
 KEY = "activities/athlete_id=7/year=2024/part-0.parquet"
+OWNER = "0123456789abcdef"
 
 
 def _store(s3_server, bucket: str):
@@ -35,14 +39,14 @@ def _published(s3_server, tmp_path: Path, content: bytes) -> ObjectStore:
     store = _store(s3_server, s3_server.new_bucket())
     local = tmp_path / "part-0.parquet"
     local.write_bytes(content)
-    publish(store, local, KEY)
+    publish(store, local, KEY, OWNER)
     return store
 
 
 def test_publish_replaces_the_object_and_leaves_no_temporary(s3_server, tmp_path: Path) -> None:
     store = _published(s3_server, tmp_path, b"old" * 100)
     (tmp_path / "new.parquet").write_bytes(b"new content")
-    publish(store, tmp_path / "new.parquet", KEY)
+    publish(store, tmp_path / "new.parquet", KEY, OWNER)
     with store.fs.open_input_file(store.path(KEY)) as stream:
         assert stream.read() == b"new content"
     assert list_files(store) == {KEY: len(b"new content")}
@@ -51,22 +55,34 @@ def test_publish_replaces_the_object_and_leaves_no_temporary(s3_server, tmp_path
 def test_a_failed_upload_keeps_the_old_object_whole(s3_server, tmp_path: Path) -> None:
     store = _published(s3_server, tmp_path, b"old object")
     with pytest.raises(BulkfetchError):
-        publish(store, tmp_path / "gone.parquet", KEY)  # the upload fails before any copy
+        publish(store, tmp_path / "gone.parquet", KEY, OWNER)  # the upload fails before any copy
     assert list_files(store) == {KEY: len(b"old object")}
 
 
 def test_sweep_removes_a_killed_runs_temporaries_only(s3_server, tmp_path: Path) -> None:
     store = _published(s3_server, tmp_path, b"data")
-    stale = f"activities/athlete_id=7/year=2024/.part-0.parquet{UPLOAD_MARK}123-abcd"
-    with store.fs.open_output_stream(store.path(stale)) as stream:
-        stream.write(b"da")  # what a run killed mid-upload leaves
-    keys = list_files(store)
+    stale = f"activities/athlete_id=7/year=2024/.part-0.parquet{UPLOAD_MARK}{OWNER}-123-abcd"
+    in_flight = f"activities/athlete_id=7/year=2024/.part-0.parquet{UPLOAD_MARK}fedcba9876543210-9-abcd"
+    for key in (stale, in_flight):
+        with store.fs.open_output_stream(store.path(key)) as stream:
+            stream.write(b"da")  # what a run killed mid-upload leaves; another host's upload under way
     assert is_temporary(stale) and not is_temporary(KEY)
-    assert sweep_temporaries(store, list(keys)) == [stale]
-    assert list_files(store) == {KEY: 4}
+    assert sweep_temporaries(store, list_objects(store), datetime.now(UTC), OWNER) == [stale]
+    assert list_files(store) == {KEY: 4, in_flight: 2}
+    remove(store, in_flight)
     remove(store, KEY)
     remove(store, KEY)  # already gone: nothing to say
     assert list_files(store) == {}
+
+
+def test_another_staging_folders_temporary_is_swept_only_once_an_hour_old() -> None:
+    theirs = f"a/.part-0.parquet{UPLOAD_MARK}fedcba9876543210-9-abcd"
+    now = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    assert not is_stale_temporary(theirs, now - timedelta(minutes=59), now, OWNER)
+    assert not is_stale_temporary(theirs, None, now, OWNER)
+    assert is_stale_temporary(theirs, now - timedelta(minutes=61), now, OWNER)
+    assert is_stale_temporary(theirs.replace("fedcba9876543210", OWNER), now, now, OWNER)
+    assert not is_stale_temporary(KEY, now - timedelta(days=9), now, OWNER)
 
 
 def test_access_check_passes_and_leaves_nothing(s3_server) -> None:

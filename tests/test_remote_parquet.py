@@ -18,6 +18,7 @@ import pytest
 
 from bulkfetch.cli import main
 from bulkfetch.parquet_layout import PARTITION_SCHEMA
+from bulkfetch.remote_sync import STAGING_ID
 from bulkfetch.schema import TABLES
 from bulkfetch.simulator import SimulatorSettings, SimulatorThread
 from tests.conftest import REPO, S3Server, cli_env, run_cli, simulator_config_text
@@ -301,7 +302,8 @@ def test_the_next_run_aborts_a_stopped_runs_unfinished_multipart_uploads_only(tm
     config, root = _fetched_to_s3(tmp_path, s3_server)
     bucket, prefix = root.split("/", 1)
     client = boto3.client("s3", endpoint_url=f"http://{s3_server.endpoint}", region_name="us-east-1")
-    stopped = f"{prefix}/activities/athlete_id=1/year=2024/.part-0.parquet.upload-999-abcd"
+    owner = next(tmp_path.rglob(STAGING_ID)).read_text()  # this staging folder's, so stale at once
+    stopped = f"{prefix}/activities/athlete_id=1/year=2024/.part-0.parquet.upload-{owner}-999-abcd"
     others = f"{prefix}/notes/big-file.bin"
     for key in (stopped, others):
         upload = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import orjson
 
-from bulkfetch.remote_sync import LocalPart, plan_sync, run_manifest
+from bulkfetch.object_store import list_files, open_store, publish
+from bulkfetch.remote_sync import RUN_MANIFEST, LocalPart, plan_sync, run_manifest, sync
 
 A = "activities/athlete_id=1/year=2023/part-0.parquet"
 B = "activities/athlete_id=1/year=2024/part-0.parquet"
+C = "activities/athlete_id=2/year=2024/part-0.parquet"
 
 
 def test_only_changed_or_missing_parts_are_uploaded() -> None:
@@ -22,10 +25,11 @@ def test_only_changed_or_missing_parts_are_uploaded() -> None:
     assert plan_sync(local, {}, {}).upload == [A, B]
 
 
-def test_remote_part_files_no_longer_staged_are_removed_and_nothing_else() -> None:
-    remote = {A: 10, B: 20, "_bulkfetch.json": 5, "notes/readme.txt": 3}
-    plan = plan_sync({A: LocalPart(10, 1)}, {A: {"size": 10, "mtime_ns": 1}}, remote)
-    assert plan.remove == [B] and plan.upload == []
+def test_uploaded_part_files_no_longer_staged_are_removed_and_nothing_else() -> None:
+    remote = {A: 10, B: 20, C: 30, "_bulkfetch.json": 5, "notes/readme.txt": 3}
+    recorded = {A: {"size": 10, "mtime_ns": 1}, B: {"size": 20, "mtime_ns": 2}}
+    plan = plan_sync({A: LocalPart(10, 1)}, recorded, remote)
+    assert plan.remove == [B] and plan.upload == []  # C: never uploaded from here
 
 
 def test_run_manifest_lists_every_part_with_its_size() -> None:
@@ -44,3 +48,20 @@ def test_staged_parts_are_the_datasets_part_files_only(tmp_path) -> None:
         (tmp_path / relative).write_bytes(b"1234")
     parts = staged_parts(tmp_path)
     assert list(parts) == [A] and parts[A].size == 4
+
+
+def test_a_sync_removes_only_what_it_uploaded(s3_server, tmp_path: Path) -> None:
+    """Another data_dir sharing the prefix (or this one rebuilt on a new machine) keeps its partitions."""
+    store = open_store(f"s3://{s3_server.new_bucket()}/tables", tuple(s3_server.options.items()))
+    theirs = "activities/athlete_id=2/year=2020/part-0.parquet"
+    (tmp_path / "theirs.parquet").write_bytes(b"another data_dir's")
+    publish(store, tmp_path / "theirs.parquet", theirs, "fedcba9876543210")
+    staging = tmp_path / "staging"
+    for key in (A, B):
+        (staging / key).parent.mkdir(parents=True, exist_ok=True)
+        (staging / key).write_bytes(b"ours")
+    assert sync(store, staging).removed == []
+    assert set(list_files(store)) == {theirs, A, B, RUN_MANIFEST}
+    (staging / B).unlink()  # a removed year
+    assert sync(store, staging).removed == [B]
+    assert set(list_files(store)) == {theirs, A, RUN_MANIFEST}
