@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -37,7 +37,7 @@ from bulkfetch.errors import (
     WorkLeft,
 )
 from bulkfetch.ids import MAX_ID, parse_id
-from bulkfetch.locks import Holder, data_dir_lock, import_lock
+from bulkfetch.locks import Holder, data_dir_lock, import_lock, staging_lock
 from bulkfetch.plan import STREAMS_FROM_API, STREAMS_FROM_AUTO, parse_filters
 from bulkfetch.store import RawStore, ensure_dir, shared_listings
 
@@ -440,23 +440,26 @@ def _compact(data_dir: Path, parquet_dir: Path, reporter: Reporter, *, rebuild: 
     tally = _CompactionTally()
     read: dict[Path, tuple[int, int, int] | None] = {}  # each athlete's export index as its compaction read it
     try:
-        for _ in range(COMPACTION_PASSES):
-            for athlete in athletes:
-                assert athlete.athlete_id is not None
-                if athlete.folder not in read:  # once: an import that ends meanwhile leaves its tracks current
-                    _refresh_tracks(athlete.folder, reporter)
-                # After refresh_tracks: its own writes to the index are no import that ended meanwhile.
-                read[athlete.folder] = ExportView(athlete.folder).index_identity()
-                tally.add(athlete.athlete_id, compact(
-                    athlete.store, parquet_dir, athlete.athlete_id, rebuild=rebuild,
-                    on_progress=reporter.compact_progress, on_wait=_waiting_for_compaction(athlete.label, reporter)))
-            # An import that ended while this run compacted its athlete was refused that athlete's compaction
-            # lock: its athlete is compacted again (any athlete whose index changed, to be sure).
-            athletes = [a for a in roster.athletes() if a.athlete_id is not None and has_inputs(a.store)
-                        and ExportView(a.folder).index_identity() != read.get(a.folder)]
-            if not athletes:
-                break
-            reporter.info(f"an import ended during the compaction: compacting {len(athletes)} athlete(s) again")
+        with _compacting_into(parquet_dir, remote, reporter):
+            for _ in range(COMPACTION_PASSES):
+                for athlete in athletes:
+                    assert athlete.athlete_id is not None
+                    if athlete.folder not in read:  # once: an import ending meanwhile leaves its tracks current
+                        _refresh_tracks(athlete.folder, reporter)
+                    # After refresh_tracks: its own writes to the index are no import that ended meanwhile.
+                    read[athlete.folder] = ExportView(athlete.folder).index_identity()
+                    tally.add(athlete.athlete_id, compact(
+                        athlete.store, parquet_dir, athlete.athlete_id, rebuild=rebuild,
+                        on_progress=reporter.compact_progress,
+                        on_wait=_waiting_for_compaction(athlete.label, reporter)))
+                # An import that ended while this run compacted its athlete was refused that athlete's
+                # compaction lock: its athlete is compacted again (any athlete whose index changed, to be sure).
+                athletes = [a for a in roster.athletes() if a.athlete_id is not None and has_inputs(a.store)
+                            and ExportView(a.folder).index_identity() != read.get(a.folder)]
+                if not athletes:
+                    break
+                reporter.info(f"an import ended during the compaction: compacting {len(athletes)} athlete(s) "
+                              "again")
         if remote is not None:
             _upload(remote, parquet_dir, reporter)
     except KeyboardInterrupt:
@@ -464,6 +467,17 @@ def _compact(data_dir: Path, parquet_dir: Path, reporter: Reporter, *, rebuild: 
                           "(old or new), rerun 'bulkfetch compact' to finish it") from None
     who = f" ({len(read)} athletes)" if len(read) > 1 else ""
     reporter.info(tally.line(f"compacted into {parquet_dir}{who}", read))
+
+
+def _compacting_into(parquet_dir: Path, remote: ObjectStore | None,
+                     reporter: Reporter) -> AbstractContextManager[None]:
+    """A remote parquet_dir's staging folder held shared for a compaction into it, so that no sync uploads
+    it half-way (see bulkfetch.locks.staging_lock); released before that compaction's own sync takes it."""
+    if remote is None:
+        return nullcontext()
+    ensure_dir(parquet_dir)
+    return staging_lock(parquet_dir, "compaction", exclusive=False, on_wait=lambda holder: reporter.info(
+        f"waiting for the upload that PID {holder.pid} runs"))
 
 
 def _waiting_for_compaction(label: str, reporter: Reporter) -> Callable[[Holder], None]:
@@ -518,7 +532,7 @@ def _upload(remote: ObjectStore, staging: Path, reporter: Reporter) -> None:
     from bulkfetch.remote_sync import sync
 
     result = sync(remote, staging, on_upload=lambda key: reporter.debug(f"uploading {key}"),
-                  on_wait=lambda holder: reporter.info(f"waiting for the upload that PID {holder.pid} runs"))
+                  on_wait=lambda holder: reporter.info(f"waiting for the {holder.what} that PID {holder.pid} runs"))
     if result.cleanup.skipped:
         reporter.debug(f"unfinished multipart uploads under {remote.uri} not looked for: {result.cleanup.skipped}; "
                        "the bucket's lifecycle rule cleans them")
@@ -711,8 +725,9 @@ def _compact_imported(athlete: AthleteDir, parquet_dir: Path, reporter: Reporter
     ensure_dir(parquet_dir)
     tally = _CompactionTally()
     try:  # its athlete's compaction lock alone: a fetch started meanwhile is not refused (see bulkfetch.locks)
-        tally.add(athlete.athlete_id, compact(athlete.store, parquet_dir, athlete.athlete_id,
-                                              on_progress=reporter.compact_progress))
+        with _compacting_into(parquet_dir, remote, reporter):
+            tally.add(athlete.athlete_id, compact(athlete.store, parquet_dir, athlete.athlete_id,
+                                                  on_progress=reporter.compact_progress))
         if remote is not None:
             _upload(remote, parquet_dir, reporter)
     except LockedError as busy:  # a run's compaction (fetch, demo, compact) of this athlete: it re-reads the index

@@ -19,8 +19,9 @@ The record of uploads (UPLOADS in the staging folder: key -> size, mtime_ns, bla
 beside the files it describes, and written after each upload, so a run stopped midway uploads only what is
 left. It names the store's URI: another store starts afresh.
 
-One sync at a time per staging folder (UPLOAD_LOCK; a second waits): an import's compaction uploads beside
-a fetch's, and a sync removes the temporaries it finds, which only a stopped run's may be then.
+A sync holds the staging folder's lock exclusively (bulkfetch.locks.staging_lock; it waits): no compaction
+writes into the folder meanwhile (each holds it shared), and no other sync runs (an import's compaction
+uploads beside a fetch's), so the temporaries it finds with this folder's id are a stopped run's.
 """
 
 from __future__ import annotations
@@ -36,8 +37,7 @@ from typing import Any
 
 import orjson
 
-from bulkfetch.errors import LockedError
-from bulkfetch.locks import Holder, hold
+from bulkfetch.locks import Holder, staging_lock
 from bulkfetch.object_store import ObjectStore, list_objects, publish, remove, store_error, sweep_temporaries
 from bulkfetch.parquet_layout import PART_FILE
 from bulkfetch.s3_multipart import Cleanup, abort_unfinished_uploads
@@ -45,7 +45,6 @@ from bulkfetch.store import atomic_write, read_json
 
 UPLOADS = ".uploads.json"  # in the staging folder; the leading dot keeps it out of `*/*/*/part-0.parquet`
 RUN_MANIFEST = "_bulkfetch.json"
-UPLOAD_LOCK = ".upload.lock"  # in the staging folder, out of the part files' pattern too
 STAGING_ID = ".upload-id"  # in the staging folder: names its temporaries, so that its sync knows its own
 
 
@@ -101,10 +100,9 @@ def sync(store: ObjectStore, staging: Path, *, now: Callable[[], datetime] = lam
          on_upload: Callable[[str], None] | None = None,
          on_wait: Callable[[Holder], None] = lambda holder: None) -> SyncResult:
     """Make the remote dataset match the staged one (see the module docstring), after any other process's
-    sync of `staging` (`on_wait` is told who runs it). Raises the store's errors
+    compaction into `staging` or sync of it (`on_wait` is told who runs it). Raises the store's errors
     (bulkfetch.object_store.store_error); what was uploaded before stays recorded."""
-    with hold(staging / UPLOAD_LOCK, "upload", busy=lambda holder: LockedError(f"PID {holder.pid} uploads"),
-              wait=on_wait):
+    with staging_lock(staging, "upload", exclusive=True, on_wait=on_wait):
         return _sync(store, staging, now(), on_upload)
 
 
