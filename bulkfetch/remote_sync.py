@@ -11,13 +11,17 @@ then makes the remote dataset match it:
   or a data_dir rebuilt on a new machine, wrote it);
 - temporaries a stopped run left (older than an hour: see bulkfetch.object_store.stale_temporaries) are
   removed first, and its unfinished multipart uploads aborted (see bulkfetch.s3_multipart);
-- last, `_bulkfetch.json` at the dataset root (the run's time and every current part file with its size) is
-  replaced the same way, so a reader that wants one consistent snapshot across partitions reads exactly
-  those files.
+- after the uploads and before the removals (a reader of it is never sent to a removed file),
+  `_bulkfetch.json` at the dataset root (the run's time and every current part file with its size and
+  blake2b digest) is replaced the same way, so a reader that wants one consistent snapshot across
+  partitions reads exactly those files; a reader that finds a file replaced since (another size or digest:
+  part files keep their keys) reads the manifest again. A run that uploads and removes nothing leaves it
+  as it is, unless it is missing or a stopped run's uploads are not in it yet.
 
-The record of uploads (UPLOADS in the staging folder: key -> size, mtime_ns, blake2b digest) is local,
-beside the files it describes, and written after each upload, so a run stopped midway uploads only what is
-left. It names the store's URI: another store starts afresh.
+The record of uploads (UPLOADS in the staging folder: key -> size, mtime_ns, blake2b digest, and whether
+the remote manifest is current) is local, beside the files it describes, and written after each upload and
+removal, so a run stopped midway uploads only what is left. It names the store's URI: another store starts
+afresh.
 
 A sync holds the staging folder's lock exclusively (bulkfetch.locks.staging_lock; it waits): no compaction
 writes into the folder meanwhile (each holds it shared), and no other sync runs (an import's compaction
@@ -45,6 +49,7 @@ from bulkfetch.store import atomic_write, read_json
 
 UPLOADS = ".uploads.json"  # in the staging folder; the leading dot keeps it out of `*/*/*/part-0.parquet`
 RUN_MANIFEST = "_bulkfetch.json"
+MANIFEST_CURRENT = "manifest_current"  # in UPLOADS: whether the remote run manifest lists what was uploaded
 STAGING_ID = ".upload-id"  # in the staging folder: names its temporaries, so that its sync knows its own
 
 
@@ -117,6 +122,8 @@ def _sync(store: ObjectStore, staging: Path, written_at: datetime,
     uploads = _load_uploads(staging / UPLOADS, store.uri)
     recorded: dict[str, Any] = uploads["files"]
     plan = plan_sync(local, recorded, remote)
+    if plan.upload or plan.remove:
+        uploads[MANIFEST_CURRENT] = False  # saved with the first upload: a stopped run's rerun publishes it
     for key in plan.upload:
         if on_upload:
             on_upload(key)
@@ -126,12 +133,16 @@ def _sync(store: ObjectStore, staging: Path, written_at: datetime,
         part = local[key]
         recorded[key] = {"size": part.size, "mtime_ns": part.mtime_ns, "blake2b": digest}
         _save_uploads(staging / UPLOADS, uploads)
+    if not (uploads.get(MANIFEST_CURRENT) is True and RUN_MANIFEST in remote):
+        # Before the removals: a reader of the new manifest is never sent to a removed file.
+        current = {key: recorded[key] for key in local}
+        _publish_run_manifest(store, current, written_at, owner)
+        uploads[MANIFEST_CURRENT] = True
+        _save_uploads(staging / UPLOADS, uploads)
     for key in plan.remove:
         remove(store, key)
-    for key in [k for k in recorded if k not in local]:
         del recorded[key]
-    _save_uploads(staging / UPLOADS, uploads)
-    _publish_run_manifest(store, local, written_at, owner)
+        _save_uploads(staging / UPLOADS, uploads)
     return SyncResult(uploaded=plan.upload, removed=plan.remove, swept=swept, cleanup=cleanup)
 
 
@@ -158,18 +169,21 @@ def read_run_manifest(store: ObjectStore) -> dict[str, Any] | None:
     return manifest if isinstance(manifest, dict) else None
 
 
-def run_manifest(local: Mapping[str, LocalPart], written_at: datetime) -> bytes:
-    """Pure: `_bulkfetch.json`'s bytes: the run's time (UTC, ISO 8601) and every part file with its size."""
-    files = [{"path": key, "size": local[key].size} for key in sorted(local)]
+def run_manifest(current: Mapping[str, Mapping[str, Any]], written_at: datetime) -> bytes:
+    """Pure: `_bulkfetch.json`'s bytes: the run's time (UTC, ISO 8601) and every part file with its size
+    and blake2b digest (16 bytes, hex), from its upload's record: a reader holding this manifest checks
+    what it read against them, since the next run replaces part files at the same keys."""
+    files = [{"path": key, "size": current[key]["size"], "blake2b": current[key]["blake2b"]}
+             for key in sorted(current)]
     return orjson.dumps({"written_at": written_at.isoformat(timespec="seconds"), "files": files},
                         option=orjson.OPT_INDENT_2)
 
 
-def _publish_run_manifest(store: ObjectStore, local: Mapping[str, LocalPart], written_at: datetime,
+def _publish_run_manifest(store: ObjectStore, current: Mapping[str, Mapping[str, Any]], written_at: datetime,
                           owner: str) -> None:
     with tempfile.TemporaryDirectory(prefix="bulkfetch-manifest-") as folder:
         path = Path(folder) / RUN_MANIFEST
-        path.write_bytes(run_manifest(local, written_at))
+        path.write_bytes(run_manifest(current, written_at))
         publish(store, path, RUN_MANIFEST, owner)
 
 
@@ -177,7 +191,9 @@ def _recorded_part(record: Mapping[str, Any] | None) -> LocalPart | None:
     if not isinstance(record, Mapping):
         return None
     size, mtime_ns = record.get("size"), record.get("mtime_ns")
-    return LocalPart(size, mtime_ns) if isinstance(size, int) and isinstance(mtime_ns, int) else None
+    if not (isinstance(size, int) and isinstance(mtime_ns, int) and isinstance(record.get("blake2b"), str)):
+        return None  # uploaded again: the run manifest needs its digest
+    return LocalPart(size, mtime_ns)
 
 
 def _load_uploads(path: Path, uri: str) -> dict[str, Any]:
