@@ -32,6 +32,8 @@ UPLOAD_MARK = ".upload-"
 CONNECT_TIMEOUT_S = 5.0
 REQUEST_TIMEOUT_S = 60.0
 RETRY_ATTEMPTS = 3
+# GCS's client takes no timeouts, only how long it retries: without it a dead endpoint is retried for minutes.
+GCS_RETRY_LIMIT = timedelta(seconds=10)
 # A temporary this old is a stopped run's: an upload in progress (another host's, or an access probe) is younger.
 TEMPORARY_MAX_AGE = timedelta(hours=1)
 _OWNER = re.compile(r"[0-9a-f]{1,32}")  # a staging folder's id, as bulkfetch.remote_sync makes it
@@ -65,7 +67,8 @@ class ObjectStore:
 
 def open_store(uri: str, options: Sequence[tuple[str, str]] = ()) -> ObjectStore:
     """The store a `scheme://bucket/prefix` URI names, with the config's pyarrow.fs `options`
-    (endpoint_override, region, scheme). Nothing is sent yet: see `check_access`."""
+    (endpoint_override, region, scheme). Nothing is sent yet: see `check_access`. Raises StorageError
+    (exit 2) when pyarrow cannot make this store's client here (HDFS without Hadoop's libraries)."""
     scheme, rest = uri.split("://", 1)
     settings = dict(options)
     if scheme == "s3":
@@ -75,8 +78,13 @@ def open_store(uri: str, options: Sequence[tuple[str, str]] = ()) -> ObjectStore
         return ObjectStore(uri, fs, rest.strip("/"), tuple(options))
     if scheme == "gs":
         gcs = {key: value for key, value in settings.items() if key != "region"}  # GCS picks no region per call
-        return ObjectStore(uri, pafs.GcsFileSystem(**gcs), rest.strip("/"))
-    fs, root = pafs.FileSystem.from_uri(uri)  # hdfs://: host and port are in the URI
+        return ObjectStore(uri, pafs.GcsFileSystem(retry_time_limit=GCS_RETRY_LIMIT, **gcs), rest.strip("/"))
+    try:
+        fs, root = pafs.FileSystem.from_uri(uri)  # hdfs://: host and port are in the URI
+    except OSError as exc:  # pyarrow loads libjvm and libhdfs only now
+        raise StorageError(f"{uri}: HDFS needs Hadoop's libraries (libjvm, libhdfs): {str(exc).splitlines()[0]}",
+                           hint="install Java and Hadoop and set JAVA_HOME, HADOOP_HOME and CLASSPATH (see "
+                                "pyarrow's HDFS documentation), or use another parquet_dir") from None
     return ObjectStore(uri, fs, root.rstrip("/"))
 
 

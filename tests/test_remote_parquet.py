@@ -313,3 +313,31 @@ def test_the_next_run_aborts_a_stopped_runs_unfinished_multipart_uploads_only(tm
     assert "1 unfinished upload(s) of a stopped run cleaned up" in capsys.readouterr().err
     left = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
     assert [upload["Key"] for upload in left] == [others]
+
+
+def test_hdfs_without_hadoops_libraries_is_one_line(tmp_path: Path) -> None:
+    with SimulatorThread(SimulatorSettings(activities=1, seed=1)) as sim:
+        config = _config(tmp_path, sim, "r", 'parquet_dir = "hdfs://127.0.0.1:9/x"\n')
+        run = subprocess.run([sys.executable, "-m", "bulkfetch", "--config", str(config), "compact"],
+                             capture_output=True, text=True, env=cli_env(), timeout=60)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert "HDFS needs Hadoop's libraries (libjvm, libhdfs)" in run.stderr
+
+
+def test_an_unreachable_gcs_endpoint_exits_75_within_seconds(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with SimulatorThread(SimulatorSettings(activities=1, seed=1)) as sim:
+        config = _config(tmp_path, sim, "r", 'parquet_dir = "gs://bucket/x"\n[storage.parquet_options]\n'
+                                             f'endpoint_override = "127.0.0.1:{port}"\nscheme = "http"\n')
+        started = time.monotonic()
+        # The metadata server GCS asks for credentials is pointed at the closed port too: nothing leaves loopback.
+        run = subprocess.run([sys.executable, "-m", "bulkfetch", "--config", str(config), "compact"],
+                             capture_output=True, text=True, timeout=90,
+                             env={**cli_env(), "GCE_METADATA_HOST": f"127.0.0.1:{port}",
+                                  "GCE_METADATA_ROOT": f"127.0.0.1:{port}"})
+    assert run.returncode == 75 and "did not answer" in run.stderr, run.stderr
+    assert time.monotonic() - started < 45
