@@ -34,7 +34,10 @@ from bulkfetch.errors import (
     ConfigError,
     Interrupted,
     LockedError,
+    StorageError,
+    StoreUnreachable,
     WorkLeft,
+    WriteError,
 )
 from bulkfetch.ids import MAX_ID, parse_id
 from bulkfetch.locks import Holder, data_dir_lock, import_lock, staging_lock
@@ -798,7 +801,7 @@ def _remove_athlete(args: argparse.Namespace, config: Config) -> int:
         removed = _run(athletes.remove(config, athlete, purge=args.purge, warn=reporter.warn))
         reporter.result(athletes.removal_text(removed))
         if removed.purged and remote is not None:
-            _upload(remote, config.storage.parquet_dir, reporter)  # the staged partitions are gone: so go these
+            _upload_purged(remote, config.storage.parquet_dir, reporter)
         if removed.purged:
             reporter.result(f"deleted its raw data ({athlete.folder}) and its Parquet partitions "
                             f"({config.storage.parquet_target}/<table>/athlete_id={args.athlete_id}/)")
@@ -806,6 +809,19 @@ def _remove_athlete(args: argparse.Namespace, config: Config) -> int:
             reporter.result(f"its data stays in {athlete.folder} and {config.storage.parquet_target} "
                             f"('bulkfetch athletes remove {args.athlete_id} --purge' deletes it)")
     return EXIT_OK
+
+
+def _upload_purged(remote: ObjectStore, staging: Path, reporter: Reporter) -> None:
+    """Remove a purged athlete's partitions from the store (its staged ones are gone). When that fails the
+    purge itself is done, and a rerun of it finds no such athlete: `bulkfetch compact` finishes the work."""
+    try:
+        _upload(remote, staging, reporter)
+    except StorageError as failed:  # credentials or configuration: its fix first
+        raise StorageError(failed.message, hint=f"{failed.hint}; the athlete is purged here: then run "
+                                                 "'bulkfetch compact' to remove its partitions there") from None
+    except (StoreUnreachable, WriteError) as failed:
+        raise type(failed)(failed.message, hint="the athlete is purged here: once the store answers, "
+                                                 "'bulkfetch compact' removes its partitions there") from None
 
 
 def _adopt_data_dir(args: argparse.Namespace, config: Config) -> int:

@@ -52,10 +52,48 @@ def test_publish_replaces_the_object_and_leaves_no_temporary(s3_server, tmp_path
     assert list_files(store) == {KEY: len(b"new content")}
 
 
-def test_a_failed_upload_keeps_the_old_object_whole(s3_server, tmp_path: Path) -> None:
+class _CopyFails(pafs.FileSystemHandler):
+    """moto's S3 through pyarrow, but the server-side copy fails: an upload that fails half-way, after its
+    temporary is written."""
+
+    def __init__(self, s3: pafs.FileSystem) -> None:
+        self.s3 = s3
+
+    def copy_file(self, src: str, dest: str) -> None:
+        raise OSError("AWS Error INTERNAL_FAILURE (HTTP status 500) during CopyObject operation: copy failed")
+
+    def get_type_name(self) -> str:
+        return "s3-copy-fails"
+
+    def get_file_info(self, paths):
+        return self.s3.get_file_info(paths)
+
+    def get_file_info_selector(self, selector):
+        return self.s3.get_file_info(selector)
+
+    def open_output_stream(self, path, metadata):
+        return self.s3.open_output_stream(path, metadata=metadata)
+
+    def delete_file(self, path: str) -> None:
+        self.s3.delete_file(path)
+
+    def normalize_path(self, path: str) -> str:
+        return path
+
+    def _unused(self, *args):
+        raise NotImplementedError
+
+    create_dir = delete_dir = delete_dir_contents = delete_root_dir_contents = move = _unused
+    open_append_stream = open_input_file = open_input_stream = _unused
+
+
+def test_a_failed_upload_keeps_the_old_object_whole_and_no_temporary(s3_server, tmp_path: Path) -> None:
     store = _published(s3_server, tmp_path, b"old object")
-    with pytest.raises(BulkfetchError):
-        publish(store, tmp_path / "gone.parquet", KEY, OWNER)  # the upload fails before any copy
+    failing = ObjectStore(store.uri, pafs.PyFileSystem(_CopyFails(store.fs)), store.root)
+    (tmp_path / "new.parquet").write_bytes(b"new object, longer")
+    with pytest.raises(BulkfetchError) as caught:
+        publish(failing, tmp_path / "new.parquet", KEY, OWNER)  # the temporary is uploaded, its copy fails
+    assert "cannot upload" in str(caught.value)
     assert list_files(store) == {KEY: len(b"old object")}
 
 
@@ -112,21 +150,13 @@ def test_unreachable_endpoint_is_work_left(s3_server) -> None:
 
 
 def test_refused_credentials_are_a_configuration_error(s3_server) -> None:
-    import urllib.request
-
     store = _store(s3_server, s3_server.new_bucket())
-
-    def authenticate_after(count: str) -> None:  # moto's switch: check credentials after `count` requests
-        request = urllib.request.Request(f"http://{s3_server.endpoint}/moto-api/reset-auth", data=count.encode(),
-                                         headers={"Content-Type": "text/plain"})
-        urllib.request.urlopen(request, timeout=5).close()
-
-    authenticate_after("0")  # from now on moto knows no key: the test's credentials are refused
+    s3_server.authenticate_after("0")  # from now on moto knows no key: the test's credentials are refused
     try:
         with pytest.raises(BulkfetchError) as caught:
             check_access(store)
     finally:
-        authenticate_after("inf")
+        s3_server.authenticate_after("inf")
     assert caught.value.exit_code == EXIT_USAGE
     assert "access denied" in str(caught.value) and "testing-secret" not in str(caught.value)
 

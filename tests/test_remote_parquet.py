@@ -23,6 +23,8 @@ from bulkfetch.schema import TABLES
 from bulkfetch.simulator import SimulatorSettings, SimulatorThread
 from tests.conftest import REPO, S3Server, cli_env, run_cli, simulator_config_text
 
+ACCESS_CHECK_REQUESTS = 7  # what bulkfetch.object_store.check_access sends (moto counts them; measured)
+
 SORT_KEYS = ("athlete_id", "year")
 
 
@@ -341,3 +343,32 @@ def test_an_unreachable_gcs_endpoint_exits_75_within_seconds(tmp_path: Path) -> 
                                   "GCE_METADATA_ROOT": f"127.0.0.1:{port}"})
     assert run.returncode == 75 and "did not answer" in run.stderr, run.stderr
     assert time.monotonic() - started < 45
+
+
+def test_a_purge_whose_removal_the_store_refuses_says_compact_finishes_it(tmp_path: Path, s3_server,
+                                                                         monkeypatch, capsys) -> None:
+    """The purge is done locally when the store refuses the removal; a rerun of it finds no such athlete."""
+    from tests.test_athletes import team
+
+    root = f"{s3_server.new_bucket()}/strava"
+    settings = SimulatorSettings(athletes=2, athlete_activities=(2, 2), seed=65, short_limit=1000,
+                                 daily_limit=10_000)
+    with SimulatorThread(settings) as sim:
+        config = team(tmp_path, sim, monkeypatch)
+        with config.open("a") as file:
+            file.write(f'parquet_dir = "s3://{root}"\n' + s3_server.options_toml())
+        assert main(["--config", str(config), "fetch"]) == 0
+        kept, purged = sim.athlete_ids
+        capsys.readouterr()
+        # The access check passes; the sync's listing, after it, is refused.
+        s3_server.authenticate_after(str(ACCESS_CHECK_REQUESTS))
+        try:
+            assert main(["--config", str(config), "athletes", "remove", str(purged), "--purge"]) == 2
+        finally:
+            s3_server.authenticate_after("inf")
+        err = capsys.readouterr().err
+        assert "access denied" in err and "then run 'bulkfetch compact' to remove its partitions there" in err
+        assert main(["--config", str(config), "compact"]) == 0
+        s3 = s3_server.filesystem()
+        assert {key.split("/")[1] for key in _remote_keys(s3, root) if key.endswith("part-0.parquet")} == {
+            f"athlete_id={kept}"}
