@@ -188,7 +188,7 @@ def is_temporary(key: str) -> bool:
 
 def is_stale_temporary(key: str, made: datetime | None, now: datetime, owner: str) -> bool:
     """Pure: whether `key` is a temporary only a stopped run can have left: made by the staging folder
-    `owner` (whose uploads the caller's upload lock excludes), or older than TEMPORARY_MAX_AGE. Another's
+    `owner` (whose uploads the caller's staging lock excludes), or older than TEMPORARY_MAX_AGE. Another's
     younger one may be an upload in progress on another host sharing the prefix, or its access probe."""
     if not is_temporary(key):
         return False

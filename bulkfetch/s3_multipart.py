@@ -6,7 +6,7 @@ can neither list nor abort them, so this uses boto3 (the `s3` extra). Without bo
 the bucket's lifecycle rule that aborts incomplete multipart uploads cleans them (see the README).
 
 Only uploads to bulkfetch's stale temporary keys under the dataset root are aborted (see
-bulkfetch.object_store.is_stale_temporary): this staging folder's (the caller holds its upload lock, so
+bulkfetch.object_store.is_stale_temporary): this staging folder's (the caller holds its staging lock alone, so
 none of them is under way) or older than an hour; an upload of anything else is someone else's.
 """
 

@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -228,7 +230,10 @@ def test_import_uploads_the_imported_athletes_parquet(tmp_path: Path, s3_server)
             "activities/athlete_id=55/year=2024/part-0.parquet", "_bulkfetch.json"} <= set(keys)
 
 
-def test_purging_an_athlete_removes_its_partitions_from_the_bucket(tmp_path: Path, s3_server, monkeypatch) -> None:
+@contextmanager
+def _team_fetched_to_s3(tmp_path: Path, s3_server, monkeypatch) -> Iterator[tuple[Path, list[int], str]]:
+    """Two athletes fetched into a new bucket: the config, their ids and the dataset root, while the
+    simulator runs."""
     from tests.test_athletes import team
 
     root = f"{s3_server.new_bucket()}/strava"
@@ -239,16 +244,19 @@ def test_purging_an_athlete_removes_its_partitions_from_the_bucket(tmp_path: Pat
         with config.open("a") as file:
             file.write(f'parquet_dir = "s3://{root}"\n' + s3_server.options_toml())
         assert main(["--config", str(config), "fetch"]) == 0
-        kept, purged = sim.athlete_ids
-        s3 = s3_server.filesystem()
+        yield config, list(sim.athlete_ids), root
 
-        def athletes_in_bucket() -> set[str]:
-            return {key.split("/")[1] for key in _remote_keys(s3, root) if key.endswith("part-0.parquet")}
 
-        assert athletes_in_bucket() == {f"athlete_id={kept}", f"athlete_id={purged}"}
+def _athletes_in_bucket(s3_server, root: str) -> set[str]:
+    return {key.split("/")[1] for key in _remote_keys(s3_server.filesystem(), root) if key.endswith("part-0.parquet")}
+
+
+def test_purging_an_athlete_removes_its_partitions_from_the_bucket(tmp_path: Path, s3_server, monkeypatch) -> None:
+    with _team_fetched_to_s3(tmp_path, s3_server, monkeypatch) as (config, (kept, purged), root):
+        assert _athletes_in_bucket(s3_server, root) == {f"athlete_id={kept}", f"athlete_id={purged}"}
         assert main(["--config", str(config), "athletes", "remove", str(purged), "--purge"]) == 0
-        assert athletes_in_bucket() == {f"athlete_id={kept}"}
-        with s3.open_input_file(f"{root}/_bulkfetch.json") as stream:
+        assert _athletes_in_bucket(s3_server, root) == {f"athlete_id={kept}"}
+        with s3_server.filesystem().open_input_file(f"{root}/_bulkfetch.json") as stream:
             listed = {f["path"].split("/")[1] for f in orjson.loads(stream.read())["files"]}
         assert listed == {f"athlete_id={kept}"}
 
@@ -348,17 +356,7 @@ def test_an_unreachable_gcs_endpoint_exits_75_within_seconds(tmp_path: Path) -> 
 def test_a_purge_whose_removal_the_store_refuses_says_compact_finishes_it(tmp_path: Path, s3_server,
                                                                          monkeypatch, capsys) -> None:
     """The purge is done locally when the store refuses the removal; a rerun of it finds no such athlete."""
-    from tests.test_athletes import team
-
-    root = f"{s3_server.new_bucket()}/strava"
-    settings = SimulatorSettings(athletes=2, athlete_activities=(2, 2), seed=65, short_limit=1000,
-                                 daily_limit=10_000)
-    with SimulatorThread(settings) as sim:
-        config = team(tmp_path, sim, monkeypatch)
-        with config.open("a") as file:
-            file.write(f'parquet_dir = "s3://{root}"\n' + s3_server.options_toml())
-        assert main(["--config", str(config), "fetch"]) == 0
-        kept, purged = sim.athlete_ids
+    with _team_fetched_to_s3(tmp_path, s3_server, monkeypatch) as (config, (kept, purged), root):
         capsys.readouterr()
         # The access check passes; the sync's listing, after it, is refused.
         s3_server.authenticate_after(str(ACCESS_CHECK_REQUESTS))
@@ -369,6 +367,4 @@ def test_a_purge_whose_removal_the_store_refuses_says_compact_finishes_it(tmp_pa
         err = capsys.readouterr().err
         assert "access denied" in err and "then run 'bulkfetch compact' to remove its partitions there" in err
         assert main(["--config", str(config), "compact"]) == 0
-        s3 = s3_server.filesystem()
-        assert {key.split("/")[1] for key in _remote_keys(s3, root) if key.endswith("part-0.parquet")} == {
-            f"athlete_id={kept}"}
+        assert _athletes_in_bucket(s3_server, root) == {f"athlete_id={kept}"}
