@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -34,15 +34,19 @@ from bulkfetch.errors import (
     ConfigError,
     Interrupted,
     LockedError,
+    StorageError,
+    StoreUnreachable,
     WorkLeft,
+    WriteError,
 )
 from bulkfetch.ids import MAX_ID, parse_id
-from bulkfetch.locks import Holder, data_dir_lock, import_lock
+from bulkfetch.locks import Holder, data_dir_lock, import_lock, staging_lock
 from bulkfetch.plan import STREAMS_FROM_API, STREAMS_FROM_AUTO, parse_filters
 from bulkfetch.store import RawStore, ensure_dir, shared_listings
 
 if TYPE_CHECKING:
     from bulkfetch.compact import CompactResult
+    from bulkfetch.dataset_root import DatasetRoot
     from bulkfetch.demo import DemoRun
     from bulkfetch.importer import ImportSummary
     from bulkfetch.object_store import ObjectStore
@@ -348,21 +352,31 @@ def _fetch_then_compact(args: argparse.Namespace, data_dir: Path, parquet_dir: P
         try:
             summary = _run(fetch(reporter))
         except AthletesBlocked as blocked:  # the others' work is done: compacted and reported as usual
-            if compact_after:
-                _compact(data_dir, parquet_dir, reporter, rebuild=False, remote=remote)
-            if report and blocked.summary is not None:
-                reporter.result(_summary_line(blocked.summary))
+            with _summary_after(reporter, blocked.summary if report else None):
+                if compact_after:
+                    _compact(data_dir, parquet_dir, reporter, rebuild=False, remote=remote)
             raise
         except (WorkLeft, Interrupted):
             if compact_after:
                 _compact(data_dir, parquet_dir, reporter, rebuild=False, remote=remote)
             raise
-        if compact_after:
-            _compact(data_dir, parquet_dir, reporter, rebuild=False, remote=remote)
+        with _summary_after(reporter, summary if report else None):
+            if compact_after:
+                _compact(data_dir, parquet_dir, reporter, rebuild=False, remote=remote)
         if report:
-            reporter.result(_summary_line(summary))
             _finish_fetch(summary)
     return summary
+
+
+@contextmanager
+def _summary_after(reporter: Reporter, summary: FetchSummary | None) -> Iterator[None]:
+    """Say the fetch's `summary` (if any) after the block, even when the block (the compaction and its
+    upload) fails, e.g. the store went away (exit 75): the user sees what was fetched, then the error."""
+    try:
+        yield
+    finally:
+        if summary is not None:
+            reporter.result(_summary_line(summary))
 
 
 @contextmanager
@@ -429,23 +443,26 @@ def _compact(data_dir: Path, parquet_dir: Path, reporter: Reporter, *, rebuild: 
     tally = _CompactionTally()
     read: dict[Path, tuple[int, int, int] | None] = {}  # each athlete's export index as its compaction read it
     try:
-        for _ in range(COMPACTION_PASSES):
-            for athlete in athletes:
-                assert athlete.athlete_id is not None
-                if athlete.folder not in read:  # once: an import that ends meanwhile leaves its tracks current
-                    _refresh_tracks(athlete.folder, reporter)
-                # After refresh_tracks: its own writes to the index are no import that ended meanwhile.
-                read[athlete.folder] = ExportView(athlete.folder).index_identity()
-                tally.add(athlete.athlete_id, compact(
-                    athlete.store, parquet_dir, athlete.athlete_id, rebuild=rebuild,
-                    on_progress=reporter.compact_progress, on_wait=_waiting_for_compaction(athlete.label, reporter)))
-            # An import that ended while this run compacted its athlete was refused that athlete's compaction
-            # lock: its athlete is compacted again (any athlete whose index changed, to be sure).
-            athletes = [a for a in roster.athletes() if a.athlete_id is not None and has_inputs(a.store)
-                        and ExportView(a.folder).index_identity() != read.get(a.folder)]
-            if not athletes:
-                break
-            reporter.info(f"an import ended during the compaction: compacting {len(athletes)} athlete(s) again")
+        with _compacting_into(parquet_dir, remote, reporter):
+            for _ in range(COMPACTION_PASSES):
+                for athlete in athletes:
+                    assert athlete.athlete_id is not None
+                    if athlete.folder not in read:  # once: an import ending meanwhile leaves its tracks current
+                        _refresh_tracks(athlete.folder, reporter)
+                    # After refresh_tracks: its own writes to the index are no import that ended meanwhile.
+                    read[athlete.folder] = ExportView(athlete.folder).index_identity()
+                    tally.add(athlete.athlete_id, compact(
+                        athlete.store, parquet_dir, athlete.athlete_id, rebuild=rebuild,
+                        on_progress=reporter.compact_progress,
+                        on_wait=_waiting_for_compaction(athlete.label, reporter)))
+                # An import that ended while this run compacted its athlete was refused that athlete's
+                # compaction lock: its athlete is compacted again (any athlete whose index changed, to be sure).
+                athletes = [a for a in roster.athletes() if a.athlete_id is not None and has_inputs(a.store)
+                            and ExportView(a.folder).index_identity() != read.get(a.folder)]
+                if not athletes:
+                    break
+                reporter.info(f"an import ended during the compaction: compacting {len(athletes)} athlete(s) "
+                              "again")
         if remote is not None:
             _upload(remote, parquet_dir, reporter)
     except KeyboardInterrupt:
@@ -453,6 +470,17 @@ def _compact(data_dir: Path, parquet_dir: Path, reporter: Reporter, *, rebuild: 
                           "(old or new), rerun 'bulkfetch compact' to finish it") from None
     who = f" ({len(read)} athletes)" if len(read) > 1 else ""
     reporter.info(tally.line(f"compacted into {parquet_dir}{who}", read))
+
+
+def _compacting_into(parquet_dir: Path, remote: ObjectStore | None,
+                     reporter: Reporter) -> AbstractContextManager[None]:
+    """A remote parquet_dir's staging folder held shared for a compaction into it, so that no sync uploads
+    it half-way (see bulkfetch.locks.staging_lock); released before that compaction's own sync takes it."""
+    if remote is None:
+        return nullcontext()
+    ensure_dir(parquet_dir)
+    return staging_lock(parquet_dir, "compaction", exclusive=False, on_wait=lambda holder: reporter.info(
+        f"waiting for the upload that PID {holder.pid} runs"))
 
 
 def _waiting_for_compaction(label: str, reporter: Reporter) -> Callable[[Holder], None]:
@@ -485,12 +513,34 @@ def _remote_store(config: Config) -> ObjectStore | None:
     return store
 
 
+@contextmanager
+def _dataset_root(config: Config) -> Iterator[DatasetRoot]:
+    """Where `report` reads the Parquet: a remote parquet_dir from the store itself (a
+    user on another machine has no staging copy), its failures said as one line each; else the folder."""
+    from bulkfetch.dataset_root import DatasetRoot, local_root
+
+    if config.storage.parquet_uri is None:
+        yield local_root(config.storage.parquet_dir)
+        return
+    from bulkfetch.object_store import open_store, store_error
+
+    store = open_store(config.storage.parquet_uri, config.storage.parquet_options)
+    try:
+        yield DatasetRoot(store.fs, store.root, store.uri)
+    except OSError as exc:
+        raise store_error(store, "cannot read", exc) from None
+
+
 def _upload(remote: ObjectStore, staging: Path, reporter: Reporter) -> None:
     from bulkfetch.remote_sync import sync
 
     result = sync(remote, staging, on_upload=lambda key: reporter.debug(f"uploading {key}"),
-                  on_wait=lambda holder: reporter.info(f"waiting for the upload that PID {holder.pid} runs"))
-    swept = f"; {len(result.swept)} unfinished upload(s) of a stopped run cleaned up" if result.swept else ""
+                  on_wait=lambda holder: reporter.info(f"waiting for the {holder.what} that PID {holder.pid} runs"))
+    if result.cleanup.skipped:
+        reporter.debug(f"unfinished multipart uploads under {remote.uri} not looked for: {result.cleanup.skipped}; "
+                       "the bucket's lifecycle rule cleans them")
+    stopped = len(result.swept) + len(result.cleanup.aborted)
+    swept = f"; {stopped} unfinished upload(s) of a stopped run cleaned up" if stopped else ""
     reporter.info(f"uploaded {len(result.uploaded)} part file(s) to {remote.uri}, removed "
                   f"{len(result.removed)}{swept}")
 
@@ -678,8 +728,9 @@ def _compact_imported(athlete: AthleteDir, parquet_dir: Path, reporter: Reporter
     ensure_dir(parquet_dir)
     tally = _CompactionTally()
     try:  # its athlete's compaction lock alone: a fetch started meanwhile is not refused (see bulkfetch.locks)
-        tally.add(athlete.athlete_id, compact(athlete.store, parquet_dir, athlete.athlete_id,
-                                              on_progress=reporter.compact_progress))
+        with _compacting_into(parquet_dir, remote, reporter):
+            tally.add(athlete.athlete_id, compact(athlete.store, parquet_dir, athlete.athlete_id,
+                                                  on_progress=reporter.compact_progress))
         if remote is not None:
             _upload(remote, parquet_dir, reporter)
     except LockedError as busy:  # a run's compaction (fetch, demo, compact) of this athlete: it re-reads the index
@@ -750,7 +801,7 @@ def _remove_athlete(args: argparse.Namespace, config: Config) -> int:
         removed = _run(athletes.remove(config, athlete, purge=args.purge, warn=reporter.warn))
         reporter.result(athletes.removal_text(removed))
         if removed.purged and remote is not None:
-            _upload(remote, config.storage.parquet_dir, reporter)  # the staged partitions are gone: so go these
+            _upload_purged(remote, config.storage.parquet_dir, reporter)
         if removed.purged:
             reporter.result(f"deleted its raw data ({athlete.folder}) and its Parquet partitions "
                             f"({config.storage.parquet_target}/<table>/athlete_id={args.athlete_id}/)")
@@ -758,6 +809,19 @@ def _remove_athlete(args: argparse.Namespace, config: Config) -> int:
             reporter.result(f"its data stays in {athlete.folder} and {config.storage.parquet_target} "
                             f"('bulkfetch athletes remove {args.athlete_id} --purge' deletes it)")
     return EXIT_OK
+
+
+def _upload_purged(remote: ObjectStore, staging: Path, reporter: Reporter) -> None:
+    """Remove a purged athlete's partitions from the store (its staged ones are gone). When that fails the
+    purge itself is done, and a rerun of it finds no such athlete: `bulkfetch compact` finishes the work."""
+    try:
+        _upload(remote, staging, reporter)
+    except StorageError as failed:  # credentials or configuration: its fix first
+        raise StorageError(failed.message, hint=f"{failed.hint}; the athlete is purged here: then run "
+                                                 "'bulkfetch compact' to remove its partitions there") from None
+    except (StoreUnreachable, WriteError) as failed:
+        raise type(failed)(failed.message, hint="the athlete is purged here: once the store answers, "
+                                                 "'bulkfetch compact' removes its partitions there") from None
 
 
 def _adopt_data_dir(args: argparse.Namespace, config: Config) -> int:
@@ -841,9 +905,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
     units = report_html.units_named(args.units)
     query = report_data.ReportQuery(sports=filters.sports or report_data.DEFAULT_SPORTS, since_s=filters.since,
                                     until_s=filters.until, athletes=args.athlete, unit_m=units.metres)
-    parquet_dir = _config(args).storage.parquet_dir
+    with _dataset_root(_config(args)) as parquet_dir:
+        runs_by_athlete = report_data.read_runs(parquet_dir, query)
     reports = [report_data.athlete_report(athlete_id, runs, units.metres, course)
-               for athlete_id, runs in sorted(report_data.read_runs(parquet_dir, query).items())]
+               for athlete_id, runs in sorted(runs_by_athlete.items())]
     shown = f"{', '.join(sorted(query.sports))} splits of {parquet_dir}, per {units.name}"
     figures = report_html.write_report(out, reports, units, shown)
     print(out)

@@ -18,6 +18,15 @@ The locks (every one taken without waiting; a conflict is a LockedError, exit 2)
     athletes/<id>/export/import.lock   one import per athlete (bulkfetch.export_store)
     athletes/<id>/state/compact.lock   one compaction per athlete (bulkfetch.compact): a run's compaction
                                waits for an import's; an import's leaves the work to a run's
+
+and one that waits (`staging_lock`), for a remote parquet_dir's local staging folder:
+
+    <staging>/.staging.lock    shared by each compaction writing into the staging folder (a fetch's, an
+                               import's, compact's), exclusive by the sync uploading it (bulkfetch.
+                               remote_sync): a sync never sees a compaction half-way (a run manifest mixing
+                               years, a table folder missing mid-swap that it would then remove remotely).
+                               Each waits for the other; no process holds it shared while it waits to hold
+                               it exclusive (an flock per open file: it would wait for itself).
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from bulkfetch.store import ATHLETES_FOLDER, RawStore, describe_write_error, wri
 
 RUN_LOCK = "fetch.lock"
 IMPORTS_LOCK = "imports.lock"
+STAGING_LOCK = ".staging.lock"  # the leading dot keeps it out of the dataset's files
 IMPORT = "import"
 COMPACTING_FETCHES = ("fetch", "demo")  # the runs that compact every athlete when they end (no --no-compact)
 _WHAT = re.compile(r"[a-z][a-z0-9 -]{0,60}")  # a holder's name as this module writes it
@@ -115,6 +125,16 @@ def import_lock(data_dir: Path) -> Iterator[None]:
         yield
 
 
+@contextmanager
+def staging_lock(staging: Path, what: str, *, exclusive: bool,
+                 on_wait: Callable[[Holder], None]) -> Iterator[None]:
+    """Hold a remote parquet_dir's staging folder: shared to compact into it, `exclusive` to upload it,
+    waiting for the other kind (`on_wait` is told who is in the way): see the module docstring."""
+    with hold(staging / STAGING_LOCK, what, shared=not exclusive, wait=on_wait,
+              busy=lambda holder: LockedError(f"PID {holder.pid} holds {staging}")):  # unused: it waits
+        yield
+
+
 def _in_use(data_dir: Path, holder: Holder, why: str) -> LockedError:
     also = "; the fetch compacts when it ends" if holder.what in COMPACTING_FETCHES else ""
     return LockedError(f"another bulkfetch {holder.what} (PID {holder.pid}) is using {data_dir}",
@@ -128,4 +148,4 @@ def _folders(folder: Path) -> list[Path]:
         return []
 
 
-__all__ = ["Holder", "data_dir_lock", "hold", "import_lock"]
+__all__ = ["Holder", "data_dir_lock", "hold", "import_lock", "staging_lock"]

@@ -15,9 +15,11 @@ metadata). Error messages name the store's URI (which holds none: the config ref
 from __future__ import annotations
 
 import os
+import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -30,6 +32,11 @@ UPLOAD_MARK = ".upload-"
 CONNECT_TIMEOUT_S = 5.0
 REQUEST_TIMEOUT_S = 60.0
 RETRY_ATTEMPTS = 3
+# GCS's client takes no timeouts, only how long it retries: without it a dead endpoint is retried for minutes.
+GCS_RETRY_LIMIT = timedelta(seconds=10)
+# A temporary this old is a stopped run's: an upload in progress (another host's, or an access probe) is younger.
+TEMPORARY_MAX_AGE = timedelta(hours=1)
+_OWNER = re.compile(r"[0-9a-f]{1,32}")  # a staging folder's id, as bulkfetch.remote_sync makes it
 # Words in the stores' error messages (pyarrow passes the AWS SDK's error names through) and what they mean.
 _UNREACHABLE = ("NETWORK_CONNECTION", "Could not connect", "Couldn't connect", "Timeout was reached",
                 "timed out", "Connection refused", "Could not resolve host", "SERVICE_UNAVAILABLE",
@@ -37,8 +44,12 @@ _UNREACHABLE = ("NETWORK_CONNECTION", "Could not connect", "Couldn't connect", "
 _NO_BUCKET = ("NO_SUCH_BUCKET", "NoSuchBucket")
 _DENIED = ("ACCESS_DENIED", "AccessDenied", "HTTP status 403", "INVALID_ACCESS_KEY_ID", "InvalidAccessKeyId",
            "SIGNATURE_DOES_NOT_MATCH", "SignatureDoesNotMatch", "Unable to locate credentials", "No credentials")
-# S3 answers a request signed for another region with a redirect (301) or a malformed-authorization error.
-_WRONG_REGION = ("HTTP status 301", "PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraint")
+# S3 answers a request signed for another region with a redirect (301) or a malformed-authorization error;
+# pyarrow adds "Looks like the configured region is 'A' while the bucket is located in 'B'." when S3 says B.
+_WRONG_REGION = ("HTTP status 301", "PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraint",
+                 "Looks like the configured region is")
+# The bucket's region, where the error names it: pyarrow's "...located in 'B'", S3's "...is wrong; expecting 'B'".
+_BUCKET_REGION = re.compile(r"(?:the bucket is located in|is wrong; expecting) '([a-z0-9-]+)'")
 
 
 @dataclass(frozen=True)
@@ -48,6 +59,7 @@ class ObjectStore:
     uri: str
     fs: pafs.FileSystem
     root: str
+    options: tuple[tuple[str, str], ...] = ()  # the config's parquet_options, for another SDK (s3_multipart)
 
     def path(self, key: str) -> str:
         return f"{self.root}/{key}" if key else self.root
@@ -55,18 +67,24 @@ class ObjectStore:
 
 def open_store(uri: str, options: Sequence[tuple[str, str]] = ()) -> ObjectStore:
     """The store a `scheme://bucket/prefix` URI names, with the config's pyarrow.fs `options`
-    (endpoint_override, region, scheme). Nothing is sent yet: see `check_access`."""
+    (endpoint_override, region, scheme). Nothing is sent yet: see `check_access`. Raises StorageError
+    (exit 2) when pyarrow cannot make this store's client here (HDFS without Hadoop's libraries)."""
     scheme, rest = uri.split("://", 1)
     settings = dict(options)
     if scheme == "s3":
         fs: pafs.FileSystem = pafs.S3FileSystem(
             connect_timeout=CONNECT_TIMEOUT_S, request_timeout=REQUEST_TIMEOUT_S,
             retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=RETRY_ATTEMPTS), **settings)
-        return ObjectStore(uri, fs, rest.strip("/"))
+        return ObjectStore(uri, fs, rest.strip("/"), tuple(options))
     if scheme == "gs":
         gcs = {key: value for key, value in settings.items() if key != "region"}  # GCS picks no region per call
-        return ObjectStore(uri, pafs.GcsFileSystem(**gcs), rest.strip("/"))
-    fs, root = pafs.FileSystem.from_uri(uri)  # hdfs://: host and port are in the URI
+        return ObjectStore(uri, pafs.GcsFileSystem(retry_time_limit=GCS_RETRY_LIMIT, **gcs), rest.strip("/"))
+    try:
+        fs, root = pafs.FileSystem.from_uri(uri)  # hdfs://: host and port are in the URI
+    except OSError as exc:  # pyarrow loads libjvm and libhdfs only now
+        raise StorageError(f"{uri}: HDFS needs Hadoop's libraries (libjvm, libhdfs): {str(exc).splitlines()[0]}",
+                           hint="install Java and Hadoop and set JAVA_HOME, HADOOP_HOME and CLASSPATH (see "
+                                "pyarrow's HDFS documentation), or use another parquet_dir") from None
     return ObjectStore(uri, fs, root.rstrip("/"))
 
 
@@ -88,13 +106,20 @@ def check_access(store: ObjectStore) -> None:
 
 
 def store_error(store: ObjectStore, doing: str, exc: OSError) -> StorageError | StoreUnreachable | WriteError:
-    """The one-line error for a store's failure: unreachable (exit 75, a rerun finishes), a missing bucket,
-    refused credentials or the wrong region (exit 2, each with its fix), else a failed write (exit 1)."""
+    """The one-line error for a store's failure: unreachable (exit 75, a rerun finishes), the wrong region
+    (named when the error says it), refused credentials or a missing bucket (exit 2, each with its fix),
+    else a failed write (exit 1)."""
     text = str(exc)
     if any(word in text for word in _UNREACHABLE):
         return StoreUnreachable(f"{store.uri}: {doing} the object store: it did not answer",
                                 hint="check the network and [storage] parquet_options endpoint_override, then "
                                      "rerun (the local Parquet is kept and uploaded then)")
+    if any(word in text for word in _WRONG_REGION):  # before access denied: S3 may refuse such a request too
+        found = _BUCKET_REGION.search(text)
+        return StorageError(f"{store.uri}: {doing} the object store: the bucket is in another region"
+                            f"{f' ({found[1]})' if found else ''}",
+                            hint=f"set [storage] parquet_options region = \"{found[1] if found else 'REGION'}\" "
+                                 "(the bucket's region)")
     if any(word in text for word in _DENIED):
         return StorageError(f"{store.uri}: {doing} the object store: access denied",
                             hint="check the credentials in the store's standard places (environment, profile "
@@ -102,18 +127,17 @@ def store_error(store: ObjectStore, doing: str, exc: OSError) -> StorageError | 
     if any(word in text for word in _NO_BUCKET):
         return StorageError(f"{store.uri}: {doing} the object store: the bucket does not exist",
                             hint="create it (bulkfetch never creates buckets) or fix [storage] parquet_dir")
-    if any(word in text for word in _WRONG_REGION):
-        return StorageError(f"{store.uri}: {doing} the object store: the bucket is in another region",
-                            hint="set [storage] parquet_options region to the bucket's region")
     return WriteError(f"{store.uri}: {doing} the object store ({text.splitlines()[0] if text else 'no detail'})",
                       hint="rerun; the local Parquet is kept and uploaded then")
 
 
-def publish(store: ObjectStore, local: Path, key: str) -> None:
+def publish(store: ObjectStore, local: Path, key: str, owner: str) -> None:
     """Put the local file at `key` so that readers see the old object or the new one, never part of one:
-    upload to a temporary key, copy it onto `key` on the server, delete the temporary."""
+    upload to a temporary key (named after `owner`, the staging folder's id), copy it onto `key` on the
+    server, delete the temporary."""
+    assert _OWNER.fullmatch(owner), owner
     folder, _, name = key.rpartition("/")
-    temp = store.path(f"{folder}/.{name}{UPLOAD_MARK}{os.getpid()}-{secrets.token_hex(4)}".lstrip("/"))
+    temp = store.path(f"{folder}/.{name}{UPLOAD_MARK}{owner}-{os.getpid()}-{secrets.token_hex(4)}".lstrip("/"))
     try:
         pafs.copy_files(str(local), temp, destination_filesystem=store.fs)
         store.fs.copy_file(temp, store.path(key))
@@ -135,25 +159,46 @@ def remove(store: ObjectStore, key: str) -> None:
         raise store_error(store, f"cannot remove {key} from", exc) from None
 
 
-def list_files(store: ObjectStore) -> dict[str, int]:
-    """Every object under the dataset root: its key (relative to the root) and size in bytes."""
+@dataclass(frozen=True)
+class RemoteObject:
+    size: int
+    mtime: datetime | None  # when the store last wrote it, None if the store does not say
+
+
+def list_objects(store: ObjectStore) -> dict[str, RemoteObject]:
+    """Every object under the dataset root by key (relative to the root)."""
     selector = pafs.FileSelector(store.root, recursive=True, allow_not_found=True)
     try:
         infos = store.fs.get_file_info(selector)
     except OSError as exc:
         raise store_error(store, "cannot list", exc) from None
     prefix = store.root + "/"
-    return {info.path.removeprefix(prefix): info.size or 0 for info in infos if info.type == pafs.FileType.File}
+    return {info.path.removeprefix(prefix): RemoteObject(info.size or 0, info.mtime)
+            for info in infos if info.type == pafs.FileType.File}
+
+
+def list_files(store: ObjectStore) -> dict[str, int]:
+    """Every object under the dataset root: its key (relative to the root) and size in bytes."""
+    return {key: found.size for key, found in list_objects(store).items()}
 
 
 def is_temporary(key: str) -> bool:
     return key.rpartition("/")[2].startswith(".") and UPLOAD_MARK in key
 
 
-def sweep_temporaries(store: ObjectStore, keys: Sequence[str]) -> list[str]:
-    """Delete the temporaries among `keys` that runs stopped mid-upload left (the caller holds the data_dir
-    lock: no other run of this data_dir uploads now); returns them."""
-    stale = [key for key in keys if is_temporary(key)]
+def is_stale_temporary(key: str, made: datetime | None, now: datetime, owner: str) -> bool:
+    """Pure: whether `key` is a temporary only a stopped run can have left: made by the staging folder
+    `owner` (whose uploads the caller's staging lock excludes), or older than TEMPORARY_MAX_AGE. Another's
+    younger one may be an upload in progress on another host sharing the prefix, or its access probe."""
+    if not is_temporary(key):
+        return False
+    return f"{UPLOAD_MARK}{owner}-" in key or (made is not None and now - made > TEMPORARY_MAX_AGE)
+
+
+def sweep_temporaries(store: ObjectStore, objects: Mapping[str, RemoteObject], now: datetime,
+                      owner: str) -> list[str]:
+    """Delete the stale temporaries among `objects` (see `is_stale_temporary`); returns them."""
+    stale = sorted(key for key, found in objects.items() if is_stale_temporary(key, found.mtime, now, owner))
     for key in stale:
         remove(store, key)
     return stale

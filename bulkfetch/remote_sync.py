@@ -6,23 +6,32 @@ then makes the remote dataset match it:
 - a part file whose local identity (size, mtime_ns) differs from the one recorded at its last upload, or
   whose remote object is missing or of another size (deleted or damaged from outside), is published again
   (see bulkfetch.object_store.publish: readers see the old object or the new one);
-- a remote part file the staging folder no longer has (a removed year, a purged athlete) is removed;
-- temporaries a killed run left are removed first;
-- last, `_bulkfetch.json` at the dataset root (the run's time and every current part file with its size) is
-  replaced the same way, so a reader that wants one consistent snapshot across partitions reads exactly
-  those files.
+- a part file this staging folder uploaded (recorded in UPLOADS) and no longer has (a removed year, a purged
+  athlete) is removed; a remote file it never uploaded is left alone (another data_dir sharing the prefix,
+  or a data_dir rebuilt on a new machine, wrote it);
+- temporaries a stopped run left (older than an hour: see bulkfetch.object_store.stale_temporaries) are
+  removed first, and its unfinished multipart uploads aborted (see bulkfetch.s3_multipart);
+- after the uploads and before the removals (a reader of it is never sent to a removed file),
+  `_bulkfetch.json` at the dataset root (the run's time and every current part file with its size and
+  blake2b digest) is replaced the same way, so a reader that wants one consistent snapshot across
+  partitions reads exactly those files; a reader that finds a file replaced since (another size or digest:
+  part files keep their keys) reads the manifest again. A run that uploads and removes nothing leaves it
+  as it is, unless it is missing or a stopped run's uploads are not in it yet.
 
-The record of uploads (UPLOADS in the staging folder: key -> size, mtime_ns, blake2b digest) is local,
-beside the files it describes, and written after each upload, so a run stopped midway uploads only what is
-left. It names the store's URI: another store starts afresh.
+The record of uploads (UPLOADS in the staging folder: key -> size, mtime_ns, blake2b digest, and whether
+the remote manifest is current) is local, beside the files it describes, and written after each upload and
+removal, so a run stopped midway uploads only what is left. It names the store's URI: another store starts
+afresh.
 
-One sync at a time per staging folder (UPLOAD_LOCK; a second waits): an import's compaction uploads beside
-a fetch's, and a sync removes the temporaries it finds, which only a stopped run's may be then.
+A sync holds the staging folder's lock exclusively (bulkfetch.locks.staging_lock; it waits): no compaction
+writes into the folder meanwhile (each holds it shared), and no other sync runs (an import's compaction
+uploads beside a fetch's), so the temporaries it finds with this folder's id are a stopped run's.
 """
 
 from __future__ import annotations
 
 import hashlib
+import secrets
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -32,15 +41,16 @@ from typing import Any
 
 import orjson
 
-from bulkfetch.errors import LockedError
-from bulkfetch.locks import Holder, hold
-from bulkfetch.object_store import ObjectStore, list_files, publish, remove, sweep_temporaries
+from bulkfetch.locks import Holder, staging_lock
+from bulkfetch.object_store import ObjectStore, list_objects, publish, remove, store_error, sweep_temporaries
 from bulkfetch.parquet_layout import PART_FILE
+from bulkfetch.s3_multipart import Cleanup, abort_unfinished_uploads
 from bulkfetch.store import atomic_write, read_json
 
 UPLOADS = ".uploads.json"  # in the staging folder; the leading dot keeps it out of `*/*/*/part-0.parquet`
 RUN_MANIFEST = "_bulkfetch.json"
-UPLOAD_LOCK = ".upload.lock"  # in the staging folder, out of the part files' pattern too
+MANIFEST_CURRENT = "manifest_current"  # in UPLOADS: whether the remote run manifest lists what was uploaded
+STAGING_ID = ".upload-id"  # in the staging folder: names its temporaries, so that its sync knows its own
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,7 @@ class SyncResult:
     uploaded: list[str]
     removed: list[str]
     swept: list[str]  # a killed run's temporaries
+    cleanup: Cleanup  # a killed run's unfinished multipart uploads
 
 
 def staged_parts(staging: Path) -> dict[str, LocalPart]:
@@ -80,12 +91,13 @@ def plan_sync(local: Mapping[str, LocalPart], recorded: Mapping[str, Mapping[str
     """Pure: which keys to upload and which remote part files to remove.
 
     A key is uploaded when its local (size, mtime_ns) is not what was recorded at its last upload, or when
-    the remote object is missing or not of the recorded size. A remote key is removed when it is a part file
-    (named PART_FILE) that is not staged: the partition is gone. Anything else remote is left alone.
+    the remote object is missing or not of the recorded size. A key is removed when this staging folder
+    uploaded it (it is recorded) and no longer stages it: the partition is gone. Anything else remote is left
+    alone: another data_dir sharing the prefix, or this one rebuilt on a new machine, wrote it.
     """
     upload = sorted(key for key, part in local.items()
                     if _recorded_part(recorded.get(key)) != part or remote.get(key) != part.size)
-    gone = sorted(key for key in remote if key.rpartition("/")[2] == PART_FILE and key not in local)
+    gone = sorted(key for key in recorded if key not in local)
     return SyncPlan(upload=upload, remove=gone)
 
 
@@ -93,58 +105,95 @@ def sync(store: ObjectStore, staging: Path, *, now: Callable[[], datetime] = lam
          on_upload: Callable[[str], None] | None = None,
          on_wait: Callable[[Holder], None] = lambda holder: None) -> SyncResult:
     """Make the remote dataset match the staged one (see the module docstring), after any other process's
-    sync of `staging` (`on_wait` is told who runs it). Raises the store's errors
+    compaction into `staging` or sync of it (`on_wait` is told who runs it). Raises the store's errors
     (bulkfetch.object_store.store_error); what was uploaded before stays recorded."""
-    with hold(staging / UPLOAD_LOCK, "upload", busy=lambda holder: LockedError(f"PID {holder.pid} uploads"),
-              wait=on_wait):
+    with staging_lock(staging, "upload", exclusive=True, on_wait=on_wait):
         return _sync(store, staging, now(), on_upload)
 
 
 def _sync(store: ObjectStore, staging: Path, written_at: datetime,
           on_upload: Callable[[str], None] | None) -> SyncResult:
-    remote = list_files(store)
-    swept = sweep_temporaries(store, list(remote))
+    objects = list_objects(store)
+    remote = {key: found.size for key, found in objects.items()}
+    owner = _staging_id(staging)
+    swept = sweep_temporaries(store, objects, written_at, owner)
+    cleanup = abort_unfinished_uploads(store, written_at, owner)
     local = staged_parts(staging)
     uploads = _load_uploads(staging / UPLOADS, store.uri)
     recorded: dict[str, Any] = uploads["files"]
     plan = plan_sync(local, recorded, remote)
+    if plan.upload or plan.remove:
+        uploads[MANIFEST_CURRENT] = False  # saved with the first upload: a stopped run's rerun publishes it
     for key in plan.upload:
         if on_upload:
             on_upload(key)
         path = staging / key
         digest = _digest(path)
-        publish(store, path, key)
+        publish(store, path, key, owner)
         part = local[key]
         recorded[key] = {"size": part.size, "mtime_ns": part.mtime_ns, "blake2b": digest}
         _save_uploads(staging / UPLOADS, uploads)
+    if not (uploads.get(MANIFEST_CURRENT) is True and RUN_MANIFEST in remote):
+        # Before the removals: a reader of the new manifest is never sent to a removed file.
+        current = {key: recorded[key] for key in local}
+        _publish_run_manifest(store, current, written_at, owner)
+        uploads[MANIFEST_CURRENT] = True
+        _save_uploads(staging / UPLOADS, uploads)
     for key in plan.remove:
         remove(store, key)
-    for key in [k for k in recorded if k not in local]:
         del recorded[key]
-    _save_uploads(staging / UPLOADS, uploads)
-    _publish_run_manifest(store, local, written_at)
-    return SyncResult(uploaded=plan.upload, removed=plan.remove, swept=swept)
+        _save_uploads(staging / UPLOADS, uploads)
+    return SyncResult(uploaded=plan.upload, removed=plan.remove, swept=swept, cleanup=cleanup)
 
 
-def run_manifest(local: Mapping[str, LocalPart], written_at: datetime) -> bytes:
-    """Pure: `_bulkfetch.json`'s bytes: the run's time (UTC, ISO 8601) and every part file with its size."""
-    files = [{"path": key, "size": local[key].size} for key in sorted(local)]
+def pending_sync(staging: Path, uri: str) -> SyncPlan:
+    """What the next sync to `uri` will upload and remove, judged from the local record alone (no request):
+    staged part files changed since their upload or never uploaded, and uploaded ones no longer staged."""
+    recorded: dict[str, Any] = _load_uploads(staging / UPLOADS, uri)["files"]
+    uploaded = {key: part.size for key, record in recorded.items() if (part := _recorded_part(record)) is not None}
+    return plan_sync(staged_parts(staging), recorded, uploaded)
+
+
+def read_run_manifest(store: ObjectStore) -> dict[str, Any] | None:
+    """The remote `_bulkfetch.json` (the last sync's time and part files); None when no sync wrote a readable
+    one yet. Raises the store's errors (bulkfetch.object_store.store_error)."""
+    try:
+        with store.fs.open_input_file(store.path(RUN_MANIFEST)) as stream:
+            manifest = orjson.loads(stream.read())
+    except FileNotFoundError:
+        return None
+    except orjson.JSONDecodeError:
+        return None  # damaged from outside: the next sync replaces it
+    except OSError as exc:
+        raise store_error(store, "cannot read", exc) from None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def run_manifest(current: Mapping[str, Mapping[str, Any]], written_at: datetime) -> bytes:
+    """Pure: `_bulkfetch.json`'s bytes: the run's time (UTC, ISO 8601) and every part file with its size
+    and blake2b digest (16 bytes, hex), from its upload's record: a reader holding this manifest checks
+    what it read against them, since the next run replaces part files at the same keys."""
+    files = [{"path": key, "size": current[key]["size"], "blake2b": current[key]["blake2b"]}
+             for key in sorted(current)]
     return orjson.dumps({"written_at": written_at.isoformat(timespec="seconds"), "files": files},
                         option=orjson.OPT_INDENT_2)
 
 
-def _publish_run_manifest(store: ObjectStore, local: Mapping[str, LocalPart], written_at: datetime) -> None:
+def _publish_run_manifest(store: ObjectStore, current: Mapping[str, Mapping[str, Any]], written_at: datetime,
+                          owner: str) -> None:
     with tempfile.TemporaryDirectory(prefix="bulkfetch-manifest-") as folder:
         path = Path(folder) / RUN_MANIFEST
-        path.write_bytes(run_manifest(local, written_at))
-        publish(store, path, RUN_MANIFEST)
+        path.write_bytes(run_manifest(current, written_at))
+        publish(store, path, RUN_MANIFEST, owner)
 
 
 def _recorded_part(record: Mapping[str, Any] | None) -> LocalPart | None:
     if not isinstance(record, Mapping):
         return None
     size, mtime_ns = record.get("size"), record.get("mtime_ns")
-    return LocalPart(size, mtime_ns) if isinstance(size, int) and isinstance(mtime_ns, int) else None
+    if not (isinstance(size, int) and isinstance(mtime_ns, int) and isinstance(record.get("blake2b"), str)):
+        return None  # uploaded again: the run manifest needs its digest
+    return LocalPart(size, mtime_ns)
 
 
 def _load_uploads(path: Path, uri: str) -> dict[str, Any]:
@@ -160,6 +209,20 @@ def _load_uploads(path: Path, uri: str) -> dict[str, Any]:
 
 def _save_uploads(path: Path, uploads: dict[str, Any]) -> None:
     atomic_write(path, orjson.dumps(uploads))
+
+
+def _staging_id(staging: Path) -> str:
+    """The staging folder's id (made on first use): its temporaries carry it (see
+    bulkfetch.object_store.is_stale_temporary)."""
+    try:
+        found = (staging / STAGING_ID).read_text().strip()
+    except (FileNotFoundError, UnicodeDecodeError):
+        found = ""
+    if len(found) == 16 and all(c in "0123456789abcdef" for c in found):
+        return found
+    made = secrets.token_hex(8)
+    atomic_write(staging / STAGING_ID, made.encode())
+    return made
 
 
 def _digest(path: Path) -> str:

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from bulkfetch.dataset_root import DatasetRoot, local_root
 from bulkfetch.parquet_layout import PARTITION_SCHEMA
 
 RUN_SPORTS = ("Run", "TrailRun", "VirtualRun")
@@ -29,10 +30,12 @@ class PaceBucket:
     from_files: int = 0  # of `splits`, those derived from an account export's device files (source "file")
 
 
-def dataset(parquet_dir: Path, table: str) -> ds.Dataset:
-    """One table with its hive partition columns, `athlete_id` and `year`."""
+def dataset(parquet_dir: Path | DatasetRoot, table: str) -> ds.Dataset:
+    """One table with its hive partition columns, `athlete_id` and `year`, from a local folder or wherever
+    `parquet_dir` says (an object store's dataset: bulkfetch.dataset_root)."""
+    root = parquet_dir if isinstance(parquet_dir, DatasetRoot) else local_root(parquet_dir)
     partitioning = ds.partitioning(PARTITION_SCHEMA, flavor="hive")
-    return ds.dataset(parquet_dir / table, format="parquet", partitioning=partitioning)
+    return ds.dataset(root.table_path(table), filesystem=root.fs, format="parquet", partitioning=partitioning)
 
 
 def read_table(parquet_dir: Path, table: str) -> pa.Table:

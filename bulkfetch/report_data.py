@@ -13,12 +13,12 @@ import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from bulkfetch import pace
+from bulkfetch.dataset_root import DatasetRoot
 from bulkfetch.errors import ConfigError
 from bulkfetch.report import dataset
 
@@ -80,10 +80,10 @@ class Run:
         return None if any(s.rise_m is None for s in self.splits) else self.total_gain_m
 
 
-def read_runs(parquet_dir: Path, query: ReportQuery) -> dict[int, list[Run]]:
+def read_runs(parquet_dir: DatasetRoot, query: ReportQuery) -> dict[int, list[Run]]:
     """Each athlete's runs of the query's sports and dates, from the splits table and the activities'
     workout_type and total_elevation_gain. ConfigError (one line) when there is nothing to report on."""
-    splits = dataset(parquet_dir, query.table) if (parquet_dir / query.table).is_dir() else None
+    splits = dataset(parquet_dir, query.table) if parquet_dir.has_table(query.table) else None
     if splits is None or not splits.files:  # a folder without a file has no columns to filter on either
         raise ConfigError(f"no {query.table} table in {parquet_dir}", hint="run 'bulkfetch fetch' (or import an "
                                                                              "export) first")
@@ -117,12 +117,12 @@ def _condition(query: ReportQuery) -> ds.Expression:
     return condition
 
 
-def read_stream_rows(parquet_dir: Path, condition: ds.Expression,
+def read_stream_rows(parquet_dir: DatasetRoot, condition: ds.Expression,
                      activity_ids: set[int]) -> dict[int, list[tuple[float, float, float]]]:
     """Each of `activity_ids`' streams as pace.stream_rows cuts them, from the streams table's needed
     columns and matching rows only; {} without a streams table. Readings without a time or a moving flag
     are left out (streams fetched without `moving` give a run no rows: its splits serve instead)."""
-    if not activity_ids or not (parquet_dir / "streams").is_dir():
+    if not activity_ids or not parquet_dir.has_table("streams"):
         return {}
     streams = dataset(parquet_dir, "streams")
     if not streams.files:
@@ -144,9 +144,9 @@ def read_stream_rows(parquet_dir: Path, condition: ds.Expression,
     return out
 
 
-def _activity_facts(parquet_dir: Path, activity_ids: set[int]) -> dict[int, tuple[bool, float | None]]:
+def _activity_facts(parquet_dir: DatasetRoot, activity_ids: set[int]) -> dict[int, tuple[bool, float | None]]:
     """Per activity: is it a race (workout_type 1), and its total_elevation_gain."""
-    if not (parquet_dir / "activities").is_dir():
+    if not parquet_dir.has_table("activities"):
         return {}
     table = dataset(parquet_dir, "activities").to_table(
         columns=["id", "workout_type", "total_elevation_gain"], filter=ds.field("id").isin(sorted(activity_ids)))

@@ -1,4 +1,6 @@
-"""`bulkfetch status`: what is on disk, what is left, the last seen quota and the ETA. Sends no request."""
+"""`bulkfetch status`: what is on disk, what is left, the last seen quota and the ETA, and where the Parquet
+is. Sends no request to Strava; a remote parquet_dir's last upload is read from the store (its
+_bulkfetch.json), what is left to upload from the local record alone."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from typing import Any
 
 from bulkfetch.config import Config
 from bulkfetch.derive import iso_utc
-from bulkfetch.errors import StorageError
+from bulkfetch.errors import BulkfetchError, StorageError
 from bulkfetch.export_view import ExportView, Overview
 from bulkfetch.pipeline import (
     load_failures,
@@ -76,7 +78,30 @@ def collect_status(config: Config, now: float | None = None) -> dict[str, Any]:
         "import_only": import_only,
         "export": _export_totals([report["export"] for report in reports if report["export"] is not None]),
         "athletes": reports,
+        "parquet": _parquet_json(config),
     }
+
+
+def _parquet_json(config: Config) -> dict[str, Any]:
+    """Where the Parquet is; for a remote parquet_dir also its staging folder, the last upload (the remote
+    run manifest's time, part files and bytes; `remote_error` when the store cannot say) and the part files
+    the next fetch or compact uploads or removes."""
+    uri = config.storage.parquet_uri
+    if uri is None:
+        return {"location": str(config.storage.parquet_dir), "remote": False}
+    from bulkfetch.object_store import open_store
+    from bulkfetch.remote_sync import pending_sync, read_run_manifest
+
+    pending = pending_sync(config.storage.parquet_dir, uri)
+    try:
+        manifest, error = read_run_manifest(open_store(uri, config.storage.parquet_options)), None
+    except BulkfetchError as exc:
+        manifest, error = None, str(exc)
+    files = manifest.get("files") if manifest else None
+    last = {"written_at": manifest.get("written_at"), "part_files": len(files),
+            "bytes": sum(f.get("size", 0) for f in files if isinstance(f, dict))} if isinstance(files, list) else None
+    return {"location": uri, "remote": True, "staging": str(config.storage.parquet_dir), "last_upload": last,
+            "remote_error": error, "pending_uploads": len(pending.upload), "pending_removals": len(pending.remove)}
 
 
 def athlete_report(athlete: AthleteDir, config: Config, now: float | None = None) -> dict[str, Any]:
@@ -180,7 +205,8 @@ def _quota_json(view: UsageView) -> dict[str, Any]:
 
 
 def render_status(report: dict[str, Any]) -> str:
-    head = f"data_dir   {report['data_dir']}  ({_athletes_text(report)})"
+    head = (f"data_dir   {report['data_dir']}  ({_athletes_text(report)})\n"
+            f"parquet    {parquet_text(report['parquet'])}")
     if report["import_only"]:  # no tokens, never listed: what the import gave, and how the API would add to it
         return "\n".join([head, *export_lines(report["export"]),
                           "api        not connected: 'bulkfetch auth' connects the athlete, then 'bulkfetch fetch' "
@@ -216,6 +242,25 @@ def render_status(report: dict[str, Any]) -> str:
         lines.append(f"ETA        {report['eta']} for {at_least}{remaining:,} request{'' if remaining == 1 else 's'}"
                      f" at the current quota ({pages:,} of them list page{'' if pages == 1 else 's'})")
     return "\n".join(lines)
+
+
+def parquet_text(parquet: dict[str, Any]) -> str:
+    """Where the Parquet is; for a remote one, its last upload and what the next run uploads or removes."""
+    if not parquet["remote"]:
+        return parquet["location"]
+    where = f"{parquet['location']} (staged in {parquet['staging']})"
+    last = parquet["last_upload"]
+    if parquet["remote_error"]:
+        uploaded = f"the last upload is unknown: {parquet['remote_error']}"
+    elif last is None:
+        uploaded = "nothing uploaded yet"
+    else:
+        uploaded = (f"last upload {last['written_at']}: {count(last['part_files'], 'part file')}, "
+                    f"{last['bytes']:,} bytes")
+    waiting = [f"{parquet['pending_uploads']:,} to upload" if parquet["pending_uploads"] else "",
+               f"{parquet['pending_removals']:,} to remove" if parquet["pending_removals"] else ""]
+    pending = " and ".join(part for part in waiting if part)
+    return f"{where}; {uploaded}" + (f"; part files {pending} at the next fetch or compact" if pending else "")
 
 
 def export_lines(export: dict[str, Any]) -> list[str]:

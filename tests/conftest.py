@@ -160,6 +160,14 @@ class S3Server:
         self.filesystem().create_dir(name)
         return name
 
+    def authenticate_after(self, count: str) -> None:
+        """moto's switch: refuse every key after `count` more requests ("inf": accept the test's again)."""
+        import urllib.request
+
+        request = urllib.request.Request(f"http://{self.endpoint}/moto-api/reset-auth", data=count.encode(),
+                                         headers={"Content-Type": "text/plain"})
+        urllib.request.urlopen(request, timeout=5).close()
+
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:

@@ -154,11 +154,11 @@ def test_status_and_athletes_show_what_the_import_gave_an_athlete_without_tokens
     capsys.readouterr()
     assert cli(config, "status") == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in lines] == ["data_dir", "export", "files", "1", "api"]  # no listed/quota/ETA
-    assert lines[1].startswith("export     2 activities from activities.csv, imported 20")
-    assert lines[2] == "files      1 decoded, 1 truncated (kept up to the cut), 0 unreadable; " \
+    assert [line.split()[0] for line in lines] == ["data_dir", "parquet", "export", "files", "1", "api"]  # no quota
+    assert lines[2].startswith("export     2 activities from activities.csv, imported 20")
+    assert lines[3] == "files      1 decoded, 1 truncated (kept up to the cut), 0 unreadable; " \
                        "2 activities' streams from files"
-    assert "not connected: 'bulkfetch auth'" in lines[4]
+    assert "not connected: 'bulkfetch auth'" in lines[5]
     report = status_json(config, capsys)
     assert (report["import_only"], report["remaining_requests"], report["eta"]) == (True, 0, None)
     athlete = report["athletes"][0]  # the JSON says what the text does: nothing to list, no quota, streams from files

@@ -7,12 +7,13 @@ import fcntl
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from bulkfetch.errors import LockedError
-from bulkfetch.locks import data_dir_lock, import_lock
+from bulkfetch.locks import Holder, data_dir_lock, import_lock, staging_lock
 
 
 def test_the_run_lock_names_its_holder_and_dies_with_it(tmp_path: Path) -> None:
@@ -74,3 +75,43 @@ def test_a_lock_file_written_by_someone_else_names_no_nonsense(tmp_path: Path) -
                 pass
     finally:
         os.close(fd)
+
+
+def _exclusive_after(tmp_path: Path, waits: list[Holder], events: list[str]) -> threading.Thread:
+    """A sync's exclusive hold of the staging folder, taken in a thread (another open file: flock tells
+    it from this thread's hold as it tells processes apart)."""
+    def upload() -> None:
+        with staging_lock(tmp_path, "upload", exclusive=True, on_wait=waits.append):
+            events.append("uploading")
+    return threading.Thread(target=upload)
+
+
+def test_compactions_share_the_staging_folder_and_a_sync_waits_for_them_all(tmp_path: Path) -> None:
+    waits: list[Holder] = []
+    events: list[str] = []
+    with staging_lock(tmp_path, "compaction", exclusive=False, on_wait=waits.append), \
+            staging_lock(tmp_path, "compaction", exclusive=False, on_wait=waits.append):
+        assert waits == []  # two compactions (a fetch's, an import's) side by side
+        sync = _exclusive_after(tmp_path, waits, events)
+        sync.start()
+        sync.join(0.5)
+        assert sync.is_alive() and events == [] and waits == [Holder(str(os.getpid()), "compaction")]
+        events.append("compacted")
+    sync.join(5)
+    assert events == ["compacted", "uploading"]
+
+
+def test_a_compaction_waits_for_the_sync_under_way(tmp_path: Path) -> None:
+    waits: list[Holder] = []
+    events: list[str] = []
+    with staging_lock(tmp_path, "upload", exclusive=True, on_wait=waits.append):
+        def compaction() -> None:
+            with staging_lock(tmp_path, "compaction", exclusive=False, on_wait=waits.append):
+                events.append("compacting")
+        other = threading.Thread(target=compaction)
+        other.start()
+        other.join(0.5)
+        assert other.is_alive() and waits == [Holder(str(os.getpid()), "upload")]
+        events.append("uploaded")
+    other.join(5)
+    assert events == ["uploaded", "compacting"]

@@ -7,6 +7,9 @@ import re
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -17,9 +20,12 @@ import pytest
 
 from bulkfetch.cli import main
 from bulkfetch.parquet_layout import PARTITION_SCHEMA
+from bulkfetch.remote_sync import STAGING_ID
 from bulkfetch.schema import TABLES
 from bulkfetch.simulator import SimulatorSettings, SimulatorThread
-from tests.conftest import REPO, cli_env, run_cli, simulator_config_text
+from tests.conftest import REPO, S3Server, cli_env, run_cli, simulator_config_text
+
+ACCESS_CHECK_REQUESTS = 7  # what bulkfetch.object_store.check_access sends (moto counts them; measured)
 
 SORT_KEYS = ("athlete_id", "year")
 
@@ -115,7 +121,7 @@ def test_fetch_says_a_missing_bucket_before_any_request(tmp_path: Path, s3_serve
     assert "the bucket no-such-bucket does not exist" in err and "testing-secret" not in err
 
 
-@pytest.mark.parametrize("command", [["fetch"], ["compact"]])
+@pytest.mark.parametrize("command", [["fetch"], ["compact"], ["report"]])
 def test_an_unreachable_store_exits_75(tmp_path: Path, command: list[str], capsys) -> None:
     import socket
 
@@ -126,8 +132,34 @@ def test_an_unreachable_store_exits_75(tmp_path: Path, command: list[str], capsy
         config = _config(tmp_path, sim, "r", 'parquet_dir = "s3://bucket/x"\n[storage.parquet_options]\n'
                                              f'endpoint_override = "127.0.0.1:{port}"\nscheme = "http"\n'
                                              'region = "us-east-1"\n')
-        assert main(["--config", str(config), *command]) == 75
+        out = ["--out", str(tmp_path / "report.html")] if command == ["report"] else []
+        assert main(["--config", str(config), *command, *out]) == 75
     assert "did not answer" in capsys.readouterr().err
+
+
+def test_a_store_lost_during_the_fetch_exits_75_after_the_fetchs_summary(tmp_path: Path, s3_server) -> None:
+    """The store answers the start-of-run check, then goes away while the fetch runs: the upload at the
+    end fails (exit 75), and the user still sees what was fetched, before the one-line error."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)  # this test's own: it stops it
+    server.start()
+    store = S3Server(f"127.0.0.1:{server._server.server_port}")
+    store.filesystem().create_dir("lost")
+    with SimulatorThread(SimulatorSettings(activities=8, seed=1, latency_s=0.1)) as sim:
+        config = _config(tmp_path, sim, "r", 'parquet_dir = "s3://lost/x"\n' + store.options_toml())
+        process = subprocess.Popen([sys.executable, "-m", "bulkfetch", "--config", str(config), "fetch"],
+                                   env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 30
+        while not [r for r in sim.request_log if r.counted] and time.monotonic() < deadline:
+            time.sleep(0.02)  # the access check is behind it once Strava is asked
+        server.stop()
+        output = process.communicate(timeout=60)[0]
+    assert process.returncode == 75, output
+    lines = output.splitlines()
+    summary = next(i for i, line in enumerate(lines) if line.startswith("listed 8 activities; fetched 8"))
+    error = next(i for i, line in enumerate(lines) if "did not answer" in line)
+    assert summary < error == len(lines) - 1, output  # the one-line error ends the output
 
 
 def _fetched_to_s3(tmp_path: Path, s3_server) -> tuple[Path, str]:
@@ -198,7 +230,10 @@ def test_import_uploads_the_imported_athletes_parquet(tmp_path: Path, s3_server)
             "activities/athlete_id=55/year=2024/part-0.parquet", "_bulkfetch.json"} <= set(keys)
 
 
-def test_purging_an_athlete_removes_its_partitions_from_the_bucket(tmp_path: Path, s3_server, monkeypatch) -> None:
+@contextmanager
+def _team_fetched_to_s3(tmp_path: Path, s3_server, monkeypatch) -> Iterator[tuple[Path, list[int], str]]:
+    """Two athletes fetched into a new bucket: the config, their ids and the dataset root, while the
+    simulator runs."""
     from tests.test_athletes import team
 
     root = f"{s3_server.new_bucket()}/strava"
@@ -209,15 +244,127 @@ def test_purging_an_athlete_removes_its_partitions_from_the_bucket(tmp_path: Pat
         with config.open("a") as file:
             file.write(f'parquet_dir = "s3://{root}"\n' + s3_server.options_toml())
         assert main(["--config", str(config), "fetch"]) == 0
-        kept, purged = sim.athlete_ids
-        s3 = s3_server.filesystem()
+        yield config, list(sim.athlete_ids), root
 
-        def athletes_in_bucket() -> set[str]:
-            return {key.split("/")[1] for key in _remote_keys(s3, root) if key.endswith("part-0.parquet")}
 
-        assert athletes_in_bucket() == {f"athlete_id={kept}", f"athlete_id={purged}"}
+def _athletes_in_bucket(s3_server, root: str) -> set[str]:
+    return {key.split("/")[1] for key in _remote_keys(s3_server.filesystem(), root) if key.endswith("part-0.parquet")}
+
+
+def test_purging_an_athlete_removes_its_partitions_from_the_bucket(tmp_path: Path, s3_server, monkeypatch) -> None:
+    with _team_fetched_to_s3(tmp_path, s3_server, monkeypatch) as (config, (kept, purged), root):
+        assert _athletes_in_bucket(s3_server, root) == {f"athlete_id={kept}", f"athlete_id={purged}"}
         assert main(["--config", str(config), "athletes", "remove", str(purged), "--purge"]) == 0
-        assert athletes_in_bucket() == {f"athlete_id={kept}"}
-        with s3.open_input_file(f"{root}/_bulkfetch.json") as stream:
+        assert _athletes_in_bucket(s3_server, root) == {f"athlete_id={kept}"}
+        with s3_server.filesystem().open_input_file(f"{root}/_bulkfetch.json") as stream:
             listed = {f["path"].split("/")[1] for f in orjson.loads(stream.read())["files"]}
         assert listed == {f"athlete_id={kept}"}
+
+
+def test_report_reads_the_remote_dataset_from_a_config_without_the_staging_copy(tmp_path: Path, s3_server,
+                                                                              capsys) -> None:
+    """A user on another machine: only the bucket and its options in the config, no data_dir at all; the
+    report is the one the staging copy (the same files) gives."""
+    _, root = _fetched_to_s3(tmp_path, s3_server)
+    staging = tmp_path / "remote" / "data" / "parquet-staging"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    remote = elsewhere / "config.toml"
+    remote.write_text(f'[storage]\ndata_dir = "data"\nparquet_dir = "s3://{root}"\n' + s3_server.options_toml())
+    local = elsewhere / "local.toml"
+    local.write_text(f'[storage]\ndata_dir = "data"\nparquet_dir = "{staging}"\n')
+    capsys.readouterr()
+    reports = []
+    for config in (remote, local):
+        assert main(["--config", str(config), "report", "--out", str(elsewhere / f"{config.stem}.html")]) == 0
+        reports.append(capsys.readouterr().out.splitlines()[1:])  # after the HTML file's path
+    assert reports[0] == reports[1] and any("splits" in line for line in reports[0]), reports
+    assert not (elsewhere / "data").exists()
+
+
+def test_status_says_where_the_parquet_is_its_last_upload_and_what_waits(tmp_path: Path, s3_server,
+                                                                       capsys) -> None:
+    config, root = _fetched_to_s3(tmp_path, s3_server)
+    parts = {k: v for k, v in _remote_keys(s3_server.filesystem(), root).items() if k.endswith("part-0.parquet")}
+    capsys.readouterr()
+    assert main(["--config", str(config), "status", "--json"]) == 0
+    parquet = orjson.loads(capsys.readouterr().out)["parquet"]
+    assert parquet["location"] == f"s3://{root}" and parquet["remote_error"] is None
+    assert parquet["last_upload"]["part_files"] == len(parts) > 4
+    assert parquet["last_upload"]["bytes"] == sum(parts.values())
+    assert (parquet["pending_uploads"], parquet["pending_removals"]) == (0, 0)
+
+    staged = sorted((tmp_path / "remote" / "data" / "parquet-staging").glob("*/*/*/part-0.parquet"))
+    staged[0].write_bytes(staged[0].read_bytes())  # rewritten since its upload: the next run uploads it
+    staged[1].unlink()  # a partition gone: the next run removes it from the bucket
+    assert main(["--config", str(config), "status"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("parquet "))
+    assert line.startswith(f"parquet    s3://{root} (staged in ") and f"{len(parts)} part files, " in line
+    assert line.endswith("; part files 1 to upload and 1 to remove at the next fetch or compact"), line
+
+
+def test_the_next_run_aborts_a_stopped_runs_unfinished_multipart_uploads_only(tmp_path: Path, s3_server,
+                                                                            capsys) -> None:
+    """What SIGKILL mid-upload leaves besides the temporary object: a multipart upload never completed
+    (invisible parts, stored and billed). The next run aborts it; anyone else's upload stays."""
+    import boto3
+
+    config, root = _fetched_to_s3(tmp_path, s3_server)
+    bucket, prefix = root.split("/", 1)
+    client = boto3.client("s3", endpoint_url=f"http://{s3_server.endpoint}", region_name="us-east-1")
+    owner = next(tmp_path.rglob(STAGING_ID)).read_text()  # this staging folder's, so stale at once
+    stopped = f"{prefix}/activities/athlete_id=1/year=2024/.part-0.parquet.upload-{owner}-999-abcd"
+    others = f"{prefix}/notes/big-file.bin"
+    for key in (stopped, others):
+        upload = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+        client.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=1, Body=b"x" * 1024)
+    capsys.readouterr()
+    assert main(["--config", str(config), "compact"]) == 0
+    assert "1 unfinished upload(s) of a stopped run cleaned up" in capsys.readouterr().err
+    left = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    assert [upload["Key"] for upload in left] == [others]
+
+
+def test_hdfs_without_hadoops_libraries_is_one_line(tmp_path: Path) -> None:
+    with SimulatorThread(SimulatorSettings(activities=1, seed=1)) as sim:
+        config = _config(tmp_path, sim, "r", 'parquet_dir = "hdfs://127.0.0.1:9/x"\n')
+        run = subprocess.run([sys.executable, "-m", "bulkfetch", "--config", str(config), "compact"],
+                             capture_output=True, text=True, env=cli_env(), timeout=60)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert "HDFS needs Hadoop's libraries (libjvm, libhdfs)" in run.stderr
+
+
+def test_an_unreachable_gcs_endpoint_exits_75_within_seconds(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with SimulatorThread(SimulatorSettings(activities=1, seed=1)) as sim:
+        config = _config(tmp_path, sim, "r", 'parquet_dir = "gs://bucket/x"\n[storage.parquet_options]\n'
+                                             f'endpoint_override = "127.0.0.1:{port}"\nscheme = "http"\n')
+        started = time.monotonic()
+        # The metadata server GCS asks for credentials is pointed at the closed port too: nothing leaves loopback.
+        run = subprocess.run([sys.executable, "-m", "bulkfetch", "--config", str(config), "compact"],
+                             capture_output=True, text=True, timeout=90,
+                             env={**cli_env(), "GCE_METADATA_HOST": f"127.0.0.1:{port}",
+                                  "GCE_METADATA_ROOT": f"127.0.0.1:{port}"})
+    assert run.returncode == 75 and "did not answer" in run.stderr, run.stderr
+    assert time.monotonic() - started < 45
+
+
+def test_a_purge_whose_removal_the_store_refuses_says_compact_finishes_it(tmp_path: Path, s3_server,
+                                                                         monkeypatch, capsys) -> None:
+    """The purge is done locally when the store refuses the removal; a rerun of it finds no such athlete."""
+    with _team_fetched_to_s3(tmp_path, s3_server, monkeypatch) as (config, (kept, purged), root):
+        capsys.readouterr()
+        # The access check passes; the sync's listing, after it, is refused.
+        s3_server.authenticate_after(str(ACCESS_CHECK_REQUESTS))
+        try:
+            assert main(["--config", str(config), "athletes", "remove", str(purged), "--purge"]) == 2
+        finally:
+            s3_server.authenticate_after("inf")
+        err = capsys.readouterr().err
+        assert "access denied" in err and "then run 'bulkfetch compact' to remove its partitions there" in err
+        assert main(["--config", str(config), "compact"]) == 0
+        assert _athletes_in_bucket(s3_server, root) == {f"athlete_id={kept}"}

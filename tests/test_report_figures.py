@@ -19,6 +19,7 @@ import pytest
 
 from bulkfetch import pace
 from bulkfetch.cli import main
+from bulkfetch.dataset_root import local_root
 from bulkfetch.report import dataset
 from bulkfetch.report_data import Run, SplitRow, athlete_report, gap_figure, grade_figure, read_stream_rows, used_splits
 from bulkfetch.simulator import SimulatorSettings, SimulatorThread
@@ -241,7 +242,7 @@ def test_stream_rows_come_from_the_chosen_runs_with_time_and_moving_only(tmp_pat
     pq.write_to_dataset(table, tmp_path / "streams", partitioning=["athlete_id", "year"],
                         partitioning_flavor="hive")
     condition = pc.field("sport_type").isin(["Run"])
-    rows = read_stream_rows(tmp_path, condition, {1, 2, 3})
+    rows = read_stream_rows(local_root(tmp_path), condition, {1, 2, 3})
     assert rows == {1: [(100.0, 4.0, 4.0), (100.0, 4.0, 4.0), (50.0, 2.0, 2.0)]}
-    assert read_stream_rows(tmp_path, condition, {2}) == {}
-    assert read_stream_rows(tmp_path / "no-parquet", condition, {1}) == {}
+    assert read_stream_rows(local_root(tmp_path), condition, {2}) == {}
+    assert read_stream_rows(local_root(tmp_path / "no-parquet"), condition, {1}) == {}
