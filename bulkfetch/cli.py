@@ -894,6 +894,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     course = None
     if args.predict is not None:
         try:
+            if Path(args.predict).is_file() and not args.predict.lower().endswith(".gpx"):
+                raise ValueError(f"{args.predict} is not a .gpx file: a course is a GPX file or DISTANCE+CLIMB")
             course = (args.predict, _gpx_course(Path(args.predict)) if args.predict.lower().endswith(".gpx")
                       else pace.parse_course(args.predict))
         except ValueError as error:

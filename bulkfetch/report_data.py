@@ -14,12 +14,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from bulkfetch import pace
 from bulkfetch.dataset_root import DatasetRoot
-from bulkfetch.errors import ConfigError
+from bulkfetch.errors import ConfigError, StorageError
 from bulkfetch.report import dataset
 
 DEFAULT_SPORTS = frozenset({"Run", "TrailRun"})
@@ -82,7 +83,16 @@ class Run:
 
 def read_runs(parquet_dir: DatasetRoot, query: ReportQuery) -> dict[int, list[Run]]:
     """Each athlete's runs of the query's sports and dates, from the splits table and the activities'
-    workout_type and total_elevation_gain. ConfigError (one line) when there is nothing to report on."""
+    workout_type and total_elevation_gain (and the streams, where there are). ConfigError (one line) when
+    there is nothing to report on, StorageError when a Parquet file is damaged."""
+    try:
+        return _read_runs(parquet_dir, query)
+    except pa.ArrowInvalid as exc:  # an emptied or cut file: compaction writes them whole again from raw
+        raise StorageError(f"a Parquet file in {parquet_dir} cannot be read ({str(exc).splitlines()[0]})",
+                           hint="run 'bulkfetch compact --rebuild' to write the tables again") from None
+
+
+def _read_runs(parquet_dir: DatasetRoot, query: ReportQuery) -> dict[int, list[Run]]:
     splits = dataset(parquet_dir, query.table) if parquet_dir.has_table(query.table) else None
     if splits is None or not splits.files:  # a folder without a file has no columns to filter on either
         raise ConfigError(f"no {query.table} table in {parquet_dir}", hint="run 'bulkfetch fetch' (or import an "

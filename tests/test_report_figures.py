@@ -148,6 +148,11 @@ def test_report_refuses_an_empty_or_missing_dataset(tmp_path: Path, write_config
     assert "no splits_metric table" in _one_line_exit_2(run_cli("--config", str(config), "report"))
     (tmp_path / "data" / "parquet" / "splits_metric" / "athlete_id=1").mkdir(parents=True)
     assert "no splits_metric table" in _one_line_exit_2(run_cli("--config", str(config), "report"))
+    damaged = tmp_path / "data" / "parquet" / "splits_metric" / "athlete_id=1" / "year=2024" / "part-0.parquet"
+    damaged.parent.mkdir()
+    damaged.write_bytes(b"")  # a file emptied by a full disk or a bad copy
+    line = _one_line_exit_2(run_cli("--config", str(config), "report"))
+    assert "cannot be read" in line and "compact --rebuild" in line
 
 
 def test_report_refuses_filters_that_leave_no_split(demo_report) -> None:
@@ -194,6 +199,8 @@ def test_report_predicts_over_a_gpx_course_or_refuses_it_in_one_line(demo_report
     (tmp_path / "bad.gpx").write_text("<gpx>")
     assert "is not XML" in _one_line_exit_2(run_cli(*config, "--predict", str(tmp_path / "bad.gpx")))
     assert "cannot read" in _one_line_exit_2(run_cli(*config, "--predict", str(tmp_path / "none.gpx")))
+    (tmp_path / "run.tcx").write_text("<TrainingCenterDatabase/>")
+    assert "is not a .gpx file" in _one_line_exit_2(run_cli(*config, "--predict", str(tmp_path / "run.tcx")))
 
 
 def _run_ids(parquet_dir: Path, table: str) -> set[int]:
