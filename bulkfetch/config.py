@@ -320,6 +320,11 @@ def _check_parquet_uri(label: str, uri: str) -> str:
                           hint="put endpoint_override, region or scheme in [storage] parquet_options")
     if not authority:
         raise ConfigError(f"{label} names no bucket (got {scheme}://)", hint=f"write {scheme}://BUCKET/PREFIX")
+    # Object keys are names, not paths: `..` or `//` would be kept as is by some calls and resolved by
+    # others (an upload then lands beside the dataset and its copy fails).
+    if any(part in ("", ".", "..") for part in rest.rstrip("/").split("/")[1:]):
+        raise ConfigError(f"{label}: the prefix has an empty, '.' or '..' part",
+                          hint=f"write {scheme}://BUCKET/PREFIX with plain names between the slashes")
     return f"{scheme}://{rest.rstrip('/')}"
 
 

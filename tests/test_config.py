@@ -131,6 +131,8 @@ def test_remote_parquet_dir_keeps_its_uri_and_stages_locally(write_config) -> No
     ({"parquet_dir": "s3://bucket/p?secret_key=wJalrSECRET"}, "[storage] parquet_dir must not contain options"),
     ({"parquet_dir": "ftp://bucket"}, "[storage] parquet_dir: ftp:// is not supported"),
     ({"parquet_dir": "s3://"}, "[storage] parquet_dir names no bucket"),
+    ({"parquet_dir": "s3://b/strava/../x"}, "[storage] parquet_dir: the prefix has an empty, '.' or '..' part"),
+    ({"parquet_dir": "s3://b//strava"}, "[storage] parquet_dir: the prefix has an empty, '.' or '..' part"),
     ({"parquet_dir": "s3://b", "parquet_options": {"secret_key": "wJalrSECRET"}},
      "[storage] parquet_options: secret_key is a credential"),
     ({"parquet_dir": "s3://b", "parquet_options": {"access_key": "AKIDSECRET"}},
