@@ -463,13 +463,18 @@ def _compact(data_dir: Path, parquet_dir: Path, reporter: Reporter, *, rebuild: 
                     break
                 reporter.info(f"an import ended during the compaction: compacting {len(athletes)} athlete(s) "
                               "again")
-        if remote is not None:
-            _upload(remote, parquet_dir, reporter)
     except KeyboardInterrupt:
         raise Interrupted("compaction stopped; the raw data is saved and every Parquet file is whole "
                           "(old or new), rerun 'bulkfetch compact' to finish it") from None
     who = f" ({len(read)} athletes)" if len(read) > 1 else ""
-    reporter.info(tally.line(f"compacted into {parquet_dir}{who}", read))
+    staged = f", staged for {remote.uri}" if remote is not None else ""
+    reporter.info(tally.line(f"compacted into {parquet_dir}{who}{staged}", read))
+    if remote is not None:  # last, so that the run's last line says where the tables are now
+        try:
+            _upload(remote, parquet_dir, reporter)
+        except KeyboardInterrupt:
+            raise Interrupted(f"upload stopped; every object in {remote.uri} is whole (old or new), rerun "
+                              "'bulkfetch compact' to finish it") from None
 
 
 def _compacting_into(parquet_dir: Path, remote: ObjectStore | None,
