@@ -56,7 +56,7 @@ import multiprocessing
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass, field
@@ -718,6 +718,7 @@ def _write_year(job: YearJob) -> YearOutcome:
             outcome.rows[table] = writer.rows
             if writer.commit():
                 outcome.changed_tables.append(table)
+        _sync_swapped(writers.values())
     except BaseException:
         for writer in writers.values():
             writer.abort()
@@ -778,11 +779,11 @@ class _PartitionWriter:
                              hint=_INTACT) from None
 
     def commit(self) -> bool:
-        """Swap the new file in (or remove the old one if the table has no rows); True if anything changed."""
+        """Swap the new file in (or remove the old one if the table has no rows); True if anything changed.
+        The swap is durable once `_sync_swapped` has fsynced its folder."""
         try:
             if self._writer is not None:
                 os.replace(self.temp, self.target)
-                fsync_dir(self.target.parent)
                 return True
             if self.target.exists():
                 _unlink(self.target)
@@ -793,6 +794,11 @@ class _PartitionWriter:
             raise WriteError(f"cannot replace {self.target} ({exc})",
                              hint="check the folder and rerun: rerunning rewrites this year") from None
 
+    @property
+    def swapped(self) -> bool:
+        """Whether `commit` put a new file in place (a folder entry to make durable)."""
+        return self._writer is not None
+
     def abort(self) -> None:
         if self._writer is not None:
             try:
@@ -800,6 +806,20 @@ class _PartitionWriter:
             except Exception:  # noqa: BLE001 - already failing; the temporary file goes either way
                 pass
         self.temp.unlink(missing_ok=True)
+
+
+def _sync_swapped(writers: Iterable[_PartitionWriter]) -> None:
+    """Make a year's swaps durable: each new file's folder fsynced, after every table's rename. Renames
+    first, then the fsyncs: on a journaling file system (ext4) the first fsync commits every rename in one
+    journal transaction and the others find nothing left to commit (one per table, each between two
+    renames, cost a commit each: about 1 ms apiece, 60 for the bench's 10 years)."""
+    for writer in writers:
+        if writer.swapped:
+            try:
+                fsync_dir(writer.target.parent)
+            except OSError as exc:
+                raise WriteError(f"cannot replace {writer.target} ({exc})",
+                                 hint="check the folder and rerun: rerunning rewrites this year") from None
 
 
 def _unlink(path: Path) -> None:
