@@ -338,15 +338,47 @@ def _values(rows: Sequence[dict[str, Any]], path: Path_, cache: _Cache) -> list[
 
     `cache` keeps the top levels, so twelve `segment.*` columns look up `segment` once.
     """
+    level = cache.get((path, False))
+    if level is not None:
+        return level
     if len(path) == 1:
-        level = cache.get((path, False))
-        if level is None:
-            level = cache[path, False] = list(map(_GET, rows, repeat(path[0])))  # a C loop: no bytecode per row
+        level = cache[path, False] = list(map(_GET, rows, repeat(path[0])))  # a C loop: no bytecode per row
         return level
     step = path[-1]
     if isinstance(step, int):
         return [v[step] if type(v) is list and len(v) > step else None for v in _values(rows, path[:-1], cache)]
     return list(map(_GET, _objects(rows, path[:-1], cache), repeat(step)))
+
+
+def _pull_rowwise(rows: Sequence[dict[str, Any]], paths: Sequence[Path_], cache: _Cache) -> None:
+    """Put the columns of `paths` one or two keys deep into `cache`, as `_values` would make them, but each
+    dict visited once for all its columns (one itemgetter call, then one transpose), not once per column:
+    ~30 columns walking ~14,000 dicts of a chunk each, out of the CPU's cache, cost about 20% more."""
+    _pull_level(rows, (), [path[0] for path in paths], cache)
+    for prefix in dict.fromkeys(path[:1] for path in paths if len(path) == 2):
+        _pull_level(_objects(rows, prefix, cache), prefix,
+                    [path[1] for path in paths if len(path) == 2 and path[:1] == prefix], cache)
+
+
+# `_pull_level` gives up after this many keys that some rows lack (each try costs a pass over the rows).
+_PULL_TRIES = 3
+
+
+def _pull_level(objects: Sequence[dict[str, Any]], prefix: Path_, keys: Sequence[str | int], cache: _Cache) -> None:
+    """The columns of `keys` below `prefix`, for the keys the first object has. A key another object lacks
+    is left out, and left to `_values`, as are the rest if more than _PULL_TRIES are lacking somewhere."""
+    present = [key for key in dict.fromkeys(keys) if type(key) is str and objects and key in objects[0]]
+    for _ in range(_PULL_TRIES):
+        if len(present) < 2:  # itemgetter of one key gives no tuple; `_values` does as well there
+            return
+        try:
+            columns = zip(*map(itemgetter(*present), objects))
+        except KeyError as lacking:
+            present.remove(lacking.args[0])
+            continue
+        for key, column in zip(present, columns):
+            cache[(*prefix, key), False] = list(column)
+        return
 
 
 def _objects(rows: Sequence[dict[str, Any]], path: Path_, cache: _Cache) -> list[dict[str, Any]]:
@@ -419,6 +451,7 @@ def build_tables(activities: Sequence[ActivityInput],
                 parents.extend([index] * len(kept))
                 sources.extend([source] * len(kept))
         parent_index = pa.array(parents, type=pa.int32())
+        _pull_rowwise(children, [c.path for c in COLUMNS[name] if not c.from_activity and c.name != "source"], cache)
         arrays = []
         for column in COLUMNS[name]:
             if column.from_activity:

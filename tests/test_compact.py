@@ -239,6 +239,18 @@ def expected_pace(store: RawStore) -> list[tuple]:
     return [(k, n, int(t), round(d, 1)) for k, (n, t, d) in sorted(buckets.items())]
 
 
+def test_detail_tables_are_dictionary_encoded_only_where_values_repeat(built):
+    """Near-unique columns skip the dictionary (trying one costs a fifth of the write); the chosen ones keep it."""
+    _, parquet_dir = built
+    for table, chosen in compact_module.DICTIONARY_COLUMNS.items():
+        path = partition_path(parquet_dir, table, ATHLETE_ID, YEARS[0])
+        metadata = pq.ParquetFile(path).metadata
+        columns = [metadata.row_group(0).column(i) for i in range(metadata.num_columns)]
+        assert set(chosen) <= {column.path_in_schema for column in columns}, table
+        encoded = {column.path_in_schema for column in columns if column.dictionary_page_offset is not None}
+        assert encoded == set(chosen), table
+
+
 def test_duckdb_reads_every_table_and_answers_the_pace_question_per_athlete(two_athletes, tmp_path):
     duckdb = pytest.importorskip("duckdb")
     store, other, parquet_dir = two_athletes

@@ -254,6 +254,35 @@ def test_child_row_count_is_the_sum_of_list_lengths(split_counts):
     assert tables["activities"]["has_detail"].to_pylist() == [n is not None for n in split_counts]
 
 
+def _at(item, path):
+    """The value at `path` in one JSON item, walked one step at a time (None where a step is missing)."""
+    for step in path:
+        if type(step) is str:
+            item = item.get(step) if type(item) is dict else None
+        else:
+            item = item[step] if type(item) is list and len(item) > step else None
+    return item
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(min_value=0, max_value=2**40), st.sampled_from(["object", "none", "list"])),
+                min_size=1, max_size=6))
+def test_child_rows_equal_their_items_value_by_value_whatever_keys_they_lack(detail, shapes):
+    """Rows are pulled row-wise while every item has the keys; items lacking some, or with a segment that
+    is not an object, must give the same values as walking each item's path alone."""
+    base = detail["segment_efforts"][0]
+    items = []
+    for mask, segment in shapes:
+        item = {key: value for bit, (key, value) in enumerate(base.items()) if not mask >> (bit % 40) & 1}
+        item["segment"] = {"object": base["segment"], "none": None, "list": [base["segment"]]}[segment]
+        items.append(item)
+    rows = build_tables([(1, None, {"segment_efforts": items})])["segment_efforts"].to_pylist()
+    columns = [c for c in schema.COLUMNS["segment_efforts"] if not c.from_activity and c.name != "source"]
+    for row, item in zip(rows, items, strict=True):
+        for column in columns:
+            assert row[column.name] == to_array([_at(item, column.path)], column.type).to_pylist()[0], column.name
+
+
 # -- streams ---------------------------------------------------------------------------------------------
 def test_stream_columns_cover_every_configurable_stream_type():
     from bulkfetch.config import STREAM_TYPES
