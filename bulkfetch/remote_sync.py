@@ -3,8 +3,9 @@
 Compaction writes every partition locally, as for a local parquet_dir (see bulkfetch.compact); this module
 then makes the remote dataset match it:
 
-- a part file whose local identity (size, mtime_ns) differs from the one recorded at its last upload, or
-  whose remote object is missing or of another size (deleted or damaged from outside), is published again
+- a part file whose local identity (size, mtime_ns) differs from the one recorded at its last upload is
+  read: unless its digest is the recorded one (a rebuild writes the same bytes), it is published again, as
+  is one whose remote object is missing or of another size (deleted or damaged from outside)
   (see bulkfetch.object_store.publish: readers see the old object or the new one);
 - a part file this staging folder uploaded (recorded in UPLOADS) and no longer has (a removed year, a purged
   athlete) is removed; a remote file it never uploaded is left alone (another data_dir sharing the prefix,
@@ -122,15 +123,20 @@ def _sync(store: ObjectStore, staging: Path, written_at: datetime,
     uploads = _load_uploads(staging / UPLOADS, store.uri)
     recorded: dict[str, Any] = uploads["files"]
     plan = plan_sync(local, recorded, remote)
-    if plan.upload or plan.remove:
-        uploads[MANIFEST_CURRENT] = False  # saved with the first upload: a stopped run's rerun publishes it
+    if plan.remove:
+        uploads[MANIFEST_CURRENT] = False  # saved with the first change: a stopped run's rerun publishes it
+    uploaded = []
     for key in plan.upload:
-        if on_upload:
-            on_upload(key)
         path = staging / key
         digest = _digest(path)
-        publish(store, path, key, owner)
         part = local[key]
+        # Rewritten with the same bytes (a rebuild, an upgrade's migration) and whole remotely: not sent again.
+        if (recorded.get(key) or {}).get("blake2b") != digest or remote.get(key) != part.size:
+            uploads[MANIFEST_CURRENT] = False
+            if on_upload:
+                on_upload(key)
+            publish(store, path, key, owner)
+            uploaded.append(key)
         recorded[key] = {"size": part.size, "mtime_ns": part.mtime_ns, "blake2b": digest}
         _save_uploads(staging / UPLOADS, uploads)
     if not (uploads.get(MANIFEST_CURRENT) is True and RUN_MANIFEST in remote):
@@ -143,7 +149,7 @@ def _sync(store: ObjectStore, staging: Path, written_at: datetime,
         remove(store, key)
         del recorded[key]
         _save_uploads(staging / UPLOADS, uploads)
-    return SyncResult(uploaded=plan.upload, removed=plan.remove, swept=swept, cleanup=cleanup)
+    return SyncResult(uploaded=uploaded, removed=plan.remove, swept=swept, cleanup=cleanup)
 
 
 def pending_sync(staging: Path, uri: str) -> SyncPlan:
