@@ -100,6 +100,7 @@ RACY_S = 2.0
 GROUPS: dict[str, tuple[str, ...]] = {"details": DETAIL_TABLES, "streams": (STREAMS,)}
 # What stream rows copy from their activity's row.
 FROM_ACTIVITY = ("start_date", "sport_type")
+START = FROM_ACTIVITY.index("start_date")  # an entry's start, as its `copied` holds it: its year and order
 UNKNOWN_YEAR = 0
 CHUNK_ACTIVITIES = 256
 # Six detail tables buffer at once: at most about 50 MB in all (at 64 MB each, a year of 2,000 activities
@@ -335,7 +336,7 @@ def partition_entries(store: RawStore, *, export: ExportView | None = None) -> d
     detail_ids = store.detail_ids()
     stream_ids = store.stream_ids()
     ids = sorted(summaries)
-    years = utc_years([summaries[i].copied[0] for i in ids])  # FROM_ACTIVITY starts with start_date
+    years = utc_years([summaries[i].copied[START] for i in ids])
     by_year: dict[int, list[Entry]] = {}
     for activity_id, year in zip(ids, years):
         listed = activity_id in catalog
@@ -350,7 +351,7 @@ def partition_entries(store: RawStore, *, export: ExportView | None = None) -> d
             _text(streams[0]), *streams[1:], track=export.track_file(activity_id), from_csv=not listed,
             stale_file=activity_id in stale_files))
     for entries in by_year.values():
-        entries.sort(key=lambda e: (str(e.copied[0] or ""), e.activity_id))
+        entries.sort(key=lambda e: (str(e.copied[START] or ""), e.activity_id))
     return by_year
 
 
