@@ -38,6 +38,7 @@ from bulkfetch.plan import (
     ListingPlan,
     RequestPlan,
     StreamRecord,
+    details_read,
     filters_to_json,
     fingerprint,
     is_manual,
@@ -209,14 +210,27 @@ def current_plan(store: RawStore, config: Config, filters: Filters, *, full_reli
 @dataclass(frozen=True)
 class DetailsInputs:
     """What `pending_details` decides from. A fetch decides twice, for its plan and after its listing,
-    which mostly finds nothing new: equal inputs (the catalog keeps its summaries' objects, so comparing
-    is cheap) give the same answer without a fingerprint per listed activity."""
+    which mostly finds nothing new: inputs that decide alike give the same answer without a fingerprint
+    per listed activity (see `decides_as`)."""
 
     catalog: Mapping[int, Mapping[str, Any]]
     fetched: Mapping[int, str]
     filters: Filters
     not_found: Mapping[int, str | None]
     stale_files: Collection[int]
+
+    def decides_as(self, other: DetailsInputs) -> bool:
+        """Whether `pending_details` answers both alike: equal but for the summaries, which need only be equal
+        in what it reads of them (`details_read`). Not whole: a summary of the plan's catalog may be of a
+        routine listing the listing pruned since, whose page is gone (the catalog keeps its summaries'
+        objects, so most compare by identity)."""
+        if (self.fetched, self.filters, self.not_found, self.stale_files) != \
+                (other.fetched, other.filters, other.not_found, other.stale_files):
+            return False
+        theirs = other.catalog
+        return self.catalog.keys() == theirs.keys() and all(
+            summary is theirs[i] or details_read(summary) == details_read(theirs[i])
+            for i, summary in self.catalog.items())
 
 
 @dataclass(frozen=True)
@@ -231,7 +245,7 @@ class PendingDetails:
 
 def decide_details(inputs: DetailsInputs, earlier: PendingDetails | None = None) -> PendingDetails:
     """`pending_details` for `inputs`, or `earlier` when it was decided from equal ones."""
-    if earlier is not None and earlier.inputs == inputs:
+    if earlier is not None and earlier.inputs.decides_as(inputs):
         return earlier
     ids, new, changed = pending_details(inputs.catalog, inputs.fetched, inputs.filters, inputs.not_found,
                                         inputs.stale_files)

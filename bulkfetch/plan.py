@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from bulkfetch.errors import ConfigError
+from bulkfetch.listed_summary import ListedSummary
 from bulkfetch.recording import RECORDING_FIELDS
 from bulkfetch.sports import SPORT_TYPES
 
@@ -34,16 +35,22 @@ UNLIST_GUARD_MIN = 10
 
 def fingerprint(activity: Mapping[str, Any], fields: Sequence[str] = CHANGE_FIELDS) -> str:
     """A short digest of `fields` (by default CHANGE_FIELDS); absent and null are the same."""
+    if fields is CHANGE_FIELDS and type(activity) is ListedSummary:
+        return activity.fingerprint  # taken when its page was parsed (see bulkfetch.listed_summary)
     values = [activity.get(name) for name in fields]
     return hashlib.blake2b(orjson.dumps(values), digest_size=8).hexdigest()
 
 
 def recording_fingerprint(activity: Mapping[str, Any]) -> str:
+    if type(activity) is ListedSummary:
+        return activity.recording
     return fingerprint(activity, RECORDING_FIELDS)
 
 
 def start_epoch(activity: Mapping[str, Any]) -> int | None:
     """`start_date` (UTC, e.g. '2025-10-18T12:49:52Z') in epoch seconds, or None if absent/garbled."""
+    if type(activity) is ListedSummary:
+        return activity.start
     value = activity.get("start_date")
     return _epoch(value) if isinstance(value, str) else None
 
@@ -185,6 +192,12 @@ def pending_details(
             changed.append(activity_id)
     ids = sorted(new + changed, key=lambda i: (start_epoch(catalog[i]) or 0, i), reverse=True)
     return ids, len(new), len(changed)
+
+
+def details_read(summary: Mapping[str, Any]) -> tuple[int | None, str, Any]:
+    """What `pending_details` reads of a summary (through `selected`, `detail_unavailable` and `fingerprint`):
+    summaries equal in these get the same decision."""
+    return start_epoch(summary), fingerprint(summary), summary.get("sport_type")
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ data_dir itself holds `fetch.lock` and `bulkfetch.log`):
     raw/activities/<id>.json                one DetailedActivity, bytes exactly as received
     raw/streams/<id>.json                   one StreamSet (when streams are requested); <id>.none: it has none
     state/*.json                            small state files (tombstones, fetched index, failures, ...)
+    state/listings/<listing_id>.json        what the catalog reads of each of a listing's pages (a cache:
+                                            see `ListingIndex`)
     auth/tokens.json                        the token store (see bulkfetch.auth), mode 0600
 
 Every file is written to a temporary name in the same folder, then `os.replace`d: a file that exists is
@@ -24,16 +26,20 @@ import hashlib
 import os
 import secrets
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 from bulkfetch.errors import StorageError, WriteError
 from bulkfetch.ids import is_strava_id, parse_id
+from bulkfetch.listed_summary import KNOWN_FIELDS, ListedSummary, ListPage, full_summary
+from bulkfetch.plan import CHANGE_FIELDS, fingerprint, recording_fingerprint, start_epoch
+from bulkfetch.recording import RECORDING_FIELDS
 
 TEMP_MARK = ".tmp-"
 LISTING_COMPLETE = "complete.json"
@@ -47,6 +53,13 @@ FULL_LISTING = {"kind": "full"}
 UNLISTED = "unlisted"
 NOT_FOUND = "not_found"
 ATHLETES_FOLDER = "athletes"  # data_dir/athletes/<id>/: one RawStore per athlete (see bulkfetch.roster)
+LISTING_INDEXES = "listings"  # state/listings/<listing_id>.json: see ListingIndex
+# What a listing index's entries are made by: another version, or fields of another meaning, makes them stale.
+INDEX_FORMAT = [1, list(CHANGE_FIELDS), list(RECORDING_FIELDS), list(KNOWN_FIELDS)]
+# A page changed within this many seconds of its indexing is not indexed: one changed again within the
+# clock's resolution would keep its mtime (the index is rebuilt from it at the next run instead).
+INDEX_RACY_S = 2.0
+_S = TypeVar("_S")  # what a catalog part holds per activity
 
 
 def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
@@ -135,9 +148,10 @@ class Listing:
     where it may stop). Listings from before routine ones existed have no meta: they are full.
     """
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, index: Path | None = None) -> None:
         self.folder = folder
         self.listing_id = folder.name
+        self.index = index  # its ListingIndex file (None: none kept, every read parses its pages)
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -283,7 +297,10 @@ class RawStore:
 
     def listings(self) -> list[Listing]:
         """All listings on disk, oldest first (listing ids sort by their start time)."""
-        return [Listing(folder) for folder in self._listing_dirs()]
+        return [self._listing(folder) for folder in self._listing_dirs()]
+
+    def _listing(self, folder: Path) -> Listing:
+        return Listing(folder, self.state_dir / LISTING_INDEXES / f"{folder.name}.json")
 
     def new_listing(self, started_at: float, meta: dict[str, Any] = FULL_LISTING) -> Listing:
         """A new listing folder, named `<sequence>-<UTC start>` so that names sort in creation order.
@@ -299,7 +316,7 @@ class RawStore:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started_at))
         folder = self.list_dir / f"{max(existing, default=0) + 1:06d}-{stamp}"
         ensure_dir(folder)
-        listing = Listing(folder)
+        listing = self._listing(folder)
         listing.write_meta(meta)
         return listing
 
@@ -337,32 +354,41 @@ class RawStore:
         for listing in listings[: len(listings) - len(needed)]:
             _remove_listing(listing)
 
-    def catalog(self) -> dict[int, dict[str, Any]]:
+    def catalog(self) -> dict[int, ListedSummary]:
         """Every known activity summary by id: the newest complete full listing, overlaid by every newer
-        (routine or unfinished) listing. Deleted ("unlisted") activities are left out."""
-        summaries: dict[int, dict[str, Any]] = {}
-        for items in self.catalog_parts():
+        (routine or unfinished) listing. Deleted ("unlisted") activities are left out. Each summary holds
+        what a fetch decides from, its page parsed only if more is asked (see bulkfetch.listed_summary)."""
+        summaries: dict[int, ListedSummary] = {}
+        for items in self._catalog_listed(lambda listing: [listed_activities(listing)]):
             summaries.update(items)
         return summaries
 
     def catalog_parts(self) -> Iterator[dict[int, dict[str, Any]]]:
-        """The catalog in parts, each part's activities by id, in the order the catalog overlays them (an
-        activity in several parts is the last one's); deleted ("unlisted") activities left out. A part is a
-        list page, or a whole listing while `shared_listings` keeps it parsed anyway. For a caller that keeps
-        less than the parsed summaries (compaction): each page can be dropped after its turn, where the
-        whole catalog of 20,000 activities is about 90 MB parsed, which the allocator keeps after."""
+        """The catalog in parts, each part's activities by id as parsed, in the order the catalog overlays
+        them (an activity in several parts is the last one's); deleted ("unlisted") activities left out. A
+        part is a list page, or a whole listing while `shared_listings` keeps it parsed anyway. For a caller
+        that keeps less than the parsed summaries (compaction): each page can be dropped after its turn,
+        where the whole catalog of 20,000 activities is about 90 MB parsed, which the allocator keeps after."""
+        def parts(listing: Listing) -> Iterable[dict[int, dict[str, Any]]]:
+            if _SHARED is None:
+                return _listing_pages(listing)
+            return [{i: full_summary(summary) for i, summary in listed_activities(listing).items()}]
+        return self._catalog_listed(parts)
+
+    def _catalog_listed(self, parts: Callable[[Listing], Iterable[dict[int, _S]]]) -> Iterator[dict[int, _S]]:
+        """The `parts` of each listing the catalog overlays, oldest first, deleted activities left out."""
         gone = {i for i, tombstone in self.tombstones().items() if tombstone.reason == UNLISTED}
         for listing in self._catalog_listings():
-            parts = [listed_activities(listing)] if _SHARED is not None else _listing_pages(listing)
-            for items in parts:
+            for items in parts(listing):
                 yield {i: s for i, s in items.items() if i not in gone} if gone else items
 
     def catalog_digest(self) -> str:
-        """A digest of what `catalog_parts` is made from, without parsing it: the bytes of every list page and
-        lookup it overlays, in its order, and the deleted activities it leaves out. Equal digests mean an
-        equal catalog (the listings' names are left out: a routine listing that repeats the previous one's
-        pages, pruned after it, leaves the digest as it was); listings of another shape giving the same
-        catalog give another digest, which only costs a caller a closer look."""
+        """A digest of what `catalog_parts` is made from, without parsing what the listings' indexes hold:
+        the bytes of every list page and lookup it overlays, in its order, and the deleted activities it
+        leaves out. Equal digests mean an equal catalog (the listings' names are left out: a routine
+        listing that repeats the previous one's pages, pruned after it, leaves the digest as it was);
+        listings of another shape giving the same catalog give another digest, which only costs a caller
+        a closer look."""
         gone = sorted(i for i, tombstone in self.tombstones().items() if tombstone.reason == UNLISTED)
         parts = [orjson.dumps(gone).decode(), *map(listing_digest, self._catalog_listings())]
         return hashlib.sha256(" ".join(parts).encode()).hexdigest()
@@ -440,26 +466,21 @@ def page_items(page: Any) -> dict[int, dict[str, Any]]:
     return {item["id"]: item for item in page if isinstance(item, dict) and is_strava_id(item.get("id"))}
 
 
-def listed_activities(listing: Listing) -> dict[int, dict[str, Any]]:
-    """A listing's activities by id (a later page wins; lookups come after the paging); parsed once per
-    version of its files while `shared_listings` is on."""
-    return (_parse_listed(listing) if _SHARED is None else _shared_parse(listing)).activities
+def listed_activities(listing: Listing) -> dict[int, ListedSummary]:
+    """A listing's activities by id (a later page wins; lookups come after the paging), from its index (see
+    `ListingIndex`); each listing made once per version of its files while `shared_listings` is on."""
+    return (_index_listing(listing) if _SHARED is None else _shared_parse(listing)).activities
 
 
 def listing_digest(listing: Listing) -> str:
     """A digest of a listing's pages and lookups, bytes as stored, in the order they are overlaid (see
-    RawStore.catalog_digest); while `shared_listings` is on, taken as they are parsed (each read once)."""
-    if _SHARED is not None:
-        return _shared_parse(listing).digest
-    digest = hashlib.sha256()  # of the usual ones, the fastest with the CPU's SHA instructions
-    for _ in _read_digested(listing, digest):
-        pass
-    return digest.hexdigest()
+    RawStore.catalog_digest): of each file's digest, as its index keeps it."""
+    return (_index_listing(listing) if _SHARED is None else _shared_parse(listing)).digest
 
 
 @dataclass(frozen=True)
 class _ParsedListing:
-    activities: dict[int, dict[str, Any]]
+    activities: dict[int, ListedSummary]
     digest: str  # listing_digest
 
 
@@ -468,25 +489,105 @@ def _shared_parse(listing: Listing) -> _ParsedListing:
     identity = _pages_identity(listing.folder)
     kept = _SHARED.get(listing.folder)
     if kept is None or kept[0] != identity:
-        kept = _SHARED[listing.folder] = (identity, _parse_listed(listing))
+        kept = _SHARED[listing.folder] = (identity, _index_listing(listing))
     return kept[1]
 
 
-def _parse_listed(listing: Listing) -> _ParsedListing:
+class ListingIndex:
+    """The cache of what the catalog reads of a listing's pages, so that a run parses only the pages that
+    are new or changed since (a fetch that finds nothing new parses one: 0.2 s less at 20,000 activities).
+
+    Saved as `state/listings/<listing_id>.json`: INDEX_FORMAT, then per page or lookup file (by name) its
+    identity (inode, size, mtime_ns: pages are replaced whole, by `atomic_write`, so a new version is a
+    new inode), the sha256 of its bytes, and per activity a row of what a `ListedSummary` holds. An entry
+    is used only while its file's identity is the same; an index that is missing, unreadable, of another
+    format, or whose rows are not rows, counts as empty: its pages are parsed, as before there were indexes.
+    It is written atomically, and never where it cannot be (`status` in a read-only data_dir): a cache.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.saved = _read_index(path)
+        self.entries: dict[str, dict[str, Any]] = {}
+        self._rebuilt = False
+
+    def summaries(self, path: Path) -> tuple[str, dict[int, ListedSummary]]:
+        """The digest and the activities of the page file at `path`: from its entry if current, else parsed
+        (and its entry made, unless the file changed within INDEX_RACY_S)."""
+        identity = file_identity(path)
+        entry = self.saved.get(path.name)
+        if identity is not None and isinstance(entry, dict) and entry.get("file") == list(identity):
+            rows, digest = entry.get("items"), entry.get("digest")
+            if isinstance(digest, str) and _valid_rows(rows):
+                self.entries[path.name] = entry
+                page = ListPage(partial(_page_at, path))  # parsed only if one of them is asked for more
+                return digest, {row[0]: ListedSummary(*row, page) for row in rows}
+        raw = path.read_bytes()
+        items = page_items(orjson.loads(raw))
+        page = ListPage(partial(_page_at, path), items)
+        rows = [_row(activity_id, summary) for activity_id, summary in items.items()]
+        digest = hashlib.sha256(raw).hexdigest()
+        if identity is not None and identity[2] < time.time_ns() - INDEX_RACY_S * 1e9:
+            self.entries[path.name] = {"file": list(identity), "digest": digest, "items": rows}
+            self._rebuilt = True
+        return digest, {row[0]: ListedSummary(*row, page) for row in rows}
+
+    def save(self) -> None:
+        """Write the index if it changed: an entry made, or one of a file no longer there (or racy) dropped."""
+        if self.path is None or not (self._rebuilt or self.entries.keys() != self.saved.keys()):
+            return
+        try:
+            self.path.parent.mkdir(exist_ok=True)
+            atomic_write(self.path, orjson.dumps({"format": INDEX_FORMAT, "pages": self.entries}))
+        except (OSError, WriteError):
+            pass  # a cache: the next run that can write it does
+
+
+def _index_listing(listing: Listing) -> _ParsedListing:
+    """A listing's activities as ListedSummary objects and its digest, by way of its ListingIndex."""
+    index = ListingIndex(listing.index)
     digest = hashlib.sha256()
-    activities = {i: item for raw in _read_digested(listing, digest)
-                  for i, item in page_items(orjson.loads(raw)).items()}
+    activities: dict[int, ListedSummary] = {}
+    for path in [*listing.page_paths(), *listing.lookup_paths()]:
+        page_digest, summaries = index.summaries(path)
+        digest.update(page_digest.encode())
+        activities.update(summaries)
+    index.save()
     return _ParsedListing(activities, digest.hexdigest())
 
 
-def _read_digested(listing: Listing, digest: hashlib._Hash) -> Iterator[bytes]:
-    """The bytes of a listing's pages, then of its lookups (the order they are overlaid in), each added to
-    `digest` as it is read."""
-    for path in [*listing.page_paths(), *listing.lookup_paths()]:
-        raw = path.read_bytes()
-        digest.update(len(raw).to_bytes(8, "little"))  # where one file ends and the next begins
-        digest.update(raw)
-        yield raw
+def _row(activity_id: int, summary: dict[str, Any]) -> list[Any]:
+    """What a ListedSummary holds of a summary, as its index row (the order of ListedSummary's arguments)."""
+    known = {key: summary[key] for key in KNOWN_FIELDS if key in summary}
+    return [activity_id, start_epoch(summary), fingerprint(summary), recording_fingerprint(summary), known]
+
+
+def _valid_rows(rows: Any) -> bool:
+    return isinstance(rows, list) and all(
+        isinstance(row, list) and len(row) == 5 and type(row[0]) is int and isinstance(row[4], dict)
+        for row in rows)
+
+
+def _read_index(path: Path | None) -> dict[str, Any]:
+    """A ListingIndex file's entries by file name; empty when there is none, or none of this format."""
+    if path is None:
+        return {}
+    try:
+        saved = read_json(path)
+    except (OSError, orjson.JSONDecodeError):
+        return {}
+    if not isinstance(saved, dict) or saved.get("format") != INDEX_FORMAT or not isinstance(saved.get("pages"), dict):
+        return {}
+    return saved["pages"]
+
+
+def _page_at(path: Path) -> dict[int, dict[str, Any]]:
+    """A list page's activities, parsed when a ListedSummary of it is asked for more than its index holds."""
+    try:
+        return page_items(read_json(path))
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise StorageError(f"cannot read the list page {path} ({exc})",
+                           hint="rerun: the next fetch lists again what it needs") from None
 
 
 def _listing_pages(listing: Listing) -> Iterator[dict[int, dict[str, Any]]]:
@@ -543,6 +644,8 @@ def _remove_listing(listing: Listing) -> None:
     for path in _safe_iterdir(listing.folder):
         path.unlink(missing_ok=True)
     listing.folder.rmdir()
+    if listing.index is not None:
+        listing.index.unlink(missing_ok=True)
 
 
 def _safe_iterdir(folder: Path) -> list[Path]:

@@ -1,0 +1,92 @@
+"""A listed activity's summary as the catalog gives it: what a fetch decides from at hand, the rest of it read
+from its list page the first time something asks (pure; no I/O of its own, no imports of bulkfetch).
+
+A fetch that finds nothing new decides from a few values of every summary (its start, its fingerprints, its
+sport, whether it is private or manual), and reads nothing else of any: a `ListedSummary` holds those values,
+kept per list page by bulkfetch.store, so that such a run parses no list page it parsed before. Anything else
+asked of it (another field, its length, `dict(summary)`) parses its page then, once for the page's summaries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+# The summary fields a `ListedSummary` answers without its page (absent and present-but-null told apart).
+KNOWN_FIELDS = ("sport_type", "private", "manual")
+
+
+class ListPage:
+    """One list page's activities by id, parsed by `load` when first needed, then kept."""
+
+    __slots__ = ("_load", "_items")
+
+    def __init__(self, load: Callable[[], dict[int, dict[str, Any]]],
+                 items: dict[int, dict[str, Any]] | None = None) -> None:
+        self._load = load
+        self._items = items
+
+    def items(self) -> dict[int, dict[str, Any]]:
+        if self._items is None:
+            self._items = self._load()
+        return self._items
+
+
+class ListedSummary(Mapping[str, Any]):
+    """An activity's summary as its list page holds it, read-only. `start` (start_date in epoch s),
+    `fingerprint` and `recording` (plan.fingerprint and plan.recording_fingerprint of the summary) are what
+    the plan's functions take from it instead of reading it; `known`: its KNOWN_FIELDS that are present."""
+
+    __slots__ = ("activity_id", "start", "fingerprint", "recording", "_known", "_page")
+
+    def __init__(self, activity_id: int, start: int | None, fingerprint: str, recording: str,
+                 known: dict[str, Any], page: ListPage) -> None:
+        self.activity_id = activity_id
+        self.start = start
+        self.fingerprint = fingerprint
+        self.recording = recording
+        self._known = known
+        self._page = page
+
+    def full(self) -> dict[str, Any]:
+        """The whole summary, as parsed from its page (a KeyError if the page no longer holds it: pages
+        are written once, so only a change from outside does that)."""
+        return self._page.items()[self.activity_id]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key in KNOWN_FIELDS:
+            return self._known.get(key, default)
+        return self.full().get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._known[key] if key in KNOWN_FIELDS else self.full()[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._known if key in KNOWN_FIELDS else key in self.full()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.full())
+
+    def __len__(self) -> int:
+        return len(self.full())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ListedSummary):
+            if self is other:
+                return True
+            if (self.fingerprint, self.recording, self._known) != (other.fingerprint, other.recording, other._known):
+                return False  # told apart without parsing either page
+            return self.full() == other.full()
+        return self.full() == other
+
+    __hash__ = None  # type: ignore[assignment]  # a mapping, like a dict
+
+    def __repr__(self) -> str:
+        return f"ListedSummary({self.activity_id})"
+
+
+def full_summary(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """A summary as a plain dict (what orjson serialises): a ListedSummary's page's parsed one."""
+    if isinstance(summary, ListedSummary):
+        return summary.full()
+    return summary if isinstance(summary, dict) else dict(summary)
