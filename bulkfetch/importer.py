@@ -215,7 +215,7 @@ def _holders(roster: Roster, ids: set[int]) -> dict[AthleteDir, tuple[int, str]]
     """The athletes whose list ("list") or imported export ("export") holds some of `ids`: how many."""
     found: dict[AthleteDir, tuple[int, str]] = {}
     for athlete in roster.athletes():
-        listed = len(ids & athlete.store.catalog().keys()) if athlete.store.listings() else 0
+        listed = len(ids & athlete.store.catalog_view().keys()) if athlete.store.listings() else 0
         if listed:
             found[athlete] = (listed, "list")
             continue

@@ -1,5 +1,6 @@
 """A listed activity's summary as the catalog gives it: what a fetch decides from at hand, the rest of it read
-from its list page the first time something asks (pure; no I/O of its own, no imports of bulkfetch).
+from its list page the first time something asks; and what is derived from any summary, its start time and its
+fingerprints (pure, no I/O of its own: below bulkfetch.plan and bulkfetch.store, which compaction uses).
 
 A fetch that finds nothing new decides from a few values of every summary (its start, its fingerprints, its
 sport, whether it is private or manual), and reads nothing else of any: a `ListedSummary` holds those values,
@@ -9,8 +10,23 @@ asked of it (another field, its length, `dict(summary)`) parses its page then, o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+import functools
+import hashlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import datetime
 from typing import Any
+
+import orjson
+
+from bulkfetch.recording import RECORDING_FIELDS
+
+# The summary fields whose change means the stored detail is stale. Kudos and comment counts change all
+# the time and do not alter the activity's data, so they do not trigger a refetch. start_date is one:
+# users fix wrong device clocks, and the detail's laps and efforts carry their own start times.
+CHANGE_FIELDS = (
+    "name", "sport_type", "start_date", "distance", "moving_time", "elapsed_time", "total_elevation_gain",
+    "private", "gear_id", "upload_id",
+)
 
 # The summary fields a `ListedSummary` answers without its page (absent and present-but-null told apart).
 KNOWN_FIELDS = ("sport_type", "private", "manual")
@@ -90,3 +106,39 @@ def full_summary(summary: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(summary, ListedSummary):
         return summary.full()
     return summary if isinstance(summary, dict) else dict(summary)
+
+
+def fingerprint(activity: Mapping[str, Any], fields: Sequence[str] = CHANGE_FIELDS) -> str:
+    """A short digest of `fields` (by default CHANGE_FIELDS); absent and null are the same."""
+    if fields is CHANGE_FIELDS and type(activity) is ListedSummary:
+        return activity.fingerprint  # taken when its page was parsed
+    values = [activity.get(name) for name in fields]
+    return hashlib.blake2b(orjson.dumps(values), digest_size=8).hexdigest()
+
+
+def recording_fingerprint(activity: Mapping[str, Any]) -> str:
+    if type(activity) is ListedSummary:
+        return activity.recording
+    return fingerprint(activity, RECORDING_FIELDS)
+
+
+def start_epoch(activity: Mapping[str, Any]) -> int | None:
+    """`start_date` (UTC, e.g. '2025-10-18T12:49:52Z') in epoch seconds, or None if absent/garbled."""
+    if type(activity) is ListedSummary:
+        return activity.start
+    value = activity.get("start_date")
+    return _epoch(value) if isinstance(value, str) else None
+
+
+# A fetch reads every listed start several times (its plan's and its own choice of listing, the plan's
+# page count, settling the listing): remembered by text, parsing is a fifth of what it was. Bounded, so
+# that a long-lived process keeps at most this many (a few MB).
+START_CACHE_SIZE = 1 << 17
+
+
+@functools.lru_cache(maxsize=START_CACHE_SIZE)
+def _epoch(start_date: str) -> int | None:
+    try:
+        return int(datetime.fromisoformat(start_date.replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        return None

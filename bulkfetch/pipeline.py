@@ -31,9 +31,9 @@ from bulkfetch.errors import (
 from bulkfetch.export_view import ExportView
 from bulkfetch.ids import is_strava_id
 from bulkfetch.ledger_file import App, state_folder
+from bulkfetch.listed_summary import CHANGE_FIELDS
 from bulkfetch.paging import DAY_S, Boundary, Paging, full_relist_due, list_pages_needed, recent_boundary
 from bulkfetch.plan import (
-    CHANGE_FIELDS,
     Filters,
     ListingPlan,
     RequestPlan,
@@ -181,7 +181,7 @@ async def fetch_athlete(client: StravaClient, store: RawStore, config: Config, o
         store.write_state("filters", filters_to_json(options.filters, config.fetch.streams,
                                                      streams_from_api=options.streams_from_api))
     if list_first:
-        choice = choose_listing(store, store.catalog(), config, time.time(), forced=options.full_relist,
+        choice = choose_listing(store, store.catalog_view(), config, time.time(), forced=options.full_relist,
                                 routine_only=options.list_only)
         if options.list_only and choice.full and choice.unfinished is not None:
             events.info(f"the full listing {choice.unfinished.listing_id} is unfinished: the next fetch"
@@ -264,7 +264,7 @@ class PlannedDetails:
 def plan_fetch(store: RawStore, config: Config, filters: Filters, *, full_relist: bool = False,
                now: float | None = None, from_export: bool = True) -> tuple[RequestPlan, PlannedDetails]:
     """`current_plan`, and what it decided about details on the way."""
-    catalog = store.catalog()
+    catalog = store.catalog_view()
     listing = next_listing(store, catalog, config, time.time() if now is None else now, forced=full_relist)
     covered, stale_files = ExportView(store.data_dir).judged_files(catalog)
     fetched = read_fetched_index(store)
@@ -413,7 +413,7 @@ async def _settle_listing(client: StravaClient, store: RawStore, listing: Listin
     """A listing got as far as it had to: what left the range it covered is deleted, what came back is
     alive, and the listing becomes part of the catalog."""
     listed = set(paging.seen)
-    catalog = store.catalog()  # the known activities, this listing included
+    catalog = store.catalog_view()  # the known activities, this listing included
     covered = choice.boundary
     previous = {i for i, s in catalog.items() if covered is None or covered.holds(i, start_epoch(s))}
     gone, safe = unlisted(previous, listed)
@@ -529,7 +529,7 @@ async def _fetch_details(client: StravaClient, store: RawStore, config: Config, 
                          export: ExportView) -> None:
     """The details `pending_details` names, reusing what the run's plan (`planned`) read and decided when
     what it came from is unchanged; `export`: the athlete's export as this fetch reads it."""
-    catalog = store.catalog()
+    catalog = store.catalog_view()
     index = read_fetched_index(store, planned.fetched if planned else None)
     fetched = dict(index.index)  # updated as details come: the plan's stays what it read
     await asyncio.to_thread(export.refresh_summaries)  # they read tracks
@@ -561,7 +561,7 @@ async def fetch_streams(client: StravaClient, store: RawStore, config: Config, f
     """
     wanted = frozenset(config.fetch.streams)
     order = (*config.fetch.streams, *(kind for kind in STREAM_TYPES if kind not in wanted))
-    catalog = store.catalog()
+    catalog = store.catalog_view()
     records = load_stream_records(store)
     view = ExportView(store.data_dir) if view is None else view
     if view.index_changed():

@@ -6,67 +6,19 @@ No I/O here: the pipeline feeds these functions what it read and acts on what th
 from __future__ import annotations
 
 import difflib
-import functools
-import hashlib
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
 from bulkfetch.errors import ConfigError
-from bulkfetch.listed_summary import ListedSummary
-from bulkfetch.recording import RECORDING_FIELDS
+from bulkfetch.listed_summary import fingerprint, recording_fingerprint, start_epoch
 from bulkfetch.sports import SPORT_TYPES
 
-# The summary fields whose change means the stored detail is stale. Kudos and comment counts change all
-# the time and do not alter the activity's data, so they do not trigger a refetch. start_date is one:
-# users fix wrong device clocks, and the detail's laps and efforts carry their own start times.
-CHANGE_FIELDS = (
-    "name", "sport_type", "start_date", "distance", "moving_time", "elapsed_time", "total_elevation_gain",
-    "private", "gear_id", "upload_id",
-)
 # Tombstoning "unlisted" activities is refused when a listing lost more than this share of the history
 # (and more than a handful): that is a lost scope or a wrong token, not a mass deletion.
 UNLIST_GUARD_SHARE = 0.5
 UNLIST_GUARD_MIN = 10
-
-
-def fingerprint(activity: Mapping[str, Any], fields: Sequence[str] = CHANGE_FIELDS) -> str:
-    """A short digest of `fields` (by default CHANGE_FIELDS); absent and null are the same."""
-    if fields is CHANGE_FIELDS and type(activity) is ListedSummary:
-        return activity.fingerprint  # taken when its page was parsed (see bulkfetch.listed_summary)
-    values = [activity.get(name) for name in fields]
-    return hashlib.blake2b(orjson.dumps(values), digest_size=8).hexdigest()
-
-
-def recording_fingerprint(activity: Mapping[str, Any]) -> str:
-    if type(activity) is ListedSummary:
-        return activity.recording
-    return fingerprint(activity, RECORDING_FIELDS)
-
-
-def start_epoch(activity: Mapping[str, Any]) -> int | None:
-    """`start_date` (UTC, e.g. '2025-10-18T12:49:52Z') in epoch seconds, or None if absent/garbled."""
-    if type(activity) is ListedSummary:
-        return activity.start
-    value = activity.get("start_date")
-    return _epoch(value) if isinstance(value, str) else None
-
-
-# A fetch reads every listed start several times (its plan's and its own choice of listing, the plan's
-# page count, settling the listing): remembered by text, parsing is a fifth of what it was. Bounded, so
-# that a long-lived process keeps at most this many (a few MB).
-START_CACHE_SIZE = 1 << 17
-
-
-@functools.lru_cache(maxsize=START_CACHE_SIZE)
-def _epoch(start_date: str) -> int | None:
-    try:
-        return int(datetime.fromisoformat(start_date.replace("Z", "+00:00")).timestamp())
-    except ValueError:
-        return None
 
 
 @dataclass(frozen=True)

@@ -246,7 +246,7 @@ class _Run:
         unfinished = store.unfinished_listing()
         if unfinished is not None and (athlete.folder.name in self.serving or unfinished.is_full):
             return  # its own listing is going on, or a killed full one that its next run continues
-        known = store.catalog()
+        known = store.catalog_view()
         boundary = recent_boundary(known, newest=1) if unfinished is None else \
             Boundary.from_json(unfinished.meta.get("boundary"))
         if boundary is None:
@@ -259,7 +259,7 @@ class _Run:
                                   events)
             if listed.list_failure is not None:
                 return  # said by the listing; the next check continues it
-            catalog = store.catalog()
+            catalog = store.catalog_view()
             new = sorted(catalog.keys() - known.keys(), key=lambda i: start_epoch(catalog[i]) or 0, reverse=True)
             if new:
                 events.info(f"{len(new):,} new since the run began, fetched first")
@@ -363,7 +363,7 @@ class _Run:
         if athlete_id is None:
             client = self.client(unbound, self.labelled(unbound))
             try:
-                choice = choose_listing(unbound.store, unbound.store.catalog(), self.config, time.time(),
+                choice = choose_listing(unbound.store, unbound.store.catalog_view(), self.config, time.time(),
                                         forced=self.options.full_relist, routine_only=self.options.list_only)
                 await list_activities(client, unbound.store, self.config, choice, summary, self.labelled(unbound))
                 if summary.list_failure is not None:

@@ -112,7 +112,7 @@ def athlete_report(athlete: AthleteDir, config: Config, now: float | None = None
 def _athlete_status(athlete: AthleteDir, config: Config, now: float) -> tuple[dict[str, Any], RequestPlan, Any]:
     store = athlete.store
     _check_folders(store)
-    catalog = store.catalog()
+    catalog = store.catalog_view()
     fetched = load_fetched_index(store)
     recorded = store.read_state("filters")
     filters, streams = filters_from_json(recorded), streams_from_json(recorded)

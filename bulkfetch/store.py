@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
+from itertools import repeat
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,8 +38,16 @@ import orjson
 
 from bulkfetch.errors import StorageError, WriteError
 from bulkfetch.ids import is_strava_id, parse_id
-from bulkfetch.listed_summary import KNOWN_FIELDS, ListedSummary, ListPage, full_summary
-from bulkfetch.plan import CHANGE_FIELDS, fingerprint, recording_fingerprint, start_epoch
+from bulkfetch.listed_summary import (
+    CHANGE_FIELDS,
+    KNOWN_FIELDS,
+    ListedSummary,
+    ListPage,
+    fingerprint,
+    full_summary,
+    recording_fingerprint,
+    start_epoch,
+)
 from bulkfetch.recording import RECORDING_FIELDS
 
 TEMP_MARK = ".tmp-"
@@ -354,10 +363,18 @@ class RawStore:
         for listing in listings[: len(listings) - len(needed)]:
             _remove_listing(listing)
 
-    def catalog(self) -> dict[int, ListedSummary]:
+    def catalog(self) -> dict[int, dict[str, Any]]:
         """Every known activity summary by id: the newest complete full listing, overlaid by every newer
-        (routine or unfinished) listing. Deleted ("unlisted") activities are left out. Each summary holds
-        what a fetch decides from, its page parsed only if more is asked (see bulkfetch.listed_summary)."""
+        (routine or unfinished) listing. Deleted ("unlisted") activities are left out."""
+        summaries: dict[int, dict[str, Any]] = {}
+        for items in self.catalog_parts():
+            summaries.update(items)
+        return summaries
+
+    def catalog_view(self) -> dict[int, ListedSummary]:
+        """The catalog as a fetch decides from it, without parsing a list page its listing's index holds:
+        each summary holds what the plan reads of it, and parses its page only if asked for more (see
+        bulkfetch.listed_summary). Read-only: for summaries to change or serialise, `catalog`."""
         summaries: dict[int, ListedSummary] = {}
         for items in self._catalog_listed(lambda listing: [listed_activities(listing)]):
             summaries.update(items)
@@ -499,10 +516,12 @@ class ListingIndex:
 
     Saved as `state/listings/<listing_id>.json`: INDEX_FORMAT, then per page or lookup file (by name) its
     identity (inode, size, mtime_ns: pages are replaced whole, by `atomic_write`, so a new version is a
-    new inode), the sha256 of its bytes, and per activity a row of what a `ListedSummary` holds. An entry
-    is used only while its file's identity is the same; an index that is missing, unreadable, of another
-    format, or whose rows are not rows, counts as empty: its pages are parsed, as before there were indexes.
-    It is written atomically, and never where it cannot be (`status` in a read-only data_dir): a cache.
+    new inode), the sha256 of its bytes, and by column what its activities' `ListedSummary` objects hold
+    (their known fields as an index into the page's few distinct sets of them: most activities share one).
+    An entry is used only while its file's identity is the same; an index that is missing, unreadable, of
+    another format, or whose columns are not such columns, counts as empty: its pages are parsed, as before
+    there were indexes. It is written atomically, and not at all where it cannot be (`status` in a
+    read-only data_dir): a cache.
     """
 
     def __init__(self, path: Path | None) -> None:
@@ -517,20 +536,19 @@ class ListingIndex:
         identity = file_identity(path)
         entry = self.saved.get(path.name)
         if identity is not None and isinstance(entry, dict) and entry.get("file") == list(identity):
-            rows, digest = entry.get("items"), entry.get("digest")
-            if isinstance(digest, str) and _valid_rows(rows):
+            page = ListPage(partial(_page_at, path))  # parsed only if one of them is asked for more
+            if (summaries := _indexed_summaries(entry, page)) is not None:
                 self.entries[path.name] = entry
-                page = ListPage(partial(_page_at, path))  # parsed only if one of them is asked for more
-                return digest, {row[0]: ListedSummary(*row, page) for row in rows}
+                return entry["digest"], summaries
         raw = path.read_bytes()
         items = page_items(orjson.loads(raw))
-        page = ListPage(partial(_page_at, path), items)
-        rows = [_row(activity_id, summary) for activity_id, summary in items.items()]
-        digest = hashlib.sha256(raw).hexdigest()
+        entry = {"file": list(identity or ()), "digest": hashlib.sha256(raw).hexdigest(), **_columns(items)}
         if identity is not None and identity[2] < time.time_ns() - INDEX_RACY_S * 1e9:
-            self.entries[path.name] = {"file": list(identity), "digest": digest, "items": rows}
+            self.entries[path.name] = entry
             self._rebuilt = True
-        return digest, {row[0]: ListedSummary(*row, page) for row in rows}
+        summaries = _indexed_summaries(entry, ListPage(partial(_page_at, path), items))
+        assert summaries is not None  # made just now
+        return entry["digest"], summaries
 
     def save(self) -> None:
         """Write the index if it changed: an entry made, or one of a file no longer there (or racy) dropped."""
@@ -556,16 +574,31 @@ def _index_listing(listing: Listing) -> _ParsedListing:
     return _ParsedListing(activities, digest.hexdigest())
 
 
-def _row(activity_id: int, summary: dict[str, Any]) -> list[Any]:
-    """What a ListedSummary holds of a summary, as its index row (the order of ListedSummary's arguments)."""
-    known = {key: summary[key] for key in KNOWN_FIELDS if key in summary}
-    return [activity_id, start_epoch(summary), fingerprint(summary), recording_fingerprint(summary), known]
+def _columns(items: dict[int, dict[str, Any]]) -> dict[str, list[Any]]:
+    """A page's index columns (see ListingIndex): what ListedSummary takes of each of `items`."""
+    kinds: list[dict[str, Any]] = []
+    kind = []
+    for summary in items.values():
+        known = {key: summary[key] for key in KNOWN_FIELDS if key in summary}
+        if known not in kinds:
+            kinds.append(known)
+        kind.append(kinds.index(known))
+    values = items.values()
+    return {"ids": list(items), "starts": [start_epoch(s) for s in values],
+            "fingerprints": [fingerprint(s) for s in values], "recordings": [recording_fingerprint(s) for s in values],
+            "kinds": kinds, "kind": kind}
 
 
-def _valid_rows(rows: Any) -> bool:
-    return isinstance(rows, list) and all(
-        isinstance(row, list) and len(row) == 5 and type(row[0]) is int and isinstance(row[4], dict)
-        for row in rows)
+def _indexed_summaries(entry: dict[str, Any], page: ListPage) -> dict[int, ListedSummary] | None:
+    """The ListedSummary objects of a page's index entry, or None when it is not one (damage from outside)."""
+    ids, kinds, kind = entry.get("ids"), entry.get("kinds"), entry.get("kind")
+    columns = [ids, entry.get("starts"), entry.get("fingerprints"), entry.get("recordings"), kind]
+    if not (isinstance(ids, list) and isinstance(entry.get("digest"), str) and isinstance(kinds, list)
+            and all(isinstance(c, list) and len(c) == len(ids) for c in columns)
+            and all(isinstance(k, dict) for k in kinds) and all(type(i) is int for i in ids)
+            and all(type(k) is int and 0 <= k < len(kinds) for k in kind)):
+        return None
+    return dict(zip(ids, map(ListedSummary, *columns[:4], [kinds[k] for k in kind], repeat(page))))
 
 
 def _read_index(path: Path | None) -> dict[str, Any]:
