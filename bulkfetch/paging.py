@@ -11,6 +11,7 @@ same `Paging` against a known history to count the requests a listing takes.
 from __future__ import annotations
 
 import bisect
+import heapq
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -74,11 +75,10 @@ class Boundary:
 def recent_boundary(catalog: Mapping[int, Mapping[str, Any]], newest: int = RECENT_ACTIVITIES) -> Boundary | None:
     """Where a routine listing may stop: past the `newest` known activities (all of the last one's second).
     `newest=1` is a check of the list head: what was uploaded since (1 request unless a page's worth)."""
-    dated = sorted(((s, i) for i, s in ((i, start_epoch(a)) for i, a in catalog.items()) if s is not None),
-                   reverse=True)
+    dated = [(s, i) for i, a in catalog.items() if (s := start_epoch(a)) is not None]
     if not dated:
         return None
-    oldest = dated[:newest][-1][0]
+    oldest = heapq.nlargest(newest, dated)[-1][0]  # not a sort of the whole history
     return Boundary(oldest, frozenset(i for s, i in dated if s == oldest))
 
 

@@ -537,7 +537,8 @@ async def _fetch_details(client: StravaClient, store: RawStore, config: Config, 
                                            export.stale_files(catalog)), planned.pending if planned else None)
     pending, summary.new, summary.changed = decided.ids, decided.new, decided.changed
     events.details_planned(len(pending), summary.new, summary.changed)
-    saver = _IndexSaver(store, FETCHED, lambda: _fetched_to_json(fetched))
+    # Saved at the end only if it changes: 20,000 fingerprints written again for nothing were 10 ms.
+    saver = _IndexSaver(store, FETCHED, lambda: _fetched_to_json(fetched), unsaved=0 if index.current else 1)
 
     async def fetch_one(activity_id: int) -> str:
         outcome = await fetch_detail(client, store, activity_id, catalog[activity_id], fetched, summary)
@@ -766,11 +767,12 @@ async def _fetch_stream_set(client: StravaClient, store: RawStore, activity_id: 
 class _IndexSaver:
     """Saves an index (a state file) every few completions, and once more at the end."""
 
-    def __init__(self, store: RawStore, name: str, to_json: Callable[[], Any]) -> None:
+    def __init__(self, store: RawStore, name: str, to_json: Callable[[], Any], *, unsaved: int = 1) -> None:
+        """`unsaved`: 0 when the saved index is what `to_json` gives now (nothing to save at the end yet)."""
         self._store = store
         self._name = name
         self._to_json = to_json
-        self._unsaved = 0
+        self._unsaved = unsaved
 
     def changed(self) -> None:
         self._unsaved += 1
@@ -780,6 +782,10 @@ class _IndexSaver:
     def save(self) -> None:
         self._store.write_state(self._name, self._to_json())
         self._unsaved = 0
+
+    def save_if_changed(self) -> None:
+        if self._unsaved:
+            self.save()
 
 
 @contextmanager
@@ -791,7 +797,7 @@ def _saved_at_the_end(saver: _IndexSaver, store: RawStore, kind: str, failures: 
     try:
         yield
     finally:
-        saver.save()
+        saver.save_if_changed()
         saved = load_failures(store)
         saved[kind] = dict(failures)
         store.write_state(FAILED, {part: {str(k): v for k, v in ids.items()} for part, ids in saved.items()})
@@ -820,6 +826,7 @@ class FetchedIndex:
     state_dir: Path
     saved: tuple[int, int, int] | None
     index: dict[int, str]
+    current: bool = False  # whether the saved index is `index` (nothing added from detail files, or dropped)
 
 
 def read_fetched_index(store: RawStore, earlier: FetchedIndex | None = None) -> FetchedIndex:
@@ -829,11 +836,17 @@ def read_fetched_index(store: RawStore, earlier: FetchedIndex | None = None) -> 
     saved = file_identity(store.state_path(FETCHED))
     if earlier is not None and (earlier.state_dir, earlier.saved) == (store.state_dir, saved):
         return earlier
-    return FetchedIndex(store.state_dir, saved, load_fetched_index(store))
+    return FetchedIndex(store.state_dir, saved, *_load_fetched_index(store))
 
 
 def load_fetched_index(store: RawStore) -> dict[int, str]:
-    """id -> fingerprint of the summary each stored detail was fetched for.
+    """id -> fingerprint of the summary each stored detail was fetched for (see `_load_fetched_index`)."""
+    return _load_fetched_index(store)[0]
+
+
+def _load_fetched_index(store: RawStore) -> tuple[dict[int, str], bool]:
+    """id -> fingerprint of the summary each stored detail was fetched for, and whether that is the saved
+    index as it is (False: it had to be completed, or something dropped from it).
 
     The index is a cache: details written after its last save (a killed run), and every detail when the
     index was saved for other CHANGE_FIELDS (an older version), get their fingerprint from the detail file
@@ -845,12 +858,13 @@ def load_fetched_index(store: RawStore) -> dict[int, str]:
         fingerprints = {}
     on_disk = store.detail_ids()
     index = {int(k): v for k, v in fingerprints.items() if str(k).isdigit() and int(k) in on_disk}
+    current = len(index) == len(fingerprints) == len(on_disk)
     for activity_id in on_disk - index.keys():
         try:
             index[activity_id] = fingerprint(read_json(store.detail_path(activity_id)))
         except (OSError, ValueError):
             continue  # unreadable: treated as not fetched, so it is fetched again
-    return index
+    return index, current
 
 
 def load_stream_records(store: RawStore) -> dict[int, StreamRecord]:

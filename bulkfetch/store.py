@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 import orjson
 
 from bulkfetch.errors import StorageError, WriteError
-from bulkfetch.ids import is_strava_id, parse_id
+from bulkfetch.ids import MAX_ID_DIGITS, is_strava_id, parse_id
 from bulkfetch.listed_summary import (
     CHANGE_FIELDS,
     KNOWN_FIELDS,
@@ -260,7 +260,8 @@ class RawStore:
 
     def sweep_temp_files(self) -> int:
         removed = 0
-        for folder in (self.detail_dir, self.stream_dir, self.state_dir, self.auth_dir, *self._listing_dirs()):
+        folders = (self.detail_dir, self.stream_dir, self.state_dir, self.state_dir / LISTING_INDEXES, self.auth_dir)
+        for folder in (*folders, *self._listing_dirs()):
             # Names, not Paths: the detail and stream folders hold a file per activity, and a run that
             # finds nothing new must not spend a Path object on each (see `_names`).
             for name in _names(folder):
@@ -697,7 +698,15 @@ def _names(folder: Path) -> list[str]:
 def _ids_in(folder: Path, suffix: str = ".json") -> set[int]:
     """The ids of the files `<id><suffix>` in `folder` (a temporary file's name starts with a dot: no id)."""
     ids = set()
+    cut = -len(suffix)
     for name in _names(folder):
-        if name.endswith(suffix) and (activity_id := parse_id(name[:-len(suffix)])) is not None:
+        if not name.endswith(suffix):
+            continue
+        stem = name[:cut]
+        # The names bulkfetch writes, told without parse_id's call (20,000 of them are a fetch's 10 ms):
+        # fewer digits than MAX_ID has, none a leading zero, is an id.
+        if stem.isdigit() and stem.isascii() and len(stem) < MAX_ID_DIGITS and stem[0] != "0":
+            ids.add(int(stem))
+        elif (activity_id := parse_id(stem)) is not None:
             ids.add(activity_id)
     return ids

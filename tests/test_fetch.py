@@ -510,3 +510,32 @@ def test_a_fetch_that_finds_nothing_new_opens_no_detail_or_stream_file(tmp_path:
     assert opened.count(str(store.state_path("fetched"))) == 1
     raw = [path for path in opened if str(store.detail_dir) in path or str(store.stream_dir) in path]
     assert raw == []
+
+
+def test_a_fetch_that_finds_nothing_new_parses_only_the_list_pages_it_lists(tmp_path: Path, monkeypatch) -> None:
+    """Each listing's index (state/listings/) holds what the run reads of its pages: the run parses only the
+    pages its own listing writes, not the history's (5 pages here, 100 at 20,000 activities)."""
+    settings = SimulatorSettings(activities=24, seed=49, short_limit=1000, daily_limit=10000)
+    with SimulatorThread(settings) as sim:
+        config = setup(tmp_path, sim, fetch={"per_page": 5})
+        command = ["--config", str(config), "fetch", "--streams", "all"]
+        assert main(command) == 0  # everything fetched and compacted
+        store = athlete_store(tmp_path / "data")
+        # Files count as written long enough ago to be indexed at once (see store.INDEX_RACY_S), and for
+        # compaction to trust its check that nothing changed (compact.RACY_S).
+        monkeypatch.setattr("bulkfetch.store.INDEX_RACY_S", 0.0)
+        monkeypatch.setattr("bulkfetch.compact.RACY_S", 0.0)
+        assert main(command) == 0  # indexes the full listing's pages
+        full = store.latest_full_listing()
+        assert full is not None and full.index is not None and full.index.exists()
+        reads: list[Path] = []
+        read_bytes = Path.read_bytes
+        monkeypatch.setattr(Path, "read_bytes", lambda path: reads.append(path) or read_bytes(path))
+        mark = len(sim.request_log)
+        before = {listing.listing_id for listing in store.listings()}
+        assert main(command) == 0
+        assert {r.path for r in api_records(sim, since=mark)} == {f"{API}/athlete/activities"}  # nothing new
+    pages = [path for path in reads if path.name.startswith("page-")]
+    assert len(full.page_paths()) >= 5 and pages  # a routine listing lists the 24 again: 5 pages or more
+    assert {path.parent.name for path in pages} == {listing.listing_id for listing in store.listings()} - before
+    assert [path for path in reads if path.parent in (store.detail_dir, store.stream_dir)] == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import orjson
 import pytest
 
 from bulkfetch.errors import StorageError
+from bulkfetch.listed_summary import KNOWN_FIELDS, fingerprint, recording_fingerprint, start_epoch
 from bulkfetch.store import FULL_LISTING, Listing, RawStore, atomic_write, ensure_dir, is_temp_file, shared_listings
 
 
@@ -93,3 +95,144 @@ def test_unwritable_folder_is_a_storage_error() -> None:
     # /proc/sys refuses new folders even to root, which CI runs as.
     with pytest.raises(StorageError, match="cannot create /proc/sys/bulkfetch-data"):
         RawStore(Path("/proc/sys/bulkfetch-data")).prepare()
+
+
+# -- the listings' indexes (what a fetch reads of each list page, kept so that it parses only new pages) --
+def aged(listing: Listing, seconds: float = 60.0) -> Listing:
+    """Its pages and lookups as if written `seconds` ago: past INDEX_RACY_S, so that they are indexed."""
+    for path in [*listing.page_paths(), *listing.lookup_paths()]:
+        then = time.time() - seconds
+        os.utime(path, (then, then))
+    return listing
+
+
+@pytest.fixture
+def page_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the list pages and lookups read (every read of one goes through Path.read_bytes)."""
+    reads: list[str] = []
+    read_bytes = Path.read_bytes
+
+    def counted(path: Path) -> bytes:
+        if path.name.startswith(("page-", "lookup-")):
+            reads.append(f"{path.parent.name}/{path.name}")
+        return read_bytes(path)
+    monkeypatch.setattr(Path, "read_bytes", counted)
+    return reads
+
+
+SUMMARIES = [{"id": 10 + n, "name": f"a{n}", "sport_type": "Run" if n % 2 else "Ride", "private": n == 3,
+              "start_date": f"2024-01-{n + 1:02d}T06:00:00Z", "distance": 1000.0 * n,
+              **({"manual": True} if n == 4 else {})} for n in range(9)]
+
+
+def three_pages(store: RawStore) -> Listing:
+    listing = store.new_listing(1_000)
+    for number in range(3):
+        listing.write_page(number + 1, orjson.dumps(SUMMARIES[3 * number:3 * number + 3]))
+    listing.mark_complete(len(SUMMARIES))
+    return aged(listing)
+
+
+def same_as_parsed(store: RawStore) -> None:
+    """The catalog view holds what the parsed catalog does, and its summaries decide alike."""
+    view, catalog = store.catalog_view(), store.catalog()
+    assert list(view) == list(catalog)
+    for activity_id, summary in view.items():
+        whole = catalog[activity_id]
+        assert (start_epoch(summary), fingerprint(summary), recording_fingerprint(summary)) == \
+            (start_epoch(whole), fingerprint(whole), recording_fingerprint(whole))
+        assert [summary.get(key, "-") for key in KNOWN_FIELDS] == [whole.get(key, "-") for key in KNOWN_FIELDS]
+        assert dict(summary) == whole and summary == whole
+
+
+def test_the_catalog_view_parses_only_the_pages_its_index_lacks(tmp_path: Path, page_reads: list[str]) -> None:
+    store = RawStore(tmp_path)
+    store.prepare()
+    full = three_pages(store)
+    store.catalog_view()
+    assert len(page_reads) == 3  # indexed as they are parsed
+    page_reads.clear()
+    view = store.catalog_view()
+    assert page_reads == []  # all from the index
+    assert view[12].get("sport_type") == "Ride" and view[13].get("private") is True and page_reads == []
+    assert view[12]["name"] == "a2" and page_reads == [f"{full.listing_id}/page-00001.json"]  # more: its page
+    assert view[11]["name"] == "a1" and len(page_reads) == 1  # parsed once for its summaries
+    routine = store.new_listing(2_000, ROUTINE)
+    routine.write_page(1, orjson.dumps([{**SUMMARIES[8], "name": "renamed"}]))
+    page_reads.clear()
+    assert fingerprint(store.catalog_view()[18]) == fingerprint({**SUMMARIES[8], "name": "renamed"})
+    assert page_reads == [f"{routine.listing_id}/page-00001.json"]  # the new page only
+    page_reads.clear()
+    same_as_parsed(store)
+
+
+def test_a_page_written_again_is_parsed_again(tmp_path: Path, page_reads: list[str]) -> None:
+    store = RawStore(tmp_path)
+    store.prepare()
+    full = three_pages(store)
+    store.catalog_view()
+    full.write_page(2, orjson.dumps([{**s, "distance": 1.5} for s in SUMMARIES[3:6]]))  # a new inode
+    page_reads.clear()
+    assert fingerprint(store.catalog_view()[14]) == fingerprint({**SUMMARIES[4], "distance": 1.5})
+    assert page_reads == [f"{full.listing_id}/page-00002.json"]
+    same_as_parsed(store)
+
+
+def test_a_page_just_written_is_not_indexed_until_it_is_older_than_the_clocks_resolution(
+        tmp_path: Path, page_reads: list[str]) -> None:
+    store = RawStore(tmp_path)
+    store.prepare()
+    listing = store.new_listing(1_000)
+    listing.write_page(1, orjson.dumps(SUMMARIES))  # now: it could change again within its mtime's tick
+    store.catalog_view()
+    store.catalog_view()
+    assert len(page_reads) == 2
+    aged(listing)
+    store.catalog_view()
+    page_reads.clear()
+    store.catalog_view()
+    assert page_reads == []
+
+
+@pytest.mark.parametrize("damage", [
+    b"{not json", b"[]", b'{"format": [0], "pages": {}}',
+    "rows of another shape", "another format", "a half-written temporary file beside it"])
+def test_a_damaged_missing_or_older_index_is_rebuilt_without_error(
+        tmp_path: Path, page_reads: list[str], damage: bytes | str) -> None:
+    store = RawStore(tmp_path)
+    store.prepare()
+    full = three_pages(store)
+    store.catalog_view()
+    assert full.index is not None and full.index.exists()
+    saved = orjson.loads(full.index.read_bytes())
+    if damage == "rows of another shape":
+        saved["pages"]["page-00002.json"]["kind"] = [0, 7, 0]  # past its kinds
+        saved["pages"]["page-00003.json"]["ids"] = "x"
+        full.index.write_bytes(orjson.dumps(saved))
+    elif damage == "another format":  # an older bulkfetch's, or fingerprints of other fields
+        full.index.write_bytes(orjson.dumps({**saved, "format": [*saved["format"][:-1], ["sport_type"]]}))
+    elif damage == "a half-written temporary file beside it":  # a crash mid-write: the index is the old one
+        (full.index.parent / f".{full.index.name}.tmp-999999999-abcd").write_bytes(b'{"format": [1, ')
+        assert store.sweep_temp_files() == 1
+    else:
+        assert isinstance(damage, bytes)
+        full.index.write_bytes(damage)
+    page_reads.clear()
+    store.catalog_view()
+    assert len(page_reads) == {"rows of another shape": 2, "a half-written temporary file beside it": 0}.get(
+        str(damage), 3)
+    same_as_parsed(store)
+    page_reads.clear()
+    store.catalog_view()
+    assert page_reads == []  # rebuilt, and saved again
+
+
+def test_a_pruned_listing_takes_its_index_along(tmp_path: Path) -> None:
+    store = RawStore(tmp_path)
+    store.prepare()
+    first = aged(listed(store, 1_000, SUMMARIES[:2]))
+    store.catalog_view()
+    second = aged(listed(store, 2_000, SUMMARIES[:2]))
+    store.prune_listings()
+    assert [listing.listing_id for listing in store.listings()] == [second.listing_id]
+    assert first.index is not None and not first.index.exists()
