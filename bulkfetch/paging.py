@@ -24,6 +24,7 @@ from bulkfetch.plan import start_epoch
 # recent activities, are seen at one request (at per_page 200) when nothing is new.
 RECENT_ACTIVITIES = 200
 DAY_S = 86400
+_ID_SPAN = 1 << 64  # more than any id: (start + 1) * _ID_SPAN + id orders activities as (start, id) do
 
 
 @dataclass(frozen=True)
@@ -75,11 +76,13 @@ class Boundary:
 def recent_boundary(catalog: Mapping[int, Mapping[str, Any]], newest: int = RECENT_ACTIVITIES) -> Boundary | None:
     """Where a routine listing may stop: past the `newest` known activities (all of the last one's second).
     `newest=1` is a check of the list head: what was uploaded since (1 request unless a page's worth)."""
-    dated = [(s, i) for i, a in catalog.items() if (s := start_epoch(a)) is not None]
+    # Starts as ints, not (start, id) tuples: see `list_pages_needed`.
+    starts = [start_epoch(a) for a in catalog.values()]
+    dated = [s for s in starts if s is not None]
     if not dated:
         return None
-    oldest = heapq.nlargest(newest, dated)[-1][0]  # not a sort of the whole history
-    return Boundary(oldest, frozenset(i for s, i in dated if s == oldest))
+    oldest = heapq.nlargest(newest, dated)[-1]  # not a sort of the whole history
+    return Boundary(oldest, frozenset(i for i, s in zip(catalog, starts) if s == oldest))
 
 
 def full_relist_due(last_full_at: float | None, now: float, every_days: int) -> bool:
@@ -166,8 +169,9 @@ def list_pages_needed(history: Iterable[tuple[int, int | None]], per_page: int, 
     them (Strava's own order of them can change the count of a listing killed inside such a second).
     Activities without a start count as the oldest.
     """
-    order = sorted(((-1 if s is None else s, i) for i, s in history), reverse=True)
-    keys = [-s for s, _ in order]
+    # Each activity as one int ordered as (start, id), oldest first: ints are not tracked by the garbage
+    # collector, where 20,000 (start, id) tuples made a fetch's full collection (0.05 s at 20,000 activities).
+    order = sorted(((-1 if s is None else s) + 1) * _ID_SPAN + i for i, s in history)
     paging = Paging(per_page, boundary, dict(listed or {}))
     passes = 1
     if listed:
@@ -178,14 +182,15 @@ def list_pages_needed(history: Iterable[tuple[int, int | None]], per_page: int, 
         if number:
             paging.top_up()
         while paging.cursor is not None:
-            page = _serve(order, keys, paging.cursor, per_page)
+            page = _serve(order, paging.cursor, per_page)
             pages += 1
             paging.take({i: s for s, i in page}, short=len(page) < per_page)
     return pages
 
 
-def _serve(order: list[tuple[int, int]], keys: list[int], cursor: Cursor, per_page: int) -> list[tuple[int, int]]:
-    """What Strava answers `cursor` with, for a history of (start, id) newest first (`keys`: -start)."""
-    first = 0 if cursor.before is None else bisect.bisect_right(keys, -cursor.before)
-    first += (cursor.page - 1) * per_page
-    return order[first:first + per_page]
+def _serve(order: list[int], cursor: Cursor, per_page: int) -> list[tuple[int, int]]:
+    """What Strava answers `cursor` with, as (start, id) newest first, for a history of `list_pages_needed`'s
+    keys: the newest is the last."""
+    first = 0 if cursor.before is None else len(order) - bisect.bisect_left(order, (cursor.before + 1) * _ID_SPAN)
+    end = len(order) - first - (cursor.page - 1) * per_page  # past the page's newest, oldest first
+    return [(key // _ID_SPAN - 1, key % _ID_SPAN) for key in reversed(order[max(0, end - per_page):max(0, end)])]

@@ -344,7 +344,7 @@ def next_listing(store: RawStore, catalog: Mapping[int, Mapping[str, Any]], conf
                  forced: bool = False) -> ListingPlan:
     """What the next fetch's listing costs: `Paging` replayed against the history as it is known."""
     choice = choose_listing(store, catalog, config, now, forced=forced)
-    history = [(i, start_epoch(s)) for i, s in catalog.items()]
+    history = ((i, start_epoch(s)) for i, s in catalog.items())  # each pair freed as it is read: see list_pages_needed
     listed = _listed_starts(choice.unfinished) if choice.unfinished else None
     pages = list_pages_needed(history, config.fetch.per_page, boundary=choice.boundary, listed=listed)
     return ListingPlan(pages=pages, full=choice.full, full_due_at=_full_relist_due_at(store, config))
@@ -857,7 +857,7 @@ def _load_fetched_index(store: RawStore) -> tuple[dict[int, str], bool]:
     if not isinstance(fingerprints, dict) or saved.get("fields") != list(CHANGE_FIELDS):
         fingerprints = {}
     on_disk = store.detail_ids()
-    index = {int(k): v for k, v in fingerprints.items() if str(k).isdigit() and int(k) in on_disk}
+    index = {i: v for k, v in fingerprints.items() if k.isdigit() and (i := int(k)) in on_disk}  # keys: JSON's, str
     current = len(index) == len(fingerprints) == len(on_disk)
     for activity_id in on_disk - index.keys():
         try:

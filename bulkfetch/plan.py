@@ -40,6 +40,9 @@ class Filters:
         return (self.since is None or start >= self.since) and (self.until is None or start < self.until)
 
 
+NO_FILTERS = Filters()  # every listed activity gets its detail (and streams)
+
+
 # `--streams-from`: AUTO takes the streams the account export covers from it, API requests them all.
 STREAMS_FROM_AUTO = "auto"
 STREAMS_FROM_API = "api"
@@ -118,6 +121,14 @@ def selected(activity_id: int, summary: Mapping[str, Any], filters: Filters, sta
     return activity_id in stale_files or filters.accepts(summary)
 
 
+def selected_ids(catalog: Mapping[int, Mapping[str, Any]], filters: Filters, stale_files: Collection[int]) -> list[int]:
+    """The ids of `catalog` that are `selected`, in its order: all of them without filters (then no call per
+    activity, which a fetch that finds nothing new makes twice per listed activity)."""
+    if filters == NO_FILTERS:
+        return list(catalog)
+    return [i for i, summary in catalog.items() if selected(i, summary, filters, stale_files)]
+
+
 def pending_details(
     catalog: Mapping[int, Mapping[str, Any]],
     fetched: Mapping[int, str],
@@ -133,9 +144,10 @@ def pending_details(
     """
     new, changed = [], []
     not_found = not_found or {}
+    everything = filters == NO_FILTERS  # every activity selected: not asked one by one
     for activity_id, summary in catalog.items():
-        if not selected(activity_id, summary, filters, stale_files) or \
-                detail_unavailable(activity_id, summary, not_found):
+        if not (everything or selected(activity_id, summary, filters, stale_files)) or \
+                (activity_id in not_found and detail_unavailable(activity_id, summary, not_found)):
             continue
         stored = fetched.get(activity_id)
         if stored is None and activity_id not in not_found:
@@ -319,7 +331,7 @@ def request_plan(
     if details is None:
         details, _, _ = pending_details(catalog, fetched, filters, not_found, stale_files)
     pending = set(details)
-    accepted = [i for i, summary in catalog.items() if selected(i, summary, filters, stale_files)]
+    accepted = selected_ids(catalog, filters, stale_files)
     # Streams are asked for activities with a detail: none for those whose detail answers 404.
     detailed = [i for i in accepted if i in fetched or i in pending]
     stale = {i for i in detailed if not is_manual(catalog[i]) and streams_stale(records.get(i), streams, catalog[i])
