@@ -363,6 +363,11 @@ class RawStore:
             later |= ids
         for listing in listings[: len(listings) - len(needed)]:
             _remove_listing(listing)
+        # An index written for a listing as it was removed (a `status` beside a fetch) is removed with it.
+        indexes = self.state_dir / LISTING_INDEXES
+        for name in _names(indexes):
+            if name.endswith(".json") and not (self.list_dir / name.removesuffix(".json")).is_dir():
+                (indexes / name).unlink(missing_ok=True)
 
     def catalog(self) -> dict[int, dict[str, Any]]:
         """Every known activity summary by id: the newest complete full listing, overlaid by every newer

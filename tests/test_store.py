@@ -236,3 +236,7 @@ def test_a_pruned_listing_takes_its_index_along(tmp_path: Path) -> None:
     store.prune_listings()
     assert [listing.listing_id for listing in store.listings()] == [second.listing_id]
     assert first.index is not None and not first.index.exists()
+    first.index.write_bytes(b"{}")  # written by a `status` as a fetch removed its listing
+    store.catalog_view()
+    store.prune_listings()
+    assert not first.index.exists() and second.index is not None and second.index.exists()
