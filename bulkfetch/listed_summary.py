@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -48,21 +49,19 @@ class ListPage:
         return self._items
 
 
+@dataclass(slots=True, eq=False, repr=False)
 class ListedSummary(Mapping[str, Any]):
     """An activity's summary as its list page holds it, read-only. `start` (start_date in epoch s),
-    `fingerprint` and `recording` (plan.fingerprint and plan.recording_fingerprint of the summary) are what
-    the plan's functions take from it instead of reading it; `known`: its KNOWN_FIELDS that are present."""
+    `fingerprint` and `recording` (`fingerprint` and `recording_fingerprint` of the summary) are what the
+    plan's functions take from it instead of reading it; `known`: its KNOWN_FIELDS that are present (shared
+    by the summaries that agree in them: never changed)."""
 
-    __slots__ = ("activity_id", "start", "fingerprint", "recording", "_known", "_page")
-
-    def __init__(self, activity_id: int, start: int | None, fingerprint: str, recording: str,
-                 known: dict[str, Any], page: ListPage) -> None:
-        self.activity_id = activity_id
-        self.start = start
-        self.fingerprint = fingerprint
-        self.recording = recording
-        self._known = known
-        self._page = page
+    activity_id: int
+    start: int | None
+    fingerprint: str
+    recording: str
+    _known: dict[str, Any]
+    _page: ListPage
 
     def full(self) -> dict[str, Any]:
         """The whole summary, as parsed from its page (a KeyError if the page no longer holds it: pages
