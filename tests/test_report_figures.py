@@ -21,7 +21,8 @@ from bulkfetch import pace
 from bulkfetch.cli import main
 from bulkfetch.dataset_root import local_root
 from bulkfetch.report import dataset
-from bulkfetch.report_data import Run, SplitRow, athlete_report, gap_figure, grade_figure, read_stream_rows, used_splits
+from bulkfetch.report_data import Run, SplitRow, athlete_report, gap_figure, grade_figure, used_splits
+from bulkfetch.report_read import read_stream_rows
 from bulkfetch.simulator import SimulatorSettings, SimulatorThread
 from tests.conftest import REPO, run_cli, simulator_config_text
 
