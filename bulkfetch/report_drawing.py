@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import importlib.util
 import multiprocessing.forkserver
-import signal
+import os
+import sys
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -25,6 +26,7 @@ from bulkfetch.report_data import AthleteReport
 from bulkfetch.report_html import FIGURE_NAMES, Units
 
 WORKERS = 2  # four figures an athlete: more workers would only wait for the cores
+OUTPUT_FDS = (1, 2)  # stdout, stderr
 
 
 class FigureWorkers:
@@ -66,13 +68,22 @@ def _installed(module: str) -> bool:
 
 def _start_server() -> None:
     """Start the forkserver (its import of the preloaded module) now, not at the first submit, which
-    would wait for that import. Its Ctrl-C ignored from its start: it inherits that through exec, and a
-    Ctrl-C in its import would print a traceback (the server ignores Ctrl-C only once it has imported)."""
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    would wait for that import. With its output (and its workers') to /dev/null: it outlives the command
+    by its teardown, a fifth of a second with matplotlib loaded, and whoever reads the command's output
+    (`| tee`, a calling program) would wait for that; the workers answer through their results."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    kept = [os.dup(fd) for fd in OUTPUT_FDS]
+    devnull = os.open(os.devnull, os.O_WRONLY)
     try:
+        for fd in OUTPUT_FDS:
+            os.dup2(devnull, fd)
         multiprocessing.forkserver.ensure_running()
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for fd, copy in zip(OUTPUT_FDS, kept):
+            os.dup2(copy, fd)
+            os.close(copy)
+        os.close(devnull)
 
 
 def _draw_png(name: str, report: AthleteReport, units: Units) -> bytes:
