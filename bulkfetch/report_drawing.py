@@ -30,6 +30,8 @@ OUTPUT_FDS = (1, 2)  # stdout, stderr
 
 
 class FigureWorkers:
+    """The pool of figure-drawing workers, for the figures of reports read meanwhile."""
+
     def __init__(self, pool: ProcessPoolExecutor) -> None:
         self._pool = pool
 
@@ -46,7 +48,8 @@ class FigureWorkers:
 @contextmanager
 def figure_workers() -> Iterator[FigureWorkers]:
     """Start importing matplotlib in the workers' server now; ConfigError when it is not installed. The
-    pool ends with the block: an error before any figure was asked for waits for no import."""
+    pool ends with the block: an error before any figure was asked for waits for no import (the server
+    finishes it, then ends when this process has ended, writing nothing)."""
     if not _installed("matplotlib"):
         raise ConfigError("report needs matplotlib", hint="pip install 'bulkfetch[report]'")
     pool = worker_pool(min(WORKERS, available_cpus()), "bulkfetch.report_figures")
