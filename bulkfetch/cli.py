@@ -888,14 +888,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from bulkfetch import pace, report_data
+    from bulkfetch import pace, report_drawing, report_html
 
-    try:
-        from bulkfetch import report_html
-    except ImportError as error:
-        if error.name is None or not error.name.startswith("matplotlib"):
-            raise
-        raise ConfigError("report needs matplotlib", hint="pip install 'bulkfetch[report]'") from None
     course = None
     if args.predict is not None:
         try:
@@ -910,14 +904,19 @@ def _cmd_report(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out {args.out}: the folder {out.parent} does not exist")
     filters = parse_filters(args.sport, args.since, args.until)
     units = report_html.units_named(args.units)
-    query = report_data.ReportQuery(sports=filters.sports or report_data.DEFAULT_SPORTS, since_s=filters.since,
-                                    until_s=filters.until, athletes=args.athlete, unit_m=units.metres)
-    with _dataset_root(_config(args)) as parquet_dir:
-        runs_by_athlete = report_data.read_runs(parquet_dir, query)
-    reports = [report_data.athlete_report(athlete_id, runs, units.metres, course)
-               for athlete_id, runs in sorted(runs_by_athlete.items())]
+    with report_drawing.figure_workers() as workers:
+        # pyarrow only now: its import overlaps the workers' import of matplotlib (report_drawing).
+        from bulkfetch import report_data, report_read
+
+        query = report_read.ReportQuery(sports=filters.sports or report_read.DEFAULT_SPORTS, since_s=filters.since,
+                                        until_s=filters.until, athletes=args.athlete, unit_m=units.metres)
+        with _dataset_root(_config(args)) as parquet_dir:
+            runs_by_athlete = report_read.read_runs(parquet_dir, query)
+        reports = [report_data.athlete_report(athlete_id, runs, units.metres, course)
+                   for athlete_id, runs in sorted(runs_by_athlete.items())]
+        pngs = workers.draw(reports, units)
     shown = f"{', '.join(sorted(query.sports))} splits of {parquet_dir}, per {units.name}"
-    figures = report_html.write_report(out, reports, units, shown)
+    figures = report_html.write_report(out, reports, units, shown, pngs)
     print(out)
     print("\n".join(report_html.summary_lines(reports, units, len(figures))))
     return EXIT_OK

@@ -8,6 +8,11 @@ import base64
 import html
 import os
 import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,9 +26,10 @@ from bulkfetch import pace
 from bulkfetch.cli import main
 from bulkfetch.dataset_root import local_root
 from bulkfetch.report import dataset
-from bulkfetch.report_data import Run, SplitRow, athlete_report, gap_figure, grade_figure, read_stream_rows, used_splits
+from bulkfetch.report_data import Run, SplitRow, athlete_report, gap_figure, grade_figure, used_splits
+from bulkfetch.report_read import read_stream_rows
 from bulkfetch.simulator import SimulatorSettings, SimulatorThread
-from tests.conftest import REPO, run_cli, simulator_config_text
+from tests.conftest import REPO, cli_env, run_cli, simulator_config_text
 
 JAN = datetime(2024, 1, 1, 7, tzinfo=UTC)  # a Monday
 FEB = datetime(2024, 2, 7, 7, tzinfo=UTC)
@@ -181,6 +187,99 @@ def test_report_without_matplotlib_says_how_to_install_it(tmp_path: Path, demo_r
     result = run_cli("--config", str(demo_report[0] / "report-config.toml"), "report",
                      PYTHONPATH=os.pathsep.join([str(tmp_path), str(REPO)]))
     assert "pip install 'bulkfetch[report]'" in _one_line_exit_2(result)
+
+
+PROCESS_END_S = 20  # a worker notices its parent gone within a second; the server ends after its import
+
+
+def _marked(marker: str) -> dict[Path, str]:
+    """The /proc folders and command lines of the processes whose environment holds `marker`: the
+    command's, and every process it started (zombies have no environment left)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker.encode() in (entry / "environ").read_bytes():
+                found[entry] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # ended meanwhile, or another user's
+            continue
+    return found
+
+
+def _importing_matplotlib(marker: str) -> bool:
+    """Whether the command's forkserver is in its import (numpy's libraries mapped: matplotlib's first)."""
+    for entry, line in _marked(marker).items():
+        try:
+            if "forkserver" in line and b"numpy" in (entry / "maps").read_bytes():
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def _none_left(marker: str) -> list[str]:
+    """[] once every marked process ended (within PROCESS_END_S), else those still there."""
+    deadline = time.monotonic() + PROCESS_END_S
+    while (left := list(_marked(marker).values())) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc")
+
+
+@needs_proc
+def test_report_leaves_no_process_behind(demo_report, tmp_path: Path) -> None:
+    config = ["--config", str(demo_report[0] / "report-config.toml"), "report", "--out", str(tmp_path / "r.html")]
+    marker = f"report-{uuid.uuid4()}"
+    assert run_cli(*config, REPORT_TEST_MARK=marker).returncode == 0
+    assert _none_left(marker) == []
+    # Refused by the command itself once its workers' server was importing matplotlib: that ends too.
+    assert "no Swim splits" in _one_line_exit_2(run_cli(*config, "--sport", "Swim", REPORT_TEST_MARK=marker))
+    assert _none_left(marker) == []
+
+
+@needs_proc
+def test_a_drawing_error_is_one_line_and_exit_1(demo_report, tmp_path: Path) -> None:
+    # A matplotlibrc asking for LaTeX, which is not on the PATH: every figure fails in its worker.
+    (tmp_path / "matplotlibrc").write_text("text.usetex: True\n")
+    (tmp_path / "bin").mkdir()
+    marker = f"report-{uuid.uuid4()}"
+    result = run_cli("--config", str(demo_report[0] / "report-config.toml"), "report", "--out",
+                     str(tmp_path / "r.html"), MATPLOTLIBRC=str(tmp_path / "matplotlibrc"), PATH=str(tmp_path / "bin"),
+                     REPORT_TEST_MARK=marker)
+    assert result.returncode == 1 and result.stdout == "", result.stderr
+    assert re.fullmatch(r"bulkfetch: drawing athlete \d+'s pace-grade figure failed: RuntimeError: .*latex.*\n",
+                        result.stderr), result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bin", "matplotlibrc"]
+    assert _none_left(marker) == []
+
+
+@needs_proc
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_report_stopped_while_its_workers_start_leaves_nothing(demo_report, tmp_path: Path, signum: int) -> None:
+    """Ctrl-C (to the whole process group, as a terminal sends it) or SIGTERM (to the command alone) while
+    the workers' server imports matplotlib: the command ends at once, in one line or none, and so do the
+    processes it started (the server's output goes nowhere: an interrupted import prints nothing)."""
+    marker = f"report-{uuid.uuid4()}"
+    command = subprocess.Popen(
+        [sys.executable, "-m", "bulkfetch", "--config", str(demo_report[0] / "report-config.toml"), "report",
+         "--out", str(tmp_path / "r.html")], env=cli_env(REPORT_TEST_MARK=marker), stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not _importing_matplotlib(marker) and time.monotonic() < deadline:
+            assert command.poll() is None, command.communicate()
+            time.sleep(0.01)
+        os.killpg(command.pid, signum) if signum == signal.SIGINT else command.send_signal(signum)
+        out, err = command.communicate(timeout=60)
+    finally:
+        command.kill()
+    if signum == signal.SIGINT:
+        assert (command.returncode, out, err) == (130, "", "bulkfetch: interrupted\n")
+    else:
+        assert command.returncode == -signal.SIGTERM and "Traceback" not in err, err
+    assert _none_left(marker) == []
+    assert not (tmp_path / "r.html").exists()
 
 
 GPX = """<?xml version="1.0"?>

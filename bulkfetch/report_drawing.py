@@ -1,0 +1,109 @@
+"""`bulkfetch report`'s figures drawn in worker processes, whose matplotlib import overlaps the reading
+(issue 15: the report within 1.5 x the demo's compaction).
+
+Importing matplotlib takes longer than reading and fitting the demo's splits, and as long again as drawing
+its four figures. So the command starts a forkserver that imports bulkfetch.report_figures before it
+imports pyarrow itself; by the time the runs are read and fitted, matplotlib is loaded, and the figures
+are drawn by workers forked from that server, two at a time on two cores (drawing is most of the rest).
+The workers (bulkfetch.processes.worker_pool) ignore Ctrl-C and end when this process does; they return
+PNG bytes and this process writes every file.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import multiprocessing.forkserver
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+
+from bulkfetch.errors import BulkfetchError, ConfigError
+from bulkfetch.processes import available_cpus, interrupts_deferred, worker_pool
+from bulkfetch.report_data import AthleteReport
+from bulkfetch.report_html import FIGURE_NAMES, Units
+
+WORKERS = 2  # four figures an athlete: more workers would only wait for the cores
+OUTPUT_FDS = (1, 2)  # stdout, stderr
+
+
+class FigureWorkers:
+    """The pool of figure-drawing workers, for the figures of reports read meanwhile."""
+
+    def __init__(self, pool: ProcessPoolExecutor) -> None:
+        self._pool = pool
+
+    def draw(self, reports: Sequence[AthleteReport], units: Units) -> list[list[bytes]]:
+        """Each report's figures as PNG bytes, in FIGURE_NAMES order. BulkfetchError (one line) when a
+        worker failed to draw one or ended."""
+        with interrupts_deferred():  # a submit may start a worker: see interrupts_deferred
+            futures = [[(name, self._pool.submit(_draw_png, name, report, units)) for name in FIGURE_NAMES]
+                       for report in reports]
+        return [[_png_of(future, name, report) for name, future in figures]
+                for report, figures in zip(reports, futures, strict=True)]
+
+
+@contextmanager
+def figure_workers() -> Iterator[FigureWorkers]:
+    """Start importing matplotlib in the workers' server now; ConfigError when it is not installed. The
+    pool ends with the block: an error before any figure was asked for waits for no import (the server
+    finishes it, then ends when this process has ended, writing nothing)."""
+    if not _installed("matplotlib"):
+        raise ConfigError("report needs matplotlib", hint="pip install 'bulkfetch[report]'")
+    pool = worker_pool(min(WORKERS, available_cpus()), "bulkfetch.report_figures")
+    _start_server()
+    try:
+        yield FigureWorkers(pool)
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+def _installed(module: str) -> bool:
+    """Whether `module` can be imported, without importing it (matplotlib's import is what the workers
+    are there for)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # a finder may refuse a module outright
+        return False
+
+
+def _start_server() -> None:
+    """Start the forkserver (its import of the preloaded module) now, not at the first submit, which
+    would wait for that import. With its output (and its workers') to /dev/null: it outlives the command
+    by its teardown, a fifth of a second with matplotlib loaded, and whoever reads the command's output
+    (`| tee`, a calling program) would wait for that; the workers answer through their results."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    kept = [os.dup(fd) for fd in OUTPUT_FDS]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fd in OUTPUT_FDS:
+            os.dup2(devnull, fd)
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        for fd, copy in zip(OUTPUT_FDS, kept):
+            os.dup2(copy, fd)
+            os.close(copy)
+        os.close(devnull)
+
+
+def _draw_png(name: str, report: AthleteReport, units: Units) -> bytes:
+    """In a worker: the server imported bulkfetch.report_figures already (this import finds it loaded);
+    the command's own process never imports matplotlib."""
+    from bulkfetch.report_figures import draw_png
+
+    return draw_png(name, report, units)
+
+
+def _png_of(future: Future[bytes], name: str, report: AthleteReport) -> bytes:
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        raise BulkfetchError(f"a worker drawing the report's figures ended unexpectedly (athlete "
+                             f"{report.athlete_id}'s {name} figure)", hint="run the report again") from None
+    except Exception as error:  # drawing failed in the worker: its error, in one line
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise BulkfetchError(f"drawing athlete {report.athlete_id}'s {name} figure failed: "
+                             f"{type(error).__name__}: {first}".rstrip(": ")) from None
