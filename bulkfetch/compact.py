@@ -56,8 +56,9 @@ import multiprocessing
 import os
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.synchronize import Event
@@ -227,7 +228,11 @@ class YearJob:
     @property
     def raw_bytes(self) -> int:
         """The raw JSON and decoded device files this job reads."""
-        return sum(entry.raw_bytes(group) for group in self.groups for entry in self.entries)
+        return sum(map(self.group_bytes, self.groups))
+
+    def group_bytes(self, group: str) -> int:
+        """What writing one table group reads (0 if the job leaves that group alone)."""
+        return sum(entry.raw_bytes(group) for entry in self.entries) if group in self.groups else 0
 
 
 @dataclass
@@ -631,18 +636,24 @@ def _run_jobs(jobs: list[YearJob], *, parallel: bool) -> Iterator[YearOutcome]:
     """Outcomes as years finish: all in this process, or, when it pays and `parallel`, shared with one
     worker process.
 
-    This process keeps working while the worker starts (its start-up is hidden), and takes the next
-    biggest year whenever it is free; the worker always has two years queued behind its current one.
-    Closed early (Ctrl-C, SIGTERM, an error), it stops the worker and waits until it has exited.
+    Years are shared whole: this process keeps working while the worker starts (its start-up is hidden),
+    and takes the next biggest year whenever it is free; the worker always has two years queued behind
+    its current one. A single year with at least PARALLEL_MIN_BYTES of streams shares its stream files
+    instead: the worker builds some activities' stream tables, this process the others and writes them
+    all (see `_stream_tables`). Closed early (Ctrl-C, SIGTERM, an error), it stops the worker and waits
+    until it has exited.
     """
+    if parallel and len(jobs) == 1 and jobs[0].group_bytes("streams") >= PARALLEL_MIN_BYTES:
+        with _worker() as pool:
+            yield write_year(jobs[0], pool)
+        return
     raw_bytes = sum(job.raw_bytes for job in jobs)
     if not parallel or len(jobs) < 2 or raw_bytes < PARALLEL_MIN_BYTES:
         for job in jobs:
             yield write_year(job)
         return
     queue = sorted(jobs, key=lambda job: -job.raw_bytes)
-    stop = multiprocessing.get_context("forkserver").Event()
-    with worker_pool(PARALLEL_WORKERS - 1, __name__, _start_worker, (stop,)) as pool:
+    with _worker() as pool:
         in_worker: list[Future[YearOutcome]] = []
         try:
             while queue or in_worker:
@@ -657,11 +668,23 @@ def _run_jobs(jobs: list[YearJob], *, parallel: bool) -> Iterator[YearOutcome]:
                 elif in_worker:
                     wait(in_worker, return_when=FIRST_COMPLETED)
         finally:
-            # The worker drops its year at its next check (a chunk or a stream file away) and the pool's
-            # exit waits for it: no partition is committed after this returns.
-            stop.set()
             for future in in_worker:
                 future.cancel()
+
+
+@contextmanager
+def _worker() -> Iterator[ProcessPoolExecutor]:
+    """A pool of PARALLEL_WORKERS - 1 worker processes, stopped on the way out and waited for.
+
+    The worker drops its year at its next check (a chunk or a stream file away) and the pool's exit
+    waits for it: no partition is committed after this returns.
+    """
+    stop = multiprocessing.get_context("forkserver").Event()
+    with worker_pool(PARALLEL_WORKERS - 1, __name__, _start_worker, (stop,)) as pool:
+        try:
+            yield pool
+        finally:
+            stop.set()
 
 
 class _Stopped(Exception):
@@ -685,11 +708,12 @@ def _check_stop() -> None:
         raise _Stopped
 
 
-def write_year(job: YearJob) -> YearOutcome:
+def write_year(job: YearJob, helper: Executor | None = None) -> YearOutcome:
     """Write the job's tables' partitions of one year from its raw JSON; remove a table's file if it
-    has no rows now. All of them are written aside first, then each replaces its old file."""
+    has no rows now. All of them are written aside first, then each replaces its old file. `helper`, a
+    worker pool, builds some of the year's stream tables."""
     with _gc_paused():
-        return _write_year(job)
+        return _write_year(job, helper)
 
 
 @contextmanager
@@ -705,7 +729,7 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _write_year(job: YearJob) -> YearOutcome:
+def _write_year(job: YearJob, helper: Executor | None) -> YearOutcome:
     outcome = YearOutcome(job.year)
     writers = {table: _PartitionWriter(job.layout.partition_path(table, job.year), table)
                for table in job.tables}
@@ -720,13 +744,9 @@ def _write_year(job: YearJob) -> YearOutcome:
                     writers[table].add(data)
         streamed = [e for e in job.entries if e.stream_file is not None or e.streams_file is not None] \
             if "streams" in job.groups else []
-        for entry in sorted(streamed, key=lambda e: e.activity_id):
-            _check_stop()
-            stream_set, source = _stream_set(entry)
-            if stream_set is not None:
-                data = build_streams(entry.activity_id, *_copied_from_activity(entry), stream_set, source)
-                del stream_set  # the parsed JSON is the big part: gone before the next file is read
-                if data.num_rows:
+        with closing(_stream_tables(sorted(streamed, key=lambda e: e.activity_id), helper)) as stream_tables:
+            for data in stream_tables:
+                if data is not None and data.num_rows:
                     writers[STREAMS].add(data)
         for writer in writers.values():
             writer.close()
@@ -741,6 +761,62 @@ def _write_year(job: YearJob) -> YearOutcome:
             writer.abort()
         raise
     return outcome
+
+
+# With a helper, at most this many activities' stream tables are built ahead of the one written next: the
+# worker's two, and those this process built while it waited for them (Arrow data: a few MB at most).
+STREAMS_AHEAD = 8
+_WORKER_STREAMS = 2  # the worker's stream files in flight: one built, one queued behind it
+
+
+def _stream_tables(entries: Sequence[Entry], helper: Executor | None) -> Iterator[pa.Table | None]:
+    """Each entry's stream table (None: it has none), in the order given.
+
+    Built here one at a time; with `helper`, its worker always has _WORKER_STREAMS of the next files,
+    and this process builds the next ones itself while it waits for them, at most STREAMS_AHEAD ahead of
+    the one it yields next: it never waits while there is a file it may build, and both processes keep
+    busy. The worker's tables come back as Arrow buffers (pickled), cheap next to building them.
+    """
+    if helper is None:
+        for entry in entries:
+            yield _stream_table(entry)
+        return
+    ahead: deque[Future[pa.Table | None] | pa.Table | None] = deque()  # built or being built, in order
+    taken = 0  # entries[:taken] are yielded or in `ahead`
+    try:
+        while taken < len(entries) or ahead:
+            while taken < len(entries) and len(ahead) < STREAMS_AHEAD and _building(ahead) < _WORKER_STREAMS:
+                with interrupts_deferred():
+                    ahead.append(helper.submit(_stream_table, entries[taken]))
+                taken += 1
+            head = ahead[0]
+            if not isinstance(head, Future) or head.done():
+                ahead.popleft()
+                yield head.result() if isinstance(head, Future) else head
+            elif taken < len(entries) and len(ahead) < STREAMS_AHEAD:
+                ahead.append(_stream_table(entries[taken]))
+                taken += 1
+            else:
+                wait([head])
+    finally:
+        for item in ahead:
+            if isinstance(item, Future):
+                item.cancel()
+
+
+def _building(ahead: Iterable[Any]) -> int:
+    return sum(isinstance(item, Future) and not item.done() for item in ahead)
+
+
+def _stream_table(entry: Entry) -> pa.Table | None:
+    """The activity's stream table, or None if it has no StreamSet (see `_stream_set`). In a worker,
+    with cyclic GC paused as in `write_year`, and not begun once the parent stops."""
+    _check_stop()
+    with _gc_paused():
+        stream_set, source = _stream_set(entry)
+        if stream_set is None:
+            return None
+        return build_streams(entry.activity_id, *_copied_from_activity(entry), stream_set, source)
 
 
 class _PartitionWriter:
