@@ -33,7 +33,8 @@ after that year's files, so a crash leaves that year unrecorded and the next run
 Bounded memory: a year is read in chunks of CHUNK_ACTIVITIES details, turned into Arrow at once, and
 written as row groups once ROW_GROUP_BYTES of Arrow data are buffered; no step holds a year's raw JSON.
 Streams (about 1 MB of JSON per hour of activity) go one file at a time: parsed, turned into Arrow,
-dropped, so the most this holds is one parsed stream file plus STREAM_ROW_GROUP_BYTES of Arrow data.
+dropped, so the most this holds is one parsed stream file plus STREAM_ROW_GROUP_BYTES of Arrow data (and,
+while the worker builds some of them, at most STREAMS_AHEAD activities' stream tables).
 
 Streams are written sorted by (activity_id, seq), declared as the file's sorting columns, so row group
 statistics let readers skip straight to one activity. Their encodings suit the columns: delta for the
@@ -44,8 +45,11 @@ On the bench's streams that is about a fifth smaller, and faster, than pyarrow's
 
 Parallel: when at least two years need writing and they hold at least PARALLEL_MIN_BYTES of raw JSON
 (see `bench/compact.py`), this process and one forkserver worker (PARALLEL_WORKERS = 2 in all) share
-the years; below that, starting a worker costs more than it saves. Stopped early (Ctrl-C, SIGTERM, an
-error), `compact` stops the worker and waits for it: nothing is written after it has returned.
+the years; below that, starting a worker costs more than it saves. A single year to write with at least
+PARALLEL_MIN_BYTES of streams shares its stream files instead: the worker parses some and sends back their
+Arrow tables, this process builds the others and writes them all, in the same order as alone. Stopped
+early (Ctrl-C, SIGTERM, an error), `compact` stops the worker and waits for it: nothing is written after
+it has returned.
 """
 
 from __future__ import annotations
@@ -55,10 +59,11 @@ import hashlib
 import multiprocessing
 import os
 import secrets
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.synchronize import Event
@@ -644,8 +649,8 @@ def _run_jobs(jobs: list[YearJob], *, parallel: bool) -> Iterator[YearOutcome]:
     until it has exited.
     """
     if parallel and len(jobs) == 1 and jobs[0].group_bytes("streams") >= PARALLEL_MIN_BYTES:
-        with _worker() as pool:
-            yield write_year(jobs[0], pool)
+        with _worker() as worker:
+            yield write_year(jobs[0], worker)
         return
     raw_bytes = sum(job.raw_bytes for job in jobs)
     if not parallel or len(jobs) < 2 or raw_bytes < PARALLEL_MIN_BYTES:
@@ -653,13 +658,13 @@ def _run_jobs(jobs: list[YearJob], *, parallel: bool) -> Iterator[YearOutcome]:
             yield write_year(job)
         return
     queue = sorted(jobs, key=lambda job: -job.raw_bytes)
-    with _worker() as pool:
+    with _worker() as worker:
         in_worker: list[Future[YearOutcome]] = []
         try:
             while queue or in_worker:
                 while queue and len(in_worker) < 3:
                     with interrupts_deferred():
-                        in_worker.append(pool.submit(write_year, queue.pop()))  # smallest first to the worker
+                        in_worker.append(worker.pool.submit(write_year, queue.pop()))  # smallest first to the worker
                 for future in [f for f in in_worker if f.done()]:
                     in_worker.remove(future)
                     yield future.result()
@@ -672,19 +677,48 @@ def _run_jobs(jobs: list[YearJob], *, parallel: bool) -> Iterator[YearOutcome]:
                 future.cancel()
 
 
+class _Worker:
+    """The pool of the worker process (PARALLEL_WORKERS - 1 of them), started at once in the background.
+
+    A pool starts its worker in its first `submit`, which returns once the worker has forked from the
+    forkserver, itself started then and importing this module first: about half a second that this
+    process would wait. A thread makes that first call instead, and `ready` says when it has returned.
+    """
+
+    def __init__(self, pool: ProcessPoolExecutor) -> None:
+        self.pool = pool
+        self._starting = threading.Thread(target=self._start, name="worker-start", daemon=True)
+        self._starting.start()
+
+    def _start(self) -> None:
+        try:
+            self.pool.submit(int)  # no work: the call starts the worker
+        except RuntimeError:  # the pool broke or was shut down: the next submit says so in the caller
+            pass
+
+    @property
+    def ready(self) -> bool:
+        return not self._starting.is_alive()
+
+    def join(self) -> None:
+        self._starting.join()
+
+
 @contextmanager
-def _worker() -> Iterator[ProcessPoolExecutor]:
-    """A pool of PARALLEL_WORKERS - 1 worker processes, stopped on the way out and waited for.
+def _worker() -> Iterator[_Worker]:
+    """The worker, stopped on the way out and waited for.
 
     The worker drops its year at its next check (a chunk or a stream file away) and the pool's exit
     waits for it: no partition is committed after this returns.
     """
     stop = multiprocessing.get_context("forkserver").Event()
     with worker_pool(PARALLEL_WORKERS - 1, __name__, _start_worker, (stop,)) as pool:
+        worker = _Worker(pool)
         try:
-            yield pool
+            yield worker
         finally:
             stop.set()
+            worker.join()  # the pool's exit then waits for a worker that has started
 
 
 class _Stopped(Exception):
@@ -708,10 +742,10 @@ def _check_stop() -> None:
         raise _Stopped
 
 
-def write_year(job: YearJob, helper: Executor | None = None) -> YearOutcome:
+def write_year(job: YearJob, helper: _Worker | None = None) -> YearOutcome:
     """Write the job's tables' partitions of one year from its raw JSON; remove a table's file if it
-    has no rows now. All of them are written aside first, then each replaces its old file. `helper`, a
-    worker pool, builds some of the year's stream tables."""
+    has no rows now. All of them are written aside first, then each replaces its old file. `helper`, the
+    worker, builds some of the year's stream tables."""
     with _gc_paused():
         return _write_year(job, helper)
 
@@ -729,7 +763,7 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _write_year(job: YearJob, helper: Executor | None) -> YearOutcome:
+def _write_year(job: YearJob, helper: _Worker | None) -> YearOutcome:
     outcome = YearOutcome(job.year)
     writers = {table: _PartitionWriter(job.layout.partition_path(table, job.year), table)
                for table in job.tables}
@@ -769,13 +803,14 @@ STREAMS_AHEAD = 8
 _WORKER_STREAMS = 2  # the worker's stream files in flight: one built, one queued behind it
 
 
-def _stream_tables(entries: Sequence[Entry], helper: Executor | None) -> Iterator[pa.Table | None]:
+def _stream_tables(entries: Sequence[Entry], helper: _Worker | None) -> Iterator[pa.Table | None]:
     """Each entry's stream table (None: it has none), in the order given.
 
-    Built here one at a time; with `helper`, its worker always has _WORKER_STREAMS of the next files,
-    and this process builds the next ones itself while it waits for them, at most STREAMS_AHEAD ahead of
-    the one it yields next: it never waits while there is a file it may build, and both processes keep
-    busy. The worker's tables come back as Arrow buffers (pickled), cheap next to building them.
+    Built here one at a time; with `helper`, once it is ready, its worker always has _WORKER_STREAMS of
+    the next files, and this process builds the next ones itself while it waits for them, at most
+    STREAMS_AHEAD ahead of the one it yields next: it never waits while there is a file it may build,
+    and both processes keep busy. The worker's tables come back as Arrow buffers (pickled), cheap next to
+    building them.
     """
     if helper is None:
         for entry in entries:
@@ -785,18 +820,19 @@ def _stream_tables(entries: Sequence[Entry], helper: Executor | None) -> Iterato
     taken = 0  # entries[:taken] are yielded or in `ahead`
     try:
         while taken < len(entries) or ahead:
-            while taken < len(entries) and len(ahead) < STREAMS_AHEAD and _building(ahead) < _WORKER_STREAMS:
+            while helper.ready and taken < len(entries) and len(ahead) < STREAMS_AHEAD \
+                    and _building(ahead) < _WORKER_STREAMS:
                 with interrupts_deferred():
-                    ahead.append(helper.submit(_stream_table, entries[taken]))
+                    ahead.append(helper.pool.submit(_stream_table, entries[taken]))
                 taken += 1
-            head = ahead[0]
-            if not isinstance(head, Future) or head.done():
+            head = ahead[0] if ahead else None
+            if ahead and not (isinstance(head, Future) and not head.done()):
                 ahead.popleft()
                 yield head.result() if isinstance(head, Future) else head
             elif taken < len(entries) and len(ahead) < STREAMS_AHEAD:
                 ahead.append(_stream_table(entries[taken]))
                 taken += 1
-            else:
+            elif isinstance(head, Future):
                 wait([head])
     finally:
         for item in ahead:
