@@ -20,7 +20,9 @@ Then the streams case: --streams-activities activities in one year (the worst ca
 partition file is written from), each with a detail and a StreamSet of all eleven types (30 min to 6 h at
 one point a second, about 75 bytes of JSON a point), compacted once in a child process whose peak RSS
 (VmHWM) is reported next to its RSS before compaction and the raw size, and whose floor (reading and
-parsing every raw file it read, streams, details and list pages) is measured after, in the same process.
+parsing every raw file it read, streams, details and list pages) is measured after, in the same process;
+then once more as the CLI runs it, with its worker building some of the year's stream tables (that
+process's time against its own floor; the worker's CPU is not counted).
 
 Then the memory case: a full rebuild (details and streams) at --activities and at ten times as many,
 each in a child process, real-size details and short streams (20-200 points, so that 20,000 run in
@@ -321,11 +323,14 @@ def run_duckdb(store: RawStore, out: Path) -> None:
         connection.execute(script)
 
 
-def measure_streams(count: int, folder: Path) -> dict[str, Any]:
-    """Build a store of `count` activities with hour-long-ish streams, compact it in a child process,
-    and return its time, RSS before and at peak (MB), the raw and Parquet sizes (MB) and the rows."""
+def measure_streams(count: int, folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Build a store of `count` activities with hour-long-ish streams and compact it in a child process,
+    in one process and then with its worker; each run's time, RSS before and at peak (MB), the raw and
+    Parquet sizes (MB) and the rows."""
     # All in one year: the worst case, since a year is the unit a partition file is written from.
-    return compact_in_child(folder / "streams", count, stream_points=(1800, 21600), years=(2024, 2024))
+    data_dir = write_child_store(folder / "streams", count, stream_points=(1800, 21600), years=(2024, 2024))
+    return (compact_in_child(data_dir, folder / "streams" / "parquet"),
+            compact_in_child(data_dir, folder / "streams" / "parquet-with-worker", with_worker=True))
 
 
 def measure_memory(counts: tuple[int, int], folder: Path) -> None:
@@ -334,7 +339,8 @@ def measure_memory(counts: tuple[int, int], folder: Path) -> None:
     minutes: what must not grow with the history is what compaction holds besides one year's chunk."""
     peaks = []
     for count in counts:
-        r = compact_in_child(folder / f"memory-{count}", count, stream_points=(20, 200), years=(2015, 2024))
+        data_dir = write_child_store(folder / f"memory-{count}", count, stream_points=(20, 200), years=(2015, 2024))
+        r = compact_in_child(data_dir, folder / f"memory-{count}" / "parquet")
         peaks.append(r["peak_rss_mb"])
         print(f"memory: {count:,} activities (real-size details, streams of 20-200 points: "
               f"{r['raw_mb']:,.1f} MB of stream JSON), full rebuild in {r['seconds']:.2f} s: "
@@ -343,30 +349,37 @@ def measure_memory(counts: tuple[int, int], folder: Path) -> None:
     print(f"memory: peak at {counts[1]:,} = {peaks[1] / peaks[0]:.2f} x the peak at {counts[0]:,}")
 
 
-def compact_in_child(folder: Path, count: int, *, stream_points: tuple[int, int],
-                     years: tuple[int, int]) -> dict[str, Any]:
-    """A store of `count` activities, each with a detail and streams, compacted in a child process (see
-    `child_compact`); its report, with the raw streams' size and the Parquet streams' size (MB)."""
-    data_dir, out = folder / "data", folder / "parquet"
-    store = write_synthetic_store(data_dir, count, seed=5, years=years, stream_share=1.0,
-                                  stream_points=stream_points, stream_templates=min(count, 24))
+def write_child_store(folder: Path, count: int, *, stream_points: tuple[int, int], years: tuple[int, int]) -> Path:
+    """A store of `count` activities in `folder`, each with a detail and streams; its data_dir."""
+    data_dir = folder / "data"
+    write_synthetic_store(data_dir, count, seed=5, years=years, stream_share=1.0, stream_points=stream_points,
+                          stream_templates=min(count, 24))
+    return data_dir
+
+
+def compact_in_child(data_dir: Path, out: Path, *, with_worker: bool = False) -> dict[str, Any]:
+    """The store in `data_dir` compacted into `out` in a child process (see `child_compact`); its report,
+    with the raw streams' size and the Parquet streams' size (MB)."""
+    store = RawStore(data_dir)
     raw_mb = sum(p.stat().st_size for p in store.stream_dir.iterdir()) / 1e6
     for path in store.stream_dir.iterdir():  # warm the page cache, as for the other cases
         path.read_bytes()
-    report = child_run([sys.executable, __file__, "--child-compact", str(data_dir), str(out)])
+    report = child_run([sys.executable, __file__, "--child-compact", str(data_dir), str(out),
+                        *(["--child-with-worker"] if with_worker else [])])
     report["raw_mb"] = raw_mb
     report["parquet_mb"] = sum(p.stat().st_size for p in (out / "streams").rglob("*.parquet")) / 1e6
     return report
 
 
-def child_compact(data_dir: Path, out: Path) -> None:
+def child_compact(data_dir: Path, out: Path, with_worker: bool) -> None:
     """In a fresh process: compact once and print one JSON line of time, CPU, RSS (MB) and stream rows,
     then the floor: every raw file the compaction read, read and parsed in the same process."""
     import bulkfetch.compact as compact_module
 
-    # One process, so that its ru_maxrss is the whole peak (a worker would fork from the forkserver,
-    # out of reach of RUSAGE_CHILDREN); with the worker, each of the two processes peaks like this one.
-    compact_module.PARALLEL_MIN_BYTES = 1 << 62
+    if not with_worker:
+        # One process, so that its ru_maxrss is the whole peak (a worker would fork from the forkserver,
+        # out of reach of RUSAGE_CHILDREN); with the worker, each of the two processes peaks like this one.
+        compact_module.PARALLEL_MIN_BYTES = 1 << 62
     store = RawStore(data_dir)
     before_mb = _memory_mb("VmRSS")
     _reset_peak()
@@ -523,10 +536,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--noop-activities", type=int, default=2000,
                         help="history of the no-op fetch case, run at this and 10 x as many (0 skips it)")
     parser.add_argument("--child-compact", nargs=2, type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--child-with-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child-fetch", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child_compact:
-        child_compact(*args.child_compact)
+        child_compact(*args.child_compact, args.child_with_worker)
         return 0
     if args.child_fetch:
         child_fetch(args.child_fetch)
@@ -567,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"as a whole process: {process.wall_s / process_floor.wall_s:.2f} x the floor as a process (wall), "
               f"{process.cpu_s / process_floor.cpu_s:.2f} x (CPU; a worker's is not counted: the forkserver's child)")
         if args.streams_activities > 0:
-            r = measure_streams(args.streams_activities, folder)
+            r, w = measure_streams(args.streams_activities, folder)
             print(f"streams: {args.streams_activities:,} activities, {r['raw_mb']:,.1f} MB raw JSON -> "
                   f"{r['rows']:,} rows, {r['parquet_mb']:,.1f} MB Parquet in {r['seconds']:.2f} s; "
                   f"peak RSS {r['peak_rss_mb']:,.0f} MB (before compaction {r['rss_before_mb']:,.0f} MB), "
@@ -575,6 +589,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"streams: {r['cpu_s']:.2f} CPU s; floor (read + orjson.loads of every raw file it reads, "
                   f"same process) {r['floor_s']:.2f} s, {r['floor_cpu_s']:.2f} CPU s: "
                   f"{r['seconds'] / r['floor_s']:.2f} x (wall), {r['cpu_s'] / r['floor_cpu_s']:.2f} x (CPU)")
+            print(f"streams with its worker (as the CLI runs): {w['seconds']:.2f} s, {w['cpu_s']:.2f} CPU s (this "
+                  f"process), floor {w['floor_s']:.2f} s: {w['seconds'] / w['floor_s']:.2f} x (wall); peak RSS "
+                  f"{w['peak_rss_mb']:,.0f} MB (this process)")
         if not args.no_memory:
             measure_memory((args.activities, 10 * args.activities), folder)
         if args.noop_activities > 0:

@@ -33,7 +33,8 @@ after that year's files, so a crash leaves that year unrecorded and the next run
 Bounded memory: a year is read in chunks of CHUNK_ACTIVITIES details, turned into Arrow at once, and
 written as row groups once ROW_GROUP_BYTES of Arrow data are buffered; no step holds a year's raw JSON.
 Streams (about 1 MB of JSON per hour of activity) go one file at a time: parsed, turned into Arrow,
-dropped, so the most this holds is one parsed stream file plus STREAM_ROW_GROUP_BYTES of Arrow data.
+dropped, so the most this holds is one parsed stream file plus STREAM_ROW_GROUP_BYTES of Arrow data (and,
+while the worker builds some of them, at most STREAMS_AHEAD activities' stream tables).
 
 Streams are written sorted by (activity_id, seq), declared as the file's sorting columns, so row group
 statistics let readers skip straight to one activity. Their encodings suit the columns: delta for the
@@ -44,8 +45,11 @@ On the bench's streams that is about a fifth smaller, and faster, than pyarrow's
 
 Parallel: when at least two years need writing and they hold at least PARALLEL_MIN_BYTES of raw JSON
 (see `bench/compact.py`), this process and one forkserver worker (PARALLEL_WORKERS = 2 in all) share
-the years; below that, starting a worker costs more than it saves. Stopped early (Ctrl-C, SIGTERM, an
-error), `compact` stops the worker and waits for it: nothing is written after it has returned.
+the years; below that, starting a worker costs more than it saves. A single year to write with at least
+PARALLEL_MIN_BYTES of streams shares its stream files instead: the worker parses some and sends back their
+Arrow tables, this process builds the others and writes them all, in the same order as alone. Stopped
+early (Ctrl-C, SIGTERM, an error), `compact` stops the worker and waits for it: nothing is written after
+it has returned.
 """
 
 from __future__ import annotations
@@ -55,9 +59,11 @@ import hashlib
 import multiprocessing
 import os
 import secrets
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.synchronize import Event
@@ -227,7 +233,11 @@ class YearJob:
     @property
     def raw_bytes(self) -> int:
         """The raw JSON and decoded device files this job reads."""
-        return sum(entry.raw_bytes(group) for group in self.groups for entry in self.entries)
+        return sum(map(self.group_bytes, self.groups))
+
+    def group_bytes(self, group: str) -> int:
+        """What writing one table group reads (0 if the job leaves that group alone)."""
+        return sum(entry.raw_bytes(group) for entry in self.entries) if group in self.groups else 0
 
 
 @dataclass
@@ -631,24 +641,30 @@ def _run_jobs(jobs: list[YearJob], *, parallel: bool) -> Iterator[YearOutcome]:
     """Outcomes as years finish: all in this process, or, when it pays and `parallel`, shared with one
     worker process.
 
-    This process keeps working while the worker starts (its start-up is hidden), and takes the next
-    biggest year whenever it is free; the worker always has two years queued behind its current one.
-    Closed early (Ctrl-C, SIGTERM, an error), it stops the worker and waits until it has exited.
+    Years are shared whole: this process keeps working while the worker starts (its start-up is hidden),
+    and takes the next biggest year whenever it is free; the worker always has two years queued behind
+    its current one. A single year with at least PARALLEL_MIN_BYTES of streams shares its stream files
+    instead: the worker builds some activities' stream tables, this process the others and writes them
+    all (see `_stream_tables`). Closed early (Ctrl-C, SIGTERM, an error), it stops the worker and waits
+    until it has exited.
     """
+    if parallel and len(jobs) == 1 and jobs[0].group_bytes("streams") >= PARALLEL_MIN_BYTES:
+        with _worker() as worker:
+            yield write_year(jobs[0], worker)
+        return
     raw_bytes = sum(job.raw_bytes for job in jobs)
     if not parallel or len(jobs) < 2 or raw_bytes < PARALLEL_MIN_BYTES:
         for job in jobs:
             yield write_year(job)
         return
     queue = sorted(jobs, key=lambda job: -job.raw_bytes)
-    stop = multiprocessing.get_context("forkserver").Event()
-    with worker_pool(PARALLEL_WORKERS - 1, __name__, _start_worker, (stop,)) as pool:
+    with _worker() as worker:
         in_worker: list[Future[YearOutcome]] = []
         try:
             while queue or in_worker:
                 while queue and len(in_worker) < 3:
                     with interrupts_deferred():
-                        in_worker.append(pool.submit(write_year, queue.pop()))  # smallest first to the worker
+                        in_worker.append(worker.pool.submit(write_year, queue.pop()))  # smallest first to the worker
                 for future in [f for f in in_worker if f.done()]:
                     in_worker.remove(future)
                     yield future.result()
@@ -657,11 +673,52 @@ def _run_jobs(jobs: list[YearJob], *, parallel: bool) -> Iterator[YearOutcome]:
                 elif in_worker:
                     wait(in_worker, return_when=FIRST_COMPLETED)
         finally:
-            # The worker drops its year at its next check (a chunk or a stream file away) and the pool's
-            # exit waits for it: no partition is committed after this returns.
-            stop.set()
             for future in in_worker:
                 future.cancel()
+
+
+class _Worker:
+    """The pool of the worker process (PARALLEL_WORKERS - 1 of them), started at once in the background.
+
+    A pool starts its worker in its first `submit`, which returns once the worker has forked from the
+    forkserver, itself started then and importing this module first: about half a second that this
+    process would wait. A thread makes that first call instead, and `ready` says when it has returned.
+    """
+
+    def __init__(self, pool: ProcessPoolExecutor) -> None:
+        self.pool = pool
+        self._starting = threading.Thread(target=self._start, name="worker-start", daemon=True)
+        self._starting.start()
+
+    def _start(self) -> None:
+        try:
+            self.pool.submit(int)  # no work: the call starts the worker
+        except RuntimeError:  # the pool broke or was shut down: the next submit says so in the caller
+            pass
+
+    @property
+    def ready(self) -> bool:
+        return not self._starting.is_alive()
+
+    def join(self) -> None:
+        self._starting.join()
+
+
+@contextmanager
+def _worker() -> Iterator[_Worker]:
+    """The worker, stopped on the way out and waited for.
+
+    The worker drops its year at its next check (a chunk or a stream file away) and the pool's exit
+    waits for it: no partition is committed after this returns.
+    """
+    stop = multiprocessing.get_context("forkserver").Event()
+    with worker_pool(PARALLEL_WORKERS - 1, __name__, _start_worker, (stop,)) as pool:
+        worker = _Worker(pool)
+        try:
+            yield worker
+        finally:
+            stop.set()
+            worker.join()  # the pool's exit then waits for a worker that has started
 
 
 class _Stopped(Exception):
@@ -685,11 +742,12 @@ def _check_stop() -> None:
         raise _Stopped
 
 
-def write_year(job: YearJob) -> YearOutcome:
+def write_year(job: YearJob, helper: _Worker | None = None) -> YearOutcome:
     """Write the job's tables' partitions of one year from its raw JSON; remove a table's file if it
-    has no rows now. All of them are written aside first, then each replaces its old file."""
+    has no rows now. All of them are written aside first, then each replaces its old file. `helper`, the
+    worker, builds some of the year's stream tables."""
     with _gc_paused():
-        return _write_year(job)
+        return _write_year(job, helper)
 
 
 @contextmanager
@@ -705,7 +763,7 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _write_year(job: YearJob) -> YearOutcome:
+def _write_year(job: YearJob, helper: _Worker | None) -> YearOutcome:
     outcome = YearOutcome(job.year)
     writers = {table: _PartitionWriter(job.layout.partition_path(table, job.year), table)
                for table in job.tables}
@@ -720,13 +778,9 @@ def _write_year(job: YearJob) -> YearOutcome:
                     writers[table].add(data)
         streamed = [e for e in job.entries if e.stream_file is not None or e.streams_file is not None] \
             if "streams" in job.groups else []
-        for entry in sorted(streamed, key=lambda e: e.activity_id):
-            _check_stop()
-            stream_set, source = _stream_set(entry)
-            if stream_set is not None:
-                data = build_streams(entry.activity_id, *_copied_from_activity(entry), stream_set, source)
-                del stream_set  # the parsed JSON is the big part: gone before the next file is read
-                if data.num_rows:
+        with closing(_stream_tables(sorted(streamed, key=lambda e: e.activity_id), helper)) as stream_tables:
+            for data in stream_tables:
+                if data is not None and data.num_rows:
                     writers[STREAMS].add(data)
         for writer in writers.values():
             writer.close()
@@ -741,6 +795,64 @@ def _write_year(job: YearJob) -> YearOutcome:
             writer.abort()
         raise
     return outcome
+
+
+# With a helper, at most this many activities' stream tables are built ahead of the one written next: the
+# worker's two, and those this process built while it waited for them (Arrow data: a few MB at most).
+STREAMS_AHEAD = 8
+_WORKER_STREAMS = 2  # the worker's stream files in flight: one built, one queued behind it
+
+
+def _stream_tables(entries: Sequence[Entry], helper: _Worker | None) -> Iterator[pa.Table | None]:
+    """Each entry's stream table (None: it has none), in the order given.
+
+    Built here one at a time; with `helper`, once it is ready, its worker always has _WORKER_STREAMS of
+    the next files, and this process builds the next ones itself while it waits for them, at most
+    STREAMS_AHEAD ahead of the one it yields next: it never waits while there is a file it may build,
+    and both processes keep busy. The worker's tables come back as Arrow buffers (pickled), cheap next to
+    building them.
+    """
+    if helper is None:
+        for entry in entries:
+            yield _stream_table(entry)
+        return
+    ahead: deque[Future[pa.Table | None] | pa.Table | None] = deque()  # built or being built, in order
+    taken = 0  # entries[:taken] are yielded or in `ahead`
+    try:
+        while taken < len(entries) or ahead:
+            while helper.ready and taken < len(entries) and len(ahead) < STREAMS_AHEAD \
+                    and _building(ahead) < _WORKER_STREAMS:
+                with interrupts_deferred():
+                    ahead.append(helper.pool.submit(_stream_table, entries[taken]))
+                taken += 1
+            head = ahead[0] if ahead else None
+            if ahead and not (isinstance(head, Future) and not head.done()):
+                ahead.popleft()
+                yield head.result() if isinstance(head, Future) else head
+            elif taken < len(entries) and len(ahead) < STREAMS_AHEAD:
+                ahead.append(_stream_table(entries[taken]))
+                taken += 1
+            elif isinstance(head, Future):
+                wait([head])
+    finally:
+        for item in ahead:
+            if isinstance(item, Future):
+                item.cancel()
+
+
+def _building(ahead: Iterable[Any]) -> int:
+    return sum(isinstance(item, Future) and not item.done() for item in ahead)
+
+
+def _stream_table(entry: Entry) -> pa.Table | None:
+    """The activity's stream table, or None if it has no StreamSet (see `_stream_set`). In a worker,
+    with cyclic GC paused as in `write_year`, and not begun once the parent stops."""
+    _check_stop()
+    with _gc_paused():
+        stream_set, source = _stream_set(entry)
+        if stream_set is None:
+            return None
+        return build_streams(entry.activity_id, *_copied_from_activity(entry), stream_set, source)
 
 
 class _PartitionWriter:

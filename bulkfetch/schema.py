@@ -45,7 +45,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
+from itertools import chain, repeat
 from operator import itemgetter
 from typing import Any
 
@@ -496,6 +496,8 @@ def build_streams(activity_id: int, start_date: Any, sport_type: Any, stream_set
     """
     series = stream_series(stream_set)
     length = max((len(data) for kind, data in series.items() if kind in STREAM_KEYS), default=0)
+    points = {kind: _padded(data, length) for kind, data in series.items() if kind in STREAM_KEYS}
+    latlng = _lat_and_lng(points["latlng"]) if "latlng" in points else None
     arrays: list[pa.Array] = []
     for column in STREAM_COLUMNS:
         if column.name == "activity_id":
@@ -509,17 +511,76 @@ def build_streams(activity_id: int, start_date: Any, sport_type: Any, stream_set
             if isinstance(value, pa.Scalar):
                 value = value.cast(column.type) if value.is_valid else None
             arrays.append(_repeat(value, length, column.type))
+        elif column.path[0] not in points:
+            arrays.append(pa.nulls(length, column.type))
+        elif latlng is not None and len(column.path) > 1:
+            arrays.append(latlng[column.path[1]])
         else:
-            data = series.get(column.path[0])
-            if data is None:
-                arrays.append(pa.nulls(length, column.type))
-                continue
-            if len(column.path) > 1:
-                data = _elements(data, column.path[1])
-            if len(data) < length:
-                data = [*data, *([None] * (length - len(data)))]
-            arrays.append(to_array(data, column.type))
+            arrays.append(_series_array(points[column.path[0]], column.type))
     return pa.Table.from_arrays(arrays, schema=SCHEMAS[STREAMS])
+
+
+def _padded(data: list[Any], length: int) -> list[Any]:
+    return data if len(data) >= length else [*data, *([None] * (length - len(data)))]
+
+
+_BOOL_KIND = frozenset((bool,))
+
+
+def _series_array(values: list[Any], type_: pa.DataType) -> pa.Array:
+    """`to_array` for a stream's thousands of values, cheaper where a stream is what Strava sends.
+
+    Arrow converts a number column exactly, with its type given, but for a float in an int column (3.5
+    -> 3) and a bool in a float column (true -> 1.0); it refuses text, objects, a bool in an int column
+    and ints beyond what the type holds (then `to_array` goes value by value). So an int column is only
+    summed first (a C loop of integer adds: a float makes the sum a float), about half the cost of
+    `to_array`'s look at every value's kind; a float column is only looked at for bools.
+    """
+    if type_ == I64 and _only_ints(values) or type_ == F64 and _BOOL_KIND.isdisjoint(map(type, values)):
+        try:
+            return pa.array(values, type=type_)
+        except (pa.ArrowException, OverflowError):
+            pass
+    return to_array(values, type_)
+
+
+def _only_ints(values: list[Any]) -> bool:
+    """Whether `values` hold no float but maybe 0.0 (which Arrow converts to 0, as `coerce` does)."""
+    try:
+        return type(sum(filter(None, values))) is int
+    except TypeError:  # text, a list, an object: left to `to_array`
+        return False
+
+
+_LAT_LNG = pa.list_(F64)
+
+
+def _lat_and_lng(points: list[Any]) -> tuple[pa.Array, pa.Array]:
+    """The lat and lng columns of latlng's points (each [lat, lng], or null): split in C where every
+    point is what Strava sends (see `_pairs`), else point by point."""
+    pairs = _pairs(points)
+    if pairs is None:
+        return to_array(_elements(points, 0), F64), to_array(_elements(points, 1), F64)
+    # Each point's first element's index in the flat values, null where the point is null (the list
+    # array's own validity and offsets): two `take`s, a tenth of the cost of two `list_element`s.
+    starts = pa.Array.from_buffers(pa.int32(), len(pairs), pairs.buffers()[:2], offset=pairs.offset)
+    return pc.take(pairs.values, starts), pc.take(pairs.values, pc.add(starts, 1))
+
+
+def _pairs(points: list[Any]) -> pa.ListArray | None:
+    """latlng's points as one Arrow list column, or None unless each is null or a list of at least two
+    numbers (then they go point by point). Arrow refuses a point that is no list or holds text or an
+    int beyond what a double holds exactly; a bool, which it would take as 1.0 or 0.0, is looked for in
+    one pass over the elements."""
+    try:
+        pairs = pa.array(points, type=_LAT_LNG)
+    except (pa.ArrowException, OverflowError):
+        return None
+    shortest = pc.min(pc.list_value_length(pairs)).as_py()  # None: every point is null
+    if shortest is not None and shortest < 2 \
+            or not _BOOL_KIND.isdisjoint(map(type, chain.from_iterable(filter(None, points)))):
+        return None
+    return pairs
 
 
 def _sequence(length: int) -> pa.Array:

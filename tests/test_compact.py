@@ -591,6 +591,24 @@ def test_parallel_output_equals_sequential_output(tmp_path, monkeypatch):
         assert read(tmp_path / "parallel", table) == read(tmp_path / "sequential", table), table
 
 
+def test_one_years_streams_shared_with_the_worker_equal_sequential_output(tmp_path, monkeypatch):
+    """A single year's stream files are split between this process and the worker: the file is the same."""
+    store = write_synthetic_store(tmp_path / "data", 30, seed=12, years=(2019, 2019), stream_share=0.8,
+                                  stream_points=(200, 2000))
+    compact(store, tmp_path / "sequential", ATHLETE_ID, parallel=False)
+    built_here: list[int] = []
+    build = compact_module.build_streams  # the worker has its own: this one counts what this process built
+    monkeypatch.setattr(compact_module, "build_streams", lambda *args: built_here.append(args[0]) or build(*args))
+    monkeypatch.setattr(compact_module, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(compact_module, "STREAMS_AHEAD", 3)  # the window full at times: waits for the worker
+    # Until its worker has started, this process builds every table itself: here it waits for it at once.
+    monkeypatch.setattr(compact_module._Worker, "ready", property(lambda worker: worker.join() or True))
+    result = compact(store, tmp_path / "parallel", ATHLETE_ID)
+    assert result.rows["streams"] > 0 and len(built_here) < len(store.stream_ids())  # the worker built the others
+    for table in TABLES:
+        assert read(tmp_path / "parallel", table) == read(tmp_path / "sequential", table), table
+
+
 def test_empty_store_and_missing_details(tmp_path):
     store = RawStore(tmp_path / "data")
     store.prepare()
@@ -698,6 +716,7 @@ def test_bench_smoke():
     assert re.search(r"no-op fetch: 100 activities .* a fetch finding nothing new: [\d.]+ CPU s", out), out
     assert re.search(r"no-op fetch: CPU at 100 = [\d.]+ x at 10 \(target <= 3 x: (PASS|FAIL)\)", out), out
     assert re.search(r"streams: [\d.]+ CPU s; floor .* [\d.]+ x \(wall\), [\d.]+ x \(CPU\)", out), out
+    assert re.search(r"streams with its worker \(as the CLI runs\): [\d.]+ s, .* [\d.]+ x \(wall\)", out), out
     streams = re.search(r"streams: 240 activities, ([\d,.]+) MB raw JSON -> ([\d,]+) rows.*peak RSS ([\d,]+) MB "
                         r"\(before compaction ([\d,]+) MB\)", out)
     assert streams, out

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from bench.compact import write_synthetic_store
 from bulkfetch.cli import main
@@ -82,11 +83,16 @@ def tables(parquet_dir: Path) -> dict[str, object]:
     return {str(p.relative_to(parquet_dir)): pq.read_table(p) for p in parquet_dir.rglob("*.parquet")}
 
 
-def big_store(data_dir: Path) -> RawStore:
-    """Two years of activities with hour-long streams: over PARALLEL_MIN_BYTES (a worker process is used)
-    and a few seconds of compaction, written in a fraction of a second."""
-    return write_synthetic_store(data_dir, 100, seed=21, years=(2020, 2021), stream_share=1.0,
+def big_store(data_dir: Path, years: tuple[int, int]) -> RawStore:
+    """Activities with hour-long streams: over PARALLEL_MIN_BYTES (a worker process is used: it takes whole
+    years if `years` are two, a year's stream files otherwise) and a few seconds of compaction, written
+    in a fraction of a second."""
+    return write_synthetic_store(data_dir, 100, seed=21, years=years, stream_share=1.0,
                                  stream_points=(3000, 3000), stream_templates=2)
+
+
+# The worker takes whole years, or builds some of one year's stream tables.
+SHARES = pytest.mark.parametrize("years", [(2020, 2021), (2020, 2020)], ids=["years", "one-year"])
 
 
 def wait_for_the_worker(process: subprocess.Popen) -> dict[int, int]:
@@ -149,9 +155,11 @@ def test_compact_refuses_while_a_fetch_runs_and_nobody_sweeps_its_temporary_file
 
 
 # -- item 9: SIGTERM during compaction --------------------------------------------------------------------
-def test_sigterm_during_compaction_exits_130_after_its_worker_and_leaves_whole_files(tmp_path: Path) -> None:
+@SHARES
+def test_sigterm_during_compaction_exits_130_after_its_worker_and_leaves_whole_files(tmp_path: Path,
+                                                                                    years: tuple[int, int]) -> None:
     data_dir = tmp_path / "data"
-    big_store(data_dir)
+    big_store(data_dir, years)
     store = athlete_store(data_dir)  # the compaction below moves it to its athlete's folder
     config = storage_config(tmp_path, data_dir)
     parquet_dir = data_dir / "parquet"
@@ -187,11 +195,12 @@ def test_sigterm_during_compaction_exits_130_after_its_worker_and_leaves_whole_f
     assert any(not new[name].equals(old[name]) for name in new)
 
 
-def test_a_killed_compaction_leaves_no_process_behind(tmp_path: Path) -> None:
+@SHARES
+def test_a_killed_compaction_leaves_no_process_behind(tmp_path: Path, years: tuple[int, int]) -> None:
     """SIGKILL cannot be caught: the worker and its helpers notice the command is gone and end by
     themselves (left running, they would hold its stdout open: `bulkfetch compact | tee log` would hang)."""
     data_dir = tmp_path / "data"
-    big_store(data_dir)
+    big_store(data_dir, years)
     process = spawn(storage_config(tmp_path, data_dir), "compact", "--rebuild")
     family = wait_for_the_worker(process)
     family.update(descendants(process.pid))
@@ -221,7 +230,7 @@ def test_an_interrupted_fetch_compacts_what_it_fetched_then_exits_130(tmp_path: 
 
 def test_a_second_signal_stops_the_compaction_of_an_interrupted_fetch_at_once(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    big_store(data_dir)  # what earlier runs fetched: a few seconds of compaction
+    big_store(data_dir, (2020, 2021))  # what earlier runs fetched: a few seconds of compaction
     settings = SimulatorSettings(activities=50, seed=33, latency_s=0.2, short_limit=1000, daily_limit=10000)
     with SimulatorThread(settings) as sim:
         config = tmp_path / "config.toml"
