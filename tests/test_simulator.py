@@ -905,3 +905,15 @@ def test_a_paced_runs_heart_rate_rises_with_its_speed_and_falls_year_by_year() -
     _, per_mps, per_year = np.linalg.lstsq(design, np.array(beats), rcond=None)[0]
     assert per_mps > 5  # faster runs, harder efforts: more beats
     assert -1.5 * FITNESS_BPM_PER_YEAR < per_year < -0.5 * FITNESS_BPM_PER_YEAR
+
+
+def test_only_paced_runs_are_races() -> None:
+    """A run of a fixed duration (the demo's --export) or typed in by hand is no race (workout_type 1): a race
+    runs a standard distance at race effort, which only the pace model does."""
+    from bulkfetch.simulator.history import RACE_DISTANCES_M, build_activities
+
+    for duration_s in (None, 1200):
+        activities = build_activities(seed=4, count=400, athlete_id=1, now_s=1_780_000_000, duration_s=duration_s)
+        races = [a.record for a in activities if a.record["workout_type"] == 1]
+        assert bool(races) == (duration_s is None)
+        assert all(r["distance"] in RACE_DISTANCES_M and not r["manual"] for r in races)

@@ -373,6 +373,8 @@ def make_activity(rng: random.Random, *, activity_id: int, start_s: int, athlete
                         activity_rng(seed, activity_id, "route"))
         elapsed_s += run.moving_s - moving_s
         workout_type, distance, moving_s = run.workout_type, run.distance_m, run.moving_s
+    elif workout_type == 1:  # a race runs a standard distance at race effort: only a paced run is one
+        workout_type = 0
     has_heartrate = not manual and rng.random() < 0.8
     name = "Ørsted Lauf" if sport.sport_type == "Run" and zone.home[0] > 50 and rng.random() < 0.5 \
         else rng.choice(sport.names)
