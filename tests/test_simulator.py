@@ -884,3 +884,36 @@ def test_simulate_rejects_bad_athlete_knobs_with_one_line(flags: tuple[str, ...]
                             capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL)
     assert result.returncode == 2 and flags[0] in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_a_paced_runs_heart_rate_rises_with_its_speed_and_falls_year_by_year() -> None:
+    """The report's heart rate against speed (figure 4) shows a fitness trend on simulated data: a run's average
+    heart rate follows its effort, and the same effort costs fewer beats each later year."""
+    from bulkfetch.simulator.history import FITNESS_BPM_PER_YEAR, build_activities
+
+    activities = build_activities(seed=4, count=600, athlete_id=1, now_s=1_780_000_000)
+    runs = [a.record for a in activities if a.record["sport_type"] == "Run" and a.record.get("has_heartrate")
+            and not a.record["manual"] and a.record["distance"] > 0]
+    assert len(runs) > 100
+    years = [int(r["start_date"][:4]) for r in runs]
+    speeds = [r["distance"] / r["moving_time"] for r in runs]
+    beats = [r["average_heartrate"] for r in runs]
+    # Least squares of beats on speed and year: the slopes have the model's signs and about its fitness size.
+    import numpy as np  # the report extra's, which dev includes
+
+    design = np.column_stack([np.ones(len(runs)), speeds, years])
+    _, per_mps, per_year = np.linalg.lstsq(design, np.array(beats), rcond=None)[0]
+    assert per_mps > 5  # faster runs, harder efforts: more beats
+    assert -1.5 * FITNESS_BPM_PER_YEAR < per_year < -0.5 * FITNESS_BPM_PER_YEAR
+
+
+def test_only_paced_runs_are_races() -> None:
+    """A run of a fixed duration (the demo's --export) or typed in by hand is no race (workout_type 1): a race
+    runs a standard distance at race effort, which only the pace model does."""
+    from bulkfetch.simulator.history import RACE_DISTANCES_M, build_activities
+
+    for duration_s in (None, 1200):
+        activities = build_activities(seed=4, count=400, athlete_id=1, now_s=1_780_000_000, duration_s=duration_s)
+        races = [a.record for a in activities if a.record["workout_type"] == 1]
+        assert bool(races) == (duration_s is None)
+        assert all(r["distance"] in RACE_DISTANCES_M and not r["manual"] for r in races)

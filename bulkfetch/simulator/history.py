@@ -92,6 +92,15 @@ RACE_DISTANCES_M = (5000.0, 10000.0, 21097.5, 42195.0)
 RACE_WEIGHTS = (0.45, 0.3, 0.17, 0.08)
 # Effort (pace against race pace) of training runs by workout_type: default, long run, workout.
 TRAINING_EFFORT = {None: (1.15, 1.3), 0: (1.15, 1.3), 2: (1.15, 1.25), 3: (1.02, 1.1)}
+# A paced run's average heart rate: higher the harder its effort, lower at the same effort each later year (the
+# athlete gets fitter), so that the report's heart rate against speed shows the cloud moving year by year.
+RACE_HEART_RATE = 168.0  # bpm at race effort in FITNESS_BASE_YEAR
+HEART_RATE_PER_EFFORT = 110.0  # bpm less per unit of effort above race effort: about 140 at 1.25
+FITNESS_BPM_PER_YEAR = 4.0
+FITNESS_BASE_YEAR = 2022
+HEART_RATE_NOISE = 3.0  # bpm either way, from one run to the next
+HEART_RATE_RANGE = (100.0, 190.0)
+RUN_HEART_RATE_MARGIN = (6.0, 10.0)  # bpm from a paced run's average to its maximum
 
 
 @dataclass(frozen=True)
@@ -306,6 +315,7 @@ class PacedRun:
     workout_type: int | None
     distance_m: float
     moving_s: int
+    effort: float  # pace against race pace on the day (1: race effort in normal form)
 
 
 def paced_run(model: PaceModel, rng: random.Random, zone: Zone, workout_type: int | None, distance_m: float,
@@ -322,7 +332,15 @@ def paced_run(model: PaceModel, rng: random.Random, zone: Zone, workout_type: in
     effort *= math.exp(rng.gauss(0.0, model.day_sd))
     _, hills = route_start(hills_rng, zone, distance_m)
     seconds = sum(run_seconds(model, hills.slope, distance_m, 0.0, 1))
-    return PacedRun(workout_type, distance_m, max(1, round(effort * seconds)))
+    return PacedRun(workout_type, distance_m, max(1, round(effort * seconds)), effort)
+
+
+def run_heart_rate(effort: float, start: datetime, rng: random.Random) -> tuple[float, float]:
+    """A paced run's average heart rate (see RACE_HEART_RATE) and its maximum's margin above it: a few beats,
+    so that its splits' heart rates stay near the run's (the recording's slow swing follows from the margin)."""
+    fitter = FITNESS_BPM_PER_YEAR * (start.year - FITNESS_BASE_YEAR)
+    bpm = RACE_HEART_RATE - HEART_RATE_PER_EFFORT * (effort - 1) - fitter + rng.uniform(-1, 1) * HEART_RATE_NOISE
+    return min(max(bpm, HEART_RATE_RANGE[0]), HEART_RATE_RANGE[1]), rng.uniform(*RUN_HEART_RATE_MARGIN)
 
 
 # ---------------------------------------------------------------- list entries
@@ -349,11 +367,14 @@ def make_activity(rng: random.Random, *, activity_id: int, start_s: int, athlete
     speed = rng.uniform(*sport.speed_mps)
     distance = round(speed * moving_s, 1) if sport.has_distance else 0.0
     workout_type = _workout_type(rng, sport)
+    run = None
     if sport.runs and sport.gps and not manual and duration_s is None:
         run = paced_run(pace_model, activity_rng(seed, activity_id, "pace"), zone, workout_type, distance,
                         activity_rng(seed, activity_id, "route"))
         elapsed_s += run.moving_s - moving_s
         workout_type, distance, moving_s = run.workout_type, run.distance_m, run.moving_s
+    elif workout_type == 1:  # a race runs a standard distance at race effort: only a paced run is one
+        workout_type = 0
     has_heartrate = not manual and rng.random() < 0.8
     name = "Ørsted Lauf" if sport.sport_type == "Run" and zone.home[0] > 50 and rng.random() < 0.5 \
         else rng.choice(sport.names)
@@ -405,8 +426,12 @@ def make_activity(rng: random.Random, *, activity_id: int, start_s: int, athlete
                       weighted_average_watts=round(watts * rng.uniform(1.02, 1.12)))
     record["has_heartrate"] = has_heartrate
     if has_heartrate:
-        record["average_heartrate"] = round(rng.uniform(120, 165), 1)
-        record["max_heartrate"] = float(round(record["average_heartrate"] + rng.uniform(10, 30)))
+        # Drawn for every activity, so that the draws after these stay its seed's.
+        average, above = rng.uniform(120, 165), rng.uniform(10, 30)
+        if run is not None:
+            average, above = run_heart_rate(run.effort, start, activity_rng(seed, activity_id, "heart"))
+        record["average_heartrate"] = round(average, 1)
+        record["max_heartrate"] = float(round(record["average_heartrate"] + above))
     record["heartrate_opt_out"] = False
     record["display_hide_heartrate_option"] = has_heartrate
     upload_id = None if manual else rng.randint(10**10, 2 * 10**10)
