@@ -59,9 +59,6 @@ N = TypeVar("N", int, float)
 # A run's compaction goes over the athletes whose export an import changed meanwhile (refused its athlete's
 # compaction lock while the run held it) at most this often in all: each pass is short, imports rarely overlap.
 COMPACTION_PASSES = 3
-# The race the demo's report command predicts: a half marathon on a rolling course (the simulated athlete races
-# 5 km to the marathon).
-DEMO_COURSE = "21.0975km+150m"
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -857,7 +854,7 @@ def _adopt_data_dir(args: argparse.Namespace, config: Config) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from bulkfetch import report
-    from bulkfetch.demo import DEMO_DATA_DIR, DEMO_EXPORT_DATA_DIR, DemoRun, check_demo_size
+    from bulkfetch.demo import DEMO_DATA_DIR, DEMO_EXPORT_DATA_DIR, REPORT_COURSE, DemoRun, check_demo_size
     from bulkfetch.progress import Reporter
 
     check_demo_size(args.activities, args.athletes)
@@ -887,7 +884,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     show.result(f"Query them with DuckDB (pip install duckdb):\n  {report.duckdb_example(parquet_dir)}")
     show.result(f"Figures in one HTML file (pip install 'bulkfetch[report]'):\n  bulkfetch --config "
                 f"{shlex.quote(str(demo.report_config()))} report --out {shlex.quote(str(data_dir / 'report.html'))} "
-                f"--predict {DEMO_COURSE}")
+                f"--predict {REPORT_COURSE}")
     return EXIT_OK
 
 

@@ -55,6 +55,9 @@ DEMO_EXPORT_DURATION_S = 1200
 RECIPE_RECENT_S = 365 * 86400
 DEMO_DATA_DIR = "demo-data"
 REPORT_CONFIG_NAME = "report-config.toml"  # names the demo's data_dir alone, for `bulkfetch report`
+# The race the demo's report command predicts: a half marathon on a rolling course (the simulated athlete races
+# 5 km to the marathon).
+REPORT_COURSE = "21.0975km+150m"
 DEMO_EXPORT_DATA_DIR = "demo-export-data"  # another history (see check_demo_data_dir): a folder of its own
 EXPORT_FOLDER = "simulated-export"  # in the demo's data_dir: the zip Strava would e-mail, and its sidecar
 # The requests of a fetch, by the path they asked (the simulator's log holds them with the API's prefix).
