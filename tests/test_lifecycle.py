@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+import bulkfetch
 from bench.compact import write_synthetic_store
 from bulkfetch.cli import main
 from bulkfetch.compact import MANIFEST, partition_entries
@@ -278,3 +279,25 @@ def test_every_run_ends_its_log_with_its_outcome_and_exit_code(tmp_path: Path) -
         result = run_cli("--config", str(config), "fetch", "--no-wait", timeout=60)
         assert result.returncode == 75, result.stderr
         assert log_lines(data_dir)[-1].endswith(" exit 75: " + error_line(result.stderr))
+
+
+# -- the worker processes run this copy of bulkfetch -------------------------------------------------------
+def test_a_worker_started_from_a_folder_holding_another_bulkfetch_imports_this_one(tmp_path: Path) -> None:
+    """Python 3.11's forkserver imports its preload from the working directory first: run from a folder
+    holding another `bulkfetch` (a checkout), the workers would run that one, not this process's."""
+    decoy = tmp_path / "checkout"
+    (decoy / "bulkfetch").mkdir(parents=True)
+    (decoy / "bulkfetch" / "__init__.py").write_text("")
+    (decoy / "bulkfetch" / "processes.py").write_text("raise SystemExit('the decoy bulkfetch was imported')\n")
+    script = tmp_path / "scripts" / "pool.py"  # a script's folder, not the working directory, leads its path
+    script.parent.mkdir()
+    script.write_text(
+        "from bulkfetch.processes import worker_pool\n"
+        "if __name__ == '__main__':\n"
+        "    with worker_pool(1, 'bulkfetch.processes') as pool:\n"
+        "        print(pool.submit(eval, '__import__(\"bulkfetch\").__file__').result(timeout=60))\n")
+    env = {name: value for name, value in cli_env().items() if name != "PYTHONSAFEPATH"}  # this copy: on PYTHONPATH
+    done = subprocess.run([sys.executable, str(script)], cwd=decoy, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == bulkfetch.__file__
