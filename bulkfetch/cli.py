@@ -8,6 +8,7 @@ import what needs pyarrow, aiohttp or rich themselves, so `--version` and `--hel
 from __future__ import annotations
 
 import argparse
+import gc
 import getpass
 import math
 import os
@@ -585,6 +586,13 @@ def _cmd_compact(args: argparse.Namespace) -> int:
     # rebuild rewrites every partition, so no import's compaction may run beside it either.
     with _reporter(args, config) as reporter, _sigterm_as_ctrl_c(), \
             data_dir_lock(data_dir, "compact --rebuild" if args.rebuild else "compact", alone=args.rebuild):
+        if args.rebuild:
+            # Every year is rewritten: compaction's worker is likely wanted, and its forkserver imports
+            # pyarrow (a third of a second and more) beside this process's own imports and reads instead of
+            # after them, when the first year is handed to the worker. Named, not imported here.
+            from bulkfetch.processes import start_forkserver
+
+            start_forkserver(["bulkfetch.compact"])
         _compact(data_dir, config.storage.parquet_dir, reporter, rebuild=args.rebuild, remote=remote)
     return EXIT_OK
 
@@ -1054,6 +1062,7 @@ def _os_reason(error: OSError) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command `argv` says (None: this process's command line, which ends when this returns)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -1067,6 +1076,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `bulkfetch status | head -1`: the reader has all it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's exit flush fails no more
         return EXIT_OK
+    finally:
+        if argv is None:
+            # The process ends next: its exit would walk every object left (pyarrow's and numpy's modules
+            # included) for cycles, up to a tenth of a second, to free memory the exit frees anyway. Files
+            # are closed by then (`with` blocks), so there is nothing for that walk to flush.
+            gc.freeze()
 
 
 __all__ = ["main", "build_parser"]
