@@ -3,6 +3,7 @@ after an interrupted fetch, child processes, and the log's last line. Real CLI p
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -301,3 +302,29 @@ def test_a_worker_started_from_a_folder_holding_another_bulkfetch_imports_this_o
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == bulkfetch.__file__
+
+
+def test_the_forkserver_imports_its_preload_in_the_background_for_the_workers(tmp_path: Path) -> None:
+    """`start_forkserver` returns while the server imports (pyarrow, for compaction: this process works
+    meanwhile), and the workers fork from the server with the module imported: they do not import it again."""
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    (modules / "slow_preload.py").write_text("import os, time\ntime.sleep(3)\nIMPORTED_BY = os.getpid()\n")
+    script = tmp_path / "pool.py"
+    script.write_text(
+        "import os, time\n"
+        "from bulkfetch.processes import start_forkserver, worker_pool\n"
+        "if __name__ == '__main__':\n"
+        "    started = time.monotonic()\n"
+        "    start_forkserver(['slow_preload'])\n"
+        "    returned_s = time.monotonic() - started\n"
+        "    with worker_pool(1, 'slow_preload') as pool:\n"
+        "        importer, worker = pool.submit(eval, '(__import__(\"slow_preload\").IMPORTED_BY, "
+        "__import__(\"os\").getpid())').result(timeout=60)\n"
+        "    print(returned_s, time.monotonic() - started, importer != worker)\n")
+    env = cli_env(PYTHONPATH=f"{modules}{os.pathsep}{cli_env()['PYTHONPATH']}")
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    returned_s, served_s, preloaded = done.stdout.split()
+    assert float(returned_s) < 2 and float(served_s) >= 3  # the 3-s import ran after it had returned
+    assert preloaded == "True"  # imported by the server, before the worker forked from it
