@@ -1079,8 +1079,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if argv is None:
             # The process ends next: its exit would walk every object left (pyarrow's and numpy's modules
-            # included) for cycles, up to a tenth of a second, to free memory the exit frees anyway. Files
-            # are closed by then (`with` blocks), so there is nothing for that walk to flush.
+            # included) for cycles, to free memory the exit frees anyway (after a compaction: 0.27-0.50 s
+            # at load 10, 0.10-0.15 s frozen). Files are closed by then (`with` blocks): nothing to flush.
             gc.freeze()
 
 
