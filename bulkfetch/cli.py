@@ -582,17 +582,17 @@ def _cmd_compact(args: argparse.Namespace) -> int:
     ensure_dir(data_dir)
     ensure_dir(config.storage.parquet_dir)  # an unusable one is said even while there is nothing to compact
     remote = _remote_store(config)
+    if args.rebuild:
+        # Every year is rewritten: compaction's worker is likely wanted, and its forkserver imports pyarrow
+        # (0.4 CPU s) beside this process's own imports and reads instead of after them, when the first
+        # year is handed to the worker. Named, not imported here; harmless if the lock is refused.
+        from bulkfetch.processes import start_forkserver
+
+        start_forkserver(["bulkfetch.compact"])
     # The lock: a running fetch's temporary files are not swept, and its own compaction is not raced; a
     # rebuild rewrites every partition, so no import's compaction may run beside it either.
     with _reporter(args, config) as reporter, _sigterm_as_ctrl_c(), \
             data_dir_lock(data_dir, "compact --rebuild" if args.rebuild else "compact", alone=args.rebuild):
-        if args.rebuild:
-            # Every year is rewritten: compaction's worker is likely wanted, and its forkserver imports
-            # pyarrow (a third of a second and more) beside this process's own imports and reads instead of
-            # after them, when the first year is handed to the worker. Named, not imported here.
-            from bulkfetch.processes import start_forkserver
-
-            start_forkserver(["bulkfetch.compact"])
         _compact(data_dir, config.storage.parquet_dir, reporter, rebuild=args.rebuild, remote=remote)
     return EXIT_OK
 
