@@ -59,12 +59,6 @@ import orjson
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
-# And for compaction's worker: Python 3.11's forkserver ignores this sys.path (it imports from the working
-# directory first, then the installed package), so a run from another folder got workers of another copy
-# of bulkfetch, whose classes unpickle differently ('state is not a dictionary', BrokenProcessPool). This
-# script's child processes too: this copy, whatever the working directory (PYTHONSAFEPATH: not the cwd).
-os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
-os.environ["PYTHONSAFEPATH"] = "1"
 
 from bulkfetch.compact import compact  # noqa: E402 - after the path fix, so the script runs from anywhere
 from bulkfetch.store import RawStore  # noqa: E402

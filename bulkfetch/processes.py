@@ -4,6 +4,9 @@
   process group: the parent decides) and end themselves when the parent is gone, killed outright
   (SIGKILL) included, so that no worker outlives the command holding its stdout (`... | tee` would
   never end) or writes after the next run began.
+- `start_forkserver`: the forkserver those pools fork from, started ahead of need: it imports its preload
+  (pyarrow: a third of a second and more) while this process does other work, where a pool's first worker
+  would wait for it. It imports this copy of bulkfetch, whatever the working directory holds.
 - `interrupts_deferred`: Ctrl-C and SIGTERM wait for the end of a block (around `submit`).
 - `exit_with_parent`: the parent watch itself, for a child started another way.
 - `available_cpus`: the CPUs this process may run on (its affinity, which containers set), not the host's.
@@ -12,17 +15,22 @@
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
+from multiprocessing.context import ForkServerContext
 from pathlib import Path
 from typing import Any
 
 PARENT_CHECK_S = 0.25  # how often a worker checks that the process it works for is alive
+# The folder holding this copy of the bulkfetch package: what the forkserver imports it from.
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+_environment_lock = threading.Lock()  # os.environ is the process's: one change at a time
 
 
 def available_cpus() -> int:
@@ -40,10 +48,42 @@ def worker_pool(workers: int, preload: str, initializer: Callable[..., None] | N
     functions they run). Each worker ignores Ctrl-C and ends when this process is gone (see the module
     docstring), then runs `initializer(*initargs)`."""
     # forkserver: workers fork from a clean server process, never from a caller that may hold threads.
+    return ProcessPoolExecutor(max_workers=workers, mp_context=start_forkserver([preload]),
+                               initializer=_start_worker, initargs=(os.getpid(), initializer, initargs))
+
+
+def start_forkserver(preload: Sequence[str]) -> ForkServerContext:
+    """This process's forkserver, started now unless it runs: it imports the modules `preload` names in the
+    background (a pool's workers fork from it once it has; a running one keeps the preload it started with).
+
+    Python 3.11's forkserver ignores this process's sys.path: it is `python -c`, whose first path entry is
+    the working directory, so a folder holding another `bulkfetch` (a checkout, a bench script's caller)
+    would give workers another copy than this process runs (their pickled arguments then fail, a
+    BrokenProcessPool). It starts with this copy's folder first on its PYTHONPATH and without the working
+    directory (PYTHONSAFEPATH) instead.
+    """
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([preload])
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
-                               initargs=(os.getpid(), initializer, initargs))
+    context.set_forkserver_preload(list(preload))
+    path = os.pathsep.join([str(PACKAGE_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    with _environment(PYTHONPATH=path, PYTHONSAFEPATH="1"):
+        multiprocessing.forkserver.ensure_running()  # starts it and returns: the server imports on its own
+    return context
+
+
+@contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    """os.environ with `values` for the block (what a process started in it inherits), then as it was."""
+    with _environment_lock:
+        previous = {name: os.environ.get(name) for name in values}
+        os.environ.update(values)
+        try:
+            yield
+        finally:
+            for name, value in previous.items():
+                if value is None:
+                    del os.environ[name]
+                else:
+                    os.environ[name] = value
 
 
 def _start_worker(parent_pid: int, initializer: Callable[..., None] | None, initargs: tuple[Any, ...]) -> None:
@@ -105,4 +145,4 @@ def alive(pid: int) -> bool:
     return stat[stat.rindex(")") + 2] != "Z"
 
 
-__all__ = ["available_cpus", "exit_with_parent", "interrupts_deferred", "worker_pool"]
+__all__ = ["available_cpus", "exit_with_parent", "interrupts_deferred", "start_forkserver", "worker_pool"]

@@ -3,6 +3,7 @@ after an interrupted fetch, child processes, and the log's last line. Real CLI p
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+import bulkfetch
 from bench.compact import write_synthetic_store
 from bulkfetch.cli import main
 from bulkfetch.compact import MANIFEST, partition_entries
@@ -287,3 +289,51 @@ def test_every_run_ends_its_log_with_its_outcome_and_exit_code(tmp_path: Path) -
         result = run_cli("--config", str(config), "fetch", "--no-wait", timeout=60)
         assert result.returncode == 75, result.stderr
         assert log_lines(data_dir)[-1].endswith(" exit 75: " + error_line(result.stderr))
+
+
+# -- the worker processes run this copy of bulkfetch -------------------------------------------------------
+def test_a_worker_started_from_a_folder_holding_another_bulkfetch_imports_this_one(tmp_path: Path) -> None:
+    """Python 3.11's forkserver imports its preload from the working directory first: run from a folder
+    holding another `bulkfetch` (a checkout), the workers would run that one, not this process's."""
+    decoy = tmp_path / "checkout"
+    (decoy / "bulkfetch").mkdir(parents=True)
+    (decoy / "bulkfetch" / "__init__.py").write_text("")
+    (decoy / "bulkfetch" / "processes.py").write_text("raise SystemExit('the decoy bulkfetch was imported')\n")
+    script = tmp_path / "scripts" / "pool.py"  # a script's folder, not the working directory, leads its path
+    script.parent.mkdir()
+    script.write_text(
+        "from bulkfetch.processes import worker_pool\n"
+        "if __name__ == '__main__':\n"
+        "    with worker_pool(1, 'bulkfetch.processes') as pool:\n"
+        "        print(pool.submit(eval, '__import__(\"bulkfetch\").__file__').result(timeout=60))\n")
+    env = {name: value for name, value in cli_env().items() if name != "PYTHONSAFEPATH"}  # this copy: on PYTHONPATH
+    done = subprocess.run([sys.executable, str(script)], cwd=decoy, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == bulkfetch.__file__
+
+
+def test_the_forkserver_imports_its_preload_in_the_background_for_the_workers(tmp_path: Path) -> None:
+    """`start_forkserver` returns while the server imports (pyarrow, for compaction: this process works
+    meanwhile), and the workers fork from the server with the module imported: they do not import it again."""
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    (modules / "slow_preload.py").write_text("import os, time\ntime.sleep(3)\nIMPORTED_BY = os.getpid()\n")
+    script = tmp_path / "pool.py"
+    script.write_text(
+        "import os, time\n"
+        "from bulkfetch.processes import start_forkserver, worker_pool\n"
+        "if __name__ == '__main__':\n"
+        "    started = time.monotonic()\n"
+        "    start_forkserver(['slow_preload'])\n"
+        "    returned_s = time.monotonic() - started\n"
+        "    with worker_pool(1, 'slow_preload') as pool:\n"
+        "        importer, worker = pool.submit(eval, '(__import__(\"slow_preload\").IMPORTED_BY, "
+        "__import__(\"os\").getpid())').result(timeout=60)\n"
+        "    print(returned_s, time.monotonic() - started, importer != worker)\n")
+    env = cli_env(PYTHONPATH=f"{modules}{os.pathsep}{cli_env()['PYTHONPATH']}")
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    returned_s, served_s, preloaded = done.stdout.split()
+    assert float(returned_s) < 2 and float(served_s) >= 3  # the 3-s import ran after it had returned
+    assert preloaded == "True"  # imported by the server, before the worker forked from it
