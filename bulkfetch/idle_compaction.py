@@ -21,7 +21,6 @@ reaches the whole process group; the fetch decides), and never writes to the ter
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import os
 import queue
 import signal
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bulkfetch.errors import LockedError
+from bulkfetch.processes import start_forkserver
 from bulkfetch.store import RawStore
 
 if TYPE_CHECKING:
@@ -167,8 +167,7 @@ class _Run:
         if self._abandoned.is_set():
             return ABANDONED
         # forkserver: the child forks from a clean server process, never from the fetch and its threads.
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([COMPACT_MODULE, __name__])
+        context = start_forkserver([COMPACT_MODULE, __name__])  # its output: /dev/null (bulkfetch.server_output)
         child = context.Process(target=compact_targets, args=(parquet_dir, targets, os.getpid()),
                                 name="bulkfetch-idle-compaction", daemon=True)
         child.start()
@@ -187,10 +186,6 @@ class _Run:
 def compact_targets(parquet_dir: Path, targets: list[Target], parent_pid: int) -> None:
     """The child: compact each target, one year at a time (see the module docstring)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.dup2(devnull, 2)
-    os.close(devnull)
     from bulkfetch.compact import compact  # see COMPACT_MODULE
     from bulkfetch.processes import exit_with_parent
 

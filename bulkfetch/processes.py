@@ -60,10 +60,10 @@ def start_forkserver(preload: Sequence[str]) -> ForkServerContext:
     the working directory, so a folder holding another `bulkfetch` (a checkout, a bench script's caller)
     would give workers another copy than this process runs (their pickled arguments then fail, a
     BrokenProcessPool). It starts with this copy's folder first on its PYTHONPATH and without the working
-    directory (PYTHONSAFEPATH) instead.
+    directory (PYTHONSAFEPATH) instead. Its stdout and stderr point at /dev/null (bulkfetch.server_output).
     """
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(list(preload))
+    context.set_forkserver_preload(["bulkfetch.server_output", *preload])  # the server's output first
     path = os.pathsep.join([str(PACKAGE_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
     with _environment(PYTHONPATH=path, PYTHONSAFEPATH="1"):
         multiprocessing.forkserver.ensure_running()  # starts it and returns: the server imports on its own

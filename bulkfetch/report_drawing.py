@@ -12,9 +12,6 @@ PNG bytes and this process writes every file.
 from __future__ import annotations
 
 import importlib.util
-import multiprocessing.forkserver
-import os
-import sys
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -26,7 +23,6 @@ from bulkfetch.report_data import AthleteReport
 from bulkfetch.report_html import FIGURE_NAMES, Units
 
 WORKERS = 2  # four figures an athlete: more workers would only wait for the cores
-OUTPUT_FDS = (1, 2)  # stdout, stderr
 
 
 class FigureWorkers:
@@ -52,8 +48,7 @@ def figure_workers() -> Iterator[FigureWorkers]:
     finishes it, then ends when this process has ended, writing nothing)."""
     if not _installed("matplotlib"):
         raise ConfigError("report needs matplotlib", hint="pip install 'bulkfetch[report]'")
-    pool = worker_pool(min(WORKERS, available_cpus()), "bulkfetch.report_figures")
-    _start_server()
+    pool = worker_pool(min(WORKERS, available_cpus()), "bulkfetch.report_figures")  # its server starts now
     try:
         yield FigureWorkers(pool)
     finally:
@@ -67,26 +62,6 @@ def _installed(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except ImportError:  # a finder may refuse a module outright
         return False
-
-
-def _start_server() -> None:
-    """Start the forkserver (its import of the preloaded module) now, not at the first submit, which
-    would wait for that import. With its output (and its workers') to /dev/null: it outlives the command
-    by its teardown, a fifth of a second with matplotlib loaded, and whoever reads the command's output
-    (`| tee`, a calling program) would wait for that; the workers answer through their results."""
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-    kept = [os.dup(fd) for fd in OUTPUT_FDS]
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        for fd in OUTPUT_FDS:
-            os.dup2(devnull, fd)
-        multiprocessing.forkserver.ensure_running()
-    finally:
-        for fd, copy in zip(OUTPUT_FDS, kept):
-            os.dup2(copy, fd)
-            os.close(copy)
-        os.close(devnull)
 
 
 def _draw_png(name: str, report: AthleteReport, units: Units) -> bytes:
