@@ -8,9 +8,15 @@ per value.
 
 The tables must be exactly `build_tables`' (the module rules of bulkfetch.schema). Arrow's reader is
 strict where those rules coerce: a value of another kind than its column's (a bool or text in a number,
-a number in text, an object where a list belongs) fails the whole read. So do a few kinds of file that
-orjson takes differently (see `_unsure_bytes`). Any of that, or a value the steps below cannot vouch
-for, sends the chunk to `build_tables` over orjson-parsed dicts: real data is clean, so this is rare.
+a number in text, an object where a list belongs) fails the whole read. That, a file the reader cannot
+take as one line or that orjson refuses where the reader would not (a BOM, invalid UTF-8, a NaN or
+Infinity literal in a column), or a value the steps below cannot vouch for, sends the chunk to
+`build_tables` over orjson-parsed dicts: real data is clean, so this is rare.
+
+Two kinds of damaged file are not caught, as checking them costs a tenth of the parse: a NaN or
+Infinity literal in a field outside the tables, and nesting deeper than orjson's 1,024 levels. orjson
+refuses both (no detail: the activity keeps its summary row), the reader takes them (the detail's rows).
+No detail bulkfetch stores holds them: it stores a response only once orjson has parsed it.
 
 What the reader cannot tell apart it reads wide and the steps below check:
 - int64 columns are read as float64 (Strava sends 314.0 for 314 now and then, which an int64 column
@@ -30,6 +36,7 @@ their columns; a summary value that is there (even one the rules turn into null)
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -168,11 +175,7 @@ def _read(raws: Sequence[bytes]) -> _Read:
 
 
 def _check_bytes(joined: bytes) -> None:
-    """What the reader takes but orjson refuses (so `parse_detail` has no detail): invalid UTF-8 and the
-    NaN/Infinity literals. (Nesting deeper than orjson's 1,024 levels is not checked: no writer of
-    these files makes it.)"""
-    if b"NaN" in joined or b"Inf" in joined:  # a literal, or (rarely) text with these letters
-        raise _Unsure
+    """Invalid UTF-8, which the reader takes but orjson refuses (so `parse_detail` has no detail)."""
     offsets = pa.array([0, len(joined)], type=pa.int64()).buffers()[1]
     try:  # `joined` as one string, without a copy, validated in C
         pa.Array.from_buffers(pa.large_string(), 1, [None, offsets, pa.py_buffer(joined)]).validate(full=True)
@@ -195,6 +198,10 @@ def _at(table: pa.Table, path: Path_) -> ColumnArray:
 
 def _typed(array: ColumnArray, type_: pa.DataType, read: _Read) -> ColumnArray:
     """A column as read, in its table's type, as `to_array` converts the same values."""
+    if type_ in (I64, F64):
+        total = pc.sum(array).as_py()
+        if total is not None and not math.isfinite(total):
+            raise _Unsure  # a NaN or Infinity literal, which orjson refuses (or a sum beyond float64: rare)
     if type_ == I64:
         return _ints(array)
     if type_ == F64:

@@ -92,6 +92,8 @@ def test_what_real_histories_wobble_with_stays_on_the_reader(fast_only):
     orjson.dumps(variant(1, distance=-0)).replace(b'"distance":0', b'"distance":-0'),  # 0.0 by the rules
     json.dumps(variant(1), indent=1).encode(),  # pretty-printed: newlines
     json.dumps(variant(1, distance=float("nan"))).encode(),  # NaN: orjson refuses the file
+    json.dumps(variant(1, elapsed_time=-float("inf"))).encode(),  # in an int column
+    json.dumps(variant(1, laps=[{"distance": float("nan")}])).encode(),  # in a child table's
     orjson.dumps(variant(1)).replace(b"Run", b"R\xffn", 1),  # invalid UTF-8: refused too
     b"\xef\xbb\xbf" + orjson.dumps(variant(1)),  # a BOM: refused too
     b"", b"[]", b"{", orjson.dumps(variant(1)) + b"{}",  # damaged
@@ -99,6 +101,13 @@ def test_what_real_histories_wobble_with_stays_on_the_reader(fast_only):
 ])
 def test_what_the_reader_cannot_vouch_for_goes_to_build_tables(raw):
     assert_same([(1, SUMMARY, raw), (2, None, orjson.dumps(variant(2)))])
+
+
+def test_a_nan_outside_the_tables_is_the_one_damage_the_reader_takes():
+    """The documented difference (checking costs a tenth of the parse; no stored detail holds one)."""
+    raw = json.dumps(variant(1, similar_activities={"average_speed": float("nan")})).encode()
+    assert parse_detail(raw) is None
+    assert build_detail_tables([(1, None, raw)])["activities"]["has_detail"].to_pylist() == [True]
 
 
 def test_device_file_rows_go_to_build_tables():
