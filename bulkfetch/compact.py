@@ -30,8 +30,9 @@ Atomic: a partition file is written to a hidden temporary name in its folder, fs
 `os.replace`d, so readers see the old file or the new one. The manifest entry for a year is written
 after that year's files, so a crash leaves that year unrecorded and the next run rewrites it.
 
-Bounded memory: a year is read in chunks of CHUNK_ACTIVITIES details, turned into Arrow at once, and
-written as row groups once ROW_GROUP_BYTES of Arrow data are buffered; no step holds a year's raw JSON.
+Bounded memory: a year is read in chunks of CHUNK_ACTIVITIES details, turned into Arrow at once (by
+Arrow's JSON reader, see bulkfetch.arrow_details), and written as row groups once ROW_GROUP_BYTES of
+Arrow data are buffered; no step holds a year's raw JSON.
 Streams (about 1 MB of JSON per hour of activity) go one file at a time: parsed, turned into Arrow,
 dropped, so the most this holds is one parsed stream file plus STREAM_ROW_GROUP_BYTES of Arrow data.
 

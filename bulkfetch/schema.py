@@ -2,7 +2,9 @@
 
 No I/O here. `build_tables` turns activities (list summary + detail, both parsed JSON) into one Arrow
 table per name in TABLES, column by column: each column is pulled out of the dicts with one list
-comprehension and converted by one `pa.array` call, with no per-row dicts in between.
+comprehension and converted by one `pa.array` call, with no per-row dicts in between. Compaction builds
+the same tables from the detail files' bytes by Arrow's JSON reader where it can (bulkfetch.arrow_details,
+which shares `activity_columns` and `child_table` with it), and by `build_tables` where it cannot.
 
 The schemas are fixed here, never inferred from the data: a field Strava omits is null, a field Strava
 adds is ignored (the raw JSON keeps it), and changing a column is a deliberate act that bumps

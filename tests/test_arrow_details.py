@@ -192,7 +192,7 @@ def chunks(draw: st.DrawFn) -> list[tuple[int, dict | None, bytes | None]]:
     return activities
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(chunks())
 def test_both_paths_agree_on_hostile_values(activities):
     assert_same(activities)
