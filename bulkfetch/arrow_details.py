@@ -40,8 +40,9 @@ import math
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, field
+from itertools import repeat
+from operator import is_not
 from typing import Any
 
 import orjson
@@ -150,11 +151,17 @@ class _Read:
     """A chunk's detail files as one table of READ_SCHEMA, one row each, in order, and their bytes."""
 
     table: pa.Table
-    joined: bytes
+    raws: Sequence[bytes]
+    _int_negative_zero: dict[int, bool] = field(default_factory=dict)  # by row: does its file hold one?
 
-    @cached_property
-    def may_hold_int_negative_zero(self) -> bool:
-        return _INT_NEGATIVE_ZERO.search(self.joined) is not None
+    def may_hold_int_negative_zero(self, rows: Iterable[int]) -> bool:
+        """Whether any of these rows' files may hold an int `-0` (each file searched once)."""
+        for row in rows:
+            if row not in self._int_negative_zero:
+                self._int_negative_zero[row] = _INT_NEGATIVE_ZERO.search(self.raws[row]) is not None
+            if self._int_negative_zero[row]:
+                return True
+        return False
 
 
 def _read(raws: Sequence[bytes]) -> _Read:
@@ -171,7 +178,7 @@ def _read(raws: Sequence[bytes]) -> _Read:
         raise _Unsure from error
     if table.num_rows != len(raws):  # an empty file (the reader skips empty lines) or two objects in one
         raise _Unsure
-    return _Read(table, joined)
+    return _Read(table, raws)
 
 
 def _check_bytes(joined: bytes) -> None:
@@ -196,8 +203,9 @@ def _at(table: pa.Table, path: Path_) -> ColumnArray:
     return array
 
 
-def _typed(array: ColumnArray, type_: pa.DataType, read: _Read) -> ColumnArray:
-    """A column as read, in its table's type, as `to_array` converts the same values."""
+def _typed(array: ColumnArray, type_: pa.DataType, read: _Read, rows: pa.Array | None = None) -> ColumnArray:
+    """A column as read, in its table's type, as `to_array` converts the same values. `rows` holds each
+    value's row in `read.table` (None: the column is the table's own)."""
     if type_ in (I64, F64):
         total = pc.sum(array).as_py()
         if total is not None and not math.isfinite(total):
@@ -205,9 +213,12 @@ def _typed(array: ColumnArray, type_: pa.DataType, read: _Read) -> ColumnArray:
     if type_ == I64:
         return _ints(array)
     if type_ == F64:
-        zeros = pc.filter(array, pc.equal(array, 0.0))
-        if len(zeros) and pc.any(pc.less(pc.divide(1.0, zeros), 0.0)).as_py() and read.may_hold_int_negative_zero:
-            raise _Unsure  # -0.0, from `-0.0` (kept) or from `-0` (0.0 by the rules)
+        zeros = pc.indices_nonzero(pc.equal(array, 0.0))
+        if len(zeros):
+            negative = pc.filter(zeros, pc.less(pc.divide(1.0, array.take(zeros)), 0.0))
+            if len(negative) and read.may_hold_int_negative_zero(
+                    (negative if rows is None else rows.take(negative)).to_pylist()):
+                raise _Unsure  # -0.0, from `-0.0` (kept) or from `-0` (0.0 by the rules)
         return array
     if pa.types.is_timestamp(type_):
         return parse_times(array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array, type_)
@@ -232,7 +243,7 @@ def _read_tables(activities: Sequence[RawActivity], export: Mapping[int, ExportP
     if any(part.children for part, detail in zip(parts, has_detail) if not detail):
         raise _Unsure  # device-file rows to interleave: build_tables does that
     raws = [raw for _, _, raw in activities if raw is not None]
-    read = _read(raws) if raws else _Read(READ_SCHEMA.empty_table(), b"")
+    read = _read(raws) if raws else _Read(READ_SCHEMA.empty_table(), raws)
     table = read.table
     rows = iter(range(len(raws)))
     # Each activity's row in `table` (null: no detail), to spread the detail columns over all activities.
@@ -246,7 +257,7 @@ def _read_tables(activities: Sequence[RawActivity], export: Mapping[int, ExportP
         if not every_detail:
             from_detail = from_detail.take(row_of)
         from_summary = values_at(summaries, column.path, summary_cache)
-        there = [value is not None for value in from_summary]
+        there = list(map(is_not, from_summary, repeat(None)))
         if not any(there):
             return from_detail
         summary_array = to_array(from_summary, column.type)
@@ -258,13 +269,13 @@ def _read_tables(activities: Sequence[RawActivity], export: Mapping[int, ExportP
     for name, key in CHILD_KEYS.items():
         lists = table.column(key)
         items = pc.list_flatten(lists)
-        parents = pc.list_parent_indices(lists)
+        item_rows = pc.list_parent_indices(lists)  # each item's row in `table`
         if items.null_count:
             kept = pc.is_valid(items)
-            items, parents = pc.filter(items, kept), pc.filter(parents, kept)
-        if not every_detail:
-            parents = pc.take(with_detail, parents)
+            items, item_rows = pc.filter(items, kept), pc.filter(item_rows, kept)
+        parents = item_rows if every_detail else pc.take(with_detail, item_rows)
         fields = pa.Table.from_struct_array(items)
-        tables[name] = child_table(name, activity_arrays, parents, pa.repeat(pa.scalar(API, STR), len(items)),
-                                   lambda column: _typed(_at(fields, column.path), column.type, read))  # noqa: B023
+        tables[name] = child_table(
+            name, activity_arrays, parents, pa.repeat(pa.scalar(API, STR), len(items)),
+            lambda column: _typed(_at(fields, column.path), column.type, read, item_rows))  # noqa: B023
     return tables
