@@ -79,6 +79,10 @@ RawActivity = tuple[int, Mapping[str, Any] | None, bytes | None]
 # Above this size a float64 no longer holds every integer: an int64 column read as float64 may have lost digits.
 _EXACT_INT = 2**53
 _BOM = b"\xef\xbb\xbf"
+# Below this many details a chunk goes to `build_tables`: the reader's path costs about 10 ms a chunk
+# whatever its size (a few hundred vectorised calls), build_tables about 1 ms a detail (measured by
+# chunk size, bench/arrow_details.py's store: even at 32, 1.6 x faster from 64).
+MIN_DETAILS = 32
 # An int `-0` (a float's is `-0.0` or `-0e0`); text that looks so (rare) costs only the fast path.
 _INT_NEGATIVE_ZERO = re.compile(rb"-0(?![.eE\d])")
 
@@ -243,6 +247,8 @@ def _read_tables(activities: Sequence[RawActivity], export: Mapping[int, ExportP
     if any(part.children for part, detail in zip(parts, has_detail) if not detail):
         raise _Unsure  # device-file rows to interleave: build_tables does that
     raws = [raw for _, _, raw in activities if raw is not None]
+    if len(raws) < MIN_DETAILS:
+        raise _Unsure  # not that it could not: it would be slower
     read = _read(raws) if raws else _Read(READ_SCHEMA.empty_table(), raws)
     table = read.table
     rows = iter(range(len(raws)))

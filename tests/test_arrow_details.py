@@ -45,6 +45,12 @@ def assert_same(activities, export=None) -> None:
         assert repr(fast[name].to_pylist()) == repr(slow[name].to_pylist()), name
 
 
+@pytest.fixture(autouse=True)
+def any_chunk_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reader for chunks of any size, so small ones test it (compaction leaves small ones to build_tables)."""
+    monkeypatch.setattr(arrow_details, "MIN_DETAILS", 0)
+
+
 @pytest.fixture
 def fast_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """The fast path must not fall back: the Python path fails the test."""
@@ -108,6 +114,17 @@ def test_a_nan_outside_the_tables_is_the_one_damage_the_reader_takes():
     raw = json.dumps(variant(1, similar_activities={"average_speed": float("nan")})).encode()
     assert parse_detail(raw) is None
     assert build_detail_tables([(1, None, raw)])["activities"]["has_detail"].to_pylist() == [True]
+
+
+def test_small_chunks_go_to_build_tables(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(arrow_details, "MIN_DETAILS", 3)
+    calls = []
+    monkeypatch.setattr(arrow_details, "build_tables", lambda *args: calls.append(args) or build_tables(*args))
+    small = [(i, None, orjson.dumps(variant(i))) for i in range(1, 3)]
+    build_detail_tables(small)
+    assert len(calls) == 1
+    build_detail_tables([*small, (3, None, orjson.dumps(variant(3)))])
+    assert len(calls) == 1
 
 
 def test_device_file_rows_go_to_build_tables():
@@ -192,7 +209,8 @@ def chunks(draw: st.DrawFn) -> list[tuple[int, dict | None, bytes | None]]:
     return activities
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(chunks())
 def test_both_paths_agree_on_hostile_values(activities):
     assert_same(activities)
