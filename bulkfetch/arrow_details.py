@@ -13,8 +13,9 @@ take as one line or that orjson refuses where the reader would not (a BOM, inval
 Infinity literal in a column), or a value the steps below cannot vouch for, sends the chunk to
 `build_tables` over orjson-parsed dicts: real data is clean, so this is rare.
 
-Two kinds of damaged file are not caught, as checking them costs a tenth of the parse: a NaN or
-Infinity literal in a field outside the tables, and nesting deeper than orjson's 1,024 levels. orjson
+Two kinds of damaged file are not caught, as only a scan of every byte finds them (for the literals that
+was a tenth of the parse): a NaN or Infinity literal in a field outside the tables, and nesting deeper
+than orjson's 1,024 levels. orjson
 refuses both (no detail: the activity keeps its summary row), the reader takes them (the detail's rows).
 No detail bulkfetch stores holds them: it stores a response only once orjson has parsed it.
 
@@ -22,7 +23,10 @@ What the reader cannot tell apart it reads wide and the steps below check:
 - int64 columns are read as float64 (Strava sends 314.0 for 314 now and then, which an int64 column
   refuses): exact while every value is below 2**53 in size, checked per column; integral values cast
   back, any fractional one converts in Python (`to_array`: half to even).
-- float64 columns: `-0` (an int, so 0.0 by the rules) reads as -0.0: a negative zero sends the chunk back.
+- float64 columns: `-0` (an int, so 0.0 by the rules) reads as -0.0, as `-0.0` does: a negative zero
+  sends the chunk back if its file holds something like an int `-0`.
+- NaN and Infinity literals (the reader takes them, orjson refuses the file) make a number column's sum
+  non-finite: that chunk goes back too.
 - timestamps are read as text and parsed as `to_array` parses them (`schema.parse_times`).
 - list items that are null are dropped (`build_tables` keeps only objects).
 
