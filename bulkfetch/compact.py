@@ -30,8 +30,9 @@ Atomic: a partition file is written to a hidden temporary name in its folder, fs
 `os.replace`d, so readers see the old file or the new one. The manifest entry for a year is written
 after that year's files, so a crash leaves that year unrecorded and the next run rewrites it.
 
-Bounded memory: a year is read in chunks of CHUNK_ACTIVITIES details, turned into Arrow at once, and
-written as row groups once ROW_GROUP_BYTES of Arrow data are buffered; no step holds a year's raw JSON.
+Bounded memory: a year is read in chunks of CHUNK_ACTIVITIES details, turned into Arrow at once (by
+Arrow's JSON reader, see bulkfetch.arrow_details), and written as row groups once ROW_GROUP_BYTES of
+Arrow data are buffered; no step holds a year's raw JSON.
 Streams (about 1 MB of JSON per hour of activity) go one file at a time: parsed, turned into Arrow,
 dropped, so the most this holds is one parsed stream file plus STREAM_ROW_GROUP_BYTES of Arrow data (and,
 while the worker builds some of them, at most STREAMS_AHEAD activities' stream tables).
@@ -75,6 +76,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bulkfetch import derive
+from bulkfetch.arrow_details import build_detail_tables, parse_detail
 from bulkfetch.errors import LockedError, WriteError
 from bulkfetch.export_view import ExportView, TrackFile, read_track_file
 from bulkfetch.file_rows import export_part, file_stream_set
@@ -92,7 +94,6 @@ from bulkfetch.schema import (
     TABLES,
     ExportPart,
     build_streams,
-    build_tables,
     utc_years,
 )
 from bulkfetch.store import TEMP_MARK, RawStore, ensure_dir, file_identity, fsync_dir, is_orphaned_temp
@@ -518,13 +519,17 @@ def _digest() -> hashlib.blake2b:
 def _read_detail(path: Path | None) -> dict[str, Any] | None:
     """A stored detail, or None if it is gone or damaged (written atomically, so damage came from
     outside): the activity then keeps its summary row with has_detail false, and the run goes on."""
+    return parse_detail(_detail_bytes(path))
+
+
+def _detail_bytes(path: Path | None) -> bytes | None:
+    """A stored detail's bytes, or None if it is gone."""
     if path is None:
         return None
     try:
-        detail = orjson.loads(path.read_bytes())
-    except (FileNotFoundError, orjson.JSONDecodeError):
+        return path.read_bytes()
+    except FileNotFoundError:
         return None
-    return detail if isinstance(detail, dict) else None
 
 
 def _copied_from_activity(entry: Entry) -> list[Any]:
@@ -771,8 +776,9 @@ def _write_year(job: YearJob, helper: _Worker | None) -> YearOutcome:
         for start in range(0, len(job.entries) if "details" in job.groups else 0, CHUNK_ACTIVITIES):
             _check_stop()
             chunk = job.entries[start:start + CHUNK_ACTIVITIES]
-            tables = build_tables([(e.activity_id, e.summary, _read_detail(e.detail_path)) for e in chunk],
-                                  {e.activity_id: _export_part(e) for e in chunk if e.from_csv or e.children_file})
+            export = {e.activity_id: _export_part(e) for e in chunk if e.from_csv or e.children_file}
+            raw = [(e.activity_id, e.summary, _detail_bytes(e.detail_path)) for e in chunk]
+            tables = build_detail_tables(raw, export)
             for table, data in tables.items():
                 if data.num_rows:
                     writers[table].add(data)

@@ -2,7 +2,9 @@
 
 No I/O here. `build_tables` turns activities (list summary + detail, both parsed JSON) into one Arrow
 table per name in TABLES, column by column: each column is pulled out of the dicts with one list
-comprehension and converted by one `pa.array` call, with no per-row dicts in between.
+comprehension and converted by one `pa.array` call, with no per-row dicts in between. Compaction builds
+the same tables from the detail files' bytes by Arrow's JSON reader where it can (bulkfetch.arrow_details,
+which shares `activity_columns` and `child_table` with it), and by `build_tables` where it cannot.
 
 The schemas are fixed here, never inferred from the data: a field Strava omits is null, a field Strava
 adds is ignored (the raw JSON keeps it), and changing a column is a deliberate act that bumps
@@ -43,7 +45,7 @@ see bulkfetch.file_rows). One activity's rows of one table all have the same sou
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain, repeat
 from operator import itemgetter
@@ -307,11 +309,14 @@ def to_array(values: Sequence[Any], type_: pa.DataType) -> pa.Array:
             pass
     if array is None:
         array = pa.array([coerce(v, type_) for v in values], type=target)
-    if not pa.types.is_timestamp(type_):
-        return array
+    return parse_times(array, type_) if pa.types.is_timestamp(type_) else array
+
+
+def parse_times(text: pa.Array, type_: pa.DataType) -> pa.Array:
+    """A timestamp column of `type_` from its text, per the module's rules (null where it does not parse)."""
     if type_.tz is None:
-        array = pc.replace_substring_regex(array, pattern=_ZONE_SUFFIX, replacement="")
-    return _cast_or_null(array, type_)
+        text = pc.replace_substring_regex(text, pattern=_ZONE_SUFFIX, replacement="")
+    return _cast_or_null(text, type_)
 
 
 def _cast_or_null(array: pa.Array, type_: pa.DataType) -> pa.Array:
@@ -329,11 +334,11 @@ def _cast_or_null(array: pa.Array, type_: pa.DataType) -> pa.Array:
 # -- extraction ----------------------------------------------------------------------------------------
 _EMPTY: dict[str, Any] = {}
 _GET = dict.get
-# `_values`' levels by (path, whether non-objects are replaced by empty ones)
-_Cache = dict[tuple[Path_, bool], list[Any]]
+# `values_at`' levels by (path, whether non-objects are replaced by empty ones)
+ValueCache = dict[tuple[Path_, bool], list[Any]]
 
 
-def _values(rows: Sequence[dict[str, Any]], path: Path_, cache: _Cache) -> list[Any]:
+def values_at(rows: Sequence[dict[str, Any]], path: Path_, cache: ValueCache) -> list[Any]:
     """The value at `path` in each row (rows are dicts); None where any step is missing or of a wrong kind.
 
     `cache` keeps the top levels, so twelve `segment.*` columns look up `segment` once.
@@ -346,12 +351,12 @@ def _values(rows: Sequence[dict[str, Any]], path: Path_, cache: _Cache) -> list[
         return level
     step = path[-1]
     if isinstance(step, int):
-        return [v[step] if type(v) is list and len(v) > step else None for v in _values(rows, path[:-1], cache)]
+        return [v[step] if type(v) is list and len(v) > step else None for v in values_at(rows, path[:-1], cache)]
     return list(map(_GET, _objects(rows, path[:-1], cache), repeat(step)))
 
 
-def _pull_rowwise(rows: Sequence[dict[str, Any]], paths: Sequence[Path_], cache: _Cache) -> None:
-    """Put the columns of `paths` one or two keys deep into `cache`, as `_values` would make them, but each
+def _pull_rowwise(rows: Sequence[dict[str, Any]], paths: Sequence[Path_], cache: ValueCache) -> None:
+    """Put the columns of `paths` one or two keys deep into `cache`, as `values_at` would make them, but each
     dict visited once for all its columns (one itemgetter call, then one transpose), not once per column:
     ~30 columns walking ~14,000 dicts of a chunk each, out of the CPU's cache, cost about 20% more."""
     _pull_level(rows, (), [path[0] for path in paths], cache)
@@ -364,12 +369,12 @@ def _pull_rowwise(rows: Sequence[dict[str, Any]], paths: Sequence[Path_], cache:
 _PULL_TRIES = 3
 
 
-def _pull_level(objects: Sequence[dict[str, Any]], prefix: Path_, keys: Sequence[str | int], cache: _Cache) -> None:
+def _pull_level(objects: Sequence[dict[str, Any]], prefix: Path_, keys: Sequence[str | int], cache: ValueCache) -> None:
     """The columns of `keys` below `prefix`, for the keys the first object has. A key another object lacks
-    is left out, and left to `_values`, as are the rest if more than _PULL_TRIES are lacking somewhere."""
+    is left out, and left to `values_at`, as are the rest if more than _PULL_TRIES are lacking somewhere."""
     present = [key for key in dict.fromkeys(keys) if type(key) is str and objects and key in objects[0]]
     for _ in range(_PULL_TRIES):
-        if len(present) < 2:  # itemgetter of one key gives no tuple; `_values` does as well there
+        if len(present) < 2:  # itemgetter of one key gives no tuple; `values_at` does as well there
             return
         try:
             columns = zip(*map(itemgetter(*present), objects))
@@ -381,12 +386,12 @@ def _pull_level(objects: Sequence[dict[str, Any]], prefix: Path_, keys: Sequence
         return
 
 
-def _objects(rows: Sequence[dict[str, Any]], path: Path_, cache: _Cache) -> list[dict[str, Any]]:
+def _objects(rows: Sequence[dict[str, Any]], path: Path_, cache: ValueCache) -> list[dict[str, Any]]:
     """The value at `path` in each row where it is an object, else an empty one (kept in `cache`): each
-    key below it is then one C loop (`_values`), not a Python loop per key."""
+    key below it is then one C loop (`values_at`), not a Python loop per key."""
     objects = cache.get((path, True))
     if objects is None:
-        objects = cache[path, True] = [v if type(v) is dict else _EMPTY for v in _values(rows, path, cache)]
+        objects = cache[path, True] = [v if type(v) is dict else _EMPTY for v in values_at(rows, path, cache)]
     return objects
 
 
@@ -412,34 +417,25 @@ def build_tables(activities: Sequence[ActivityInput],
     what the activities take from the account export. Tables without rows are returned empty, with
     their schema.
     """
-    export = export or {}
     ids = [activity_id for activity_id, _, _ in activities]
-    parts = [export.get(activity_id) or _NO_EXPORT for activity_id in ids]
+    parts = export_parts(ids, export)
     summaries = [s if isinstance(s, dict) else _EMPTY for _, s, _ in activities]
     details = [d if isinstance(d, dict) else _EMPTY for _, _, d in activities]
     has_detail = [isinstance(d, dict) for _, _, d in activities]
 
-    activity_arrays: dict[str, pa.Array] = {}
-    summary_cache: _Cache = {}
-    detail_cache: _Cache = {}
-    for column in ACTIVITY_COLUMNS:
-        if column.name == "id":
-            activity_arrays["id"] = pa.array(ids, type=I64)
-        elif column.name == "has_detail":
-            activity_arrays["has_detail"] = pa.array(has_detail, type=BOOL)
-        elif column.name == "source":
-            activity_arrays["source"] = pa.array([CSV if part.summary_from_csv else API for part in parts], type=STR)
-        else:
-            from_summary = _values(summaries, column.path, summary_cache)
-            from_detail = _values(details, column.path, detail_cache)
-            merged = [s if s is not None else d for s, d in zip(from_summary, from_detail)]
-            activity_arrays[column.name] = to_array(merged, column.type)
-    tables = {"activities": pa.Table.from_arrays(list(activity_arrays.values()),
-                                                 schema=SCHEMAS["activities"])}
+    summary_cache: ValueCache = {}
+    detail_cache: ValueCache = {}
 
+    def merged(column: Column) -> pa.Array:
+        from_summary = values_at(summaries, column.path, summary_cache)
+        from_detail = values_at(details, column.path, detail_cache)
+        return to_array([s if s is not None else d for s, d in zip(from_summary, from_detail)], column.type)
+
+    activity_arrays = activity_columns(ids, has_detail, parts, merged)
+    tables = {"activities": pa.Table.from_arrays(list(activity_arrays.values()), schema=SCHEMAS["activities"])}
     for name, key in CHILD_KEYS.items():
         children: list[dict[str, Any]] = []
-        cache: _Cache = {}
+        cache: ValueCache = {}
         parents: list[int] = []
         sources: list[str] = []
         for index, (detail, part) in enumerate(zip(details, parts)):
@@ -450,19 +446,53 @@ def build_tables(activities: Sequence[ActivityInput],
                 children.extend(kept)
                 parents.extend([index] * len(kept))
                 sources.extend([source] * len(kept))
-        parent_index = pa.array(parents, type=pa.int32())
         _pull_rowwise(children, [c.path for c in COLUMNS[name] if not c.from_activity and c.name != "source"], cache)
-        arrays = []
-        for column in COLUMNS[name]:
-            if column.from_activity:
-                arrays.append(activity_arrays[column.path[0]].take(parent_index))
-            elif column.name == "source":
-                arrays.append(pa.array(sources, type=STR))
-            else:
-                arrays.append(to_array(_values(children, column.path, cache), column.type) if children
-                              else pa.array([], type=column.type))
-        tables[name] = pa.Table.from_arrays(arrays, schema=SCHEMAS[name])
+        tables[name] = child_table(
+            name, activity_arrays, pa.array(parents, type=pa.int32()), pa.array(sources, type=STR),
+            lambda column: to_array(values_at(children, column.path, cache), column.type) if children  # noqa: B023
+            else pa.array([], type=column.type))
     return tables
+
+
+def export_parts(ids: Sequence[int], export: Mapping[int, ExportPart] | None) -> list[ExportPart]:
+    """Each activity's ExportPart, in order (an empty one where the export gives it nothing)."""
+    export = export or {}
+    return [export.get(activity_id) or _NO_EXPORT for activity_id in ids]
+
+
+ColumnArray = pa.Array | pa.ChunkedArray
+
+
+def activity_columns(ids: Sequence[int], has_detail: Sequence[bool], parts: Sequence[ExportPart],
+                     merged: Callable[[Column], ColumnArray]) -> dict[str, ColumnArray]:
+    """The `activities` table's arrays by column name: `merged` gives each column taken from the JSON
+    (the summary's value, else the detail's); the rest are filled here."""
+    arrays: dict[str, ColumnArray] = {}
+    for column in ACTIVITY_COLUMNS:
+        if column.name == "id":
+            arrays["id"] = pa.array(ids, type=I64)
+        elif column.name == "has_detail":
+            arrays["has_detail"] = pa.array(has_detail, type=BOOL)
+        elif column.name == "source":
+            arrays["source"] = pa.array([CSV if part.summary_from_csv else API for part in parts], type=STR)
+        else:
+            arrays[column.name] = merged(column)
+    return arrays
+
+
+def child_table(name: str, activity_arrays: Mapping[str, ColumnArray], parent_index: pa.Array,
+                sources: ColumnArray, item_column: Callable[[Column], ColumnArray]) -> pa.Table:
+    """Child table `name` from its items' columns (`item_column`), each item's activity (`parent_index`,
+    positions in `activity_arrays`) and source."""
+    arrays = []
+    for column in COLUMNS[name]:
+        if column.from_activity:
+            arrays.append(activity_arrays[column.path[0]].take(parent_index))
+        elif column.name == "source":
+            arrays.append(sources)
+        else:
+            arrays.append(item_column(column))
+    return pa.Table.from_arrays(arrays, schema=SCHEMAS[name])
 
 
 _NO_EXPORT = ExportPart()

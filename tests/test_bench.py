@@ -207,7 +207,7 @@ def test_import_cache_key_follows_the_simulators_imports():
 
 
 @pytest.mark.parametrize("script", ["quota.py", "throughput.py", "fairness.py", "decode.py", "derived_splits.py",
-                                    "import.py", "report.py"])
+                                    "import.py", "report.py", "arrow_details.py"])
 def test_scripts_run_standalone(script):
     """From a fresh clone: `python bench/<script>` finds the package without an install or PYTHONPATH."""
     env = {k: v for k, v in cli_env().items() if k != "PYTHONPATH"}
