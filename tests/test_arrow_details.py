@@ -209,7 +209,7 @@ def chunks(draw: st.DrawFn) -> list[tuple[int, dict | None, bytes | None]]:
     return activities
 
 
-@settings(max_examples=150, deadline=None,
+@settings(max_examples=80, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(chunks())
 def test_both_paths_agree_on_hostile_values(activities):
