@@ -144,16 +144,21 @@ def _one_line_exit_2(result) -> str:
     return result.stderr
 
 
-def _refused(capsys, *args: str) -> str:
-    """The one line `bulkfetch ARGS` exits 2 with, run in this process: a refusal needs no interpreter of its
-    own, whose start (matplotlib's import) would cost a second or more each (a traceback fails the test)."""
+def _in_process(capsys, *args: str) -> subprocess.CompletedProcess:
+    """`bulkfetch ARGS` run in this process, as run_cli reports it: no interpreter of its own, whose start
+    (matplotlib's import) costs a second or more each (the demo_report fixture runs the report as a process)."""
     capsys.readouterr()
     try:
         code = main(list(args))
     except SystemExit as stop:  # argparse's refusals exit
         code = stop.code
     out, err = capsys.readouterr()
-    return _one_line_exit_2(subprocess.CompletedProcess(args, code, out, err))
+    return subprocess.CompletedProcess(args, code, out, err)
+
+
+def _refused(capsys, *args: str) -> str:
+    """The one line `bulkfetch ARGS` exits 2 with (a traceback fails the test)."""
+    return _one_line_exit_2(_in_process(capsys, *args))
 
 
 def test_report_refuses_an_empty_or_missing_dataset(tmp_path: Path, write_config, capsys) -> None:
@@ -207,7 +212,7 @@ def test_report_predicts_over_a_gpx_course_or_refuses_it_in_one_line(demo_report
                      for k in range(11))
     (tmp_path / "hill.gpx").write_text(GPX.format(points=points))
     config = ["--config", str(demo_report[0] / "report-config.toml"), "report", "--out", str(tmp_path / "r.html")]
-    result = run_cli(*config, "--predict", str(tmp_path / "hill.gpx"))
+    result = _in_process(capsys, *config, "--predict", str(tmp_path / "hill.gpx"))
     assert result.returncode == 0, result.stderr
     assert "hill.gpx: predicted moving time" in result.stdout.splitlines()[3]
     (tmp_path / "bad.gpx").write_text("<gpx>")
@@ -224,7 +229,7 @@ def _run_ids(parquet_dir: Path, table: str) -> set[int]:
     return set(pc.unique(ids["activity_id"]).to_pylist())
 
 
-def test_prediction_fits_on_streams_where_the_parquet_has_them(tmp_path: Path) -> None:
+def test_prediction_fits_on_streams_where_the_parquet_has_them(tmp_path: Path, capsys) -> None:
     since = (datetime.now(UTC) - timedelta(days=300)).date().isoformat()
     with SimulatorThread(SimulatorSettings(activities=80, seed=5, short_limit=1000, daily_limit=10000)) as sim:
         config = tmp_path / "config.toml"
@@ -241,7 +246,8 @@ def test_prediction_fits_on_streams_where_the_parquet_has_them(tmp_path: Path) -
                      for k in range(11))
     (tmp_path / "hill.gpx").write_text(GPX.format(points=points))
     for course in ("10km+50m", str(tmp_path / "hill.gpx")):
-        result = run_cli("--config", str(config), "report", "--out", str(tmp_path / "r.html"), "--predict", course)
+        result = _in_process(capsys, "--config", str(config), "report", "--out", str(tmp_path / "r.html"),
+                             "--predict", course)
         assert result.returncode == 0, result.stderr
         assert re.search(r": predicted moving time \d+:\d\d, 90 % interval", result.stdout.splitlines()[3])
         page = html.unescape((tmp_path / "r.html").read_text())
