@@ -8,7 +8,6 @@ import base64
 import html
 import os
 import re
-import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from bulkfetch.dataset_root import local_root
 from bulkfetch.report import dataset
 from bulkfetch.report_data import Run, SplitRow, athlete_report, gap_figure, grade_figure, read_stream_rows, used_splits
 from bulkfetch.simulator import SimulatorSettings, SimulatorThread
-from tests.conftest import REPO, run_cli, simulator_config_text
+from tests.conftest import REPO, run_cli, run_in_process, simulator_config_text
 
 JAN = datetime(2024, 1, 1, 7, tzinfo=UTC)  # a Monday
 FEB = datetime(2024, 2, 7, 7, tzinfo=UTC)
@@ -144,21 +143,10 @@ def _one_line_exit_2(result) -> str:
     return result.stderr
 
 
-def _in_process(capsys, *args: str) -> subprocess.CompletedProcess:
-    """`bulkfetch ARGS` run in this process, as run_cli reports it: no interpreter of its own, whose start
-    (matplotlib's import) costs a second or more each (the demo_report fixture runs the report as a process)."""
-    capsys.readouterr()
-    try:
-        code = main(list(args))
-    except SystemExit as stop:  # argparse's refusals exit
-        code = stop.code
-    out, err = capsys.readouterr()
-    return subprocess.CompletedProcess(args, code, out, err)
-
-
 def _refused(capsys, *args: str) -> str:
-    """The one line `bulkfetch ARGS` exits 2 with (a traceback fails the test)."""
-    return _one_line_exit_2(_in_process(capsys, *args))
+    """The one line `bulkfetch ARGS` exits 2 with, run in this process: the report's start imports matplotlib
+    (a second or more) before it refuses; the demo_report fixture runs it as a process."""
+    return _one_line_exit_2(run_in_process(capsys, *args))
 
 
 def test_report_refuses_an_empty_or_missing_dataset(tmp_path: Path, write_config, capsys) -> None:
@@ -212,7 +200,7 @@ def test_report_predicts_over_a_gpx_course_or_refuses_it_in_one_line(demo_report
                      for k in range(11))
     (tmp_path / "hill.gpx").write_text(GPX.format(points=points))
     config = ["--config", str(demo_report[0] / "report-config.toml"), "report", "--out", str(tmp_path / "r.html")]
-    result = _in_process(capsys, *config, "--predict", str(tmp_path / "hill.gpx"))
+    result = run_in_process(capsys, *config, "--predict", str(tmp_path / "hill.gpx"))
     assert result.returncode == 0, result.stderr
     assert "hill.gpx: predicted moving time" in result.stdout.splitlines()[3]
     (tmp_path / "bad.gpx").write_text("<gpx>")
@@ -246,8 +234,8 @@ def test_prediction_fits_on_streams_where_the_parquet_has_them(tmp_path: Path, c
                      for k in range(11))
     (tmp_path / "hill.gpx").write_text(GPX.format(points=points))
     for course in ("10km+50m", str(tmp_path / "hill.gpx")):
-        result = _in_process(capsys, "--config", str(config), "report", "--out", str(tmp_path / "r.html"),
-                             "--predict", course)
+        result = run_in_process(capsys, "--config", str(config), "report", "--out", str(tmp_path / "r.html"),
+                                "--predict", course)
         assert result.returncode == 0, result.stderr
         assert re.search(r": predicted moving time \d+:\d\d, 90 % interval", result.stdout.splitlines()[3])
         page = html.unescape((tmp_path / "r.html").read_text())
