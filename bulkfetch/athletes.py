@@ -1,7 +1,7 @@
 """`bulkfetch athletes`: whom a data_dir serves; removing an athlete; adopting another data_dir's.
 
 * the list (reads only, so it runs beside a fetch): each athlete's id, name, listed / fetched / pending,
-  last fetch and state (`ok`, `revoked`, `scope_missing`, or `removed`);
+  last fetch and state (`ok`, `revoked`, `scope_missing`, `removed`, or `import only`);
 * `remove ID`: deauthorizes the athlete at Strava (`POST <oauth_url>/deauthorize`), records the removal
   and forgets its tokens, so no run serves it again (a running fetch drops it at its next request, which
   the deauthorization makes fail); its data stays queryable, unless `--purge` deletes its raw folder and
@@ -36,7 +36,7 @@ from bulkfetch.config import Config
 from bulkfetch.errors import ApiError, AthleteRevoked, ConfigError, StorageError
 from bulkfetch.ids import parse_id
 from bulkfetch.parquet_layout import STAGING, athlete_folder
-from bulkfetch.roster import UNBOUND, AthleteDir, Removal, Roster, import_only
+from bulkfetch.roster import IMPORT_ONLY, UNBOUND, AthleteDir, Removal, Roster, import_only
 from bulkfetch.schema import TABLES
 from bulkfetch.status import athlete_report
 from bulkfetch.store import ensure_dir, fsync_dir
@@ -60,7 +60,7 @@ class AthleteRow:
     fetched: int
     pending: int
     last_fetch: str | None
-    state: str
+    state: str  # as the table shows it: an import-only athlete's access state says nothing (it never ran)
     why: str | None
     import_only: bool  # no tokens and never listed: known from its account export alone
     export: dict[str, Any] | None  # what its import gave (status --json's `export`); None: no import
@@ -76,7 +76,8 @@ def athlete_row(athlete: AthleteDir, config: Config, roster: Roster) -> AthleteR
     return AthleteRow(
         athlete_id=report["athlete_id"], name=_name_of(athlete, roster),
         listed=report["listed"], fetched=report["fetched"], pending=report["pending"],
-        last_fetch=report["last_fetch"], state=report["state"], why=report["why"],
+        last_fetch=report["last_fetch"], state=IMPORT_ONLY if report["import_only"] else report["state"],
+        why=report["why"],
         import_only=report["import_only"], export=report["export"],
     )
 
@@ -92,10 +93,10 @@ def _name_of(athlete: AthleteDir, roster: Roster) -> str | None:
 
 def table_cells(rows: list[AthleteRow]) -> list[tuple[str, ...]]:
     """The rows as the text table's cells, in HEADERS' order. An import-only athlete's API counts are
-    UNKNOWN and its state "import only" (`bulkfetch auth` connects it): it was never listed."""
+    UNKNOWN (`bulkfetch auth` connects it): it was never listed."""
     return [(row.name or UNKNOWN, UNKNOWN if row.athlete_id is None else str(row.athlete_id),
              *((UNKNOWN,) * 3 if row.import_only else (f"{row.listed:,}", f"{row.fetched:,}", f"{row.pending:,}")),
-             row.last_fetch or "never", "import only" if row.import_only else row.state,
+             row.last_fetch or "never", row.state,
              _export_cell(row.export)) for row in rows]
 
 

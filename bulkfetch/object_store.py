@@ -28,12 +28,24 @@ from bulkfetch.errors import StorageError, StoreUnreachable, WriteError
 
 # Marks a temporary upload; the leading dot of its name hides it from pyarrow, Spark and `*.parquet` globs.
 UPLOAD_MARK = ".upload-"
-# Timeouts in seconds: a dead endpoint is said within seconds, not after the SDK's minutes of retries.
-CONNECT_TIMEOUT_S = 5.0
-REQUEST_TIMEOUT_S = 60.0
-RETRY_ATTEMPTS = 3
-# GCS's client takes no timeouts, only how long it retries: without it a dead endpoint is retried for minutes.
-GCS_RETRY_LIMIT = timedelta(seconds=10)
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """How long a store's client waits: a dead endpoint is said within seconds, not after the SDK's minutes
+    of retries."""
+
+    connect_s: float
+    request_s: float  # S3: without a byte from the store (curl's low-speed limit), per attempt
+    attempts: int
+    gcs_retry_limit: timedelta  # GCS's client takes no timeouts, only how long it retries
+
+
+# Uploads of part files: a slow store gets time to answer.
+TRANSFERS = Timeouts(connect_s=5.0, request_s=60.0, attempts=3, gcs_retry_limit=timedelta(seconds=10))
+# The access check at a run's start sends a few tiny requests that any live store answers at once: an endpoint
+# that accepts connections and never answers is said after 2 x 10 s, not the transfers' 3 x 60 s.
+ACCESS_CHECK = Timeouts(connect_s=5.0, request_s=10.0, attempts=2, gcs_retry_limit=timedelta(seconds=10))
 # A temporary this old is a stopped run's: an upload in progress (another host's, or an access probe) is younger.
 TEMPORARY_MAX_AGE = timedelta(hours=1)
 _OWNER = re.compile(r"[0-9a-f]{1,32}")  # a staging folder's id, as bulkfetch.remote_sync makes it
@@ -59,26 +71,28 @@ class ObjectStore:
     uri: str
     fs: pafs.FileSystem
     root: str
-    options: tuple[tuple[str, str], ...] = ()  # the config's parquet_options, for another SDK (s3_multipart)
+    options: tuple[tuple[str, str], ...] = ()  # the config's parquet_options: another client (s3_multipart, the check)
 
     def path(self, key: str) -> str:
         return f"{self.root}/{key}" if key else self.root
 
 
-def open_store(uri: str, options: Sequence[tuple[str, str]] = ()) -> ObjectStore:
+def open_store(uri: str, options: Sequence[tuple[str, str]] = (), timeouts: Timeouts = TRANSFERS) -> ObjectStore:
     """The store a `scheme://bucket/prefix` URI names, with the config's pyarrow.fs `options`
-    (endpoint_override, region, scheme). Nothing is sent yet: see `check_access`. Raises StorageError
-    (exit 2) when pyarrow cannot make this store's client here (HDFS without Hadoop's libraries)."""
+    (endpoint_override, region, scheme) and `timeouts` (HDFS's client takes none). Nothing is sent yet: see
+    `check_access`. Raises StorageError (exit 2) when pyarrow cannot make this store's client here (HDFS
+    without Hadoop's libraries)."""
     scheme, rest = uri.split("://", 1)
     settings = dict(options)
     if scheme == "s3":
         fs: pafs.FileSystem = pafs.S3FileSystem(
-            connect_timeout=CONNECT_TIMEOUT_S, request_timeout=REQUEST_TIMEOUT_S,
-            retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=RETRY_ATTEMPTS), **settings)
+            connect_timeout=timeouts.connect_s, request_timeout=timeouts.request_s,
+            retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=timeouts.attempts), **settings)
         return ObjectStore(uri, fs, rest.strip("/"), tuple(options))
     if scheme == "gs":
         gcs = {key: value for key, value in settings.items() if key != "region"}  # GCS picks no region per call
-        return ObjectStore(uri, pafs.GcsFileSystem(retry_time_limit=GCS_RETRY_LIMIT, **gcs), rest.strip("/"))
+        fs = pafs.GcsFileSystem(retry_time_limit=timeouts.gcs_retry_limit, **gcs)
+        return ObjectStore(uri, fs, rest.strip("/"), tuple(options))
     try:
         fs, root = pafs.FileSystem.from_uri(uri)  # hdfs://: host and port are in the URI
     except OSError as exc:  # pyarrow loads libjvm and libhdfs only now
@@ -91,16 +105,18 @@ def open_store(uri: str, options: Sequence[tuple[str, str]] = ()) -> ObjectStore
 def check_access(store: ObjectStore) -> None:
     """Send one listing of the dataset root (its bucket must exist; bulkfetch never creates one) and one
     small write and delete, so a missing bucket, refused credentials or a dead endpoint are said when a
-    run starts, not after hours of fetching. Raises StorageError (exit 2) or StoreUnreachable (exit 75)."""
-    bucket = store.root.split("/", 1)[0]
+    run starts, not after hours of fetching. Its own client waits ACCESS_CHECK's shorter timeouts (read
+    when called: a test lowers them). Raises StorageError (exit 2) or StoreUnreachable (exit 75)."""
+    checked = open_store(store.uri, store.options, ACCESS_CHECK)
+    bucket = checked.root.split("/", 1)[0]
     try:
-        if store.fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+        if checked.fs.get_file_info(bucket).type == pafs.FileType.NotFound:
             raise StorageError(f"{store.uri}: the bucket {bucket} does not exist",
                                hint="create it (bulkfetch never creates buckets) or fix [storage] parquet_dir")
-        probe = store.path(f".access-probe{UPLOAD_MARK}{os.getpid()}-{secrets.token_hex(4)}")
-        with store.fs.open_output_stream(probe) as stream:
+        probe = checked.path(f".access-probe{UPLOAD_MARK}{os.getpid()}-{secrets.token_hex(4)}")
+        with checked.fs.open_output_stream(probe) as stream:
             stream.write(b"")
-        store.fs.delete_file(probe)
+        checked.fs.delete_file(probe)
     except OSError as exc:
         raise store_error(store, "cannot use", exc) from None
 

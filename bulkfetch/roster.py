@@ -262,6 +262,7 @@ OK = "ok"
 REVOKED = "revoked"  # the refresh token (or a fresh access token) is rejected: access was revoked
 SCOPE_MISSING = "scope_missing"  # the token lacks activity:read: re-authorize with the box ticked
 REMOVED = "removed"  # `bulkfetch athletes remove` forgot its tokens: no run serves it, its data is kept
+IMPORT_ONLY = "import only"  # `bulkfetch athletes`: known from its export alone, no run serves it until `auth`
 ACCESS_STATE = "access"  # state/access.json: {"state": ..., "why": ..., "at": epoch s} of the last run
 
 

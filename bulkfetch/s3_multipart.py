@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bulkfetch.object_store import CONNECT_TIMEOUT_S, REQUEST_TIMEOUT_S, RETRY_ATTEMPTS, ObjectStore, is_stale_temporary
+from bulkfetch.object_store import TRANSFERS, ObjectStore, is_stale_temporary
 
 MAX_LISTINGS = 1000  # pages of up to 1,000 uploads each: far more than stopped runs leave
 
@@ -42,8 +42,8 @@ def abort_unfinished_uploads(store: ObjectStore, now: datetime, owner: str) -> C
         return Cleanup([], skipped="boto3 is not installed (pip install 'bulkfetch[s3]')")
     bucket, _, prefix = store.root.partition("/")
     client = boto3.client("s3", **_client_options(dict(store.options)), config=botocore.config.Config(
-        connect_timeout=CONNECT_TIMEOUT_S, read_timeout=REQUEST_TIMEOUT_S,
-        retries={"max_attempts": RETRY_ATTEMPTS, "mode": "standard"}))
+        connect_timeout=TRANSFERS.connect_s, read_timeout=TRANSFERS.request_s,
+        retries={"max_attempts": TRANSFERS.attempts, "mode": "standard"}))
     aborted: list[str] = []
     try:
         for upload in _unfinished(client, bucket, f"{prefix}/" if prefix else ""):

@@ -52,6 +52,20 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def run_in_process(capsys: pytest.CaptureFixture[str], *args: str) -> subprocess.CompletedProcess:
+    """`bulkfetch ARGS` run by this process's `main`, its outcome as run_cli gives it: for commands that stop
+    early (refusals), whose own interpreter's start (imports) would be most of their time."""
+    from bulkfetch.cli import main
+
+    capsys.readouterr()
+    try:
+        code = main(list(args))
+    except SystemExit as stop:  # argparse's refusals exit
+        code = stop.code
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
+
+
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "bulkfetch", *args],

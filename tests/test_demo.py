@@ -18,7 +18,7 @@ from bulkfetch import report
 from bulkfetch.demo import athlete_sizes
 from bulkfetch.interleaving import interleave
 from bulkfetch.simulator import SimulatorSettings
-from tests.conftest import REPO, athlete_store, run_cli
+from tests.conftest import REPO, athlete_store, run_cli, run_in_process
 from tests.exports import ENGLISH_94, ExportFile, csv_text, english_row, fixture, write_folder
 
 README = (REPO / "README.md").read_text()
@@ -202,8 +202,8 @@ def test_team_demo_rerun_reconnects_its_athletes(team_demo) -> None:
 @pytest.mark.parametrize(("flags", "needle"), [(("--athletes", "11"), "--athletes must be from 1 to 10"),
                                                (("--athletes", "0"), "--athletes must be from 1 to 10"),
                                                (("--activities", "0"), "--activities must be at least 1")])
-def test_demo_refuses_a_bad_size_in_one_line(tmp_path: Path, flags: tuple[str, ...], needle: str) -> None:
-    result = run_cli("demo", *flags, "--data-dir", str(tmp_path / "demo-data"), timeout=60)
+def test_demo_refuses_a_bad_size_in_one_line(tmp_path: Path, flags: tuple[str, ...], needle: str, capsys) -> None:
+    result = run_in_process(capsys, "demo", *flags, "--data-dir", str(tmp_path / "demo-data"))
     assert result.returncode == 2 and needle in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert not (tmp_path / "demo-data").exists()
@@ -390,19 +390,19 @@ def test_quota_saving_compares_with_the_whole_history_from_the_api_alone() -> No
     assert from_api_alone(history, 200, manual=20)["streams"] == 280  # manual activities: no stream request
 
 
-def test_each_kind_of_demo_refuses_the_others_folder(demo, export_demo) -> None:
+def test_each_kind_of_demo_refuses_the_others_folder(demo, export_demo, capsys) -> None:
     """A plain demo and --export simulate different histories: mixed, every activity would be fetched again."""
     for data_dir, flags, other in ((demo[0], ("--export",), "a plain 'bulkfetch demo'"),
                                    (export_demo[0], (), "'bulkfetch demo --export'")):
         before = sorted(str(p.relative_to(data_dir)) for p in data_dir.rglob("*") if "quota" not in p.parts)
-        result = run_cli("demo", *flags, "--activities", "250", "--data-dir", str(data_dir), timeout=60)
+        result = run_in_process(capsys, "demo", *flags, "--activities", "250", "--data-dir", str(data_dir))
         assert result.returncode == 2 and f"holds the data of {other}" in result.stderr
         assert "--data-dir" in result.stderr and len(result.stderr.strip().splitlines()) == 1
         after = sorted(str(p.relative_to(data_dir)) for p in data_dir.rglob("*") if "quota" not in p.parts)
         assert after == before  # nothing written, not even the export's folder
 
 
-def test_a_demo_refuses_the_folder_of_a_plain_import_of_its_athletes_export(tmp_path) -> None:
+def test_a_demo_refuses_the_folder_of_a_plain_import_of_its_athletes_export(tmp_path, capsys) -> None:
     athlete_id = SimulatorSettings().athlete_id  # the demo's own athlete: only the import tells the folder apart
     export = write_folder(tmp_path / "export", csv_text(ENGLISH_94, [english_row(1, "activities/1.fit")]),
                           [ExportFile("activities/1.fit", fixture("fenix5-run.fit"))], profile_id=athlete_id)
@@ -410,6 +410,6 @@ def test_a_demo_refuses_the_folder_of_a_plain_import_of_its_athletes_export(tmp_
     config.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n')
     assert run_cli("--config", str(config), "import", str(export)).returncode == 0
     for flags in (("--export",), ()):
-        result = run_cli("demo", *flags, "--data-dir", str(tmp_path / "data"), timeout=60)
+        result = run_in_process(capsys, "demo", *flags, "--data-dir", str(tmp_path / "data"))
         assert result.returncode == 2, result.stderr
         assert "holds the data of a 'bulkfetch import', not of a demo" in result.stderr, result.stderr

@@ -174,6 +174,7 @@ def test_status_and_athletes_show_what_the_import_gave_an_athlete_without_tokens
     assert cli(config, "athletes", "--json") == 0
     listed = orjson.loads(capsys.readouterr().out)
     assert listed[0]["import_only"] and listed[0]["export"]["files"] == {"ok": 1, "truncated": 1, "unreadable": 0}
+    assert listed[0]["state"] == "import only"  # the state the table shows, not "ok": nothing is fetched for it
 
 
 def test_status_and_the_compaction_line_say_each_kind_of_disagreement_there_is_in_one_wording() -> None:

@@ -4,16 +4,21 @@ sweeping a killed run's temporaries, and the access check's errors."""
 from __future__ import annotations
 
 import socket
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow.fs as pafs
 import pytest
 
+from bulkfetch import object_store
 from bulkfetch.errors import EXIT_USAGE, EXIT_WORK_LEFT, BulkfetchError
 from bulkfetch.object_store import (
+    ACCESS_CHECK,
+    TRANSFERS,
     UPLOAD_MARK,
     ObjectStore,
+    Timeouts,
     check_access,
     is_stale_temporary,
     is_temporary,
@@ -147,6 +152,25 @@ def test_unreachable_endpoint_is_work_left(s3_server) -> None:
         check_access(store)
     assert caught.value.exit_code == EXIT_WORK_LEFT
     assert "did not answer" in str(caught.value) and "testing-secret" not in str(caught.value)
+
+
+def test_an_endpoint_that_never_answers_fails_the_check_within_its_own_timeouts(s3_server, monkeypatch) -> None:
+    """The check waits ACCESS_CHECK's timeouts, not the transfers' (3 x 60 s) the store was opened with. The
+    default bound is asserted; the request sent waits 1 s here, so that the test takes seconds."""
+    assert ACCESS_CHECK.request_s * ACCESS_CHECK.attempts <= 20 < TRANSFERS.request_s * TRANSFERS.attempts
+    monkeypatch.setattr(object_store, "ACCESS_CHECK", Timeouts(connect_s=1.0, request_s=1.0, attempts=2,
+                                                               gcs_retry_limit=timedelta(seconds=1)))
+    with socket.socket() as sock:  # the kernel accepts connections to a listening socket; nobody answers
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        store = open_store("s3://bucket/p", (("endpoint_override", f"127.0.0.1:{sock.getsockname()[1]}"),
+                                             ("region", "us-east-1"), ("scheme", "http")))
+        started = time.monotonic()
+        with pytest.raises(BulkfetchError) as caught:
+            check_access(store)
+        waited = time.monotonic() - started
+    assert caught.value.exit_code == EXIT_WORK_LEFT and "did not answer" in str(caught.value)
+    assert 1.0 <= waited < 15.0, waited  # 2 attempts of 1 s (and the SDK's backoff between them)
 
 
 def test_refused_credentials_are_a_configuration_error(s3_server) -> None:

@@ -29,7 +29,7 @@ from bulkfetch.report import dataset
 from bulkfetch.report_data import Run, SplitRow, athlete_report, gap_figure, grade_figure, used_splits
 from bulkfetch.report_read import read_stream_rows
 from bulkfetch.simulator import SimulatorSettings, SimulatorThread
-from tests.conftest import REPO, cli_env, run_cli, simulator_config_text
+from tests.conftest import REPO, cli_env, run_cli, run_in_process, simulator_config_text
 
 JAN = datetime(2024, 1, 1, 7, tzinfo=UTC)  # a Monday
 FEB = datetime(2024, 2, 7, 7, tzinfo=UTC)
@@ -149,30 +149,36 @@ def _one_line_exit_2(result) -> str:
     return result.stderr
 
 
-def test_report_refuses_an_empty_or_missing_dataset(tmp_path: Path, write_config) -> None:
+def _refused(capsys, *args: str) -> str:
+    """The one line `bulkfetch ARGS` exits 2 with, run in this process: the report's start imports matplotlib
+    (a second or more) before it refuses; the demo_report fixture runs it as a process."""
+    return _one_line_exit_2(run_in_process(capsys, *args))
+
+
+def test_report_refuses_an_empty_or_missing_dataset(tmp_path: Path, write_config, capsys) -> None:
     config = write_config(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n')
-    assert "no splits_metric table" in _one_line_exit_2(run_cli("--config", str(config), "report"))
+    assert "no splits_metric table" in _refused(capsys, "--config", str(config), "report")
     (tmp_path / "data" / "parquet" / "splits_metric" / "athlete_id=1").mkdir(parents=True)
-    assert "no splits_metric table" in _one_line_exit_2(run_cli("--config", str(config), "report"))
+    assert "no splits_metric table" in _refused(capsys, "--config", str(config), "report")
     damaged = tmp_path / "data" / "parquet" / "splits_metric" / "athlete_id=1" / "year=2024" / "part-0.parquet"
     damaged.parent.mkdir()
     damaged.write_bytes(b"")  # a file emptied by a full disk or a bad copy
-    line = _one_line_exit_2(run_cli("--config", str(config), "report"))
+    line = _refused(capsys, "--config", str(config), "report")
     assert "cannot be read" in line and "compact --rebuild" in line
 
 
-def test_report_refuses_filters_that_leave_no_split(demo_report) -> None:
+def test_report_refuses_filters_that_leave_no_split(demo_report, capsys) -> None:
     config = ["--config", str(demo_report[0] / "report-config.toml"), "report", "--out", str(demo_report[1])]
-    assert "no Swim splits" in _one_line_exit_2(run_cli(*config, "--sport", "Swim"))
-    assert "no Run, TrailRun splits" in _one_line_exit_2(run_cli(*config, "--since", "2100-01-01"))
+    assert "no Swim splits" in _refused(capsys, *config, "--sport", "Swim")
+    assert "no Run, TrailRun splits" in _refused(capsys, *config, "--since", "2100-01-01")
 
 
-def test_report_refuses_bad_units_and_courses(demo_report, tmp_path: Path) -> None:
+def test_report_refuses_bad_units_and_courses(demo_report, tmp_path: Path, capsys) -> None:
     data_dir = demo_report[0]
     config = ["--config", str(data_dir / "report-config.toml"), "report", "--out", str(tmp_path / "r.html")]
-    assert "--units" in _one_line_exit_2(run_cli(*config, "--units", "furlong"))
-    assert "--predict" in _one_line_exit_2(run_cli(*config, "--predict", "a marathon"))
-    assert "--sport" in _one_line_exit_2(run_cli(*config, "--sport", "Rn"))
+    assert "--units" in _refused(capsys, *config, "--units", "furlong")
+    assert "--predict" in _refused(capsys, *config, "--predict", "a marathon")
+    assert "--sport" in _refused(capsys, *config, "--sport", "Rn")
     assert not list(tmp_path.iterdir())
 
 
@@ -287,19 +293,20 @@ GPX = """<?xml version="1.0"?>
 {points}</trkseg></trk></gpx>"""
 
 
-def test_report_predicts_over_a_gpx_course_or_refuses_it_in_one_line(demo_report, tmp_path: Path) -> None:
+def test_report_predicts_over_a_gpx_course_or_refuses_it_in_one_line(demo_report, tmp_path: Path,
+                                                                      capsys) -> None:
     points = "".join(f'<trkpt lat="{45 + 0.009 * k:.3f}" lon="7.0"><ele>{100 + 5 * k}</ele></trkpt>'
                      for k in range(11))
     (tmp_path / "hill.gpx").write_text(GPX.format(points=points))
     config = ["--config", str(demo_report[0] / "report-config.toml"), "report", "--out", str(tmp_path / "r.html")]
-    result = run_cli(*config, "--predict", str(tmp_path / "hill.gpx"))
+    result = run_in_process(capsys, *config, "--predict", str(tmp_path / "hill.gpx"))
     assert result.returncode == 0, result.stderr
     assert "hill.gpx: predicted moving time" in result.stdout.splitlines()[3]
     (tmp_path / "bad.gpx").write_text("<gpx>")
-    assert "is not XML" in _one_line_exit_2(run_cli(*config, "--predict", str(tmp_path / "bad.gpx")))
-    assert "cannot read" in _one_line_exit_2(run_cli(*config, "--predict", str(tmp_path / "none.gpx")))
+    assert "is not XML" in _refused(capsys, *config, "--predict", str(tmp_path / "bad.gpx"))
+    assert "cannot read" in _refused(capsys, *config, "--predict", str(tmp_path / "none.gpx"))
     (tmp_path / "run.tcx").write_text("<TrainingCenterDatabase/>")
-    assert "is not a .gpx file" in _one_line_exit_2(run_cli(*config, "--predict", str(tmp_path / "run.tcx")))
+    assert "is not a .gpx file" in _refused(capsys, *config, "--predict", str(tmp_path / "run.tcx"))
 
 
 def _run_ids(parquet_dir: Path, table: str) -> set[int]:
@@ -309,7 +316,7 @@ def _run_ids(parquet_dir: Path, table: str) -> set[int]:
     return set(pc.unique(ids["activity_id"]).to_pylist())
 
 
-def test_prediction_fits_on_streams_where_the_parquet_has_them(tmp_path: Path) -> None:
+def test_prediction_fits_on_streams_where_the_parquet_has_them(tmp_path: Path, capsys) -> None:
     since = (datetime.now(UTC) - timedelta(days=300)).date().isoformat()
     with SimulatorThread(SimulatorSettings(activities=80, seed=5, short_limit=1000, daily_limit=10000)) as sim:
         config = tmp_path / "config.toml"
@@ -326,7 +333,8 @@ def test_prediction_fits_on_streams_where_the_parquet_has_them(tmp_path: Path) -
                      for k in range(11))
     (tmp_path / "hill.gpx").write_text(GPX.format(points=points))
     for course in ("10km+50m", str(tmp_path / "hill.gpx")):
-        result = run_cli("--config", str(config), "report", "--out", str(tmp_path / "r.html"), "--predict", course)
+        result = run_in_process(capsys, "--config", str(config), "report", "--out", str(tmp_path / "r.html"),
+                                "--predict", course)
         assert result.returncode == 0, result.stderr
         assert re.search(r": predicted moving time \d+:\d\d, 90 % interval", result.stdout.splitlines()[3])
         page = html.unescape((tmp_path / "r.html").read_text())
