@@ -582,10 +582,10 @@ def _cmd_compact(args: argparse.Namespace) -> int:
     ensure_dir(data_dir)
     ensure_dir(config.storage.parquet_dir)  # an unusable one is said even while there is nothing to compact
     remote = _remote_store(config)
-    if args.rebuild:
-        # Every year is rewritten: compaction's worker is likely wanted, and its forkserver imports pyarrow
-        # (0.4 CPU s) beside this process's own imports and reads instead of after them, when the first
-        # year is handed to the worker. Named, not imported here; harmless if the lock is refused.
+    if args.rebuild and _rebuild_wants_a_worker(data_dir):
+        # Every year is rewritten: compaction's worker is wanted, and its forkserver imports pyarrow (0.4 CPU
+        # s) beside this process's own imports and reads instead of after them, when the first year is
+        # handed to the worker. Named, not imported here; harmless if the lock is refused.
         from bulkfetch.processes import start_forkserver
 
         start_forkserver(["bulkfetch.compact"])
@@ -595,6 +595,15 @@ def _cmd_compact(args: argparse.Namespace) -> int:
             data_dir_lock(data_dir, "compact --rebuild" if args.rebuild else "compact", alone=args.rebuild):
         _compact(data_dir, config.storage.parquet_dir, reporter, rebuild=args.rebuild, remote=remote)
     return EXIT_OK
+
+
+def _rebuild_wants_a_worker(data_dir: Path) -> bool:
+    """Whether an athlete's raw files are enough for compaction to start its worker (about: the exports'
+    device files are not counted), so that a small history's rebuild starts no forkserver for nothing."""
+    from bulkfetch.processes import WORKER_MIN_BYTES
+    from bulkfetch.roster import Roster
+
+    return any(athlete.store.raw_bytes_reach(WORKER_MIN_BYTES) for athlete in Roster(data_dir).athletes())
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

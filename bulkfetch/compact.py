@@ -82,7 +82,7 @@ from bulkfetch.export_view import ExportView, TrackFile, read_track_file
 from bulkfetch.file_rows import export_part, file_stream_set
 from bulkfetch.locks import Holder, hold
 from bulkfetch.parquet_layout import AthleteLayout, publish, staged_tables, year_of_folder
-from bulkfetch.processes import interrupts_deferred, worker_pool
+from bulkfetch.processes import WORKER_MIN_BYTES, interrupts_deferred, worker_pool
 from bulkfetch.recording import RECORDING_FIELDS
 from bulkfetch.schema import (
     API,
@@ -121,8 +121,7 @@ STREAM_ROW_GROUP_BYTES = 32 << 20
 # Arrow data, 15 MB at 200 activities: the peak grew with the history). Long streams end by bytes first.
 ROW_GROUP_MAX_TABLES = 256
 PARALLEL_WORKERS = 2
-# Below this much raw JSON to rewrite, starting worker processes costs more than it saves.
-PARALLEL_MIN_BYTES = 16 << 20
+PARALLEL_MIN_BYTES = WORKER_MIN_BYTES  # raw JSON to rewrite below which no worker is started
 COMPRESSION = "zstd"
 # The detail tables' columns whose values repeat (categories, counts, ranks, split numbers and 1 km or 1 mile
 # split values, a segment ridden again): dictionary-encoded. The others (ids, times, measurements,

@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 PARENT_CHECK_S = 0.25  # how often a worker checks that the process it works for is alive
+# Below this much raw JSON to work through, starting a worker process costs more than it saves.
+WORKER_MIN_BYTES = 16 << 20
 # The folder holding this copy of the bulkfetch package: what the forkserver imports it from.
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 _environment_lock = threading.Lock()  # os.environ is the process's: one change at a time

@@ -240,3 +240,13 @@ def test_a_pruned_listing_takes_its_index_along(tmp_path: Path) -> None:
     store.catalog_view()
     store.prune_listings()
     assert not first.index.exists() and second.index is not None and second.index.exists()
+
+
+def test_raw_bytes_reach_counts_details_and_streams_until_the_limit(tmp_path: Path) -> None:
+    """What decides whether a rebuild starts compaction's worker ahead (cli._rebuild_wants_a_worker)."""
+    store = RawStore(tmp_path)
+    assert not store.raw_bytes_reach(1)  # no folders yet
+    store.prepare()
+    store.write_detail(1, b"x" * 600)
+    store.write_streams(1, b"y" * 500)
+    assert store.raw_bytes_reach(1_100) and not store.raw_bytes_reach(1_101)
