@@ -82,7 +82,6 @@ RawActivity = tuple[int, Mapping[str, Any] | None, bytes | None]
 
 # Above this size a float64 no longer holds every integer: an int64 column read as float64 may have lost digits.
 _EXACT_INT = 2**53
-_BOM = b"\xef\xbb\xbf"
 # Below this many details a chunk goes to `build_tables`: the reader's path costs about 10 ms a chunk
 # whatever its size (a few hundred vectorised calls), build_tables about 1 ms a detail (measured by
 # chunk size, bench/arrow_details.py's store: even at 32, 1.6 x faster from 64).
@@ -173,8 +172,10 @@ class _Read:
 
 
 def _read(raws: Sequence[bytes]) -> _Read:
-    if any(b"\n" in raw or b"\r" in raw or raw.startswith(_BOM) for raw in raws):
-        raise _Unsure  # pretty-printed (another writer) or odd: one line per file is what the reader needs
+    if any(b"\n" in raw or b"\r" in raw or raw[:1] != b"{" for raw in raws):
+        # Pretty-printed (another writer), a BOM, or no object (`null`: no detail to build_tables, a row of
+        # nulls to the reader): one object a line is what the reader needs.
+        raise _Unsure
     joined = b"\n".join(raws)
     _check_bytes(joined)
     # A block per core: more blocks cost each vectorised step below a call per block.

@@ -65,6 +65,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.synchronize import Event
@@ -697,8 +698,8 @@ class _Worker:
     def _start(self) -> None:
         try:
             self.pool.submit(int)  # no work: the call starts the worker
-        except RuntimeError:  # the pool broke or was shut down: the next submit says so in the caller
-            pass
+        except Exception:  # noqa: BLE001 - no worker to be had (it broke, a fork failed): the next submit
+            pass  # says so in the caller, which builds the streams itself (see _stream_tables)
 
     @property
     def ready(self) -> bool:
@@ -803,7 +804,8 @@ def _write_year(job: YearJob, helper: _Worker | None) -> YearOutcome:
 
 
 # With a helper, at most this many activities' stream tables are built ahead of the one written next: the
-# worker's two, and those this process built while it waited for them (Arrow data: a few MB at most).
+# worker's two, and those this process built while it waited for them (about 1 MB of Arrow data an hour
+# of 1 Hz streams each: tens of MB for long activities).
 STREAMS_AHEAD = 8
 _WORKER_STREAMS = 2  # the worker's stream files in flight: one built, one queued behind it
 
@@ -821,26 +823,39 @@ def _stream_tables(entries: Sequence[Entry], helper: _Worker | None) -> Iterator
         for entry in entries:
             yield _stream_table(entry)
         return
-    ahead: deque[Future[pa.Table | None] | pa.Table | None] = deque()  # built or being built, in order
+    # Built or being built, in order, with its entry: a worker that breaks (killed, out of memory) leaves
+    # its files to this process, as a year without a worker.
+    ahead: deque[tuple[Entry, Future[pa.Table | None] | pa.Table | None]] = deque()
     taken = 0  # entries[:taken] are yielded or in `ahead`
+    broken = False
     try:
         while taken < len(entries) or ahead:
-            while helper.ready and taken < len(entries) and len(ahead) < STREAMS_AHEAD \
-                    and _building(ahead) < _WORKER_STREAMS:
-                with interrupts_deferred():
-                    ahead.append(helper.pool.submit(_stream_table, entries[taken]))
+            while not broken and helper.ready and taken < len(entries) and len(ahead) < STREAMS_AHEAD \
+                    and _building(item for _, item in ahead) < _WORKER_STREAMS:
+                try:
+                    with interrupts_deferred():
+                        ahead.append((entries[taken], helper.pool.submit(_stream_table, entries[taken])))
+                except (BrokenProcessPool, RuntimeError):
+                    broken = True
+                    break
                 taken += 1
-            head = ahead[0] if ahead else None
+            entry, head = ahead[0] if ahead else (None, None)
             if ahead and not (isinstance(head, Future) and not head.done()):
                 ahead.popleft()
-                yield head.result() if isinstance(head, Future) else head
+                if not isinstance(head, Future):
+                    yield head
+                elif head.exception() is not None and isinstance(head.exception(), BrokenProcessPool):
+                    broken = True
+                    yield _stream_table(entry)
+                else:
+                    yield head.result()
             elif taken < len(entries) and len(ahead) < STREAMS_AHEAD:
-                ahead.append(_stream_table(entries[taken]))
+                ahead.append((entries[taken], _stream_table(entries[taken])))
                 taken += 1
             elif isinstance(head, Future):
                 wait([head])
     finally:
-        for item in ahead:
+        for _, item in ahead:
             if isinstance(item, Future):
                 item.cancel()
 

@@ -18,9 +18,10 @@ import multiprocessing
 import multiprocessing.forkserver
 import os
 import signal
+import site
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from multiprocessing.context import ForkServerContext
@@ -61,15 +62,31 @@ def start_forkserver(preload: Sequence[str]) -> ForkServerContext:
     Python 3.11's forkserver ignores this process's sys.path: it is `python -c`, whose first path entry is
     the working directory, so a folder holding another `bulkfetch` (a checkout, a bench script's caller)
     would give workers another copy than this process runs (their pickled arguments then fail, a
-    BrokenProcessPool). It starts with this copy's folder first on its PYTHONPATH and without the working
-    directory (PYTHONSAFEPATH) instead. Its stdout and stderr point at /dev/null (bulkfetch.server_output).
+    BrokenProcessPool). It starts without the working directory (PYTHONSAFEPATH), with a checkout's folder
+    first on its PYTHONPATH (see forkserver_environment). Its stdout and stderr point at /dev/null
+    (bulkfetch.server_output).
     """
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["bulkfetch.server_output", *preload])  # the server's output first
-    path = os.pathsep.join([str(PACKAGE_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
-    with _environment(PYTHONPATH=path, PYTHONSAFEPATH="1"):
+    with _environment(**forkserver_environment(PACKAGE_ROOT, _installed_folders(), os.environ.get("PYTHONPATH"))):
         multiprocessing.forkserver.ensure_running()  # starts it and returns: the server imports on its own
     return context
+
+
+def forkserver_environment(package_root: Path, installed: Iterable[Path], pythonpath: str | None) -> dict[str, str]:
+    """The forkserver's environment: never the working directory on its path (PYTHONSAFEPATH), and a copy
+    of bulkfetch outside the installed packages' folders (a checkout) first on it. An installed copy is
+    found there anyway; put first, its folder would come before the standard library, where a package
+    named like a standard module (an old backport) would replace it in the workers."""
+    environment = {"PYTHONSAFEPATH": "1"}
+    if package_root not in set(installed):
+        environment["PYTHONPATH"] = os.pathsep.join([str(package_root), *filter(None, [pythonpath])])
+    return environment
+
+
+def _installed_folders() -> list[Path]:
+    folders = [*site.getsitepackages(), site.getusersitepackages()]
+    return [Path(folder).resolve() for folder in folders]
 
 
 @contextmanager

@@ -599,11 +599,13 @@ def _columns(items: dict[int, dict[str, Any]]) -> dict[str, list[Any]]:
     """A page's index columns (see ListingIndex): what ListedSummary takes of each of `items`."""
     kinds: list[dict[str, Any]] = []
     kind = []
+    numbers: dict[bytes, int] = {}  # by the values' JSON: 1 and true are equal in Python, not here
     for summary in items.values():
         known = {key: summary[key] for key in KNOWN_FIELDS if key in summary}
-        if known not in kinds:
+        number = numbers.setdefault(orjson.dumps(known), len(kinds))
+        if number == len(kinds):
             kinds.append(known)
-        kind.append(kinds.index(known))
+        kind.append(number)
     values = items.values()
     return {"ids": list(items), "starts": [start_epoch(s) for s in values],
             "fingerprints": [fingerprint(s) for s in values], "recordings": [recording_fingerprint(s) for s in values],

@@ -102,7 +102,7 @@ def test_what_real_histories_wobble_with_stays_on_the_reader(fast_only):
     json.dumps(variant(1, laps=[{"distance": float("nan")}])).encode(),  # in a child table's
     orjson.dumps(variant(1)).replace(b"Run", b"R\xffn", 1),  # invalid UTF-8: refused too
     b"\xef\xbb\xbf" + orjson.dumps(variant(1)),  # a BOM: refused too
-    b"", b"[]", b"{", orjson.dumps(variant(1)) + b"{}",  # damaged
+    b"", b"[]", b"null", b"{", orjson.dumps(variant(1)) + b"{}",  # damaged (`null`: no detail, not a row of nulls)
     orjson.dumps(variant(1, splits_metric={"split": 1})),  # an object where a list belongs
 ])
 def test_what_the_reader_cannot_vouch_for_goes_to_build_tables(raw):

@@ -729,3 +729,33 @@ def test_bench_smoke():
     # Bounded: one parsed stream file and the row-group buffers, never a year's streams (all 240 are in one
     # year). Measured: +95 MB for 27 MB raw, +150 MB for 204 MB, +295 MB for 2.6 GB (with 3,000 details).
     assert peak_mb - before_mb < min(0.9 * raw_mb, 300), out
+
+
+def test_a_broken_worker_leaves_its_stream_files_to_this_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker killed mid-year (out of memory, say) no longer fails the year: what it was building, and
+    the rest, is built here, in the same order."""
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    from bulkfetch import compact as compact_module
+
+    monkeypatch.setattr(compact_module, "_stream_table", lambda entry: f"table {entry}")
+    submitted: list[int] = []
+
+    class Pool:
+        def submit(self, function, entry):  # the worker answers two files, then is gone
+            submitted.append(entry)
+            future: Future = Future()
+            if len(submitted) <= 2:
+                future.set_result(function(entry))
+            else:
+                future.set_exception(BrokenProcessPool("killed"))
+            return future
+
+    class Helper:
+        ready = True
+        pool = Pool()
+
+    tables = list(compact_module._stream_tables(list(range(12)), Helper()))
+    assert tables == [f"table {i}" for i in range(12)]
+    assert len(submitted) < 12  # it stopped asking the broken worker

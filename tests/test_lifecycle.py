@@ -337,3 +337,14 @@ def test_the_forkserver_imports_its_preload_in_the_background_for_the_workers(tm
     returned_s, served_s, preloaded = done.stdout.split()
     assert float(returned_s) < 2 and float(served_s) >= 3  # the 3-s import ran after it had returned
     assert preloaded == "True"  # imported by the server, before the worker forked from it
+
+
+def test_the_forkserver_puts_a_checkout_first_on_its_path_but_not_an_installed_copy(tmp_path: Path) -> None:
+    """An installed copy's folder (site-packages) put first would come before the standard library in the
+    workers; a checkout's must come first (it may not be on the path at all)."""
+    from bulkfetch.processes import forkserver_environment
+
+    checkout, site_packages = tmp_path / "checkout", tmp_path / "site-packages"
+    assert forkserver_environment(checkout, [site_packages], "/x") == {
+        "PYTHONSAFEPATH": "1", "PYTHONPATH": os.pathsep.join([str(checkout), "/x"])}
+    assert forkserver_environment(site_packages, [site_packages], "/x") == {"PYTHONSAFEPATH": "1"}

@@ -250,3 +250,18 @@ def test_raw_bytes_reach_counts_details_and_streams_until_the_limit(tmp_path: Pa
     store.write_detail(1, b"x" * 600)
     store.write_streams(1, b"y" * 500)
     assert store.raw_bytes_reach(1_100) and not store.raw_bytes_reach(1_101)
+
+
+def test_the_listing_index_keeps_one_and_true_apart(tmp_path: Path) -> None:
+    """1 == True in Python: the index's kinds must not merge a summary's `manual: 1` with another's `true`
+    (the view would then say manual where the page does not, or the other way round)."""
+    store = RawStore(tmp_path)
+    store.prepare()
+    listing = store.new_listing(1_000)
+    odd = [{**SUMMARIES[0], "manual": 1, "private": 0}, {**SUMMARIES[2], "manual": True, "private": False}]
+    listing.write_page(1, orjson.dumps(odd))
+    listing.mark_complete(len(odd))
+    aged(listing)
+    for view in (store.catalog_view(), store.catalog_view()):  # the index made, then read
+        assert [(type(view[s["id"]]["manual"]), type(view[s["id"]]["private"])) for s in odd] == \
+            [(int, int), (bool, bool)]
