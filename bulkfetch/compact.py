@@ -646,12 +646,12 @@ def _run_jobs(jobs: list[YearJob], *, parallel: bool) -> Iterator[YearOutcome]:
     """Outcomes as years finish: all in this process, or, when it pays and `parallel`, shared with one
     worker process.
 
-    Years are shared whole: this process keeps working while the worker starts (its start-up is hidden),
-    and takes the next biggest year whenever it is free; the worker always has two years queued behind
-    its current one. A single year with at least PARALLEL_MIN_BYTES of streams shares its stream files
-    instead: the worker builds some activities' stream tables, this process the others and writes them
-    all (see `_stream_tables`). Closed early (Ctrl-C, SIGTERM, an error), it stops the worker and waits
-    until it has exited.
+    Years are shared whole: this process keeps working while the worker starts (its start-up is hidden:
+    no year goes to it before), and takes the next biggest year whenever it is free; the worker always has
+    two years queued behind its current one. A single year with at least PARALLEL_MIN_BYTES of streams
+    shares its stream files instead: the worker builds some activities' stream tables, this process the
+    others and writes them all (see `_stream_tables`). Closed early (Ctrl-C, SIGTERM, an error), it stops
+    the worker and waits until it has exited.
     """
     if parallel and len(jobs) == 1 and jobs[0].group_bytes("streams") >= PARALLEL_MIN_BYTES:
         with _worker() as worker:
@@ -667,7 +667,8 @@ def _run_jobs(jobs: list[YearJob], *, parallel: bool) -> Iterator[YearOutcome]:
         in_worker: list[Future[YearOutcome]] = []
         try:
             while queue or in_worker:
-                while queue and len(in_worker) < 3:
+                # Not before the worker has started: the first submit waits for the forkserver's imports.
+                while queue and len(in_worker) < 3 and worker.ready:
                     with interrupts_deferred():
                         in_worker.append(worker.pool.submit(write_year, queue.pop()))  # smallest first to the worker
                 for future in [f for f in in_worker if f.done()]:
