@@ -41,11 +41,11 @@ their columns; a summary value that is there (even one the rules turn into null)
 from __future__ import annotations
 
 import math
-import os
 import re
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from itertools import repeat
+from dataclasses import dataclass
+from itertools import accumulate, repeat
 from operator import is_not
 from typing import Any
 
@@ -54,6 +54,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
+from bulkfetch.processes import available_cpus
 from bulkfetch.schema import (
     ACTIVITY_COLUMNS,
     API,
@@ -105,11 +106,36 @@ def parse_detail(raw: bytes | None) -> dict[str, Any] | None:
     return detail if isinstance(detail, dict) else None
 
 
-def build_detail_tables(activities: Sequence[RawActivity],
-                        export: Mapping[int, ExportPart] | None = None) -> dict[str, pa.Table]:
-    """`build_tables` of `(id, summary, detail file's bytes or None)` triples, equal to it exactly."""
+@dataclass(frozen=True)
+class DetailRead:
+    """A chunk's detail files as Arrow's reader parsed them (see `read_details`): one row of READ_SCHEMA
+    each, in order, and the rows whose file holds something like an int `-0`. No table: `build_tables`
+    takes the chunk."""
+
+    table: pa.Table | None
+    int_negative_zero_rows: frozenset[int] = frozenset()
+
+
+def read_details(activities: Sequence[RawActivity]) -> DetailRead:
+    """The first step of `build_detail_tables`, the costly one, apart so that a thread can take it ahead of
+    the chunk before (Arrow's reader runs without the GIL, on every core)."""
+    raws = [raw for _, _, raw in activities if raw is not None]
+    if len(raws) < MIN_DETAILS:
+        return DetailRead(None)  # not that it could not: it would be slower
+    if not raws:
+        return DetailRead(READ_SCHEMA.empty_table())
     try:
-        return _read_tables(activities, export)
+        return _read(raws)
+    except _Unsure:
+        return DetailRead(None)
+
+
+def build_detail_tables(activities: Sequence[RawActivity], export: Mapping[int, ExportPart] | None = None,
+                        read: DetailRead | None = None) -> dict[str, pa.Table]:
+    """`build_tables` of `(id, summary, detail file's bytes or None)` triples, equal to it exactly. `read`:
+    `read_details(activities)`, if taken already."""
+    try:
+        return _read_tables(activities, export, read or read_details(activities))
     except _Unsure:
         return build_tables([(activity_id, summary, parse_detail(raw)) for activity_id, summary, raw in activities],
                             export)
@@ -153,25 +179,7 @@ _PARSE_OPTIONS = pj.ParseOptions(explicit_schema=READ_SCHEMA, unexpected_field_b
 
 
 # -- reading -------------------------------------------------------------------------------------------
-@dataclass
-class _Read:
-    """A chunk's detail files as one table of READ_SCHEMA, one row each, in order, and their bytes."""
-
-    table: pa.Table
-    raws: Sequence[bytes]
-    _int_negative_zero: dict[int, bool] = field(default_factory=dict)  # by row: does its file hold one?
-
-    def may_hold_int_negative_zero(self, rows: Iterable[int]) -> bool:
-        """Whether any of these rows' files may hold an int `-0` (each file searched once)."""
-        for row in rows:
-            if row not in self._int_negative_zero:
-                self._int_negative_zero[row] = _INT_NEGATIVE_ZERO.search(self.raws[row]) is not None
-            if self._int_negative_zero[row]:
-                return True
-        return False
-
-
-def _read(raws: Sequence[bytes]) -> _Read:
+def _read(raws: Sequence[bytes]) -> DetailRead:
     if any(b"\n" in raw or b"\r" in raw or raw[:1] != b"{" for raw in raws):
         # Pretty-printed (another writer), a BOM, or no object (`null`: no detail to build_tables, a row of
         # nulls to the reader): one object a line is what the reader needs.
@@ -179,7 +187,7 @@ def _read(raws: Sequence[bytes]) -> _Read:
     joined = b"\n".join(raws)
     _check_bytes(joined)
     # A block per core: more blocks cost each vectorised step below a call per block.
-    block_bytes = max(len(joined) // (os.cpu_count() or 1), max(map(len, raws))) + 1
+    block_bytes = max(len(joined) // available_cpus(), max(map(len, raws))) + 1
     options = pj.ReadOptions(use_threads=True, block_size=block_bytes)
     try:
         table = pj.read_json(pa.BufferReader(joined), read_options=options, parse_options=_PARSE_OPTIONS)
@@ -187,7 +195,14 @@ def _read(raws: Sequence[bytes]) -> _Read:
         raise _Unsure from error
     if table.num_rows != len(raws):  # an empty file (the reader skips empty lines) or two objects in one
         raise _Unsure
-    return _Read(table, raws)
+    return DetailRead(table, _int_negative_zero_rows(joined, raws))
+
+
+def _int_negative_zero_rows(joined: bytes, raws: Sequence[bytes]) -> frozenset[int]:
+    """The rows whose file holds something like an int `-0` (real details hold a float `-0.0` here and
+    there: one search of the chunk costs less than one per such file)."""
+    ends = list(accumulate(len(raw) + 1 for raw in raws))  # each row's end in `joined`, past its newline
+    return frozenset(bisect_right(ends, match.start()) for match in _INT_NEGATIVE_ZERO.finditer(joined))
 
 
 def _check_bytes(joined: bytes) -> None:
@@ -212,7 +227,7 @@ def _at(table: pa.Table, path: Path_) -> ColumnArray:
     return array
 
 
-def _typed(array: ColumnArray, type_: pa.DataType, read: _Read, rows: pa.Array | None = None) -> ColumnArray:
+def _typed(array: ColumnArray, type_: pa.DataType, read: DetailRead, rows: pa.Array | None = None) -> ColumnArray:
     """A column as read, in its table's type, as `to_array` converts the same values. `rows` holds each
     value's row in `read.table` (None: the column is the table's own)."""
     if type_ in (I64, F64):
@@ -225,7 +240,7 @@ def _typed(array: ColumnArray, type_: pa.DataType, read: _Read, rows: pa.Array |
         zeros = pc.indices_nonzero(pc.equal(array, 0.0))
         if len(zeros):
             negative = pc.filter(zeros, pc.less(pc.divide(1.0, array.take(zeros)), 0.0))
-            if len(negative) and read.may_hold_int_negative_zero(
+            if len(negative) and not read.int_negative_zero_rows.isdisjoint(
                     (negative if rows is None else rows.take(negative)).to_pylist()):
                 raise _Unsure  # -0.0, from `-0.0` (kept) or from `-0` (0.0 by the rules)
         return array
@@ -245,18 +260,15 @@ def _ints(array: ColumnArray) -> ColumnArray:
         return to_array(array.to_pylist(), I64)
 
 
-def _read_tables(activities: Sequence[RawActivity], export: Mapping[int, ExportPart] | None) -> dict[str, pa.Table]:
+def _read_tables(activities: Sequence[RawActivity], export: Mapping[int, ExportPart] | None,
+                 read: DetailRead) -> dict[str, pa.Table]:
     ids = [activity_id for activity_id, _, _ in activities]
     parts = export_parts(ids, export)
     has_detail = [raw is not None for _, _, raw in activities]
-    if any(part.children for part, detail in zip(parts, has_detail) if not detail):
-        raise _Unsure  # device-file rows to interleave: build_tables does that
-    raws = [raw for _, _, raw in activities if raw is not None]
-    if len(raws) < MIN_DETAILS:
-        raise _Unsure  # not that it could not: it would be slower
-    read = _read(raws) if raws else _Read(READ_SCHEMA.empty_table(), raws)
+    if read.table is None or any(part.children for part, detail in zip(parts, has_detail) if not detail):
+        raise _Unsure  # not read, or device-file rows to interleave: build_tables does that
     table = read.table
-    rows = iter(range(len(raws)))
+    rows = iter(range(table.num_rows))
     # Each activity's row in `table` (null: no detail), to spread the detail columns over all activities.
     row_of = pa.array([next(rows) if detail else None for detail in has_detail], type=pa.int32())
     every_detail = all(has_detail)

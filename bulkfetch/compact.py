@@ -64,7 +64,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass, field
@@ -77,7 +77,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bulkfetch import derive
-from bulkfetch.arrow_details import build_detail_tables, parse_detail
+from bulkfetch.arrow_details import DetailRead, RawActivity, build_detail_tables, parse_detail, read_details
 from bulkfetch.errors import LockedError, WriteError
 from bulkfetch.export_view import ExportView, TrackFile, read_track_file
 from bulkfetch.file_rows import export_part, file_stream_set
@@ -239,6 +239,21 @@ class YearJob:
     def group_bytes(self, group: str) -> int:
         """What writing one table group reads (0 if the job leaves that group alone)."""
         return sum(entry.raw_bytes(group) for entry in self.entries) if group in self.groups else 0
+
+    @property
+    def python_bytes(self) -> int:
+        """What this job parses in Python, one core at a time: streams and device files. Details go to
+        Arrow's reader, which takes every core already."""
+        device_files = sum(e.children_file.size for e in self.entries if e.children_file) \
+            if "details" in self.groups else 0
+        return self.group_bytes("streams") + device_files
+
+    @property
+    def detail_chunks(self) -> list[list[Entry]]:
+        """Its entries as the chunks its detail tables are built from, if it rewrites them."""
+        if "details" not in self.groups:
+            return []
+        return [self.entries[start:start + CHUNK_ACTIVITIES] for start in range(0, len(self.entries), CHUNK_ACTIVITIES)]
 
 
 @dataclass
@@ -657,10 +672,10 @@ def _run_jobs(jobs: list[YearJob], *, parallel: bool) -> Iterator[YearOutcome]:
         with _worker() as worker:
             yield write_year(jobs[0], worker)
         return
-    raw_bytes = sum(job.raw_bytes for job in jobs)
-    if not parallel or len(jobs) < 2 or raw_bytes < PARALLEL_MIN_BYTES:
-        for job in jobs:
-            yield write_year(job)
+    if not parallel or len(jobs) < 2 or sum(job.python_bytes for job in jobs) < PARALLEL_MIN_BYTES:
+        with closing(_DetailReads(jobs)) as reads:
+            for job in jobs:
+                yield write_year(job, reads=reads)
         return
     queue = sorted(jobs, key=lambda job: -job.raw_bytes)
     with _worker() as worker:
@@ -748,12 +763,15 @@ def _check_stop() -> None:
         raise _Stopped
 
 
-def write_year(job: YearJob, helper: _Worker | None = None) -> YearOutcome:
+def write_year(job: YearJob, helper: _Worker | None = None, reads: _DetailReads | None = None) -> YearOutcome:
     """Write the job's tables' partitions of one year from its raw JSON; remove a table's file if it
     has no rows now. All of them are written aside first, then each replaces its old file. `helper`, the
-    worker, builds some of the year's stream tables."""
+    worker, builds some of the year's stream tables; `reads` reads its detail chunks ahead (its own if none)."""
     with _gc_paused():
-        return _write_year(job, helper)
+        if reads is not None:
+            return _write_year(job, helper, reads)
+        with closing(_DetailReads([job])) as own_reads:
+            return _write_year(job, helper, own_reads)
 
 
 @contextmanager
@@ -769,17 +787,15 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _write_year(job: YearJob, helper: _Worker | None) -> YearOutcome:
+def _write_year(job: YearJob, helper: _Worker | None, reads: _DetailReads) -> YearOutcome:
     outcome = YearOutcome(job.year)
     writers = {table: _PartitionWriter(job.layout.partition_path(table, job.year), table)
                for table in job.tables}
     try:
-        for start in range(0, len(job.entries) if "details" in job.groups else 0, CHUNK_ACTIVITIES):
+        for chunk in reads.of(job):
             _check_stop()
-            chunk = job.entries[start:start + CHUNK_ACTIVITIES]
-            export = {e.activity_id: _export_part(e) for e in chunk if e.from_csv or e.children_file}
-            raw = [(e.activity_id, e.summary, _detail_bytes(e.detail_path)) for e in chunk]
-            tables = build_detail_tables(raw, export)
+            export = {e.activity_id: _export_part(e) for e in chunk.entries if e.from_csv or e.children_file}
+            tables = build_detail_tables(chunk.activities, export, chunk.read)
             for table, data in tables.items():
                 if data.num_rows:
                     writers[table].add(data)
@@ -802,6 +818,47 @@ def _write_year(job: YearJob, helper: _Worker | None) -> YearOutcome:
             writer.abort()
         raise
     return outcome
+
+
+class _DetailReads:
+    """The detail chunks of some years, in the order they are written, each read by a thread (its files,
+    then Arrow's reader: `read_details`) while this one builds and writes the chunk before: the reader, about
+    half of a chunk's time, runs without the GIL. One chunk is read ahead at most (its raw JSON and its
+    Arrow table: about 40 MB)."""
+
+    def __init__(self, jobs: Sequence[YearJob]) -> None:
+        self._chunks = iter([(job.year, chunk) for job in jobs for chunk in job.detail_chunks])
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="read-ahead")
+        self._next: tuple[int, Future[_ChunkRead]] | None = None
+        self._read_next()
+
+    def _read_next(self) -> None:
+        year_chunk = next(self._chunks, None)
+        self._next = None if year_chunk is None else (year_chunk[0], self._pool.submit(_read_chunk, year_chunk[1]))
+
+    def of(self, job: YearJob) -> Iterator[_ChunkRead]:
+        """The job's chunks, read; `job` is the next one of those given, and each is taken in turn."""
+        for _ in job.detail_chunks:
+            assert self._next is not None and self._next[0] == job.year, "years written out of order"
+            read = self._next[1]
+            self._read_next()
+            yield read.result()
+
+    def close(self) -> None:
+        """Stop reading ahead; waits for a read under way (a chunk's at most)."""
+        self._pool.shutdown(cancel_futures=True)
+
+
+@dataclass(frozen=True)
+class _ChunkRead:
+    entries: Sequence[Entry]
+    activities: list[RawActivity]  # (id, summary, detail file's bytes or None)
+    read: DetailRead
+
+
+def _read_chunk(entries: Sequence[Entry]) -> _ChunkRead:
+    activities = [(e.activity_id, e.summary, _detail_bytes(e.detail_path)) for e in entries]
+    return _ChunkRead(entries, activities, read_details(activities))
 
 
 # With a helper, at most this many activities' stream tables are built ahead of the one written next: the
