@@ -79,7 +79,7 @@ from bulkfetch.schema import (
     values_at,
 )
 
-RawActivity = tuple[int, Mapping[str, Any] | None, bytes | None]
+RawActivity = tuple[int, Mapping[str, Any] | None, bytes | memoryview | None]
 
 # Above this size a float64 no longer holds every integer: an int64 column read as float64 may have lost digits.
 _EXACT_INT = 2**53
@@ -95,7 +95,7 @@ class _Unsure(Exception):
     """A value or file this path cannot vouch for: the chunk goes to `build_tables`."""
 
 
-def parse_detail(raw: bytes | None) -> dict[str, Any] | None:
+def parse_detail(raw: bytes | memoryview | None) -> dict[str, Any] | None:
     """A stored detail's JSON, or None where it is absent or damaged (not a JSON object)."""
     if raw is None:
         return None
@@ -116,16 +116,17 @@ class DetailRead:
     int_negative_zero_rows: frozenset[int] = frozenset()
 
 
-def read_details(activities: Sequence[RawActivity]) -> DetailRead:
+def read_details(activities: Sequence[RawActivity], joined: bytes | bytearray | None = None) -> DetailRead:
     """The first step of `build_detail_tables`, the costly one, apart so that a thread can take it ahead of
-    the chunk before (Arrow's reader runs without the GIL, on every core)."""
+    the chunk before (Arrow's reader runs without the GIL, on every core). `joined`: the activities' detail
+    files one after the other, each followed by a newline, if the caller read them so (saves a copy)."""
     raws = [raw for _, _, raw in activities if raw is not None]
     if len(raws) < MIN_DETAILS:
         return DetailRead(None)  # not that it could not: it would be slower
     if not raws:
         return DetailRead(READ_SCHEMA.empty_table())
     try:
-        return _read(raws)
+        return _read(raws, b"\n".join([*raws, b""]) if joined is None else joined)
     except _Unsure:
         return DetailRead(None)
 
@@ -179,12 +180,11 @@ _PARSE_OPTIONS = pj.ParseOptions(explicit_schema=READ_SCHEMA, unexpected_field_b
 
 
 # -- reading -------------------------------------------------------------------------------------------
-def _read(raws: Sequence[bytes]) -> DetailRead:
-    if any(b"\n" in raw or b"\r" in raw or raw[:1] != b"{" for raw in raws):
+def _read(raws: Sequence[bytes | memoryview], joined: bytes | bytearray) -> DetailRead:
+    if joined.count(b"\n") != len(raws) or b"\r" in joined or any(raw[:1] != b"{" for raw in raws):
         # Pretty-printed (another writer), a BOM, or no object (`null`: no detail to build_tables, a row of
         # nulls to the reader): one object a line is what the reader needs.
         raise _Unsure
-    joined = b"\n".join(raws)
     _check_bytes(joined)
     # A block per core: more blocks cost each vectorised step below a call per block.
     block_bytes = max(len(joined) // available_cpus(), max(map(len, raws))) + 1
@@ -198,14 +198,14 @@ def _read(raws: Sequence[bytes]) -> DetailRead:
     return DetailRead(table, _int_negative_zero_rows(joined, raws))
 
 
-def _int_negative_zero_rows(joined: bytes, raws: Sequence[bytes]) -> frozenset[int]:
+def _int_negative_zero_rows(joined: bytes | bytearray, raws: Sequence[bytes | memoryview]) -> frozenset[int]:
     """The rows whose file holds something like an int `-0` (real details hold a float `-0.0` here and
     there: one search of the chunk costs less than one per such file)."""
     ends = list(accumulate(len(raw) + 1 for raw in raws))  # each row's end in `joined`, past its newline
     return frozenset(bisect_right(ends, match.start()) for match in _INT_NEGATIVE_ZERO.finditer(joined))
 
 
-def _check_bytes(joined: bytes) -> None:
+def _check_bytes(joined: bytes | bytearray) -> None:
     """Invalid UTF-8, which the reader takes but orjson refuses (so `parse_detail` has no detail)."""
     offsets = pa.array([0, len(joined)], type=pa.int64()).buffers()[1]
     try:  # `joined` as one string, without a copy, validated in C

@@ -857,8 +857,27 @@ class _ChunkRead:
 
 
 def _read_chunk(entries: Sequence[Entry]) -> _ChunkRead:
-    activities = [(e.activity_id, e.summary, _detail_bytes(e.detail_path)) for e in entries]
-    return _ChunkRead(entries, activities, read_details(activities))
+    joined, raws = _read_detail_files(entries)
+    activities = [(e.activity_id, e.summary, raw) for e, raw in zip(entries, raws)]
+    return _ChunkRead(entries, activities, read_details(activities, joined))
+
+
+def _read_detail_files(entries: Sequence[Entry]) -> tuple[bytearray, list[memoryview | None]]:
+    """The entries' detail files in one buffer, one after the other, each followed by a newline (as Arrow's
+    reader takes them: no copy to join them, half the memory), and each file as a view of it (None: gone)."""
+    joined = bytearray()
+    spans: list[tuple[int, int] | None] = []
+    for entry in entries:
+        raw = _detail_bytes(entry.detail_path)
+        if raw is None:
+            spans.append(None)
+            continue
+        start = len(joined)
+        joined += raw
+        spans.append((start, len(joined)))
+        joined += b"\n"
+    view = memoryview(joined)
+    return joined, [None if span is None else view[span[0]:span[1]] for span in spans]
 
 
 # With a helper, at most this many activities' stream tables are built ahead of the one written next: the

@@ -35,14 +35,27 @@ def python_path(activities, export=None) -> dict[str, pa.Table]:
     return build_tables([(i, s, parse_detail(raw)) for i, s, raw in activities], export)
 
 
+def read_as_compaction_does(activities, export=None) -> dict[str, pa.Table]:
+    """The detail files in one buffer, each followed by a newline, and each a view of it (compact's reads)."""
+    joined, spans = bytearray(), []
+    for _, _, raw in activities:
+        spans.append(None if raw is None else (len(joined), len(joined) + len(raw)))
+        if raw is not None:
+            joined += raw + b"\n"
+    views = [(i, s, None if span is None else memoryview(joined)[span[0]:span[1]])
+             for (i, s, _), span in zip(activities, spans)]
+    return build_detail_tables(views, export, arrow_details.read_details(views, joined))
+
+
 def assert_same(activities, export=None) -> None:
-    fast, slow = build_detail_tables(activities, export), python_path(activities, export)
-    assert list(fast) == list(DETAIL_TABLES) == list(slow)
-    for name in DETAIL_TABLES:
-        assert fast[name].schema == slow[name].schema, name
-        assert fast[name].equals(slow[name]), name
-        # repr tells -0.0 from 0.0, which `equals` does not
-        assert repr(fast[name].to_pylist()) == repr(slow[name].to_pylist()), name
+    slow = python_path(activities, export)
+    for fast in build_detail_tables(activities, export), read_as_compaction_does(activities, export):
+        assert list(fast) == list(DETAIL_TABLES) == list(slow)
+        for name in DETAIL_TABLES:
+            assert fast[name].schema == slow[name].schema, name
+            assert fast[name].equals(slow[name]), name
+            # repr tells -0.0 from 0.0, which `equals` does not
+            assert repr(fast[name].to_pylist()) == repr(slow[name].to_pylist()), name
 
 
 @pytest.fixture(autouse=True)
