@@ -43,7 +43,7 @@ from __future__ import annotations
 import math
 import re
 from bisect import bisect_right
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, repeat
 from operator import is_not
@@ -132,13 +132,17 @@ def read_details(activities: Sequence[RawActivity], joined: bytes | bytearray | 
 
 
 def build_detail_tables(activities: Sequence[RawActivity], export: Mapping[int, ExportPart] | None = None,
-                        read: DetailRead | None = None) -> dict[str, pa.Table]:
+                        read: DetailRead | None = None,
+                        reload: Callable[[], Sequence[RawActivity]] | None = None) -> dict[str, pa.Table]:
     """`build_tables` of `(id, summary, detail file's bytes or None)` triples, equal to it exactly. `read`:
-    `read_details(activities)`, if taken already."""
+    `read_details(activities)`, if taken already. Once read, the bytes serve only where the read's values
+    cannot be vouched for (rare): with `reload`, which gives the triples again, `activities` may hold any
+    placeholder for them but None."""
     try:
         return _read_tables(activities, export, read or read_details(activities))
     except _Unsure:
-        return build_tables([(activity_id, summary, parse_detail(raw)) for activity_id, summary, raw in activities],
+        raw_activities = activities if reload is None else reload()
+        return build_tables([(activity_id, summary, parse_detail(raw)) for activity_id, summary, raw in raw_activities],
                             export)
 
 

@@ -651,6 +651,27 @@ def test_detail_chunks_are_read_ahead_in_order_and_an_error_stops_the_reading(tm
     assert not [t for t in threading.enumerate() if t.name.startswith("read-ahead")]
 
 
+def test_a_value_the_reader_cannot_vouch_for_reads_the_chunks_files_again(tmp_path, monkeypatch):
+    """A chunk read ahead drops its files' bytes once Arrow's reader has them; a value found unsure only
+    later (an int beyond float64's exact range) sends the chunk to build_tables over the files read again."""
+    monkeypatch.setattr(arrow_details, "MIN_DETAILS", 1)
+    store = write_synthetic_store(tmp_path / "data", 12, seed=15, years=(2021, 2021))
+    activity_id = sorted(store.detail_ids())[3]
+    detail = orjson.loads(store.detail_path(activity_id).read_bytes())
+    detail["laps"][0]["id"] = 2**60 + 1
+    store.detail_path(activity_id).write_bytes(orjson.dumps(detail))
+    fallbacks = []
+    build_tables = arrow_details.build_tables
+    monkeypatch.setattr(arrow_details, "build_tables", lambda *args: fallbacks.append(args) or build_tables(*args))
+    compact(store, tmp_path / "parquet", ATHLETE_ID)
+    assert len(fallbacks) == 1
+    assert 2**60 + 1 in [r["id"] for r in read(tmp_path / "parquet", "laps") if r["activity_id"] == activity_id]
+    monkeypatch.setattr(arrow_details, "MIN_DETAILS", 10**9)  # build_tables from the start
+    compact(store, tmp_path / "python", ATHLETE_ID)
+    for table in DETAIL_TABLES:
+        assert read(tmp_path / "parquet", table) == read(tmp_path / "python", table), table
+
+
 def test_one_years_streams_shared_with_the_worker_equal_sequential_output(tmp_path, monkeypatch):
     """A single year's stream files are split between this process and the worker: the file is the same."""
     store = write_synthetic_store(tmp_path / "data", 30, seed=12, years=(2019, 2019), stream_share=0.8,
