@@ -68,6 +68,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, Thr
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
@@ -795,10 +796,11 @@ def _write_year(job: YearJob, helper: _Worker | None, reads: _DetailReads) -> Ye
         for chunk in reads.of(job):
             _check_stop()
             export = {e.activity_id: _export_part(e) for e in chunk.entries if e.from_csv or e.children_file}
-            tables = build_detail_tables(chunk.activities, export, chunk.read)
+            tables = build_detail_tables(chunk.activities, export, chunk.read, partial(_raw_activities, chunk.entries))
             for table, data in tables.items():
                 if data.num_rows:
                     writers[table].add(data)
+            del chunk, tables  # its Arrow data go before the next chunk is asked for (and the one after read)
         streamed = [e for e in job.entries if e.stream_file is not None or e.streams_file is not None] \
             if "streams" in job.groups else []
         with closing(_stream_tables(sorted(streamed, key=lambda e: e.activity_id), helper)) as stream_tables:
@@ -840,9 +842,9 @@ class _DetailReads:
         """The job's chunks, read; `job` is the next one of those given, and each is taken in turn."""
         for _ in job.detail_chunks:
             assert self._next is not None and self._next[0] == job.year, "years written out of order"
-            read = self._next[1]
+            read = self._next[1].result()
             self._read_next()
-            yield read.result()
+            yield read
 
     def close(self) -> None:
         """Stop reading ahead; waits for a read under way (a chunk's at most)."""
@@ -852,14 +854,26 @@ class _DetailReads:
 @dataclass(frozen=True)
 class _ChunkRead:
     entries: Sequence[Entry]
-    activities: list[RawActivity]  # (id, summary, detail file's bytes or None)
+    activities: list[RawActivity]  # (id, summary, detail file's bytes, or _DROPPED once read, or None)
     read: DetailRead
+
+
+# A detail file's bytes once Arrow's reader has them: dropped, so that a chunk read ahead and the one being
+# built hold a chunk of raw JSON between them, not two (build_detail_tables reads them again if it must).
+_DROPPED = b""
 
 
 def _read_chunk(entries: Sequence[Entry]) -> _ChunkRead:
     joined, raws = _read_detail_files(entries)
     activities = [(e.activity_id, e.summary, raw) for e, raw in zip(entries, raws)]
-    return _ChunkRead(entries, activities, read_details(activities, joined))
+    read = read_details(activities, joined)
+    if read.table is not None:
+        activities = [(i, summary, None if raw is None else _DROPPED) for i, summary, raw in activities]
+    return _ChunkRead(entries, activities, read)
+
+
+def _raw_activities(entries: Sequence[Entry]) -> list[RawActivity]:
+    return [(e.activity_id, e.summary, _detail_bytes(e.detail_path)) for e in entries]
 
 
 def _read_detail_files(entries: Sequence[Entry]) -> tuple[bytearray, list[memoryview | None]]:
