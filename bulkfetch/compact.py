@@ -32,7 +32,9 @@ after that year's files, so a crash leaves that year unrecorded and the next run
 
 Bounded memory: a year is read in chunks of CHUNK_ACTIVITIES details, turned into Arrow at once (by
 Arrow's JSON reader, see bulkfetch.arrow_details), and written as row groups once ROW_GROUP_BYTES of
-Arrow data are buffered; no step holds a year's raw JSON.
+Arrow data are buffered; no step holds a year's raw JSON. A thread reads the next chunk (its files, then
+Arrow's reader, which runs without the GIL) while this one builds and writes the tables of the chunk before
+(`_DetailReads`); a chunk's raw bytes go once the reader has them, so the two hold about what one did.
 Streams (about 1 MB of JSON per hour of activity) go one file at a time: parsed, turned into Arrow,
 dropped, so the most this holds is one parsed stream file plus STREAM_ROW_GROUP_BYTES of Arrow data (and,
 while the worker builds some of them, at most STREAMS_AHEAD activities' stream tables).
@@ -44,9 +46,10 @@ lat, lng: zstd then finds their shared exponent bytes; a dictionary would be tri
 dictionary where values repeat (sport_type, sensor integers, one-decimal altitude and grade, velocity).
 On the bench's streams that is about a fifth smaller, and faster, than pyarrow's defaults.
 
-Parallel: when at least two years need writing and they hold at least PARALLEL_MIN_BYTES of raw JSON
-(see `bench/compact.py`), this process and one forkserver worker (PARALLEL_WORKERS = 2 in all) share
-the years; below that, starting a worker costs more than it saves. A single year to write with at least
+Parallel: when at least two years need writing and they hold at least PARALLEL_MIN_BYTES of what is parsed
+in Python (streams and device files: details go to Arrow's reader, which takes every core already; see
+`bench/compact.py`), this process and one forkserver worker (PARALLEL_WORKERS = 2 in all) share the years;
+below that, starting a worker costs more than it saves. A single year to write with at least
 PARALLEL_MIN_BYTES of streams shares its stream files instead: the worker parses some and sends back their
 Arrow tables, this process builds the others and writes them all, in the same order as alone. Stopped
 early (Ctrl-C, SIGTERM, an error), `compact` stops the worker and waits for it: nothing is written after
