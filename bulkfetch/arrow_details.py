@@ -24,9 +24,11 @@ What the reader cannot tell apart it reads wide and the steps below check:
   refuses): exact while every value is below 2**53 in size, checked per column; integral values cast
   back, any fractional one converts in Python (`to_array`: half to even).
 - float64 columns: `-0` (an int, so 0.0 by the rules) reads as -0.0, as `-0.0` does: a negative zero
-  sends the chunk back if its file holds something like an int `-0`.
-- NaN and Infinity literals (the reader takes them, orjson refuses the file) make a number column's sum
-  non-finite: that chunk goes back too.
+  sends the chunk back if its file holds something like an int `-0` (looked for in columns only when a
+  search of the chunk's bytes found one).
+- NaN and Infinity literals (the reader takes NaN, Inf and Infinity with or without a sign, orjson refuses
+  the file; a number beyond float64 both refuse) make a number column's sum non-finite: that chunk goes
+  back too. The sums are taken only where the chunk's bytes hold `NaN` or `Inf` at all.
 - timestamps are read as text and parsed as `to_array` parses them (`schema.parse_times`).
 - list items that are null are dropped (`build_tables` keeps only objects).
 
@@ -109,11 +111,12 @@ def parse_detail(raw: bytes | memoryview | None) -> dict[str, Any] | None:
 @dataclass(frozen=True)
 class DetailRead:
     """A chunk's detail files as Arrow's reader parsed them (see `read_details`): one row of READ_SCHEMA
-    each, in order, and the rows whose file holds something like an int `-0`. No table: `build_tables`
-    takes the chunk."""
+    each, in order, the rows whose file holds something like an int `-0`, and whether any file may hold a
+    NaN or Infinity literal. No table: `build_tables` takes the chunk."""
 
     table: pa.Table | None
     int_negative_zero_rows: frozenset[int] = frozenset()
+    may_hold_non_finite: bool = False
 
 
 def read_details(activities: Sequence[RawActivity], joined: bytes | bytearray | None = None) -> DetailRead:
@@ -199,7 +202,9 @@ def _read(raws: Sequence[bytes | memoryview], joined: bytes | bytearray) -> Deta
         raise _Unsure from error
     if table.num_rows != len(raws):  # an empty file (the reader skips empty lines) or two objects in one
         raise _Unsure
-    return DetailRead(table, _int_negative_zero_rows(joined, raws))
+    # Found in a text too ("Info"), it costs the columns' checks, not the chunk.
+    may_hold_non_finite = b"NaN" in joined or b"Inf" in joined
+    return DetailRead(table, _int_negative_zero_rows(joined, raws), may_hold_non_finite)
 
 
 def _int_negative_zero_rows(joined: bytes | bytearray, raws: Sequence[bytes | memoryview]) -> frozenset[int]:
@@ -234,13 +239,15 @@ def _at(table: pa.Table, path: Path_) -> ColumnArray:
 def _typed(array: ColumnArray, type_: pa.DataType, read: DetailRead, rows: pa.Array | None = None) -> ColumnArray:
     """A column as read, in its table's type, as `to_array` converts the same values. `rows` holds each
     value's row in `read.table` (None: the column is the table's own)."""
-    if type_ in (I64, F64):
+    if type_ in (I64, F64) and read.may_hold_non_finite:
         total = pc.sum(array).as_py()
         if total is not None and not math.isfinite(total):
             raise _Unsure  # a NaN or Infinity literal, which orjson refuses (or a sum beyond float64: rare)
     if type_ == I64:
         return _ints(array)
     if type_ == F64:
+        if not read.int_negative_zero_rows:
+            return array
         zeros = pc.indices_nonzero(pc.equal(array, 0.0))
         if len(zeros):
             negative = pc.filter(zeros, pc.less(pc.divide(1.0, array.take(zeros)), 0.0))

@@ -113,6 +113,8 @@ def test_what_real_histories_wobble_with_stays_on_the_reader(fast_only):
     json.dumps(variant(1, distance=float("nan"))).encode(),  # NaN: orjson refuses the file
     json.dumps(variant(1, elapsed_time=-float("inf"))).encode(),  # in an int column
     json.dumps(variant(1, laps=[{"distance": float("nan")}])).encode(),  # in a child table's
+    orjson.dumps(variant(1, distance=1.5)).replace(b'"distance":1.5', b'"distance":Inf'),  # the reader's spellings
+    orjson.dumps(variant(1, laps=[{"distance": 1.5}])).replace(b'"distance":1.5', b'"distance":-NaN'),
     orjson.dumps(variant(1)).replace(b"Run", b"R\xffn", 1),  # invalid UTF-8: refused too
     b"\xef\xbb\xbf" + orjson.dumps(variant(1)),  # a BOM: refused too
     b"", b"[]", b"null", b"{", orjson.dumps(variant(1)) + b"{}",  # damaged (`null`: no detail, not a row of nulls)
