@@ -512,9 +512,12 @@ def floor_as_process(store: RawStore) -> None:
 
 
 def compact_as_process(config: Path) -> None:
-    """`bulkfetch compact --rebuild` as a user runs it: a fresh interpreter, its imports, its worker."""
+    """`bulkfetch compact --rebuild` as a user runs it: a fresh interpreter, its imports, its worker; its
+    modules compiled once, as an installed package's are (where PYTHONDONTWRITEBYTECODE is set, every
+    run would compile bulkfetch again, about 0.15 s, while the floor's orjson is compiled already)."""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
     subprocess.run([sys.executable, "-m", "bulkfetch", "--config", str(config), "compact", "--rebuild"],
-                   cwd=REPO, capture_output=True, check=True)
+                   cwd=REPO, env=env, capture_output=True, check=True)
 
 
 def main(argv: list[str] | None = None) -> int:
