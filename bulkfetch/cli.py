@@ -598,13 +598,12 @@ def _cmd_compact(args: argparse.Namespace) -> int:
 
 
 def _rebuild_wants_a_worker(data_dir: Path) -> bool:
-    """Whether an athlete's stream files are enough for compaction to start its worker (about: the exports'
-    device files are not counted; details never start it), so that a rebuild starts no forkserver for
-    nothing: its import of pyarrow would take a core from this process's reading."""
+    """Whether an athlete's raw files are enough for compaction to start its worker (about: the exports'
+    device files are not counted), so that a small history's rebuild starts no forkserver for nothing."""
     from bulkfetch.processes import WORKER_MIN_BYTES
     from bulkfetch.roster import Roster
 
-    return any(athlete.store.stream_bytes_reach(WORKER_MIN_BYTES) for athlete in Roster(data_dir).athletes())
+    return any(athlete.store.raw_bytes_reach(WORKER_MIN_BYTES) for athlete in Roster(data_dir).athletes())
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

@@ -32,9 +32,9 @@ after that year's files, so a crash leaves that year unrecorded and the next run
 
 Bounded memory: a year is read in chunks of CHUNK_ACTIVITIES details, turned into Arrow at once (by
 Arrow's JSON reader, see bulkfetch.arrow_details), and written as row groups once ROW_GROUP_BYTES of
-Arrow data are buffered; no step holds a year's raw JSON. A thread reads the next chunk (its files, then
-Arrow's reader, which runs without the GIL) while this one builds and writes the tables of the chunk before
-(`_DetailReads`); a chunk's raw bytes go once the reader has them, so the two hold about what one did.
+Arrow data are buffered; no step holds a year's raw JSON, and a chunk's raw bytes go once the reader has
+them. (Reading the next chunk in a thread while this one builds the tables of the chunk before was slower
+and took more CPU: the reader uses every core already.)
 Streams (about 1 MB of JSON per hour of activity) go one file at a time: parsed, turned into Arrow,
 dropped, so the most this holds is one parsed stream file plus STREAM_ROW_GROUP_BYTES of Arrow data (and,
 while the worker builds some of them, at most STREAMS_AHEAD activities' stream tables).
@@ -46,10 +46,9 @@ lat, lng: zstd then finds their shared exponent bytes; a dictionary would be tri
 dictionary where values repeat (sport_type, sensor integers, one-decimal altitude and grade, velocity).
 On the bench's streams that is about a fifth smaller, and faster, than pyarrow's defaults.
 
-Parallel: when at least two years need writing and they hold at least PARALLEL_MIN_BYTES of what is parsed
-in Python (streams and device files: details go to Arrow's reader, which takes every core already; see
-`bench/compact.py`), this process and one forkserver worker (PARALLEL_WORKERS = 2 in all) share the years;
-below that, starting a worker costs more than it saves. A single year to write with at least
+Parallel: when at least two years need writing and they hold at least PARALLEL_MIN_BYTES of raw JSON
+(see `bench/compact.py`), this process and one forkserver worker (PARALLEL_WORKERS = 2 in all) share
+the years; below that, starting a worker costs more than it saves. A single year to write with at least
 PARALLEL_MIN_BYTES of streams shares its stream files instead: the worker parses some and sends back their
 Arrow tables, this process builds the others and writes them all, in the same order as alone. Stopped
 early (Ctrl-C, SIGTERM, an error), `compact` stops the worker and waits for it: nothing is written after
@@ -67,7 +66,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass, field
@@ -243,14 +242,6 @@ class YearJob:
     def group_bytes(self, group: str) -> int:
         """What writing one table group reads (0 if the job leaves that group alone)."""
         return sum(entry.raw_bytes(group) for entry in self.entries) if group in self.groups else 0
-
-    @property
-    def python_bytes(self) -> int:
-        """What this job parses in Python, one core at a time: streams and device files. Details go to
-        Arrow's reader, which takes every core already."""
-        device_files = sum(e.children_file.size for e in self.entries if e.children_file) \
-            if "details" in self.groups else 0
-        return self.group_bytes("streams") + device_files
 
     @property
     def detail_chunks(self) -> list[list[Entry]]:
@@ -676,10 +667,10 @@ def _run_jobs(jobs: list[YearJob], *, parallel: bool) -> Iterator[YearOutcome]:
         with _worker() as worker:
             yield write_year(jobs[0], worker)
         return
-    if not parallel or len(jobs) < 2 or sum(job.python_bytes for job in jobs) < PARALLEL_MIN_BYTES:
-        with closing(_DetailReads(jobs)) as reads:
-            for job in jobs:
-                yield write_year(job, reads=reads)
+    raw_bytes = sum(job.raw_bytes for job in jobs)
+    if not parallel or len(jobs) < 2 or raw_bytes < PARALLEL_MIN_BYTES:
+        for job in jobs:
+            yield write_year(job)
         return
     queue = sorted(jobs, key=lambda job: -job.raw_bytes)
     with _worker() as worker:
@@ -767,15 +758,12 @@ def _check_stop() -> None:
         raise _Stopped
 
 
-def write_year(job: YearJob, helper: _Worker | None = None, reads: _DetailReads | None = None) -> YearOutcome:
+def write_year(job: YearJob, helper: _Worker | None = None) -> YearOutcome:
     """Write the job's tables' partitions of one year from its raw JSON; remove a table's file if it
     has no rows now. All of them are written aside first, then each replaces its old file. `helper`, the
-    worker, builds some of the year's stream tables; `reads` reads its detail chunks ahead (its own if none)."""
+    worker, builds some of the year's stream tables."""
     with _gc_paused():
-        if reads is not None:
-            return _write_year(job, helper, reads)
-        with closing(_DetailReads([job])) as own_reads:
-            return _write_year(job, helper, own_reads)
+        return _write_year(job, helper)
 
 
 @contextmanager
@@ -791,19 +779,20 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _write_year(job: YearJob, helper: _Worker | None, reads: _DetailReads) -> YearOutcome:
+def _write_year(job: YearJob, helper: _Worker | None) -> YearOutcome:
     outcome = YearOutcome(job.year)
     writers = {table: _PartitionWriter(job.layout.partition_path(table, job.year), table)
                for table in job.tables}
     try:
-        for chunk in reads.of(job):
+        for entries in job.detail_chunks:
             _check_stop()
+            chunk = _read_chunk(entries)
             export = {e.activity_id: _export_part(e) for e in chunk.entries if e.from_csv or e.children_file}
             tables = build_detail_tables(chunk.activities, export, chunk.read, partial(_raw_activities, chunk.entries))
             for table, data in tables.items():
                 if data.num_rows:
                     writers[table].add(data)
-            del chunk, tables  # its Arrow data go before the next chunk is asked for (and the one after read)
+            del chunk, tables  # its Arrow data go before the next chunk is read
         streamed = [e for e in job.entries if e.stream_file is not None or e.streams_file is not None] \
             if "streams" in job.groups else []
         with closing(_stream_tables(sorted(streamed, key=lambda e: e.activity_id), helper)) as stream_tables:
@@ -825,35 +814,6 @@ def _write_year(job: YearJob, helper: _Worker | None, reads: _DetailReads) -> Ye
     return outcome
 
 
-class _DetailReads:
-    """The detail chunks of some years, in the order they are written, each read by a thread (its files,
-    then Arrow's reader: `read_details`) while this one builds and writes the chunk before: the reader, about
-    half of a chunk's time, runs without the GIL. One chunk is read ahead at most (its raw JSON and its
-    Arrow table: about 40 MB)."""
-
-    def __init__(self, jobs: Sequence[YearJob]) -> None:
-        self._chunks = iter([(job.year, chunk) for job in jobs for chunk in job.detail_chunks])
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="read-ahead")
-        self._next: tuple[int, Future[_ChunkRead]] | None = None
-        self._read_next()
-
-    def _read_next(self) -> None:
-        year_chunk = next(self._chunks, None)
-        self._next = None if year_chunk is None else (year_chunk[0], self._pool.submit(_read_chunk, year_chunk[1]))
-
-    def of(self, job: YearJob) -> Iterator[_ChunkRead]:
-        """The job's chunks, read; `job` is the next one of those given, and each is taken in turn."""
-        for _ in job.detail_chunks:
-            assert self._next is not None and self._next[0] == job.year, "years written out of order"
-            read = self._next[1].result()
-            self._read_next()
-            yield read
-
-    def close(self) -> None:
-        """Stop reading ahead; waits for a read under way (a chunk's at most)."""
-        self._pool.shutdown(cancel_futures=True)
-
-
 @dataclass(frozen=True)
 class _ChunkRead:
     entries: Sequence[Entry]
@@ -861,8 +821,8 @@ class _ChunkRead:
     read: DetailRead
 
 
-# A detail file's bytes once Arrow's reader has them: dropped, so that a chunk read ahead and the one being
-# built hold a chunk of raw JSON between them, not two (build_detail_tables reads them again if it must).
+# A detail file's bytes once Arrow's reader has them: dropped before the tables are built (20-30 MB a chunk
+# less at the peak; build_detail_tables reads them again if it must).
 _DROPPED = b""
 
 

@@ -291,18 +291,19 @@ class RawStore:
     def stream_ids(self) -> set[int]:
         return _ids_in(self.stream_dir)
 
-    def stream_bytes_reach(self, limit: int) -> bool:
-        """Whether the stream files hold at least `limit` bytes: counted until they do (a stat a file; a big
-        history reaches the usual limits within a few hundred files)."""
+    def raw_bytes_reach(self, limit: int) -> bool:
+        """Whether the detail and stream files hold at least `limit` bytes: counted until they do (a stat
+        a file; a big history reaches the usual limits within a few hundred files)."""
         total = 0
-        try:
-            with os.scandir(self.stream_dir) as entries:
-                for entry in entries:
-                    total += entry.stat().st_size
-                    if total >= limit:
-                        return True
-        except FileNotFoundError:
-            pass
+        for folder in (self.detail_dir, self.stream_dir):
+            try:
+                with os.scandir(folder) as entries:
+                    for entry in entries:
+                        total += entry.stat().st_size
+                        if total >= limit:
+                            return True
+            except FileNotFoundError:
+                continue
         return False
 
     def no_streams_path(self, activity_id: int) -> Path:

@@ -7,7 +7,6 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -602,58 +601,9 @@ def test_parallel_output_equals_sequential_output(tmp_path, monkeypatch):
         assert read(tmp_path / "parallel", table) == read(tmp_path / "sequential", table), table
 
 
-def test_detail_chunks_are_read_ahead_in_order_and_an_error_stops_the_reading(tmp_path, monkeypatch):
-    store = write_synthetic_store(tmp_path / "data", 24, seed=14, years=(2018, 2020))
-    compact(store, tmp_path / "alone", ATHLETE_ID)
-    monkeypatch.setattr(compact_module, "CHUNK_ACTIVITIES", 4)  # several chunks a year
-    monkeypatch.setattr(arrow_details, "MIN_DETAILS", 1)
-    chunks = [entries[start].activity_id for _, entries in sorted(compact_module.partition_entries(store).items())
-              for start in range(0, len(entries), 4)]  # each chunk's first activity, in the order written
-    read_started: list[int] = []
-    read_threads: set[str] = set()
-    next_read = threading.Event()
-    read_chunk, build = compact_module._read_chunk, compact_module.build_detail_tables
-
-    def reading(entries):
-        read_started.append(entries[0].activity_id)
-        read_threads.add(threading.current_thread().name)
-        next_read.set()
-        return read_chunk(entries)
-
-    waited: list[bool] = []
-
-    def building(activities, *rest):
-        if activities[0][0] != chunks[-1]:
-            # The next chunk's read begins while this one is built: without read-ahead, this waits in vain.
-            waited.append(next_read.wait(timeout=10))
-            next_read.clear()
-        return build(activities, *rest)
-
-    monkeypatch.setattr(compact_module, "_read_chunk", reading)
-    monkeypatch.setattr(compact_module, "build_detail_tables", building)
-    result = compact(store, tmp_path / "ahead", ATHLETE_ID, rebuild=True)
-    assert read_started == chunks and len(chunks) > 3  # each chunk read once, in the order written
-    assert waited == [True] * (len(chunks) - 1) and read_threads == {"read-ahead_0"}
-    for table in DETAIL_TABLES:
-        assert read(tmp_path / "ahead", table) == read(tmp_path / "alone", table), table
-    assert result.rows["activities"] == 24
-
-    def failing(activities, *rest):
-        if activities[0][0] == chunks[2]:
-            raise WriteError("disk full (simulated)")
-        return build(activities, *rest)
-
-    read_started.clear()
-    monkeypatch.setattr(compact_module, "build_detail_tables", failing)
-    with pytest.raises(WriteError):
-        compact(store, tmp_path / "stopped", ATHLETE_ID, rebuild=True)
-    assert read_started == chunks[:4]  # the failing chunk's next one was read ahead, and nothing after
-    assert not [t for t in threading.enumerate() if t.name.startswith("read-ahead")]
-
-
 def test_a_value_the_reader_cannot_vouch_for_reads_the_chunks_files_again(tmp_path, monkeypatch):
-    """A chunk read ahead drops its files' bytes once Arrow's reader has them; a value found unsure only
-    later (an int beyond float64's exact range) sends the chunk to build_tables over the files read again."""
+    """A chunk drops its files' bytes once Arrow's reader has them; a value found unsure only later (an int
+    beyond float64's exact range) sends the chunk to build_tables over the files read again."""
     monkeypatch.setattr(arrow_details, "MIN_DETAILS", 1)
     store = write_synthetic_store(tmp_path / "data", 12, seed=15, years=(2021, 2021))
     activity_id = sorted(store.detail_ids())[3]

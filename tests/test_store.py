@@ -242,16 +242,14 @@ def test_a_pruned_listing_takes_its_index_along(tmp_path: Path) -> None:
     assert not first.index.exists() and second.index is not None and second.index.exists()
 
 
-def test_stream_bytes_reach_counts_streams_until_the_limit(tmp_path: Path) -> None:
-    """What decides whether a rebuild starts compaction's worker ahead (cli._rebuild_wants_a_worker): details
-    never start it (Arrow's reader takes every core)."""
+def test_raw_bytes_reach_counts_details_and_streams_until_the_limit(tmp_path: Path) -> None:
+    """What decides whether a rebuild starts compaction's worker ahead (cli._rebuild_wants_a_worker)."""
     store = RawStore(tmp_path)
-    assert not store.stream_bytes_reach(1)  # no folders yet
+    assert not store.raw_bytes_reach(1)  # no folders yet
     store.prepare()
     store.write_detail(1, b"x" * 600)
     store.write_streams(1, b"y" * 500)
-    store.write_streams(2, b"z" * 100)
-    assert store.stream_bytes_reach(600) and not store.stream_bytes_reach(601)
+    assert store.raw_bytes_reach(1_100) and not store.raw_bytes_reach(1_101)
 
 
 def test_the_listing_index_keeps_one_and_true_apart(tmp_path: Path) -> None:
