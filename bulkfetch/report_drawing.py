@@ -27,9 +27,6 @@ if TYPE_CHECKING:  # the command starts the workers' server before it imports th
     from bulkfetch.report_html import Units
 
 WORKERS = 2  # four figures an athlete: more workers would only wait for the cores
-# Every figure of report_html.FIGURE_NAMES, the longest to draw first (those with a second axes: the colour
-# bar, the weekly distance), one to each worker: the two shorter ones after them keep both busy to the end.
-DRAWING_ORDER = ("gap", "trend", "pace-grade", "heart-speed")
 
 
 class FigureWorkers:
@@ -41,8 +38,10 @@ class FigureWorkers:
     def draw(self, reports: Sequence[AthleteReport], units: Units) -> list[dict[str, bytes]]:
         """Each report's figures as PNG bytes by figure name. BulkfetchError (one line) when a worker
         failed to draw one or ended."""
+        from bulkfetch.report_html import FIGURE_NAMES  # here: the workers' server starts before it is imported
+
         with interrupts_deferred():  # a submit may start a worker: see interrupts_deferred
-            futures = [{name: self._pool.submit(_draw_png, name, report, units) for name in DRAWING_ORDER}
+            futures = [{name: self._pool.submit(_draw_png, name, report, units) for name in FIGURE_NAMES}
                        for report in reports]
         return [{name: _png_of(future, name, report) for name, future in figures.items()}
                 for report, figures in zip(reports, futures, strict=True)]

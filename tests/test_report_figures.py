@@ -274,7 +274,7 @@ def test_a_drawing_error_is_one_line_and_exit_1(demo_report, tmp_path: Path) -> 
                      str(tmp_path / "r.html"), MATPLOTLIBRC=str(tmp_path / "matplotlibrc"), PATH=str(tmp_path / "bin"),
                      REPORT_TEST_MARK=marker)
     assert result.returncode == 1 and result.stdout == "", result.stderr
-    assert re.fullmatch(r"bulkfetch: drawing athlete \d+'s [a-z-]+ figure failed: RuntimeError: .*latex.*\n",
+    assert re.fullmatch(r"bulkfetch: drawing athlete \d+'s pace-grade figure failed: RuntimeError: .*latex.*\n",
                         result.stderr), result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bin", "matplotlibrc"]
     assert _none_left(marker) == []
