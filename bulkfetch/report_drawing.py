@@ -35,15 +35,15 @@ class FigureWorkers:
     def __init__(self, pool: ProcessPoolExecutor) -> None:
         self._pool = pool
 
-    def draw(self, reports: Sequence[AthleteReport], units: Units) -> list[dict[str, bytes]]:
-        """Each report's figures as PNG bytes by figure name. BulkfetchError (one line) when a worker
-        failed to draw one or ended."""
+    def draw(self, reports: Sequence[AthleteReport], units: Units) -> list[list[bytes]]:
+        """Each report's figures as PNG bytes, in report_html.FIGURE_NAMES order. BulkfetchError (one line)
+        when a worker failed to draw one or ended."""
         from bulkfetch.report_html import FIGURE_NAMES  # here: the workers' server starts before it is imported
 
         with interrupts_deferred():  # a submit may start a worker: see interrupts_deferred
-            futures = [{name: self._pool.submit(_draw_png, name, report, units) for name in FIGURE_NAMES}
+            futures = [[(name, self._pool.submit(_draw_png, name, report, units)) for name in FIGURE_NAMES]
                        for report in reports]
-        return [{name: _png_of(future, name, report) for name, future in figures.items()}
+        return [[_png_of(future, name, report) for name, future in figures]
                 for report, figures in zip(reports, futures, strict=True)]
 
 
@@ -51,7 +51,7 @@ class FigureWorkers:
 def figure_workers() -> Iterator[FigureWorkers]:
     """Start importing matplotlib in the workers' server now; ConfigError when it is not installed. The
     pool ends with the block: an error before any figure was asked for waits for no import (the server
-    finishes it, then ends when this process has ended, writing nothing)."""
+    ends with this process, its import left unfinished: bulkfetch.report_server)."""
     if not _installed("matplotlib"):
         raise ConfigError("report needs matplotlib", hint="pip install 'bulkfetch[report]'")
     pool = worker_pool(min(WORKERS, available_cpus()), "bulkfetch.report_server")  # its server starts now

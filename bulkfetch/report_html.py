@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import html
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,18 +57,17 @@ def clock_text(seconds: float) -> str:
 
 
 def write_report(out: Path, reports: Sequence[AthleteReport], units: Units, filters: str,
-                 pngs: Sequence[Mapping[str, bytes]]) -> list[Path]:
-    """Write each athlete's figures (`pngs[k]`: reports[k]'s PNG bytes by figure name) as PNG files beside
+                 pngs: Sequence[Sequence[bytes]]) -> list[Path]:
+    """Write each athlete's figures (`pngs[k]`: reports[k]'s, in FIGURE_NAMES order) as PNG files beside
     `out` (named after it) and the HTML with the same images embedded (each written atomically). Returns
     the PNG paths."""
     sections, written = [], []
     for report, figures in zip(reports, pngs, strict=True):
-        for name in FIGURE_NAMES:
+        for name, png in zip(FIGURE_NAMES, figures, strict=True):
             path = out.with_name(f"{out.stem}-{report.athlete_id}-{name}.png")
-            atomic_write(path, figures[name])
+            atomic_write(path, png)
             written.append(path)
-        sections.append(_section(report, units, [base64.b64encode(figures[name]).decode("ascii")
-                                                 for name in FIGURE_NAMES]))
+        sections.append(_section(report, units, [base64.b64encode(png).decode("ascii") for png in figures]))
     page = _PAGE.format(filters=html.escape(filters), definitions="".join(
         f"<li>{html.escape(text)}</li>" for text in DEFINITIONS), sections="".join(sections))
     atomic_write(out, page.encode("utf-8"))
