@@ -22,7 +22,7 @@ from bulkfetch.processes import PARENT_CHECK_S
 
 
 @contextmanager
-def ended_with_command() -> Iterator[None]:
+def _ended_with_command() -> Iterator[None]:
     """End this process at once when the command that started it ends during the block. The watch stops
     with the block: the server forks its workers afterwards, from a process of one thread."""
     command = os.getppid()
@@ -51,5 +51,5 @@ def _import_figures() -> None:
         gc.enable()
 
 
-with ended_with_command():
+with _ended_with_command():
     _import_figures()
