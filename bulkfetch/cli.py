@@ -906,25 +906,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from bulkfetch import pace, report_drawing, report_html
+    from bulkfetch import report_drawing
 
-    course = None
-    if args.predict is not None:
-        try:
-            if Path(args.predict).is_file() and not args.predict.lower().endswith(".gpx"):
-                raise ValueError(f"{args.predict} is not a .gpx file: a course is a GPX file or DISTANCE+CLIMB")
-            course = (args.predict, _gpx_course(Path(args.predict)) if args.predict.lower().endswith(".gpx")
-                      else pace.parse_course(args.predict))
-        except ValueError as error:
-            raise ConfigError(f"--predict: {error}") from None
-    out = args.out.resolve()
-    if not out.parent.is_dir():
-        raise ConfigError(f"--out {args.out}: the folder {out.parent} does not exist")
-    filters = parse_filters(args.sport, args.since, args.until)
-    units = report_html.units_named(args.units)
+    # The workers' server starts first: its import of matplotlib is the report's longest step, and the rest
+    # (checking the arguments, importing pyarrow, reading, fitting) overlaps it (report_drawing).
     with report_drawing.figure_workers() as workers:
-        # pyarrow only now: its import overlaps the workers' import of matplotlib (report_drawing).
-        from bulkfetch import report_data, report_read
+        from bulkfetch import report_html
+
+        course = _report_course(args.predict)
+        out = args.out.resolve()
+        if not out.parent.is_dir():
+            raise ConfigError(f"--out {args.out}: the folder {out.parent} does not exist")
+        filters = parse_filters(args.sport, args.since, args.until)
+        units = report_html.units_named(args.units)
+        from bulkfetch import report_data, report_read  # pyarrow: once the arguments are right
 
         query = report_read.ReportQuery(sports=filters.sports or report_read.DEFAULT_SPORTS, since_s=filters.since,
                                         until_s=filters.until, athletes=args.athlete, unit_m=units.metres)
@@ -938,6 +933,21 @@ def _cmd_report(args: argparse.Namespace) -> int:
     print(out)
     print("\n".join(report_html.summary_lines(reports, units, len(figures))))
     return EXIT_OK
+
+
+def _report_course(predict: str | None) -> tuple[str, Sequence[tuple[float, float]]] | None:
+    """--predict's course, named as given: a GPX file's or DISTANCE+CLIMB; ConfigError (one line) when it is
+    neither."""
+    from bulkfetch import pace
+
+    if predict is None:
+        return None
+    try:
+        if Path(predict).is_file() and not predict.lower().endswith(".gpx"):
+            raise ValueError(f"{predict} is not a .gpx file: a course is a GPX file or DISTANCE+CLIMB")
+        return predict, _gpx_course(Path(predict)) if predict.lower().endswith(".gpx") else pace.parse_course(predict)
+    except ValueError as error:
+        raise ConfigError(f"--predict: {error}") from None
 
 
 MAX_COURSE_BYTES = 64 << 20  # a course's GPX file larger than this is no course (a whole recorded history, say)

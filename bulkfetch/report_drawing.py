@@ -2,9 +2,10 @@
 (issue 15: the report within 1.5 x the demo's compaction).
 
 Importing matplotlib takes longer than reading and fitting the demo's splits, and as long again as drawing
-its four figures. So the command starts a forkserver that imports bulkfetch.report_figures before it
-imports pyarrow itself; by the time the runs are read and fitted, matplotlib is loaded, and the figures
-are drawn by workers forked from that server, two at a time on two cores (drawing is most of the rest).
+its four figures. So the command starts, before anything else of the report, a forkserver that imports
+matplotlib (bulkfetch.report_server); by the time the runs are read and fitted, matplotlib is loaded, and
+the figures are drawn by workers forked from that server, two at a time on two cores or more (drawing is
+most of the rest), one at a time on one.
 The workers (bulkfetch.processes.worker_pool) ignore Ctrl-C and end when this process does; they return
 PNG bytes and this process writes every file.
 """
@@ -16,11 +17,14 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from bulkfetch.errors import BulkfetchError, ConfigError
 from bulkfetch.processes import available_cpus, interrupts_deferred, worker_pool
-from bulkfetch.report_data import AthleteReport
-from bulkfetch.report_html import FIGURE_NAMES, Units
+
+if TYPE_CHECKING:  # the command starts the workers' server before it imports the rest of the report
+    from bulkfetch.report_data import AthleteReport
+    from bulkfetch.report_html import Units
 
 WORKERS = 2  # four figures an athlete: more workers would only wait for the cores
 
@@ -32,8 +36,10 @@ class FigureWorkers:
         self._pool = pool
 
     def draw(self, reports: Sequence[AthleteReport], units: Units) -> list[list[bytes]]:
-        """Each report's figures as PNG bytes, in FIGURE_NAMES order. BulkfetchError (one line) when a
-        worker failed to draw one or ended."""
+        """Each report's figures as PNG bytes, in report_html.FIGURE_NAMES order. BulkfetchError (one line)
+        when a worker failed to draw one or ended."""
+        from bulkfetch.report_html import FIGURE_NAMES  # here: the workers' server starts before it is imported
+
         with interrupts_deferred():  # a submit may start a worker: see interrupts_deferred
             futures = [[(name, self._pool.submit(_draw_png, name, report, units)) for name in FIGURE_NAMES]
                        for report in reports]
@@ -45,10 +51,10 @@ class FigureWorkers:
 def figure_workers() -> Iterator[FigureWorkers]:
     """Start importing matplotlib in the workers' server now; ConfigError when it is not installed. The
     pool ends with the block: an error before any figure was asked for waits for no import (the server
-    finishes it, then ends when this process has ended, writing nothing)."""
+    ends with this process, its import left unfinished: bulkfetch.report_server)."""
     if not _installed("matplotlib"):
         raise ConfigError("report needs matplotlib", hint="pip install 'bulkfetch[report]'")
-    pool = worker_pool(min(WORKERS, available_cpus()), "bulkfetch.report_figures")  # its server starts now
+    pool = worker_pool(min(WORKERS, available_cpus()), "bulkfetch.report_server")  # its server starts now
     try:
         yield FigureWorkers(pool)
     finally:

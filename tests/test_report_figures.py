@@ -222,9 +222,9 @@ def _importing_matplotlib(marker: str) -> bool:
     return False
 
 
-def _none_left(marker: str) -> list[str]:
-    """[] once every marked process ended (within PROCESS_END_S), else those still there."""
-    deadline = time.monotonic() + PROCESS_END_S
+def _none_left(marker: str, within_s: float = PROCESS_END_S) -> list[str]:
+    """[] once every marked process ended (within `within_s`), else those still there."""
+    deadline = time.monotonic() + within_s
     while (left := list(_marked(marker).values())) and time.monotonic() < deadline:
         time.sleep(0.1)
     return left
@@ -242,6 +242,26 @@ def test_report_leaves_no_process_behind(demo_report, tmp_path: Path) -> None:
     # Refused by the command itself once its workers' server was importing matplotlib: that ends too.
     assert "no Swim splits" in _one_line_exit_2(run_cli(*config, "--sport", "Swim", REPORT_TEST_MARK=marker))
     assert _none_left(marker) == []
+
+
+@needs_proc
+def test_a_report_refused_early_ends_its_server_with_it(tmp_path: Path, write_config) -> None:
+    """No dataset: the command refuses while its workers' server still imports matplotlib (here that import
+    takes a minute). The server ends with the command rather than finish an import nobody waits for."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(
+        "import sys, time\n"
+        "class Slow:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'matplotlib' and sys.argv[0] == '-c':  # in the forkserver, not in the command\n"
+        "            time.sleep(60)\n"
+        "sys.meta_path.insert(0, Slow())\n")
+    config = write_config(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n')
+    marker = f"report-{uuid.uuid4()}"
+    result = run_cli("--config", str(config), "report", REPORT_TEST_MARK=marker,
+                     PYTHONPATH=os.pathsep.join([str(tmp_path / "site"), str(REPO)]))
+    assert "no splits_metric table" in _one_line_exit_2(result)
+    assert _none_left(marker, within_s=10) == []
 
 
 @needs_proc
