@@ -128,7 +128,13 @@ def spark():
 
     session = (SparkSession.builder.master("local[1]").appName("bulkfetch-tests")
                .config("spark.ui.enabled", "false").config("spark.sql.session.timeZone", "UTC")
-               .config("spark.driver.memory", "512m").getOrCreate())
+               .config("spark.driver.memory", "512m")
+               # The tests' tables are small and their queries few: one shuffle partition (not 200 tasks per
+               # join or aggregate), no adaptive re-planning, and a JVM that compiles quickly (C1 only) and
+               # collects simply, since its warm-up is most of a test's time.
+               .config("spark.sql.shuffle.partitions", "1").config("spark.sql.adaptive.enabled", "false")
+               .config("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
+               .getOrCreate())
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
