@@ -283,8 +283,8 @@ class Activity:
 
     def stream_seconds(self) -> list[int]:
         """The seconds the streams show: every second, thinned evenly to MAX_STREAM_POINTS for long ones."""
-        count = self.stream_points()
-        return [round(i * self.elapsed_s / (count - 1)) for i in range(count)]  # stream_second's, hoisted
+        count, elapsed_s = self.stream_points(), self.elapsed_s
+        return [round(i * elapsed_s / (count - 1)) for i in range(count)]  # stream_second's, hoisted
 
     def stream_second(self, index: int) -> int:
         return round(index * self.elapsed_s / (self.stream_points() - 1))
