@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,10 +122,7 @@ def simulator_config_text(sim, data_dir: Path, *, fetch: dict | None = None, lim
     return "\n".join(lines) + "\n"
 
 
-@pytest.fixture(scope="session")
-def spark():
-    """One local SparkSession for the whole test run (starting the JVM costs seconds)."""
-    pytest.importorskip("pyspark", reason="pyspark is not installed (it is in the dev extra)")
+def _start_spark():
     from pyspark.sql import SparkSession
 
     session = (SparkSession.builder.master("local[1]").appName("bulkfetch-tests")
@@ -136,6 +135,26 @@ def spark():
                .config("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
                .getOrCreate())
     session.sparkContext.setLogLevel("ERROR")
+    return session
+
+
+_spark_start: Future | None = None  # the JVM starting in the background, when a collected test needs it
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start Spark's JVM now, beside the tests that come before the first one that needs it: its start
+    (seconds, mostly on another core) overlaps their waits for quota windows and subprocesses."""
+    global _spark_start
+    if importlib.util.find_spec("pyspark") and any("spark" in getattr(item, "fixturenames", ())
+                                                   for item in session.items):
+        _spark_start = ThreadPoolExecutor(1, thread_name_prefix="spark-start").submit(_start_spark)
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local SparkSession for the whole test run (started at collection: see pytest_collection_finish)."""
+    pytest.importorskip("pyspark", reason="pyspark is not installed (it is in the dev extra)")
+    session = _spark_start.result(timeout=300) if _spark_start else _start_spark()
     yield session
     session.stop()
 
