@@ -138,6 +138,24 @@ def _start_spark():
     return session
 
 
+def _start_and_warm_spark():
+    """_start_spark, then a first read of a hive-partitioned Parquet folder and a join and an aggregate over
+    it: Spark's first query loads and compiles most of what the tests' queries run (seconds)."""
+    import tempfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    session = _start_spark()
+    with tempfile.TemporaryDirectory(prefix="spark-warm-") as folder:
+        pq.write_to_dataset(pa.table({"id": [1, 2, 3], "year": [2020, 2020, 2021]}), folder,
+                            partition_cols=["year"])
+        session.read.parquet(folder).createOrReplaceTempView("warm")
+        session.sql("SELECT a.year, count(*) FROM warm a JOIN warm b ON a.id = b.id GROUP BY a.year").collect()
+        session.catalog.dropTempView("warm")
+    return session
+
+
 _spark_start: Future | None = None  # the JVM starting in the background, when a collected test needs it
 
 
@@ -147,7 +165,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     global _spark_start
     if importlib.util.find_spec("pyspark") and any("spark" in getattr(item, "fixturenames", ())
                                                    for item in session.items):
-        _spark_start = ThreadPoolExecutor(1, thread_name_prefix="spark-start").submit(_start_spark)
+        _spark_start = ThreadPoolExecutor(1, thread_name_prefix="spark-start").submit(_start_and_warm_spark)
 
 
 @pytest.fixture(scope="session")
