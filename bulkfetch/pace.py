@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import functools
 import math
 import operator
 import re
@@ -180,6 +181,7 @@ FATIGUE_TOLERANCE = 1e-4  # a change in c this small moves a marathon's time by 
 MIN_FATIGUE_FACTOR = 0.5
 
 
+@functools.lru_cache(maxsize=1 << 16, typed=True)  # a leave-one-out fits the same splits' grades again and again
 def grade_features(grade: float) -> tuple[float, float, float, float]:
     """The model's grade regressors: uphill and downhill cost (log C(i)/C(0)), uphill and downhill grade
     squared (how the athlete's cost bends away from Minetti's on steep grades: braking downhill)."""
@@ -320,6 +322,9 @@ class _Runs:
     splits: list[Split]
     spans: list[tuple[int, int]]  # each run's splits: splits[low:high]
     weights: list[float]  # distance in km: weighted least squares
+    # Of the weights, once (demeaned runs a dozen times a fit): each one's root and each run's total.
+    roots: list[float]
+    totals: list[float]
 
     @classmethod
     def of(cls, groups: Sequence[Sequence[Split]]) -> _Runs:
@@ -328,16 +333,18 @@ class _Runs:
             spans.append((low, low + len(group)))
             low += len(group)
         ordered = [split for group in groups for split in group]
-        return cls(ordered, spans, [split.distance_m / KM_M for split in ordered])
+        weights = [split.distance_m / KM_M for split in ordered]
+        return cls(ordered, spans, weights, [math.sqrt(w) for w in weights],
+                   [sum(weights[low:high]) for low, high in spans])
 
     def demeaned(self, column: Sequence[float]) -> list[float]:
         """`column` (a value per split) less its run's weighted mean, times the root of the weight (so that
         plain least squares on the result weighs each split by its distance)."""
         out: list[float] = []
-        for low, high in self.spans:
-            weights, values = self.weights[low:high], column[low:high]
-            mean = _dot(weights, values) / sum(weights)
-            out.extend(math.sqrt(w) * (v - mean) for w, v in zip(weights, values))
+        for (low, high), total in zip(self.spans, self.totals):
+            values = column[low:high]
+            mean = _dot(self.weights[low:high], values) / total
+            out.extend([root * (v - mean) for root, v in zip(self.roots[low:high], values)])
         return out
 
 

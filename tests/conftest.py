@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,16 +122,57 @@ def simulator_config_text(sim, data_dir: Path, *, fetch: dict | None = None, lim
     return "\n".join(lines) + "\n"
 
 
-@pytest.fixture(scope="session")
-def spark():
-    """One local SparkSession for the whole test run (starting the JVM costs seconds)."""
-    pytest.importorskip("pyspark", reason="pyspark is not installed (it is in the dev extra)")
+def _start_spark():
     from pyspark.sql import SparkSession
 
     session = (SparkSession.builder.master("local[1]").appName("bulkfetch-tests")
                .config("spark.ui.enabled", "false").config("spark.sql.session.timeZone", "UTC")
-               .config("spark.driver.memory", "512m").getOrCreate())
+               .config("spark.driver.memory", "512m")
+               # The tests' tables are small and their queries few: one shuffle partition (not 200 tasks per
+               # join or aggregate), no adaptive re-planning, and a JVM that compiles quickly (C1 only) and
+               # collects simply, since its warm-up is most of a test's time.
+               .config("spark.sql.shuffle.partitions", "1").config("spark.sql.adaptive.enabled", "false")
+               .config("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
+               .getOrCreate())
     session.sparkContext.setLogLevel("ERROR")
+    return session
+
+
+def _start_and_warm_spark():
+    """_start_spark, then a first read of a hive-partitioned Parquet folder and a join and an aggregate over
+    it: Spark's first query loads and compiles most of what the tests' queries run (seconds)."""
+    import tempfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    session = _start_spark()
+    with tempfile.TemporaryDirectory(prefix="spark-warm-") as folder:
+        pq.write_to_dataset(pa.table({"id": [1, 2, 3], "year": [2020, 2020, 2021]}), folder,
+                            partition_cols=["year"])
+        session.read.parquet(folder).createOrReplaceTempView("warm")
+        session.sql("SELECT a.year, count(*) FROM warm a JOIN warm b ON a.id = b.id GROUP BY a.year").collect()
+        session.catalog.dropTempView("warm")
+    return session
+
+
+_spark_start: Future | None = None  # the JVM starting in the background, when a collected test needs it
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start Spark's JVM now, beside the tests that come before the first one that needs it: its start
+    (seconds, mostly on another core) overlaps their waits for quota windows and subprocesses."""
+    global _spark_start
+    if importlib.util.find_spec("pyspark") and any("spark" in getattr(item, "fixturenames", ())
+                                                   for item in session.items):
+        _spark_start = ThreadPoolExecutor(1, thread_name_prefix="spark-start").submit(_start_and_warm_spark)
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local SparkSession for the whole test run (started at collection: see pytest_collection_finish)."""
+    pytest.importorskip("pyspark", reason="pyspark is not installed (it is in the dev extra)")
+    session = _spark_start.result(timeout=300) if _spark_start else _start_spark()
     yield session
     session.stop()
 

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -18,20 +19,57 @@ from bulkfetch import report
 from bulkfetch.demo import athlete_sizes
 from bulkfetch.interleaving import interleave
 from bulkfetch.simulator import SimulatorSettings
-from tests.conftest import REPO, athlete_store, run_cli, run_in_process
+from tests.conftest import REPO, athlete_store, cli_env, run_cli, run_in_process
 from tests.exports import ENGLISH_94, ExportFile, csv_text, english_row, fixture, write_folder
 
 README = (REPO / "README.md").read_text()
 
 
+class DemoRun:
+    """A `bulkfetch demo` started in the background, its output in files (not pipes that could fill while
+    another run is awaited)."""
+
+    def __init__(self, folder: Path, *args: str) -> None:
+        self._out, self._err = folder / "stdout.txt", folder / "stderr.txt"
+        with self._out.open("w") as out, self._err.open("w") as err:
+            self._process = subprocess.Popen([sys.executable, "-m", "bulkfetch", "demo", *args], env=cli_env(),
+                                             stdin=subprocess.DEVNULL, stdout=out, stderr=err, text=True)
+
+    def result(self, timeout: float = 120) -> subprocess.CompletedProcess:
+        try:
+            code = self._process.wait(timeout)
+        finally:
+            self.stop()
+        return subprocess.CompletedProcess(self._process.args, code, self._out.read_text(), self._err.read_text())
+
+    def stop(self) -> None:
+        if self._process.poll() is None:
+            self._process.kill()
+            self._process.wait(10)
+
+
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> tuple[Path, str, str]:
+def demo_runs(tmp_path_factory) -> Iterator[dict[str, tuple[Path, DemoRun]]]:
+    """The plain demo and the team demo, started together: each spends most of its time waiting for its
+    quota windows (its own simulator's, its ledger in its own data_dir), so their waits overlap."""
+    plain, team = tmp_path_factory.mktemp("demo"), tmp_path_factory.mktemp("team-demo")
+    runs = {"plain": (plain / "demo-data", DemoRun(plain, "--activities", "250", "--data-dir",
+                                                   str(plain / "demo-data"))),
+            "team": (team / "demo-data", DemoRun(team, "--athletes", "3", "--activities", "120", "--data-dir",
+                                                 str(team / "demo-data")))}
+    yield runs
+    for _, run in runs.values():
+        run.stop()
+
+
+@pytest.fixture(scope="module")
+def demo(demo_runs) -> tuple[Path, str, str]:
     """One demo run that must wait for a quota window wherever in a window it starts: 251 requests at 100
     per window need a third window, which no run of a second or so reaches without waiting."""
-    folder = tmp_path_factory.mktemp("demo")
-    result = run_cli("demo", "--activities", "250", "--data-dir", str(folder / "demo-data"), timeout=120)
+    data_dir, run = demo_runs["plain"]
+    result = run.result()
     assert result.returncode == 0, result.stderr
-    return folder / "demo-data", result.stdout, result.stderr
+    return data_dir, result.stdout, result.stderr
 
 
 def readme_block(language: str) -> str:
@@ -118,10 +156,10 @@ TEAM_SIZES = (120, 60, 30)
 
 
 @pytest.fixture(scope="module")
-def team_demo(tmp_path_factory) -> tuple[Path, str]:
+def team_demo(demo_runs) -> tuple[Path, str]:
     """Three athletes, 213 requests at 100 per window: the small ones finish while the big one goes on."""
-    folder = tmp_path_factory.mktemp("team-demo") / "demo-data"
-    result = run_cli("demo", "--athletes", "3", "--activities", "120", "--data-dir", str(folder), timeout=120)
+    folder, run = demo_runs["team"]
+    result = run.result()
     assert result.returncode == 0, result.stderr
     return folder, result.stdout
 

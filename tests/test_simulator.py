@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from bulkfetch.simulator import RequestRecord, Simulator, SimulatorSettings, SimulatorThread
 from bulkfetch.simulator.athletes import approving_athlete, has_room_for
-from bulkfetch.simulator.history import History
+from bulkfetch.simulator.history import History, stream_points
 from bulkfetch.simulator.motion import Motion, Pause, Sensors
 from bulkfetch.simulator.ratelimit import Limits, RateCounter, Usage, Windows, window_end_s, window_index
 from bulkfetch.simulator.tokens import grant_scope, parse_scope
@@ -917,3 +917,21 @@ def test_only_paced_runs_are_races() -> None:
         races = [a.record for a in activities if a.record["workout_type"] == 1]
         assert bool(races) == (duration_s is None)
         assert all(r["distance"] in RACE_DISTANCES_M and not r["manual"] for r in races)
+
+
+def test_streams_read_in_bulk_equal_the_motion_read_second_by_second() -> None:
+    """stream_points reads distance, altitude and moving for all its seconds at once (a speed-up): the same
+    values as the motion's per-second methods, with pauses, dropouts, a pace profile or the wave formula."""
+    history = History.build(seed=7, count=20, athlete_id=1, now_s=1.8e9)
+    checked = {"paused": 0, "dropouts": 0, "paced": 0, "wave": 0}
+    for activity in history.ordered():
+        motion, seconds = activity.motion(), activity.stream_seconds()
+        assert seconds == [activity.stream_second(i) for i in range(activity.stream_points())]
+        points = stream_points(activity, ["distance", "altitude", "moving"])
+        assert points["distance"] == [round(motion.distance_at(t), 1) for t in seconds]
+        assert points["altitude"] == [motion.altitude_at(t) for t in seconds]
+        assert points["moving"] == [t > 0 and not motion.paused(t) for t in seconds]
+        checked["paused"] += bool(motion.pause_windows)
+        checked["dropouts"] += bool(motion.dropouts and motion.route is not None)
+        checked["paced" if motion.pace is not None else "wave"] += motion.distance_m > 0
+    assert min(checked.values()) > 0, checked

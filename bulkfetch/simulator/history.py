@@ -13,6 +13,7 @@ than set to null.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from dataclasses import dataclass, field, replace
@@ -282,7 +283,8 @@ class Activity:
 
     def stream_seconds(self) -> list[int]:
         """The seconds the streams show: every second, thinned evenly to MAX_STREAM_POINTS for long ones."""
-        return [self.stream_second(i) for i in range(self.stream_points())]
+        count, elapsed_s = self.stream_points(), self.elapsed_s
+        return [round(i * elapsed_s / (count - 1)) for i in range(count)]  # stream_second's, hoisted
 
     def stream_second(self, index: int) -> int:
         return round(index * self.elapsed_s / (self.stream_points() - 1))
@@ -781,18 +783,19 @@ def stream_points(activity: Activity, kinds: list[str]) -> dict[str, list[Any]]:
     motion; a few dropouts (None) where the device lacked a fix or a heart-rate reading."""
     motion = activity.motion()
     seconds = activity.stream_seconds()
+    along = functools.cache(lambda: motion.distances_at(seconds))  # distance and altitude both read it
     makers = {
         "time": lambda: seconds,
-        "distance": lambda: [round(motion.distance_at(t), 1) for t in seconds],
+        "distance": lambda: [round(distance_m, 1) for distance_m in along()],
         "velocity_smooth": lambda: [round(motion.speed_at(t), 3) for t in seconds],
-        "altitude": lambda: [motion.altitude_at(t) for t in seconds],
+        "altitude": lambda: motion.altitudes_at(seconds, along()),
         "grade_smooth": lambda: [round(motion.grade_at(t), 1) for t in seconds],
         "latlng": lambda: [None if point is None else latlng(point) for point in map(motion.position_at, seconds)],
         "heartrate": lambda: [motion.heartrate_at(t) for t in seconds],
         "cadence": lambda: [motion.cadence_at(t) for t in seconds],
         "watts": lambda: [motion.watts_at(t) for t in seconds],
         "temp": lambda: [motion.sensors.temp] * len(seconds),
-        "moving": lambda: [t > 0 and not motion.paused(t) for t in seconds],
+        "moving": lambda: motion.moving_at(seconds),
     }
     return {kind: makers[kind]() for kind in kinds}
 

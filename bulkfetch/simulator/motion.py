@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -206,6 +206,15 @@ class Motion:
         """Exact metres along the route at `t`, from Strava's start."""
         return self._distance_of(self.moving_time(t))
 
+    def distances_at(self, seconds: Sequence[int]) -> list[float]:
+        """distance_at at each of `seconds`: the same numbers, without a chain of calls per reading."""
+        if self.distance_m <= 0:
+            return [0.0] * len(seconds)
+        taus = [self.moving_time(t) for t in seconds] if self.pause_windows else seconds
+        if self.pace is not None:
+            return self.pace.distances_at(taus)
+        return [self._distance_of(tau) for tau in taus]
+
     def recorded_distance(self, t: int, origin_s: int = 0) -> float:
         """The distance a device starting at `origin_s` records at `t`."""
         return round(self.distance_at(t) - self.distance_at(origin_s), 2)
@@ -258,6 +267,19 @@ class Motion:
         if self.route is None or t in self.dropouts:
             return None
         return round(self.route.hills.altitude(self.distance_at(t)), 1)
+
+    def altitudes_at(self, seconds: Sequence[int], distances_m: Sequence[float]) -> list[float | None]:
+        """altitude_at at each of `seconds`, given distances_at(seconds)."""
+        if self.route is None:
+            return [None] * len(seconds)
+        heights = self.route.hills.altitudes(distances_m)
+        return [None if t in self.dropouts else round(height, 1) for t, height in zip(seconds, heights)]
+
+    def moving_at(self, seconds: Sequence[int]) -> list[bool]:
+        """Whether the device moved during each second that ends at one of `seconds` (never before 0)."""
+        if not self.pause_windows:
+            return [t > 0 for t in seconds]
+        return [t > 0 and not self.paused(t) for t in seconds]
 
     def grade_at(self, t: int) -> float:
         """Percent, from the elevation profile's slope where the device is."""

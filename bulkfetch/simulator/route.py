@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import random
 from bisect import bisect_right
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 EARTH_RADIUS_M = 6_371_000.0
@@ -57,6 +58,11 @@ class Hills:
 
     def altitude(self, s_m: float) -> float:
         return self.base_m + self.height_m * math.sin(2 * math.pi * s_m / self.period_m + self.phase)
+
+    def altitudes(self, distances_m: Iterable[float]) -> list[float]:
+        """altitude at each of `distances_m` (the same numbers, for streams' millions of readings)."""
+        two_pi, base_m, height_m, period_m, phase = 2 * math.pi, self.base_m, self.height_m, self.period_m, self.phase
+        return [base_m + height_m * math.sin(two_pi * s_m / period_m + phase) for s_m in distances_m]
 
     def slope(self, s_m: float) -> float:
         """Rise per metre of route (the grade as a fraction)."""
