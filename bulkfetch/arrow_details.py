@@ -118,13 +118,16 @@ class DetailRead:
     int_negative_zero_rows: frozenset[int] = frozenset()
 
 
-def read_details(activities: Sequence[RawActivity], joined: bytes | bytearray | None = None) -> DetailRead:
-    """The first step of `build_detail_tables`, the costly one, apart so that a thread can take it ahead of
-    the chunk before (Arrow's reader runs without the GIL, on every core). `joined`: the activities' detail
-    files one after the other, each followed by a newline, if the caller read them so (saves a copy)."""
+def read_details(activities: Sequence[RawActivity], export: Mapping[int, ExportPart] | None = None,
+                 joined: bytes | bytearray | None = None) -> DetailRead:
+    """The first step of `build_detail_tables`, the costly one, apart so that the caller may drop the raw
+    bytes before the tables are built (see its `reload`). `joined`: the activities' detail files one after
+    the other, each followed by a newline, if the caller read them so (saves a copy)."""
     raws = [raw for _, _, raw in activities if raw is not None]
     if len(raws) < MIN_DETAILS:
         return DetailRead(None)  # not that it could not: it would be slower
+    if _interleaved(activities, export):
+        return DetailRead(None)
     if not raws:
         return DetailRead(READ_SCHEMA.empty_table())
     try:
@@ -137,11 +140,11 @@ def build_detail_tables(activities: Sequence[RawActivity], export: Mapping[int, 
                         read: DetailRead | None = None,
                         reload: Callable[[], Sequence[RawActivity]] | None = None) -> dict[str, pa.Table]:
     """`build_tables` of `(id, summary, detail file's bytes or None)` triples, equal to it exactly. `read`:
-    `read_details(activities)`, if taken already. Once read, the bytes serve only where the read's values
+    `read_details(activities, export)`, if taken already. Once read, the bytes serve only where the read's values
     cannot be vouched for (rare): with `reload`, which gives the triples again, `activities` may hold any
     placeholder for them but None."""
     try:
-        return _read_tables(activities, export, read or read_details(activities))
+        return _read_tables(activities, export, read or read_details(activities, export))
     except _Unsure:
         raw_activities = activities if reload is None else reload()
         return build_tables([(activity_id, summary, parse_detail(raw)) for activity_id, summary, raw in raw_activities],
@@ -279,13 +282,20 @@ def _ints(array: ColumnArray) -> ColumnArray:
         return to_array(array.to_pylist(), I64)
 
 
+def _interleaved(activities: Sequence[RawActivity], export: Mapping[int, ExportPart] | None) -> bool:
+    """Whether an activity without a detail takes child rows from the export's device file: build_tables
+    interleaves those with the details' by activity."""
+    parts = export_parts([activity_id for activity_id, _, _ in activities], export)
+    return any(part.children for part, (_, _, raw) in zip(parts, activities) if raw is None)
+
+
 def _read_tables(activities: Sequence[RawActivity], export: Mapping[int, ExportPart] | None,
                  read: DetailRead) -> dict[str, pa.Table]:
+    if read.table is None or _interleaved(activities, export):
+        raise _Unsure  # not read (or not to be), or device-file rows to interleave
     ids = [activity_id for activity_id, _, _ in activities]
     parts = export_parts(ids, export)
     has_detail = [raw is not None for _, _, raw in activities]
-    if read.table is None or any(part.children for part, detail in zip(parts, has_detail) if not detail):
-        raise _Unsure  # not read, or device-file rows to interleave: build_tables does that
     table = read.table
     rows = iter(range(table.num_rows))
     # Each activity's row in `table` (null: no detail), to spread the detail columns over all activities.

@@ -787,8 +787,7 @@ def _write_year(job: YearJob, helper: _Worker | None) -> YearOutcome:
         for entries in job.detail_chunks:
             _check_stop()
             chunk = _read_chunk(entries)
-            export = {e.activity_id: _export_part(e) for e in chunk.entries if e.from_csv or e.children_file}
-            tables = build_detail_tables(chunk.activities, export, chunk.read, partial(_raw_activities, chunk.entries))
+            tables = chunk.tables()
             for table, data in tables.items():
                 if data.num_rows:
                     writers[table].add(data)
@@ -818,7 +817,13 @@ def _write_year(job: YearJob, helper: _Worker | None) -> YearOutcome:
 class _ChunkRead:
     entries: Sequence[Entry]
     activities: list[RawActivity]  # (id, summary, detail file's bytes, or _DROPPED once read, or None)
+    export: dict[int, ExportPart]
     read: DetailRead
+
+    def tables(self) -> dict[str, pa.Table]:
+        """The chunk's detail tables (its files read again only if the reader's values need build_tables)."""
+        reload = partial(_raw_activities, self.entries) if self.read.table is not None else None
+        return build_detail_tables(self.activities, self.export, self.read, reload)
 
 
 # A detail file's bytes once Arrow's reader has them: dropped before the tables are built (20-30 MB a chunk
@@ -829,10 +834,11 @@ _DROPPED = b""
 def _read_chunk(entries: Sequence[Entry]) -> _ChunkRead:
     joined, raws = _read_detail_files(entries)
     activities = [(e.activity_id, e.summary, raw) for e, raw in zip(entries, raws)]
-    read = read_details(activities, joined)
+    export = {e.activity_id: _export_part(e) for e in entries if e.from_csv or e.children_file}
+    read = read_details(activities, export, joined)
     if read.table is not None:
         activities = [(i, summary, None if raw is None else _DROPPED) for i, summary, raw in activities]
-    return _ChunkRead(entries, activities, read)
+    return _ChunkRead(entries, activities, export, read)
 
 
 def _raw_activities(entries: Sequence[Entry]) -> list[RawActivity]:

@@ -44,7 +44,7 @@ def read_as_compaction_does(activities, export=None) -> dict[str, pa.Table]:
             joined += raw + b"\n"
     views = [(i, s, None if span is None else memoryview(joined)[span[0]:span[1]])
              for (i, s, _), span in zip(activities, spans)]
-    return build_detail_tables(views, export, arrow_details.read_details(views, joined))
+    return build_detail_tables(views, export, arrow_details.read_details(views, export, joined))
 
 
 def assert_same(activities, export=None) -> None:

@@ -601,6 +601,18 @@ def test_parallel_output_equals_sequential_output(tmp_path, monkeypatch):
         assert read(tmp_path / "parallel", table) == read(tmp_path / "sequential", table), table
 
 
+def test_each_detail_file_is_read_once_however_its_chunk_is_built(tmp_path, monkeypatch):
+    """A small chunk goes to build_tables over the bytes it read (no reload); a big one to the reader."""
+    reads: list[Path] = []
+    detail_bytes = compact_module._detail_bytes
+    monkeypatch.setattr(compact_module, "_detail_bytes", lambda path: reads.append(path) or detail_bytes(path))
+    for count in (12, 80):
+        store = write_synthetic_store(tmp_path / f"data{count}", count, seed=16, years=(2021, 2021))
+        reads.clear()
+        compact(store, tmp_path / f"parquet{count}", ATHLETE_ID)
+        assert sorted(reads) == sorted(store.detail_path(i) for i in store.detail_ids()), count
+
+
 def test_a_value_the_reader_cannot_vouch_for_reads_the_chunks_files_again(tmp_path, monkeypatch):
     """A chunk drops its files' bytes once Arrow's reader has them; a value found unsure only later (an int
     beyond float64's exact range) sends the chunk to build_tables over the files read again."""
