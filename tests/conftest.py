@@ -163,6 +163,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     """Start Spark's JVM now, beside the tests that come before the first one that needs it: its start
     (seconds, mostly on another core) overlaps their waits for quota windows and subprocesses."""
     global _spark_start
+    if session.config.option.collectonly:
+        return
     if importlib.util.find_spec("pyspark") and any("spark" in getattr(item, "fixturenames", ())
                                                    for item in session.items):
         _spark_start = ThreadPoolExecutor(1, thread_name_prefix="spark-start").submit(_start_and_warm_spark)
