@@ -8,7 +8,8 @@
   (pyarrow: a third of a second and more) while this process does other work, where a pool's first worker
   would wait for it. It imports this copy of bulkfetch, whatever the working directory holds.
 - `interrupts_deferred`: Ctrl-C and SIGTERM wait for the end of a block (around `submit`).
-- `exit_with_parent`: the parent watch itself, for a child started another way.
+- `exit_with_parent`: the parent watch itself, for a child started another way; `ended_with_parent` for a
+  block only.
 - `available_cpus`: the CPUs this process may run on (its affinity, which containers set), not the host's.
 """
 
@@ -20,7 +21,6 @@ import os
 import signal
 import site
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -137,14 +137,30 @@ def interrupts_deferred() -> Iterator[None]:
 
 def exit_with_parent(parent_pid: int) -> None:
     """End this process at once when `parent_pid` is gone, killed outright included (see `_exit_with`)."""
-    threading.Thread(target=_exit_with, args=(parent_pid,), name="parent-watch", daemon=True).start()
+    threading.Thread(target=_exit_with, args=(parent_pid, threading.Event()), name="parent-watch",
+                     daemon=True).start()
 
 
-def _exit_with(parent_pid: int) -> None:
-    """End this worker at once when the process it works for is gone: what it was writing is a temporary
-    file, swept by the next run."""
+@contextmanager
+def ended_with_parent(parent_pid: int) -> Iterator[None]:
+    """`exit_with_parent` for the block only: its watch has stopped when the block ends, so that a process
+    that forks afterwards (a forkserver after its preload) forks with one thread."""
+    done = threading.Event()
+    watcher = threading.Thread(target=_exit_with, args=(parent_pid, done), name="parent-watch", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
+
+
+def _exit_with(parent_pid: int, done: threading.Event) -> None:
+    """End this process at once when the process it works for is gone, unless `done` is set first: what a
+    worker was writing is a temporary file, swept by the next run."""
     while alive(parent_pid):
-        time.sleep(PARENT_CHECK_S)
+        if done.wait(PARENT_CHECK_S):
+            return
     os._exit(1)
 
 
@@ -164,4 +180,5 @@ def alive(pid: int) -> bool:
     return stat[stat.rindex(")") + 2] != "Z"
 
 
-__all__ = ["available_cpus", "exit_with_parent", "interrupts_deferred", "start_forkserver", "worker_pool"]
+__all__ = ["available_cpus", "ended_with_parent", "exit_with_parent", "interrupts_deferred", "start_forkserver",
+           "worker_pool"]

@@ -14,32 +14,8 @@ from __future__ import annotations
 
 import gc
 import os
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
-from bulkfetch.processes import PARENT_CHECK_S
-
-
-@contextmanager
-def _ended_with_command() -> Iterator[None]:
-    """End this process at once when the command that started it ends during the block. The watch stops
-    with the block: the server forks its workers afterwards, from a process of one thread."""
-    command = os.getppid()
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.wait(PARENT_CHECK_S):
-            if os.getppid() != command:  # reparented: the command has ended
-                os._exit(0)
-
-    watcher = threading.Thread(target=watch, name="command-watch", daemon=True)
-    watcher.start()
-    try:
-        yield
-    finally:
-        done.set()
-        watcher.join()
+from bulkfetch.processes import ended_with_parent
 
 
 def _import_figures() -> None:
@@ -51,5 +27,5 @@ def _import_figures() -> None:
         gc.enable()
 
 
-with _ended_with_command():
+with ended_with_parent(os.getppid()):  # the command: the server ends with it, even halfway through the import
     _import_figures()
