@@ -284,10 +284,10 @@ class Activity:
     def stream_seconds(self) -> list[int]:
         """The seconds the streams show: every second, thinned evenly to MAX_STREAM_POINTS for long ones."""
         count, elapsed_s = self.stream_points(), self.elapsed_s
-        return [round(i * elapsed_s / (count - 1)) for i in range(count)]  # stream_second's, hoisted
+        return [_stream_second(i, elapsed_s, count) for i in range(count)]
 
     def stream_second(self, index: int) -> int:
-        return round(index * self.elapsed_s / (self.stream_points() - 1))
+        return _stream_second(index, self.elapsed_s, self.stream_points())
 
     def stream_points(self) -> int:
         """original_size of every stream."""
@@ -295,6 +295,11 @@ class Activity:
 
     def index_at(self, fraction: float) -> int:
         return round(min(max(fraction, 0.0), 1.0) * (self.stream_points() - 1))
+
+
+def _stream_second(index: int, elapsed_s: int, points: int) -> int:
+    """The second a stream's `index`-th point shows, of `points` spread evenly over `elapsed_s`."""
+    return round(index * elapsed_s / (points - 1))
 
 
 def activity_rng(seed: int, activity_id: int, purpose: str) -> random.Random:
