@@ -17,7 +17,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import orjson
@@ -27,7 +26,7 @@ from bulkfetch.cli import main
 from bulkfetch.schema import TABLES
 from bulkfetch.simulator import SimulatorSettings, SimulatorThread
 from tests.conftest import athlete_store, cli_env, simulator_config_text
-from tests.test_fetch import api_records, detail_gets
+from tests.test_fetch import api_records, detail_gets, kill_outside_token_exchange
 
 KILLS = 4
 FAULTS = dict(error_rate=0.06, drop_rate=0.03, truncate_rate=0.03, latency_s=0.002, latency_jitter_s=0.008,
@@ -51,16 +50,6 @@ def stored_refresh_token(data_dir: Path, seed_token: str) -> str:
         return json.loads((athlete_store(data_dir).auth_dir / "tokens.json").read_bytes())["refresh_token"]
     except FileNotFoundError:
         return seed_token
-
-
-def wait_outside_token_exchange(sim, data_dir: Path, seed_token: str) -> None:
-    """Strava invalidates the old refresh token the moment it answers a refresh, so a kill between that
-    answer and our fsync of the new one (a few milliseconds) breaks the chain whatever a client does.
-    Kill moments are moved out of that window; a client that never stored its new token still fails
-    (this gives up after 2 s and kills anyway)."""
-    deadline = time.monotonic() + 2
-    while stored_refresh_token(data_dir, seed_token) != sim.current_refresh_token and time.monotonic() < deadline:
-        time.sleep(0.002)
 
 
 def parquet_rows(parquet_dir: Path, table: str) -> list[bytes]:
@@ -126,8 +115,7 @@ def test_sigkill_chaos_then_finish_equals_a_clean_run(tmp_path: Path) -> None:
                 try:
                     process.wait(kill_after_s)
                 except subprocess.TimeoutExpired:
-                    wait_outside_token_exchange(sim, data_dir, seed_token)
-                    process.send_signal(signal.SIGKILL)
+                    kill_outside_token_exchange(sim, process, lambda: stored_refresh_token(data_dir, seed_token))
                 out, err = process.communicate(timeout=30)
                 assert process.returncode in (0, 75, -signal.SIGKILL), err
                 outcomes.append(process.returncode)

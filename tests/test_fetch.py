@@ -11,13 +11,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 import orjson
 
 from bulkfetch.cli import main
-from bulkfetch.simulator import SimulatorSettings, SimulatorThread
+from bulkfetch.simulator import Simulator, SimulatorSettings, SimulatorThread
 from bulkfetch.store import RawStore
 from tests.conftest import athlete_store, cli_env, simulator_config_text
 
@@ -255,12 +256,8 @@ def test_sigkill_mid_run_then_rerun_completes_without_refetching_and_keeps_the_t
             while time.monotonic() < deadline and (
                     not store.detail_dir.exists() or len(store.detail_ids()) < target):
                 time.sleep(0.02)
-            # Not while a refresh is answered but not yet stored: no client can close that window (Strava
-            # invalidates the old token as it answers), so the test kills outside it.
-            while time.monotonic() < deadline and stored_refresh_token(store) != sim.current_refresh_token:
-                time.sleep(0.001)
-            process.send_signal(signal.SIGKILL)
-            process.wait(10)
+            kill_outside_token_exchange(sim, process, lambda: stored_refresh_token(store),
+                                        wait_s=max(0.0, deadline - time.monotonic()))
         done_at_kill = store.detail_ids()
         mark = len(sim.request_log)
         result = subprocess.run([sys.executable, "-m", "bulkfetch", "--config", str(config), "fetch",
@@ -272,6 +269,23 @@ def test_sigkill_mid_run_then_rerun_completes_without_refetching_and_keeps_the_t
         stored = json.loads((athlete_store(tmp_path / "data").auth_dir / "tokens.json").read_text())
         assert stored["refresh_token"] == sim.current_refresh_token
         assert oct(os.stat(athlete_store(tmp_path / "data").auth_dir / "tokens.json").st_mode & 0o777) == "0o600"
+
+
+def kill_outside_token_exchange(sim: Simulator, process: subprocess.Popen, stored_token: Callable[[], str | None],
+                                wait_s: float = 2.0) -> None:
+    """SIGKILL `process`, but not between Strava answering a refresh and the client storing the new token:
+    Strava invalidates the old token as it answers, so a kill there breaks the chain whatever a client does.
+    Meanwhile the token endpoint is down (503, nothing rotates), so no refresh starts; a client that never
+    stores the token it was given still fails (this waits at most wait_s for the stored token, then kills)."""
+    sim.set_settings(token_outage=True)
+    try:
+        deadline = time.monotonic() + wait_s
+        while stored_token() != sim.current_refresh_token and time.monotonic() < deadline:
+            time.sleep(0.001)
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+    finally:
+        sim.set_settings(token_outage=False)
 
 
 def stored_refresh_token(store: RawStore) -> str | None:

@@ -437,6 +437,11 @@ def test_refresh_rotation_bad_client_and_code_grant() -> None:
             wrong = await token_post(client_id="12345", client_secret="nope", grant_type="refresh_token",
                                      refresh_token=sim.current_refresh_token)
             assert wrong[0] == 400 and wrong[1]["errors"][0]["resource"] == "Application"
+            sim.set_settings(token_outage=True)
+            current = sim.current_refresh_token
+            down = await token_post(**CLIENT, grant_type="refresh_token", refresh_token=current)
+            assert down[0] == 503 and sim.current_refresh_token == current  # nothing rotated
+            sim.set_settings(token_outage=False)
 
             params = {"client_id": "12345", "redirect_uri": "http://localhost:8123/exchange_token",
                       "response_type": "code", "scope": "read,activity:read_all", "state": "s t&8",

@@ -475,6 +475,8 @@ class Simulator:
     async def _token(self, request: web.Request) -> web.Response:
         fields = await oauth_fields(request)
         now_s = time.time()
+        if self.settings.token_outage:
+            return json_response({"message": "error"}, status=503)
         try:
             self._check_client(fields, with_secret=True)
             grant = fields.get("grant_type")

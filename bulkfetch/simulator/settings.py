@@ -47,6 +47,7 @@ class SimulatorSettings:
     spike_s: float = 0.0
     missing_rate: float = 0.0  # share of activity ids whose detail/streams/laps answer 404 (stable per id)
     app_inactive: bool = False  # every API request: 403 Application Inactive
+    token_outage: bool = False  # /oauth/token answers 503 and rotates nothing (Strava's OAuth down)
     other_usage_per_window: int = 0  # requests another process of the app spends at the start of each short window
     pace_model: PaceModel = DEFAULT_PACE_MODEL  # how the athletes run (every athlete the same)
     mutate_rate: float = 0.0  # per list page: chance of a new newest activity, and chance of a deletion
