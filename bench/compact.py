@@ -44,6 +44,7 @@ import os
 import random
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -225,12 +226,16 @@ def write_synthetic_store(data_dir: Path, count: int, *, seed: int = 1, years: t
 
 
 # -- the three contenders --------------------------------------------------------------------------------
+def raw_paths(store: RawStore) -> list[Path]:
+    """Every raw file a details compaction reads: the list pages and the details."""
+    paths = [p for listing in store.listings() for p in listing.page_paths()]
+    return paths + [store.detail_path(i) for i in sorted(store.detail_ids())]
+
+
 def read_and_parse(store: RawStore) -> int:
     """The floor: every raw file compaction reads, read and parsed, nothing else. Returns bytes read."""
     total = 0
-    paths = [p for listing in store.listings() for p in listing.page_paths()]
-    paths += [store.detail_path(i) for i in sorted(store.detail_ids())]
-    for path in paths:
+    for path in raw_paths(store):
         raw = path.read_bytes()
         total += len(raw)
         orjson.loads(raw)
@@ -484,30 +489,74 @@ class Timing:
     cpu_s: float  # this process's and its waited-for children's (a child `bulkfetch` and what it waited for)
 
 
+@dataclass(frozen=True)
+class Contender:
+    """One thing the details case times; `before` runs untimed before each run (clearing its output)."""
+    name: str
+    run: Callable[[], object]
+    before: Callable[[], None] | None = None
+    repeat: int | None = None  # in the first this many repeats only (None: in every repeat)
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """A contender against a floor, over the repeats both ran in: the headline is the median of the
+    per-repeat ratios (each run against the floor of the same repeat, so that a slow sitting slows both);
+    `best_*` is the older figure, best of the runs over the floor's best."""
+    wall: float
+    wall_low: float
+    wall_high: float
+    cpu: float
+    best_wall: float
+    best_cpu: float
+
+    @classmethod
+    def of(cls, runs: list[Timing], floor: list[Timing]) -> Ratio:
+        pairs = list(zip(runs, floor, strict=False))  # a contender in fewer repeats: its first ones
+        walls = [run.wall_s / base.wall_s for run, base in pairs]
+        best, best_floor = best_of(runs), best_of(floor)
+        return cls(statistics.median(walls), min(walls), max(walls),
+                   statistics.median(run.cpu_s / base.cpu_s for run, base in pairs),
+                   best.wall_s / best_floor.wall_s, best.cpu_s / best_floor.cpu_s)
+
+
 def cpu_s() -> float:
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def best_time(run: Callable[[], object], repeat: int, before: Callable[[], None] | None = None) -> Timing:
-    """The best wall time and the best CPU time of `repeat` runs."""
-    walls, cpus = [], []
-    for _ in range(repeat):
-        if before:
-            before()
-        started, cpu_started = time.perf_counter(), cpu_s()
-        run()
-        walls.append(time.perf_counter() - started)
-        cpus.append(cpu_s() - cpu_started)
-    return Timing(min(walls), min(cpus))
+def time_once(contender: Contender) -> Timing:
+    if contender.before:
+        contender.before()
+    started, cpu_started = time.perf_counter(), cpu_s()
+    contender.run()
+    return Timing(time.perf_counter() - started, cpu_s() - cpu_started)
 
 
-def floor_as_process(store: RawStore) -> None:
+def best_of(runs: list[Timing]) -> Timing:
+    """The best wall time and the best CPU time (not necessarily of the same run)."""
+    return Timing(min(r.wall_s for r in runs), min(r.cpu_s for r in runs))
+
+
+def interleaved(contenders: list[Contender], repeat: int, warm: Callable[[], None]) -> dict[str, list[Timing]]:
+    """Each contender's runs, in repeat order. Each repeat warms the page cache (untimed), then runs every
+    contender once, the order rotated by one each repeat: a machine that slows down for a while slows the
+    contenders of those repeats alike, and none always runs first after the warm-up or after another's
+    writes."""
+    runs: dict[str, list[Timing]] = {c.name: [] for c in contenders}
+    for number in range(repeat):
+        warm()
+        active = [c for c in contenders if c.repeat is None or number < c.repeat]
+        shift = number % len(active)
+        for contender in active[shift:] + active[:shift]:
+            runs[contender.name].append(time_once(contender))
+    return runs
+
+
+def floor_as_process(paths: list[Path]) -> None:
     """The floor as a whole process: interpreter start, `import orjson`, then `read_and_parse`'s reads."""
     code = ("import sys, orjson\nfrom pathlib import Path\n"
             "for line in sys.stdin: orjson.loads(Path(line.rstrip('\\n')).read_bytes())\n")
-    paths = [p for listing in store.listings() for p in listing.page_paths()]
-    paths += [store.detail_path(i) for i in sorted(store.detail_ids())]
     subprocess.run([sys.executable, "-c", code], input="".join(f"{p}\n" for p in paths), text=True, check=True)
 
 
@@ -520,10 +569,74 @@ def compact_as_process(config: Path) -> None:
                    cwd=REPO, env=env, capture_output=True, check=True)
 
 
+def measure_details(store: RawStore, folder: Path, args: argparse.Namespace) -> None:
+    """The details case: the floor and compaction, in-process and as whole processes, interleaved (see
+    `interleaved`); each ratio the median of the per-repeat ratios, with the best-of figures beside it."""
+    ours_dir, duck_dir = folder / "parquet", folder / "parquet-duckdb"
+    config = folder / "config.toml"
+    config.write_text(f'[storage]\ndata_dir = "{folder / "data"}"\nparquet_dir = "{ours_dir}"\n')
+    paths = raw_paths(store)
+
+    def clear(path: Path) -> Callable[[], None]:
+        return lambda: shutil.rmtree(path, ignore_errors=True)
+
+    def warm() -> None:  # the raw files back in the page cache, should another's writes have pushed them out
+        for path in paths:
+            path.read_bytes()
+
+    floor = Contender("read + orjson.loads (floor)", lambda: read_and_parse(store))
+    ours = Contender("bulkfetch compact --rebuild", lambda: run_compact(store, ours_dir), clear(ours_dir))
+    process_floor = Contender("floor as a process", lambda: floor_as_process(paths))
+    process = Contender("compact --rebuild as a process", lambda: compact_as_process(config), clear(ours_dir))
+    one_process = Contender("  the same in one process", lambda: run_compact(store, ours_dir, parallel=False),
+                            clear(ours_dir))
+    contenders = [floor, ours, one_process, process_floor, process]
+    duckdb_note = ""
+    if not args.no_duckdb:
+        duckdb_repeat = min(args.duckdb_repeat, args.repeat)
+        contenders.append(Contender("DuckDB SQL script", lambda: run_duckdb(store, duck_dir), clear(duck_dir),
+                                    duckdb_repeat))
+        duckdb_note = f" (DuckDB in the first {duckdb_repeat})"
+    load_before = os.getloadavg()[0]
+    runs = interleaved(contenders, args.repeat, warm)
+    raw_bytes = sum(path.stat().st_size for path in paths)
+    print(f"{args.activities:,} activities, {raw_bytes / 1e6:.1f} MB raw JSON, {os.cpu_count()} CPU(s), load average "
+          f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after; {args.repeat} repeats, each running every "
+          f"contender once in rotating order{duckdb_note}, the page cache warmed before each")
+    print("x floor: the median over the repeats of each run against the floor of the same repeat (min-max); "
+          "best: the best of the repeats against the floor's best")
+    print(f"{'':32} {f'best of {args.repeat}':^15} {'median':>7}  {'x floor (median per repeat)':^27} "
+          f"{'best x floor':^15}")
+    print(f"{'':32} {'wall s':>7} {'CPU s':>7} {'wall s':>7}  {'wall (min-max)':>19} {'CPU':>7} {'wall':>7} {'CPU':>7}")
+    for contender in contenders:
+        best, ratio = best_of(runs[contender.name]), Ratio.of(runs[contender.name], runs[floor.name])
+        spread = f"{ratio.wall:.2f} ({ratio.wall_low:.2f}-{ratio.wall_high:.2f})"
+        print(f"{contender.name:32} {best.wall_s:7.2f} {best.cpu_s:7.2f} "
+              f"{statistics.median(r.wall_s for r in runs[contender.name]):7.2f}  {spread:>19} {ratio.cpu:7.2f} "
+              f"{ratio.best_wall:7.2f} {ratio.best_cpu:7.2f}")
+    print(target_line("in-process, with its worker", Ratio.of(runs[ours.name], runs[floor.name]), "the floor", 2.0,
+                      "CPU; the worker's is not counted"))
+    print(target_line("as a whole process", Ratio.of(runs[process.name], runs[process_floor.name]),
+                      "the floor as a process", 2.5, "CPU; a worker's is not counted: the forkserver's child"))
+
+
+def target_line(label: str, ratio: Ratio, floor: str, target: float, cpu_note: str) -> str:
+    """One of issue 14's details targets, judged on the median of the per-repeat ratios."""
+    verdict = "PASS" if ratio.wall <= target else "FAIL"
+    return (f"{label}: {ratio.wall:.2f} x {floor} (wall, the median per-repeat ratio; {ratio.wall_low:.2f}-"
+            f"{ratio.wall_high:.2f} across the repeats), {ratio.cpu:.2f} x ({cpu_note}); best of the repeats: "
+            f"{ratio.best_wall:.2f} x, {ratio.best_cpu:.2f} x (CPU); target <= {target:g} x: {verdict}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--activities", type=int, default=2000)
-    parser.add_argument("--repeat", type=int, default=3, help="runs per contender; the best counts")
+    parser.add_argument("--repeat", type=int, default=9,
+                        help="repeats of the details case, each running every contender once (interleaved), and "
+                             "runs of the no-op fetch")
+    parser.add_argument("--duckdb-repeat", type=int, default=3,
+                        help="the DuckDB contender in the first this many repeats only (~35 x the floor: its runs "
+                             "take minutes)")
     parser.add_argument("--no-duckdb", action="store_true", help="skip the DuckDB contender")
     parser.add_argument("--keep", type=Path, help="build the raw store here and keep it (default: temp dir)")
     parser.add_argument("--streams-activities", type=int, default=200,
@@ -547,36 +660,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Where `bulkfetch` keeps an athlete of a data_dir, so that the CLI finds it too.
         store = write_synthetic_store(folder / "data" / "athletes" / str(ATHLETE_ID), args.activities)
-        raw_bytes = read_and_parse(store)  # also warms the page cache
-        ours_dir, duck_dir = folder / "parquet", folder / "parquet-duckdb"
-        config = folder / "config.toml"
-        config.write_text(f'[storage]\ndata_dir = "{folder / "data"}"\nparquet_dir = "{ours_dir}"\n')
-
-        def clear(path: Path) -> Callable[[], None]:
-            return lambda: shutil.rmtree(path, ignore_errors=True)
-
-        results = [("read + orjson.loads (floor)", best_time(lambda: read_and_parse(store), args.repeat))]
-        results.append(("bulkfetch compact --rebuild",
-                        best_time(lambda: run_compact(store, ours_dir), args.repeat, clear(ours_dir))))
-        results.append(("  the same in one process",
-                        best_time(lambda: run_compact(store, ours_dir, parallel=False), args.repeat, clear(ours_dir))))
-        results.append(("floor as a process", best_time(lambda: floor_as_process(store), args.repeat)))
-        results.append(("compact --rebuild as a process",
-                        best_time(lambda: compact_as_process(config), args.repeat, clear(ours_dir))))
-        if not args.no_duckdb:
-            results.append(("DuckDB SQL script",
-                            best_time(lambda: run_duckdb(store, duck_dir), args.repeat, clear(duck_dir))))
-
-        floor = results[0][1]
-        print(f"{args.activities:,} activities, {raw_bytes / 1e6:.1f} MB raw JSON, "
-              f"{os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.1f}, best of {args.repeat}")
-        print(f"{'':32} {'wall s':>7} {'CPU s':>7} {'x floor':>8} {'x floor CPU':>12}")
-        for name, timing in results:
-            print(f"{name:32} {timing.wall_s:7.2f} {timing.cpu_s:7.2f} {timing.wall_s / floor.wall_s:8.2f} "
-                  f"{timing.cpu_s / floor.cpu_s:12.2f}")
-        process, process_floor = results[4][1], results[3][1]
-        print(f"as a whole process: {process.wall_s / process_floor.wall_s:.2f} x the floor as a process (wall), "
-              f"{process.cpu_s / process_floor.cpu_s:.2f} x (CPU; a worker's is not counted: the forkserver's child)")
+        read_and_parse(store)  # warms the page cache
+        measure_details(store, folder, args)
         if args.streams_activities > 0:
             r, w = measure_streams(args.streams_activities, folder)
             print(f"streams: {args.streams_activities:,} activities, {r['raw_mb']:,.1f} MB raw JSON -> "
