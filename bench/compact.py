@@ -6,15 +6,20 @@
 
 It writes its own synthetic raw store into a temporary folder (see `write_synthetic_store`: activities
 derived from a real Strava DetailedActivity, with varied ids, dates, sports, split values, missing fields,
-int-vs-float wobble and unknown fields), warms the page cache, then times, best of --repeat runs, wall
-and CPU time (this process's and its waited-for children's):
+int-vs-float wobble and unknown fields), warms the page cache, then times the details case's contenders
+below, wall and CPU time (this process's and its waited-for children's), interleaved: --repeat repeats,
+each warming the page cache and then running every contender once, in an order rotated by one each
+repeat. Each ratio to a floor is the median over the repeats of the run's ratio to the floor of the same
+repeat (a shared machine's slow minute slows both), printed with its range and beside the best-of figures
+(best over the floor's best), which one contender's quiet minute can decide:
 
 1. floor: read and `orjson`-parse every raw file compaction reads (list pages and details), one process;
 2. bulkfetch: `compact(..., rebuild=True)` in this process, as the CLI runs it (with its worker when it
    pays: the worker's CPU is not counted there) and in one process;
 3. the floor as a whole process (interpreter start and `import orjson` included), and `bulkfetch compact
    --rebuild` as a whole process (interpreter start, imports, its worker: all counted);
-4. duckdb: one SQL script that builds the same six tables from the same raw files.
+4. duckdb: one SQL script that builds the same six tables from the same raw files (in the first
+   --duckdb-repeat repeats only: at about 35 x the floor, its runs would take most of the case's time).
 
 Then the streams case: --streams-activities activities in one year (the worst case: a year is what one
 partition file is written from), each with a detail and a StreamSet of all eleven types (30 min to 6 h at
@@ -514,7 +519,7 @@ class Ratio:
     def of(cls, runs: list[Timing], floor: list[Timing]) -> Ratio:
         pairs = list(zip(runs, floor, strict=False))  # a contender in fewer repeats: its first ones
         walls = [run.wall_s / base.wall_s for run, base in pairs]
-        best, best_floor = best_of(runs), best_of(floor)
+        best, best_floor = best_of(runs), best_of([base for _, base in pairs])
         return cls(statistics.median(walls), min(walls), max(walls),
                    statistics.median(run.cpu_s / base.cpu_s for run, base in pairs),
                    best.wall_s / best_floor.wall_s, best.cpu_s / best_floor.cpu_s)
@@ -601,7 +606,7 @@ def measure_details(store: RawStore, folder: Path, args: argparse.Namespace) -> 
     runs = interleaved(contenders, args.repeat, warm)
     raw_bytes = sum(path.stat().st_size for path in paths)
     print(f"{args.activities:,} activities, {raw_bytes / 1e6:.1f} MB raw JSON, {os.cpu_count()} CPU(s), load average "
-          f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after; {args.repeat} repeats, each running every "
+          f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after; repeats: {args.repeat}, each running every "
           f"contender once in rotating order{duckdb_note}, the page cache warmed before each")
     print("x floor: the median over the repeats of each run against the floor of the same repeat (min-max); "
           "best: the best of the repeats against the floor's best")

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench import compact as bench_compact
 from bench import decode as bench_decode
 from bench import derived_splits as bench_derived_splits
 from bench import fairness as bench_fairness
@@ -90,6 +91,28 @@ def test_fairness_bench_refuses_sizes_not_biggest_first(capsys):
     with pytest.raises(SystemExit):
         bench_fairness.parse_args(["--athletes", "30,200,1000"])
     assert "biggest first" in capsys.readouterr().err
+
+
+# -- the compaction bench's timing method ------------------------------------------------------------------------
+def test_compact_bench_interleaves_the_contenders_in_rotating_order():
+    log: list[str] = []
+    contenders = [bench_compact.Contender(name, lambda name=name: log.append(name)) for name in "abc"]
+    contenders.append(bench_compact.Contender("d", lambda: log.append("d"), lambda: log.append("clear d"), repeat=1))
+    runs = bench_compact.interleaved(contenders, 3, lambda: log.append("warm"))
+    assert log == ["warm", "a", "b", "c", "clear d", "d", "warm", "b", "c", "a", "warm", "c", "a", "b"]
+    assert [len(runs[name]) for name in "abcd"] == [3, 3, 3, 1]
+
+
+def test_compact_bench_ratio_is_the_median_of_per_repeat_ratios():
+    timing = bench_compact.Timing
+    floor = [timing(1.0, 1.0), timing(3.0, 1.0), timing(2.0, 5.0)]
+    runs = [timing(2.0, 2.0), timing(3.0, 1.0), timing(10.0, 10.0)]  # 2 x, 1 x, 5 x the floor of the same repeat
+    ratio = bench_compact.Ratio.of(runs, floor)
+    assert (ratio.wall, ratio.wall_low, ratio.wall_high, ratio.cpu) == (2.0, 1.0, 5.0, 2.0)
+    assert (ratio.best_wall, ratio.best_cpu) == (2.0, 1.0)  # best over best: not the same figure
+    # a contender in the first repeats only is compared with the floor of those repeats
+    first = bench_compact.Ratio.of([timing(3.0, 3.0), timing(6.0, 3.0)], floor)
+    assert (first.wall, first.best_wall) == (2.5, 3.0)  # 3 x and 2 x; the best 3 s over those floors' best 1 s
 
 
 # -- smoke runs -------------------------------------------------------------------------------------------------
