@@ -325,7 +325,7 @@ CATEGORIES = (  # (label, substrings of "file:function"), first match wins
     ("HTTP client (aiohttp, yarl, multidict)", ("aiohttp", "yarl", "multidict", "http_parser")),
     ("waiting for the server (epoll)", ("poll' of 'select", "select.epoll")),
     ("event loop (asyncio)", ("asyncio",)),
-    ("pipeline/client/plan/auth", ("pipeline.py", "client.py", "plan.py", "auth.py")),
+    ("pipeline/client/plan/auth", ("pipeline.py", "client.py", "plan.py", "auth.py", "token_refresh.py")),
 )
 
 

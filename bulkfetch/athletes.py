@@ -30,7 +30,7 @@ from typing import Any
 
 import aiohttp
 
-from bulkfetch.auth import TokenManager, digest
+from bulkfetch.auth import digest
 from bulkfetch.client import post_form
 from bulkfetch.config import Config
 from bulkfetch.errors import ApiError, AthleteRevoked, ConfigError, StorageError
@@ -40,6 +40,7 @@ from bulkfetch.roster import IMPORT_ONLY, UNBOUND, AthleteDir, Removal, Roster, 
 from bulkfetch.schema import TABLES
 from bulkfetch.status import athlete_report
 from bulkfetch.store import ensure_dir, fsync_dir
+from bulkfetch.token_refresh import TokenManager
 
 ADOPTED = "adopted"  # state/adopted.json of an adopted athlete: {"from": its folder there, "at": epoch s}
 ADOPTING = ".adopting-"  # an athlete folder an unfinished adopt is moving (hidden in both data_dirs)

@@ -20,13 +20,14 @@ from urllib.parse import urlencode, urlsplit
 import aiohttp
 import orjson
 
-from bulkfetch.auth import TokenManager, TokenStore
+from bulkfetch.auth import TokenStore
 from bulkfetch.config import FetchConfig, StravaConfig
 from bulkfetch.errors import ApiError, AppInactive, AthleteRevoked, ScopeMissing
 from bulkfetch.fairness import FairSlots, Lane
 from bulkfetch.quota import UsageView
 from bulkfetch.retry import Verdict, backoff_delay, classify, missing_permission
 from bulkfetch.scheduler import QuotaScheduler
+from bulkfetch.token_refresh import TokenManager
 
 MAX_BODY_BYTES = 256 * 1024 * 1024  # a detail is ~100 KB and streams a few MB; more is hostile
 USER_AGENT = "bulkfetch (+https://github.com/bulkfetch)"

@@ -137,7 +137,7 @@ class Roster:
     def add_seed(self, seed: str) -> AthleteDir | None:
         """The config's refresh_token, when no athlete is connected yet: a folder of its own, bound at the
         next fetch. Once an athlete is connected the stored chain wins; the seed is only that athlete's
-        fallback, in a data_dir of one athlete (see `bulkfetch.auth.TokenManager`)."""
+        fallback, in a data_dir of one athlete (see `bulkfetch.token_refresh.TokenManager`)."""
         athletes = self.athletes()
         if not seed or any(athlete.tokens.load() is not None for athlete in athletes):
             return None

@@ -19,7 +19,6 @@ from typing import Any
 
 from aiohttp import ClientSession
 
-from bulkfetch.auth import TokenManager
 from bulkfetch.client import RequestFailed, StravaClient, open_session
 from bulkfetch.compact import has_inputs
 from bulkfetch.config import Config
@@ -60,6 +59,7 @@ from bulkfetch.quota import window_index
 from bulkfetch.roster import OK, REVOKED, SCOPE_MISSING, AthleteDir, Roster, is_removed, record_access
 from bulkfetch.scheduler import QuotaScheduler, WaitInfo
 from bulkfetch.store import RawStore
+from bulkfetch.token_refresh import TokenManager
 
 # A long run lists each athlete's newest activities again this often (in short windows): an activity
 # uploaded meanwhile is fetched within a window of being seen, not after days of backfill.

@@ -15,12 +15,13 @@ import aiohttp
 import orjson
 import pytest
 
-from bulkfetch.auth import TokenManager, Tokens, TokenStore, digest
+from bulkfetch.auth import Tokens, TokenStore, digest
 from bulkfetch.client import post_form
 from bulkfetch.config import FetchConfig, StravaConfig
 from bulkfetch.errors import CredentialError
 from bulkfetch.oauth import parse_pasted_url, parse_redirect
 from bulkfetch.simulator import Simulator, SimulatorSettings
+from bulkfetch.token_refresh import TokenManager
 from tests.conftest import athlete_store, cli_env, simulator_config_text
 
 
