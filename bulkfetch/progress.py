@@ -1,4 +1,5 @@
-"""What a person sees during long work; the only module that imports rich.
+"""What a person sees during long work; with `bulkfetch.live_display` (the terminal's), the only modules
+that import rich.
 
 On a terminal: live progress bars (list pages, details, compaction), the quota in both windows and,
 during a quota wait, a countdown with the reset time and an ETA. Elsewhere (CI, cron, a pipe): plain
@@ -17,27 +18,18 @@ from types import TracebackType
 from typing import IO, TYPE_CHECKING
 
 from rich.cells import cell_len
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
-from rich.table import Table
-from rich.text import Text
 
 from bulkfetch.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, BulkfetchError
 from bulkfetch.paging import RECENT_ACTIVITIES
 from bulkfetch.plan import RequestPlan
-from bulkfetch.quota import KINDS, UsageView, estimate_finish
 
+# Imported where used: bulkfetch.live_display (rich's live display, ~40 ms) only on a terminal, and
+# bulkfetch.quota (~15 ms) only by what shows the quota, so that `compact` in CI or a pipe loads neither.
 if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
     from bulkfetch.client import RequestDone
+    from bulkfetch.quota import UsageView
     from bulkfetch.scheduler import QuotaScheduler, WaitInfo  # annotations only: compact needs no asyncio
 
 PLAIN_DETAIL_EVERY_S = 10.0
@@ -83,7 +75,6 @@ class Reporter:
         self._quiet = quiet
         self._verbose = verbose
         self._live = interactive(self._stream) and not quiet
-        self._console = Console(file=self._stream, highlight=False, soft_wrap=True)
         self._log_path = log_path
         self._log: IO[str] | None = None
         if log_path:
@@ -105,11 +96,9 @@ class Reporter:
     # -- lifecycle -------------------------------------------------------------------------------------
     def __enter__(self) -> Reporter:
         if self._live:
-            self._progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[note]}"), _LiveNoteColumn(self), TimeElapsedColumn(),
-                console=self._console, transient=False, refresh_per_second=4,
-            )
+            from bulkfetch.live_display import live_progress
+
+            self._progress = live_progress(self._stream, self.live_note)
             self._progress.start()
         return self
 
@@ -139,12 +128,9 @@ class Reporter:
         """A small result table (stdout): rich on a terminal, aligned plain text elsewhere; the `left`
         columns (indexes: text) left-aligned, the others (numbers) right-aligned."""
         if interactive(sys.stdout):
-            table = Table(title=title)
-            for index, header in enumerate(headers):
-                table.add_column(header, justify="left" if index in left else "right")
-            for row in rows:
-                table.add_row(*row)
-            Console().print(table)
+            from bulkfetch.live_display import print_table
+
+            print_table(title, headers, rows, left)
             return
         # Widths in terminal cells, not characters: a name in CJK takes two cells a character.
         widths = [max(cell_len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
@@ -226,6 +212,8 @@ class Reporter:
         wait_s = info.until - self._now()
         message = f"waiting {human_duration(wait_s)} for the {info.window} window: {info.reason}"
         if remaining and self._scheduler is not None:
+            from bulkfetch.quota import estimate_finish
+
             finish = estimate_finish(remaining, self._now(), self._scheduler.view())
             message += f"; {remaining:,} requests left, ETA {utc_day_clock(finish)}"
         self.info(message)
@@ -323,17 +311,6 @@ def _padded(cell: str, width: int, *, left: bool) -> str:
     return cell + padding if left else padding + cell
 
 
-class _LiveNoteColumn(ProgressColumn):
-    """The details bar's quota or wait countdown, recomputed at each refresh (4 times a second)."""
-
-    def __init__(self, reporter: Reporter) -> None:
-        super().__init__()
-        self._reporter = reporter
-
-    def render(self, task: Task) -> Text:
-        return Text(self._reporter.live_note() if task.fields.get("live") else "")
-
-
 def outcome_line(error: BaseException | None) -> str:
     """How a run ended, with the exit code the command line gives it: 'exit 75: the daily window ...'."""
     if error is None:
@@ -361,6 +338,8 @@ def plan_text(plan: RequestPlan, view: UsageView) -> str:
     daily = view.get("read", "daily")
     if daily.limit is None:
         return head
+    from bulkfetch.quota import estimate_finish
+
     finish = estimate_finish(plan.total, view.now, view)
     left_today = max(0, daily.limit - daily.used)
     when = "now" if finish <= view.now + 60 else f"about {utc_day_clock(finish)}"
@@ -435,6 +414,8 @@ def listed_text(listed: int, requests: int) -> str:
 
 def quota_text(view: UsageView) -> str:
     """'quota 37/100 short, 412/1,000 daily' (the read bucket) from a usage view; unknown limits show ?."""
+    from bulkfetch.quota import KINDS
+
     parts = []
     for window in KINDS:
         usage = view.get("read", window)

@@ -51,8 +51,9 @@ def test_version_and_help_import_no_heavy_library(args: tuple[str, ...]) -> None
 
 def test_compact_without_an_export_imports_neither_the_fetch_nor_the_importer(tmp_path: Path) -> None:
     """`compact` is a whole process after every import and by hand: its start-up is part of its time, so it
-    loads neither the fetch's quota scheduler (aiolimiter) nor the importer's decoders when no athlete has an
-    export."""
+    loads neither the fetch's quota scheduler (aiolimiter), quota or token refresher (asyncio) nor the
+    importer's decoders when no athlete has an export, nor, without a terminal, rich's live display. (ssl is
+    not among them: pyarrow.fs imports it.)"""
     import subprocess
     import sys
 
@@ -69,7 +70,8 @@ def test_compact_without_an_export_imports_neither_the_fetch_nor_the_importer(tm
     imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
                 if line.startswith("import time:")}
     assert "bulkfetch.compact" in imported
-    assert not {"aiolimiter", "bulkfetch.importer", "bulkfetch.fit_decode", "bulkfetch.scheduler"} & imported
+    assert not {"aiolimiter", "bulkfetch.importer", "bulkfetch.fit_decode", "bulkfetch.scheduler", "bulkfetch.quota",
+                "bulkfetch.token_refresh", "asyncio", "rich.console", "rich.progress"} & imported
 
 
 def test_unknown_command_and_bad_flag_exit_2() -> None:
