@@ -298,7 +298,7 @@ def compact(store: RawStore, parquet_dir: Path, athlete_id: int, *, rebuild: boo
                                  skipped_years=sorted(int(year) for year in recorded), rows={t: 0 for t in TABLES})
         manifest.pop(INPUTS, None)  # recorded again once every year is written
         by_year = partition_entries(store, summaries, export=export)
-        fingerprints = {year: year_fingerprints(summaries.loaded(entries)) for year, entries in by_year.items()}
+        fingerprints = {year: year_fingerprints(entries, summaries) for year, entries in by_year.items()}
 
         stale = {year: tuple(group for group in GROUPS if not _is_current(
                      recorded.get(str(year)), group, fingerprints[year][group], layout, year))
@@ -409,9 +409,13 @@ class SpilledSummaries:
         self._file.flush()
         return os.pread(self._file.fileno(), size, at)
 
+    def json_of(self, entry: Entry) -> bytes:
+        return self.read(entry.summary_at, entry.summary_size)
+
     def loaded(self, entries: Iterable[Entry]) -> list[Entry]:
-        """The entries with their `summary_json`."""
-        return [replace(e, summary_json=self.read(e.summary_at, e.summary_size)) for e in entries]
+        """The entries with their `summary_json`, to be written (the fingerprints read `json_of` instead:
+        copying an entry costs more than reading its summary)."""
+        return [replace(e, summary_json=self.json_of(e)) for e in entries]
 
     def close(self) -> None:
         self._file.close()
@@ -493,12 +497,12 @@ def _detail_year(path: Path | None) -> int:
     return UNKNOWN_YEAR if year is None else year
 
 
-def year_fingerprints(entries: Sequence[Entry]) -> dict[str, str]:
-    """The fingerprint of each table group of a year (keys of GROUPS)."""
-    return {"details": details_fingerprint(entries), "streams": streams_fingerprint(entries)}
+def year_fingerprints(entries: Sequence[Entry], summaries: SpilledSummaries) -> dict[str, str]:
+    """The fingerprint of each table group of a year (keys of GROUPS), the entries' summaries in `summaries`."""
+    return {"details": details_fingerprint(entries, summaries), "streams": streams_fingerprint(entries, summaries)}
 
 
-def details_fingerprint(entries: Sequence[Entry]) -> str:
+def details_fingerprint(entries: Sequence[Entry], summaries: SpilledSummaries) -> str:
     """A digest of everything a year's detail tables are built from.
 
     It covers SCHEMA_VERSION, the ids in order, each summary's full content (kudos included: they are
@@ -510,12 +514,12 @@ def details_fingerprint(entries: Sequence[Entry]) -> str:
         track = _track_identity(entry.children_file, entry.stale_file)
         digest.update(f"{entry.activity_id} {entry.has_detail} {entry.detail_size} "
                       f"{entry.detail_mtime_ns} {entry.from_csv}{track}\n".encode())
-        digest.update(entry.summary_json)
+        digest.update(summaries.json_of(entry))
         digest.update(b"\n")
     return digest.hexdigest()
 
 
-def streams_fingerprint(entries: Sequence[Entry]) -> str:
+def streams_fingerprint(entries: Sequence[Entry], summaries: SpilledSummaries) -> str:
     """A digest of everything a year's streams partition is built from, and nothing else.
 
     It covers SCHEMA_VERSION and, for each activity of the year with a streams file, its id, the file's
@@ -536,7 +540,7 @@ def streams_fingerprint(entries: Sequence[Entry]) -> str:
             source = f"{entry.stream_size} {entry.stream_mtime_ns}"
         else:
             source = _track_identity(entry.streams_file, entry.stale_file)
-            summary = entry.summary  # parsed on each access: once here, not once a field
+            summary = orjson.loads(summaries.json_of(entry))
             copied += [summary.get(key) for key in RECORDING_FIELDS]
         digest.update(f"{entry.activity_id} {source}{detail}\n".encode())
         digest.update(orjson.dumps(copied))

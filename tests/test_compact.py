@@ -499,7 +499,7 @@ def test_fingerprints_are_those_the_manifests_of_earlier_releases_recorded(tmp_p
     monkeypatch.setattr(compact_module, "SCHEMA_VERSION", 4)  # a new schema version rewrites all anyway
     store = small_store(tmp_path / "data")
     with closing(SpilledSummaries(store.state_dir)) as summaries:
-        fingerprints = {year: year_fingerprints(summaries.loaded(entries))
+        fingerprints = {year: year_fingerprints(entries, summaries)
                         for year, entries in partition_entries(store, summaries).items()}
     assert fingerprints == {
         2020: {"details": "9ac4c094463ae3a38e52b57b77f19d72", "streams": "023f0feabe8786e6f4220d4dc6195540"},
