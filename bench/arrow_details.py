@@ -16,6 +16,7 @@ import gc
 import sys
 import tempfile
 import time
+from contextlib import closing
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -24,7 +25,7 @@ if str(REPO) not in sys.path:
 
 from bench.compact import write_synthetic_store  # noqa: E402 - after the path fix, so it runs from anywhere
 from bulkfetch.arrow_details import RawActivity, build_detail_tables, parse_detail  # noqa: E402
-from bulkfetch.compact import CHUNK_ACTIVITIES, partition_entries  # noqa: E402
+from bulkfetch.compact import CHUNK_ACTIVITIES, SpilledSummaries, partition_entries  # noqa: E402
 from bulkfetch.schema import build_tables  # noqa: E402
 
 
@@ -32,10 +33,12 @@ def chunks_of(data_dir: Path, count: int) -> list[list[RawActivity]]:
     """The store's activities as compaction chunks them (by year, CHUNK_ACTIVITIES at most), with bytes."""
     store = write_synthetic_store(data_dir, count)
     chunks = []
-    for entries in partition_entries(store).values():
-        for start in range(0, len(entries), CHUNK_ACTIVITIES):
-            chunks.append([(e.activity_id, e.summary, e.detail_path.read_bytes() if e.detail_path else None)
-                           for e in entries[start:start + CHUNK_ACTIVITIES]])
+    with closing(SpilledSummaries(store.state_dir)) as summaries:
+        for entries in partition_entries(store, summaries).values():
+            entries = summaries.loaded(entries)
+            for start in range(0, len(entries), CHUNK_ACTIVITIES):
+                chunks.append([(e.activity_id, e.summary, e.detail_path.read_bytes() if e.detail_path else None)
+                               for e in entries[start:start + CHUNK_ACTIVITIES]])
     return chunks
 
 

@@ -62,6 +62,7 @@ import hashlib
 import multiprocessing
 import os
 import secrets
+import tempfile
 import threading
 import time
 from collections import deque
@@ -69,7 +70,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import AbstractContextManager, closing, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from multiprocessing.synchronize import Event
 from pathlib import Path
@@ -176,23 +177,27 @@ class Entry:
     decoded device file if that gives rows, and whether the summary is the export's CSV row (no API
     listing has the activity).
 
-    Every year's entries live for the whole run, so each holds little: the summary as its JSON with
-    sorted keys (a third of the parsed dict's memory, and what the fingerprint digests), parsed again
-    by the year that writes its rows; the values stream rows copy; file names as text.
+    Every year's entries live for the whole run, so each holds little: its summary's place in the run's
+    SpilledSummaries (the JSON, 31 MB at 20,000 activities, is read back for the year being fingerprinted
+    or written: `summary_json`), the values stream rows copy, and whether it has a detail and a streams
+    file, whose paths the store derives from the id (the store is one object all entries share).
     """
 
     activity_id: int
-    summary_json: bytes
+    store: RawStore
+    summary_at: int  # offset and size of its summary in the SpilledSummaries
+    summary_size: int
     copied: tuple[Any, ...]  # the summary's FROM_ACTIVITY values
-    detail_file: str | None
+    has_detail: bool = False
     detail_size: int = 0
     detail_mtime_ns: int = 0
-    stream_file: str | None = None
+    has_streams: bool = False
     stream_size: int = 0
     stream_mtime_ns: int = 0
     track: TrackFile | None = None
     from_csv: bool = False
     stale_file: bool = False  # its whole device file is older than Strava's version: no rows (file_rows)
+    summary_json: bytes = b""  # the summary as JSON with sorted keys, once loaded (SpilledSummaries.loaded)
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -200,21 +205,21 @@ class Entry:
 
     @property
     def detail_path(self) -> Path | None:
-        return None if self.detail_file is None else Path(self.detail_file)
+        return self.store.detail_path(self.activity_id) if self.has_detail else None
 
     @property
     def stream_path(self) -> Path | None:
-        return None if self.stream_file is None else Path(self.stream_file)
+        return self.store.stream_path(self.activity_id) if self.has_streams else None
 
     @property
     def children_file(self) -> TrackFile | None:
         """Its device file while that may give its splits and laps: it has no detail."""
-        return self.track if self.detail_file is None else None
+        return None if self.has_detail else self.track
 
     @property
     def streams_file(self) -> TrackFile | None:
         """Its device file while that may give its streams: it has no API streams."""
-        return self.track if self.stream_file is None else None
+        return None if self.has_streams else self.track
 
     def raw_bytes(self, group: str) -> int:
         """What writing its rows of a table group reads: its raw JSON, or its device file in its stead."""
@@ -242,6 +247,10 @@ class YearJob:
     def group_bytes(self, group: str) -> int:
         """What writing one table group reads (0 if the job leaves that group alone)."""
         return sum(entry.raw_bytes(group) for entry in self.entries) if group in self.groups else 0
+
+    def loaded(self, summaries: SpilledSummaries) -> YearJob:
+        """The job with its entries' summaries, to be written here or in the worker."""
+        return replace(self, entries=summaries.loaded(self.entries))
 
     @property
     def detail_chunks(self) -> list[list[Entry]]:
@@ -272,7 +281,7 @@ def compact(store: RawStore, parquet_dir: Path, athlete_id: int, *, rebuild: boo
     """
     ensure_dir(store.state_dir)
     ensure_dir(parquet_dir)
-    with _compact_lock(store.state_dir, on_wait):
+    with _compact_lock(store.state_dir, on_wait), closing(SpilledSummaries(store.state_dir)) as summaries:
         layout = AthleteLayout(parquet_dir, athlete_id, staged_tables(parquet_dir, athlete_id, TABLES, SCHEMA_VERSION))
         _sweep_temp_files(layout)
         manifest = _load_manifest(store, parquet_dir, athlete_id, rebuild=rebuild)
@@ -288,8 +297,8 @@ def compact(store: RawStore, parquet_dir: Path, athlete_id: int, *, rebuild: boo
             return CompactResult(written={table: [] for table in TABLES},
                                  skipped_years=sorted(int(year) for year in recorded), rows={t: 0 for t in TABLES})
         manifest.pop(INPUTS, None)  # recorded again once every year is written
-        by_year = partition_entries(store, export=export)
-        fingerprints = {year: year_fingerprints(entries) for year, entries in by_year.items()}
+        by_year = partition_entries(store, summaries, export=export)
+        fingerprints = {year: year_fingerprints(entries, summaries) for year, entries in by_year.items()}
 
         stale = {year: tuple(group for group in GROUPS if not _is_current(
                      recorded.get(str(year)), group, fingerprints[year][group], layout, year))
@@ -310,7 +319,7 @@ def compact(store: RawStore, parquet_dir: Path, athlete_id: int, *, rebuild: boo
             on_progress(0, len(todo))
         jobs = [YearJob(year, layout, by_year[year], stale[year]) for year in todo]
         # Closed at once if this stops early: the worker stops.
-        with closing(_run_jobs(jobs, parallel=parallel)) as outcomes:
+        with closing(_run_jobs(jobs, summaries, parallel=parallel)) as outcomes:
             for done, outcome in enumerate(outcomes, start=1):
                 for table in outcome.changed_tables:
                     written[table].add(outcome.year)
@@ -339,72 +348,111 @@ def has_inputs(store: RawStore) -> bool:
     return bool(store.listings()) or ExportView(store.data_dir).exists()
 
 
-def partition_entries(store: RawStore, *, export: ExportView | None = None) -> dict[int, list[Entry]]:
+def partition_entries(store: RawStore, summaries: SpilledSummaries, *,
+                      export: ExportView | None = None) -> dict[int, list[Entry]]:
     """The catalog's activities, and those only the account export's CSV has, by partition year, each
-    year ordered by (start_date, id). `export`: the store's, when the caller has it.
+    year ordered by (start_date, id), their summaries in `summaries`. `export`: the store's, when the
+    caller has it.
 
     An activity's detail, streams and decoded device file count if their files are there; their size and
     mtime_ns are taken now, before anything reads them, so a file replaced later changes the next run's
     fingerprint.
     """
-    catalog = _kept_catalog(store)
+    catalog = _kept_catalog(store, summaries)
     export = ExportView(store.data_dir) if export is None else export
     export.refresh_summaries()  # after a new derive rule: the CSV rows' gaps and fetch's coverage need them
-    stale_files = _stale_files(export, catalog)  # the verdict fetch and plan take (see file_rows)
+    stale_files = _stale_files(export, catalog, summaries)  # the verdict fetch and plan take (see file_rows)
     from_csv = export.csv_summaries(catalog.keys() | export.gone(catalog)) if export.exists() else {}
-    summaries = {**{i: _kept(summary) for i, summary in from_csv.items()}, **catalog}
+    kept = {**{i: _kept(summary, summaries) for i, summary in from_csv.items()}, **catalog}
     del from_csv
     detail_ids = store.detail_ids()
     stream_ids = store.stream_ids()
-    ids = sorted(summaries)
-    years = utc_years([summaries[i].copied[START] for i in ids])
+    ids = sorted(kept)
+    years = utc_years([kept[i].copied[START] for i in ids])
     by_year: dict[int, list[Entry]] = {}
     for activity_id, year in zip(ids, years):
         listed = activity_id in catalog
-        summary = summaries[activity_id]
+        summary = kept[activity_id]
         path, size, mtime_ns = _identity(store.detail_path(activity_id) if listed and activity_id in detail_ids
                                          else None)
         streams = _identity(store.stream_path(activity_id) if listed and activity_id in stream_ids else None)
         if year is None:
             year = _detail_year(path)
         by_year.setdefault(year, []).append(Entry(
-            activity_id, summary.json, summary.copied, _text(path), size, mtime_ns,
-            _text(streams[0]), *streams[1:], track=export.track_file(activity_id), from_csv=not listed,
+            activity_id, store, summary.at, summary.size, summary.copied, path is not None, size, mtime_ns,
+            streams[0] is not None, *streams[1:], track=export.track_file(activity_id), from_csv=not listed,
             stale_file=activity_id in stale_files))
     for entries in by_year.values():
         entries.sort(key=lambda e: (str(e.copied[START] or ""), e.activity_id))
     return by_year
 
 
+class SpilledSummaries:
+    """The summaries of a run's entries, as JSON with sorted keys (what the fingerprints digest), one after
+    the other in an unnamed temporary file in `folder` (gone with the process, however it ends): each entry
+    knows its summary's place, and a year's summaries are read back (from the page cache) for its
+    fingerprints and again while it is written. Held in memory they were 31 MB at 20,000 activities for the
+    whole run: a third of the growth of a full rebuild's peak RSS from 2,000 activities."""
+
+    def __init__(self, folder: Path) -> None:
+        self._file = tempfile.TemporaryFile(dir=folder)
+        self._size = 0
+
+    def add(self, summary: dict[str, Any]) -> tuple[int, int]:
+        """Spill a summary; its offset and size."""
+        json = orjson.dumps(summary, option=orjson.OPT_SORT_KEYS)
+        self._file.write(json)
+        self._size += len(json)
+        return self._size - len(json), len(json)
+
+    def read(self, at: int, size: int) -> bytes:
+        self._file.flush()
+        return os.pread(self._file.fileno(), size, at)
+
+    def json_of(self, entry: Entry) -> bytes:
+        return self.read(entry.summary_at, entry.summary_size)
+
+    def loaded(self, entries: Iterable[Entry]) -> list[Entry]:
+        """The entries with their `summary_json`, to be written (the fingerprints read `json_of` instead:
+        copying an entry costs more than reading its summary)."""
+        return [replace(e, summary_json=self.json_of(e)) for e in entries]
+
+    def close(self) -> None:
+        self._file.close()
+
+
 @dataclass(frozen=True, slots=True)
 class _KeptSummary:
-    """What an Entry keeps of a summary (see Entry); made in this process only, never sent to a worker."""
+    """What an Entry keeps of a summary (see Entry)."""
 
-    json: bytes
+    at: int  # its offset and size in the SpilledSummaries
+    size: int
     copied: tuple[Any, ...]  # its FROM_ACTIVITY values
 
 
-def _kept(summary: dict[str, Any]) -> _KeptSummary:
-    return _KeptSummary(_sorted_json(summary), tuple(summary.get(key) for key in FROM_ACTIVITY))
+def _kept(summary: dict[str, Any], summaries: SpilledSummaries) -> _KeptSummary:
+    return _KeptSummary(*summaries.add(summary), tuple(summary.get(key) for key in FROM_ACTIVITY))
 
 
-def _kept_catalog(store: RawStore) -> dict[int, _KeptSummary]:
+def _kept_catalog(store: RawStore, summaries: SpilledSummaries) -> dict[int, _KeptSummary]:
     """The store's catalog as kept summaries, made a list page at a time (store.catalog_parts): the parsed
     pages are never all held at once (at 20,000 activities they are about 90 MB, which the allocator kept
-    after; the peak RSS of a full rebuild then grew 1.55 x from 2,000 activities to 20,000)."""
+    after; the peak RSS of a full rebuild then grew 1.55 x from 2,000 activities to 20,000). An activity in
+    several parts is spilled once a part: the last one's is kept."""
     kept: dict[int, _KeptSummary] = {}
     for items in store.catalog_parts():
         for activity_id, summary in items.items():
-            kept[activity_id] = _kept(summary)
+            kept[activity_id] = _kept(summary, summaries)
     return kept
 
 
-def _stale_files(export: ExportView, catalog: Mapping[int, _KeptSummary]) -> set[int]:
-    """ExportView.stale_files over the listed activities that have a file: only their summaries are parsed
-    again from the kept JSON."""
+def _stale_files(export: ExportView, catalog: Mapping[int, _KeptSummary], summaries: SpilledSummaries) -> set[int]:
+    """ExportView.stale_files over the listed activities that have a file: only their summaries are read
+    back and parsed again."""
     if not export.exists():
         return set()
-    return export.stale_files({i: orjson.loads(catalog[i].json) for i in export.files().keys() & catalog.keys()})
+    return export.stale_files({i: orjson.loads(summaries.read(catalog[i].at, catalog[i].size))
+                               for i in export.files().keys() & catalog.keys()})
 
 
 def inputs_identity(store: RawStore, export: ExportView, catalog_digest: str, now: float) -> str | None:
@@ -432,16 +480,6 @@ def inputs_identity(store: RawStore, export: ExportView, catalog_digest: str, no
     return digest.hexdigest()
 
 
-def _sorted_json(value: Any) -> bytes:
-    """`value` as JSON with sorted keys, in a bytes object of its own size: orjson's keeps the capacity
-    of its write buffer (8 KB of memory for a 1.5 KB summary, 5x the parsed catalog at 20,000)."""
-    return bytes(memoryview(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)))
-
-
-def _text(path: Path | None) -> str | None:
-    return None if path is None else os.fspath(path)
-
-
 def _identity(path: Path | None) -> tuple[Path | None, int, int]:
     """(path, size, mtime_ns) of a raw file, or (None, 0, 0) if there is none (or it just went)."""
     if path is None:
@@ -459,12 +497,12 @@ def _detail_year(path: Path | None) -> int:
     return UNKNOWN_YEAR if year is None else year
 
 
-def year_fingerprints(entries: Sequence[Entry]) -> dict[str, str]:
-    """The fingerprint of each table group of a year (keys of GROUPS)."""
-    return {"details": details_fingerprint(entries), "streams": streams_fingerprint(entries)}
+def year_fingerprints(entries: Sequence[Entry], summaries: SpilledSummaries) -> dict[str, str]:
+    """The fingerprint of each table group of a year (keys of GROUPS), the entries' summaries in `summaries`."""
+    return {"details": details_fingerprint(entries, summaries), "streams": streams_fingerprint(entries, summaries)}
 
 
-def details_fingerprint(entries: Sequence[Entry]) -> str:
+def details_fingerprint(entries: Sequence[Entry], summaries: SpilledSummaries) -> str:
     """A digest of everything a year's detail tables are built from.
 
     It covers SCHEMA_VERSION, the ids in order, each summary's full content (kudos included: they are
@@ -474,14 +512,14 @@ def details_fingerprint(entries: Sequence[Entry]) -> str:
     for entry in entries:
         # The device file counts only while it gives the splits and laps (no detail yet).
         track = _track_identity(entry.children_file, entry.stale_file)
-        digest.update(f"{entry.activity_id} {entry.detail_file is not None} {entry.detail_size} "
+        digest.update(f"{entry.activity_id} {entry.has_detail} {entry.detail_size} "
                       f"{entry.detail_mtime_ns} {entry.from_csv}{track}\n".encode())
-        digest.update(entry.summary_json)
+        digest.update(summaries.json_of(entry))
         digest.update(b"\n")
     return digest.hexdigest()
 
 
-def streams_fingerprint(entries: Sequence[Entry]) -> str:
+def streams_fingerprint(entries: Sequence[Entry], summaries: SpilledSummaries) -> str:
     """A digest of everything a year's streams partition is built from, and nothing else.
 
     It covers SCHEMA_VERSION and, for each activity of the year with a streams file, its id, the file's
@@ -494,15 +532,15 @@ def streams_fingerprint(entries: Sequence[Entry]) -> str:
     """
     digest = _digest()
     for entry in entries:
-        if entry.stream_file is None and entry.streams_file is None:
+        if not entry.has_streams and entry.streams_file is None:
             continue
         copied = list(entry.copied)
         detail = f" {entry.detail_size} {entry.detail_mtime_ns}" if None in copied else ""
-        if entry.stream_file is not None:
+        if entry.has_streams:
             source = f"{entry.stream_size} {entry.stream_mtime_ns}"
         else:
             source = _track_identity(entry.streams_file, entry.stale_file)
-            summary = entry.summary  # parsed on each access: once here, not once a field
+            summary = orjson.loads(summaries.json_of(entry))
             copied += [summary.get(key) for key in RECORDING_FIELDS]
         digest.update(f"{entry.activity_id} {source}{detail}\n".encode())
         digest.update(orjson.dumps(copied))
@@ -652,7 +690,7 @@ def _compact_lock(state_dir: Path, on_wait: Callable[[Holder], None] | None) -> 
 
 
 # -- running -------------------------------------------------------------------------------------------
-def _run_jobs(jobs: list[YearJob], *, parallel: bool) -> Iterator[YearOutcome]:
+def _run_jobs(jobs: list[YearJob], summaries: SpilledSummaries, *, parallel: bool) -> Iterator[YearOutcome]:
     """Outcomes as years finish: all in this process, or, when it pays and `parallel`, shared with one
     worker process.
 
@@ -661,16 +699,17 @@ def _run_jobs(jobs: list[YearJob], *, parallel: bool) -> Iterator[YearOutcome]:
     two years queued behind its current one. A single year with at least PARALLEL_MIN_BYTES of streams
     shares its stream files instead: the worker builds some activities' stream tables, this process the
     others and writes them all (see `_stream_tables`). Closed early (Ctrl-C, SIGTERM, an error), it stops
-    the worker and waits until it has exited.
+    the worker and waits until it has exited. A job's summaries are read back as it starts (or goes to the
+    worker).
     """
     if parallel and len(jobs) == 1 and jobs[0].group_bytes("streams") >= PARALLEL_MIN_BYTES:
         with _worker() as worker:
-            yield write_year(jobs[0], worker)
+            yield write_year(jobs[0].loaded(summaries), worker)
         return
     raw_bytes = sum(job.raw_bytes for job in jobs)
     if not parallel or len(jobs) < 2 or raw_bytes < PARALLEL_MIN_BYTES:
         for job in jobs:
-            yield write_year(job)
+            yield write_year(job.loaded(summaries))
         return
     queue = sorted(jobs, key=lambda job: -job.raw_bytes)
     with _worker() as worker:
@@ -679,13 +718,14 @@ def _run_jobs(jobs: list[YearJob], *, parallel: bool) -> Iterator[YearOutcome]:
             while queue or in_worker:
                 # Not before the worker has started: the first submit waits for the forkserver's imports.
                 while queue and len(in_worker) < 3 and worker.ready:
+                    job = queue.pop().loaded(summaries)  # the smallest first to the worker
                     with interrupts_deferred():
-                        in_worker.append(worker.pool.submit(write_year, queue.pop()))  # smallest first to the worker
+                        in_worker.append(worker.pool.submit(write_year, job))
                 for future in [f for f in in_worker if f.done()]:
                     in_worker.remove(future)
                     yield future.result()
                 if queue:
-                    yield write_year(queue.pop(0))
+                    yield write_year(queue.pop(0).loaded(summaries))
                 elif in_worker:
                     wait(in_worker, return_when=FIRST_COMPLETED)
         finally:
@@ -792,7 +832,7 @@ def _write_year(job: YearJob, helper: _Worker | None) -> YearOutcome:
                 if data.num_rows:
                     writers[table].add(data)
             del chunk, tables  # its Arrow data go before the next chunk is read
-        streamed = [e for e in job.entries if e.stream_file is not None or e.streams_file is not None] \
+        streamed = [e for e in job.entries if e.has_streams or e.streams_file is not None] \
             if "streams" in job.groups else []
         with closing(_stream_tables(sorted(streamed, key=lambda e: e.activity_id), helper)) as stream_tables:
             for data in stream_tables:

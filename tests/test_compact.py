@@ -8,6 +8,8 @@ import shutil
 import subprocess
 import sys
 import time
+import tracemalloc
+from contextlib import closing
 from datetime import datetime
 from pathlib import Path
 
@@ -19,7 +21,15 @@ import pytest
 import bulkfetch.compact as compact_module
 from bench.compact import ATHLETE_ID, write_synthetic_store
 from bulkfetch import arrow_details
-from bulkfetch.compact import INPUTS, MANIFEST, RACY_S, compact
+from bulkfetch.compact import (
+    INPUTS,
+    MANIFEST,
+    RACY_S,
+    SpilledSummaries,
+    compact,
+    partition_entries,
+    year_fingerprints,
+)
 from bulkfetch.errors import WriteError
 from bulkfetch.parquet_layout import PARTITION_SCHEMA, partition_path
 from bulkfetch.schema import DETAIL_TABLES, TABLES
@@ -465,6 +475,51 @@ def test_changed_detail_or_summary_rewrites_its_year(fresh):
     add_listing(store, summaries)
     assert compact(store, parquet_dir, ATHLETE_ID).written["activities"] == [2021]
     assert next(r for r in read(parquet_dir, "activities") if r["id"] == activity_id)["kudos_count"] == 1234
+
+
+def small_store(folder: Path) -> RawStore:
+    """Three listed activities over two years, two with a detail and one with streams; files' mtimes fixed."""
+    store = RawStore(folder)
+    store.prepare()
+    add_listing(store, [
+        {"id": 1001, "start_date": "2020-05-01T07:00:00Z", "sport_type": "Run", "kudos_count": 3, "name": "a"},
+        {"id": 1002, "start_date": "2020-06-01T07:00:00Z", "sport_type": "Ride", "kudos_count": 0},
+        {"id": 1003, "start_date": "2021-01-01T07:00:00Z", "sport_type": "Walk", "name": "c"}])
+    store.write_detail(1001, orjson.dumps({"id": 1001, "description": "d"}))
+    store.write_detail(1003, orjson.dumps({"id": 1003}))
+    store.write_streams(1002, orjson.dumps({"time": {"data": [0, 1]}}))
+    for path in [*store.detail_dir.iterdir(), *store.stream_dir.iterdir()]:
+        os.utime(path, ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
+    return store
+
+
+def test_fingerprints_are_those_the_manifests_of_earlier_releases_recorded(tmp_path, monkeypatch):
+    """Summaries spilled to a file, paths derived from ids: the fingerprints must stay what data dirs hold,
+    or every year would be rewritten once after an upgrade. Values computed by the code before (ca0c711)."""
+    monkeypatch.setattr(compact_module, "SCHEMA_VERSION", 4)  # a new schema version rewrites all anyway
+    store = small_store(tmp_path / "data")
+    with closing(SpilledSummaries(store.state_dir)) as summaries:
+        fingerprints = {year: year_fingerprints(entries, summaries)
+                        for year, entries in partition_entries(store, summaries).items()}
+    assert fingerprints == {
+        2020: {"details": "9ac4c094463ae3a38e52b57b77f19d72", "streams": "023f0feabe8786e6f4220d4dc6195540"},
+        2021: {"details": "26d3ec54ac517ab5b25d78f284a96b25", "streams": "45de2b8cd3fc461bb0d50cd29f7aba03"}}
+
+
+def test_the_entries_a_run_keeps_hold_neither_summaries_nor_paths(tmp_path):
+    """Every year's entries live for the whole run: each holds a few numbers, not its summary's JSON (1.6 KB
+    here) or its files' paths, which the peak RSS at 20,000 activities grew by (bench/compact.py's memory case)."""
+    store = write_synthetic_store(tmp_path / "data", 300, seed=3, years=YEARS, stream_share=1.0)
+    with closing(SpilledSummaries(store.state_dir)) as summaries:
+        tracemalloc.start()
+        try:
+            entries = partition_entries(store, summaries)
+            held, _ = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert sum(map(len, entries.values())) == 300
+        assert held / 300 < 800, held / 300  # about 600 bytes now; 2,300 when entries held them
+        assert all(not e.summary_json for year in entries.values() for e in year)
 
 
 def file_identity(path: Path) -> tuple[int, int]:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -17,7 +18,7 @@ import pytest
 import bulkfetch
 from bench.compact import write_synthetic_store
 from bulkfetch.cli import main
-from bulkfetch.compact import MANIFEST, partition_entries
+from bulkfetch.compact import MANIFEST, SpilledSummaries, partition_entries
 from bulkfetch.simulator import SimulatorSettings, SimulatorThread
 from bulkfetch.store import RawStore
 from tests.conftest import athlete_store, cli_env, run_cli, simulator_config_text
@@ -252,7 +253,8 @@ def test_a_second_signal_stops_the_compaction_of_an_interrupted_fetch_at_once(tm
     assert took_s < 3, took_s
     store = athlete_store(data_dir)
     recorded = store.read_state(MANIFEST, {}).get("years", {})
-    years = {str(year) for year in partition_entries(store)}
+    with closing(SpilledSummaries(store.state_dir)) as summaries:
+        years = {str(year) for year in partition_entries(store, summaries)}
     assert not years <= set(recorded), "the compaction ran to its end: the second signal did nothing"
     parquet_dir = data_dir / "parquet"
     assert not [p for p in parquet_dir.rglob("*") if p.name.startswith(".")]
