@@ -51,7 +51,7 @@ SERVER_MODULE = "bulkfetch.report_server"
 
 
 def start_figure_server() -> None:
-    """Start the workers' server, which imports matplotlib, unless it runs already (bulkfetch.early_start
+    """Start the workers' server, which imports matplotlib, unless it runs already (bulkfetch.launch
     starts it before the command line is even read); nothing when matplotlib is not installed."""
     if _installed("matplotlib"):
         start_forkserver([SERVER_MODULE])

@@ -1,8 +1,9 @@
-"""What a command starts before bulkfetch.cli is imported: `report`'s figure server (issue 15).
+"""The `bulkfetch` command's entry (the console script's and `python -m bulkfetch`'s): it starts what the
+command will wait for longest, `report`'s figure server (issue 15), before importing bulkfetch.cli.
 
 `bulkfetch report`'s longest step is importing matplotlib, in the server its figure workers fork from
-(bulkfetch.report_drawing). Started from `python -m bulkfetch` before the command line's own imports and
-parsing (a tenth of a second), that import overlaps them too. The command is told from the arguments
+(bulkfetch.report_drawing). Started before the command line's own imports and parsing (a tenth of a
+second), that import overlaps them too. The command is told from the arguments
 without argparse: the first one that is neither an option nor the value of --config. A word taken for
 the command wrongly costs nothing but time: a server started needlessly ends with the command
 (bulkfetch.report_server), one not started early is started by the report as before.
@@ -10,6 +11,7 @@ the command wrongly costs nothing but time: a server started needlessly ends wit
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 # The options before the command that take a value (bulkfetch.cli.build_parser's; a test keeps them equal).
@@ -35,3 +37,11 @@ def start_for(argv: Sequence[str]) -> None:
         from bulkfetch.report_drawing import start_figure_server
 
         start_figure_server()
+
+
+def main() -> int:
+    """`bulkfetch ARGS...`: bulkfetch.cli's main, once the early start is under way."""
+    start_for(sys.argv[1:])
+    from bulkfetch.cli import main as run_command
+
+    return run_command()
