@@ -1,5 +1,5 @@
-from bulkfetch.cli import main
-
-# The guard matters: compaction's worker process re-imports the main module.
+# The guard matters: a spawned worker process (the simulator's export writer) re-imports the main module.
 if __name__ == "__main__":
+    from bulkfetch.launch import main
+
     raise SystemExit(main())

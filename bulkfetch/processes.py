@@ -22,11 +22,13 @@ import signal
 import site
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from multiprocessing.context import ForkServerContext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # imported where a pool is made: report's figure server imports this module, and waits
+    from concurrent.futures import ProcessPoolExecutor
 
 PARENT_CHECK_S = 0.25  # how often a worker checks that the process it works for is alive
 # Below this much raw JSON to work through, starting a worker process costs more than it saves.
@@ -50,6 +52,8 @@ def worker_pool(workers: int, preload: str, initializer: Callable[..., None] | N
     """A pool of `workers` processes forked from a forkserver that has imported `preload` (the module whose
     functions they run). Each worker ignores Ctrl-C and ends when this process is gone (see the module
     docstring), then runs `initializer(*initargs)`."""
+    from concurrent.futures import ProcessPoolExecutor
+
     # forkserver: workers fork from a clean server process, never from a caller that may hold threads.
     return ProcessPoolExecutor(max_workers=workers, mp_context=start_forkserver([preload]),
                                initializer=_start_worker, initargs=(os.getpid(), initializer, initargs))

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from bulkfetch.errors import BulkfetchError, ConfigError
-from bulkfetch.processes import available_cpus, interrupts_deferred, worker_pool
+from bulkfetch.processes import available_cpus, interrupts_deferred, start_forkserver, worker_pool
 
 if TYPE_CHECKING:  # the command starts the workers' server before it imports the rest of the report
     from bulkfetch.report_data import AthleteReport
@@ -47,14 +47,25 @@ class FigureWorkers:
                 for report, figures in zip(reports, futures, strict=True)]
 
 
+SERVER_MODULE = "bulkfetch.report_server"
+
+
+def start_figure_server() -> None:
+    """Start the workers' server, which imports matplotlib, unless it runs already (bulkfetch.launch
+    starts it before the command line is even read); nothing when matplotlib is not installed."""
+    if _installed("matplotlib"):
+        start_forkserver([SERVER_MODULE])
+
+
 @contextmanager
 def figure_workers() -> Iterator[FigureWorkers]:
-    """Start importing matplotlib in the workers' server now; ConfigError when it is not installed. The
-    pool ends with the block: an error before any figure was asked for waits for no import (the server
-    ends with this process, its import left unfinished: bulkfetch.report_server)."""
+    """The figure workers, their server importing matplotlib from now on if it was not yet; ConfigError
+    when matplotlib is not installed. The pool ends with the block: an error before any figure was asked
+    for waits for no import (the server ends with this process, its import left unfinished:
+    bulkfetch.report_server)."""
     if not _installed("matplotlib"):
         raise ConfigError("report needs matplotlib", hint="pip install 'bulkfetch[report]'")
-    pool = worker_pool(min(WORKERS, available_cpus()), "bulkfetch.report_server")  # its server starts now
+    pool = worker_pool(min(WORKERS, available_cpus()), SERVER_MODULE)
     try:
         yield FigureWorkers(pool)
     finally:

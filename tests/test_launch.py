@@ -1,0 +1,75 @@
+"""`bulkfetch report` (the console script, or `python -m bulkfetch`) starts its figure server before the
+command line's own imports (issue 15: the report's longest step, importing matplotlib, then overlaps them);
+no other command starts it."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bulkfetch.cli import build_parser
+from bulkfetch.launch import VALUE_OPTIONS, command_of
+from tests.conftest import REPO, cli_env
+
+
+@pytest.mark.parametrize(("argv", "command"), [
+    (["report", "--out", "r.html"], "report"),
+    (["--config", "report", "status"], "status"),  # a config file named "report"
+    (["-q", "--config", "c.toml", "-v", "report"], "report"),
+    (["--", "report"], "report"),
+    (["--version"], None),
+    ([], None),
+    (["--config"], None),
+])
+def test_the_command_is_the_first_word_not_an_option_or_its_value(argv: list[str], command: str | None) -> None:
+    assert command_of(argv) == command
+
+
+def test_the_options_taking_a_value_are_the_parsers() -> None:
+    taking_value = {option for action in build_parser()._actions
+                    if action.option_strings and action.nargs != 0
+                    and not isinstance(action, (argparse._VersionAction, argparse._HelpAction))
+                    for option in action.option_strings}
+    assert taking_value == VALUE_OPTIONS
+
+
+# In the command's process: when bulkfetch.cli is about to be imported, note whether a forkserver runs.
+SITE = """import os, sys
+class Note:
+    def find_spec(self, name, path=None, target=None):
+        if name == "bulkfetch.cli" and sys.argv[0] != "-c":
+            import multiprocessing.forkserver
+            started = multiprocessing.forkserver._forkserver._forkserver_pid is not None
+            with open(os.environ["EARLY_START_NOTE"], "a") as note:
+                note.write(f"{started}\\n")
+sys.meta_path.insert(0, Note())
+"""
+
+
+CONSOLE_SCRIPT = Path(sys.executable).with_name("bulkfetch")  # where pip installed the `bulkfetch` command
+
+
+@pytest.mark.parametrize("entry", ["python -m", "console script"])
+@pytest.mark.parametrize(("args", "started"), [
+    (["report", "--out", "{tmp}/r.html"], True),
+    (["status"], False),
+])
+def test_report_starts_its_server_before_the_command_line_is_imported(tmp_path: Path, write_config, entry: str,
+                                                                        args: list[str], started: bool) -> None:
+    if entry == "console script" and not CONSOLE_SCRIPT.exists():
+        pytest.skip("bulkfetch is not installed beside this Python")
+    command = [sys.executable, "-m", "bulkfetch"] if entry == "python -m" else [str(CONSOLE_SCRIPT)]
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(SITE)
+    config = write_config(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n')
+    note = tmp_path / "note"
+    env = cli_env(EARLY_START_NOTE=str(note), PYTHONPATH=os.pathsep.join([str(tmp_path / "site"), str(REPO)]))
+    result = subprocess.run([*command, "--config", str(config), *(a.format(tmp=tmp_path) for a in args)], env=env,
+                            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert note.read_text() == f"{started}\n"
