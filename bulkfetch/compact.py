@@ -101,7 +101,16 @@ from bulkfetch.schema import (
     build_streams,
     utc_years,
 )
-from bulkfetch.store import TEMP_MARK, RawStore, ensure_dir, file_identity, fsync_dir, is_orphaned_temp
+from bulkfetch.store import (
+    TEMP_MARK,
+    RawStore,
+    describe_write_error,
+    ensure_dir,
+    file_identity,
+    fsync_dir,
+    is_orphaned_temp,
+    write_hint,
+)
 from bulkfetch.track import FORMAT_VERSION as TRACK_FORMAT
 
 MANIFEST = "compact"  # state/compact.json
@@ -201,6 +210,8 @@ class Entry:
 
     @property
     def summary(self) -> dict[str, Any]:
+        if not self.summary_json:  # a caller's mistake, not the data's: say so rather than orjson's parse error
+            raise RuntimeError(f"activity {self.activity_id}'s summary was not loaded (SpilledSummaries.loaded)")
         return orjson.loads(self.summary_json)
 
     @property
@@ -395,18 +406,28 @@ class SpilledSummaries:
     whole run: a third of the growth of a full rebuild's peak RSS from 2,000 activities."""
 
     def __init__(self, folder: Path) -> None:
-        self._file = tempfile.TemporaryFile(dir=folder)
+        self._folder = folder
+        try:
+            self._file = tempfile.TemporaryFile(dir=folder)
+        except OSError as exc:
+            raise self._error(exc) from None
         self._size = 0
 
     def add(self, summary: dict[str, Any]) -> tuple[int, int]:
         """Spill a summary; its offset and size."""
         json = orjson.dumps(summary, option=orjson.OPT_SORT_KEYS)
-        self._file.write(json)
+        try:
+            self._file.write(json)
+        except OSError as exc:
+            raise self._error(exc) from None
         self._size += len(json)
         return self._size - len(json), len(json)
 
     def read(self, at: int, size: int) -> bytes:
-        self._file.flush()
+        try:
+            self._file.flush()
+        except OSError as exc:
+            raise self._error(exc) from None
         return os.pread(self._file.fileno(), size, at)
 
     def json_of(self, entry: Entry) -> bytes:
@@ -418,7 +439,14 @@ class SpilledSummaries:
         return [replace(e, summary_json=self.json_of(e)) for e in entries]
 
     def close(self) -> None:
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError:  # the last summaries' flush (a full disk): nobody reads them again, the file is gone
+            pass
+
+    def _error(self, exc: OSError) -> WriteError:
+        """The one-line error of a state folder that cannot take the summaries (a full disk, say)."""
+        return WriteError(describe_write_error(self._folder, exc), hint=write_hint(exc))
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from bulkfetch.errors import EXIT_INTERRUPTED
+
 # The options before the command that take a value (bulkfetch.cli.build_parser's; a test keeps them equal).
 VALUE_OPTIONS = frozenset({"--config"})
 
@@ -40,8 +42,13 @@ def start_for(argv: Sequence[str]) -> None:
 
 
 def main() -> int:
-    """`bulkfetch ARGS...`: bulkfetch.cli's main, once the early start is under way."""
-    start_for(sys.argv[1:])
-    from bulkfetch.cli import main as run_command
+    """`bulkfetch ARGS...`: bulkfetch.cli's main, once the early start is under way. Ctrl-C before the
+    command runs (while it starts, or reads its command line) ends it as one during it does."""
+    try:
+        start_for(sys.argv[1:])
+        from bulkfetch.cli import main as run_command
 
-    return run_command()
+        return run_command()
+    except KeyboardInterrupt:
+        print("bulkfetch: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

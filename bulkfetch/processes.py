@@ -27,7 +27,7 @@ from multiprocessing.context import ForkServerContext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # imported where a pool is made: report's figure server imports this module, and waits
+if TYPE_CHECKING:  # imported where a pool is made: `report` starts its server before it (bulkfetch.launch)
     from concurrent.futures import ProcessPoolExecutor
 
 PARENT_CHECK_S = 0.25  # how often a worker checks that the process it works for is alive
@@ -71,7 +71,8 @@ def start_forkserver(preload: Sequence[str]) -> ForkServerContext:
     (bulkfetch.server_output).
     """
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["bulkfetch.server_output", *preload])  # the server's output first
+    # The server's output first; the pool's worker loop, which every worker runs, loaded once before the forks.
+    context.set_forkserver_preload(["bulkfetch.server_output", "concurrent.futures.process", *preload])
     with _environment(**forkserver_environment(PACKAGE_ROOT, _installed_folders(), os.environ.get("PYTHONPATH"))):
         multiprocessing.forkserver.ensure_running()  # starts it and returns: the server imports on its own
     return context

@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from bulkfetch.errors import BulkfetchError, ConfigError
 from bulkfetch.processes import available_cpus, interrupts_deferred, start_forkserver, worker_pool
 
-if TYPE_CHECKING:  # the command starts the workers' server before it imports the rest of the report
+if TYPE_CHECKING:  # the command starts the workers' server before it imports these (bulkfetch.launch)
+    from concurrent.futures import Future, ProcessPoolExecutor
+
     from bulkfetch.report_data import AthleteReport
     from bulkfetch.report_html import Units
 
@@ -90,6 +90,8 @@ def _draw_png(name: str, report: AthleteReport, units: Units) -> bytes:
 
 
 def _png_of(future: Future[bytes], name: str, report: AthleteReport) -> bytes:
+    from concurrent.futures.process import BrokenProcessPool
+
     try:
         return future.result()
     except BrokenProcessPool:

@@ -150,8 +150,9 @@ def test_sigkill_chaos_then_finish_equals_a_clean_run(tmp_path: Path) -> None:
             window_report(sim, starts)
         if any(r.status == 429 for r in sim.request_log):
             print("429 within a single run's window:\n" + window_report(sim, starts))
-        # The refresh-token chain held: never rejected, and the store holds the live token.
-        assert not [r for r in sim.request_log if r.path.startswith("/oauth") and r.status != 200]
+        # The refresh-token chain held: never rejected (503: the token endpoint's outage each kill is made
+        # under, see kill_outside_token_exchange), and the store holds the live token.
+        assert not [r for r in sim.request_log if r.path.startswith("/oauth") and r.status not in (200, 503)]
         assert stored_refresh_token(data_dir, seed_token) == sim.current_refresh_token
         # Every raw file parses, nothing temporary is left.
         assert not [p for p in data_dir.rglob("*") if ".tmp-" in p.name]

@@ -259,3 +259,26 @@ def test_a_rotated_token_is_saved_even_when_the_disk_is_full(tmp_path: Path) -> 
         with pytest.raises(WriteError, match="disk full"):
             store.save(Tokens(refresh_token="again", access_token="x" * 200_000))
         assert store.load().refresh_token == "rotated"
+
+
+def test_a_data_dir_full_at_compaction_exits_1_in_one_line_and_keeps_the_parquet(tmp_path: Path) -> None:
+    """The data_dir's disk fills after the fetch: `compact --rebuild` cannot spill the summaries it holds
+    for the run into state/ (bulkfetch.compact.SpilledSummaries), says so in one line and leaves every
+    Parquet file (on another disk) as it was."""
+    settings = SimulatorSettings(activities=40, seed=33, short_limit=1000, daily_limit=10000)
+    with tmpfs(tmp_path / "small", "2m") as small, SimulatorThread(settings) as sim:
+        data_dir, parquet_dir = small / "data", tmp_path / "parquet"
+        config = tmp_path / "config.toml"
+        config.write_text(simulator_config_text(sim, data_dir) + f'parquet_dir = "{parquet_dir}"\n')
+        assert run_cli("--config", str(config), "fetch", cwd=tmp_path).returncode == 0
+        before = {path: path.read_bytes() for path in parquet_dir.rglob("*.parquet")}
+        (small / "reserve").write_bytes(b"\0" * 16384)
+        fill(small)
+        (small / "reserve").unlink()  # room for the lock and the log's line, not for the summaries (~60 KB)
+        result = run_cli("--config", str(config), "compact", "--rebuild", cwd=tmp_path)
+        assert result.returncode == 1, result.stderr
+        assert f"disk full while writing {athlete_store(data_dir).state_dir}" in one_error_line(result.stderr)
+        assert {path: path.read_bytes() for path in parquet_dir.rglob("*.parquet")} == before
+        (small / "filler").unlink()
+        assert run_cli("--config", str(config), "compact", "--rebuild", cwd=tmp_path).returncode == 0
+        assert parquet_rows(f"{parquet_dir}/activities/*/*/*.parquet") == 40

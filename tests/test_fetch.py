@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import re
@@ -11,6 +12,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -279,6 +282,10 @@ def kill_outside_token_exchange(sim: Simulator, process: subprocess.Popen, store
     stores the token it was given still fails (this waits at most wait_s for the stored token, then kills)."""
     sim.set_settings(token_outage=True)
     try:
+        # A round trip through the simulator's loop: a refresh it was answering as the outage began (the check
+        # and the rotation run without a pause) has rotated by the time this is answered.
+        with contextlib.suppress(urllib.error.HTTPError):
+            urllib.request.urlopen(urllib.request.Request(sim.oauth_url + "/token", data=b""), timeout=10)
         deadline = time.monotonic() + wait_s
         while stored_token() != sim.current_refresh_token and time.monotonic() < deadline:
             time.sleep(0.001)
