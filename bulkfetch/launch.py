@@ -24,7 +24,7 @@ def command_of(argv: Sequence[str]) -> str | None:
     """The command word of `bulkfetch ARGV`, or None when there is none."""
     arguments = iter(argv)
     for argument in arguments:
-        if argument in VALUE_OPTIONS:
+        if _takes_value(argument):
             next(arguments, None)
         elif argument == "--":
             return next(arguments, None)
@@ -33,9 +33,14 @@ def command_of(argv: Sequence[str]) -> str | None:
     return None
 
 
+def _takes_value(argument: str) -> bool:
+    """An option taking a value, as written or abbreviated (argparse takes `--conf` for --config)."""
+    return len(argument) > 2 and any(option.startswith(argument) for option in VALUE_OPTIONS)
+
+
 def start_for(argv: Sequence[str]) -> None:
-    """Start what the command of `bulkfetch ARGV` will wait for longest, if anything."""
-    if command_of(argv) == "report":
+    """Start what the command of `bulkfetch ARGV` will wait for longest, if anything (not for its help)."""
+    if command_of(argv) == "report" and not {"-h", "--help"} & set(argv):
         from bulkfetch.report_drawing import start_figure_server
 
         start_figure_server()

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+# pyarrow imports zoneinfo at its first time zone and turns any failure of that import, a Ctrl-C's included,
+# into "the zoneinfo module must be installed": a Ctrl-C then read as a damaged file. Loaded here, before.
+import zoneinfo  # noqa: F401
 from dataclasses import dataclass
 from datetime import UTC, datetime
 

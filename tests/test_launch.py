@@ -20,6 +20,7 @@ from tests.conftest import REPO, cli_env
 @pytest.mark.parametrize(("argv", "command"), [
     (["report", "--out", "r.html"], "report"),
     (["--config", "report", "status"], "status"),  # a config file named "report"
+    (["--conf", "report", "status"], "status"),  # argparse takes an abbreviation
     (["-q", "--config", "c.toml", "-v", "report"], "report"),
     (["--", "report"], "report"),
     (["--version"], None),
@@ -59,6 +60,7 @@ CONSOLE_SCRIPT = Path(sys.executable).with_name("bulkfetch")  # where pip instal
 @pytest.mark.parametrize(("args", "started"), [
     (["report", "--out", "{tmp}/r.html"], True),
     (["status"], False),
+    (["report", "--help"], False),
 ])
 def test_report_starts_its_server_before_the_command_line_is_imported(tmp_path: Path, write_config, entry: str,
                                                                         args: list[str], started: bool) -> None:

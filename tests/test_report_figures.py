@@ -301,7 +301,9 @@ def test_report_stopped_while_its_workers_start_leaves_nothing(demo_report, tmp_
     finally:
         command.kill()
     if signum == signal.SIGINT:
-        assert (command.returncode, out, err) == (130, "", "bulkfetch: interrupted\n")
+        # 130, or ended by the SIGINT itself after its line (a shell reports that as 130 too): Python does so
+        # when the Ctrl-C reached it where it could not hand it over (rarely, as the command starts).
+        assert command.returncode in (130, -signal.SIGINT) and (out, err) == ("", "bulkfetch: interrupted\n")
     else:
         assert command.returncode == -signal.SIGTERM and "Traceback" not in err, err
     assert _none_left(marker) == []
