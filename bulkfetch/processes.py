@@ -27,6 +27,8 @@ from multiprocessing.context import ForkServerContext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bulkfetch.pids import alive
+
 if TYPE_CHECKING:  # imported where a pool is made: `report` starts its server before it (bulkfetch.launch)
     from concurrent.futures import ProcessPoolExecutor
 
@@ -167,22 +169,6 @@ def _exit_with(parent_pid: int, done: threading.Event) -> None:
         if done.wait(PARENT_CHECK_S):
             return
     os._exit(1)
-
-
-def alive(pid: int) -> bool:
-    """Whether `pid` runs: a killed process stays a zombie until its own parent reaps it, and that parent
-    may be waiting for this worker to close the pipes first, so a zombie counts as gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    except OSError:  # no /proc (not Linux): a zombie then counts as alive
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-    return stat[stat.rindex(")") + 2] != "Z"
 
 
 __all__ = ["available_cpus", "ended_with_parent", "exit_with_parent", "interrupts_deferred", "start_forkserver",

@@ -25,6 +25,7 @@ import orjson
 from bulkfetch.config import LimitsConfig
 from bulkfetch.errors import LockedError, WriteError
 from bulkfetch.ledger_file import App, LedgerFile, ledger_path
+from bulkfetch.pids import alive
 from bulkfetch.quota import Block, QuotaLedger, RateHeaders, Ticket, UsageView
 
 # A request is in flight for one attempt (its token refresh included): far less than this. Older ones are
@@ -232,15 +233,7 @@ def abandon_orphans(ledger: QuotaLedger, owners: dict[int, str], now: float, *, 
 def _process_alive(owner: str) -> bool:
     """Whether the process of an owner id ("<pid>:<random>") is running."""
     pid = owner.partition(":")[0]
-    if not pid.isdigit() or int(pid) <= 0:
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except PermissionError:
-        return True  # someone else's process with that PID: it exists
-    except (OSError, OverflowError):
-        return False
-    return True
+    return pid.isdigit() and alive(int(pid))
 
 
 def _fresh(limits: LimitsConfig) -> QuotaLedger:

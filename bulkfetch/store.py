@@ -48,6 +48,7 @@ from bulkfetch.listed_summary import (
     recording_fingerprint,
     start_epoch,
 )
+from bulkfetch.pids import alive
 from bulkfetch.recording import RECORDING_FIELDS
 
 TEMP_MARK = ".tmp-"
@@ -125,15 +126,7 @@ def is_orphaned_temp(path: Path) -> bool:
     if not is_temp_file(path):
         return False
     writer = path.name.rsplit(TEMP_MARK, 1)[1].split("-", 1)[0]
-    if not writer.isdigit():
-        return True
-    try:
-        os.kill(int(writer), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False  # alive, another user's
-    return False
+    return not writer.isdigit() or not alive(int(writer))
 
 
 def read_json(path: Path) -> Any:

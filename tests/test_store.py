@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,17 @@ import pytest
 
 from bulkfetch.errors import StorageError
 from bulkfetch.listed_summary import KNOWN_FIELDS, fingerprint, recording_fingerprint, start_epoch
-from bulkfetch.store import FULL_LISTING, Listing, RawStore, atomic_write, ensure_dir, is_temp_file, shared_listings
+from bulkfetch.pids import alive
+from bulkfetch.store import (
+    FULL_LISTING,
+    Listing,
+    RawStore,
+    atomic_write,
+    ensure_dir,
+    is_orphaned_temp,
+    is_temp_file,
+    shared_listings,
+)
 
 
 def test_atomic_write_replaces_and_leaves_no_temp(tmp_path: Path) -> None:
@@ -35,6 +47,29 @@ def test_temp_files_are_ignored_and_swept(tmp_path: Path) -> None:
     in_progress.write_bytes(b"{")
     assert store.sweep_temp_files() == 1
     assert not leftover.exists() and in_progress.exists()
+
+
+def test_a_zombie_writers_temp_file_is_swept(tmp_path: Path) -> None:
+    # A killed import's worker stays a zombie until some process reaps it (in a container PID 1 may take its
+    # time): it writes nothing any more, so its temporary file is a leftover (CI saw one kept).
+    writer = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 10
+    while _state(writer.pid) != "Z" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        assert _state(writer.pid) == "Z"
+        leftover = tmp_path / f".7.arrow.tmp-{writer.pid}-abcd"
+        leftover.write_bytes(b"ARROW")
+        assert is_orphaned_temp(leftover) and not alive(writer.pid)
+        assert alive(os.getpid()) and not alive(0)
+    finally:
+        writer.wait()
+    assert not alive(writer.pid)
+
+
+def _state(pid: int) -> str:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2]
 
 
 def test_catalog_overlays_partial_listing_and_drops_tombstones(tmp_path: Path) -> None:
