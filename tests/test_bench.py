@@ -188,12 +188,17 @@ def test_report_smoke(capsys):
     assert bench_report.main(["--smoke"]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"demo of {bench_report.SMOKE_ACTIVITIES} activities, 1 repeats")
+    compact_wall_s = 0.0
     for kind in ("wall", "CPU"):
         compact_s, report_s, ratio, median = map(float, re.search(
             rf"{kind}: +compact --rebuild ([\d.]+) s, report ([\d.]+) s \(best of each\): ([\d.]+)x; "
             rf"median per repeat ([\d.]+)x", out).groups())
         # The ratio of the unrounded times: the printed ones are rounded to 10 ms. One repeat: its median is it.
         assert compact_s > 0 and report_s > 0 and ratio == pytest.approx(report_s / compact_s, rel=0.05) == median
+        compact_wall_s = compact_wall_s or compact_s
+    floor_s, floor_ratio = map(float, re.search(
+        r"floor: a Python importing matplotlib and saving one empty plot ([\d.]+) s \(best\): ([\d.]+)x", out).groups())
+    assert floor_s > 0 and floor_ratio == pytest.approx(floor_s / compact_wall_s, rel=0.05)
     assert re.search(r"^report under 1.5x the compaction \(wall, median per repeat\): (PASS|FAIL)$", out, re.M)
 
 
