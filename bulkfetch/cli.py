@@ -46,7 +46,7 @@ from bulkfetch.plan import STREAMS_FROM_API, STREAMS_FROM_AUTO, parse_filters
 from bulkfetch.store import RawStore, ensure_dir, shared_listings
 
 if TYPE_CHECKING:
-    from bulkfetch.compact import CompactResult
+    from bulkfetch.compact import CompactResult, SetAside
     from bulkfetch.dataset_root import DatasetRoot
     from bulkfetch.demo import DemoRun
     from bulkfetch.importer import ImportSummary
@@ -467,6 +467,8 @@ def _compact(data_dir: Path, parquet_dir: Path, reporter: Reporter, *, rebuild: 
     except KeyboardInterrupt:
         raise Interrupted("compaction stopped; the raw data is saved and every Parquet file is whole "
                           "(old or new), rerun 'bulkfetch compact' to finish it") from None
+    finally:  # however it ended: the files are moved
+        tally.warn_set_aside(reporter)
     who = f" ({len(read)} athletes)" if len(read) > 1 else ""
     staged = f", staged for {remote.uri}" if remote is not None else ""
     reporter.info(tally.line(f"compacted into {parquet_dir}{who}{staged}", read))
@@ -558,10 +560,24 @@ class _CompactionTally:
 
     rewritten: set[tuple[int, int]] = field(default_factory=set)
     unchanged: set[tuple[int, int]] = field(default_factory=set)
+    set_aside: list[SetAside] = field(default_factory=list)
 
     def add(self, athlete_id: int, result: CompactResult) -> None:
         self.rewritten |= {(athlete_id, year) for years in result.written.values() for year in years}
         self.unchanged |= {(athlete_id, year) for year in result.skipped_years}
+        self.set_aside += result.set_aside
+
+    def warn_set_aside(self, reporter: Reporter) -> None:
+        """One line for the damaged raw files the compaction moved aside, if any: how many, the first, where
+        they went and what happens next."""
+        if not self.set_aside:
+            return
+        count, first = len(self.set_aside), self.set_aside[0]
+        them = "it" if count == 1 else "them"
+        streams = " (stream sets: a fetch with --streams)" if any(s.group == "streams" for s in self.set_aside) else ""
+        reporter.warn(f"{count:,} damaged raw file{'' if count == 1 else 's'} (no JSON object; first: {first.raw}) "
+                      f"compacted as if missing and moved aside to {first.moved_to.parent.parent}; the next fetch "
+                      f"fetches {them} again{streams}")
 
     def line(self, what: str, folders: Iterable[Path]) -> str:
         """The compaction's last line: `what`, the years, and the disagreeing files of the athletes'
@@ -762,6 +778,7 @@ def _compact_imported(athlete: AthleteDir, parquet_dir: Path, reporter: Reporter
         raise Interrupted("compaction stopped; the import is kept and every Parquet file is whole "
                           "(old or new), rerun 'bulkfetch compact' to finish it") from None
     reporter.info(tally.line(f"compacted {athlete.label} into {parquet_dir}", [athlete.folder]))
+    tally.warn_set_aside(reporter)
 
 
 def _migrate_layout(data_dir: Path, command: str) -> None:

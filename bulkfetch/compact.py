@@ -173,10 +173,21 @@ _INTACT = "check the folder and rerun: the previous Parquet files are intact"
 
 
 @dataclass(frozen=True)
+class SetAside:
+    """A raw file that holds no detail or StreamSet (damaged from outside: bulkfetch writes whole files of
+    parsed answers), moved aside once its year was written without it (see RawStore.set_aside)."""
+
+    raw: Path  # where it was: the next fetch fetches it again
+    moved_to: Path
+    group: str  # the table group it was read for (a key of GROUPS)
+
+
+@dataclass(frozen=True)
 class CompactResult:
     written: dict[str, list[int]]  # table -> years whose partition file was rewritten or removed
     skipped_years: list[int]  # years whose inputs did not change
     rows: dict[str, int]  # rows written per table in this call
+    set_aside: list[SetAside] = field(default_factory=list)  # damaged raw files moved aside by this call
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +243,13 @@ class Entry:
         """Its device file while that may give its streams: it has no API streams."""
         return None if self.has_streams else self.track
 
+    def raw_file(self, group: str) -> tuple[Path, tuple[int, int]]:
+        """Its raw file of a table group (its detail, or its streams) and the size and mtime_ns it had when the
+        run began."""
+        if group == "details":
+            return self.store.detail_path(self.activity_id), (self.detail_size, self.detail_mtime_ns)
+        return self.store.stream_path(self.activity_id), (self.stream_size, self.stream_mtime_ns)
+
     def raw_bytes(self, group: str) -> int:
         """What writing its rows of a table group reads: its raw JSON, or its device file in its stead."""
         if group == "details":
@@ -276,16 +294,24 @@ class YearOutcome:
     year: int
     rows: dict[str, int] = field(default_factory=dict)
     changed_tables: list[str] = field(default_factory=list)  # written, or removed because now empty
+    # By table group, the activities whose raw file was there but held no detail (or StreamSet): written as
+    # if it were not there.
+    damaged: dict[str, list[int]] = field(default_factory=lambda: {group: [] for group in GROUPS})
 
 
 def compact(store: RawStore, parquet_dir: Path, athlete_id: int, *, rebuild: bool = False,
             on_progress: Callable[[int, int], None] | None = None, parallel: bool = True,
-            on_wait: Callable[[Holder], None] | None = None) -> CompactResult:
+            on_wait: Callable[[Holder], None] | None = None, move_damaged: bool = True) -> CompactResult:
     """Bring athlete `athlete_id`'s partitions in `parquet_dir` up to date with the raw JSON in `store`
     (that athlete's); rewrite only the table groups of the years whose inputs changed.
 
     `on_progress(done_years, total_years)` is called with 0 first and after each year written.
     `parallel=False` writes every year in this process, never with a worker (see `_run_jobs`).
+    A detail or stream file found damaged as its year is written (no JSON object in it) counts as not there;
+    once its year is written it is moved aside (`CompactResult.set_aside`), so that the next fetch fetches it
+    again, and the fingerprint of its table group is not recorded: the next run writes that group again, from
+    what is there then. `move_damaged=False` (a compaction no one hears, in a fetch's quota waits) leaves the
+    files in place: the next compaction finds them again.
     Raises WriteError if a file cannot be written (the previous partitions stay intact) and
     LockedError if another compaction of the same store is running, unless `on_wait` is given: it is told
     who runs it, and this one waits for it.
@@ -318,6 +344,7 @@ def compact(store: RawStore, parquet_dir: Path, athlete_id: int, *, rebuild: boo
         skipped = [year for year in sorted(by_year) if year not in todo]
         written: dict[str, set[int]] = {table: set() for table in TABLES}
         rows = {table: 0 for table in TABLES}
+        moved: list[SetAside] = []
 
         for year in sorted(_years_on_disk(layout) | {int(y) for y in recorded}):
             if year not in by_year:  # every activity of that year is gone: its partitions go too
@@ -336,10 +363,13 @@ def compact(store: RawStore, parquet_dir: Path, athlete_id: int, *, rebuild: boo
                     written[table].add(outcome.year)
                 for table, count in outcome.rows.items():
                     rows[table] += count
+                if move_damaged:
+                    moved += _set_aside(store, by_year[outcome.year], outcome.damaged)
                 # A group left alone was current, so its fingerprint is today's too; a table's file exists
                 # exactly when it has rows (one without rows is removed).
                 recorded[str(outcome.year)] = {
-                    "fingerprints": fingerprints[outcome.year],
+                    "fingerprints": {group: fingerprint for group, fingerprint in fingerprints[outcome.year].items()
+                                     if not outcome.damaged[group]},
                     "tables": [t for t in TABLES if layout.partition_path(t, outcome.year).exists()],
                 }
                 store.write_state(MANIFEST, manifest)
@@ -350,7 +380,23 @@ def compact(store: RawStore, parquet_dir: Path, athlete_id: int, *, rebuild: boo
             manifest[INPUTS] = inputs
             store.write_state(MANIFEST, manifest)
 
-    return CompactResult(written={t: sorted(y) for t, y in written.items()}, skipped_years=skipped, rows=rows)
+    return CompactResult(written={t: sorted(y) for t, y in written.items()}, skipped_years=skipped, rows=rows,
+                         set_aside=moved)
+
+
+def _set_aside(store: RawStore, entries: Sequence[Entry], damaged: Mapping[str, Sequence[int]]) -> list[SetAside]:
+    """Move a written year's damaged raw files aside, each while it is still the version the run began with
+    (one a fetch replaced meanwhile stays: the next run reads it)."""
+    if not any(damaged.values()):
+        return []
+    by_id = {entry.activity_id: entry for entry in entries}
+    moved = []
+    for group, ids in damaged.items():
+        for activity_id in ids:
+            path, identity = by_id[activity_id].raw_file(group)
+            if (target := store.set_aside(path, identity)) is not None:
+                moved.append(SetAside(path, target, group))
+    return moved
 
 
 # -- inputs --------------------------------------------------------------------------------------------
@@ -625,22 +671,31 @@ def _export_part(entry: Entry) -> ExportPart:
 
 
 def _stream_set(entry: Entry) -> tuple[Any, str]:
-    """The activity's StreamSet and its source: the API's if stored, else its device file's (None if it
-    has neither, or its file is stale against the summary)."""
+    """The activity's StreamSet and its source: the API's if stored (_DAMAGED if its file holds none), else
+    its device file's (None if it has neither, or its file is stale against the summary)."""
     if entry.stream_path is not None:
         return _read_streams(entry.stream_path), API
     track = read_track_file(entry.streams_file) if entry.streams_file is not None else None
     return (file_stream_set(track, entry.summary, stale=entry.stale_file) if track is not None else None), FILE
 
 
+# A stream file that holds no StreamSet (see `_read_streams`).
+_DAMAGED = object()
+
+
 def _read_streams(path: Path | None) -> Any:
-    """A stored StreamSet, or None if it is gone or damaged: that activity then has no stream rows."""
+    """A stored StreamSet, None if it is gone, or _DAMAGED if its file holds no StreamSet (no JSON, or JSON
+    of neither of Strava's two shapes: damage from outside, as bulkfetch stores only parsed answers). No
+    stream rows either way."""
     if path is None:
         return None
     try:
-        return orjson.loads(path.read_bytes())
-    except (FileNotFoundError, orjson.JSONDecodeError):
+        stream_set = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
         return None
+    except orjson.JSONDecodeError:
+        return _DAMAGED
+    return stream_set if isinstance(stream_set, (dict, list)) else _DAMAGED
 
 
 # -- manifest ------------------------------------------------------------------------------------------
@@ -856,6 +911,7 @@ def _write_year(job: YearJob, helper: _Worker | None) -> YearOutcome:
             _check_stop()
             chunk = _read_chunk(entries)
             tables = chunk.tables()
+            outcome.damaged["details"] += chunk.damaged(tables)
             for table, data in tables.items():
                 if data.num_rows:
                     writers[table].add(data)
@@ -864,7 +920,9 @@ def _write_year(job: YearJob, helper: _Worker | None) -> YearOutcome:
             if "streams" in job.groups else []
         with closing(_stream_tables(sorted(streamed, key=lambda e: e.activity_id), helper)) as stream_tables:
             for data in stream_tables:
-                if data is not None and data.num_rows:
+                if isinstance(data, DamagedStreams):
+                    outcome.damaged["streams"].append(data.activity_id)
+                elif data is not None and data.num_rows:
                     writers[STREAMS].add(data)
         for writer in writers.values():
             writer.close()
@@ -892,6 +950,13 @@ class _ChunkRead:
         """The chunk's detail tables (its files read again only if the reader's values need build_tables)."""
         reload = partial(_raw_activities, self.entries) if self.read.table is not None else None
         return build_detail_tables(self.activities, self.export, self.read, reload)
+
+    def damaged(self, tables: Mapping[str, pa.Table]) -> list[int]:
+        """The activities whose detail file was read but gave no detail: built from their summary alone (the
+        reader's path takes no such chunk: a file it cannot take sends the chunk to build_tables)."""
+        has_detail = tables["activities"].column("has_detail").to_pylist()
+        return [activity_id for (activity_id, _, raw), detail in zip(self.activities, has_detail)
+                if raw is not None and not detail]
 
 
 # A detail file's bytes once Arrow's reader has them: dropped before the tables are built (20-30 MB a chunk
@@ -938,8 +1003,8 @@ STREAMS_AHEAD = 8
 _WORKER_STREAMS = 2  # the worker's stream files in flight: one built, one queued behind it
 
 
-def _stream_tables(entries: Sequence[Entry], helper: _Worker | None) -> Iterator[pa.Table | None]:
-    """Each entry's stream table (None: it has none), in the order given.
+def _stream_tables(entries: Sequence[Entry], helper: _Worker | None) -> Iterator[pa.Table | DamagedStreams | None]:
+    """Each entry's stream table (None: it has none; DamagedStreams: its file holds none), in the order given.
 
     Built here one at a time; with `helper`, once it is ready, its worker always has _WORKER_STREAMS of
     the next files, and this process builds the next ones itself while it waits for them, at most
@@ -953,7 +1018,7 @@ def _stream_tables(entries: Sequence[Entry], helper: _Worker | None) -> Iterator
         return
     # Built or being built, in order, with its entry: a worker that breaks (killed, out of memory) leaves
     # its files to this process, as a year without a worker.
-    ahead: deque[tuple[Entry, Future[pa.Table | None] | pa.Table | None]] = deque()
+    ahead: deque[tuple[Entry, Future[pa.Table | DamagedStreams | None] | pa.Table | DamagedStreams | None]] = deque()
     taken = 0  # entries[:taken] are yielded or in `ahead`
     broken = False
     try:
@@ -992,12 +1057,22 @@ def _building(ahead: Iterable[Any]) -> int:
     return sum(isinstance(item, Future) and not item.done() for item in ahead)
 
 
-def _stream_table(entry: Entry) -> pa.Table | None:
+@dataclass(frozen=True)
+class DamagedStreams:
+    """What `_stream_table` gives for a stream file that holds no StreamSet: no rows (a class, not a marker
+    object: it comes back from the worker pickled)."""
+
+    activity_id: int
+
+
+def _stream_table(entry: Entry) -> pa.Table | DamagedStreams | None:
     """The activity's stream table, or None if it has no StreamSet (see `_stream_set`). In a worker,
     with cyclic GC paused as in `write_year`, and not begun once the parent stops."""
     _check_stop()
     with _gc_paused():
         stream_set, source = _stream_set(entry)
+        if stream_set is _DAMAGED:
+            return DamagedStreams(entry.activity_id)
         if stream_set is None:
             return None
         return build_streams(entry.activity_id, *_copied_from_activity(entry), stream_set, source)

@@ -192,6 +192,7 @@ def compact_targets(parquet_dir: Path, targets: list[Target], parent_pid: int) -
     exit_with_parent(parent_pid)
     for root, athlete_id in targets:
         try:
-            compact(RawStore(root), parquet_dir, athlete_id, parallel=False)
+            # Damaged raw files stay: no one would hear of them moved here; the run's own compaction does it.
+            compact(RawStore(root), parquet_dir, athlete_id, parallel=False, move_damaged=False)
         except LockedError:  # an import is compacting this athlete: the run's own compaction waits for it
             continue

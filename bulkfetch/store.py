@@ -9,6 +9,8 @@ data_dir itself holds `fetch.lock` and `bulkfetch.log`):
                                             its token saw private activities)
     raw/activities/<id>.json                one DetailedActivity, bytes exactly as received
     raw/streams/<id>.json                   one StreamSet (when streams are requested); <id>.none: it has none
+    quarantine/activities/<id>.json         a raw file compaction found damaged, moved aside (see `set_aside`);
+    quarantine/streams/<id>.json            never read again, never deleted: the user's to look at
     state/*.json                            small state files (tombstones, fetched index, failures, ...)
     state/listings/<listing_id>.json        what the catalog reads of each of a listing's pages (a cache:
                                             see `ListingIndex`)
@@ -63,6 +65,7 @@ FULL_LISTING = {"kind": "full"}
 UNLISTED = "unlisted"
 NOT_FOUND = "not_found"
 ATHLETES_FOLDER = "athletes"  # data_dir/athletes/<id>/: one RawStore per athlete (see bulkfetch.roster)
+QUARANTINE = "quarantine"  # data_dir/athletes/<id>/quarantine/: damaged raw files moved aside (see set_aside)
 LISTING_INDEXES = "listings"  # state/listings/<listing_id>.json: see ListingIndex
 # What a listing index's entries are made by: another version, or fields of another meaning, makes them stale.
 INDEX_FORMAT = [1, list(CHANGE_FIELDS), list(RECORDING_FIELDS), list(KNOWN_FIELDS)]
@@ -114,6 +117,16 @@ def write_hint(exc: OSError) -> str:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return "free some space and rerun: nothing written so far is lost"
     return "check the folder and rerun: nothing written so far is lost"
+
+
+def _free_name(path: Path, folder: Path) -> Path:
+    """Where `path` goes in `folder`: under its name or, if that is taken, `<stem>-<n><suffix>`, so that an
+    earlier file set aside stays (only the athlete's compaction, under its lock, writes there)."""
+    target, number = folder / path.name, 1
+    while target.exists():
+        number += 1
+        target = folder / f"{path.stem}-{number}{path.suffix}"
+    return target
 
 
 def is_temp_file(path: Path) -> bool:
@@ -234,6 +247,7 @@ class RawStore:
         self.detail_dir = data_dir / "raw" / "activities"
         self.stream_dir = data_dir / "raw" / "streams"
         self.state_dir = data_dir / "state"
+        self.quarantine_dir = data_dir / QUARANTINE
         self.auth_dir = data_dir / "auth"
         self.log_path = data_dir / "bulkfetch.log"
 
@@ -283,6 +297,30 @@ class RawStore:
 
     def stream_ids(self) -> set[int]:
         return _ids_in(self.stream_dir)
+
+    def set_aside(self, path: Path, identity: tuple[int, int]) -> Path | None:
+        """Move a damaged raw file (a detail or stream file) into the quarantine folder, under its folder's
+        name (`quarantine/activities/<id>.json`; `<id>-2.json` and so on beside an earlier one, never replaced):
+        the store then no longer has it, so the next fetch fetches it again, and the file stays for the user.
+        Only while it is still the version that was found damaged (`identity`: size and mtime_ns); None when
+        it is not (replaced by a fetch meanwhile, or gone). The move is durable (both folders fsynced)."""
+        folder = self.quarantine_dir / path.parent.name
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            return None
+        if (info.st_size, info.st_mtime_ns) != identity:
+            return None
+        ensure_dir(folder)
+        try:
+            target = _free_name(path, folder)
+            os.rename(path, target)
+            fsync_dir(folder)
+            fsync_dir(path.parent)
+        except OSError as exc:
+            raise WriteError(f"cannot move the damaged {path} aside into {folder} ({exc.strerror or exc})",
+                             hint="check the folder and rerun: nothing written so far is lost") from None
+        return target
 
     def raw_bytes_reach(self, limit: int) -> bool:
         """Whether the detail and stream files hold at least `limit` bytes: counted until they do (a stat

@@ -25,6 +25,7 @@ from bulkfetch.compact import (
     INPUTS,
     MANIFEST,
     RACY_S,
+    SetAside,
     SpilledSummaries,
     compact,
     partition_entries,
@@ -384,9 +385,11 @@ def test_a_new_or_changed_stream_file_rewrites_only_its_year_and_a_damaged_one_i
     assert compact(store, parquet_dir, ATHLETE_ID).written == {t: [] for t in TABLES}
 
     store.stream_path(activity_id).write_bytes(b'{"time": {"data": [0, 1')  # damaged from outside
-    compact(store, parquet_dir, ATHLETE_ID)
+    result = compact(store, parquet_dir, ATHLETE_ID)
     assert not [r for r in read(parquet_dir, "streams") if r["activity_id"] == activity_id]
     assert activity_id in {r["id"] for r in read(parquet_dir, "activities")}
+    assert [(aside.raw, aside.group) for aside in result.set_aside] == [(store.stream_path(activity_id), "streams")]
+    assert activity_id not in store.stream_ids()
 
 
 def test_stream_row_groups_end_at_a_count_of_activities_and_the_rows_stay_the_same(fresh, monkeypatch):
@@ -707,6 +710,20 @@ def test_one_years_streams_shared_with_the_worker_equal_sequential_output(tmp_pa
         assert read(tmp_path / "parallel", table) == read(tmp_path / "sequential", table), table
 
 
+def test_a_damaged_stream_file_the_worker_meets_is_set_aside(tmp_path, monkeypatch):
+    """A year's stream files shared with the worker: one that holds no StreamSet comes back as such."""
+    store = write_synthetic_store(tmp_path / "data", 30, seed=12, years=(2019, 2019), stream_share=0.8,
+                                  stream_points=(200, 2000))
+    damaged = sorted(store.stream_ids())
+    for activity_id in damaged:
+        store.stream_path(activity_id).write_bytes(b"null")
+    monkeypatch.setattr(compact_module, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(compact_module._Worker, "ready", property(lambda worker: worker.join() or True))
+    result = compact(store, tmp_path / "parquet", ATHLETE_ID)
+    assert sorted(aside.raw for aside in result.set_aside) == sorted(map(store.stream_path, damaged))
+    assert result.rows["streams"] == 0 and not store.stream_ids()
+
+
 def test_empty_store_and_missing_details(tmp_path):
     store = RawStore(tmp_path / "data")
     store.prepare()
@@ -720,13 +737,39 @@ def test_empty_store_and_missing_details(tmp_path):
     assert all(not r["has_detail"] for r in read(tmp_path / "parquet2", "activities"))
 
 
-def test_a_damaged_detail_keeps_its_summary_row(fresh):
+def test_a_damaged_detail_keeps_its_summary_row_and_is_set_aside(fresh):
     store, parquet_dir = fresh
     activity_id = next(iter(store.detail_ids()))
-    store.detail_path(activity_id).write_bytes(b"{not json")
-    compact(store, parquet_dir, ATHLETE_ID)
+    path = store.detail_path(activity_id)
+    year = int(store.catalog()[activity_id]["start_date"][:4])
+    path.write_bytes(b"{not json")
+    result = compact(store, parquet_dir, ATHLETE_ID)
     row = next(r for r in read(parquet_dir, "activities") if r["id"] == activity_id)
     assert row["has_detail"] is False and row["name"] == store.catalog()[activity_id]["name"]
+    moved_to = store.quarantine_dir / "activities" / path.name
+    assert result.set_aside == [SetAside(path, moved_to, "details")]
+    assert moved_to.read_bytes() == b"{not json" and activity_id not in store.detail_ids()
+    # Its year's detail tables were written from a file no longer there: the next run writes them again.
+    assert "details" not in store.read_state(MANIFEST)["years"][str(year)]["fingerprints"]
+    again = compact(store, parquet_dir, ATHLETE_ID)
+    assert again.written["activities"] == [year] and again.written["streams"] == [] and again.set_aside == []
+    assert compact(store, parquet_dir, ATHLETE_ID).written == {t: [] for t in TABLES}
+    path.write_bytes(b"null")  # damaged again: set aside beside the first, which stays
+    assert compact(store, parquet_dir, ATHLETE_ID).set_aside == [
+        SetAside(path, moved_to.with_name(f"{activity_id}-2.json"), "details")]
+    assert moved_to.read_bytes() == b"{not json"
+
+
+def test_a_compaction_that_does_not_move_damaged_files_leaves_their_year_to_the_next(fresh):
+    """Idle compaction (in a fetch's quota waits) says nothing: it leaves a damaged file where it is and its
+    year unrecorded, so that the run's own compaction finds it again, moves it and says so."""
+    store, parquet_dir = fresh
+    activity_id = next(iter(store.detail_ids()))
+    store.detail_path(activity_id).write_bytes(b"null")
+    assert compact(store, parquet_dir, ATHLETE_ID, move_damaged=False).set_aside == []
+    assert activity_id in store.detail_ids()
+    result = compact(store, parquet_dir, ATHLETE_ID)
+    assert [aside.raw for aside in result.set_aside] == [store.detail_path(activity_id)]
 
 
 def age(store: RawStore) -> None:

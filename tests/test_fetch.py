@@ -19,6 +19,7 @@ from functools import partial
 from pathlib import Path
 
 import orjson
+import pytest
 
 from bulkfetch.cli import main
 from bulkfetch.simulator import Simulator, SimulatorSettings, SimulatorThread
@@ -560,3 +561,97 @@ def test_a_fetch_that_finds_nothing_new_parses_only_the_list_pages_it_lists(tmp_
     assert len(full.page_paths()) >= 5 and pages  # a routine listing lists the 24 again: 5 pages or more
     assert {path.parent.name for path in pages} == {listing.listing_id for listing in store.listings()} - before
     assert [path for path in reads if path.parent in (store.detail_dir, store.stream_dir)] == []
+
+
+def parquet_rows(parquet_dir: Path) -> dict[str, list[dict]]:
+    """Every table's rows, in a stable order (hive partition columns included)."""
+    import pyarrow.dataset as ds
+
+    rows = {}
+    for folder in sorted(parquet_dir.iterdir()):
+        table = ds.dataset(folder, format="parquet", partitioning="hive").to_table().to_pylist()
+        rows[folder.name] = sorted(table, key=lambda row: orjson.dumps(row, option=orjson.OPT_SORT_KEYS))
+    return rows
+
+
+def without_activity(rows: dict[str, list[dict]], activity_id: int) -> dict[str, list[dict]]:
+    return {table: [row for row in table_rows if activity_id not in (row.get("id"), row.get("activity_id"))]
+            for table, table_rows in rows.items()}
+
+
+DAMAGE = {"null": lambda raw: b"null", "truncated": lambda raw: raw[: len(raw) // 2],
+          "not an object": lambda raw: b"[1, 2]", "empty": lambda raw: b""}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_a_damaged_detail_is_named_set_aside_and_fetched_again(tmp_path: Path, capsys, monkeypatch,
+                                                                damage: str) -> None:
+    """A detail file damaged from outside (a full disk, a hand edit) is not silently compacted as its summary
+    and kept as fetched: compaction says so in one line, compacts everything else, moves the file aside; the
+    next fetch asks for that detail alone, and the Parquet has it in full again."""
+    monkeypatch.setattr("bulkfetch.arrow_details.MIN_DETAILS", 1)  # Arrow's reader meets the file first
+    settings = SimulatorSettings(activities=30, seed=50, short_limit=1000, daily_limit=10000)
+    with SimulatorThread(settings) as sim:
+        config = setup(tmp_path, sim)
+        assert main(["--config", str(config), "fetch"]) == 0
+        store = athlete_store(tmp_path / "data")
+        parquet_dir = tmp_path / "data" / "parquet"
+        whole = parquet_rows(parquet_dir)
+        activity_id = sorted(store.detail_ids())[7]
+        path = store.detail_path(activity_id)
+        damaged = DAMAGE[damage](path.read_bytes())
+        path.write_bytes(damaged)
+
+        capsys.readouterr()
+        assert main(["--config", str(config), "compact"]) == 0
+        err = capsys.readouterr().err
+        named = [line for line in err.splitlines() if "damaged raw file" in line]
+        assert len(named) == 1 and "Traceback" not in err, err
+        assert str(path) in named[0] and "the next fetch fetches it again" in named[0], named
+        moved_to = store.data_dir / "quarantine" / "activities" / path.name
+        assert not path.exists() and moved_to.read_bytes() == damaged
+        after = parquet_rows(parquet_dir)
+        assert without_activity(after, activity_id) == without_activity(whole, activity_id)  # the others intact
+        row = next(r for r in after["activities"] if r["id"] == activity_id)
+        assert row["has_detail"] is False
+        assert not [r for r in after["splits_metric"] if r["activity_id"] == activity_id]
+
+        mark = len(sim.request_log)
+        assert main(["--config", str(config), "fetch"]) == 0
+        assert detail_gets(api_records(sim, since=mark)) == {f"{API}/activities/{activity_id}": 1}
+        assert "damaged raw file" not in capsys.readouterr().err
+        assert parquet_rows(parquet_dir) == whole  # its detail in full again
+        assert moved_to.read_bytes() == damaged  # kept for the user
+
+
+def test_a_damaged_stream_file_is_named_set_aside_and_fetched_again(tmp_path: Path, capsys) -> None:
+    settings = SimulatorSettings(activities=12, seed=51, short_limit=1000, daily_limit=10000)
+    with SimulatorThread(settings) as sim:
+        config = setup(tmp_path, sim)
+        command = ["--config", str(config), "fetch", "--streams", "all"]
+        assert main(command) == 0
+        store = athlete_store(tmp_path / "data")
+        parquet_dir = tmp_path / "data" / "parquet"
+        whole = parquet_rows(parquet_dir)
+        activity_id = sorted(store.stream_ids())[2]
+        path = store.stream_path(activity_id)
+        damaged = path.read_bytes()[:100]
+        path.write_bytes(damaged)
+
+        capsys.readouterr()
+        assert main(["--config", str(config), "compact"]) == 0
+        err = capsys.readouterr().err
+        named = [line for line in err.splitlines() if "damaged raw file" in line]
+        assert len(named) == 1 and str(path) in named[0] and "--streams" in named[0], err
+        assert (store.data_dir / "quarantine" / "streams" / path.name).read_bytes() == damaged
+        assert not path.exists()
+        after = parquet_rows(parquet_dir)
+        assert not [r for r in after["streams"] if r["activity_id"] == activity_id]
+        others = [r for r in whole["streams"] if r["activity_id"] != activity_id]
+        assert [r for r in after["streams"] if r["activity_id"] != activity_id] == others
+
+        mark = len(sim.request_log)
+        assert main(command) == 0
+        asked = [r.path for r in api_records(sim, since=mark) if r.path.startswith(f"{API}/activities/")]
+        assert asked == [f"{API}/activities/{activity_id}/streams"]
+        assert parquet_rows(parquet_dir) == whole
