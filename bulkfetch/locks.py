@@ -1,8 +1,11 @@
 """Locks between bulkfetch processes: flock(2) on a file, shared or exclusive, never waiting unless asked.
 
-A lock file names its (last) holder: "<PID> <what>", `what` being the command ("fetch", "fetch
+A lock file names its holders, a line "<PID> <what>" each, `what` being the command ("fetch", "fetch
 --no-compact", "plan", "import", ...), so that the one refused can say who is in the way and what that
-one will do. An flock dies with its process: a lock file left by a killed run is simply taken over.
+one will do. An exclusive holder's file names it alone; a shared lock's first holder starts the file
+afresh and the others add their line, so that a refusal names a holder still running, not the last to
+come (that may have been refused by another lock since, or ended: an import of an athlete already being
+imported). An flock dies with its process: a lock file left by a killed run is simply taken over.
 
 The locks (every one taken without waiting; a conflict is a LockedError, exit 2):
 
@@ -40,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bulkfetch.errors import BulkfetchError, LockedError, StorageError, WriteError
+from bulkfetch.pids import alive
 from bulkfetch.store import ATHLETES_FOLDER, RawStore, describe_write_error, write_hint
 
 RUN_LOCK = "fetch.lock"
@@ -48,6 +52,7 @@ STAGING_LOCK = ".staging.lock"  # the leading dot keeps it out of the dataset's 
 IMPORT = "import"
 COMPACTING_FETCHES = ("fetch", "demo")  # the runs that compact every athlete when they end (no --no-compact)
 _WHAT = re.compile(r"[a-z][a-z0-9 -]{0,60}")  # a holder's name as this module writes it
+HOLDERS_READ = 64 * 1024  # of a lock file: its holders' lines (a shared lock's last holders among them)
 
 
 @dataclass(frozen=True)
@@ -66,24 +71,19 @@ def hold(path: Path, what: str, *, busy: Callable[[Holder], BulkfetchError], sha
     `wait`, tell `wait(holder)` and wait for it (no longer than that process lives: its flock dies with it;
     Ctrl-C still interrupts). Raises StorageError if the lock file cannot be created, WriteError if its
     holder cannot be written."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:  # appending: shared holders add their line at the end, however many write at once
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
     except OSError as exc:  # a read-only file system, or no permission
         raise StorageError(f"{path.parent} is not writable ({exc.strerror})",
                            hint="fix its permissions or set [storage] data_dir") from None
+    line = f"{os.getpid()} {what}\n".encode()
     try:
-        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
         try:
-            fcntl.flock(fd, mode | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _holder(os.pread(fd, 128, 0))
-            if wait is None:
-                raise busy(holder) from None
-            wait(holder)
-            fcntl.flock(fd, mode)
-        try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()} {what}".encode(), 0)
+            if not (shared and _first_shared(fd, line)):
+                _take(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX, busy, wait)
+                if not shared:
+                    os.ftruncate(fd, 0)
+                os.write(fd, line)
         except OSError as exc:  # the disk is full: say so, as every other write does
             raise WriteError(describe_write_error(path, exc), hint=write_hint(exc)) from None
         yield
@@ -91,8 +91,43 @@ def hold(path: Path, what: str, *, busy: Callable[[Holder], BulkfetchError], sha
         os.close(fd)
 
 
+def _first_shared(fd: int, line: bytes) -> bool:
+    """Take a shared lock as its only holder, if no one holds it: the file then starts afresh with `line`
+    (written while no one else may hold it, before the lock is made shared). False, holding nothing,
+    when someone holds it (or took it exclusively while it was being made shared)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    os.ftruncate(fd, 0)
+    os.write(fd, line)
+    try:  # not atomic (flock(2)): the lock is released, then taken shared
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _take(fd: int, mode: int, busy: Callable[[Holder], BulkfetchError], wait: Callable[[Holder], None] | None) -> None:
+    try:
+        fcntl.flock(fd, mode | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _holder(os.pread(fd, HOLDERS_READ, 0))
+        if wait is None:
+            raise busy(holder) from None
+        wait(holder)
+        fcntl.flock(fd, mode)
+
+
 def _holder(recorded: bytes) -> Holder:
-    pid, _, what = recorded.decode(errors="replace").strip().partition(" ")
+    """The holder a lock file names that still runs, the last such (any named, when none seems to run)."""
+    holders = [_parsed(line) for line in recorded.decode(errors="replace").splitlines() if line.strip()]
+    running = [holder for holder in holders if holder.pid.isdigit() and alive(int(holder.pid))]
+    return (running or holders or [Holder("unknown", "run")])[-1]
+
+
+def _parsed(line: str) -> Holder:
+    pid, _, what = line.strip().partition(" ")
     return Holder(pid if pid.isdigit() else "unknown", what if _WHAT.fullmatch(what) else "run")
 
 

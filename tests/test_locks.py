@@ -35,7 +35,7 @@ def test_the_run_lock_names_its_holder_and_dies_with_it(tmp_path: Path) -> None:
         holder.kill()
         holder.wait(10)
     with data_dir_lock(tmp_path, "compact"):  # a lock left by a dead process is taken over
-        assert (tmp_path / "fetch.lock").read_text() == f"{os.getpid()} compact"
+        assert (tmp_path / "fetch.lock").read_text() == f"{os.getpid()} compact\n"
 
 
 def test_only_a_compacting_fetch_is_said_to_compact_when_it_ends(tmp_path: Path) -> None:
@@ -63,6 +63,22 @@ def test_imports_run_together_and_beside_a_run_but_not_beside_one_that_needs_the
     # The refused run leaves nothing held: the data_dir is free again.
     with data_dir_lock(tmp_path, "compact --rebuild", alone=True):
         pass
+
+
+def test_a_refusal_names_a_shared_holder_still_running_not_the_last_to_come(tmp_path: Path) -> None:
+    # Hands-on: a second import of an athlete being imported takes the imports' lock beside the first, is
+    # refused by the athlete's own lock and ends; `compact --rebuild` then named it (dead), not the first.
+    with import_lock(tmp_path):
+        subprocess.run([sys.executable, "-c", (
+            "from pathlib import Path; from bulkfetch.locks import import_lock\n"
+            f"with import_lock(Path({str(tmp_path)!r})):\n    pass")],
+            check=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+        assert len((tmp_path / "imports.lock").read_text().splitlines()) == 2
+        with pytest.raises(LockedError) as refused, data_dir_lock(tmp_path, "compact --rebuild", alone=True):
+            pass
+        assert str(refused.value).startswith(f"another bulkfetch import (PID {os.getpid()}) is using {tmp_path}")
+    with import_lock(tmp_path):  # the next first holder starts the file afresh
+        assert (tmp_path / "imports.lock").read_text() == f"{os.getpid()} import\n"
 
 
 def test_a_lock_file_written_by_someone_else_names_no_nonsense(tmp_path: Path) -> None:
