@@ -174,6 +174,16 @@ def test_report_refuses_filters_that_leave_no_split(demo_report, capsys) -> None
     assert "no Run, TrailRun splits" in _refused(capsys, *config, "--since", "2100-01-01")
 
 
+def test_report_names_the_datasets_athletes_for_one_it_does_not_hold(demo_report, capsys) -> None:
+    config = ["--config", str(demo_report[0] / "report-config.toml"), "report", "--out", str(demo_report[1])]
+    athletes = ", ".join(map(str, sorted(_duckdb_counts(demo_report[0] / "parquet"))))
+    line = _refused(capsys, *config, "--athlete", "999")
+    assert line == (f"bulkfetch: --athlete: athlete 999 is not in the dataset {demo_report[0] / 'parquet'} "
+                    f"(athletes in it: {athletes})\n")
+    first = athletes.split(", ")[0]
+    assert "athletes 5, 999 are not in the dataset" in _refused(capsys, *config, "--athlete", f"999,{first},5")
+
+
 def test_report_refuses_bad_units_and_courses(demo_report, tmp_path: Path, capsys) -> None:
     data_dir = demo_report[0]
     config = ["--config", str(data_dir / "report-config.toml"), "report", "--out", str(tmp_path / "r.html")]
