@@ -7,7 +7,8 @@
 - `start_forkserver`: the forkserver those pools fork from, started ahead of need: it imports its preload
   (pyarrow: a third of a second and more) while this process does other work, where a pool's first worker
   would wait for it. It imports this copy of bulkfetch, whatever the working directory holds.
-- `interrupts_deferred`: Ctrl-C and SIGTERM wait for the end of a block (around `submit`).
+- `interrupts_deferred`: Ctrl-C and SIGTERM wait for the end of a block (around `submit`, and around
+  waiting for futures).
 - `exit_with_parent`: the parent watch itself, for a child started another way; `ended_with_parent` for a
   block only.
 - `available_cpus`: the CPUs this process may run on (its affinity, which containers set), not the host's.
@@ -120,21 +121,25 @@ def _start_worker(parent_pid: int, initializer: Callable[..., None] | None, init
 
 
 @contextmanager
-def interrupts_deferred() -> Iterator[None]:
-    """Ctrl-C and SIGTERM wait for the end of the block, then take effect as usual.
+def interrupts_deferred() -> Iterator[Sequence[int]]:
+    """Ctrl-C and SIGTERM wait for the end of the block, then take effect as usual. The block is given
+    the signals that came meanwhile (empty until one does), so that one that waits can stop waiting.
 
     Around `submit`, which starts a worker: stopped half-way, the pool would forget a worker that is
     still starting, and that worker would fail with a traceback instead of being stopped and waited for.
+    Around waiting for a pool's futures: Python raises a Ctrl-C between any two bytecodes, threading's
+    Python-level lock handling included, where it can leave a future's lock held, and the pool's manager
+    thread then blocks on it for ever (see bulkfetch.report_drawing).
     Python runs signal handlers in the main thread only, so elsewhere there is nothing to defer.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
     pending: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield pending
+        return
     signals = (signal.SIGINT, signal.SIGTERM)
     previous = {signum: signal.signal(signum, lambda signum, frame: pending.append(signum)) for signum in signals}
     try:
-        yield
+        yield pending
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -56,6 +56,8 @@ def _read_runs(parquet_dir: DatasetRoot, query: ReportQuery) -> dict[int, list[R
     if splits is None or not splits.files:  # a folder without a file has no columns to filter on either
         raise ConfigError(f"no {query.table} table in {parquet_dir}", hint="run 'bulkfetch fetch' (or import an "
                                                                              "export) first")
+    if query.athletes is not None:
+        _check_athletes(parquet_dir, splits, query.athletes)
     table = splits.to_table(columns=SPLIT_COLUMNS, filter=_condition(query))
     if table.num_rows == 0:
         raise ConfigError(f"no {', '.join(sorted(query.sports))} splits in {parquet_dir} for these filters",
@@ -72,6 +74,19 @@ def _read_runs(parquet_dir: DatasetRoot, query: ReportQuery) -> dict[int, list[R
         runs.setdefault(athlete_id, []).append(Run(activity_id, race, gain_m, tuple(map(_split_row, rows)),
                                                    tuple(streams.get(activity_id, ()))))
     return runs
+
+
+def _check_athletes(parquet_dir: DatasetRoot, splits: ds.Dataset, wanted: frozenset[int]) -> None:
+    """ConfigError (one line) naming the athletes the dataset holds when `wanted` asks for one it does not
+    (rather than "no splits", which reads as a filter that left nothing). An athlete is in the dataset with
+    an activity or a split, whatever its sports: one with activities but no run is told "no splits"."""
+    tables = [splits, *([dataset(parquet_dir, "activities")] if parquet_dir.has_table("activities") else [])]
+    present = {key for table in tables for fragment in table.get_fragments()  # the athlete_id= folders alone
+               if (key := ds.get_partition_keys(fragment.partition_expression).get("athlete_id")) is not None}
+    if missing := sorted(wanted - present):
+        who = f"athlete {missing[0]} is" if len(missing) == 1 else f"athletes {', '.join(map(str, missing))} are"
+        raise ConfigError(f"--athlete: {who} not in the dataset {parquet_dir} (athletes in it: "
+                          f"{', '.join(map(str, sorted(present))) or 'none'})")
 
 
 def _condition(query: ReportQuery) -> ds.Expression:

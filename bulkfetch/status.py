@@ -56,8 +56,11 @@ def collect_status(config: Config, now: float | None = None) -> dict[str, Any]:
                           if report["state"] != REMOVED and not report["import_only"]])
     reports = [report for report, _, _ in parts]
     import_only = bool(reports) and all(report["import_only"] for report in reports)
-    # No athlete has tokens: no request was made, none will be until `auth`: no quota to show (as the text).
-    view = None if import_only else restore_ledger([a.store for a in athletes], config, now).usage_view(now)
+    # No quota to show (as the text) when no athlete has tokens (no request was made, none will be until `auth`)
+    # or the config names no app (no client_id: a fetch with it refuses, so no limits or ETA are its; the
+    # config `bulkfetch demo` writes for the report names only its data_dir, its simulated app long gone).
+    view = None if import_only or not config.strava.client_id else \
+        restore_ledger([a.store for a in athletes], config, now).usage_view(now)
     remaining = plan.total  # like `plan`: the next run's list requests count too
     return {
         "data_dir": str(data_dir),
@@ -228,7 +231,10 @@ def render_status(report: dict[str, Any]) -> str:
         lines.append(f"listing    {report['listing']['unfinished']} unfinished (the next fetch continues it)")
     upcoming = report["listing"]["next"]
     lines.append("listing    " + listing_text(upcoming["full"], upcoming["list_pages"], upcoming["full_relist_due"]))
-    for bucket, windows in report["quota"].items():
+    if report["quota"] is None:
+        lines.append("quota      unknown: the config names no Strava app ([strava] client_id is not set), and a "
+                     "fetch with it would refuse")
+    for bucket, windows in (report["quota"] or {}).items():
         parts = []
         for window, usage in windows.items():
             limit = "?" if usage["limit"] is None else f"{usage['limit']:,}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import os
 import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -100,6 +101,22 @@ def test_demo_query_hint_runs_as_printed(demo) -> None:
     assert result.returncode == 0, result.stderr
     assert "pace_s_per_km" in result.stdout and "elev_m" in result.stdout
     assert len(re.findall(r"^│\s+-?\d+\.0 │", result.stdout, flags=re.M)) >= 3  # one row per elevation bucket
+
+
+def test_status_with_the_demos_report_config_claims_no_quota(demo, capsys) -> None:
+    """The config the demo prints names its data_dir alone, not its simulated app (gone with the run): a
+    fetch with it refuses, so status shows no quota limits or ETA as if they were that config's."""
+    data_dir, out, _ = demo
+    config = shlex.split(out.split("Figures in one HTML file (pip install 'bulkfetch[report]'):\n", 1)[1])[2]
+    assert Path(config) == data_dir / "report-config.toml"
+    text = run_in_process(capsys, "--config", config, "status")
+    assert text.returncode == 0 and "fetched    250" in text.stdout, text.stderr
+    assert re.findall(r"^(quota.*|ETA.*)$", text.stdout, flags=re.M) == [
+        "quota      unknown: the config names no Strava app ([strava] client_id is not set), and a fetch with it "
+        "would refuse"]
+    report = orjson.loads(run_in_process(capsys, "--config", config, "status", "--json").stdout)
+    assert (report["fetched"], report["quota"], report["eta"]) == (250, None, None)
+    assert "client_id" in run_in_process(capsys, "--config", config, "fetch").stderr
 
 
 def test_demo_rerun_is_incremental(demo) -> None:

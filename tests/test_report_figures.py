@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -173,6 +174,16 @@ def test_report_refuses_filters_that_leave_no_split(demo_report, capsys) -> None
     assert "no Run, TrailRun splits" in _refused(capsys, *config, "--since", "2100-01-01")
 
 
+def test_report_names_the_datasets_athletes_for_one_it_does_not_hold(demo_report, capsys) -> None:
+    config = ["--config", str(demo_report[0] / "report-config.toml"), "report", "--out", str(demo_report[1])]
+    athletes = ", ".join(map(str, sorted(_duckdb_counts(demo_report[0] / "parquet"))))
+    line = _refused(capsys, *config, "--athlete", "999")
+    assert line == (f"bulkfetch: --athlete: athlete 999 is not in the dataset {demo_report[0] / 'parquet'} "
+                    f"(athletes in it: {athletes})\n")
+    first = athletes.split(", ")[0]
+    assert "athletes 5, 999 are not in the dataset" in _refused(capsys, *config, "--athlete", f"999,{first},5")
+
+
 def test_report_refuses_bad_units_and_courses(demo_report, tmp_path: Path, capsys) -> None:
     data_dir = demo_report[0]
     config = ["--config", str(data_dir / "report-config.toml"), "report", "--out", str(tmp_path / "r.html")]
@@ -280,34 +291,120 @@ def test_a_drawing_error_is_one_line_and_exit_1(demo_report, tmp_path: Path) -> 
     assert _none_left(marker) == []
 
 
-@needs_proc
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_report_stopped_while_its_workers_start_leaves_nothing(demo_report, tmp_path: Path, signum: int) -> None:
-    """Ctrl-C (to the whole process group, as a terminal sends it) or SIGTERM (to the command alone) while
-    the workers' server imports matplotlib: the command ends at once, in one line or none, and so do the
-    processes it started (the server's output goes nowhere: an interrupted import prints nothing)."""
+def _stopped_report(data_dir: Path, out: Path, signum: int | None, when: Callable[[str], bool] = bool,
+                    offset_s: float = 0.0, **env: str) -> tuple[int | None, str, str]:
+    """`bulkfetch report` as a process of its own session, sent `signum` `offset_s` after `when(marker)` holds
+    (Ctrl-C to the whole process group, as a terminal sends it; SIGTERM to the command alone; None: nothing,
+    the command stops itself): its exit code (None when it did not end within STOPPED_END_S: hung), stdout
+    and stderr, once none of its processes is left."""
     marker = f"report-{uuid.uuid4()}"
     command = subprocess.Popen(
-        [sys.executable, "-m", "bulkfetch", "--config", str(demo_report[0] / "report-config.toml"), "report",
-         "--out", str(tmp_path / "r.html")], env=cli_env(REPORT_TEST_MARK=marker), stdin=subprocess.DEVNULL,
+        [sys.executable, "-m", "bulkfetch", "--config", str(data_dir / "report-config.toml"), "report",
+         "--out", str(out)], env=cli_env(REPORT_TEST_MARK=marker, **env), stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
-        while not _importing_matplotlib(marker) and time.monotonic() < deadline:
+        while not when(marker) and time.monotonic() < deadline:
             assert command.poll() is None, command.communicate()
             time.sleep(0.01)
-        os.killpg(command.pid, signum) if signum == signal.SIGINT else command.send_signal(signum)
-        out, err = command.communicate(timeout=60)
+        time.sleep(offset_s)
+        if signum == signal.SIGINT:
+            os.killpg(command.pid, signum)
+        elif signum is not None:
+            command.send_signal(signum)
+        out_text, err_text = command.communicate(timeout=STOPPED_END_S)
+        code: int | None = command.returncode
+    except subprocess.TimeoutExpired:
+        os.killpg(command.pid, signal.SIGKILL)
+        out_text, err_text = command.communicate()
+        code = None
     finally:
         command.kill()
-    if signum == signal.SIGINT:
-        # 130, or ended by the SIGINT itself after its line (a shell reports that as 130 too): Python does so
-        # when the Ctrl-C reached it where it could not hand it over (rarely, as the command starts).
-        assert command.returncode in (130, -signal.SIGINT) and (out, err) == ("", "bulkfetch: interrupted\n")
-    else:
-        assert command.returncode == -signal.SIGTERM and "Traceback" not in err, err
     assert _none_left(marker) == []
-    assert not (tmp_path / "r.html").exists()
+    return code, out_text, err_text
+
+
+STOPPED_END_S = 20  # a stopped report ends within a second or two; a hung one never does
+
+
+def _interrupted(code: int | None, out: str, err: str) -> None:
+    """Ended by a Ctrl-C: 130 with one line, or ended by the SIGINT itself after that line (a shell reports
+    that as 130 too): Python does so when the Ctrl-C reached it where it could not hand it over (rarely, as
+    the command starts)."""
+    assert code is not None, "the report hung after Ctrl-C"
+    assert code in (130, -signal.SIGINT) and (out, err) == ("", "bulkfetch: interrupted\n"), (code, out, err)
+
+
+@needs_proc
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_report_stopped_while_its_workers_start_leaves_nothing(demo_report, tmp_path: Path, signum: int) -> None:
+    """Ctrl-C or SIGTERM while the workers' server imports matplotlib: the command ends at once, in one
+    line or none, and so do the processes it started (the server's output goes nowhere: an interrupted
+    import prints nothing)."""
+    code, out, err = _stopped_report(demo_report[0], tmp_path / "r.html", signum, _importing_matplotlib)
+    if signum == signal.SIGINT:
+        _interrupted(code, out, err)
+    else:
+        assert code == -signal.SIGTERM and "Traceback" not in err, err
+    assert not list(tmp_path.iterdir())
+
+
+def _drawing(marker: str) -> bool:
+    """Whether the command's figure workers run (forked from its forkserver, whose command line they keep)."""
+    return sum("forkserver" in line for line in _marked(marker).values()) >= 1 + WORKERS_SEEN
+
+
+WORKERS_SEEN = 1  # the first worker forked: the figures are being drawn (report_drawing starts them at the first)
+
+
+@needs_proc
+@pytest.mark.parametrize("offset_s", [0.0, 0.05, 0.2])
+def test_ctrl_c_while_the_figures_are_drawn_ends_the_report(demo_report, tmp_path: Path, offset_s: float) -> None:
+    """Ctrl-C at several points of the drawing (PNGs of ~100 KB coming back while the next figures' data,
+    as large, go out): 130 in one line within seconds, nothing written, no process left."""
+    code, out, err = _stopped_report(demo_report[0], tmp_path / "r.html", signal.SIGINT, _drawing, offset_s)
+    _interrupted(code, out, err)
+    assert not list(tmp_path.iterdir())
+
+
+# In the command only (not its forkserver, whose command line is `python -c`): the Ctrl-C comes just after the
+# main thread took a future's lock (threading.Condition.__enter__ returning) while it waits for the figures,
+# where Python would raise it with the lock held; one Ctrl-C.
+CTRL_C_IN_A_FUTURES_LOCK = """import os, signal, sys, threading
+FUTURES = os.path.join("concurrent", "futures", "_base.py")
+def waiting_for_futures(frame):
+    while frame is not None:
+        if frame.f_code.co_filename.endswith(FUTURES) and frame.f_code.co_name in ("result", "wait"):
+            return True
+        frame = frame.f_back
+    return False
+def at_return(frame, event, arg):
+    if event == "return":
+        sys.settrace(None)
+        signal.raise_signal(signal.SIGINT)
+def trace(frame, event, arg):
+    if frame.f_code is threading.Condition.__enter__.__code__ and waiting_for_futures(frame.f_back):
+        return at_return
+    return None
+if sys.argv[0] != "-c":
+    sys.settrace(trace)
+"""
+
+
+@needs_proc
+def test_ctrl_c_inside_a_futures_lock_does_not_hang_the_report(demo_report, tmp_path: Path) -> None:
+    """The hang seen once in ~250 Ctrl-Cs: raised with a future's lock held, the Ctrl-C left the lock taken;
+    the pool's manager thread blocked on it for ever, so stopped reading the workers' PNGs; a worker blocked
+    writing one, the pool's feeder thread writing it the next figure's data, and the shutdown waited for all.
+    Here the Ctrl-C comes at that very point every time."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(CTRL_C_IN_A_FUTURES_LOCK)
+    out = tmp_path / "out" / "r.html"
+    out.parent.mkdir()
+    code, stdout, stderr = _stopped_report(demo_report[0], out, None,
+                                           PYTHONPATH=os.pathsep.join([str(tmp_path / "site"), str(REPO)]))
+    _interrupted(code, stdout, stderr)
+    assert not list(out.parent.iterdir())
 
 
 GPX = """<?xml version="1.0"?>
