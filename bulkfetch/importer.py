@@ -4,10 +4,10 @@
     -> choose the athlete -> keep the CSV -> per activity file: copy it verbatim, decode it in a worker
     process (bulkfetch.activity_files), store the Track -> the index (bulkfetch.export_store)
 
-Whose export it is: `--athlete ID`, else the id its profile.csv records, else the athlete whose list
-(or earlier import) holds its activities, else the one connected athlete; with none of these it waits
-in `athletes/unbound/` until a later import knows (see `choose_athlete`). An export whose activities
-another athlete's list holds is refused.
+Whose export it is: the athlete whose list (or earlier import) holds its activities, which `--athlete ID`
+and profile.csv must agree with (`--athlete` overrules profile.csv there); else `--athlete ID`, else the
+id its profile.csv records, else the one connected athlete; with none of these it waits in
+`athletes/unbound/` until a later import knows (see `choose_athlete`).
 
 Idempotent and resumable: a file imported before (same name, size and CRC-32, decoded track there) is
 not decoded again, and a track a killed import wrote after its last index write is adopted. Files are
@@ -172,37 +172,44 @@ def _parse_activities(export: Export, data: bytes) -> ActivitiesCsv:
 def choose_athlete(roster: Roster, ids: set[int], *, wanted: int | None, recorded: int | None) -> AthleteDir:
     """The athlete an export of activities `ids` is imported for:
 
-    `wanted` (--athlete), which must agree with `recorded` (profile.csv's athlete id) if that is known;
-    else `recorded`; else the athlete whose list or earlier import holds these activities; else the one
-    connected athlete; several connected: refused (exit 2, naming them); none: `athletes/unbound/`.
-    Refused as well when another athlete's list holds the activities (the export is that athlete's).
+    the athlete whose list or earlier import holds these activities, if one does: Strava lists an athlete's
+    own activities only, so the export is theirs. `wanted` naming another is refused; so is `recorded`
+    naming another without `wanted` (a profile.csv edited or mixed up), the hint offering `--athlete` of
+    the holder, which then overrules profile.csv. Several such athletes: refused, as no one athlete's
+    export holds them all. Else `wanted`
+    (--athlete), which must agree with `recorded` (profile.csv's athlete id) if that is known; else
+    `recorded`; else the one connected athlete; several connected: refused (exit 2, naming them); none:
+    `athletes/unbound/`. Every refusal's hint names a choice that is then taken.
     """
+    holders = {athlete: held for athlete, held in _holders(roster, ids).items() if athlete.athlete_id is not None}
+    if len(holders) > 1:
+        raise ExportError(f"the export's activities are {' and '.join(_held(*item) for item in holders.items())}",
+                          hint="an export holds one athlete's activities: import each athlete's own export")
+    if holders:
+        holder, held = next(iter(holders.items()))
+        claimed = wanted if wanted is not None else recorded
+        if claimed is not None and claimed != holder.athlete_id:
+            said = "" if wanted is not None else " (its profile.csv says so)"
+            raise ExportError(f"the export is not athlete {claimed}'s{said}: its activities are {_held(holder, held)}",
+                              hint=f"if it is athlete {holder.athlete_id}'s, import it with --athlete "
+                                   f"{holder.athlete_id}")
+        return holder
     if wanted is not None and recorded is not None and wanted != recorded:
         raise ExportError(f"the export is athlete {recorded}'s (its profile.csv says so), not athlete {wanted}'s",
                           hint=f"pass --athlete {recorded}, or leave --athlete out")
-    holders = {athlete: held for athlete, held in _holders(roster, ids).items() if athlete.athlete_id is not None}
     target = wanted if wanted is not None else recorded
-    if target is None:
-        if len(holders) > 1:
-            raise ExportError(f"the export's activities are {' and '.join(_held(*item) for item in holders.items())}",
-                              hint="pass --athlete ID")
-        if holders:
-            return next(iter(holders))
-        connected = [athlete for athlete in roster.athletes() if athlete.tokens.load() is not None]
-        if len(connected) > 1:
-            listed = ", ".join(athlete.label for athlete in connected)
-            raise ExportError(f"the export does not say whose it is, and {len(connected)} athletes are connected "
-                              f"to this data_dir ({listed})", hint="pass --athlete ID")
-        if not connected:
-            return AthleteDir(roster.folder / UNBOUND, None)
-        if connected[0].athlete_id is None:  # connected, its id not learned yet: its next fetch binds it
-            return connected[0]
-        target = connected[0].athlete_id
-    for holder, held in holders.items():
-        if holder.athlete_id != target:
-            raise ExportError(f"the export is not athlete {target}'s: its activities are {_held(holder, held)}",
-                              hint=f"import it with --athlete {holder.athlete_id}")
-    return roster.athlete(target)
+    if target is not None:
+        return roster.athlete(target)
+    connected = [athlete for athlete in roster.athletes() if athlete.tokens.load() is not None]
+    if len(connected) > 1:
+        listed = ", ".join(athlete.label for athlete in connected)
+        raise ExportError(f"the export does not say whose it is, and {len(connected)} athletes are connected "
+                          f"to this data_dir ({listed})", hint="pass --athlete ID")
+    if not connected:
+        return AthleteDir(roster.folder / UNBOUND, None)
+    if connected[0].athlete_id is None:  # connected, its id not learned yet: its next fetch binds it
+        return connected[0]
+    return roster.athlete(connected[0].athlete_id)
 
 
 def _held(athlete: AthleteDir, held: tuple[int, str]) -> str:

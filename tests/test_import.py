@@ -240,6 +240,51 @@ def test_an_export_whose_activities_another_athlete_lists_is_refused(tmp_path: P
     assert sorted(_store(config, 12).files()) == [1, 2]
 
 
+def _list(config: Path, athlete_id: int, ids: range) -> None:
+    """A complete list of `ids` in athlete `athlete_id`'s raw store, as a fetch leaves it."""
+    listing = RawStore(_data(config) / "athletes" / str(athlete_id)).new_listing(time.time())
+    listing.write_page(1, orjson.dumps([{"id": i, "start_date": "2023-05-09T10:09:29Z"} for i in ids]))
+    listing.mark_complete(len(ids))
+
+
+def _export_of(tmp_path: Path, ids: range, profile_id: int) -> Path:
+    rows = [english_row(i, f"activities/{i}.fit") for i in ids]
+    return write_zip(tmp_path / f"as-{profile_id}.zip", csv_text(ENGLISH_94, rows),
+                     [ExportFile(f"activities/{i}.fit", fixture("fenix5-run.fit")) for i in ids], profile_id=profile_id)
+
+
+@pytest.mark.parametrize("held", ["list", "export"])
+def test_a_profile_naming_another_athlete_than_the_activities_holder_leads_to_one_choice(
+        tmp_path: Path, config: Path, held: str) -> None:
+    """profile.csv says athlete 77, athlete 12's list (or earlier import) holds the activities: the refusal's
+    hint is a command that is then taken, not one refused in turn by pointing back (hands-on)."""
+    if held == "list":
+        _list(config, 12, range(1, 3))
+    else:
+        assert run_cli("--config", str(config), "import", str(_export_of(tmp_path, range(1, 3), 12))).returncode == 0
+    path = _export_of(tmp_path, range(1, 3), 77)
+    refused = run_cli("--config", str(config), "import", str(path))
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "not athlete 77's (its profile.csv says so)" in refused.stderr
+    assert refused.stderr.rstrip().endswith("import it with --athlete 12")
+    taken = run_cli("--config", str(config), "import", str(path), "--athlete", "12")
+    assert taken.returncode == 0, taken.stderr
+    assert sorted(_store(config, 12).files()) == [1, 2] and not _store(config, 77).exists()
+    other = run_cli("--config", str(config), "import", str(path), "--athlete", "13")
+    assert other.returncode == 2 and other.stderr.rstrip().endswith("import it with --athlete 12"), other.stderr
+
+
+def test_activities_two_athletes_hold_are_refused_without_offering_either(tmp_path: Path, config: Path) -> None:
+    _list(config, 11, range(1, 2))
+    _list(config, 12, range(2, 3))
+    path = _export_of(tmp_path, range(1, 3), 12)
+    for flags in ([], ["--athlete", "11"], ["--athlete", "12"]):
+        refused = run_cli("--config", str(config), "import", str(path), *flags)
+        assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+        assert "athlete 11's list" in refused.stderr and "athlete 12's list" in refused.stderr
+        assert "import each athlete's own export" in refused.stderr
+
+
 def test_an_export_of_unknown_athlete_waits_unbound_and_moves_once_known(tmp_path: Path, config: Path) -> None:
     path = _export_without_profile(tmp_path, range(1, 3))
     first = run_cli("--config", str(config), "import", str(path))
