@@ -34,11 +34,13 @@ from bulkfetch.plan import (
 )
 from bulkfetch.progress import count, disagreement_texts, export_streams_text, listing_text
 from bulkfetch.quota import BUCKETS, KINDS, UsageView, estimate_finish
-from bulkfetch.roster import REMOVED, AthleteDir, Roster, access_of
+from bulkfetch.roster import REMOVED, REVOKED, SCOPE_MISSING, AthleteDir, Roster, access_of
 from bulkfetch.roster import import_only as import_only_athlete
 from bulkfetch.store import UNLISTED, RawStore
 
 NOTHING_LISTED = ListingPlan(pages=0, full=False, full_due_at=None)  # an athlete no fetch lists (import only)
+# No run does these athletes' work until they run `bulkfetch auth` again: it waits outside the totals and the ETA.
+AWAITING_AUTH = (REVOKED, SCOPE_MISSING)
 COUNTS = ("listed", "fetched", "pending", "pending_streams", "streams_done", "streams_from_export",
           "streams_for_stale_files", "failed", "failed_streams", "deleted", "unavailable")
 
@@ -51,9 +53,8 @@ def collect_status(config: Config, now: float | None = None) -> dict[str, Any]:
     _check_folder(data_dir)
     athletes = Roster(data_dir).athletes()
     parts = [_athlete_status(athlete, config, now) for athlete in athletes]
-    # never fetched again (removed), or not until connected (import only)
-    plan = combined_plan([work for report, work, _ in parts
-                          if report["state"] != REMOVED and not report["import_only"]])
+    # never fetched again (removed), or not until connected (import only) or connected again (revoked)
+    plan = combined_plan([work for report, work, _ in parts if _served(report)])
     reports = [report for report, _, _ in parts]
     import_only = bool(reports) and all(report["import_only"] for report in reports)
     # No quota to show (as the text) when no athlete has tokens (no request was made, none will be until `auth`)
@@ -66,8 +67,10 @@ def collect_status(config: Config, now: float | None = None) -> dict[str, Any]:
         "data_dir": str(data_dir),
         "athlete_id": reports[0]["athlete_id"] if len(reports) == 1 else None,
         **{name: sum(report[name] for report in reports) for name in COUNTS},
-        # A removed athlete's work is never done: not pending in the totals (its own entry still says it).
-        **{name: sum(r[name] for r in reports if r["state"] != REMOVED) for name in ("pending", "pending_streams")},
+        # A removed athlete's work is never done, a revoked one's not before `auth`: not pending in the totals
+        # (its own entry still says it; `awaiting_auth` adds the revoked ones' up).
+        **{name: sum(r[name] for r in reports if _served(r)) for name in ("pending", "pending_streams")},
+        "awaiting_auth": _awaiting_auth([r for r in reports if r["awaits_auth"]]),
         "listing": {
             "last_complete": max((r["listing"]["last_complete"] for r in reports if r["listing"]["last_complete"]),
                                  default=None),
@@ -158,10 +161,24 @@ def _athlete_status(athlete: AthleteDir, config: Config, now: float) -> tuple[di
         },
         "remaining_requests": 0 if access["state"] == REMOVED or import_only else work.total,
         "import_only": import_only,
+        "awaits_auth": access["state"] in AWAITING_AUTH,
         "export": _export_json(overview) if overview is not None else None,
     }
     return report, work, filters_to_json(filters, streams, streams_from_api=streams_from_api_json(recorded)) \
         if recorded is not None else None
+
+
+def _served(report: dict[str, Any]) -> bool:
+    """Whether the next run does this athlete's work (status of one athlete)."""
+    return report["state"] != REMOVED and not report["import_only"] and not report["awaits_auth"]
+
+
+def _awaiting_auth(reports: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The work of the athletes that must run `bulkfetch auth` again before any run does it (None: none)."""
+    if not reports:
+        return None
+    return {"athletes": [r["athlete_id"] for r in reports],
+            **{name: sum(r[name] for r in reports) for name in ("pending", "pending_streams", "remaining_requests")}}
 
 
 def _export_json(overview: Overview) -> dict[str, Any]:
@@ -219,6 +236,7 @@ def render_status(report: dict[str, Any]) -> str:
         f"listed     {report['listed']:,}",
         f"fetched    {report['fetched']:,}",
         f"pending    {_pending_text(report)}",
+        *([_awaiting_auth_text(report)] if report["awaiting_auth"] else []),
         *([f"{'streams':<11}" + _export_streams_text(report)] if report["streams_from_export"] else []),
         f"failed     {report['failed']:,}" + (f" ({report['failed_streams']:,} of them stream sets)"
                                               if report["failed_streams"] else ""),
@@ -300,6 +318,14 @@ def _export_streams_text(report: dict[str, Any]) -> str:
 def _pending_text(report: dict[str, Any]) -> str:
     details = count(report["pending"], "detail")
     return f"{details}, {count(report['pending_streams'], 'stream set')}" if report["filters"]["streams"] else details
+
+
+def _awaiting_auth_text(report: dict[str, Any]) -> str:
+    waiting = report["awaiting_auth"]
+    who = " and ".join(f"athlete {athlete_id or 'unknown'}" for athlete_id in waiting["athletes"])
+    return (f"{'waiting':<11}{_pending_text({**report, **waiting})} of {who}, not in the totals or the ETA: no run "
+            f"fetches them before {'they run' if len(waiting['athletes']) > 1 else 'the athlete runs'} "
+            f"'bulkfetch auth' again")
 
 
 def _filters_text(filters: dict[str, Any]) -> str:

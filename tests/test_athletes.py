@@ -385,3 +385,30 @@ def test_a_rejected_config_seed_is_not_tried_again_once_an_athlete_is_connected(
         connect(config, sim.refresh_token_of(sim.settings.athlete_id), monkeypatch)
         assert fetch(config) == 0  # the stale seed stays in the config: it is not tried again
         assert [a.athlete_id for a in Roster(tmp_path / "data").athletes()] == [sim.settings.athlete_id]
+
+
+def test_a_revoked_athletes_pending_work_waits_outside_the_totals_and_the_eta(tmp_path, monkeypatch, capsys):
+    """No run does a revoked athlete's work before it runs `auth` again: status says it waits, and neither the
+    totals nor the ETA count it (hands-on: 'pending 38 details' and an ETA for requests no run would make)."""
+    settings = SimulatorSettings(athletes=2, athlete_activities=(9, 4), seed=61, short_limit=1000, daily_limit=10_000)
+    thread = SimulatorThread(settings)
+    with thread as sim:
+        config = team(tmp_path, sim, monkeypatch)
+        revoked, fine = (a.athlete_id for a in sim.athletes)
+        assert main(["--config", str(config), "plan"]) == 0  # both listed, nothing fetched
+        thread.call(partial(sim.revoke_athlete, revoked))
+        assert fetch(config) == 2
+        report = status(config, capsys)
+        by_id = {a["athlete_id"]: a for a in report["athletes"]}
+        assert by_id[revoked]["state"] == "revoked" and by_id[revoked]["awaits_auth"]
+        assert by_id[revoked]["pending"] == 9 and not by_id[fine]["awaits_auth"]
+        assert report["pending"] == report["pending_streams"] == 0
+        assert report["remaining_requests"] == by_id[fine]["remaining_requests"] == 1  # its next routine list check
+        assert report["awaiting_auth"] == {"athletes": [revoked], "pending": 9, "pending_streams": 0,
+                                           "remaining_requests": by_id[revoked]["remaining_requests"]}
+        assert main(["--config", str(config), "status"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert "pending    0 details" in lines
+        assert f"waiting    9 details of athlete {revoked}, not in the totals or the ETA: no run fetches them " \
+               "before the athlete runs 'bulkfetch auth' again" in lines
+        assert [line for line in lines if line.startswith("ETA ")][0].split(" for ")[1].startswith("1 request ")
