@@ -530,10 +530,11 @@ def _dataset_root(config: Config) -> Iterator[DatasetRoot]:
     if config.storage.parquet_uri is None:
         yield local_root(config.storage.parquet_dir)
         return
-    from bulkfetch.object_store import open_store, store_error
+    from bulkfetch.object_store import check_bucket, open_store, store_error
 
     store = open_store(config.storage.parquet_uri, config.storage.parquet_options)
     try:
+        check_bucket(store)
         yield DatasetRoot(store.fs, store.root, store.uri)
     except OSError as exc:
         raise store_error(store, "cannot read", exc) from None

@@ -108,17 +108,23 @@ def check_access(store: ObjectStore) -> None:
     run starts, not after hours of fetching. Its own client waits ACCESS_CHECK's shorter timeouts (read
     when called: a test lowers them). Raises StorageError (exit 2) or StoreUnreachable (exit 75)."""
     checked = open_store(store.uri, store.options, ACCESS_CHECK)
-    bucket = checked.root.split("/", 1)[0]
     try:
-        if checked.fs.get_file_info(bucket).type == pafs.FileType.NotFound:
-            raise StorageError(f"{store.uri}: the bucket {bucket} does not exist",
-                               hint="create it (bulkfetch never creates buckets) or fix [storage] parquet_dir")
+        check_bucket(checked)
         probe = checked.path(f".access-probe{UPLOAD_MARK}{os.getpid()}-{secrets.token_hex(4)}")
         with checked.fs.open_output_stream(probe) as stream:
             stream.write(b"")
         checked.fs.delete_file(probe)
     except OSError as exc:
         raise store_error(store, "cannot use", exc) from None
+
+
+def check_bucket(store: ObjectStore) -> None:
+    """StorageError (exit 2) when the store's bucket does not exist: a reader would otherwise find no table
+    in it and send the user to fetch. OSError when the store cannot say."""
+    bucket = store.root.split("/", 1)[0]
+    if store.fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+        raise StorageError(f"{store.uri}: the bucket {bucket} does not exist",
+                           hint="create it (bulkfetch never creates buckets) or fix [storage] parquet_dir")
 
 
 def store_error(store: ObjectStore, doing: str, exc: OSError) -> StorageError | StoreUnreachable | WriteError:

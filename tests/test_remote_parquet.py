@@ -128,6 +128,20 @@ def test_fetch_says_a_missing_bucket_before_any_request(tmp_path: Path, s3_serve
     assert "the bucket no-such-bucket does not exist" in err and "testing-secret" not in err
 
 
+@pytest.mark.parametrize("command", [["compact"], ["report"]])
+def test_a_missing_bucket_is_said_by_every_command_that_reads_the_store(tmp_path: Path, s3_server, command: list[str],
+                                                                       capsys) -> None:
+    """report too (hands-on: it said "no splits_metric table ... run 'bulkfetch fetch'")."""
+    config = tmp_path / "config.toml"
+    config.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\nparquet_dir = "s3://no-such-bucket/x"\n'
+                      + s3_server.options_toml())
+    out = ["--out", str(tmp_path / "report.html")] if command == ["report"] else []
+    assert main(["--config", str(config), *command, *out]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the bucket no-such-bucket does not exist" in err, err
+    assert "create it (bulkfetch never creates buckets)" in err
+
+
 @pytest.mark.parametrize("command", [["fetch"], ["compact"], ["report"]])
 def test_an_unreachable_store_exits_75(tmp_path: Path, command: list[str], capsys) -> None:
     import socket
