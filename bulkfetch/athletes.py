@@ -36,7 +36,7 @@ from bulkfetch.config import Config
 from bulkfetch.errors import ApiError, AthleteRevoked, ConfigError, StorageError
 from bulkfetch.ids import parse_id
 from bulkfetch.parquet_layout import STAGING, athlete_folder
-from bulkfetch.roster import IMPORT_ONLY, UNBOUND, AthleteDir, Removal, Roster, import_only
+from bulkfetch.roster import UNBOUND, AthleteDir, Removal, Roster, import_only
 from bulkfetch.schema import TABLES
 from bulkfetch.status import athlete_report
 from bulkfetch.store import ensure_dir, fsync_dir
@@ -77,7 +77,7 @@ def athlete_row(athlete: AthleteDir, config: Config, roster: Roster) -> AthleteR
     return AthleteRow(
         athlete_id=report["athlete_id"], name=_name_of(athlete, roster),
         listed=report["listed"], fetched=report["fetched"], pending=report["pending"],
-        last_fetch=report["last_fetch"], state=IMPORT_ONLY if report["import_only"] else report["state"],
+        last_fetch=report["last_fetch"], state=report["state"],
         why=report["why"],
         import_only=report["import_only"], export=report["export"],
     )

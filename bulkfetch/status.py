@@ -34,7 +34,7 @@ from bulkfetch.plan import (
 )
 from bulkfetch.progress import count, disagreement_texts, export_streams_text, listing_text
 from bulkfetch.quota import BUCKETS, KINDS, UsageView, estimate_finish
-from bulkfetch.roster import REMOVED, REVOKED, SCOPE_MISSING, AthleteDir, Roster, access_of
+from bulkfetch.roster import IMPORT_ONLY, REMOVED, REVOKED, SCOPE_MISSING, AthleteDir, Roster, access_of
 from bulkfetch.roster import import_only as import_only_athlete
 from bulkfetch.store import UNLISTED, RawStore
 
@@ -137,8 +137,8 @@ def _athlete_status(athlete: AthleteDir, config: Config, now: float) -> tuple[di
     overview = export.overview(catalog, store.stream_ids()) if export.exists() else None
     report = {
         "athlete_id": athlete.athlete_id or (store.read_state("athlete") or {}).get("athlete_id"),
-        "state": access["state"],
-        "why": access["why"],
+        "state": IMPORT_ONLY if import_only else access["state"],  # no run served it: "ok" would say one did
+        "why": "known from its account export alone: 'bulkfetch auth' connects it" if import_only else access["why"],
         # A run of this version records when; before it, the last complete listing tells.
         "last_fetch": iso_utc(access["at"] if isinstance(access["at"], (int, float)) else
                            latest.finished_at if latest else None),

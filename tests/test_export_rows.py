@@ -162,6 +162,7 @@ def test_status_and_athletes_show_what_the_import_gave_an_athlete_without_tokens
     report = status_json(config, capsys)
     assert (report["import_only"], report["remaining_requests"], report["eta"]) == (True, 0, None)
     athlete = report["athletes"][0]  # the JSON says what the text does: nothing to list, no quota, streams from files
+    assert athlete["state"] == "import only" and "'bulkfetch auth' connects it" in athlete["why"]  # not "ok"
     nothing = {"full": False, "list_pages": 0, "full_relist_due": None}
     assert (report["listing"]["next"], athlete["listing"]["next"], report["quota"]) == (nothing, nothing, None)
     for part in (report, athlete):
