@@ -165,7 +165,9 @@ def load_config(
     except FileNotFoundError:
         raise ConfigError(
             f"{path}: config file not found",
-            hint="pass --config PATH, or copy the commented config.toml from the bulkfetch repository",
+            # A pip user has no copy of the repository's commented config.toml: say what the file needs.
+            hint="pass --config PATH, or create it: an empty file serves 'import' (data_dir is data/ beside it); "
+                 "'fetch' needs [strava] client_id and client_secret (every key: the README's Configuration)",
         ) from None
     except IsADirectoryError:
         raise ConfigError(f"{path}: is a folder, not a config file", hint="pass --config PATH") from None

@@ -10,6 +10,7 @@ import pytest
 
 from bulkfetch.cli import build_parser
 from tests.conftest import REPO, run_cli
+from tests.exports import ENGLISH_94, ExportFile, csv_text, english_row, fixture, write_folder
 
 COMMANDS = ("fetch", "compact", "status", "plan", "auth", "athletes", "demo", "simulate")
 
@@ -99,6 +100,24 @@ def test_config_problems_exit_2_with_one_line(tmp_path: Path, text: str | None, 
     assert result.returncode == 2
     assert needle in result.stderr
     assert_one_clean_line(result.stderr)
+
+
+def test_a_missing_config_file_is_said_with_what_to_create_and_that_file_serves(tmp_path: Path) -> None:
+    """The hint does not send a pip user to the repository's config.toml, which they do not have."""
+    (tmp_path / "exports").mkdir()
+    export = write_folder(tmp_path / "exports" / "export", csv_text(ENGLISH_94, [english_row(1, "activities/1.gpx")]),
+                          [ExportFile("activities/1.gpx", fixture("hike.gpx"))])
+    missing = run_cli("import", str(export), cwd=tmp_path)
+    assert missing.returncode == 2 and "repository" not in missing.stderr
+    assert "create it: an empty file serves 'import'" in missing.stderr
+    assert "client_id and client_secret" in missing.stderr
+    assert_one_clean_line(missing.stderr)
+    (tmp_path / "config.toml").touch()
+    created = run_cli("import", str(export), "--athlete", "5", cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+    assert (tmp_path / "data" / "athletes" / "5" / "export").is_dir()
+    fetch = run_cli("fetch", cwd=tmp_path)
+    assert fetch.returncode == 2 and "client_id and [strava] client_secret not set" in fetch.stderr
 
 
 def test_config_from_environment_variable_and_secret_from_environment_is_not_echoed(tmp_path: Path) -> None:
