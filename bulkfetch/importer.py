@@ -176,10 +176,10 @@ def choose_athlete(roster: Roster, ids: set[int], *, wanted: int | None, recorde
     own activities only, so the export is theirs. `wanted` naming another is refused; so is `recorded`
     naming another without `wanted` (a profile.csv edited or mixed up), the hint offering `--athlete` of
     the holder, which then overrules profile.csv. Several such athletes: refused, as no one athlete's
-    export holds them all. Else `wanted`
-    (--athlete), which must agree with `recorded` (profile.csv's athlete id) if that is known; else
-    `recorded`; else the one connected athlete; several connected: refused (exit 2, naming them); none:
-    `athletes/unbound/`. Every refusal's hint names a choice that is then taken.
+    export holds them all. Else `wanted` (--athlete), which must agree with `recorded` (profile.csv's
+    athlete id) if that is known; else `recorded`; else the one connected athlete; several connected:
+    refused (exit 2, naming them); none: `athletes/unbound/`. Every refusal's hint names a choice that is
+    then taken.
     """
     holders = {athlete: held for athlete, held in _holders(roster, ids).items() if athlete.athlete_id is not None}
     if len(holders) > 1:
