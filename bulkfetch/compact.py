@@ -849,12 +849,14 @@ def _worker() -> Iterator[_Worker]:
     """
     stop = multiprocessing.get_context("forkserver").Event()
     pool = worker_pool(PARALLEL_WORKERS - 1, __name__, _start_worker, (stop,))
-    worker = _Worker(pool)
     try:
-        yield worker
+        worker = _Worker(pool)
+        try:
+            yield worker
+        finally:
+            stop.set()
+            worker.join()  # the pool's end then waits for a worker that has started
     finally:
-        stop.set()
-        worker.join()  # the pool's end then waits for a worker that has started
         shut_down(pool)  # its years or stream files not begun are cancelled
 
 
