@@ -67,7 +67,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass, field, replace
@@ -87,7 +87,7 @@ from bulkfetch.export_view import ExportView, TrackFile, read_track_file
 from bulkfetch.file_rows import export_part, file_stream_set
 from bulkfetch.locks import Holder, hold
 from bulkfetch.parquet_layout import AthleteLayout, publish, staged_tables, year_of_folder
-from bulkfetch.processes import WORKER_MIN_BYTES, interrupts_deferred, worker_pool
+from bulkfetch.processes import WORKER_MIN_BYTES, interrupts_deferred, result_of, shut_down, wait_for, worker_pool
 from bulkfetch.recording import RECORDING_FIELDS
 from bulkfetch.schema import (
     API,
@@ -796,24 +796,21 @@ def _run_jobs(jobs: list[YearJob], summaries: SpilledSummaries, *, parallel: boo
         return
     queue = sorted(jobs, key=lambda job: -job.raw_bytes)
     with _worker() as worker:
-        in_worker: list[Future[YearOutcome]] = []
-        try:
-            while queue or in_worker:
-                # Not before the worker has started: the first submit waits for the forkserver's imports.
-                while queue and len(in_worker) < 3 and worker.ready:
-                    job = queue.pop().loaded(summaries)  # the smallest first to the worker
-                    with interrupts_deferred():
-                        in_worker.append(worker.pool.submit(write_year, job))
-                for future in [f for f in in_worker if f.done()]:
-                    in_worker.remove(future)
-                    yield future.result()
-                if queue:
-                    yield write_year(queue.pop(0).loaded(summaries))
-                elif in_worker:
-                    wait(in_worker, return_when=FIRST_COMPLETED)
-        finally:
-            for future in in_worker:
-                future.cancel()
+        in_worker: list[Future[YearOutcome]] = []  # the worker's years left unfinished: its pool's end cancels
+        while queue or in_worker:
+            # Not before the worker has started: the first submit waits for the forkserver's imports.
+            while queue and len(in_worker) < 3 and worker.ready:
+                job = queue.pop().loaded(summaries)  # the smallest first to the worker
+                with interrupts_deferred():
+                    in_worker.append(worker.pool.submit(write_year, job))
+            done = wait_for(in_worker, timeout=0)
+            for future in [f for f in in_worker if f in done]:
+                in_worker.remove(future)
+                yield result_of(future)
+            if queue:
+                yield write_year(queue.pop(0).loaded(summaries))
+            elif in_worker:
+                wait_for(in_worker, first=True)
 
 
 class _Worker:
@@ -851,13 +848,16 @@ def _worker() -> Iterator[_Worker]:
     waits for it: no partition is committed after this returns.
     """
     stop = multiprocessing.get_context("forkserver").Event()
-    with worker_pool(PARALLEL_WORKERS - 1, __name__, _start_worker, (stop,)) as pool:
+    pool = worker_pool(PARALLEL_WORKERS - 1, __name__, _start_worker, (stop,))
+    try:
         worker = _Worker(pool)
         try:
             yield worker
         finally:
             stop.set()
-            worker.join()  # the pool's exit then waits for a worker that has started
+            worker.join()  # the pool's end then waits for a worker that has started
+    finally:
+        shut_down(pool)  # its years or stream files not begun are cancelled
 
 
 class _Stopped(Exception):
@@ -1019,42 +1019,40 @@ def _stream_tables(entries: Sequence[Entry], helper: _Worker | None) -> Iterator
     # Built or being built, in order, with its entry: a worker that breaks (killed, out of memory) leaves
     # its files to this process, as a year without a worker.
     ahead: deque[tuple[Entry, Future[pa.Table | DamagedStreams | None] | pa.Table | DamagedStreams | None]] = deque()
+    # Those the worker has not finished go with its pool's end (`_worker`).
     taken = 0  # entries[:taken] are yielded or in `ahead`
     broken = False
-    try:
-        while taken < len(entries) or ahead:
-            while not broken and helper.ready and taken < len(entries) and len(ahead) < STREAMS_AHEAD \
-                    and _building(item for _, item in ahead) < _WORKER_STREAMS:
+    while taken < len(entries) or ahead:
+        while not broken and helper.ready and taken < len(entries) and len(ahead) < STREAMS_AHEAD \
+                and len(_building(item for _, item in ahead)) < _WORKER_STREAMS:
+            try:
+                with interrupts_deferred():
+                    ahead.append((entries[taken], helper.pool.submit(_stream_table, entries[taken])))
+            except (BrokenProcessPool, RuntimeError):
+                broken = True
+                break
+            taken += 1
+        entry, head = ahead[0] if ahead else (None, None)
+        if ahead and not (isinstance(head, Future) and _building([head])):
+            ahead.popleft()
+            if isinstance(head, Future):
                 try:
-                    with interrupts_deferred():
-                        ahead.append((entries[taken], helper.pool.submit(_stream_table, entries[taken])))
-                except (BrokenProcessPool, RuntimeError):
+                    head = result_of(head)
+                except BrokenProcessPool:
                     broken = True
-                    break
-                taken += 1
-            entry, head = ahead[0] if ahead else (None, None)
-            if ahead and not (isinstance(head, Future) and not head.done()):
-                ahead.popleft()
-                if not isinstance(head, Future):
-                    yield head
-                elif head.exception() is not None and isinstance(head.exception(), BrokenProcessPool):
-                    broken = True
-                    yield _stream_table(entry)
-                else:
-                    yield head.result()
-            elif taken < len(entries) and len(ahead) < STREAMS_AHEAD:
-                ahead.append((entries[taken], _stream_table(entries[taken])))
-                taken += 1
-            elif isinstance(head, Future):
-                wait([head])
-    finally:
-        for _, item in ahead:
-            if isinstance(item, Future):
-                item.cancel()
+                    head = _stream_table(entry)
+            yield head
+        elif taken < len(entries) and len(ahead) < STREAMS_AHEAD:
+            ahead.append((entries[taken], _stream_table(entries[taken])))
+            taken += 1
+        elif isinstance(head, Future):
+            wait_for([head])
 
 
-def _building(ahead: Iterable[Any]) -> int:
-    return sum(isinstance(item, Future) and not item.done() for item in ahead)
+def _building(ahead: Iterable[Any]) -> set[Future[Any]]:
+    """The futures among `ahead` the worker has not finished."""
+    futures = {item for item in ahead if isinstance(item, Future)}
+    return futures - wait_for(futures, timeout=0)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import Executor, Future
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
@@ -45,7 +45,7 @@ from bulkfetch.export_archive import (
 )
 from bulkfetch.export_csv import ActivitiesCsv, CsvError, parse_activities_csv, parse_profile_csv
 from bulkfetch.export_store import ExportStore, ImportedFile, imported_file
-from bulkfetch.processes import available_cpus, interrupts_deferred, worker_pool
+from bulkfetch.processes import available_cpus, interrupts_deferred, result_of, shut_down, wait_for, worker_pool
 from bulkfetch.roster import UNBOUND, AthleteDir, Roster
 from bulkfetch.track import write_track
 
@@ -418,7 +418,7 @@ def _decode(export: Export | None, store: ExportStore, jobs: list[Job], summary:
             job = in_flight.pop(future)
             finished += 1
             try:
-                entry = future.result()
+                entry = result_of(future)
             except BrokenProcessPool:
                 raise
             except Exception as exc:  # a decoder bug stops this file only: said, and tried again next time
@@ -438,7 +438,7 @@ def _decode(export: Export | None, store: ExportStore, jobs: list[Job], summary:
     try:
         for job in jobs:
             if len(in_flight) >= workers * IN_FLIGHT_PER_WORKER:
-                settle(wait(in_flight, return_when=FIRST_COMPLETED).done)
+                settle(wait_for(in_flight, first=True))
             try:
                 size, crc32 = job.kept or _copy(export, store, job)
             except MemberError as exc:  # a damaged zip entry: this file only
@@ -449,14 +449,13 @@ def _decode(export: Export | None, store: ExportStore, jobs: list[Job], summary:
                 in_flight[pool.submit(decode_to_track, job.activity_id, job.file, store.file_path(job.file), size,
                                       crc32, store.track_path(job.activity_id), job.sport_type)] = job
         while in_flight:
-            settle(wait(in_flight, return_when=FIRST_COMPLETED).done)
+            settle(wait_for(in_flight, first=True))
     except BrokenProcessPool:
         raise BulkfetchError("a decoding process died; what was imported is kept",
                              hint="rerun 'bulkfetch import' to continue") from None
     finally:
-        for future in in_flight:
-            future.cancel()
-        pool.shutdown(wait=True)  # a file being decoded finishes: its track is whole and recorded below
+        shut_down(pool)  # a file being decoded finishes: its track is whole and recorded below
+        # The pool has ended: no other thread takes these futures' locks now.
         if finished_late := [future for future in in_flight if future.done() and not future.cancelled()]:
             with suppress(BrokenProcessPool):
                 settle(finished_late)
@@ -477,8 +476,8 @@ def _copy(export: Export | None, store: ExportStore, job: Job) -> tuple[int, int
         return copy_member(export, job.file, sink)
 
 
-class _InProcess:
-    """The pool's interface, decoding in this process (a few files do not pay for starting workers)."""
+class _InProcess(Executor):
+    """A pool, decoding in this process (a few files do not pay for starting workers)."""
 
     def submit(self, function: Callable[..., ImportedFile], *args: Any) -> Future[ImportedFile]:
         future: Future[ImportedFile] = Future()
@@ -487,9 +486,6 @@ class _InProcess:
         except Exception as exc:
             future.set_exception(exc)
         return future
-
-    def shutdown(self, wait: bool = True) -> None:
-        return None
 
 
 # -- the summary --------------------------------------------------------------------------------------

@@ -7,8 +7,9 @@
 - `start_forkserver`: the forkserver those pools fork from, started ahead of need: it imports its preload
   (pyarrow: a third of a second and more) while this process does other work, where a pool's first worker
   would wait for it. It imports this copy of bulkfetch, whatever the working directory holds.
-- `interrupts_deferred`: Ctrl-C and SIGTERM wait for the end of a block (around `submit`, and around
-  waiting for futures).
+- `interrupts_deferred`: Ctrl-C and SIGTERM wait for the end of a block (around `submit`).
+- `wait_for`, `result_of`, `shut_down`: a pool's futures waited for, read and its pool ended with Ctrl-C and
+  SIGTERM deferred (a waiting one within SIGNAL_POLL_S): see `interrupts_deferred`.
 - `exit_with_parent`: the parent watch itself, for a child started another way; `ended_with_parent` for a
   block only.
 - `available_cpus`: the CPUs this process may run on (its affinity, which containers set), not the host's.
@@ -22,20 +23,23 @@ import os
 import signal
 import site
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from multiprocessing.context import ForkServerContext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bulkfetch.pids import alive
 
 if TYPE_CHECKING:  # imported where a pool is made: `report` starts its server before it (bulkfetch.launch)
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import Executor, Future, ProcessPoolExecutor
 
+T = TypeVar("T")
 PARENT_CHECK_S = 0.25  # how often a worker checks that the process it works for is alive
 # Below this much raw JSON to work through, starting a worker process costs more than it saves.
 WORKER_MIN_BYTES = 16 << 20
+SIGNAL_POLL_S = 0.05  # how soon a Ctrl-C ends a wait for futures (see `wait_for`)
 # The folder holding this copy of the bulkfetch package: what the forkserver imports it from.
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 _environment_lock = threading.Lock()  # os.environ is the process's: one change at a time
@@ -127,9 +131,9 @@ def interrupts_deferred() -> Iterator[Sequence[int]]:
 
     Around `submit`, which starts a worker: stopped half-way, the pool would forget a worker that is
     still starting, and that worker would fail with a traceback instead of being stopped and waited for.
-    Around waiting for a pool's futures: Python raises a Ctrl-C between any two bytecodes, threading's
-    Python-level lock handling included, where it can leave a future's lock held, and the pool's manager
-    thread then blocks on it for ever (see bulkfetch.report_drawing).
+    Around a pool's futures and its shutdown (see `wait_for`): Python raises a Ctrl-C between any two
+    bytecodes, threading's Python-level lock handling included, where it can leave a future's lock (or its
+    waiter's) held, and the pool's manager thread then blocks on it for ever (see bulkfetch.report_drawing).
     Python runs signal handlers in the main thread only, so elsewhere there is nothing to defer.
     """
     pending: list[int] = []
@@ -145,6 +149,41 @@ def interrupts_deferred() -> Iterator[Sequence[int]]:
             signal.signal(signum, handler)
         if pending:
             signal.raise_signal(pending[0])
+
+
+def wait_for(futures: Iterable[Future[Any]], *, first: bool = False,
+             timeout: float | None = None) -> set[Future[Any]]:
+    """The futures done once all are (`first`: once one is), or `timeout` seconds have passed (0: those done
+    now), with Ctrl-C and SIGTERM deferred (see `interrupts_deferred`): one that comes ends the wait within
+    SIGNAL_POLL_S and is raised then. Use it, `result_of` and `shut_down` for every wait on a pool's futures
+    in the main thread: a Ctrl-C raised inside their locks hangs the command."""
+    from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, wait
+
+    return_when = FIRST_COMPLETED if first else ALL_COMPLETED
+    deadline = None if timeout is None else time.monotonic() + timeout
+    done: set[Future[Any]] = set()
+    waiting = set(futures)
+    with interrupts_deferred() as signals:
+        while waiting and not (signals or first and done):
+            left = SIGNAL_POLL_S if deadline is None else min(SIGNAL_POLL_S, max(0.0, deadline - time.monotonic()))
+            finished, waiting = wait(waiting, timeout=left, return_when=return_when)
+            done |= finished
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+    return done
+
+
+def result_of(future: Future[T]) -> T:
+    """A done future's result (or its error raised), Ctrl-C and SIGTERM deferred (see `wait_for`)."""
+    with interrupts_deferred():
+        return future.result()
+
+
+def shut_down(pool: Executor) -> None:
+    """End `pool`: its futures not started are cancelled, the running ones waited for (each pool's user
+    stops its own work first), with Ctrl-C and SIGTERM deferred until it has (see `wait_for`)."""
+    with interrupts_deferred():
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def exit_with_parent(parent_pid: int) -> None:
@@ -176,5 +215,5 @@ def _exit_with(parent_pid: int, done: threading.Event) -> None:
     os._exit(1)
 
 
-__all__ = ["available_cpus", "ended_with_parent", "exit_with_parent", "interrupts_deferred", "start_forkserver",
-           "worker_pool"]
+__all__ = ["available_cpus", "ended_with_parent", "exit_with_parent", "interrupts_deferred", "result_of", "shut_down",
+           "start_forkserver", "wait_for", "worker_pool"]

@@ -10,13 +10,13 @@ The workers (bulkfetch.processes.worker_pool) ignore Ctrl-C and end when this pr
 PNG bytes and this process writes every file.
 
 Ctrl-C and SIGTERM wait while this process hands the figures out, waits for them and ends the pool: at most
-SIGNAL_POLL_S, then the pool's shutdown waits for the figures being drawn (a fraction of a second). Python
-raises a Ctrl-C between any two bytecodes, inside threading's Python-level lock handling too: raised just as
-the main thread had taken a future's lock, it left the lock taken; the pool's manager thread blocked on it
-for ever, so stopped reading results; a worker blocked writing its PNG (~100 KB, more than a pipe holds), the
-pool's feeder thread writing that worker the next figure's data (as large), and the shutdown waited for both
-(seen once in ~250 Ctrl-Cs; tests/test_report_figures.py makes it happen every time). Ending the pool without
-waiting would not do: the interpreter's exit joins the manager thread all the same.
+processes.SIGNAL_POLL_S, then the pool's shutdown waits for the figures being drawn (a fraction of a second).
+Python raises a Ctrl-C between any two bytecodes, inside threading's Python-level lock handling too: raised
+just as the main thread had taken a future's lock, it left the lock taken; the pool's manager thread blocked
+on it for ever, so stopped reading results; a worker blocked writing its PNG (~100 KB, more than a pipe
+holds), the pool's feeder thread writing that worker the next figure's data (as large), and the shutdown
+waited for both (seen once in ~250 Ctrl-Cs; tests/test_report_figures.py makes it happen every time). Ending
+the pool without waiting would not do: the interpreter's exit joins the manager thread all the same.
 """
 
 from __future__ import annotations
@@ -27,7 +27,15 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from bulkfetch.errors import BulkfetchError, ConfigError
-from bulkfetch.processes import available_cpus, interrupts_deferred, start_forkserver, worker_pool
+from bulkfetch.processes import (
+    available_cpus,
+    interrupts_deferred,
+    result_of,
+    shut_down,
+    start_forkserver,
+    wait_for,
+    worker_pool,
+)
 
 if TYPE_CHECKING:  # the command starts the workers' server before it imports these (bulkfetch.launch)
     from concurrent.futures import Future, ProcessPoolExecutor
@@ -36,7 +44,6 @@ if TYPE_CHECKING:  # the command starts the workers' server before it imports th
     from bulkfetch.report_html import Units
 
 WORKERS = 2  # four figures an athlete: more workers would only wait for the cores
-SIGNAL_POLL_S = 0.05  # how soon a Ctrl-C ends the wait for the figures
 
 
 class FigureWorkers:
@@ -47,21 +54,15 @@ class FigureWorkers:
 
     def draw(self, reports: Sequence[AthleteReport], units: Units) -> list[list[bytes]]:
         """Each report's figures as PNG bytes, in report_html.FIGURE_NAMES order. BulkfetchError (one line)
-        when a worker failed to draw one or ended; Ctrl-C or SIGTERM within SIGNAL_POLL_S."""
-        from concurrent.futures import wait
-
+        when a worker failed to draw one or ended; Ctrl-C or SIGTERM within processes.SIGNAL_POLL_S."""
         from bulkfetch.report_html import FIGURE_NAMES  # here: the workers' server starts before it is imported
 
-        with interrupts_deferred() as signals:  # see the module docstring; a submit may start a worker
+        with interrupts_deferred():  # a submit may start a worker
             futures = [[(name, self._pool.submit(_draw_png, name, report, units)) for name in FIGURE_NAMES]
                        for report in reports]
-            waiting = {future for figures in futures for _, future in figures}
-            while waiting and not signals:
-                waiting = wait(waiting, timeout=SIGNAL_POLL_S).not_done
-            # After a signal, leaving the block raises it: these PNGs are then never returned.
-            pngs = [] if signals else [[_png_of(future, name, report) for name, future in figures]
-                                       for report, figures in zip(reports, futures, strict=True)]
-        return pngs
+        wait_for([future for figures in futures for _, future in figures])  # see the module docstring
+        return [[_png_of(future, name, report) for name, future in figures]
+                for report, figures in zip(reports, futures, strict=True)]
 
 
 SERVER_MODULE = "bulkfetch.report_server"
@@ -86,8 +87,7 @@ def figure_workers() -> Iterator[FigureWorkers]:
     try:
         yield FigureWorkers(pool)
     finally:
-        with interrupts_deferred():  # its locks too (see the module docstring)
-            pool.shutdown(cancel_futures=True)
+        shut_down(pool)  # its locks too (see the module docstring)
 
 
 def _installed(module: str) -> bool:
@@ -111,7 +111,7 @@ def _png_of(future: Future[bytes], name: str, report: AthleteReport) -> bytes:
     from concurrent.futures.process import BrokenProcessPool
 
     try:
-        return future.result()
+        return result_of(future)
     except BrokenProcessPool:
         raise BulkfetchError(f"a worker drawing the report's figures ended unexpectedly (athlete "
                              f"{report.athlete_id}'s {name} figure)", hint="run the report again") from None

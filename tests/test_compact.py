@@ -35,7 +35,8 @@ from bulkfetch.errors import WriteError
 from bulkfetch.parquet_layout import PARTITION_SCHEMA, partition_path
 from bulkfetch.schema import DETAIL_TABLES, TABLES
 from bulkfetch.store import UNLISTED, RawStore
-from tests.conftest import cli_env
+from tests.conftest import cli_env, run_cli
+from tests.ctrl_c import run_ctrl_c_in_a_futures_lock
 
 REPO = Path(__file__).resolve().parent.parent
 YEARS = (2019, 2021)
@@ -657,6 +658,32 @@ def test_parallel_output_equals_sequential_output(tmp_path, monkeypatch):
     assert result.rows["activities"] == 40 and len(written_here) < len(result.written["activities"])
     for table in TABLES:
         assert read(tmp_path / "parallel", table) == read(tmp_path / "sequential", table), table
+
+
+# Years (or a year's stream files) shared with the worker, however small, and given to it once it is ready:
+# with two years it takes both.
+SHARED_WORK = ["import bulkfetch.compact as compact", "compact.PARALLEL_MIN_BYTES = 0",
+               "compact._Worker.ready = property(lambda worker: worker.join() or True)"]
+
+
+@pytest.mark.parametrize("years", [(2019, 2020), (2019, 2019)], ids=["years", "streams"])
+def test_ctrl_c_inside_a_futures_lock_does_not_hang_the_compaction(tmp_path, years):
+    """The Ctrl-C comes just as the compaction took a lock of the worker's years (or stream tables) it
+    waits for (see tests/ctrl_c.py), where it hung the command: 130 in one line, no process left, and the
+    rerun writes what compacting alone writes."""
+    data = tmp_path / "data"
+    store = write_synthetic_store(data / "athletes" / str(ATHLETE_ID), 40, seed=11, years=years, stream_share=0.8)
+    config = tmp_path / "config.toml"
+    config.write_text(f'[storage]\ndata_dir = "{data}"\n', encoding="utf-8")
+    code, out, err = run_ctrl_c_in_a_futures_lock(["--config", str(config), "compact"], tmp_path / "site",
+                                                  SHARED_WORK)
+    assert code is not None, "the compaction hung after Ctrl-C"
+    assert code == 130 and "Traceback" not in err and err.count("bulkfetch:") == 1, (code, out, err)
+
+    assert run_cli("--config", str(config), "compact").returncode == 0
+    compact(store, tmp_path / "alone", ATHLETE_ID, parallel=False)
+    for table in TABLES:
+        assert read(data / "parquet", table) == read(tmp_path / "alone", table), table
 
 
 def test_each_detail_file_is_read_once_however_its_chunk_is_built(tmp_path, monkeypatch):

@@ -30,6 +30,7 @@ from bulkfetch.roster import Roster
 from bulkfetch.store import TEMP_MARK, RawStore
 from bulkfetch.track import FORMAT_VERSION
 from tests.conftest import cli_env, run_cli
+from tests.ctrl_c import run_ctrl_c_in_a_futures_lock, session
 from tests.exports import (
     ENGLISH_94,
     ENGLISH_2019,
@@ -387,20 +388,6 @@ def _many_copies(tmp_path: Path, count: int) -> Path:
                      [ExportFile(f"activities/{i}.fit", data) for i in range(1, count + 1)], profile_id=ATHLETE)
 
 
-def _session(session_id: int) -> list[int]:
-    """The live processes of a session (the import's own: it was started in a new one)."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        try:
-            stat = (entry / "stat").read_text()
-        except (OSError, ValueError):
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()  # state, ppid, pgrp, session, ...
-        if fields[3] == str(session_id) and fields[0] != "Z":
-            members.append(int(entry.name))
-    return members
-
-
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "Ctrl-C"])
 def test_a_stopped_import_resumes_and_imports_each_file_exactly_once(tmp_path: Path, config: Path, stop: int) -> None:
     count = 40  # a loaded machine may deliver the signal late: the import must still be running by then
@@ -422,11 +409,11 @@ def test_a_stopped_import_resumes_and_imports_each_file_exactly_once(tmp_path: P
         if stop == signal.SIGINT:
             assert "rerun 'bulkfetch import' to continue" in stderr and "Traceback" not in stderr
         deadline = time.monotonic() + 10
-        while _session(child.pid) and time.monotonic() < deadline:
+        while session(child.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _session(child.pid), "a worker outlived the import"
+        assert not session(child.pid), "a worker outlived the import"
     finally:
-        for pid in _session(child.pid):
+        for pid in session(child.pid):
             os.kill(pid, signal.SIGKILL)
     done = {i: store.track_path(i).stat().st_mtime_ns for i in store.decoded_ids()}
     assert 0 < len(done) < count, "the import was not stopped half-way: raise the count"
@@ -441,6 +428,29 @@ def test_a_stopped_import_resumes_and_imports_each_file_exactly_once(tmp_path: P
     assert {i: store.track_path(i).stat().st_mtime_ns for i in done} == done  # never decoded twice
     left = [p for p in _data(config).rglob("*") if TEMP_MARK in p.name]
     assert not left, left
+
+
+def test_ctrl_c_inside_a_futures_lock_does_not_hang_the_import(tmp_path: Path, config: Path) -> None:
+    """The Ctrl-C comes just as the import took a lock of the decodings it waits for (see tests/ctrl_c.py),
+    where it hung the import: 130 in one line, no process left, and the rerun imports the rest, each track
+    as an import left alone writes it."""
+    count = 12
+    path = _many_copies(tmp_path, count)
+    code, out, err = run_ctrl_c_in_a_futures_lock(["--config", str(config), "import", str(path)], tmp_path / "site")
+    assert code is not None, "the import hung after Ctrl-C"
+    assert code == 130 and "Traceback" not in err, (code, out, err)
+    said = "bulkfetch: import interrupted; what was imported is kept, rerun 'bulkfetch import' to continue"
+    assert err.splitlines()[-1] == said and err.count("bulkfetch:") == 1, err  # after its progress line
+    assert 0 < len(_store(config).decoded_ids()) < count, "not stopped half-way"
+
+    assert run_cli("--config", str(config), "import", str(path)).returncode == 0
+    alone = tmp_path / "alone.toml"
+    alone.write_text(f'[storage]\ndata_dir = "{tmp_path / "alone"}"\n', encoding="utf-8")
+    assert run_cli("--config", str(alone), "import", str(path)).returncode == 0
+    tracks = [ExportStore(data / "athletes" / str(ATHLETE)) for data in (_data(config), tmp_path / "alone")]
+    assert sorted(tracks[0].files()) == list(range(1, count + 1)) == sorted(tracks[1].decoded_ids())
+    for i in range(1, count + 1):
+        assert ipc.open_file(tracks[0].track_path(i)).read_all() == ipc.open_file(tracks[1].track_path(i)).read_all()
 
 
 def test_a_rerun_after_a_killed_import_names_the_truncated_file_the_killed_one_decoded(

@@ -31,6 +31,7 @@ from bulkfetch.report_data import Run, SplitRow, athlete_report, gap_figure, gra
 from bulkfetch.report_read import read_stream_rows
 from bulkfetch.simulator import SimulatorSettings, SimulatorThread
 from tests.conftest import REPO, cli_env, run_cli, run_in_process, simulator_config_text
+from tests.ctrl_c import ended, futures_lock_site
 
 JAN = datetime(2024, 1, 1, 7, tzinfo=UTC)  # a Monday
 FEB = datetime(2024, 2, 7, 7, tzinfo=UTC)
@@ -295,7 +296,7 @@ def _stopped_report(data_dir: Path, out: Path, signum: int | None, when: Callabl
                     offset_s: float = 0.0, **env: str) -> tuple[int | None, str, str]:
     """`bulkfetch report` as a process of its own session, sent `signum` `offset_s` after `when(marker)` holds
     (Ctrl-C to the whole process group, as a terminal sends it; SIGTERM to the command alone; None: nothing,
-    the command stops itself): its exit code (None when it did not end within STOPPED_END_S: hung), stdout
+    the command stops itself): its exit code (None when it did not end within tests.ctrl_c.STOPPED_END_S: hung), stdout
     and stderr, once none of its processes is left."""
     marker = f"report-{uuid.uuid4()}"
     command = subprocess.Popen(
@@ -312,19 +313,11 @@ def _stopped_report(data_dir: Path, out: Path, signum: int | None, when: Callabl
             os.killpg(command.pid, signum)
         elif signum is not None:
             command.send_signal(signum)
-        out_text, err_text = command.communicate(timeout=STOPPED_END_S)
-        code: int | None = command.returncode
-    except subprocess.TimeoutExpired:
-        os.killpg(command.pid, signal.SIGKILL)
-        out_text, err_text = command.communicate()
-        code = None
+        code, out_text, err_text = ended(command)
     finally:
         command.kill()
     assert _none_left(marker) == []
     return code, out_text, err_text
-
-
-STOPPED_END_S = 20  # a stopped report ends within a second or two; a hung one never does
 
 
 def _interrupted(code: int | None, out: str, err: str) -> None:
@@ -367,42 +360,15 @@ def test_ctrl_c_while_the_figures_are_drawn_ends_the_report(demo_report, tmp_pat
     assert not list(tmp_path.iterdir())
 
 
-# In the command only (not its forkserver, whose command line is `python -c`): the Ctrl-C comes just after the
-# main thread took a future's lock (threading.Condition.__enter__ returning) while it waits for the figures,
-# where Python would raise it with the lock held; one Ctrl-C.
-CTRL_C_IN_A_FUTURES_LOCK = """import os, signal, sys, threading
-FUTURES = os.path.join("concurrent", "futures", "_base.py")
-def waiting_for_futures(frame):
-    while frame is not None:
-        if frame.f_code.co_filename.endswith(FUTURES) and frame.f_code.co_name in ("result", "wait"):
-            return True
-        frame = frame.f_back
-    return False
-def at_return(frame, event, arg):
-    if event == "return":
-        sys.settrace(None)
-        signal.raise_signal(signal.SIGINT)
-def trace(frame, event, arg):
-    if frame.f_code is threading.Condition.__enter__.__code__ and waiting_for_futures(frame.f_back):
-        return at_return
-    return None
-if sys.argv[0] != "-c":
-    sys.settrace(trace)
-"""
-
-
 @needs_proc
 def test_ctrl_c_inside_a_futures_lock_does_not_hang_the_report(demo_report, tmp_path: Path) -> None:
     """The hang seen once in ~250 Ctrl-Cs: raised with a future's lock held, the Ctrl-C left the lock taken;
     the pool's manager thread blocked on it for ever, so stopped reading the workers' PNGs; a worker blocked
     writing one, the pool's feeder thread writing it the next figure's data, and the shutdown waited for all.
     Here the Ctrl-C comes at that very point every time."""
-    (tmp_path / "site").mkdir()
-    (tmp_path / "site" / "sitecustomize.py").write_text(CTRL_C_IN_A_FUTURES_LOCK)
     out = tmp_path / "out" / "r.html"
     out.parent.mkdir()
-    code, stdout, stderr = _stopped_report(demo_report[0], out, None,
-                                           PYTHONPATH=os.pathsep.join([str(tmp_path / "site"), str(REPO)]))
+    code, stdout, stderr = _stopped_report(demo_report[0], out, None, PYTHONPATH=futures_lock_site(tmp_path / "site"))
     _interrupted(code, stdout, stderr)
     assert not list(out.parent.iterdir())
 
