@@ -199,6 +199,10 @@ def test_report_smoke(capsys):
     floor_s, floor_ratio = map(float, re.search(
         r"floor: a Python importing matplotlib and saving one empty plot ([\d.]+) s \(best\): ([\d.]+)x", out).groups())
     assert floor_s > 0 and floor_ratio == pytest.approx(floor_s / compact_wall_s, rel=0.05)
+    figures_s, figures_ratio = map(float, re.search(
+        r"floor: a Python importing matplotlib and drawing the report's four figures in two processes ([\d.]+) s "
+        r"\(best\): ([\d.]+)x", out).groups())
+    assert figures_s > 0 and figures_ratio == pytest.approx(figures_s / compact_wall_s, rel=0.05)
     assert re.search(r"^report under 1.5x the compaction \(wall, median per repeat\): (PASS|FAIL)$", out, re.M)
 
 
