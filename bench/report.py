@@ -63,7 +63,10 @@ child = os.fork()
 for name in FIGURE_NAMES[(child == 0)::2]:
     with open(os.path.join(sys.argv[2], name + ".png"), "wb") as png:
         png.write(draw_png(name, report, units))
-os.waitpid(child, 0) if child else os._exit(0)
+if child == 0:
+    os._exit(0)
+if os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) != 0:
+    sys.exit("the second process failed to draw its figures")
 """
 SMOKE_ACTIVITIES = 30
 PR_SET_CHILD_SUBREAPER = 36  # Linux's prctl option
@@ -128,7 +131,7 @@ def _best(timings: list[Timing]) -> Timing:
 
 @dataclass(frozen=True)
 class Runs:
-    """Each repeat's timings of the three contenders."""
+    """Each repeat's timings of the contenders: the compaction, the report and the two floors."""
     compact: list[Timing]
     report: list[Timing]
     floor: list[Timing]

@@ -534,8 +534,11 @@ def _dataset_root(config: Config) -> Iterator[DatasetRoot]:
 
     store = open_store(config.storage.parquet_uri, config.storage.parquet_options)
     try:
-        check_bucket(store)
-        yield DatasetRoot(store.fs, store.root, store.uri)
+        try:
+            yield DatasetRoot(store.fs, store.root, store.uri)
+        except ConfigError:  # nothing to report on: in a bucket that is not there, say that instead
+            check_bucket(store)  # asked only then: a reader's role may not be allowed to ask
+            raise
     except OSError as exc:
         raise store_error(store, "cannot read", exc) from None
 

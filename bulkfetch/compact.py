@@ -1023,17 +1023,20 @@ def _stream_tables(entries: Sequence[Entry], helper: _Worker | None) -> Iterator
     taken = 0  # entries[:taken] are yielded or in `ahead`
     broken = False
     while taken < len(entries) or ahead:
+        building = _building(item for _, item in ahead)  # once a pass: each asks the futures' locks
         while not broken and helper.ready and taken < len(entries) and len(ahead) < STREAMS_AHEAD \
-                and len(_building(item for _, item in ahead)) < _WORKER_STREAMS:
+                and len(building) < _WORKER_STREAMS:
             try:
                 with interrupts_deferred():
-                    ahead.append((entries[taken], helper.pool.submit(_stream_table, entries[taken])))
+                    future = helper.pool.submit(_stream_table, entries[taken])
             except (BrokenProcessPool, RuntimeError):
                 broken = True
                 break
+            ahead.append((entries[taken], future))
+            building.add(future)
             taken += 1
         entry, head = ahead[0] if ahead else (None, None)
-        if ahead and not (isinstance(head, Future) and _building([head])):
+        if ahead and not (isinstance(head, Future) and head in building):
             ahead.popleft()
             if isinstance(head, Future):
                 try:
@@ -1050,9 +1053,13 @@ def _stream_tables(entries: Sequence[Entry], helper: _Worker | None) -> Iterator
 
 
 def _building(ahead: Iterable[Any]) -> set[Future[Any]]:
-    """The futures among `ahead` the worker has not finished."""
-    futures = {item for item in ahead if isinstance(item, Future)}
-    return futures - wait_for(futures, timeout=0)
+    """The futures among `ahead` the worker has not finished (one deferral of Ctrl-C for all: see
+    processes.wait_for)."""
+    futures = [item for item in ahead if isinstance(item, Future)]
+    if not futures:
+        return set()
+    with interrupts_deferred():
+        return {future for future in futures if not future.done()}
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,12 @@
 
 A lock file names its holders, a line "<PID> <what>" each, `what` being the command ("fetch", "fetch
 --no-compact", "plan", "import", ...), so that the one refused can say who is in the way and what that
-one will do. An exclusive holder's file names it alone; a shared lock's first holder starts the file
-afresh and the others add their line, so that a refusal names a holder still running, not the last to
-come (that may have been refused by another lock since, or ended: an import of an athlete already being
-imported). An flock dies with its process: a lock file left by a killed run is simply taken over.
+one will do. An exclusive holder's file names it alone; a shared lock's holders add their line, and a
+refusal names the last of them still running, not the last to come (it may have been refused by another
+lock since, or ended: an import of an athlete already being imported). A shared holder never takes the
+lock exclusively to start the file afresh: another arriving that moment would be refused. The file grows
+by a line per shared holder until an exclusive one takes it. An flock dies with its process: a lock file
+left by a killed run is simply taken over.
 
 The locks (every one taken without waiting; a conflict is a LockedError, exit 2):
 
@@ -52,12 +54,12 @@ STAGING_LOCK = ".staging.lock"  # the leading dot keeps it out of the dataset's 
 IMPORT = "import"
 COMPACTING_FETCHES = ("fetch", "demo")  # the runs that compact every athlete when they end (no --no-compact)
 _WHAT = re.compile(r"[a-z][a-z0-9 -]{0,60}")  # a holder's name as this module writes it
-HOLDERS_READ = 64 * 1024  # of a lock file: its holders' lines (a shared lock's last holders among them)
+HOLDERS_READ = 64 * 1024  # of a lock file's end: its last holders' lines
 
 
 @dataclass(frozen=True)
 class Holder:
-    """Who holds a lock, as its file says (a shared lock's file names the last of its holders)."""
+    """Who holds a lock, as its file says (of a shared lock's holders, the last named that still runs)."""
 
     pid: str   # "unknown" if the file does not say
     what: str  # the command: "fetch", "plan", "import", ...; "run" if the file does not say
@@ -79,11 +81,10 @@ def hold(path: Path, what: str, *, busy: Callable[[Holder], BulkfetchError], sha
     line = f"{os.getpid()} {what}\n".encode()
     try:
         try:
-            if not (shared and _first_shared(fd, line)):
-                _take(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX, busy, wait)
-                if not shared:
-                    os.ftruncate(fd, 0)
-                os.write(fd, line)
+            _take(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX, busy, wait)
+            if not shared:
+                os.ftruncate(fd, 0)
+            os.write(fd, line)
         except OSError as exc:  # the disk is full: say so, as every other write does
             raise WriteError(describe_write_error(path, exc), hint=write_hint(exc)) from None
         yield
@@ -91,32 +92,22 @@ def hold(path: Path, what: str, *, busy: Callable[[Holder], BulkfetchError], sha
         os.close(fd)
 
 
-def _first_shared(fd: int, line: bytes) -> bool:
-    """Take a shared lock as its only holder, if no one holds it: the file then starts afresh with `line`
-    (written while no one else may hold it, before the lock is made shared). False, holding nothing,
-    when someone holds it (or took it exclusively while it was being made shared)."""
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    os.ftruncate(fd, 0)
-    os.write(fd, line)
-    try:  # not atomic (flock(2)): the lock is released, then taken shared
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
-
-
 def _take(fd: int, mode: int, busy: Callable[[Holder], BulkfetchError], wait: Callable[[Holder], None] | None) -> None:
     try:
         fcntl.flock(fd, mode | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = _holder(os.pread(fd, HOLDERS_READ, 0))
+        holder = _holder(_last_lines(fd))
         if wait is None:
             raise busy(holder) from None
         wait(holder)
         fcntl.flock(fd, mode)
+
+
+def _last_lines(fd: int) -> bytes:
+    """The lines at the end of a lock file (HOLDERS_READ bytes at most, a line cut at their start left out)."""
+    start = max(0, os.fstat(fd).st_size - HOLDERS_READ)
+    recorded = os.pread(fd, HOLDERS_READ, start)
+    return recorded.partition(b"\n")[2] if start else recorded
 
 
 def _holder(recorded: bytes) -> Holder:

@@ -129,6 +129,15 @@ def _free_name(path: Path, folder: Path) -> Path:
     return target
 
 
+def _put_back(moved: Path, path: Path) -> None:
+    """Return a file moved aside by mistake to `path`, unless a newer one took its place meanwhile."""
+    try:
+        os.link(moved, path)
+    except FileExistsError:
+        pass
+    moved.unlink()
+
+
 def is_temp_file(path: Path) -> bool:
     return path.name.startswith(".") and TEMP_MARK in path.name
 
@@ -303,18 +312,21 @@ class RawStore:
         name (`quarantine/activities/<id>.json`; `<id>-2.json` and so on beside an earlier one, never replaced):
         the store then no longer has it, so the next fetch fetches it again, and the file stays for the user.
         Only while it is still the version that was found damaged (`identity`: size and mtime_ns); None when
-        it is not (replaced by a fetch meanwhile, or gone). The move is durable (both folders fsynced)."""
+        it is not (replaced by a fetch meanwhile, or gone). Moved first, checked after: a fetch may replace it
+        any moment, and a good file moved by mistake goes back (unless a newer one is there already). The
+        move is durable (both folders fsynced)."""
         folder = self.quarantine_dir / path.parent.name
-        try:
-            info = path.stat()
-        except FileNotFoundError:
-            return None
-        if (info.st_size, info.st_mtime_ns) != identity:
-            return None
         ensure_dir(folder)
+        target = _free_name(path, folder)
         try:
-            target = _free_name(path, folder)
-            os.rename(path, target)
+            try:
+                os.rename(path, target)
+            except FileNotFoundError:
+                return None
+            info = target.stat()
+            if (info.st_size, info.st_mtime_ns) != identity:
+                _put_back(target, path)
+                return None
             fsync_dir(folder)
             fsync_dir(path.parent)
         except OSError as exc:

@@ -17,12 +17,13 @@ from bench.compact import ATHLETE_ID, write_synthetic_store
 from bulkfetch.cli import main
 from bulkfetch.compact import compact
 from bulkfetch.idle_compaction import IdleCompactor
+from bulkfetch.pids import alive
 from bulkfetch.scheduler import WaitInfo
 from bulkfetch.schema import TABLES
 from bulkfetch.simulator import SimulatorSettings, SimulatorThread
 from bulkfetch.store import RawStore
 from tests.test_fetch import api_records, setup
-from tests.test_lifecycle import alive, descendants, spawn, wait_until
+from tests.test_lifecycle import descendants, spawn, wait_until
 
 WINDOW_S = 2
 # The scheduler sends a window's first request BOUNDARY_EPSILON_S (0.05 s) after its boundary; this leaves

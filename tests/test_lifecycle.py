@@ -19,6 +19,7 @@ import bulkfetch
 from bench.compact import write_synthetic_store
 from bulkfetch.cli import main
 from bulkfetch.compact import MANIFEST, SpilledSummaries, partition_entries
+from bulkfetch.pids import alive
 from bulkfetch.simulator import SimulatorSettings, SimulatorThread
 from bulkfetch.store import RawStore
 from tests.conftest import athlete_store, cli_env, run_cli, simulator_config_text
@@ -56,14 +57,6 @@ def descendants(pid: int) -> dict[int, int]:
         frontier = {child for child, parent in parents.items() if parent in frontier} - set(found)
         found.update({child: parents[child] for child in frontier})
     return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return state[state.rindex(")") + 2] != "Z"
 
 
 def error_line(stderr: str) -> str:

@@ -49,6 +49,22 @@ def test_temp_files_are_ignored_and_swept(tmp_path: Path) -> None:
     assert not leftover.exists() and in_progress.exists()
 
 
+def test_a_damaged_file_is_set_aside_only_while_it_is_the_version_found_damaged(tmp_path: Path) -> None:
+    store = RawStore(tmp_path)
+    store.prepare()
+    store.write_detail(5_000_000_001, b"null")
+    path = store.detail_path(5_000_000_001)
+    damaged = (path.stat().st_size, path.stat().st_mtime_ns)
+    store.write_detail(5_000_000_001, b'{"id": 5000000001}')  # a fetch replaced it since it was read
+    assert store.set_aside(path, damaged) is None
+    assert path.read_bytes() == b'{"id": 5000000001}' and not list(store.quarantine_dir.rglob("*.json"))
+    store.write_detail(5_000_000_001, b"[]")
+    damaged = (path.stat().st_size, path.stat().st_mtime_ns)
+    moved = store.set_aside(path, damaged)
+    assert moved == store.quarantine_dir / "activities" / path.name and moved.read_bytes() == b"[]"
+    assert not path.exists() and store.detail_ids() == set()
+
+
 def test_a_zombie_writers_temp_file_is_swept(tmp_path: Path) -> None:
     # A killed import's worker stays a zombie until some process reaps it (in a container PID 1 may take its
     # time): it writes nothing any more, so its temporary file is a leftover (CI saw one kept).
