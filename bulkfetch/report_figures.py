@@ -85,10 +85,12 @@ def _gap_figure(report: AthleteReport, units: Units) -> Figure:
         axes.plot([min(paces), max(paces)], [min(paces), max(paces)], color="black", lw=0.8, label="GAP = pace")
         axes.yaxis.set_major_formatter(_PACE_TICKS)
         axes.yaxis.set_major_locator(_pace_locator())
-    else:
+    axes.set(xlabel=f"actual pace (min/{units.name})", ylabel=f"Strava's grade-adjusted pace (min/{units.name})")
+    if not points:  # no scale to show: paces of 0:00 and 0:01 on an empty square would mean nothing
         axes.text(0.5, 0.5, "Strava gave no grade-adjusted speed for these splits", ha="center",
                   transform=axes.transAxes)
-    axes.set(xlabel=f"actual pace (min/{units.name})", ylabel=f"Strava's grade-adjusted pace (min/{units.name})")
+        axes.set(xticks=[], yticks=[])
+        return figure
     return _finish(figure, axes, pace_axis="x")
 
 

@@ -70,6 +70,18 @@ def test_gap_figure_only_where_strava_gave_it() -> None:
     assert figure.points == ((0.3, 0.25, 0.01),)
 
 
+def test_a_gap_figure_without_points_shows_no_pace_scale() -> None:
+    # Hands-on: with no grade-adjusted speed from Strava, the empty figure's axes read 0:00 to 0:01.
+    from bulkfetch.report_figures import _DRAWN
+    from bulkfetch.report_html import units_named
+
+    report = athlete_report(1, [Run(1, False, None, (row(1, 10, gap=None), row(2, 0, gap=None)))], pace.KM_M)
+    assert report.gap.points == ()
+    axes = _DRAWN["gap"](report, units_named("km")).axes[0]
+    assert list(axes.get_xticks()) == [] and list(axes.get_yticks()) == []
+    assert [text.get_text() for text in axes.texts] == ["Strava gave no grade-adjusted speed for these splits"]
+
+
 def test_trend_and_heart_figures() -> None:
     runs = [Run(1, False, None, (row(1, 0), row(2, 20, moving_s=330), row(3, 0, distance_m=400, moving_s=120))),
             Run(2, False, None, (row(1, 0, start=FEB, moving_s=280, heartrate=None), row(2, 0, start=FEB))),
