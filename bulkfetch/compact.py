@@ -1053,13 +1053,9 @@ def _stream_tables(entries: Sequence[Entry], helper: _Worker | None) -> Iterator
 
 
 def _building(ahead: Iterable[Any]) -> set[Future[Any]]:
-    """The futures among `ahead` the worker has not finished (one deferral of Ctrl-C for all: see
-    processes.wait_for)."""
-    futures = [item for item in ahead if isinstance(item, Future)]
-    if not futures:
-        return set()
-    with interrupts_deferred():
-        return {future for future in futures if not future.done()}
+    """The futures among `ahead` the worker has not finished."""
+    futures = {item for item in ahead if isinstance(item, Future)}
+    return futures - wait_for(futures, timeout=0) if futures else futures
 
 
 @dataclass(frozen=True)

@@ -113,8 +113,8 @@ def _last_lines(fd: int) -> bytes:
 def _holder(recorded: bytes) -> Holder:
     """The holder a lock file names that still runs, the last such (any named, when none seems to run)."""
     holders = [_parsed(line) for line in recorded.decode(errors="replace").splitlines() if line.strip()]
-    running = [holder for holder in holders if holder.pid.isdigit() and alive(int(holder.pid))]
-    return (running or holders or [Holder("unknown", "run")])[-1]
+    running = (holder for holder in reversed(holders) if holder.pid.isdigit() and alive(int(holder.pid)))
+    return next(running, holders[-1] if holders else Holder("unknown", "run"))
 
 
 def _parsed(line: str) -> Holder:

@@ -159,6 +159,9 @@ def wait_for(futures: Iterable[Future[Any]], *, first: bool = False,
     in the main thread: a Ctrl-C raised inside their locks hangs the command."""
     from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, wait
 
+    if timeout == 0:  # asked once a pass by loops that feed a worker: as cheap as asking can be
+        with interrupts_deferred():
+            return {future for future in futures if future.done()}
     return_when = FIRST_COMPLETED if first else ALL_COMPLETED
     deadline = None if timeout is None else time.monotonic() + timeout
     done: set[Future[Any]] = set()
